@@ -1,9 +1,16 @@
-//! Nubis' gRPC contracts, generated at build time from `proto/nubis/**.proto`.
+//! Nubis' gRPC contracts, generated at build time from `proto/nubis/**.proto`,
+//! plus the request signing and dialing code every client and server shares.
 //!
-//! - [`compute::v1`]: the tenant-facing Compute API (`nubis.compute.v1.Compute`).
+//! - [`compute::v1`]: the tenant-facing Compute API (`nubis.compute.v1.Compute`)
+//!   and the operator API (`nubis.compute.v1.Admin`).
 //! - [`node::v1`]: the API between the control plane and node agents (`nubis.node.v1.Node`).
+//! - [`auth`]: HMAC-SHA256 request signing (client interceptor + verifier).
+//! - [`transport`]: connecting over TCP or a Unix socket (`unix:/path`).
 
 #![allow(missing_debug_implementations)]
+
+pub mod auth;
+pub mod transport;
 
 /// Tenant-facing API.
 pub mod compute {
@@ -22,3 +29,7 @@ pub mod node {
         tonic::include_proto!("nubis.node.v1");
     }
 }
+
+/// The header carrying the EC2 error code (e.g. `InvalidInstanceID.NotFound`)
+/// on every error status the control plane returns.
+pub const ERROR_CODE_HEADER: &str = "x-nubis-error-code";
