@@ -1,0 +1,132 @@
+//! The Nubis `hello` test guest: a freestanding PVH kernel that brings up the
+//! serial console, virtio-blk and virtio-net (virtio-mmio), prints the
+//! console lines of its contract (deploy/images/hello/README.md), answers
+//! ICMP echo and serves HTTP on port 80.
+//!
+//! A tiny CPL0 stub ([`boot`]) sets up the machine and drops to CPL3, where
+//! all of this code runs natively even under PVM-backed KVM (ring-0 code is
+//! interpreted there). Ring 3 asks ring 0 for port I/O via `int 0x80`.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+#[allow(dead_code)] // parts used by later features
+mod boot;
+#[allow(dead_code)]
+mod heap;
+mod mem;
+#[allow(dead_code)]
+mod sys;
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use nubis_hello_guest::cmdline;
+
+/// TSC ticks per second, for code that runs without the main context.
+static TSC_HZ: AtomicU64 = AtomicU64::new(2_000_000_000);
+
+const PVH_START_MAGIC: u32 = 0x336e_c578;
+const MAX_CMDLINE: usize = 4096;
+
+/// Reads the kernel command line from the PVH start info.
+fn read_cmdline() -> Result<&'static str, &'static str> {
+    // SAFETY: written once by the boot stub before ring 3 started.
+    let info = unsafe { core::ptr::read_volatile(&raw const boot::pvh_start_info) } as usize;
+    if info == 0 || info % 8 != 0 {
+        return Err("no PVH start info");
+    }
+    // SAFETY: the VMM passed this address of a `hvm_start_info` in RAM,
+    // which is identity mapped; the fields read are within its 56 bytes.
+    let (magic, cmdline) = unsafe {
+        (
+            core::ptr::read_volatile(info as *const u32),
+            core::ptr::read_volatile((info + 24) as *const u64),
+        )
+    };
+    if magic != PVH_START_MAGIC {
+        return Err("bad PVH start info magic");
+    }
+    if cmdline == 0 {
+        return Ok("");
+    }
+    if cmdline >= 0x1_0000_0000 - MAX_CMDLINE as u64 {
+        return Err("command line above 4 GiB");
+    }
+    let base = cmdline as usize as *const u8;
+    let mut len = 0;
+    // SAFETY: the command line lies in identity-mapped low memory; reading is
+    // bounded to MAX_CMDLINE bytes.
+    while len < MAX_CMDLINE && unsafe { core::ptr::read_volatile(base.add(len)) } != 0 {
+        len += 1;
+    }
+    // SAFETY: the `len` bytes just scanned are readable and not written again.
+    let bytes = unsafe { core::slice::from_raw_parts(base, len) };
+    match core::str::from_utf8(bytes) {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            console!(
+                "NUBIS-ERROR command line is not UTF-8 after byte {}, ignoring the rest",
+                e.valid_up_to()
+            );
+            // SAFETY: valid_up_to bytes are valid UTF-8.
+            Ok(unsafe { core::str::from_utf8_unchecked(&bytes[..e.valid_up_to()]) })
+        }
+    }
+}
+
+/// Ring-3 entry point, reached by `iretq` from the boot stub.
+#[no_mangle]
+extern "C" fn rust_main() -> ! {
+    sys::init_idt();
+    sys::init_platform();
+    heap::init();
+    let (hz, tsc_source) = sys::tsc_hz();
+    TSC_HZ.store(hz, Ordering::Relaxed);
+    console!(
+        "hello: nubis test guest starting (tsc {} MHz, {:?})",
+        hz / 1_000_000,
+        tsc_source
+    );
+
+    let line = match read_cmdline() {
+        Ok(line) => line,
+        Err(why) => {
+            console!("NUBIS-ERROR {why}: no command line");
+            ""
+        }
+    };
+    let cfg = cmdline::parse(line);
+    for problem in &cfg.problems {
+        console!("NUBIS-ERROR {problem}");
+    }
+    let id = cfg.id();
+
+    console!("NUBIS-GUEST-READY {id}");
+    if cfg.reset {
+        sys::reset(hz);
+    }
+    halt_forever()
+}
+
+/// Sleeps forever without burning CPU (no timer is armed).
+fn halt_forever() -> ! {
+    loop {
+        sys::halt();
+    }
+}
+
+/// CPU exception taken at CPL3, bounced here by the boot stub's fault path.
+#[no_mangle]
+extern "C" fn fault_entry(vector: u64, error: u64, rip: u64, cr2: u64) -> ! {
+    console!(
+        "NUBIS-ERROR cpu exception vector={vector} error={error:#x} rip={rip:#x} cr2={cr2:#x}"
+    );
+    halt_forever()
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    console!("NUBIS-ERROR panic: {info}");
+    halt_forever()
+}
