@@ -1,0 +1,483 @@
+//! The agent's TOML configuration: schema, defaults and validation. Every
+//! field is documented in `docs/agent.md` and `deploy/agent.example.toml`.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Node API endpoint: `unix:///path/to/socket` or `http://127.0.0.1:PORT`.
+    /// Required unless `standalone = true`.
+    #[serde(default)]
+    pub control_plane: Option<String>,
+    /// Enrolment credential presented at registration.
+    #[serde(default)]
+    pub enrolment_token: Option<String>,
+    /// File holding the enrolment credential (alternative to `enrolment_token`).
+    #[serde(default)]
+    pub enrolment_token_file: Option<PathBuf>,
+    /// Availability zone label of this host.
+    pub availability_zone: String,
+    /// Where the agent keeps its host id and one directory per instance.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Directory of images: `<name>/manifest.json` plus the files it names.
+    #[serde(default = "default_image_dir")]
+    pub image_dir: PathBuf,
+    /// Path of the `nubis-vmm` binary.
+    #[serde(default = "default_vmm_binary")]
+    pub vmm_binary: PathBuf,
+    /// Debug/operator mode: read desired state from `<state_dir>/desired.json`
+    /// instead of the control plane, and write `<state_dir>/status.json`.
+    #[serde(default)]
+    pub standalone: bool,
+    /// Bridge and instance addressing.
+    #[serde(default)]
+    pub network: NetworkConfig,
+    /// Capacity overrides (detected from the host when absent).
+    #[serde(default)]
+    pub capacity: CapacityConfig,
+    /// cgroup v2 placement of VMM processes.
+    #[serde(default)]
+    pub cgroup: CgroupConfig,
+    /// Instance defaults.
+    #[serde(default)]
+    pub instances: InstanceDefaults,
+    /// Timeouts.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+}
+
+/// Bridge and addressing of instance TAP devices.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Instance bridge (created when missing).
+    #[serde(default = "default_bridge")]
+    pub bridge: String,
+    /// Bridge address with prefix; also the guests' gateway.
+    #[serde(default = "default_bridge_address")]
+    pub bridge_address: String,
+    /// Inclusive range of instance addresses, `FIRST-LAST`.
+    #[serde(default = "default_instance_range")]
+    pub instance_range: String,
+    /// Prefix of TAP device names (at most 4 characters).
+    #[serde(default = "default_tap_prefix")]
+    pub tap_prefix: String,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            bridge: default_bridge(),
+            bridge_address: default_bridge_address(),
+            instance_range: default_instance_range(),
+            tap_prefix: default_tap_prefix(),
+        }
+    }
+}
+
+/// Validated network settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addressing {
+    /// Bridge (gateway) address.
+    pub gateway: Ipv4Addr,
+    /// Prefix length of the instance subnet.
+    pub prefix: u8,
+    /// First instance address.
+    pub first: Ipv4Addr,
+    /// Last instance address (inclusive).
+    pub last: Ipv4Addr,
+}
+
+/// Capacity overrides.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityConfig {
+    /// vCPUs offered to instances (default: `nproc`).
+    pub vcpus: Option<u32>,
+    /// Memory offered to instances in MiB (default: MemTotal).
+    pub memory_mib: Option<u64>,
+}
+
+/// cgroup v2 settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CgroupConfig {
+    /// cgroup2 mount point (default: found in /proc/self/mountinfo).
+    #[serde(default)]
+    pub mount: Option<PathBuf>,
+    /// Parent group under the mount; instance groups are `<parent>/<instance>`.
+    #[serde(default = "default_cgroup_parent")]
+    pub parent: String,
+    /// Require the cpu and memory controllers (fail instances without them).
+    /// Set false only on hosts whose cpu/memory controllers are bound to
+    /// cgroup v1: groups are still created and VMMs placed in them, limits
+    /// are not enforced and a warning is logged.
+    #[serde(default = "default_true")]
+    pub enforce_limits: bool,
+}
+
+impl Default for CgroupConfig {
+    fn default() -> Self {
+        CgroupConfig {
+            mount: None,
+            parent: default_cgroup_parent(),
+            enforce_limits: true,
+        }
+    }
+}
+
+/// Defaults for instances.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceDefaults {
+    /// Size of the raw disk created for images without a disk file.
+    #[serde(default = "default_disk_mib")]
+    pub blank_disk_mib: u64,
+    /// Memory added to the guest's for the VMM process in `memory.max`.
+    #[serde(default = "default_vmm_overhead_mib")]
+    pub vmm_memory_overhead_mib: u64,
+    /// Console log cap passed as `--serial-max-bytes`.
+    #[serde(default = "default_console_max")]
+    pub console_max_bytes: u64,
+}
+
+impl Default for InstanceDefaults {
+    fn default() -> Self {
+        InstanceDefaults {
+            blank_disk_mib: default_disk_mib(),
+            vmm_memory_overhead_mib: default_vmm_overhead_mib(),
+            console_max_bytes: default_console_max(),
+        }
+    }
+}
+
+/// Timeouts in seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// Wait after Ctrl-Alt-Del before the VMM `stop`.
+    #[serde(default = "default_graceful")]
+    pub graceful_stop_secs: u64,
+    /// Wait after `stop` before SIGKILL.
+    #[serde(default = "default_hard")]
+    pub hard_stop_secs: u64,
+    /// Wait for the VMM to report running after spawn.
+    #[serde(default = "default_start")]
+    pub start_secs: u64,
+    /// Heartbeat interval.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_secs: u64,
+    /// Longest back-off between reconnects to the control plane.
+    #[serde(default = "default_backoff")]
+    pub reconnect_max_secs: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            graceful_stop_secs: default_graceful(),
+            hard_stop_secs: default_hard(),
+            start_secs: default_start(),
+            heartbeat_secs: default_heartbeat(),
+            reconnect_max_secs: default_backoff(),
+        }
+    }
+}
+
+impl Timeouts {
+    /// Graceful stop timeout.
+    pub fn graceful_stop(&self) -> Duration {
+        Duration::from_secs(self.graceful_stop_secs)
+    }
+    /// Hard stop timeout.
+    pub fn hard_stop(&self) -> Duration {
+        Duration::from_secs(self.hard_stop_secs)
+    }
+    /// Start timeout.
+    pub fn start(&self) -> Duration {
+        Duration::from_secs(self.start_secs)
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/nubis-agent")
+}
+fn default_image_dir() -> PathBuf {
+    PathBuf::from("/var/lib/nubis/images")
+}
+fn default_vmm_binary() -> PathBuf {
+    PathBuf::from("/usr/local/bin/nubis-vmm")
+}
+fn default_bridge() -> String {
+    "nbbr0".into()
+}
+fn default_bridge_address() -> String {
+    "10.200.0.1/24".into()
+}
+fn default_instance_range() -> String {
+    "10.200.0.10-10.200.0.250".into()
+}
+fn default_tap_prefix() -> String {
+    "nbt".into()
+}
+fn default_cgroup_parent() -> String {
+    "nubis".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_disk_mib() -> u64 {
+    8
+}
+fn default_vmm_overhead_mib() -> u64 {
+    64
+}
+fn default_console_max() -> u64 {
+    1024 * 1024
+}
+fn default_graceful() -> u64 {
+    30
+}
+fn default_hard() -> u64 {
+    10
+}
+fn default_start() -> u64 {
+    60
+}
+fn default_heartbeat() -> u64 {
+    5
+}
+fn default_backoff() -> u64 {
+    30
+}
+
+fn is_ifname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Parses `a.b.c.d/p`.
+pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8)> {
+    let bad = || Error::ConfigInvalid(format!("{s:?} is not an IPv4 address/prefix"));
+    let (a, p) = s.split_once('/').ok_or_else(bad)?;
+    let addr: Ipv4Addr = a.trim().parse().map_err(|_| bad())?;
+    let prefix: u8 = p.trim().parse().map_err(|_| bad())?;
+    if !(8..=30).contains(&prefix) {
+        return Err(Error::ConfigInvalid(format!(
+            "prefix /{prefix} in {s:?} must be between 8 and 30"
+        )));
+    }
+    Ok((addr, prefix))
+}
+
+fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix: u8) -> bool {
+    let mask = u32::MAX << (32 - u32::from(prefix));
+    u32::from(a) & mask == u32::from(b) & mask
+}
+
+impl NetworkConfig {
+    /// Validates and returns the addressing plan.
+    pub fn addressing(&self) -> Result<Addressing> {
+        let (gateway, prefix) = parse_cidr(&self.bridge_address)?;
+        let bad = || {
+            Error::ConfigInvalid(format!(
+                "network.instance_range {:?} must be FIRST-LAST",
+                self.instance_range
+            ))
+        };
+        let (f, l) = self.instance_range.split_once('-').ok_or_else(bad)?;
+        let first: Ipv4Addr = f.trim().parse().map_err(|_| bad())?;
+        let last: Ipv4Addr = l.trim().parse().map_err(|_| bad())?;
+        if u32::from(first) > u32::from(last) {
+            return Err(bad());
+        }
+        if !same_subnet(first, gateway, prefix) || !same_subnet(last, gateway, prefix) {
+            return Err(Error::ConfigInvalid(format!(
+                "network.instance_range {:?} is outside {}",
+                self.instance_range, self.bridge_address
+            )));
+        }
+        if (u32::from(first)..=u32::from(last)).contains(&u32::from(gateway)) {
+            return Err(Error::ConfigInvalid(
+                "network.instance_range contains the bridge address".into(),
+            ));
+        }
+        Ok(Addressing {
+            gateway,
+            prefix,
+            first,
+            last,
+        })
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cfg: Config = toml::from_str(&text).map_err(|source| Error::ConfigParse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that serde cannot.
+    pub fn validate(&self) -> Result<()> {
+        let az = &self.availability_zone;
+        if az.is_empty()
+            || az.len() > 64
+            || !az
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(Error::ConfigInvalid(format!(
+                "availability_zone {az:?} must be 1-64 of [A-Za-z0-9_-]"
+            )));
+        }
+        match (&self.control_plane, self.standalone) {
+            (None, false) => {
+                return Err(Error::ConfigInvalid(
+                    "control_plane is required unless standalone = true".into(),
+                ))
+            }
+            (Some(ep), _) => {
+                let ok = ep
+                    .strip_prefix("unix://")
+                    .is_some_and(|p| p.starts_with('/'))
+                    || ep.starts_with("http://")
+                    || ep.starts_with("https://");
+                if !ok {
+                    return Err(Error::ConfigInvalid(format!(
+                        "control_plane {ep:?} must be unix:///PATH or http(s)://HOST:PORT"
+                    )));
+                }
+            }
+            (None, true) => {}
+        }
+        if !is_ifname(&self.network.bridge) {
+            return Err(Error::ConfigInvalid(format!(
+                "network.bridge {:?} is not a valid interface name",
+                self.network.bridge
+            )));
+        }
+        let tp = &self.network.tap_prefix;
+        if tp.is_empty() || tp.len() > 4 || !is_ifname(tp) {
+            return Err(Error::ConfigInvalid(format!(
+                "network.tap_prefix {tp:?} must be 1-4 interface-name characters"
+            )));
+        }
+        self.network.addressing()?;
+        let parent = &self.cgroup.parent;
+        if parent.is_empty()
+            || parent
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return Err(Error::ConfigInvalid(format!(
+                "cgroup.parent {parent:?} must be a relative path without . or .."
+            )));
+        }
+        if self.instances.blank_disk_mib == 0 || self.instances.blank_disk_mib > 1 << 20 {
+            return Err(Error::ConfigInvalid(
+                "instances.blank_disk_mib must be 1..=1048576".into(),
+            ));
+        }
+        if self.instances.console_max_bytes < 64 * 1024 {
+            return Err(Error::ConfigInvalid(
+                "instances.console_max_bytes must be at least 65536".into(),
+            ));
+        }
+        if self.capacity.vcpus == Some(0) || self.capacity.memory_mib == Some(0) {
+            return Err(Error::ConfigInvalid(
+                "capacity overrides must be positive".into(),
+            ));
+        }
+        if !self.state_dir.is_absolute() || !self.image_dir.is_absolute() {
+            return Err(Error::ConfigInvalid(
+                "state_dir and image_dir must be absolute paths".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The enrolment credential, read from the file when configured.
+    pub fn enrolment_token(&self) -> Result<String> {
+        if let Some(t) = &self.enrolment_token {
+            return Ok(t.clone());
+        }
+        if let Some(p) = &self.enrolment_token_file {
+            let t = std::fs::read_to_string(p)
+                .map_err(|e| Error::io(format!("reading {}", p.display()), e))?;
+            return Ok(t.trim().to_string());
+        }
+        Ok(String::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config> {
+        let c: Config = toml::from_str(s).map_err(|source| Error::ConfigParse {
+            path: "t".into(),
+            source,
+        })?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse("availability_zone = \"nb-1a\"\ncontrol_plane = \"unix:///run/n.sock\"\n")
+            .unwrap();
+        assert_eq!(c.network.bridge, "nbbr0");
+        assert_eq!(c.timeouts.graceful_stop_secs, 30);
+        let a = c.network.addressing().unwrap();
+        assert_eq!(a.gateway, Ipv4Addr::new(10, 200, 0, 1));
+        assert_eq!(a.prefix, 24);
+        assert!(c.cgroup.enforce_limits);
+    }
+
+    #[test]
+    fn invalid_values_are_rejected() {
+        let base = "availability_zone = \"nb-1a\"\nstandalone = true\n";
+        assert!(parse(base).is_ok());
+        assert!(
+            parse("availability_zone = \"nb-1a\"\n").is_err(),
+            "no endpoint"
+        );
+        assert!(parse(&format!("{base}control_plane = \"tcp://x\"\n")).is_err());
+        assert!(parse(&format!("{base}bogus = 1\n")).is_err(), "unknown key");
+        assert!(parse("availability_zone = \"a b\"\nstandalone = true\n").is_err());
+        for net in [
+            "[network]\nbridge = \"this-name-is-too-long\"\n",
+            "[network]\ntap_prefix = \"toolong\"\n",
+            "[network]\nbridge_address = \"10.0.0.1\"\n",
+            "[network]\ninstance_range = \"10.200.0.50-10.200.0.10\"\n",
+            "[network]\ninstance_range = \"10.201.0.10-10.201.0.20\"\n",
+            "[network]\ninstance_range = \"10.200.0.1-10.200.0.20\"\n",
+        ] {
+            assert!(parse(&format!("{base}{net}")).is_err(), "{net}");
+        }
+        assert!(parse(&format!("{base}[cgroup]\nparent = \"../x\"\n")).is_err());
+        assert!(parse(&format!("{base}[capacity]\nvcpus = 0\n")).is_err());
+        assert!(parse(&format!("{base}state_dir = \"rel\"\n")).is_err());
+    }
+}

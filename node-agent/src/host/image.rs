@@ -1,0 +1,229 @@
+//! Local images: `<image_dir>/<name>/manifest.json` plus the files it names,
+//! each checked against the sha256 the manifest records. Images are only
+//! read, never modified.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::types::ImageName;
+
+/// `manifest.json` as written by `deploy/images/build.sh`.
+#[derive(Debug, Clone, Deserialize)]
+struct RawManifest {
+    name: Option<String>,
+    kernel: String,
+    #[serde(default)]
+    initrd: Option<String>,
+    #[serde(default)]
+    disk: Option<String>,
+    #[serde(default)]
+    cmdline: String,
+    #[serde(default)]
+    requires: Requires,
+    /// `{"file": "<sha256 hex>"}` or `{"file": {"sha256": ".."}}`.
+    #[serde(default)]
+    sha256: BTreeMap<String, serde_json::Value>,
+    /// Alternative spelling: `{"file": {"sha256": "..", ...}}`.
+    #[serde(default)]
+    files: BTreeMap<String, serde_json::Value>,
+}
+
+/// Requirements recorded in a manifest.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Requires {
+    /// Minimum guest memory.
+    #[serde(default)]
+    pub min_memory_mib: Option<u64>,
+}
+
+/// A verified image.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// Name (directory).
+    pub name: ImageName,
+    /// Kernel file.
+    pub kernel: PathBuf,
+    /// Initrd, if any.
+    pub initrd: Option<PathBuf>,
+    /// Root disk to clone, if any.
+    pub disk: Option<PathBuf>,
+    /// Image's kernel command line.
+    pub cmdline: String,
+    /// Requirements.
+    pub requires: Requires,
+    /// sha256 of every file, by file name.
+    pub digests: BTreeMap<String, String>,
+}
+
+fn file_name_ok(f: &str) -> bool {
+    !f.is_empty() && !f.contains('/') && f != "." && f != ".."
+}
+
+/// sha256 of a file, hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn digest_of(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.to_ascii_lowercase()),
+        serde_json::Value::Object(m) => m
+            .get("sha256")
+            .and_then(|s| s.as_str())
+            .map(str::to_ascii_lowercase),
+        _ => None,
+    }
+}
+
+/// Loads `<dir>/<name>/manifest.json` and verifies every file it names.
+pub fn load_verified(image_dir: &Path, name: &ImageName) -> Result<Image> {
+    let dir = image_dir.join(name.as_str());
+    let problem = |p: String| Error::Image {
+        name: name.to_string(),
+        problem: p,
+    };
+    let mpath = dir.join("manifest.json");
+    let text = match std::fs::read_to_string(&mpath) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(problem(format!("not found ({} missing)", mpath.display())))
+        }
+        Err(e) => return Err(Error::io(format!("reading {}", mpath.display()), e)),
+    };
+    let raw: RawManifest = serde_json::from_str(&text).map_err(|source| Error::Json {
+        context: mpath.display().to_string(),
+        source,
+    })?;
+    if let Some(n) = &raw.name {
+        if n != name.as_str() {
+            return Err(problem(format!("manifest names it {n:?}")));
+        }
+    }
+    let mut digests = BTreeMap::new();
+    for (f, v) in raw.sha256.iter().chain(raw.files.iter()) {
+        let d = digest_of(v).ok_or_else(|| problem(format!("no sha256 for {f}")))?;
+        digests.insert(f.clone(), d);
+    }
+    let mut used: Vec<&str> = vec![raw.kernel.as_str()];
+    used.extend(raw.initrd.as_deref());
+    used.extend(raw.disk.as_deref());
+    for f in &used {
+        if !file_name_ok(f) {
+            return Err(problem(format!("invalid file name {f:?}")));
+        }
+        if !digests.contains_key(*f) {
+            return Err(problem(format!("manifest has no sha256 for {f}")));
+        }
+    }
+    for (f, expected) in &digests {
+        if !file_name_ok(f) {
+            return Err(problem(format!("invalid file name {f:?}")));
+        }
+        let path = dir.join(f);
+        if !path.exists() {
+            return Err(problem(format!("file {f} missing")));
+        }
+        let actual = sha256_file(&path)?;
+        if &actual != expected {
+            return Err(Error::ImageChecksum {
+                name: name.to_string(),
+                file: f.clone(),
+                expected: expected.clone(),
+                actual,
+            });
+        }
+    }
+    Ok(Image {
+        name: name.clone(),
+        kernel: dir.join(&raw.kernel),
+        initrd: raw.initrd.as_ref().map(|f| dir.join(f)),
+        disk: raw.disk.as_ref().map(|f| dir.join(f)),
+        cmdline: raw.cmdline,
+        requires: raw.requires,
+        digests,
+    })
+}
+
+/// Scans the image directory; returns every image that verifies and logs the
+/// others.
+pub fn scan(image_dir: &Path) -> Vec<Image> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(image_dir) else {
+        tracing::warn!(dir = %image_dir.display(), "image directory unreadable");
+        return out;
+    };
+    let mut names: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("manifest.json").is_file())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    for n in names {
+        let Ok(name) = ImageName::new(n.clone()) else {
+            tracing::warn!(image = n, "skipping image with invalid name");
+            continue;
+        };
+        match load_verified(image_dir, &name) {
+            Ok(img) => out.push(img),
+            Err(e) => tracing::warn!(image = n, error = %e, "skipping image"),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_image(dir: &Path, kernel: &[u8], digest: Option<String>) {
+        let d = dir.join("img");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("kernel"), kernel).unwrap();
+        let digest = digest.unwrap_or_else(|| sha256_file(&d.join("kernel")).unwrap());
+        let m = serde_json::json!({
+            "name": "img", "kernel": "kernel", "initrd": null, "cmdline": "x",
+            "requires": {"vmm": ["nubis-vmm"], "min_memory_mib": 16},
+            "sha256": {"kernel": digest}
+        });
+        std::fs::write(d.join("manifest.json"), m.to_string()).unwrap();
+    }
+
+    #[test]
+    fn verified_image_loads_and_is_scanned() {
+        let t = tempfile::tempdir().unwrap();
+        write_image(t.path(), b"kernel bytes", None);
+        let img = load_verified(t.path(), &ImageName::new("img").unwrap()).unwrap();
+        assert_eq!(img.kernel, t.path().join("img/kernel"));
+        assert_eq!(img.requires.min_memory_mib, Some(16));
+        assert_eq!(scan(t.path()).len(), 1);
+    }
+
+    #[test]
+    fn checksum_mismatch_and_missing_are_errors() {
+        let t = tempfile::tempdir().unwrap();
+        write_image(t.path(), b"kernel bytes", Some("00".repeat(32)));
+        let e = load_verified(t.path(), &ImageName::new("img").unwrap()).unwrap_err();
+        assert!(matches!(e, Error::ImageChecksum { .. }), "{e}");
+        assert!(scan(t.path()).is_empty());
+        let e = load_verified(t.path(), &ImageName::new("nope").unwrap()).unwrap_err();
+        assert!(matches!(e, Error::Image { .. }), "{e}");
+    }
+}

@@ -1,0 +1,476 @@
+//! `nubis-vmm` processes: spawning one detached (own session and process
+//! group, stdio to files, placed in its cgroup before exec) so it outlives the
+//! agent; re-adopting one after an agent restart (the pid must still be that
+//! VMM: its command line holds the instance's API socket path and its start
+//! time equals the recorded one); watching it exit through a pidfd; and the
+//! client for its JSON-lines API socket.
+
+use std::io::Write as _;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Interest};
+use tokio::net::UnixStream;
+
+use crate::error::{Error, Result};
+
+/// Everything needed to start one VMM.
+#[derive(Debug, Clone)]
+pub struct VmmLaunch {
+    /// `nubis-vmm` binary.
+    pub binary: PathBuf,
+    /// Guest kernel.
+    pub kernel: PathBuf,
+    /// Guest initrd.
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    pub cmdline: String,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Guest memory.
+    pub memory_mib: u64,
+    /// Root disk.
+    pub disk: PathBuf,
+    /// TAP name and MAC.
+    pub net: Option<(String, String)>,
+    /// Console log.
+    pub serial: PathBuf,
+    /// Console log cap.
+    pub serial_max_bytes: u64,
+    /// API socket.
+    pub api_socket: PathBuf,
+    /// VMM stdout file.
+    pub stdout: PathBuf,
+    /// VMM stderr file.
+    pub stderr: PathBuf,
+}
+
+impl VmmLaunch {
+    /// The VMM's arguments (the brief's command-line contract).
+    pub fn args(&self) -> Vec<String> {
+        let mut a = vec!["--kernel".to_string(), self.kernel.display().to_string()];
+        if let Some(i) = &self.initrd {
+            a.extend(["--initrd".into(), i.display().to_string()]);
+        }
+        a.extend([
+            "--cmdline".into(),
+            self.cmdline.clone(),
+            "--vcpus".into(),
+            self.vcpus.to_string(),
+            "--memory-mib".into(),
+            self.memory_mib.to_string(),
+            "--disk".into(),
+            format!("{},id=root", self.disk.display()),
+        ]);
+        if let Some((tap, mac)) = &self.net {
+            a.extend(["--net".into(), format!("tap={tap},mac={mac}")]);
+        }
+        a.extend([
+            "--serial".into(),
+            self.serial.display().to_string(),
+            "--serial-max-bytes".into(),
+            self.serial_max_bytes.to_string(),
+            "--api-socket".into(),
+            self.api_socket.display().to_string(),
+        ]);
+        a
+    }
+}
+
+/// What the agent records about a running VMM (`vmm.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmmRecord {
+    /// Process id.
+    pub pid: i32,
+    /// Field 22 of `/proc/<pid>/stat` at launch (clock ticks since boot).
+    pub start_time: u64,
+    /// The API socket the process was started with.
+    pub api_socket: PathBuf,
+}
+
+/// How a VMM ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmmExit {
+    /// Exited with this status.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+    /// Exited while adopted (not our child): status unknown.
+    Unobserved,
+}
+
+/// Reads the state character and start time (fields 3 and 22) of a process.
+pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 2 (comm) may hold spaces and parentheses: split after the last ')'.
+    let rest = &s[s.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3.
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(22 - 3)?.parse().ok()?;
+    Some((state, start))
+}
+
+fn cmdline_has(pid: i32, arg: &Path) -> bool {
+    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let want = arg.as_os_str().as_encoded_bytes();
+    raw.split(|b| *b == 0).any(|a| a == want)
+}
+
+fn pid_of(pid: i32) -> Result<rustix::process::Pid> {
+    rustix::process::Pid::from_raw(pid).ok_or(Error::NotOurVmm {
+        pid,
+        why: "not a valid pid".into(),
+    })
+}
+
+enum Watch {
+    Child(tokio::process::Child),
+    Adopted(AsyncFd<OwnedFd>),
+    Exited(VmmExit),
+}
+
+/// A live (or just-exited) VMM process the agent watches.
+pub struct VmmProcess {
+    record: VmmRecord,
+    pidfd: OwnedFd,
+    watch: Watch,
+}
+
+impl std::fmt::Debug for VmmProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmmProcess")
+            .field("record", &self.record)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VmmProcess {
+    /// Spawns the VMM detached: new session, stdio to files, and (when given)
+    /// moved into its cgroup by writing "0" to `cgroup_procs` before exec.
+    pub fn spawn(launch: &VmmLaunch, cgroup_procs: Option<std::fs::File>) -> Result<VmmProcess> {
+        let open = |p: &Path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| Error::io(format!("opening {}", p.display()), e))
+        };
+        let mut out = open(&launch.stdout)?;
+        let err = open(&launch.stderr)?;
+        let _ = writeln!(out, "--- nubis-agent: starting {}", launch.binary.display());
+        let mut cmd = tokio::process::Command::new(&launch.binary);
+        cmd.args(launch.args())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(false);
+        // SAFETY: the closure runs in the forked child before exec and only
+        // makes async-signal-safe raw syscalls (setsid, write); it allocates
+        // nothing and touches no locks.
+        unsafe {
+            cmd.pre_exec(move || {
+                rustix::process::setsid().map_err(std::io::Error::from)?;
+                if let Some(procs) = &cgroup_procs {
+                    rustix::io::write(procs, b"0").map_err(std::io::Error::from)?;
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| Error::io(format!("spawning {}", launch.binary.display()), e))?;
+        let pid = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .ok_or_else(|| Error::io("spawned VMM has no pid", std::io::ErrorKind::Other.into()))?;
+        let pidfd = rustix::process::pidfd_open(pid_of(pid)?, rustix::process::PidfdFlags::empty())
+            .map_err(|e| Error::io(format!("pidfd_open({pid})"), e.into()))?;
+        let (_, start_time) = proc_stat(pid).ok_or_else(|| {
+            Error::io(
+                format!("reading /proc/{pid}/stat"),
+                std::io::ErrorKind::NotFound.into(),
+            )
+        })?;
+        Ok(VmmProcess {
+            record: VmmRecord {
+                pid,
+                start_time,
+                api_socket: launch.api_socket.clone(),
+            },
+            pidfd,
+            watch: Watch::Child(child),
+        })
+    }
+
+    /// Re-adopts a VMM recorded at launch, after verifying the pid is still
+    /// that process.
+    pub fn adopt(record: &VmmRecord) -> Result<VmmProcess> {
+        let pid = record.pid;
+        let not = |why: String| Error::NotOurVmm { pid, why };
+        // Open the pidfd first: it pins the process identity, so checks made
+        // afterwards cannot be fooled by pid reuse.
+        let pidfd = rustix::process::pidfd_open(pid_of(pid)?, rustix::process::PidfdFlags::empty())
+            .map_err(|e| not(format!("pidfd_open: {e}")))?;
+        let (state, start) = proc_stat(pid).ok_or_else(|| not("no such process".into()))?;
+        if state == 'Z' || state == 'X' {
+            return Err(not("process has exited".into()));
+        }
+        if start != record.start_time {
+            return Err(not(format!(
+                "start time {start} differs from recorded {}",
+                record.start_time
+            )));
+        }
+        if !cmdline_has(pid, &record.api_socket) {
+            return Err(not(format!(
+                "command line does not hold {}",
+                record.api_socket.display()
+            )));
+        }
+        let dup = pidfd
+            .try_clone()
+            .map_err(|e| Error::io("duplicating pidfd", e))?;
+        // SAFETY: `dup` is an OwnedFd moved into the AsyncFd, which owns it:
+        // the descriptor stays open and unchanged for the AsyncFd's lifetime.
+        let watch = unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE) }
+            .map_err(|e| Error::io("registering pidfd", e.into_parts().1))?;
+        Ok(VmmProcess {
+            record: record.clone(),
+            pidfd,
+            watch: Watch::Adopted(watch),
+        })
+    }
+
+    /// The launch record.
+    pub fn record(&self) -> &VmmRecord {
+        &self.record
+    }
+
+    /// True when this VMM is the agent's own child (exit status observable).
+    pub fn is_child(&self) -> bool {
+        matches!(self.watch, Watch::Child(_))
+    }
+
+    /// Waits for the process to exit. Cancel-safe; returns the same value
+    /// again after exit.
+    pub async fn wait(&mut self) -> VmmExit {
+        let exit = match &mut self.watch {
+            Watch::Exited(e) => return *e,
+            Watch::Child(c) => match c.wait().await {
+                Ok(st) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    match (st.code(), st.signal()) {
+                        (Some(c), _) => VmmExit::Code(c),
+                        (None, Some(s)) => VmmExit::Signal(s),
+                        (None, None) => VmmExit::Unobserved,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "waiting for VMM failed");
+                    VmmExit::Unobserved
+                }
+            },
+            Watch::Adopted(fd) => {
+                // A pidfd becomes readable when the process has exited.
+                match fd.readable().await {
+                    Ok(mut g) => g.retain_ready(),
+                    Err(e) => tracing::warn!(error = %e, "polling pidfd failed"),
+                }
+                VmmExit::Unobserved
+            }
+        };
+        self.watch = Watch::Exited(exit);
+        exit
+    }
+
+    /// Sends SIGKILL through the pidfd (never hits a reused pid).
+    pub fn kill(&self) {
+        if let Err(e) =
+            rustix::process::pidfd_send_signal(&self.pidfd, rustix::process::Signal::KILL)
+        {
+            tracing::debug!(pid = self.record.pid, error = %e, "SIGKILL failed (already gone?)");
+        }
+    }
+}
+
+/// Result of the VMM's `describe`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Describe {
+    /// `running`, `paused` or `stopping`.
+    pub state: String,
+    /// VMM pid.
+    #[serde(default)]
+    pub pid: Option<i64>,
+    /// Whether vCPU threads have started.
+    #[serde(default)]
+    pub vcpus_started: bool,
+    /// Start time.
+    #[serde(default)]
+    pub started_at_unix_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiError {
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiResponse {
+    ok: bool,
+    #[serde(default)]
+    result: Option<serde_json::Value>,
+    #[serde(default)]
+    error: Option<ApiError>,
+}
+
+/// Client for the VMM's newline-delimited JSON API socket.
+#[derive(Debug, Clone)]
+pub struct VmmApi {
+    socket: PathBuf,
+    timeout: Duration,
+}
+
+impl VmmApi {
+    /// A client for `socket`.
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        VmmApi {
+            socket: socket.into(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Sends one request and returns the `result` object.
+    pub async fn call(&self, op: &str) -> Result<serde_json::Value> {
+        let fut = async {
+            let sock_err = |source| Error::VmmSocket {
+                path: self.socket.clone(),
+                source,
+            };
+            let mut s = UnixStream::connect(&self.socket).await.map_err(sock_err)?;
+            let req = format!("{}\n", serde_json::json!({ "op": op }));
+            s.write_all(req.as_bytes()).await.map_err(sock_err)?;
+            let mut line = String::new();
+            let mut r = BufReader::new(s);
+            r.read_line(&mut line).await.map_err(sock_err)?;
+            if line.is_empty() {
+                return Err(sock_err(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            let resp: ApiResponse = serde_json::from_str(&line).map_err(|source| Error::Json {
+                context: format!("VMM API response to {op}"),
+                source,
+            })?;
+            if resp.ok {
+                Ok(resp.result.unwrap_or(serde_json::Value::Null))
+            } else {
+                let e = resp.error.unwrap_or(ApiError {
+                    kind: "unknown".into(),
+                    message: String::new(),
+                });
+                Err(Error::VmmApi {
+                    op: op.into(),
+                    kind: e.kind,
+                    message: e.message,
+                })
+            }
+        };
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| Error::VmmTimeout { op: op.into() })?
+    }
+
+    /// `describe`.
+    pub async fn describe(&self) -> Result<Describe> {
+        let v = self.call("describe").await?;
+        serde_json::from_value(v).map_err(|source| Error::Json {
+            context: "VMM describe result".into(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_reads_own_start_time() {
+        let me = std::process::id() as i32;
+        let (state, start) = proc_stat(me).unwrap();
+        assert!(state == 'R' || state == 'S', "{state}");
+        assert!(start > 0);
+        assert_eq!(proc_stat(me).unwrap().1, start);
+        assert!(proc_stat(i32::MAX).is_none());
+    }
+
+    #[test]
+    fn args_follow_the_contract() {
+        let l = VmmLaunch {
+            binary: "/bin/nubis-vmm".into(),
+            kernel: "/img/kernel".into(),
+            initrd: None,
+            cmdline: "nubis.id=i-1".into(),
+            vcpus: 2,
+            memory_mib: 64,
+            disk: "/d/disk.raw".into(),
+            net: Some(("nbt0".into(), "02:4e:42:00:00:01".into())),
+            serial: "/d/console.log".into(),
+            serial_max_bytes: 1 << 20,
+            api_socket: "/d/api.sock".into(),
+            stdout: "/d/o".into(),
+            stderr: "/d/e".into(),
+        };
+        let a = l.args().join(" ");
+        assert_eq!(
+            a,
+            "--kernel /img/kernel --cmdline nubis.id=i-1 --vcpus 2 --memory-mib 64 \
+             --disk /d/disk.raw,id=root --net tap=nbt0,mac=02:4e:42:00:00:01 \
+             --serial /d/console.log --serial-max-bytes 1048576 --api-socket /d/api.sock"
+        );
+    }
+
+    #[tokio::test]
+    async fn adopt_verifies_cmdline_and_start_time() {
+        let sock = PathBuf::from("/tmp/nbag-test-no-such.sock");
+        let mut child = tokio::process::Command::new("sh")
+            .args(["-c", "sleep 30; :", "sh"])
+            .arg(&sock)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap() as i32;
+        let (_, start) = proc_stat(pid).unwrap();
+        let good = VmmRecord {
+            pid,
+            start_time: start,
+            api_socket: sock.clone(),
+        };
+        let mut adopted = VmmProcess::adopt(&good).unwrap();
+        assert!(!adopted.is_child());
+        let wrong_time = VmmRecord {
+            start_time: start + 1,
+            ..good.clone()
+        };
+        let wrong_sock = VmmRecord {
+            api_socket: "/tmp/other.sock".into(),
+            ..good.clone()
+        };
+        assert!(VmmProcess::adopt(&wrong_time).is_err());
+        assert!(VmmProcess::adopt(&wrong_sock).is_err());
+        adopted.kill();
+        let exit = tokio::time::timeout(Duration::from_secs(30), adopted.wait()).await;
+        assert_eq!(exit.unwrap(), VmmExit::Unobserved);
+        let _ = child.wait().await;
+        // Once exited (and reaped), the pid can no longer be adopted.
+        assert!(VmmProcess::adopt(&good).is_err());
+    }
+}

@@ -1,0 +1,19 @@
+//! The Nubis node agent library: everything `nubis-agent` does, in layers.
+//!
+//! - [`config`]: the TOML configuration.
+//! - [`types`]: typed ids and the instance spec (validated outside input).
+//! - [`runtime`]: the lifecycle state machine and typed state reasons.
+//! - [`host`]: disks, TAPs, cgroups, the VMM process and its API.
+//! - [`layout`]: the state directory (per-instance files, IP allocation).
+//! - [`instance`]: one task per instance, owning its state.
+//! - [`reconcile`]: desired state -> instance commands; adoption at start-up.
+//! - [`client`]: the Node API client (registration, heartbeats, watch).
+//! - [`standalone`]: desired state from a local JSON file (operator/debug).
+
+pub mod config;
+pub mod error;
+pub mod host;
+pub mod runtime;
+pub mod types;
+
+pub use error::{Error, Result};
