@@ -30,6 +30,8 @@ pub const KERNEL_CS: u16 = 0x08;
 pub const SERVICE_VECTOR: usize = 0x80;
 /// Vector the LAPIC timer interrupt is delivered to.
 pub const TIMER_VECTOR: u8 = 0x40;
+/// Vector device interrupts (virtio-net) are routed to.
+pub const DEVICE_VECTOR: u8 = 0x41;
 
 extern "C" {
     /// Physical address of the PVH `hvm_start_info` (saved by the stub).

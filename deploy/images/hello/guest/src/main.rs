@@ -11,12 +11,12 @@
 
 extern crate alloc;
 
-#[allow(dead_code)] // parts used by later features
+mod blk;
 mod boot;
-#[allow(dead_code)]
+mod devices;
 mod heap;
 mod mem;
-#[allow(dead_code)]
+mod net;
 mod sys;
 
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -102,11 +102,93 @@ extern "C" fn rust_main() -> ! {
     }
     let id = cfg.id();
 
+    let found = devices::probe(&cfg.devices);
+    let mut disks = found.block.into_iter();
+    match disks.next() {
+        Some(disk) => blk::check(disk, cfg.disk_write, id),
+        None if cfg.disk_write => {
+            console!("NUBIS-ERROR nubis.disk_write=1 but there is no virtio-blk device")
+        }
+        None => {}
+    }
+    for extra in disks {
+        console!("hello: extra virtio-blk at {:#x} not used", extra.at.addr);
+    }
+    let mut nics = found.net.into_iter();
+    let server = match (nics.next(), cfg.ip) {
+        (Some(nic), Some(ip)) => net::up(nic, ip, cfg.gw, hz),
+        (Some(nic), None) => {
+            console!(
+                "hello: virtio-net at {:#x} not used: no valid ip= on the command line",
+                nic.at.addr
+            );
+            None
+        }
+        (None, Some(_)) => {
+            console!("NUBIS-ERROR ip= given but there is no virtio-net device");
+            None
+        }
+        (None, None) => None,
+    };
+    for extra in nics {
+        console!("hello: extra virtio-net at {:#x} not used", extra.at.addr);
+    }
+    console!("NUBIS-CPUS {}", cpus());
+
     console!("NUBIS-GUEST-READY {id}");
     if cfg.reset {
         sys::reset(hz);
     }
+    let idle = sys::init_idle();
+    if let Some(server) = server {
+        server.serve(id, hz, idle);
+        sys::reset(hz);
+    }
     halt_forever()
+}
+
+/// Reads `len` bytes of low guest memory.
+fn low_memory(addr: u64, len: usize) -> &'static [u8] {
+    // SAFETY: only called for ranges below 1 MiB (BIOS data, EBDA, ROM) or a
+    // table a floating pointer placed there, all identity mapped and never
+    // written by this guest.
+    unsafe { core::slice::from_raw_parts(addr as usize as *const u8, len) }
+}
+
+/// CPUs listed in the MP table; 1 if there is none (or it is malformed).
+fn cpus() -> u32 {
+    use nubis_hello_guest::mptable;
+    let ebda = u16::from_le_bytes([low_memory(0x40e, 2)[0], low_memory(0x40e, 2)[1]]);
+    let Some(floating) = mptable::search_ranges(ebda)
+        .iter()
+        .find_map(|&(addr, len)| mptable::find_floating(low_memory(addr, len)))
+    else {
+        return 1;
+    };
+    if floating.config == 0 {
+        // A default configuration (MP spec chapter 5): two processors.
+        return if floating.default_config != 0 { 2 } else { 1 };
+    }
+    let at = u64::from(floating.config);
+    if !(0x400..0x10_0000 - 44).contains(&at) {
+        console!("NUBIS-ERROR MP configuration table at {at:#x} is outside low memory");
+        return 1;
+    }
+    let Some(len) = mptable::config_len(low_memory(at, 44)) else {
+        console!("NUBIS-ERROR MP configuration table at {at:#x} is malformed");
+        return 1;
+    };
+    if at + len as u64 > 0x10_0000 {
+        console!("NUBIS-ERROR MP configuration table at {at:#x} is malformed");
+        return 1;
+    }
+    match mptable::count_cpus(low_memory(at, len)) {
+        Some(n) if n > 0 => n,
+        _ => {
+            console!("NUBIS-ERROR MP configuration table at {at:#x} is malformed");
+            1
+        }
+    }
 }
 
 /// Sleeps forever without burning CPU (no timer is armed).

@@ -88,3 +88,12 @@ pub unsafe extern "C" fn strlen(s: *const u8) -> usize {
     }
     n
 }
+
+/// Unwinding entry point referenced by the prebuilt `alloc` (built with
+/// unwinding); with `panic = "abort"` it is never called.
+#[no_mangle]
+pub extern "C" fn _Unwind_Resume() -> ! {
+    loop {
+        core::hint::spin_loop();
+    }
+}

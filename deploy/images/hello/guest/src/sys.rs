@@ -13,7 +13,6 @@ use crate::boot;
 
 const OP_WRITE: u64 = 1;
 const OP_OUTB: u64 = 2;
-const OP_INB: u64 = 3;
 const OP_IDLE: u64 = 4;
 const OP_WRMSR: u64 = 5;
 const OP_TRIPLE_FAULT: u64 = 6;
@@ -42,11 +41,6 @@ fn service(op: u64, a: u64, b: u64) -> u64 {
 /// Writes one byte to an I/O port (through CPL0).
 pub fn outb(port: u16, value: u8) {
     service(OP_OUTB, u64::from(port), u64::from(value));
-}
-
-/// Reads one byte from an I/O port (through CPL0).
-pub fn inb(port: u16) -> u8 {
-    (service(OP_INB, u64::from(port), 0) & 0xff) as u8
 }
 
 /// Writes bytes to the serial console in one service call.
@@ -280,6 +274,43 @@ pub fn sleep(idle: Idle, ticks: u64, hz: u64) {
             }
         }
     }
+}
+
+const IOAPIC_BASE: usize = 0xfec0_0000;
+const LAPIC_ID: usize = 0x20;
+
+fn ioapic_write(reg: u32, value: u32) {
+    // SAFETY: the I/O APIC window is identity mapped (uncached); IOREGSEL
+    // then IOWIN is its register protocol.
+    unsafe {
+        core::ptr::write_volatile(IOAPIC_BASE as *mut u32, reg);
+        core::ptr::write_volatile((IOAPIC_BASE + 0x10) as *mut u32, value);
+    }
+}
+
+fn ioapic_read(reg: u32) -> u32 {
+    // SAFETY: as in ioapic_write.
+    unsafe {
+        core::ptr::write_volatile(IOAPIC_BASE as *mut u32, reg);
+        core::ptr::read_volatile((IOAPIC_BASE + 0x10) as *const u32)
+    }
+}
+
+/// Routes I/O APIC input `irq` (edge, active high) to the wake-up vector on
+/// this CPU. `false` if there is no I/O APIC or no such input.
+pub fn route_irq(irq: u32) -> bool {
+    let version = ioapic_read(1);
+    if version == 0 || version == u32::MAX {
+        return false;
+    }
+    let max_entry = (version >> 16) & 0xff;
+    if irq > max_entry {
+        return false;
+    }
+    let apic_id = lapic_read(LAPIC_ID) >> 24;
+    ioapic_write(0x11 + 2 * irq, apic_id << 24);
+    ioapic_write(0x10 + 2 * irq, u32::from(boot::DEVICE_VECTOR));
+    true
 }
 
 /// Waits for the next interrupt at CPL0 (`sti; hlt`). With no timer armed

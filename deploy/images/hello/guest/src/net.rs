@@ -1,0 +1,322 @@
+//! The network side: a smoltcp interface over virtio-net with a static IPv4
+//! address (ARP and ICMP echo are answered by smoltcp itself) and the HTTP
+//! server on port 80 (see `nubis_hello_guest::http`).
+//!
+//! The loop polls the device; when there is nothing to do it sleeps at CPL0
+//! (`hlt`) until the next virtio interrupt (routed through the I/O APIC) or
+//! the next smoltcp timer, so an idle guest costs almost no host CPU.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+use nubis_hello_guest::cmdline::Ipv4Cidr;
+use nubis_hello_guest::http::{self, Parsed};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::socket::tcp;
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
+use virtio_drivers::device::net::{RxBuffer, VirtIONet};
+use virtio_drivers::transport::mmio::MmioTransport;
+
+use crate::console;
+use crate::devices::Found;
+use crate::heap::HelloHal;
+use crate::sys::{self, Idle};
+
+const QUEUE_SIZE: usize = 16;
+const BUF_LEN: usize = 2048;
+const HTTP_PORT: u16 = 80;
+/// Listening sockets: this many connections can be open at once.
+const LISTENERS: usize = 8;
+const SOCKET_BUF: usize = 4096;
+/// Keep polling this long after traffic before sleeping (latency of
+/// multi-packet exchanges), in microseconds.
+const BUSY_WINDOW_US: u64 = 2_000;
+/// Longest sleep between polls, in milliseconds.
+const MAX_SLEEP_MS: u64 = 100;
+
+type Net = VirtIONet<HelloHal, MmioTransport<'static>, QUEUE_SIZE>;
+
+/// smoltcp's view of the virtio-net device.
+struct NetDev {
+    inner: RefCell<Net>,
+}
+
+struct Rx<'a> {
+    dev: &'a RefCell<Net>,
+    buf: Option<RxBuffer>,
+}
+
+struct Tx<'a> {
+    dev: &'a RefCell<Net>,
+}
+
+impl Device for NetDev {
+    type RxToken<'a> = Rx<'a>;
+    type TxToken<'a> = Tx<'a>;
+
+    fn receive(&mut self, _now: Instant) -> Option<(Rx<'_>, Tx<'_>)> {
+        let buf = {
+            let mut dev = self.inner.borrow_mut();
+            if !dev.can_recv() {
+                return None;
+            }
+            dev.receive().ok()?
+        };
+        Some((
+            Rx {
+                dev: &self.inner,
+                buf: Some(buf),
+            },
+            Tx { dev: &self.inner },
+        ))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<Tx<'_>> {
+        self.inner
+            .borrow()
+            .can_send()
+            .then_some(Tx { dev: &self.inner })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = 1514;
+        caps.max_burst_size = Some(1);
+        caps
+    }
+}
+
+impl RxToken for Rx<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(mut self, f: F) -> R {
+        let buf = self.buf.take();
+        let result = f(buf.as_ref().map_or(&[][..], |b| b.packet()));
+        if let Some(buf) = buf {
+            if let Err(e) = self.dev.borrow_mut().recycle_rx_buffer(buf) {
+                console!("NUBIS-ERROR virtio-net: recycling a receive buffer: {e}");
+            }
+        }
+        result
+    }
+}
+
+impl TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut dev = self.dev.borrow_mut();
+        let mut buf = dev.new_tx_buffer(len);
+        let result = f(buf.packet_mut());
+        if let Err(e) = dev.send(buf) {
+            console!("NUBIS-ERROR virtio-net: send: {e}");
+        }
+        result
+    }
+}
+
+/// One HTTP connection slot.
+struct Conn {
+    handle: SocketHandle,
+    request: Vec<u8>,
+    answered: bool,
+}
+
+/// The network stack, ready to serve.
+pub struct Server {
+    dev: NetDev,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    conns: Vec<Conn>,
+    irq: u32,
+}
+
+/// Time for smoltcp, from the TSC.
+fn now(hz: u64) -> Instant {
+    let per_us = (hz / 1_000_000).max(1);
+    Instant::from_micros((sys::rdtsc() / per_us) as i64)
+}
+
+/// Brings up virtio-net with `ip` (and `gw` as default route), prints
+/// `NUBIS-NET`. `None` (after a `NUBIS-ERROR` line) if the device fails.
+pub fn up(found: Found, ip: Ipv4Cidr, gw: Option<[u8; 4]>, hz: u64) -> Option<Server> {
+    let addr = found.at.addr;
+    let mut net = match Net::new(found.transport, BUF_LEN) {
+        Ok(net) => net,
+        Err(e) => {
+            console!("NUBIS-ERROR virtio-net at {addr:#x}: {e}");
+            return None;
+        }
+    };
+    net.enable_interrupts();
+    let mac = net.mac_address();
+    let mut dev = NetDev {
+        inner: RefCell::new(net),
+    };
+    let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
+    config.random_seed = sys::rdtsc();
+    let mut iface = Interface::new(config, &mut dev, now(hz));
+    let [a, b, c, d] = ip.addr;
+    iface.update_ip_addrs(|addrs| {
+        let _ = addrs.push(IpCidr::new(Ipv4Address::new(a, b, c, d).into(), ip.prefix));
+    });
+    if let Some([a, b, c, d]) = gw {
+        if iface
+            .routes_mut()
+            .add_default_ipv4_route(Ipv4Address::new(a, b, c, d))
+            .is_err()
+        {
+            console!("NUBIS-ERROR no room for the default route");
+        }
+    }
+    let mut sockets = SocketSet::new(Vec::new());
+    let mut conns = Vec::with_capacity(LISTENERS);
+    for _ in 0..LISTENERS {
+        let socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; SOCKET_BUF]),
+            tcp::SocketBuffer::new(vec![0; SOCKET_BUF]),
+        );
+        conns.push(Conn {
+            handle: sockets.add(socket),
+            request: Vec::new(),
+            answered: false,
+        });
+    }
+    console!(
+        "NUBIS-NET ip={a}.{b}.{c}.{d}/{} mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        ip.prefix,
+        mac[0],
+        mac[1],
+        mac[2],
+        mac[3],
+        mac[4],
+        mac[5]
+    );
+    Some(Server {
+        dev,
+        iface,
+        sockets,
+        conns,
+        irq: found.at.irq,
+    })
+}
+
+impl Server {
+    /// Serves forever; returns only when `GET /reset` was answered.
+    pub fn serve(mut self, id: &str, hz: u64, idle: Idle) {
+        let woken_by_irq = idle != Idle::Spin && sys::route_irq(self.irq);
+        let mut last_activity = sys::rdtsc();
+        let busy_ticks = hz / 1_000_000 * BUSY_WINDOW_US;
+        let mut reset_at: Option<u64> = None;
+        loop {
+            let t = now(hz);
+            let changed = self.iface.poll(t, &mut self.dev, &mut self.sockets);
+            let mut active = changed != smoltcp::iface::PollResult::None;
+            for conn in &mut self.conns {
+                let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
+                match serve_conn(socket, conn, id) {
+                    ConnEvent::Idle => {}
+                    ConnEvent::Progress => active = true,
+                    ConnEvent::ResetRequested => {
+                        active = true;
+                        reset_at.get_or_insert(sys::rdtsc());
+                    }
+                }
+            }
+            if let Some(since) = reset_at {
+                // Let the response (and FIN) go out, but never wait long.
+                let flushed = self.conns.iter().all(|c| {
+                    let s = self.sockets.get::<tcp::Socket>(c.handle);
+                    s.send_queue() == 0
+                });
+                if (flushed && sys::rdtsc() - since > hz / 20) || sys::rdtsc() - since > hz {
+                    return;
+                }
+            }
+            if active {
+                last_activity = sys::rdtsc();
+                continue;
+            }
+            if self.dev.inner.borrow().can_recv() {
+                continue;
+            }
+            if sys::rdtsc().wrapping_sub(last_activity) < busy_ticks {
+                core::hint::spin_loop();
+                continue;
+            }
+            let delay_ms = self
+                .iface
+                .poll_delay(now(hz), &self.sockets)
+                .map_or(MAX_SLEEP_MS, |d: Duration| d.total_millis())
+                .min(if woken_by_irq { MAX_SLEEP_MS } else { 5 });
+            if delay_ms > 0 {
+                sys::sleep(idle, hz / 1000 * delay_ms, hz);
+                if woken_by_irq {
+                    // Edge-triggered: acknowledge so the next event raises a new edge.
+                    self.dev.inner.borrow_mut().ack_interrupt();
+                }
+            }
+        }
+    }
+}
+
+enum ConnEvent {
+    Idle,
+    Progress,
+    ResetRequested,
+}
+
+fn serve_conn(socket: &mut tcp::Socket<'_>, conn: &mut Conn, id: &str) -> ConnEvent {
+    use tcp::State;
+    match socket.state() {
+        State::Closed | State::TimeWait => {
+            if socket.state() == State::TimeWait {
+                socket.abort();
+            }
+            conn.request.clear();
+            conn.answered = false;
+            if let Err(e) = socket.listen(HTTP_PORT) {
+                console!("NUBIS-ERROR listen on port {HTTP_PORT}: {e}");
+                return ConnEvent::Idle;
+            }
+            socket.set_timeout(Some(Duration::from_secs(10)));
+            return ConnEvent::Progress;
+        }
+        State::CloseWait if conn.answered || conn.request.is_empty() => {
+            socket.close();
+            return ConnEvent::Progress;
+        }
+        _ => {}
+    }
+    if conn.answered || !socket.can_recv() {
+        return ConnEvent::Idle;
+    }
+    let room = http::MAX_REQUEST.saturating_sub(conn.request.len());
+    let request = &mut conn.request;
+    let _ = socket.recv(|data| {
+        let n = data.len().min(room);
+        request.extend_from_slice(&data[..n]);
+        (data.len(), ())
+    });
+    let parsed = match http::parse(&conn.request) {
+        Parsed::Incomplete if socket.state() == tcp::State::CloseWait => None,
+        Parsed::Incomplete => return ConnEvent::Progress,
+        Parsed::Request { route, head_only } => Some((route, head_only)),
+        Parsed::Bad => None,
+    };
+    let response = http::respond(parsed, id);
+    if socket
+        .send_slice(&response)
+        .map(|n| n < response.len())
+        .unwrap_or(true)
+    {
+        console!("NUBIS-ERROR http response did not fit the socket buffer");
+    }
+    socket.close();
+    conn.answered = true;
+    if matches!(parsed, Some((http::Route::Reset, _))) {
+        ConnEvent::ResetRequested
+    } else {
+        ConnEvent::Progress
+    }
+}
