@@ -1,0 +1,274 @@
+//! EC2 error codes and their wire form.
+//!
+//! Owns the set of error codes the gateway answers with, the HTTP status each
+//! carries, and the rendering of `<Response><Errors>...` bodies. Domain errors
+//! are mapped onto these codes at the edge (see [`super::backend::BackendError`]).
+
+use std::fmt;
+
+use http::StatusCode;
+
+use super::xml::escape_into;
+
+/// The EC2 error codes this gateway produces. Names and statuses follow EC2's
+/// published error-code list; botocore keys its `ClientError` on the code string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The access key is unknown or the credential scope is unacceptable.
+    AuthFailure,
+    /// The computed signature differs from the one supplied.
+    SignatureDoesNotMatch,
+    /// The request's timestamp is more than 15 minutes off.
+    RequestExpired,
+    /// No `Authorization` header (or no usable signature) was supplied.
+    MissingAuthenticationToken,
+    /// The caller may not perform the action.
+    UnauthorizedOperation,
+    /// The account exceeded its request rate.
+    RequestLimitExceeded,
+    /// `DryRun=true` and the request would have succeeded.
+    DryRunOperation,
+    /// No `Action` parameter.
+    MissingAction,
+    /// Unknown or unsupported `Action`.
+    InvalidAction,
+    /// A required parameter is absent.
+    MissingParameter,
+    /// A parameter this action does not accept.
+    UnknownParameter,
+    /// A parameter's value is invalid.
+    InvalidParameterValue,
+    /// Parameters that cannot be used together.
+    InvalidParameterCombination,
+    /// The request could not be understood (body, encoding, content type).
+    InvalidRequest,
+    /// The request body exceeds the size limit.
+    RequestEntityTooLarge,
+    /// A malformed instance ID.
+    InvalidInstanceIdMalformed,
+    /// An instance ID that does not exist (for this account).
+    InvalidInstanceIdNotFound,
+    /// A malformed image ID.
+    InvalidAmiIdMalformed,
+    /// An image ID that does not exist (for this account).
+    InvalidAmiIdNotFound,
+    /// A key pair with this name already exists.
+    InvalidKeyPairDuplicate,
+    /// No key pair with this name.
+    InvalidKeyPairNotFound,
+    /// The public key material is not a supported format.
+    InvalidKeyFormat,
+    /// An image name already in use.
+    InvalidAmiNameDuplicate,
+    /// An unknown filter name.
+    InvalidFilter,
+    /// A `NextToken` this gateway did not issue.
+    InvalidPaginationToken,
+    /// The instance is not in a state that allows the action.
+    IncorrectInstanceState,
+    /// No capacity in the requested zone or for the requested type.
+    InsufficientInstanceCapacity,
+    /// An unexpected server-side failure.
+    InternalError,
+    /// The service is temporarily unavailable (e.g. the store is unreachable).
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// The code string as it appears in `<Code>`.
+    pub fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            AuthFailure => "AuthFailure",
+            SignatureDoesNotMatch => "SignatureDoesNotMatch",
+            RequestExpired => "RequestExpired",
+            MissingAuthenticationToken => "MissingAuthenticationToken",
+            UnauthorizedOperation => "UnauthorizedOperation",
+            RequestLimitExceeded => "RequestLimitExceeded",
+            DryRunOperation => "DryRunOperation",
+            MissingAction => "MissingAction",
+            InvalidAction => "InvalidAction",
+            MissingParameter => "MissingParameter",
+            UnknownParameter => "UnknownParameter",
+            InvalidParameterValue => "InvalidParameterValue",
+            InvalidParameterCombination => "InvalidParameterCombination",
+            InvalidRequest => "InvalidRequest",
+            RequestEntityTooLarge => "RequestEntityTooLarge",
+            InvalidInstanceIdMalformed => "InvalidInstanceID.Malformed",
+            InvalidInstanceIdNotFound => "InvalidInstanceID.NotFound",
+            InvalidAmiIdMalformed => "InvalidAMIID.Malformed",
+            InvalidAmiIdNotFound => "InvalidAMIID.NotFound",
+            InvalidKeyPairDuplicate => "InvalidKeyPair.Duplicate",
+            InvalidKeyPairNotFound => "InvalidKeyPair.NotFound",
+            InvalidKeyFormat => "InvalidKey.Format",
+            InvalidAmiNameDuplicate => "InvalidAMIName.Duplicate",
+            InvalidFilter => "InvalidFilter",
+            InvalidPaginationToken => "InvalidPaginationToken",
+            IncorrectInstanceState => "IncorrectInstanceState",
+            InsufficientInstanceCapacity => "InsufficientInstanceCapacity",
+            InternalError => "InternalError",
+            Unavailable => "Unavailable",
+        }
+    }
+
+    /// The HTTP status EC2 answers this code with.
+    pub fn status(self) -> StatusCode {
+        use ErrorCode::*;
+        match self {
+            AuthFailure | MissingAuthenticationToken => StatusCode::UNAUTHORIZED,
+            SignatureDoesNotMatch | UnauthorizedOperation => StatusCode::FORBIDDEN,
+            DryRunOperation => StatusCode::PRECONDITION_FAILED,
+            RequestEntityTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            // Throttling and server-side conditions: botocore retries these.
+            RequestLimitExceeded | Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            InsufficientInstanceCapacity | InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            RequestExpired
+            | MissingAction
+            | InvalidAction
+            | MissingParameter
+            | UnknownParameter
+            | InvalidParameterValue
+            | InvalidParameterCombination
+            | InvalidRequest
+            | InvalidInstanceIdMalformed
+            | InvalidInstanceIdNotFound
+            | InvalidAmiIdMalformed
+            | InvalidAmiIdNotFound
+            | InvalidKeyPairDuplicate
+            | InvalidKeyPairNotFound
+            | InvalidKeyFormat
+            | InvalidAmiNameDuplicate
+            | InvalidFilter
+            | InvalidPaginationToken
+            | IncorrectInstanceState => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error answered to an EC2 client: a code and a human-readable message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ec2Error {
+    /// The EC2 error code.
+    pub code: ErrorCode,
+    /// The message shown to the user (`<Message>`).
+    pub message: String,
+}
+
+impl fmt::Display for Ec2Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for Ec2Error {}
+
+impl Ec2Error {
+    /// An error with `code` and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// `InvalidParameterValue` with `message`.
+    pub fn invalid_value(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidParameterValue, message)
+    }
+
+    /// `MissingParameter` for the parameter `name`.
+    pub fn missing(name: &str) -> Self {
+        Self::new(
+            ErrorCode::MissingParameter,
+            format!("The request must contain the parameter {name}"),
+        )
+    }
+
+    /// `DryRunOperation`: the request would have succeeded.
+    pub fn dry_run() -> Self {
+        Self::new(
+            ErrorCode::DryRunOperation,
+            "Request would have succeeded, but DryRun flag is set.",
+        )
+    }
+
+    /// `InvalidInstanceID.NotFound` for the given IDs.
+    pub fn instances_not_found(ids: &[String]) -> Self {
+        let message = if ids.len() == 1 {
+            format!("The instance ID '{}' does not exist", ids[0])
+        } else {
+            format!("The instance IDs '{}' do not exist", ids.join(", "))
+        };
+        Self::new(ErrorCode::InvalidInstanceIdNotFound, message)
+    }
+
+    /// The HTTP status to answer with.
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    /// The XML error document EC2 clients parse.
+    pub fn to_xml(&self, request_id: &str) -> String {
+        let mut s = String::with_capacity(160 + self.message.len());
+        s.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>");
+        escape_into(&mut s, self.code.as_str());
+        s.push_str("</Code><Message>");
+        escape_into(&mut s, &self.message);
+        s.push_str("</Message></Error></Errors><RequestID>");
+        escape_into(&mut s, request_id);
+        s.push_str("</RequestID></Response>");
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_document_has_the_shape_botocore_parses() {
+        let e = Ec2Error::new(
+            ErrorCode::InvalidKeyPairDuplicate,
+            "The keypair 'a<b>&\"' already exists.",
+        );
+        assert_eq!(
+            e.to_xml("req-1"),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error>\
+             <Code>InvalidKeyPair.Duplicate</Code>\
+             <Message>The keypair 'a&lt;b&gt;&amp;\"' already exists.</Message>\
+             </Error></Errors><RequestID>req-1</RequestID></Response>"
+        );
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn statuses_match_ec2() {
+        assert_eq!(ErrorCode::DryRunOperation.status().as_u16(), 412);
+        assert_eq!(ErrorCode::RequestLimitExceeded.status().as_u16(), 503);
+        assert_eq!(ErrorCode::SignatureDoesNotMatch.status().as_u16(), 403);
+        assert_eq!(ErrorCode::AuthFailure.status().as_u16(), 401);
+        assert_eq!(ErrorCode::UnauthorizedOperation.status().as_u16(), 403);
+        assert_eq!(ErrorCode::RequestExpired.status().as_u16(), 400);
+        assert_eq!(
+            ErrorCode::InvalidInstanceIdMalformed.as_str(),
+            "InvalidInstanceID.Malformed"
+        );
+        assert_eq!(
+            ErrorCode::InvalidAmiIdNotFound.as_str(),
+            "InvalidAMIID.NotFound"
+        );
+    }
+
+    #[test]
+    fn not_found_message_names_every_id() {
+        let e = Ec2Error::instances_not_found(&["i-1".into(), "i-2".into()]);
+        assert_eq!(e.code, ErrorCode::InvalidInstanceIdNotFound);
+        assert!(e.message.contains("i-1, i-2"));
+    }
+}
