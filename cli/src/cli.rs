@@ -1,0 +1,684 @@
+//! The command-line grammar (clap derive): global options and every
+//! subcommand. Parsing only; behaviour lives in `commands/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::Flags;
+use crate::output::Format;
+
+const ENV_HELP: &str = "\
+Environment:
+  NUBIS_PROFILE, NUBIS_CONFIG, NUBIS_ENDPOINT, NUBIS_REGION,
+  NUBIS_ACCESS_KEY_ID, NUBIS_SECRET_ACCESS_KEY override the profile file
+  (~/.config/nubis/config.toml); flags override the environment.
+
+Exit status:
+  0 ok, 1 internal error, 2 usage, 3 configuration, 4 control plane unreachable,
+  5 authentication/authorization, 6 not found, 7 invalid request or state,
+  8 insufficient capacity, 9 wait failed or timed out, 10 already exists.";
+
+/// Nubis command line: run and manage microVM instances, images, key pairs and
+/// tags; operate accounts and nodes.
+#[derive(Debug, Parser)]
+#[command(name = "nubis", version, after_help = ENV_HELP, propagate_version = true)]
+pub struct Cli {
+    /// Global options.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Profile in the config file [env: NUBIS_PROFILE] [default: default].
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Config file [env: NUBIS_CONFIG] [default: ~/.config/nubis/config.toml].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Control-plane gRPC endpoint, e.g. http://127.0.0.1:7070 [env: NUBIS_ENDPOINT].
+    #[arg(long, global = true, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// Region [env: NUBIS_REGION].
+    #[arg(long, global = true, value_name = "REGION")]
+    pub region: Option<String>,
+    /// Access key id [env: NUBIS_ACCESS_KEY_ID].
+    #[arg(long, global = true, value_name = "KEY")]
+    pub access_key_id: Option<String>,
+    /// Secret access key [env: NUBIS_SECRET_ACCESS_KEY].
+    #[arg(long, global = true, value_name = "SECRET", hide_env_values = true)]
+    pub secret_access_key: Option<String>,
+    /// Output format of read commands.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+}
+
+impl GlobalArgs {
+    /// The settings-relevant flags.
+    pub fn flags(&self) -> Flags {
+        Flags {
+            config: self.config.clone(),
+            profile: self.profile.clone(),
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+        }
+    }
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Save endpoint, region and credentials into a profile (the global
+    /// --endpoint/--region/--access-key-id/--secret-access-key flags give the
+    /// values; missing ones are asked for on a terminal).
+    Configure(ConfigureArgs),
+    /// Instances: run, list, describe, start, stop, reboot, terminate, console, wait.
+    #[command(subcommand, visible_alias = "instance")]
+    Instances(InstancesCmd),
+    /// Availability zones.
+    #[command(subcommand, visible_alias = "zone")]
+    Zones(ListOnly),
+    /// Instance types.
+    #[command(subcommand, visible_alias = "type")]
+    Types(ListOnly),
+    /// Machine images.
+    #[command(subcommand, visible_alias = "image")]
+    Images(ImagesCmd),
+    /// Key pairs.
+    #[command(subcommand, visible_alias = "key")]
+    Keys(KeysCmd),
+    /// Tags on instances, images and key pairs.
+    #[command(subcommand, visible_alias = "tag")]
+    Tags(TagsCmd),
+    /// Operator commands (need the operator credential).
+    #[command(subcommand)]
+    Admin(AdminCmd),
+    /// Print a shell completion script, e.g. `nubis completions bash > /etc/bash_completion.d/nubis`.
+    Completions {
+        /// Shell to generate for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `nubis configure`.
+#[derive(Debug, Args)]
+pub struct ConfigureArgs {
+    /// Subcommand (without one: write the profile).
+    #[command(subcommand)]
+    pub action: Option<ConfigureAction>,
+}
+
+/// `nubis configure <action>`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigureAction {
+    /// Show the effective settings and where each comes from.
+    List,
+}
+
+/// Nouns that can only be listed.
+#[derive(Debug, Subcommand)]
+pub enum ListOnly {
+    /// List them.
+    #[command(visible_alias = "ls")]
+    List,
+}
+
+/// A state `wait` can wait for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WaitState {
+    /// State `running` (the VMM runs; the guest may still be booting).
+    Running,
+    /// Running and the guest printed its ready line (instance status ok).
+    Ready,
+    /// State `stopped`.
+    Stopped,
+    /// State `terminated`.
+    Terminated,
+}
+
+/// How long to wait, e.g. `90`, `90s`, `5m`.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (num, mult) = match s.strip_suffix('m') {
+        Some(n) => (n, 60),
+        None => (s.strip_suffix('s').unwrap_or(s), 1),
+    };
+    match num.parse::<u64>() {
+        Ok(n) if n > 0 && n <= 86_400 => Ok(std::time::Duration::from_secs(n * mult)),
+        _ => Err(format!(
+            "{s:?} is not a duration between 1s and 24h (examples: 90, 90s, 5m)"
+        )),
+    }
+}
+
+/// `--wait` options shared by mutating instance commands.
+#[derive(Debug, Args, Clone)]
+pub struct WaitArgs {
+    /// Wait until the instances reach their target state, showing progress.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this long (with --wait).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+/// `nubis instances ...`.
+#[derive(Debug, Subcommand)]
+pub enum InstancesCmd {
+    /// Launch instances.
+    Run(RunArgs),
+    /// List instances (optionally filtered).
+    #[command(visible_alias = "ls")]
+    List(ListInstancesArgs),
+    /// Show instances by id.
+    Describe {
+        /// Instance ids.
+        #[arg(required = true, value_name = "INSTANCE_ID", value_parser = instance_id)]
+        ids: Vec<String>,
+    },
+    /// Start stopped instances.
+    Start {
+        /// Instance ids.
+        #[arg(required = true, value_name = "INSTANCE_ID", value_parser = instance_id)]
+        ids: Vec<String>,
+        /// Wait options.
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Stop running instances (their disks are kept).
+    Stop {
+        /// Instance ids.
+        #[arg(required = true, value_name = "INSTANCE_ID", value_parser = instance_id)]
+        ids: Vec<String>,
+        /// Stop without a graceful guest shutdown.
+        #[arg(long)]
+        force: bool,
+        /// Wait options.
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Reboot running instances.
+    Reboot {
+        /// Instance ids.
+        #[arg(required = true, value_name = "INSTANCE_ID", value_parser = instance_id)]
+        ids: Vec<String>,
+    },
+    /// Terminate instances (disks are deleted).
+    Terminate {
+        /// Instance ids.
+        #[arg(required = true, value_name = "INSTANCE_ID", value_parser = instance_id)]
+        ids: Vec<String>,
+        /// Wait options.
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Print an instance's serial console output.
+    Console {
+        /// Instance id.
+        #[arg(value_name = "INSTANCE_ID", value_parser = instance_id)]
+        id: String,
+        /// Ask the host for fresh output instead of the last stored copy.
+        #[arg(long)]
+        latest: bool,
+    },
+    /// Wait until instances reach a state.
+    Wait {
+        /// Instance ids.
+        #[arg(required = true, value_name = "INSTANCE_ID", value_parser = instance_id)]
+        ids: Vec<String>,
+        /// The state to wait for.
+        #[arg(long, value_enum, default_value_t = WaitState::Ready)]
+        state: WaitState,
+        /// Give up after this long.
+        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
+}
+
+/// Validates an instance id (`i-` + hex).
+pub fn instance_id(s: &str) -> Result<String, String> {
+    prefixed_id(s, "i-", "instance")
+}
+
+/// Validates an image id (`ami-` + hex).
+pub fn image_id(s: &str) -> Result<String, String> {
+    prefixed_id(s, "ami-", "image")
+}
+
+fn prefixed_id(s: &str, prefix: &str, what: &str) -> Result<String, String> {
+    match s.strip_prefix(prefix) {
+        Some(rest)
+            if !rest.is_empty()
+                && rest.len() <= 32
+                && rest.chars().all(|c| c.is_ascii_hexdigit()) =>
+        {
+            Ok(s.to_string())
+        }
+        _ => Err(format!(
+            "{s:?} is not an {what} id (expected {prefix} followed by hex digits, e.g. {prefix}0123456789abcdef0)"
+        )),
+    }
+}
+
+/// A `KEY=VALUE` tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagArg {
+    /// Key.
+    pub key: String,
+    /// Value (may be empty).
+    pub value: String,
+}
+
+/// Parses `KEY=VALUE` (EC2 limits: key 1..=128 chars, value <= 256, no
+/// `aws:` prefix).
+pub fn tag_arg(s: &str) -> Result<TagArg, String> {
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE (use KEY= for an empty value)"))?;
+    tag_key(key)?;
+    if value.chars().count() > 256 {
+        return Err(format!(
+            "tag value of {key:?} is longer than 256 characters"
+        ));
+    }
+    Ok(TagArg {
+        key: key.to_string(),
+        value: value.to_string(),
+    })
+}
+
+/// Validates a tag key.
+pub fn tag_key(key: &str) -> Result<String, String> {
+    if key.is_empty() || key.chars().count() > 128 {
+        return Err(format!("tag key {key:?} must be 1 to 128 characters"));
+    }
+    if key.to_ascii_lowercase().starts_with("aws:") {
+        return Err(format!("tag key {key:?} uses the reserved prefix aws:"));
+    }
+    Ok(key.to_string())
+}
+
+/// Parses a zone-style name (lowercase letters, digits, dashes).
+fn zone_name(s: &str) -> Result<String, String> {
+    if !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not an availability zone name (e.g. nubis-local-1a)"
+        ))
+    }
+}
+
+/// `nubis instances run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Image id (ami-...) or registered image name (e.g. hello).
+    #[arg(long, short = 'i')]
+    pub image: String,
+    /// Instance type (see `nubis types list`).
+    #[arg(long = "type", short = 't', value_name = "TYPE")]
+    pub instance_type: String,
+    /// How many instances to launch (all or nothing).
+    #[arg(long, short = 'n', default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub count: u32,
+    /// Availability zone; without it instances are spread over the zones.
+    #[arg(long, visible_alias = "az", value_parser = zone_name)]
+    pub zone: Option<String>,
+    /// Tag for every instance, KEY=VALUE (repeatable).
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = tag_arg)]
+    pub tags: Vec<TagArg>,
+    /// File whose contents become the instances' user data (at most 16 KiB).
+    #[arg(long, value_name = "FILE")]
+    pub user_data: Option<PathBuf>,
+    /// Key pair name.
+    #[arg(long)]
+    pub key_name: Option<String>,
+    /// Idempotency token: retrying with the same token returns the same instances.
+    #[arg(long)]
+    pub client_token: Option<String>,
+    /// Wait options (--wait waits until every instance is ready).
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// `nubis instances list`.
+#[derive(Debug, Args)]
+pub struct ListInstancesArgs {
+    /// Only instances in this state (repeatable).
+    #[arg(long, value_name = "STATE", value_parser = ["pending", "running", "shutting-down",
+          "terminated", "stopping", "stopped"])]
+    pub state: Vec<String>,
+    /// Only instances in this zone.
+    #[arg(long, visible_alias = "az", value_parser = zone_name)]
+    pub zone: Option<String>,
+    /// Only instances with this tag, KEY=VALUE (repeatable).
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = tag_arg)]
+    pub tags: Vec<TagArg>,
+    /// Raw EC2 filter NAME=V1,V2 (repeatable), e.g. instance-type=t3.nano.
+    #[arg(long = "filter", value_name = "NAME=VALUES")]
+    pub filters: Vec<String>,
+}
+
+/// `nubis images ...`.
+#[derive(Debug, Subcommand)]
+pub enum ImagesCmd {
+    /// List images visible to the account.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Register an image present on the hosts (by its directory name).
+    Register {
+        /// Image name.
+        #[arg(long)]
+        name: String,
+        /// Name of the image directory on the hosts (default: the name).
+        #[arg(long)]
+        location: Option<String>,
+        /// Description.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Require hosts to have exactly this manifest (sha256 hex), or the
+        /// path of a manifest.json to hash.
+        #[arg(long, value_name = "SHA256|FILE")]
+        manifest: Option<String>,
+        /// Smallest memory (MiB) an instance of the image needs.
+        #[arg(long, default_value_t = 0)]
+        min_memory_mib: u32,
+        /// Visible to every account (operator only).
+        #[arg(long)]
+        public: bool,
+    },
+    /// Deregister an image.
+    Deregister {
+        /// Image id.
+        #[arg(value_parser = image_id)]
+        image_id: String,
+    },
+}
+
+/// `nubis keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCmd {
+    /// Create a key pair; prints the private key once (or writes it to --out).
+    Create {
+        /// Key name.
+        name: String,
+        /// Key type.
+        #[arg(long, value_parser = ["ed25519", "rsa"], default_value = "ed25519")]
+        key_type: String,
+        /// Write the private key to this file (mode 0600) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Import an OpenSSH public key.
+    Import {
+        /// Key name.
+        name: String,
+        /// Public key file (e.g. ~/.ssh/id_ed25519.pub).
+        #[arg(long, value_name = "FILE")]
+        public_key: PathBuf,
+    },
+    /// List key pairs.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Delete a key pair.
+    Delete {
+        /// Key name.
+        name: String,
+    },
+}
+
+/// `nubis tags ...`.
+#[derive(Debug, Subcommand)]
+pub enum TagsCmd {
+    /// Add or overwrite tags on resources.
+    Add {
+        /// Resource ids (i-, ami-, key-).
+        #[arg(required = true)]
+        resources: Vec<String>,
+        /// Tag KEY=VALUE (repeatable, at least one).
+        #[arg(long = "tag", required = true, value_name = "KEY=VALUE", value_parser = tag_arg)]
+        tags: Vec<TagArg>,
+    },
+    /// Remove tags (by key) from resources.
+    Remove {
+        /// Resource ids.
+        #[arg(required = true)]
+        resources: Vec<String>,
+        /// Tag key to remove (repeatable; without any, all tags are removed).
+        #[arg(long = "key", value_name = "KEY", value_parser = tag_key)]
+        keys: Vec<String>,
+    },
+    /// List tags.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only tags of this resource (repeatable).
+        #[arg(long = "resource", value_name = "ID")]
+        resources: Vec<String>,
+    },
+}
+
+/// `nubis admin ...`.
+#[derive(Debug, Subcommand)]
+pub enum AdminCmd {
+    /// Tenant accounts.
+    #[command(subcommand)]
+    Accounts(AccountsCmd),
+    /// Hosts running nubis-agent.
+    #[command(subcommand)]
+    Nodes(NodesCmd),
+}
+
+/// `nubis admin accounts ...`.
+#[derive(Debug, Subcommand)]
+pub enum AccountsCmd {
+    /// Create an account; prints its access key and secret (shown only once).
+    Create {
+        /// Account name.
+        name: String,
+    },
+    /// List accounts.
+    #[command(visible_alias = "ls")]
+    List,
+}
+
+/// `nubis admin nodes ...`.
+#[derive(Debug, Subcommand)]
+pub enum NodesCmd {
+    /// List nodes with capacity and state.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only nodes of this zone.
+        #[arg(long, visible_alias = "az", value_parser = zone_name)]
+        zone: Option<String>,
+    },
+    /// Stop placing new instances on a node.
+    Cordon {
+        /// Node id.
+        node_id: String,
+    },
+    /// Allow placements on a node again.
+    Uncordon {
+        /// Node id.
+        node_id: String,
+    },
+    /// Cordon a node and stop its instances (start them again elsewhere).
+    Drain {
+        /// Node id.
+        node_id: String,
+        /// Stop without graceful guest shutdown.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("nubis").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn grammar_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_parses_everything() {
+        let cli = parse(&[
+            "instances",
+            "run",
+            "--image",
+            "hello",
+            "--type",
+            "t3.nano",
+            "-n",
+            "3",
+            "--az",
+            "nubis-local-1a",
+            "--tag",
+            "Name=web",
+            "--tag",
+            "env=",
+            "--wait",
+            "--timeout",
+            "90s",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.output, Format::Json);
+        let Command::Instances(InstancesCmd::Run(r)) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(r.count, 3);
+        assert_eq!(r.zone.as_deref(), Some("nubis-local-1a"));
+        assert_eq!(
+            r.tags[1],
+            TagArg {
+                key: "env".into(),
+                value: String::new()
+            }
+        );
+        assert!(r.wait.wait);
+        assert_eq!(r.wait.timeout, std::time::Duration::from_secs(90));
+    }
+
+    #[test]
+    fn invalid_arguments_are_rejected() {
+        let bad: &[&[&str]] = &[
+            &[
+                "instances",
+                "run",
+                "--image",
+                "hello",
+                "--type",
+                "t",
+                "--count",
+                "0",
+            ],
+            &[
+                "instances",
+                "run",
+                "--image",
+                "hello",
+                "--type",
+                "t",
+                "--count",
+                "1001",
+            ],
+            &[
+                "instances",
+                "run",
+                "--image",
+                "hello",
+                "--type",
+                "t",
+                "--tag",
+                "novalue",
+            ],
+            &[
+                "instances",
+                "run",
+                "--image",
+                "hello",
+                "--type",
+                "t",
+                "--tag",
+                "aws:x=1",
+            ],
+            &[
+                "instances",
+                "run",
+                "--image",
+                "hello",
+                "--type",
+                "t",
+                "--zone",
+                "Bad Zone",
+            ],
+            &[
+                "instances",
+                "run",
+                "--image",
+                "hello",
+                "--type",
+                "t",
+                "--timeout",
+                "0",
+            ],
+            &["instances", "run", "--type", "t"],
+            &["instances", "describe"],
+            &["instances", "describe", "vm-1"],
+            &["instances", "stop", "i-xyz"],
+            &["instances", "wait", "i-1", "--state", "sleeping"],
+            &["instances", "list", "--state", "exploded"],
+            &["images", "deregister", "hello"],
+            &["tags", "add", "i-1"],
+            &["zones", "list", "--output", "yaml"],
+            &["completions", "cmd"],
+        ];
+        for args in bad {
+            let err = parse(args).expect_err(&format!("{args:?} should be rejected"));
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m").unwrap().as_secs(), 300);
+        assert_eq!(parse_duration("7").unwrap().as_secs(), 7);
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("1h").is_err());
+    }
+
+    #[test]
+    fn global_flags_work_after_subcommands() {
+        let cli = parse(&[
+            "zones",
+            "list",
+            "--profile",
+            "ops",
+            "--endpoint",
+            "http://h:1",
+        ])
+        .unwrap();
+        let f = cli.global.flags();
+        assert_eq!(f.profile.as_deref(), Some("ops"));
+        assert_eq!(f.endpoint.as_deref(), Some("http://h:1"));
+    }
+}

@@ -1,0 +1,252 @@
+//! `nubis admin accounts create|list` and `nubis admin nodes list|cordon|uncordon|drain`.
+
+use nubis_proto::compute::v1 as pb;
+use serde::Serialize;
+
+use super::Ctx;
+use crate::cli::{AccountsCmd, AdminCmd, NodesCmd};
+use crate::error::CliError;
+use crate::output::{emit, render_list, render_record, rfc3339_ms, Format, Tabular};
+
+/// An account.
+#[derive(Debug, Serialize)]
+pub struct AccountView {
+    /// Account id (12 digits).
+    pub account_id: String,
+    /// Name.
+    pub name: String,
+    /// Creation time.
+    pub created: String,
+    /// Access key ids.
+    pub access_key_ids: Vec<String>,
+}
+
+impl Tabular for AccountView {
+    fn headers() -> &'static [&'static str] {
+        &["ACCOUNT_ID", "NAME", "CREATED", "ACCESS_KEYS"]
+    }
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.account_id.clone(),
+            self.name.clone(),
+            self.created.clone(),
+            self.access_key_ids.join(","),
+        ]
+    }
+}
+
+impl From<pb::Account> for AccountView {
+    fn from(a: pb::Account) -> Self {
+        Self {
+            account_id: a.account_id,
+            name: a.name,
+            created: rfc3339_ms(a.created_unix_ms),
+            access_key_ids: a.access_key_ids,
+        }
+    }
+}
+
+/// `admin accounts create`: the new account and its only copy of the secret.
+#[derive(Debug, Serialize)]
+pub struct NewAccountView {
+    /// Account id.
+    pub account_id: String,
+    /// Name.
+    pub name: String,
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret (shown only once).
+    pub secret_access_key: String,
+}
+
+/// vCPUs and memory.
+#[derive(Debug, Serialize, Default)]
+pub struct ResourcesView {
+    /// vCPUs.
+    pub vcpus: u32,
+    /// MiB.
+    pub memory_mib: u32,
+}
+
+impl From<Option<pb::NodeResources>> for ResourcesView {
+    fn from(r: Option<pb::NodeResources>) -> Self {
+        let r = r.unwrap_or_default();
+        Self {
+            vcpus: r.vcpus,
+            memory_mib: r.memory_mib,
+        }
+    }
+}
+
+/// A node.
+#[derive(Debug, Serialize)]
+pub struct NodeView {
+    /// Node id.
+    pub node_id: String,
+    /// Host id.
+    pub host_id: String,
+    /// Zone.
+    pub availability_zone: String,
+    /// ready | lost.
+    pub state: String,
+    /// No new placements.
+    pub cordoned: bool,
+    /// Being drained.
+    pub draining: bool,
+    /// Instances placed.
+    pub instance_count: u32,
+    /// Reported capacity.
+    pub capacity: ResourcesView,
+    /// Placed.
+    pub allocated: ResourcesView,
+    /// Placeable after overcommit.
+    pub allocatable: ResourcesView,
+    /// Image names present.
+    pub images: Vec<String>,
+    /// Agent version.
+    pub agent_version: String,
+    /// Last heartbeat.
+    pub last_heartbeat: String,
+}
+
+impl From<pb::NodeInfo> for NodeView {
+    fn from(n: pb::NodeInfo) -> Self {
+        Self {
+            node_id: n.node_id,
+            host_id: n.host_id,
+            availability_zone: n.availability_zone,
+            state: n.state,
+            cordoned: n.cordoned,
+            draining: n.draining,
+            instance_count: n.instance_count,
+            capacity: n.capacity.into(),
+            allocated: n.allocated.into(),
+            allocatable: n.allocatable.into(),
+            images: n.images.into_iter().map(|i| i.name).collect(),
+            agent_version: n.agent_version,
+            last_heartbeat: rfc3339_ms(n.last_heartbeat_unix_ms),
+        }
+    }
+}
+
+impl Tabular for NodeView {
+    fn headers() -> &'static [&'static str] {
+        &[
+            "NODE_ID",
+            "HOST",
+            "ZONE",
+            "STATE",
+            "SCHEDULING",
+            "INSTANCES",
+            "VCPUS(ALLOC/MAX)",
+            "MEMORY_MIB(ALLOC/MAX)",
+            "LAST_HEARTBEAT",
+        ]
+    }
+    fn row(&self) -> Vec<String> {
+        let scheduling = if self.draining {
+            "draining"
+        } else if self.cordoned {
+            "cordoned"
+        } else {
+            "enabled"
+        };
+        vec![
+            self.node_id.clone(),
+            self.host_id.clone(),
+            self.availability_zone.clone(),
+            self.state.clone(),
+            scheduling.to_string(),
+            self.instance_count.to_string(),
+            format!("{}/{}", self.allocated.vcpus, self.allocatable.vcpus),
+            format!(
+                "{}/{}",
+                self.allocated.memory_mib, self.allocatable.memory_mib
+            ),
+            self.last_heartbeat.clone(),
+        ]
+    }
+}
+
+/// Runs an `admin` subcommand.
+pub async fn run(ctx: &Ctx, cmd: AdminCmd) -> Result<(), CliError> {
+    let mut client = ctx.client().await?;
+    match cmd {
+        AdminCmd::Accounts(AccountsCmd::Create { name }) => {
+            let resp = client
+                .admin
+                .create_account(pb::CreateAccountRequest { name })
+                .await?
+                .into_inner();
+            let account = resp.account.unwrap_or_default();
+            if ctx.format == Format::Table {
+                eprintln!(
+                    "created account {}; its secret access key is shown only this once",
+                    account.account_id
+                );
+            }
+            emit(&render_record(
+                ctx.format,
+                &NewAccountView {
+                    account_id: account.account_id,
+                    name: account.name,
+                    access_key_id: resp.access_key_id,
+                    secret_access_key: resp.secret_access_key,
+                },
+            )?)
+        }
+        AdminCmd::Accounts(AccountsCmd::List) => {
+            let resp = client
+                .admin
+                .list_accounts(pb::ListAccountsRequest {})
+                .await?
+                .into_inner();
+            let views: Vec<AccountView> =
+                resp.accounts.into_iter().map(AccountView::from).collect();
+            emit(&render_list(ctx.format, "accounts", &views)?)
+        }
+        AdminCmd::Nodes(NodesCmd::List { zone }) => {
+            let resp = client
+                .admin
+                .list_nodes(pb::ListNodesRequest {
+                    availability_zone: zone.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            let views: Vec<NodeView> = resp.nodes.into_iter().map(NodeView::from).collect();
+            emit(&render_list(ctx.format, "nodes", &views)?)
+        }
+        AdminCmd::Nodes(NodesCmd::Cordon { node_id }) => {
+            let resp = client
+                .admin
+                .cordon_node(pb::CordonNodeRequest { node_id })
+                .await?
+                .into_inner();
+            print_node(ctx.format, resp.node)
+        }
+        AdminCmd::Nodes(NodesCmd::Uncordon { node_id }) => {
+            let resp = client
+                .admin
+                .uncordon_node(pb::UncordonNodeRequest { node_id })
+                .await?
+                .into_inner();
+            print_node(ctx.format, resp.node)
+        }
+        AdminCmd::Nodes(NodesCmd::Drain { node_id, force }) => {
+            let resp = client
+                .admin
+                .drain_node(pb::DrainNodeRequest { node_id, force })
+                .await?
+                .into_inner();
+            for c in &resp.stopping_instances {
+                eprintln!("stopping {}", c.instance_id);
+            }
+            print_node(ctx.format, resp.node)
+        }
+    }
+}
+
+fn print_node(format: Format, node: Option<pb::NodeInfo>) -> Result<(), CliError> {
+    let views: Vec<NodeView> = node.into_iter().map(NodeView::from).collect();
+    emit(&render_list(format, "nodes", &views)?)
+}

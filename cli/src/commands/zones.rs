@@ -1,0 +1,115 @@
+//! `nubis zones list` and `nubis types list`.
+
+use nubis_proto::compute::v1 as pb;
+use serde::Serialize;
+
+use super::Ctx;
+use crate::error::CliError;
+use crate::output::{emit, render_list, Tabular};
+
+/// An availability zone.
+#[derive(Debug, Serialize)]
+pub struct ZoneView {
+    /// Zone name.
+    pub zone_name: String,
+    /// available | impaired | unavailable.
+    pub state: String,
+    /// Region.
+    pub region_name: String,
+    /// Zone id.
+    pub zone_id: String,
+}
+
+impl Tabular for ZoneView {
+    fn headers() -> &'static [&'static str] {
+        &["ZONE", "STATE", "REGION", "ZONE_ID"]
+    }
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.zone_name.clone(),
+            self.state.clone(),
+            self.region_name.clone(),
+            self.zone_id.clone(),
+        ]
+    }
+}
+
+/// An instance type.
+#[derive(Debug, Serialize)]
+pub struct TypeView {
+    /// Type name.
+    pub instance_type: String,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+    /// Architecture.
+    pub architecture: String,
+    /// Hypervisor.
+    pub hypervisor: String,
+}
+
+impl Tabular for TypeView {
+    fn headers() -> &'static [&'static str] {
+        &["TYPE", "VCPUS", "MEMORY_MIB", "ARCH", "HYPERVISOR"]
+    }
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.instance_type.clone(),
+            self.vcpus.to_string(),
+            self.memory_mib.to_string(),
+            self.architecture.clone(),
+            self.hypervisor.clone(),
+        ]
+    }
+}
+
+/// `nubis zones list`.
+pub async fn zones(ctx: &Ctx) -> Result<(), CliError> {
+    let mut client = ctx.client().await?;
+    let resp = client
+        .compute
+        .describe_availability_zones(pb::DescribeAvailabilityZonesRequest::default())
+        .await?
+        .into_inner();
+    let views: Vec<ZoneView> = resp
+        .availability_zones
+        .into_iter()
+        .map(|z| ZoneView {
+            zone_name: z.zone_name,
+            state: z.state,
+            region_name: z.region_name,
+            zone_id: z.zone_id,
+        })
+        .collect();
+    emit(&render_list(ctx.format, "availability_zones", &views)?)
+}
+
+/// `nubis types list`.
+pub async fn types(ctx: &Ctx) -> Result<(), CliError> {
+    let mut client = ctx.client().await?;
+    let mut views = Vec::new();
+    let mut next_token = String::new();
+    loop {
+        let resp = client
+            .compute
+            .describe_instance_types(pb::DescribeInstanceTypesRequest {
+                next_token: next_token.clone(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        views.extend(resp.instance_types.into_iter().map(|t| TypeView {
+            instance_type: t.instance_type,
+            vcpus: t.vcpus,
+            memory_mib: t.memory_mib,
+            architecture: t.architecture,
+            hypervisor: t.hypervisor,
+        }));
+        if resp.next_token.is_empty() || resp.next_token == next_token {
+            break;
+        }
+        next_token = resp.next_token;
+    }
+    emit(&render_list(ctx.format, "instance_types", &views)?)
+}
