@@ -26,27 +26,11 @@ cd "$here/guest"
 cargo build --release --locked --bin hello
 elf="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/hello"
 
-# Refuse an ELF without the PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY).
-python3 - "$elf" <<'PY'
-import struct, sys
-data = open(sys.argv[1], "rb").read()
-if data[:4] != b"\x7fELF" or data[4] != 2:
-    sys.exit("hello: kernel is not an ELF64 file")
-phoff, = struct.unpack_from("<Q", data, 0x20)
-phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
-for i in range(phnum):
-    p_type, _, p_offset, _, _, p_filesz = struct.unpack_from("<IIQQQQ", data, phoff + i * phentsize)
-    if p_type != 4:
-        continue
-    off, end = p_offset, p_offset + p_filesz
-    while off + 12 <= end:
-        namesz, descsz, ntype = struct.unpack_from("<III", data, off)
-        name = data[off + 12: off + 12 + namesz]
-        if name == b"Xen\0" and ntype == 18:
-            sys.exit(0)
-        off += 12 + (namesz + 3) // 4 * 4 + (descsz + 3) // 4 * 4
-sys.exit("hello: kernel has no PVH entry note")
-PY
+# Refuse an ELF without the PVH entry note (Xen note type 18, PHYS32_ENTRY).
+if ! readelf -nW "$elf" | grep -Eq '^[[:space:]]*Xen[[:space:]]+0x[0-9a-f]+[[:space:]].*\(0x00000012\)'; then
+    echo "hello: $elf has no PVH entry note" >&2
+    exit 1
+fi
 
 install -m 0644 "$elf" "$out/kernel.tmp"
 mv -f "$out/kernel.tmp" "$out/kernel"

@@ -33,7 +33,7 @@ const MAX_CMDLINE: usize = 4096;
 fn read_cmdline() -> Result<&'static str, &'static str> {
     // SAFETY: written once by the boot stub before ring 3 started.
     let info = unsafe { core::ptr::read_volatile(&raw const boot::pvh_start_info) } as usize;
-    if info == 0 || info % 8 != 0 {
+    if info == 0 || !info.is_multiple_of(8) {
         return Err("no PVH start info");
     }
     // SAFETY: the VMM passed this address of a `hvm_start_info` in RAM,

@@ -157,18 +157,23 @@ pub fn rdtsc() -> u64 {
 /// Where the TSC frequency came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TscSource {
+    KvmClock,
     Cpuid15,
     Cpuid16,
     Hypervisor,
     Assumed,
 }
 
-/// Estimates the TSC frequency in Hz from CPUID (leaf 0x15, 0x16 or the
-/// hypervisor timing leaf 0x40000010); otherwise assumes 2 GHz. Timing in
+/// Estimates the TSC frequency in Hz: from KVM's pvclock scale when the
+/// hypervisor is KVM, else CPUID (leaf 0x15, 0x16 or the hypervisor timing
+/// leaf 0x40000010); otherwise assumes 2 GHz. Timing in
 /// this guest only drives TCP/ARP timers, which tolerate a rough figure.
 pub fn tsc_hz() -> (u64, TscSource) {
     use core::arch::x86_64::__cpuid;
     let max = __cpuid(0).eax;
+    if let Some(hz) = kvmclock_tsc_hz() {
+        return (hz, TscSource::KvmClock);
+    }
     if max >= 0x15 {
         let l = __cpuid(0x15);
         if l.eax != 0 && l.ebx != 0 && l.ecx != 0 {
@@ -195,6 +200,76 @@ pub fn tsc_hz() -> (u64, TscSource) {
         }
     }
     (2_000_000_000, TscSource::Assumed)
+}
+
+/// KVM's per-vCPU time info (`pvclock_vcpu_time_info`).
+#[repr(C, align(64))]
+struct PvClock {
+    version: u32,
+    pad0: u32,
+    tsc_timestamp: u64,
+    system_time: u64,
+    tsc_to_system_mul: u32,
+    tsc_shift: i8,
+    flags: u8,
+    pad: [u8; 2],
+}
+
+static mut PVCLOCK: PvClock = PvClock {
+    version: 0,
+    pad0: 0,
+    tsc_timestamp: 0,
+    system_time: 0,
+    tsc_to_system_mul: 0,
+    tsc_shift: 0,
+    flags: 0,
+    pad: [0; 2],
+};
+
+const MSR_KVM_SYSTEM_TIME_NEW: u64 = 0x4b56_4d01;
+
+/// The TSC frequency KVM uses to scale the TSC to nanoseconds: enable the
+/// kvmclock MSR for a moment and read back the multiplier and shift.
+fn kvmclock_tsc_hz() -> Option<u64> {
+    use core::arch::x86_64::__cpuid;
+    if __cpuid(1).ecx & (1 << 31) == 0 {
+        return None;
+    }
+    let sig = __cpuid(0x4000_0000);
+    if (sig.ebx, sig.ecx, sig.edx) != (0x4b4d_564b, 0x564b_4d56, 0x4d) || sig.eax < 0x4000_0001 {
+        return None;
+    }
+    // KVM_FEATURE_CLOCKSOURCE2
+    if __cpuid(0x4000_0001).eax & (1 << 3) == 0 {
+        return None;
+    }
+    let clock = &raw mut PVCLOCK;
+    service(OP_WRMSR, MSR_KVM_SYSTEM_TIME_NEW, clock as u64 | 1);
+    let mut result = None;
+    for _ in 0..1000 {
+        // SAFETY: KVM writes the structure (a static we own) on this vCPU
+        // only; volatile reads see its updates.
+        let (v1, mul, shift, v2) = unsafe {
+            let v1 = core::ptr::read_volatile(&raw const (*clock).version);
+            let mul = core::ptr::read_volatile(&raw const (*clock).tsc_to_system_mul);
+            let shift = core::ptr::read_volatile(&raw const (*clock).tsc_shift);
+            let v2 = core::ptr::read_volatile(&raw const (*clock).version);
+            (v1, mul, shift, v2)
+        };
+        if v1 == v2 && v1 != 0 && v1 % 2 == 0 && mul != 0 {
+            let base = (1_000_000_000u128 << 32) / u128::from(mul);
+            let hz = if shift >= 0 {
+                base >> shift.unsigned_abs()
+            } else {
+                base << shift.unsigned_abs()
+            };
+            result = u64::try_from(hz).ok().filter(|hz| *hz >= 1_000_000);
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    service(OP_WRMSR, MSR_KVM_SYSTEM_TIME_NEW, 0);
+    result
 }
 
 /// Busy-waits about `ms` milliseconds.
