@@ -4,6 +4,7 @@
 //! carries, and the rendering of `<Response><Errors>...` bodies. Domain errors
 //! are mapped onto these codes at the edge (see [`super::backend::BackendError`]).
 
+use std::borrow::Cow;
 use std::fmt;
 
 use http::StatusCode;
@@ -12,7 +13,7 @@ use super::xml::escape_into;
 
 /// The EC2 error codes this gateway produces. Names and statuses follow EC2's
 /// published error-code list; botocore keys its `ClientError` on the code string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     /// The access key is unknown or the credential scope is unacceptable.
     AuthFailure,
@@ -72,11 +73,13 @@ pub enum ErrorCode {
     InternalError,
     /// The service is temporarily unavailable (e.g. the store is unreachable).
     Unavailable,
+    /// Any other EC2 code chosen by the domain layer, with its status.
+    Other(Cow<'static, str>, StatusCode),
 }
 
 impl ErrorCode {
     /// The code string as it appears in `<Code>`.
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         use ErrorCode::*;
         match self {
             AuthFailure => "AuthFailure",
@@ -108,11 +111,12 @@ impl ErrorCode {
             InsufficientInstanceCapacity => "InsufficientInstanceCapacity",
             InternalError => "InternalError",
             Unavailable => "Unavailable",
+            Other(code, _) => code,
         }
     }
 
     /// The HTTP status EC2 answers this code with.
-    pub fn status(self) -> StatusCode {
+    pub fn status(&self) -> StatusCode {
         use ErrorCode::*;
         match self {
             AuthFailure | MissingAuthenticationToken => StatusCode::UNAUTHORIZED,
@@ -141,6 +145,7 @@ impl ErrorCode {
             | InvalidFilter
             | InvalidPaginationToken
             | IncorrectInstanceState => StatusCode::BAD_REQUEST,
+            Other(_, status) => *status,
         }
     }
 }
