@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+pub mod cluster;
+
 /// The workspace root (the directory holding the top-level `Cargo.toml`).
 pub fn workspace_root() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
