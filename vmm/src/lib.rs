@@ -1,3 +1,33 @@
-//! `nubis-vmm` as a library: the VMM's building blocks, used by its binary and tests.
+//! `nubis-vmm` as a library: a minimal KVM virtual machine monitor running
+//! one microVM per process. The binary (`main.rs`) parses the command line
+//! and calls [`run`].
+//!
+//! Threads: the main thread builds the VM ([`builder`]) and then runs the
+//! event loop ([`vmm`]); one thread serves the API socket ([`api`]); one
+//! thread per vCPU ([`vstate::vcpu`]).
 
+pub mod api;
+pub mod boot;
+pub mod builder;
+pub mod config;
 pub mod devices;
+pub mod error;
+pub mod rpc;
+pub mod signals;
+pub mod state;
+pub mod vmm;
+pub mod vstate;
+
+pub use error::{Error, Result};
+
+/// Builds and runs the microVM described by `config`; returns the process
+/// exit status once it has ended (0 for reset, stop, SIGTERM; 1 for a vCPU
+/// fault).
+pub fn run(config: config::VmConfig) -> Result<i32> {
+    let vmm = builder::build(config)?;
+    let reason = vmm.run()?;
+    if let state::StopReason::VcpuFault(msg) = &reason {
+        tracing::error!(fault = %msg, "microVM stopped on a vCPU fault");
+    }
+    Ok(reason.exit_code())
+}

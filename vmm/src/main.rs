@@ -1,19 +1,42 @@
-//! `nubis-vmm`: runs one KVM microVM per process.
+//! `nubis-vmm`: runs one KVM microVM per process. See `docs/vmm.md`.
 
 use clap::Parser;
+use nubis_vmm::config::Cli;
 
-/// Runs one KVM microVM: kernel, initrd, serial console, virtio-block,
-/// virtio-net and virtio-rng devices over virtio-mmio.
-#[derive(Debug, Parser)]
-#[command(name = "nubis-vmm", version)]
-struct Args {
-    /// Guest kernel: ELF vmlinux (PVH or 64-bit entry) or bzImage.
-    #[arg(long, value_name = "PATH")]
-    kernel: Option<std::path::PathBuf>,
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NUBIS_VMM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn report(err: &dyn std::error::Error) -> String {
+    let mut msg = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        msg.push_str(": ");
+        msg.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    msg
 }
 
 fn main() {
-    let _args = Args::parse();
-    eprintln!("nubis-vmm: not implemented yet");
-    std::process::exit(2);
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version exit 0; usage errors exit 2.
+        Err(e) => e.exit(),
+    };
+    init_logging();
+    let code = match cli.into_config().and_then(nubis_vmm::run) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("nubis-vmm: error: {}", report(&e));
+            e.exit_code()
+        }
+    };
+    std::process::exit(code);
 }

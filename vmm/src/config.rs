@@ -1,0 +1,488 @@
+//! The microVM configuration: command-line flags, the equivalent `--config`
+//! JSON file, and validation of both (everything from outside is checked
+//! here before any resource is created).
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Most vCPUs we start (MP table and IOAPIC routing stay simple).
+pub const MAX_VCPUS: u8 = 32;
+/// Default guest memory.
+pub const DEFAULT_MEMORY_MIB: u64 = 128;
+/// Command line used when none is given.
+pub const DEFAULT_CMDLINE: &str = "reboot=k panic=1 pci=off";
+/// Most disks and network devices together (virtio IRQs 5..=23).
+pub const MAX_VIRTIO_DEVICES: usize = 16;
+
+/// Where the guest's serial console goes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SerialOutput {
+    /// The VMM's standard output.
+    #[default]
+    Stdout,
+    /// A file, created or appended to.
+    File(PathBuf),
+}
+
+impl Serialize for SerialOutput {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            SerialOutput::Stdout => s.serialize_str("stdout"),
+            SerialOutput::File(p) => s.serialize_str(&p.to_string_lossy()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SerialOutput {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(SerialOutput::parse(&s))
+    }
+}
+
+impl SerialOutput {
+    fn parse(s: &str) -> Self {
+        if s == "stdout" {
+            SerialOutput::Stdout
+        } else {
+            SerialOutput::File(PathBuf::from(s))
+        }
+    }
+}
+
+/// One virtio-blk disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    /// Backing file.
+    pub path: PathBuf,
+    /// Guest cannot write.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Serial/ID reported to the guest (at most 20 bytes).
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// One virtio-net device backed by a TAP device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    /// Existing TAP device name.
+    pub tap: String,
+    /// Guest MAC address; a locally administered one is derived when absent.
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
+/// The whole microVM configuration: what `--config FILE` holds and what the
+/// API's `describe` returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfig {
+    /// Guest kernel (ELF vmlinux or bzImage).
+    pub kernel: PathBuf,
+    /// Initial ramdisk.
+    #[serde(default)]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line (the VMM appends console and virtio-mmio entries).
+    #[serde(default)]
+    pub cmdline: Option<String>,
+    /// Number of vCPUs.
+    #[serde(default = "default_vcpus")]
+    pub vcpus: u8,
+    /// Guest memory in MiB.
+    #[serde(default = "default_memory")]
+    pub memory_mib: u64,
+    /// virtio-blk disks, in guest order.
+    #[serde(default)]
+    pub disks: Vec<DiskConfig>,
+    /// virtio-net devices, in guest order.
+    #[serde(default)]
+    pub nets: Vec<NetConfig>,
+    /// Serial console destination.
+    #[serde(default)]
+    pub serial: SerialOutput,
+    /// Cap on the console log file (keeps the newest half when exceeded).
+    #[serde(default)]
+    pub serial_max_bytes: Option<u64>,
+    /// Unix socket for the control API.
+    #[serde(default)]
+    pub api_socket: Option<PathBuf>,
+}
+
+fn default_vcpus() -> u8 {
+    1
+}
+
+fn default_memory() -> u64 {
+    DEFAULT_MEMORY_MIB
+}
+
+/// Runs one KVM microVM: a Linux or PVH kernel with a 16550 serial console,
+/// an i8042 reset controller, and virtio-blk / virtio-net / virtio-rng devices
+/// over virtio-mmio.
+///
+/// Exit status: 0 guest reset or stopped on request; 1 internal error or
+/// vCPU fault; 2 bad usage or configuration; 3 kernel missing or malformed;
+/// 4 initrd problem; 5 memory too small or too large; 6 network (TAP) problem;
+/// 7 disk problem; 8 KVM unavailable; 9 API socket problem.
+#[derive(Debug, Parser)]
+#[command(name = "nubis-vmm", version, about, long_about)]
+pub struct Cli {
+    /// JSON file with the whole configuration (same fields as the flags:
+    /// kernel, initrd, cmdline, vcpus, memory_mib, disks, nets, serial,
+    /// serial_max_bytes, api_socket). Excludes every other flag.
+    #[arg(long, value_name = "FILE", conflicts_with_all = [
+        "kernel", "initrd", "cmdline", "vcpus", "memory_mib", "disk", "net",
+        "serial", "serial_max_bytes", "api_socket"
+    ])]
+    pub config: Option<PathBuf>,
+    /// Guest kernel: ELF vmlinux (PVH entry preferred, else the 64-bit Linux
+    /// entry) or bzImage.
+    #[arg(long, value_name = "PATH", required_unless_present = "config")]
+    pub kernel: Option<PathBuf>,
+    /// Initial ramdisk loaded at the top of low guest memory.
+    #[arg(long, value_name = "PATH")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line; the VMM appends `console=ttyS0` when no console
+    /// is set and one `virtio_mmio.device=` entry per device.
+    /// Default: "reboot=k panic=1 pci=off".
+    #[arg(long, value_name = "STR")]
+    pub cmdline: Option<String>,
+    /// Number of vCPUs (1-32).
+    #[arg(long, value_name = "N")]
+    pub vcpus: Option<u8>,
+    /// Guest memory in MiB (16 up to host RAM). Default 128.
+    #[arg(long = "memory-mib", value_name = "N")]
+    pub memory_mib: Option<u64>,
+    /// A virtio-blk disk: backing file, `ro` for read-only, `id=ID` for the
+    /// serial the guest sees (<= 20 bytes). Repeat for more disks.
+    #[arg(long, value_name = "PATH[,ro][,id=ID]")]
+    pub disk: Vec<String>,
+    /// A virtio-net device on an existing TAP device, with an optional MAC
+    /// (aa:bb:cc:dd:ee:ff). Repeat for more devices.
+    #[arg(long, value_name = "tap=NAME[,mac=MAC]")]
+    pub net: Vec<String>,
+    /// Serial console destination: `stdout` (default) or a file path.
+    #[arg(long, value_name = "stdout|PATH")]
+    pub serial: Option<String>,
+    /// Cap for the `--serial PATH` console log: when a write would exceed N
+    /// bytes, only the newest half is kept.
+    #[arg(long = "serial-max-bytes", value_name = "N")]
+    pub serial_max_bytes: Option<u64>,
+    /// Unix stream socket for the newline-delimited JSON control API
+    /// (describe, pause, resume, ctrl_alt_del, stop, metrics).
+    #[arg(long = "api-socket", value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
+}
+
+impl Cli {
+    /// Turns the flags (or the `--config` file) into a validated [`VmConfig`].
+    pub fn into_config(self) -> Result<VmConfig> {
+        let config = match self.config {
+            Some(path) => VmConfig::from_file(&path)?,
+            None => VmConfig {
+                kernel: self
+                    .kernel
+                    .ok_or_else(|| Error::Config("--kernel is required".into()))?,
+                initrd: self.initrd,
+                cmdline: self.cmdline,
+                vcpus: self.vcpus.unwrap_or(1),
+                memory_mib: self.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB),
+                disks: self
+                    .disk
+                    .iter()
+                    .map(|s| parse_disk(s))
+                    .collect::<Result<_>>()?,
+                nets: self
+                    .net
+                    .iter()
+                    .map(|s| parse_net(s))
+                    .collect::<Result<_>>()?,
+                serial: self
+                    .serial
+                    .as_deref()
+                    .map(SerialOutput::parse)
+                    .unwrap_or_default(),
+                serial_max_bytes: self.serial_max_bytes,
+                api_socket: self.api_socket,
+            },
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Parses `PATH[,ro][,id=ID]`.
+pub fn parse_disk(spec: &str) -> Result<DiskConfig> {
+    let mut parts = spec.split(',');
+    let path = parts.next().unwrap_or_default();
+    if path.is_empty() {
+        return Err(Error::Config(format!("--disk {spec:?}: missing path")));
+    }
+    let mut disk = DiskConfig {
+        path: PathBuf::from(path),
+        read_only: false,
+        id: None,
+    };
+    for part in parts {
+        match part.split_once('=') {
+            None if part == "ro" => disk.read_only = true,
+            Some(("id", id)) => disk.id = Some(id.to_string()),
+            _ => {
+                return Err(Error::Config(format!(
+                    "--disk {spec:?}: unknown option {part:?} (expected ro or id=ID)"
+                )))
+            }
+        }
+    }
+    Ok(disk)
+}
+
+/// Parses `tap=NAME[,mac=MAC]`.
+pub fn parse_net(spec: &str) -> Result<NetConfig> {
+    let mut tap = None;
+    let mut mac = None;
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("tap", name)) => tap = Some(name.to_string()),
+            Some(("mac", m)) => mac = Some(m.to_string()),
+            _ => {
+                return Err(Error::Config(format!(
+                    "--net {spec:?}: unknown option {part:?} (expected tap=NAME or mac=MAC)"
+                )))
+            }
+        }
+    }
+    let tap = tap.ok_or_else(|| Error::Config(format!("--net {spec:?}: missing tap=NAME")))?;
+    Ok(NetConfig { tap, mac })
+}
+
+/// Parses a MAC address `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for byte in mac.iter_mut() {
+        let part = parts.next()?;
+        if part.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+impl VmConfig {
+    /// Reads and parses a `--config` JSON file (not yet validated).
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| Error::ConfigParse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Checks the settings that need no host resources: counts, names and
+    /// formats. Files are checked when they are opened.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.kernel.as_os_str().is_empty() {
+            return bad("kernel path is empty".into());
+        }
+        if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
+            return bad(format!("vcpus {} outside 1..={MAX_VCPUS}", self.vcpus));
+        }
+        if let Some(cmdline) = &self.cmdline {
+            if !cmdline.is_ascii() || cmdline.bytes().any(|b| b.is_ascii_control()) {
+                return bad("cmdline must be printable ASCII".into());
+            }
+        }
+        let devices = self.disks.len() + self.nets.len();
+        if devices > MAX_VIRTIO_DEVICES {
+            return bad(format!(
+                "{devices} disks and network devices, at most {MAX_VIRTIO_DEVICES}"
+            ));
+        }
+        for disk in &self.disks {
+            if disk.path.as_os_str().is_empty() {
+                return bad("disk path is empty".into());
+            }
+            if let Some(id) = &disk.id {
+                if id.is_empty() || id.len() > 20 || !id.is_ascii() {
+                    return bad(format!("disk id {id:?} must be 1-20 ASCII bytes"));
+                }
+            }
+        }
+        for (i, net) in self.nets.iter().enumerate() {
+            if net.tap.is_empty() || net.tap.len() >= libc::IFNAMSIZ || net.tap.contains('/') {
+                return bad(format!(
+                    "tap name {:?} is not a valid interface name",
+                    net.tap
+                ));
+            }
+            if self.nets[..i].iter().any(|n| n.tap == net.tap) {
+                return bad(format!("tap {} used twice", net.tap));
+            }
+            if let Some(mac) = &net.mac {
+                match parse_mac(mac) {
+                    None => return bad(format!("mac {mac:?} is not aa:bb:cc:dd:ee:ff")),
+                    Some(m) if m[0] & 1 == 1 => {
+                        return bad(format!("mac {mac} is a multicast address"))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        match (&self.serial, self.serial_max_bytes) {
+            (SerialOutput::Stdout, Some(_)) => {
+                return bad("serial_max_bytes needs a serial file path".into())
+            }
+            (_, Some(n)) if n < 1024 => return bad(format!("serial_max_bytes {n} below 1024")),
+            _ => {}
+        }
+        if let SerialOutput::File(p) = &self.serial {
+            if p.as_os_str().is_empty() {
+                return bad("serial path is empty".into());
+            }
+        }
+        if let Some(p) = &self.api_socket {
+            // sun_path holds 108 bytes including the terminating NUL.
+            if p.as_os_str().is_empty() || p.as_os_str().len() > 107 {
+                return bad(format!("api socket path {} empty or too long", p.display()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> VmConfig {
+        serde_json::from_str(r#"{"kernel":"/k"}"#).unwrap()
+    }
+
+    #[test]
+    fn json_defaults() {
+        let c = base();
+        assert_eq!(c.vcpus, 1);
+        assert_eq!(c.memory_mib, DEFAULT_MEMORY_MIB);
+        assert_eq!(c.serial, SerialOutput::Stdout);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn json_roundtrip_and_unknown_fields() {
+        let c: VmConfig = serde_json::from_str(
+            r#"{"kernel":"/k","vcpus":2,"disks":[{"path":"/d","read_only":true,"id":"x"}],
+                "nets":[{"tap":"nbtap0","mac":"02:00:00:00:00:01"}],"serial":"/tmp/log",
+                "serial_max_bytes":4096}"#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let back: VmConfig = serde_json::from_value(serde_json::to_value(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+        assert!(serde_json::from_str::<VmConfig>(r#"{"kernel":"/k","bogus":1}"#).is_err());
+    }
+
+    #[test]
+    fn disk_and_net_specs() {
+        let d = parse_disk("/img,ro,id=root").unwrap();
+        assert_eq!(d.path, PathBuf::from("/img"));
+        assert!(d.read_only);
+        assert_eq!(d.id.as_deref(), Some("root"));
+        assert!(parse_disk("").is_err());
+        assert!(parse_disk("/img,rw").is_err());
+        let n = parse_net("tap=nb0,mac=02:00:00:00:00:01").unwrap();
+        assert_eq!(n.tap, "nb0");
+        assert!(parse_net("mac=02:00:00:00:00:01").is_err());
+        assert!(parse_net("tap=x,foo=1").is_err());
+    }
+
+    #[test]
+    fn mac_parsing() {
+        assert_eq!(parse_mac("02:0a:ff:00:01:02"), Some([2, 10, 255, 0, 1, 2]));
+        assert_eq!(parse_mac("02:0a:ff:00:01"), None);
+        assert_eq!(parse_mac("02:0a:ff:00:01:02:03"), None);
+        assert_eq!(parse_mac("zz:0a:ff:00:01:02"), None);
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        type Mutation = Box<dyn Fn(&mut VmConfig)>;
+        let cases: Vec<Mutation> = vec![
+            Box::new(|c| c.vcpus = 0),
+            Box::new(|c| c.vcpus = MAX_VCPUS + 1),
+            Box::new(|c| c.cmdline = Some("a\nb".into())),
+            Box::new(|c| c.serial_max_bytes = Some(4096)),
+            Box::new(|c| {
+                c.serial = SerialOutput::File("/x".into());
+                c.serial_max_bytes = Some(10)
+            }),
+            Box::new(|c| {
+                c.nets.push(NetConfig {
+                    tap: "a-very-long-interface-name".into(),
+                    mac: None,
+                })
+            }),
+            Box::new(|c| {
+                c.nets.push(NetConfig {
+                    tap: "nb0".into(),
+                    mac: Some("01:00:00:00:00:00".into()),
+                })
+            }),
+            Box::new(|c| {
+                c.disks.push(DiskConfig {
+                    path: "/d".into(),
+                    read_only: false,
+                    id: Some("x".repeat(21)),
+                })
+            }),
+            Box::new(|c| c.api_socket = Some(PathBuf::from("/".repeat(200)))),
+        ];
+        for (i, mutate) in cases.iter().enumerate() {
+            let mut c = base();
+            mutate(&mut c);
+            let err = c.validate().expect_err(&format!("case {i} accepted"));
+            assert_eq!(err.exit_code(), 2, "case {i}");
+        }
+    }
+
+    #[test]
+    fn cli_builds_config() {
+        let cli = Cli::try_parse_from([
+            "nubis-vmm",
+            "--kernel",
+            "/k",
+            "--vcpus",
+            "2",
+            "--memory-mib",
+            "64",
+            "--disk",
+            "/d,ro",
+            "--net",
+            "tap=nb1",
+            "--serial",
+            "/tmp/c.log",
+            "--serial-max-bytes",
+            "65536",
+        ])
+        .unwrap();
+        let c = cli.into_config().unwrap();
+        assert_eq!(c.vcpus, 2);
+        assert_eq!(c.memory_mib, 64);
+        assert!(c.disks[0].read_only);
+        assert_eq!(c.serial, SerialOutput::File("/tmp/c.log".into()));
+        assert!(Cli::try_parse_from(["nubis-vmm", "--config", "/c", "--kernel", "/k"]).is_err());
+        assert!(Cli::try_parse_from(["nubis-vmm"]).is_err());
+    }
+}
