@@ -5,14 +5,20 @@
 //! - [`runtime`]: the lifecycle state machine and typed state reasons.
 //! - [`host`]: disks, TAPs, cgroups, the VMM process and its API.
 //! - [`layout`]: the state directory (per-instance files, IP allocation).
+//! - [`context`]: host-wide resources shared by the instance tasks.
+//! - [`launch`]: idempotent set-up and tear-down of an instance's resources.
 //! - [`instance`]: one task per instance, owning its state.
 //! - [`reconcile`]: desired state -> instance commands; adoption at start-up.
 //! - [`client`]: the Node API client (registration, heartbeats, watch).
 //! - [`standalone`]: desired state from a local JSON file (operator/debug).
 
 pub mod config;
+pub mod context;
 pub mod error;
 pub mod host;
+pub mod instance;
+pub mod launch;
+pub mod layout;
 pub mod runtime;
 pub mod types;
 

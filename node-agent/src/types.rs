@@ -121,6 +121,15 @@ pub struct InstanceSpec {
     /// Extra guest kernel command-line arguments (e.g. `nubis.disk_write=1`).
     #[serde(default)]
     pub cmdline_extra: String,
+    /// Address chosen by the control plane (else allocated from the node's range).
+    #[serde(default)]
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// MAC chosen by the control plane (else derived from the id).
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// When set, the image's manifest.json must have this sha256.
+    #[serde(default)]
+    pub image_manifest_sha256: Option<String>,
 }
 
 impl InstanceSpec {
@@ -193,12 +202,18 @@ mod tests {
             vcpus: 1,
             memory_mib: 64,
             cmdline_extra: "nubis.disk_write=1".into(),
+            ip: None,
+            mac: None,
+            image_manifest_sha256: None,
         };
         assert!(s.validate().is_ok());
         s.vcpus = 0;
         assert!(s.validate().is_err());
         s.vcpus = 1;
         s.cmdline_extra = "a\nb".into();
+        assert!(s.validate().is_err());
+        s.cmdline_extra = String::new();
+        s.mac = Some("02:00:00:00:00".into());
         assert!(s.validate().is_err());
     }
 }

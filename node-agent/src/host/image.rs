@@ -58,10 +58,15 @@ pub struct Image {
     pub requires: Requires,
     /// sha256 of every file, by file name.
     pub digests: BTreeMap<String, String>,
+    /// sha256 of `manifest.json` itself (the image's identity on the wire).
+    pub manifest_sha256: String,
 }
 
+/// A manifest file name: relative, no `.`/`..` components.
 fn file_name_ok(f: &str) -> bool {
-    !f.is_empty() && !f.contains('/') && f != "." && f != ".."
+    !f.is_empty()
+        && !f.starts_with('/')
+        && f.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 /// sha256 of a file, hex.
@@ -108,6 +113,7 @@ pub fn load_verified(image_dir: &Path, name: &ImageName) -> Result<Image> {
         }
         Err(e) => return Err(Error::io(format!("reading {}", mpath.display()), e)),
     };
+    let manifest_sha256 = hex::encode(Sha256::digest(text.as_bytes()));
     let raw: RawManifest = serde_json::from_str(&text).map_err(|source| Error::Json {
         context: mpath.display().to_string(),
         source,
@@ -159,6 +165,7 @@ pub fn load_verified(image_dir: &Path, name: &ImageName) -> Result<Image> {
         cmdline: raw.cmdline,
         requires: raw.requires,
         digests,
+        manifest_sha256,
     })
 }
 

@@ -58,8 +58,8 @@ impl ReasonCode {
         match self {
             UserInitiatedShutdown => "Client.UserInitiatedShutdown",
             InstanceInitiatedShutdown => "Client.InstanceInitiatedShutdown",
-            ImageNotFound => "Client.InvalidImage.NotFound",
-            ImageInvalid => "Server.InvalidImage.Checksum",
+            ImageNotFound => "Server.ImageNotFound",
+            ImageInvalid => "Server.ImageInvalid",
             DiskSetupFailed => "Server.DiskSetupFailed",
             NetworkSetupFailed => "Server.NetworkSetupFailed",
             CgroupSetupFailed => "Server.CgroupSetupFailed",

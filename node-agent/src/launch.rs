@@ -1,0 +1,209 @@
+//! The multi-step launch and tear-down of an instance's host resources,
+//! each step idempotent so that repeating after a crash converges:
+//! directory + spec, image check, root disk, bridge + address + TAP, cgroup,
+//! then the VMM process. Failures map to typed state reasons.
+
+use crate::context::HostContext;
+use crate::error::Error;
+use crate::host::cgroup::Cgroups;
+use crate::host::vmm_process::{VmmLaunch, VmmProcess};
+use crate::host::{disk, image, tap};
+use crate::layout::{write_json, InstanceDir};
+use crate::runtime::{ReasonCode, StateReason};
+use crate::types::InstanceSpec;
+
+fn reason(code: ReasonCode, e: impl std::fmt::Display) -> StateReason {
+    StateReason::new(code, e.to_string())
+}
+
+/// Error chain as one line (for reasons shown to operators).
+fn chain(e: &Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+/// Prepares directory, disk, network and cgroup; returns the VMM launch.
+pub async fn prepare(
+    ctx: &HostContext,
+    spec: &InstanceSpec,
+    dir: &InstanceDir,
+) -> Result<VmmLaunch, StateReason> {
+    let internal = |e: Error| reason(ReasonCode::InternalError, chain(&e));
+    dir.create().map_err(internal)?;
+    write_json(&dir.spec(), spec).map_err(internal)?;
+
+    // Image: present and every checksum right.
+    let img = image::load_verified(&ctx.config.image_dir, &spec.image).map_err(|e| match e {
+        Error::Image { ref problem, .. } if problem.starts_with("not found") => {
+            reason(ReasonCode::ImageNotFound, chain(&e))
+        }
+        _ => reason(ReasonCode::ImageInvalid, chain(&e)),
+    })?;
+    if let Some(want) = &spec.image_manifest_sha256 {
+        if !want.eq_ignore_ascii_case(&img.manifest_sha256) {
+            return Err(reason(
+                ReasonCode::ImageInvalid,
+                format!(
+                    "image {} has manifest sha256 {}, the assignment wants {want}",
+                    img.name, img.manifest_sha256
+                ),
+            ));
+        }
+    }
+    if let Some(min) = img.requires.min_memory_mib {
+        if spec.memory_mib < min {
+            return Err(reason(
+                ReasonCode::MemoryInvalid,
+                format!(
+                    "image {} needs at least {min} MiB, instance has {}",
+                    img.name, spec.memory_mib
+                ),
+            ));
+        }
+    }
+
+    // Root disk.
+    let disk_path = dir.disk();
+    let made = match &img.disk {
+        Some(src) => disk::clone_disk(src, &disk_path),
+        None => disk::create_blank(&disk_path, ctx.config.instances.blank_disk_mib, &spec.id),
+    };
+    made.map_err(|e| reason(ReasonCode::DiskSetupFailed, chain(&e)))?;
+
+    // Network: bridge, address, TAP.
+    let net_fail = |e: Error| reason(ReasonCode::NetworkSetupFailed, chain(&e));
+    let net = {
+        let _g = ctx.net_lock.lock().await;
+        let plan = &ctx.addressing;
+        tap::ensure_bridge(&ctx.config.network.bridge, plan.gateway, plan.prefix)
+            .await
+            .map_err(net_fail)?;
+        if let Some(ip) = spec.ip {
+            let mask = u32::MAX << (32 - u32::from(plan.prefix));
+            if u32::from(ip) & mask != u32::from(plan.gateway) & mask || ip == plan.gateway {
+                return Err(reason(
+                    ReasonCode::NetworkSetupFailed,
+                    format!(
+                        "address {ip} is not usable on bridge {}/{}",
+                        plan.gateway, plan.prefix
+                    ),
+                ));
+            }
+        }
+        let mac = spec.mac.clone().unwrap_or_else(|| tap::mac_for(&spec.id));
+        let name = tap::tap_name(&ctx.config.network.tap_prefix, &spec.id);
+        ctx.layout
+            .allocate_net(&spec.id, plan, mac, name, spec.ip)
+            .map_err(net_fail)?
+    };
+    tap::ensure_tap(&net.tap, &ctx.config.network.bridge)
+        .await
+        .map_err(net_fail)?;
+
+    // cgroup.
+    let mem = (spec.memory_mib + ctx.config.instances.vmm_memory_overhead_mib) * 1024 * 1024;
+    ctx.cgroups
+        .create(&spec.id, spec.vcpus, mem)
+        .map_err(|e| reason(ReasonCode::CgroupSetupFailed, chain(&e)))?;
+
+    // The image's own identity/network arguments are placeholders: ours win.
+    let mut cmdline: String = img
+        .cmdline
+        .split_whitespace()
+        .filter(|a| !["nubis.id=", "ip=", "gw="].iter().any(|p| a.starts_with(p)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if !spec.cmdline_extra.contains("nubis.id=") {
+        cmdline.push_str(&format!(" nubis.id={}", spec.id));
+    }
+    cmdline.push_str(&format!(" ip={}/{} gw={}", net.ip, net.prefix, net.gateway));
+    if !spec.cmdline_extra.is_empty() {
+        cmdline.push(' ');
+        cmdline.push_str(&spec.cmdline_extra);
+    }
+    Ok(VmmLaunch {
+        binary: ctx.config.vmm_binary.clone(),
+        kernel: img.kernel,
+        initrd: img.initrd,
+        cmdline: cmdline.trim().to_string(),
+        vcpus: spec.vcpus,
+        memory_mib: spec.memory_mib,
+        disk: disk_path,
+        net: Some((net.tap, net.mac)),
+        serial: dir.console(),
+        serial_max_bytes: ctx.config.instances.console_max_bytes,
+        api_socket: dir.api_socket(),
+        stdout: dir.stdout(),
+        stderr: dir.stderr(),
+    })
+}
+
+/// Spawns the VMM into the instance's cgroup and records it in `vmm.json`.
+pub fn spawn(
+    ctx: &HostContext,
+    spec: &InstanceSpec,
+    dir: &InstanceDir,
+    launch: &VmmLaunch,
+) -> Result<VmmProcess, StateReason> {
+    let sock_len = launch.api_socket.as_os_str().len();
+    if sock_len >= 108 {
+        return Err(reason(
+            ReasonCode::VmmSpawnFailed,
+            format!("API socket path is {sock_len} bytes; Unix sockets allow 107"),
+        ));
+    }
+    // A fresh console log per boot; the previous one is kept as .1.
+    let console = dir.console();
+    if console.exists() {
+        let _ = std::fs::rename(&console, console.with_extension("log.1"));
+    }
+    let _ = std::fs::remove_file(&launch.api_socket);
+    let procs = match ctx.cgroups.open_procs(&spec.id) {
+        Ok(p) => p,
+        Err(e) => return Err(reason(ReasonCode::CgroupSetupFailed, chain(&e))),
+    };
+    let p = VmmProcess::spawn(launch, procs)
+        .map_err(|e| reason(ReasonCode::VmmSpawnFailed, chain(&e)))?;
+    if let Err(e) = write_json(&dir.vmm(), p.record()) {
+        // Without the record a restarted agent finds the VMM by its socket.
+        tracing::error!(instance = %spec.id, error = %e, "cannot record VMM");
+    }
+    tracing::info!(instance = %spec.id, pid = p.record().pid, "VMM started");
+    Ok(p)
+}
+
+/// Removes TAP, cgroup and directory. Idempotent.
+pub async fn destroy(
+    ctx: &HostContext,
+    spec: &InstanceSpec,
+    dir: &InstanceDir,
+) -> Result<(), Error> {
+    // Anything left in the cgroup is ours (a VMM that escaped tracking).
+    kill_cgroup(&ctx.cgroups, spec);
+    let name = tap::tap_name(&ctx.config.network.tap_prefix, &spec.id);
+    let recorded = crate::layout::read_json::<crate::layout::NetAlloc>(&dir.net())
+        .ok()
+        .flatten()
+        .map(|n| n.tap);
+    for t in recorded.into_iter().chain(std::iter::once(name)) {
+        tap::delete_tap(&t).await?;
+    }
+    ctx.cgroups.remove(&spec.id).await?;
+    dir.remove()?;
+    Ok(())
+}
+
+fn kill_cgroup(cg: &Cgroups, spec: &InstanceSpec) {
+    for pid in cg.pids(&spec.id) {
+        if let Some(p) = rustix::process::Pid::from_raw(pid) {
+            tracing::warn!(instance = %spec.id, pid, "killing leftover process in cgroup");
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+        }
+    }
+}
