@@ -15,7 +15,11 @@ fn run(args: &[&str]) -> Output {
 fn assert_exit(args: &[&str], code: i32, needle: &str) {
     let out = run(args);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "args {args:?}, stderr: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "args {args:?}, stderr: {stderr}"
+    );
     assert!(
         stderr.contains(needle),
         "args {args:?}: stderr lacks {needle:?}: {stderr}"
@@ -76,7 +80,11 @@ fn bad_config_file_is_status_2() {
     std::fs::write(&cfg, r#"{"kernel": "/k", "vcpu": 2}"#).unwrap();
     assert_exit(&["--config", cfg.to_str().unwrap()], 2, "unknown field");
     std::fs::write(&cfg, "not json").unwrap();
-    assert_exit(&["--config", cfg.to_str().unwrap()], 2, "cannot parse config");
+    assert_exit(
+        &["--config", cfg.to_str().unwrap()],
+        2,
+        "cannot parse config",
+    );
     assert_exit(&["--config", "/no/such/file.json"], 2, "cannot read config");
     assert_exit(
         &["--config", cfg.to_str().unwrap(), "--kernel", "/k"],
@@ -91,10 +99,18 @@ fn kernel_missing_or_malformed_is_status_3() {
     assert_exit(&["--kernel", "/no/such/vmlinux"], 3, "cannot read kernel");
     let junk = dir.path().join("junk");
     std::fs::write(&junk, vec![0x55u8; 8192]).unwrap();
-    assert_exit(&["--kernel", junk.to_str().unwrap()], 3, "not an ELF vmlinux or a bzImage");
+    assert_exit(
+        &["--kernel", junk.to_str().unwrap()],
+        3,
+        "not an ELF vmlinux or a bzImage",
+    );
     let truncated = dir.path().join("truncated");
     std::fs::write(&truncated, b"\x7fELF\x02\x01\x01").unwrap();
-    assert_exit(&["--kernel", truncated.to_str().unwrap()], 3, "cannot load kernel");
+    assert_exit(
+        &["--kernel", truncated.to_str().unwrap()],
+        3,
+        "cannot load kernel",
+    );
 }
 
 #[test]
@@ -110,7 +126,14 @@ fn initrd_missing_or_too_large_is_status_4() {
     let f = std::fs::File::create(&big).unwrap();
     f.set_len(64 << 20).unwrap(); // sparse: 64 MiB initrd, 32 MiB guest
     assert_exit(
-        &["--kernel", &kernel, "--memory-mib", "32", "--initrd", big.to_str().unwrap()],
+        &[
+            "--kernel",
+            &kernel,
+            "--memory-mib",
+            "32",
+            "--initrd",
+            big.to_str().unwrap(),
+        ],
         4,
         "does not fit",
     );
@@ -120,7 +143,11 @@ fn initrd_missing_or_too_large_is_status_4() {
 fn memory_out_of_range_is_status_5() {
     let dir = tempfile::tempdir().unwrap();
     let kernel = good_kernel(dir.path());
-    assert_exit(&["--kernel", &kernel, "--memory-mib", "4"], 5, "outside the supported range");
+    assert_exit(
+        &["--kernel", &kernel, "--memory-mib", "4"],
+        5,
+        "outside the supported range",
+    );
     assert_exit(
         &["--kernel", &kernel, "--memory-mib", "100000000"],
         5,
