@@ -16,6 +16,7 @@
 //! Tests talk to the cluster like a user: through the `nubis` CLI
 //! ([`Cluster::cli`]) with JSON output.
 
+pub mod ops;
 pub mod sys;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,188 @@
+//! What end-to-end tests do to a cluster, as a user would with the `nubis`
+//! CLI (JSON output), plus the host-side observations a test needs (HTTP from
+//! inside a host's namespace, an instance's disk file).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{CliOutput, Cluster, Creds};
+
+/// A t3.nano: 1 vCPU, 64 MiB.
+pub const SMALL_TYPE: &str = "t3.nano";
+
+/// Generous bound for a hello instance to boot on a loaded machine.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Cluster {
+    /// `nubis instances run` of `count` hello instances (optionally in a zone);
+    /// returns the CLI output (the caller checks success or the error).
+    pub fn try_run_hello(
+        &self,
+        creds: &Creds,
+        count: u32,
+        zone: Option<&str>,
+        extra: &[&str],
+    ) -> CliOutput {
+        let count = count.to_string();
+        let image = self.hello_image.clone().unwrap_or_else(|| "hello".into());
+        let mut args = vec![
+            "instances",
+            "run",
+            "--image",
+            &image,
+            "--type",
+            SMALL_TYPE,
+            "--count",
+            &count,
+            "-o",
+            "json",
+        ];
+        if let Some(z) = zone {
+            args.extend(["--zone", z]);
+        }
+        args.extend_from_slice(extra);
+        self.cli(creds, &args)
+    }
+
+    /// Runs hello instances and returns their ids (panics on failure).
+    pub fn run_hello(&self, creds: &Creds, count: u32, zone: Option<&str>) -> Vec<String> {
+        let v = self.try_run_hello(creds, count, zone, &[]).json();
+        let ids = ids_of(&v);
+        assert_eq!(ids.len(), count as usize, "RunInstances returned {v}");
+        ids
+    }
+
+    /// `nubis instances wait --state STATE`; returns the instances (panics on
+    /// failure, with the control-plane log).
+    pub fn wait_state(&self, creds: &Creds, ids: &[String], state: &str) -> Vec<Value> {
+        let timeout = format!("{}s", BOOT_TIMEOUT.as_secs());
+        let mut args = vec!["instances", "wait", "--state", state, "--timeout", &timeout];
+        args.extend(ids.iter().map(String::as_str));
+        args.extend(["-o", "json"]);
+        let out = self.cli(creds, &args);
+        assert_eq!(
+            out.code,
+            0,
+            "waiting for {ids:?} to be {state} failed: {}\n--- control-plane log:\n{}",
+            out.stderr,
+            self.control_plane_log()
+        );
+        instances_of(&out.json())
+    }
+
+    /// `nubis instances describe` (panics on failure).
+    pub fn describe_instances(&self, creds: &Creds, ids: &[String]) -> Vec<Value> {
+        let mut args = vec!["instances", "describe", "-o", "json"];
+        args.extend(ids.iter().map(String::as_str));
+        instances_of(&self.cli(creds, &args).json())
+    }
+
+    /// `nubis instances list` (panics on failure).
+    pub fn list_instances(&self, creds: &Creds, extra: &[&str]) -> Vec<Value> {
+        let mut args = vec!["instances", "list", "-o", "json"];
+        args.extend_from_slice(extra);
+        instances_of(&self.cli(creds, &args).json())
+    }
+
+    /// The console output of an instance (fresh from its host).
+    pub fn console(&self, creds: &Creds, id: &str) -> String {
+        let out = self.cli(
+            creds,
+            &["instances", "console", "--latest", id, "-o", "json"],
+        );
+        out.json()["output"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Waits until the console contains `needle` `times` times; returns it.
+    pub fn wait_console(&self, creds: &Creds, id: &str, needle: &str, times: usize) -> String {
+        let end = Instant::now() + BOOT_TIMEOUT;
+        loop {
+            let out = self.cli(
+                creds,
+                &["instances", "console", "--latest", id, "-o", "json"],
+            );
+            let text = if out.code == 0 {
+                out.json()["output"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            } else {
+                String::new()
+            };
+            if text.matches(needle).count() >= times {
+                return text;
+            }
+            assert!(
+                Instant::now() < end,
+                "console of {id} never showed {needle:?} x{times}; last: {text}\n{}",
+                out.stderr
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// `GET http://<ip>/` from inside the namespace of the agent in `zone`
+    /// (the instance's host); the body, or the error.
+    pub fn http_get(&self, zone: &str, ip: &str) -> Result<String, String> {
+        let i = self
+            .agent_in_zone(zone)
+            .ok_or_else(|| format!("no host in zone {zone}"))?;
+        let url = format!("http://{ip}/");
+        let out = self.exec_in_host(i, "curl", &["-sS", "--max-time", "5", &url]);
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Retries [`Cluster::http_get`] until it answers (a guest's network may
+    /// come up a moment after its ready line).
+    pub fn wait_http(&self, zone: &str, ip: &str) -> String {
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.http_get(zone, ip) {
+                Ok(body) => return body,
+                Err(e) => assert!(Instant::now() < end, "http://{ip}/ in {zone}: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// The instance's root disk file on whichever host holds it.
+    pub fn instance_disk(&self, id: &str) -> Option<PathBuf> {
+        (0..self.agent_count())
+            .map(|i| {
+                self.dir
+                    .join("agents")
+                    .join(format!("a{i}"))
+                    .join("state/instances")
+                    .join(id)
+                    .join("disk.raw")
+            })
+            .find(|p| p.is_file())
+    }
+}
+
+/// Instance records of a `{"instances": [...]}` answer.
+pub fn instances_of(v: &Value) -> Vec<Value> {
+    v["instances"].as_array().cloned().unwrap_or_default()
+}
+
+/// Instance ids of a `{"instances": [...]}` answer.
+pub fn ids_of(v: &Value) -> Vec<String> {
+    instances_of(v)
+        .iter()
+        .filter_map(|i| i["instance_id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// A string field of a record.
+pub fn field(v: &Value, name: &str) -> String {
+    v[name].as_str().unwrap_or_default().to_string()
+}
