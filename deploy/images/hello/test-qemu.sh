@@ -84,7 +84,7 @@ boot() {
     shift 2
     ip netns exec "$ns" qemu-system-x86_64 -M microvm,acpi=off -accel "$accel" -cpu "$cpu" \
         -m 64 -nodefaults -no-user-config -nographic -no-reboot \
-        -serial "file:$work/$name.log" -monitor none \
+        -serial "file:$work/$name.log" -monitor "unix:$work/$name.mon,server,nowait" \
         -kernel "$kernel" -append "$cmdline" "$@" \
         >"$work/$name.qemu.log" 2>&1 &
     qemu_pid=$!
@@ -129,7 +129,7 @@ PY
 want_sha=$(head -c 512 "$disk" | sha256sum | cut -d' ' -f1)
 log="$work/main.log"
 t0=$(now_ms)
-boot main "nubis.id=$id ip=10.0.0.2/24 gw=10.0.0.1 nubis.disk_write=1" -smp 2 \
+boot main "nubis.id=$id ip=10.0.0.2/24 gw=10.0.0.1 nubis.disk_write=1" -smp 2 -device i8042 \
     -device virtio-blk-device,drive=d0 -drive "id=d0,file=$disk,format=raw,if=none" \
     -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no" -device virtio-net-device,netdev=n0
 main_pid=$qemu_pid
@@ -192,7 +192,34 @@ check "GET /reset is 200" test "$code" = 200
 check "VM ends after GET /reset" wait_exit "$main_pid" 20
 check "reset line" has_line "$log" "NUBIS-RESET"
 
-# ---- 2: nubis.reset=1, garbage values, no devices ----
+# monitor NAME COMMAND: one QEMU monitor command.
+monitor() {
+    python3 - "$work/$1.mon" "$2" <<'PY'
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+time.sleep(0.2)
+s.sendall(sys.argv[2].encode() + b"\n")
+time.sleep(0.3)
+PY
+}
+
+# ---- 2: Ctrl-Alt-Del on the i8042 while serving HTTP ----
+log="$work/cad.log"
+boot cad "nubis.id=i-cad ip=10.0.0.2/24" -device i8042 \
+    -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no" -device virtio-net-device,netdev=n0
+cad_pid=$qemu_pid
+if wait_for "$log" "NUBIS-GUEST-READY" 30; then
+    check "serving before Ctrl-Alt-Del" test "$(ip netns exec "$ns" curl -sS -m 10 http://10.0.0.2/)" = "NUBIS-HELLO i-cad"
+    monitor cad "sendkey ctrl-alt-delete"
+    check "Ctrl-Alt-Del ends the VM" wait_exit "$cad_pid" 20
+    check "Ctrl-Alt-Del line" has_line "$log" "NUBIS-CTRL-ALT-DEL"
+    check "reset line after Ctrl-Alt-Del" has_line "$log" "NUBIS-RESET"
+else
+    bad "no ready line in 30 s (Ctrl-Alt-Del case)"
+fi
+
+# ---- 3: nubis.reset=1, garbage values, no devices, no i8042 (triple-fault reset) ----
 log="$work/reset.log"
 boot reset "nubis.id=i-r ip=300.1.1.1/24 gw=zzz nubis.disk_write=maybe nubis.reset=1 virtio_mmio.device=junk"
 check "nubis.reset=1 ends the VM" wait_exit "$qemu_pid" 30
@@ -211,7 +238,7 @@ order_ok() {
 }
 check "reset comes after the ready line" order_ok
 
-# ---- 3: bad id falls back to unknown ----
+# ---- 4: bad id falls back to unknown ----
 log="$work/badid.log"
 boot badid "nubis.id=\$(rm) nubis.reset=1"
 check "bad id VM ends" wait_exit "$qemu_pid" 30

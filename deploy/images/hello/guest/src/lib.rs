@@ -8,6 +8,7 @@ extern crate alloc;
 
 pub mod cmdline;
 pub mod http;
+pub mod keyboard;
 pub mod mptable;
 
 /// Sector 1 after `nubis.disk_write=1`: `NUBIS-DISK-WRITE <id>\n`, zero padded.

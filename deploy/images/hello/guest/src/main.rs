@@ -140,11 +140,19 @@ extern "C" fn rust_main() -> ! {
         sys::reset(hz);
     }
     let idle = sys::init_idle();
+    let mut keyboard = sys::Keyboard::init(idle);
     if let Some(server) = server {
-        server.serve(id, hz, idle);
-        sys::reset(hz);
+        if server.serve(id, hz, idle, &mut keyboard) == net::Stop::HttpReset {
+            sys::reset(hz);
+        }
+    } else {
+        // Nothing to serve: sleep, waking only for the keyboard.
+        while !keyboard.poll() {
+            sys::halt();
+        }
     }
-    halt_forever()
+    console!("NUBIS-CTRL-ALT-DEL");
+    sys::reset(hz)
 }
 
 /// Reads `len` bytes of low guest memory.

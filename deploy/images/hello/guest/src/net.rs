@@ -202,8 +202,8 @@ pub fn up(found: Found, ip: Ipv4Cidr, gw: Option<[u8; 4]>, hz: u64) -> Option<Se
 }
 
 impl Server {
-    /// Serves forever; returns only when `GET /reset` was answered.
-    pub fn serve(mut self, id: &str, hz: u64, idle: Idle) {
+    /// Serves until `GET /reset` was answered or Ctrl-Alt-Del was pressed.
+    pub fn serve(mut self, id: &str, hz: u64, idle: Idle, keyboard: &mut sys::Keyboard) -> Stop {
         let woken_by_irq = idle != Idle::Spin && sys::route_irq(self.irq);
         let mut last_activity = sys::rdtsc();
         let busy_ticks = hz / 1_000_000 * BUSY_WINDOW_US;
@@ -230,7 +230,7 @@ impl Server {
                     s.send_queue() == 0
                 });
                 if (flushed && sys::rdtsc() - since > hz / 20) || sys::rdtsc() - since > hz {
-                    return;
+                    return Stop::HttpReset;
                 }
             }
             if active {
@@ -255,9 +255,21 @@ impl Server {
                     // Edge-triggered: acknowledge so the next event raises a new edge.
                     self.dev.inner.borrow_mut().ack_interrupt();
                 }
+                if keyboard.poll() {
+                    return Stop::CtrlAltDel;
+                }
             }
         }
     }
+}
+
+/// Why [`Server::serve`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// `GET /reset` was answered.
+    HttpReset,
+    /// Ctrl-Alt-Del arrived on the i8042.
+    CtrlAltDel,
 }
 
 enum ConnEvent {

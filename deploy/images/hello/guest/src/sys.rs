@@ -13,6 +13,7 @@ use crate::boot;
 
 const OP_WRITE: u64 = 1;
 const OP_OUTB: u64 = 2;
+const OP_INB: u64 = 3;
 const OP_IDLE: u64 = 4;
 const OP_WRMSR: u64 = 5;
 const OP_TRIPLE_FAULT: u64 = 6;
@@ -41,6 +42,11 @@ fn service(op: u64, a: u64, b: u64) -> u64 {
 /// Writes one byte to an I/O port (through CPL0).
 pub fn outb(port: u16, value: u8) {
     service(OP_OUTB, u64::from(port), u64::from(value));
+}
+
+/// Reads one byte from an I/O port (through CPL0).
+pub fn inb(port: u16) -> u8 {
+    (service(OP_INB, u64::from(port), 0) & 0xff) as u8
 }
 
 /// Writes bytes to the serial console in one service call.
@@ -386,6 +392,51 @@ pub fn route_irq(irq: u32) -> bool {
     ioapic_write(0x11 + 2 * irq, apic_id << 24);
     ioapic_write(0x10 + 2 * irq, u32::from(boot::DEVICE_VECTOR));
     true
+}
+
+const I8042_DATA: u16 = 0x60;
+const I8042_STATUS: u16 = 0x64;
+
+/// The i8042 keyboard controller, watched for Ctrl-Alt-Del.
+pub struct Keyboard {
+    present: bool,
+    cad: nubis_hello_guest::keyboard::CtrlAltDel,
+}
+
+impl Keyboard {
+    /// Probes for an i8042 (a missing one reads 0xff) and routes its
+    /// interrupt (ISA IRQ 1) to the wake-up vector. Call after [`init_idle`].
+    pub fn init(idle: Idle) -> Keyboard {
+        let present = inb(I8042_STATUS) != 0xff;
+        if present && idle != Idle::Spin {
+            route_irq(1);
+        }
+        let mut keyboard = Keyboard {
+            present,
+            cad: Default::default(),
+        };
+        keyboard.poll();
+        keyboard
+    }
+
+    /// Reads what the controller has buffered; `true` on Ctrl-Alt-Del.
+    pub fn poll(&mut self) -> bool {
+        if !self.present {
+            return false;
+        }
+        for _ in 0..64 {
+            let status = inb(I8042_STATUS);
+            if status & 1 == 0 || status == 0xff {
+                break;
+            }
+            let byte = inb(I8042_DATA);
+            // Bit 5: the byte came from the auxiliary (mouse) port.
+            if status & 0x20 == 0 && self.cad.feed(byte) {
+                return true;
+            }
+        }
+        false
+    }
 }
 
 /// Waits for the next interrupt at CPL0 (`sti; hlt`). With no timer armed
