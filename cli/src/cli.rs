@@ -121,6 +121,8 @@ pub struct ConfigureArgs {
 pub enum ConfigureAction {
     /// Show the effective settings and where each comes from.
     List,
+    /// Delete the profile named by --profile from the config file.
+    Delete,
 }
 
 /// Nouns that can only be listed.

@@ -85,8 +85,28 @@ pub fn run(
             rows.push(row("secret_access_key", &s.secret_access_key, true));
             emit(&render_list(format, "settings", &rows)?)
         }
+        Some(ConfigureAction::Delete) => delete_profile(flags, env),
         None => write_profile(flags, env),
     }
+}
+
+fn delete_profile(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<(), CliError> {
+    let Some(name) = flags.profile.clone().filter(|p| !p.is_empty()) else {
+        return Err(CliError::Usage(
+            "name the profile to delete with --profile NAME".into(),
+        ));
+    };
+    let path = config::config_path(flags, env);
+    let mut file = ConfigFile::load(&path)?;
+    if file.profiles.remove(&name).is_none() {
+        return Err(CliError::NotFound(format!(
+            "profile {name:?} not found in {}",
+            path.display()
+        )));
+    }
+    file.save(&path)?;
+    eprintln!("deleted profile {name:?} from {}", path.display());
+    Ok(())
 }
 
 fn prompt(label: &str, current: Option<&str>, secret: bool) -> Result<Option<String>, CliError> {
