@@ -3,21 +3,32 @@
 
 use sha2::{Digest, Sha256};
 use virtio_drivers::device::blk::{VirtIOBlk, SECTOR_SIZE};
+use virtio_drivers::transport::mmio::MmioTransport;
 
 use crate::console;
 use crate::devices::Found;
 use crate::heap::HelloHal;
 
-/// Runs the disk check, printing the contract's console lines.
-pub fn check(found: Found, disk_write: bool, id: &str) {
-    let addr = found.at.addr;
+/// The driven disk. Never dropped: dropping unsets the queue while the device
+/// is live (virtio-drivers then waits for `QueueReady` to read 0, which not
+/// every VMM reports), and nothing needs the disk torn down before a reset.
+pub type Disk = VirtIOBlk<HelloHal, MmioTransport<'static>>;
+
+/// Runs the disk check, printing the contract's console lines; returns the
+/// device for the caller to keep.
+pub fn check(found: Found, disk_write: bool, id: &str) -> Option<Disk> {
     let mut blk = match VirtIOBlk::<HelloHal, _>::new(found.transport) {
         Ok(blk) => blk,
         Err(e) => {
-            console!("NUBIS-ERROR virtio-blk at {addr:#x}: {e}");
-            return;
+            console!("NUBIS-ERROR virtio-blk at {:#x}: {e}", found.at.addr);
+            return None;
         }
     };
+    run(&mut blk, found.at.addr, disk_write, id);
+    Some(blk)
+}
+
+fn run(blk: &mut Disk, addr: u64, disk_write: bool, id: &str) {
     let capacity = blk.capacity();
     let mut sector = [0u8; SECTOR_SIZE];
     if capacity == 0 {

@@ -104,13 +104,15 @@ extern "C" fn rust_main() -> ! {
 
     let found = devices::probe(&cfg.devices);
     let mut disks = found.block.into_iter();
-    match disks.next() {
+    // Kept (never dropped) until the reset: see `blk::Disk`.
+    let _disk = match disks.next() {
         Some(disk) => blk::check(disk, cfg.disk_write, id),
         None if cfg.disk_write => {
-            console!("NUBIS-ERROR nubis.disk_write=1 but there is no virtio-blk device")
+            console!("NUBIS-ERROR nubis.disk_write=1 but there is no virtio-blk device");
+            None
         }
-        None => {}
-    }
+        None => None,
+    };
     for extra in disks {
         console!("hello: extra virtio-blk at {:#x} not used", extra.at.addr);
     }
@@ -141,7 +143,7 @@ extern "C" fn rust_main() -> ! {
     }
     let idle = sys::init_idle();
     let mut keyboard = sys::Keyboard::init(idle);
-    if let Some(server) = server {
+    if let Some(mut server) = server {
         if server.serve(id, hz, idle, &mut keyboard) == net::Stop::HttpReset {
             sys::reset(hz);
         }

@@ -203,7 +203,10 @@ pub fn up(found: Found, ip: Ipv4Cidr, gw: Option<[u8; 4]>, hz: u64) -> Option<Se
 
 impl Server {
     /// Serves until `GET /reset` was answered or Ctrl-Alt-Del was pressed.
-    pub fn serve(mut self, id: &str, hz: u64, idle: Idle, keyboard: &mut sys::Keyboard) -> Stop {
+    ///
+    /// Takes `&mut self`: the caller keeps the server (never dropped, see
+    /// `blk::Disk`) until the reset.
+    pub fn serve(&mut self, id: &str, hz: u64, idle: Idle, keyboard: &mut sys::Keyboard) -> Stop {
         let woken_by_irq = idle != Idle::Spin && sys::route_irq(self.irq);
         let mut last_activity = sys::rdtsc();
         let busy_ticks = hz / 1_000_000 * BUSY_WINDOW_US;
