@@ -85,6 +85,12 @@ fn configure_writes_profile_and_list_shows_sources() {
         "{}",
         text(&out.stdout)
     );
+    // Delete it; deleting again is "not found".
+    let out = nubis(home.path(), &["configure", "delete", "--profile", "dev"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!std::fs::read_to_string(&cfg).unwrap().contains("AKDEV"));
+    let out = nubis(home.path(), &["configure", "delete", "--profile", "dev"]);
+    assert_eq!(out.status.code(), Some(6));
 }
 
 #[test]
