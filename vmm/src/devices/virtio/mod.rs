@@ -48,7 +48,7 @@
 
 pub mod block;
 pub mod mmio;
-// pub mod net;
+pub mod net;
 pub mod queue;
 pub mod rng;
 #[doc(hidden)]
@@ -126,6 +126,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The MAC address is multicast or all-zero.
+    #[error("invalid guest MAC address {mac:02x?}: must be unicast and not all-zero")]
+    InvalidMac {
+        /// The rejected address.
+        mac: [u8; 6],
+    },
     /// The host's random number source does not work.
     #[error("host entropy source (getrandom) unavailable")]
     Entropy(#[source] getrandom::Error),
@@ -138,7 +144,8 @@ pub enum Error {
 }
 
 impl Error {
-    /// The `nubis-vmm` exit status for this error: 6 = network (TAP), 7 = disk, 1 = other.
+    /// The `nubis-vmm` exit status for this error: 2 = bad configuration (MAC),
+    /// 6 = network (TAP), 7 = disk, 1 = other.
     pub fn exit_status(&self) -> i32 {
         match self {
             Error::DiskOpen { .. }
@@ -146,6 +153,7 @@ impl Error {
             | Error::DiskUnusable { .. }
             | Error::InvalidDiskId { .. } => 7,
             Error::InvalidTapName { .. } | Error::TapNotFound { .. } | Error::Tap { .. } => 6,
+            Error::InvalidMac { .. } => 2,
             Error::Entropy(_) | Error::EventFd(_) | Error::InvalidQueue(_) => 1,
         }
     }

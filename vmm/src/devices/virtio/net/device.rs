@@ -1,0 +1,513 @@
+//! The virtio-net device model: moves frames between the TAP and the guest's queues.
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+
+use serde_json::json;
+use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
+use virtio_bindings::virtio_net::VIRTIO_NET_F_MAC;
+
+use super::tap::Tap;
+use super::{MAX_FRAME_LEN, MIN_FRAME_LEN, VNET_HDR_LEN};
+use crate::devices::virtio::queue::{validate_chain, QueueContext, QueueCorruption};
+use crate::devices::virtio::{Error, VirtioDevice};
+
+/// Receive queue index.
+pub const RX_QUEUE: usize = 0;
+/// Transmit queue index.
+pub const TX_QUEUE: usize = 1;
+/// Queue size offered to the driver.
+const QUEUE_SIZE: u16 = 256;
+/// Bytes of one frame buffer: header plus the largest frame.
+const FRAME_BUF_LEN: usize = VNET_HDR_LEN + MAX_FRAME_LEN;
+
+#[derive(Debug, Default)]
+struct Metrics {
+    rx_frames: u64,
+    rx_bytes: u64,
+    rx_dropped: u64,
+    tx_frames: u64,
+    tx_bytes: u64,
+    tx_dropped: u64,
+    errors: u64,
+}
+
+/// A virtio-net device attached to a TAP.
+#[derive(Debug)]
+pub struct Net {
+    tap: Tap,
+    mac: [u8; 6],
+    queue_sizes: [u16; 2],
+    rx_buf: Vec<u8>,
+    /// Length of a frame read from the TAP and not yet delivered (no guest buffer yet).
+    rx_pending: Option<usize>,
+    tx_buf: Vec<u8>,
+    metrics: Metrics,
+}
+
+impl Net {
+    /// Attaches to the existing TAP `tap_name`. `mac` is the guest's MAC address (must be
+    /// unicast and not all-zero); by default a random locally administered one.
+    pub fn new(tap_name: &str, mac: Option<[u8; 6]>) -> Result<Net, Error> {
+        let mac = match mac {
+            Some(mac) => mac,
+            None => random_mac()?,
+        };
+        if mac[0] & 1 != 0 || mac == [0; 6] {
+            return Err(Error::InvalidMac { mac });
+        }
+        let tap = Tap::open(tap_name)?;
+        Ok(Net::with_tap(tap, mac))
+    }
+
+    /// A device over an already open TAP (or a test double, see [`Tap::from_fd`]).
+    pub fn with_tap(tap: Tap, mac: [u8; 6]) -> Net {
+        Net {
+            tap,
+            mac,
+            queue_sizes: [QUEUE_SIZE, QUEUE_SIZE],
+            rx_buf: vec![0; FRAME_BUF_LEN],
+            rx_pending: None,
+            tx_buf: vec![0; FRAME_BUF_LEN],
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// The guest's MAC address.
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    /// Reads the next frame from the TAP into `rx_buf`; false when none is queued.
+    fn read_tap(&mut self) -> bool {
+        loop {
+            match self.tap.read_frame(&mut self.rx_buf) {
+                Ok(n) if n < VNET_HDR_LEN + MIN_FRAME_LEN => {
+                    self.metrics.rx_dropped += 1;
+                }
+                Ok(n) => {
+                    // Without VIRTIO_NET_F_MRG_RXBUF every frame uses one buffer; the TAP
+                    // leaves `num_buffers` (bytes 10..12) for us to fill.
+                    self.rx_buf[10..12].copy_from_slice(&1u16.to_le_bytes());
+                    self.rx_pending = Some(n);
+                    return true;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.metrics.errors += 1;
+                    tracing::warn!(tap = self.tap.name(), error = %e, "TAP read failed");
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Moves frames from the TAP into guest receive buffers until either runs out. While
+    /// the guest has no buffer, one frame waits and later ones are dropped (as a NIC with
+    /// a full ring does), so the TAP fd never stays readable with nobody reading.
+    fn process_rx(&mut self, ctx: &mut QueueContext<'_>) -> Result<(), QueueCorruption> {
+        let mem = ctx.mem();
+        loop {
+            if self.rx_pending.is_none() && !self.read_tap() {
+                return Ok(());
+            }
+            let Some(len) = self.rx_pending else {
+                return Ok(());
+            };
+            let chain = if ctx.is_ready(RX_QUEUE) {
+                ctx.pop(RX_QUEUE)?
+            } else {
+                None
+            };
+            let Some(chain) = chain else {
+                // No guest buffer: keep this frame, drop what else is queued.
+                while self.drop_one_from_tap() {}
+                return Ok(());
+            };
+            let head = chain.head_index();
+            let frame = &self.rx_buf[..len];
+            let written = match validate_chain(chain.clone()) {
+                Err(err) => Err(err.to_string()),
+                Ok(shape) if shape.readable > 0 => {
+                    Err("receive buffer has device-readable descriptors".to_string())
+                }
+                Ok(shape) if shape.writable < len as u64 => Err(format!(
+                    "receive buffer of {} bytes is too small for a {len}-byte frame",
+                    shape.writable
+                )),
+                Ok(_) => chain
+                    .writer(mem)
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut w| w.write_all(frame).map_err(|e| e.to_string()))
+                    .map(|()| len),
+            };
+            // The frame is consumed either way: a buffer it does not fit will not grow.
+            self.rx_pending = None;
+            let used = match written {
+                Ok(n) => {
+                    self.metrics.rx_frames += 1;
+                    self.metrics.rx_bytes += (n - VNET_HDR_LEN) as u64;
+                    n as u32
+                }
+                Err(what) => {
+                    self.metrics.errors += 1;
+                    self.metrics.rx_dropped += 1;
+                    ctx.guest_error(RX_QUEUE, what);
+                    0
+                }
+            };
+            ctx.complete(RX_QUEUE, head, used)?;
+        }
+    }
+
+    fn drop_one_from_tap(&mut self) -> bool {
+        let mut scratch = std::mem::take(&mut self.tx_buf);
+        let more = match self.tap.read_frame(&mut scratch) {
+            Ok(_) => {
+                self.metrics.rx_dropped += 1;
+                true
+            }
+            Err(e) => e.kind() == ErrorKind::Interrupted,
+        };
+        self.tx_buf = scratch;
+        more
+    }
+
+    fn process_tx(&mut self, ctx: &mut QueueContext<'_>) -> Result<(), QueueCorruption> {
+        let mem = ctx.mem();
+        while let Some(chain) = ctx.pop(TX_QUEUE)? {
+            let head = chain.head_index();
+            let frame = match validate_chain(chain.clone()) {
+                Err(err) => Err(err.to_string()),
+                Ok(shape) if shape.writable > 0 => {
+                    Err("transmit chain has device-writable descriptors".to_string())
+                }
+                Ok(shape) if shape.readable < (VNET_HDR_LEN + MIN_FRAME_LEN) as u64 => Err(
+                    format!("transmit chain of {} bytes is too short", shape.readable),
+                ),
+                Ok(shape) if shape.readable > FRAME_BUF_LEN as u64 => Err(format!(
+                    "transmit chain of {} bytes is too long",
+                    shape.readable
+                )),
+                Ok(shape) => {
+                    let len = shape.readable as usize;
+                    chain
+                        .reader(mem)
+                        .map_err(|e| e.to_string())
+                        .and_then(|mut r| {
+                            r.read_exact(&mut self.tx_buf[..len])
+                                .map_err(|e| e.to_string())
+                        })
+                        .map(|()| len)
+                }
+            };
+            match frame {
+                Ok(len) => {
+                    // No offloads were offered: whatever the guest put in the header
+                    // (flags, GSO) is not ours to pass on.
+                    self.tx_buf[..VNET_HDR_LEN].fill(0);
+                    match self.tap.write_frame(&self.tx_buf[..len]) {
+                        Ok(_) => {
+                            self.metrics.tx_frames += 1;
+                            self.metrics.tx_bytes += (len - VNET_HDR_LEN) as u64;
+                        }
+                        Err(e) => {
+                            self.metrics.tx_dropped += 1;
+                            if e.kind() != ErrorKind::WouldBlock {
+                                self.metrics.errors += 1;
+                                tracing::warn!(tap = self.tap.name(), error = %e, "TAP write failed");
+                            }
+                        }
+                    }
+                }
+                Err(what) => {
+                    self.metrics.errors += 1;
+                    self.metrics.tx_dropped += 1;
+                    ctx.guest_error(TX_QUEUE, what);
+                }
+            }
+            ctx.complete(TX_QUEUE, head, 0)?;
+        }
+        Ok(())
+    }
+}
+
+fn random_mac() -> Result<[u8; 6], Error> {
+    let mut mac = [0u8; 6];
+    getrandom::fill(&mut mac).map_err(Error::Entropy)?;
+    // Locally administered, unicast.
+    mac[0] = (mac[0] & 0xfc) | 0x02;
+    Ok(mac)
+}
+
+impl VirtioDevice for Net {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_NET
+    }
+
+    fn name(&self) -> &'static str {
+        "net"
+    }
+
+    fn device_features(&self) -> u64 {
+        1 << VIRTIO_NET_F_MAC
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.queue_sizes
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        // struct virtio_net_config: only `mac` (offset 0, 6 bytes) is offered.
+        for (i, byte) in data.iter_mut().enumerate() {
+            *byte = offset
+                .checked_add(i as u64)
+                .and_then(|o| usize::try_from(o).ok())
+                .and_then(|o| self.mac.get(o).copied())
+                .unwrap_or(0);
+        }
+    }
+
+    fn activate(&mut self, _acked_features: u64) {}
+
+    fn process_queue(
+        &mut self,
+        ctx: &mut QueueContext<'_>,
+        queue_index: usize,
+    ) -> Result<(), QueueCorruption> {
+        match queue_index {
+            RX_QUEUE => self.process_rx(ctx),
+            TX_QUEUE => {
+                self.process_tx(ctx)?;
+                // Replies to what we just sent may already be waiting.
+                self.process_rx(ctx)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn extra_fds(&self) -> Vec<RawFd> {
+        vec![self.tap.as_raw_fd()]
+    }
+
+    fn process_extra(
+        &mut self,
+        ctx: &mut QueueContext<'_>,
+        fd: RawFd,
+    ) -> Result<(), QueueCorruption> {
+        if fd == self.tap.as_raw_fd() {
+            self.process_rx(ctx)?;
+        }
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.rx_pending = None;
+    }
+
+    fn metrics(&self) -> serde_json::Value {
+        let m = &self.metrics;
+        json!({
+            "tap": self.tap.name(),
+            "mac": self.mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
+            "requests": m.rx_frames + m.tx_frames,
+            "bytes_read": m.tx_bytes,
+            "bytes_written": m.rx_bytes,
+            "rx_frames": m.rx_frames,
+            "rx_bytes": m.rx_bytes,
+            "rx_dropped": m.rx_dropped,
+            "tx_frames": m.tx_frames,
+            "tx_bytes": m.tx_bytes,
+            "tx_dropped": m.tx_dropped,
+            "errors": m.errors,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::virtio::testing::{guest_memory, read32, Driver, DATA_START};
+    use crate::devices::virtio::VirtioMmioDevice;
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixDatagram;
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+    const MAC: [u8; 6] = [0x02, 0x4e, 0x42, 0x00, 0x00, 0x01];
+
+    /// A device whose "TAP" is one end of a datagram socket pair; returns the other end.
+    fn setup() -> (
+        VirtioMmioDevice,
+        Driver,
+        GuestMemoryMmap,
+        UnixDatagram,
+        RawFd,
+    ) {
+        let (dev_end, host_end) = UnixDatagram::pair().unwrap();
+        dev_end.set_nonblocking(true).unwrap();
+        host_end.set_nonblocking(true).unwrap();
+        let tap = Tap::from_fd(OwnedFd::from(dev_end), "pair");
+        let net = Net::with_tap(tap, MAC);
+        let fd = net.extra_fds()[0];
+        let mem = guest_memory();
+        let mut dev = VirtioMmioDevice::new(Box::new(net), mem.clone()).unwrap();
+        let drv = Driver::activate(&mut dev, &mem, u64::MAX, 16);
+        (dev, drv, mem, host_end, fd)
+    }
+
+    fn frame(len: usize, seed: u8) -> Vec<u8> {
+        let mut f: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(7) ^ seed).collect();
+        f[..6].copy_from_slice(&MAC);
+        f
+    }
+
+    #[test]
+    fn config_space_holds_the_mac() {
+        let (mut dev, _drv, _mem, _host, _fd) = setup();
+        let mut mac = [0u8; 8];
+        dev.mmio_read(0x100, &mut mac);
+        assert_eq!(&mac[..6], &MAC);
+        assert_eq!(&mac[6..], &[0, 0]);
+        assert_eq!(read32(&mut dev, 0x08), VIRTIO_ID_NET);
+        assert_ne!(dev.acked_features() & (1 << VIRTIO_NET_F_MAC), 0);
+        assert_eq!(dev.queue_evts().len(), 2);
+    }
+
+    #[test]
+    fn transmitted_frames_reach_the_tap() {
+        let (mut dev, mut drv, mem, host, _fd) = setup();
+        let f = frame(100, 1);
+        // Guest header with garbage flags: not passed on (no offloads negotiated).
+        mem.write_slice(&[0xee; VNET_HDR_LEN], GuestAddress(DATA_START))
+            .unwrap();
+        mem.write_slice(&f[..40], GuestAddress(DATA_START + VNET_HDR_LEN as u64))
+            .unwrap();
+        mem.write_slice(&f[40..], GuestAddress(DATA_START + 0x1000))
+            .unwrap();
+        let head = drv.add_chain(
+            TX_QUEUE,
+            &[
+                (DATA_START, VNET_HDR_LEN as u32 + 40, false),
+                (DATA_START + 0x1000, 60, false),
+            ],
+        );
+        dev.process_queue(TX_QUEUE);
+        assert_eq!(drv.take_used(TX_QUEUE), vec![(u32::from(head), 0)]);
+        let mut got = [0u8; 2048];
+        let n = host.recv(&mut got).unwrap();
+        assert_eq!(n, VNET_HDR_LEN + 100);
+        assert_eq!(&got[..VNET_HDR_LEN], &[0; VNET_HDR_LEN]);
+        assert_eq!(&got[VNET_HDR_LEN..n], &f[..]);
+        let m = dev.metrics();
+        assert_eq!(m["tx_frames"], 1);
+        assert_eq!(m["tx_bytes"], 100);
+        assert_eq!(m["bytes_read"], 100);
+    }
+
+    #[test]
+    fn received_frames_wait_for_guest_buffers() {
+        let (mut dev, mut drv, mem, host, fd) = setup();
+        let f = frame(60, 2);
+        let mut wire = vec![0u8; VNET_HDR_LEN];
+        wire[10] = 0x77; // stale bytes where num_buffers goes
+        wire.extend_from_slice(&f);
+        host.send(&wire).unwrap();
+        // No receive buffer yet: the frame waits.
+        dev.process_extra(fd);
+        assert!(drv.take_used(RX_QUEUE).is_empty());
+        let head = drv.add_chain(RX_QUEUE, &[(DATA_START, 1526, true)]);
+        dev.process_queue(RX_QUEUE);
+        assert_eq!(
+            drv.take_used(RX_QUEUE),
+            vec![(u32::from(head), wire.len() as u32)]
+        );
+        let mut got = vec![0u8; wire.len()];
+        mem.read_slice(&mut got, GuestAddress(DATA_START)).unwrap();
+        assert_eq!(u16::from_le_bytes([got[10], got[11]]), 1, "num_buffers");
+        assert_eq!(&got[VNET_HDR_LEN..], &f[..]);
+        assert_eq!(dev.interrupt_evt().read().unwrap(), 1);
+
+        // With buffers posted, frames go straight through on TAP readability.
+        let head2 = drv.add_chain(RX_QUEUE, &[(DATA_START + 0x1000, 1526, true)]);
+        dev.process_queue(RX_QUEUE);
+        let f2 = frame(1514, 3);
+        let mut wire2 = vec![0u8; VNET_HDR_LEN];
+        wire2.extend_from_slice(&f2);
+        host.send(&wire2).unwrap();
+        dev.process_extra(fd);
+        assert_eq!(
+            drv.take_used(RX_QUEUE),
+            vec![(u32::from(head2), wire2.len() as u32)]
+        );
+        let m = dev.metrics();
+        assert_eq!(m["rx_frames"], 2);
+        assert_eq!(m["rx_bytes"], 60 + 1514);
+    }
+
+    #[test]
+    fn frames_beyond_the_one_waiting_are_dropped_without_buffers() {
+        let (mut dev, mut drv, _mem, host, fd) = setup();
+        for seed in 0..3 {
+            let mut wire = vec![0u8; VNET_HDR_LEN];
+            wire.extend_from_slice(&frame(60, seed));
+            host.send(&wire).unwrap();
+        }
+        dev.process_extra(fd);
+        assert_eq!(dev.metrics()["rx_dropped"], 2);
+        drv.add_chain(RX_QUEUE, &[(DATA_START, 1526, true)]);
+        drv.add_chain(RX_QUEUE, &[(DATA_START + 0x1000, 1526, true)]);
+        dev.process_queue(RX_QUEUE);
+        assert_eq!(drv.take_used(RX_QUEUE).len(), 1);
+    }
+
+    #[test]
+    fn malformed_chains_are_contained() {
+        let (mut dev, mut drv, _mem, host, fd) = setup();
+        // TX: a device-writable descriptor, a too-short chain, one outside guest memory.
+        drv.add_chain(TX_QUEUE, &[(DATA_START, 100, true)]);
+        drv.add_chain(TX_QUEUE, &[(DATA_START, 20, false)]);
+        drv.add_chain(TX_QUEUE, &[(1 << 40, 100, false)]);
+        dev.process_queue(TX_QUEUE);
+        let used = drv.take_used(TX_QUEUE);
+        assert_eq!(used.len(), 3);
+        assert!(used.iter().all(|&(_, len)| len == 0));
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            host.recv(&mut buf).unwrap_err().kind(),
+            ErrorKind::WouldBlock
+        );
+
+        // RX: a buffer too small for the frame and a read-only buffer: both returned empty,
+        // the frames dropped; a good buffer then receives the next frame.
+        drv.add_chain(RX_QUEUE, &[(DATA_START, 32, true)]);
+        drv.add_chain(RX_QUEUE, &[(DATA_START, 2048, false)]);
+        for seed in 0..3 {
+            let mut wire = vec![0u8; VNET_HDR_LEN];
+            wire.extend_from_slice(&frame(200, seed));
+            host.send(&wire).unwrap();
+            dev.process_extra(fd);
+        }
+        let used = drv.take_used(RX_QUEUE);
+        assert_eq!(used.len(), 2);
+        assert!(used.iter().all(|&(_, len)| len == 0));
+        let head = drv.add_chain(RX_QUEUE, &[(DATA_START, 2048, true)]);
+        dev.process_queue(RX_QUEUE);
+        assert_eq!(drv.take_used(RX_QUEUE), vec![(u32::from(head), 212)]);
+        let m = dev.metrics();
+        assert_eq!(m["errors"], 5);
+        assert_eq!(m["needs_reset"], false);
+    }
+
+    #[test]
+    fn constructor_errors_are_typed() {
+        let err = Net::new("nbvtnosuch0", Some(MAC)).unwrap_err();
+        assert!(matches!(err, Error::TapNotFound { .. }), "{err:?}");
+        assert_eq!(err.exit_status(), 6);
+        let err = Net::new("nbvtnosuch0", Some([1, 2, 3, 4, 5, 6])).unwrap_err();
+        assert!(matches!(err, Error::InvalidMac { .. }), "{err:?}");
+        assert_eq!(err.exit_status(), 2);
+        let mac = random_mac().unwrap();
+        assert_eq!(mac[0] & 3, 2, "unicast, locally administered");
+    }
+}
