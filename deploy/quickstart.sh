@@ -1,0 +1,389 @@
+#!/usr/bin/env bash
+# A working local Nubis cloud in one command (run as root on Debian 12):
+#
+#   deploy/quickstart.sh [up]     install what is missing, build, start, launch 3 hello instances
+#   deploy/quickstart.sh down     stop everything and remove what `up` created
+#   deploy/quickstart.sh status   show what is running
+#
+# Layout (one machine acting as three hosts; only loopback and addresses inside
+# namespaces this script creates are used):
+#   etcd                  root namespace, 127.0.0.1:<free port>, data in $STATE/etcd
+#   nubis-control-plane   root namespace, gRPC 127.0.0.1:<port> + Unix socket $STATE/cp.sock,
+#                         EC2 Query gateway 127.0.0.1:<port>
+#   3 x nubis-agent       one per zone nubis-local-1a/-1b/-1c, each in its own network
+#                         namespace ${PREFIX}-1a/-1b/-1c with its own bridge and TAPs;
+#                         reaches the control plane over the Unix socket
+#
+# Environment:
+#   NUBIS_QS_STATE    state directory            (default /var/lib/nubis-quickstart)
+#   NUBIS_QS_PREFIX   namespace/cgroup prefix    (default nbq)
+#   NUBIS_QS_IMAGES   images to build            (default: all of deploy/images)
+#   NUBIS_QS_PROFILE  name of the CLI profile    (default quickstart)
+#   NUBIS_QS_SKIP_BUILD=1  use the release binaries already built
+# Logs: $STATE/logs/{etcd,control-plane,agent-1a,agent-1b,agent-1c}.log
+# Running `up` twice is safe: running components are kept, nothing is duplicated.
+set -euo pipefail
+shopt -s inherit_errexit
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STATE=${NUBIS_QS_STATE:-/var/lib/nubis-quickstart}
+PREFIX=${NUBIS_QS_PREFIX:-nbq}
+PROFILE=${NUBIS_QS_PROFILE:-quickstart}
+ADMIN_PROFILE="$PROFILE-admin"
+REGION=nubis-local-1
+ZONES=(1a 1b 1c)
+PER_HOST_VCPUS=2
+PER_HOST_MEMORY_MIB=512
+BIN="$root/target/release"
+CFG_DIR="${XDG_CONFIG_HOME:-$HOME/.config}/nubis"
+QS_ENV="$CFG_DIR/quickstart.env"
+APT_PKGS=(etcd-server protobuf-compiler iproute2 qemu-system-x86 linux-source-6.1 busybox-static
+    flex bison bc libelf-dev libssl-dev cpio build-essential curl xz-utils)
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf 'quickstart: %s\n' "$*" >&2; exit 1; }
+
+need_root() { [[ $(id -u) -eq 0 ]] || die "run as root (network namespaces, TAP devices, cgroups)"; }
+
+# ---------------------------------------------------------------- helpers
+
+pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+port_free() { ! ss -Htln "sport = :$1" 2>/dev/null | grep -q .; }
+
+pick_port() { # start
+    local p=$1
+    while ! port_free "$p"; do p=$((p + 1)); done
+    echo "$p"
+}
+
+# Starts a detached daemon: name pidfile command...
+start_daemon() {
+    local name=$1 pidfile=$2; shift 2
+    if pid_alive "$pidfile"; then
+        echo "    $name already running (pid $(cat "$pidfile"))"
+        return 0
+    fi
+    setsid "$@" >>"$STATE/logs/$name.log" 2>&1 </dev/null &
+    echo $! >"$pidfile"
+    echo "    $name started (pid $!), log $STATE/logs/$name.log"
+}
+
+stop_pidfile() { # pidfile
+    local f=$1
+    [[ -f $f ]] || return 0
+    local pid; pid=$(cat "$f")
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$f"
+}
+
+wait_for() { # seconds description command...
+    local secs=$1 what=$2; shift 2
+    local end=$((SECONDS + secs))
+    until "$@" >/dev/null 2>&1; do
+        ((SECONDS < end)) || die "timed out after ${secs}s waiting for $what (logs: $STATE/logs)"
+        sleep 0.3
+    done
+}
+
+nubis() { "$BIN/nubis" "$@"; }
+nubis_admin() { "$BIN/nubis" --profile "$ADMIN_PROFILE" "$@"; }
+nubis_tenant() { "$BIN/nubis" --profile "$PROFILE" "$@"; }
+
+cgroup2_mount() { awk '$9 == "cgroup2" { print $5; exit }' /proc/self/mountinfo; }
+
+# ---------------------------------------------------------------- up
+
+install_packages() {
+    local missing=()
+    for p in "${APT_PKGS[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        say "installing ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    else
+        say "Debian packages present"
+    fi
+    command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain with rustup first"
+    [[ -r /dev/kvm && -w /dev/kvm ]] || die "/dev/kvm is not usable (enable virtualisation / load kvm)"
+}
+
+build() {
+    if [[ ${NUBIS_QS_SKIP_BUILD:-0} == 1 ]]; then
+        say "skipping build (NUBIS_QS_SKIP_BUILD=1)"
+    else
+        say "building release binaries"
+        (cd "$root" && cargo build --release -p nubis-control-plane -p nubis-agent -p nubis-vmm -p nubis-cli)
+        say "building guest images"
+        # shellcheck disable=SC2086
+        "$root/deploy/images/build.sh" ${NUBIS_QS_IMAGES:-}
+    fi
+    for b in nubis nubis-control-plane nubis-agent nubis-vmm; do
+        [[ -x $BIN/$b ]] || die "$BIN/$b missing (build failed?)"
+    done
+    IMAGE_DIR=${NUBIS_IMAGE_DIR:-$root/target/images}
+    [[ -f $IMAGE_DIR/hello/manifest.json ]] || die "hello image missing in $IMAGE_DIR"
+}
+
+secrets() {
+    mkdir -p "$STATE"/{logs,run,etcd} && chmod 700 "$STATE"
+    if [[ ! -f $STATE/secrets.env ]]; then
+        umask 077
+        cat >"$STATE/secrets.env" <<EOF
+ADMIN_KEY=NBQADMIN$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n' | tr a-f A-F)
+ADMIN_SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+ENROL_ID=nbq-enrol
+ENROL_SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+EOF
+    fi
+    # shellcheck disable=SC1091
+    source "$STATE/secrets.env"
+    if [[ ! -f $STATE/ports.env ]]; then
+        local etcd_c etcd_p grpc http
+        etcd_c=$(pick_port 23790); etcd_p=$(pick_port $((etcd_c + 1)))
+        grpc=$(pick_port 50151); http=$(pick_port $((grpc + 1)))
+        printf 'ETCD_PORT=%s\nETCD_PEER_PORT=%s\nGRPC_PORT=%s\nEC2_PORT=%s\n' \
+            "$etcd_c" "$etcd_p" "$grpc" "$http" >"$STATE/ports.env"
+    fi
+    # shellcheck disable=SC1091
+    source "$STATE/ports.env"
+    ENDPOINT="http://127.0.0.1:$GRPC_PORT"
+    EC2_ENDPOINT="http://127.0.0.1:$EC2_PORT"
+}
+
+start_etcd() {
+    say "etcd on 127.0.0.1:$ETCD_PORT"
+    start_daemon etcd "$STATE/run/etcd.pid" /usr/bin/etcd --name nbq --data-dir "$STATE/etcd" \
+        --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
+        --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+        --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+        --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+        --initial-cluster "nbq=http://127.0.0.1:$ETCD_PEER_PORT" --log-level warn
+    wait_for 30 etcd bash -c "exec 3<>/dev/tcp/127.0.0.1/$ETCD_PORT"
+}
+
+start_control_plane() {
+    say "control plane: gRPC $ENDPOINT, EC2 $EC2_ENDPOINT, socket $STATE/cp.sock"
+    cat >"$STATE/control-plane.toml" <<EOF
+# Written by deploy/quickstart.sh
+region = "$REGION"
+zones = ["nubis-local-1a", "nubis-local-1b", "nubis-local-1c"]
+
+[etcd]
+endpoints = ["http://127.0.0.1:$ETCD_PORT"]
+prefix = "/nubis"
+
+[grpc]
+listen = "127.0.0.1:$GRPC_PORT"
+unix_socket = "$STATE/cp.sock"
+
+[http]
+listen = "127.0.0.1:$EC2_PORT"
+
+[auth]
+admin_access_key_id = "$ADMIN_KEY"
+admin_secret_access_key = "$ADMIN_SECRET"
+enrolment_tokens = [{ id = "$ENROL_ID", secret = "$ENROL_SECRET" }]
+EOF
+    chmod 600 "$STATE/control-plane.toml"
+    pid_alive "$STATE/run/control-plane.pid" || rm -f "$STATE/cp.sock"
+    start_daemon control-plane "$STATE/run/control-plane.pid" \
+        env RUST_LOG="${RUST_LOG:-info}" "$BIN/nubis-control-plane" --config "$STATE/control-plane.toml"
+    wait_for 60 "the control plane" bash -c "[[ -S '$STATE/cp.sock' ]] && exec 3<>/dev/tcp/127.0.0.1/$GRPC_PORT"
+}
+
+write_profiles() {
+    nubis configure --profile "$ADMIN_PROFILE" --endpoint "$ENDPOINT" --region "$REGION" \
+        --access-key-id "$ADMIN_KEY" --secret-access-key "$ADMIN_SECRET" 2>/dev/null
+}
+
+start_agents() {
+    local enforce=false mount
+    mount=$(cgroup2_mount)
+    if [[ -n $mount ]] && grep -qw memory "$mount/cgroup.controllers" 2>/dev/null \
+        && grep -qw cpu "$mount/cgroup.controllers" 2>/dev/null; then
+        enforce=true
+    fi
+    for z in "${ZONES[@]}"; do
+        local ns="$PREFIX-$z" dir="$STATE/agents/$z"
+        mkdir -p "$dir"
+        [[ -e /run/netns/$ns ]] || { ip netns add "$ns"; ip -n "$ns" link set lo up; }
+        cat >"$dir/agent.toml" <<EOF
+# Written by deploy/quickstart.sh: host "$ns" in zone nubis-local-$z.
+control_plane = "unix://$STATE/cp.sock"
+enrolment_token = "$ENROL_ID:$ENROL_SECRET"
+availability_zone = "nubis-local-$z"
+state_dir = "$dir/state"
+image_dir = "$IMAGE_DIR"
+vmm_binary = "$BIN/nubis-vmm"
+
+[capacity]
+vcpus = $PER_HOST_VCPUS
+memory_mib = $PER_HOST_MEMORY_MIB
+
+[cgroup]
+parent = "$PREFIX/$z"
+enforce_limits = $enforce
+EOF
+        chmod 600 "$dir/agent.toml"
+        say "agent for nubis-local-$z in network namespace $ns"
+        start_daemon "agent-$z" "$STATE/run/agent-$z.pid" \
+            env RUST_LOG="${RUST_LOG:-info}" nsenter --net="/run/netns/$ns" -- \
+            "$BIN/nubis-agent" --config "$dir/agent.toml"
+    done
+    ready_nodes() { [[ $(nubis_admin admin nodes list 2>/dev/null | awk 'NR > 1 && $4 == "ready"' | wc -l) -ge 3 ]]; }
+    wait_for 90 "3 ready nodes" ready_nodes
+    nubis_admin admin nodes list
+}
+
+tenant() {
+    if [[ ! -f $STATE/tenant.env ]]; then
+        say "creating account quickstart"
+        local out
+        out=$(nubis_admin admin accounts create quickstart -o json)
+        local ak sk
+        ak=$(sed -n 's/.*"access_key_id": *"\([^"]*\)".*/\1/p' <<<"$out")
+        sk=$(sed -n 's/.*"secret_access_key": *"\([^"]*\)".*/\1/p' <<<"$out")
+        [[ -n $ak && -n $sk ]] || die "could not read the new account's keys: $out"
+        (umask 077; printf 'TENANT_KEY=%s\nTENANT_SECRET=%s\n' "$ak" "$sk" >"$STATE/tenant.env")
+    fi
+    # shellcheck disable=SC1091
+    source "$STATE/tenant.env"
+    nubis configure --profile "$PROFILE" --endpoint "$ENDPOINT" --region "$REGION" \
+        --access-key-id "$TENANT_KEY" --secret-access-key "$TENANT_SECRET" 2>/dev/null
+    mkdir -p "$CFG_DIR"
+    (umask 077; cat >"$QS_ENV" <<EOF
+# Nubis quickstart endpoints (source this file). Written by deploy/quickstart.sh.
+export NUBIS_PROFILE=$PROFILE
+export NUBIS_ENDPOINT=$ENDPOINT
+export NUBIS_EC2_ENDPOINT=$EC2_ENDPOINT
+export AWS_ENDPOINT_URL=$EC2_ENDPOINT
+export AWS_ENDPOINT_URL_EC2=$EC2_ENDPOINT
+export AWS_ACCESS_KEY_ID=$TENANT_KEY
+export AWS_SECRET_ACCESS_KEY=$TENANT_SECRET
+export AWS_DEFAULT_REGION=$REGION
+EOF
+    )
+}
+
+register_images() {
+    local have
+    have=$(nubis_admin images list 2>/dev/null | awk 'NR > 1 { print $2 }')
+    for m in "$IMAGE_DIR"/*/manifest.json; do
+        local name; name=$(basename "$(dirname "$m")")
+        if grep -qx "$name" <<<"$have"; then
+            echo "    image $name already registered"
+        else
+            nubis_admin images register --name "$name" --public --manifest "$m" >/dev/null
+            echo "    registered image $name"
+        fi
+    done
+    nubis_tenant images list
+}
+
+launch() {
+    local running
+    running=$(nubis_tenant instances list --tag quickstart=hello --state pending --state running \
+        | awk 'NR > 1' | wc -l)
+    if ((running >= 3)); then
+        say "$running quickstart instances already running"
+    else
+        say "launching 3 hello instances across the zones"
+        nubis_tenant instances run --image hello --type t3.nano --count $((3 - running)) \
+            --tag quickstart=hello --tag Name=hello --wait --timeout 5m >/dev/null
+    fi
+    echo
+    nubis_tenant instances list --tag quickstart=hello --state running
+    local line id zone ip
+    line=$(nubis_tenant instances list --tag quickstart=hello --state running | awk 'NR == 2')
+    id=$(awk '{ print $1 }' <<<"$line"); zone=$(awk '{ print $3 }' <<<"$line")
+    ip=$(awk '{ print $6 }' <<<"$line")
+    echo
+    say "console of $id (nubis instances console $id)"
+    nubis_tenant instances console "$id" | grep -a '^NUBIS-' | head -n 8 || true
+    echo
+    say "HTTP from inside host $PREFIX-${zone#nubis-local-}: curl http://$ip/"
+    nsenter --net="/run/netns/$PREFIX-${zone#nubis-local-}" -- curl -sS --max-time 5 "http://$ip/" || true
+    echo
+    say "ready. Try:"
+    cat <<EOF
+    source $QS_ENV
+    $BIN/nubis instances list
+    $BIN/nubis --profile $ADMIN_PROFILE admin nodes list
+    aws ec2 describe-instances        # EC2 gateway at $EC2_ENDPOINT
+    deploy/quickstart.sh down         # remove everything
+  logs: $STATE/logs
+EOF
+}
+
+up() {
+    need_root
+    install_packages
+    build
+    secrets
+    start_etcd
+    start_control_plane
+    write_profiles
+    start_agents
+    tenant
+    register_images
+    launch
+}
+
+# ---------------------------------------------------------------- down
+
+down() {
+    need_root
+    say "stopping agents, their microVMs and namespaces"
+    for z in "${ZONES[@]}"; do
+        stop_pidfile "$STATE/run/agent-$z.pid"
+        local ns="$PREFIX-$z"
+        if [[ -e /run/netns/$ns ]]; then
+            for _ in $(seq 20); do
+                local pids; pids=$(ip netns pids "$ns" 2>/dev/null || true)
+                [[ -z $pids ]] && break
+                # shellcheck disable=SC2086
+                kill -KILL $pids 2>/dev/null || true
+                sleep 0.1
+            done
+            ip netns delete "$ns" 2>/dev/null || true
+        fi
+    done
+    say "stopping the control plane and etcd"
+    stop_pidfile "$STATE/run/control-plane.pid"
+    stop_pidfile "$STATE/run/etcd.pid"
+    local mount; mount=$(cgroup2_mount)
+    if [[ -n $mount && -d $mount/$PREFIX ]]; then
+        find "$mount/$PREFIX" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+    fi
+    if [[ -x $BIN/nubis ]]; then
+        "$BIN/nubis" configure delete --profile "$PROFILE" 2>/dev/null || true
+        "$BIN/nubis" configure delete --profile "$ADMIN_PROFILE" 2>/dev/null || true
+    fi
+    rm -f "$QS_ENV"
+    rm -rf "$STATE"
+    say "removed everything quickstart created"
+}
+
+status() {
+    for f in "$STATE"/run/*.pid; do
+        [[ -f $f ]] || continue
+        local n; n=$(basename "$f" .pid)
+        if pid_alive "$f"; then echo "$n: running (pid $(cat "$f"))"; else echo "$n: stopped"; fi
+    done
+    ip netns list 2>/dev/null | grep "^$PREFIX-" || true
+}
+
+case "${1:-up}" in
+    up) up ;;
+    down) down ;;
+    status) status ;;
+    -h | --help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+    *) die "unknown command '$1' (up|down|status)" ;;
+esac
