@@ -19,12 +19,7 @@ mod mem;
 mod net;
 mod sys;
 
-use core::sync::atomic::{AtomicU64, Ordering};
-
 use nubis_hello_guest::cmdline;
-
-/// TSC ticks per second, for code that runs without the main context.
-static TSC_HZ: AtomicU64 = AtomicU64::new(2_000_000_000);
 
 const PVH_START_MAGIC: u32 = 0x336e_c578;
 const MAX_CMDLINE: usize = 4096;
@@ -82,7 +77,6 @@ extern "C" fn rust_main() -> ! {
     sys::init_platform();
     heap::init();
     let (hz, tsc_source) = sys::tsc_hz();
-    TSC_HZ.store(hz, Ordering::Relaxed);
     console!(
         "hello: nubis test guest starting (tsc {} MHz, {:?})",
         hz / 1_000_000,
