@@ -43,12 +43,12 @@ fn virtio_backends(config: &VmConfig) -> Result<Vec<(&'static str, Box<dyn Virti
             .map_err(device_err(format!("disk{i} ({})", disk.path.display())))?;
         out.push(("block", Box::new(dev)));
     }
-    if let Some(net) = config.nets.first() {
-        // virtio-net is wired once its device model lands.
-        return Err(Error::Config(format!(
-            "tap={}: virtio-net is not available in this build",
-            net.tap
-        )));
+    for (i, net) in config.nets.iter().enumerate() {
+        // Validated by VmConfig::validate; an unparsable MAC cannot get here.
+        let mac = net.mac.as_deref().and_then(crate::config::parse_mac);
+        let dev = virtio::net::Net::new(&net.tap, mac)
+            .map_err(device_err(format!("net{i} (tap={})", net.tap)))?;
+        out.push(("net", Box::new(dev)));
     }
     let rng = virtio::rng::Rng::new().map_err(device_err("rng".into()))?;
     out.push(("rng", Box::new(rng)));

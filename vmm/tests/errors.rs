@@ -198,3 +198,14 @@ fn api_socket_problem_is_status_9() {
         "cannot serve API socket",
     );
 }
+
+#[test]
+fn missing_tap_is_status_6() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = good_kernel(dir.path());
+    assert_exit(
+        &["--kernel", &kernel, "--net", "tap=nbvmm-absent0"],
+        6,
+        "does not exist",
+    );
+}
