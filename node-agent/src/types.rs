@@ -156,6 +156,21 @@ impl InstanceSpec {
                 "cmdline_extra must be at most 1024 printable ASCII bytes",
             ));
         }
+        if let Some(m) = &self.mac {
+            let parts: Vec<&str> = m.split(':').collect();
+            let ok = parts.len() == 6
+                && parts
+                    .iter()
+                    .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
+            if !ok {
+                return Err(bad("mac must be aa:bb:cc:dd:ee:ff"));
+            }
+        }
+        if let Some(h) = &self.image_manifest_sha256 {
+            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad("image_manifest_sha256 must be 64 hex digits"));
+            }
+        }
         Ok(())
     }
 }

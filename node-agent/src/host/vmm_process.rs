@@ -448,6 +448,13 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id().unwrap() as i32;
+        // Until the child has exec'ed, its cmdline is still ours.
+        for _ in 0..500 {
+            if cmdline_has(pid, &sock) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let (_, start) = proc_stat(pid).unwrap();
         let good = VmmRecord {
             pid,
