@@ -332,7 +332,6 @@ impl VirtioMmioDevice {
             "virtio queue corrupt: device needs reset"
         );
         self.status |= VIRTIO_CONFIG_S_NEEDS_RESET;
-        self.config_generation = self.config_generation.wrapping_add(1);
         self.raise_interrupt(VIRTIO_MMIO_INT_CONFIG);
     }
 

@@ -727,6 +727,65 @@ mod tests {
     }
 
     #[test]
+    fn bad_indirect_tables_are_dropped() {
+        let mut s = setup(false);
+        header(&s.mem, VIRTIO_BLK_T_IN, 0);
+        const F_INDIRECT: u16 = 4;
+        // Table length not a multiple of 16.
+        s.drv.write_descs(
+            0,
+            0,
+            &[RawDesc {
+                addr: DATA_START + 0x2000,
+                len: 17,
+                flags: F_INDIRECT,
+                next: 0,
+            }],
+        );
+        s.drv.publish(0, 0);
+        // A table whose entry is itself indirect (forbidden nesting).
+        let table = DATA_START + 0x3000;
+        let nested = [RawDesc {
+            addr: table,
+            len: 32,
+            flags: F_INDIRECT,
+            next: 0,
+        }];
+        s.drv.write_descs(
+            0,
+            1,
+            &[RawDesc {
+                addr: table,
+                len: 16,
+                flags: F_INDIRECT,
+                next: 0,
+            }],
+        );
+        let mut raw = [0u8; 16];
+        raw[0..8].copy_from_slice(&nested[0].addr.to_le_bytes());
+        raw[8..12].copy_from_slice(&nested[0].len.to_le_bytes());
+        raw[12..14].copy_from_slice(&nested[0].flags.to_le_bytes());
+        s.mem.write_slice(&raw, GuestAddress(table)).unwrap();
+        s.drv.publish(0, 1);
+        // A table outside guest memory.
+        s.drv.write_descs(
+            0,
+            2,
+            &[RawDesc {
+                addr: 1 << 40,
+                len: 64,
+                flags: F_INDIRECT,
+                next: 0,
+            }],
+        );
+        s.drv.publish(0, 2);
+        s.dev.process_queue(0);
+        assert_eq!(s.drv.take_used(0), vec![(0, 0), (1, 0), (2, 0)]);
+        assert_eq!(status(&s.mem), 0xff);
+        assert_eq!(s.dev.status() & 0x40, 0);
+    }
+
+    #[test]
     fn head_index_beyond_queue_marks_needs_reset() {
         let mut s = setup(false);
         s.drv.publish(0, 500);
