@@ -9,7 +9,7 @@ use virtio_bindings::virtio_net::VIRTIO_NET_F_MAC;
 
 use super::tap::Tap;
 use super::{MAX_FRAME_LEN, MIN_FRAME_LEN, VNET_HDR_LEN};
-use crate::devices::virtio::queue::{validate_chain, QueueContext, QueueCorruption};
+use crate::devices::virtio::queue::{validate_chain, LogLimiter, QueueContext, QueueCorruption};
 use crate::devices::virtio::{Error, VirtioDevice};
 
 /// Receive queue index.
@@ -43,6 +43,8 @@ pub struct Net {
     rx_pending: Option<usize>,
     tx_buf: Vec<u8>,
     metrics: Metrics,
+    /// Host-side TAP errors (e.g. the interface was deleted) are logged rate-limited too.
+    tap_log: LogLimiter,
 }
 
 impl Net {
@@ -70,6 +72,7 @@ impl Net {
             rx_pending: None,
             tx_buf: vec![0; FRAME_BUF_LEN],
             metrics: Metrics::default(),
+            tap_log: LogLimiter::new(),
         }
     }
 
@@ -96,7 +99,9 @@ impl Net {
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.metrics.errors += 1;
-                    tracing::warn!(tap = self.tap.name(), error = %e, "TAP read failed");
+                    if let Some(suppressed) = self.tap_log.allow() {
+                        tracing::warn!(tap = self.tap.name(), error = %e, suppressed, "TAP read failed");
+                    }
                     return false;
                 }
             }
@@ -216,7 +221,9 @@ impl Net {
                             self.metrics.tx_dropped += 1;
                             if e.kind() != ErrorKind::WouldBlock {
                                 self.metrics.errors += 1;
-                                tracing::warn!(tap = self.tap.name(), error = %e, "TAP write failed");
+                                if let Some(suppressed) = self.tap_log.allow() {
+                                    tracing::warn!(tap = self.tap.name(), error = %e, suppressed, "TAP write failed");
+                                }
                             }
                         }
                     }
