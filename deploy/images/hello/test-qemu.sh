@@ -8,6 +8,8 @@
 #
 # KERNEL defaults to ${NUBIS_IMAGE_DIR:-target/images}/hello/kernel.
 # NUBIS_HELLO_ACCEL=tcg runs under TCG instead of KVM.
+# NUBIS_HELLO_VMM=/path/to/nubis-vmm runs the same checks under nubis-vmm
+# instead of QEMU (a conformance check of the VMM against this guest).
 # Network traffic stays inside a network namespace this script creates
 # (nbh<pid>) and removes on exit, also on failure.
 # Missing KVM/QEMU/tools: prints SKIPPED and exits 0, unless
@@ -28,8 +30,14 @@ skip() {
     exit 0
 }
 
+vmm=${NUBIS_HELLO_VMM:-}
 [[ -f "$kernel" ]] || skip "no hello kernel at $kernel (run deploy/images/hello/build-image.sh)"
-command -v qemu-system-x86_64 >/dev/null || skip "qemu-system-x86_64 not installed"
+if [[ -n "$vmm" ]]; then
+    [[ -x "$vmm" ]] || skip "NUBIS_HELLO_VMM=$vmm is not executable"
+    [[ -w /dev/kvm ]] || skip "/dev/kvm not usable"
+else
+    command -v qemu-system-x86_64 >/dev/null || skip "qemu-system-x86_64 not installed"
+fi
 if [[ "$accel" == kvm ]]; then
     [[ -w /dev/kvm ]] || skip "/dev/kvm not usable"
     cpu="host,-arch-capabilities"
@@ -77,18 +85,63 @@ check() { # check DESCRIPTION COMMAND...
 has_line() { grep -qxF -- "$2" "$1"; }
 now_ms() { date +%s%3N; }
 
-# Starts QEMU in the namespace. boot NAME CMDLINE EXTRA-QEMU-ARGS...
-# Sets qemu_pid; console goes to $work/NAME.log.
+# Starts the VM in the namespace; sets qemu_pid; console goes to $work/NAME.log.
+# boot NAME CMDLINE [smp=N] [disk=PATH] [net] [i8042]
 boot() {
-    local name=$1 cmdline=$2
+    local name=$1 cmdline=$2 opt smp=1 disk="" net=0 i8042=0
     shift 2
-    ip netns exec "$ns" qemu-system-x86_64 -M microvm,acpi=off -accel "$accel" -cpu "$cpu" \
-        -m 64 -nodefaults -no-user-config -nographic -no-reboot \
-        -serial "file:$work/$name.log" -monitor "unix:$work/$name.mon,server,nowait" \
-        -kernel "$kernel" -append "$cmdline" "$@" \
-        >"$work/$name.qemu.log" 2>&1 &
+    for opt in "$@"; do
+        case "$opt" in
+            smp=*) smp=${opt#smp=} ;;
+            disk=*) disk=${opt#disk=} ;;
+            net) net=1 ;;
+            i8042) i8042=1 ;;
+        esac
+    done
+    local args=()
+    if [[ -n "$vmm" ]]; then
+        # nubis-vmm always has an i8042.
+        args=(--kernel "$kernel" --cmdline "$cmdline" --vcpus "$smp" --memory-mib 64
+            --serial "$work/$name.log" --api-socket "$work/$name.api")
+        [[ -n "$disk" ]] && args+=(--disk "$disk")
+        ((net)) && args+=(--net "tap=$tap")
+        ip netns exec "$ns" "$vmm" "${args[@]}" >"$work/$name.vmm.log" 2>&1 &
+    else
+        args=(-M microvm,acpi=off -accel "$accel" -cpu "$cpu" -smp "$smp"
+            -m 64 -nodefaults -no-user-config -nographic -no-reboot
+            -serial "file:$work/$name.log" -monitor "unix:$work/$name.mon,server,nowait"
+            -kernel "$kernel" -append "$cmdline")
+        [[ -n "$disk" ]] && args+=(-device virtio-blk-device,drive=d0
+            -drive "id=d0,file=$disk,format=raw,if=none")
+        ((net)) && args+=(-netdev "tap,id=n0,ifname=$tap,script=no,downscript=no"
+            -device virtio-net-device,netdev=n0)
+        ((i8042)) && args+=(-device i8042)
+        ip netns exec "$ns" qemu-system-x86_64 "${args[@]}" >"$work/$name.qemu.log" 2>&1 &
+    fi
     qemu_pid=$!
     pids+=("$qemu_pid")
+}
+
+# ctrl_alt_del NAME: QEMU monitor `sendkey`, or the nubis-vmm API.
+ctrl_alt_del() {
+    if [[ -n "$vmm" ]]; then
+        python3 - "$work/$1.api" '{"op":"ctrl_alt_del"}' <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode() + b"\n")
+sys.exit(0 if b'"ok":true' in s.recv(4096) else 1)
+PY
+    else
+        python3 - "$work/$1.mon" "sendkey ctrl-alt-delete" <<'PY'
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+time.sleep(0.2)
+s.sendall(sys.argv[2].encode() + b"\n")
+time.sleep(0.3)
+PY
+    fi
 }
 
 # wait_for FILE LINE-PREFIX TIMEOUT-S: waits until a console line starts with the prefix.
@@ -129,15 +182,13 @@ PY
 want_sha=$(head -c 512 "$disk" | sha256sum | cut -d' ' -f1)
 log="$work/main.log"
 t0=$(now_ms)
-boot main "nubis.id=$id ip=10.0.0.2/24 gw=10.0.0.1 nubis.disk_write=1" -smp 2 -device i8042 \
-    -device virtio-blk-device,drive=d0 -drive "id=d0,file=$disk,format=raw,if=none" \
-    -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no" -device virtio-net-device,netdev=n0
+boot main "nubis.id=$id ip=10.0.0.2/24 gw=10.0.0.1 nubis.disk_write=1" smp=2 i8042 "disk=$disk" net
 main_pid=$qemu_pid
 if wait_for "$log" "NUBIS-GUEST-READY" 30; then
-    ok "ready line after $(($(now_ms) - t0)) ms (QEMU start included)"
+    ok "ready line after $(($(now_ms) - t0)) ms (VMM start included)"
 else
     bad "no ready line in 30 s"
-    cat "$log" "$work/main.qemu.log"
+    cat "$log" "$work"/main.*.log
 fi
 check "ready line carries the id" has_line "$log" "NUBIS-GUEST-READY $id"
 check "disk line: sector 0 hash and capacity" \
@@ -192,26 +243,13 @@ check "GET /reset is 200" test "$code" = 200
 check "VM ends after GET /reset" wait_exit "$main_pid" 20
 check "reset line" has_line "$log" "NUBIS-RESET"
 
-# monitor NAME COMMAND: one QEMU monitor command.
-monitor() {
-    python3 - "$work/$1.mon" "$2" <<'PY'
-import socket, sys, time
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-time.sleep(0.2)
-s.sendall(sys.argv[2].encode() + b"\n")
-time.sleep(0.3)
-PY
-}
-
 # ---- 2: Ctrl-Alt-Del on the i8042 while serving HTTP ----
 log="$work/cad.log"
-boot cad "nubis.id=i-cad ip=10.0.0.2/24" -device i8042 \
-    -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no" -device virtio-net-device,netdev=n0
+boot cad "nubis.id=i-cad ip=10.0.0.2/24" i8042 net
 cad_pid=$qemu_pid
 if wait_for "$log" "NUBIS-GUEST-READY" 30; then
     check "serving before Ctrl-Alt-Del" test "$(ip netns exec "$ns" curl -sS -m 10 http://10.0.0.2/)" = "NUBIS-HELLO i-cad"
-    monitor cad "sendkey ctrl-alt-delete"
+    check "Ctrl-Alt-Del sent" ctrl_alt_del cad
     check "Ctrl-Alt-Del ends the VM" wait_exit "$cad_pid" 20
     check "Ctrl-Alt-Del line" has_line "$log" "NUBIS-CTRL-ALT-DEL"
     check "reset line after Ctrl-Alt-Del" has_line "$log" "NUBIS-RESET"
@@ -219,7 +257,8 @@ else
     bad "no ready line in 30 s (Ctrl-Alt-Del case)"
 fi
 
-# ---- 3: nubis.reset=1, garbage values, no devices, no i8042 (triple-fault reset) ----
+# ---- 3: nubis.reset=1, garbage values, no devices; under QEMU without an
+#      i8042, so the reset is the triple fault ----
 log="$work/reset.log"
 boot reset "nubis.id=i-r ip=300.1.1.1/24 gw=zzz nubis.disk_write=maybe nubis.reset=1 virtio_mmio.device=junk"
 check "nubis.reset=1 ends the VM" wait_exit "$qemu_pid" 30

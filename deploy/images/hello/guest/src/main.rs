@@ -137,7 +137,9 @@ extern "C" fn rust_main() -> ! {
     }
     let idle = sys::init_idle();
     let mut keyboard = sys::Keyboard::init(idle);
-    if let Some(mut server) = server {
+    // `server` stays alive (never dropped) until the reset: see `blk::Disk`.
+    let mut server = server;
+    if let Some(server) = server.as_mut() {
         if server.serve(id, hz, idle, &mut keyboard) == net::Stop::HttpReset {
             sys::reset(hz);
         }
