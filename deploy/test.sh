@@ -6,12 +6,12 @@
 #
 # Environment: NUBIS_REQUIRE_KVM=1 makes a missing prerequisite (KVM, etcd, an
 # image) a failure instead of a skip (CI sets it). NUBIS_TEST_STAGES limits the
-# stages run (comma-separated: deps,fmt,images,build,clippy,test,ec2).
+# stages run (comma-separated: deps,fmt,images,build,clippy,guest,test,ec2).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-stages=${NUBIS_TEST_STAGES:-deps,fmt,images,build,clippy,test,ec2}
+stages=${NUBIS_TEST_STAGES:-deps,fmt,images,build,clippy,guest,test,ec2}
 summary=()
 failed=0
 
@@ -53,6 +53,15 @@ run_tests() {
     cargo nextest run --workspace --profile ci --no-fail-fast
 }
 
+run_guest() {
+    # The hello guest is its own freestanding workspace: its host-side unit
+    # tests (command line, HTTP, MP table parsing), then the image itself under
+    # QEMU microvm and under nubis-vmm (console lines, disk, ping, HTTP, reset).
+    (cd deploy/images/hello/guest && CARGO_TARGET_DIR="$root/target/hello-guest" cargo test --lib)
+    deploy/images/hello/test-qemu.sh
+    NUBIS_HELLO_VMM="$root/target/debug/nubis-vmm" deploy/images/hello/test-qemu.sh
+}
+
 run_ec2() {
     if [[ -x tests/ec2/run.sh ]]; then
         tests/ec2/run.sh
@@ -66,6 +75,7 @@ stage fmt cargo fmt --all -- --check
 stage images deploy/images/build.sh
 stage build cargo build --workspace --all-targets
 stage clippy cargo clippy --workspace --all-targets -- -D warnings
+stage guest run_guest
 stage test run_tests
 stage ec2 run_ec2
 print_summary
