@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 use virtio_bindings::virtio_blk::{
-    VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK,
+    VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK,
 };
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use vm_memory::{Bytes, GuestMemoryMmap};
@@ -19,6 +19,9 @@ use crate::devices::virtio::{Error, VirtioDevice};
 
 /// Queue size offered to the driver.
 const QUEUE_SIZE: u16 = 256;
+/// Data segments per request advertised in `seg_max` (the queue size minus header and
+/// status descriptors). Without `VIRTIO_BLK_F_SEG_MAX`, Linux uses one segment per request.
+const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
 /// Bounce-buffer size: data moves between the file and guest memory in chunks of this.
 const CHUNK: usize = 128 * 1024;
 
@@ -235,7 +238,7 @@ impl VirtioDevice for Block {
     }
 
     fn device_features(&self) -> u64 {
-        let mut features = 1u64 << VIRTIO_BLK_F_FLUSH;
+        let mut features = (1u64 << VIRTIO_BLK_F_FLUSH) | (1 << VIRTIO_BLK_F_SEG_MAX);
         if self.read_only {
             features |= 1 << VIRTIO_BLK_F_RO;
         }
@@ -247,8 +250,11 @@ impl VirtioDevice for Block {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        // struct virtio_blk_config: only `capacity` (le64 at offset 0) is offered.
-        let config = self.capacity.to_le_bytes();
+        // struct virtio_blk_config: `capacity` (le64 at 0) and `seg_max` (le32 at 12); the
+        // other fields belong to features not offered and read as zero.
+        let mut config = [0u8; 16];
+        config[..8].copy_from_slice(&self.capacity.to_le_bytes());
+        config[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
         for (i, byte) in data.iter_mut().enumerate() {
             *byte = offset
                 .checked_add(i as u64)
@@ -383,6 +389,9 @@ mod tests {
         let mut hi = [0u8; 4];
         s.dev.mmio_read(0x104, &mut hi);
         assert_eq!(hi, [0; 4]);
+        assert_eq!(read32(&mut s.dev, 0x108), 0, "size_max not offered");
+        assert_eq!(read32(&mut s.dev, 0x10c), SEG_MAX);
+        assert_ne!(s.dev.acked_features() & (1 << VIRTIO_BLK_F_SEG_MAX), 0);
         let mut past = [0xaau8; 4];
         s.dev.mmio_read(0x200, &mut past);
         assert_eq!(past, [0; 4]);

@@ -247,7 +247,7 @@ mod tests {
     fn arp_round_trip_through_a_real_tap() {
         use crate::devices::virtio::net::device::{RX_QUEUE, TX_QUEUE};
         use crate::devices::virtio::net::Net;
-        use crate::devices::virtio::testing::{guest_memory, Driver, DATA_START};
+        use crate::devices::virtio::testing::{guest_memory, Driver, RawDesc, DATA_START, F_WRITE};
         use crate::devices::virtio::VirtioDevice;
         use crate::devices::virtio::VirtioMmioDevice;
         use std::os::fd::AsFd;
@@ -262,6 +262,17 @@ mod tests {
             Err(e) => panic!("cannot create a network namespace: {e}"),
         };
         let n = ns.name.as_str();
+        // Less noise on the link (router solicitations, MLD): IPv6 off in this namespace.
+        let _ = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                n,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ])
+            .status();
         NetNs::ip(&["-n", n, "tuntap", "add", "dev", "nbtap0", "mode", "tap"]).unwrap();
         NetNs::ip(&["-n", n, "addr", "add", "10.213.0.1/24", "dev", "nbtap0"]).unwrap();
         NetNs::ip(&["-n", n, "link", "set", "nbtap0", "up"]).unwrap();
@@ -297,20 +308,38 @@ mod tests {
                 .unwrap();
             mem.write_slice(&frame, GuestAddress(tx + VNET_HDR_LEN as u64))
                 .unwrap();
-            drv.add_chain(
-                TX_QUEUE,
-                &[(tx, (VNET_HDR_LEN + frame.len()) as u32, false)],
-            );
-            dev.process_queue(TX_QUEUE);
-            assert_eq!(dev.metrics()["tx_frames"], 1);
-
+            // The kernel only transmits once link-watch has activated the TAP's queueing
+            // discipline after we attached (up to a second later): resend like a guest's
+            // ARP would until the reply arrives.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            let mut next_send = std::time::Instant::now();
             while std::time::Instant::now() < deadline {
+                if std::time::Instant::now() >= next_send {
+                    drv.add_chain(
+                        TX_QUEUE,
+                        &[(tx, (VNET_HDR_LEN + frame.len()) as u32, false)],
+                    );
+                    dev.process_queue(TX_QUEUE);
+                    assert_eq!(drv.take_used(TX_QUEUE).len(), 1);
+                    next_send += std::time::Duration::from_millis(300);
+                }
                 dev.process_extra(tap_fd);
                 for (id, len) in drv.take_used(RX_QUEUE) {
                     let mut got = vec![0u8; len as usize];
                     let at = GuestAddress(DATA_START + 0x1000 * (u64::from(id) + 1));
                     mem.read_slice(&mut got, at).unwrap();
+                    // Give the buffer back (descriptor `id` again), as a driver would.
+                    drv.write_descs(
+                        RX_QUEUE,
+                        id as u16,
+                        &[RawDesc {
+                            addr: at.0,
+                            len: 2048,
+                            flags: F_WRITE,
+                            next: 0,
+                        }],
+                    );
+                    drv.publish(RX_QUEUE, id as u16);
                     let eth = &got[VNET_HDR_LEN..];
                     // ARP reply (oper 2) from 10.213.0.1 addressed to our MAC.
                     if eth.len() >= 42
@@ -322,6 +351,7 @@ mod tests {
                         return dev.metrics();
                     }
                 }
+                dev.process_queue(RX_QUEUE);
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             panic!("no ARP reply from the host within 20 s: {}", dev.metrics());
