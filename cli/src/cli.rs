@@ -41,7 +41,7 @@ pub struct GlobalArgs {
     /// Config file [env: NUBIS_CONFIG] [default: ~/.config/nubis/config.toml].
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Control-plane gRPC endpoint, e.g. http://127.0.0.1:7070 [env: NUBIS_ENDPOINT].
+    /// Control-plane gRPC endpoint, e.g. http://127.0.0.1:50051 [env: NUBIS_ENDPOINT].
     #[arg(long, global = true, value_name = "URL")]
     pub endpoint: Option<String>,
     /// Region [env: NUBIS_REGION].

@@ -9,13 +9,13 @@
 //! 2. environment variables (`NUBIS_ENDPOINT`, `NUBIS_REGION`,
 //!    `NUBIS_ACCESS_KEY_ID`, `NUBIS_SECRET_ACCESS_KEY`),
 //! 3. the selected profile (`--profile`, else `NUBIS_PROFILE`, else `default`),
-//! 4. built-in defaults (endpoint `http://127.0.0.1:7070`, region `nubis-local`).
+//! 4. built-in defaults (endpoint `http://127.0.0.1:50051`, region `nubis-local-1`).
 //!
 //! File format:
 //!
 //! ```toml
 //! [profiles.default]
-//! endpoint = "http://127.0.0.1:7070"
+//! endpoint = "http://127.0.0.1:50051"
 //! region = "nubis-local"
 //! access_key_id = "NKIA..."
 //! secret_access_key = "..."
@@ -29,9 +29,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::CliError;
 
 /// Endpoint used when nothing else names one.
-pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7070";
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:50051";
 /// Region used when nothing else names one.
-pub const DEFAULT_REGION: &str = "nubis-local";
+pub const DEFAULT_REGION: &str = "nubis-local-1";
 /// Profile used when neither `--profile` nor `NUBIS_PROFILE` names one.
 pub const DEFAULT_PROFILE: &str = "default";
 
@@ -39,7 +39,7 @@ pub const DEFAULT_PROFILE: &str = "default";
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
-    /// gRPC endpoint of the control plane, e.g. `http://127.0.0.1:7070`.
+    /// gRPC endpoint of the control plane, e.g. `http://127.0.0.1:50051`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     /// Region name.
@@ -525,7 +525,7 @@ mod tests {
             assert!(validate_endpoint(bad).is_err(), "{bad}");
         }
         for good in [
-            "http://127.0.0.1:7070",
+            "http://127.0.0.1:50051",
             "https://cp.example:443",
             "unix:/run/cp.sock",
         ] {

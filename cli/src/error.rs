@@ -227,7 +227,7 @@ impl CliError {
                 Some("fix the file or recreate it with `nubis configure`".into())
             }
             CliError::BadEndpoint { .. } => {
-                Some("use a URL such as http://127.0.0.1:7070 (--endpoint or NUBIS_ENDPOINT)".into())
+                Some("use a URL such as http://127.0.0.1:50051 (--endpoint or NUBIS_ENDPOINT)".into())
             }
             CliError::Connect { .. } | CliError::ConnectTimeout { .. } => Some(
                 "check that nubis-control-plane is running and that --endpoint/NUBIS_ENDPOINT \
