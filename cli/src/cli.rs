@@ -160,6 +160,23 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     }
 }
 
+/// A polling interval, e.g. `200ms`, `1s`, `50` (milliseconds).
+fn parse_poll(s: &str) -> Result<std::time::Duration, String> {
+    let ms = if let Some(n) = s.strip_suffix("ms") {
+        n.parse::<u64>().ok()
+    } else if let Some(n) = s.strip_suffix('s') {
+        n.parse::<u64>().ok().and_then(|v| v.checked_mul(1000))
+    } else {
+        s.parse::<u64>().ok()
+    };
+    match ms {
+        Some(ms) if (5..=10_000).contains(&ms) => Ok(std::time::Duration::from_millis(ms)),
+        _ => Err(format!(
+            "{s:?} is not a polling interval between 5ms and 10s (examples: 200ms, 1s)"
+        )),
+    }
+}
+
 /// `--wait` options shared by mutating instance commands.
 #[derive(Debug, Args, Clone)]
 pub struct WaitArgs {
@@ -169,6 +186,9 @@ pub struct WaitArgs {
     /// Give up waiting after this long (with --wait).
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub timeout: std::time::Duration,
+    /// How often to poll the control plane while waiting.
+    #[arg(long, value_name = "INTERVAL", default_value = "200ms", value_parser = parse_poll)]
+    pub poll_interval: std::time::Duration,
 }
 
 /// `nubis instances ...`.
@@ -241,6 +261,9 @@ pub enum InstancesCmd {
         /// Give up after this long.
         #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
         timeout: std::time::Duration,
+        /// How often to poll the control plane.
+        #[arg(long, value_name = "INTERVAL", default_value = "200ms", value_parser = parse_poll)]
+        poll_interval: std::time::Duration,
     },
 }
 
@@ -666,6 +689,11 @@ mod tests {
         assert_eq!(parse_duration("7").unwrap().as_secs(), 7);
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("1h").is_err());
+        assert_eq!(parse_poll("20ms").unwrap().as_millis(), 20);
+        assert_eq!(parse_poll("1s").unwrap().as_millis(), 1000);
+        assert_eq!(parse_poll("50").unwrap().as_millis(), 50);
+        assert!(parse_poll("1ms").is_err());
+        assert!(parse_poll("11s").is_err());
     }
 
     #[test]

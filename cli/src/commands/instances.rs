@@ -226,6 +226,7 @@ pub async fn run(ctx: &Ctx, cmd: InstancesCmd) -> Result<(), CliError> {
             ids,
             state,
             timeout,
+            poll_interval,
         } => {
             let target = match state {
                 WaitState::Running => Target::Running,
@@ -233,7 +234,7 @@ pub async fn run(ctx: &Ctx, cmd: InstancesCmd) -> Result<(), CliError> {
                 WaitState::Stopped => Target::Stopped,
                 WaitState::Terminated => Target::Terminated,
             };
-            let list = wait_for(&mut client, &ids, target, timeout).await?;
+            let list = wait_for(&mut client, &ids, target, timeout, poll_interval).await?;
             print_instances(ctx.format, &list)
         }
     }
@@ -253,7 +254,7 @@ async fn finish_change(
     target: Target,
 ) -> Result<(), CliError> {
     if wait.wait {
-        let list = wait_for(client, &ids, target, wait.timeout).await?;
+        let list = wait_for(client, &ids, target, wait.timeout, wait.poll_interval).await?;
         print_instances(ctx.format, &list)
     } else {
         emit(&render_list(
@@ -392,7 +393,14 @@ async fn run_instances(ctx: &Ctx, client: &mut Client, args: RunArgs) -> Result<
     let instances = resp.reservation.map(|r| r.instances).unwrap_or_default();
     if args.wait.wait {
         let ids: Vec<String> = instances.iter().map(|i| i.instance_id.clone()).collect();
-        let list = wait_for(client, &ids, Target::Ready, args.wait.timeout).await?;
+        let list = wait_for(
+            client,
+            &ids,
+            Target::Ready,
+            args.wait.timeout,
+            args.wait.poll_interval,
+        )
+        .await?;
         print_instances(ctx.format, &list)
     } else {
         print_instances(ctx.format, &instances)

@@ -84,8 +84,6 @@ pub fn judge(
     }
 }
 
-const POLL: Duration = Duration::from_millis(200);
-
 /// Waits until every instance in `ids` reaches `target`; prints progress to
 /// stderr; returns the final descriptions (in `ids` order).
 pub async fn wait_for(
@@ -93,6 +91,7 @@ pub async fn wait_for(
     ids: &[String],
     target: Target,
     timeout: Duration,
+    poll: Duration,
 ) -> Result<Vec<pb::Instance>, CliError> {
     let start = Instant::now();
     let deadline = start + timeout;
@@ -194,7 +193,7 @@ pub async fn wait_for(
                 pending.join(", ")
             )));
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(poll).await;
     }
 }
 
