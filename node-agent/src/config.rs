@@ -19,10 +19,7 @@ pub struct Config {
     pub control_plane: Option<String>,
     /// Enrolment credential presented at registration.
     #[serde(default)]
-    pub enrolment_token: Option<String>,
-    /// File holding the enrolment credential (alternative to `enrolment_token`).
-    #[serde(default)]
-    pub enrolment_token_file: Option<PathBuf>,
+    pub enrolment: Option<EnrolmentConfig>,
     /// Availability zone label of this host.
     pub availability_zone: String,
     /// Where the agent keeps its host id and one directory per instance.
@@ -53,6 +50,30 @@ pub struct Config {
     /// Timeouts.
     #[serde(default)]
     pub timeouts: Timeouts,
+}
+
+/// The enrolment token (key id + secret) the control plane issued.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolmentConfig {
+    /// Token id.
+    pub key_id: String,
+    /// Token secret (or use `secret_file`).
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// File holding the secret.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for EnrolmentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrolmentConfig")
+            .field("key_id", &self.key_id)
+            .field("secret", &"<redacted>")
+            .field("secret_file", &self.secret_file)
+            .finish()
+    }
 }
 
 /// Bridge and addressing of instance TAP devices.
@@ -356,6 +377,11 @@ impl Config {
                     "control_plane is required unless standalone = true".into(),
                 ))
             }
+            (Some(_), false) if self.enrolment.is_none() => {
+                return Err(Error::ConfigInvalid(
+                    "[enrolment] is required with control_plane".into(),
+                ))
+            }
             (Some(ep), _) => {
                 let ok = ep
                     .strip_prefix("unix://")
@@ -416,17 +442,25 @@ impl Config {
         Ok(())
     }
 
-    /// The enrolment credential, read from the file when configured.
-    pub fn enrolment_token(&self) -> Result<String> {
-        if let Some(t) = &self.enrolment_token {
-            return Ok(t.clone());
+    /// The enrolment credential (key id, secret), reading the secret file
+    /// when configured.
+    pub fn enrolment_credential(&self) -> Result<(String, String)> {
+        let Some(e) = &self.enrolment else {
+            return Err(Error::ConfigInvalid(
+                "[enrolment] key_id and secret are required with a control plane".into(),
+            ));
+        };
+        if let Some(s) = &e.secret {
+            return Ok((e.key_id.clone(), s.clone()));
         }
-        if let Some(p) = &self.enrolment_token_file {
+        if let Some(p) = &e.secret_file {
             let t = std::fs::read_to_string(p)
-                .map_err(|e| Error::io(format!("reading {}", p.display()), e))?;
-            return Ok(t.trim().to_string());
+                .map_err(|err| Error::io(format!("reading {}", p.display()), err))?;
+            return Ok((e.key_id.clone(), t.trim().to_string()));
         }
-        Ok(String::new())
+        Err(Error::ConfigInvalid(
+            "[enrolment] needs secret or secret_file".into(),
+        ))
     }
 }
 
@@ -445,8 +479,12 @@ mod tests {
 
     #[test]
     fn minimal_config_gets_defaults() {
-        let c = parse("availability_zone = \"nb-1a\"\ncontrol_plane = \"unix:///run/n.sock\"\n")
-            .unwrap();
+        let c = parse(
+            "availability_zone = \"nb-1a\"\ncontrol_plane = \"unix:///run/n.sock\"\n\
+             [enrolment]\nkey_id = \"k\"\nsecret = \"s\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.enrolment_credential().unwrap(), ("k".into(), "s".into()));
         assert_eq!(c.network.bridge, "nbbr0");
         assert_eq!(c.timeouts.graceful_stop_secs, 30);
         let a = c.network.addressing().unwrap();

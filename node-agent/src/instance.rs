@@ -71,8 +71,8 @@ struct Command {
     reply: Option<oneshot::Sender<Result<Admission, Denied>>>,
 }
 
-/// The handle the reconciler keeps for each instance.
-#[derive(Debug)]
+/// The handle the reconciler keeps for each instance (cheap to clone).
+#[derive(Debug, Clone)]
 pub struct InstanceHandle {
     id: InstanceId,
     tx: mpsc::Sender<Command>,

@@ -17,7 +17,7 @@ fn reason(code: ReasonCode, e: impl std::fmt::Display) -> StateReason {
 }
 
 /// Error chain as one line (for reasons shown to operators).
-fn chain(e: &Error) -> String {
+pub fn chain(e: &Error) -> String {
     let mut s = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(c) = src {

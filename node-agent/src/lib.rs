@@ -12,6 +12,7 @@
 //! - [`client`]: the Node API client (registration, heartbeats, watch).
 //! - [`standalone`]: desired state from a local JSON file (operator/debug).
 
+pub mod client;
 pub mod config;
 pub mod context;
 pub mod error;
@@ -19,7 +20,9 @@ pub mod host;
 pub mod instance;
 pub mod launch;
 pub mod layout;
+pub mod reconcile;
 pub mod runtime;
+pub mod standalone;
 pub mod types;
 
 pub use error::{Error, Result};

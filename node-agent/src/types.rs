@@ -185,6 +185,8 @@ pub enum Desired {
     Stopped,
     /// Should be gone.
     Terminated,
+    /// Reboot once when the generation is new, then keep running.
+    Rebooting,
 }
 
 #[cfg(test)]

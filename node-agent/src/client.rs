@@ -1,0 +1,415 @@
+//! The Node API client (`proto/nubis/node/v1/node.proto`): registers this
+//! host with the enrolment credential, heartbeats under the etcd lease the
+//! control plane granted, follows `WatchAssignments` into the reconciler,
+//! reports every instance change with `ReportInstance`, and answers console
+//! requests. Any failure (control-plane restart, lease expiry) ends the
+//! session; the agent reconnects with exponential back-off and registers
+//! again, listing the instances it still runs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nubis_proto::auth::{Credentials, Signer};
+use nubis_proto::node::v1 as pb;
+use pb::node_client::NodeClient;
+use tokio::sync::mpsc;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::error::{Error, Result};
+use crate::instance::{Report, CONSOLE_TAIL_BYTES};
+use crate::reconcile::{Agent, DesiredInstance};
+use crate::runtime::State;
+use crate::types::{Desired, ImageName, InstanceId, InstanceSpec};
+
+type Client = NodeClient<InterceptedService<Channel, Signer>>;
+
+/// Maps a report to the wire phase.
+pub fn phase_of(r: &Report) -> pb::ObservedPhase {
+    use pb::ObservedPhase as P;
+    match r.state {
+        State::Absent | State::Preparing => P::Pending,
+        State::Starting => P::Booting,
+        State::Running if r.ready => P::Ready,
+        State::Running => P::Running,
+        State::Stopping | State::Terminating => P::Stopping,
+        State::Stopped => P::Stopped,
+        State::Gone => P::Terminated,
+        State::Failed => P::Failed,
+    }
+}
+
+fn to_report_request(node_id: &str, r: &Report) -> pb::ReportInstanceRequest {
+    pb::ReportInstanceRequest {
+        node_id: node_id.to_string(),
+        instance_id: r.id.to_string(),
+        phase: phase_of(r) as i32,
+        generation: r.generation,
+        reason: r.reason.as_ref().map(|x| pb::Reason {
+            code: x.code.code().to_string(),
+            message: x.message.clone(),
+        }),
+        phase_since_unix_ms: r.since_unix_ms as i64,
+        started_unix_ms: r.started_unix_ms.unwrap_or(0) as i64,
+        ready_unix_ms: r.ready_unix_ms.unwrap_or(0) as i64,
+        vmm_exit_code: r.vmm_exit_code,
+    }
+}
+
+/// Converts an assignment into the reconciler's desired state, validating
+/// everything that came over the wire.
+pub fn desired_from_assignment(a: &pb::Assignment) -> Result<DesiredInstance> {
+    let id = InstanceId::new(a.instance_id.clone())?;
+    let desired = match pb::DesiredState::try_from(a.desired) {
+        Ok(pb::DesiredState::Running) => Desired::Running,
+        Ok(pb::DesiredState::Stopped) => Desired::Stopped,
+        Ok(pb::DesiredState::Terminated) => Desired::Terminated,
+        Ok(pb::DesiredState::Rebooting) => Desired::Rebooting,
+        _ => {
+            return Err(Error::Protocol(format!(
+                "assignment {id}: unknown desired state {}",
+                a.desired
+            )))
+        }
+    };
+    let s = a
+        .spec
+        .as_ref()
+        .ok_or_else(|| Error::Protocol(format!("assignment {id} has no spec")))?;
+    let net = s.network.as_ref();
+    let ip = match net.map(|n| n.ip.as_str()).filter(|s| !s.is_empty()) {
+        Some(ip) => Some(
+            ip.parse()
+                .map_err(|_| Error::Protocol(format!("assignment {id}: bad ip {ip:?}")))?,
+        ),
+        None => None,
+    };
+    let spec = InstanceSpec {
+        id,
+        image: ImageName::new(s.image_name.clone())?,
+        vcpus: s.vcpus,
+        memory_mib: u64::from(s.memory_mib),
+        cmdline_extra: s.cmdline_extra.clone(),
+        ip,
+        mac: net.map(|n| n.mac.clone()).filter(|m| !m.is_empty()),
+        image_manifest_sha256: Some(s.image_manifest_sha256.clone()).filter(|h| !h.is_empty()),
+    };
+    spec.validate()?;
+    Ok(DesiredInstance {
+        spec,
+        desired,
+        generation: a.generation,
+        force: a.force,
+    })
+}
+
+fn rpc(rpc: &'static str) -> impl Fn(tonic::Status) -> Error {
+    move |source| Error::Rpc { rpc, source }
+}
+
+/// Runs the control-plane session forever, reconnecting with back-off.
+pub async fn run(
+    agent: Arc<Agent>,
+    mut changed: mpsc::UnboundedReceiver<InstanceId>,
+) -> Result<()> {
+    let cfg = agent.context().config.clone();
+    let endpoint = cfg
+        .control_plane
+        .clone()
+        .ok_or_else(|| Error::ConfigInvalid("control_plane missing".into()))?;
+    let (key, secret) = cfg.enrolment_credential()?;
+    tokio::spawn(agent.clone().run());
+    let max = Duration::from_secs(cfg.timeouts.reconnect_max_secs.max(1));
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let started = tokio::time::Instant::now();
+        match session(&agent, &endpoint, &key, &secret, &mut changed).await {
+            Ok(()) => tracing::warn!("control-plane session ended"),
+            Err(e) => {
+                tracing::warn!(error = %crate::launch::chain(&e), "control-plane session failed")
+            }
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            backoff = Duration::from_millis(250);
+        }
+        let jitter = Duration::from_millis(rand::random::<u64>() % 250);
+        tracing::info!(
+            delay_ms = (backoff + jitter).as_millis() as u64,
+            "reconnecting"
+        );
+        tokio::time::sleep(backoff + jitter).await;
+        backoff = (backoff * 2).min(max);
+    }
+}
+
+fn images_present(agent: &Agent) -> Vec<pb::ImagePresent> {
+    agent
+        .images()
+        .into_iter()
+        .map(|i| pb::ImagePresent {
+            name: i.name.to_string(),
+            manifest_sha256: i.manifest_sha256,
+        })
+        .collect()
+}
+
+fn capacity(agent: &Agent) -> pb::Resources {
+    let c = agent.capacity();
+    pb::Resources {
+        vcpus: c.vcpus,
+        memory_mib: u32::try_from(c.memory_mib).unwrap_or(u32::MAX),
+    }
+}
+
+async fn session(
+    agent: &Arc<Agent>,
+    endpoint: &str,
+    key: &str,
+    secret: &str,
+    changed: &mut mpsc::UnboundedReceiver<InstanceId>,
+) -> Result<()> {
+    let channel = nubis_proto::transport::connect(endpoint)
+        .await
+        .map_err(|source| Error::Connect {
+            endpoint: endpoint.to_string(),
+            source,
+        })?;
+    let mut enrol =
+        NodeClient::with_interceptor(channel.clone(), Signer::new(Credentials::new(key, secret)));
+    let instances = agent
+        .reports()
+        .iter()
+        .map(|r| pb::ObservedInstance {
+            instance_id: r.id.to_string(),
+            phase: phase_of(r) as i32,
+            generation: r.generation,
+        })
+        .collect();
+    let reg = enrol
+        .register(pb::RegisterRequest {
+            host_id: agent.host_id().to_string(),
+            availability_zone: agent.context().config.availability_zone.clone(),
+            capacity: Some(capacity(agent)),
+            images: images_present(agent),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            instances,
+        })
+        .await
+        .map_err(rpc("Register"))?
+        .into_inner();
+    let cred = reg
+        .credential
+        .ok_or_else(|| Error::Protocol("RegisterResponse without credential".into()))?;
+    let node_id = reg.node_id.clone();
+    tracing::info!(
+        node = node_id,
+        lease_ttl = reg.lease_ttl_seconds,
+        "registered"
+    );
+    let client: Client = NodeClient::with_interceptor(
+        channel,
+        Signer::new(Credentials::new(cred.access_key_id, cred.secret)),
+    );
+    let mut watch = client
+        .clone()
+        .watch_assignments(pb::WatchAssignmentsRequest {
+            node_id: node_id.clone(),
+        })
+        .await
+        .map_err(rpc("WatchAssignments"))?
+        .into_inner();
+
+    let mut hb_every = Duration::from_secs(u64::from(reg.heartbeat_interval_seconds.max(1)));
+    let mut hb = tokio::time::interval(hb_every);
+    hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Report everything once per session, then only changes.
+    let mut sent: BTreeMap<InstanceId, pb::ReportInstanceRequest> = BTreeMap::new();
+    let mut resync = tokio::time::interval(Duration::from_secs(30));
+    let mut c = client.clone();
+    report_changes(agent, &mut c, &node_id, &mut sent).await?;
+    loop {
+        tokio::select! {
+            _ = hb.tick() => {
+                let (used, running) = agent.usage();
+                let resp = c.heartbeat(pb::HeartbeatRequest {
+                    node_id: node_id.clone(),
+                    capacity: Some(capacity(agent)),
+                    usage: Some(pb::Resources {
+                        vcpus: used.vcpus,
+                        memory_mib: u32::try_from(used.memory_mib).unwrap_or(u32::MAX),
+                    }),
+                    running_instances: running,
+                    images: vec![],
+                }).await.map_err(rpc("Heartbeat"))?.into_inner();
+                let every = Duration::from_secs(u64::from(resp.heartbeat_interval_seconds.max(1)));
+                if every != hb_every {
+                    hb_every = every;
+                    hb = tokio::time::interval(hb_every);
+                }
+            }
+            ev = watch.message() => {
+                let Some(ev) = ev.map_err(rpc("WatchAssignments"))? else {
+                    return Ok(());
+                };
+                handle_event(agent, &mut c, &node_id, ev).await?;
+            }
+            id = changed.recv() => {
+                if id.is_none() {
+                    return Ok(());
+                }
+                while changed.try_recv().is_ok() {}
+                agent.poke();
+                report_changes(agent, &mut c, &node_id, &mut sent).await?;
+            }
+            _ = resync.tick() => {
+                sent.clear();
+                report_changes(agent, &mut c, &node_id, &mut sent).await?;
+            }
+        }
+    }
+}
+
+async fn report_changes(
+    agent: &Agent,
+    c: &mut Client,
+    node_id: &str,
+    sent: &mut BTreeMap<InstanceId, pb::ReportInstanceRequest>,
+) -> Result<()> {
+    for r in agent.reports() {
+        let req = to_report_request(node_id, &r);
+        let same = sent.get(&r.id).is_some_and(|old| {
+            let mut o = old.clone();
+            o.phase_since_unix_ms = req.phase_since_unix_ms;
+            o == req
+        });
+        if same {
+            continue;
+        }
+        let resp = c
+            .report_instance(req.clone())
+            .await
+            .map_err(rpc("ReportInstance"))?
+            .into_inner();
+        sent.insert(r.id.clone(), req);
+        if !resp.assigned && r.state != State::Gone {
+            tracing::info!(instance = %r.id, "control plane says not assigned: destroying");
+            agent.remove(&r.id);
+        }
+    }
+    Ok(())
+}
+
+async fn handle_event(
+    agent: &Agent,
+    c: &mut Client,
+    node_id: &str,
+    ev: pb::AssignmentEvent,
+) -> Result<()> {
+    use pb::assignment_event::Event;
+    match ev.event {
+        Some(Event::Snapshot(s)) => {
+            let mut items = Vec::new();
+            for a in &s.assignments {
+                match desired_from_assignment(a) {
+                    Ok(d) => items.push(d),
+                    Err(e) => {
+                        tracing::error!(instance = a.instance_id, error = %e, "rejecting assignment")
+                    }
+                }
+            }
+            tracing::info!(assignments = items.len(), "assignment snapshot");
+            agent.set_snapshot(items);
+        }
+        Some(Event::Upsert(a)) => match desired_from_assignment(&a) {
+            Ok(d) => agent.upsert(d),
+            Err(e) => tracing::error!(instance = a.instance_id, error = %e, "rejecting assignment"),
+        },
+        Some(Event::RemovedInstanceId(id)) => match InstanceId::new(id) {
+            Ok(id) => agent.remove(&id),
+            Err(e) => tracing::error!(error = %e, "bad removed instance id"),
+        },
+        Some(Event::ConsoleRequest(r)) => {
+            let max = match r.max_bytes {
+                0 => CONSOLE_TAIL_BYTES,
+                n => u64::from(n).min(CONSOLE_TAIL_BYTES),
+            };
+            let output = match InstanceId::new(r.instance_id.clone()) {
+                Ok(id) => agent.console(&id, max).unwrap_or_default(),
+                Err(_) => Vec::new(),
+            };
+            c.report_console(pb::ReportConsoleRequest {
+                node_id: node_id.to_string(),
+                instance_id: r.instance_id,
+                request_id: r.request_id,
+                output,
+                captured_unix_ms: crate::instance::now_ms() as i64,
+            })
+            .await
+            .map_err(rpc("ReportConsole"))?;
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assignment(desired: pb::DesiredState) -> pb::Assignment {
+        pb::Assignment {
+            instance_id: "i-0abc".into(),
+            desired: desired as i32,
+            generation: 3,
+            spec: Some(pb::InstanceSpec {
+                image_name: "hello".into(),
+                vcpus: 1,
+                memory_mib: 64,
+                network: Some(pb::NetworkSpec {
+                    ip: "10.200.0.20".into(),
+                    prefix_len: 24,
+                    gateway: "10.200.0.1".into(),
+                    mac: "02:00:00:00:00:01".into(),
+                }),
+                cmdline_extra: "nubis.id=i-0abc".into(),
+                ..Default::default()
+            }),
+            force: false,
+        }
+    }
+
+    #[test]
+    fn assignments_are_converted_and_validated() {
+        let d = desired_from_assignment(&assignment(pb::DesiredState::Running)).unwrap();
+        assert_eq!(d.desired, Desired::Running);
+        assert_eq!(d.generation, 3);
+        assert_eq!(d.spec.ip, Some("10.200.0.20".parse().unwrap()));
+        assert_eq!(d.spec.mac.as_deref(), Some("02:00:00:00:00:01"));
+        assert!(desired_from_assignment(&assignment(pb::DesiredState::Unspecified)).is_err());
+        let mut a = assignment(pb::DesiredState::Running);
+        a.instance_id = "../etc".into();
+        assert!(desired_from_assignment(&a).is_err());
+        let mut a = assignment(pb::DesiredState::Running);
+        a.spec = None;
+        assert!(desired_from_assignment(&a).is_err());
+        let mut a = assignment(pb::DesiredState::Running);
+        if let Some(s) = a.spec.as_mut() {
+            s.vcpus = 0;
+        }
+        assert!(desired_from_assignment(&a).is_err());
+    }
+
+    #[test]
+    fn phases_follow_readiness() {
+        let mut r =
+            crate::instance::InstanceHandle::gone(InstanceId::new("i-1").unwrap(), 1).report();
+        assert_eq!(phase_of(&r), pb::ObservedPhase::Terminated);
+        r.state = State::Running;
+        assert_eq!(phase_of(&r), pb::ObservedPhase::Running);
+        r.ready = true;
+        assert_eq!(phase_of(&r), pb::ObservedPhase::Ready);
+        r.state = State::Failed;
+        assert_eq!(phase_of(&r), pb::ObservedPhase::Failed);
+    }
+}
