@@ -173,7 +173,8 @@ impl ClusterSpec {
                 .iter()
                 .map(|z| AgentSpec {
                     zone: z.to_string(),
-                    vcpus: 2,
+                    // Memory is the binding limit: vCPUs are overcommitted.
+                    vcpus: per_host.max(1),
                     memory_mib: 64 * u64::from(per_host),
                 })
                 .collect(),
