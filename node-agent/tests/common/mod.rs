@@ -1,0 +1,310 @@
+//! Test support for nubis-agent's integration tests: the prerequisite policy
+//! (copied from nubis-tests), a private network namespace per test, agent
+//! configs pointing at the real `nubis-vmm` and `hello` image, and guards
+//! that remove every namespace, cgroup and process a test made, also when it
+//! fails.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use nubis_agent::config::Config;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.parent().map(PathBuf::from).unwrap_or(here)
+}
+
+/// True when tests must fail rather than skip on a missing prerequisite.
+pub fn require_prereqs() -> bool {
+    std::env::var("NUBIS_REQUIRE_KVM").is_ok_and(|v| v == "1")
+}
+
+/// Panics under NUBIS_REQUIRE_KVM=1, else prints SKIPPED and returns false.
+pub fn prerequisite(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    assert!(
+        !require_prereqs(),
+        "prerequisite missing and NUBIS_REQUIRE_KVM=1: {what}"
+    );
+    eprintln!("SKIPPED (prerequisite missing: {what}); set NUBIS_REQUIRE_KVM=1 to make this fatal");
+    false
+}
+
+/// The `nubis-vmm` binary: `$NUBIS_VMM_BIN` or `<root>/target/debug/nubis-vmm`.
+pub fn vmm_binary() -> PathBuf {
+    std::env::var_os("NUBIS_VMM_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/debug/nubis-vmm"))
+}
+
+/// Where images are: `$NUBIS_IMAGE_DIR` or `<root>/target/images`.
+pub fn image_dir() -> PathBuf {
+    std::env::var_os("NUBIS_IMAGE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/images"))
+}
+
+/// Checks root, `ip`, the VMM binary, /dev/kvm and (optionally) the hello image.
+pub fn have_prereqs(need_hello: bool) -> bool {
+    let root = rustix::process::geteuid().is_root();
+    if !prerequisite(root, "root (network namespaces, TAPs, cgroups)") {
+        return false;
+    }
+    if !prerequisite(
+        Command::new("ip").arg("-V").output().is_ok(),
+        "iproute2 `ip`",
+    ) {
+        return false;
+    }
+    if !prerequisite(
+        vmm_binary().is_file(),
+        "nubis-vmm binary (cargo build -p nubis-vmm)",
+    ) {
+        return false;
+    }
+    if need_hello {
+        if !prerequisite(Path::new("/dev/kvm").exists(), "/dev/kvm") {
+            return false;
+        }
+        if !prerequisite(
+            image_dir().join("hello/manifest.json").is_file(),
+            "hello image (deploy/images/build.sh hello)",
+        ) {
+            return false;
+        }
+    }
+    true
+}
+
+fn rand_suffix() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
+/// A network namespace `nbag-<random>`, deleted on drop.
+#[derive(Debug)]
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new() -> NetNs {
+        let name = format!("nbag-{}", rand_suffix());
+        let st = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("ip netns add");
+        assert!(st.success(), "ip netns add {name}");
+        let st = Command::new("ip")
+            .args(["-n", &name, "link", "set", "lo", "up"])
+            .status()
+            .expect("ip link set lo up");
+        assert!(st.success());
+        NetNs { name }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+
+    /// Moves the calling thread into the namespace (threads it creates
+    /// afterwards, e.g. a tokio runtime's, inherit it).
+    pub fn enter_current_thread(&self) {
+        let f = std::fs::File::open(self.path()).expect("open netns");
+        use std::os::fd::AsFd;
+        rustix::thread::move_into_link_name_space(
+            f.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .expect("setns");
+    }
+
+    /// Runs `ip` inside the namespace and returns stdout.
+    pub fn ip(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new("ip")
+            .arg("-n")
+            .arg(&self.name)
+            .args(args)
+            .output()
+            .expect("ip");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    pub fn link_exists(&self, name: &str) -> bool {
+        self.ip(&["link", "show", "dev", name]).0
+    }
+
+    /// Links whose names start with `prefix`.
+    pub fn links_with_prefix(&self, prefix: &str) -> Vec<String> {
+        let (_, out) = self.ip(&["-o", "link", "show"]);
+        out.lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .filter(|n| n.starts_with(prefix))
+            .collect()
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// The cgroup2 mount, if any.
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    nubis_agent::host::cgroup::find_cgroup2_mount()
+}
+
+/// True when cgroup v2 has cpu and memory controllers here.
+pub fn cgroup2_has_limits() -> bool {
+    cgroup2_mount()
+        .and_then(|m| std::fs::read_to_string(m.join("cgroup.controllers")).ok())
+        .is_some_and(|c| {
+            let v: Vec<&str> = c.split_whitespace().collect();
+            v.contains(&"cpu") && v.contains(&"memory")
+        })
+}
+
+/// Removes a test's cgroup parent (killing anything left in it) on drop.
+#[derive(Debug)]
+pub struct CgroupGuard {
+    pub parent: String,
+}
+
+impl CgroupGuard {
+    pub fn dir(&self) -> Option<PathBuf> {
+        cgroup2_mount().map(|m| m.join(&self.parent))
+    }
+}
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        let Some(dir) = self.dir() else { return };
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                if !e.path().is_dir() {
+                    continue;
+                }
+                if let Ok(p) = std::fs::read_to_string(e.path().join("cgroup.procs")) {
+                    for pid in p.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                        if let Some(p) = rustix::process::Pid::from_raw(pid) {
+                            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+                        }
+                    }
+                }
+                for _ in 0..50 {
+                    if std::fs::remove_dir(e.path()).is_ok() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(&dir);
+    }
+}
+
+/// A test environment: namespace, state dir, cgroup parent and config.
+#[derive(Debug)]
+pub struct Env {
+    // Field order is drop order: processes (via the cgroup) go first.
+    pub cgroup: CgroupGuard,
+    pub netns: NetNs,
+    pub state: tempfile::TempDir,
+    pub config: Config,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let netns = NetNs::new();
+        let cgroup = CgroupGuard {
+            parent: format!("nbag-test-{}", rand_suffix()),
+        };
+        let state = tempfile::Builder::new()
+            .prefix("nbag-")
+            .tempdir()
+            .expect("tempdir");
+        let toml = format!(
+            r#"
+availability_zone = "nb-test-1a"
+standalone = true
+state_dir = "{state}"
+image_dir = "{images}"
+vmm_binary = "{vmm}"
+
+[network]
+bridge = "nbbr0"
+bridge_address = "10.213.0.1/24"
+instance_range = "10.213.0.10-10.213.0.200"
+tap_prefix = "nbt"
+
+[cgroup]
+parent = "{parent}"
+enforce_limits = {enforce}
+
+[timeouts]
+graceful_stop_secs = 2
+hard_stop_secs = 10
+start_secs = 60
+"#,
+            state = state.path().display(),
+            images = image_dir().display(),
+            vmm = vmm_binary().display(),
+            parent = cgroup.parent,
+            enforce = cgroup2_has_limits(),
+        );
+        let path = state.path().join("agent.toml");
+        std::fs::write(&path, &toml).expect("write config");
+        let config = Config::load(&path).expect("config");
+        Env {
+            netns,
+            cgroup,
+            state,
+            config,
+        }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.state.path().join("agent.toml")
+    }
+
+    /// A multi-threaded runtime whose threads live in the test's namespace.
+    pub fn runtime(&self) -> tokio::runtime::Runtime {
+        self.netns.enter_current_thread();
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+}
+
+/// Kills a process on drop (for processes a test starts directly).
+#[derive(Debug)]
+pub struct KillOnDrop(pub Vec<i32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            if let Some(p) = rustix::process::Pid::from_raw(*pid) {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+            }
+        }
+    }
+}
+
+/// True when a process with this pid exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    nubis_agent::host::vmm_process::proc_stat(pid).is_some_and(|(s, _)| s != 'Z' && s != 'X')
+}

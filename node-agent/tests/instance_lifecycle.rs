@@ -1,0 +1,216 @@
+//! Instance tasks driving the real `nubis-vmm` with the `hello` guest, inside
+//! a private network namespace: launch, running + readiness, console, stop
+//! and start over the same disk, terminate leaving nothing behind, and a
+//! guest-initiated reset.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{alive, have_prereqs, Env};
+use nubis_agent::context::HostContext;
+use nubis_agent::host::disk::read_sector;
+use nubis_agent::instance::{InstanceHandle, Report};
+use nubis_agent::runtime::{Admission, Denied, ReasonCode, Request, State};
+use nubis_agent::types::{ImageName, InstanceId, InstanceSpec};
+
+const BOOT: Duration = Duration::from_secs(120);
+
+fn spec(id: &str, extra: &str) -> InstanceSpec {
+    InstanceSpec {
+        id: InstanceId::new(id).unwrap(),
+        image: ImageName::new("hello").unwrap(),
+        vcpus: 1,
+        memory_mib: 64,
+        cmdline_extra: extra.into(),
+        ip: None,
+        mac: None,
+        image_manifest_sha256: None,
+    }
+}
+
+fn ctx(env: &Env) -> Arc<HostContext> {
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    // Keep the receiver alive for the test's duration by leaking it: the
+    // sender must not fail (it is only a notification channel).
+    std::mem::forget(_rx);
+    HostContext::new(env.config.clone(), tx).unwrap()
+}
+
+async fn wait(h: &InstanceHandle, what: &str, f: impl Fn(&Report) -> bool) -> Report {
+    match h.wait_for(BOOT, f).await {
+        Ok(r) => r,
+        Err(r) => {
+            let dir = std::path::PathBuf::from(format!("{}", h.id()));
+            panic!(
+                "timed out waiting for {what}; last report {r:?} ({})",
+                dir.display()
+            )
+        }
+    }
+}
+
+fn console_text(h: &InstanceHandle, env: &Env) -> String {
+    let p = env
+        .config
+        .state_dir
+        .join("instances")
+        .join(h.id().as_str())
+        .join("console.log");
+    String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned()
+}
+
+#[test]
+fn launch_ready_console_stop_start_terminate() {
+    if !have_prereqs(true) {
+        return;
+    }
+    let env = Env::new();
+    let rt = env.runtime();
+    rt.block_on(async {
+        let ctx = ctx(&env);
+        let s = spec("i-life0001", "nubis.disk_write=1");
+        let h = InstanceHandle::spawn_new(ctx.clone(), s.clone());
+        assert_eq!(h.report().state, State::Absent);
+        // Requests that make no sense now are denied with a typed reason.
+        assert!(matches!(
+            h.request(Request::Reboot, 1, false).await.unwrap(),
+            Err(Denied::InvalidState(State::Absent, _))
+        ));
+        assert_eq!(
+            h.request(Request::Start, 1, false).await.unwrap(),
+            Ok(Admission::Proceed)
+        );
+        let r = wait(&h, "running", |r| {
+            r.state == State::Running || r.state == State::Failed
+        })
+        .await;
+        assert_eq!(r.state, State::Running, "{r:?}");
+        let pid = r.pid.expect("pid");
+        assert!(alive(pid));
+        let r = wait(&h, "ready", |r| r.ready || r.state != State::Running).await;
+        assert!(
+            r.ready,
+            "guest never printed its ready line: {r:?}\n{}",
+            console_text(&h, &env)
+        );
+
+        // Host resources exist: dir, TAP on the bridge in our namespace, cgroup with the pid.
+        let dir = env.config.state_dir.join("instances/i-life0001");
+        assert!(dir.join("disk.raw").is_file());
+        let tap = nubis_agent::host::tap::tap_name("nbt", &s.id);
+        assert!(env.netns.link_exists(&tap), "TAP {tap} missing");
+        assert!(env.netns.link_exists("nbbr0"), "bridge missing");
+        let (_, master) = env.netns.ip(&["-o", "link", "show", "dev", &tap]);
+        assert!(master.contains("master nbbr0"), "{master}");
+        let cg = env.cgroup.dir().unwrap().join("i-life0001");
+        let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap();
+        assert!(
+            procs.lines().any(|l| l.trim() == pid.to_string()),
+            "{procs}"
+        );
+        // The VMM is in its own session (detached from the agent).
+        let sid = rustix::process::getsid(rustix::process::Pid::from_raw(pid)).unwrap();
+        assert_eq!(sid.as_raw_nonzero().get(), pid);
+
+        // Console: guest lines, newest 64 KiB.
+        let console = nubis_agent::layout::tail(&dir.join("console.log"), 64 * 1024).unwrap();
+        let console = String::from_utf8_lossy(&console);
+        assert!(
+            console.contains("NUBIS-GUEST-READY i-life0001"),
+            "{console}"
+        );
+        assert!(console.contains("NUBIS-DISK-WRITTEN sector=1"), "{console}");
+        // The blank disk's sector 0 header names the instance.
+        let s0 = read_sector(&dir.join("disk.raw"), 0).unwrap();
+        assert!(s0.starts_with(b"NUBIS-DISK v1 instance=i-life0001\n"));
+
+        // Stop: the hello guest ignores Ctrl-Alt-Del, so the hard stop follows.
+        assert_eq!(
+            h.request(Request::Stop, 2, false).await.unwrap(),
+            Ok(Admission::Proceed)
+        );
+        assert_eq!(
+            h.request(Request::Stop, 2, false).await.unwrap(),
+            Ok(Admission::AlreadyDone)
+        );
+        let r = wait(&h, "stopped", |r| r.state == State::Stopped).await;
+        assert_eq!(r.reason.unwrap().code, ReasonCode::UserInitiatedShutdown);
+        assert_eq!(r.vmm_exit_code, Some(0));
+        assert!(!alive(pid), "VMM {pid} still alive after stop");
+        // Data written before the stop is on the kept disk.
+        let s1 = read_sector(&dir.join("disk.raw"), 1).unwrap();
+        assert!(
+            s1.starts_with(b"NUBIS-DISK-WRITE i-life0001\n"),
+            "{:?}",
+            &s1[..40]
+        );
+
+        // Start: a fresh VMM over the same disk sees the same sector 0.
+        let sha_before = console
+            .lines()
+            .find(|l| l.starts_with("NUBIS-DISK sector0-sha256="))
+            .map(str::to_string)
+            .expect("disk line");
+        assert_eq!(
+            h.request(Request::Start, 3, false).await.unwrap(),
+            Ok(Admission::Proceed)
+        );
+        let r = wait(&h, "ready again", |r| r.ready || r.state == State::Failed).await;
+        assert!(r.ready, "{r:?}");
+        let pid2 = r.pid.unwrap();
+        assert_ne!(pid, pid2);
+        let console2 = console_text(&h, &env);
+        assert!(console2.contains(&sha_before), "{console2}");
+        let s1 = read_sector(&dir.join("disk.raw"), 1).unwrap();
+        assert!(s1.starts_with(b"NUBIS-DISK-WRITE i-life0001\n"));
+
+        // Terminate leaves nothing behind.
+        assert_eq!(
+            h.request(Request::Terminate, 4, false).await.unwrap(),
+            Ok(Admission::Proceed)
+        );
+        let r = wait(&h, "gone", |r| r.state == State::Gone).await;
+        assert_eq!(r.generation, 4);
+        assert!(!alive(pid2));
+        assert!(!dir.exists(), "instance dir left behind");
+        assert!(!env.netns.link_exists(&tap), "TAP left behind");
+        assert!(!cg.exists(), "cgroup left behind");
+        assert!(matches!(
+            h.request(Request::Start, 5, false).await.unwrap(),
+            Err(Denied::Terminal(State::Gone, _))
+        ));
+    });
+}
+
+#[test]
+fn guest_reset_is_instance_initiated_shutdown() {
+    if !have_prereqs(true) {
+        return;
+    }
+    let env = Env::new();
+    let rt = env.runtime();
+    rt.block_on(async {
+        let ctx = ctx(&env);
+        let h = InstanceHandle::spawn_new(ctx.clone(), spec("i-reset001", "nubis.reset=1"));
+        h.request(Request::Start, 1, false).await.unwrap().unwrap();
+        let r = wait(&h, "stopped by the guest", |r| {
+            matches!(r.state, State::Stopped | State::Failed)
+        })
+        .await;
+        assert_eq!(r.state, State::Stopped, "{r:?}");
+        let reason = r.reason.unwrap();
+        assert_eq!(reason.code, ReasonCode::InstanceInitiatedShutdown);
+        assert_eq!(reason.code.code(), "Client.InstanceInitiatedShutdown");
+        assert_eq!(r.vmm_exit_code, Some(0));
+        assert!(console_text(&h, &env).contains("NUBIS-RESET"));
+        h.request(Request::Terminate, 2, true)
+            .await
+            .unwrap()
+            .unwrap();
+        wait(&h, "gone", |r| r.state == State::Gone).await;
+    });
+}
