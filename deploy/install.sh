@@ -127,11 +127,14 @@ ETCD_ADVERTISE_CLIENT_URLS=http://127.0.0.1:2379"
         [[ -n $memory ]] && cap+="memory_mib = $memory"$'\n'
         write_config /etc/nubis/agent.toml 0600 "# Nubis node agent (docs/operations.md, docs/agent.md)
 control_plane = \"$cp\"
-enrolment_token = \"$token\"
 availability_zone = \"$zone\"
 state_dir = \"/var/lib/nubis-agent\"
 image_dir = \"/var/lib/nubis/images\"
 vmm_binary = \"/usr/local/bin/nubis-vmm\"
+
+[enrolment]
+key_id = \"${token%%:*}\"
+secret = \"${token#*:}\"
 
 [capacity]
 $cap"

@@ -217,11 +217,14 @@ start_agents() {
         cat >"$dir/agent.toml" <<EOF
 # Written by deploy/quickstart.sh: host "$ns" in zone nubis-local-$z.
 control_plane = "unix://$STATE/cp.sock"
-enrolment_token = "$ENROL_ID:$ENROL_SECRET"
 availability_zone = "nubis-local-$z"
 state_dir = "$dir/state"
 image_dir = "$IMAGE_DIR"
 vmm_binary = "$BIN/nubis-vmm"
+
+[enrolment]
+key_id = "$ENROL_ID"
+secret = "$ENROL_SECRET"
 
 [capacity]
 vcpus = $PER_HOST_VCPUS

@@ -507,11 +507,11 @@ impl Cluster {
         let enforce = sys::cgroup2_has_limits();
         let text = format!(
             "control_plane = \"unix://{sock}\"\n\
-             enrolment_token = \"{eid}:{esec}\"\n\
              availability_zone = {zone:?}\n\
              state_dir = {state:?}\n\
              image_dir = {images:?}\n\
              vmm_binary = {vmm:?}\n\n\
+             [enrolment]\nkey_id = \"{eid}\"\nsecret = \"{esec}\"\n\n\
              [capacity]\nvcpus = {vcpus}\nmemory_mib = {mem}\n\n\
              [cgroup]\nparent = \"{id}/{name}\"\nenforce_limits = {enforce}\n\n\
              [instances]\nvmm_memory_overhead_mib = 16\n\n\
