@@ -51,7 +51,7 @@ pub mod mmio;
 pub mod net;
 pub mod queue;
 pub mod rng;
-#[doc(hidden)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod testing;
 
 use std::os::fd::RawFd;

@@ -241,3 +241,22 @@ pub fn validate_chain(chain: Chain<'_>) -> Result<ChainShape, ChainError> {
     }
     Ok(shape)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_limiter_allows_a_burst_then_counts_suppressed() {
+        let mut log = LogLimiter::new();
+        for _ in 0..LogLimiter::BURST {
+            assert_eq!(log.allow(), Some(0));
+        }
+        assert_eq!(log.allow(), None);
+        assert_eq!(log.allow(), None);
+        // A new window reports what was dropped.
+        log.window_start = Some(Instant::now() - LogLimiter::WINDOW);
+        assert_eq!(log.allow(), Some(2));
+        assert_eq!(log.allow(), Some(0));
+    }
+}

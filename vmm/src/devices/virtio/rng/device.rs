@@ -17,6 +17,7 @@ const MAX_BYTES_PER_REQUEST: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct Rng {
     queue_sizes: [u16; 1],
+    buf: Vec<u8>,
     requests: u64,
     bytes: u64,
     errors: u64,
@@ -29,6 +30,7 @@ impl Rng {
         getrandom::fill(&mut probe).map_err(Error::Entropy)?;
         Ok(Rng {
             queue_sizes: [QUEUE_SIZE],
+            buf: vec![0; MAX_BYTES_PER_REQUEST],
             requests: 0,
             bytes: 0,
             errors: 0,
@@ -66,7 +68,6 @@ impl VirtioDevice for Rng {
         queue_index: usize,
     ) -> Result<(), QueueCorruption> {
         let mem = ctx.mem();
-        let mut buf = vec![0u8; MAX_BYTES_PER_REQUEST];
         while let Some(chain) = ctx.pop(queue_index)? {
             let head = chain.head_index();
             self.requests += 1;
@@ -85,7 +86,7 @@ impl VirtioDevice for Rng {
                     let want = usize::try_from(shape.writable)
                         .unwrap_or(usize::MAX)
                         .min(MAX_BYTES_PER_REQUEST);
-                    match fill(&mut buf[..want], chain, mem) {
+                    match fill(&mut self.buf[..want], chain, mem) {
                         Ok(n) => {
                             self.bytes += n as u64;
                             n
