@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds Nubis guest images.
 #
-#   deploy/images/build.sh [--force] [NAME...]
+#   deploy/images/build.sh [--force | --check] [NAME...]
+#
+#   --force   rebuild even when the inputs are unchanged
+#   --check   build nothing; report whether each image is up to date (exit 1 if not)
 #
 # Every folder deploy/images/<name>/ holding a build-image.sh is an image. With no
 # NAME, all images are built. Each image lands in
@@ -25,7 +28,8 @@
 # (manifest.in.json + "files" {sha256,size} + "inputs_sha256"), and the temporary folder
 # replaces <out> atomically (renameat2 RENAME_EXCHANGE).
 #
-# Exit status: 0 ok; 1 an image failed to build; 2 usage / unknown image;
+# Exit status: 0 ok; 1 an image failed to build (--check: is not up to date);
+#              2 usage / unknown image;
 #              3 a build dependency is missing and cannot be installed.
 set -euo pipefail
 shopt -s inherit_errexit
@@ -51,11 +55,13 @@ die() { # die STATUS MESSAGE
 }
 
 force=0
+check=0
 names=()
 while [ $# -gt 0 ]; do
     case "$1" in
         -h | --help) usage; exit 0 ;;
         -f | --force) force=1 ;;
+        --check) check=1 ;;
         --) shift; names+=("$@"); break ;;
         -*) die 2 "unknown option '$1' (try --help)" ;;
         *) names+=("$1") ;;
@@ -258,6 +264,17 @@ EOF
 
 build_one() {
     local image=$1 dir="$images_dir/$1" out="$out_root/$1"
+    if [ "$check" = 1 ]; then
+        local hash built=none
+        hash=$(input_hash "$image")
+        [ -f "$out/manifest.json" ] && [ -f "$out/.input-hash" ] && built=$(cut -c1-12 "$out/.input-hash")
+        if [ "$built" = "${hash:0:12}" ]; then
+            echo "$image: up to date (inputs ${hash:0:12})"
+            return 0
+        fi
+        echo "$image: needs a rebuild (inputs ${hash:0:12}, built: $built)"
+        return 1
+    fi
     if [ -f "$dir/build-deps" ]; then
         while read -r what pkg _; do
             case "$what" in '' | '#'*) continue ;; esac
@@ -322,5 +339,6 @@ for n in "${names[@]}"; do
     esac
 done
 if [ ${#failed[@]} -gt 0 ]; then
+    [ "$check" = 1 ] && die 1 "not up to date: ${failed[*]}"
     die 1 "failed: ${failed[*]}"
 fi
