@@ -251,6 +251,42 @@ mod tests {
     }
 
     #[test]
+    fn limits_follow_the_instance_size() {
+        // A fake cgroup2 tree (plain files): checks what the agent writes.
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(
+            t.path().join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
+        let cfg = CgroupConfig {
+            mount: Some(t.path().to_path_buf()),
+            parent: "nubis/agent".into(),
+            enforce_limits: true,
+        };
+        let cg = Cgroups::init(&cfg);
+        assert!(cg.limits_enforced());
+        for d in ["", "nubis", "nubis/agent"] {
+            let sc = std::fs::read_to_string(t.path().join(d).join("cgroup.subtree_control"));
+            assert_eq!(sc.unwrap(), "+cpu +memory", "{d}");
+        }
+        let id = InstanceId::new("i-1").unwrap();
+        let dir = cg.create(&id, 2, 192 << 20).unwrap();
+        assert_eq!(dir, t.path().join("nubis/agent/i-1"));
+        assert_eq!(
+            std::fs::read_to_string(dir.join("cpu.max")).unwrap(),
+            "200000 100000"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("memory.max")).unwrap(),
+            "201326592"
+        );
+        // Idempotent.
+        assert_eq!(cg.create(&id, 2, 192 << 20).unwrap(), dir);
+        assert_eq!(cg.list(), vec!["i-1".to_string()]);
+    }
+
+    #[test]
     fn missing_controllers_fail_instances_when_enforced() {
         let t = tempfile::tempdir().unwrap();
         // A fake "mount" whose controllers lack cpu/memory.
