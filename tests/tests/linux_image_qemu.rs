@@ -1,8 +1,8 @@
 //! Image check for the `linux` guest image: boots `target/images/linux` in QEMU's
 //! `microvm` machine under TCG (no firmware tables but the MP table, virtio-mmio
-//! devices on the command line), exactly the machine model nubis-vmm offers, and
-//! checks that the kernel reaches the initramfs, finds its CPUs and virtio devices,
-//! and resets the machine at the end.
+//! devices on the command line, an i8042), the machine model nubis-vmm offers, and
+//! checks that the kernel reaches the initramfs, finds its CPUs, keyboard controller
+//! and virtio devices, and resets the machine at the end.
 //!
 //! TCG, not KVM: the point is the image itself (on this project's PVM development
 //! hosts a stock kernel cannot run user space under KVM; see
@@ -158,6 +158,8 @@ fn linux_image_boots_to_init_in_qemu_microvm() {
             &format!("virtio-net-device,netdev=n0,mac={NET_MAC}"),
         ])
         .args(["-device", "virtio-rng-device"])
+        // The keyboard controller nubis-vmm emulates (microvm has none by default).
+        .args(["-device", "i8042"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -216,6 +218,12 @@ fn linux_image_boots_to_init_in_qemu_microvm() {
     assert!(
         has("NUBIS-LINUX-CPUS 2"),
         "both CPUs from the MP table\n{log}"
+    );
+    assert!(
+        console
+            .iter()
+            .any(|l| l.contains("serio: i8042 KBD port at 0x60,0x64 irq 1")),
+        "i8042 driver\n{log}"
     );
     assert!(
         has(&format!("NUBIS-LINUX-BLOCK vda sectors={DISK_SECTORS}")),
