@@ -19,7 +19,7 @@
 #                           Each is checked before the build (installed with apt-get when
 #                           root, otherwise exit 3) and its version is a build input.
 #   inputs.sh               optional; its stdout (host-dependent decisions) is a build input.
-# A folder with a Cargo.toml also gets `rustc -V` / `cargo -V` (run inside it) as inputs.
+# Every Cargo.toml in the folder adds `rustc -V` / `cargo -V` (run beside it) to the inputs.
 #
 # Inputs hash = sha256 over: build.sh itself, the sorted list and contents of every file in
 # the image folder (target/ dirs excluded), tool versions, inputs.sh output. When
@@ -167,9 +167,13 @@ input_hash() {
                 dep_version "$what" "${pkg:--}"
             done < "$dir/build-deps"
         fi
-        if [ -f "$dir/Cargo.toml" ]; then
-            (cd "$dir" && printf 'rustc %s\ncargo %s\n' "$(rustc -V 2>&1)" "$(cargo -V 2>&1)")
-        fi
+        # Rust crates in the folder: the toolchain they resolve to (rust-toolchain files
+        # included) is an input.
+        (cd "$dir" && find . -name target -prune -o -name Cargo.toml -print | LC_ALL=C sort) |
+            while IFS= read -r manifest; do
+                (cd "$dir/$(dirname "$manifest")" &&
+                    printf 'rust %s %s %s\n' "$manifest" "$(rustc -V 2>&1 || true)" "$(cargo -V 2>&1 || true)")
+            done
         if [ -x "$dir/inputs.sh" ]; then
             printf 'inputs.sh\n'
             "$dir/inputs.sh"
