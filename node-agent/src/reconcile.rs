@@ -266,6 +266,7 @@ impl Agent {
                     let r = h.report();
                     if r.state == State::Gone {
                         inst.remove(&id);
+                        let _ = self.ctx.changed.send(id.clone());
                     } else if r.state != State::Terminating {
                         tracing::info!(instance = %id, "not assigned here any more: terminating");
                         h.send(Request::Terminate, r.generation, false);

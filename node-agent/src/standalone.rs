@@ -95,9 +95,11 @@ pub async fn run(agent: Arc<Agent>, mut changed: mpsc::UnboundedReceiver<Instanc
     let path = desired_path(&state_dir);
     let mut seen: Option<SystemTime> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut refresh = tokio::time::interval(Duration::from_secs(5));
     write_status(&agent, &images);
     loop {
         tokio::select! {
+            _ = refresh.tick() => write_status(&agent, &images),
             _ = tick.tick() => {
                 let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
                 if mtime.is_some() && mtime != seen {

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 /// Why an instance reached its current state. `code` strings are stable and
 /// follow EC2's `Server.*` / `Client.*` convention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum ReasonCode {
     /// Stopped or terminated on request.
     UserInitiatedShutdown,
@@ -51,7 +52,52 @@ pub enum ReasonCode {
     InternalError,
 }
 
+impl From<ReasonCode> for String {
+    fn from(c: ReasonCode) -> String {
+        c.code().to_string()
+    }
+}
+
+impl TryFrom<String> for ReasonCode {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        ReasonCode::ALL
+            .iter()
+            .copied()
+            .find(|c| c.code() == s)
+            .ok_or_else(|| format!("unknown reason code {s:?}"))
+    }
+}
+
 impl ReasonCode {
+    /// Every code.
+    pub const ALL: [ReasonCode; 21] = {
+        use ReasonCode::*;
+        [
+            UserInitiatedShutdown,
+            InstanceInitiatedShutdown,
+            ImageNotFound,
+            ImageInvalid,
+            DiskSetupFailed,
+            NetworkSetupFailed,
+            CgroupSetupFailed,
+            VmmSpawnFailed,
+            VmmInternalError,
+            VmmInvalidConfig,
+            KernelInvalid,
+            InitrdInvalid,
+            MemoryInvalid,
+            NetworkUnavailable,
+            DiskUnavailable,
+            KvmUnavailable,
+            ApiSocketFailed,
+            VmmCrashed,
+            VmmExitedUnobserved,
+            StartTimeout,
+            InternalError,
+        ]
+    };
+
     /// The wire code (EC2 style).
     pub fn code(self) -> &'static str {
         use ReasonCode::*;
@@ -121,6 +167,18 @@ impl StateReason {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn codes_are_unique_and_round_trip_through_json() {
+        let mut seen = std::collections::BTreeSet::new();
+        for c in ReasonCode::ALL {
+            assert!(seen.insert(c.code()), "duplicate {}", c.code());
+            let j = serde_json::to_string(&c).unwrap();
+            assert_eq!(j, format!("\"{}\"", c.code()));
+            assert_eq!(serde_json::from_str::<ReasonCode>(&j).unwrap(), c);
+        }
+        assert!(serde_json::from_str::<ReasonCode>("\"Bogus\"").is_err());
+    }
 
     #[test]
     fn every_exit_code_of_the_contract_has_its_own_reason() {

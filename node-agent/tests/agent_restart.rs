@@ -1,0 +1,220 @@
+//! The real `nubis-agent` binary (standalone mode) inside a private network
+//! namespace: five hello VMs, `kill -9` of the agent, restart: all five are
+//! re-adopted (same pids, nothing restarted, nothing lost) and only truly
+//! orphaned TAPs, cgroups and directories are removed. Finally an empty
+//! desired state terminates everything and leaves nothing behind.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{alive, have_prereqs, Env};
+use serde_json::Value;
+
+const N: usize = 5;
+const WAIT: Duration = Duration::from_secs(180);
+
+/// The agent process; SIGKILLed and reaped on drop.
+struct AgentProc(Child);
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_agent(env: &Env) -> AgentProc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(env.state.path().join("agent.log"))
+        .unwrap();
+    let child = Command::new("nsenter")
+        .arg(format!("--net={}", env.netns.path().display()))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_nubis-agent"))
+        .arg("--config")
+        .arg(env.config_path())
+        .env("NUBIS_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    AgentProc(child)
+}
+
+fn write_desired(state: &Path, ids: &[String]) {
+    let instances: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            serde_json::json!({
+                "spec": {"id": id, "image": "hello", "vcpus": 1, "memory_mib": 64},
+                "desired": "running",
+                "generation": 1
+            })
+        })
+        .collect();
+    let tmp = state.join("desired.json.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::json!({ "instances": instances }).to_string(),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, state.join("desired.json")).unwrap();
+}
+
+fn read_status(state: &Path) -> Option<Value> {
+    let b = std::fs::read(state.join("status.json")).ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
+/// Waits until status.json (written after `after_ms`) satisfies `pred`.
+fn wait_status(env: &Env, after_ms: u64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = read_status(env.state.path()) {
+            if v["written_unix_ms"].as_u64().unwrap_or(0) >= after_ms && pred(&v) {
+                return v;
+            }
+            if Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(env.state.path().join("agent.log")).unwrap_or_default();
+                panic!("timed out waiting for {what}; status: {v:#}\nagent log:\n{log}");
+            }
+        } else if Instant::now() > deadline {
+            panic!("timed out waiting for {what}: no status.json");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// id -> pid of every running + ready instance.
+fn running_ready(v: &Value) -> BTreeMap<String, i64> {
+    v["instances"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|i| i["state"] == "running" && i["ready"] == true)
+                .filter_map(|i| Some((i["id"].as_str()?.to_string(), i["pid"].as_i64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn now_ms() -> u64 {
+    nubis_agent::instance::now_ms()
+}
+
+/// Pids of nubis-vmm processes whose command line mentions `dir`.
+fn vmms_under(dir: &Path) -> Vec<i32> {
+    let want = dir.display().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd);
+        if cmd.contains("nubis-vmm") && cmd.contains(&want) && alive(pid) {
+            out.push(pid);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn kill_9_agent_then_restart_readopts_all_vms() {
+    if !have_prereqs(true) {
+        return;
+    }
+    let env = Env::new();
+    let state = env.state.path().to_path_buf();
+    let ids: Vec<String> = (0..N).map(|i| format!("i-adopt{i:04}")).collect();
+    write_desired(&state, &ids);
+
+    let t0 = now_ms();
+    let agent = start_agent(&env);
+    let v = wait_status(&env, t0, "5 running + ready", |v| {
+        running_ready(v).len() == N
+    });
+    let before = running_ready(&v);
+    let agent_pid = agent.0.id() as i32;
+    for pid in before.values() {
+        assert!(alive(*pid as i32));
+    }
+    assert_eq!(vmms_under(&state).len(), N);
+
+    // kill -9 the agent: the VMMs (own sessions) keep running.
+    drop(agent);
+    assert!(!alive(agent_pid));
+    for pid in before.values() {
+        assert!(alive(*pid as i32), "VMM {pid} died with the agent");
+    }
+
+    // Leftovers of nothing: a TAP, a cgroup and an instance dir no
+    // instance owns (a launch that crashed before writing its spec).
+    let (ok, _) = env
+        .netns
+        .ip(&["tuntap", "add", "dev", "nbtorphan00", "mode", "tap"]);
+    assert!(ok);
+    let cg_orphan = env.cgroup.dir().unwrap().join("i-orphan0001");
+    std::fs::create_dir(&cg_orphan).unwrap();
+    let dir_orphan = state.join("instances/i-stray0001");
+    std::fs::create_dir(&dir_orphan).unwrap();
+
+    let t1 = now_ms();
+    let _agent = start_agent(&env);
+    let v = wait_status(&env, t1, "5 re-adopted", |v| running_ready(v).len() == N);
+    let after = running_ready(&v);
+    assert_eq!(before, after, "instances restarted or lost across kill -9");
+    assert_eq!(vmms_under(&state).len(), N, "a VMM was started twice");
+    let log = std::fs::read_to_string(state.join("agent.log")).unwrap();
+    assert_eq!(log.matches("re-adopted running VMM").count(), N, "{log}");
+
+    // Only true orphans are removed.
+    let deadline = Instant::now() + WAIT;
+    while (env.netns.link_exists("nbtorphan00") || cg_orphan.exists() || dir_orphan.exists())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!env.netns.link_exists("nbtorphan00"), "orphan TAP kept");
+    assert!(!cg_orphan.exists(), "orphan cgroup kept");
+    assert!(!dir_orphan.exists(), "orphan dir kept");
+    assert_eq!(env.netns.links_with_prefix("nbt").len(), N);
+    for id in &ids {
+        assert!(state.join("instances").join(id).join("disk.raw").is_file());
+    }
+
+    // An empty desired state terminates everything, leaving nothing.
+    let t2 = now_ms();
+    write_desired(&state, &[]);
+    wait_status(&env, t2, "all terminated", |v| {
+        v["instances"].as_array().is_some_and(|a| a.is_empty())
+    });
+    for pid in after.values() {
+        assert!(!alive(*pid as i32), "VMM {pid} survived terminate");
+    }
+    assert!(vmms_under(&state).is_empty());
+    assert!(env.netns.links_with_prefix("nbt").is_empty());
+    let dirs: Vec<_> = std::fs::read_dir(state.join("instances"))
+        .unwrap()
+        .collect();
+    assert!(dirs.is_empty(), "{dirs:?}");
+    let groups: Vec<_> = std::fs::read_dir(env.cgroup.dir().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .collect();
+    assert!(groups.is_empty(), "{groups:?}");
+}
