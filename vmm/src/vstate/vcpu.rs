@@ -201,6 +201,16 @@ impl Vcpu {
                 VcpuCommand::Resume => {}
                 VcpuCommand::Finish => return false,
                 VcpuCommand::Pause => {
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        if let Ok(r) = self.fd.get_regs() {
+                            tracing::debug!(
+                                vcpu = self.id,
+                                rip = format_args!("{:#x}", r.rip),
+                                rsp = format_args!("{:#x}", r.rsp),
+                                "vCPU paused"
+                            );
+                        }
+                    }
                     self.report(ctx, VcpuReport::Paused(self.id));
                     loop {
                         match ctx.commands.recv() {

@@ -6,6 +6,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// True when tests must fail rather than skip on a missing prerequisite.
@@ -260,3 +261,54 @@ pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 /// Generous timeout for anything involving a guest (the machine is loaded,
 /// and guest ring 0 is interpreted under PVM).
 pub const GUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A network namespace with a TAP device, removed on drop.
+pub struct NetNs {
+    pub name: String,
+    pub tap: String,
+}
+
+static NS_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl NetNs {
+    pub fn create() -> Option<NetNs> {
+        let n = NS_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}{n}", std::process::id() % 100_000);
+        let ns = NetNs {
+            name: format!("nbvmm{id}"),
+            tap: format!("nbt{id}"),
+        };
+        let ok = ip(&["netns", "add", &ns.name])
+            && ip(&[
+                "-n", &ns.name, "tuntap", "add", "dev", &ns.tap, "mode", "tap",
+            ])
+            && ip(&["-n", &ns.name, "addr", "add", "10.0.0.1/24", "dev", &ns.tap])
+            && ip(&["-n", &ns.name, "link", "set", &ns.tap, "up"])
+            && ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        prerequisite(ok, "network namespaces and TAP devices (root, iproute2)").then_some(ns)
+    }
+
+    pub fn exec(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        ip(&["netns", "del", &self.name]);
+    }
+}
