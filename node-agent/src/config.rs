@@ -494,6 +494,14 @@ mod tests {
     }
 
     #[test]
+    fn example_config_is_valid() {
+        let text = include_str!("../../deploy/agent.example.toml");
+        let c: Config = toml::from_str(text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.enrolment.unwrap().key_id, "nbenrol");
+    }
+
+    #[test]
     fn invalid_values_are_rejected() {
         let base = "availability_zone = \"nb-1a\"\nstandalone = true\n";
         assert!(parse(base).is_ok());
