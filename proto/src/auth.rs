@@ -55,6 +55,9 @@ pub enum AuthError {
     /// The signature does not match.
     #[error("signature does not match")]
     BadSignature,
+    /// The nonce was seen before within the skew window (replay).
+    #[error("nonce already used")]
+    Replayed,
 }
 
 /// An access key id with its secret. `Debug` does not print the secret.

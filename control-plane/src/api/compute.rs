@@ -1,0 +1,647 @@
+//! `nubis.compute.v1.Compute` handlers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nubis_proto::compute::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::api::{authenticate, to_status};
+use crate::domain::filters::Filter;
+use crate::domain::images::RegisterImageInput;
+use crate::domain::instances::{DescribeInput, RunInstancesInput};
+use crate::domain::lifecycle::State;
+use crate::domain::model::{Image, Instance, KeyPair};
+use crate::domain::views::{Reservation, StateChange};
+use crate::domain::{catalogue, filters, Caller, Domain};
+use crate::error::Error;
+
+/// The Compute service.
+#[derive(Debug)]
+pub struct ComputeApi {
+    domain: Arc<Domain>,
+}
+
+impl ComputeApi {
+    /// Over a domain.
+    pub fn new(domain: Arc<Domain>) -> Self {
+        Self { domain }
+    }
+
+    async fn auth<T>(&self, req: &Request<T>, method: &str) -> Result<Caller, Status> {
+        authenticate(
+            &self.domain,
+            req,
+            &format!("/nubis.compute.v1.Compute/{method}"),
+        )
+        .await
+    }
+}
+
+fn filters_in(f: Vec<pb::Filter>) -> Vec<Filter> {
+    f.into_iter()
+        .map(|f| Filter {
+            name: f.name,
+            values: f.values,
+        })
+        .collect()
+}
+
+fn tags_in(t: Vec<pb::Tag>) -> Vec<(String, String)> {
+    t.into_iter().map(|t| (t.key, t.value)).collect()
+}
+
+fn tags_out(t: &std::collections::BTreeMap<String, String>) -> Vec<pb::Tag> {
+    t.iter()
+        .map(|(k, v)| pb::Tag {
+            key: k.clone(),
+            value: v.clone(),
+        })
+        .collect()
+}
+
+/// Proto state of a domain state.
+pub fn state_out(s: State) -> pb::InstanceState {
+    pb::InstanceState {
+        code: s.code(),
+        name: s.name().to_string(),
+    }
+}
+
+/// Proto instance (node id only for the operator).
+pub fn instance_out(i: &Instance, operator: bool, region: &str) -> pb::Instance {
+    let ip = i.network.as_ref().map(|n| n.ip.clone()).unwrap_or_default();
+    pb::Instance {
+        instance_id: i.id.to_string(),
+        image_id: i.image_id.to_string(),
+        instance_type: i.instance_type.clone(),
+        state: Some(state_out(i.state)),
+        state_reason: i.state_reason.as_ref().map(|r| pb::StateReason {
+            code: r.code.clone(),
+            message: r.message.clone(),
+        }),
+        state_transition_reason: i.state_transition_reason.clone(),
+        availability_zone: i.availability_zone.clone(),
+        node_id: if operator {
+            i.node_id
+                .as_ref()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        },
+        private_dns_name: if ip.is_empty() {
+            String::new()
+        } else {
+            format!("ip-{}.{region}.compute.internal", ip.replace('.', "-"))
+        },
+        private_ip_address: ip,
+        mac_address: i
+            .network
+            .as_ref()
+            .map(|n| n.mac.clone())
+            .unwrap_or_default(),
+        launch_time_unix_ms: i.launch_time_ms,
+        key_name: i.key_name.clone().unwrap_or_default(),
+        tags: tags_out(&i.tags),
+        reservation_id: i.reservation_id.to_string(),
+        client_token: i.client_token.clone(),
+        vcpus: i.vcpus,
+        memory_mib: i.memory_mib,
+        ami_launch_index: i.launch_index,
+        owner_id: i.account.to_string(),
+        architecture: "x86_64".into(),
+    }
+}
+
+fn reservation_out(r: &Reservation, operator: bool, region: &str) -> pb::Reservation {
+    pb::Reservation {
+        reservation_id: r.reservation_id.to_string(),
+        owner_id: r.owner.to_string(),
+        instances: r
+            .instances
+            .iter()
+            .map(|i| instance_out(i, operator, region))
+            .collect(),
+    }
+}
+
+fn changes_out(c: Vec<StateChange>) -> Vec<pb::InstanceStateChange> {
+    c.into_iter()
+        .map(|c| pb::InstanceStateChange {
+            instance_id: c.instance_id.to_string(),
+            current_state: Some(state_out(c.current)),
+            previous_state: Some(state_out(c.previous)),
+        })
+        .collect()
+}
+
+fn image_out(i: &Image) -> pb::Image {
+    pb::Image {
+        image_id: i.id.to_string(),
+        name: i.name.clone(),
+        description: i.description.clone(),
+        image_location: i.image_location.clone(),
+        manifest_sha256: i.manifest_sha256.clone(),
+        owner_id: i.owner.to_string(),
+        state: "available".into(),
+        public: i.public,
+        architecture: i.architecture.clone(),
+        creation_date_unix_ms: i.created_ms,
+        min_memory_mib: i.min_memory_mib,
+        tags: tags_out(&i.tags),
+        root_device_type: "instance-store".into(),
+    }
+}
+
+fn keypair_out(k: &KeyPair) -> pb::KeyPairInfo {
+    pb::KeyPairInfo {
+        key_pair_id: k.id.to_string(),
+        key_name: k.name.clone(),
+        key_fingerprint: k.fingerprint.clone(),
+        key_type: k.key_type.clone(),
+        public_key: k.public_key.clone(),
+        tags: tags_out(&k.tags),
+        create_time_unix_ms: k.created_ms,
+    }
+}
+
+fn opt(s: String) -> Option<String> {
+    if s.is_empty() {
+        None
+    } else {
+        Some(s)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::compute_server::Compute for ComputeApi {
+    async fn run_instances(
+        &self,
+        req: Request<pb::RunInstancesRequest>,
+    ) -> Result<Response<pb::RunInstancesResponse>, Status> {
+        let caller = self.auth(&req, "RunInstances").await?;
+        let r = req.into_inner();
+        let input = RunInstancesInput {
+            image_id: r.image_id,
+            instance_type: r.instance_type,
+            min_count: r.min_count,
+            max_count: r.max_count,
+            availability_zone: opt(r.availability_zone),
+            tags: tags_in(r.tags),
+            user_data: r.user_data,
+            key_name: opt(r.key_name),
+            client_token: opt(r.client_token),
+        };
+        let res = self
+            .domain
+            .run_instances(&caller, input)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::RunInstancesResponse {
+            reservation: Some(reservation_out(
+                &res,
+                caller.is_operator(),
+                &self.domain.config().region,
+            )),
+        }))
+    }
+
+    async fn describe_instances(
+        &self,
+        req: Request<pb::DescribeInstancesRequest>,
+    ) -> Result<Response<pb::DescribeInstancesResponse>, Status> {
+        let caller = self.auth(&req, "DescribeInstances").await?;
+        let r = req.into_inner();
+        let (res, next) = self
+            .domain
+            .describe_instances(
+                &caller,
+                DescribeInput {
+                    instance_ids: r.instance_ids,
+                    filters: filters_in(r.filters),
+                    max_results: r.max_results,
+                    next_token: opt(r.next_token),
+                },
+            )
+            .await
+            .map_err(to_status)?;
+        let region = &self.domain.config().region;
+        Ok(Response::new(pb::DescribeInstancesResponse {
+            reservations: res
+                .iter()
+                .map(|r| reservation_out(r, caller.is_operator(), region))
+                .collect(),
+            next_token: next.unwrap_or_default(),
+        }))
+    }
+
+    async fn start_instances(
+        &self,
+        req: Request<pb::StartInstancesRequest>,
+    ) -> Result<Response<pb::StartInstancesResponse>, Status> {
+        let caller = self.auth(&req, "StartInstances").await?;
+        let r = req.into_inner();
+        let c = self
+            .domain
+            .start_instances(&caller, &r.instance_ids)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::StartInstancesResponse {
+            starting_instances: changes_out(c),
+        }))
+    }
+
+    async fn stop_instances(
+        &self,
+        req: Request<pb::StopInstancesRequest>,
+    ) -> Result<Response<pb::StopInstancesResponse>, Status> {
+        let caller = self.auth(&req, "StopInstances").await?;
+        let r = req.into_inner();
+        let c = self
+            .domain
+            .stop_instances(&caller, &r.instance_ids, r.force)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::StopInstancesResponse {
+            stopping_instances: changes_out(c),
+        }))
+    }
+
+    async fn reboot_instances(
+        &self,
+        req: Request<pb::RebootInstancesRequest>,
+    ) -> Result<Response<pb::RebootInstancesResponse>, Status> {
+        let caller = self.auth(&req, "RebootInstances").await?;
+        let r = req.into_inner();
+        self.domain
+            .reboot_instances(&caller, &r.instance_ids)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::RebootInstancesResponse {}))
+    }
+
+    async fn terminate_instances(
+        &self,
+        req: Request<pb::TerminateInstancesRequest>,
+    ) -> Result<Response<pb::TerminateInstancesResponse>, Status> {
+        let caller = self.auth(&req, "TerminateInstances").await?;
+        let r = req.into_inner();
+        let c = self
+            .domain
+            .terminate_instances(&caller, &r.instance_ids)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::TerminateInstancesResponse {
+            terminating_instances: changes_out(c),
+        }))
+    }
+
+    async fn get_console_output(
+        &self,
+        req: Request<pb::GetConsoleOutputRequest>,
+    ) -> Result<Response<pb::GetConsoleOutputResponse>, Status> {
+        let caller = self.auth(&req, "GetConsoleOutput").await?;
+        let r = req.into_inner();
+        let wait = if r.latest {
+            Duration::from_secs(10)
+        } else {
+            Duration::from_secs(3)
+        };
+        let out = self
+            .domain
+            .console_output(&caller, &r.instance_id, wait)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::GetConsoleOutputResponse {
+            instance_id: out.instance_id.to_string(),
+            timestamp_unix_ms: out.timestamp_ms,
+            output: out.output,
+        }))
+    }
+
+    async fn describe_instance_status(
+        &self,
+        req: Request<pb::DescribeInstanceStatusRequest>,
+    ) -> Result<Response<pb::DescribeInstanceStatusResponse>, Status> {
+        let caller = self.auth(&req, "DescribeInstanceStatus").await?;
+        let r = req.into_inner();
+        let (st, next) = self
+            .domain
+            .describe_instance_status(
+                &caller,
+                DescribeInput {
+                    instance_ids: r.instance_ids,
+                    filters: filters_in(r.filters),
+                    max_results: r.max_results,
+                    next_token: opt(r.next_token),
+                },
+                r.include_all_instances,
+            )
+            .await
+            .map_err(to_status)?;
+        let summary = |s: &str| pb::StatusSummary {
+            status: s.to_string(),
+            reachability: match s {
+                "ok" => "passed",
+                "impaired" => "failed",
+                "initializing" => "initializing",
+                _ => "insufficient-data",
+            }
+            .to_string(),
+        };
+        Ok(Response::new(pb::DescribeInstanceStatusResponse {
+            instance_statuses: st
+                .iter()
+                .map(|s| pb::InstanceStatus {
+                    instance_id: s.instance_id.to_string(),
+                    availability_zone: s.availability_zone.clone(),
+                    instance_state: Some(state_out(s.state)),
+                    system_status: Some(summary(s.system_status)),
+                    instance_status: Some(summary(s.instance_status)),
+                })
+                .collect(),
+            next_token: next.unwrap_or_default(),
+        }))
+    }
+
+    async fn describe_availability_zones(
+        &self,
+        req: Request<pb::DescribeAvailabilityZonesRequest>,
+    ) -> Result<Response<pb::DescribeAvailabilityZonesResponse>, Status> {
+        self.auth(&req, "DescribeAvailabilityZones").await?;
+        let r = req.into_inner();
+        let zones = self
+            .domain
+            .describe_zones(&r.zone_names, &filters_in(r.filters))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DescribeAvailabilityZonesResponse {
+            availability_zones: zones
+                .into_iter()
+                .map(|z| pb::AvailabilityZone {
+                    zone_name: z.name,
+                    state: z.state.to_string(),
+                    region_name: z.region,
+                    zone_id: z.zone_id,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn describe_regions(
+        &self,
+        req: Request<pb::DescribeRegionsRequest>,
+    ) -> Result<Response<pb::DescribeRegionsResponse>, Status> {
+        self.auth(&req, "DescribeRegions").await?;
+        let r = req.into_inner();
+        let region = self.domain.config().region.clone();
+        for n in &r.region_names {
+            if *n != region {
+                return Err(to_status(Error::invalid(format!("invalid region: {n}"))));
+            }
+        }
+        Ok(Response::new(pb::DescribeRegionsResponse {
+            regions: vec![pb::Region {
+                endpoint: format!("ec2.{region}.nubis.local"),
+                region_name: region,
+                opt_in_status: "opt-in-not-required".into(),
+            }],
+        }))
+    }
+
+    async fn describe_instance_types(
+        &self,
+        req: Request<pb::DescribeInstanceTypesRequest>,
+    ) -> Result<Response<pb::DescribeInstanceTypesResponse>, Status> {
+        self.auth(&req, "DescribeInstanceTypes").await?;
+        let r = req.into_inner();
+        let fs = filters_in(r.filters);
+        filters::check(
+            &fs,
+            &[
+                "instance-type",
+                "vcpu-info.default-vcpus",
+                "memory-info.size-in-mib",
+            ],
+        )
+        .map_err(to_status)?;
+        for t in &r.instance_types {
+            if catalogue::find(t).is_none() {
+                return Err(to_status(Error::invalid(format!(
+                    "the instance type '{t}' does not exist"
+                ))));
+            }
+        }
+        let out = catalogue::CATALOGUE
+            .iter()
+            .filter(|t| r.instance_types.is_empty() || r.instance_types.iter().any(|n| n == t.name))
+            .filter(|t| {
+                let v = t.vcpus.to_string();
+                let m = t.memory_mib.to_string();
+                fs.iter().all(|f| match f.name.as_str() {
+                    "instance-type" => filters::any_matches(&f.values, &[t.name]),
+                    "vcpu-info.default-vcpus" => filters::any_matches(&f.values, &[&v]),
+                    _ => filters::any_matches(&f.values, &[&m]),
+                })
+            })
+            .map(|t| pb::InstanceTypeInfo {
+                instance_type: t.name.to_string(),
+                vcpus: t.vcpus,
+                memory_mib: t.memory_mib,
+                architecture: "x86_64".into(),
+                hypervisor: "nubis-vmm".into(),
+            })
+            .collect();
+        Ok(Response::new(pb::DescribeInstanceTypesResponse {
+            instance_types: out,
+            next_token: String::new(),
+        }))
+    }
+
+    async fn register_image(
+        &self,
+        req: Request<pb::RegisterImageRequest>,
+    ) -> Result<Response<pb::RegisterImageResponse>, Status> {
+        let caller = self.auth(&req, "RegisterImage").await?;
+        let r = req.into_inner();
+        let img = self
+            .domain
+            .register_image(
+                &caller,
+                RegisterImageInput {
+                    name: r.name,
+                    description: r.description,
+                    image_location: r.image_location,
+                    manifest_sha256: r.manifest_sha256,
+                    public: r.public,
+                    min_memory_mib: r.min_memory_mib,
+                    architecture: r.architecture,
+                },
+            )
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::RegisterImageResponse {
+            image_id: img.id.to_string(),
+        }))
+    }
+
+    async fn describe_images(
+        &self,
+        req: Request<pb::DescribeImagesRequest>,
+    ) -> Result<Response<pb::DescribeImagesResponse>, Status> {
+        let caller = self.auth(&req, "DescribeImages").await?;
+        let r = req.into_inner();
+        let imgs = self
+            .domain
+            .describe_images(&caller, &r.image_ids, &r.owners, &filters_in(r.filters))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DescribeImagesResponse {
+            images: imgs.iter().map(image_out).collect(),
+        }))
+    }
+
+    async fn deregister_image(
+        &self,
+        req: Request<pb::DeregisterImageRequest>,
+    ) -> Result<Response<pb::DeregisterImageResponse>, Status> {
+        let caller = self.auth(&req, "DeregisterImage").await?;
+        let r = req.into_inner();
+        self.domain
+            .deregister_image(&caller, &r.image_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DeregisterImageResponse {}))
+    }
+
+    async fn create_key_pair(
+        &self,
+        req: Request<pb::CreateKeyPairRequest>,
+    ) -> Result<Response<pb::CreateKeyPairResponse>, Status> {
+        let caller = self.auth(&req, "CreateKeyPair").await?;
+        let r = req.into_inner();
+        let (kp, material) = self
+            .domain
+            .create_keypair(&caller, &r.key_name, &r.key_type, &tags_in(r.tags))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::CreateKeyPairResponse {
+            key_pair: Some(keypair_out(&kp)),
+            key_material: material,
+        }))
+    }
+
+    async fn import_key_pair(
+        &self,
+        req: Request<pb::ImportKeyPairRequest>,
+    ) -> Result<Response<pb::ImportKeyPairResponse>, Status> {
+        let caller = self.auth(&req, "ImportKeyPair").await?;
+        let r = req.into_inner();
+        let kp = self
+            .domain
+            .import_keypair(
+                &caller,
+                &r.key_name,
+                &r.public_key_material,
+                &tags_in(r.tags),
+            )
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ImportKeyPairResponse {
+            key_pair: Some(keypair_out(&kp)),
+        }))
+    }
+
+    async fn describe_key_pairs(
+        &self,
+        req: Request<pb::DescribeKeyPairsRequest>,
+    ) -> Result<Response<pb::DescribeKeyPairsResponse>, Status> {
+        let caller = self.auth(&req, "DescribeKeyPairs").await?;
+        let r = req.into_inner();
+        let kps = self
+            .domain
+            .describe_keypairs(
+                &caller,
+                &r.key_names,
+                &r.key_pair_ids,
+                &filters_in(r.filters),
+            )
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DescribeKeyPairsResponse {
+            key_pairs: kps.iter().map(keypair_out).collect(),
+        }))
+    }
+
+    async fn delete_key_pair(
+        &self,
+        req: Request<pb::DeleteKeyPairRequest>,
+    ) -> Result<Response<pb::DeleteKeyPairResponse>, Status> {
+        let caller = self.auth(&req, "DeleteKeyPair").await?;
+        let r = req.into_inner();
+        self.domain
+            .delete_keypair(&caller, &r.key_name, &r.key_pair_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DeleteKeyPairResponse {}))
+    }
+
+    async fn create_tags(
+        &self,
+        req: Request<pb::CreateTagsRequest>,
+    ) -> Result<Response<pb::CreateTagsResponse>, Status> {
+        let caller = self.auth(&req, "CreateTags").await?;
+        let r = req.into_inner();
+        self.domain
+            .create_tags(&caller, &r.resource_ids, &tags_in(r.tags))
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::CreateTagsResponse {}))
+    }
+
+    async fn delete_tags(
+        &self,
+        req: Request<pb::DeleteTagsRequest>,
+    ) -> Result<Response<pb::DeleteTagsResponse>, Status> {
+        let caller = self.auth(&req, "DeleteTags").await?;
+        let r = req.into_inner();
+        let tags: Vec<(String, Option<String>)> =
+            r.tags.into_iter().map(|t| (t.key, t.value)).collect();
+        self.domain
+            .delete_tags(&caller, &r.resource_ids, &tags)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DeleteTagsResponse {}))
+    }
+
+    async fn describe_tags(
+        &self,
+        req: Request<pb::DescribeTagsRequest>,
+    ) -> Result<Response<pb::DescribeTagsResponse>, Status> {
+        let caller = self.auth(&req, "DescribeTags").await?;
+        let r = req.into_inner();
+        let (tags, next) = self
+            .domain
+            .describe_tags(
+                &caller,
+                &filters_in(r.filters),
+                r.max_results,
+                opt(r.next_token).as_deref(),
+            )
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DescribeTagsResponse {
+            tags: tags
+                .into_iter()
+                .map(|t| pb::TagDescription {
+                    resource_id: t.resource_id,
+                    resource_type: t.resource_type.to_string(),
+                    key: t.key,
+                    value: t.value,
+                })
+                .collect(),
+            next_token: next.unwrap_or_default(),
+        }))
+    }
+}

@@ -1,0 +1,276 @@
+//! `nubis.node.v1.Node` handlers (agents).
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use nubis_proto::node::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::api::{authenticate, to_status};
+use crate::domain::lifecycle::{Desired, Phase};
+use crate::domain::model::{Assignment, NodeImage, Resources, StateReason};
+use crate::domain::nodes::{b64_decode, HeartbeatInput, NodeEvent, RegisterInput, ReportInput};
+use crate::domain::{Caller, Domain};
+use crate::error::Error;
+
+/// The Node service.
+#[derive(Debug)]
+pub struct NodeApi {
+    domain: Arc<Domain>,
+}
+
+impl NodeApi {
+    /// Over a domain.
+    pub fn new(domain: Arc<Domain>) -> Self {
+        Self { domain }
+    }
+
+    async fn auth<T>(&self, req: &Request<T>, method: &str) -> Result<Caller, Status> {
+        authenticate(&self.domain, req, &format!("/nubis.node.v1.Node/{method}")).await
+    }
+}
+
+fn res_in(r: Option<pb::Resources>) -> Resources {
+    r.map(|r| Resources {
+        vcpus: r.vcpus,
+        memory_mib: r.memory_mib,
+    })
+    .unwrap_or_default()
+}
+
+fn images_in(i: Vec<pb::ImagePresent>) -> Vec<NodeImage> {
+    i.into_iter()
+        .map(|i| NodeImage {
+            name: i.name,
+            manifest_sha256: i.manifest_sha256,
+        })
+        .collect()
+}
+
+/// Domain phase of a proto phase.
+pub fn phase_in(p: i32) -> Result<Phase, Error> {
+    use pb::ObservedPhase as O;
+    Ok(match O::try_from(p) {
+        Ok(O::Pending) => Phase::Pending,
+        Ok(O::Booting) => Phase::Booting,
+        Ok(O::Running) => Phase::Running,
+        Ok(O::Ready) => Phase::Ready,
+        Ok(O::Stopping) => Phase::Stopping,
+        Ok(O::Stopped) => Phase::Stopped,
+        Ok(O::Terminated) => Phase::Terminated,
+        Ok(O::Failed) => Phase::Failed,
+        _ => return Err(Error::invalid(format!("unknown observed phase {p}"))),
+    })
+}
+
+fn desired_out(d: Desired) -> pb::DesiredState {
+    match d {
+        Desired::Running => pb::DesiredState::Running,
+        Desired::Stopped => pb::DesiredState::Stopped,
+        Desired::Terminated => pb::DesiredState::Terminated,
+        Desired::Rebooting => pb::DesiredState::Rebooting,
+    }
+}
+
+/// Proto assignment.
+pub fn assignment_out(a: &Assignment) -> pb::Assignment {
+    pb::Assignment {
+        instance_id: a.instance_id.to_string(),
+        desired: desired_out(a.desired) as i32,
+        generation: a.generation,
+        force: a.force,
+        spec: Some(pb::InstanceSpec {
+            image_name: a.image_name.clone(),
+            image_manifest_sha256: a.image_sha256.clone(),
+            vcpus: a.vcpus,
+            memory_mib: a.memory_mib,
+            user_data: b64_decode(&a.user_data_b64),
+            network: Some(pb::NetworkSpec {
+                ip: a.network.ip.clone(),
+                prefix_len: u32::from(a.network.prefix_len),
+                gateway: a.network.gateway.clone(),
+                mac: a.network.mac.clone(),
+            }),
+            cmdline_extra: a.cmdline_extra.clone(),
+            ssh_public_key: a.ssh_public_key.clone(),
+            instance_type: a.instance_type.clone(),
+        }),
+    }
+}
+
+fn event_out(e: NodeEvent) -> pb::AssignmentEvent {
+    use pb::assignment_event::Event as E;
+    let ev = match e {
+        NodeEvent::Snapshot(list) => E::Snapshot(pb::AssignmentSnapshot {
+            assignments: list.iter().map(assignment_out).collect(),
+        }),
+        NodeEvent::Upsert(a) => E::Upsert(assignment_out(&a)),
+        NodeEvent::Removed(id) => E::RemovedInstanceId(id.to_string()),
+        NodeEvent::Console(c) => E::ConsoleRequest(pb::ConsoleRequest {
+            request_id: c.request_id,
+            instance_id: c.instance_id.to_string(),
+            max_bytes: c.max_bytes,
+        }),
+    };
+    pb::AssignmentEvent { event: Some(ev) }
+}
+
+type EventStream =
+    Pin<Box<dyn Stream<Item = Result<pb::AssignmentEvent, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl pb::node_server::Node for NodeApi {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let caller = self.auth(&req, "Register").await?;
+        let r = req.into_inner();
+        let mut instances = Vec::new();
+        for o in r.instances {
+            instances.push((
+                o.instance_id,
+                phase_in(o.phase).map_err(to_status)?,
+                o.generation,
+            ));
+        }
+        let reg = self
+            .domain
+            .register_node(
+                &caller,
+                RegisterInput {
+                    host_id: r.host_id,
+                    availability_zone: r.availability_zone,
+                    capacity: res_in(r.capacity),
+                    images: images_in(r.images),
+                    agent_version: r.agent_version,
+                    instances,
+                },
+            )
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::RegisterResponse {
+            node_id: reg.node_id.to_string(),
+            lease_ttl_seconds: reg.lease_ttl_seconds,
+            heartbeat_interval_seconds: reg.heartbeat_interval_seconds,
+            credential: Some(pb::NodeCredential {
+                access_key_id: reg.access_key_id,
+                secret: reg.secret,
+            }),
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let caller = self.auth(&req, "Heartbeat").await?;
+        let r = req.into_inner();
+        let out = self
+            .domain
+            .heartbeat(
+                &caller,
+                &r.node_id,
+                HeartbeatInput {
+                    capacity: res_in(r.capacity),
+                    usage: res_in(r.usage),
+                    running: r.running_instances,
+                    images: images_in(r.images),
+                },
+            )
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::HeartbeatResponse {
+            lease_ttl_seconds: out.lease_ttl_seconds,
+            heartbeat_interval_seconds: out.heartbeat_interval_seconds,
+            cordoned: out.cordoned,
+        }))
+    }
+
+    type WatchAssignmentsStream = EventStream;
+
+    async fn watch_assignments(
+        &self,
+        req: Request<pb::WatchAssignmentsRequest>,
+    ) -> Result<Response<Self::WatchAssignmentsStream>, Status> {
+        let caller = self.auth(&req, "WatchAssignments").await?;
+        let r = req.into_inner();
+        let mut rx = self
+            .domain
+            .watch_assignments(&caller, &r.node_id)
+            .await
+            .map_err(to_status)?;
+        let stream = async_stream(move |tx| async move {
+            while let Some(e) = rx.recv().await {
+                if tx.send(Ok(event_out(e))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+
+    async fn report_instance(
+        &self,
+        req: Request<pb::ReportInstanceRequest>,
+    ) -> Result<Response<pb::ReportInstanceResponse>, Status> {
+        let caller = self.auth(&req, "ReportInstance").await?;
+        let r = req.into_inner();
+        let reason = r
+            .reason
+            .filter(|x| !x.code.is_empty())
+            .map(|x| StateReason {
+                code: x.code,
+                message: x.message,
+            });
+        let assigned = self
+            .domain
+            .report_instance(
+                &caller,
+                &r.node_id,
+                ReportInput {
+                    instance_id: r.instance_id,
+                    phase: phase_in(r.phase).map_err(to_status)?,
+                    generation: r.generation,
+                    reason,
+                    since_ms: r.phase_since_unix_ms,
+                    ready_ms: r.ready_unix_ms,
+                },
+            )
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ReportInstanceResponse { assigned }))
+    }
+
+    async fn report_console(
+        &self,
+        req: Request<pb::ReportConsoleRequest>,
+    ) -> Result<Response<pb::ReportConsoleResponse>, Status> {
+        let caller = self.auth(&req, "ReportConsole").await?;
+        let r = req.into_inner();
+        self.domain
+            .report_console(
+                &caller,
+                &r.node_id,
+                &r.instance_id,
+                &r.request_id,
+                &r.output,
+                r.captured_unix_ms,
+            )
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ReportConsoleResponse {}))
+    }
+}
+
+/// A stream fed by a task through a channel.
+fn async_stream<F, Fut>(f: F) -> EventStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<pb::AssignmentEvent, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(f(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}

@@ -1,0 +1,327 @@
+//! The control plane's TOML configuration (documented in docs/compute-api.md,
+//! example in deploy/control-plane.example.toml). Every field has a default
+//! except the credentials.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Region name, e.g. `nubis-local-1`.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// The availability zones of the region. Nodes must report one of them.
+    #[serde(default = "default_zones")]
+    pub zones: Vec<String>,
+    /// etcd connection.
+    #[serde(default)]
+    pub etcd: EtcdConfig,
+    /// gRPC listeners.
+    #[serde(default)]
+    pub grpc: GrpcConfig,
+    /// EC2 Query gateway listener.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Placement policy.
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
+    /// Node liveness.
+    #[serde(default)]
+    pub nodes: NodesConfig,
+    /// Background loops.
+    #[serde(default)]
+    pub reconciler: ReconcilerConfig,
+    /// Instance addressing.
+    #[serde(default)]
+    pub network: NetworkConfig,
+    /// Operator credential and agent enrolment tokens.
+    pub auth: AuthConfig,
+}
+
+/// etcd connection settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// Client URLs, e.g. `["http://127.0.0.1:2379"]`.
+    #[serde(default = "default_etcd_endpoints")]
+    pub endpoints: Vec<String>,
+    /// Key prefix for all Nubis keys.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: default_etcd_endpoints(),
+            prefix: default_prefix(),
+        }
+    }
+}
+
+/// gRPC listeners (Compute, Admin and Node services on each).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// TCP listen address.
+    #[serde(default = "default_grpc_listen")]
+    pub listen: Option<SocketAddr>,
+    /// Unix socket path (agents in network namespaces use it).
+    #[serde(default)]
+    pub unix_socket: Option<PathBuf>,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_grpc_listen(),
+            unix_socket: None,
+        }
+    }
+}
+
+/// EC2 Query gateway listener.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// TCP listen address; none disables the gateway.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+}
+
+/// Placement policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// Spread across zones and hosts (default).
+    #[default]
+    Spread,
+    /// Fill the most-used hosts first.
+    Binpack,
+}
+
+/// Scheduler settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// spread | binpack.
+    #[serde(default)]
+    pub policy: Policy,
+    /// vCPUs placeable per reported vCPU.
+    #[serde(default = "default_cpu_overcommit")]
+    pub cpu_overcommit: f64,
+    /// MiB placeable per reported MiB.
+    #[serde(default = "one")]
+    pub memory_overcommit: f64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            policy: Policy::Spread,
+            cpu_overcommit: default_cpu_overcommit(),
+            memory_overcommit: 1.0,
+        }
+    }
+}
+
+/// Node liveness settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodesConfig {
+    /// TTL of a node's etcd lease.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl_seconds: u32,
+    /// How often agents should heartbeat.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_interval_seconds: u32,
+}
+
+impl Default for NodesConfig {
+    fn default() -> Self {
+        Self {
+            lease_ttl_seconds: default_lease_ttl(),
+            heartbeat_interval_seconds: default_heartbeat(),
+        }
+    }
+}
+
+/// Background loop settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcilerConfig {
+    /// Terminated instances are deleted this long after termination.
+    #[serde(default = "default_gc")]
+    pub gc_terminated_after_seconds: u64,
+    /// Period of each full pass.
+    #[serde(default = "default_interval")]
+    pub interval_seconds: u64,
+    /// TTL of the leadership lease.
+    #[serde(default = "default_election_ttl")]
+    pub election_ttl_seconds: u32,
+}
+
+impl Default for ReconcilerConfig {
+    fn default() -> Self {
+        Self {
+            gc_terminated_after_seconds: default_gc(),
+            interval_seconds: default_interval(),
+            election_ttl_seconds: default_election_ttl(),
+        }
+    }
+}
+
+/// Instance addressing: each node gets a block of `cidr`; its first address
+/// is the gateway (the agent's bridge), instances get the following ones.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// The region's instance network, e.g. `10.0.0.0/8`.
+    #[serde(default = "default_cidr")]
+    pub cidr: String,
+    /// Prefix length of each node's block, e.g. 22 (1021 instances per node).
+    #[serde(default = "default_node_prefix")]
+    pub node_prefix_len: u8,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            cidr: default_cidr(),
+            node_prefix_len: default_node_prefix(),
+        }
+    }
+}
+
+/// Credentials known from configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The operator's access key id (Admin API; acts as account 000000000000
+    /// on the Compute API).
+    pub admin_access_key_id: String,
+    /// The operator's secret.
+    pub admin_secret_access_key: String,
+    /// Tokens with which agents may register.
+    #[serde(default)]
+    pub enrolment_tokens: Vec<EnrolmentToken>,
+}
+
+/// An agent enrolment token (key id + secret, used to sign `Register`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolmentToken {
+    /// Public id.
+    pub id: String,
+    /// Secret.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for EnrolmentToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrolmentToken")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+fn default_region() -> String {
+    "nubis-local-1".into()
+}
+fn default_zones() -> Vec<String> {
+    vec![
+        "nubis-local-1a".into(),
+        "nubis-local-1b".into(),
+        "nubis-local-1c".into(),
+    ]
+}
+fn default_etcd_endpoints() -> Vec<String> {
+    vec!["http://127.0.0.1:2379".into()]
+}
+fn default_prefix() -> String {
+    "/nubis".into()
+}
+fn default_grpc_listen() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([127, 0, 0, 1], 50051)))
+}
+fn default_cpu_overcommit() -> f64 {
+    4.0
+}
+fn one() -> f64 {
+    1.0
+}
+fn default_lease_ttl() -> u32 {
+    15
+}
+fn default_heartbeat() -> u32 {
+    5
+}
+fn default_gc() -> u64 {
+    3600
+}
+fn default_interval() -> u64 {
+    5
+}
+fn default_election_ttl() -> u32 {
+    10
+}
+fn default_cidr() -> String {
+    "10.0.0.0/8".into()
+}
+fn default_node_prefix() -> u8 {
+    22
+}
+
+impl Config {
+    /// Parses and validates a configuration file's text.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let cfg: Config =
+            toml::from_str(text).map_err(|e| Error::invalid(format!("configuration: {e}")))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks cross-field constraints.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::invalid(format!("configuration: {m}")));
+        if self.zones.is_empty() {
+            return bad("zones must not be empty".into());
+        }
+        for z in &self.zones {
+            if !crate::domain::validation::is_name(z, 64) {
+                return bad(format!("bad zone name {z:?}"));
+            }
+        }
+        if self.etcd.endpoints.is_empty() {
+            return bad("etcd.endpoints must not be empty".into());
+        }
+        if !(self.scheduler.cpu_overcommit >= 1.0 && self.scheduler.cpu_overcommit <= 64.0) {
+            return bad("scheduler.cpu_overcommit must be within 1..=64".into());
+        }
+        if !(self.scheduler.memory_overcommit >= 1.0 && self.scheduler.memory_overcommit <= 4.0) {
+            return bad("scheduler.memory_overcommit must be within 1..=4".into());
+        }
+        if self.nodes.lease_ttl_seconds < 2
+            || self.nodes.heartbeat_interval_seconds == 0
+            || self.nodes.heartbeat_interval_seconds >= self.nodes.lease_ttl_seconds
+        {
+            return bad(
+                "nodes: need 0 < heartbeat_interval_seconds < lease_ttl_seconds, ttl >= 2".into(),
+            );
+        }
+        crate::domain::network::Network::from_config(&self.network)?;
+        if self.auth.admin_access_key_id.len() < 8 || self.auth.admin_secret_access_key.len() < 16 {
+            return bad("auth: admin key id >= 8 chars and secret >= 16 chars required".into());
+        }
+        if self.grpc.listen.is_none() && self.grpc.unix_socket.is_none() {
+            return bad("grpc: need listen and/or unix_socket".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,186 @@
+//! Accounts, access keys and request authentication.
+//!
+//! Secrets: HMAC verification (our gRPC signing and EC2 SigV4) needs the
+//! plain secret, so access keys are stored as is in etcd
+//! (`access-keys/<id>`); etcd must be protected (client TLS, etcd auth,
+//! disk encryption) — see docs/compute-api.md. The operator key and agent
+//! enrolment tokens come from the configuration file.
+//!
+//! Each replica caches looked-up keys for [`KEY_CACHE_TTL`] and remembers
+//! nonces for the 15-minute skew window to reject replays (per replica;
+//! production deployments add mTLS).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use nubis_proto::auth::{AuthError, SignedHeaders, MAX_SKEW};
+
+use crate::domain::model::{now_ms, AccessKey, Account, Principal};
+use crate::domain::{Caller, Domain};
+use crate::error::{Error, Result};
+use crate::ids::AccountId;
+use crate::store::Tx;
+
+/// How long a replica trusts a cached access key.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
+const MAX_NONCES: usize = 1_000_000;
+
+/// Per-replica caches of access keys and seen nonces.
+#[derive(Debug, Default)]
+pub struct CredentialCache {
+    keys: Mutex<HashMap<String, (Instant, AccessKey)>>,
+    nonces: Mutex<HashMap<String, Instant>>,
+}
+
+impl CredentialCache {
+    /// Forgets a key (after rotation).
+    pub fn forget(&self, key_id: &str) {
+        if let Ok(mut k) = self.keys.lock() {
+            k.remove(key_id);
+        }
+    }
+
+    fn note_nonce(&self, key_id: &str, nonce: &str) -> bool {
+        let Ok(mut n) = self.nonces.lock() else {
+            return true;
+        };
+        let now = Instant::now();
+        if n.len() >= MAX_NONCES {
+            n.retain(|_, t| now.duration_since(*t) < MAX_SKEW * 2);
+        }
+        n.insert(format!("{key_id}/{nonce}"), now).is_none()
+    }
+}
+
+/// Random string over `[A-Z0-9]`.
+pub fn random_upper(n: usize) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    (0..n)
+        .map(|_| A[(rand::random::<u8>() & 31) as usize] as char)
+        .collect()
+}
+
+/// Random secret over `[A-Za-z0-9+/]`, 40 characters.
+pub fn random_secret() -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    (0..40)
+        .map(|_| A[(rand::random::<u8>() & 63) as usize] as char)
+        .collect()
+}
+
+impl Domain {
+    /// CreateAccount (operator): returns the account, key id and secret.
+    pub async fn create_account(
+        &self,
+        caller: &Caller,
+        name: &str,
+    ) -> Result<(Account, String, String)> {
+        caller.require_operator()?;
+        if name.is_empty() || name.chars().count() > 64 || name.chars().any(|c| c.is_control()) {
+            return Err(Error::invalid(
+                "account names are 1 to 64 printable characters",
+            ));
+        }
+        let (existing, _) = self
+            .store
+            .list::<Account>(&self.store.keys().accounts())
+            .await?;
+        if existing.iter().any(|(_, a)| a.value.name == name) {
+            return Err(Error::AlreadyExists {
+                code: "InvalidAccount.Duplicate".into(),
+                message: format!("an account named '{name}' already exists"),
+            });
+        }
+        let id = AccountId::generate();
+        let key_id = format!("NKIA{}", random_upper(16));
+        let secret = random_secret();
+        let account = Account {
+            id: id.clone(),
+            name: name.to_string(),
+            created_ms: now_ms(),
+            access_key_ids: vec![key_id.clone()],
+        };
+        let key = AccessKey {
+            key_id: key_id.clone(),
+            secret: secret.clone(),
+            principal: Principal::Tenant {
+                account: id.clone(),
+            },
+            created_ms: now_ms(),
+        };
+        let ak = self.store.keys().account(&id);
+        let kk = self.store.keys().access_key(&key_id);
+        let mut tx = Tx::new();
+        tx.expect_absent(&ak)
+            .expect_absent(&kk)
+            .put(&ak, &account)?
+            .put(&kk, &key)?;
+        if self.store.commit(tx).await?.is_none() {
+            return Err(Error::Contention("account id".into()));
+        }
+        Ok((account, key_id, secret))
+    }
+
+    /// ListAccounts (operator).
+    pub async fn list_accounts(&self, caller: &Caller) -> Result<Vec<Account>> {
+        caller.require_operator()?;
+        let (all, _) = self
+            .store
+            .list::<Account>(&self.store.keys().accounts())
+            .await?;
+        Ok(all.into_iter().map(|(_, v)| v.value).collect())
+    }
+
+    /// Who owns `key_id` and its secret (also used by the EC2 gateway's
+    /// SigV4 verification).
+    pub async fn access_key_secret(&self, key_id: &str) -> Result<(Caller, String)> {
+        let auth = &self.cfg.auth;
+        if key_id == auth.admin_access_key_id {
+            return Ok((Caller::Operator, auth.admin_secret_access_key.clone()));
+        }
+        if let Some(t) = auth.enrolment_tokens.iter().find(|t| t.id == key_id) {
+            return Ok((Caller::Enrolment(t.id.clone()), t.secret.clone()));
+        }
+        let cached = self.creds.keys.lock().ok().and_then(|k| {
+            k.get(key_id)
+                .filter(|(t, _)| t.elapsed() < KEY_CACHE_TTL)
+                .map(|(_, v)| v.clone())
+        });
+        let key = match cached {
+            Some(k) => k,
+            None => {
+                let k = self
+                    .store
+                    .get::<AccessKey>(&self.store.keys().access_key(key_id))
+                    .await?
+                    .ok_or(Error::UnknownAccessKey)?
+                    .value;
+                if let Ok(mut c) = self.creds.keys.lock() {
+                    c.insert(key_id.to_string(), (Instant::now(), k.clone()));
+                }
+                k
+            }
+        };
+        let caller = match key.principal {
+            Principal::Tenant { account } => Caller::Tenant(account),
+            Principal::Node { node } => Caller::Node(node),
+        };
+        Ok((caller, key.secret))
+    }
+
+    /// Verifies a signed gRPC request to `method_path`.
+    pub async fn authenticate(&self, method_path: &str, headers: &SignedHeaders) -> Result<Caller> {
+        let (caller, secret) = self.access_key_secret(&headers.access_key_id).await?;
+        headers
+            .verify(&secret, method_path, SystemTime::now())
+            .map_err(Error::AuthFailure)?;
+        if !self
+            .creds
+            .note_nonce(&headers.access_key_id, &headers.nonce)
+        {
+            return Err(Error::AuthFailure(AuthError::Replayed));
+        }
+        Ok(caller)
+    }
+}

@@ -1,0 +1,1065 @@
+//! Instances: RunInstances (validation, idempotency on ClientToken,
+//! placement in one etcd transaction), Describe*, Start/Stop/Reboot/
+//! Terminate, agent observations and console output.
+//!
+//! Every change goes through [`Domain::update_instance`], which applies a
+//! [`lifecycle`] transition and writes the instance, its assignment and the
+//! node's allocation in one compare-and-swap transaction (retrying on
+//! conflict), so capacity is never double-booked or leaked.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
+use crate::domain::filters::{self, Filter};
+use crate::domain::lifecycle::{self, Desired, Event, Outcome, Phase, State};
+use crate::domain::model::{
+    now_ms, Assignment, ClientTokenRecord, ConsoleRecord, ConsoleRequest, Instance,
+    NetworkAssignment, NodeAlloc, Observed, StateReason,
+};
+use crate::domain::network::mac_for;
+use crate::domain::views::{self, ConsoleOutput, InstanceStatus, Reservation, StateChange};
+use crate::domain::{catalogue, validation, Caller, Domain};
+use crate::error::{Error, Result};
+use crate::ids::{AccountId, ImageId, InstanceId, NodeId, ReservationId};
+use crate::scheduler::{self, NodeView};
+use crate::store::{Tx, Versioned};
+
+const MAX_ATTEMPTS: u32 = 64;
+/// Largest console output kept and returned.
+pub const CONSOLE_MAX: usize = 64 * 1024;
+/// Page size of unpaged describes.
+pub const DEFAULT_PAGE: u32 = 1000;
+
+/// Filter names DescribeInstances supports.
+pub const INSTANCE_FILTERS: &[&str] = &[
+    "instance-state-name",
+    "instance-state-code",
+    "availability-zone",
+    "instance-type",
+    "image-id",
+    "instance-id",
+    "reservation-id",
+    "key-name",
+    "private-ip-address",
+    "node-id",
+    "tag:",
+    "tag-key",
+    "tag-value",
+];
+
+/// Filter names DescribeInstanceStatus supports.
+pub const STATUS_FILTERS: &[&str] = &[
+    "availability-zone",
+    "instance-state-name",
+    "instance-state-code",
+    "system-status.status",
+    "instance-status.status",
+];
+
+/// RunInstances parameters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunInstancesInput {
+    /// `ami-...`.
+    pub image_id: String,
+    /// Catalogue name.
+    pub instance_type: String,
+    /// At least this many or nothing.
+    pub min_count: u32,
+    /// At most this many.
+    pub max_count: u32,
+    /// Zone (None = scheduler's choice).
+    pub availability_zone: Option<String>,
+    /// Tags for every instance.
+    pub tags: Vec<(String, String)>,
+    /// Raw user data.
+    pub user_data: Vec<u8>,
+    /// Key pair name.
+    pub key_name: Option<String>,
+    /// Idempotency token.
+    pub client_token: Option<String>,
+}
+
+/// Describe parameters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DescribeInput {
+    /// Ids (empty = all).
+    pub instance_ids: Vec<String>,
+    /// Filters.
+    pub filters: Vec<Filter>,
+    /// Page size (0 = default page).
+    pub max_results: u32,
+    /// Continuation.
+    pub next_token: Option<String>,
+}
+
+/// One placement decision for a single instance.
+struct Placed {
+    node: NodeId,
+    network: NetworkAssignment,
+}
+
+/// What an update wants beyond writing the instance.
+struct Plan {
+    inst: Instance,
+    place: bool,
+    release: bool,
+    assignment_changed: bool,
+}
+
+fn request_hash(input: &RunInstancesInput) -> String {
+    let mut h = Sha256::new();
+    let parts: [&[u8]; 6] = [
+        input.image_id.as_bytes(),
+        input.instance_type.as_bytes(),
+        &input.min_count.to_be_bytes(),
+        &input.max_count.to_be_bytes(),
+        input.availability_zone.as_deref().unwrap_or("").as_bytes(),
+        input.key_name.as_deref().unwrap_or("").as_bytes(),
+    ];
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    for (k, v) in &input.tags {
+        h.update((k.len() as u64).to_be_bytes());
+        h.update(k.as_bytes());
+        h.update((v.len() as u64).to_be_bytes());
+        h.update(v.as_bytes());
+    }
+    h.update(Sha256::digest(&input.user_data));
+    hex::encode(h.finalize())
+}
+
+fn b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+fn unb64(s: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .unwrap_or_default()
+}
+
+fn not_found(ids: &[String]) -> Error {
+    Error::not_found(
+        "InvalidInstanceID.NotFound",
+        format!("the instance IDs '{}' do not exist", ids.join(", ")),
+    )
+}
+
+/// Encodes a continuation token (opaque to clients).
+pub fn encode_token(last: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last)
+}
+
+/// Decodes a continuation token.
+pub fn decode_token(tok: &str) -> Result<String> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(tok)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| Error::invalid_code("InvalidNextToken", "the NextToken is not valid"))
+}
+
+impl Domain {
+    pub(crate) fn instance_key(&self, inst: &Instance) -> String {
+        self.store.keys().instance(&inst.account, &inst.id)
+    }
+
+    fn assignment_of(
+        &self,
+        inst: &Instance,
+        network: &NetworkAssignment,
+        user_data_b64: String,
+        ssh: String,
+    ) -> Assignment {
+        Assignment {
+            instance_id: inst.id.clone(),
+            account: inst.account.clone(),
+            desired: inst.desired,
+            generation: inst.generation,
+            force: inst.force,
+            image_name: inst.image_location.clone(),
+            image_sha256: inst.image_sha256.clone(),
+            instance_type: inst.instance_type.clone(),
+            vcpus: inst.vcpus,
+            memory_mib: inst.memory_mib,
+            user_data_b64,
+            network: network.clone(),
+            cmdline_extra: format!("nubis.id={}", inst.id),
+            ssh_public_key: ssh,
+        }
+    }
+
+    /// Launches instances (see the module docs).
+    pub async fn run_instances(
+        &self,
+        caller: &Caller,
+        input: RunInstancesInput,
+    ) -> Result<Reservation> {
+        let account = caller.account()?;
+        validation::counts(input.min_count, input.max_count)?;
+        if input.instance_type.is_empty() {
+            return Err(Error::missing("InstanceType"));
+        }
+        let itype = catalogue::find(&input.instance_type).ok_or_else(|| {
+            Error::invalid(format!(
+                "the instance type '{}' does not exist",
+                input.instance_type
+            ))
+        })?;
+        if input.image_id.is_empty() {
+            return Err(Error::missing("ImageId"));
+        }
+        let image_id = ImageId::parse(&input.image_id)?;
+        if let Some(z) = &input.availability_zone {
+            self.check_zone(z)?;
+        }
+        validation::user_data(&input.user_data)?;
+        let tags = validation::tags(&input.tags)?;
+        let token = input.client_token.clone().filter(|t| !t.is_empty());
+        if let Some(t) = &token {
+            validation::client_token(t)?;
+        }
+        if let Some(k) = &input.key_name {
+            validation::key_name(k)?;
+        }
+        let hash = request_hash(&input);
+        let token_key = token
+            .as_ref()
+            .map(|t| self.store.keys().client_token(&account, t));
+        if let Some(k) = &token_key {
+            if let Some(rec) = self.store.get::<ClientTokenRecord>(k).await? {
+                return self.replay(&account, rec.value, &hash).await;
+            }
+        }
+        let image = self.visible_image(&account, &image_id).await?;
+        if image.min_memory_mib > itype.memory_mib {
+            return Err(Error::invalid(format!(
+                "image {} needs at least {} MiB; {} has {} MiB",
+                image.id, image.min_memory_mib, itype.name, itype.memory_mib
+            )));
+        }
+        let ssh = match &input.key_name {
+            Some(k) => self.keypair_by_name(&account, k).await?.public_key,
+            None => String::new(),
+        };
+
+        let reservation_id = ReservationId::generate();
+        let user_data_b64 = b64(&input.user_data);
+        let now = now_ms();
+        let mut refreshed = false;
+        for attempt in 0..MAX_ATTEMPTS {
+            let views = self.nodes.views();
+            let req = scheduler::Request {
+                vcpus: itype.vcpus,
+                memory_mib: itype.memory_mib,
+                image_location: &image.image_location,
+                image_sha256: &image.manifest_sha256,
+                zone: input.availability_zone.as_deref(),
+                min_count: input.min_count,
+                max_count: input.max_count,
+            };
+            let placed = match scheduler::place(
+                self.cfg.scheduler.policy,
+                self.overcommit(),
+                self.network.max_host() - 1,
+                &views,
+                &req,
+            ) {
+                Ok(p) => p,
+                Err(e @ Error::InsufficientCapacity { .. }) => {
+                    if refreshed {
+                        return Err(e);
+                    }
+                    self.nodes.refresh().await?;
+                    refreshed = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+
+            let mut tx = Tx::new();
+            let mut allocs: BTreeMap<usize, NodeAlloc> = BTreeMap::new();
+            let mut instances = Vec::with_capacity(placed.len());
+            for (launch_index, &idx) in placed.iter().enumerate() {
+                let v = &views[idx];
+                let alloc = allocs.entry(idx).or_insert_with(|| v.alloc.clone());
+                let host = self
+                    .network
+                    .free_host(&alloc.hosts)
+                    .ok_or_else(|| Error::Internal("no free address after placement".into()))?;
+                alloc.hosts.push(host);
+                alloc.used.vcpus += itype.vcpus;
+                alloc.used.memory_mib += itype.memory_mib;
+                alloc.instances += 1;
+                let ip = self.network.address(v.node.ip_block, host);
+                let network = NetworkAssignment {
+                    host,
+                    ip: ip.to_string(),
+                    prefix_len: self.network.node_prefix_len(),
+                    gateway: self.network.gateway(v.node.ip_block).to_string(),
+                    mac: mac_for(ip),
+                };
+                let inst = Instance {
+                    id: InstanceId::generate(),
+                    account: account.clone(),
+                    reservation_id: reservation_id.clone(),
+                    launch_index: launch_index as u32,
+                    image_id: image.id.clone(),
+                    image_location: image.image_location.clone(),
+                    image_sha256: image.manifest_sha256.clone(),
+                    instance_type: itype.name.to_string(),
+                    vcpus: itype.vcpus,
+                    memory_mib: itype.memory_mib,
+                    state: State::Pending,
+                    state_reason: Some(StateReason::new("pending", "pending")),
+                    state_transition_reason: String::new(),
+                    availability_zone: v.node.availability_zone.clone(),
+                    node_id: Some(v.node.id.clone()),
+                    network: Some(network.clone()),
+                    launch_time_ms: now,
+                    key_name: input.key_name.clone(),
+                    tags: tags.clone(),
+                    client_token: token.clone().unwrap_or_default(),
+                    desired: Desired::Running,
+                    generation: 1,
+                    force: false,
+                    observed: None,
+                    terminated_ms: None,
+                };
+                let a = self.assignment_of(&inst, &network, user_data_b64.clone(), ssh.clone());
+                tx.put(&self.instance_key(&inst), &inst)?;
+                tx.put(&self.store.keys().assignment(&v.node.id, &inst.id), &a)?;
+                instances.push(inst);
+            }
+            for (&idx, alloc) in &allocs {
+                let id = &views[idx].node.id;
+                tx.expect_rev(&self.store.keys().node_alloc(id), views[idx].alloc_rev);
+                tx.expect_present(&self.store.keys().node_alive(id));
+                tx.put(&self.store.keys().node_alloc(id), alloc)?;
+            }
+            if !input.user_data.is_empty() {
+                tx.put_raw(
+                    &self.store.keys().user_data(&reservation_id),
+                    input.user_data.clone(),
+                );
+            }
+            if let Some(k) = &token_key {
+                tx.expect_absent(k);
+                tx.put(
+                    k,
+                    &ClientTokenRecord {
+                        reservation_id: reservation_id.clone(),
+                        instance_ids: instances.iter().map(|i| i.id.clone()).collect(),
+                        request_hash: hash.clone(),
+                        created_ms: now,
+                    },
+                )?;
+            }
+            match self.store.commit(tx).await? {
+                Some(rev) => {
+                    for (idx, alloc) in allocs {
+                        self.nodes.note_alloc(&views[idx].node.id, alloc, rev);
+                    }
+                    tracing::info!(
+                        reservation = %reservation_id,
+                        count = instances.len(),
+                        attempt,
+                        "instances launched"
+                    );
+                    return Ok(Reservation {
+                        reservation_id,
+                        owner: account,
+                        instances,
+                    });
+                }
+                None => {
+                    if let Some(k) = &token_key {
+                        if let Some(rec) = self.store.get::<ClientTokenRecord>(k).await? {
+                            return self.replay(&account, rec.value, &hash).await;
+                        }
+                    }
+                    let ids: Vec<NodeId> =
+                        allocs.keys().map(|&i| views[i].node.id.clone()).collect();
+                    self.nodes.refresh_some(&ids).await?;
+                    backoff(attempt).await;
+                }
+            }
+        }
+        Err(Error::Contention("node allocations".into()))
+    }
+
+    async fn replay(
+        &self,
+        account: &AccountId,
+        rec: ClientTokenRecord,
+        hash: &str,
+    ) -> Result<Reservation> {
+        if rec.request_hash != hash {
+            return Err(Error::invalid_code(
+                "IdempotentParameterMismatch",
+                "the client token was already used with different parameters",
+            ));
+        }
+        let keys: Vec<String> = rec
+            .instance_ids
+            .iter()
+            .map(|i| self.store.keys().instance(account, i))
+            .collect();
+        let instances: Vec<Instance> = self
+            .store
+            .get_many::<Instance>(&keys)
+            .await?
+            .into_iter()
+            .flatten()
+            .map(|v| v.value)
+            .collect();
+        Ok(Reservation {
+            reservation_id: rec.reservation_id,
+            owner: account.clone(),
+            instances,
+        })
+    }
+
+    /// Reads one instance of the caller's account.
+    pub async fn instance(&self, caller: &Caller, id: &str) -> Result<Versioned<Instance>> {
+        let account = caller.account()?;
+        let id = InstanceId::parse(id)?;
+        self.store
+            .get::<Instance>(&self.store.keys().instance(&account, &id))
+            .await?
+            .ok_or_else(|| not_found(&[id.to_string()]))
+    }
+
+    /// DescribeInstances.
+    pub async fn describe_instances(
+        &self,
+        caller: &Caller,
+        input: DescribeInput,
+    ) -> Result<(Vec<Reservation>, Option<String>)> {
+        let (instances, next) = self
+            .select_instances(caller, &input, INSTANCE_FILTERS, instance_matches)
+            .await?;
+        Ok((views::group(instances), next))
+    }
+
+    async fn select_instances(
+        &self,
+        caller: &Caller,
+        input: &DescribeInput,
+        supported: &[&str],
+        matches: fn(&Domain, &Instance, &Filter) -> bool,
+    ) -> Result<(Vec<Instance>, Option<String>)> {
+        let account = caller.account()?;
+        filters::check(&input.filters, supported)?;
+        validation::max_results(input.max_results)?;
+        if !input.instance_ids.is_empty() {
+            if input.max_results != 0 || input.next_token.is_some() {
+                return Err(Error::invalid(
+                    "MaxResults/NextToken cannot be used together with InstanceIds",
+                ));
+            }
+            let mut ids = Vec::new();
+            for s in &input.instance_ids {
+                ids.push(InstanceId::parse(s)?);
+            }
+            ids.sort();
+            ids.dedup();
+            let keys: Vec<String> = ids
+                .iter()
+                .map(|i| self.store.keys().instance(&account, i))
+                .collect();
+            let got = self.store.get_many::<Instance>(&keys).await?;
+            let missing: Vec<String> = ids
+                .iter()
+                .zip(&got)
+                .filter(|(_, g)| g.is_none())
+                .map(|(i, _)| i.to_string())
+                .collect();
+            if !missing.is_empty() {
+                return Err(not_found(&missing));
+            }
+            let out = got
+                .into_iter()
+                .flatten()
+                .map(|v| v.value)
+                .filter(|i| input.filters.iter().all(|f| matches(self, i, f)))
+                .collect();
+            return Ok((out, None));
+        }
+        let prefix = if caller.is_operator() {
+            self.store.keys().all_instances()
+        } else {
+            self.store.keys().account_instances(&account)
+        };
+        let page = if input.max_results == 0 {
+            DEFAULT_PAGE
+        } else {
+            input.max_results
+        } as usize;
+        let mut after = match &input.next_token {
+            Some(t) => {
+                let last = decode_token(t)?;
+                if !last.starts_with(&prefix) {
+                    return Err(Error::invalid_code(
+                        "InvalidNextToken",
+                        "the NextToken is not valid",
+                    ));
+                }
+                Some(last)
+            }
+            None => None,
+        };
+        let mut out = Vec::new();
+        loop {
+            let chunk = (page - out.len()).max(100) as i64;
+            let (kvs, _) = self
+                .store
+                .list_from::<Instance>(&prefix, after.as_deref(), chunk)
+                .await?;
+            let exhausted = (kvs.len() as i64) < chunk;
+            for (k, v) in kvs {
+                after = Some(k);
+                if input.filters.iter().all(|f| matches(self, &v.value, f)) {
+                    out.push(v.value);
+                    if out.len() == page {
+                        // More may follow: hand out a token unless the prefix is done.
+                        let more = self
+                            .store
+                            .list_from::<Instance>(&prefix, after.as_deref(), 1)
+                            .await?
+                            .0
+                            .is_empty();
+                        let more = !more;
+                        return Ok((
+                            out,
+                            if more {
+                                after.map(|a| encode_token(&a))
+                            } else {
+                                None
+                            },
+                        ));
+                    }
+                }
+            }
+            if exhausted {
+                return Ok((out, None));
+            }
+        }
+    }
+
+    /// DescribeInstanceStatus.
+    pub async fn describe_instance_status(
+        &self,
+        caller: &Caller,
+        input: DescribeInput,
+        include_all: bool,
+    ) -> Result<(Vec<InstanceStatus>, Option<String>)> {
+        let (instances, next) = self
+            .select_instances(caller, &input, STATUS_FILTERS, status_matches)
+            .await?;
+        let out = instances
+            .iter()
+            .filter(|i| include_all || i.state == State::Running)
+            .map(|i| self.status_of(i))
+            .collect();
+        Ok((out, next))
+    }
+
+    fn status_of(&self, i: &Instance) -> InstanceStatus {
+        let (system, instance) = match (&i.node_id, i.state) {
+            (Some(n), State::Pending | State::Running) => {
+                if self.nodes.alive(n).is_none() {
+                    ("impaired", "insufficient-data")
+                } else {
+                    let inst = match i.observed.as_ref().map(|o| o.phase) {
+                        Some(Phase::Ready) => "ok",
+                        Some(Phase::Failed) => "impaired",
+                        _ => "initializing",
+                    };
+                    ("ok", inst)
+                }
+            }
+            _ => ("not-applicable", "not-applicable"),
+        };
+        InstanceStatus {
+            instance_id: i.id.clone(),
+            availability_zone: i.availability_zone.clone(),
+            state: i.state,
+            system_status: system,
+            instance_status: instance,
+        }
+    }
+
+    /// StartInstances.
+    pub async fn start_instances(
+        &self,
+        caller: &Caller,
+        ids: &[String],
+    ) -> Result<Vec<StateChange>> {
+        self.user_action(caller, ids, Event::Start, false).await
+    }
+
+    /// StopInstances.
+    pub async fn stop_instances(
+        &self,
+        caller: &Caller,
+        ids: &[String],
+        force: bool,
+    ) -> Result<Vec<StateChange>> {
+        self.user_action(caller, ids, Event::Stop, force).await
+    }
+
+    /// RebootInstances.
+    pub async fn reboot_instances(&self, caller: &Caller, ids: &[String]) -> Result<()> {
+        self.user_action(caller, ids, Event::Reboot, false)
+            .await
+            .map(|_| ())
+    }
+
+    /// TerminateInstances.
+    pub async fn terminate_instances(
+        &self,
+        caller: &Caller,
+        ids: &[String],
+    ) -> Result<Vec<StateChange>> {
+        self.user_action(caller, ids, Event::Terminate, false).await
+    }
+
+    async fn user_action(
+        &self,
+        caller: &Caller,
+        ids: &[String],
+        event: Event,
+        force: bool,
+    ) -> Result<Vec<StateChange>> {
+        let account = caller.account()?;
+        if ids.is_empty() {
+            return Err(Error::missing("InstanceId"));
+        }
+        // Validate everything (ids, existence, legality) before changing anything.
+        let mut parsed = Vec::new();
+        for s in ids {
+            parsed.push(InstanceId::parse(s)?);
+        }
+        let keys: Vec<String> = parsed
+            .iter()
+            .map(|i| self.store.keys().instance(&account, i))
+            .collect();
+        let got = self.store.get_many::<Instance>(&keys).await?;
+        let missing: Vec<String> = parsed
+            .iter()
+            .zip(&got)
+            .filter(|(_, g)| g.is_none())
+            .map(|(i, _)| i.to_string())
+            .collect();
+        if !missing.is_empty() {
+            return Err(not_found(&missing));
+        }
+        for g in got.iter().flatten() {
+            lifecycle::apply(g.value.state, &event)?;
+        }
+        let mut out = Vec::new();
+        for key in keys {
+            out.push(self.apply_event(&key, &event, force, None).await?);
+        }
+        Ok(out)
+    }
+
+    /// Applies a lifecycle event to the instance at `key` (retrying on
+    /// conflict). `observed` is recorded with agent reports.
+    pub(crate) async fn apply_event(
+        &self,
+        key: &str,
+        event: &Event,
+        force: bool,
+        observed: Option<Observed>,
+    ) -> Result<StateChange> {
+        self.apply_event_guarded(key, event, force, observed, None)
+            .await
+    }
+
+    /// Node loss: like [`Self::apply_event`] with [`Event::NodeLost`], but
+    /// only while the node's liveness key is still absent (a node that
+    /// re-registered in the meantime keeps its instances).
+    pub(crate) async fn apply_node_lost(&self, key: &str, node: &NodeId) -> Result<StateChange> {
+        let guard = self.store.keys().node_alive(node);
+        self.apply_event_guarded(key, &Event::NodeLost, true, None, Some(&guard))
+            .await
+    }
+
+    async fn apply_event_guarded(
+        &self,
+        key: &str,
+        event: &Event,
+        force: bool,
+        observed: Option<Observed>,
+        absent_guard: Option<&str>,
+    ) -> Result<StateChange> {
+        let (before, after) = self
+            .update_instance(key, absent_guard, |inst| {
+                let mut new = inst.clone();
+                let mut assignment_changed = false;
+                if let Some(o) = &observed {
+                    if o.generation < inst.generation {
+                        return Ok(None); // stale report
+                    }
+                    new.observed = Some(o.clone());
+                    if inst.desired == Desired::Rebooting
+                        && matches!(o.phase, Phase::Running | Phase::Ready)
+                    {
+                        new.desired = Desired::Running;
+                        assignment_changed = true;
+                    }
+                }
+                let t = match lifecycle::apply(inst.state, event)? {
+                    Outcome::Unchanged => {
+                        if observed.is_some() && new != *inst {
+                            return Ok(Some(Plan {
+                                inst: new,
+                                place: false,
+                                release: false,
+                                assignment_changed,
+                            }));
+                        }
+                        return Ok(None);
+                    }
+                    Outcome::Change(t) => t,
+                };
+                new.state = t.to;
+                if let Some(r) = t.reason {
+                    new.state_reason = Some(r);
+                } else if t.to == State::Running {
+                    new.state_reason = None;
+                }
+                if let Some(r) = t.transition_reason {
+                    new.state_transition_reason = r;
+                }
+                if let Some(d) = t.desired {
+                    new.desired = d;
+                    new.generation += 1;
+                    new.force = force;
+                    assignment_changed = true;
+                }
+                if t.to == State::Terminated {
+                    new.terminated_ms = Some(now_ms());
+                }
+                if t.place {
+                    new.launch_time_ms = now_ms();
+                    new.observed = None;
+                }
+                Ok(Some(Plan {
+                    inst: new,
+                    place: t.place,
+                    release: t.release,
+                    assignment_changed,
+                }))
+            })
+            .await?;
+        Ok(StateChange {
+            instance_id: after.id.clone(),
+            previous: before.state,
+            current: after.state,
+        })
+    }
+
+    /// Read-modify-write of one instance with its assignment and allocation.
+    async fn update_instance<F>(
+        &self,
+        key: &str,
+        absent_guard: Option<&str>,
+        plan: F,
+    ) -> Result<(Instance, Instance)>
+    where
+        F: Fn(&Instance) -> Result<Option<Plan>>,
+    {
+        for attempt in 0..MAX_ATTEMPTS {
+            let cur = self.store.get::<Instance>(key).await?.ok_or_else(|| {
+                Error::not_found("InvalidInstanceID.NotFound", "the instance does not exist")
+            })?;
+            let Some(mut p) = plan(&cur.value)? else {
+                return Ok((cur.value.clone(), cur.value));
+            };
+            let mut tx = Tx::new();
+            tx.expect_rev(key, cur.mod_revision);
+            if let Some(g) = absent_guard {
+                tx.expect_absent(g);
+                if self.store.get_raw(g).await?.is_some() {
+                    return Ok((cur.value.clone(), cur.value));
+                }
+            }
+            let mut note: Option<(NodeId, NodeAlloc)> = None;
+            if p.place {
+                let placed = self.place_one(&p.inst).await?;
+                let Some((placed, view)) = placed else {
+                    return Err(Error::InsufficientCapacity {
+                        zone: p.inst.availability_zone.clone(),
+                        message: format!(
+                            "no node has room for {} vCPU / {} MiB with image '{}'",
+                            p.inst.vcpus, p.inst.memory_mib, p.inst.image_location
+                        ),
+                    });
+                };
+                let mut alloc = view.alloc.clone();
+                let host = placed.network.host;
+                alloc.hosts.push(host);
+                alloc.used.vcpus += p.inst.vcpus;
+                alloc.used.memory_mib += p.inst.memory_mib;
+                alloc.instances += 1;
+                p.inst.node_id = Some(placed.node.clone());
+                p.inst.network = Some(placed.network.clone());
+                let ud = self
+                    .store
+                    .get_raw(&self.store.keys().user_data(&p.inst.reservation_id))
+                    .await?
+                    .map(|(v, _)| v)
+                    .unwrap_or_default();
+                let ssh = match &p.inst.key_name {
+                    Some(k) => self
+                        .keypair_by_name(&p.inst.account, k)
+                        .await
+                        .map(|k| k.public_key)
+                        .unwrap_or_default(),
+                    None => String::new(),
+                };
+                let a = self.assignment_of(&p.inst, &placed.network, b64(&ud), ssh);
+                let ak = self.store.keys().node_alloc(&placed.node);
+                tx.expect_rev(&ak, view.alloc_rev);
+                tx.expect_present(&self.store.keys().node_alive(&placed.node));
+                tx.put(&ak, &alloc)?;
+                tx.put(&self.store.keys().assignment(&placed.node, &p.inst.id), &a)?;
+                note = Some((placed.node, alloc));
+            } else if p.release {
+                if let Some(node) = p.inst.node_id.take() {
+                    let ak = self.store.keys().node_alloc(&node);
+                    if let Some(cur_alloc) = self.store.get::<NodeAlloc>(&ak).await? {
+                        let mut alloc = cur_alloc.value;
+                        if let Some(net) = &p.inst.network {
+                            alloc.hosts.retain(|x| *x != net.host);
+                        }
+                        alloc.used.vcpus = alloc.used.vcpus.saturating_sub(p.inst.vcpus);
+                        alloc.used.memory_mib =
+                            alloc.used.memory_mib.saturating_sub(p.inst.memory_mib);
+                        alloc.instances = alloc.instances.saturating_sub(1);
+                        tx.expect_rev(&ak, cur_alloc.mod_revision);
+                        tx.put(&ak, &alloc)?;
+                        note = Some((node.clone(), alloc));
+                    }
+                    tx.delete(&self.store.keys().assignment(&node, &p.inst.id));
+                }
+                p.inst.network = None;
+            } else if p.assignment_changed {
+                if let Some(node) = &p.inst.node_id {
+                    let ak = self.store.keys().assignment(node, &p.inst.id);
+                    if let Some(a) = self.store.get::<Assignment>(&ak).await? {
+                        let mut na = a.value;
+                        na.desired = p.inst.desired;
+                        na.generation = p.inst.generation;
+                        na.force = p.inst.force;
+                        tx.expect_rev(&ak, a.mod_revision);
+                        tx.put(&ak, &na)?;
+                    }
+                }
+            }
+            tx.put(key, &p.inst)?;
+            match self.store.commit(tx).await? {
+                Some(rev) => {
+                    if let Some((node, alloc)) = note {
+                        self.nodes.note_alloc(&node, alloc, rev);
+                    }
+                    return Ok((cur.value, p.inst));
+                }
+                None => {
+                    if let Some(n) = &p.inst.node_id {
+                        self.nodes.refresh_some(std::slice::from_ref(n)).await?;
+                    }
+                    backoff(attempt).await;
+                }
+            }
+        }
+        Err(Error::Contention(key.to_string()))
+    }
+
+    async fn place_one(&self, inst: &Instance) -> Result<Option<(Placed, NodeView)>> {
+        for refresh in [false, true] {
+            if refresh {
+                self.nodes.refresh().await?;
+            }
+            let views = self.nodes.views();
+            let req = scheduler::Request {
+                vcpus: inst.vcpus,
+                memory_mib: inst.memory_mib,
+                image_location: &inst.image_location,
+                image_sha256: &inst.image_sha256,
+                zone: Some(&inst.availability_zone),
+                min_count: 1,
+                max_count: 1,
+            };
+            let policy = self.cfg.scheduler.policy;
+            if let Ok(idx) = scheduler::place(
+                policy,
+                self.overcommit(),
+                self.network.max_host() - 1,
+                &views,
+                &req,
+            ) {
+                let Some(&i) = idx.first() else { continue };
+                let v = views[i].clone();
+                let host = self
+                    .network
+                    .free_host(&v.alloc.hosts)
+                    .ok_or_else(|| Error::Internal("no free address after placement".into()))?;
+                let ip = self.network.address(v.node.ip_block, host);
+                let placed = Placed {
+                    node: v.node.id.clone(),
+                    network: NetworkAssignment {
+                        host,
+                        ip: ip.to_string(),
+                        prefix_len: self.network.node_prefix_len(),
+                        gateway: self.network.gateway(v.node.ip_block).to_string(),
+                        mac: mac_for(ip),
+                    },
+                };
+                return Ok(Some((placed, v)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// GetConsoleOutput: asks the instance's node for fresh output (up to
+    /// `wait`), falling back to the last stored copy.
+    pub async fn console_output(
+        &self,
+        caller: &Caller,
+        id: &str,
+        wait: Duration,
+    ) -> Result<ConsoleOutput> {
+        let inst = self.instance(caller, id).await?.value;
+        let ckey = self.store.keys().console(&inst.id);
+        let stored = |rec: Option<Versioned<ConsoleRecord>>| match rec {
+            Some(r) => ConsoleOutput {
+                instance_id: inst.id.clone(),
+                timestamp_ms: r.value.captured_ms,
+                output: unb64(&r.value.output_b64),
+            },
+            None => ConsoleOutput {
+                instance_id: inst.id.clone(),
+                timestamp_ms: 0,
+                output: Vec::new(),
+            },
+        };
+        let node = match &inst.node_id {
+            Some(n) if self.nodes.alive(n).is_some() => n.clone(),
+            _ => return Ok(stored(self.store.get(&ckey).await?)),
+        };
+        let request_id = hex::encode(rand::random::<[u8; 8]>());
+        let lease = self.store.grant_lease(30).await?;
+        self.store
+            .put_with_lease(
+                &self.store.keys().console_request(&node, &request_id),
+                &ConsoleRequest {
+                    request_id: request_id.clone(),
+                    instance_id: inst.id.clone(),
+                    max_bytes: CONSOLE_MAX as u32,
+                },
+                lease,
+            )
+            .await?;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let rec = self.store.get::<ConsoleRecord>(&ckey).await?;
+            if rec
+                .as_ref()
+                .is_some_and(|r| r.value.request_id == request_id)
+                || tokio::time::Instant::now() >= deadline
+            {
+                let _ = self.store.revoke_lease(lease).await;
+                return Ok(stored(rec));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stores console output an agent reported.
+    pub(crate) async fn store_console(
+        &self,
+        inst: &InstanceId,
+        request_id: &str,
+        output: &[u8],
+        captured_ms: i64,
+    ) -> Result<()> {
+        let out = if output.len() > CONSOLE_MAX {
+            &output[output.len() - CONSOLE_MAX..]
+        } else {
+            output
+        };
+        let mut tx = Tx::new();
+        tx.put(
+            &self.store.keys().console(inst),
+            &ConsoleRecord {
+                request_id: request_id.to_string(),
+                output_b64: b64(out),
+                captured_ms,
+            },
+        )?;
+        self.store.commit(tx).await?;
+        Ok(())
+    }
+}
+
+async fn backoff(attempt: u32) {
+    let max = 2u64.saturating_pow(attempt.min(6)).min(50);
+    let ms = rand::random::<u64>() % (max + 1);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+fn instance_matches(d: &Domain, i: &Instance, f: &Filter) -> bool {
+    if let Some(m) = filters::tag_filter(f, &i.tags) {
+        return m;
+    }
+    let v = &f.values;
+    let code = i.state.code().to_string();
+    match f.name.as_str() {
+        "instance-state-name" => filters::any_matches(v, &[i.state.name()]),
+        "instance-state-code" => filters::any_matches(v, &[&code]),
+        "availability-zone" => filters::any_matches(v, &[&i.availability_zone]),
+        "instance-type" => filters::any_matches(v, &[&i.instance_type]),
+        "image-id" => filters::any_matches(v, &[i.image_id.as_str()]),
+        "instance-id" => filters::any_matches(v, &[i.id.as_str()]),
+        "reservation-id" => filters::any_matches(v, &[i.reservation_id.as_str()]),
+        "key-name" => i
+            .key_name
+            .as_deref()
+            .is_some_and(|k| filters::any_matches(v, &[k])),
+        "private-ip-address" => i
+            .network
+            .as_ref()
+            .is_some_and(|n| filters::any_matches(v, &[&n.ip])),
+        "node-id" => i
+            .node_id
+            .as_ref()
+            .is_some_and(|n| filters::any_matches(v, &[n.as_str()])),
+        _ => {
+            let _ = d;
+            false
+        }
+    }
+}
+
+fn status_matches(d: &Domain, i: &Instance, f: &Filter) -> bool {
+    let s = d.status_of(i);
+    let v = &f.values;
+    let code = i.state.code().to_string();
+    match f.name.as_str() {
+        "availability-zone" => filters::any_matches(v, &[&i.availability_zone]),
+        "instance-state-name" => filters::any_matches(v, &[i.state.name()]),
+        "instance-state-code" => filters::any_matches(v, &[&code]),
+        "system-status.status" => filters::any_matches(v, &[s.system_status]),
+        "instance-status.status" => filters::any_matches(v, &[s.instance_status]),
+        _ => false,
+    }
+}

@@ -1,0 +1,528 @@
+//! The instance lifecycle: EC2's six states and every legal transition, in
+//! one place. Nothing else in the crate changes `Instance::state`.
+//!
+//! ```text
+//!            RunInstances / Start (placed)
+//!                 |
+//!                 v        agent: running/ready
+//!             [pending 0] -----------------------> [running 16]
+//!               |   |  \                              |   |  \
+//!        Stop   |   |   \ agent: stopped/failed,      |   |   \ Reboot (stays running,
+//!               |   |    \ node lost                  |   |    \  generation + 1)
+//!               v   |     \                           |   |
+//!        [stopping 64] <---+------- Stop -------------+   |
+//!               |   |      \                              |
+//!  agent stopped|   |       +-----> [stopped 80] <--------+ agent: stopped/failed, node lost
+//!  /failed, node|   |                  |    ^
+//!  lost         +---+----------------->+    | Start -> pending (re-placed in its zone)
+//!                   |                       |
+//!        Terminate  v      Terminate        |
+//!   (from pending, running, stopping) -> [shutting-down 32] --agent: terminated/failed,
+//!                                               |               node lost--> [terminated 48]
+//!   Terminate from stopped (nothing on a host) -------------------------> [terminated 48]
+//! ```
+//!
+//! Leaving a placed state for `stopped` or `terminated` releases the node's
+//! capacity and removes the assignment (the `release` flag). Every
+//! involuntary change carries a `StateReason`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::model::StateReason;
+use crate::error::{Error, Result};
+
+/// EC2 instance state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// 0
+    Pending,
+    /// 16
+    Running,
+    /// 32
+    ShuttingDown,
+    /// 48
+    Terminated,
+    /// 64
+    Stopping,
+    /// 80
+    Stopped,
+}
+
+impl State {
+    /// All states.
+    pub const ALL: [State; 6] = [
+        State::Pending,
+        State::Running,
+        State::ShuttingDown,
+        State::Terminated,
+        State::Stopping,
+        State::Stopped,
+    ];
+
+    /// EC2 state code.
+    pub fn code(self) -> i32 {
+        match self {
+            State::Pending => 0,
+            State::Running => 16,
+            State::ShuttingDown => 32,
+            State::Terminated => 48,
+            State::Stopping => 64,
+            State::Stopped => 80,
+        }
+    }
+
+    /// EC2 state name.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Running => "running",
+            State::ShuttingDown => "shutting-down",
+            State::Terminated => "terminated",
+            State::Stopping => "stopping",
+            State::Stopped => "stopped",
+        }
+    }
+
+    /// True while the instance holds capacity on a node.
+    pub fn is_placed(self) -> bool {
+        matches!(
+            self,
+            State::Pending | State::Running | State::Stopping | State::ShuttingDown
+        )
+    }
+}
+
+/// What the node is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Desired {
+    /// Run.
+    Running,
+    /// Stop.
+    Stopped,
+    /// Remove.
+    Terminated,
+    /// Reboot once for this generation, then run.
+    Rebooting,
+}
+
+/// What the agent observes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Preparing.
+    Pending,
+    /// VMM started.
+    Booting,
+    /// VMM running.
+    Running,
+    /// Guest ready.
+    Ready,
+    /// Stopping.
+    Stopping,
+    /// Stopped.
+    Stopped,
+    /// Removed.
+    Terminated,
+    /// Crashed / could not start.
+    Failed,
+}
+
+/// Something that happens to an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// StartInstances.
+    Start,
+    /// StopInstances.
+    Stop,
+    /// RebootInstances.
+    Reboot,
+    /// TerminateInstances.
+    Terminate,
+    /// An agent report for the current generation.
+    Observed {
+        /// Phase.
+        phase: Phase,
+        /// Agent's reason, if any.
+        reason: Option<StateReason>,
+    },
+    /// The node's lease expired.
+    NodeLost,
+}
+
+/// The effect of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// New state.
+    pub to: State,
+    /// New desired state for the node (bumps the generation), if changed.
+    pub desired: Option<Desired>,
+    /// Release the placement (capacity, address, assignment).
+    pub release: bool,
+    /// Needs a placement first (start of a stopped instance).
+    pub place: bool,
+    /// New state reason (None = keep).
+    pub reason: Option<StateReason>,
+    /// User-visible transition reason (None = keep).
+    pub transition_reason: Option<String>,
+}
+
+/// Result of applying an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing to do (already there, or not relevant in this state).
+    Unchanged,
+    /// Apply this transition.
+    Change(Transition),
+}
+
+fn user_reason(what: &str) -> String {
+    let t = time::OffsetDateTime::now_utc();
+    format!(
+        "User initiated {what}({:04}-{:02}-{:02} {:02}:{:02}:{:02} GMT)",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+fn change(to: State) -> Transition {
+    Transition {
+        to,
+        desired: None,
+        release: false,
+        place: false,
+        reason: None,
+        transition_reason: None,
+    }
+}
+
+fn incorrect(state: State, action: &str) -> Error {
+    Error::incorrect_state(
+        "IncorrectInstanceState",
+        format!(
+            "the instance is in state '{}' and cannot be {action}",
+            state.name()
+        ),
+    )
+}
+
+/// Applies `event` to an instance in `state`.
+pub fn apply(state: State, event: &Event) -> Result<Outcome> {
+    use State::*;
+    let out = match (state, event) {
+        (Stopped, Event::Start) => Transition {
+            desired: Some(Desired::Running),
+            place: true,
+            reason: None,
+            transition_reason: Some(String::new()),
+            ..change(Pending)
+        },
+        (Pending | Running, Event::Start) => return Ok(Outcome::Unchanged),
+        (Stopping | ShuttingDown | Terminated, Event::Start) => {
+            return Err(incorrect(state, "started"))
+        }
+
+        (Pending | Running, Event::Stop) => Transition {
+            desired: Some(Desired::Stopped),
+            reason: Some(StateReason::new(
+                "Client.UserInitiatedShutdown",
+                "Client.UserInitiatedShutdown: User initiated shutdown",
+            )),
+            transition_reason: Some(user_reason("")),
+            ..change(Stopping)
+        },
+        (Stopping | Stopped, Event::Stop) => return Ok(Outcome::Unchanged),
+        (ShuttingDown | Terminated, Event::Stop) => return Err(incorrect(state, "stopped")),
+
+        (Running, Event::Reboot) => Transition {
+            desired: Some(Desired::Rebooting),
+            ..change(Running)
+        },
+        (Pending | Stopping | Stopped | ShuttingDown | Terminated, Event::Reboot) => {
+            return Err(incorrect(state, "rebooted"))
+        }
+
+        (Pending | Running | Stopping, Event::Terminate) => Transition {
+            desired: Some(Desired::Terminated),
+            reason: Some(StateReason::new(
+                "Client.UserInitiatedShutdown",
+                "Client.UserInitiatedShutdown: User initiated shutdown",
+            )),
+            transition_reason: Some(user_reason("")),
+            ..change(ShuttingDown)
+        },
+        (Stopped, Event::Terminate) => Transition {
+            reason: Some(StateReason::new(
+                "Client.UserInitiatedShutdown",
+                "Client.UserInitiatedShutdown: User initiated shutdown",
+            )),
+            transition_reason: Some(user_reason("")),
+            ..change(Terminated)
+        },
+        (ShuttingDown | Terminated, Event::Terminate) => return Ok(Outcome::Unchanged),
+
+        (
+            Pending,
+            Event::Observed {
+                phase: Phase::Running | Phase::Ready,
+                ..
+            },
+        ) => change(Running),
+        (
+            Pending | Running,
+            Event::Observed {
+                phase: Phase::Stopped,
+                reason,
+            },
+        ) => Transition {
+            release: true,
+            reason: Some(reason.clone().unwrap_or_else(|| {
+                StateReason::new(
+                    "Client.InstanceInitiatedShutdown",
+                    "Client.InstanceInitiatedShutdown: Instance initiated shutdown",
+                )
+            })),
+            transition_reason: Some("Instance initiated shutdown".into()),
+            ..change(Stopped)
+        },
+        (
+            Pending | Running,
+            Event::Observed {
+                phase: Phase::Failed | Phase::Terminated,
+                reason,
+            },
+        ) => Transition {
+            release: true,
+            reason: Some(reason.clone().unwrap_or_else(|| {
+                StateReason::new(
+                    "Server.InternalError",
+                    "Server.InternalError: the instance failed on its host",
+                )
+            })),
+            transition_reason: Some("Server error".into()),
+            ..change(Stopped)
+        },
+        (
+            Stopping,
+            Event::Observed {
+                phase: Phase::Stopped | Phase::Failed | Phase::Terminated,
+                ..
+            },
+        ) => Transition {
+            release: true,
+            ..change(Stopped)
+        },
+        (
+            ShuttingDown,
+            Event::Observed {
+                phase: Phase::Terminated | Phase::Failed,
+                ..
+            },
+        ) => Transition {
+            release: true,
+            ..change(Terminated)
+        },
+        (_, Event::Observed { .. }) => return Ok(Outcome::Unchanged),
+
+        (Pending | Running | Stopping, Event::NodeLost) => Transition {
+            release: true,
+            reason: Some(StateReason::new(
+                "Server.InternalError",
+                "Server.InternalError: node lost (host stopped heartbeating)",
+            )),
+            transition_reason: Some("Server error: node lost".into()),
+            ..change(Stopped)
+        },
+        (ShuttingDown, Event::NodeLost) => Transition {
+            release: true,
+            ..change(Terminated)
+        },
+        (Stopped | Terminated, Event::NodeLost) => return Ok(Outcome::Unchanged),
+    };
+    Ok(Outcome::Change(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use State::*;
+
+    fn to(state: State, e: Event) -> Option<State> {
+        match apply(state, &e) {
+            Ok(Outcome::Change(t)) => Some(t.to),
+            Ok(Outcome::Unchanged) => Some(state),
+            Err(_) => None,
+        }
+    }
+
+    fn obs(phase: Phase) -> Event {
+        Event::Observed {
+            phase,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn codes_and_names_match_ec2() {
+        let expected = [
+            (Pending, 0, "pending"),
+            (Running, 16, "running"),
+            (ShuttingDown, 32, "shutting-down"),
+            (Terminated, 48, "terminated"),
+            (Stopping, 64, "stopping"),
+            (Stopped, 80, "stopped"),
+        ];
+        for (s, c, n) in expected {
+            assert_eq!(s.code(), c);
+            assert_eq!(s.name(), n);
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{n}\""));
+        }
+    }
+
+    #[test]
+    fn user_actions_table() {
+        // (state, Start, Stop, Reboot, Terminate); None = IncorrectInstanceState.
+        let table = [
+            (
+                Pending,
+                Some(Pending),
+                Some(Stopping),
+                None,
+                Some(ShuttingDown),
+            ),
+            (
+                Running,
+                Some(Running),
+                Some(Stopping),
+                Some(Running),
+                Some(ShuttingDown),
+            ),
+            (ShuttingDown, None, None, None, Some(ShuttingDown)),
+            (Terminated, None, None, None, Some(Terminated)),
+            (Stopping, None, Some(Stopping), None, Some(ShuttingDown)),
+            (
+                Stopped,
+                Some(Pending),
+                Some(Stopped),
+                None,
+                Some(Terminated),
+            ),
+        ];
+        for (s, start, stop, reboot, term) in table {
+            assert_eq!(to(s, Event::Start), start, "{s:?} start");
+            assert_eq!(to(s, Event::Stop), stop, "{s:?} stop");
+            assert_eq!(to(s, Event::Reboot), reboot, "{s:?} reboot");
+            assert_eq!(to(s, Event::Terminate), term, "{s:?} terminate");
+        }
+    }
+
+    #[test]
+    fn errors_are_incorrect_instance_state() {
+        let e = apply(Terminated, &Event::Start).unwrap_err();
+        assert_eq!(e.code(), "IncorrectInstanceState");
+    }
+
+    #[test]
+    fn agent_observations() {
+        assert_eq!(to(Pending, obs(Phase::Booting)), Some(Pending));
+        assert_eq!(to(Pending, obs(Phase::Running)), Some(Running));
+        assert_eq!(to(Pending, obs(Phase::Ready)), Some(Running));
+        assert_eq!(to(Running, obs(Phase::Stopped)), Some(Stopped));
+        assert_eq!(to(Running, obs(Phase::Failed)), Some(Stopped));
+        assert_eq!(to(Stopping, obs(Phase::Running)), Some(Stopping));
+        assert_eq!(to(Stopping, obs(Phase::Stopped)), Some(Stopped));
+        assert_eq!(to(ShuttingDown, obs(Phase::Stopped)), Some(ShuttingDown));
+        assert_eq!(to(ShuttingDown, obs(Phase::Terminated)), Some(Terminated));
+        assert_eq!(to(Terminated, obs(Phase::Running)), Some(Terminated));
+        assert_eq!(to(Stopped, obs(Phase::Running)), Some(Stopped));
+    }
+
+    #[test]
+    fn node_loss() {
+        for s in [Pending, Running, Stopping] {
+            assert_eq!(to(s, Event::NodeLost), Some(Stopped));
+        }
+        assert_eq!(to(ShuttingDown, Event::NodeLost), Some(Terminated));
+        assert_eq!(to(Stopped, Event::NodeLost), Some(Stopped));
+        assert_eq!(to(Terminated, Event::NodeLost), Some(Terminated));
+    }
+
+    #[test]
+    fn every_involuntary_change_has_a_reason_and_releases() {
+        let events = [
+            obs(Phase::Stopped),
+            obs(Phase::Failed),
+            obs(Phase::Terminated),
+            Event::NodeLost,
+        ];
+        for s in [Pending, Running] {
+            for e in &events {
+                match apply(s, e).unwrap() {
+                    Outcome::Change(t) => {
+                        assert_eq!(t.to, Stopped);
+                        assert!(t.release);
+                        let r = t.reason.expect("reason");
+                        assert!(r.code.starts_with("Client.") || r.code.starts_with("Server."));
+                    }
+                    Outcome::Unchanged => panic!("{s:?} {e:?} must change"),
+                }
+            }
+        }
+        // Failure carries the agent's reason through.
+        let custom = StateReason::new("Server.InternalError", "vmm exited 3: kernel missing");
+        match apply(
+            Running,
+            &Event::Observed {
+                phase: Phase::Failed,
+                reason: Some(custom.clone()),
+            },
+        )
+        .unwrap()
+        {
+            Outcome::Change(t) => assert_eq!(t.reason, Some(custom)),
+            Outcome::Unchanged => panic!(),
+        }
+    }
+
+    #[test]
+    fn placement_flags() {
+        let Outcome::Change(t) = apply(Stopped, &Event::Start).unwrap() else {
+            panic!()
+        };
+        assert!(t.place && !t.release);
+        assert_eq!(t.desired, Some(Desired::Running));
+        let Outcome::Change(t) = apply(Stopped, &Event::Terminate).unwrap() else {
+            panic!()
+        };
+        assert!(
+            !t.release && t.desired.is_none(),
+            "a stopped instance holds nothing"
+        );
+        // Every transition that leaves a placed state for an unplaced one releases.
+        for s in State::ALL {
+            for e in [
+                Event::Start,
+                Event::Stop,
+                Event::Reboot,
+                Event::Terminate,
+                obs(Phase::Stopped),
+                obs(Phase::Terminated),
+                Event::NodeLost,
+            ] {
+                if let Ok(Outcome::Change(t)) = apply(s, &e) {
+                    if s.is_placed() && !t.to.is_placed() {
+                        assert!(t.release, "{s:?} --{e:?}--> {:?} must release", t.to);
+                    }
+                    if !s.is_placed() && t.to.is_placed() {
+                        assert!(t.place, "{s:?} --{e:?}--> {:?} must place", t.to);
+                    }
+                }
+            }
+        }
+    }
+}

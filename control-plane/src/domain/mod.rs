@@ -1,0 +1,142 @@
+//! The domain layer: validation, authorization, state machines and
+//! orchestration over the store. Both edges (gRPC in [`crate::api`], EC2
+//! Query in [`crate::ec2`]) call [`Domain`]'s methods with plain Rust types.
+//!
+//! - [`lifecycle`]: the instance state machine (the only place states change).
+//! - [`instances`]: RunInstances (placement + idempotency), describe, start,
+//!   stop, reboot, terminate, console, status.
+//! - [`nodes`]: agent registration, heartbeats, assignment streams, reports,
+//!   and the operator's node operations.
+//! - [`images`], [`keypairs`], [`tags`], [`accounts`] (credentials and
+//!   request authentication), [`catalogue`] (instance types), [`network`]
+//!   (addresses), [`filters`], [`validation`], [`model`] (stored records).
+
+pub mod accounts;
+pub mod catalogue;
+pub mod filters;
+pub mod images;
+pub mod instances;
+pub mod keypairs;
+pub mod lifecycle;
+pub mod model;
+pub mod network;
+pub mod nodecache;
+pub mod nodes;
+pub mod tags;
+pub mod validation;
+pub mod views;
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::ids::{AccountId, NodeId};
+use crate::scheduler::Overcommit;
+use crate::store::Store;
+
+/// Who is calling (established by authentication at the edge).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A tenant account.
+    Tenant(AccountId),
+    /// The operator (Admin API; account 000000000000 on the Compute API).
+    Operator,
+    /// A registered node agent.
+    Node(NodeId),
+    /// An agent holding an enrolment token (may only Register).
+    Enrolment(String),
+}
+
+impl Caller {
+    /// The account the caller acts as on the Compute API.
+    pub fn account(&self) -> Result<AccountId> {
+        match self {
+            Caller::Tenant(a) => Ok(a.clone()),
+            Caller::Operator => Ok(AccountId::operator()),
+            _ => Err(Error::Unauthorized(
+                "node credentials cannot call the Compute API".into(),
+            )),
+        }
+    }
+
+    /// True for the operator.
+    pub fn is_operator(&self) -> bool {
+        matches!(self, Caller::Operator)
+    }
+
+    /// Requires the operator.
+    pub fn require_operator(&self) -> Result<()> {
+        if self.is_operator() {
+            Ok(())
+        } else {
+            Err(Error::Unauthorized(
+                "this operation needs the operator credential".into(),
+            ))
+        }
+    }
+
+    /// Requires the node `node` itself.
+    pub fn require_node(&self, node: &NodeId) -> Result<()> {
+        match self {
+            Caller::Node(n) if n == node => Ok(()),
+            _ => Err(Error::Unauthorized(format!(
+                "only the credential of node {node} may act for it"
+            ))),
+        }
+    }
+}
+
+/// The domain service: one per control-plane replica.
+#[derive(Debug)]
+pub struct Domain {
+    pub(crate) store: Store,
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) network: network::Network,
+    pub(crate) nodes: nodecache::NodeCache,
+    pub(crate) creds: accounts::CredentialCache,
+}
+
+impl Domain {
+    /// Builds the domain over a connected store and starts the node cache.
+    pub async fn new(store: Store, cfg: Arc<Config>) -> Result<Arc<Self>> {
+        cfg.validate()?;
+        let network = network::Network::from_config(&cfg.network)?;
+        let nodes = nodecache::NodeCache::start(store.clone()).await?;
+        Ok(Arc::new(Self {
+            store,
+            cfg,
+            network,
+            nodes,
+            creds: accounts::CredentialCache::default(),
+        }))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(crate) fn overcommit(&self) -> Overcommit {
+        Overcommit {
+            cpu: self.cfg.scheduler.cpu_overcommit,
+            memory: self.cfg.scheduler.memory_overcommit,
+        }
+    }
+
+    /// Checks that a zone exists in this region.
+    pub fn check_zone(&self, zone: &str) -> Result<()> {
+        if self.cfg.zones.iter().any(|z| z == zone) {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "invalid availability zone: [{zone}] (this region has {})",
+                self.cfg.zones.join(", ")
+            )))
+        }
+    }
+}

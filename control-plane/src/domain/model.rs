@@ -1,0 +1,350 @@
+//! The records Nubis keeps in etcd (JSON), shared by the domain modules, the
+//! scheduler and the reconcilers. Their keys are in [`crate::store::keys`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::lifecycle::{Desired, Phase, State};
+use crate::ids::{AccountId, ImageId, InstanceId, NodeId, ReservationId};
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// EC2 StateReason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateReason {
+    /// e.g. `Client.UserInitiatedShutdown`.
+    pub code: String,
+    /// e.g. `Client.UserInitiatedShutdown: User initiated shutdown`.
+    pub message: String,
+}
+
+impl StateReason {
+    /// A reason with code and message.
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// vCPUs and memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// vCPUs.
+    pub vcpus: u32,
+    /// MiB.
+    pub memory_mib: u32,
+}
+
+/// Network identity of a placed instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkAssignment {
+    /// Host number within the node's block (what the allocation records).
+    pub host: u32,
+    /// a.b.c.d
+    pub ip: String,
+    /// Prefix length of the node block.
+    pub prefix_len: u8,
+    /// The node block's gateway.
+    pub gateway: String,
+    /// aa:bb:cc:dd:ee:ff
+    pub mac: String,
+}
+
+/// What the agent last reported about an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observed {
+    /// Observed phase.
+    pub phase: Phase,
+    /// Generation the observation belongs to.
+    pub generation: u64,
+    /// When the phase was entered (agent clock).
+    pub since_ms: i64,
+    /// When the guest reported ready (0 = not yet).
+    pub ready_ms: i64,
+    /// Agent-reported reason.
+    pub reason: Option<StateReason>,
+}
+
+/// An instance (`instances/<account>/<id>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    /// Id.
+    pub id: InstanceId,
+    /// Owner.
+    pub account: AccountId,
+    /// Reservation of the RunInstances call that created it.
+    pub reservation_id: ReservationId,
+    /// Position within the reservation.
+    pub launch_index: u32,
+    /// Image.
+    pub image_id: ImageId,
+    /// Image name agents know it by.
+    pub image_location: String,
+    /// Required manifest sha256 (may be empty).
+    pub image_sha256: String,
+    /// Instance type name.
+    pub instance_type: String,
+    /// Size.
+    pub vcpus: u32,
+    /// Size.
+    pub memory_mib: u32,
+    /// EC2 state.
+    pub state: State,
+    /// Why the last involuntary (or user) change happened.
+    pub state_reason: Option<StateReason>,
+    /// Human-readable transition reason.
+    pub state_transition_reason: String,
+    /// Zone (kept while stopped: a start stays in the zone).
+    pub availability_zone: String,
+    /// The node while placed.
+    pub node_id: Option<NodeId>,
+    /// Addressing while placed.
+    pub network: Option<NetworkAssignment>,
+    /// Launch (or last start) time.
+    pub launch_time_ms: i64,
+    /// Key pair name.
+    pub key_name: Option<String>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Idempotency token of the launch.
+    pub client_token: String,
+    /// Desired state sent to the node.
+    pub desired: Desired,
+    /// Bumped at every change of desired state.
+    pub generation: u64,
+    /// Forced stop/terminate.
+    pub force: bool,
+    /// Last observation from the agent.
+    pub observed: Option<Observed>,
+    /// When it became terminated (for garbage collection).
+    pub terminated_ms: Option<i64>,
+}
+
+/// An assignment (`desired/<node>/a/<instance>`): what the node must do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// Instance.
+    pub instance_id: InstanceId,
+    /// Owner (to find the instance record from an agent report).
+    pub account: AccountId,
+    /// Desired state.
+    pub desired: Desired,
+    /// Generation.
+    pub generation: u64,
+    /// Forced stop/terminate.
+    pub force: bool,
+    /// Image name.
+    pub image_name: String,
+    /// Required manifest sha256.
+    pub image_sha256: String,
+    /// Instance type.
+    pub instance_type: String,
+    /// Size.
+    pub vcpus: u32,
+    /// Size.
+    pub memory_mib: u32,
+    /// Raw user data, base64.
+    pub user_data_b64: String,
+    /// Addressing.
+    pub network: NetworkAssignment,
+    /// Extra kernel command line.
+    pub cmdline_extra: String,
+    /// OpenSSH public key.
+    pub ssh_public_key: String,
+}
+
+/// A node record (`n/rec/<node>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    /// Id.
+    pub id: NodeId,
+    /// Host identity the agent reports.
+    pub host_id: String,
+    /// Zone.
+    pub availability_zone: String,
+    /// Reported capacity.
+    pub capacity: Resources,
+    /// Images present.
+    pub images: Vec<NodeImage>,
+    /// Agent version.
+    pub agent_version: String,
+    /// No new placements.
+    pub cordoned: bool,
+    /// Being drained.
+    pub draining: bool,
+    /// First registration.
+    pub registered_ms: i64,
+    /// Current lease.
+    pub lease_id: i64,
+    /// Current node credential key id.
+    pub credential_key_id: String,
+    /// Index of the node's address block.
+    pub ip_block: u32,
+}
+
+/// An image present on a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeImage {
+    /// Name.
+    pub name: String,
+    /// Manifest sha256.
+    pub manifest_sha256: String,
+}
+
+/// What the scheduler placed on a node (`n/alloc/<node>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAlloc {
+    /// Sum of placed instances.
+    pub used: Resources,
+    /// Placed instances.
+    pub instances: u32,
+    /// Host numbers in the node's address block in use (gateway = 1).
+    pub hosts: Vec<u32>,
+}
+
+/// Liveness of a node (`n/alive/<node>`, on the node's lease).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAlive {
+    /// Lease id.
+    pub lease_id: i64,
+    /// Last heartbeat that wrote this record.
+    pub heartbeat_ms: i64,
+    /// Agent-reported usage.
+    pub usage: Resources,
+    /// Agent-reported running instances.
+    pub running: u32,
+}
+
+/// Idempotency record of RunInstances (`client-tokens/<account>/<token>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientTokenRecord {
+    /// The reservation created.
+    pub reservation_id: ReservationId,
+    /// Its instances.
+    pub instance_ids: Vec<InstanceId>,
+    /// Hash of the request parameters (a retry with other parameters is an error).
+    pub request_hash: String,
+    /// When.
+    pub created_ms: i64,
+}
+
+/// An account (`accounts/<id>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// Id.
+    pub id: AccountId,
+    /// Display name.
+    pub name: String,
+    /// Created.
+    pub created_ms: i64,
+    /// Its access keys.
+    pub access_key_ids: Vec<String>,
+}
+
+/// Who an access key belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Principal {
+    /// A tenant account.
+    Tenant {
+        /// The account.
+        account: AccountId,
+    },
+    /// A node agent.
+    Node {
+        /// The node.
+        node: NodeId,
+    },
+}
+
+/// An access key (`access-keys/<key id>`). The secret is stored in etcd as
+/// is: HMAC verification (and EC2 SigV4) needs it. Protect etcd (client TLS,
+/// auth, encryption at rest) accordingly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessKey {
+    /// Key id.
+    pub key_id: String,
+    /// Shared secret.
+    pub secret: String,
+    /// Owner.
+    pub principal: Principal,
+    /// Created.
+    pub created_ms: i64,
+}
+
+/// An image (`images/<ami>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    /// Id.
+    pub id: ImageId,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Name agents report.
+    pub image_location: String,
+    /// Required manifest sha256 (may be empty).
+    pub manifest_sha256: String,
+    /// Owner.
+    pub owner: AccountId,
+    /// Public (operator images).
+    pub public: bool,
+    /// x86_64.
+    pub architecture: String,
+    /// Created.
+    pub created_ms: i64,
+    /// Minimum memory the image needs.
+    pub min_memory_mib: u32,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A key pair (`keypairs/<account>/<name>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPair {
+    /// Id.
+    pub id: crate::ids::KeyPairId,
+    /// Name.
+    pub name: String,
+    /// SHA256:<base64>.
+    pub fingerprint: String,
+    /// ed25519 | rsa.
+    pub key_type: String,
+    /// OpenSSH public key line.
+    pub public_key: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Created.
+    pub created_ms: i64,
+}
+
+/// Last console output (`console/<instance>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleRecord {
+    /// Request answered (empty = pushed).
+    pub request_id: String,
+    /// Base64 output.
+    pub output_b64: String,
+    /// When captured.
+    pub captured_ms: i64,
+}
+
+/// A console request (`desired/<node>/c/<id>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleRequest {
+    /// Request id.
+    pub request_id: String,
+    /// Instance.
+    pub instance_id: InstanceId,
+    /// Max bytes.
+    pub max_bytes: u32,
+}

@@ -1,0 +1,753 @@
+//! Nodes: agent registration (enrolment token -> node credential, etcd
+//! lease, address block), heartbeats (lease renewal), assignment streams,
+//! observed-state and console reports, the operator's node operations, zone
+//! health, and the node-loss / garbage-collection passes the reconciler runs.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use base64::Engine as _;
+use tokio::sync::mpsc;
+
+use crate::domain::accounts::{random_secret, random_upper};
+use crate::domain::filters::{self, Filter};
+use crate::domain::lifecycle::{Event, Phase, State};
+use crate::domain::model::{
+    now_ms, AccessKey, Assignment, ConsoleRequest, Instance, Node, NodeAlive, NodeAlloc, NodeImage,
+    Observed, Principal, Resources, StateReason,
+};
+use crate::domain::views::{NodeInfo, StateChange, Zone};
+use crate::domain::{validation, Caller, Domain};
+use crate::error::{Error, Result};
+use crate::ids::{InstanceId, NodeId};
+use crate::scheduler;
+use crate::store::keys::DesiredKey;
+use crate::store::watch::{watch_prefix, WatchItem};
+use crate::store::{decode, Tx};
+
+/// Register parameters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegisterInput {
+    /// Stable host identity.
+    pub host_id: String,
+    /// Zone.
+    pub availability_zone: String,
+    /// Capacity offered.
+    pub capacity: Resources,
+    /// Images present.
+    pub images: Vec<NodeImage>,
+    /// Agent version.
+    pub agent_version: String,
+    /// Instances already running: (id, phase, generation).
+    pub instances: Vec<(String, Phase, u64)>,
+}
+
+/// Register result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// Node id.
+    pub node_id: NodeId,
+    /// Lease TTL.
+    pub lease_ttl_seconds: u32,
+    /// Heartbeat period.
+    pub heartbeat_interval_seconds: u32,
+    /// Node credential key id.
+    pub access_key_id: String,
+    /// Node credential secret.
+    pub secret: String,
+}
+
+/// Heartbeat parameters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeartbeatInput {
+    /// Capacity (0 = unchanged).
+    pub capacity: Resources,
+    /// Usage.
+    pub usage: Resources,
+    /// Running VMMs.
+    pub running: u32,
+    /// Images (empty = unchanged).
+    pub images: Vec<NodeImage>,
+}
+
+/// Heartbeat result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatOutcome {
+    /// Lease TTL.
+    pub lease_ttl_seconds: u32,
+    /// Heartbeat period.
+    pub heartbeat_interval_seconds: u32,
+    /// Node cordoned.
+    pub cordoned: bool,
+}
+
+/// An agent's report about one instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportInput {
+    /// Instance.
+    pub instance_id: String,
+    /// Phase.
+    pub phase: Phase,
+    /// Generation observed.
+    pub generation: u64,
+    /// Reason.
+    pub reason: Option<StateReason>,
+    /// Phase entered.
+    pub since_ms: i64,
+    /// Guest ready.
+    pub ready_ms: i64,
+}
+
+/// What an agent's assignment stream carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeEvent {
+    /// Every assignment (authoritative).
+    Snapshot(Vec<Assignment>),
+    /// New or changed.
+    Upsert(Box<Assignment>),
+    /// No longer assigned.
+    Removed(InstanceId),
+    /// Console wanted.
+    Console(ConsoleRequest),
+}
+
+/// Filter names DescribeAvailabilityZones supports.
+pub const ZONE_FILTERS: &[&str] = &["zone-name", "state", "region-name", "zone-id"];
+
+fn node_not_found(id: &str) -> Error {
+    Error::not_found(
+        "InvalidNodeID.NotFound",
+        format!("the node '{id}' does not exist"),
+    )
+}
+
+impl Domain {
+    /// Register (enrolment token or a node re-registering).
+    pub async fn register_node(
+        &self,
+        caller: &Caller,
+        input: RegisterInput,
+    ) -> Result<Registration> {
+        if !matches!(
+            caller,
+            Caller::Enrolment(_) | Caller::Node(_) | Caller::Operator
+        ) {
+            return Err(Error::Unauthorized(
+                "Register needs an enrolment token".into(),
+            ));
+        }
+        if input.host_id.is_empty()
+            || input.host_id.len() > 128
+            || !input.host_id.bytes().all(|b| (0x21..0x7f).contains(&b))
+        {
+            return Err(Error::invalid(
+                "host_id must be 1 to 128 printable ASCII characters",
+            ));
+        }
+        self.check_zone(&input.availability_zone)?;
+        if input.capacity.vcpus == 0 || input.capacity.memory_mib == 0 {
+            return Err(Error::invalid("capacity must have vCPUs and memory"));
+        }
+        for im in &input.images {
+            if !validation::is_name(&im.name, 64) {
+                return Err(Error::invalid(format!("bad image name {:?}", im.name)));
+            }
+        }
+        let ttl = self.cfg.nodes.lease_ttl_seconds;
+        let host_key = self.store.keys().node_host(&input.host_id);
+        let key_id = format!("NKND{}", random_upper(16));
+        let secret = random_secret();
+        let lease = self.store.grant_lease(i64::from(ttl)).await?;
+
+        for _ in 0..64 {
+            let existing = self.store.get::<NodeId>(&host_key).await?;
+            let reg = match existing {
+                None => {
+                    self.create_node(&input, &host_key, lease, &key_id, &secret)
+                        .await?
+                }
+                Some(id) => {
+                    self.renew_node(&id.value, &input, lease, &key_id, &secret)
+                        .await?
+                }
+            };
+            if let Some(node_id) = reg {
+                if let Caller::Node(n) = caller {
+                    if *n != node_id {
+                        return Err(Error::Unauthorized(
+                            "a node may only re-register itself".into(),
+                        ));
+                    }
+                }
+                for (id, phase, generation) in &input.instances {
+                    let r = ReportInput {
+                        instance_id: id.clone(),
+                        phase: *phase,
+                        generation: *generation,
+                        reason: None,
+                        since_ms: now_ms(),
+                        ready_ms: 0,
+                    };
+                    if let Err(e) = self.apply_report(&node_id, &r).await {
+                        tracing::warn!(node = %node_id, instance = %id, error = %e, "ignoring startup report");
+                    }
+                }
+                tracing::info!(node = %node_id, host = %input.host_id, zone = %input.availability_zone, "node registered");
+                return Ok(Registration {
+                    node_id,
+                    lease_ttl_seconds: ttl,
+                    heartbeat_interval_seconds: self.cfg.nodes.heartbeat_interval_seconds,
+                    access_key_id: key_id,
+                    secret,
+                });
+            }
+        }
+        let _ = self.store.revoke_lease(lease).await;
+        Err(Error::Contention("node registration".into()))
+    }
+
+    async fn create_node(
+        &self,
+        input: &RegisterInput,
+        host_key: &str,
+        lease: i64,
+        key_id: &str,
+        secret: &str,
+    ) -> Result<Option<NodeId>> {
+        let keys = self.store.keys();
+        let id = NodeId::generate();
+        let mut block = self.store.count(&keys.ip_blocks()).await? as u32;
+        loop {
+            if block >= self.network.blocks() {
+                return Err(Error::invalid(
+                    "the region network has no free node address block",
+                ));
+            }
+            let node = Node {
+                id: id.clone(),
+                host_id: input.host_id.clone(),
+                availability_zone: input.availability_zone.clone(),
+                capacity: input.capacity,
+                images: input.images.clone(),
+                agent_version: input.agent_version.clone(),
+                cordoned: false,
+                draining: false,
+                registered_ms: now_ms(),
+                lease_id: lease,
+                credential_key_id: key_id.to_string(),
+                ip_block: block,
+            };
+            let mut tx = Tx::new();
+            tx.expect_absent(host_key)
+                .expect_absent(&keys.ip_block(block))
+                .put(host_key, &id)?
+                .put(&keys.ip_block(block), &id)?
+                .put(&keys.node(&id), &node)?
+                .put(&keys.node_alloc(&id), &NodeAlloc::default())?
+                .put_with_lease(
+                    &keys.node_alive(&id),
+                    &NodeAlive {
+                        lease_id: lease,
+                        heartbeat_ms: now_ms(),
+                        ..Default::default()
+                    },
+                    lease,
+                )?
+                .put(
+                    &keys.access_key(key_id),
+                    &AccessKey {
+                        key_id: key_id.to_string(),
+                        secret: secret.to_string(),
+                        principal: Principal::Node { node: id.clone() },
+                        created_ms: now_ms(),
+                    },
+                )?;
+            if let Some(rev) = self.store.commit(tx).await? {
+                self.nodes.note_node(node, rev);
+                return Ok(Some(id));
+            }
+            if self.store.get_raw(host_key).await?.is_some() {
+                return Ok(None); // same host registered concurrently: renew instead
+            }
+            block += 1;
+        }
+    }
+
+    async fn renew_node(
+        &self,
+        id: &NodeId,
+        input: &RegisterInput,
+        lease: i64,
+        key_id: &str,
+        secret: &str,
+    ) -> Result<Option<NodeId>> {
+        let keys = self.store.keys();
+        let cur = self
+            .store
+            .get::<Node>(&keys.node(id))
+            .await?
+            .ok_or_else(|| Error::Internal(format!("host index points at missing node {id}")))?;
+        let old = cur.value.clone();
+        if old.availability_zone != input.availability_zone {
+            let alloc = self.store.get::<NodeAlloc>(&keys.node_alloc(id)).await?;
+            if alloc.is_some_and(|a| a.value.instances > 0) {
+                return Err(Error::invalid(format!(
+                    "node {id} has instances in zone {}; it cannot move to {}",
+                    old.availability_zone, input.availability_zone
+                )));
+            }
+        }
+        let mut node = old.clone();
+        node.availability_zone = input.availability_zone.clone();
+        node.capacity = input.capacity;
+        node.images = input.images.clone();
+        node.agent_version = input.agent_version.clone();
+        node.lease_id = lease;
+        node.credential_key_id = key_id.to_string();
+        let mut tx = Tx::new();
+        tx.expect_rev(&keys.node(id), cur.mod_revision)
+            .put(&keys.node(id), &node)?
+            .put_with_lease(
+                &keys.node_alive(id),
+                &NodeAlive {
+                    lease_id: lease,
+                    heartbeat_ms: now_ms(),
+                    ..Default::default()
+                },
+                lease,
+            )?
+            .put(
+                &keys.access_key(key_id),
+                &AccessKey {
+                    key_id: key_id.to_string(),
+                    secret: secret.to_string(),
+                    principal: Principal::Node { node: id.clone() },
+                    created_ms: now_ms(),
+                },
+            )?
+            .delete(&keys.access_key(&old.credential_key_id));
+        match self.store.commit(tx).await? {
+            Some(rev) => {
+                self.nodes.note_node(node, rev);
+                self.creds.forget(&old.credential_key_id);
+                if old.lease_id != lease {
+                    let _ = self.store.revoke_lease(old.lease_id).await;
+                }
+                Ok(Some(id.clone()))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn node_record(&self, id: &NodeId) -> Result<crate::store::Versioned<Node>> {
+        self.store
+            .get::<Node>(&self.store.keys().node(id))
+            .await?
+            .ok_or_else(|| node_not_found(id.as_str()))
+    }
+
+    /// Heartbeat: renews the node's lease; fails with `NodeLost` (NOT_FOUND)
+    /// when it expired (the agent must register again).
+    pub async fn heartbeat(
+        &self,
+        caller: &Caller,
+        node_id: &str,
+        input: HeartbeatInput,
+    ) -> Result<HeartbeatOutcome> {
+        let id = NodeId::parse(node_id)?;
+        caller.require_node(&id)?;
+        let view = match self.nodes.get(&id) {
+            Some(v) => v.node,
+            None => self.node_record(&id).await?.value,
+        };
+        let lost = || Error::not_found("NodeLost", "the node's lease expired; register again");
+        if self.store.keep_alive_once(view.lease_id).await?.is_none() {
+            return Err(lost());
+        }
+        let images_changed = !input.images.is_empty() && input.images != view.images;
+        let cap_changed = input.capacity.vcpus > 0 && input.capacity != view.capacity;
+        if images_changed || cap_changed {
+            for _ in 0..16 {
+                let cur = self.node_record(&id).await?;
+                let mut n = cur.value;
+                if images_changed {
+                    n.images = input.images.clone();
+                }
+                if cap_changed {
+                    n.capacity = input.capacity;
+                }
+                let mut tx = Tx::new();
+                tx.expect_rev(&self.store.keys().node(&id), cur.mod_revision)
+                    .put(&self.store.keys().node(&id), &n)?;
+                if let Some(rev) = self.store.commit(tx).await? {
+                    self.nodes.note_node(n, rev);
+                    break;
+                }
+            }
+        }
+        let prev = self.nodes.alive(&id);
+        let stale = prev.as_ref().is_none_or(|p| {
+            p.usage != input.usage
+                || p.running != input.running
+                || now_ms() - p.heartbeat_ms > 30_000
+        });
+        if stale {
+            let alive = NodeAlive {
+                lease_id: view.lease_id,
+                heartbeat_ms: now_ms(),
+                usage: input.usage,
+                running: input.running,
+            };
+            // Only while the lease lives: the put must not resurrect a lost node.
+            let mut tx = Tx::new();
+            tx.expect_present(&self.store.keys().node_alive(&id))
+                .put_with_lease(&self.store.keys().node_alive(&id), &alive, view.lease_id)?;
+            if self.store.commit(tx).await?.is_none() {
+                return Err(lost());
+            }
+        }
+        Ok(HeartbeatOutcome {
+            lease_ttl_seconds: self.cfg.nodes.lease_ttl_seconds,
+            heartbeat_interval_seconds: self.cfg.nodes.heartbeat_interval_seconds,
+            cordoned: view.cordoned,
+        })
+    }
+
+    /// The node's assignment stream: a snapshot, then changes (and a new
+    /// snapshot after any re-list). Ends when the receiver is dropped.
+    pub async fn watch_assignments(
+        &self,
+        caller: &Caller,
+        node_id: &str,
+    ) -> Result<mpsc::Receiver<NodeEvent>> {
+        let id = NodeId::parse(node_id)?;
+        caller.require_node(&id)?;
+        self.node_record(&id).await?;
+        let store = self.store.clone();
+        let mut rx = watch_prefix(store.clone(), store.keys().desired(&id));
+        let (tx, out) = mpsc::channel(256);
+        tokio::spawn(async move {
+            while let Some(item) = rx.recv().await {
+                let events = match item {
+                    WatchItem::Snapshot { kvs, .. } => {
+                        let mut list = Vec::new();
+                        let mut consoles = Vec::new();
+                        for (k, v, _) in kvs {
+                            match store.keys().parse_desired(&id, &k) {
+                                Some(DesiredKey::Assignment(_)) => {
+                                    if let Ok(a) = decode::<Assignment>(k.as_bytes(), &v) {
+                                        list.push(a);
+                                    }
+                                }
+                                Some(DesiredKey::Console(_)) => {
+                                    if let Ok(c) = decode::<ConsoleRequest>(k.as_bytes(), &v) {
+                                        consoles.push(NodeEvent::Console(c));
+                                    }
+                                }
+                                None => {}
+                            }
+                        }
+                        let mut ev = vec![NodeEvent::Snapshot(list)];
+                        ev.extend(consoles);
+                        ev
+                    }
+                    WatchItem::Put { key, value, .. } => {
+                        match store.keys().parse_desired(&id, &key) {
+                            Some(DesiredKey::Assignment(_)) => {
+                                decode::<Assignment>(key.as_bytes(), &value)
+                                    .map(|a| vec![NodeEvent::Upsert(Box::new(a))])
+                                    .unwrap_or_default()
+                            }
+                            Some(DesiredKey::Console(_)) => {
+                                decode::<ConsoleRequest>(key.as_bytes(), &value)
+                                    .map(|c| vec![NodeEvent::Console(c)])
+                                    .unwrap_or_default()
+                            }
+                            None => vec![],
+                        }
+                    }
+                    WatchItem::Delete { key, .. } => match store.keys().parse_desired(&id, &key) {
+                        Some(DesiredKey::Assignment(i)) => InstanceId::parse(i)
+                            .map(|i| vec![NodeEvent::Removed(i)])
+                            .unwrap_or_default(),
+                        _ => vec![],
+                    },
+                };
+                for e in events {
+                    if tx.send(e).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(out)
+    }
+
+    /// ReportInstance: returns whether the instance is (still) assigned to the node.
+    pub async fn report_instance(
+        &self,
+        caller: &Caller,
+        node_id: &str,
+        r: ReportInput,
+    ) -> Result<bool> {
+        let id = NodeId::parse(node_id)?;
+        caller.require_node(&id)?;
+        self.apply_report(&id, &r).await
+    }
+
+    async fn apply_report(&self, node: &NodeId, r: &ReportInput) -> Result<bool> {
+        let iid = InstanceId::parse(&r.instance_id)?;
+        let Some(a) = self
+            .store
+            .get::<Assignment>(&self.store.keys().assignment(node, &iid))
+            .await?
+        else {
+            return Ok(false);
+        };
+        let key = self.store.keys().instance(&a.value.account, &iid);
+        let observed = Observed {
+            phase: r.phase,
+            generation: r.generation,
+            since_ms: r.since_ms,
+            ready_ms: r.ready_ms,
+            reason: r.reason.clone(),
+        };
+        self.apply_event(
+            &key,
+            &Event::Observed {
+                phase: r.phase,
+                reason: r.reason.clone(),
+            },
+            false,
+            Some(observed),
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// ReportConsole: stores the output (newest 64 KiB).
+    pub async fn report_console(
+        &self,
+        caller: &Caller,
+        node_id: &str,
+        instance_id: &str,
+        request_id: &str,
+        output: &[u8],
+        captured_ms: i64,
+    ) -> Result<()> {
+        let id = NodeId::parse(node_id)?;
+        caller.require_node(&id)?;
+        let iid = InstanceId::parse(instance_id)?;
+        if self
+            .store
+            .get_raw(&self.store.keys().assignment(&id, &iid))
+            .await?
+            .is_none()
+        {
+            return Err(Error::not_found(
+                "InvalidInstanceID.NotFound",
+                format!("instance {iid} is not assigned to node {id}"),
+            ));
+        }
+        if request_id.len() > 64 {
+            return Err(Error::invalid("request id too long"));
+        }
+        self.store_console(&iid, request_id, output, captured_ms)
+            .await
+    }
+
+    /// ListNodes (operator).
+    pub async fn list_nodes(&self, caller: &Caller, zone: Option<&str>) -> Result<Vec<NodeInfo>> {
+        caller.require_operator()?;
+        self.nodes.refresh().await?;
+        let oc = self.overcommit();
+        Ok(self
+            .nodes
+            .views()
+            .into_iter()
+            .filter(|v| zone.is_none_or(|z| v.node.availability_zone == z))
+            .map(|v| NodeInfo {
+                allocatable: scheduler::allocatable(&v.node, oc),
+                alive: self.nodes.alive(&v.node.id),
+                node: v.node,
+                alloc: v.alloc,
+            })
+            .collect())
+    }
+
+    async fn set_node_flags(
+        &self,
+        caller: &Caller,
+        node_id: &str,
+        cordoned: bool,
+        draining: bool,
+    ) -> Result<NodeInfo> {
+        caller.require_operator()?;
+        let id = NodeId::parse(node_id)?;
+        let key = self.store.keys().node(&id);
+        for _ in 0..16 {
+            let cur = self.node_record(&id).await?;
+            let mut n = cur.value;
+            n.cordoned = cordoned;
+            n.draining = draining;
+            let mut tx = Tx::new();
+            tx.expect_rev(&key, cur.mod_revision).put(&key, &n)?;
+            if let Some(rev) = self.store.commit(tx).await? {
+                self.nodes.note_node(n.clone(), rev);
+                let v = self.nodes.get(&id);
+                return Ok(NodeInfo {
+                    allocatable: scheduler::allocatable(&n, self.overcommit()),
+                    alive: self.nodes.alive(&id),
+                    alloc: v.map(|v| v.alloc).unwrap_or_default(),
+                    node: n,
+                });
+            }
+        }
+        Err(Error::Contention(key))
+    }
+
+    /// CordonNode.
+    pub async fn cordon_node(&self, caller: &Caller, node_id: &str) -> Result<NodeInfo> {
+        self.set_node_flags(caller, node_id, true, false).await
+    }
+
+    /// UncordonNode (also ends draining).
+    pub async fn uncordon_node(&self, caller: &Caller, node_id: &str) -> Result<NodeInfo> {
+        self.set_node_flags(caller, node_id, false, false).await
+    }
+
+    /// DrainNode: cordon, then stop every running or pending instance.
+    pub async fn drain_node(
+        &self,
+        caller: &Caller,
+        node_id: &str,
+        force: bool,
+    ) -> Result<(NodeInfo, Vec<StateChange>)> {
+        let info = self.set_node_flags(caller, node_id, true, true).await?;
+        let (assignments, _) = self
+            .store
+            .list::<Assignment>(&self.store.keys().assignments(&info.node.id))
+            .await?;
+        let mut changes = Vec::new();
+        for (_, a) in assignments {
+            let key = self
+                .store
+                .keys()
+                .instance(&a.value.account, &a.value.instance_id);
+            match self.apply_event(&key, &Event::Stop, force, None).await {
+                Ok(c) => changes.push(c),
+                Err(e) if e.code() == "IncorrectInstanceState" => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((info, changes))
+    }
+
+    /// DescribeAvailabilityZones.
+    pub async fn describe_zones(&self, names: &[String], filters: &[Filter]) -> Result<Vec<Zone>> {
+        filters::check(filters, ZONE_FILTERS)?;
+        for n in names {
+            self.check_zone(n)?;
+        }
+        let views = self.nodes.views();
+        let region = self.cfg.region.clone();
+        Ok(self
+            .cfg
+            .zones
+            .iter()
+            .enumerate()
+            .filter(|(_, z)| names.is_empty() || names.contains(z))
+            .map(|(i, z)| {
+                let up = views
+                    .iter()
+                    .any(|v| v.alive && &v.node.availability_zone == z && !v.node.cordoned);
+                Zone {
+                    name: z.clone(),
+                    state: if up { "available" } else { "impaired" },
+                    region: region.clone(),
+                    zone_id: format!("{region}-az{}", i + 1),
+                }
+            })
+            .filter(|z| {
+                filters.iter().all(|f| match f.name.as_str() {
+                    "zone-name" => filters::any_matches(&f.values, &[&z.name]),
+                    "state" => filters::any_matches(&f.values, &[z.state]),
+                    "region-name" => filters::any_matches(&f.values, &[&z.region]),
+                    "zone-id" => filters::any_matches(&f.values, &[&z.zone_id]),
+                    _ => false,
+                })
+            })
+            .collect())
+    }
+
+    /// Reconciler pass: instances on nodes whose lease expired become
+    /// stopped ("node lost") and their capacity is released. Returns the
+    /// number of instances changed.
+    pub async fn reap_lost_nodes(&self) -> Result<usize> {
+        self.nodes.refresh().await?;
+        let mut n = 0;
+        for v in self.nodes.views().into_iter().filter(|v| !v.alive) {
+            let (assignments, _) = self
+                .store
+                .list::<Assignment>(&self.store.keys().assignments(&v.node.id))
+                .await?;
+            for (_, a) in assignments {
+                let key = self
+                    .store
+                    .keys()
+                    .instance(&a.value.account, &a.value.instance_id);
+                match self.apply_node_lost(&key, &v.node.id).await {
+                    Ok(c) if c.previous != c.current => n += 1,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(instance = %a.value.instance_id, error = %e, "node-loss handling failed")
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Reconciler pass: deletes instances terminated longer than `after`
+    /// ago (with their console output, and their reservation's user data once
+    /// no instance of it is left).
+    pub async fn collect_garbage(&self, after: Duration) -> Result<usize> {
+        let (all, _) = self
+            .store
+            .list::<Instance>(&self.store.keys().all_instances())
+            .await?;
+        let cutoff = now_ms() - after.as_millis() as i64;
+        let mut doomed = Vec::new();
+        let mut live_reservations = HashSet::new();
+        for (k, v) in &all {
+            let dead = v.value.state == State::Terminated
+                && v.value.terminated_ms.is_some_and(|t| t <= cutoff);
+            if dead {
+                doomed.push((k.clone(), v.clone()));
+            } else {
+                live_reservations.insert(v.value.reservation_id.clone());
+            }
+        }
+        let mut n = 0;
+        for (k, v) in doomed {
+            let mut tx = Tx::new();
+            tx.expect_rev(&k, v.mod_revision)
+                .delete(&k)
+                .delete(&self.store.keys().console(&v.value.id));
+            if !live_reservations.contains(&v.value.reservation_id) {
+                tx.delete(&self.store.keys().user_data(&v.value.reservation_id));
+            }
+            if self.store.commit(tx).await?.is_some() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Base64 helper for edges that need it.
+pub fn b64_decode(s: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .unwrap_or_default()
+}

@@ -1,0 +1,291 @@
+//! Tags on instances (`i-`), images (`ami-`, owner only) and key pairs
+//! (`key-`): CreateTags, DeleteTags, DescribeTags. Tags live inside each
+//! resource's record and are changed by compare-and-swap.
+
+use std::collections::BTreeMap;
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::domain::filters::{self, Filter};
+use crate::domain::model::{Image, Instance, KeyPair};
+use crate::domain::{validation, Caller, Domain};
+use crate::error::{Error, Result};
+use crate::ids::{AccountId, ImageId, InstanceId, KeyPairId};
+use crate::store::Tx;
+
+/// Filter names DescribeTags supports.
+pub const TAG_FILTERS: &[&str] = &["resource-id", "resource-type", "key", "value"];
+
+/// One tag of one resource.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TagDescription {
+    /// Resource id.
+    pub resource_id: String,
+    /// instance | image | key-pair.
+    pub resource_type: &'static str,
+    /// Key.
+    pub key: String,
+    /// Value.
+    pub value: String,
+}
+
+trait Tagged: Serialize + DeserializeOwned {
+    fn tags_mut(&mut self) -> &mut BTreeMap<String, String>;
+}
+impl Tagged for Instance {
+    fn tags_mut(&mut self) -> &mut BTreeMap<String, String> {
+        &mut self.tags
+    }
+}
+impl Tagged for Image {
+    fn tags_mut(&mut self) -> &mut BTreeMap<String, String> {
+        &mut self.tags
+    }
+}
+impl Tagged for KeyPair {
+    fn tags_mut(&mut self) -> &mut BTreeMap<String, String> {
+        &mut self.tags
+    }
+}
+
+impl Domain {
+    async fn resource_key(&self, account: &AccountId, id: &str) -> Result<String> {
+        if id.starts_with("i-") {
+            let i = InstanceId::parse(id)?;
+            return Ok(self.store.keys().instance(account, &i));
+        }
+        if id.starts_with("ami-") {
+            let i = ImageId::parse(id)?;
+            let img = self.visible_image(account, &i).await?;
+            if &img.owner != account && *account != AccountId::operator() {
+                return Err(Error::Unauthorized(format!(
+                    "image {id} belongs to another account"
+                )));
+            }
+            return Ok(self.store.keys().image(&i));
+        }
+        if id.starts_with("key-") {
+            let k = KeyPairId::parse(id)?;
+            let (all, _) = self
+                .store
+                .list::<KeyPair>(&self.store.keys().account_keypairs(account))
+                .await?;
+            return all
+                .into_iter()
+                .find(|(_, v)| v.value.id == k)
+                .map(|(key, _)| key)
+                .ok_or_else(|| {
+                    Error::not_found(
+                        "InvalidKeyPair.NotFound",
+                        format!("the key pair '{id}' does not exist"),
+                    )
+                });
+        }
+        Err(Error::invalid_code(
+            "InvalidID",
+            format!("the ID '{id}' is not valid"),
+        ))
+    }
+
+    async fn modify_tags<T: Tagged>(
+        &self,
+        key: &str,
+        id: &str,
+        f: &(dyn Fn(&mut BTreeMap<String, String>) -> Result<()> + Sync),
+    ) -> Result<()> {
+        for _ in 0..32 {
+            let cur = self.store.get::<T>(key).await?.ok_or_else(|| {
+                Error::not_found(
+                    "InvalidID.NotFound",
+                    format!("the resource '{id}' does not exist"),
+                )
+            })?;
+            let mut v = cur.value;
+            f(v.tags_mut())?;
+            let mut tx = Tx::new();
+            tx.expect_rev(key, cur.mod_revision).put(key, &v)?;
+            if self.store.commit(tx).await?.is_some() {
+                return Ok(());
+            }
+        }
+        Err(Error::Contention(key.to_string()))
+    }
+
+    async fn for_each_resource(
+        &self,
+        caller: &Caller,
+        ids: &[String],
+        f: &(dyn Fn(&mut BTreeMap<String, String>) -> Result<()> + Sync),
+    ) -> Result<()> {
+        let account = caller.account()?;
+        if ids.is_empty() {
+            return Err(Error::missing("ResourceId"));
+        }
+        let mut keys = Vec::new();
+        for id in ids {
+            let key = self.resource_key(&account, id).await?;
+            // Existence check before any change.
+            if self.store.get_raw(&key).await?.is_none() {
+                let code = if id.starts_with("i-") {
+                    "InvalidInstanceID.NotFound"
+                } else {
+                    "InvalidID.NotFound"
+                };
+                return Err(Error::not_found(
+                    code,
+                    format!("the resource '{id}' does not exist"),
+                ));
+            }
+            keys.push((id, key));
+        }
+        for (id, key) in keys {
+            if id.starts_with("i-") {
+                self.modify_tags::<Instance>(&key, id, f).await?;
+            } else if id.starts_with("ami-") {
+                self.modify_tags::<Image>(&key, id, f).await?;
+            } else {
+                self.modify_tags::<KeyPair>(&key, id, f).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// CreateTags (overwrites values of existing keys).
+    pub async fn create_tags(
+        &self,
+        caller: &Caller,
+        ids: &[String],
+        tags: &[(String, String)],
+    ) -> Result<()> {
+        let tags = validation::tags(tags)?;
+        if tags.is_empty() {
+            return Err(Error::missing("Tag"));
+        }
+        self.for_each_resource(caller, ids, &|t| {
+            for (k, v) in &tags {
+                t.insert(k.clone(), v.clone());
+            }
+            if t.len() > validation::MAX_TAGS {
+                return Err(Error::invalid_code(
+                    "TagLimitExceeded",
+                    format!("at most {} tags per resource", validation::MAX_TAGS),
+                ));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// DeleteTags: a tag with `None` value is deleted whatever its value; with
+    /// `Some(v)` only when equal. No tags = delete all.
+    pub async fn delete_tags(
+        &self,
+        caller: &Caller,
+        ids: &[String],
+        tags: &[(String, Option<String>)],
+    ) -> Result<()> {
+        for (k, _) in tags {
+            validation::tag(k, "")?;
+        }
+        self.for_each_resource(caller, ids, &|t| {
+            if tags.is_empty() {
+                t.clear();
+            }
+            for (k, v) in tags {
+                let matches = match v {
+                    None => true,
+                    Some(v) => t.get(k) == Some(v),
+                };
+                if matches {
+                    t.remove(k);
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// DescribeTags with paging (token = index into the sorted list).
+    pub async fn describe_tags(
+        &self,
+        caller: &Caller,
+        filters: &[Filter],
+        max_results: u32,
+        next_token: Option<&str>,
+    ) -> Result<(Vec<TagDescription>, Option<String>)> {
+        let account = caller.account()?;
+        filters::check(filters, TAG_FILTERS)?;
+        validation::max_results(max_results)?;
+        let mut all = Vec::new();
+        let (insts, _) = self
+            .store
+            .list::<Instance>(&self.store.keys().account_instances(&account))
+            .await?;
+        for (_, v) in insts {
+            for (k, val) in &v.value.tags {
+                all.push(TagDescription {
+                    resource_id: v.value.id.to_string(),
+                    resource_type: "instance",
+                    key: k.clone(),
+                    value: val.clone(),
+                });
+            }
+        }
+        let (imgs, _) = self
+            .store
+            .list::<Image>(&self.store.keys().images())
+            .await?;
+        for (_, v) in imgs.into_iter().filter(|(_, v)| v.value.owner == account) {
+            for (k, val) in &v.value.tags {
+                all.push(TagDescription {
+                    resource_id: v.value.id.to_string(),
+                    resource_type: "image",
+                    key: k.clone(),
+                    value: val.clone(),
+                });
+            }
+        }
+        let (kps, _) = self
+            .store
+            .list::<KeyPair>(&self.store.keys().account_keypairs(&account))
+            .await?;
+        for (_, v) in kps {
+            for (k, val) in &v.value.tags {
+                all.push(TagDescription {
+                    resource_id: v.value.id.to_string(),
+                    resource_type: "key-pair",
+                    key: k.clone(),
+                    value: val.clone(),
+                });
+            }
+        }
+        all.retain(|t| {
+            filters.iter().all(|f| match f.name.as_str() {
+                "resource-id" => filters::any_matches(&f.values, &[&t.resource_id]),
+                "resource-type" => filters::any_matches(&f.values, &[t.resource_type]),
+                "key" => filters::any_matches(&f.values, &[&t.key]),
+                "value" => filters::any_matches(&f.values, &[&t.value]),
+                _ => false,
+            })
+        });
+        all.sort();
+        let start = match next_token {
+            Some(t) => crate::domain::instances::decode_token(t)?
+                .parse::<usize>()
+                .map_err(|_| {
+                    Error::invalid_code("InvalidNextToken", "the NextToken is not valid")
+                })?,
+            None => 0,
+        };
+        let page = if max_results == 0 {
+            usize::MAX
+        } else {
+            max_results as usize
+        };
+        let end = start.saturating_add(page).min(all.len());
+        let next =
+            (end < all.len()).then(|| crate::domain::instances::encode_token(&end.to_string()));
+        let out = all.get(start..end).map(|s| s.to_vec()).unwrap_or_default();
+        Ok((out, next))
+    }
+}

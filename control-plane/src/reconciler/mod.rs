@@ -1,0 +1,121 @@
+//! Singleton background loops, run by whichever replica wins the etcd
+//! election (`election/reconciler`, campaigned with this replica's own
+//! lease). Each pass is level-triggered and idempotent: it re-reads the
+//! world and fixes what differs, so a new leader simply starts passing.
+//!
+//! - node loss: nodes whose liveness key is gone (lease expired) have their
+//!   instances stopped with `Server.InternalError` ("node lost") and their
+//!   capacity released ([`Domain::reap_lost_nodes`]);
+//! - garbage collection: terminated instances are deleted
+//!   `gc_terminated_after_seconds` after termination ([`Domain::collect_garbage`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::domain::Domain;
+use crate::error::Result;
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassReport {
+    /// Instances stopped because their node was lost.
+    pub lost: usize,
+    /// Terminated instances deleted.
+    pub collected: usize,
+}
+
+/// One reconcile pass (also used by tests).
+pub async fn pass(domain: &Domain) -> Result<PassReport> {
+    let lost = domain.reap_lost_nodes().await?;
+    let gc = Duration::from_secs(domain.config().reconciler.gc_terminated_after_seconds);
+    let collected = domain.collect_garbage(gc).await?;
+    if lost > 0 || collected > 0 {
+        tracing::info!(lost, collected, "reconcile pass");
+    }
+    Ok(PassReport { lost, collected })
+}
+
+/// Campaigns for leadership and, while leader, runs [`pass`] every
+/// `interval_seconds`, until `shutdown` turns true.
+pub async fn run(domain: Arc<Domain>, identity: String, mut shutdown: watch::Receiver<bool>) {
+    let cfg = domain.config().reconciler.clone();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match lead(&domain, &identity, &cfg, &mut shutdown).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "reconciler leadership lost; campaigning again");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    }
+}
+
+async fn lead(
+    domain: &Domain,
+    identity: &str,
+    cfg: &crate::config::ReconcilerConfig,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<()> {
+    let store = domain.store();
+    let ttl = i64::from(cfg.election_ttl_seconds);
+    let lease = store.grant_lease(ttl).await?;
+    let mut election = store.client().election_client();
+    let name = store.keys().election();
+
+    // Keep our lease alive while campaigning and leading.
+    let keeper_store = store.clone();
+    let (lost_tx, mut lost_rx) = watch::channel(false);
+    let keeper = tokio::spawn(async move {
+        let period = Duration::from_secs((ttl as u64 / 3).max(1));
+        loop {
+            tokio::time::sleep(period).await;
+            match keeper_store.keep_alive_once(lease).await {
+                Ok(Some(_)) => {}
+                _ => {
+                    let _ = lost_tx.send(true);
+                    return;
+                }
+            }
+        }
+    });
+    let result = async {
+        let leader = tokio::select! {
+            r = election.campaign(name.as_str(), identity, lease) => r?,
+            _ = shutdown.changed() => return Ok(()),
+            _ = lost_rx.changed() => return Err(crate::error::Error::Internal("election lease lost".into())),
+        };
+        tracing::info!(identity, "reconciler leader");
+        let interval = Duration::from_secs(cfg.interval_seconds.max(1));
+        loop {
+            if let Err(e) = pass(domain).await {
+                tracing::warn!(error = %e, "reconcile pass failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => {
+                    if let Some(l) = leader.leader() {
+                        let _ = election
+                            .resign(Some(etcd_client::ResignOptions::new().with_leader(l.clone())))
+                            .await;
+                    }
+                    return Ok(());
+                }
+                _ = lost_rx.changed() => {
+                    return Err(crate::error::Error::Internal("election lease lost".into()));
+                }
+            }
+        }
+    }
+    .await;
+    keeper.abort();
+    let _ = store.revoke_lease(lease).await;
+    result
+}

@@ -1,0 +1,141 @@
+//! Wiring of one control-plane replica: etcd store, domain, gRPC listeners
+//! (TCP and/or Unix socket, all three services on each), the EC2 gateway's
+//! HTTP listener, and the reconciler campaign. Used by `main.rs` and tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::domain::Domain;
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// How long shutdown waits for open gRPC streams.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// A running replica. Dropping it does not stop it; call [`Replica::shutdown`].
+#[derive(Debug)]
+pub struct Replica {
+    /// The domain (tests call it directly).
+    pub domain: Arc<Domain>,
+    /// Bound gRPC TCP address.
+    pub grpc_addr: Option<SocketAddr>,
+    /// Bound gRPC Unix socket.
+    pub unix_socket: Option<PathBuf>,
+    /// Bound HTTP address of the EC2 gateway.
+    pub http_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Replica {
+    /// Connects to etcd, binds every listener and starts serving.
+    pub async fn start(cfg: Config) -> Result<Self> {
+        cfg.validate()?;
+        let cfg = Arc::new(cfg);
+        let store = Store::connect(&cfg.etcd.endpoints, &cfg.etcd.prefix).await?;
+        let domain = Domain::new(store, cfg.clone()).await?;
+        let (shutdown, rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let io = |what: &str, e: std::io::Error| Error::Internal(format!("{what}: {e}"));
+
+        let mut grpc_addr = None;
+        if let Some(addr) = cfg.grpc.listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| io(&format!("binding gRPC {addr}"), e))?;
+            grpc_addr = Some(listener.local_addr().map_err(|e| io("local addr", e))?);
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let routes = crate::api::routes(domain.clone());
+            let mut stop = rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let r = tonic::transport::Server::builder()
+                    .tcp_nodelay(true)
+                    .add_routes(routes)
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "gRPC TCP server failed");
+                }
+            }));
+        }
+        let mut unix_socket = None;
+        if let Some(path) = &cfg.grpc.unix_socket {
+            if path.exists() {
+                std::fs::remove_file(path).map_err(|e| io("removing stale socket", e))?;
+            }
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| io("creating socket directory", e))?;
+            }
+            let listener = tokio::net::UnixListener::bind(path)
+                .map_err(|e| io(&format!("binding {}", path.display()), e))?;
+            unix_socket = Some(path.clone());
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            let routes = crate::api::routes(domain.clone());
+            let mut stop = rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let r = tonic::transport::Server::builder()
+                    .add_routes(routes)
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "gRPC Unix server failed");
+                }
+            }));
+        }
+        let http_addr = None;
+        if let Some(addr) = cfg.http.listen {
+            tracing::warn!(%addr, "EC2 gateway listener configured but not served by this build");
+        }
+
+        let identity = format!(
+            "{}-{}",
+            std::process::id(),
+            hex::encode(rand::random::<[u8; 4]>())
+        );
+        tasks.push(tokio::spawn(crate::reconciler::run(
+            domain.clone(),
+            identity,
+            rx.clone(),
+        )));
+        Ok(Self {
+            domain,
+            grpc_addr,
+            unix_socket,
+            http_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops listeners and loops (resigning leadership) and waits for them.
+    /// Open streams (agents' assignment watches) get [`SHUTDOWN_GRACE`] to
+    /// finish; then the tasks are aborted.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        for mut t in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
+                t.abort();
+            }
+        }
+        if let Some(p) = &self.unix_socket {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    /// Stops abruptly (simulates a crash): tasks are aborted.
+    pub fn abort(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! A simulated node agent speaking the Node API over gRPC (like omicron's
+//! simulated sled agent): it registers, heartbeats, follows its assignment
+//! stream and reports instances as if VMs booted instantly (pending ->
+//! booting -> ready; stop -> stopped; terminate -> terminated), answers
+//! console requests, and can be told to stop heartbeating (node loss).
+//! Used by the control plane's tests and by tests/bench/scheduler.sh.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nubis_proto::auth::{Credentials, Signer};
+use nubis_proto::node::v1 as pb;
+use pb::node_client::NodeClient;
+use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::Status;
+
+type Client = NodeClient<InterceptedService<Channel, Signer>>;
+
+/// How the simulated agent behaves.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Host identity.
+    pub host_id: String,
+    /// Zone.
+    pub zone: String,
+    /// vCPUs offered.
+    pub vcpus: u32,
+    /// MiB offered.
+    pub memory_mib: u32,
+    /// Images present (name, manifest sha256).
+    pub images: Vec<(String, String)>,
+    /// Follow the assignment stream and report (false: register + heartbeat only).
+    pub run_instances: bool,
+    /// Send heartbeats.
+    pub heartbeat: bool,
+}
+
+impl SimOptions {
+    /// A node with the `hello` image.
+    pub fn new(host_id: &str, zone: &str, vcpus: u32, memory_mib: u32) -> Self {
+        Self {
+            host_id: host_id.into(),
+            zone: zone.into(),
+            vcpus,
+            memory_mib,
+            images: vec![("hello".into(), "0".repeat(64))],
+            run_instances: true,
+            heartbeat: true,
+        }
+    }
+}
+
+/// What the simulated agent last did to an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimPhase {
+    /// Running.
+    Running,
+    /// Stopped.
+    Stopped,
+    /// Terminated.
+    Terminated,
+}
+
+/// A running simulated agent.
+#[derive(Debug)]
+pub struct SimAgent {
+    /// Node id assigned by the control plane.
+    pub node_id: String,
+    /// Instances it runs, with reboot counts.
+    pub instances: Arc<Mutex<HashMap<String, (SimPhase, u32)>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(e.to_string())
+}
+
+fn now_ms() -> i64 {
+    crate::domain::model::now_ms()
+}
+
+impl SimAgent {
+    /// Connects to `endpoint` (`unix:PATH` or `http://...`), registers with
+    /// the enrolment token and starts its loops.
+    pub async fn start(
+        endpoint: &str,
+        enrol: Credentials,
+        opts: SimOptions,
+    ) -> Result<Self, Status> {
+        let channel = nubis_proto::transport::connect(endpoint)
+            .await
+            .map_err(unavailable)?;
+        let mut enrol_client = NodeClient::with_interceptor(channel.clone(), Signer::new(enrol));
+        let reg = enrol_client
+            .register(pb::RegisterRequest {
+                host_id: opts.host_id.clone(),
+                availability_zone: opts.zone.clone(),
+                capacity: Some(pb::Resources {
+                    vcpus: opts.vcpus,
+                    memory_mib: opts.memory_mib,
+                }),
+                images: opts
+                    .images
+                    .iter()
+                    .map(|(n, s)| pb::ImagePresent {
+                        name: n.clone(),
+                        manifest_sha256: s.clone(),
+                    })
+                    .collect(),
+                agent_version: "sim".into(),
+                instances: vec![],
+            })
+            .await?
+            .into_inner();
+        let cred = reg
+            .credential
+            .ok_or_else(|| Status::internal("no credential in RegisterResponse"))?;
+        let client: Client = NodeClient::with_interceptor(
+            channel,
+            Signer::new(Credentials::new(cred.access_key_id, cred.secret)),
+        );
+        let node_id = reg.node_id.clone();
+        let instances = Arc::new(Mutex::new(HashMap::new()));
+        let mut tasks = Vec::new();
+        if opts.heartbeat {
+            let mut c = client.clone();
+            let id = node_id.clone();
+            let period = Duration::from_secs(u64::from(reg.heartbeat_interval_seconds.max(1)));
+            let inst = instances.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(period).await;
+                    let running = inst
+                        .lock()
+                        .map(|m| m.values().filter(|(p, _)| *p == SimPhase::Running).count() as u32)
+                        .unwrap_or(0);
+                    let r = c
+                        .heartbeat(pb::HeartbeatRequest {
+                            node_id: id.clone(),
+                            capacity: None,
+                            usage: None,
+                            running_instances: running,
+                            images: vec![],
+                        })
+                        .await;
+                    if let Err(e) = r {
+                        tracing::warn!(node = %id, error = %e, "sim heartbeat failed");
+                    }
+                }
+            }));
+        }
+        if opts.run_instances {
+            let c = client.clone();
+            let id = node_id.clone();
+            let inst = instances.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = follow(c, id.clone(), inst).await {
+                    tracing::warn!(node = %id, error = %e, "sim assignment stream ended");
+                }
+            }));
+        }
+        Ok(Self {
+            node_id,
+            instances,
+            tasks,
+        })
+    }
+
+    /// Stops everything (heartbeats stop: the node will be lost).
+    pub fn kill(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+
+    /// Phase of an instance.
+    pub fn phase(&self, id: &str) -> Option<(SimPhase, u32)> {
+        self.instances.lock().ok()?.get(id).copied()
+    }
+}
+
+impl Drop for SimAgent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn report(
+    c: &mut Client,
+    node: &str,
+    id: &str,
+    phase: pb::ObservedPhase,
+    generation: u64,
+) -> Result<bool, Status> {
+    Ok(c.report_instance(pb::ReportInstanceRequest {
+        node_id: node.to_string(),
+        instance_id: id.to_string(),
+        phase: phase as i32,
+        generation,
+        reason: None,
+        phase_since_unix_ms: now_ms(),
+        started_unix_ms: now_ms(),
+        ready_unix_ms: if phase == pb::ObservedPhase::Ready {
+            now_ms()
+        } else {
+            0
+        },
+        vmm_exit_code: None,
+    })
+    .await?
+    .into_inner()
+    .assigned)
+}
+
+async fn apply(
+    c: &mut Client,
+    node: &str,
+    a: &pb::Assignment,
+    applied: &mut HashMap<String, u64>,
+    inst: &Mutex<HashMap<String, (SimPhase, u32)>>,
+) -> Result<(), Status> {
+    if applied
+        .get(&a.instance_id)
+        .is_some_and(|g| *g >= a.generation)
+    {
+        return Ok(());
+    }
+    use pb::DesiredState as D;
+    use pb::ObservedPhase as O;
+    let set = |p: SimPhase, reboot: bool| {
+        if let Ok(mut m) = inst.lock() {
+            let e = m.entry(a.instance_id.clone()).or_insert((p, 0));
+            e.0 = p;
+            if reboot {
+                e.1 += 1;
+            }
+        }
+    };
+    match D::try_from(a.desired).unwrap_or(D::Unspecified) {
+        D::Running => {
+            report(c, node, &a.instance_id, O::Booting, a.generation).await?;
+            set(SimPhase::Running, false);
+            report(c, node, &a.instance_id, O::Ready, a.generation).await?;
+        }
+        D::Rebooting => {
+            set(SimPhase::Running, true);
+            report(c, node, &a.instance_id, O::Ready, a.generation).await?;
+        }
+        D::Stopped => {
+            set(SimPhase::Stopped, false);
+            report(c, node, &a.instance_id, O::Stopped, a.generation).await?;
+        }
+        D::Terminated => {
+            set(SimPhase::Terminated, false);
+            report(c, node, &a.instance_id, O::Terminated, a.generation).await?;
+        }
+        D::Unspecified => {}
+    }
+    applied.insert(a.instance_id.clone(), a.generation);
+    Ok(())
+}
+
+async fn follow(
+    mut c: Client,
+    node: String,
+    inst: Arc<Mutex<HashMap<String, (SimPhase, u32)>>>,
+) -> Result<(), Status> {
+    let mut stream = c
+        .watch_assignments(pb::WatchAssignmentsRequest {
+            node_id: node.clone(),
+        })
+        .await?
+        .into_inner();
+    let mut applied: HashMap<String, u64> = HashMap::new();
+    use pb::assignment_event::Event as E;
+    while let Some(ev) = stream.message().await? {
+        match ev.event {
+            Some(E::Snapshot(s)) => {
+                for a in &s.assignments {
+                    apply(&mut c, &node, a, &mut applied, &inst).await?;
+                }
+            }
+            Some(E::Upsert(a)) => apply(&mut c, &node, &a, &mut applied, &inst).await?,
+            Some(E::RemovedInstanceId(id)) => {
+                applied.remove(&id);
+                if let Ok(mut m) = inst.lock() {
+                    m.remove(&id);
+                }
+            }
+            Some(E::ConsoleRequest(r)) => {
+                let out = format!(
+                    "sim console of {}\nNUBIS-GUEST-READY {}\n",
+                    r.instance_id, r.instance_id
+                );
+                c.report_console(pb::ReportConsoleRequest {
+                    node_id: node.clone(),
+                    instance_id: r.instance_id,
+                    request_id: r.request_id,
+                    output: out.into_bytes(),
+                    captured_unix_ms: now_ms(),
+                })
+                .await?;
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}

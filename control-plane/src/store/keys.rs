@@ -1,0 +1,213 @@
+//! The etcd key schema: every key Nubis reads or writes is built here (and
+//! documented in docs/etcd-schema.md). Values are JSON records from
+//! [`crate::domain::model`].
+//!
+//! Free-form names (client tokens, key-pair names, host ids) are hex-encoded
+//! in keys so that no character can escape its path segment.
+
+use crate::ids::{AccountId, InstanceId, NodeId};
+
+/// Builds keys under one prefix (default `/nubis`).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    p: String,
+}
+
+impl Keys {
+    /// Keys under `prefix` (no trailing slash).
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            p: format!("{}/v1", prefix.trim_end_matches('/')),
+        }
+    }
+
+    /// `instances/<account>/<instance>`: the instance record.
+    pub fn instance(&self, account: &AccountId, id: &InstanceId) -> String {
+        format!("{}/instances/{account}/{id}", self.p)
+    }
+    /// All instances of an account.
+    pub fn account_instances(&self, account: &AccountId) -> String {
+        format!("{}/instances/{account}/", self.p)
+    }
+    /// All instances.
+    pub fn all_instances(&self) -> String {
+        format!("{}/instances/", self.p)
+    }
+    /// `user-data/<reservation>`: raw user data shared by a reservation's
+    /// instances (kept out of the instance records so listings stay small).
+    pub fn user_data(&self, id: &crate::ids::ReservationId) -> String {
+        format!("{}/user-data/{id}", self.p)
+    }
+    /// `client-tokens/<account>/<hex token>`: idempotency record of RunInstances.
+    pub fn client_token(&self, account: &AccountId, token: &str) -> String {
+        format!("{}/client-tokens/{account}/{}", self.p, hex::encode(token))
+    }
+
+    /// `accounts/<account>`.
+    pub fn account(&self, id: &AccountId) -> String {
+        format!("{}/accounts/{id}", self.p)
+    }
+    /// All accounts.
+    pub fn accounts(&self) -> String {
+        format!("{}/accounts/", self.p)
+    }
+    /// `access-keys/<key id>`: secret and principal of a tenant or node key.
+    pub fn access_key(&self, key_id: &str) -> String {
+        format!("{}/access-keys/{}", self.p, hex::encode(key_id))
+    }
+
+    /// `images/<ami>`.
+    pub fn image(&self, id: &crate::ids::ImageId) -> String {
+        format!("{}/images/{id}", self.p)
+    }
+    /// All images.
+    pub fn images(&self) -> String {
+        format!("{}/images/", self.p)
+    }
+
+    /// `keypairs/<account>/<hex name>`.
+    pub fn keypair(&self, account: &AccountId, name: &str) -> String {
+        format!("{}/keypairs/{account}/{}", self.p, hex::encode(name))
+    }
+    /// All key pairs of an account.
+    pub fn account_keypairs(&self, account: &AccountId) -> String {
+        format!("{}/keypairs/{account}/", self.p)
+    }
+
+    /// Everything the node cache watches: records, allocations, liveness.
+    pub fn node_tree(&self) -> String {
+        format!("{}/n/", self.p)
+    }
+    /// `n/rec/<node>`: the node record (zone, capacity, images, cordon).
+    pub fn node(&self, id: &NodeId) -> String {
+        format!("{}/n/rec/{id}", self.p)
+    }
+    /// Node record prefix.
+    pub fn nodes(&self) -> String {
+        format!("{}/n/rec/", self.p)
+    }
+    /// `n/alloc/<node>`: what the scheduler placed there. Every placement
+    /// compares this key's mod_revision.
+    pub fn node_alloc(&self, id: &NodeId) -> String {
+        format!("{}/n/alloc/{id}", self.p)
+    }
+    /// Allocation prefix.
+    pub fn node_allocs(&self) -> String {
+        format!("{}/n/alloc/", self.p)
+    }
+    /// `n/alive/<node>`: bound to the node's lease; absent = node lost.
+    pub fn node_alive(&self, id: &NodeId) -> String {
+        format!("{}/n/alive/{id}", self.p)
+    }
+    /// Liveness prefix.
+    pub fn node_alives(&self) -> String {
+        format!("{}/n/alive/", self.p)
+    }
+    /// `node-hosts/<hex host id>` -> node id (create-if-absent on Register).
+    pub fn node_host(&self, host_id: &str) -> String {
+        format!("{}/node-hosts/{}", self.p, hex::encode(host_id))
+    }
+    /// `ip-blocks/<n>` -> node id owning address block n.
+    pub fn ip_block(&self, n: u32) -> String {
+        format!("{}/ip-blocks/{n:08}", self.p)
+    }
+    /// All address blocks.
+    pub fn ip_blocks(&self) -> String {
+        format!("{}/ip-blocks/", self.p)
+    }
+
+    /// Everything a node's assignment stream watches.
+    pub fn desired(&self, node: &NodeId) -> String {
+        format!("{}/desired/{node}/", self.p)
+    }
+    /// `desired/<node>/a/<instance>`: the assignment (desired state + spec).
+    pub fn assignment(&self, node: &NodeId, id: &InstanceId) -> String {
+        format!("{}/desired/{node}/a/{id}", self.p)
+    }
+    /// Assignment prefix of a node.
+    pub fn assignments(&self, node: &NodeId) -> String {
+        format!("{}/desired/{node}/a/", self.p)
+    }
+    /// `desired/<node>/c/<request>`: a console request (short lease).
+    pub fn console_request(&self, node: &NodeId, request_id: &str) -> String {
+        format!("{}/desired/{node}/c/{request_id}", self.p)
+    }
+    /// `console/<instance>`: the last console output an agent reported.
+    pub fn console(&self, id: &InstanceId) -> String {
+        format!("{}/console/{id}", self.p)
+    }
+
+    /// The reconciler election name.
+    pub fn election(&self) -> String {
+        format!("{}/election/reconciler", self.p)
+    }
+
+    /// Classifies a key under [`Keys::desired`]: assignment or console request.
+    pub fn parse_desired<'a>(&self, node: &NodeId, key: &'a str) -> Option<DesiredKey<'a>> {
+        let rest = key.strip_prefix(&self.desired(node))?;
+        if let Some(id) = rest.strip_prefix("a/") {
+            Some(DesiredKey::Assignment(id))
+        } else {
+            rest.strip_prefix("c/").map(DesiredKey::Console)
+        }
+    }
+
+    /// Classifies a key under [`Keys::node_tree`].
+    pub fn parse_node_tree<'a>(&self, key: &'a str) -> Option<NodeKey<'a>> {
+        let rest = key.strip_prefix(&self.node_tree())?;
+        if let Some(id) = rest.strip_prefix("rec/") {
+            Some(NodeKey::Record(id))
+        } else if let Some(id) = rest.strip_prefix("alloc/") {
+            Some(NodeKey::Alloc(id))
+        } else {
+            rest.strip_prefix("alive/").map(NodeKey::Alive)
+        }
+    }
+}
+
+/// A key under a node's desired-state tree.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DesiredKey<'a> {
+    /// An assignment of this instance id.
+    Assignment(&'a str),
+    /// A console request with this id.
+    Console(&'a str),
+}
+
+/// A key under the node tree.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NodeKey<'a> {
+    /// Node record of this node id.
+    Record(&'a str),
+    /// Allocation of this node id.
+    Alloc(&'a str),
+    /// Liveness of this node id.
+    Alive(&'a str),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_back() {
+        let k = Keys::new("/nubis/");
+        let n = NodeId::generate();
+        let i = InstanceId::generate();
+        assert_eq!(
+            k.parse_desired(&n, &k.assignment(&n, &i)),
+            Some(DesiredKey::Assignment(i.as_str()))
+        );
+        assert_eq!(
+            k.parse_desired(&n, &k.console_request(&n, "r1")),
+            Some(DesiredKey::Console("r1"))
+        );
+        assert_eq!(
+            k.parse_node_tree(&k.node_alloc(&n)),
+            Some(NodeKey::Alloc(n.as_str()))
+        );
+        assert!(k.node(&n).starts_with("/nubis/v1/n/rec/node-"));
+        // Free-form names cannot escape their segment.
+        assert!(!k.keypair(&AccountId::operator(), "a/../b").contains("../"));
+    }
+}

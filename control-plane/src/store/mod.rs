@@ -1,0 +1,366 @@
+//! The etcd store: the key schema ([`keys`]), typed JSON reads, optimistic
+//! transactions on `mod_revision` ([`Tx`]), leases and prefix watches that
+//! survive compaction ([`watch`]).
+//!
+//! Every mutation in Nubis is a [`Tx`]: a list of compares (a key's
+//! `mod_revision` is what we read, `0` for create-if-absent) and the writes
+//! that depend on them. A failed compare means someone else won; callers
+//! re-read and retry (bounded).
+
+pub mod keys;
+pub mod watch;
+
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn,
+    TxnOp,
+};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::error::{Error, Result};
+pub use keys::Keys;
+
+/// A decoded value with the `mod_revision` it was read at.
+#[derive(Debug, Clone)]
+pub struct Versioned<T> {
+    /// The record.
+    pub value: T,
+    /// The key's mod_revision (for compare-and-swap).
+    pub mod_revision: i64,
+}
+
+/// A handle on etcd (cheap to clone).
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    keys: Keys,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("keys", &self.keys).finish()
+    }
+}
+
+/// Decodes a JSON record, naming the key on failure.
+pub fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T> {
+    serde_json::from_slice(value).map_err(|source| Error::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| Error::Internal(format!("encoding a record: {e}")))
+}
+
+impl Store {
+    /// Connects to etcd. Requests require a leader (no stale reads from a
+    /// partitioned member).
+    pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Self> {
+        let opts = ConnectOptions::new()
+            .with_require_leader(true)
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(10))
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        let client = Client::connect(endpoints, Some(opts)).await?;
+        Ok(Self {
+            client,
+            keys: Keys::new(prefix),
+        })
+    }
+
+    /// The key schema.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The raw client (for elections and watches).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Reads one JSON record.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<Versioned<T>>> {
+        let resp = self.client.kv_client().get(key, None).await?;
+        match resp.kvs().first() {
+            None => Ok(None),
+            Some(kv) => Ok(Some(Versioned {
+                value: decode(kv.key(), kv.value())?,
+                mod_revision: kv.mod_revision(),
+            })),
+        }
+    }
+
+    /// Reads one raw value.
+    pub async fn get_raw(&self, key: &str) -> Result<Option<(Vec<u8>, i64)>> {
+        let resp = self.client.kv_client().get(key, None).await?;
+        Ok(resp
+            .kvs()
+            .first()
+            .map(|kv| (kv.value().to_vec(), kv.mod_revision())))
+    }
+
+    /// Reads many keys in one round trip (a read-only txn); missing keys are `None`.
+    pub async fn get_many<T: DeserializeOwned>(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<Option<Versioned<T>>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        // etcd limits operations per txn (default 128).
+        for chunk in keys.chunks(100) {
+            let ops: Vec<TxnOp> = chunk.iter().map(|k| TxnOp::get(k.as_str(), None)).collect();
+            let resp = self
+                .client
+                .kv_client()
+                .txn(Txn::new().and_then(ops))
+                .await?;
+            for r in resp.op_responses() {
+                match r {
+                    etcd_client::TxnOpResponse::Get(g) => match g.kvs().first() {
+                        None => out.push(None),
+                        Some(kv) => out.push(Some(Versioned {
+                            value: decode(kv.key(), kv.value())?,
+                            mod_revision: kv.mod_revision(),
+                        })),
+                    },
+                    _ => return Err(Error::Internal("unexpected txn response".into())),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads many raw values (value, mod_revision) in one round trip per 100 keys.
+    pub async fn get_many_raw(&self, keys: &[String]) -> Result<Vec<Option<(Vec<u8>, i64)>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(100) {
+            let ops: Vec<TxnOp> = chunk.iter().map(|k| TxnOp::get(k.as_str(), None)).collect();
+            let resp = self
+                .client
+                .kv_client()
+                .txn(Txn::new().and_then(ops))
+                .await?;
+            for r in resp.op_responses() {
+                match r {
+                    etcd_client::TxnOpResponse::Get(g) => out.push(
+                        g.kvs()
+                            .first()
+                            .map(|kv| (kv.value().to_vec(), kv.mod_revision())),
+                    ),
+                    _ => return Err(Error::Internal("unexpected txn response".into())),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Lists JSON records under a prefix, sorted by key, and the store
+    /// revision of the read.
+    pub async fn list<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<(Vec<(String, Versioned<T>)>, i64)> {
+        self.list_from(prefix, None, 0).await
+    }
+
+    /// Lists up to `limit` (0 = all) records under `prefix` with keys
+    /// strictly greater than `after`, sorted by key.
+    pub async fn list_from<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<(Vec<(String, Versioned<T>)>, i64)> {
+        let end = prefix_end(prefix);
+        let start = match after {
+            Some(a) => {
+                let mut k = a.as_bytes().to_vec();
+                k.push(0);
+                k
+            }
+            None => prefix.as_bytes().to_vec(),
+        };
+        let mut opts = GetOptions::new()
+            .with_range(end)
+            .with_sort(SortTarget::Key, SortOrder::Ascend);
+        if limit > 0 {
+            opts = opts.with_limit(limit);
+        }
+        let resp = self.client.kv_client().get(start, Some(opts)).await?;
+        let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let mut out = Vec::with_capacity(resp.kvs().len());
+        for kv in resp.kvs() {
+            out.push((
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                Versioned {
+                    value: decode(kv.key(), kv.value())?,
+                    mod_revision: kv.mod_revision(),
+                },
+            ));
+        }
+        Ok((out, rev))
+    }
+
+    /// Counts keys under a prefix.
+    pub async fn count(&self, prefix: &str) -> Result<i64> {
+        let opts = GetOptions::new()
+            .with_range(prefix_end(prefix))
+            .with_count_only();
+        let resp = self.client.kv_client().get(prefix, Some(opts)).await?;
+        Ok(resp.count())
+    }
+
+    /// Grants a lease of `ttl` seconds.
+    pub async fn grant_lease(&self, ttl: i64) -> Result<i64> {
+        Ok(self.client.lease_client().grant(ttl, None).await?.id())
+    }
+
+    /// Renews a lease once. Returns the remaining TTL, or `None` when the
+    /// lease no longer exists (expired or revoked).
+    pub async fn keep_alive_once(&self, lease: i64) -> Result<Option<i64>> {
+        let (mut keeper, mut stream) = self.client.lease_client().keep_alive(lease).await?;
+        keeper.keep_alive().await?;
+        match stream.message().await? {
+            Some(resp) if resp.ttl() > 0 => Ok(Some(resp.ttl())),
+            _ => Ok(None),
+        }
+    }
+
+    /// Revokes a lease (its keys disappear). A lease already gone is fine.
+    pub async fn revoke_lease(&self, lease: i64) -> Result<()> {
+        match self.client.lease_client().revoke(lease).await {
+            Ok(_) => Ok(()),
+            Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("not found") => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Puts a JSON value attached to a lease, unconditionally.
+    pub async fn put_with_lease<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        lease: i64,
+    ) -> Result<()> {
+        self.client
+            .kv_client()
+            .put(
+                key,
+                encode(value)?,
+                Some(PutOptions::new().with_lease(lease)),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Commits a transaction: `Ok(Some(revision))` (every key written now
+    /// has this mod_revision), `Ok(None)` when a compare failed.
+    pub async fn commit(&self, tx: Tx) -> Result<Option<i64>> {
+        let txn = Txn::new().when(tx.compares).and_then(tx.ops);
+        let resp = self.client.kv_client().txn(txn).await?;
+        if resp.succeeded() {
+            Ok(Some(resp.header().map(|h| h.revision()).unwrap_or(0)))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// The smallest key greater than every key with this prefix.
+pub fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// An optimistic transaction being built: compares plus writes.
+#[derive(Default)]
+pub struct Tx {
+    compares: Vec<Compare>,
+    ops: Vec<TxnOp>,
+}
+
+impl std::fmt::Debug for Tx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx")
+            .field("compares", &self.compares.len())
+            .field("ops", &self.ops.len())
+            .finish()
+    }
+}
+
+impl Tx {
+    /// An empty transaction.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Requires `key` to still be at `mod_revision` (0 = absent).
+    pub fn expect_rev(&mut self, key: &str, mod_revision: i64) -> &mut Self {
+        self.compares
+            .push(Compare::mod_revision(key, CompareOp::Equal, mod_revision));
+        self
+    }
+
+    /// Requires `key` to be absent (create-if-absent).
+    pub fn expect_absent(&mut self, key: &str) -> &mut Self {
+        self.expect_rev(key, 0)
+    }
+
+    /// Requires `key` to exist.
+    pub fn expect_present(&mut self, key: &str) -> &mut Self {
+        self.compares
+            .push(Compare::mod_revision(key, CompareOp::Greater, 0));
+        self
+    }
+
+    /// Writes a JSON record.
+    pub fn put<T: Serialize>(&mut self, key: &str, value: &T) -> Result<&mut Self> {
+        self.ops.push(TxnOp::put(key, encode(value)?, None));
+        Ok(self)
+    }
+
+    /// Writes a JSON record attached to a lease.
+    pub fn put_with_lease<T: Serialize>(
+        &mut self,
+        key: &str,
+        value: &T,
+        lease: i64,
+    ) -> Result<&mut Self> {
+        self.ops.push(TxnOp::put(
+            key,
+            encode(value)?,
+            Some(PutOptions::new().with_lease(lease)),
+        ));
+        Ok(self)
+    }
+
+    /// Writes raw bytes.
+    pub fn put_raw(&mut self, key: &str, value: Vec<u8>) -> &mut Self {
+        self.ops.push(TxnOp::put(key, value, None));
+        self
+    }
+
+    /// Deletes a key.
+    pub fn delete(&mut self, key: &str) -> &mut Self {
+        self.ops.push(TxnOp::delete(key, None));
+        self
+    }
+
+    /// Number of writes so far.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
