@@ -18,6 +18,8 @@ use clap::Parser;
 /// desired state from <state_dir>/desired.json and writes
 /// <state_dir>/status.json instead of talking to a control plane (for
 /// operators and tests).
+///
+/// Log filter: NUBIS_LOG (or RUST_LOG), e.g. `info` or `nubis_agent=debug`.
 #[derive(Debug, Parser)]
 #[command(name = "nubis-agent", version)]
 struct Args {
@@ -41,6 +43,7 @@ enum LogFormat {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("NUBIS_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let sub = tracing_subscriber::fmt()
         .with_env_filter(filter)

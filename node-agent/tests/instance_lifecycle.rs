@@ -168,19 +168,32 @@ fn launch_ready_console_stop_start_terminate() {
         let s1 = read_sector(&dir.join("disk.raw"), 1).unwrap();
         assert!(s1.starts_with(b"NUBIS-DISK-WRITE i-life0001\n"));
 
+        // Reboot: stop + start, a new VMM over the same disk.
+        assert_eq!(
+            h.request(Request::Reboot, 4, false).await.unwrap(),
+            Ok(Admission::Proceed)
+        );
+        let r = wait(&h, "ready after reboot", |r| {
+            r.ready && r.pid.is_some_and(|p| p != pid2) || r.state == State::Failed
+        })
+        .await;
+        assert_eq!(r.state, State::Running, "{r:?}");
+        assert!(!alive(pid2));
+        let pid2 = r.pid.unwrap();
+
         // Terminate leaves nothing behind.
         assert_eq!(
-            h.request(Request::Terminate, 4, false).await.unwrap(),
+            h.request(Request::Terminate, 5, false).await.unwrap(),
             Ok(Admission::Proceed)
         );
         let r = wait(&h, "gone", |r| r.state == State::Gone).await;
-        assert_eq!(r.generation, 4);
+        assert_eq!(r.generation, 5);
         assert!(!alive(pid2));
         assert!(!dir.exists(), "instance dir left behind");
         assert!(!env.netns.link_exists(&tap), "TAP left behind");
         assert!(!cg.exists(), "cgroup left behind");
         assert!(matches!(
-            h.request(Request::Start, 5, false).await.unwrap(),
+            h.request(Request::Start, 6, false).await.unwrap(),
             Err(Denied::Terminal(State::Gone, _))
         ));
     });
