@@ -232,6 +232,71 @@ impl Ec2Error {
     }
 }
 
+impl ErrorCode {
+    /// The variant for an EC2 code string, or [`ErrorCode::Other`] with `status`.
+    pub fn from_code(code: &str, status: StatusCode) -> Self {
+        use ErrorCode::*;
+        const KNOWN: &[ErrorCode] = &[
+            AuthFailure,
+            SignatureDoesNotMatch,
+            RequestExpired,
+            MissingAuthenticationToken,
+            UnauthorizedOperation,
+            RequestLimitExceeded,
+            DryRunOperation,
+            MissingAction,
+            InvalidAction,
+            MissingParameter,
+            UnknownParameter,
+            InvalidParameterValue,
+            InvalidParameterCombination,
+            InvalidRequest,
+            RequestEntityTooLarge,
+            InvalidInstanceIdMalformed,
+            InvalidInstanceIdNotFound,
+            InvalidAmiIdMalformed,
+            InvalidAmiIdNotFound,
+            InvalidKeyPairDuplicate,
+            InvalidKeyPairNotFound,
+            InvalidKeyFormat,
+            InvalidAmiNameDuplicate,
+            InvalidFilter,
+            InvalidPaginationToken,
+            IncorrectInstanceState,
+            InsufficientInstanceCapacity,
+            InternalError,
+            Unavailable,
+        ];
+        KNOWN
+            .iter()
+            .find(|k| k.as_str() == code)
+            .cloned()
+            .unwrap_or_else(|| Other(Cow::Owned(code.to_owned()), status))
+    }
+}
+
+/// The edge mapping of the domain's error: its EC2 code, a status from its
+/// kind, and the client-safe message (internal detail stays in the logs).
+impl From<crate::error::Error> for Ec2Error {
+    fn from(e: crate::error::Error) -> Self {
+        use crate::error::ErrorKind;
+        let status = match e.kind() {
+            ErrorKind::InvalidInput
+            | ErrorKind::NotFound
+            | ErrorKind::IncorrectState
+            | ErrorKind::AlreadyExists => StatusCode::BAD_REQUEST,
+            ErrorKind::Capacity | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        if e.kind() == ErrorKind::Internal {
+            tracing::error!(error = %e, "ec2: internal error");
+        }
+        Ec2Error::new(ErrorCode::from_code(e.code(), status), e.client_message())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,6 +333,26 @@ mod tests {
             ErrorCode::InvalidAmiIdNotFound.as_str(),
             "InvalidAMIID.NotFound"
         );
+    }
+
+    #[test]
+    fn domain_errors_keep_their_codes() {
+        let e: Ec2Error =
+            crate::error::Error::not_found("InvalidInstanceID.NotFound", "gone").into();
+        assert_eq!(e.code, ErrorCode::InvalidInstanceIdNotFound);
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        let e: Ec2Error = crate::error::Error::invalid_code("InstanceLimitExceeded", "x").into();
+        assert_eq!(e.code.as_str(), "InstanceLimitExceeded");
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        let e: Ec2Error = crate::error::Error::InsufficientCapacity {
+            zone: "z".into(),
+            message: "full".into(),
+        }
+        .into();
+        assert_eq!(e.code, ErrorCode::InsufficientInstanceCapacity);
+        let e: Ec2Error = crate::error::Error::Internal("secret detail".into()).into();
+        assert_eq!(e.code, ErrorCode::InternalError);
+        assert!(!e.message.contains("secret"));
     }
 
     #[test]

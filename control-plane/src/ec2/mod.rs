@@ -11,6 +11,7 @@
 //!
 //! The control plane mounts [`router`] on its HTTP listener.
 
+pub mod actions;
 pub mod error;
 pub mod query;
 pub mod ratelimit;
@@ -32,6 +33,8 @@ use time::OffsetDateTime;
 use error::{Ec2Error, ErrorCode};
 use ratelimit::{RateLimit, RateLimiter};
 use requests::Request;
+
+pub use actions::{router, router_with_config, DomainBackend};
 
 /// Largest accepted request body (UserData is at most 16 KiB, ~22 KiB in base64).
 pub const DEFAULT_MAX_BODY: usize = 256 * 1024;

@@ -186,9 +186,10 @@ impl Reader {
         Ok(out)
     }
 
-    /// `Filter.N.Name` / `Filter.N.Value.M`. Names must be in `allowed`, or
-    /// start with `tag:` when `allowed` contains `tag:*`.
-    pub fn filters(&mut self, allowed: &[&str]) -> Result<Vec<Filter>, Ec2Error> {
+    /// `Filter.N.Name` / `Filter.N.Value.M`. With `Some(allowed)`, names must
+    /// be in `allowed` (or be `tag:KEY` when `allowed` contains `tag:`); with
+    /// `None` the layer below checks the names.
+    pub fn filters(&mut self, allowed: Option<&[&str]>) -> Result<Vec<Filter>, Ec2Error> {
         let idx = self.indices("Filter")?;
         if idx.len() > 50 {
             return Err(Ec2Error::invalid_value("At most 50 filters may be given"));
@@ -196,8 +197,13 @@ impl Reader {
         let mut out = Vec::with_capacity(idx.len());
         for n in idx {
             let name = self.required(&format!("Filter.{n}.Name"))?;
-            let known = allowed.contains(&name.as_str())
-                || (allowed.contains(&"tag:*") && name.len() > 4 && name.starts_with("tag:"));
+            let known = match allowed {
+                None => name.len() <= 128,
+                Some(allowed) => {
+                    allowed.contains(&name.as_str())
+                        || (allowed.contains(&"tag:") && name.len() > 4 && name.starts_with("tag:"))
+                }
+            };
             if !known {
                 return Err(Ec2Error::invalid_value(format!(
                     "The filter '{name}' is invalid"
@@ -386,7 +392,7 @@ mod tests {
             "Filter.1.Name=tag%3AName&Filter.1.Value.1=a&Filter.1.Value.2=b&\
              Filter.2.Name=instance-state-name&Filter.2.Value.1=running",
         );
-        let f = r.filters(&["instance-state-name", "tag:*"]).unwrap();
+        let f = r.filters(Some(&["instance-state-name", "tag:"])).unwrap();
         assert_eq!(
             f,
             [
@@ -403,16 +409,16 @@ mod tests {
         r.finish().unwrap();
         let mut r = reader("Filter.1.Name=bogus&Filter.1.Value.1=a");
         assert_eq!(
-            r.filters(&["tag:*"]).unwrap_err().code,
+            r.filters(Some(&["tag:"])).unwrap_err().code,
             ErrorCode::InvalidParameterValue
         );
         let mut r = reader("Filter.1.Value.1=a");
         assert_eq!(
-            r.filters(&["tag:*"]).unwrap_err().code,
+            r.filters(Some(&["tag:"])).unwrap_err().code,
             ErrorCode::MissingParameter
         );
         let mut r = reader("Filter.1.Name=tag%3Ax");
-        assert!(r.filters(&["tag:*"]).is_err());
+        assert!(r.filters(Some(&["tag:"])).is_err());
 
         let mut r = reader(
             "TagSpecification.1.ResourceType=instance&TagSpecification.1.Tag.1.Key=Name&\

@@ -21,10 +21,10 @@ pub struct RateLimit {
 
 impl Default for RateLimit {
     fn default() -> Self {
-        // EC2's own defaults are of this order for mutating actions; clients
-        // polling with waiters (one request / 15 s per waiter) stay far below.
+        // Of the order of EC2's own token buckets; clients polling with
+        // waiters (one request / 15 s per waiter) stay far below.
         Self {
-            rate: 50.0,
+            rate: 20.0,
             burst: 100.0,
         }
     }

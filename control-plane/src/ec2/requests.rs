@@ -168,7 +168,8 @@ pub enum KeyType {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateKeyPair {
     pub key_name: String,
-    pub key_type: KeyType,
+    /// `KeyType` when given (the domain picks the default).
+    pub key_type: Option<KeyType>,
     pub tags: Vec<Tag>,
     pub dry_run: bool,
 }
@@ -279,7 +280,7 @@ impl Request {
             "RunInstances" => Request::RunInstances(run_instances(&mut r)?),
             "DescribeInstances" => Request::DescribeInstances(DescribeInstances {
                 instance_ids: instance_ids(&mut r, false)?,
-                filters: r.filters(INSTANCE_FILTERS)?,
+                filters: r.filters(None)?,
                 page: page(&mut r, 5, 1000)?,
                 dry_run: r.dry_run()?,
             }),
@@ -294,30 +295,26 @@ impl Request {
             }),
             "DescribeInstanceStatus" => Request::DescribeInstanceStatus(DescribeInstanceStatus {
                 instance_ids: instance_ids(&mut r, false)?,
-                filters: r.filters(STATUS_FILTERS)?,
+                filters: r.filters(None)?,
                 include_all_instances: r.bool("IncludeAllInstances")?.unwrap_or(false),
                 page: page(&mut r, 5, 1000)?,
                 dry_run: r.dry_run()?,
             }),
             "DescribeAvailabilityZones" => Request::DescribeAvailabilityZones(DescribeNamed {
                 names: r.list("ZoneName", 100)?,
-                filters: r.filters(&["zone-name", "state", "region-name", "zone-type"])?,
+                filters: r.filters(None)?,
                 all: r.bool("AllAvailabilityZones")?.unwrap_or(false),
                 dry_run: r.dry_run()?,
             }),
             "DescribeRegions" => Request::DescribeRegions(DescribeNamed {
                 names: r.list("RegionName", 100)?,
-                filters: r.filters(&["region-name", "endpoint", "opt-in-status"])?,
+                filters: r.filters(Some(&["region-name", "endpoint", "opt-in-status"]))?,
                 all: r.bool("AllRegions")?.unwrap_or(false),
                 dry_run: r.dry_run()?,
             }),
             "DescribeInstanceTypes" => Request::DescribeInstanceTypes(DescribeInstanceTypes {
                 instance_types: r.list("InstanceType", 100)?,
-                filters: r.filters(&[
-                    "instance-type",
-                    "vcpu-info.default-vcpus",
-                    "memory-info.size-in-mib",
-                ])?,
+                filters: r.filters(Some(INSTANCE_TYPE_FILTERS))?,
                 page: page(&mut r, 5, 100)?,
                 dry_run: r.dry_run()?,
             }),
@@ -332,14 +329,7 @@ impl Request {
                     let _ = r.list("ExecutableBy", 100)?;
                     r.list("Owner", 100)?
                 },
-                filters: r.filters(&[
-                    "image-id",
-                    "name",
-                    "state",
-                    "architecture",
-                    "tag:*",
-                    "tag-key",
-                ])?,
+                filters: r.filters(None)?,
                 page: {
                     let _ = r.bool("IncludeDeprecated")?;
                     let _ = r.bool("IncludeDisabled")?;
@@ -378,8 +368,9 @@ impl Request {
             "CreateKeyPair" => Request::CreateKeyPair(CreateKeyPair {
                 key_name: key_name(&r.required("KeyName")?)?,
                 key_type: match r.opt("KeyType").as_deref() {
-                    None | Some("rsa") => KeyType::Rsa,
-                    Some("ed25519") => KeyType::Ed25519,
+                    None => None,
+                    Some("rsa") => Some(KeyType::Rsa),
+                    Some("ed25519") => Some(KeyType::Ed25519),
                     Some(t) => {
                         return Err(Ec2Error::invalid_value(format!("Invalid KeyType '{t}'")))
                     }
@@ -406,14 +397,7 @@ impl Request {
             "DescribeKeyPairs" => Request::DescribeKeyPairs(DescribeKeyPairs {
                 key_names: r.list("KeyName", MAX_IDS)?,
                 key_pair_ids: r.list("KeyPairId", MAX_IDS)?,
-                filters: r.filters(&[
-                    "key-name",
-                    "key-pair-id",
-                    "fingerprint",
-                    "key-type",
-                    "tag:*",
-                    "tag-key",
-                ])?,
+                filters: r.filters(None)?,
                 include_public_key: r.bool("IncludePublicKey")?.unwrap_or(false),
                 dry_run: r.dry_run()?,
             }),
@@ -446,7 +430,7 @@ impl Request {
                 dry_run: r.dry_run()?,
             }),
             "DescribeTags" => Request::DescribeTags(DescribeTags {
-                filters: r.filters(&["resource-id", "resource-type", "key", "value"])?,
+                filters: r.filters(None)?,
                 page: page(&mut r, 5, 1000)?,
                 dry_run: r.dry_run()?,
             }),
@@ -488,26 +472,11 @@ impl Request {
     }
 }
 
-/// Filters `DescribeInstances` understands.
-pub const INSTANCE_FILTERS: &[&str] = &[
-    "instance-state-name",
-    "instance-state-code",
-    "availability-zone",
+/// Filters `DescribeInstanceTypes` understands (evaluated by the gateway).
+pub const INSTANCE_TYPE_FILTERS: &[&str] = &[
     "instance-type",
-    "image-id",
-    "instance-id",
-    "key-name",
-    "reservation-id",
-    "client-token",
-    "tag:*",
-    "tag-key",
-];
-
-/// Filters `DescribeInstanceStatus` understands.
-pub const STATUS_FILTERS: &[&str] = &[
-    "availability-zone",
-    "instance-state-name",
-    "instance-state-code",
+    "vcpu-info.default-vcpus",
+    "memory-info.size-in-mib",
 ];
 
 fn run_instances(r: &mut Reader) -> Result<RunInstances, Ec2Error> {

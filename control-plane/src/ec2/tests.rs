@@ -43,11 +43,22 @@ impl Backend for EchoBackend {
     }
 }
 
-/// Signs `body` as botocore does, for host 127.0.0.1:8773 at `t`.
+/// Signs `body` with the example key, as botocore does.
 pub(crate) fn signed(
     body: &str,
     secret: &str,
     region: &str,
+    t: OffsetDateTime,
+) -> HttpRequest<Body> {
+    signed_as(KEY, secret, region, body, t)
+}
+
+/// Signs `body` as botocore does, for host 127.0.0.1:8773 at `t`.
+pub(crate) fn signed_as(
+    key: &str,
+    secret: &str,
+    region: &str,
+    body: &str,
     t: OffsetDateTime,
 ) -> HttpRequest<Body> {
     let amz_date = format!(
@@ -67,7 +78,7 @@ pub(crate) fn signed(
     );
     headers.insert("x-amz-date", HeaderValue::from_str(&amz_date).unwrap());
     let auth = sigv4::Authorization {
-        access_key_id: KEY.into(),
+        access_key_id: key.into(),
         date: amz_date[..8].into(),
         region: region.into(),
         service: "ec2".into(),
@@ -93,7 +104,7 @@ pub(crate) fn signed(
     b.header(
         "authorization",
         format!(
-            "AWS4-HMAC-SHA256 Credential={KEY}/{}/{region}/ec2/aws4_request, \
+            "AWS4-HMAC-SHA256 Credential={key}/{}/{region}/ec2/aws4_request, \
              SignedHeaders=content-type;host;x-amz-date, Signature={sig}",
             &amz_date[..8]
         ),
@@ -101,6 +112,15 @@ pub(crate) fn signed(
     .header("content-length", body.len())
     .body(Body::from(body.to_owned()))
     .unwrap()
+}
+
+/// A gateway over `backend` (tests call [`handle`] on it directly).
+pub(crate) fn gateway_over(backend: Arc<dyn Backend>, cfg: GatewayConfig) -> Gateway {
+    Gateway {
+        limiter: RateLimiter::new(cfg.rate_limit),
+        backend,
+        cfg,
+    }
 }
 
 fn gateway(cfg: GatewayConfig) -> Gateway {

@@ -104,6 +104,12 @@ impl XmlWriter {
         self.leaf(name, timestamp(t))
     }
 
+    /// Writes escaped text at the current position (for lists of strings).
+    pub fn text(&mut self, text: &str) -> &mut Self {
+        escape_into(&mut self.buf, text);
+        self
+    }
+
     /// Writes `<name/>`.
     pub fn empty(&mut self, name: &'static str) -> &mut Self {
         self.buf.push('<');

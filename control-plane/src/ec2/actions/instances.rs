@@ -1,0 +1,270 @@
+//! Instance actions: RunInstances, DescribeInstances, Start/Stop/Reboot/
+//! TerminateInstances, GetConsoleOutput, DescribeInstanceStatus; and the XML
+//! of an instance (`instancesSet` item) as botocore reads it.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use time::OffsetDateTime;
+
+use super::{domain_filters, dry_run_ok, return_true, tag_pairs, time_ms};
+use crate::domain::instances::{DescribeInput, RunInstancesInput};
+use crate::domain::lifecycle::State;
+use crate::domain::model::Instance;
+use crate::domain::views::{InstanceStatus, Reservation, StateChange};
+use crate::domain::{catalogue, Caller, Domain};
+use crate::ec2::error::Ec2Error;
+use crate::ec2::requests::{
+    DescribeInstanceStatus, DescribeInstances, GetConsoleOutput, InstanceIds, RunInstances,
+};
+use crate::ec2::xml::XmlWriter;
+use crate::ids::ImageId;
+
+/// How long GetConsoleOutput waits for a fresh copy from the node.
+const CONSOLE_WAIT: Duration = Duration::from_secs(3);
+
+/// RunInstances: one reservation holding every instance launched.
+pub async fn run(
+    d: &Domain,
+    caller: &Caller,
+    rid: &str,
+    r: RunInstances,
+) -> Result<String, Ec2Error> {
+    if r.dry_run {
+        let account = caller.account()?;
+        if let Some(t) = &r.instance_type {
+            catalogue::find(t).ok_or_else(|| {
+                Ec2Error::invalid_value(format!("the instance type '{t}' does not exist"))
+            })?;
+        }
+        if let Some(z) = &r.availability_zone {
+            d.check_zone(z)?;
+        }
+        d.visible_image(&account, &ImageId::parse(&r.image_id)?)
+            .await?;
+        if let Some(k) = &r.key_name {
+            d.keypair_by_name(&account, k).await?;
+        }
+        return dry_run_ok();
+    }
+    let input = RunInstancesInput {
+        image_id: r.image_id,
+        instance_type: r.instance_type.unwrap_or_default(),
+        min_count: r.min_count,
+        max_count: r.max_count,
+        availability_zone: r.availability_zone,
+        tags: tag_pairs(&r.tags),
+        user_data: r.user_data.unwrap_or_default(),
+        key_name: r.key_name,
+        client_token: r.client_token,
+    };
+    let res = d.run_instances(caller, input).await?;
+    let mut w = XmlWriter::response("RunInstances", rid);
+    reservation_body(&mut w, &res);
+    Ok(w.finish())
+}
+
+/// DescribeInstances with filters and pagination.
+pub async fn describe(
+    d: &Domain,
+    caller: &Caller,
+    rid: &str,
+    r: DescribeInstances,
+) -> Result<String, Ec2Error> {
+    let input = DescribeInput {
+        instance_ids: r.instance_ids,
+        filters: domain_filters(r.filters),
+        max_results: r.page.max_results.unwrap_or(0),
+        next_token: r.page.next_token,
+    };
+    let (reservations, next) = d.describe_instances(caller, input).await?;
+    if r.dry_run {
+        return dry_run_ok();
+    }
+    let mut w = XmlWriter::response("DescribeInstances", rid);
+    w.list("reservationSet", &reservations, reservation_body);
+    w.leaf_opt("nextToken", next);
+    Ok(w.finish())
+}
+
+/// Start/Stop/Reboot/TerminateInstances.
+pub async fn change(
+    d: &Domain,
+    caller: &Caller,
+    rid: &str,
+    action: &'static str,
+    r: InstanceIds,
+) -> Result<String, Ec2Error> {
+    if r.dry_run {
+        // Existence and ownership: the same lookup DescribeInstances does.
+        let input = DescribeInput {
+            instance_ids: r.instance_ids,
+            ..DescribeInput::default()
+        };
+        d.describe_instances(caller, input).await?;
+        return dry_run_ok();
+    }
+    let ids = &r.instance_ids;
+    let changes = match action {
+        "StartInstances" => d.start_instances(caller, ids).await?,
+        "StopInstances" => d.stop_instances(caller, ids, r.force).await?,
+        "TerminateInstances" => d.terminate_instances(caller, ids).await?,
+        _ => {
+            d.reboot_instances(caller, ids).await?;
+            return Ok(return_true("RebootInstances", rid));
+        }
+    };
+    let mut w = XmlWriter::response(action, rid);
+    w.list("instancesSet", &changes, |w, c: &StateChange| {
+        w.leaf("instanceId", &c.instance_id);
+        w.elem("currentState", |w| state(w, c.current));
+        w.elem("previousState", |w| state(w, c.previous));
+    });
+    Ok(w.finish())
+}
+
+/// GetConsoleOutput: the console log, base64-encoded.
+pub async fn console(
+    d: &Domain,
+    caller: &Caller,
+    rid: &str,
+    r: GetConsoleOutput,
+) -> Result<String, Ec2Error> {
+    if r.dry_run {
+        d.instance(caller, &r.instance_id).await?;
+        return dry_run_ok();
+    }
+    let out = d
+        .console_output(caller, &r.instance_id, CONSOLE_WAIT)
+        .await?;
+    let when = if out.timestamp_ms > 0 {
+        time_ms(out.timestamp_ms)
+    } else {
+        OffsetDateTime::now_utc()
+    };
+    let mut w = XmlWriter::response("GetConsoleOutput", rid);
+    w.leaf("instanceId", &out.instance_id);
+    w.time("timestamp", when);
+    w.leaf(
+        "output",
+        base64::engine::general_purpose::STANDARD.encode(&out.output),
+    );
+    Ok(w.finish())
+}
+
+/// DescribeInstanceStatus.
+pub async fn status(
+    d: &Domain,
+    caller: &Caller,
+    rid: &str,
+    r: DescribeInstanceStatus,
+) -> Result<String, Ec2Error> {
+    let input = DescribeInput {
+        instance_ids: r.instance_ids,
+        filters: domain_filters(r.filters),
+        max_results: r.page.max_results.unwrap_or(0),
+        next_token: r.page.next_token,
+    };
+    let (statuses, next) = d
+        .describe_instance_status(caller, input, r.include_all_instances)
+        .await?;
+    if r.dry_run {
+        return dry_run_ok();
+    }
+    let mut w = XmlWriter::response("DescribeInstanceStatus", rid);
+    w.list("instanceStatusSet", &statuses, |w, s: &InstanceStatus| {
+        w.leaf("instanceId", &s.instance_id);
+        w.leaf("availabilityZone", &s.availability_zone);
+        w.elem("instanceState", |w| state(w, s.state));
+        w.elem("systemStatus", |w| status_summary(w, s.system_status));
+        w.elem("instanceStatus", |w| status_summary(w, s.instance_status));
+        w.empty("eventsSet");
+    });
+    w.leaf_opt("nextToken", next);
+    Ok(w.finish())
+}
+
+fn status_summary(w: &mut XmlWriter, status: &str) {
+    w.leaf("status", status);
+    w.list("details", [status], |w, s| {
+        w.leaf("name", "reachability");
+        w.leaf(
+            "status",
+            match s {
+                "ok" => "passed",
+                "impaired" => "failed",
+                "initializing" => "initializing",
+                _ => "insufficient-data",
+            },
+        );
+    });
+}
+
+fn state(w: &mut XmlWriter, s: State) {
+    w.leaf("code", s.code());
+    w.leaf("name", s.name());
+}
+
+/// The children of a reservation item (also the body of RunInstances).
+fn reservation_body(w: &mut XmlWriter, res: &Reservation) {
+    w.leaf("reservationId", &res.reservation_id);
+    w.leaf("ownerId", &res.owner);
+    w.empty("groupSet");
+    w.list("instancesSet", &res.instances, instance);
+}
+
+/// One instance as an `instancesSet` item.
+pub fn instance(w: &mut XmlWriter, i: &Instance) {
+    w.leaf("instanceId", &i.id);
+    w.leaf("imageId", &i.image_id);
+    w.elem("instanceState", |w| state(w, i.state));
+    let ip = i.network.as_ref().map(|n| n.ip.as_str());
+    match ip {
+        Some(ip) => w.leaf(
+            "privateDnsName",
+            format!("ip-{}.nubis.internal", ip.replace('.', "-")),
+        ),
+        None => w.empty("privateDnsName"),
+    };
+    w.empty("dnsName");
+    w.leaf("reason", &i.state_transition_reason);
+    w.leaf_opt("keyName", i.key_name.as_ref());
+    w.leaf("amiLaunchIndex", i.launch_index);
+    w.empty("productCodes");
+    w.leaf("instanceType", &i.instance_type);
+    w.time("launchTime", time_ms(i.launch_time_ms));
+    w.elem("placement", |w| {
+        w.leaf("availabilityZone", &i.availability_zone);
+        w.empty("groupName");
+        w.leaf("tenancy", "default");
+    });
+    w.elem("monitoring", |w| {
+        w.leaf("state", "disabled");
+    });
+    w.leaf_opt("privateIpAddress", ip);
+    w.empty("groupSet");
+    if let Some(reason) = &i.state_reason {
+        w.elem("stateReason", |w| {
+            w.leaf("code", &reason.code);
+            w.leaf("message", &reason.message);
+        });
+    }
+    w.leaf("architecture", "x86_64");
+    w.leaf("rootDeviceType", "instance-store");
+    w.empty("blockDeviceMapping");
+    w.leaf("virtualizationType", "hvm");
+    w.leaf("clientToken", &i.client_token);
+    w.list("tagSet", &i.tags, |w, (k, v)| {
+        w.leaf("key", k);
+        w.leaf("value", v);
+    });
+    w.empty("networkInterfaceSet");
+    w.elem("cpuOptions", |w| {
+        w.leaf("coreCount", i.vcpus);
+        w.leaf("threadsPerCore", 1);
+    });
+    w.elem("metadataOptions", |w| {
+        w.leaf("state", "applied");
+        w.leaf("httpEndpoint", "disabled");
+    });
+}

@@ -1,0 +1,544 @@
+//! The gateway over the real domain layer: a real etcd, a control-plane
+//! replica, simulated node agents (crate::sim), and signed EC2 requests
+//! through the whole pipeline. (aws-cli/boto3 against real agents: tests/ec2.)
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use time::OffsetDateTime;
+
+use crate::config::Config;
+use crate::domain::images::RegisterImageInput;
+use crate::domain::Caller;
+use crate::ec2::tests::signed_as;
+use crate::ec2::{handle, Gateway, GatewayConfig};
+use crate::server::Replica;
+use crate::sim::{SimAgent, SimOptions};
+
+const ETCD: &str = "/usr/bin/etcd";
+
+/// The project's prerequisite policy (copied from nubis-tests).
+fn prerequisite(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    assert!(
+        std::env::var("NUBIS_REQUIRE_KVM").as_deref() != Ok("1"),
+        "prerequisite missing and NUBIS_REQUIRE_KVM=1: {what}"
+    );
+    eprintln!("SKIPPED (prerequisite missing: {what}); set NUBIS_REQUIRE_KVM=1 to make this fatal");
+    false
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An etcd process, killed on drop.
+struct Etcd {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_etcd() -> Etcd {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let child = Command::new(ETCD)
+        .args(["--name", "nbec2", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args([
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+        ])
+        .args(["--initial-cluster", &format!("nbec2={peer_url}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Etcd {
+        child,
+        url,
+        _dir: dir,
+    }
+}
+
+struct Cloud {
+    gw: Gateway,
+    replica: Option<Replica>,
+    sims: Vec<SimAgent>,
+    region: String,
+    a: (String, String),
+    b: (String, String),
+    _etcd: Etcd,
+}
+
+impl Drop for Cloud {
+    fn drop(&mut self) {
+        for s in &mut self.sims {
+            s.kill();
+        }
+        if let Some(r) = self.replica.take() {
+            r.abort();
+        }
+    }
+}
+
+async fn cloud() -> Option<Cloud> {
+    if !prerequisite(std::path::Path::new(ETCD).exists(), "etcd at /usr/bin/etcd") {
+        return None;
+    }
+    let etcd = start_etcd();
+    let cfg = Config::from_toml(&format!(
+        r#"
+[etcd]
+endpoints = ["{}"]
+[grpc]
+listen = "127.0.0.1:0"
+[auth]
+admin_access_key_id = "NBADMIN0001"
+admin_secret_access_key = "admin-secret-0123456789"
+enrolment_tokens = [{{ id = "nbenrol0001", secret = "enrol-secret-0123456789" }}]
+"#,
+        etcd.url
+    ))
+    .unwrap();
+    let region = cfg.region.clone();
+    let zones = cfg.zones.clone();
+    // etcd takes a moment to come up: retry the start.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let replica = loop {
+        match Replica::start(cfg.clone()).await {
+            Ok(r) => break r,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("control plane did not start: {e}"),
+        }
+    };
+    let d = replica.domain.clone();
+    let (_, ka, sa) = d.create_account(&Caller::Operator, "ec2-a").await.unwrap();
+    let (_, kb, sb) = d.create_account(&Caller::Operator, "ec2-b").await.unwrap();
+    d.register_image(
+        &Caller::Operator,
+        RegisterImageInput {
+            name: "hello".into(),
+            description: "test guest".into(),
+            image_location: "hello".into(),
+            public: true,
+            ..RegisterImageInput::default()
+        },
+    )
+    .await
+    .unwrap();
+    let endpoint = format!("http://{}", replica.grpc_addr.unwrap());
+    let mut sims = Vec::new();
+    for (i, z) in zones.iter().take(2).enumerate() {
+        let enrol = nubis_proto::auth::Credentials::new("nbenrol0001", "enrol-secret-0123456789");
+        let opts = SimOptions::new(&format!("nbsim-{i}"), z, 8, 2048);
+        sims.push(SimAgent::start(&endpoint, enrol, opts).await.unwrap());
+    }
+    let gw = crate::ec2::tests::gateway_over(
+        Arc::new(crate::ec2::DomainBackend::new(d)),
+        GatewayConfig::default(),
+    );
+    Some(Cloud {
+        gw,
+        replica: Some(replica),
+        sims,
+        region,
+        a: (ka, sa),
+        b: (kb, sb),
+        _etcd: etcd,
+    })
+}
+
+impl Cloud {
+    async fn call_as(&self, who: &(String, String), body: &str) -> (u16, String) {
+        let req = signed_as(
+            &who.0,
+            &who.1,
+            &self.region,
+            body,
+            OffsetDateTime::now_utc(),
+        );
+        let r = handle(&self.gw, req, OffsetDateTime::now_utc()).await;
+        let status = r.status().as_u16();
+        let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    /// Calls as account A; panics unless 200.
+    async fn ok(&self, body: &str) -> String {
+        let (s, xml) = self.call_as(&self.a, body).await;
+        assert_eq!(s, 200, "{body} -> {xml}");
+        xml
+    }
+
+    /// Calls as `who`; returns (status, error code).
+    async fn err_as(&self, who: &(String, String), body: &str) -> (u16, String) {
+        let (s, xml) = self.call_as(who, body).await;
+        assert_ne!(s, 200, "{body} -> {xml}");
+        let code = texts(&xml, "Code").into_iter().next().unwrap_or_default();
+        (s, code)
+    }
+
+    async fn err(&self, body: &str) -> (u16, String) {
+        self.err_as(&self.a, body).await
+    }
+}
+
+/// Every text of `<tag>..</tag>` in document order.
+fn texts(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find(&open) {
+        rest = &rest[i + open.len()..];
+        let Some(j) = rest.find(&close) else { break };
+        out.push(rest[..j].to_owned());
+        rest = &rest[j..];
+    }
+    out
+}
+
+fn states(xml: &str) -> Vec<String> {
+    texts(xml, "instanceState")
+        .iter()
+        .flat_map(|s| texts(s, "name"))
+        .collect()
+}
+
+const V: &str = "Version=2016-11-15";
+
+async fn wait_state(c: &Cloud, ids: &[String], want: &str) {
+    let q: String = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| format!("&InstanceId.{}={id}", i + 1))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let xml = c.ok(&format!("Action=DescribeInstances&{V}{q}")).await;
+        let s = states(&xml);
+        if s.len() == ids.len() && s.iter().all(|x| x == want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "instances never reached {want}: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ec2_over_the_domain() {
+    let Some(c) = cloud().await else { return };
+    let zone = "nubis-local-1b";
+    let ud = base64::engine::general_purpose::STANDARD.encode("#!/bin/sh\necho hi\n");
+    let ud: String = form_urlencoded::byte_serialize(ud.as_bytes()).collect();
+    let hello = texts(
+        &c.ok(&format!(
+            "Action=DescribeImages&{V}&Filter.1.Name=name&Filter.1.Value.1=hello"
+        ))
+        .await,
+        "imageId",
+    );
+    assert_eq!(hello.len(), 1);
+    let ami = &hello[0];
+
+    // RunInstances: one reservation, tags, user data, zone, idempotent token.
+    let run = format!(
+        "Action=RunInstances&{V}&ImageId={ami}&InstanceType=t3.micro&MinCount=2&MaxCount=2&\
+         Placement.AvailabilityZone={zone}&UserData={ud}&TagSpecification.1.ResourceType=instance&\
+         TagSpecification.1.Tag.1.Key=Name&TagSpecification.1.Tag.1.Value=web&ClientToken=tok-1"
+    );
+    let xml = c.ok(&run).await;
+    assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<RunInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">"));
+    assert_eq!(texts(&xml, "reservationId").len(), 1);
+    let ids = texts(&xml, "instanceId");
+    assert_eq!(ids.len(), 2, "{xml}");
+    assert!(states(&xml).iter().all(|s| s == "pending"));
+    assert_eq!(texts(&xml, "availabilityZone"), [zone, zone]);
+    assert_eq!(c.ok(&run).await.matches("<instanceId>").count(), 2);
+    assert_eq!(
+        texts(&c.ok(&run).await, "instanceId"),
+        ids,
+        "ClientToken replay"
+    );
+
+    wait_state(&c, &ids, "running").await;
+
+    // Filters and pagination.
+    let more = c
+        .ok(&format!(
+            "Action=RunInstances&{V}&ImageId={ami}&InstanceType=t3.nano&MinCount=4&MaxCount=4"
+        ))
+        .await;
+    let more_ids = texts(&more, "instanceId");
+    let xml = c
+        .ok(&format!(
+            "Action=DescribeInstances&{V}&Filter.1.Name=tag:Name&Filter.1.Value.1=web"
+        ))
+        .await;
+    let mut got = texts(&xml, "instanceId");
+    got.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(got, want);
+    let xml = c
+        .ok(&format!(
+            "Action=DescribeInstances&{V}&Filter.1.Name=instance-type&Filter.1.Value.1=t3.nano&\
+             Filter.2.Name=availability-zone&Filter.2.Value.1=nubis-local-1a&Filter.2.Value.2=nubis-local-1b"
+        ))
+        .await;
+    assert_eq!(texts(&xml, "instanceId").len(), 4);
+    let page1 = c
+        .ok(&format!("Action=DescribeInstances&{V}&MaxResults=5"))
+        .await;
+    let token = texts(&page1, "nextToken");
+    assert_eq!(token.len(), 1, "{page1}");
+    let page2 = c
+        .ok(&format!(
+            "Action=DescribeInstances&{V}&MaxResults=5&NextToken={}",
+            form_urlencoded::byte_serialize(token[0].as_bytes()).collect::<String>()
+        ))
+        .await;
+    assert!(texts(&page2, "nextToken").is_empty());
+    let n = texts(&page1, "instanceId").len() + texts(&page2, "instanceId").len();
+    assert_eq!(n, 6);
+    assert!(page2.contains("<reservationSet>"));
+    let none = c
+        .ok(&format!("Action=DescribeInstances&{V}&Filter.1.Name=instance-state-name&Filter.1.Value.1=stopped"))
+        .await;
+    assert!(none.contains("<reservationSet/>"), "{none}");
+
+    // Console output (base64).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let xml = c
+            .ok(&format!(
+                "Action=GetConsoleOutput&{V}&InstanceId={}",
+                ids[0]
+            ))
+            .await;
+        let out = texts(&xml, "output").pop().unwrap_or_default();
+        let text = base64::engine::general_purpose::STANDARD
+            .decode(out)
+            .unwrap();
+        if String::from_utf8_lossy(&text).contains(&format!("NUBIS-GUEST-READY {}", ids[0])) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no ready line: {xml}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let st = c
+        .ok(&format!(
+            "Action=DescribeInstanceStatus&{V}&InstanceId.1={}",
+            ids[0]
+        ))
+        .await;
+    assert_eq!(texts(&st, "instanceId"), [ids[0].clone()]);
+
+    // Tenant isolation.
+    let (s, code) = c
+        .err_as(
+            &c.b,
+            &format!("Action=DescribeInstances&{V}&InstanceId.1={}", ids[0]),
+        )
+        .await;
+    assert_eq!((s, code.as_str()), (400, "InvalidInstanceID.NotFound"));
+    let (_, code) = c
+        .err_as(
+            &c.b,
+            &format!("Action=TerminateInstances&{V}&InstanceId.1={}", ids[0]),
+        )
+        .await;
+    assert_eq!(code, "InvalidInstanceID.NotFound");
+    let b_view = c
+        .call_as(&c.b, &format!("Action=DescribeInstances&{V}"))
+        .await;
+    assert!(b_view.1.contains("<reservationSet/>"), "{}", b_view.1);
+
+    // DryRun.
+    let (s, code) = c
+        .err(&format!(
+            "Action=StopInstances&{V}&InstanceId.1={}&DryRun=true",
+            ids[0]
+        ))
+        .await;
+    assert_eq!((s, code.as_str()), (412, "DryRunOperation"));
+    let (_, code) = c
+        .err(&format!("Action=RunInstances&{V}&ImageId=ami-00000000000000000&MinCount=1&MaxCount=1&InstanceType=t3.micro&DryRun=true"))
+        .await;
+    assert_eq!(code, "InvalidAMIID.NotFound");
+
+    // Stop / start / reboot / terminate.
+    let xml = c
+        .ok(&format!("Action=StopInstances&{V}&InstanceId.1={}", ids[0]))
+        .await;
+    assert_eq!(texts(&texts(&xml, "previousState")[0], "name"), ["running"]);
+    wait_state(&c, &ids[..1], "stopped").await;
+    let (_, code) = c
+        .err(&format!(
+            "Action=RebootInstances&{V}&InstanceId.1={}",
+            ids[0]
+        ))
+        .await;
+    assert_eq!(code, "IncorrectInstanceState");
+    c.ok(&format!(
+        "Action=StartInstances&{V}&InstanceId.1={}",
+        ids[0]
+    ))
+    .await;
+    wait_state(&c, &ids[..1], "running").await;
+    let xml = c
+        .ok(&format!(
+            "Action=RebootInstances&{V}&InstanceId.1={}",
+            ids[1]
+        ))
+        .await;
+    assert_eq!(texts(&xml, "return"), ["true"]);
+    let all: Vec<String> = ids.iter().chain(&more_ids).cloned().collect();
+    let q: String = all
+        .iter()
+        .enumerate()
+        .map(|(i, id)| format!("&InstanceId.{}={id}", i + 1))
+        .collect();
+    let xml = c.ok(&format!("Action=TerminateInstances&{V}{q}")).await;
+    assert_eq!(texts(&xml, "currentState").len(), 6);
+    wait_state(&c, &all, "terminated").await;
+
+    // Errors the domain decides.
+    let (s, code) = c
+        .err(&format!("Action=RunInstances&{V}&ImageId=ami-00000000000000000&MinCount=1&MaxCount=1&InstanceType=t3.micro"))
+        .await;
+    assert_eq!((s, code.as_str()), (400, "InvalidAMIID.NotFound"));
+    let (s, code) = c
+        .err(&format!(
+            "Action=RunInstances&{V}&ImageId={ami}&MinCount=1&MaxCount=1&InstanceType=m5.xlarge"
+        ))
+        .await;
+    assert_eq!((s, code.as_str()), (500, "InsufficientInstanceCapacity"));
+    let (_, code) = c
+        .err(&format!(
+            "Action=RunInstances&{V}&ImageId={ami}&MinCount=1&MaxCount=1&InstanceType=x9.huge"
+        ))
+        .await;
+    assert_eq!(code, "InvalidParameterValue");
+    let (s, code) = c
+        .err(&format!("Action=DeregisterImage&{V}&ImageId={ami}"))
+        .await;
+    assert_eq!((s, code.as_str()), (403, "UnauthorizedOperation"));
+    let (_, code) = c
+        .err(&format!(
+            "Action=DescribeInstances&{V}&InstanceId.1=i-00000000000000000"
+        ))
+        .await;
+    assert_eq!(code, "InvalidInstanceID.NotFound");
+
+    // Key pairs.
+    let xml = c.ok(&format!("Action=CreateKeyPair&{V}&KeyName=k1")).await;
+    assert!(texts(&xml, "keyMaterial")[0].contains("PRIVATE KEY"));
+    let (_, code) = c.err(&format!("Action=CreateKeyPair&{V}&KeyName=k1")).await;
+    assert_eq!(code, "InvalidKeyPair.Duplicate");
+    let xml = c.ok(&format!("Action=DescribeKeyPairs&{V}")).await;
+    assert_eq!(texts(&xml, "keyName"), ["k1"]);
+    let (_, code) = c
+        .err(&format!("Action=DescribeKeyPairs&{V}&KeyName.1=nope"))
+        .await;
+    assert_eq!(code, "InvalidKeyPair.NotFound");
+    c.ok(&format!("Action=DeleteKeyPair&{V}&KeyName=k1")).await;
+    assert!(c
+        .ok(&format!("Action=DescribeKeyPairs&{V}"))
+        .await
+        .contains("<keySet/>"));
+
+    // Tags on an image of one's own.
+    let xml = c
+        .ok(&format!(
+            "Action=RegisterImage&{V}&Name=mine&ImageLocation=hello"
+        ))
+        .await;
+    let mine = texts(&xml, "imageId").pop().unwrap();
+    c.ok(&format!(
+        "Action=CreateTags&{V}&ResourceId.1={mine}&Tag.1.Key=team&Tag.1.Value=x"
+    ))
+    .await;
+    let xml = c
+        .ok(&format!(
+            "Action=DescribeTags&{V}&Filter.1.Name=resource-id&Filter.1.Value.1={mine}"
+        ))
+        .await;
+    assert_eq!(texts(&xml, "key"), ["team"]);
+    assert_eq!(texts(&xml, "resourceType"), ["image"]);
+    c.ok(&format!(
+        "Action=DeleteTags&{V}&ResourceId.1={mine}&Tag.1.Key=team"
+    ))
+    .await;
+    let xml = c
+        .ok(&format!(
+            "Action=DescribeTags&{V}&Filter.1.Name=resource-id&Filter.1.Value.1={mine}"
+        ))
+        .await;
+    assert!(xml.contains("<tagSet/>"), "{xml}");
+    c.ok(&format!("Action=DeregisterImage&{V}&ImageId={mine}"))
+        .await;
+
+    // Region-level reads.
+    let xml = c.ok(&format!("Action=DescribeAvailabilityZones&{V}")).await;
+    assert_eq!(texts(&xml, "zoneName").len(), 3);
+    assert!(xml.contains("<zoneState>available</zoneState>"));
+    let xml = c.ok(&format!("Action=DescribeRegions&{V}")).await;
+    assert_eq!(texts(&xml, "regionName"), std::slice::from_ref(&c.region));
+    let xml = c
+        .ok(&format!(
+            "Action=DescribeInstanceTypes&{V}&InstanceType.1=t3.micro"
+        ))
+        .await;
+    assert_eq!(texts(&xml, "sizeInMiB"), ["128"]);
+    assert!(xml.contains("<supportedArchitectures><item>x86_64</item></supportedArchitectures>"));
+
+    // The operator key works on the EC2 API as account 000000000000.
+    let op = (
+        "NBADMIN0001".to_owned(),
+        "admin-secret-0123456789".to_owned(),
+    );
+    let (s, _) = c.call_as(&op, &format!("Action=DescribeImages&{V}")).await;
+    assert_eq!(s, 200);
+    // A wrong secret.
+    let (s, code) = c
+        .err_as(
+            &(c.a.0.clone(), "wrong".into()),
+            &format!("Action=DescribeRegions&{V}"),
+        )
+        .await;
+    assert_eq!((s, code.as_str()), (403, "SignatureDoesNotMatch"));
+}
