@@ -91,9 +91,24 @@ impl Replica {
                 }
             }));
         }
-        let http_addr = None;
+        let mut http_addr = None;
         if let Some(addr) = cfg.http.listen {
-            tracing::warn!(%addr, "EC2 gateway listener configured but not served by this build");
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| io(&format!("binding EC2 gateway {addr}"), e))?;
+            http_addr = Some(listener.local_addr().map_err(|e| io("local addr", e))?);
+            let app = crate::ec2::router(domain.clone());
+            let mut stop = rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let r = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "EC2 gateway server failed");
+                }
+            }));
         }
 
         let identity = format!(
