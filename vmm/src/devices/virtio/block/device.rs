@@ -316,7 +316,8 @@ mod tests {
     const HDR: u64 = DATA_START;
     const DATA: u64 = DATA_START + 0x1000;
     const STATUS: u64 = DATA_START + 0x800;
-    const SECTORS: u64 = 64;
+    /// 320 KiB: a whole-disk request spans three bounce-buffer chunks.
+    const SECTORS: u64 = 640;
 
     struct Setup {
         _file: tempfile::NamedTempFile,
@@ -440,9 +441,26 @@ mod tests {
             &[(HDR, 16, false), (DATA, len, true), (STATUS, 1, true)],
         );
         assert_eq!((used, st), (len + 1, VIRTIO_BLK_S_OK as u8));
+        assert!(len as usize > 2 * CHUNK);
         let mut got = vec![0u8; len as usize];
         s.mem.read_slice(&mut got, GuestAddress(DATA)).unwrap();
         assert_eq!(got, expected(0, len as usize));
+
+        // And a whole-disk write, split over two descriptors at an odd boundary.
+        let pattern: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        s.mem.write_slice(&pattern, GuestAddress(DATA)).unwrap();
+        header(&s.mem, VIRTIO_BLK_T_OUT, 0);
+        let (used, st) = run(
+            &mut s,
+            &[
+                (HDR, 16, false),
+                (DATA, 1000, false),
+                (DATA + 1000, len - 1000, false),
+                (STATUS, 1, true),
+            ],
+        );
+        assert_eq!((used, st), (1, VIRTIO_BLK_S_OK as u8));
+        assert_eq!(std::fs::read(&s.path).unwrap(), pattern);
     }
 
     #[test]
