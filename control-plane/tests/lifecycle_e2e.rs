@@ -1,6 +1,8 @@
 //! End to end over gRPC with a real etcd and simulated agents: launch,
 //! describe, stop/start/reboot/terminate, console output, auth.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::time::Duration;

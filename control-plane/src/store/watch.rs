@@ -43,11 +43,24 @@ pub enum WatchItem {
 /// dropped. Transient etcd errors are retried with backoff (each retry
 /// begins with a snapshot).
 pub fn watch_prefix(store: Store, prefix: String) -> mpsc::Receiver<WatchItem> {
+    watch_prefix_from(store, prefix, None)
+}
+
+/// Like [`watch_prefix`], but when `resume` is given the first round skips
+/// the listing and watches from that revision (a consumer resuming where it
+/// left off). If that revision was compacted, etcd cancels the watch and the
+/// consumer gets a fresh snapshot instead.
+pub fn watch_prefix_from(
+    store: Store,
+    prefix: String,
+    resume: Option<i64>,
+) -> mpsc::Receiver<WatchItem> {
     let (tx, rx) = mpsc::channel(1024);
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
+        let mut resume = resume;
         loop {
-            match run_once(&store, &prefix, &tx).await {
+            match run_once(&store, &prefix, &tx, resume.take()).await {
                 Ok(()) => return, // receiver gone
                 Err(e) => {
                     if tx.is_closed() {
@@ -78,38 +91,23 @@ async fn run_once(
     store: &Store,
     prefix: &str,
     tx: &mpsc::Sender<WatchItem>,
+    resume: Option<i64>,
 ) -> Result<(), RoundEnd> {
-    let client = store.client();
-    let resp = client
-        .kv_client()
-        .get(
-            prefix,
-            Some(GetOptions::new().with_range(prefix_end(prefix))),
-        )
-        .await?;
-    let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
-    let kvs = resp
-        .kvs()
-        .iter()
-        .map(|kv| {
-            (
-                String::from_utf8_lossy(kv.key()).into_owned(),
-                kv.value().to_vec(),
-                kv.mod_revision(),
-            )
-        })
-        .collect();
-    if tx
-        .send(WatchItem::Snapshot { kvs, revision })
-        .await
-        .is_err()
-    {
+    let revision = match resume {
+        Some(r) => r - 1,
+        None => list(store, prefix, tx).await?,
+    };
+    if tx.is_closed() {
         return Ok(());
     }
     let opts = WatchOptions::new()
         .with_range(prefix_end(prefix))
         .with_start_revision(revision + 1);
-    let mut stream = client.watch_client().watch(prefix, Some(opts)).await?;
+    let mut stream = store
+        .client()
+        .watch_client()
+        .watch(prefix, Some(opts))
+        .await?;
     loop {
         let msg = tokio::select! {
             m = stream.message() => m?,
@@ -140,4 +138,30 @@ async fn run_once(
             }
         }
     }
+}
+
+/// Lists the prefix, sends the snapshot, returns its revision.
+async fn list(store: &Store, prefix: &str, tx: &mpsc::Sender<WatchItem>) -> Result<i64, RoundEnd> {
+    let resp = store
+        .client()
+        .kv_client()
+        .get(
+            prefix,
+            Some(GetOptions::new().with_range(prefix_end(prefix))),
+        )
+        .await?;
+    let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+    let kvs = resp
+        .kvs()
+        .iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                kv.value().to_vec(),
+                kv.mod_revision(),
+            )
+        })
+        .collect();
+    let _ = tx.send(WatchItem::Snapshot { kvs, revision }).await;
+    Ok(revision)
 }

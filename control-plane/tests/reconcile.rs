@@ -1,0 +1,122 @@
+//! Reconcilers against a real etcd: node loss via lease expiry, garbage
+//! collection of terminated instances, and leadership moving between replicas.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use nubis_control_plane::sim::{SimAgent, SimOptions};
+use nubis_proto::compute::v1 as pb;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_loss_stops_instances_and_releases_capacity() {
+    let Some(etcd) = Etcd::start().await else {
+        return;
+    };
+    let cp = start(config(&etcd)).await;
+    let ep = endpoint(&cp);
+    let image = hello_image(&ep).await;
+    let mut c = compute(&ep, tenant(&ep, "t").await).await;
+    let mut agent = SimAgent::start(&ep, enrol(), SimOptions::new("doomed", ZONES[0], 2, 512))
+        .await
+        .unwrap();
+    let res = c
+        .run_instances(run_req(&image, 2))
+        .await
+        .unwrap()
+        .into_inner()
+        .reservation
+        .unwrap();
+    let id = res.instances[0].instance_id.clone();
+    wait_state(&c, &id, "running").await;
+
+    agent.kill(); // no more heartbeats: the 3 s lease expires
+    let stopped = wait_state(&c, &id, "stopped").await;
+    let reason = stopped.state_reason.unwrap();
+    assert_eq!(reason.code, "Server.InternalError");
+    assert!(reason.message.contains("node lost"), "{}", reason.message);
+    wait_state(&c, &res.instances[1].instance_id, "stopped").await;
+    let mut a = admin_client(&ep).await;
+    let n = &a
+        .list_nodes(pb::ListNodesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes[0];
+    assert_eq!(n.state, "lost");
+    assert_eq!(n.allocated.as_ref().unwrap().memory_mib, 0);
+    assert_eq!(n.instance_count, 0);
+
+    // The host comes back (same host id = same node); the instance starts again there.
+    let _agent = SimAgent::start(&ep, enrol(), SimOptions::new("doomed", ZONES[0], 2, 512))
+        .await
+        .unwrap();
+    c.start_instances(pb::StartInstancesRequest {
+        instance_ids: vec![id.clone()],
+    })
+    .await
+    .unwrap();
+    wait_state(&c, &id, "running").await;
+    let n = &a
+        .list_nodes(pb::ListNodesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    assert_eq!(n.len(), 1, "re-registration keeps the node id");
+    assert_eq!(n[0].state, "ready");
+    cp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_instances_are_collected_and_leadership_moves() {
+    let Some(etcd) = Etcd::start().await else {
+        return;
+    };
+    let mut cfg = config(&etcd);
+    cfg.reconciler.gc_terminated_after_seconds = 1;
+    let a = start(cfg.clone()).await;
+    let b = start(cfg).await;
+    let ep = endpoint(&b);
+    let image = hello_image(&ep).await;
+    let mut c = compute(&ep, tenant(&ep, "t").await).await;
+    let _agent = SimAgent::start(&ep, enrol(), SimOptions::new("h", ZONES[1], 2, 512))
+        .await
+        .unwrap();
+    let res = c
+        .run_instances(run_req(&image, 1))
+        .await
+        .unwrap()
+        .into_inner()
+        .reservation
+        .unwrap();
+    let id = res.instances[0].instance_id.clone();
+    wait_state(&c, &id, "running").await;
+    // Whichever replica leads, stopping it must hand the loops over.
+    a.shutdown().await;
+    c.terminate_instances(pb::TerminateInstancesRequest {
+        instance_ids: vec![id.clone()],
+    })
+    .await
+    .unwrap();
+    wait_state(&c, &id, "terminated").await;
+    eventually(Duration::from_secs(60), "garbage collection", || {
+        let mut c = c.clone();
+        let id = id.clone();
+        async move {
+            let e = c
+                .describe_instances(pb::DescribeInstancesRequest {
+                    instance_ids: vec![id],
+                    ..Default::default()
+                })
+                .await
+                .err()?;
+            (ec2_code(&e) == "InvalidInstanceID.NotFound").then_some(())
+        }
+    })
+    .await;
+    b.shutdown().await;
+}
