@@ -441,9 +441,14 @@ mod tests {
     #[tokio::test]
     async fn adopt_verifies_cmdline_and_start_time() {
         let sock = PathBuf::from("/tmp/nbag-test-no-such.sock");
-        let mut child = tokio::process::Command::new("sh")
-            .args(["-c", "sleep 30; :", "sh"])
+        // `cat - <sock>` blocks on its (piped) stdin and carries the socket
+        // path on its command line, like a VMM does.
+        let mut child = tokio::process::Command::new("cat")
+            .arg("-")
             .arg(&sock)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .unwrap();

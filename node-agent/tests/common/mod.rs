@@ -36,11 +36,20 @@ pub fn prerequisite(ok: bool, what: &str) -> bool {
     false
 }
 
-/// The `nubis-vmm` binary: `$NUBIS_VMM_BIN` or `<root>/target/debug/nubis-vmm`.
+/// The `nubis-vmm` binary: `$NUBIS_VMM_BIN`, else next to this test's own
+/// build output (`<target>/<profile>/nubis-vmm`), else `<root>/target/debug`.
 pub fn vmm_binary() -> PathBuf {
-    std::env::var_os("NUBIS_VMM_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/debug/nubis-vmm"))
+    if let Some(p) = std::env::var_os("NUBIS_VMM_BIN") {
+        return PathBuf::from(p);
+    }
+    // Test executables live in <target>/<profile>/deps/.
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent()?.parent().map(|d| d.join("nubis-vmm")));
+    match beside {
+        Some(p) if p.is_file() => p,
+        _ => workspace_root().join("target/debug/nubis-vmm"),
+    }
 }
 
 /// Where images are: `$NUBIS_IMAGE_DIR` or `<root>/target/images`.
