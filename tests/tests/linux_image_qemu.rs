@@ -83,7 +83,16 @@ fn linux_manifest_describes_the_built_files() {
     assert!(m["pvm_cmdline_extra"]
         .as_str()
         .is_some_and(|s| s.contains("noxsave")));
-    assert!(m["patches"].is_array(), "{m}");
+    let patches = m["patches"].as_array().expect("patches");
+    // Applied by default on PVM hosts (see deploy/images/linux/inputs.sh).
+    let pvm_host = std::path::Path::new("/sys/module/kvm_pvm").is_dir();
+    let pvm_forced = std::env::var("NUBIS_LINUX_PVM_PATCH").ok();
+    if pvm_forced.is_none() && pvm_host {
+        assert!(
+            patches.iter().any(|p| p == "pvm-skip-int3-selftest.patch"),
+            "{m}"
+        );
+    }
     let vmm = m["requires"]["vmm"].as_array().expect("requires.vmm");
     for feature in [
         "elf-pvh",
@@ -114,7 +123,8 @@ fn linux_manifest_describes_the_built_files() {
     let kernel = std::fs::read(image.join("kernel")).expect("read kernel");
     assert_eq!(&kernel[..4], b"\x7fELF", "kernel is an ELF vmlinux");
     let initrd = std::fs::read(image.join("initrd")).expect("read initrd");
-    assert_eq!(&initrd[..2], b"\x1f\x8b", "initrd is gzip");
+    assert_eq!(&initrd[..6], b"070701", "initrd is a newc cpio archive");
+    assert_eq!(m["initrd_format"], "newc-cpio");
 }
 
 #[test]

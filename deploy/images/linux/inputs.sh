@@ -3,7 +3,7 @@
 # build.sh hashes this output (a changed decision rebuilds the image) and
 # build-image.sh applies the patches listed here.
 #
-# NUBIS_LINUX_PVM_PATCH=1 applies patches/pvm-skip-int3-selftest.patch, =0 does not;
+# NUBIS_LINUX_PVM_PATCH=1 applies the PVM patches (patches/pvm-*.patch), =0 does not;
 # unset (or "auto"): applied when this host's KVM is PVM (/sys/module/kvm_pvm exists),
 # so that kernels built on PVM development/CI hosts boot under their KVM.
 set -euo pipefail
@@ -18,6 +18,8 @@ case "${NUBIS_LINUX_PVM_PATCH:-auto}" in
         ;;
 esac
 
+# In application order.
 if [ "$pvm" = 1 ]; then
     echo "patch pvm-skip-int3-selftest.patch"
+    echo "patch pvm-kthread-exit-no-fwait.patch"
 fi
