@@ -178,8 +178,8 @@ impl ClusterSpec {
                     memory_mib: 64 * u64::from(per_host),
                 })
                 .collect(),
-            lease_ttl_seconds: 4,
-            heartbeat_interval_seconds: 1,
+            lease_ttl_seconds: 10,
+            heartbeat_interval_seconds: 2,
             create_tenant: true,
             register_hello: true,
             ec2_gateway: true,
@@ -353,10 +353,12 @@ impl Cluster {
         c.start_etcd()?;
         c.write_cp_config()?;
         c.start_control_plane()?;
+        // One at a time: the control plane hands out address blocks in
+        // registration order, and agent i's bridge is configured for block i.
         for (i, a) in spec.agents.iter().enumerate() {
             c.add_agent(i, a.clone())?;
+            c.wait_nodes_ready(i + 1, START_TIMEOUT)?;
         }
-        c.wait_nodes_ready(spec.agents.len(), START_TIMEOUT)?;
         if spec.register_hello {
             c.register_hello()?;
         }
@@ -435,6 +437,7 @@ impl Cluster {
              [etcd]\nendpoints = [{etcd:?}]\nprefix = {prefix:?}\n\n\
              [grpc]\nlisten = \"127.0.0.1:{grpc}\"\nunix_socket = {sock:?}\n\n\
              {http}\n\
+             [network]\ncidr = \"10.200.0.0/16\"\nnode_prefix_len = 24\n\n\
              [nodes]\nlease_ttl_seconds = {ttl}\nheartbeat_interval_seconds = {hb}\n\n\
              [reconciler]\ninterval_seconds = 1\nelection_ttl_seconds = 3\n\n\
              [auth]\nadmin_access_key_id = {ak:?}\nadmin_secret_access_key = {sk:?}\n\
@@ -512,6 +515,8 @@ impl Cluster {
              image_dir = {images:?}\n\
              vmm_binary = {vmm:?}\n\n\
              [enrolment]\nkey_id = \"{eid}\"\nsecret = \"{esec}\"\n\n\
+             [network]\nbridge_address = \"10.200.{index}.1/24\"\n\
+             instance_range = \"10.200.{index}.2-10.200.{index}.254\"\n\n\
              [capacity]\nvcpus = {vcpus}\nmemory_mib = {mem}\n\n\
              [cgroup]\nparent = \"{id}/{name}\"\nenforce_limits = {enforce}\n\n\
              [instances]\nvmm_memory_overhead_mib = 16\n\n\

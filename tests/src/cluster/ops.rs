@@ -154,8 +154,10 @@ impl Cluster {
         }
     }
 
-    /// The instance's root disk file on whichever host holds it.
-    pub fn instance_disk(&self, id: &str) -> Option<PathBuf> {
+    /// A file of the instance's directory on whichever host holds it (the
+    /// agent's layout: `disk.raw`, `console.log`, `console.log.1` = the
+    /// previous boot's console, `vmm.json`).
+    pub fn instance_file(&self, id: &str, name: &str) -> Option<PathBuf> {
         (0..self.agent_count())
             .map(|i| {
                 self.dir
@@ -163,9 +165,20 @@ impl Cluster {
                     .join(format!("a{i}"))
                     .join("state/instances")
                     .join(id)
-                    .join("disk.raw")
+                    .join(name)
             })
             .find(|p| p.is_file())
+    }
+
+    /// The instance's root disk file on whichever host holds it.
+    pub fn instance_disk(&self, id: &str) -> Option<PathBuf> {
+        self.instance_file(id, "disk.raw")
+    }
+
+    /// The pid of the instance's VMM process, as its agent recorded it.
+    pub fn vmm_pid(&self, id: &str) -> Option<u64> {
+        let text = std::fs::read_to_string(self.instance_file(id, "vmm.json")?).ok()?;
+        serde_json::from_str::<Value>(&text).ok()?["pid"].as_u64()
     }
 }
 
