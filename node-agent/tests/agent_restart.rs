@@ -1,8 +1,10 @@
 //! The real `nubis-agent` binary (standalone mode) inside a private network
-//! namespace: five hello VMs, `kill -9` of the agent, restart: all five are
-//! re-adopted (same pids, nothing restarted, nothing lost) and only truly
-//! orphaned TAPs, cgroups and directories are removed. Finally an empty
-//! desired state terminates everything and leaves nothing behind.
+//! namespace: five hello VMs (plus a sixth whose VMM dies while the agent is
+//! down), `kill -9` of the agent, restart: all five are re-adopted (same pids,
+//! nothing restarted, nothing lost), the sixth is reported stopped with its
+//! true reason and not restarted, only truly orphaned TAPs, cgroups and
+//! directories are removed, and an adopted VMM's exit is still noticed.
+//! Finally an empty desired state terminates everything and leaves nothing.
 
 #![allow(clippy::unwrap_used)]
 
@@ -139,20 +141,23 @@ fn kill_9_agent_then_restart_readopts_all_vms() {
     }
     let env = Env::new();
     let state = env.state.path().to_path_buf();
-    let ids: Vec<String> = (0..N).map(|i| format!("i-adopt{i:04}")).collect();
+    let mut ids: Vec<String> = (0..N).map(|i| format!("i-adopt{i:04}")).collect();
+    let doomed = "i-dies000001".to_string();
+    ids.push(doomed.clone());
     write_desired(&state, &ids);
 
     let t0 = now_ms();
     let agent = start_agent(&env);
-    let v = wait_status(&env, t0, "5 running + ready", |v| {
-        running_ready(v).len() == N
+    let v = wait_status(&env, t0, "all running + ready", |v| {
+        running_ready(v).len() == N + 1
     });
-    let before = running_ready(&v);
+    let mut before = running_ready(&v);
+    let doomed_pid = before.remove(&doomed).unwrap() as i32;
     let agent_pid = agent.0.id() as i32;
     for pid in before.values() {
         assert!(alive(*pid as i32));
     }
-    assert_eq!(vmms_under(&state).len(), N);
+    assert_eq!(vmms_under(&state).len(), N + 1);
 
     // kill -9 the agent: the VMMs (own sessions) keep running.
     drop(agent);
@@ -160,6 +165,12 @@ fn kill_9_agent_then_restart_readopts_all_vms() {
     for pid in before.values() {
         assert!(alive(*pid as i32), "VMM {pid} died with the agent");
     }
+    // One VMM dies while no agent watches.
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(doomed_pid).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
 
     // Leftovers of nothing: a TAP, a cgroup and an instance dir no
     // instance owns (a launch that crashed before writing its spec).
@@ -177,6 +188,16 @@ fn kill_9_agent_then_restart_readopts_all_vms() {
     let v = wait_status(&env, t1, "5 re-adopted", |v| running_ready(v).len() == N);
     let after = running_ready(&v);
     assert_eq!(before, after, "instances restarted or lost across kill -9");
+    let d = v["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == doomed.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(d["state"], "stopped", "{d:#}");
+    assert_eq!(d["reason"]["code"], "Server.VmmExitedUnobserved", "{d:#}");
+    assert!(d["pid"].is_null(), "{d:#}");
     assert_eq!(vmms_under(&state).len(), N, "a VMM was started twice");
     let log = std::fs::read_to_string(state.join("agent.log")).unwrap();
     assert_eq!(log.matches("re-adopted running VMM").count(), N, "{log}");
@@ -191,10 +212,34 @@ fn kill_9_agent_then_restart_readopts_all_vms() {
     assert!(!env.netns.link_exists("nbtorphan00"), "orphan TAP kept");
     assert!(!cg_orphan.exists(), "orphan cgroup kept");
     assert!(!dir_orphan.exists(), "orphan dir kept");
-    assert_eq!(env.netns.links_with_prefix("nbt").len(), N);
+    assert_eq!(env.netns.links_with_prefix("nbt").len(), N + 1);
     for id in &ids {
         assert!(state.join("instances").join(id).join("disk.raw").is_file());
     }
+
+    // The exit of a re-adopted VMM (not the agent's child) is noticed
+    // through its pidfd.
+    let (victim, vpid) = after.iter().next().map(|(i, p)| (i.clone(), *p)).unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(vpid as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    let t3 = now_ms();
+    wait_status(&env, t3, "adopted VMM exit noticed", |v| {
+        v["instances"].as_array().is_some_and(|a| {
+            a.iter().any(|i| {
+                i["id"] == victim.as_str()
+                    && i["state"] == "stopped"
+                    && i["reason"]["code"] == "Server.VmmExitedUnobserved"
+            })
+        })
+    });
+    assert_eq!(
+        vmms_under(&state).len(),
+        N - 1,
+        "a stopped instance was restarted"
+    );
 
     // An empty desired state terminates everything, leaving nothing.
     let t2 = now_ms();

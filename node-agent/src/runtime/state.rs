@@ -323,7 +323,10 @@ mod tests {
             admit(State::Stopped, Request::Reboot),
             Err(Denied::InvalidState(..))
         ));
-        assert_eq!(admit(State::Failed, Request::Stop), Ok(Admission::AlreadyDone));
+        assert_eq!(
+            admit(State::Failed, Request::Stop),
+            Ok(Admission::AlreadyDone)
+        );
     }
 
     #[test]
