@@ -143,9 +143,10 @@ pub async fn run(
     }
 }
 
-fn images_present(agent: &Agent) -> Vec<pb::ImagePresent> {
+async fn images_present(agent: &Agent) -> Vec<pb::ImagePresent> {
     agent
         .images()
+        .await
         .into_iter()
         .map(|i| pb::ImagePresent {
             name: i.name.to_string(),
@@ -191,7 +192,7 @@ async fn session(
             host_id: agent.host_id().to_string(),
             availability_zone: agent.context().config.availability_zone.clone(),
             capacity: Some(capacity(agent)),
-            images: images_present(agent),
+            images: images_present(agent).await,
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             instances,
         })
@@ -223,6 +224,9 @@ async fn session(
     let mut hb_every = Duration::from_secs(u64::from(reg.heartbeat_interval_seconds.max(1)));
     let mut hb = tokio::time::interval(hb_every);
     hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Images built or removed after registration are reported about once a
+    // minute (a non-empty list replaces the node's).
+    let mut last_images = tokio::time::Instant::now();
     // Report everything once per session, then only changes.
     let mut sent: BTreeMap<InstanceId, pb::ReportInstanceRequest> = BTreeMap::new();
     let mut resync = tokio::time::interval(Duration::from_secs(30));
@@ -232,6 +236,12 @@ async fn session(
         tokio::select! {
             _ = hb.tick() => {
                 let (used, running) = agent.usage();
+                let images = if last_images.elapsed() >= Duration::from_secs(60) {
+                    last_images = tokio::time::Instant::now();
+                    images_present(agent).await
+                } else {
+                    Vec::new()
+                };
                 let resp = c.heartbeat(pb::HeartbeatRequest {
                     node_id: node_id.clone(),
                     capacity: Some(capacity(agent)),
@@ -240,7 +250,7 @@ async fn session(
                         memory_mib: u32::try_from(used.memory_mib).unwrap_or(u32::MAX),
                     }),
                     running_instances: running,
-                    images: vec![],
+                    images,
                 }).await.map_err(rpc("Heartbeat"))?.into_inner();
                 let every = Duration::from_secs(u64::from(resp.heartbeat_interval_seconds.max(1)));
                 if every != hb_every {

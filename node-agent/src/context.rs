@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, Mutex};
 use crate::config::{Addressing, Config};
 use crate::error::Result;
 use crate::host::cgroup::Cgroups;
+use crate::host::image::DigestCache;
 use crate::host::tap;
 use crate::layout::Layout;
 use crate::types::InstanceId;
@@ -28,6 +29,8 @@ pub struct HostContext {
     pub net_lock: Mutex<()>,
     /// Instance tasks send their id here whenever their report changes.
     pub changed: mpsc::UnboundedSender<InstanceId>,
+    /// Digests of image files for periodic scans.
+    pub digests: DigestCache,
 }
 
 impl HostContext {
@@ -46,6 +49,7 @@ impl HostContext {
             cgroups,
             net_lock: Mutex::new(()),
             changed,
+            digests: DigestCache::default(),
         }))
     }
 

@@ -38,8 +38,12 @@ pub async fn prepare(
     dir.create().map_err(internal)?;
     write_json(&dir.spec(), spec).map_err(internal)?;
 
-    // Image: present and every checksum right.
-    let img = image::load_verified(&ctx.config.image_dir, &spec.image).map_err(|e| match e {
+    // Image: present and every checksum right (hashing off the async threads).
+    let (image_dir, name) = (ctx.config.image_dir.clone(), spec.image.clone());
+    let loaded = tokio::task::spawn_blocking(move || image::load_verified(&image_dir, &name))
+        .await
+        .map_err(|e| reason(ReasonCode::InternalError, e))?;
+    let img = loaded.map_err(|e| match e {
         Error::Image { ref problem, .. } if problem.starts_with("not found") => {
             reason(ReasonCode::ImageNotFound, chain(&e))
         }
@@ -70,10 +74,18 @@ pub async fn prepare(
 
     // Root disk.
     let disk_path = dir.disk();
-    let made = match &img.disk {
-        Some(src) => disk::clone_disk(src, &disk_path),
-        None => disk::create_blank(&disk_path, ctx.config.instances.blank_disk_mib, &spec.id),
-    };
+    let (src, dst, mib, id) = (
+        img.disk.clone(),
+        disk_path.clone(),
+        ctx.config.instances.blank_disk_mib,
+        spec.id.clone(),
+    );
+    let made = tokio::task::spawn_blocking(move || match src {
+        Some(src) => disk::clone_disk(&src, &dst),
+        None => disk::create_blank(&dst, mib, &id),
+    })
+    .await
+    .map_err(|e| reason(ReasonCode::InternalError, e))?;
     made.map_err(|e| reason(ReasonCode::DiskSetupFailed, chain(&e)))?;
 
     // Network: bridge, address, TAP.

@@ -87,6 +87,8 @@ pub struct Agent {
     instances: Mutex<BTreeMap<InstanceId, InstanceHandle>>,
     desired: Mutex<DesiredSet>,
     wake: Notify,
+    /// When host resources were last swept for orphans (`None`: due now).
+    last_sweep: Mutex<Option<std::time::Instant>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -124,6 +126,7 @@ impl Agent {
             instances: Mutex::new(map),
             desired: Mutex::new(DesiredSet::default()),
             wake: Notify::new(),
+            last_sweep: Mutex::new(None),
         });
         Ok((agent, rx))
     }
@@ -144,6 +147,8 @@ impl Agent {
         d.have_snapshot = true;
         d.items = items.into_iter().map(|i| (i.spec.id.clone(), i)).collect();
         drop(d);
+        // A new snapshot makes an orphan sweep due.
+        *lock(&self.last_sweep) = None;
         self.wake.notify_one();
     }
 
@@ -227,9 +232,13 @@ impl Agent {
         (used, running)
     }
 
-    /// Images present and verified.
-    pub fn images(&self) -> Vec<image::Image> {
-        image::scan(&self.ctx.config.image_dir)
+    /// Images present and verified (hashing off the async threads; unchanged
+    /// files are not re-hashed).
+    pub async fn images(&self) -> Vec<image::Image> {
+        let ctx = self.ctx.clone();
+        tokio::task::spawn_blocking(move || image::scan(&ctx.config.image_dir, &ctx.digests))
+            .await
+            .unwrap_or_default()
     }
 
     /// Runs reconcile passes forever: on every change and every 2 s.
@@ -272,7 +281,12 @@ impl Agent {
                         h.send(Request::Terminate, r.generation, false);
                     }
                 }
-                orphans_cleanable = true;
+                let mut last = lock(&self.last_sweep);
+                let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(30));
+                if due {
+                    *last = Some(std::time::Instant::now());
+                    orphans_cleanable = true;
+                }
             }
         }
         if orphans_cleanable {

@@ -89,7 +89,12 @@ fn write_status(agent: &Agent, images: &[String]) {
 /// Runs standalone mode until the process ends.
 pub async fn run(agent: Arc<Agent>, mut changed: mpsc::UnboundedReceiver<InstanceId>) {
     let state_dir = agent.context().config.state_dir.clone();
-    let images: Vec<String> = agent.images().iter().map(|i| i.name.to_string()).collect();
+    let images: Vec<String> = agent
+        .images()
+        .await
+        .iter()
+        .map(|i| i.name.to_string())
+        .collect();
     tracing::info!(?images, "standalone mode: reading desired.json");
     tokio::spawn(agent.clone().run());
     let path = desired_path(&state_dir);

@@ -98,8 +98,46 @@ fn digest_of(v: &serde_json::Value) -> Option<String> {
     }
 }
 
-/// Loads `<dir>/<name>/manifest.json` and verifies every file it names.
+/// Remembers file digests by (path, size, mtime, inode) so periodic image
+/// scans do not re-hash unchanged files. Launches always hash in full.
+#[derive(Debug, Default)]
+pub struct DigestCache {
+    known: std::sync::Mutex<BTreeMap<PathBuf, (FileKey, String)>>,
+}
+
+/// Size, mtime seconds and nanoseconds, inode.
+type FileKey = (u64, i64, i64, u64);
+
+impl DigestCache {
+    /// sha256 of `path`, from the cache when the file is unchanged.
+    pub fn sha256(&self, path: &Path) -> Result<String> {
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata(path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let key = (md.len(), md.mtime(), md.mtime_nsec(), md.ino());
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((k, d)) = known.get(path) {
+            if *k == key {
+                return Ok(d.clone());
+            }
+        }
+        let d = sha256_file(path)?;
+        known.insert(path.to_path_buf(), (key, d.clone()));
+        Ok(d)
+    }
+}
+
+/// Loads `<dir>/<name>/manifest.json` and verifies every file it names
+/// (full hashing).
 pub fn load_verified(image_dir: &Path, name: &ImageName) -> Result<Image> {
+    load_with(image_dir, name, &sha256_file)
+}
+
+fn load_with(
+    image_dir: &Path,
+    name: &ImageName,
+    hash: &dyn Fn(&Path) -> Result<String>,
+) -> Result<Image> {
     let dir = image_dir.join(name.as_str());
     let problem = |p: String| Error::Image {
         name: name.to_string(),
@@ -147,7 +185,7 @@ pub fn load_verified(image_dir: &Path, name: &ImageName) -> Result<Image> {
         if !path.exists() {
             return Err(problem(format!("file {f} missing")));
         }
-        let actual = sha256_file(&path)?;
+        let actual = hash(&path)?;
         if &actual != expected {
             return Err(Error::ImageChecksum {
                 name: name.to_string(),
@@ -171,7 +209,7 @@ pub fn load_verified(image_dir: &Path, name: &ImageName) -> Result<Image> {
 
 /// Scans the image directory; returns every image that verifies and logs the
 /// others.
-pub fn scan(image_dir: &Path) -> Vec<Image> {
+pub fn scan(image_dir: &Path, cache: &DigestCache) -> Vec<Image> {
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir(image_dir) else {
         tracing::warn!(dir = %image_dir.display(), "image directory unreadable");
@@ -188,7 +226,7 @@ pub fn scan(image_dir: &Path) -> Vec<Image> {
             tracing::warn!(image = n, "skipping image with invalid name");
             continue;
         };
-        match load_verified(image_dir, &name) {
+        match load_with(image_dir, &name, &|p| cache.sha256(p)) {
             Ok(img) => out.push(img),
             Err(e) => tracing::warn!(image = n, error = %e, "skipping image"),
         }
@@ -220,7 +258,11 @@ mod tests {
         let img = load_verified(t.path(), &ImageName::new("img").unwrap()).unwrap();
         assert_eq!(img.kernel, t.path().join("img/kernel"));
         assert_eq!(img.requires.min_memory_mib, Some(16));
-        assert_eq!(scan(t.path()).len(), 1);
+        let cache = DigestCache::default();
+        assert_eq!(scan(t.path(), &cache).len(), 1);
+        // A changed file is hashed again (size differs), and caught.
+        std::fs::write(t.path().join("img/kernel"), b"kernel bytes!").unwrap();
+        assert!(scan(t.path(), &cache).is_empty());
     }
 
     #[test]
@@ -229,7 +271,7 @@ mod tests {
         write_image(t.path(), b"kernel bytes", Some("00".repeat(32)));
         let e = load_verified(t.path(), &ImageName::new("img").unwrap()).unwrap_err();
         assert!(matches!(e, Error::ImageChecksum { .. }), "{e}");
-        assert!(scan(t.path()).is_empty());
+        assert!(scan(t.path(), &DigestCache::default()).is_empty());
         let e = load_verified(t.path(), &ImageName::new("nope").unwrap()).unwrap_err();
         assert!(matches!(e, Error::Image { .. }), "{e}");
     }
