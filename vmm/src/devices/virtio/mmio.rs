@@ -13,7 +13,8 @@
 //! Each step must be taken in order; a status write that skips or clears a step is ignored
 //! (and logged). `FEATURES_OK` is refused (left clear, as the spec requires) unless the
 //! driver accepted `VIRTIO_F_VERSION_1` and only offered features. Feature registers are
-//! writable only in `DRIVER`, queue registers only in `FEATURES_OK` (before `DRIVER_OK`).
+//! writable only in `DRIVER`, queue registers only in `FEATURES_OK` (before `DRIVER_OK`),
+//! except that writing 0 to `QueueReady` stops a queue in any state.
 
 use std::os::fd::RawFd;
 
@@ -378,6 +379,14 @@ impl VirtioMmioDevice {
     }
 
     fn write_queue_register(&mut self, reg: u32, value: u32) {
+        // "To stop using the queue the driver MUST write zero to QueueReady and MUST read
+        // the value back" (virtio 1.2, 4.2.2.3): allowed in any state, also when live.
+        if reg == VIRTIO_MMIO_QUEUE_READY && value == 0 {
+            if let Some(queue) = self.queues.get_mut(self.queue_sel as usize) {
+                queue.set_ready(false);
+            }
+            return;
+        }
         if self.status & (VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK)
             != VIRTIO_CONFIG_S_FEATURES_OK
         {
@@ -729,10 +738,18 @@ mod tests {
         w(&mut dev, 0x70, 0xf);
         assert_eq!(read32(&mut dev, 0x70), 0xf);
         assert!(dev.queues[0].is_valid(&mem));
-        // Queue registers are frozen after DRIVER_OK.
+        // Queue registers are frozen after DRIVER_OK ...
         w(&mut dev, 0x30, 1);
         w(&mut dev, 0x44, 1);
         assert_eq!(read32(&mut dev, 0x44), 0);
+        w(&mut dev, 0x30, 0);
+        w(&mut dev, 0x80, 0x5_0000);
+        assert_eq!(dev.queues[0].desc_table(), 0x1_0000);
+        // ... but a driver may stop a live queue by writing 0 to QueueReady.
+        w(&mut dev, 0x44, 0);
+        assert_eq!(read32(&mut dev, 0x44), 0);
+        w(&mut dev, 0x44, 1);
+        assert_eq!(read32(&mut dev, 0x44), 0, "no restart without reset");
         // Reset clears everything.
         w(&mut dev, 0x70, 0);
         w(&mut dev, 0x30, 0);
@@ -816,6 +833,22 @@ mod tests {
         drv.add_chain(0, &[(DATA_START, 16, true)]);
         dev.process_queue(0);
         assert_eq!(dev.interrupt_evt().read().unwrap(), 1);
+    }
+
+    #[test]
+    fn stopped_queue_is_not_processed() {
+        let (mut dev, mem) = new_dev();
+        let mut drv = Driver::activate(&mut dev, &mem, 0, 8);
+        w(&mut dev, 0x30, 0);
+        w(&mut dev, 0x44, 0);
+        drv.add_chain(0, &[(DATA_START, 16, true)]);
+        dev.process_queue(0);
+        assert!(drv.take_used(0).is_empty());
+        assert_eq!(dev.status() & VIRTIO_CONFIG_S_NEEDS_RESET, 0);
+        // The other queue keeps working.
+        drv.add_chain(1, &[(DATA_START, 16, true)]);
+        dev.process_queue(1);
+        assert_eq!(drv.take_used(1).len(), 1);
     }
 
     #[test]
