@@ -22,7 +22,8 @@
 # Every Cargo.toml in the folder adds `rustc -V` / `cargo -V` (run beside it) to the inputs.
 #
 # Inputs hash = sha256 over: build.sh itself, the sorted list and contents of every file in
-# the image folder (target/ dirs excluded), tool versions, inputs.sh output. When
+# the image folder (target/ dirs and *.md documentation excluded), tool versions, inputs.sh
+# output. When
 # <out>/.input-hash matches and <out>/manifest.json exists, the image is not rebuilt.
 # Otherwise the image is built in a temporary folder next to <out>, manifest.json is written
 # (manifest.in.json + "files" {sha256,size} + "inputs_sha256"), and the temporary folder
@@ -152,7 +153,7 @@ input_hash() {
     {
         printf 'nubis-image-inputs v1 %s\n' "$image"
         printf 'build.sh %s\n' "$(sha256sum < "$self" | cut -c1-64)"
-        (cd "$dir" && find . -name target -prune -o \( -type f -o -type l \) -print0 |
+        (cd "$dir" && find . -name target -prune -o \( -type f -o -type l \) ! -name '*.md' -print0 |
             LC_ALL=C sort -z |
             while IFS= read -r -d '' f; do
                 if [ -L "$f" ]; then

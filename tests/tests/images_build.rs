@@ -147,6 +147,11 @@ fn builds_once_then_skips_until_an_input_changes() {
     let check = run(&sb.script(), &["--check"]);
     assert!(check.status.success(), "{}", text(&check));
 
+    // Documentation is not a build input.
+    fs::write(sb.root().join("deploy/images/toy/README.md"), "# toy\n").expect("write");
+    let check = run(&sb.script(), &["--check", "toy"]);
+    assert!(check.status.success(), "{}", text(&check));
+
     // A changed input file rebuilds; --check notices first.
     sb.write_toy("toy-kernel-v2!", r#""name":"toy""#);
     let check = run(&sb.script(), &["--check", "toy"]);
