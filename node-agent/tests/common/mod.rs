@@ -234,8 +234,40 @@ pub struct Env {
     pub config: Config,
 }
 
+/// Removes namespaces and cgroups of earlier test runs that were killed
+/// before their guards ran (e.g. by a test-runner timeout). Only `nbag-*`
+/// names older than 30 minutes are touched; no agent test runs that long.
+pub fn sweep_stale() {
+    let old = |p: &Path| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(30 * 60))
+    };
+    if let Ok(rd) = std::fs::read_dir("/run/netns") {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("nbag-") && old(&e.path()) {
+                let _ = Command::new("ip").args(["netns", "del", &name]).status();
+            }
+        }
+    }
+    if let Some(mount) = cgroup2_mount() {
+        if let Ok(rd) = std::fs::read_dir(&mount) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with("nbag-test-") && old(&e.path()) {
+                    drop(CgroupGuard { parent: name });
+                }
+            }
+        }
+    }
+}
+
 impl Env {
     pub fn new() -> Env {
+        sweep_stale();
         let netns = NetNs::new();
         let cgroup = CgroupGuard {
             parent: format!("nbag-test-{}", rand_suffix()),
