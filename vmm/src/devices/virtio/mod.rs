@@ -35,6 +35,16 @@
 //!
 //! Every device uses one MMIO window of [`MMIO_WINDOW_SIZE`] bytes.
 //!
+//! # Metrics
+//!
+//! [`VirtioMmioDevice::metrics`] returns one JSON object per device: the transport's
+//! `type`, `status`, `needs_reset`, `interrupts`, `resets`, `queue_corruptions`, and the
+//! device's counters. Every device has `requests`, `bytes_read`, `bytes_written` and
+//! `errors` (block: bytes read from / written to the disk; net: bytes taken from the guest
+//! for the TAP / delivered to the guest; rng: bytes of entropy written to the guest), plus
+//! its own (`reads`, `writes`, `flushes`, `get_ids`, `capacity_sectors`; `rx_frames`,
+//! `tx_frames`, `rx_dropped`, `tx_dropped`, `mac`, `tap`).
+//!
 //! # Guest misbehaviour
 //!
 //! Nothing the guest writes into its memory or registers can panic the VMM. A malformed request

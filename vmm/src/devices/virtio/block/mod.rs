@@ -2,7 +2,7 @@
 //! requests, an optional read-only mode (`VIRTIO_BLK_F_RO`: writes fail with
 //! `VIRTIO_BLK_S_IOERR`) and `VIRTIO_BLK_F_FLUSH` mapped to `fdatasync`.
 //!
-//! [`request`] parses and validates requests without doing I/O; [`device`] executes them.
+//! [`request`] parses and validates requests without doing I/O; [`Block`] executes them.
 
 mod device;
 pub mod request;
