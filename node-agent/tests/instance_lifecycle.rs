@@ -63,6 +63,32 @@ fn console_text(h: &InstanceHandle, env: &Env) -> String {
     String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned()
 }
 
+/// `GET path` from inside the namespace (retrying while the link comes up).
+async fn http_get(ip: std::net::Ipv4Addr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = tokio::time::Instant::now() + BOOT;
+    loop {
+        let attempt = async {
+            let mut s = tokio::net::TcpStream::connect((ip, 80)).await?;
+            s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes())
+                .await?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).await?;
+            Ok::<_, std::io::Error>(out)
+        };
+        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            Ok(Ok(out)) if !out.is_empty() => return out,
+            other => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no HTTP answer from {ip}: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
 #[test]
 fn launch_ready_console_stop_start_terminate() {
     if !have_prereqs(true) {
@@ -115,6 +141,16 @@ fn launch_ready_console_stop_start_terminate() {
         // The VMM is in its own session (detached from the agent).
         let sid = rustix::process::getsid(rustix::process::Pid::from_raw(pid)).unwrap();
         assert_eq!(sid.as_raw_nonzero().get(), pid);
+
+        // The guest is reachable on its allocated address through the TAP
+        // and bridge (inside the test's namespace only).
+        let net: nubis_agent::layout::NetAlloc =
+            nubis_agent::layout::read_json(&dir.join("net.json"))
+                .unwrap()
+                .unwrap();
+        let body = http_get(net.ip, "/").await;
+        assert!(body.contains("200"), "{body}");
+        assert!(body.contains("NUBIS-HELLO i-life0001"), "{body}");
 
         // Console: guest lines, newest 64 KiB.
         let console = nubis_agent::layout::tail(&dir.join("console.log"), 64 * 1024).unwrap();
