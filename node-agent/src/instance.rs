@@ -319,6 +319,16 @@ struct Driver {
     status_rx: watch::Receiver<Report>,
 }
 
+/// The bytes of `path` from `offset` to its current end (at most 1 MiB).
+fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut out = Vec::new();
+    f.take(1 << 20).read_to_end(&mut out)?;
+    Ok(out)
+}
+
 async fn wait_vmm(v: &mut Option<VmmProcess>) -> VmmExit {
     match v {
         Some(p) => p.wait().await,
@@ -650,7 +660,7 @@ impl Driver {
             self.console_offset = 0;
             self.console_carry.clear();
         }
-        let Ok(new) = tail(&path, md.len() - self.console_offset) else {
+        let Ok(new) = read_from(&path, self.console_offset) else {
             return;
         };
         self.console_offset += new.len() as u64;
