@@ -12,6 +12,7 @@ pub mod builder;
 pub mod config;
 pub mod devices;
 pub mod error;
+pub mod logger;
 pub mod rpc;
 pub mod signals;
 pub mod state;

@@ -3,17 +3,6 @@
 use clap::Parser;
 use nubis_vmm::config::Cli;
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("NUBIS_VMM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
-}
-
 fn report(err: &dyn std::error::Error) -> String {
     let mut msg = err.to_string();
     let mut source = err.source();
@@ -31,7 +20,7 @@ fn main() {
         // --help and --version exit 0; usage errors exit 2.
         Err(e) => e.exit(),
     };
-    init_logging();
+    nubis_vmm::logger::StderrLogger::init_from_env("NUBIS_VMM_LOG");
     let code = match cli.into_config().and_then(nubis_vmm::run) {
         Ok(code) => code,
         Err(e) => {

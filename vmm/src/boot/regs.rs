@@ -164,6 +164,21 @@ fn set_lapic_reg(lapic: &mut kvm_lapic_state, offset: usize, value: u32) {
     }
 }
 
+/// Vectors set in the 256-bit LAPIC register array at `base` (ISR 0x100,
+/// TMR 0x180, IRR 0x200), for diagnostics.
+pub fn pending_vectors(lapic: &kvm_lapic_state, base: usize) -> String {
+    let mut out = Vec::new();
+    for word in 0..8 {
+        let bits = lapic_reg(lapic, base + word * 0x10);
+        for bit in 0..32 {
+            if bits & (1 << bit) != 0 {
+                out.push(format!("{:#x}", word * 32 + bit));
+            }
+        }
+    }
+    out.join(",")
+}
+
 /// Wires LINT0 as ExtINT (the legacy PIC path) and LINT1 as NMI, as an MP
 /// system's BIOS would.
 pub fn wire_lints(mut lapic: kvm_lapic_state) -> kvm_lapic_state {

@@ -202,11 +202,14 @@ impl Vcpu {
                 VcpuCommand::Finish => return false,
                 VcpuCommand::Pause => {
                     if tracing::enabled!(tracing::Level::DEBUG) {
-                        if let Ok(r) = self.fd.get_regs() {
+                        if let (Ok(r), Ok(l)) = (self.fd.get_regs(), self.fd.get_lapic()) {
                             tracing::debug!(
                                 vcpu = self.id,
                                 rip = format_args!("{:#x}", r.rip),
                                 rsp = format_args!("{:#x}", r.rsp),
+                                rflags = format_args!("{:#x}", r.rflags),
+                                isr = %crate::boot::regs::pending_vectors(&l, 0x100),
+                                irr = %crate::boot::regs::pending_vectors(&l, 0x200),
                                 "vCPU paused"
                             );
                         }
