@@ -296,6 +296,25 @@ async fn report_changes(
         if same {
             continue;
         }
+        let phase_changed = sent.get(&r.id).is_none_or(|old| old.phase != req.phase);
+        if phase_changed && matches!(r.state, State::Stopped | State::Failed | State::Terminating) {
+            // Keep the last output with the control plane: a terminated
+            // instance's log goes with its directory.
+            let output = agent.console(&r.id, CONSOLE_TAIL_BYTES).unwrap_or_default();
+            let pushed = c
+                .report_console(pb::ReportConsoleRequest {
+                    node_id: node_id.to_string(),
+                    instance_id: r.id.to_string(),
+                    request_id: String::new(),
+                    output,
+                    captured_unix_ms: crate::instance::now_ms() as i64,
+                })
+                .await;
+            // Best effort: e.g. an orphan's console is refused (not assigned).
+            if let Err(e) = pushed {
+                tracing::debug!(instance = %r.id, error = %e, "console push refused");
+            }
+        }
         let resp = c
             .report_instance(req.clone())
             .await
