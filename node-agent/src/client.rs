@@ -367,15 +367,20 @@ async fn handle_event(
                 Ok(id) => agent.console(&id, max).unwrap_or_default(),
                 Err(_) => Vec::new(),
             };
-            c.report_console(pb::ReportConsoleRequest {
-                node_id: node_id.to_string(),
-                instance_id: r.instance_id,
-                request_id: r.request_id,
-                output,
-                captured_unix_ms: crate::instance::now_ms() as i64,
-            })
-            .await
-            .map_err(rpc("ReportConsole"))?;
+            let answered = c
+                .report_console(pb::ReportConsoleRequest {
+                    node_id: node_id.to_string(),
+                    instance_id: r.instance_id.clone(),
+                    request_id: r.request_id,
+                    output,
+                    captured_unix_ms: crate::instance::now_ms() as i64,
+                })
+                .await;
+            // A refused answer (e.g. the instance was just unassigned) must
+            // not end the session; a broken connection shows up elsewhere.
+            if let Err(e) = answered {
+                tracing::warn!(instance = r.instance_id, error = %e, "console answer refused");
+            }
         }
         None => {}
     }
