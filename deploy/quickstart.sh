@@ -19,7 +19,10 @@
 #   NUBIS_QS_PREFIX   namespace/cgroup prefix    (default nbq)
 #   NUBIS_QS_IMAGES   images to build            (default: all of deploy/images)
 #   NUBIS_QS_PROFILE  name of the CLI profile    (default quickstart)
-#   NUBIS_QS_SKIP_BUILD=1  use the release binaries already built
+#   NUBIS_QS_ENV_FILE endpoints/credentials file (default ~/.config/nubis/quickstart.env)
+#   NUBIS_QS_SKIP_BUILD=1  use the binaries already built
+#   NUBIS_QS_BIN      directory of the binaries  (default target/release; with SKIP_BUILD,
+#                     e.g. target/debug)
 # Logs: $STATE/logs/{etcd,control-plane,agent-1a,agent-1b,agent-1c}.log
 # Running `up` twice is safe: running components are kept, nothing is duplicated.
 set -euo pipefail
@@ -34,9 +37,9 @@ REGION=nubis-local-1
 ZONES=(1a 1b 1c)
 PER_HOST_VCPUS=2
 PER_HOST_MEMORY_MIB=512
-BIN="$root/target/release"
+BIN=${NUBIS_QS_BIN:-$root/target/release}
 CFG_DIR="${XDG_CONFIG_HOME:-$HOME/.config}/nubis"
-QS_ENV="$CFG_DIR/quickstart.env"
+QS_ENV=${NUBIS_QS_ENV_FILE:-$CFG_DIR/quickstart.env}
 APT_PKGS=(etcd-server protobuf-compiler iproute2 qemu-system-x86 linux-source-6.1 busybox-static
     flex bison bc libelf-dev libssl-dev cpio build-essential curl xz-utils)
 
@@ -186,6 +189,10 @@ unix_socket = "$STATE/cp.sock"
 [http]
 listen = "127.0.0.1:$EC2_PORT"
 
+[network]
+cidr = "10.200.0.0/16"
+node_prefix_len = 24
+
 [auth]
 admin_access_key_id = "$ADMIN_KEY"
 admin_secret_access_key = "$ADMIN_SECRET"
@@ -210,6 +217,12 @@ start_agents() {
         && grep -qw cpu "$mount/cgroup.controllers" 2>/dev/null; then
         enforce=true
     fi
+    ready_nodes() { # at least N
+        [[ $(nubis_admin admin nodes list 2>/dev/null | awk 'NR > 1 && $4 == "ready"' | wc -l) -ge $1 ]]
+    }
+    # One at a time: the control plane hands out address blocks in registration
+    # order (10.200.<n>.0/24), and host n's bridge is configured for block n.
+    local n=0
     for z in "${ZONES[@]}"; do
         local ns="$PREFIX-$z" dir="$STATE/agents/$z"
         mkdir -p "$dir"
@@ -226,6 +239,10 @@ vmm_binary = "$BIN/nubis-vmm"
 key_id = "$ENROL_ID"
 secret = "$ENROL_SECRET"
 
+[network]
+bridge_address = "10.200.$n.1/24"
+instance_range = "10.200.$n.2-10.200.$n.254"
+
 [capacity]
 vcpus = $PER_HOST_VCPUS
 memory_mib = $PER_HOST_MEMORY_MIB
@@ -239,9 +256,9 @@ EOF
         start_daemon "agent-$z" "$STATE/run/agent-$z.pid" \
             env RUST_LOG="${RUST_LOG:-info}" nsenter --net="/run/netns/$ns" -- \
             "$BIN/nubis-agent" --config "$dir/agent.toml"
+        n=$((n + 1))
+        wait_for 90 "$n ready nodes" ready_nodes "$n"
     done
-    ready_nodes() { [[ $(nubis_admin admin nodes list 2>/dev/null | awk 'NR > 1 && $4 == "ready"' | wc -l) -ge 3 ]]; }
-    wait_for 90 "3 ready nodes" ready_nodes
     nubis_admin admin nodes list
 }
 
