@@ -117,9 +117,10 @@ pub enum CliError {
         /// How long we waited.
         after: std::time::Duration,
     },
-    /// The control plane answered with an error status.
+    /// The control plane answered with an error status (shown as its EC2
+    /// error code and message; the status is the error itself, not a cause).
     #[error("{}", status_text(.0))]
-    Api(#[source] tonic::Status),
+    Api(tonic::Status),
     /// Something the user named does not exist (found out locally).
     #[error("{0}")]
     NotFound(String),
