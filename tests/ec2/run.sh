@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The EC2 gateway's client tests: real aws-cli and boto3 (installed from PyPI
+# into a virtualenv) against a local Nubis cluster with real agents, brought up
+# by deploy/quickstart.sh (etcd, control plane, three nubis-agents in their own
+# network namespaces, an account, the guest images) and torn down afterwards,
+# also on failure. Exit status: pytest's, except that "no tests ran" fails.
+#
+# Environment:
+#   NUBIS_EC2_VENV         virtualenv to use/create (default target/ec2-venv)
+#   NUBIS_EC2_PYTEST_ARGS  extra pytest arguments (e.g. "-k errors")
+#   NUBIS_EC2_PROFILE      cargo profile of the binaries: debug (default) or release
+# Needs root (namespaces, TAPs) and /dev/kvm, like the quickstart.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$root"
+venv=${NUBIS_EC2_VENV:-$root/target/ec2-venv}
+work=$(mktemp -d /tmp/nbec2.XXXXXX)
+
+# An isolated quickstart: own state dir, namespace prefix, CLI profiles.
+export NUBIS_QS_STATE=$work/qs
+export NUBIS_QS_PREFIX=nbe$(($$ % 100000))
+export NUBIS_QS_PROFILE=ec2test
+export NUBIS_QS_ENV_FILE=$work/quickstart.env
+# The binaries and the hello image are built here (a no-op in CI, whose build
+# and images stages ran before); the quickstart then only starts things.
+profile=${NUBIS_EC2_PROFILE:-debug}
+export NUBIS_QS_SKIP_BUILD=1 NUBIS_QS_BIN=$root/target/$profile
+export XDG_CONFIG_HOME=$work/config
+# Keep the developer's own AWS configuration out of the tests.
+export AWS_CONFIG_FILE=$work/aws-config AWS_SHARED_CREDENTIALS_FILE=$work/aws-credentials
+unset AWS_PROFILE AWS_SESSION_TOKEN AWS_DEFAULT_PROFILE
+: >"$AWS_CONFIG_FILE"
+: >"$AWS_SHARED_CREDENTIALS_FILE"
+
+cleanup() {
+    local rc=$?
+    echo "==> tearing the cluster down"
+    if ! deploy/quickstart.sh down >"$work/down.log" 2>&1; then
+        echo "quickstart down failed:" >&2
+        tail -n 30 "$work/down.log" >&2 || true
+        rc=1
+    fi
+    rm -rf "$work"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "==> python clients in $venv"
+if [[ ! -x $venv/bin/pytest || ! -x $venv/bin/aws ]] \
+    || ! cmp -s tests/ec2/requirements.txt "$venv/.nubis-requirements.txt"; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/ec2/requirements.txt
+    cp tests/ec2/requirements.txt "$venv/.nubis-requirements.txt"
+fi
+export PATH="$venv/bin:$PATH"
+aws --version
+
+echo "==> binaries ($profile) and the hello image"
+release=()
+[[ $profile == release ]] && release=(--release)
+cargo build "${release[@]}" -p nubis-control-plane -p nubis-agent -p nubis-vmm -p nubis-cli
+deploy/images/build.sh hello
+
+echo "==> cluster (deploy/quickstart.sh up; log $work/up.log)"
+if ! deploy/quickstart.sh up >"$work/up.log" 2>&1; then
+    echo "quickstart up failed:" >&2
+    tail -n 60 "$work/up.log" >&2
+    for f in "$NUBIS_QS_STATE"/logs/*.log; do
+        [[ -f $f ]] || continue
+        echo "--- $f" >&2
+        tail -n 20 "$f" >&2
+    done
+    exit 1
+fi
+# shellcheck disable=SC1091
+source "$NUBIS_QS_ENV_FILE"
+[[ -n ${NUBIS_EC2_ENDPOINT:-} ]] || { echo "quickstart.env has no NUBIS_EC2_ENDPOINT" >&2; exit 1; }
+export NUBIS_EC2_ENDPOINT AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_DEFAULT_REGION
+
+echo "==> a second account (tenant isolation)"
+other=$("$NUBIS_QS_BIN/nubis" --profile "$NUBIS_QS_PROFILE-admin" admin accounts create "ec2-other-$$" -o json)
+NUBIS_EC2_OTHER_KEY=$(sed -n 's/.*"access_key_id": *"\([^"]*\)".*/\1/p' <<<"$other")
+NUBIS_EC2_OTHER_SECRET=$(sed -n 's/.*"secret_access_key": *"\([^"]*\)".*/\1/p' <<<"$other")
+[[ -n $NUBIS_EC2_OTHER_KEY && -n $NUBIS_EC2_OTHER_SECRET ]] || { echo "no keys in: $other" >&2; exit 1; }
+export NUBIS_EC2_OTHER_KEY NUBIS_EC2_OTHER_SECRET
+
+echo "==> pytest tests/ec2 against $NUBIS_EC2_ENDPOINT"
+rc=0
+# shellcheck disable=SC2086
+(cd tests/ec2 && pytest -v -p no:cacheprovider ${NUBIS_EC2_PYTEST_ARGS:-} .) || rc=$?
+if [[ $rc -eq 5 ]]; then
+    echo "pytest collected no tests: failing" >&2
+    rc=1
+fi
+if [[ $rc -ne 0 ]]; then
+    for f in "$NUBIS_QS_STATE"/logs/control-plane.log; do
+        [[ -f $f ]] && { echo "--- tail of $f" >&2; tail -n 40 "$f" >&2; }
+    done
+fi
+exit "$rc"
