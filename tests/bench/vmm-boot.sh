@@ -83,7 +83,7 @@ def overhead_kib(argv):
         if r:
             buf += os.read(p.stdout.fileno(), 65536)
     time.sleep(0.3)
-    total, guest = 0, 0
+    total, guest, private = 0, 0, 0
     size = None
     with open(f"/proc/{p.pid}/smaps") as f:
         for line in f:
@@ -95,12 +95,14 @@ def overhead_kib(argv):
                 total += rss
                 if size == mem * 1024:
                     guest += rss
+            elif parts[0] in ("Private_Clean:", "Private_Dirty:") and size != mem * 1024:
+                private += int(parts[1])
     p.send_signal(signal.SIGTERM)
     try:
         p.wait(10)
     except subprocess.TimeoutExpired:
         p.kill(); p.wait()
-    return total - guest, guest
+    return total - guest, guest, private
 
 def stats(xs):
     return min(xs), statistics.median(xs), max(xs)
@@ -127,13 +129,17 @@ print(f"{'ratio (median)':14} " + " ".join(
     f"{med[('nubis-vmm', k)] / med[('qemu-microvm', k)]:>24.2f}" for k in range(3)))
 
 print()
-print("RSS at the ready line (KiB): VMM overhead = total RSS - RSS of the guest-memory mapping")
+print("RSS at the ready line (KiB): VMM overhead = total RSS - RSS of the guest-memory mapping;")
+print("private = pages of those mapped by no other process at that moment (libc is shared; the\n"
+      "VMM binary text becomes shared once several VMMs run)")
 ov = {}
 for name, make in (("nubis-vmm", nubis), ("qemu-microvm", qemu)):
     samples = [overhead_kib(make(CMDLINE)) for _ in range(3)]
     over = statistics.median(s[0] for s in samples)
     guest = statistics.median(s[1] for s in samples)
+    private = statistics.median(s[2] for s in samples)
     ov[name] = over
-    print(f"{name:14} overhead {over:8.0f} KiB ({over / 1024:.2f} MiB), guest memory touched {guest:8.0f} KiB")
+    print(f"{name:14} overhead {over:8.0f} KiB ({over / 1024:.2f} MiB), of it private "
+          f"{private:6.0f} KiB; guest memory touched {guest:8.0f} KiB")
 print(f"{'ratio':14} overhead {ov['nubis-vmm'] / ov['qemu-microvm']:.2f}")
 PY
