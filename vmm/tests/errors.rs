@@ -209,3 +209,32 @@ fn missing_tap_is_status_6() {
         "does not exist",
     );
 }
+
+#[test]
+fn kvm_unavailable_is_status_8() {
+    // Hide /dev/kvm behind /dev/null in a private mount namespace.
+    let have_unshare = std::process::Command::new("unshare")
+        .args(["--mount", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !prerequisite(have_unshare, "unshare --mount (root)") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = good_kernel(dir.path());
+    // Without /dev/kvm at all the VMM must fail the same way.
+    let hide = if std::path::Path::new("/dev/kvm").exists() {
+        "mount --bind /dev/null /dev/kvm && "
+    } else {
+        ""
+    };
+    let script = format!("{hide}exec {} --kernel {kernel}", vmm_bin());
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(8), "{stderr}");
+    assert!(stderr.contains("KVM"), "{stderr}");
+}
