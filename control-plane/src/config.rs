@@ -325,3 +325,38 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let cfg = Config::from_toml(include_str!("../../deploy/control-plane.example.toml"))
+            .expect("deploy/control-plane.example.toml is valid");
+        assert_eq!(cfg.zones.len(), 3);
+        assert_eq!(cfg.scheduler.policy, Policy::Spread);
+        assert!(cfg.grpc.unix_socket.is_some());
+        assert_eq!(cfg.auth.enrolment_tokens.len(), 1);
+    }
+
+    #[test]
+    fn bad_configs_are_rejected() {
+        let auth = "[auth]\nadmin_access_key_id = \"NKIAXXXXXXXX\"\nadmin_secret_access_key = \"0123456789abcdef0\"\n";
+        assert!(Config::from_toml(auth).is_ok());
+        for bad in [
+            "zones = []\n",
+            "unknown_key = 1\n",
+            "[scheduler]\npolicy = \"random\"\n",
+            "[scheduler]\ncpu_overcommit = 0.5\n",
+            "[nodes]\nlease_ttl_seconds = 5\nheartbeat_interval_seconds = 5\n",
+            "[network]\ncidr = \"10.0.0.0/8\"\nnode_prefix_len = 8\n",
+        ] {
+            assert!(Config::from_toml(&format!("{bad}{auth}")).is_err(), "{bad}");
+        }
+        assert!(
+            Config::from_toml("region = \"x\"\n").is_err(),
+            "auth is required"
+        );
+    }
+}

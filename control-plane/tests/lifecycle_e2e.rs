@@ -106,7 +106,7 @@ async fn instance_lifecycle_through_a_simulated_agent() {
     })
     .await
     .unwrap();
-    eventually(Duration::from_secs(30), "reboot", || {
+    eventually(Duration::from_secs(90), "reboot", || {
         let p = agent.phase(&id);
         async move { (p == Some((SimPhase::Running, 1))).then_some(()) }
     })

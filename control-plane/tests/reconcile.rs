@@ -33,7 +33,7 @@ async fn node_loss_stops_instances_and_releases_capacity() {
     let id = res.instances[0].instance_id.clone();
     wait_state(&c, &id, "running").await;
 
-    agent.kill(); // no more heartbeats: the 3 s lease expires
+    agent.kill(); // no more heartbeats: the 8 s lease expires
     let stopped = wait_state(&c, &id, "stopped").await;
     let reason = stopped.state_reason.unwrap();
     assert_eq!(reason.code, "Server.InternalError");

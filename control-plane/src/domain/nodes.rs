@@ -356,13 +356,21 @@ impl Domain {
     ) -> Result<HeartbeatOutcome> {
         let id = NodeId::parse(node_id)?;
         caller.require_node(&id)?;
-        let view = match self.nodes.get(&id) {
+        let mut view = match self.nodes.get(&id) {
             Some(v) => v.node,
             None => self.node_record(&id).await?.value,
         };
         let lost = || Error::not_found("NodeLost", "the node's lease expired; register again");
         if self.store.keep_alive_once(view.lease_id).await?.is_none() {
-            return Err(lost());
+            // The cache may not have seen a re-registration through another
+            // replica yet: check the record before declaring the lease gone.
+            let fresh = self.node_record(&id).await?.value;
+            if fresh.lease_id == view.lease_id
+                || self.store.keep_alive_once(fresh.lease_id).await?.is_none()
+            {
+                return Err(lost());
+            }
+            view = fresh;
         }
         let images_changed = !input.images.is_empty() && input.images != view.images;
         let cap_changed = input.capacity.vcpus > 0 && input.capacity != view.capacity;
@@ -684,7 +692,9 @@ impl Domain {
     /// stopped ("node lost") and their capacity is released. Returns the
     /// number of instances changed.
     pub async fn reap_lost_nodes(&self) -> Result<usize> {
-        self.nodes.refresh().await?;
+        // The watch-fed cache suffices: each change is guarded by the
+        // liveness key still being absent, and a loss the cache has not seen
+        // yet is handled by the next pass.
         let mut n = 0;
         for v in self.nodes.views().into_iter().filter(|v| !v.alive) {
             let (assignments, _) = self

@@ -7,7 +7,8 @@
 //!   instances stopped with `Server.InternalError` ("node lost") and their
 //!   capacity released ([`Domain::reap_lost_nodes`]);
 //! - garbage collection: terminated instances are deleted
-//!   `gc_terminated_after_seconds` after termination ([`Domain::collect_garbage`]).
+//!   `gc_terminated_after_seconds` after termination ([`Domain::collect_garbage`]);
+//!   scanned every min(60 s, that delay).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,11 +27,20 @@ pub struct PassReport {
     pub collected: usize,
 }
 
-/// One reconcile pass (also used by tests).
-pub async fn pass(domain: &Domain) -> Result<PassReport> {
+/// Longest pause between garbage-collection scans (each scan lists every
+/// instance, so it does not run on every pass).
+pub const GC_PERIOD: Duration = Duration::from_secs(60);
+
+/// One reconcile pass (also used by tests): node loss always, garbage
+/// collection when `gc_due`.
+pub async fn pass(domain: &Domain, gc_due: bool) -> Result<PassReport> {
     let lost = domain.reap_lost_nodes().await?;
     let gc = Duration::from_secs(domain.config().reconciler.gc_terminated_after_seconds);
-    let collected = domain.collect_garbage(gc).await?;
+    let collected = if gc_due {
+        domain.collect_garbage(gc).await?
+    } else {
+        0
+    };
     if lost > 0 || collected > 0 {
         tracing::info!(lost, collected, "reconcile pass");
     }
@@ -94,8 +104,14 @@ async fn lead(
         };
         tracing::info!(identity, "reconciler leader");
         let interval = Duration::from_secs(cfg.interval_seconds.max(1));
+        let gc_period = GC_PERIOD.min(Duration::from_secs(cfg.gc_terminated_after_seconds.max(1)));
+        let mut last_gc: Option<tokio::time::Instant> = None;
         loop {
-            if let Err(e) = pass(domain).await {
+            let gc_due = last_gc.is_none_or(|t| t.elapsed() >= gc_period);
+            if gc_due {
+                last_gc = Some(tokio::time::Instant::now());
+            }
+            if let Err(e) = pass(domain, gc_due).await {
                 tracing::warn!(error = %e, "reconcile pass failed");
             }
             tokio::select! {

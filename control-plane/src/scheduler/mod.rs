@@ -22,6 +22,13 @@ use crate::config::Policy;
 use crate::domain::model::{Node, NodeAlloc, Resources};
 use crate::error::{Error, Result};
 
+/// Random utilization added to each host's score under `spread`: hosts
+/// within 5 % of the least used are equally likely, so concurrent
+/// placements by several replicas rarely pick the same host (and conflict).
+pub const SPREAD_JITTER: f64 = 0.05;
+/// The same for `binpack`, kept small so it still fills hosts in turn.
+pub const BINPACK_JITTER: f64 = 0.005;
+
 /// Overcommit ratios.
 #[derive(Debug, Clone, Copy)]
 pub struct Overcommit {
@@ -160,7 +167,6 @@ pub fn place(
             {
                 continue;
             }
-            let jitter = rand::random::<f64>() * 0.01;
             let node_util = utilization(after, c.total);
             let key = match policy {
                 Policy::Spread => {
@@ -170,10 +176,15 @@ pub fn place(
                         zone_placed.get(&c.zone).copied().unwrap_or(0),
                         c.placed,
                         zone_pct,
-                        node_util + jitter,
+                        node_util + rand::random::<f64>() * SPREAD_JITTER,
                     )
                 }
-                Policy::Binpack => (0, 0, 0, (1.0 - node_util) + jitter),
+                Policy::Binpack => (
+                    0,
+                    0,
+                    0,
+                    (1.0 - node_util) + rand::random::<f64>() * BINPACK_JITTER,
+                ),
             };
             if best.as_ref().is_none_or(|(_, b)| key_lt(&key, b)) {
                 best = Some((ci, key));

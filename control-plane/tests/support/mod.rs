@@ -141,7 +141,7 @@ pub fn config(etcd: &Etcd) -> Config {
     text.push_str("region = \"test-1\"\nzones = [\"test-1a\", \"test-1b\", \"test-1c\"]\n");
     text.push_str(&format!("[etcd]\nendpoints = [\"{}\"]\n", etcd.endpoint));
     text.push_str("[grpc]\nlisten = \"127.0.0.1:0\"\n");
-    text.push_str("[nodes]\nlease_ttl_seconds = 3\nheartbeat_interval_seconds = 1\n");
+    text.push_str("[nodes]\nlease_ttl_seconds = 8\nheartbeat_interval_seconds = 1\n");
     text.push_str("[reconciler]\ninterval_seconds = 1\nelection_ttl_seconds = 3\ngc_terminated_after_seconds = 3600\n");
     text.push_str(&format!(
         "[auth]\nadmin_access_key_id = \"{ADMIN_KEY}\"\nadmin_secret_access_key = \"{ADMIN_SECRET}\"\n[[auth.enrolment_tokens]]\nid = \"{ENROL_ID}\"\nsecret = \"{ENROL_SECRET}\"\n"
@@ -273,7 +273,7 @@ pub async fn state_of(c: &mut Compute, id: &str) -> pb::Instance {
 
 pub async fn wait_state(c: &Compute, id: &str, state: &str) -> pb::Instance {
     eventually(
-        Duration::from_secs(30),
+        Duration::from_secs(90),
         &format!("{id} to be {state}"),
         || {
             let mut c2 = c.clone();
