@@ -85,6 +85,15 @@ pub fn desired_from_assignment(a: &pb::Assignment) -> Result<DesiredInstance> {
         ),
         None => None,
     };
+    let gateway = match net.map(|n| n.gateway.as_str()).filter(|s| !s.is_empty()) {
+        Some(g) => Some(
+            g.parse()
+                .map_err(|_| Error::Protocol(format!("assignment {id}: bad gateway {g:?}")))?,
+        ),
+        None => None,
+    };
+    // proto3: 0 means unset; a usable prefix is never 0.
+    let prefix_len = net.map(|n| n.prefix_len).filter(|p| *p != 0);
     let spec = InstanceSpec {
         id,
         image: ImageName::new(s.image_name.clone())?,
@@ -92,6 +101,8 @@ pub fn desired_from_assignment(a: &pb::Assignment) -> Result<DesiredInstance> {
         memory_mib: u64::from(s.memory_mib),
         cmdline_extra: s.cmdline_extra.clone(),
         ip,
+        prefix_len,
+        gateway,
         mac: net.map(|n| n.mac.clone()).filter(|m| !m.is_empty()),
         image_manifest_sha256: Some(s.image_manifest_sha256.clone()).filter(|h| !h.is_empty()),
     };
@@ -420,6 +431,13 @@ mod tests {
         assert_eq!(d.generation, 3);
         assert_eq!(d.spec.ip, Some("10.200.0.20".parse().unwrap()));
         assert_eq!(d.spec.mac.as_deref(), Some("02:00:00:00:00:01"));
+        assert_eq!(d.spec.gateway, Some("10.200.0.1".parse().unwrap()));
+        assert_eq!(d.spec.prefix_len, Some(24));
+        let mut a = assignment(pb::DesiredState::Running);
+        if let Some(n) = a.spec.as_mut().and_then(|s| s.network.as_mut()) {
+            n.gateway = "10.200.0".into();
+        }
+        assert!(desired_from_assignment(&a).is_err());
         assert!(desired_from_assignment(&assignment(pb::DesiredState::Unspecified)).is_err());
         let mut a = assignment(pb::DesiredState::Running);
         a.instance_id = "../etc".into();

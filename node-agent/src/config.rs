@@ -83,10 +83,14 @@ pub struct NetworkConfig {
     /// Instance bridge (created when missing).
     #[serde(default = "default_bridge")]
     pub bridge: String,
-    /// Bridge address with prefix; also the guests' gateway.
-    #[serde(default = "default_bridge_address")]
-    pub bridge_address: String,
-    /// Inclusive range of instance addresses, `FIRST-LAST`.
+    /// Optional bridge address with prefix, put on the bridge at start-up:
+    /// the default subnet (gateway) for instances whose spec names no
+    /// gateway and prefix (standalone mode). Specs from the control plane
+    /// carry their own gateway, which the agent adds to the bridge.
+    #[serde(default)]
+    pub bridge_address: Option<String>,
+    /// Inclusive range of instance addresses, `FIRST-LAST`, allocated when a
+    /// spec names no address (requires `bridge_address`).
     #[serde(default = "default_instance_range")]
     pub instance_range: String,
     /// Prefix of TAP device names (at most 4 characters).
@@ -98,7 +102,7 @@ impl Default for NetworkConfig {
     fn default() -> Self {
         NetworkConfig {
             bridge: default_bridge(),
-            bridge_address: default_bridge_address(),
+            bridge_address: None,
             instance_range: default_instance_range(),
             tap_prefix: default_tap_prefix(),
         }
@@ -241,9 +245,6 @@ fn default_vmm_binary() -> PathBuf {
 fn default_bridge() -> String {
     "nbbr0".into()
 }
-fn default_bridge_address() -> String {
-    "10.200.0.1/24".into()
-}
 fn default_instance_range() -> String {
     "10.200.0.10-10.200.0.250".into()
 }
@@ -308,9 +309,13 @@ fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix: u8) -> bool {
 }
 
 impl NetworkConfig {
-    /// Validates and returns the addressing plan.
-    pub fn addressing(&self) -> Result<Addressing> {
-        let (gateway, prefix) = parse_cidr(&self.bridge_address)?;
+    /// Validates and returns the default addressing plan (`None` without a
+    /// `bridge_address`).
+    pub fn addressing(&self) -> Result<Option<Addressing>> {
+        let Some(bridge_address) = &self.bridge_address else {
+            return Ok(None);
+        };
+        let (gateway, prefix) = parse_cidr(bridge_address)?;
         let bad = || {
             Error::ConfigInvalid(format!(
                 "network.instance_range {:?} must be FIRST-LAST",
@@ -326,7 +331,7 @@ impl NetworkConfig {
         if !same_subnet(first, gateway, prefix) || !same_subnet(last, gateway, prefix) {
             return Err(Error::ConfigInvalid(format!(
                 "network.instance_range {:?} is outside {}",
-                self.instance_range, self.bridge_address
+                self.instance_range, bridge_address
             )));
         }
         if (u32::from(first)..=u32::from(last)).contains(&u32::from(gateway)) {
@@ -334,12 +339,12 @@ impl NetworkConfig {
                 "network.instance_range contains the bridge address".into(),
             ));
         }
-        Ok(Addressing {
+        Ok(Some(Addressing {
             gateway,
             prefix,
             first,
             last,
-        })
+        }))
     }
 }
 
@@ -487,7 +492,11 @@ mod tests {
         assert_eq!(c.enrolment_credential().unwrap(), ("k".into(), "s".into()));
         assert_eq!(c.network.bridge, "nbbr0");
         assert_eq!(c.timeouts.graceful_stop_secs, 30);
-        let a = c.network.addressing().unwrap();
+        // No default subnet unless configured: specs bring their own.
+        assert_eq!(c.network.addressing().unwrap(), None);
+        let mut n = c.network.clone();
+        n.bridge_address = Some("10.200.0.1/24".into());
+        let a = n.addressing().unwrap().unwrap();
         assert_eq!(a.gateway, Ipv4Addr::new(10, 200, 0, 1));
         assert_eq!(a.prefix, 24);
         assert!(c.cgroup.enforce_limits);
@@ -516,9 +525,12 @@ mod tests {
             "[network]\nbridge = \"this-name-is-too-long\"\n",
             "[network]\ntap_prefix = \"toolong\"\n",
             "[network]\nbridge_address = \"10.0.0.1\"\n",
-            "[network]\ninstance_range = \"10.200.0.50-10.200.0.10\"\n",
-            "[network]\ninstance_range = \"10.201.0.10-10.201.0.20\"\n",
-            "[network]\ninstance_range = \"10.200.0.1-10.200.0.20\"\n",
+            "[network]\nbridge_address = \"10.200.0.1/24\"\n\
+             instance_range = \"10.200.0.50-10.200.0.10\"\n",
+            "[network]\nbridge_address = \"10.200.0.1/24\"\n\
+             instance_range = \"10.201.0.10-10.201.0.20\"\n",
+            "[network]\nbridge_address = \"10.200.0.1/24\"\n\
+             instance_range = \"10.200.0.1-10.200.0.20\"\n",
         ] {
             assert!(parse(&format!("{base}{net}")).is_err(), "{net}");
         }

@@ -19,8 +19,8 @@ use crate::types::InstanceId;
 pub struct HostContext {
     /// Configuration.
     pub config: Config,
-    /// Validated addressing plan.
-    pub addressing: Addressing,
+    /// Default addressing plan (from `network.bridge_address`), if any.
+    pub addressing: Option<Addressing>,
     /// State directory.
     pub layout: Layout,
     /// cgroup tree.
@@ -53,14 +53,15 @@ impl HostContext {
         }))
     }
 
-    /// Makes sure the instance bridge exists with its address (idempotent).
+    /// Makes sure the instance bridge exists, up, with the configured
+    /// address when there is one (idempotent). Instances add their spec's
+    /// gateway when they launch.
     pub async fn ensure_bridge(&self) -> Result<()> {
         let _g = self.net_lock.lock().await;
-        tap::ensure_bridge(
-            &self.config.network.bridge,
-            self.addressing.gateway,
-            self.addressing.prefix,
-        )
-        .await
+        let bridge = &self.config.network.bridge;
+        match self.addressing {
+            Some(a) => tap::ensure_bridge(bridge, a.gateway, a.prefix).await,
+            None => tap::ensure_bridge_link(bridge).await,
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! directory + spec, image check, root disk, bridge + address + TAP, cgroup,
 //! then the VMM process. Failures map to typed state reasons.
 
+use crate::config::Addressing;
 use crate::context::HostContext;
 use crate::error::Error;
 use crate::host::cgroup::Cgroups;
@@ -88,26 +89,25 @@ pub async fn prepare(
     .map_err(|e| reason(ReasonCode::InternalError, e))?;
     made.map_err(|e| reason(ReasonCode::DiskSetupFailed, chain(&e)))?;
 
-    // Network: bridge, address, TAP.
+    // Network: bridge with the spec's gateway (or the node's default), TAP.
     let net_fail = |e: Error| reason(ReasonCode::NetworkSetupFailed, chain(&e));
+    let default = ctx.addressing.map(|a| (a.gateway, a.prefix));
+    let subnet = spec
+        .network(default)
+        .map_err(|why| reason(ReasonCode::NetworkSetupFailed, why))?;
     let net = {
         let _g = ctx.net_lock.lock().await;
-        let plan = &ctx.addressing;
+        // Allocation from the node's range (no address in the spec, so no
+        // spec subnet either) uses the configured range.
+        let plan = &Addressing {
+            gateway: subnet.gateway,
+            prefix: subnet.prefix,
+            first: ctx.addressing.map_or(subnet.gateway, |a| a.first),
+            last: ctx.addressing.map_or(subnet.gateway, |a| a.last),
+        };
         tap::ensure_bridge(&ctx.config.network.bridge, plan.gateway, plan.prefix)
             .await
             .map_err(net_fail)?;
-        if let Some(ip) = spec.ip {
-            let mask = u32::MAX << (32 - u32::from(plan.prefix));
-            if u32::from(ip) & mask != u32::from(plan.gateway) & mask || ip == plan.gateway {
-                return Err(reason(
-                    ReasonCode::NetworkSetupFailed,
-                    format!(
-                        "address {ip} is not usable on bridge {}/{}",
-                        plan.gateway, plan.prefix
-                    ),
-                ));
-            }
-        }
         let mac = spec.mac.clone().unwrap_or_else(|| tap::mac_for(&spec.id));
         let name = tap::tap_name(&ctx.config.network.tap_prefix, &spec.id);
         ctx.layout

@@ -3,6 +3,7 @@
 //! of these outside inputs happens here.
 
 use std::fmt;
+use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
@@ -123,7 +124,15 @@ pub struct InstanceSpec {
     pub cmdline_extra: String,
     /// Address chosen by the control plane (else allocated from the node's range).
     #[serde(default)]
-    pub ip: Option<std::net::Ipv4Addr>,
+    pub ip: Option<Ipv4Addr>,
+    /// Prefix length of the instance's subnet, chosen by the control plane
+    /// together with `gateway` (else the node's `network.bridge_address`).
+    #[serde(default)]
+    pub prefix_len: Option<u32>,
+    /// The guest's gateway, chosen by the control plane: the agent puts this
+    /// address (with `prefix_len`) on its bridge.
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
     /// MAC chosen by the control plane (else derived from the id).
     #[serde(default)]
     pub mac: Option<String>,
@@ -175,6 +184,99 @@ impl InstanceSpec {
     }
 }
 
+/// The subnet an instance is attached to: its address (`None`: allocate one
+/// from the node's range), the gateway the bridge carries, the prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstanceNetwork {
+    /// Instance address, when chosen by the control plane.
+    pub ip: Option<Ipv4Addr>,
+    /// Gateway: an address of the agent's bridge.
+    pub gateway: Ipv4Addr,
+    /// Prefix length of the subnet.
+    pub prefix: u8,
+}
+
+impl InstanceSpec {
+    /// The instance's network: the spec's gateway and prefix when it names
+    /// them, else `default` (the node's configured bridge address). Returns
+    /// why the network is unusable (for the instance's failure reason).
+    pub fn network(
+        &self,
+        default: Option<(Ipv4Addr, u8)>,
+    ) -> std::result::Result<InstanceNetwork, String> {
+        let (gateway, prefix) = match (self.gateway, self.prefix_len) {
+            (Some(g), Some(p)) => {
+                if self.ip.is_none() {
+                    return Err(format!(
+                        "network spec names gateway {g}/{p} but no instance address"
+                    ));
+                }
+                (g, p)
+            }
+            (None, None) => match default {
+                Some((g, p)) => (g, u32::from(p)),
+                None => {
+                    return Err("network spec names no gateway and prefix, and the node \
+                                has no network.bridge_address"
+                        .into())
+                }
+            },
+            (Some(g), None) => {
+                return Err(format!(
+                    "network spec names gateway {g} but no prefix length"
+                ))
+            }
+            (None, Some(p)) => {
+                return Err(format!("network spec names prefix /{p} but no gateway"))
+            }
+        };
+        let prefix = check_subnet(self.ip, gateway, prefix)?;
+        Ok(InstanceNetwork {
+            ip: self.ip,
+            gateway,
+            prefix,
+        })
+    }
+}
+
+/// Checks that `gateway/prefix` is a subnet with room for a gateway and an
+/// instance, that the gateway is a host address in it, and that `ip` (when
+/// given) is another host address in it. Returns the prefix as `u8`.
+pub fn check_subnet(
+    ip: Option<Ipv4Addr>,
+    gateway: Ipv4Addr,
+    prefix: u32,
+) -> std::result::Result<u8, String> {
+    let p = match u8::try_from(prefix) {
+        Ok(p) if (1..=30).contains(&p) => p,
+        _ => return Err(format!("prefix length /{prefix} must be 1..=30")),
+    };
+    let mask = u32::MAX << (32 - u32::from(p));
+    let net = u32::from(gateway) & mask;
+    let broadcast = net | !mask;
+    let subnet = format!("{}/{p}", Ipv4Addr::from(net));
+    let host = |a: Ipv4Addr| {
+        let a = u32::from(a);
+        a & mask == net && a != net && a != broadcast
+    };
+    if !host(gateway) {
+        return Err(format!(
+            "gateway {gateway} is the network or broadcast address of {subnet}"
+        ));
+    }
+    if let Some(ip) = ip {
+        if !host(ip) {
+            return Err(format!(
+                "instance address {ip} is not a host address in {subnet} (gateway {gateway})"
+            ));
+        }
+        if ip == gateway {
+            return Err(format!("instance address {ip} is the gateway of {subnet}"));
+        }
+    }
+    Ok(p)
+}
+
 /// Desired lifecycle of an instance, as the control plane wants it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -220,6 +322,8 @@ mod tests {
             memory_mib: 64,
             cmdline_extra: "nubis.disk_write=1".into(),
             ip: None,
+            prefix_len: None,
+            gateway: None,
             mac: None,
             image_manifest_sha256: None,
         };
@@ -232,5 +336,116 @@ mod tests {
         s.cmdline_extra = String::new();
         s.mac = Some("02:00:00:00:00".into());
         assert!(s.validate().is_err());
+    }
+
+    fn net_spec(ip: Option<&str>, gw: Option<&str>, p: Option<u32>) -> InstanceSpec {
+        InstanceSpec {
+            id: InstanceId::new("i-1").unwrap(),
+            image: ImageName::new("hello").unwrap(),
+            vcpus: 1,
+            memory_mib: 64,
+            cmdline_extra: String::new(),
+            ip: ip.map(|s| s.parse().unwrap()),
+            prefix_len: p,
+            gateway: gw.map(|s| s.parse().unwrap()),
+            mac: None,
+            image_manifest_sha256: None,
+        }
+    }
+
+    #[test]
+    fn spec_network_wins_over_the_node_default() {
+        let node: (Ipv4Addr, u8) = ("10.200.0.1".parse().unwrap(), 24);
+        let default = Some(node);
+        let n = net_spec(Some("10.77.3.9"), Some("10.77.0.1"), Some(16))
+            .network(default)
+            .unwrap();
+        assert_eq!(n.gateway, "10.77.0.1".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(n.prefix, 16);
+        assert_eq!(n.ip, Some("10.77.3.9".parse().unwrap()));
+        // Without gateway and prefix the node's bridge address applies.
+        let n = net_spec(Some("10.200.0.7"), None, None)
+            .network(default)
+            .unwrap();
+        assert_eq!((n.gateway, n.prefix), node);
+        let n = net_spec(None, None, None).network(default).unwrap();
+        assert_eq!(n.ip, None);
+    }
+
+    #[test]
+    fn bad_spec_networks_are_refused_with_a_reason() {
+        let default = Some(("10.200.0.1".parse().unwrap(), 24));
+        let cases = [
+            // instance address outside the prefix
+            (
+                net_spec(Some("10.78.0.5"), Some("10.77.0.1"), Some(16)),
+                "not a host address",
+            ),
+            // instance address = gateway
+            (
+                net_spec(Some("10.77.0.1"), Some("10.77.0.1"), Some(16)),
+                "is the gateway",
+            ),
+            // instance address = network / broadcast address
+            (
+                net_spec(Some("10.77.0.0"), Some("10.77.0.1"), Some(16)),
+                "not a host address",
+            ),
+            (
+                net_spec(Some("10.77.255.255"), Some("10.77.0.1"), Some(16)),
+                "not a host address",
+            ),
+            // gateway = network / broadcast address
+            (
+                net_spec(Some("10.77.0.5"), Some("10.77.0.0"), Some(16)),
+                "gateway 10.77.0.0",
+            ),
+            (
+                net_spec(Some("10.77.0.5"), Some("10.77.0.7"), Some(29)),
+                "broadcast",
+            ),
+            // prefix out of range
+            (
+                net_spec(Some("10.77.0.5"), Some("10.77.0.1"), Some(31)),
+                "/31",
+            ),
+            (
+                net_spec(Some("10.77.0.5"), Some("10.77.0.1"), Some(0)),
+                "/0",
+            ),
+            (
+                net_spec(Some("10.77.0.5"), Some("10.77.0.1"), Some(300)),
+                "/300",
+            ),
+            // incomplete
+            (
+                net_spec(Some("10.77.0.5"), Some("10.77.0.1"), None),
+                "no prefix",
+            ),
+            (net_spec(Some("10.77.0.5"), None, Some(16)), "no gateway"),
+            (
+                net_spec(None, Some("10.77.0.1"), Some(16)),
+                "no instance address",
+            ),
+            // no spec network: the address must fit the node default
+            (net_spec(Some("10.77.0.5"), None, None), "10.200.0.0/24"),
+        ];
+        for (spec, want) in cases {
+            let e = spec.network(default).unwrap_err();
+            assert!(e.contains(want), "{spec:?}: {e:?} lacks {want:?}");
+        }
+        let e = net_spec(Some("10.77.0.5"), None, None)
+            .network(None)
+            .unwrap_err();
+        assert!(e.contains("bridge_address"), "{e}");
+        // The smallest usable subnet works.
+        assert_eq!(
+            check_subnet(
+                Some("10.0.0.2".parse().unwrap()),
+                "10.0.0.1".parse().unwrap(),
+                30
+            ),
+            Ok(30)
+        );
     }
 }

@@ -28,6 +28,8 @@ fn spec(id: &str, image: &str) -> InstanceSpec {
         cmdline_extra: String::new(),
         ip: None,
         mac: None,
+        prefix_len: None,
+        gateway: None,
         image_manifest_sha256: None,
     }
 }
@@ -182,6 +184,40 @@ fn tap_failure_is_network_setup_failed() {
             .unwrap()
             .unwrap();
         h.wait_for(WAIT, |r| r.state == State::Gone).await.unwrap();
+        assert!(env.netns.links_with_prefix("nbt").is_empty());
+    });
+}
+
+#[test]
+fn unusable_spec_networks_fail_the_instance_with_a_reason() {
+    if !have_prereqs(true) {
+        return;
+    }
+    let env = Env::new();
+    let mut cfg = env.config.clone();
+    // No default subnet: only specs that bring one can launch.
+    cfg.network.bridge_address = None;
+    let rt = env.runtime();
+    rt.block_on(async {
+        let ctx = ctx(cfg);
+        let mut bad = spec("i-nnet0001", "hello");
+        bad.ip = Some("10.77.0.1".parse().unwrap());
+        bad.gateway = Some("10.77.0.1".parse().unwrap());
+        bad.prefix_len = Some(16);
+        let none = spec("i-nnet0002", "hello");
+        for (s, want) in [(bad, "is the gateway"), (none, "bridge_address")] {
+            let h = InstanceHandle::spawn_new(ctx.clone(), s);
+            let r = settle(&h).await;
+            assert_eq!(r.state, State::Failed, "{r:?}");
+            let reason = r.reason.unwrap();
+            assert_eq!(reason.code.code(), "Server.NetworkSetupFailed");
+            assert!(reason.message.contains(want), "{}", reason.message);
+            h.request(Request::Terminate, 2, true)
+                .await
+                .unwrap()
+                .unwrap();
+            h.wait_for(WAIT, |r| r.state == State::Gone).await.unwrap();
+        }
         assert!(env.netns.links_with_prefix("nbt").is_empty());
     });
 }

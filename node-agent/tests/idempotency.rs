@@ -44,6 +44,8 @@ fn prepare_and_destroy_repeat_and_resume_after_partial_failure() {
             cmdline_extra: String::new(),
             ip: None,
             mac: None,
+            prefix_len: None,
+            gateway: None,
             image_manifest_sha256: None,
         };
 

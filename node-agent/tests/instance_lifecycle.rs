@@ -1,7 +1,7 @@
 //! Instance tasks driving the real `nubis-vmm` with the `hello` guest, inside
 //! a private network namespace: launch, running + readiness, console, stop
-//! and start over the same disk, terminate leaving nothing behind, and a
-//! guest-initiated reset.
+//! and start over the same disk, terminate leaving nothing behind, a
+//! guest-initiated reset, and a spec whose subnet is not the configured one.
 
 #![allow(clippy::unwrap_used)]
 
@@ -28,6 +28,8 @@ fn spec(id: &str, extra: &str) -> InstanceSpec {
         cmdline_extra: extra.into(),
         ip: None,
         mac: None,
+        prefix_len: None,
+        gateway: None,
         image_manifest_sha256: None,
     }
 }
@@ -256,6 +258,50 @@ fn guest_reset_is_instance_initiated_shutdown() {
         assert_eq!(reason.code.code(), "Client.InstanceInitiatedShutdown");
         assert_eq!(r.vmm_exit_code, Some(0));
         assert!(console_text(&h, &env).contains("NUBIS-RESET"));
+        h.request(Request::Terminate, 2, true)
+            .await
+            .unwrap()
+            .unwrap();
+        wait(&h, "gone", |r| r.state == State::Gone).await;
+    });
+}
+
+/// The control plane's subnet wins: a spec whose gateway is not the
+/// configured bridge address (10.213.0.1/24 in the test config) gets its
+/// gateway added to the bridge, and the guest answers HTTP on its address.
+#[test]
+fn spec_gateway_differing_from_the_configured_bridge_address() {
+    if !have_prereqs(true) {
+        return;
+    }
+    let env = Env::new();
+    let rt = env.runtime();
+    rt.block_on(async {
+        let ctx = ctx(&env);
+        // As at agent start: the bridge with the configured address.
+        ctx.ensure_bridge().await.unwrap();
+        let mut s = spec("i-subnet01", "");
+        s.ip = Some("10.77.5.20".parse().unwrap());
+        s.gateway = Some("10.77.0.1".parse().unwrap());
+        s.prefix_len = Some(16);
+        let h = InstanceHandle::spawn_new(ctx.clone(), s);
+        h.request(Request::Start, 1, false).await.unwrap().unwrap();
+        let r = wait(&h, "ready", |r| r.ready || r.state == State::Failed).await;
+        assert!(r.ready, "{r:?}\n{}", console_text(&h, &env));
+        let (_, addrs) = env.netns.ip(&["-4", "-o", "addr", "show", "dev", "nbbr0"]);
+        assert!(addrs.contains("10.77.0.1/16"), "{addrs}");
+        assert!(
+            addrs.contains("10.213.0.1/24"),
+            "configured address kept: {addrs}"
+        );
+        assert!(
+            console_text(&h, &env).contains("NUBIS-NET ip=10.77.5.20/16"),
+            "{}",
+            console_text(&h, &env)
+        );
+        let body = http_get("10.77.5.20".parse().unwrap(), "/").await;
+        assert!(body.contains("200"), "{body}");
+        assert!(body.contains("NUBIS-HELLO i-subnet01"), "{body}");
         h.request(Request::Terminate, 2, true)
             .await
             .unwrap()

@@ -28,6 +28,8 @@ fn spec(id: &str) -> InstanceSpec {
         cmdline_extra: String::new(),
         ip: None,
         mac: None,
+        prefix_len: None,
+        gateway: None,
         image_manifest_sha256: None,
     }
 }

@@ -55,8 +55,26 @@ pub async fn link_exists(name: &str) -> Result<bool> {
     }
 }
 
-/// Creates the bridge when missing, sets its address and brings it up.
+/// Creates the bridge when missing, makes sure it carries `gateway/prefix`
+/// (added when missing; other addresses, e.g. the configured one or those of
+/// other subnets, stay) and brings it up.
 pub async fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<()> {
+    ensure_bridge_link(name).await?;
+    let shown = ip(&["-j", "-4", "addr", "show", "dev", name]).await?;
+    if !has_address(&shown, gateway, prefix)? {
+        let cidr = format!("{gateway}/{prefix}");
+        match ip(&["addr", "add", &cidr, "dev", name]).await {
+            Ok(_) => {}
+            // Added by someone else in the meantime.
+            Err(Error::Command { stderr, .. }) if stderr.contains("File exists") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Creates the bridge when missing and brings it up.
+pub async fn ensure_bridge_link(name: &str) -> Result<()> {
     if !link_exists(name).await? {
         match ip(&["link", "add", "name", name, "type", "bridge"]).await {
             Ok(_) => {}
@@ -65,16 +83,26 @@ pub async fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<
             Err(e) => return Err(e),
         }
     }
-    ip(&[
-        "addr",
-        "replace",
-        &format!("{gateway}/{prefix}"),
-        "dev",
-        name,
-    ])
-    .await?;
     ip(&["link", "set", "dev", name, "up"]).await?;
     Ok(())
+}
+
+/// True when `ip -j addr show` output lists `addr/prefix`.
+fn has_address(json: &str, addr: Ipv4Addr, prefix: u8) -> Result<bool> {
+    let links: Vec<serde_json::Value> =
+        serde_json::from_str(json).map_err(|source| Error::Json {
+            context: "ip -j addr show".into(),
+            source,
+        })?;
+    let want = addr.to_string();
+    Ok(links
+        .iter()
+        .filter_map(|l| l.get("addr_info").and_then(|a| a.as_array()))
+        .flatten()
+        .any(|a| {
+            a.get("local").and_then(|l| l.as_str()) == Some(want.as_str())
+                && a.get("prefixlen").and_then(|p| p.as_u64()) == Some(u64::from(prefix))
+        }))
 }
 
 /// Creates the TAP when missing, attaches it to `bridge` and brings it up.
@@ -130,5 +158,19 @@ mod tests {
         let m = mac_for(&id);
         assert_eq!(m.len(), 17);
         assert!(m.starts_with("02:4e:42:"));
+    }
+
+    #[test]
+    fn addresses_are_found_by_address_and_prefix() {
+        let json = r#"[{"ifindex":3,"ifname":"nbbr0","addr_info":[
+            {"family":"inet","local":"10.200.0.1","prefixlen":24},
+            {"family":"inet","local":"10.77.0.1","prefixlen":16}]}]"#;
+        let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert!(has_address(json, a("10.200.0.1"), 24).unwrap());
+        assert!(has_address(json, a("10.77.0.1"), 16).unwrap());
+        assert!(!has_address(json, a("10.77.0.1"), 24).unwrap());
+        assert!(!has_address(json, a("10.78.0.1"), 16).unwrap());
+        assert!(!has_address("[]", a("10.200.0.1"), 24).unwrap());
+        assert!(has_address("not json", a("10.200.0.1"), 24).is_err());
     }
 }
