@@ -79,6 +79,13 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let zones = ["bench-1a", "bench-1b", "bench-1c"];
     let cfg = Config::from_toml(&format!(
         r#"

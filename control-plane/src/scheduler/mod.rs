@@ -11,8 +11,9 @@
 //!    one), has room for the instance after overcommit, has a free address.
 //! 2. Weighers: `spread` (default) prefers the zone with fewest instances of
 //!    this request, then the least-used zone, then the least-used host;
-//!    `binpack` prefers the most-used host that still fits. A small random
-//!    jitter breaks ties so that replicas do not all pick the same node.
+//!    `binpack` prefers the most-used host that still fits. Under spread the
+//!    host is drawn at random among those within [`SPREAD_JITTER`] of the
+//!    least used (binpack: a tiny jitter) so replicas rarely collide.
 //! 3. Fewer than `min_count` placeable: `InsufficientInstanceCapacity`
 //!    naming the zone and what was missing.
 
@@ -22,10 +23,13 @@ use crate::config::Policy;
 use crate::domain::model::{Node, NodeAlloc, Resources};
 use crate::error::{Error, Result};
 
-/// Random utilization added to each host's score under `spread`: hosts
-/// within 5 % of the least used are equally likely, so concurrent
-/// placements by several replicas rarely pick the same host (and conflict).
-pub const SPREAD_JITTER: f64 = 0.05;
+/// Under `spread`, a host is picked uniformly at random among those whose
+/// utilization is within this much of the least used, so concurrent
+/// placements (several clients, several replicas) rarely pick the same host
+/// and conflict; picking strictly the least used makes everyone chase the
+/// last few hosts of each fill level (measured: ~40 % of RunInstances calls
+/// retried; docs/benchmarks.md).
+pub const SPREAD_JITTER: f64 = 0.20;
 /// The same for `binpack`, kept small so it still fills hosts in turn.
 pub const BINPACK_JITTER: f64 = 0.005;
 
@@ -155,7 +159,10 @@ pub fn place(
 
     let mut out = Vec::new();
     for _ in 0..req.max_count {
-        let mut best: Option<(usize, (u32, u32, u64, f64))> = None;
+        // Score every candidate that fits; under spread, pick uniformly among
+        // those in the best (zone, request-host, zone-usage) group whose
+        // utilization is within SPREAD_JITTER of the group's least used.
+        let mut scored: Vec<(usize, (u32, u32, u64, f64))> = Vec::new();
         for (ci, c) in cands.iter().enumerate() {
             let after = Resources {
                 vcpus: c.used.vcpus + req.vcpus,
@@ -176,7 +183,7 @@ pub fn place(
                         zone_placed.get(&c.zone).copied().unwrap_or(0),
                         c.placed,
                         zone_pct,
-                        node_util + rand::random::<f64>() * SPREAD_JITTER,
+                        node_util,
                     )
                 }
                 Policy::Binpack => (
@@ -186,8 +193,27 @@ pub fn place(
                     (1.0 - node_util) + rand::random::<f64>() * BINPACK_JITTER,
                 ),
             };
-            if best.as_ref().is_none_or(|(_, b)| key_lt(&key, b)) {
-                best = Some((ci, key));
+            scored.push((ci, key));
+        }
+        let mut best: Option<(usize, (u32, u32, u64, f64))> = None;
+        for (ci, key) in &scored {
+            if best.as_ref().is_none_or(|(_, b)| key_lt(key, b)) {
+                best = Some((*ci, *key));
+            }
+        }
+        if policy == Policy::Spread {
+            if let Some((_, b)) = best {
+                let near: Vec<usize> = scored
+                    .iter()
+                    .filter(|(_, k)| {
+                        (k.0, k.1, k.2) == (b.0, b.1, b.2) && k.3 <= b.3 + SPREAD_JITTER
+                    })
+                    .map(|(ci, _)| *ci)
+                    .collect();
+                if !near.is_empty() {
+                    let pick = near[rand::random::<u64>() as usize % near.len()];
+                    best = Some((pick, b));
+                }
             }
         }
         let Some((ci, _)) = best else { break };
