@@ -52,7 +52,7 @@ async fn instance_lifecycle_through_a_simulated_agent() {
     eprintln!("launched");
     let running = wait_state(&c, &id, "running").await;
     eprintln!("running");
-    assert_eq!(running.state.unwrap().code, 16);
+    assert_eq!(running.state.as_ref().unwrap().code, 16);
     assert_eq!(running.availability_zone, ZONES[0]);
     assert_eq!(agent.phase(&id), Some((SimPhase::Running, 0)));
 
@@ -113,7 +113,7 @@ async fn instance_lifecycle_through_a_simulated_agent() {
     .await;
 
     eprintln!("reboot ok");
-    // Stop -> stopping -> stopped (capacity released, node unassigned).
+    // Stop -> stopping -> stopped (vCPU/memory released; node and address kept).
     let ch = c
         .stop_instances(pb::StopInstancesRequest {
             instance_ids: vec![id.clone()],
@@ -143,7 +143,10 @@ async fn instance_lifecycle_through_a_simulated_agent() {
         stopped.state_reason.unwrap().code,
         "Client.UserInitiatedShutdown"
     );
-    assert_eq!(stopped.private_ip_address, "");
+    assert_eq!(
+        stopped.private_ip_address, running.private_ip_address,
+        "a stopped instance keeps its node and address"
+    );
 
     // Start again -> pending -> running.
     let ch = c

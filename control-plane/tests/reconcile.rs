@@ -48,7 +48,18 @@ async fn node_loss_stops_instances_and_releases_capacity() {
         .nodes[0];
     assert_eq!(n.state, "lost");
     assert_eq!(n.allocated.as_ref().unwrap().memory_mib, 0);
-    assert_eq!(n.instance_count, 0);
+    assert_eq!(
+        n.instance_count, 2,
+        "stopped instances keep their node (their disk is there)"
+    );
+    // No migration: Start fails while the node is lost.
+    let e = c
+        .start_instances(pb::StartInstancesRequest {
+            instance_ids: vec![id.clone()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(ec2_code(&e), "InsufficientInstanceCapacity", "{e:?}");
 
     // The host comes back (same host id = same node); the instance starts again there.
     let _agent = SimAgent::start(&ep, enrol(), SimOptions::new("doomed", ZONES[0], 2, 512))

@@ -29,6 +29,10 @@ type Client = NodeClient<InterceptedService<Channel, Signer>>;
 pub fn phase_of(r: &Report) -> pb::ObservedPhase {
     use pb::ObservedPhase as P;
     match r.state {
+        // A reboot restarts the VMM; the instance stays running upstream.
+        State::Running | State::Stopping | State::Stopped | State::Starting if r.rebooting => {
+            P::Booting
+        }
         State::Absent | State::Preparing => P::Pending,
         State::Starting => P::Booting,
         State::Running if r.ready => P::Ready,
@@ -463,5 +467,28 @@ mod tests {
         assert_eq!(phase_of(&r), pb::ObservedPhase::Ready);
         r.state = State::Failed;
         assert_eq!(phase_of(&r), pb::ObservedPhase::Failed);
+    }
+
+    #[test]
+    fn a_reboot_is_reported_as_booting_never_stopped() {
+        let mut r =
+            crate::instance::InstanceHandle::gone(InstanceId::new("i-1").unwrap(), 1).report();
+        r.rebooting = true;
+        r.ready = true;
+        for s in [
+            State::Running,
+            State::Stopping,
+            State::Stopped,
+            State::Starting,
+        ] {
+            r.state = s;
+            assert_eq!(phase_of(&r), pb::ObservedPhase::Booting, "{s}");
+        }
+        // A reboot that fails is reported as such.
+        r.state = State::Failed;
+        assert_eq!(phase_of(&r), pb::ObservedPhase::Failed);
+        r.rebooting = false;
+        r.state = State::Stopped;
+        assert_eq!(phase_of(&r), pb::ObservedPhase::Stopped);
     }
 }

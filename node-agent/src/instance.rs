@@ -58,6 +58,9 @@ pub struct Report {
     pub vmm_exit_code: Option<i32>,
     /// Last applied assignment generation.
     pub generation: u64,
+    /// A reboot is in progress: the VMM is being stopped and started again
+    /// (reported as booting, so the instance stays running upstream).
+    pub rebooting: bool,
     /// vCPUs and memory in use while a VMM exists.
     pub vcpus: u32,
     /// Guest memory.
@@ -107,6 +110,7 @@ impl InstanceHandle {
             pid: None,
             vmm_exit_code: None,
             generation,
+            rebooting: false,
             vcpus: 0,
             memory_mib: 0,
         });
@@ -309,6 +313,9 @@ struct Driver {
     vmm: Option<VmmProcess>,
     stop: Option<StopProgress>,
     after_stop: AfterStop,
+    /// From an admitted reboot until its new VMM runs (or it fails, or a
+    /// stop/terminate takes over).
+    rebooting: bool,
     start_deadline: Instant,
     started_ms: Option<u64>,
     ready_ms: Option<u64>,
@@ -358,6 +365,7 @@ impl Driver {
             pid: None,
             vmm_exit_code: exit_code,
             generation,
+            rebooting: false,
             vcpus: spec.vcpus,
             memory_mib: spec.memory_mib,
         };
@@ -375,6 +383,7 @@ impl Driver {
             vmm: None,
             stop: None,
             after_stop: AfterStop::Stay,
+            rebooting: false,
             start_deadline: Instant::now(),
             started_ms: None,
             ready_ms: None,
@@ -448,6 +457,7 @@ impl Driver {
             pid: self.vmm.as_ref().map(|v| v.record().pid),
             vmm_exit_code: self.exit_code,
             generation: self.generation,
+            rebooting: self.rebooting,
             vcpus: self.spec.vcpus,
             memory_mib: self.spec.memory_mib,
         };
@@ -489,6 +499,10 @@ impl Driver {
             reason = reason.as_ref().map(|r| r.code.code()),
             "state change"
         );
+        if !matches!(to, State::Stopping | State::Stopped | State::Starting) {
+            // The reboot's new VMM runs, or it ended otherwise.
+            self.rebooting = false;
+        }
         self.state = to;
         self.reason = reason;
         self.since = now_ms();
@@ -499,10 +513,20 @@ impl Driver {
     async fn on_command(&mut self, c: Command) {
         let adm = admit(self.state, c.req);
         tracing::debug!(instance = %self.spec.id, req = ?c.req, state = %self.state, ?adm, "request");
+        if adm == Ok(Admission::Proceed) {
+            // Set before the new generation is published: no report of the
+            // reboot's generation may say running (old VMM) or stopped.
+            self.rebooting = c.req == Request::Reboot;
+        }
         if adm.is_ok() && c.generation > self.generation {
             self.generation = c.generation;
-            self.persist();
-            self.publish();
+            // A request that proceeds publishes the new generation with its
+            // first state change: a report of the new generation must never
+            // carry the old state (e.g. `stopped` right after a start).
+            if adm == Ok(Admission::AlreadyDone) {
+                self.persist();
+                self.publish();
+            }
         }
         if let Some(r) = c.reply {
             let _ = r.send(adm);

@@ -2,9 +2,9 @@
 //! VMM while the instance stays `running`; stop/start keeps the root disk (a
 //! byte changed on the host while stopped is seen by the restarted guest).
 //!
-//! Both are `#[ignore]`d with the control-plane/agent behaviour they currently
-//! catch (run them with `cargo nextest run -p nubis-tests --test e2e_restart
-//! --run-ignored all`); remove the attribute once fixed.
+//! A stopped instance keeps its node, address and assignment (desired
+//! `stopped`), so the agent keeps its directory and disk; Start re-claims the
+//! same node. During a reboot the agent reports the restart as `booting`.
 
 use std::io::{Seek, SeekFrom, Write};
 use std::time::{Duration, Instant};
@@ -26,7 +26,6 @@ fn last_sector0_hash(console: &str) -> String {
 }
 
 #[test]
-#[ignore = "known bug: during a reboot the instance is (intermittently) reported `stopped` (Client.UserInitiatedShutdown) instead of staying `running`"]
 fn reboot_boots_again_and_stays_running() {
     if !cluster::prerequisites_met() {
         return;
@@ -67,7 +66,6 @@ fn reboot_boots_again_and_stays_running() {
 }
 
 #[test]
-#[ignore = "known bug: the control plane unassigns a stopped instance from its node, so the agent deletes its disk"]
 fn stop_start_keeps_disk() {
     if !cluster::prerequisites_met() {
         return;

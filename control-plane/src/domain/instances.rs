@@ -2,10 +2,12 @@
 //! placement in one etcd transaction), Describe*, Start/Stop/Reboot/
 //! Terminate, agent observations and console output.
 //!
-//! Every change goes through [`Domain::update_instance`], which applies a
-//! [`lifecycle`] transition and writes the instance, its assignment and the
-//! node's allocation in one compare-and-swap transaction (retrying on
-//! conflict), so capacity is never double-booked or leaked.
+//! Every change goes through `Domain::update_instance` ([`placement`]),
+//! which applies a [`lifecycle`] transition and writes the instance, its
+//! assignment and the node's allocation in one compare-and-swap transaction
+//! (retrying on conflict), so capacity is never double-booked or leaked.
+//!
+//! [`placement`]: crate::domain::placement
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -20,11 +22,12 @@ use crate::domain::model::{
     NetworkAssignment, NodeAlloc, Observed, StateReason,
 };
 use crate::domain::network::mac_for;
+use crate::domain::placement::{backoff, Plan};
 use crate::domain::views::{self, ConsoleOutput, InstanceStatus, Reservation, StateChange};
 use crate::domain::{catalogue, validation, Caller, Domain};
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, ImageId, InstanceId, NodeId, ReservationId};
-use crate::scheduler::{self, NodeView};
+use crate::scheduler;
 use crate::store::{Tx, Versioned};
 
 const MAX_ATTEMPTS: u32 = 64;
@@ -95,20 +98,6 @@ pub struct DescribeInput {
     pub next_token: Option<String>,
 }
 
-/// One placement decision for a single instance.
-struct Placed {
-    node: NodeId,
-    network: NetworkAssignment,
-}
-
-/// What an update wants beyond writing the instance.
-struct Plan {
-    inst: Instance,
-    place: bool,
-    release: bool,
-    assignment_changed: bool,
-}
-
 fn request_hash(input: &RunInstancesInput) -> String {
     let mut h = Sha256::new();
     let parts: [&[u8]; 6] = [
@@ -133,7 +122,7 @@ fn request_hash(input: &RunInstancesInput) -> String {
     hex::encode(h.finalize())
 }
 
-fn b64(data: &[u8]) -> String {
+pub(super) fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
 }
 
@@ -169,7 +158,7 @@ impl Domain {
         self.store.keys().instance(&inst.account, &inst.id)
     }
 
-    fn assignment_of(
+    pub(super) fn assignment_of(
         &self,
         inst: &Instance,
         network: &NetworkAssignment,
@@ -709,7 +698,11 @@ impl Domain {
                         return Ok(None); // stale report
                     }
                     new.observed = Some(o.clone());
+                    // Only the reboot's own generation ends it: the agent
+                    // reports its restart as `booting` and the new VMM as
+                    // running, so an older report cannot.
                     if inst.desired == Desired::Rebooting
+                        && o.generation == inst.generation
                         && matches!(o.phase, Phase::Running | Phase::Ready)
                     {
                         new.desired = Desired::Running;
@@ -723,6 +716,7 @@ impl Domain {
                                 inst: new,
                                 place: false,
                                 release: false,
+                                unassign: false,
                                 assignment_changed,
                             }));
                         }
@@ -756,6 +750,7 @@ impl Domain {
                     inst: new,
                     place: t.place,
                     release: t.release,
+                    unassign: t.unassign,
                     assignment_changed,
                 }))
             })
@@ -765,169 +760,6 @@ impl Domain {
             previous: before.state,
             current: after.state,
         })
-    }
-
-    /// Read-modify-write of one instance with its assignment and allocation.
-    async fn update_instance<F>(
-        &self,
-        key: &str,
-        absent_guard: Option<&str>,
-        plan: F,
-    ) -> Result<(Instance, Instance)>
-    where
-        F: Fn(&Instance) -> Result<Option<Plan>>,
-    {
-        for attempt in 0..MAX_ATTEMPTS {
-            let cur = self.store.get::<Instance>(key).await?.ok_or_else(|| {
-                Error::not_found("InvalidInstanceID.NotFound", "the instance does not exist")
-            })?;
-            let Some(mut p) = plan(&cur.value)? else {
-                return Ok((cur.value.clone(), cur.value));
-            };
-            let mut tx = Tx::new();
-            tx.expect_rev(key, cur.mod_revision);
-            if let Some(g) = absent_guard {
-                tx.expect_absent(g);
-                if self.store.get_raw(g).await?.is_some() {
-                    return Ok((cur.value.clone(), cur.value));
-                }
-            }
-            let mut note: Option<(NodeId, NodeAlloc)> = None;
-            if p.place {
-                let placed = self.place_one(&p.inst).await?;
-                let Some((placed, view)) = placed else {
-                    return Err(Error::InsufficientCapacity {
-                        zone: p.inst.availability_zone.clone(),
-                        message: format!(
-                            "no node has room for {} vCPU / {} MiB with image '{}'",
-                            p.inst.vcpus, p.inst.memory_mib, p.inst.image_location
-                        ),
-                    });
-                };
-                let mut alloc = view.alloc.clone();
-                let host = placed.network.host;
-                alloc.hosts.push(host);
-                alloc.used.vcpus += p.inst.vcpus;
-                alloc.used.memory_mib += p.inst.memory_mib;
-                alloc.instances += 1;
-                p.inst.node_id = Some(placed.node.clone());
-                p.inst.network = Some(placed.network.clone());
-                let ud = self
-                    .store
-                    .get_raw(&self.store.keys().user_data(&p.inst.reservation_id))
-                    .await?
-                    .map(|(v, _)| v)
-                    .unwrap_or_default();
-                let ssh = match &p.inst.key_name {
-                    Some(k) => self
-                        .keypair_by_name(&p.inst.account, k)
-                        .await
-                        .map(|k| k.public_key)
-                        .unwrap_or_default(),
-                    None => String::new(),
-                };
-                let a = self.assignment_of(&p.inst, &placed.network, b64(&ud), ssh);
-                let ak = self.store.keys().node_alloc(&placed.node);
-                tx.expect_rev(&ak, view.alloc_rev);
-                tx.expect_present(&self.store.keys().node_alive(&placed.node));
-                tx.put(&ak, &alloc)?;
-                tx.put(&self.store.keys().assignment(&placed.node, &p.inst.id), &a)?;
-                note = Some((placed.node, alloc));
-            } else if p.release {
-                if let Some(node) = p.inst.node_id.take() {
-                    let ak = self.store.keys().node_alloc(&node);
-                    if let Some(cur_alloc) = self.store.get::<NodeAlloc>(&ak).await? {
-                        let mut alloc = cur_alloc.value;
-                        if let Some(net) = &p.inst.network {
-                            alloc.hosts.retain(|x| *x != net.host);
-                        }
-                        alloc.used.vcpus = alloc.used.vcpus.saturating_sub(p.inst.vcpus);
-                        alloc.used.memory_mib =
-                            alloc.used.memory_mib.saturating_sub(p.inst.memory_mib);
-                        alloc.instances = alloc.instances.saturating_sub(1);
-                        tx.expect_rev(&ak, cur_alloc.mod_revision);
-                        tx.put(&ak, &alloc)?;
-                        note = Some((node.clone(), alloc));
-                    }
-                    tx.delete(&self.store.keys().assignment(&node, &p.inst.id));
-                }
-                p.inst.network = None;
-            } else if p.assignment_changed {
-                if let Some(node) = &p.inst.node_id {
-                    let ak = self.store.keys().assignment(node, &p.inst.id);
-                    if let Some(a) = self.store.get::<Assignment>(&ak).await? {
-                        let mut na = a.value;
-                        na.desired = p.inst.desired;
-                        na.generation = p.inst.generation;
-                        na.force = p.inst.force;
-                        tx.expect_rev(&ak, a.mod_revision);
-                        tx.put(&ak, &na)?;
-                    }
-                }
-            }
-            tx.put(key, &p.inst)?;
-            match self.store.commit(tx).await? {
-                Some(rev) => {
-                    if let Some((node, alloc)) = note {
-                        self.nodes.note_alloc(&node, alloc, rev);
-                    }
-                    return Ok((cur.value, p.inst));
-                }
-                None => {
-                    if let Some(n) = &p.inst.node_id {
-                        self.nodes.refresh_some(std::slice::from_ref(n)).await?;
-                    }
-                    backoff(attempt).await;
-                }
-            }
-        }
-        Err(Error::Contention(key.to_string()))
-    }
-
-    async fn place_one(&self, inst: &Instance) -> Result<Option<(Placed, NodeView)>> {
-        for refresh in [false, true] {
-            if refresh {
-                self.nodes.refresh().await?;
-            }
-            let views = self.nodes.views();
-            let req = scheduler::Request {
-                vcpus: inst.vcpus,
-                memory_mib: inst.memory_mib,
-                image_location: &inst.image_location,
-                image_sha256: &inst.image_sha256,
-                zone: Some(&inst.availability_zone),
-                min_count: 1,
-                max_count: 1,
-            };
-            let policy = self.cfg.scheduler.policy;
-            if let Ok(idx) = scheduler::place(
-                policy,
-                self.overcommit(),
-                self.network.max_host() - 1,
-                &views,
-                &req,
-            ) {
-                let Some(&i) = idx.first() else { continue };
-                let v = views[i].clone();
-                let host = self
-                    .network
-                    .free_host(&v.alloc.hosts)
-                    .ok_or_else(|| Error::Internal("no free address after placement".into()))?;
-                let ip = self.network.address(v.node.ip_block, host);
-                let placed = Placed {
-                    node: v.node.id.clone(),
-                    network: NetworkAssignment {
-                        host,
-                        ip: ip.to_string(),
-                        prefix_len: self.network.node_prefix_len(),
-                        gateway: self.network.gateway(v.node.ip_block).to_string(),
-                        mac: mac_for(ip),
-                    },
-                };
-                return Ok(Some((placed, v)));
-            }
-        }
-        Ok(None)
     }
 
     /// GetConsoleOutput: asks the instance's node for fresh output (up to
@@ -1009,12 +841,6 @@ impl Domain {
         self.store.commit(tx).await?;
         Ok(())
     }
-}
-
-async fn backoff(attempt: u32) {
-    let max = 2u64.saturating_pow(attempt.min(6)).min(50);
-    let ms = rand::random::<u64>() % (max + 1);
-    tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
 fn instance_matches(d: &Domain, i: &Instance, f: &Filter) -> bool {

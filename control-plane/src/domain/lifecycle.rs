@@ -14,7 +14,7 @@
 //!               |   |      \                              |
 //!  agent stopped|   |       +-----> [stopped 80] <--------+ agent: stopped/failed, node lost
 //!  /failed, node|   |                  |    ^
-//!  lost         +---+----------------->+    | Start -> pending (re-placed in its zone)
+//!  lost         +---+----------------->+    | Start -> pending (on the same node)
 //!                   |                       |
 //!        Terminate  v      Terminate        |
 //!   (from pending, running, stopping) -> [shutting-down 32] --agent: terminated/failed,
@@ -22,9 +22,18 @@
 //!   Terminate from stopped (nothing on a host) -------------------------> [terminated 48]
 //! ```
 //!
-//! Leaving a placed state for `stopped` or `terminated` releases the node's
-//! capacity and removes the assignment (the `release` flag). Every
-//! involuntary change carries a `StateReason`.
+//! Placement follows the EC2 root-volume model with the disk on the host:
+//! - leaving a state that holds vCPU/memory ([`State::is_placed`]) gives
+//!   them back (`release`); a `stopped` instance keeps its node, its address
+//!   and its assignment (desired `stopped`), so the agent keeps its
+//!   directory, disk and TAP;
+//! - Start re-claims vCPU/memory on that same node (`place`); it fails with
+//!   `InsufficientInstanceCapacity` when the node has no room or is not
+//!   alive (no migration: the disk is there);
+//! - only `terminated` leaves the node (`unassign`: the address is freed
+//!   and the assignment deleted, and the agent removes everything).
+//!
+//! Every involuntary change carries a `StateReason`.
 
 use serde::{Deserialize, Serialize};
 
@@ -84,7 +93,7 @@ impl State {
         }
     }
 
-    /// True while the instance holds capacity on a node.
+    /// True while the instance holds vCPU/memory on a node.
     pub fn is_placed(self) -> bool {
         matches!(
             self,
@@ -158,9 +167,12 @@ pub struct Transition {
     pub to: State,
     /// New desired state for the node (bumps the generation), if changed.
     pub desired: Option<Desired>,
-    /// Release the placement (capacity, address, assignment).
+    /// Give the node's vCPU/memory back (the address and assignment stay).
     pub release: bool,
-    /// Needs a placement first (start of a stopped instance).
+    /// Leave the node: free the address and delete the assignment.
+    pub unassign: bool,
+    /// Re-claim vCPU/memory on the instance's node first (start of a
+    /// stopped instance).
     pub place: bool,
     /// New state reason (None = keep).
     pub reason: Option<StateReason>,
@@ -195,6 +207,7 @@ fn change(to: State) -> Transition {
         to,
         desired: None,
         release: false,
+        unassign: false,
         place: false,
         reason: None,
         transition_reason: None,
@@ -257,6 +270,7 @@ pub fn apply(state: State, event: &Event) -> Result<Outcome> {
             ..change(ShuttingDown)
         },
         (Stopped, Event::Terminate) => Transition {
+            unassign: true,
             reason: Some(StateReason::new(
                 "Client.UserInitiatedShutdown",
                 "Client.UserInitiatedShutdown: User initiated shutdown",
@@ -281,6 +295,7 @@ pub fn apply(state: State, event: &Event) -> Result<Outcome> {
             },
         ) => Transition {
             release: true,
+            desired: Some(Desired::Stopped),
             reason: Some(reason.clone().unwrap_or_else(|| {
                 StateReason::new(
                     "Client.InstanceInitiatedShutdown",
@@ -298,6 +313,7 @@ pub fn apply(state: State, event: &Event) -> Result<Outcome> {
             },
         ) => Transition {
             release: true,
+            desired: Some(Desired::Stopped),
             reason: Some(reason.clone().unwrap_or_else(|| {
                 StateReason::new(
                     "Server.InternalError",
@@ -325,12 +341,14 @@ pub fn apply(state: State, event: &Event) -> Result<Outcome> {
             },
         ) => Transition {
             release: true,
+            unassign: true,
             ..change(Terminated)
         },
         (_, Event::Observed { .. }) => return Ok(Outcome::Unchanged),
 
         (Pending | Running | Stopping, Event::NodeLost) => Transition {
             release: true,
+            desired: Some(Desired::Stopped),
             reason: Some(StateReason::new(
                 "Server.InternalError",
                 "Server.InternalError: node lost (host stopped heartbeating)",
@@ -340,6 +358,7 @@ pub fn apply(state: State, event: &Event) -> Result<Outcome> {
         },
         (ShuttingDown, Event::NodeLost) => Transition {
             release: true,
+            unassign: true,
             ..change(Terminated)
         },
         (Stopped | Terminated, Event::NodeLost) => return Ok(Outcome::Unchanged),
@@ -494,16 +513,33 @@ mod tests {
         let Outcome::Change(t) = apply(Stopped, &Event::Start).unwrap() else {
             panic!()
         };
-        assert!(t.place && !t.release);
+        assert!(t.place && !t.release && !t.unassign);
         assert_eq!(t.desired, Some(Desired::Running));
         let Outcome::Change(t) = apply(Stopped, &Event::Terminate).unwrap() else {
             panic!()
         };
         assert!(
-            !t.release && t.desired.is_none(),
-            "a stopped instance holds nothing"
+            !t.release && t.unassign && t.desired.is_none(),
+            "a stopped instance holds no vCPU/memory, only its address and assignment"
         );
-        // Every transition that leaves a placed state for an unplaced one releases.
+        // A stop keeps the node, the address and the assignment (desired stopped).
+        for (s, e) in [
+            (Stopping, obs(Phase::Stopped)),
+            (Running, obs(Phase::Stopped)),
+            (Running, obs(Phase::Failed)),
+            (Running, Event::NodeLost),
+        ] {
+            let Outcome::Change(t) = apply(s, &e).unwrap() else {
+                panic!()
+            };
+            assert_eq!(t.to, Stopped);
+            assert!(t.release && !t.unassign, "{s:?} {e:?}");
+            if s != Stopping {
+                assert_eq!(t.desired, Some(Desired::Stopped), "{s:?} {e:?}");
+            }
+        }
+        // Every transition that leaves a placed state for an unplaced one
+        // releases; only `terminated` leaves the node.
         for s in State::ALL {
             for e in [
                 Event::Start,
@@ -521,6 +557,12 @@ mod tests {
                     if !s.is_placed() && t.to.is_placed() {
                         assert!(t.place, "{s:?} --{e:?}--> {:?} must place", t.to);
                     }
+                    assert_eq!(
+                        t.unassign,
+                        t.to == Terminated,
+                        "{s:?} --{e:?}--> {:?}: only terminated unassigns",
+                        t.to
+                    );
                 }
             }
         }

@@ -5,6 +5,8 @@
 //! - [`lifecycle`]: the instance state machine (the only place states change).
 //! - [`instances`]: RunInstances (placement + idempotency), describe, start,
 //!   stop, reboot, terminate, console, status.
+//! - [`placement`]: one instance's update with its assignment and its node's
+//!   allocation (stop keeps the node, start re-claims it, terminate leaves).
 //! - [`nodes`]: agent registration, heartbeats, assignment streams, reports,
 //!   and the operator's node operations.
 //! - [`images`], [`keypairs`], [`tags`], [`accounts`] (credentials and
@@ -22,6 +24,7 @@ pub mod model;
 pub mod network;
 pub mod nodecache;
 pub mod nodes;
+pub mod placement;
 pub mod tags;
 pub mod validation;
 pub mod views;
