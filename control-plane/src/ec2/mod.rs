@@ -39,6 +39,10 @@ pub use actions::{router, router_with_config, DomainBackend};
 /// Largest accepted request body (UserData is at most 16 KiB, ~22 KiB in base64).
 pub const DEFAULT_MAX_BODY: usize = 256 * 1024;
 
+/// Bodies declared larger than the limit but at most this size are read and
+/// discarded before the `RequestEntityTooLarge` answer (see `read_body`).
+const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
+
 /// A boxed future, for the object-safe [`Backend`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -216,6 +220,12 @@ async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes,
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| Ec2Error::new(ErrorCode::InvalidRequest, "Invalid Content-Length"))?;
         if len > max {
+            // Most HTTP clients send the whole body before reading the answer;
+            // closing on unread data resets the connection and they never see
+            // the 413. Read and discard a moderately oversized body first.
+            if len <= DRAIN_LIMIT {
+                let _ = axum::body::to_bytes(body, DRAIN_LIMIT).await;
+            }
             return Err(too_large());
         }
     }
