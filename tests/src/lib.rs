@@ -13,10 +13,14 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Where guest images are built: `$NUBIS_IMAGE_DIR` or `<root>/target/images`.
+/// A relative `NUBIS_IMAGE_DIR` is taken relative to the workspace root, as
+/// `deploy/images/build.sh` does.
 pub fn image_dir() -> PathBuf {
-    std::env::var_os("NUBIS_IMAGE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/images"))
+    match std::env::var_os("NUBIS_IMAGE_DIR").map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir,
+        Some(dir) => workspace_root().join(dir),
+        None => workspace_root().join("target/images"),
+    }
 }
 
 /// True when tests must fail rather than skip on a missing prerequisite.
