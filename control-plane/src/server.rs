@@ -112,6 +112,13 @@ impl Replica {
             let app = crate::ec2::router(domain.clone());
             let mut stop = rx.clone();
             tasks.push(tokio::spawn(async move {
+                // Small XML answers: without TCP_NODELAY, Nagle's algorithm and
+                // delayed ACKs add ~40 ms to a request/response exchange.
+                let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "TCP_NODELAY on an EC2 gateway socket");
+                    }
+                });
                 let r = axum::serve(listener, app)
                     .with_graceful_shutdown(async move {
                         let _ = stop.wait_for(|s| *s).await;
