@@ -11,143 +11,109 @@ use http::StatusCode;
 
 use super::xml::escape_into;
 
-/// The EC2 error codes this gateway produces. Names and statuses follow EC2's
-/// published error-code list; botocore keys its `ClientError` on the code string.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
-    /// The access key is unknown or the credential scope is unacceptable.
-    AuthFailure,
-    /// The computed signature differs from the one supplied.
-    SignatureDoesNotMatch,
-    /// The request's timestamp is more than 15 minutes off.
-    RequestExpired,
-    /// No `Authorization` header (or no usable signature) was supplied.
-    MissingAuthenticationToken,
-    /// The caller may not perform the action.
-    UnauthorizedOperation,
-    /// The account exceeded its request rate.
-    RequestLimitExceeded,
-    /// `DryRun=true` and the request would have succeeded.
-    DryRunOperation,
-    /// No `Action` parameter.
-    MissingAction,
-    /// Unknown or unsupported `Action`.
-    InvalidAction,
-    /// A required parameter is absent.
-    MissingParameter,
-    /// A parameter this action does not accept.
-    UnknownParameter,
-    /// A parameter's value is invalid.
-    InvalidParameterValue,
-    /// Parameters that cannot be used together.
-    InvalidParameterCombination,
-    /// The request could not be understood (body, encoding, content type).
-    InvalidRequest,
-    /// The request body exceeds the size limit.
-    RequestEntityTooLarge,
-    /// A malformed instance ID.
-    InvalidInstanceIdMalformed,
-    /// An instance ID that does not exist (for this account).
-    InvalidInstanceIdNotFound,
-    /// A malformed image ID.
-    InvalidAmiIdMalformed,
-    /// An image ID that does not exist (for this account).
-    InvalidAmiIdNotFound,
-    /// A key pair with this name already exists.
-    InvalidKeyPairDuplicate,
-    /// No key pair with this name.
-    InvalidKeyPairNotFound,
-    /// The public key material is not a supported format.
-    InvalidKeyFormat,
-    /// An image name already in use.
-    InvalidAmiNameDuplicate,
-    /// An unknown filter name.
-    InvalidFilter,
-    /// A `NextToken` this gateway did not issue.
-    InvalidPaginationToken,
-    /// The instance is not in a state that allows the action.
-    IncorrectInstanceState,
-    /// No capacity in the requested zone or for the requested type.
-    InsufficientInstanceCapacity,
-    /// An unexpected server-side failure.
-    InternalError,
-    /// The service is temporarily unavailable (e.g. the store is unreachable).
-    Unavailable,
-    /// Any other EC2 code chosen by the domain layer, with its status.
-    Other(Cow<'static, str>, StatusCode),
+/// Declares [`ErrorCode`] from one table (variant => wire code, HTTP status),
+/// so the enum, its code strings, its statuses and the reverse lookup cannot
+/// drift apart.
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $name:ident => $code:literal, $status:ident;)*) => {
+        /// The EC2 error codes this gateway produces. Names and statuses follow
+        /// EC2's published error-code list; botocore keys its `ClientError` on
+        /// the code string.
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($(#[$doc])* $name,)*
+            /// Any other EC2 code chosen by the domain layer, with its status.
+            Other(Cow<'static, str>, StatusCode),
+        }
+
+        impl ErrorCode {
+            /// The code string as it appears in `<Code>`.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Self::$name => $code,)*
+                    Self::Other(code, _) => code,
+                }
+            }
+
+            /// The HTTP status EC2 answers this code with. Throttling and
+            /// server-side conditions are 5xx, which botocore retries.
+            pub fn status(&self) -> StatusCode {
+                match self {
+                    $(Self::$name => StatusCode::$status,)*
+                    Self::Other(_, status) => *status,
+                }
+            }
+
+            /// The variant for an EC2 code string, or [`ErrorCode::Other`] with `status`.
+            pub fn from_code(code: &str, status: StatusCode) -> Self {
+                match code {
+                    $($code => Self::$name,)*
+                    _ => Self::Other(Cow::Owned(code.to_owned()), status),
+                }
+            }
+        }
+    };
 }
 
-impl ErrorCode {
-    /// The code string as it appears in `<Code>`.
-    pub fn as_str(&self) -> &str {
-        use ErrorCode::*;
-        match self {
-            AuthFailure => "AuthFailure",
-            SignatureDoesNotMatch => "SignatureDoesNotMatch",
-            RequestExpired => "RequestExpired",
-            MissingAuthenticationToken => "MissingAuthenticationToken",
-            UnauthorizedOperation => "UnauthorizedOperation",
-            RequestLimitExceeded => "RequestLimitExceeded",
-            DryRunOperation => "DryRunOperation",
-            MissingAction => "MissingAction",
-            InvalidAction => "InvalidAction",
-            MissingParameter => "MissingParameter",
-            UnknownParameter => "UnknownParameter",
-            InvalidParameterValue => "InvalidParameterValue",
-            InvalidParameterCombination => "InvalidParameterCombination",
-            InvalidRequest => "InvalidRequest",
-            RequestEntityTooLarge => "RequestEntityTooLarge",
-            InvalidInstanceIdMalformed => "InvalidInstanceID.Malformed",
-            InvalidInstanceIdNotFound => "InvalidInstanceID.NotFound",
-            InvalidAmiIdMalformed => "InvalidAMIID.Malformed",
-            InvalidAmiIdNotFound => "InvalidAMIID.NotFound",
-            InvalidKeyPairDuplicate => "InvalidKeyPair.Duplicate",
-            InvalidKeyPairNotFound => "InvalidKeyPair.NotFound",
-            InvalidKeyFormat => "InvalidKey.Format",
-            InvalidAmiNameDuplicate => "InvalidAMIName.Duplicate",
-            InvalidFilter => "InvalidFilter",
-            InvalidPaginationToken => "InvalidPaginationToken",
-            IncorrectInstanceState => "IncorrectInstanceState",
-            InsufficientInstanceCapacity => "InsufficientInstanceCapacity",
-            InternalError => "InternalError",
-            Unavailable => "Unavailable",
-            Other(code, _) => code,
-        }
-    }
-
-    /// The HTTP status EC2 answers this code with.
-    pub fn status(&self) -> StatusCode {
-        use ErrorCode::*;
-        match self {
-            AuthFailure | MissingAuthenticationToken => StatusCode::UNAUTHORIZED,
-            SignatureDoesNotMatch | UnauthorizedOperation => StatusCode::FORBIDDEN,
-            DryRunOperation => StatusCode::PRECONDITION_FAILED,
-            RequestEntityTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            // Throttling and server-side conditions: botocore retries these.
-            RequestLimitExceeded | Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            InsufficientInstanceCapacity | InternalError => StatusCode::INTERNAL_SERVER_ERROR,
-            RequestExpired
-            | MissingAction
-            | InvalidAction
-            | MissingParameter
-            | UnknownParameter
-            | InvalidParameterValue
-            | InvalidParameterCombination
-            | InvalidRequest
-            | InvalidInstanceIdMalformed
-            | InvalidInstanceIdNotFound
-            | InvalidAmiIdMalformed
-            | InvalidAmiIdNotFound
-            | InvalidKeyPairDuplicate
-            | InvalidKeyPairNotFound
-            | InvalidKeyFormat
-            | InvalidAmiNameDuplicate
-            | InvalidFilter
-            | InvalidPaginationToken
-            | IncorrectInstanceState => StatusCode::BAD_REQUEST,
-            Other(_, status) => *status,
-        }
-    }
+error_codes! {
+    /// The access key is unknown or the credential scope is unacceptable.
+    AuthFailure => "AuthFailure", UNAUTHORIZED;
+    /// The computed signature differs from the one supplied.
+    SignatureDoesNotMatch => "SignatureDoesNotMatch", FORBIDDEN;
+    /// The request's timestamp is more than 15 minutes off.
+    RequestExpired => "RequestExpired", BAD_REQUEST;
+    /// No `Authorization` header (or no usable signature) was supplied.
+    MissingAuthenticationToken => "MissingAuthenticationToken", UNAUTHORIZED;
+    /// The caller may not perform the action.
+    UnauthorizedOperation => "UnauthorizedOperation", FORBIDDEN;
+    /// The account exceeded its request rate.
+    RequestLimitExceeded => "RequestLimitExceeded", SERVICE_UNAVAILABLE;
+    /// `DryRun=true` and the request would have succeeded.
+    DryRunOperation => "DryRunOperation", PRECONDITION_FAILED;
+    /// No `Action` parameter.
+    MissingAction => "MissingAction", BAD_REQUEST;
+    /// Unknown or unsupported `Action`.
+    InvalidAction => "InvalidAction", BAD_REQUEST;
+    /// A required parameter is absent.
+    MissingParameter => "MissingParameter", BAD_REQUEST;
+    /// A parameter this action does not accept.
+    UnknownParameter => "UnknownParameter", BAD_REQUEST;
+    /// A parameter's value is invalid.
+    InvalidParameterValue => "InvalidParameterValue", BAD_REQUEST;
+    /// Parameters that cannot be used together.
+    InvalidParameterCombination => "InvalidParameterCombination", BAD_REQUEST;
+    /// The request could not be understood (body, encoding, content type).
+    InvalidRequest => "InvalidRequest", BAD_REQUEST;
+    /// The request body exceeds the size limit.
+    RequestEntityTooLarge => "RequestEntityTooLarge", PAYLOAD_TOO_LARGE;
+    /// A malformed instance ID.
+    InvalidInstanceIdMalformed => "InvalidInstanceID.Malformed", BAD_REQUEST;
+    /// An instance ID that does not exist (for this account).
+    InvalidInstanceIdNotFound => "InvalidInstanceID.NotFound", BAD_REQUEST;
+    /// A malformed image ID.
+    InvalidAmiIdMalformed => "InvalidAMIID.Malformed", BAD_REQUEST;
+    /// An image ID that does not exist (for this account).
+    InvalidAmiIdNotFound => "InvalidAMIID.NotFound", BAD_REQUEST;
+    /// A key pair with this name already exists.
+    InvalidKeyPairDuplicate => "InvalidKeyPair.Duplicate", BAD_REQUEST;
+    /// No key pair with this name.
+    InvalidKeyPairNotFound => "InvalidKeyPair.NotFound", BAD_REQUEST;
+    /// The public key material is not a supported format.
+    InvalidKeyFormat => "InvalidKey.Format", BAD_REQUEST;
+    /// An image name already in use.
+    InvalidAmiNameDuplicate => "InvalidAMIName.Duplicate", BAD_REQUEST;
+    /// An unknown filter name.
+    InvalidFilter => "InvalidFilter", BAD_REQUEST;
+    /// A `NextToken` this gateway did not issue.
+    InvalidPaginationToken => "InvalidPaginationToken", BAD_REQUEST;
+    /// The instance is not in a state that allows the action.
+    IncorrectInstanceState => "IncorrectInstanceState", BAD_REQUEST;
+    /// No capacity in the requested zone or for the requested type.
+    InsufficientInstanceCapacity => "InsufficientInstanceCapacity", INTERNAL_SERVER_ERROR;
+    /// An unexpected server-side failure.
+    InternalError => "InternalError", INTERNAL_SERVER_ERROR;
+    /// The service is temporarily unavailable (e.g. the store is unreachable).
+    Unavailable => "Unavailable", SERVICE_UNAVAILABLE;
 }
 
 impl fmt::Display for ErrorCode {
@@ -229,49 +195,6 @@ impl Ec2Error {
         escape_into(&mut s, request_id);
         s.push_str("</RequestID></Response>");
         s
-    }
-}
-
-impl ErrorCode {
-    /// The variant for an EC2 code string, or [`ErrorCode::Other`] with `status`.
-    pub fn from_code(code: &str, status: StatusCode) -> Self {
-        use ErrorCode::*;
-        const KNOWN: &[ErrorCode] = &[
-            AuthFailure,
-            SignatureDoesNotMatch,
-            RequestExpired,
-            MissingAuthenticationToken,
-            UnauthorizedOperation,
-            RequestLimitExceeded,
-            DryRunOperation,
-            MissingAction,
-            InvalidAction,
-            MissingParameter,
-            UnknownParameter,
-            InvalidParameterValue,
-            InvalidParameterCombination,
-            InvalidRequest,
-            RequestEntityTooLarge,
-            InvalidInstanceIdMalformed,
-            InvalidInstanceIdNotFound,
-            InvalidAmiIdMalformed,
-            InvalidAmiIdNotFound,
-            InvalidKeyPairDuplicate,
-            InvalidKeyPairNotFound,
-            InvalidKeyFormat,
-            InvalidAmiNameDuplicate,
-            InvalidFilter,
-            InvalidPaginationToken,
-            IncorrectInstanceState,
-            InsufficientInstanceCapacity,
-            InternalError,
-            Unavailable,
-        ];
-        KNOWN
-            .iter()
-            .find(|k| k.as_str() == code)
-            .cloned()
-            .unwrap_or_else(|| Other(Cow::Owned(code.to_owned()), status))
     }
 }
 
