@@ -13,7 +13,7 @@ use crate::domain::instances::{DescribeInput, RunInstancesInput};
 use crate::domain::lifecycle::State;
 use crate::domain::model::{Image, Instance, KeyPair};
 use crate::domain::views::{Reservation, StateChange};
-use crate::domain::{catalogue, filters, Caller, Domain};
+use crate::domain::{catalogue, Caller, Domain};
 use crate::error::Error;
 
 /// The Compute service.
@@ -417,34 +417,11 @@ impl pb::compute_server::Compute for ComputeApi {
         self.auth(&req, "DescribeInstanceTypes").await?;
         let r = req.into_inner();
         let fs = filters_in(r.filters);
-        filters::check(
-            &fs,
-            &[
-                "instance-type",
-                "vcpu-info.default-vcpus",
-                "memory-info.size-in-mib",
-            ],
-        )
-        .map_err(to_status)?;
-        for t in &r.instance_types {
-            if catalogue::find(t).is_none() {
-                return Err(to_status(Error::invalid(format!(
-                    "the instance type '{t}' does not exist"
-                ))));
-            }
-        }
-        let out = catalogue::CATALOGUE
-            .iter()
-            .filter(|t| r.instance_types.is_empty() || r.instance_types.iter().any(|n| n == t.name))
-            .filter(|t| {
-                let v = t.vcpus.to_string();
-                let m = t.memory_mib.to_string();
-                fs.iter().all(|f| match f.name.as_str() {
-                    "instance-type" => filters::any_matches(&f.values, &[t.name]),
-                    "vcpu-info.default-vcpus" => filters::any_matches(&f.values, &[&v]),
-                    _ => filters::any_matches(&f.values, &[&m]),
-                })
-            })
+        let next_token = (!r.next_token.is_empty()).then_some(r.next_token.as_str());
+        let (types, next) = catalogue::describe(&r.instance_types, &fs, r.max_results, next_token)
+            .map_err(to_status)?;
+        let out = types
+            .into_iter()
             .map(|t| pb::InstanceTypeInfo {
                 instance_type: t.name.to_string(),
                 vcpus: t.vcpus,
@@ -455,7 +432,7 @@ impl pb::compute_server::Compute for ComputeApi {
             .collect();
         Ok(Response::new(pb::DescribeInstanceTypesResponse {
             instance_types: out,
-            next_token: String::new(),
+            next_token: next.unwrap_or_default(),
         }))
     }
 

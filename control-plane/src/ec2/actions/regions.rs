@@ -56,29 +56,17 @@ pub fn regions(d: &Domain, rid: &str, r: DescribeNamed) -> Result<String, Ec2Err
     Ok(w.finish())
 }
 
-/// DescribeInstanceTypes over the catalogue (one page).
+/// DescribeInstanceTypes over the catalogue (filtering and paging in the domain).
 pub fn instance_types(rid: &str, r: DescribeInstanceTypes) -> Result<String, Ec2Error> {
-    if let Some(t) = r
-        .instance_types
-        .iter()
-        .find(|t| catalogue::find(t).is_none())
-    {
-        return Err(Ec2Error::invalid_value(format!(
-            "The following supplied instance types do not exist: [{t}]"
-        )));
-    }
+    let (types, next) = catalogue::describe(
+        &r.instance_types,
+        &domain_filters(r.filters),
+        r.page.max_results.unwrap_or(0),
+        r.page.next_token.as_deref(),
+    )?;
     if r.dry_run {
         return dry_run_ok();
     }
-    let types = catalogue::CATALOGUE.iter().filter(|t| {
-        (r.instance_types.is_empty() || r.instance_types.iter().any(|n| n == t.name))
-            && r.filters.iter().all(|f| match f.name.as_str() {
-                "instance-type" => any_matches(&f.values, &[t.name]),
-                "vcpu-info.default-vcpus" => any_matches(&f.values, &[&t.vcpus.to_string()]),
-                "memory-info.size-in-mib" => any_matches(&f.values, &[&t.memory_mib.to_string()]),
-                _ => false,
-            })
-    });
     let mut w = XmlWriter::response("DescribeInstanceTypes", rid);
     w.list("instanceTypeSet", types, |w, t| {
         w.leaf("instanceType", t.name);
@@ -103,5 +91,8 @@ pub fn instance_types(rid: &str, r: DescribeInstanceTypes) -> Result<String, Ec2
         });
         w.bool("instanceStorageSupported", false);
     });
+    if let Some(next) = next {
+        w.leaf("nextToken", next);
+    }
     Ok(w.finish())
 }

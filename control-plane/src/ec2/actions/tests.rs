@@ -525,6 +525,24 @@ async fn ec2_over_the_domain() {
         .await;
     assert_eq!(texts(&xml, "sizeInMiB"), ["128"]);
     assert!(xml.contains("<supportedArchitectures><item>x86_64</item></supportedArchitectures>"));
+    // Paging: MaxResults=5 hands out a nextToken that continues the list.
+    let xml = c
+        .ok(&format!("Action=DescribeInstanceTypes&{V}&MaxResults=5"))
+        .await;
+    let first = texts(&xml, "instanceType");
+    let tok = texts(&xml, "nextToken");
+    assert_eq!((first.len(), tok.len()), (5, 1), "{xml}");
+    let xml = c
+        .ok(&format!(
+            "Action=DescribeInstanceTypes&{V}&MaxResults=5&NextToken={}",
+            tok[0]
+        ))
+        .await;
+    let second = texts(&xml, "instanceType");
+    assert!(
+        !second.is_empty() && second.iter().all(|t| !first.contains(t)),
+        "{xml}"
+    );
 
     // The operator key works on the EC2 API as account 000000000000.
     let op = (
