@@ -163,6 +163,10 @@ impl Domain {
         for o in owners {
             if o == "self" {
                 owner_ids.push(account.clone());
+            } else if o == "amazon" || o == "nubis" {
+                // The platform's own images, as EC2's `amazon` alias names
+                // Amazon's: those the operator account registered.
+                owner_ids.push(AccountId::operator());
             } else {
                 owner_ids.push(AccountId::parse(o)?);
             }

@@ -488,6 +488,17 @@ async fn ec2_over_the_domain() {
         ))
         .await;
     let mine = texts(&xml, "imageId").pop().unwrap();
+    // Owner=amazon names the platform's (operator-registered) images only;
+    // Owner=self only the caller's.
+    let xml = c
+        .ok(&format!("Action=DescribeImages&{V}&Owner.1=amazon"))
+        .await;
+    let platform = texts(&xml, "imageId");
+    assert!(!platform.is_empty() && !platform.contains(&mine), "{xml}");
+    let xml = c
+        .ok(&format!("Action=DescribeImages&{V}&Owner.1=self"))
+        .await;
+    assert_eq!(texts(&xml, "imageId"), [mine.clone()]);
     c.ok(&format!(
         "Action=CreateTags&{V}&ResourceId.1={mine}&Tag.1.Key=team&Tag.1.Value=x"
     ))
