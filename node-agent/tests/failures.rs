@@ -51,7 +51,7 @@ fn write_image(dir: &Path, name: &str, kernel: &[u8], digest: Option<&str>) {
         .unwrap_or_else(|| sha256_file(&d.join("kernel")).unwrap());
     let m = serde_json::json!({
         "name": name, "kernel": "kernel", "initrd": null, "cmdline": "nubis.id=unknown",
-        "requires": {"vmm": ["pvh"], "min_memory_mib": 32},
+        "requires": {"vmm": ["elf-pvh"], "min_memory_mib": 32},
         "files": {"kernel": {"sha256": sha, "size": kernel.len()}}
     });
     std::fs::write(d.join("manifest.json"), m.to_string()).unwrap();

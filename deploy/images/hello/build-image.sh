@@ -41,7 +41,7 @@ cat > "$out/manifest.in.json.tmp" <<'JSON'
   "initrd": null,
   "cmdline": "nubis.id=unknown",
   "requires": {
-    "vmm": ["pvh", "serial", "i8042", "virtio-mmio"],
+    "vmm": ["elf-pvh", "serial", "i8042", "virtio-mmio"],
     "min_memory_mib": 32
   }
 }
