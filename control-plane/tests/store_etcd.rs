@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use nubis_control_plane::store::watch::{watch_prefix_from, WatchItem};
-use nubis_control_plane::store::{Store, Tx};
+use nubis_control_plane::store::{Fence, Store, Tx};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,4 +107,63 @@ async fn watch_from_a_compacted_revision_relists() {
         matches!(item, WatchItem::Put { ref key, .. } if key == "/t/w/new"),
         "{item:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fenced_commits_fail_once_the_leader_key_is_gone() {
+    let Some(etcd) = Etcd::start().await else {
+        return;
+    };
+    let store = Store::connect(std::slice::from_ref(&etcd.endpoint), "/f")
+        .await
+        .unwrap();
+    let put = |v: u32| {
+        let mut tx = Tx::new();
+        tx.put("/f/data", &v).unwrap();
+        tx
+    };
+    // Elected: the leader key exists with the create revision we hold.
+    let created = store.commit(put_leader()).await.unwrap().unwrap();
+    let fence = Fence::new("/f/election/x", created);
+    assert!(fence
+        .clone()
+        .scope(store.commit(put(1)))
+        .await
+        .unwrap()
+        .is_some());
+    // Updating the key's value keeps its create revision: still leader.
+    store.commit(put_leader()).await.unwrap().unwrap();
+    assert!(fence
+        .clone()
+        .scope(store.commit(put(2)))
+        .await
+        .unwrap()
+        .is_some());
+    // Deposed (key deleted, e.g. lease expired): fenced writes fail and
+    // write nothing; unfenced writes are unaffected.
+    let mut del = Tx::new();
+    del.delete("/f/election/x");
+    store.commit(del).await.unwrap().unwrap();
+    assert!(fence
+        .clone()
+        .scope(store.commit(put(3)))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(store.get::<u32>("/f/data").await.unwrap().unwrap().value, 2);
+    // A new leader's key (new create revision) does not revive the old fence.
+    store.commit(put_leader()).await.unwrap().unwrap();
+    assert!(fence
+        .clone()
+        .scope(store.commit(put(4)))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store.commit(put(5)).await.unwrap().is_some());
+}
+
+fn put_leader() -> Tx {
+    let mut tx = Tx::new();
+    tx.put("/f/election/x", &"replica-a").unwrap();
+    tx
 }

@@ -1,6 +1,7 @@
 //! Singleton background loops, run by whichever replica wins the etcd
 //! election (`election/reconciler`, campaigned with this replica's own
-//! lease). Each pass is level-triggered and idempotent: it re-reads the
+//! lease). The leader's writes are fenced by its election key's create
+//! revision ([`Fence`]): a deposed leader's late writes fail. Each pass is level-triggered and idempotent: it re-reads the
 //! world and fixes what differs, so a new leader simply starts passing.
 //!
 //! - node loss: nodes whose liveness key is gone (lease expired) have their
@@ -17,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::domain::Domain;
 use crate::error::Result;
+use crate::store::Fence;
 
 /// What one pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -102,6 +104,14 @@ async fn lead(
             _ = shutdown.changed() => return Ok(()),
             _ = lost_rx.changed() => return Err(crate::error::Error::Internal("election lease lost".into())),
         };
+        // Every write of a pass is fenced by our election key's create
+        // revision: if we lose the key before noticing, our writes fail.
+        let fence = leader
+            .leader()
+            .map(|l| Fence::new(l.key(), l.rev()))
+            .ok_or_else(|| {
+                crate::error::Error::Internal("campaign returned no leader key".into())
+            })?;
         tracing::info!(identity, "reconciler leader");
         let interval = Duration::from_secs(cfg.interval_seconds.max(1));
         let gc_period = GC_PERIOD.min(Duration::from_secs(cfg.gc_terminated_after_seconds.max(1)));
@@ -111,7 +121,7 @@ async fn lead(
             if gc_due {
                 last_gc = Some(tokio::time::Instant::now());
             }
-            if let Err(e) = pass(domain, gc_due).await {
+            if let Err(e) = fence.clone().scope(pass(domain, gc_due)).await {
                 tracing::warn!(error = %e, "reconcile pass failed");
             }
             tokio::select! {

@@ -258,13 +258,52 @@ impl Store {
     /// Commits a transaction: `Ok(Some(revision))` (every key written now
     /// has this mod_revision), `Ok(None)` when a compare failed.
     pub async fn commit(&self, tx: Tx) -> Result<Option<i64>> {
-        let txn = Txn::new().when(tx.compares).and_then(tx.ops);
+        let mut compares = tx.compares;
+        if let Ok(f) = FENCE.try_with(Fence::compare) {
+            compares.push(f);
+        }
+        let txn = Txn::new().when(compares).and_then(tx.ops);
         let resp = self.client.kv_client().txn(txn).await?;
         if resp.succeeded() {
             Ok(Some(resp.header().map(|h| h.revision()).unwrap_or(0)))
         } else {
             Ok(None)
         }
+    }
+}
+
+tokio::task_local! {
+    static FENCE: Fence;
+}
+
+/// A leadership fence: the election key a leader was elected with and that
+/// key's create revision. Every transaction committed inside
+/// [`Fence::scope`] (on that task) also compares the key's create revision,
+/// so a leader that lost its key (lease expired while it was paused, or it
+/// resigned) writes nothing, even if it has not noticed yet; a new leader's
+/// key has a new create revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    key: Vec<u8>,
+    create_revision: i64,
+}
+
+impl Fence {
+    /// The fence of the election key `key` created at `create_revision`.
+    pub fn new(key: impl Into<Vec<u8>>, create_revision: i64) -> Self {
+        Self {
+            key: key.into(),
+            create_revision,
+        }
+    }
+
+    /// Runs `f` with every [`Store::commit`] it makes on this task fenced.
+    pub async fn scope<F: std::future::Future>(self, f: F) -> F::Output {
+        FENCE.scope(self, f).await
+    }
+
+    fn compare(&self) -> Compare {
+        Compare::create_revision(self.key.clone(), CompareOp::Equal, self.create_revision)
     }
 }
 

@@ -498,7 +498,7 @@ async fn ec2_over_the_domain() {
     let xml = c
         .ok(&format!("Action=DescribeImages&{V}&Owner.1=self"))
         .await;
-    assert_eq!(texts(&xml, "imageId"), [mine.clone()]);
+    assert_eq!(texts(&xml, "imageId"), std::slice::from_ref(&mine));
     c.ok(&format!(
         "Action=CreateTags&{V}&ResourceId.1={mine}&Tag.1.Key=team&Tag.1.Value=x"
     ))
