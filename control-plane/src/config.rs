@@ -75,6 +75,10 @@ pub struct GrpcConfig {
     /// Unix socket path (agents in network namespaces use it).
     #[serde(default)]
     pub unix_socket: Option<PathBuf>,
+    /// TLS on the TCP listener (the Unix socket is protected by file
+    /// permissions instead). Absent: plaintext.
+    #[serde(default)]
+    pub tls: Option<GrpcTlsConfig>,
 }
 
 impl Default for GrpcConfig {
@@ -82,7 +86,32 @@ impl Default for GrpcConfig {
         Self {
             listen: default_grpc_listen(),
             unix_socket: None,
+            tls: None,
         }
+    }
+}
+
+/// `[grpc.tls]`: the TCP listener serves TLS with this certificate; with
+/// `client_ca_file`, mutual TLS for agents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcTlsConfig {
+    /// Server certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// The certificate's private key (PEM, PKCS#8 or RSA/EC).
+    pub key_file: PathBuf,
+    /// CA (PEM) of agents' client certificates. When set, clients may present
+    /// a certificate it signed, and Node API calls over TCP must: an agent
+    /// needs both its certificate and its node credential. Tenants and the
+    /// operator need no certificate.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl GrpcTlsConfig {
+    /// Whether Node API calls over TCP must carry a verified client certificate.
+    pub fn requires_node_certificates(&self) -> bool {
+        self.client_ca_file.is_some()
     }
 }
 
@@ -321,6 +350,9 @@ impl Config {
         }
         if self.grpc.listen.is_none() && self.grpc.unix_socket.is_none() {
             return bad("grpc: need listen and/or unix_socket".into());
+        }
+        if self.grpc.tls.is_some() && self.grpc.listen.is_none() {
+            return bad("grpc.tls needs grpc.listen (TLS applies to the TCP listener)".into());
         }
         Ok(())
     }

@@ -79,6 +79,10 @@ pub enum Error {
     /// Unknown access key (`AuthFailure`).
     #[error("unknown access key")]
     UnknownAccessKey,
+    /// A Node API call over TCP without a client certificate from the node CA
+    /// while mutual TLS is configured (`AuthFailure`).
+    #[error("Node API calls over TCP need a client certificate issued by the node CA (grpc.tls.client_ca_file)")]
+    ClientCertificateRequired,
     /// The caller may not do this (`UnauthorizedOperation`).
     #[error("not authorized: {0}")]
     Unauthorized(String),
@@ -157,7 +161,9 @@ impl Error {
             | Error::IncorrectState { code, .. }
             | Error::AlreadyExists { code, .. } => code,
             Error::InsufficientCapacity { .. } => "InsufficientInstanceCapacity",
-            Error::AuthFailure(_) | Error::UnknownAccessKey => "AuthFailure",
+            Error::AuthFailure(_) | Error::UnknownAccessKey | Error::ClientCertificateRequired => {
+                "AuthFailure"
+            }
             Error::Unauthorized(_) => "UnauthorizedOperation",
             Error::Contention(_) => "RequestLimitExceeded",
             Error::Etcd(_) => "ServiceUnavailable",
@@ -173,7 +179,9 @@ impl Error {
             Error::IncorrectState { .. } => ErrorKind::IncorrectState,
             Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             Error::InsufficientCapacity { .. } => ErrorKind::Capacity,
-            Error::AuthFailure(_) | Error::UnknownAccessKey => ErrorKind::Unauthenticated,
+            Error::AuthFailure(_) | Error::UnknownAccessKey | Error::ClientCertificateRequired => {
+                ErrorKind::Unauthenticated
+            }
             Error::Unauthorized(_) => ErrorKind::Forbidden,
             Error::Contention(_) | Error::Etcd(_) => ErrorKind::Unavailable,
             Error::Corrupt { .. } | Error::Internal(_) => ErrorKind::Internal,

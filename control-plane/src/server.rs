@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{Config, GrpcTlsConfig};
 use crate::domain::Domain;
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -64,9 +64,14 @@ impl Replica {
             );
             let routes = crate::api::routes(domain.clone());
             let mut stop = rx.clone();
+            let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+            if let Some(tls) = &cfg.grpc.tls {
+                builder = builder
+                    .tls_config(server_tls(tls)?)
+                    .map_err(|e| Error::invalid(format!("configuration: grpc.tls: {e}")))?;
+            }
             tasks.push(tokio::spawn(async move {
-                let r = tonic::transport::Server::builder()
-                    .tcp_nodelay(true)
+                let r = builder
                     .add_routes(routes)
                     .serve_with_incoming_shutdown(incoming, async move {
                         let _ = stop.wait_for(|s| *s).await;
@@ -172,4 +177,32 @@ impl Replica {
             t.abort();
         }
     }
+}
+
+/// The TCP listener's TLS settings from `[grpc.tls]`: the files are read
+/// here, so a missing or unreadable one fails the start with its path.
+fn server_tls(tls: &GrpcTlsConfig) -> Result<tonic::transport::ServerTlsConfig> {
+    let read = |what: &str, p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| {
+            Error::invalid(format!(
+                "configuration: grpc.tls.{what} {}: {e}",
+                p.display()
+            ))
+        })
+    };
+    let cert = read("cert_file", &tls.cert_file)?;
+    let key = read("key_file", &tls.key_file)?;
+    let mut c = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(cert, key));
+    if let Some(ca) = &tls.client_ca_file {
+        // Optional at the handshake: tenants connect without a certificate;
+        // the Node API insists on one (api::node).
+        c = c
+            .client_ca_root(tonic::transport::Certificate::from_pem(read(
+                "client_ca_file",
+                ca,
+            )?))
+            .client_auth_optional(true);
+    }
+    Ok(c)
 }

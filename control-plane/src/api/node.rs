@@ -27,6 +27,19 @@ impl NodeApi {
     }
 
     async fn auth<T>(&self, req: &Request<T>, method: &str) -> Result<Caller, Status> {
+        // With mutual TLS configured, a call over TCP (it has a peer
+        // address; Unix-socket calls have none) must come with a client
+        // certificate the node CA signed (rustls verified it in the handshake).
+        let mtls = self
+            .domain
+            .config()
+            .grpc
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.requires_node_certificates());
+        if mtls && req.remote_addr().is_some() && req.peer_certs().is_none_or(|c| c.is_empty()) {
+            return Err(to_status(Error::ClientCertificateRequired));
+        }
         authenticate(&self.domain, req, &format!("/nubis.node.v1.Node/{method}")).await
     }
 }
