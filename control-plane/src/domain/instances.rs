@@ -1,6 +1,5 @@
-//! Instances: RunInstances (validation, idempotency on ClientToken,
-//! placement in one etcd transaction), Describe*, Start/Stop/Reboot/
-//! Terminate, agent observations and console output.
+//! Instances: Describe*, Start/Stop/Reboot/Terminate, agent observations
+//! and console output (RunInstances is [`launch`](super::launch)).
 //!
 //! Every change goes through `Domain::update_instance` ([`placement`]),
 //! which applies a [`lifecycle`] transition and writes the instance, its
@@ -9,28 +8,22 @@
 //!
 //! [`placement`]: crate::domain::placement
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine as _;
-use sha2::{Digest, Sha256};
 
 use crate::domain::filters::{self, Filter};
 use crate::domain::lifecycle::{self, Desired, Event, Outcome, Phase, State};
 use crate::domain::model::{
-    now_ms, Assignment, ClientTokenRecord, ConsoleRecord, ConsoleRequest, Instance,
-    NetworkAssignment, NodeAlloc, Observed, StateReason,
+    now_ms, Assignment, ConsoleRecord, ConsoleRequest, Instance, NetworkAssignment, Observed,
 };
-use crate::domain::network::mac_for;
-use crate::domain::placement::{backoff, Plan};
+use crate::domain::placement::Plan;
 use crate::domain::views::{self, ConsoleOutput, InstanceStatus, Reservation, StateChange};
-use crate::domain::{catalogue, validation, Caller, Domain};
+use crate::domain::{validation, Caller, Domain};
 use crate::error::{Error, Result};
-use crate::ids::{AccountId, ImageId, InstanceId, NodeId, ReservationId};
-use crate::scheduler;
+use crate::ids::{InstanceId, NodeId};
 use crate::store::{Tx, Versioned};
 
-const MAX_ATTEMPTS: u32 = 64;
 /// Largest console output kept and returned.
 pub const CONSOLE_MAX: usize = 64 * 1024;
 /// Page size of unpaged describes.
@@ -98,30 +91,6 @@ pub struct DescribeInput {
     pub next_token: Option<String>,
 }
 
-fn request_hash(input: &RunInstancesInput) -> String {
-    let mut h = Sha256::new();
-    let parts: [&[u8]; 6] = [
-        input.image_id.as_bytes(),
-        input.instance_type.as_bytes(),
-        &input.min_count.to_be_bytes(),
-        &input.max_count.to_be_bytes(),
-        input.availability_zone.as_deref().unwrap_or("").as_bytes(),
-        input.key_name.as_deref().unwrap_or("").as_bytes(),
-    ];
-    for p in parts {
-        h.update((p.len() as u64).to_be_bytes());
-        h.update(p);
-    }
-    for (k, v) in &input.tags {
-        h.update((k.len() as u64).to_be_bytes());
-        h.update(k.as_bytes());
-        h.update((v.len() as u64).to_be_bytes());
-        h.update(v.as_bytes());
-    }
-    h.update(Sha256::digest(&input.user_data));
-    hex::encode(h.finalize())
-}
-
 pub(super) fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
 }
@@ -181,237 +150,6 @@ impl Domain {
             cmdline_extra: format!("nubis.id={}", inst.id),
             ssh_public_key: ssh,
         }
-    }
-
-    /// Launches instances (see the module docs).
-    pub async fn run_instances(
-        &self,
-        caller: &Caller,
-        input: RunInstancesInput,
-    ) -> Result<Reservation> {
-        let account = caller.account()?;
-        validation::counts(input.min_count, input.max_count)?;
-        if input.instance_type.is_empty() {
-            return Err(Error::missing("InstanceType"));
-        }
-        let itype = catalogue::find(&input.instance_type).ok_or_else(|| {
-            Error::invalid(format!(
-                "the instance type '{}' does not exist",
-                input.instance_type
-            ))
-        })?;
-        if input.image_id.is_empty() {
-            return Err(Error::missing("ImageId"));
-        }
-        let image_id = ImageId::parse(&input.image_id)?;
-        if let Some(z) = &input.availability_zone {
-            self.check_zone(z)?;
-        }
-        validation::user_data(&input.user_data)?;
-        let tags = validation::tags(&input.tags)?;
-        let token = input.client_token.clone().filter(|t| !t.is_empty());
-        if let Some(t) = &token {
-            validation::client_token(t)?;
-        }
-        if let Some(k) = &input.key_name {
-            validation::key_name(k)?;
-        }
-        let hash = request_hash(&input);
-        let token_key = token
-            .as_ref()
-            .map(|t| self.store.keys().client_token(&account, t));
-        if let Some(k) = &token_key {
-            if let Some(rec) = self.store.get::<ClientTokenRecord>(k).await? {
-                return self.replay(&account, rec.value, &hash).await;
-            }
-        }
-        let image = self.visible_image(&account, &image_id).await?;
-        if image.min_memory_mib > itype.memory_mib {
-            return Err(Error::invalid(format!(
-                "image {} needs at least {} MiB; {} has {} MiB",
-                image.id, image.min_memory_mib, itype.name, itype.memory_mib
-            )));
-        }
-        let ssh = match &input.key_name {
-            Some(k) => self.keypair_by_name(&account, k).await?.public_key,
-            None => String::new(),
-        };
-
-        let reservation_id = ReservationId::generate();
-        let user_data_b64 = b64(&input.user_data);
-        let now = now_ms();
-        let mut refreshed = false;
-        for attempt in 0..MAX_ATTEMPTS {
-            let views = self.nodes.views();
-            let req = scheduler::Request {
-                vcpus: itype.vcpus,
-                memory_mib: itype.memory_mib,
-                image_location: &image.image_location,
-                image_sha256: &image.manifest_sha256,
-                zone: input.availability_zone.as_deref(),
-                min_count: input.min_count,
-                max_count: input.max_count,
-            };
-            let placed = match scheduler::place(
-                self.cfg.scheduler.policy,
-                self.overcommit(),
-                self.network.max_host() - 1,
-                &views,
-                &req,
-            ) {
-                Ok(p) => p,
-                Err(e @ Error::InsufficientCapacity { .. }) => {
-                    if refreshed {
-                        return Err(e);
-                    }
-                    self.nodes.refresh().await?;
-                    refreshed = true;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-
-            let mut tx = Tx::new();
-            let mut allocs: BTreeMap<usize, NodeAlloc> = BTreeMap::new();
-            let mut instances = Vec::with_capacity(placed.len());
-            for (launch_index, &idx) in placed.iter().enumerate() {
-                let v = &views[idx];
-                let alloc = allocs.entry(idx).or_insert_with(|| v.alloc.clone());
-                let host = self
-                    .network
-                    .free_host(&alloc.hosts)
-                    .ok_or_else(|| Error::Internal("no free address after placement".into()))?;
-                alloc.hosts.push(host);
-                alloc.used.vcpus += itype.vcpus;
-                alloc.used.memory_mib += itype.memory_mib;
-                alloc.instances += 1;
-                let ip = self.network.address(v.node.ip_block, host);
-                let network = NetworkAssignment {
-                    host,
-                    ip: ip.to_string(),
-                    prefix_len: self.network.node_prefix_len(),
-                    gateway: self.network.gateway(v.node.ip_block).to_string(),
-                    mac: mac_for(ip),
-                };
-                let inst = Instance {
-                    id: InstanceId::generate(),
-                    account: account.clone(),
-                    reservation_id: reservation_id.clone(),
-                    launch_index: launch_index as u32,
-                    image_id: image.id.clone(),
-                    image_location: image.image_location.clone(),
-                    image_sha256: image.manifest_sha256.clone(),
-                    instance_type: itype.name.to_string(),
-                    vcpus: itype.vcpus,
-                    memory_mib: itype.memory_mib,
-                    state: State::Pending,
-                    state_reason: Some(StateReason::new("pending", "pending")),
-                    state_transition_reason: String::new(),
-                    availability_zone: v.node.availability_zone.clone(),
-                    node_id: Some(v.node.id.clone()),
-                    network: Some(network.clone()),
-                    launch_time_ms: now,
-                    key_name: input.key_name.clone(),
-                    tags: tags.clone(),
-                    client_token: token.clone().unwrap_or_default(),
-                    desired: Desired::Running,
-                    generation: 1,
-                    force: false,
-                    observed: None,
-                    terminated_ms: None,
-                };
-                let a = self.assignment_of(&inst, &network, user_data_b64.clone(), ssh.clone());
-                tx.put(&self.instance_key(&inst), &inst)?;
-                tx.put(&self.store.keys().assignment(&v.node.id, &inst.id), &a)?;
-                instances.push(inst);
-            }
-            for (&idx, alloc) in &allocs {
-                let id = &views[idx].node.id;
-                tx.expect_rev(&self.store.keys().node_alloc(id), views[idx].alloc_rev);
-                tx.expect_present(&self.store.keys().node_alive(id));
-                tx.put(&self.store.keys().node_alloc(id), alloc)?;
-            }
-            if !input.user_data.is_empty() {
-                tx.put_raw(
-                    &self.store.keys().user_data(&reservation_id),
-                    input.user_data.clone(),
-                );
-            }
-            if let Some(k) = &token_key {
-                tx.expect_absent(k);
-                tx.put(
-                    k,
-                    &ClientTokenRecord {
-                        reservation_id: reservation_id.clone(),
-                        instance_ids: instances.iter().map(|i| i.id.clone()).collect(),
-                        request_hash: hash.clone(),
-                        created_ms: now,
-                    },
-                )?;
-            }
-            match self.store.commit(tx).await? {
-                Some(rev) => {
-                    for (idx, alloc) in allocs {
-                        self.nodes.note_alloc(&views[idx].node.id, alloc, rev);
-                    }
-                    tracing::info!(
-                        reservation = %reservation_id,
-                        count = instances.len(),
-                        attempt,
-                        "instances launched"
-                    );
-                    return Ok(Reservation {
-                        reservation_id,
-                        owner: account,
-                        instances,
-                    });
-                }
-                None => {
-                    if let Some(k) = &token_key {
-                        if let Some(rec) = self.store.get::<ClientTokenRecord>(k).await? {
-                            return self.replay(&account, rec.value, &hash).await;
-                        }
-                    }
-                    let ids: Vec<NodeId> =
-                        allocs.keys().map(|&i| views[i].node.id.clone()).collect();
-                    self.nodes.refresh_some(&ids).await?;
-                    backoff(attempt).await;
-                }
-            }
-        }
-        Err(Error::Contention("node allocations".into()))
-    }
-
-    async fn replay(
-        &self,
-        account: &AccountId,
-        rec: ClientTokenRecord,
-        hash: &str,
-    ) -> Result<Reservation> {
-        if rec.request_hash != hash {
-            return Err(Error::invalid_code(
-                "IdempotentParameterMismatch",
-                "the client token was already used with different parameters",
-            ));
-        }
-        let keys: Vec<String> = rec
-            .instance_ids
-            .iter()
-            .map(|i| self.store.keys().instance(account, i))
-            .collect();
-        let instances: Vec<Instance> = self
-            .store
-            .get_many::<Instance>(&keys)
-            .await?
-            .into_iter()
-            .flatten()
-            .map(|v| v.value)
-            .collect();
-        Ok(Reservation {
-            reservation_id: rec.reservation_id,
-            owner: account.clone(),
-            instances,
-        })
     }
 
     /// Reads one instance of the caller's account.

@@ -3,8 +3,8 @@
 //! Query in [`crate::ec2`]) call [`Domain`]'s methods with plain Rust types.
 //!
 //! - [`lifecycle`]: the instance state machine (the only place states change).
-//! - [`instances`]: RunInstances (placement + idempotency), describe, start,
-//!   stop, reboot, terminate, console, status.
+//! - [`launch`]: RunInstances (placement + idempotency).
+//! - [`instances`]: describe, start, stop, reboot, terminate, console, status.
 //! - [`placement`]: one instance's update with its assignment and its node's
 //!   allocation (stop keeps the node, start re-claims it, terminate leaves).
 //! - [`nodes`]: agent registration, heartbeats, assignment streams, reports,
@@ -19,6 +19,7 @@ pub mod filters;
 pub mod images;
 pub mod instances;
 pub mod keypairs;
+pub mod launch;
 pub mod lifecycle;
 pub mod model;
 pub mod network;

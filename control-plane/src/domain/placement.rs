@@ -309,6 +309,7 @@ impl Domain {
                 self.overcommit(),
                 self.network.max_host() - 1,
                 &views,
+                &[],
                 &req,
             ) {
                 let Some(&i) = idx.first() else { continue };

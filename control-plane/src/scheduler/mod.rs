@@ -17,8 +17,6 @@
 //! 3. Fewer than `min_count` placeable: `InsufficientInstanceCapacity`
 //!    naming the zone and what was missing.
 
-use std::collections::HashMap;
-
 use crate::config::Policy;
 use crate::domain::model::{Node, NodeAlloc, Resources};
 use crate::error::{Error, Result};
@@ -97,25 +95,37 @@ fn utilization(used: Resources, total: Resources) -> f64 {
 }
 
 /// Chooses nodes: returns, per placed instance, the index into `nodes`
-/// (between `min_count` and `max_count` entries).
+/// (between `min_count` and `max_count` entries). Nodes whose index is in
+/// `skip` (sorted) are not considered.
+///
+/// Cost: one pass over the nodes to filter, then one pass over the
+/// candidates per instance; zones are small integers, so no hashing or
+/// allocation per candidate.
 pub fn place(
     policy: Policy,
     oc: Overcommit,
     max_hosts: u32,
     nodes: &[NodeView],
+    skip: &[usize],
     req: &Request<'_>,
 ) -> Result<Vec<usize>> {
-    let zone_name = req.zone.unwrap_or("any").to_string();
     let insufficient = |message: String| Error::InsufficientCapacity {
-        zone: zone_name.clone(),
+        zone: req.zone.unwrap_or("any").to_string(),
         message,
     };
 
     // Filters.
     let mut reasons = FilterCounts::default();
+    let mut zones: Vec<&str> = Vec::new();
     let mut cands: Vec<Cand> = Vec::new();
+    let mut skip = skip.iter().peekable();
     for (i, v) in nodes.iter().enumerate() {
-        if req.zone.is_some_and(|z| z != v.node.availability_zone) {
+        while skip.next_if(|&&s| s < i).is_some() {}
+        if skip.next_if_eq(&&i).is_some() {
+            continue;
+        }
+        let az = v.node.availability_zone.as_str();
+        if req.zone.is_some_and(|z| z != az) {
             continue;
         }
         reasons.in_zone += 1;
@@ -135,10 +145,17 @@ pub fn place(
             reasons.no_image += 1;
             continue;
         }
+        let zone = match zones.iter().position(|z| *z == az) {
+            Some(z) => z,
+            None => {
+                zones.push(az);
+                zones.len() - 1
+            }
+        };
         let total = allocatable(&v.node, oc);
         cands.push(Cand {
             idx: i,
-            zone: v.node.availability_zone.clone(),
+            zone,
             total,
             used: v.alloc.used,
             free_hosts: max_hosts.saturating_sub(v.alloc.hosts.len() as u32),
@@ -146,23 +163,30 @@ pub fn place(
         });
     }
 
-    // Zone totals (for spread).
-    let mut zone_used: HashMap<String, (Resources, Resources)> = HashMap::new();
+    // Zone totals (for spread): used, total, instances of this request.
+    let mut zone_used = vec![(Resources::default(), Resources::default()); zones.len()];
+    let mut zone_placed = vec![0u32; zones.len()];
     for c in &cands {
-        let e = zone_used.entry(c.zone.clone()).or_default();
+        let e = &mut zone_used[c.zone];
         e.0.vcpus += c.used.vcpus;
         e.0.memory_mib += c.used.memory_mib;
         e.1.vcpus += c.total.vcpus;
         e.1.memory_mib += c.total.memory_mib;
     }
-    let mut zone_placed: HashMap<String, u32> = HashMap::new();
 
     let mut out = Vec::new();
+    let mut scored: Vec<(usize, Key)> = Vec::with_capacity(cands.len());
+    let mut near: Vec<usize> = Vec::new();
     for _ in 0..req.max_count {
         // Score every candidate that fits; under spread, pick uniformly among
         // those in the best (zone, request-host, zone-usage) group whose
         // utilization is within SPREAD_JITTER of the group's least used.
-        let mut scored: Vec<(usize, (u32, u32, u64, f64))> = Vec::new();
+        let zone_pct: Vec<u64> = zone_used
+            .iter()
+            .map(|(u, t)| (utilization(*u, *t) * 100.0) as u64)
+            .collect();
+        scored.clear();
+        let mut best: Option<(usize, Key)> = None;
         for (ci, c) in cands.iter().enumerate() {
             let after = Resources {
                 vcpus: c.used.vcpus + req.vcpus,
@@ -176,16 +200,7 @@ pub fn place(
             }
             let node_util = utilization(after, c.total);
             let key = match policy {
-                Policy::Spread => {
-                    let (zu, zt) = zone_used.get(&c.zone).copied().unwrap_or_default();
-                    let zone_pct = (utilization(zu, zt) * 100.0) as u64;
-                    (
-                        zone_placed.get(&c.zone).copied().unwrap_or(0),
-                        c.placed,
-                        zone_pct,
-                        node_util,
-                    )
-                }
+                Policy::Spread => (zone_placed[c.zone], c.placed, zone_pct[c.zone], node_util),
                 Policy::Binpack => (
                     0,
                     0,
@@ -193,23 +208,24 @@ pub fn place(
                     (1.0 - node_util) + rand::random::<f64>() * BINPACK_JITTER,
                 ),
             };
-            scored.push((ci, key));
-        }
-        let mut best: Option<(usize, (u32, u32, u64, f64))> = None;
-        for (ci, key) in &scored {
-            if best.as_ref().is_none_or(|(_, b)| key_lt(key, b)) {
-                best = Some((*ci, *key));
+            if best.as_ref().is_none_or(|(_, b)| key_lt(&key, b)) {
+                best = Some((ci, key));
+            }
+            if policy == Policy::Spread {
+                scored.push((ci, key));
             }
         }
         if policy == Policy::Spread {
             if let Some((_, b)) = best {
-                let near: Vec<usize> = scored
-                    .iter()
-                    .filter(|(_, k)| {
-                        (k.0, k.1, k.2) == (b.0, b.1, b.2) && k.3 <= b.3 + SPREAD_JITTER
-                    })
-                    .map(|(ci, _)| *ci)
-                    .collect();
+                near.clear();
+                near.extend(
+                    scored
+                        .iter()
+                        .filter(|(_, k)| {
+                            (k.0, k.1, k.2) == (b.0, b.1, b.2) && k.3 <= b.3 + SPREAD_JITTER
+                        })
+                        .map(|(ci, _)| *ci),
+                );
                 if !near.is_empty() {
                     let pick = near[rand::random::<u64>() as usize % near.len()];
                     best = Some((pick, b));
@@ -222,11 +238,9 @@ pub fn place(
         c.used.memory_mib += req.memory_mib;
         c.free_hosts -= 1;
         c.placed += 1;
-        *zone_placed.entry(c.zone.clone()).or_default() += 1;
-        if let Some(z) = zone_used.get_mut(&c.zone) {
-            z.0.vcpus += req.vcpus;
-            z.0.memory_mib += req.memory_mib;
-        }
+        zone_placed[c.zone] += 1;
+        zone_used[c.zone].0.vcpus += req.vcpus;
+        zone_used[c.zone].0.memory_mib += req.memory_mib;
         out.push(c.idx);
     }
 
@@ -252,7 +266,11 @@ pub fn place(
     Ok(out)
 }
 
-fn key_lt(a: &(u32, u32, u64, f64), b: &(u32, u32, u64, f64)) -> bool {
+/// Spread: (zone's instances of this request, host's instances of this
+/// request, zone usage %, host utilization after); binpack: only the last.
+type Key = (u32, u32, u64, f64);
+
+fn key_lt(a: &Key, b: &Key) -> bool {
     (a.0, a.1, a.2) < (b.0, b.1, b.2) || ((a.0, a.1, a.2) == (b.0, b.1, b.2) && a.3 < b.3)
 }
 
@@ -267,7 +285,7 @@ struct FilterCounts {
 #[derive(Debug)]
 struct Cand {
     idx: usize,
-    zone: String,
+    zone: usize,
     total: Resources,
     used: Resources,
     free_hosts: u32,
@@ -277,6 +295,8 @@ struct Cand {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+
     use crate::domain::model::NodeImage;
     use crate::ids::NodeId;
 
@@ -340,7 +360,7 @@ mod tests {
             .iter()
             .map(|z| node(z, 8, 1024))
             .collect();
-        let idx = place(Policy::Spread, OC, 100, &nodes, &req(6)).unwrap();
+        let idx = place(Policy::Spread, OC, 100, &nodes, &[], &req(6)).unwrap();
         let z = zones_of(&nodes, &idx);
         assert_eq!(z.len(), 3);
         assert!(z.values().all(|&n| n == 2), "{z:?}");
@@ -357,7 +377,7 @@ mod tests {
             vcpus: 2,
             memory_mib: 128,
         };
-        let idx = place(Policy::Binpack, OC, 100, &nodes, &req(4)).unwrap();
+        let idx = place(Policy::Binpack, OC, 100, &nodes, &[], &req(4)).unwrap();
         assert!(idx.iter().all(|&i| i == 2), "{idx:?}");
     }
 
@@ -366,15 +386,15 @@ mod tests {
         let nodes = vec![node("a", 2, 128), node("b", 8, 1024)];
         let mut r = req(2);
         r.zone = Some("a");
-        let idx = place(Policy::Spread, OC, 100, &nodes, &r).unwrap();
+        let idx = place(Policy::Spread, OC, 100, &nodes, &[], &r).unwrap();
         assert_eq!(idx, vec![0, 0]);
         r.min_count = 3;
         r.max_count = 3;
-        let e = place(Policy::Spread, OC, 100, &nodes, &r).unwrap_err();
+        let e = place(Policy::Spread, OC, 100, &nodes, &[], &r).unwrap_err();
         assert_eq!(e.code(), "InsufficientInstanceCapacity");
         assert!(e.to_string().contains("zone a"), "{e}");
         r.zone = Some("zz");
-        assert!(place(Policy::Spread, OC, 100, &nodes, &r).is_err());
+        assert!(place(Policy::Spread, OC, 100, &nodes, &[], &r).is_err());
     }
 
     #[test]
@@ -382,7 +402,12 @@ mod tests {
         let nodes = vec![node("a", 3, 1024)];
         let mut r = req(1);
         r.max_count = 10;
-        assert_eq!(place(Policy::Spread, OC, 100, &nodes, &r).unwrap().len(), 3);
+        assert_eq!(
+            place(Policy::Spread, OC, 100, &nodes, &[], &r)
+                .unwrap()
+                .len(),
+            3
+        );
     }
 
     #[test]
@@ -393,14 +418,14 @@ mod tests {
             memory: 1.0,
         };
         assert_eq!(
-            place(Policy::Spread, oc, 100, &nodes, &req(4))
+            place(Policy::Spread, oc, 100, &nodes, &[], &req(4))
                 .unwrap()
                 .len(),
             4
         );
-        assert!(place(Policy::Spread, oc, 100, &nodes, &req(5)).is_err());
+        assert!(place(Policy::Spread, oc, 100, &nodes, &[], &req(5)).is_err());
         // Address block exhaustion limits too.
-        assert!(place(Policy::Spread, oc, 3, &nodes, &req(4)).is_err());
+        assert!(place(Policy::Spread, oc, 3, &nodes, &[], &req(4)).is_err());
     }
 
     #[test]
@@ -415,7 +440,7 @@ mod tests {
         nodes[1].alive = false;
         nodes[2].node.images.clear();
         nodes[3].node.draining = true;
-        let e = place(Policy::Spread, OC, 100, &nodes, &req(1)).unwrap_err();
+        let e = place(Policy::Spread, OC, 100, &nodes, &[], &req(1)).unwrap_err();
         let m = e.to_string();
         assert!(
             m.contains("1 not ready") && m.contains("2 cordoned") && m.contains("1 without image"),
@@ -423,9 +448,19 @@ mod tests {
         );
         nodes[0].node.cordoned = false;
         assert_eq!(
-            place(Policy::Spread, OC, 100, &nodes, &req(1)).unwrap(),
+            place(Policy::Spread, OC, 100, &nodes, &[], &req(1)).unwrap(),
             vec![0]
         );
+    }
+
+    #[test]
+    fn skipped_nodes_are_not_used() {
+        let nodes: Vec<_> = (0..6).map(|_| node("a", 8, 1024)).collect();
+        let idx = place(Policy::Spread, OC, 100, &nodes, &[0, 2, 3, 5], &req(4)).unwrap();
+        assert!(idx.iter().all(|&i| i == 1 || i == 4), "{idx:?}");
+        let all = [0, 1, 2, 3, 4, 5];
+        let e = place(Policy::Spread, OC, 100, &nodes, &all, &req(1)).unwrap_err();
+        assert_eq!(e.code(), "InsufficientInstanceCapacity");
     }
 
     #[test]
@@ -433,8 +468,8 @@ mod tests {
         let nodes = vec![node("a", 8, 1024)];
         let mut r = req(1);
         r.image_sha256 = "abc";
-        assert!(place(Policy::Spread, OC, 100, &nodes, &r).is_ok());
+        assert!(place(Policy::Spread, OC, 100, &nodes, &[], &r).is_ok());
         r.image_sha256 = "def";
-        assert!(place(Policy::Spread, OC, 100, &nodes, &r).is_err());
+        assert!(place(Policy::Spread, OC, 100, &nodes, &[], &r).is_err());
     }
 }

@@ -1,0 +1,406 @@
+//! RunInstances: validation, idempotency on ClientToken, and placement.
+//!
+//! A call of at most [`BATCH`] instances is one etcd transaction: every
+//! instance with its assignment, every chosen node's allocation (compared
+//! on its `mod_revision`, node alive), the user data and the ClientToken
+//! record (compared absent). Per call that is the whole etcd traffic in the
+//! common case: nodes come from the watch-fed node cache, the token is not
+//! read first (its absence is part of the compare; only a failed or refused
+//! call reads it, to replay an earlier success), nothing is re-read after
+//! the commit.
+//!
+//! Placements of one replica are decided one at a time on the node cache,
+//! each avoiding the nodes other in-flight calls of the replica have chosen
+//! ([`NodeCache::place`](super::nodecache::NodeCache::place)), so the
+//! compare-and-swaps of concurrent calls of one replica do not collide; a
+//! conflict with another replica re-reads just the chosen nodes and places
+//! again.
+
+use sha2::{Digest, Sha256};
+
+use crate::domain::catalogue::{self, InstanceType};
+use crate::domain::instances::{b64, RunInstancesInput};
+use crate::domain::lifecycle::{Desired, State};
+use crate::domain::model::{
+    now_ms, ClientTokenRecord, Image, Instance, NetworkAssignment, NodeAlloc, StateReason,
+};
+use crate::domain::network::mac_for;
+use crate::domain::nodecache::Claimed;
+use crate::domain::placement::backoff;
+use crate::domain::views::Reservation;
+use crate::domain::{validation, Caller, Domain};
+use crate::error::{Error, Result};
+use crate::ids::{AccountId, ImageId, InstanceId, NodeId, ReservationId};
+use crate::scheduler;
+use crate::store::Tx;
+
+/// Most instances written by one transaction: each takes an instance and
+/// an assignment put, its node's allocation put and two compares, so 40
+/// stay within etcd's default limit of 128 operations per transaction
+/// (`--max-txn-ops`) with room for the reservation's own records.
+pub const BATCH: u32 = 40;
+
+const MAX_ATTEMPTS: u32 = 64;
+
+/// What every instance of one reservation shares.
+#[derive(Debug, Clone)]
+pub(super) struct Launch {
+    pub(super) account: AccountId,
+    pub(super) reservation_id: ReservationId,
+    pub(super) image: Image,
+    pub(super) itype: InstanceType,
+    pub(super) zone: Option<String>,
+    pub(super) tags: std::collections::BTreeMap<String, String>,
+    pub(super) key_name: Option<String>,
+    pub(super) token: Option<String>,
+    pub(super) ssh: String,
+    pub(super) user_data_b64: String,
+    pub(super) now: i64,
+}
+
+/// Instances placed on claimed nodes, written into a transaction.
+#[derive(Debug)]
+pub(super) struct Batch {
+    pub(super) instances: Vec<Instance>,
+    allocs: Vec<(NodeId, NodeAlloc)>,
+    /// Held until the transaction is decided.
+    _claimed: Claimed,
+}
+
+impl Batch {
+    /// The chosen nodes (to refresh after a failed compare).
+    pub(super) fn node_ids(&self) -> Vec<NodeId> {
+        self.allocs.iter().map(|(id, _)| id.clone()).collect()
+    }
+}
+
+pub(super) fn request_hash(input: &RunInstancesInput) -> String {
+    let mut h = Sha256::new();
+    let parts: [&[u8]; 6] = [
+        input.image_id.as_bytes(),
+        input.instance_type.as_bytes(),
+        &input.min_count.to_be_bytes(),
+        &input.max_count.to_be_bytes(),
+        input.availability_zone.as_deref().unwrap_or("").as_bytes(),
+        input.key_name.as_deref().unwrap_or("").as_bytes(),
+    ];
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    for (k, v) in &input.tags {
+        h.update((k.len() as u64).to_be_bytes());
+        h.update(k.as_bytes());
+        h.update((v.len() as u64).to_be_bytes());
+        h.update(v.as_bytes());
+    }
+    h.update(Sha256::digest(&input.user_data));
+    hex::encode(h.finalize())
+}
+
+impl Domain {
+    /// Launches instances (see the module docs).
+    pub async fn run_instances(
+        &self,
+        caller: &Caller,
+        input: RunInstancesInput,
+    ) -> Result<Reservation> {
+        let account = caller.account()?;
+        validation::counts(input.min_count, input.max_count)?;
+        if input.instance_type.is_empty() {
+            return Err(Error::missing("InstanceType"));
+        }
+        let itype = *catalogue::find(&input.instance_type).ok_or_else(|| {
+            Error::invalid(format!(
+                "the instance type '{}' does not exist",
+                input.instance_type
+            ))
+        })?;
+        if input.image_id.is_empty() {
+            return Err(Error::missing("ImageId"));
+        }
+        let image_id = ImageId::parse(&input.image_id)?;
+        if let Some(z) = &input.availability_zone {
+            self.check_zone(z)?;
+        }
+        validation::user_data(&input.user_data)?;
+        let tags = validation::tags(&input.tags)?;
+        let token = input.client_token.clone().filter(|t| !t.is_empty());
+        if let Some(t) = &token {
+            validation::client_token(t)?;
+        }
+        if let Some(k) = &input.key_name {
+            validation::key_name(k)?;
+        }
+        let hash = request_hash(&input);
+        let launched = async {
+            let image = self.visible_image(&account, &image_id).await?;
+            if image.min_memory_mib > itype.memory_mib {
+                return Err(Error::invalid(format!(
+                    "image {} needs at least {} MiB; {} has {} MiB",
+                    image.id, image.min_memory_mib, itype.name, itype.memory_mib
+                )));
+            }
+            let ssh = match &input.key_name {
+                Some(k) => self.keypair_by_name(&account, k).await?.public_key,
+                None => String::new(),
+            };
+            let l = Launch {
+                account: account.clone(),
+                reservation_id: ReservationId::generate(),
+                image,
+                itype,
+                zone: input.availability_zone.clone(),
+                tags,
+                key_name: input.key_name.clone(),
+                token: token.clone(),
+                ssh,
+                user_data_b64: b64(&input.user_data),
+                now: now_ms(),
+            };
+            self.launch_one_txn(&l, &input, &hash).await
+        }
+        .await;
+        match launched {
+            Ok(r) => Ok(r),
+            // A call that cannot launch (now) may be the retry of one that
+            // did: the token decides.
+            Err(e) => match &token {
+                Some(t) => match self.token_record(&account, t).await? {
+                    Some(rec) => self.replay(&account, rec, &hash).await,
+                    None => Err(e),
+                },
+                None => Err(e),
+            },
+        }
+    }
+
+    pub(super) async fn token_record(
+        &self,
+        account: &AccountId,
+        token: &str,
+    ) -> Result<Option<ClientTokenRecord>> {
+        Ok(self
+            .store
+            .get::<ClientTokenRecord>(&self.store.keys().client_token(account, token))
+            .await?
+            .map(|v| v.value))
+    }
+
+    /// All instances in one transaction (at most [`BATCH`]).
+    async fn launch_one_txn(
+        &self,
+        l: &Launch,
+        input: &RunInstancesInput,
+        hash: &str,
+    ) -> Result<Reservation> {
+        let token_key = l
+            .token
+            .as_ref()
+            .map(|t| self.store.keys().client_token(&l.account, t));
+        let mut refreshed = false;
+        for attempt in 0..MAX_ATTEMPTS {
+            let mut tx = Tx::new();
+            let batch = match self.place_batch(l, 0, input.min_count, input.max_count, &mut tx) {
+                Ok(b) => b,
+                Err(e @ Error::InsufficientCapacity { .. }) => {
+                    if refreshed {
+                        return Err(e);
+                    }
+                    self.nodes.refresh().await?;
+                    refreshed = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if !input.user_data.is_empty() {
+                tx.put_raw(
+                    &self.store.keys().user_data(&l.reservation_id),
+                    input.user_data.clone(),
+                );
+            }
+            if let Some(k) = &token_key {
+                tx.expect_absent(k);
+                tx.put(
+                    k,
+                    &ClientTokenRecord {
+                        reservation_id: l.reservation_id.clone(),
+                        instance_ids: batch.instances.iter().map(|i| i.id.clone()).collect(),
+                        request_hash: hash.to_string(),
+                        created_ms: l.now,
+                    },
+                )?;
+            }
+            match self.store.commit(tx).await? {
+                Some(rev) => {
+                    let instances = self.committed(batch, rev);
+                    tracing::info!(
+                        reservation = %l.reservation_id,
+                        count = instances.len(),
+                        attempt,
+                        "instances launched"
+                    );
+                    return Ok(Reservation {
+                        reservation_id: l.reservation_id.clone(),
+                        owner: l.account.clone(),
+                        instances,
+                    });
+                }
+                None => {
+                    if let Some(t) = &l.token {
+                        if let Some(rec) = self.token_record(&l.account, t).await? {
+                            return self.replay(&l.account, rec, hash).await;
+                        }
+                    }
+                    self.nodes.refresh_some(&batch.node_ids()).await?;
+                    drop(batch);
+                    backoff(attempt).await;
+                }
+            }
+        }
+        Err(Error::Contention("node allocations".into()))
+    }
+
+    /// Notes a committed batch's allocations in the node cache (before its
+    /// claim is released) and returns its instances.
+    pub(super) fn committed(&self, batch: Batch, rev: i64) -> Vec<Instance> {
+        let Batch {
+            instances,
+            allocs,
+            _claimed,
+        } = batch;
+        for (id, alloc) in allocs {
+            self.nodes.note_alloc(&id, alloc, rev);
+        }
+        drop(_claimed);
+        instances
+    }
+
+    /// Places between `min` and `max` instances (launch indexes from
+    /// `first_index`) on the node cache and adds them to `tx`: instance and
+    /// assignment puts, each chosen node's allocation compared on its
+    /// `mod_revision` (and the node's liveness key present) and rewritten.
+    pub(super) fn place_batch(
+        &self,
+        l: &Launch,
+        first_index: u32,
+        min: u32,
+        max: u32,
+        tx: &mut Tx,
+    ) -> Result<Batch> {
+        let req = scheduler::Request {
+            vcpus: l.itype.vcpus,
+            memory_mib: l.itype.memory_mib,
+            image_location: &l.image.image_location,
+            image_sha256: &l.image.manifest_sha256,
+            zone: l.zone.as_deref(),
+            min_count: min,
+            max_count: max,
+        };
+        let policy = self.cfg.scheduler.policy;
+        let oc = self.overcommit();
+        let max_hosts = self.network.max_host() - 1;
+        let claimed = self
+            .nodes
+            .place(|views, skip| scheduler::place(policy, oc, max_hosts, views, skip, &req))?;
+        let mut allocs: Vec<NodeAlloc> = claimed.nodes.iter().map(|v| v.alloc.clone()).collect();
+        let mut instances = Vec::with_capacity(claimed.placed.len());
+        let keys = self.store.keys();
+        for (n, &at) in claimed.placed.iter().enumerate() {
+            let v = &claimed.nodes[at];
+            let alloc = &mut allocs[at];
+            let host = self
+                .network
+                .free_host(&alloc.hosts)
+                .ok_or_else(|| Error::Internal("no free address after placement".into()))?;
+            alloc.hosts.push(host);
+            alloc.used.vcpus += l.itype.vcpus;
+            alloc.used.memory_mib += l.itype.memory_mib;
+            alloc.instances += 1;
+            let ip = self.network.address(v.node.ip_block, host);
+            let network = NetworkAssignment {
+                host,
+                ip: ip.to_string(),
+                prefix_len: self.network.node_prefix_len(),
+                gateway: self.network.gateway(v.node.ip_block).to_string(),
+                mac: mac_for(ip),
+            };
+            let inst = Instance {
+                id: InstanceId::generate(),
+                account: l.account.clone(),
+                reservation_id: l.reservation_id.clone(),
+                launch_index: first_index + n as u32,
+                image_id: l.image.id.clone(),
+                image_location: l.image.image_location.clone(),
+                image_sha256: l.image.manifest_sha256.clone(),
+                instance_type: l.itype.name.to_string(),
+                vcpus: l.itype.vcpus,
+                memory_mib: l.itype.memory_mib,
+                state: State::Pending,
+                state_reason: Some(StateReason::new("pending", "pending")),
+                state_transition_reason: String::new(),
+                availability_zone: v.node.availability_zone.clone(),
+                node_id: Some(v.node.id.clone()),
+                network: Some(network.clone()),
+                launch_time_ms: l.now,
+                key_name: l.key_name.clone(),
+                tags: l.tags.clone(),
+                client_token: l.token.clone().unwrap_or_default(),
+                desired: Desired::Running,
+                generation: 1,
+                force: false,
+                observed: None,
+                terminated_ms: None,
+            };
+            let a = self.assignment_of(&inst, &network, l.user_data_b64.clone(), l.ssh.clone());
+            tx.put(&self.instance_key(&inst), &inst)?;
+            tx.put(&keys.assignment(&v.node.id, &inst.id), &a)?;
+            instances.push(inst);
+        }
+        let mut out = Vec::with_capacity(allocs.len());
+        for (v, alloc) in claimed.nodes.iter().zip(allocs) {
+            let id = &v.node.id;
+            tx.expect_rev(&keys.node_alloc(id), v.alloc_rev);
+            tx.expect_present(&keys.node_alive(id));
+            tx.put(&keys.node_alloc(id), &alloc)?;
+            out.push((id.clone(), alloc));
+        }
+        Ok(Batch {
+            instances,
+            allocs: out,
+            _claimed: claimed,
+        })
+    }
+
+    pub(super) async fn replay(
+        &self,
+        account: &AccountId,
+        rec: ClientTokenRecord,
+        hash: &str,
+    ) -> Result<Reservation> {
+        if rec.request_hash != hash {
+            return Err(Error::invalid_code(
+                "IdempotentParameterMismatch",
+                "the client token was already used with different parameters",
+            ));
+        }
+        let keys: Vec<String> = rec
+            .instance_ids
+            .iter()
+            .map(|i| self.store.keys().instance(account, i))
+            .collect();
+        let instances: Vec<Instance> = self
+            .store
+            .get_many::<Instance>(&keys)
+            .await?
+            .into_iter()
+            .flatten()
+            .map(|v| v.value)
+            .collect();
+        Ok(Reservation {
+            reservation_id: rec.reservation_id,
+            owner: account.clone(),
+            instances,
+        })
+    }
+}
