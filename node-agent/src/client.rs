@@ -2,7 +2,11 @@
 //! host with the enrolment credential, heartbeats under the etcd lease the
 //! control plane granted, follows `WatchAssignments` into the reconciler,
 //! reports every instance change with `ReportInstance`, and answers console
-//! requests. Any failure (control-plane restart, lease expiry) ends the
+//! requests. Reports go out from their own task the moment an instance
+//! changes, several instances' at once (one RPC each, at most
+//! [`REPORT_CONCURRENCY`] in flight, each instance's latest report only), so
+//! a burst's reports neither queue behind each other nor hold up the
+//! assignment stream. Any failure (control-plane restart, lease expiry) ends the
 //! session; the agent reconnects with exponential back-off and registers
 //! again, listing the instances it still runs.
 
@@ -13,17 +17,24 @@ use std::time::Duration;
 use nubis_proto::auth::{Credentials, Signer};
 use nubis_proto::node::v1 as pb;
 use pb::node_client::NodeClient;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Mutex};
+use tokio::task::JoinSet;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
-use crate::instance::{Report, CONSOLE_TAIL_BYTES};
+use crate::instance::{now_ms, Report, CONSOLE_TAIL_BYTES};
 use crate::reconcile::{Agent, DesiredInstance};
 use crate::runtime::State;
 use crate::types::{Desired, ImageName, InstanceId, InstanceSpec};
 
 type Client = NodeClient<InterceptedService<Channel, Signer>>;
+
+/// Most `ReportInstance` calls in flight at once.
+pub const REPORT_CONCURRENCY: usize = 16;
+
+/// The stream of changed instance ids, kept across sessions.
+type Changes = Arc<Mutex<mpsc::UnboundedReceiver<InstanceId>>>;
 
 /// Maps a report to the wire phase.
 pub fn phase_of(r: &Report) -> pb::ObservedPhase {
@@ -124,10 +135,8 @@ fn rpc(rpc: &'static str) -> impl Fn(tonic::Status) -> Error {
 }
 
 /// Runs the control-plane session forever, reconnecting with back-off.
-pub async fn run(
-    agent: Arc<Agent>,
-    mut changed: mpsc::UnboundedReceiver<InstanceId>,
-) -> Result<()> {
+pub async fn run(agent: Arc<Agent>, changed: mpsc::UnboundedReceiver<InstanceId>) -> Result<()> {
+    let changed: Changes = Arc::new(Mutex::new(changed));
     let cfg = agent.context().config.clone();
     let endpoint = cfg
         .control_plane
@@ -139,7 +148,7 @@ pub async fn run(
     let mut backoff = Duration::from_millis(250);
     loop {
         let started = tokio::time::Instant::now();
-        match session(&agent, &endpoint, &key, &secret, &mut changed).await {
+        match session(&agent, &endpoint, &key, &secret, &changed).await {
             Ok(()) => tracing::warn!("control-plane session ended"),
             Err(e) => {
                 tracing::warn!(error = %crate::launch::chain(&e), "control-plane session failed")
@@ -183,7 +192,7 @@ async fn session(
     endpoint: &str,
     key: &str,
     secret: &str,
-    changed: &mut mpsc::UnboundedReceiver<InstanceId>,
+    changed: &Changes,
 ) -> Result<()> {
     let channel = nubis_proto::transport::connect(endpoint)
         .await
@@ -242,11 +251,14 @@ async fn session(
     // Images built or removed after registration are reported about once a
     // minute (a non-empty list replaces the node's).
     let mut last_images = tokio::time::Instant::now();
-    // Report everything once per session, then only changes.
-    let mut sent: BTreeMap<InstanceId, pb::ReportInstanceRequest> = BTreeMap::new();
-    let mut resync = tokio::time::interval(Duration::from_secs(30));
     let mut c = client.clone();
-    report_changes(agent, &mut c, &node_id, &mut sent).await?;
+    // Reports: everything once per session, then changes (own task).
+    let mut reporting = AbortOnDrop(tokio::spawn(report_loop(
+        agent.clone(),
+        client,
+        node_id.clone(),
+        changed.clone(),
+    )));
     loop {
         tokio::select! {
             _ = hb.tick() => {
@@ -279,31 +291,71 @@ async fn session(
                 };
                 handle_event(agent, &mut c, &node_id, ev).await?;
             }
+            done = &mut reporting.0 => {
+                return done.map_err(|e| Error::io("report task", std::io::Error::other(e)))?;
+            }
+        }
+    }
+}
+
+/// Aborts the task when the session ends.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reports every instance now and every 30 s, and each change as it comes.
+async fn report_loop(
+    agent: Arc<Agent>,
+    client: Client,
+    node_id: String,
+    changed: Changes,
+) -> Result<()> {
+    let mut changed = changed.lock_owned().await;
+    let mut sent: BTreeMap<InstanceId, pb::ReportInstanceRequest> = BTreeMap::new();
+    // The first tick is immediate: the full report of a new session.
+    let mut resync = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
             id = changed.recv() => {
                 if id.is_none() {
                     return Ok(());
                 }
                 while changed.try_recv().is_ok() {}
                 agent.poke();
-                report_changes(agent, &mut c, &node_id, &mut sent).await?;
+                report_changes(&agent, &client, &node_id, &mut sent).await?;
             }
             _ = resync.tick() => {
                 sent.clear();
-                report_changes(agent, &mut c, &node_id, &mut sent).await?;
+                report_changes(&agent, &client, &node_id, &mut sent).await?;
             }
         }
     }
 }
 
+/// One report to send, and whether to push the console log first.
+struct Job {
+    report: Report,
+    req: pb::ReportInstanceRequest,
+    push_console: bool,
+    first_ready: bool,
+}
+
+/// Sends the reports that differ from what was last sent, concurrently.
 async fn report_changes(
-    agent: &Agent,
-    c: &mut Client,
+    agent: &Arc<Agent>,
+    c: &Client,
     node_id: &str,
     sent: &mut BTreeMap<InstanceId, pb::ReportInstanceRequest>,
 ) -> Result<()> {
+    let mut jobs = Vec::new();
     for r in agent.reports() {
         let req = to_report_request(node_id, &r);
-        let same = sent.get(&r.id).is_some_and(|old| {
+        let old = sent.get(&r.id);
+        let same = old.is_some_and(|old| {
             let mut o = old.clone();
             o.phase_since_unix_ms = req.phase_since_unix_ms;
             o == req
@@ -311,37 +363,84 @@ async fn report_changes(
         if same {
             continue;
         }
-        let phase_changed = sent.get(&r.id).is_none_or(|old| old.phase != req.phase);
-        if phase_changed && matches!(r.state, State::Stopped | State::Failed | State::Terminating) {
-            // Keep the last output with the control plane: a terminated
-            // instance's log goes with its directory.
-            let output = agent.console(&r.id, CONSOLE_TAIL_BYTES).unwrap_or_default();
-            let pushed = c
-                .report_console(pb::ReportConsoleRequest {
-                    node_id: node_id.to_string(),
-                    instance_id: r.id.to_string(),
-                    request_id: String::new(),
-                    output,
-                    captured_unix_ms: crate::instance::now_ms() as i64,
-                })
-                .await;
-            // Best effort: e.g. an orphan's console is refused (not assigned).
-            if let Err(e) = pushed {
-                tracing::debug!(instance = %r.id, error = %e, "console push refused");
-            }
+        let phase_changed = old.is_none_or(|old| old.phase != req.phase);
+        // Keep the last output with the control plane: a terminated
+        // instance's log goes with its directory.
+        let push_console =
+            phase_changed && matches!(r.state, State::Stopped | State::Failed | State::Terminating);
+        let first_ready = phase_changed && req.phase == pb::ObservedPhase::Ready as i32;
+        jobs.push(Job {
+            report: r,
+            req,
+            push_console,
+            first_ready,
+        });
+    }
+    let mut jobs = jobs.into_iter();
+    let mut running = JoinSet::new();
+    loop {
+        while running.len() < REPORT_CONCURRENCY {
+            let Some(job) = jobs.next() else { break };
+            running.spawn(send_report(
+                agent.clone(),
+                c.clone(),
+                node_id.to_string(),
+                job,
+            ));
         }
-        let resp = c
-            .report_instance(req.clone())
-            .await
-            .map_err(rpc("ReportInstance"))?
-            .into_inner();
+        let Some(done) = running.join_next().await else {
+            return Ok(());
+        };
+        let (r, req, assigned) =
+            done.map_err(|e| Error::io("report call", std::io::Error::other(e)))??;
         sent.insert(r.id.clone(), req);
-        if !resp.assigned && r.state != State::Gone {
+        if !assigned && r.state != State::Gone {
             tracing::info!(instance = %r.id, "control plane says not assigned: destroying");
             agent.remove(&r.id);
         }
     }
-    Ok(())
+}
+
+async fn send_report(
+    agent: Arc<Agent>,
+    mut c: Client,
+    node_id: String,
+    job: Job,
+) -> Result<(Report, pb::ReportInstanceRequest, bool)> {
+    let r = job.report;
+    if job.push_console {
+        let output = agent.console(&r.id, CONSOLE_TAIL_BYTES).unwrap_or_default();
+        let pushed = c
+            .report_console(pb::ReportConsoleRequest {
+                node_id: node_id.clone(),
+                instance_id: r.id.to_string(),
+                request_id: String::new(),
+                output,
+                captured_unix_ms: now_ms() as i64,
+            })
+            .await;
+        // Best effort: e.g. an orphan's console is refused (not assigned).
+        if let Err(e) = pushed {
+            tracing::debug!(instance = %r.id, error = %e, "console push refused");
+        }
+    }
+    let resp = c
+        .report_instance(job.req.clone())
+        .await
+        .map_err(rpc("ReportInstance"))?
+        .into_inner();
+    if job.first_ready {
+        let now = now_ms();
+        let ready = r.ready_unix_ms.unwrap_or(now);
+        tracing::info!(
+            instance = %r.id,
+            ready_unix_ms = ready,
+            reported_unix_ms = now,
+            after_ready_ms = now.saturating_sub(ready),
+            "ready reported"
+        );
+    }
+    Ok((r, job.req, resp.assigned))
 }
 
 async fn handle_event(

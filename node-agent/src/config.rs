@@ -173,6 +173,10 @@ pub struct InstanceDefaults {
     /// Console log cap passed as `--serial-max-bytes`.
     #[serde(default = "default_console_max")]
     pub console_max_bytes: u64,
+    /// How many instances prepare (image check, disk, TAP, cgroup) at once;
+    /// the rest of a burst queues. Guest boots are not limited by this.
+    #[serde(default = "default_parallel_launches")]
+    pub max_parallel_launches: usize,
 }
 
 impl Default for InstanceDefaults {
@@ -181,6 +185,7 @@ impl Default for InstanceDefaults {
             blank_disk_mib: default_disk_mib(),
             vmm_memory_overhead_mib: default_vmm_overhead_mib(),
             console_max_bytes: default_console_max(),
+            max_parallel_launches: default_parallel_launches(),
         }
     }
 }
@@ -265,6 +270,9 @@ fn default_vmm_overhead_mib() -> u64 {
 }
 fn default_console_max() -> u64 {
     1024 * 1024
+}
+fn default_parallel_launches() -> usize {
+    8
 }
 fn default_graceful() -> u64 {
     30
@@ -432,6 +440,11 @@ impl Config {
         if self.instances.console_max_bytes < 64 * 1024 {
             return Err(Error::ConfigInvalid(
                 "instances.console_max_bytes must be at least 65536".into(),
+            ));
+        }
+        if !(1..=256).contains(&self.instances.max_parallel_launches) {
+            return Err(Error::ConfigInvalid(
+                "instances.max_parallel_launches must be 1..=256".into(),
             ));
         }
         if self.capacity.vcpus == Some(0) || self.capacity.memory_mib == Some(0) {

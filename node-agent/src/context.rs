@@ -1,14 +1,19 @@
 //! Host-wide context shared by all instance tasks: configuration, the state
 //! directory, the cgroup tree, the address-allocation lock, the bridge
-//! status and the channel on which tasks announce state changes.
+//! status (which subnets are set up), the image digest cache, the launch
+//! slots, the directory watcher and the channel on which tasks announce
+//! state changes.
 
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{mpsc, Mutex, Semaphore};
 
 use crate::config::{Addressing, Config};
 use crate::error::Result;
 use crate::host::cgroup::Cgroups;
+use crate::host::dirwatch::DirWatcher;
 use crate::host::image::DigestCache;
 use crate::host::tap;
 use crate::layout::Layout;
@@ -29,8 +34,14 @@ pub struct HostContext {
     pub net_lock: Mutex<()>,
     /// Instance tasks send their id here whenever their report changes.
     pub changed: mpsc::UnboundedSender<InstanceId>,
-    /// Digests of image files for periodic scans.
-    pub digests: DigestCache,
+    /// Digests of image files (launches and periodic scans).
+    pub digests: Arc<DigestCache>,
+    /// Bounds how many instances prepare at once.
+    pub launch_slots: Semaphore,
+    /// Change notification for instance directories.
+    pub watcher: DirWatcher,
+    /// Subnets (gateway/prefix) already set up on the bridge by this agent.
+    bridged: std::sync::Mutex<BTreeSet<(Ipv4Addr, u8)>>,
 }
 
 impl HostContext {
@@ -42,6 +53,7 @@ impl HostContext {
         let addressing = config.network.addressing()?;
         let layout = Layout::open(&config.state_dir)?;
         let cgroups = Cgroups::init(&config.cgroup);
+        let config_slots = config.instances.max_parallel_launches;
         Ok(Arc::new(HostContext {
             config,
             addressing,
@@ -49,8 +61,32 @@ impl HostContext {
             cgroups,
             net_lock: Mutex::new(()),
             changed,
-            digests: DigestCache::default(),
+            digests: Arc::default(),
+            launch_slots: Semaphore::new(config_slots),
+            watcher: DirWatcher::default(),
+            bridged: std::sync::Mutex::default(),
         }))
+    }
+
+    fn bridged(&self) -> std::sync::MutexGuard<'_, BTreeSet<(Ipv4Addr, u8)>> {
+        self.bridged.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes sure the bridge exists, is up and carries `gateway/prefix`;
+    /// done once per subnet and agent run (the caller holds `net_lock`).
+    pub async fn ensure_bridge_for(&self, gateway: Ipv4Addr, prefix: u8) -> Result<()> {
+        if self.bridged().contains(&(gateway, prefix)) {
+            return Ok(());
+        }
+        tap::ensure_bridge(&self.config.network.bridge, gateway, prefix).await?;
+        self.bridged().insert((gateway, prefix));
+        Ok(())
+    }
+
+    /// Forgets which subnets were set up (after a TAP could not be attached,
+    /// e.g. because someone removed the bridge): the next launch checks again.
+    pub fn forget_bridge(&self) {
+        self.bridged().clear();
     }
 
     /// Makes sure the instance bridge exists, up, with the configured
@@ -60,7 +96,11 @@ impl HostContext {
         let _g = self.net_lock.lock().await;
         let bridge = &self.config.network.bridge;
         match self.addressing {
-            Some(a) => tap::ensure_bridge(bridge, a.gateway, a.prefix).await,
+            Some(a) => {
+                tap::ensure_bridge(bridge, a.gateway, a.prefix).await?;
+                self.bridged().insert((a.gateway, a.prefix));
+                Ok(())
+            }
             None => tap::ensure_bridge_link(bridge).await,
         }
     }

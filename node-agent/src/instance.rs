@@ -8,6 +8,13 @@
 //! The task publishes a [`Report`] (watch channel) on every change and
 //! persists `state.json`, so a restarted agent recovers every instance
 //! ([`InstanceHandle::recover`]), re-adopting running VMMs.
+//!
+//! While a VMM starts and until its guest is ready, the task watches the
+//! instance directory ([`crate::host::dirwatch`]): the API socket appearing
+//! and every console write wake it at once, so the VMM running and the
+//! ready line are seen within a scheduling delay, not a polling period (the
+//! timers stay as a fallback). Each boot's [`Timeline`] is logged when the
+//! guest is ready.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,10 +25,12 @@ use tokio::time::Instant;
 
 use crate::context::HostContext;
 use crate::error::{Error, Result};
+use crate::host::dirwatch::DirWatch;
 use crate::host::vmm_process::{VmmApi, VmmExit, VmmProcess, VmmRecord};
 use crate::launch;
-use crate::layout::{read_json, tail, write_json, InstanceDir, PersistedState};
+use crate::layout::{off_runtime, read_json, tail, write_json, InstanceDir, PersistedState};
 use crate::runtime::{admit, Admission, Denied, ReasonCode, Request, State, StateReason};
+use crate::timeline::Timeline;
 use crate::types::{InstanceId, InstanceSpec};
 
 /// The console bytes returned by [`InstanceHandle::console`].
@@ -322,6 +331,12 @@ struct Driver {
     console_offset: u64,
     console_carry: Vec<u8>,
     resume_terminate: bool,
+    /// The current boot's timeline (from the start request to ready).
+    timeline: Option<Timeline>,
+    /// Watch on the instance directory while the VMM starts and the guest
+    /// boots; `watch_tried` avoids retrying a failed watch every turn.
+    watch: Option<DirWatch>,
+    watch_tried: bool,
     status: watch::Sender<Report>,
     status_rx: watch::Receiver<Report>,
 }
@@ -334,6 +349,13 @@ fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
     f.take(1 << 20).read_to_end(&mut out)?;
     Ok(out)
+}
+
+async fn dir_changed(w: &Option<DirWatch>) {
+    match w {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn wait_vmm(v: &mut Option<VmmProcess>) -> VmmExit {
@@ -390,6 +412,9 @@ impl Driver {
             console_offset: 0,
             console_carry: Vec::new(),
             resume_terminate: false,
+            timeline: None,
+            watch: None,
+            watch_tried: false,
             status,
             status_rx,
         }
@@ -412,9 +437,11 @@ impl Driver {
             self.terminate(false).await;
         }
         while self.state != State::Gone {
+            self.update_watch();
             let tick = self.next_tick();
             tokio::select! {
                 exit = wait_vmm(&mut self.vmm) => self.on_vmm_exit(exit).await,
+                _ = dir_changed(&self.watch) => self.on_dir_change().await,
                 cmd = rx.recv() => match cmd {
                     Some(c) => self.on_command(c).await,
                     // The agent is shutting down: leave the VMM running.
@@ -428,6 +455,44 @@ impl Driver {
             if let Some(r) = c.reply {
                 let _ = r.send(admit(State::Gone, c.req));
             }
+        }
+    }
+
+    /// Whether the task waits for something to appear in its directory: the
+    /// VMM starting or the guest's ready line.
+    fn awaits_files(&self) -> bool {
+        self.stop.is_none()
+            && self.vmm.is_some()
+            && (self.state == State::Starting
+                || (self.state == State::Running && self.ready_ms.is_none()))
+    }
+
+    /// Keeps the directory watch exactly while [`Self::awaits_files`].
+    fn update_watch(&mut self) {
+        if !self.awaits_files() {
+            self.watch = None;
+            self.watch_tried = false;
+        } else if self.watch.is_none() && !self.watch_tried {
+            self.watch_tried = true;
+            self.watch = self.ctx.watcher.watch(self.dir.path());
+        }
+    }
+
+    /// Something changed in the instance directory.
+    async fn on_dir_change(&mut self) {
+        if !self.awaits_files() {
+            return;
+        }
+        if self.state == State::Starting {
+            let has_output = std::fs::metadata(self.dir.console()).is_ok_and(|m| m.len() > 0);
+            if has_output {
+                if let Some(tl) = &mut self.timeline {
+                    tl.mark("first_byte");
+                }
+            }
+            self.poll_started().await;
+        } else {
+            self.scan_console();
         }
     }
 
@@ -482,7 +547,7 @@ impl Driver {
             generation: self.generation,
             vmm_exit_code: self.exit_code,
         };
-        if let Err(e) = write_json(&self.dir.state(), &p) {
+        if let Err(e) = off_runtime(|| write_json(&self.dir.state(), &p)) {
             tracing::error!(instance = %self.spec.id, error = %e, "cannot persist state");
         }
     }
@@ -544,21 +609,27 @@ impl Driver {
 
     /// Prepare (idempotently) and spawn a VMM.
     async fn start(&mut self) {
+        let mut tl = Timeline::begin();
         if self.state == State::Absent {
             self.goto(State::Preparing, None);
         } else if self.state != State::Starting {
             // Stopped or Failed: re-check everything, then spawn a fresh VMM.
             self.goto(State::Starting, None);
         }
-        let launch = match launch::prepare(&self.ctx, &self.spec, &self.dir).await {
+        let launch = match launch::prepare_timed(&self.ctx, &self.spec, &self.dir, &mut tl).await {
             Ok(l) => l,
             Err(reason) => {
                 self.fail(reason);
                 return;
             }
         };
+        // Watch before the spawn so that no early change is missed.
+        self.watch = self.ctx.watcher.watch(self.dir.path());
+        self.watch_tried = true;
         match launch::spawn(&self.ctx, &self.spec, &self.dir, &launch) {
             Ok(p) => {
+                tl.mark("spawn");
+                self.timeline = Some(tl);
                 self.vmm = Some(p);
                 self.exit_code = None;
                 self.started_ms = Some(now_ms());
@@ -658,6 +729,9 @@ impl Driver {
                 if let Some(ms) = d.started_at_unix_ms {
                     self.started_ms = Some(ms);
                 }
+                if let Some(tl) = &mut self.timeline {
+                    tl.mark("running");
+                }
                 self.goto(State::Running, None);
                 self.scan_console();
             }
@@ -688,6 +762,11 @@ impl Driver {
             return;
         };
         self.console_offset += new.len() as u64;
+        if !new.is_empty() {
+            if let Some(tl) = &mut self.timeline {
+                tl.mark("first_byte");
+            }
+        }
         let mut buf = std::mem::take(&mut self.console_carry);
         buf.extend_from_slice(&new);
         let needle = format!("NUBIS-GUEST-READY {}", self.spec.id);
@@ -698,6 +777,16 @@ impl Driver {
             self.ready_ms = Some(now_ms());
             tracing::info!(instance = %self.spec.id, "guest ready");
             self.publish();
+            if let Some(mut tl) = self.timeline.take() {
+                tl.mark("ready");
+                tracing::info!(
+                    instance = %self.spec.id,
+                    assigned_unix_ms = tl.start_unix_ms(),
+                    total_ms = format!("{:.1}", tl.total().as_secs_f64() * 1000.0),
+                    phases = %tl.phases(),
+                    "launch timeline"
+                );
+            }
             return;
         }
         // Keep the unfinished last line for the next scan.
@@ -716,6 +805,7 @@ impl Driver {
         };
         self.started_ms = None;
         self.ready_ms = None;
+        self.timeline = None;
         tracing::info!(instance = %self.spec.id, ?pid, ?exit, state = %self.state, "VMM exited");
         match self.state {
             State::Stopping | State::Terminating => {

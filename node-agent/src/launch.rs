@@ -9,8 +9,9 @@ use crate::error::Error;
 use crate::host::cgroup::Cgroups;
 use crate::host::vmm_process::{VmmLaunch, VmmProcess};
 use crate::host::{disk, image, tap};
-use crate::layout::{write_json, InstanceDir};
+use crate::layout::{off_runtime, write_json, InstanceDir};
 use crate::runtime::{ReasonCode, StateReason};
+use crate::timeline::Timeline;
 use crate::types::InstanceSpec;
 
 fn reason(code: ReasonCode, e: impl std::fmt::Display) -> StateReason {
@@ -35,15 +36,47 @@ pub async fn prepare(
     spec: &InstanceSpec,
     dir: &InstanceDir,
 ) -> Result<VmmLaunch, StateReason> {
-    let internal = |e: Error| reason(ReasonCode::InternalError, chain(&e));
-    dir.create().map_err(internal)?;
-    write_json(&dir.spec(), spec).map_err(internal)?;
+    prepare_timed(ctx, spec, dir, &mut Timeline::begin()).await
+}
 
-    // Image: present and every checksum right (hashing off the async threads).
-    let (image_dir, name) = (ctx.config.image_dir.clone(), spec.image.clone());
-    let loaded = tokio::task::spawn_blocking(move || image::load_verified(&image_dir, &name))
+/// [`prepare`], marking each step's end on `tl`. At most
+/// `instances.max_parallel_launches` instances prepare at once; the file
+/// work (spec, image check, disk) runs on the blocking pool so that a burst
+/// of launches prepares side by side without stalling the runtime.
+pub async fn prepare_timed(
+    ctx: &HostContext,
+    spec: &InstanceSpec,
+    dir: &InstanceDir,
+    tl: &mut Timeline,
+) -> Result<VmmLaunch, StateReason> {
+    let internal = |e: Error| reason(ReasonCode::InternalError, chain(&e));
+    let _slot = ctx
+        .launch_slots
+        .acquire()
         .await
         .map_err(|e| reason(ReasonCode::InternalError, e))?;
+    tl.mark("queued");
+    {
+        let (dir, spec) = (dir.clone(), spec.clone());
+        tokio::task::spawn_blocking(move || {
+            dir.create()?;
+            write_json(&dir.spec(), &spec)
+        })
+        .await
+        .map_err(|e| reason(ReasonCode::InternalError, e))?
+        .map_err(internal)?;
+    }
+    tl.mark("dir");
+
+    // Image: present and every checksum right. Unchanged files (same inode,
+    // size, mtime and ctime) are not hashed again (see `image::DigestCache`).
+    let loaded = {
+        let (image_dir, name) = (ctx.config.image_dir.clone(), spec.image.clone());
+        let digests = ctx.digests.clone();
+        tokio::task::spawn_blocking(move || image::load_cached(&image_dir, &name, &digests))
+            .await
+            .map_err(|e| reason(ReasonCode::InternalError, e))?
+    };
     let img = loaded.map_err(|e| match e {
         Error::Image { ref problem, .. } if problem.starts_with("not found") => {
             reason(ReasonCode::ImageNotFound, chain(&e))
@@ -72,6 +105,7 @@ pub async fn prepare(
             ));
         }
     }
+    tl.mark("image");
 
     // Root disk.
     let disk_path = dir.disk();
@@ -88,6 +122,7 @@ pub async fn prepare(
     .await
     .map_err(|e| reason(ReasonCode::InternalError, e))?;
     made.map_err(|e| reason(ReasonCode::DiskSetupFailed, chain(&e)))?;
+    tl.mark("disk");
 
     // Network: bridge with the spec's gateway (or the node's default), TAP.
     let net_fail = |e: Error| reason(ReasonCode::NetworkSetupFailed, chain(&e));
@@ -99,30 +134,37 @@ pub async fn prepare(
         let _g = ctx.net_lock.lock().await;
         // Allocation from the node's range (no address in the spec, so no
         // spec subnet either) uses the configured range.
-        let plan = &Addressing {
+        let plan = Addressing {
             gateway: subnet.gateway,
             prefix: subnet.prefix,
             first: ctx.addressing.map_or(subnet.gateway, |a| a.first),
             last: ctx.addressing.map_or(subnet.gateway, |a| a.last),
         };
-        tap::ensure_bridge(&ctx.config.network.bridge, plan.gateway, plan.prefix)
+        ctx.ensure_bridge_for(plan.gateway, plan.prefix)
             .await
             .map_err(net_fail)?;
         let mac = spec.mac.clone().unwrap_or_else(|| tap::mac_for(&spec.id));
         let name = tap::tap_name(&ctx.config.network.tap_prefix, &spec.id);
-        ctx.layout
-            .allocate_net(&spec.id, plan, mac, name, spec.ip)
+        let (layout, id, ip) = (ctx.layout.clone(), spec.id.clone(), spec.ip);
+        tokio::task::spawn_blocking(move || layout.allocate_net(&id, &plan, mac, name, ip))
+            .await
+            .map_err(|e| reason(ReasonCode::InternalError, e))?
             .map_err(net_fail)?
     };
-    tap::ensure_tap(&net.tap, &ctx.config.network.bridge)
-        .await
-        .map_err(net_fail)?;
+    tl.mark("net");
+    if let Err(e) = tap::ensure_tap(&net.tap, &ctx.config.network.bridge).await {
+        // Maybe the bridge went away under us: set it up again next time.
+        ctx.forget_bridge();
+        return Err(net_fail(e));
+    }
+    tl.mark("tap");
 
     // cgroup.
     let mem = (spec.memory_mib + ctx.config.instances.vmm_memory_overhead_mib) * 1024 * 1024;
     ctx.cgroups
         .create(&spec.id, spec.vcpus, mem)
         .map_err(|e| reason(ReasonCode::CgroupSetupFailed, chain(&e)))?;
+    tl.mark("cgroup");
 
     // The image's own identity/network arguments are placeholders: ours win.
     let mut cmdline: String = img
@@ -182,7 +224,7 @@ pub fn spawn(
     };
     let p = VmmProcess::spawn(launch, procs)
         .map_err(|e| reason(ReasonCode::VmmSpawnFailed, chain(&e)))?;
-    if let Err(e) = write_json(&dir.vmm(), p.record()) {
+    if let Err(e) = off_runtime(|| write_json(&dir.vmm(), p.record())) {
         // Without the record a restarted agent finds the VMM by its socket.
         tracing::error!(instance = %spec.id, error = %e, "cannot record VMM");
     }

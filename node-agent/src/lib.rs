@@ -7,6 +7,7 @@
 //! - [`layout`]: the state directory (per-instance files, IP allocation).
 //! - [`context`]: host-wide resources shared by the instance tasks.
 //! - [`launch`]: idempotent set-up and tear-down of an instance's resources.
+//! - [`timeline`]: where a launch's time goes (logged per boot).
 //! - [`instance`]: one task per instance, owning its state.
 //! - [`reconcile`]: desired state -> instance commands; adoption at start-up.
 //! - [`client`]: the Node API client (registration, heartbeats, watch).
@@ -23,6 +24,7 @@ pub mod layout;
 pub mod reconcile;
 pub mod runtime;
 pub mod standalone;
+pub mod timeline;
 pub mod types;
 
 pub use error::{Error, Result};

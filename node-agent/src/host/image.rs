@@ -98,31 +98,53 @@ fn digest_of(v: &serde_json::Value) -> Option<String> {
     }
 }
 
-/// Remembers file digests by (path, size, mtime, inode) so periodic image
-/// scans do not re-hash unchanged files. Launches always hash in full.
+/// Remembers file digests by path and file identity (device, inode, size,
+/// mtime and ctime, with nanoseconds), so neither launches nor periodic image
+/// scans hash an unchanged file again. Any write to a file, or replacing it,
+/// changes its ctime (which user space cannot set back) or its inode, so a
+/// changed file is always hashed in full before it is used.
 #[derive(Debug, Default)]
 pub struct DigestCache {
     known: std::sync::Mutex<BTreeMap<PathBuf, (FileKey, String)>>,
 }
 
-/// Size, mtime seconds and nanoseconds, inode.
-type FileKey = (u64, i64, i64, u64);
+/// Device, inode, size, mtime (s, ns), ctime (s, ns).
+type FileKey = (u64, u64, u64, i64, i64, i64, i64);
+
+fn file_key(path: &Path) -> Result<FileKey> {
+    use std::os::unix::fs::MetadataExt;
+    let md =
+        std::fs::metadata(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    Ok((
+        md.dev(),
+        md.ino(),
+        md.len(),
+        md.mtime(),
+        md.mtime_nsec(),
+        md.ctime(),
+        md.ctime_nsec(),
+    ))
+}
 
 impl DigestCache {
     /// sha256 of `path`, from the cache when the file is unchanged.
     pub fn sha256(&self, path: &Path) -> Result<String> {
-        use std::os::unix::fs::MetadataExt;
-        let md = std::fs::metadata(path)
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        let key = (md.len(), md.mtime(), md.mtime_nsec(), md.ino());
-        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((k, d)) = known.get(path) {
-            if *k == key {
-                return Ok(d.clone());
+        let key = file_key(path)?;
+        {
+            let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((k, d)) = known.get(path) {
+                if *k == key {
+                    return Ok(d.clone());
+                }
             }
         }
+        // Hash outside the lock (other images stay available meanwhile).
         let d = sha256_file(path)?;
-        known.insert(path.to_path_buf(), (key, d.clone()));
+        // Only remember the digest if the file did not change while hashing.
+        if file_key(path)? == key {
+            let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            known.insert(path.to_path_buf(), (key, d.clone()));
+        }
         Ok(d)
     }
 }
@@ -131,6 +153,12 @@ impl DigestCache {
 /// (full hashing).
 pub fn load_verified(image_dir: &Path, name: &ImageName) -> Result<Image> {
     load_with(image_dir, name, &sha256_file)
+}
+
+/// Like [`load_verified`], but files unchanged since `cache` last hashed them
+/// are not hashed again (the launch path).
+pub fn load_cached(image_dir: &Path, name: &ImageName, cache: &DigestCache) -> Result<Image> {
+    load_with(image_dir, name, &|p| cache.sha256(p))
 }
 
 fn load_with(
@@ -263,6 +291,31 @@ mod tests {
         // A changed file is hashed again (size differs), and caught.
         std::fs::write(t.path().join("img/kernel"), b"kernel bytes!").unwrap();
         assert!(scan(t.path(), &cache).is_empty());
+    }
+
+    #[test]
+    fn launches_use_the_cache_but_see_in_place_changes() {
+        let t = tempfile::tempdir().unwrap();
+        write_image(t.path(), b"kernel bytes", None);
+        let name = ImageName::new("img").unwrap();
+        let cache = DigestCache::default();
+        assert!(load_cached(t.path(), &name, &cache).is_ok());
+        assert_eq!(cache.known.lock().unwrap().len(), 1);
+        assert!(load_cached(t.path(), &name, &cache).is_ok());
+        // Same size, mtime put back: the ctime still differs, so the changed
+        // bytes are hashed and refused.
+        let k = t.path().join("img/kernel");
+        let mtime = std::fs::metadata(&k).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&k, b"kernel BYTES").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&k)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let e = load_cached(t.path(), &name, &cache).unwrap_err();
+        assert!(matches!(e, Error::ImageChecksum { .. }), "{e}");
     }
 
     #[test]

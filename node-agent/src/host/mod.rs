@@ -1,7 +1,9 @@
 //! Host resources an instance uses, one module each: images and root disks,
-//! TAP networking, cgroups, and the `nubis-vmm` process with its API client.
+//! TAP networking, cgroups, the `nubis-vmm` process with its API client, and
+//! change notification for instance directories.
 
 pub mod cgroup;
+pub mod dirwatch;
 pub mod disk;
 pub mod image;
 pub mod tap;

@@ -1,6 +1,12 @@
 //! Instance networking in the agent's network namespace: the instance bridge
 //! (created when missing) and one persistent TAP device per instance attached
-//! to it. Uses iproute2 (`ip`); every operation is idempotent.
+//! to it. Every operation is idempotent.
+//!
+//! The launch path creates a new TAP, attaches it to the bridge and brings it
+//! up with three ioctls ([`ensure_tap`]: `TUNSETIFF` + `TUNSETPERSIST` on
+//! `/dev/net/tun`, `SIOCBRADDIF`, `SIOCSIFFLAGS`), no child processes. Rare
+//! paths (bridge set-up once per agent and subnet, a TAP that already exists,
+//! deletion, listing) use iproute2 (`ip`).
 
 use std::net::Ipv4Addr;
 
@@ -106,17 +112,161 @@ fn has_address(json: &str, addr: Ipv4Addr, prefix: u8) -> Result<bool> {
 }
 
 /// Creates the TAP when missing, attaches it to `bridge` and brings it up.
+/// A new TAP takes the ioctl path ([`ioctl::create_attached_tap`]); one that
+/// exists already (a repeat after a crash or a restart) is re-attached with
+/// `ip`, which is idempotent where `SIOCBRADDIF` is not.
 pub async fn ensure_tap(name: &str, bridge: &str) -> Result<()> {
-    if !link_exists(name).await? {
-        match ip(&["tuntap", "add", "dev", name, "mode", "tap"]).await {
-            Ok(_) => {}
-            Err(Error::Command { stderr, .. }) if stderr.contains("exists") => {}
-            Err(e) => return Err(e),
-        }
+    let (n, b) = (name.to_string(), bridge.to_string());
+    let created = tokio::task::spawn_blocking(move || ioctl::create_attached_tap(&n, &b))
+        .await
+        .map_err(|e| Error::io("TAP set-up task", std::io::Error::other(e)))??;
+    if created {
+        return Ok(());
     }
     ip(&["link", "set", "dev", name, "master", bridge]).await?;
     ip(&["link", "set", "dev", name, "up"]).await?;
     Ok(())
+}
+
+/// The ioctls of the TAP fast path. They act in the calling thread's network
+/// namespace (the agent's), like `ip` would.
+pub mod ioctl {
+    use std::os::fd::AsRawFd;
+
+    use crate::error::{Error, Result};
+
+    /// Linux `IFNAMSIZ`: names are at most 15 bytes plus NUL.
+    const IFNAMSIZ: usize = 16;
+
+    /// `SIOCBRADDIF` from `<linux/sockios.h>` (not in the libc crate for
+    /// glibc targets): add the interface `ifr_ifindex` to the bridge.
+    const SIOCBRADDIF: libc::c_ulong = 0x89a2;
+
+    /// `struct ifreq` (40 bytes) with its union used as `ifr_flags`.
+    #[repr(C)]
+    struct IfReqFlags {
+        name: [u8; IFNAMSIZ],
+        flags: libc::c_short,
+        _pad: [u8; 22],
+    }
+
+    /// `struct ifreq` (40 bytes) with its union used as `ifr_ifindex`.
+    #[repr(C)]
+    struct IfReqIndex {
+        name: [u8; IFNAMSIZ],
+        ifindex: libc::c_int,
+        _pad: [u8; 20],
+    }
+
+    fn name_bytes(name: &str) -> Result<[u8; IFNAMSIZ]> {
+        if name.is_empty() || name.len() >= IFNAMSIZ || name.bytes().any(|b| b == 0 || b == b'/') {
+            return Err(Error::ConfigInvalid(format!(
+                "invalid interface name {name:?}"
+            )));
+        }
+        let mut out = [0u8; IFNAMSIZ];
+        out[..name.len()].copy_from_slice(name.as_bytes());
+        Ok(out)
+    }
+
+    /// The error of the ioctl that just failed (errno read before anything
+    /// else can change it).
+    fn os_err(what: &str, name: &str) -> Error {
+        let errno = std::io::Error::last_os_error();
+        Error::io(format!("{what} on {name}"), errno)
+    }
+
+    /// Interface index of `name`, `None` when no such interface exists.
+    pub fn index_of(name: &str) -> Result<Option<u32>> {
+        let sock = probe_socket()?;
+        match rustix::net::netdevice::name_to_index(&sock, name) {
+            Ok(i) => Ok(Some(i)),
+            Err(rustix::io::Errno::NODEV) => Ok(None),
+            Err(e) => Err(Error::io(format!("SIOCGIFINDEX on {name}"), e.into())),
+        }
+    }
+
+    /// A datagram socket for interface ioctls (never bound, sends nothing).
+    fn probe_socket() -> Result<std::os::fd::OwnedFd> {
+        rustix::net::socket(
+            rustix::net::AddressFamily::INET,
+            rustix::net::SocketType::DGRAM,
+            None,
+        )
+        .map_err(|e| Error::io("creating an ioctl socket", e.into()))
+    }
+
+    /// Creates the persistent TAP `name`, attaches it to `bridge` and brings
+    /// it up. Returns `Ok(false)` without touching anything when `name`
+    /// exists already (the caller then takes the idempotent path).
+    pub fn create_attached_tap(name: &str, bridge: &str) -> Result<bool> {
+        let tap_name = name_bytes(name)?;
+        let bridge_name = name_bytes(bridge)?;
+        if index_of(name)?.is_some() {
+            return Ok(false);
+        }
+        let tun = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")
+            .map_err(|e| Error::io("opening /dev/net/tun", e))?;
+        let mut req = IfReqFlags {
+            name: tap_name,
+            flags: (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short,
+            _pad: [0; 22],
+        };
+        // SAFETY: `tun` is an open /dev/net/tun descriptor; TUNSETIFF reads
+        // and may write back a 40-byte `struct ifreq`, and `req` is a live,
+        // exclusively borrowed `#[repr(C)]` value of that size and layout.
+        // The result is checked.
+        if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &mut req) } < 0 {
+            return Err(os_err("TUNSETIFF", name));
+        }
+        // SAFETY: TUNSETPERSIST takes its argument by value; no memory is
+        // passed. The result is checked.
+        if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETPERSIST, 1 as libc::c_ulong) } < 0 {
+            return Err(os_err("TUNSETPERSIST", name));
+        }
+        // The TAP now outlives `tun` (closed on return).
+        let index = index_of(name)?.ok_or_else(|| {
+            Error::io(
+                format!("TAP {name} vanished after creation"),
+                std::io::ErrorKind::NotFound.into(),
+            )
+        })?;
+        let sock = probe_socket()?;
+        let mut add = IfReqIndex {
+            name: bridge_name,
+            ifindex: libc::c_int::try_from(index).unwrap_or(libc::c_int::MAX),
+            _pad: [0; 20],
+        };
+        // SAFETY: SIOCBRADDIF reads a 40-byte `struct ifreq` (bridge name and
+        // `ifr_ifindex`); `add` is a live `#[repr(C)]` value of that layout.
+        // The result is checked.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCBRADDIF, &mut add) } < 0 {
+            let errno = std::io::Error::last_os_error();
+            return Err(Error::io(
+                format!("setting the master of {name} to {bridge} (SIOCBRADDIF)"),
+                errno,
+            ));
+        }
+        let mut flags = IfReqFlags {
+            name: tap_name,
+            flags: 0,
+            _pad: [0; 22],
+        };
+        // SAFETY: SIOCGIFFLAGS writes `ifr_flags` of the 40-byte `struct
+        // ifreq` `flags`, a live exclusively borrowed `#[repr(C)]` value.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut flags) } < 0 {
+            return Err(os_err("SIOCGIFFLAGS", name));
+        }
+        flags.flags |= libc::IFF_UP as libc::c_short;
+        // SAFETY: SIOCSIFFLAGS reads the same live 40-byte `struct ifreq`.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &mut flags) } < 0 {
+            return Err(os_err("SIOCSIFFLAGS", name));
+        }
+        Ok(true)
+    }
 }
 
 /// Deletes the TAP; a missing one is fine.
