@@ -12,12 +12,14 @@ use crate::devices::virtio::{Error, VirtioDevice};
 const QUEUE_SIZE: u16 = 256;
 /// At most this many bytes are produced for one request (the driver asks again for more).
 const MAX_BYTES_PER_REQUEST: usize = 64 * 1024;
+/// Entropy is drawn and copied in pieces of this size through a stack
+/// buffer: a request-sized heap buffer would stay resident for the VM's life.
+const CHUNK: usize = 4096;
 
 /// The entropy device.
 #[derive(Debug)]
 pub struct Rng {
     queue_sizes: [u16; 1],
-    buf: Vec<u8>,
     requests: u64,
     bytes: u64,
     errors: u64,
@@ -30,7 +32,6 @@ impl Rng {
         getrandom::fill(&mut probe).map_err(Error::Entropy)?;
         Ok(Rng {
             queue_sizes: [QUEUE_SIZE],
-            buf: vec![0; MAX_BYTES_PER_REQUEST],
             requests: 0,
             bytes: 0,
             errors: 0,
@@ -86,7 +87,7 @@ impl VirtioDevice for Rng {
                     let want = usize::try_from(shape.writable)
                         .unwrap_or(usize::MAX)
                         .min(MAX_BYTES_PER_REQUEST);
-                    match fill(&mut self.buf[..want], chain, mem) {
+                    match fill(want, chain, mem) {
                         Ok(n) => {
                             self.bytes += n as u64;
                             n
@@ -116,18 +117,25 @@ impl VirtioDevice for Rng {
     }
 }
 
+/// Writes `want` random bytes into the chain's writable buffers.
 fn fill(
-    buf: &mut [u8],
+    want: usize,
     chain: crate::devices::virtio::queue::Chain<'_>,
     mem: &vm_memory::GuestMemoryMmap,
 ) -> Result<usize, String> {
-    getrandom::fill(buf).map_err(|e| format!("getrandom failed: {e}"))?;
     let mut writer = chain
         .writer(mem)
         .map_err(|e| format!("bad rng buffer: {e}"))?;
-    writer
-        .write_all(buf)
-        .map_err(|e| format!("cannot write rng buffer: {e}"))?;
+    let mut chunk = [0u8; CHUNK];
+    let mut left = want;
+    while left > 0 {
+        let piece = &mut chunk[..left.min(CHUNK)];
+        getrandom::fill(piece).map_err(|e| format!("getrandom failed: {e}"))?;
+        writer
+            .write_all(piece)
+            .map_err(|e| format!("cannot write rng buffer: {e}"))?;
+        left -= piece.len();
+    }
     Ok(writer.bytes_written())
 }
 
