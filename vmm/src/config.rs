@@ -113,6 +113,10 @@ pub struct VmConfig {
     /// Unix socket for the control API.
     #[serde(default)]
     pub api_socket: Option<PathBuf>,
+    /// Where the exit-status record is written when the VMM exits
+    /// (see [`crate::exit_status`]).
+    #[serde(default)]
+    pub exit_status_file: Option<PathBuf>,
 }
 
 fn default_vcpus() -> u8 {
@@ -130,13 +134,15 @@ fn default_memory() -> u64 {
 /// Exit status: 0 guest reset or stopped on request; 1 internal error or
 /// vCPU fault; 2 bad usage or configuration; 3 kernel missing or malformed;
 /// 4 initrd problem; 5 memory too small or too large; 6 network (TAP) problem;
-/// 7 disk problem; 8 KVM unavailable; 9 API socket problem.
+/// 7 disk problem; 8 KVM unavailable; 9 API socket problem. With
+/// `--exit-status-file`, each exit also leaves a JSON record of its status.
 #[derive(Debug, Parser)]
 #[command(name = "nubis-vmm", version, about, long_about)]
 pub struct Cli {
     /// JSON file with the whole configuration (same fields as the flags:
     /// kernel, initrd, cmdline, vcpus, memory_mib, disks, nets, serial,
-    /// serial_max_bytes, api_socket). Excludes every other flag.
+    /// serial_max_bytes, api_socket, exit_status_file). Excludes every other
+    /// flag but --exit-status-file.
     #[arg(long, value_name = "FILE", conflicts_with_all = [
         "kernel", "initrd", "cmdline", "vcpus", "memory_mib", "disk", "net",
         "serial", "serial_max_bytes", "api_socket"
@@ -179,13 +185,25 @@ pub struct Cli {
     /// (describe, pause, resume, ctrl_alt_del, stop, metrics).
     #[arg(long = "api-socket", value_name = "PATH")]
     pub api_socket: Option<PathBuf>,
+    /// On exit, write {"exit_code":N,"reason":"..","unix_ms":N,"pid":N} (plus
+    /// "signal":N after a fatal signal) to PATH atomically (temporary file,
+    /// then rename), also for usage and configuration errors. Allowed with
+    /// --config, whose exit_status_file it overrides.
+    #[arg(long = "exit-status-file", value_name = "PATH")]
+    pub exit_status_file: Option<PathBuf>,
 }
 
 impl Cli {
     /// Turns the flags (or the `--config` file) into a validated [`VmConfig`].
     pub fn into_config(self) -> Result<VmConfig> {
         let config = match self.config {
-            Some(path) => VmConfig::from_file(&path)?,
+            Some(path) => {
+                let mut config = VmConfig::from_file(&path)?;
+                if self.exit_status_file.is_some() {
+                    config.exit_status_file = self.exit_status_file;
+                }
+                config
+            }
             None => VmConfig {
                 kernel: self
                     .kernel
@@ -211,10 +229,24 @@ impl Cli {
                     .unwrap_or_default(),
                 serial_max_bytes: self.serial_max_bytes,
                 api_socket: self.api_socket,
+                exit_status_file: self.exit_status_file,
             },
         };
         config.validate()?;
         Ok(config)
+    }
+
+    /// Where the exit-status record goes, as far as it can be known without
+    /// a valid configuration: the flag, else the `exit_status_file` field of
+    /// a `--config` file that is at least JSON.
+    pub fn exit_status_file(&self) -> Option<PathBuf> {
+        if let Some(p) = &self.exit_status_file {
+            return Some(p.clone());
+        }
+        let text = std::fs::read_to_string(self.config.as_ref()?).ok()?;
+        let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let path = value.get("exit_status_file")?.as_str()?;
+        (!path.is_empty()).then(|| PathBuf::from(path))
     }
 }
 
@@ -353,6 +385,14 @@ impl VmConfig {
                 return bad("serial path is empty".into());
             }
         }
+        if let Some(p) = &self.exit_status_file {
+            if p.as_os_str().is_empty() || p.file_name().is_none() {
+                return bad(format!(
+                    "exit status file {} is not a file path",
+                    p.display()
+                ));
+            }
+        }
         if let Some(p) = &self.api_socket {
             // sun_path holds 108 bytes including the terminating NUL.
             if p.as_os_str().is_empty() || p.as_os_str().len() > 107 {
@@ -448,6 +488,7 @@ mod tests {
                 })
             }),
             Box::new(|c| c.api_socket = Some(PathBuf::from("/".repeat(200)))),
+            Box::new(|c| c.exit_status_file = Some(PathBuf::from("/tmp/.."))),
         ];
         for (i, mutate) in cases.iter().enumerate() {
             let mut c = base();
@@ -483,6 +524,12 @@ mod tests {
         assert!(c.disks[0].read_only);
         assert_eq!(c.serial, SerialOutput::File("/tmp/c.log".into()));
         assert!(Cli::try_parse_from(["nubis-vmm", "--config", "/c", "--kernel", "/k"]).is_err());
+        let with_status =
+            Cli::try_parse_from(["nubis-vmm", "--config", "/c", "--exit-status-file", "/e"]);
+        assert_eq!(
+            with_status.unwrap().exit_status_file(),
+            Some(PathBuf::from("/e"))
+        );
         assert!(Cli::try_parse_from(["nubis-vmm"]).is_err());
     }
 }

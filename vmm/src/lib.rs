@@ -12,6 +12,7 @@ pub mod builder;
 pub mod config;
 pub mod devices;
 pub mod error;
+pub mod exit_status;
 pub mod logger;
 pub mod rpc;
 pub mod signals;
@@ -21,14 +22,14 @@ pub mod vstate;
 
 pub use error::{Error, Result};
 
-/// Builds and runs the microVM described by `config`; returns the process
-/// exit status once it has ended (0 for reset, stop, SIGTERM; 1 for a vCPU
-/// fault).
-pub fn run(config: config::VmConfig) -> Result<i32> {
+/// Builds and runs the microVM described by `config`; returns why it ended
+/// once it has (its [`state::StopReason::exit_code`] is the process exit
+/// status: 0 for reset, stop, SIGTERM; 1 for a vCPU fault).
+pub fn run(config: config::VmConfig) -> Result<state::StopReason> {
     let vmm = builder::build(config)?;
     let reason = vmm.run()?;
     if let state::StopReason::VcpuFault(msg) = &reason {
         tracing::error!(fault = %msg, "microVM stopped on a vCPU fault");
     }
-    Ok(reason.exit_code())
+    Ok(reason)
 }

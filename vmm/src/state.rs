@@ -50,6 +50,16 @@ impl StopReason {
             _ => 0,
         }
     }
+
+    /// The reason in words (the exit-status record's `reason`).
+    pub fn describe(&self) -> String {
+        match self {
+            StopReason::GuestReset => "guest reset".into(),
+            StopReason::Requested => "stopped on request".into(),
+            StopReason::Signal(sig) => format!("stopped by signal {sig}"),
+            StopReason::VcpuFault(msg) => format!("vCPU fault: {msg}"),
+        }
+    }
 }
 
 /// An event that may change the state.

@@ -52,6 +52,7 @@ fn help_documents_every_flag() {
         "--serial-max-bytes",
         "--api-socket",
         "--config",
+        "--exit-status-file",
     ] {
         assert!(text.contains(flag), "--help lacks {flag}");
     }
