@@ -3,7 +3,9 @@
 //! down), `kill -9` of the agent, restart: all five are re-adopted (same pids,
 //! nothing restarted, nothing lost), the sixth is reported stopped with its
 //! true reason and not restarted, only truly orphaned TAPs, cgroups and
-//! directories are removed, and an adopted VMM's exit is still noticed.
+//! directories are removed, and an adopted VMM's exit is still noticed: with
+//! its true reason when the VMM left its exit-status record (guest reset), as
+//! unobserved when it could not (SIGKILL).
 //! Finally an empty desired state terminates everything and leaves nothing.
 
 #![allow(clippy::unwrap_used)]
@@ -11,6 +13,8 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -238,6 +242,45 @@ fn kill_9_agent_then_restart_readopts_all_vms() {
     assert_eq!(
         vmms_under(&state).len(),
         N - 1,
+        "a stopped instance was restarted"
+    );
+
+    // A re-adopted VMM whose guest resets (Ctrl-Alt-Del over the VMM's own
+    // API socket; the hello guest answers it with an i8042 reset) exits 0
+    // and writes its exit record: reported like a child's guest reset.
+    let (resetter, rpid) = after
+        .iter()
+        .find(|(i, _)| **i != victim)
+        .map(|(i, p)| (i.clone(), *p))
+        .unwrap();
+    let sock = state.join("instances").join(&resetter).join("api.sock");
+    let mut api = UnixStream::connect(&sock).unwrap();
+    api.write_all(b"{\"op\":\"ctrl_alt_del\"}\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(&api).read_line(&mut line).unwrap();
+    assert!(line.contains("\"ok\":true"), "{line}");
+    let t4 = now_ms();
+    let v = wait_status(&env, t4, "adopted VMM's guest reset reported", |v| {
+        v["instances"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|i| i["id"] == resetter.as_str() && i["state"] == "stopped")
+        })
+    });
+    let r = v["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == resetter.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        r["reason"]["code"], "Client.InstanceInitiatedShutdown",
+        "{r:#}"
+    );
+    assert!(!alive(rpid as i32));
+    assert_eq!(
+        vmms_under(&state).len(),
+        N - 2,
         "a stopped instance was restarted"
     );
 

@@ -4,6 +4,14 @@
 //! VMM: its command line holds the instance's API socket path and its start
 //! time equals the recorded one); watching it exit through a pidfd; and the
 //! client for its JSON-lines API socket.
+//!
+//! Every VMM is started with `--exit-status-file` pointing at
+//! [`EXIT_STATUS_FILE`] next to its API socket (in the instance directory).
+//! A re-adopted VMM is not the agent's child, so its status cannot be reaped;
+//! when its pidfd reports the exit, that record (if written by this very
+//! process) supplies the status instead, and the exit is mapped exactly as a
+//! child's would be. Without a record (SIGKILL, a VMM started without the
+//! flag) the exit stays [`VmmExit::Unobserved`].
 
 use std::io::Write as _;
 use std::os::fd::OwnedFd;
@@ -17,6 +25,59 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Interest};
 use tokio::net::UnixStream;
 
 use crate::error::{Error, Result};
+
+/// Name of the VMM's exit-status record, in the directory of its API socket.
+pub const EXIT_STATUS_FILE: &str = "vmm-exit.json";
+
+/// Where the VMM with this API socket writes its exit-status record.
+pub fn exit_status_path(api_socket: &Path) -> PathBuf {
+    api_socket.with_file_name(EXIT_STATUS_FILE)
+}
+
+/// The record `nubis-vmm --exit-status-file` writes when it exits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ExitRecord {
+    /// Exit status (128 + signal when a fatal signal ended the VMM).
+    pub exit_code: i32,
+    /// Why, in words.
+    #[serde(default)]
+    pub reason: String,
+    /// When it was written.
+    #[serde(default)]
+    pub unix_ms: u64,
+    /// The VMM's pid.
+    pub pid: i32,
+    /// The fatal signal, when one ended the VMM.
+    #[serde(default)]
+    pub signal: Option<i32>,
+}
+
+impl ExitRecord {
+    /// Reads the record at `path` if it is the one of process `pid` (a record
+    /// left by an earlier VMM of the instance does not count).
+    pub fn read(path: &Path, pid: i32) -> Option<ExitRecord> {
+        let text = std::fs::read(path).ok()?;
+        match serde_json::from_slice::<ExitRecord>(&text) {
+            Ok(r) if r.pid == pid => Some(r),
+            Ok(r) => {
+                tracing::debug!(path = %path.display(), pid, recorded = r.pid, "exit record of another VMM");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "unreadable VMM exit record");
+                None
+            }
+        }
+    }
+
+    /// The exit as the agent would have seen it as the VMM's parent.
+    pub fn exit(&self) -> VmmExit {
+        match self.signal {
+            Some(sig) => VmmExit::Signal(sig),
+            None => VmmExit::Code(self.exit_code),
+        }
+    }
+}
 
 /// Everything needed to start one VMM.
 #[derive(Debug, Clone)]
@@ -76,6 +137,8 @@ impl VmmLaunch {
             self.serial_max_bytes.to_string(),
             "--api-socket".into(),
             self.api_socket.display().to_string(),
+            "--exit-status-file".into(),
+            exit_status_path(&self.api_socket).display().to_string(),
         ]);
         a
     }
@@ -99,7 +162,8 @@ pub enum VmmExit {
     Code(i32),
     /// Killed by this signal.
     Signal(i32),
-    /// Exited while adopted (not our child): status unknown.
+    /// Exited while adopted (not our child) and left no exit record:
+    /// status unknown.
     Unobserved,
 }
 
@@ -164,6 +228,14 @@ impl VmmProcess {
         };
         let mut out = open(&launch.stdout)?;
         let err = open(&launch.stderr)?;
+        // A record left by the instance's previous VMM must not be taken
+        // for this one's (it is also told apart by pid).
+        let status = exit_status_path(&launch.api_socket);
+        if let Err(e) = std::fs::remove_file(&status) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(Error::io(format!("removing {}", status.display()), e));
+            }
+        }
         let _ = writeln!(out, "--- nubis-agent: starting {}", launch.binary.display());
         let mut cmd = tokio::process::Command::new(&launch.binary);
         cmd.args(launch.args())
@@ -283,7 +355,17 @@ impl VmmProcess {
                     Ok(mut g) => g.retain_ready(),
                     Err(e) => tracing::warn!(error = %e, "polling pidfd failed"),
                 }
-                VmmExit::Unobserved
+                // The VMM wrote its record before it died: the status a
+                // parent would have reaped.
+                let path = exit_status_path(&self.record.api_socket);
+                match ExitRecord::read(&path, self.record.pid) {
+                    Some(r) => {
+                        tracing::info!(pid = self.record.pid, exit_code = r.exit_code, reason = %r.reason,
+                            "re-adopted VMM exited; status from its exit record");
+                        r.exit()
+                    }
+                    None => VmmExit::Unobserved,
+                }
             }
         };
         self.watch = Watch::Exited(exit);
@@ -434,7 +516,8 @@ mod tests {
             a,
             "--kernel /img/kernel --cmdline nubis.id=i-1 --vcpus 2 --memory-mib 64 \
              --disk /d/disk.raw,id=root --net tap=nbt0,mac=02:4e:42:00:00:01 \
-             --serial /d/console.log --serial-max-bytes 1048576 --api-socket /d/api.sock"
+             --serial /d/console.log --serial-max-bytes 1048576 --api-socket /d/api.sock \
+             --exit-status-file /d/vmm-exit.json"
         );
     }
 
@@ -480,9 +563,36 @@ mod tests {
         assert!(VmmProcess::adopt(&wrong_sock).is_err());
         adopted.kill();
         let exit = tokio::time::timeout(Duration::from_secs(30), adopted.wait()).await;
+        // No exit record next to the socket: the status is unknown.
         assert_eq!(exit.unwrap(), VmmExit::Unobserved);
         let _ = child.wait().await;
         // Once exited (and reaped), the pid can no longer be adopted.
         assert!(VmmProcess::adopt(&good).is_err());
+    }
+
+    #[test]
+    fn exit_record_is_taken_only_from_the_same_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = exit_status_path(&dir.path().join("api.sock"));
+        assert_eq!(path, dir.path().join(EXIT_STATUS_FILE));
+        assert_eq!(ExitRecord::read(&path, 7), None);
+        std::fs::write(
+            &path,
+            r#"{"exit_code":0,"reason":"guest reset","unix_ms":1,"pid":7}"#,
+        )
+        .unwrap();
+        assert_eq!(ExitRecord::read(&path, 7).unwrap().exit(), VmmExit::Code(0));
+        assert_eq!(ExitRecord::read(&path, 8), None);
+        std::fs::write(
+            &path,
+            r#"{"exit_code":134,"reason":"killed by signal 6","unix_ms":1,"pid":7,"signal":6}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            ExitRecord::read(&path, 7).unwrap().exit(),
+            VmmExit::Signal(6)
+        );
+        std::fs::write(&path, "{\"exit_code\":").unwrap();
+        assert_eq!(ExitRecord::read(&path, 7), None);
     }
 }
