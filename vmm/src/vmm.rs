@@ -111,6 +111,21 @@ pub struct Vmm {
     pub signals: SignalFd,
 }
 
+/// A back-end fd (a TAP) that reports an error or hang-up stays in that state
+/// (a deleted TAP never comes back to this fd): level-triggered epoll would
+/// report it forever and the loop would spin. It is dropped from the set and
+/// logged once; the device keeps serving the guest (its transmit path counts
+/// the frames the dead TAP refuses as dropped).
+fn forget_failed_fd(epoll: &Epoll, slot: &VirtioSlot, dev: u64, fd: RawFd) {
+    let _ = epoll.ctl(ControlOperation::Delete, fd, EpollEvent::default());
+    tracing::warn!(
+        device = dev,
+        kind = slot.kind,
+        "host back-end reported an error or hang-up (TAP deleted?); no longer watched, \
+         the device keeps answering the guest and drops what it sends"
+    );
+}
+
 impl Vmm {
     fn transition(&mut self, event: Event) -> std::result::Result<(), VmmActionError> {
         let next = self.state.next(&event)?;
@@ -158,7 +173,7 @@ impl Vmm {
                 Err(e) => return Err(Error::host("epoll wait", e)),
             };
             for ev in &events[..n] {
-                if let Some(reason) = self.handle(ev.data()) {
+                if let Some(reason) = self.handle(&epoll, ev) {
                     break 'outer reason;
                 }
             }
@@ -166,7 +181,8 @@ impl Vmm {
         Ok(self.shutdown(reason))
     }
 
-    fn handle(&mut self, token: u64) -> Option<StopReason> {
+    fn handle(&mut self, epoll: &Epoll, ev: &EpollEvent) -> Option<StopReason> {
+        let token = ev.data();
         match token {
             TOKEN_RESET => {
                 let _ = self.reset_evt.read();
@@ -206,6 +222,12 @@ impl Vmm {
                 let (dev, fd) = ((t >> 40) & 0xffff, t & 0xff_ffff_ffff);
                 if let Some(slot) = self.virtio.get(dev as usize) {
                     lock(&slot.device).process_extra(fd as RawFd);
+                    if ev
+                        .event_set()
+                        .intersects(EventSet::ERROR | EventSet::HANG_UP)
+                    {
+                        forget_failed_fd(epoll, slot, dev, fd as RawFd);
+                    }
                 }
                 None
             }

@@ -507,6 +507,27 @@ mod tests {
     }
 
     #[test]
+    fn dead_backend_drops_transmits_and_keeps_serving() {
+        let (mut dev, mut drv, _mem, host, fd) = setup();
+        // The host side goes away (as a deleted TAP does): every transmit is
+        // refused by the back-end.
+        drop(host);
+        for i in 0..3u64 {
+            let head = drv.add_chain(TX_QUEUE, &[(DATA_START + i * 0x1000, 100, false)]);
+            dev.process_queue(TX_QUEUE);
+            assert_eq!(drv.take_used(TX_QUEUE), vec![(u32::from(head), 0)]);
+        }
+        // Readability checks on the dead fd neither fail nor deliver anything.
+        drv.add_chain(RX_QUEUE, &[(DATA_START, 2048, true)]);
+        dev.process_extra(fd);
+        assert!(drv.take_used(RX_QUEUE).is_empty());
+        let m = dev.metrics();
+        assert_eq!(m["tx_dropped"], 3, "{m}");
+        assert_eq!(m["tx_frames"], 0, "{m}");
+        assert_eq!(m["needs_reset"], false, "{m}");
+    }
+
+    #[test]
     fn constructor_errors_are_typed() {
         let err = Net::new("nbvtnosuch0", Some(MAC)).unwrap_err();
         assert!(matches!(err, Error::TapNotFound { .. }), "{err:?}");
