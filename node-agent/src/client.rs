@@ -143,12 +143,13 @@ pub async fn run(agent: Arc<Agent>, changed: mpsc::UnboundedReceiver<InstanceId>
         .clone()
         .ok_or_else(|| Error::ConfigInvalid("control_plane missing".into()))?;
     let (key, secret) = cfg.enrolment_credential()?;
+    let tls = cfg.client_tls()?;
     tokio::spawn(agent.clone().run());
     let max = Duration::from_secs(cfg.timeouts.reconnect_max_secs.max(1));
     let mut backoff = Duration::from_millis(250);
     loop {
         let started = tokio::time::Instant::now();
-        match session(&agent, &endpoint, &key, &secret, &changed).await {
+        match session(&agent, &endpoint, tls.as_ref(), &key, &secret, &changed).await {
             Ok(()) => tracing::warn!("control-plane session ended"),
             Err(e) => {
                 tracing::warn!(error = %crate::launch::chain(&e), "control-plane session failed")
@@ -190,16 +191,19 @@ fn capacity(agent: &Agent) -> pb::Resources {
 async fn session(
     agent: &Arc<Agent>,
     endpoint: &str,
+    tls: Option<&nubis_proto::transport::ClientTls>,
     key: &str,
     secret: &str,
     changed: &Changes,
 ) -> Result<()> {
-    let channel = nubis_proto::transport::connect(endpoint)
-        .await
-        .map_err(|source| Error::Connect {
-            endpoint: endpoint.to_string(),
-            source,
-        })?;
+    let channel = match tls {
+        Some(tls) => nubis_proto::transport::connect_tls(endpoint, tls).await,
+        None => nubis_proto::transport::connect(endpoint).await,
+    }
+    .map_err(|source| Error::Connect {
+        endpoint: endpoint.to_string(),
+        source,
+    })?;
     let mut enrol =
         NodeClient::with_interceptor(channel.clone(), Signer::new(Credentials::new(key, secret)));
     let instances = agent

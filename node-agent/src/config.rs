@@ -20,6 +20,10 @@ pub struct Config {
     /// Enrolment credential presented at registration.
     #[serde(default)]
     pub enrolment: Option<EnrolmentConfig>,
+    /// TLS towards an `https://` control plane (mutual TLS with a client
+    /// certificate). Absent: the system's roots, no client certificate.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// Availability zone label of this host.
     pub availability_zone: String,
     /// Where the agent keeps its host id and one directory per instance.
@@ -74,6 +78,27 @@ impl std::fmt::Debug for EnrolmentConfig {
             .field("secret_file", &self.secret_file)
             .finish()
     }
+}
+
+/// `[tls]`: how the agent verifies the control plane and proves itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// CA (PEM) that signed the control plane's certificate; absent: the
+    /// system's trust roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// This host's client certificate (PEM), signed by the control plane's
+    /// node CA (`grpc.tls.client_ca_file`); with `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Name the control plane's certificate must carry, when it differs from
+    /// the endpoint's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 /// Bridge and addressing of instance TAP devices.
@@ -409,6 +434,22 @@ impl Config {
             }
             (None, true) => {}
         }
+        if let Some(t) = &self.tls {
+            if !self
+                .control_plane
+                .as_deref()
+                .is_some_and(|ep| ep.starts_with("https://"))
+            {
+                return Err(Error::ConfigInvalid(
+                    "[tls] needs an https:// control_plane".into(),
+                ));
+            }
+            if t.cert_file.is_some() != t.key_file.is_some() {
+                return Err(Error::ConfigInvalid(
+                    "[tls] cert_file and key_file go together".into(),
+                ));
+            }
+        }
         if !is_ifname(&self.network.bridge) {
             return Err(Error::ConfigInvalid(format!(
                 "network.bridge {:?} is not a valid interface name",
@@ -458,6 +499,26 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// TLS settings for the control-plane connection, with the PEM files
+    /// read (an unreadable one is an error naming it); `None` without `[tls]`.
+    pub fn client_tls(&self) -> Result<Option<nubis_proto::transport::ClientTls>> {
+        let Some(t) = &self.tls else {
+            return Ok(None);
+        };
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|err| Error::io(format!("reading {}", p.display()), err))
+        };
+        let identity = match (&t.cert_file, &t.key_file) {
+            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+            _ => None,
+        };
+        Ok(Some(nubis_proto::transport::ClientTls {
+            ca_pem: t.ca_file.as_ref().map(read).transpose()?,
+            identity,
+            server_name: t.server_name.clone(),
+        }))
     }
 
     /// The enrolment credential (key id, secret), reading the secret file
@@ -513,6 +574,55 @@ mod tests {
         assert_eq!(a.gateway, Ipv4Addr::new(10, 200, 0, 1));
         assert_eq!(a.prefix, 24);
         assert!(c.cgroup.enforce_limits);
+    }
+
+    #[test]
+    fn tls_settings_are_validated_and_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "CA PEM").unwrap();
+        let head = |ep: &str| {
+            format!(
+                "availability_zone = \"nb-1a\"\ncontrol_plane = \"{ep}\"\n\
+                 [enrolment]\nkey_id = \"k\"\nsecret = \"s\"\n"
+            )
+        };
+        // CA only: read, no identity.
+        let c = parse(&format!(
+            "{}[tls]\nca_file = \"{}\"\n",
+            head("https://cp.example:50051"),
+            ca.display()
+        ))
+        .unwrap();
+        let t = c.client_tls().unwrap().unwrap();
+        assert_eq!(t.ca_pem.as_deref(), Some(&b"CA PEM"[..]));
+        assert!(t.identity.is_none());
+        // No [tls]: none.
+        assert!(parse(&head("https://cp.example:50051"))
+            .unwrap()
+            .client_tls()
+            .unwrap()
+            .is_none());
+        // [tls] with a plaintext or Unix endpoint is a mistake.
+        for ep in ["http://127.0.0.1:50051", "unix:///run/n.sock"] {
+            let e = parse(&format!("{}[tls]\n", head(ep))).unwrap_err();
+            assert!(e.to_string().contains("https"), "{e}");
+        }
+        // A certificate without its key (or the reverse) is refused.
+        let e = parse(&format!(
+            "{}[tls]\ncert_file = \"/x.pem\"\n",
+            head("https://cp.example:50051")
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("key_file"), "{e}");
+        // An unreadable file is named when the agent starts.
+        let c = parse(&format!(
+            "{}[tls]\ncert_file = \"/nonexistent/agent.pem\"\nkey_file = \"/nonexistent/agent.key\"\n",
+            head("https://cp.example:50051")
+        ))
+        .unwrap();
+        let e = c.client_tls().unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/agent.pem"), "{e}");
     }
 
     #[test]
