@@ -7,7 +7,8 @@
 //! common case: nodes come from the watch-fed node cache, the token is not
 //! read first (its absence is part of the compare; only a failed or refused
 //! call reads it, to replay an earlier success), nothing is re-read after
-//! the commit.
+//! the commit. Larger calls are split into transactions of at most
+//! [`BATCH`] instances by [`reservations`](super::reservations).
 //!
 //! Placements of one replica are decided one at a time on the node cache,
 //! each avoiding the nodes other in-flight calls of the replica have chosen
@@ -105,6 +106,28 @@ impl Domain {
         caller: &Caller,
         input: RunInstancesInput,
     ) -> Result<Reservation> {
+        self.run_instances_inner(caller, input, None).await
+    }
+
+    /// Fault injection for tests: RunInstances of more than [`BATCH`]
+    /// instances that stops, as if the replica died, after committing
+    /// `batches` batches (and returns an error).
+    #[doc(hidden)]
+    pub async fn run_instances_interrupted(
+        &self,
+        caller: &Caller,
+        input: RunInstancesInput,
+        batches: usize,
+    ) -> Result<Reservation> {
+        self.run_instances_inner(caller, input, Some(batches)).await
+    }
+
+    async fn run_instances_inner(
+        &self,
+        caller: &Caller,
+        input: RunInstancesInput,
+        stop_after: Option<usize>,
+    ) -> Result<Reservation> {
         let account = caller.account()?;
         validation::counts(input.min_count, input.max_count)?;
         if input.instance_type.is_empty() {
@@ -158,16 +181,21 @@ impl Domain {
                 user_data_b64: b64(&input.user_data),
                 now: now_ms(),
             };
-            self.launch_one_txn(&l, &input, &hash).await
+            if input.max_count <= BATCH {
+                self.launch_one_txn(&l, &input, &hash).await
+            } else {
+                self.launch_in_batches(&l, &input, &hash, stop_after).await
+            }
         }
         .await;
         match launched {
             Ok(r) => Ok(r),
+            Err(e) if stop_after.is_some() => Err(e),
             // A call that cannot launch (now) may be the retry of one that
             // did: the token decides.
             Err(e) => match &token {
                 Some(t) => match self.token_record(&account, t).await? {
-                    Some(rec) => self.replay(&account, rec, &hash).await,
+                    Some(rec) => self.replay(&account, t, rec, &hash).await,
                     None => Err(e),
                 },
                 None => Err(e),
@@ -249,7 +277,7 @@ impl Domain {
                 None => {
                     if let Some(t) = &l.token {
                         if let Some(rec) = self.token_record(&l.account, t).await? {
-                            return self.replay(&l.account, rec, hash).await;
+                            return self.replay(&l.account, t, rec, hash).await;
                         }
                     }
                     self.nodes.refresh_some(&batch.node_ids()).await?;
@@ -372,9 +400,11 @@ impl Domain {
         })
     }
 
+    /// The outcome of the earlier call with this token.
     pub(super) async fn replay(
         &self,
         account: &AccountId,
+        token: &str,
         rec: ClientTokenRecord,
         hash: &str,
     ) -> Result<Reservation> {
@@ -384,23 +414,20 @@ impl Domain {
                 "the client token was already used with different parameters",
             ));
         }
-        let keys: Vec<String> = rec
-            .instance_ids
-            .iter()
-            .map(|i| self.store.keys().instance(account, i))
-            .collect();
-        let instances: Vec<Instance> = self
-            .store
-            .get_many::<Instance>(&keys)
-            .await?
-            .into_iter()
-            .flatten()
-            .map(|v| v.value)
-            .collect();
-        Ok(Reservation {
-            reservation_id: rec.reservation_id,
-            owner: account.clone(),
-            instances,
-        })
+        if rec.instance_ids.is_empty() {
+            // A reservation written in batches that has not ended.
+            return self.resume_by_token(account, token, rec).await;
+        }
+        self.reservation_of(account, rec).await
+    }
+
+    /// The reservation a completed token record names.
+    pub(super) async fn reservation_of(
+        &self,
+        account: &AccountId,
+        rec: ClientTokenRecord,
+    ) -> Result<Reservation> {
+        self.instances_of(account, &rec.reservation_id, &rec.instance_ids)
+            .await
     }
 }

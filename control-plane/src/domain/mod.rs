@@ -3,7 +3,8 @@
 //! Query in [`crate::ec2`]) call [`Domain`]'s methods with plain Rust types.
 //!
 //! - [`lifecycle`]: the instance state machine (the only place states change).
-//! - [`launch`]: RunInstances (placement + idempotency).
+//! - [`launch`]: RunInstances (placement + idempotency); [`reservations`]:
+//!   calls too large for one transaction, as a resumable saga.
 //! - [`instances`]: describe, start, stop, reboot, terminate, console, status.
 //! - [`placement`]: one instance's update with its assignment and its node's
 //!   allocation (stop keeps the node, start re-claims it, terminate leaves).
@@ -26,6 +27,7 @@ pub mod network;
 pub mod nodecache;
 pub mod nodes;
 pub mod placement;
+pub mod reservations;
 pub mod tags;
 pub mod validation;
 pub mod views;

@@ -8,9 +8,11 @@ use crate::error::{Error, Result};
 
 /// Largest user data accepted (raw bytes), as EC2.
 pub const MAX_USER_DATA: usize = 16 * 1024;
-/// Largest MaxCount of one RunInstances call (etcd's default of 128
-/// operations per transaction bounds one atomic reservation).
-pub const MAX_COUNT: u32 = 40;
+/// Largest MaxCount of one RunInstances call. Calls of more than
+/// [`BATCH`](crate::domain::launch::BATCH) instances are written in several
+/// transactions ([`reservations`](crate::domain::reservations)); this bounds
+/// one call's work and response (EC2 bounds it by account quotas).
+pub const MAX_COUNT: u32 = 500;
 /// Tags per resource.
 pub const MAX_TAGS: usize = 50;
 

@@ -7,6 +7,8 @@
 //! - node loss: nodes whose liveness key is gone (lease expired) have their
 //!   instances stopped with `Server.InternalError` ("node lost") and their
 //!   capacity released ([`Domain::reap_lost_nodes`]);
+//! - pending reservations: RunInstances calls written in batches whose
+//!   caller died are finished ([`Domain::resume_pending_reservations`]);
 //! - garbage collection: terminated instances are deleted
 //!   `gc_terminated_after_seconds` after termination ([`Domain::collect_garbage`]);
 //!   scanned every min(60 s, that delay).
@@ -33,10 +35,21 @@ pub struct PassReport {
 /// instance, so it does not run on every pass).
 pub const GC_PERIOD: Duration = Duration::from_secs(60);
 
+/// A RunInstances call written in batches that has not ended this long
+/// after it started is finished by the reconciler (its caller died).
+pub const RESUME_PENDING_AFTER: Duration = Duration::from_secs(60);
+
 /// One reconcile pass (also used by tests): node loss always, garbage
 /// collection when `gc_due`.
 pub async fn pass(domain: &Domain, gc_due: bool) -> Result<PassReport> {
     let lost = domain.reap_lost_nodes().await?;
+    // RunInstances sagas whose caller died (domain::reservations).
+    let resumed = domain
+        .resume_pending_reservations(RESUME_PENDING_AFTER)
+        .await?;
+    if resumed > 0 {
+        tracing::info!(resumed, "pending reservations finished");
+    }
     let gc = Duration::from_secs(domain.config().reconciler.gc_terminated_after_seconds);
     let collected = if gc_due {
         domain.collect_garbage(gc).await?

@@ -38,6 +38,15 @@ impl Keys {
     pub fn user_data(&self, id: &crate::ids::ReservationId) -> String {
         format!("{}/user-data/{id}", self.p)
     }
+    /// `pending-reservations/<reservation>`: progress of a RunInstances call
+    /// written in several transactions (deleted when it ends).
+    pub fn pending_reservation(&self, id: &crate::ids::ReservationId) -> String {
+        format!("{}/pending-reservations/{id}", self.p)
+    }
+    /// All pending reservations.
+    pub fn pending_reservations(&self) -> String {
+        format!("{}/pending-reservations/", self.p)
+    }
     /// `client-tokens/<account>/<hex token>`: idempotency record of RunInstances.
     pub fn client_token(&self, account: &AccountId, token: &str) -> String {
         format!("{}/client-tokens/{account}/{}", self.p, hex::encode(token))
