@@ -186,8 +186,9 @@ pub struct WaitArgs {
     /// Give up waiting after this long (with --wait).
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub timeout: std::time::Duration,
-    /// How often to poll the control plane while waiting.
-    #[arg(long, value_name = "INTERVAL", default_value = "200ms", value_parser = parse_poll)]
+    /// How often to poll the control plane while waiting (one small RPC per
+    /// poll).
+    #[arg(long, value_name = "INTERVAL", default_value = "50ms", value_parser = parse_poll)]
     pub poll_interval: std::time::Duration,
 }
 
@@ -261,8 +262,8 @@ pub enum InstancesCmd {
         /// Give up after this long.
         #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
         timeout: std::time::Duration,
-        /// How often to poll the control plane.
-        #[arg(long, value_name = "INTERVAL", default_value = "200ms", value_parser = parse_poll)]
+        /// How often to poll the control plane (one small RPC per poll).
+        #[arg(long, value_name = "INTERVAL", default_value = "50ms", value_parser = parse_poll)]
         poll_interval: std::time::Duration,
     },
 }

@@ -1,11 +1,15 @@
 //! Waiting for instances to reach a state, with progress on stderr (one line
 //! per observed change, so it reads well on a terminal and in CI logs).
 //!
-//! Polls DescribeInstances (by `instance-id` filter, so instances that vanish
-//! after termination are not an error) and, for [`Target::Ready`],
-//! DescribeInstanceStatus (instance status `ok` = the guest printed its ready
-//! line). Fails early when an instance can no longer reach the target, e.g. it
-//! stopped with a `Server.*` reason while we waited for it to run.
+//! One RPC per poll, on the channel the command already has: for
+//! [`Target::Ready`], DescribeInstanceStatus with all instances included
+//! (state and instance status `ok` = the guest printed its ready line, in one
+//! answer); for the other targets DescribeInstances (by `instance-id`
+//! filter, so instances that vanish after termination are not an error).
+//! DescribeInstances is also called once at the end (the records returned)
+//! and when an instance can no longer reach the target (for its state
+//! reason): it fails early, e.g. when an instance stopped with a `Server.*`
+//! reason while we waited for it to run.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -84,6 +88,90 @@ pub fn judge(
     }
 }
 
+/// What one poll saw of an instance.
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    state: String,
+    zone: String,
+    ready: bool,
+    /// Set when the poll returned the whole record (DescribeInstances).
+    record: Option<pb::Instance>,
+}
+
+/// DescribeInstances of `ids` (by filter: vanished ones are just absent).
+async fn describe_ids(
+    client: &mut Client,
+    ids: &[String],
+) -> Result<BTreeMap<String, pb::Instance>, CliError> {
+    let found = super::instances::describe(
+        client,
+        Vec::new(),
+        vec![pb::Filter {
+            name: "instance-id".into(),
+            values: ids.to_vec(),
+        }],
+    )
+    .await?;
+    Ok(found
+        .into_iter()
+        .map(|i| (i.instance_id.clone(), i))
+        .collect())
+}
+
+/// One poll: one RPC (see the module doc).
+async fn observe(
+    client: &mut Client,
+    ids: &[String],
+    target: Target,
+) -> Result<BTreeMap<String, Seen>, CliError> {
+    if target != Target::Ready {
+        return Ok(describe_ids(client, ids)
+            .await?
+            .into_iter()
+            .map(|(id, i)| {
+                let seen = Seen {
+                    state: state_name(&i),
+                    zone: i.availability_zone.clone(),
+                    ready: false,
+                    record: Some(i),
+                };
+                (id, seen)
+            })
+            .collect());
+    }
+    let resp = client
+        .compute
+        .describe_instance_status(pb::DescribeInstanceStatusRequest {
+            instance_ids: ids.to_vec(),
+            filters: Vec::new(),
+            include_all_instances: true,
+            max_results: 0,
+            next_token: String::new(),
+        })
+        .await?
+        .into_inner();
+    Ok(resp
+        .instance_statuses
+        .into_iter()
+        .map(|s| {
+            let seen = Seen {
+                state: s
+                    .instance_state
+                    .as_ref()
+                    .map(|st| st.name.clone())
+                    .unwrap_or_default(),
+                zone: s.availability_zone.clone(),
+                ready: s
+                    .instance_status
+                    .as_ref()
+                    .is_some_and(|st| st.status == "ok"),
+                record: None,
+            };
+            (s.instance_id, seen)
+        })
+        .collect())
+}
+
 /// Waits until every instance in `ids` reaches `target`; prints progress to
 /// stderr; returns the final descriptions (in `ids` order).
 pub async fn wait_for(
@@ -98,27 +186,12 @@ pub async fn wait_for(
     let mut last: BTreeMap<String, String> = BTreeMap::new();
     let mut err = std::io::stderr();
     loop {
-        let found = super::instances::describe(
-            client,
-            Vec::new(),
-            vec![pb::Filter {
-                name: "instance-id".into(),
-                values: ids.to_vec(),
-            }],
-        )
-        .await?;
-        let by_id: BTreeMap<&str, &pb::Instance> =
-            found.iter().map(|i| (i.instance_id.as_str(), i)).collect();
-        let ready = if target == Target::Ready {
-            ready_set(client, &found).await?
-        } else {
-            Default::default()
-        };
+        let seen = observe(client, ids, target).await?;
         let mut pending = Vec::new();
         for id in ids {
-            let inst = by_id.get(id.as_str()).copied();
-            let state = inst.map(state_name).unwrap_or_default();
-            let is_ready = ready.contains(id.as_str());
+            let inst = seen.get(id.as_str());
+            let state = inst.map(|s| s.state.clone()).unwrap_or_default();
+            let is_ready = inst.is_some_and(|s| s.ready);
             let shown = if is_ready {
                 "ready".to_string()
             } else {
@@ -131,7 +204,7 @@ pub async fn wait_for(
             };
             if last.get(id) != Some(&shown) {
                 let prev = last.insert(id.clone(), shown.clone());
-                let zone = inst.map(|i| i.availability_zone.as_str()).unwrap_or("");
+                let zone = inst.map(|i| i.zone.as_str()).unwrap_or("");
                 let arrow = match prev {
                     Some(p) => format!("{p} -> {shown}"),
                     None => shown.clone(),
@@ -148,19 +221,28 @@ pub async fn wait_for(
                     "instance {id} does not exist (or is not visible to this account)"
                 )));
             }
-            match judge(
-                target,
-                &state,
-                inst.and_then(|i| i.state_reason.as_ref()),
-                is_ready,
-            ) {
+            match judge(target, &state, None, is_ready) {
                 Verdict::Done => {}
                 Verdict::Waiting => pending.push(format!("{id} ({shown})")),
-                Verdict::Failed(why) => {
+                Verdict::Failed(mut why) => {
+                    // The status poll carries no reason: fetch the record.
+                    let record = match inst.and_then(|i| i.record.clone()) {
+                        Some(r) => Some(r),
+                        None => describe_ids(client, std::slice::from_ref(id))
+                            .await?
+                            .remove(id),
+                    };
+                    if let Some(r) = &record {
+                        if let Verdict::Failed(w) =
+                            judge(target, &state, r.state_reason.as_ref(), is_ready)
+                        {
+                            why = w;
+                        }
+                    }
                     return Err(CliError::Wait(format!(
                         "instance {id} will not become {}: it is {why}",
                         target.label()
-                    )))
+                    )));
                 }
             }
         }
@@ -172,13 +254,17 @@ pub async fn wait_for(
                 ids.len(),
                 target.label()
             );
-            let mut out = Vec::new();
-            for id in ids {
-                if let Some(i) = by_id.get(id.as_str()) {
-                    out.push((*i).clone());
-                }
-            }
-            return Ok(out);
+            let have_records = ids
+                .iter()
+                .all(|id| seen.get(id).is_none_or(|s| s.record.is_some()));
+            let mut records: BTreeMap<String, pb::Instance> = if have_records {
+                seen.into_iter()
+                    .filter_map(|(id, s)| s.record.map(|r| (id, r)))
+                    .collect()
+            } else {
+                describe_ids(client, ids).await?
+            };
+            return Ok(ids.iter().filter_map(|id| records.remove(id)).collect());
         }
         if Instant::now() >= deadline {
             return Err(CliError::Wait(format!(
@@ -195,42 +281,6 @@ pub async fn wait_for(
         }
         tokio::time::sleep(poll).await;
     }
-}
-
-/// Ids of the running instances whose guest reported ready.
-async fn ready_set(
-    client: &mut Client,
-    found: &[pb::Instance],
-) -> Result<std::collections::BTreeSet<String>, CliError> {
-    let running: Vec<String> = found
-        .iter()
-        .filter(|i| state_name(i) == "running")
-        .map(|i| i.instance_id.clone())
-        .collect();
-    if running.is_empty() {
-        return Ok(Default::default());
-    }
-    let resp = client
-        .compute
-        .describe_instance_status(pb::DescribeInstanceStatusRequest {
-            instance_ids: running,
-            filters: Vec::new(),
-            include_all_instances: true,
-            max_results: 0,
-            next_token: String::new(),
-        })
-        .await?
-        .into_inner();
-    Ok(resp
-        .instance_statuses
-        .into_iter()
-        .filter(|s| {
-            s.instance_status
-                .as_ref()
-                .is_some_and(|st| st.status == "ok")
-        })
-        .map(|s| s.instance_id)
-        .collect())
 }
 
 #[cfg(test)]
