@@ -3,11 +3,11 @@
 //! A call of at most [`BATCH`] instances is one etcd transaction: every
 //! instance with its assignment, every chosen node's allocation (compared
 //! on its `mod_revision`, node alive), the user data and the ClientToken
-//! record (compared absent). Per call that is the whole etcd traffic in the
-//! common case: nodes come from the watch-fed node cache, the token is not
-//! read first (its absence is part of the compare; only a failed or refused
-//! call reads it, to replay an earlier success), nothing is re-read after
-//! the commit. Larger calls are split into transactions of at most
+//! record (compared absent). Besides that transaction a call reads only the
+//! image (and the key pair, when one is named): nodes come from the
+//! watch-fed node cache, the token is not read first (its absence is part
+//! of the compare; only a failed or refused call reads it, to replay an
+//! earlier success), nothing is re-read after the commit. Larger calls are split into transactions of at most
 //! [`BATCH`] instances by [`reservations`](super::reservations).
 //!
 //! Placements of one replica are decided one at a time on the node cache,
