@@ -26,7 +26,9 @@ use tokio::time::Instant;
 use crate::context::HostContext;
 use crate::error::{Error, Result};
 use crate::host::dirwatch::DirWatch;
-use crate::host::vmm_process::{VmmApi, VmmExit, VmmProcess, VmmRecord};
+use crate::host::vmm_process::{
+    exit_status_path, ExitRecord, VmmApi, VmmExit, VmmProcess, VmmRecord,
+};
 use crate::launch;
 use crate::layout::{off_runtime, read_json, tail, write_json, InstanceDir, PersistedState};
 use crate::runtime::{admit, Admission, Denied, ReasonCode, Request, State, StateReason};
@@ -138,7 +140,7 @@ impl InstanceHandle {
             return Ok(None);
         };
         let persisted: Option<PersistedState> = read_json(&dir.state())?;
-        let (mut state, mut reason, generation, exit) = match persisted {
+        let (mut state, mut reason, generation, mut exit) = match persisted {
             Some(p) => (p.state, p.reason, p.generation, p.vmm_exit_code),
             None => (State::Preparing, None, 0, None),
         };
@@ -166,11 +168,32 @@ impl InstanceHandle {
                 ));
             }
             (false, State::Starting | State::Running) => {
-                state = State::Stopped;
-                reason = Some(StateReason::new(
-                    ReasonCode::VmmExitedUnobserved,
-                    "the VMM exited while the agent was not running; exit status unknown",
-                ));
+                // Its exit record (host/vmm_process.rs) tells how it ended.
+                let recorded = record
+                    .as_ref()
+                    .and_then(|r| ExitRecord::read(&exit_status_path(&r.api_socket), r.pid));
+                match recorded {
+                    Some(r) => {
+                        let stderr = tail(&dir.stderr(), 512).unwrap_or_default();
+                        let stderr = String::from_utf8_lossy(&stderr).trim().to_string();
+                        let (to, why) = unrequested_exit(r.exit(), &stderr);
+                        tracing::info!(instance = %id, pid = r.pid, exit_code = r.exit_code,
+                            reason = %r.reason, "the VMM exited while the agent was down");
+                        state = to;
+                        reason = Some(why);
+                        exit = match r.exit() {
+                            VmmExit::Code(c) => Some(c),
+                            _ => None,
+                        };
+                    }
+                    None => {
+                        state = State::Stopped;
+                        reason = Some(StateReason::new(
+                            ReasonCode::VmmExitedUnobserved,
+                            "the VMM exited while the agent was not running; exit status unknown",
+                        ));
+                    }
+                }
             }
             (false, State::Preparing | State::Absent) => {
                 state = State::Stopped;
@@ -264,6 +287,42 @@ impl InstanceHandle {
 
 /// Finds a VMM of this instance without `vmm.json` (crash between spawn and
 /// recording): a process whose command line holds the instance's socket.
+/// The state and reason after a VMM exit nobody asked for: the same for a
+/// child the agent reaped, a re-adopted VMM's exit record, and a record found
+/// at recovery. `stderr` is the tail of the VMM's stderr.
+fn unrequested_exit(exit: VmmExit, stderr: &str) -> (State, StateReason) {
+    match exit {
+        VmmExit::Code(0) => (
+            State::Stopped,
+            StateReason::new(
+                ReasonCode::InstanceInitiatedShutdown,
+                "the guest reset or shut itself down",
+            ),
+        ),
+        VmmExit::Code(c) => (
+            State::Failed,
+            StateReason::new(
+                ReasonCode::from_vmm_exit_code(c),
+                format!("nubis-vmm exited with status {c}: {stderr}"),
+            ),
+        ),
+        VmmExit::Signal(s) => (
+            State::Failed,
+            StateReason::new(
+                ReasonCode::VmmCrashed,
+                format!("nubis-vmm killed by signal {s}"),
+            ),
+        ),
+        VmmExit::Unobserved => (
+            State::Stopped,
+            StateReason::new(
+                ReasonCode::VmmExitedUnobserved,
+                "the re-adopted VMM exited; its exit status is not observable",
+            ),
+        ),
+    }
+}
+
 fn find_vmm_by_socket(dir: &InstanceDir) -> Option<VmmRecord> {
     let sock = dir.api_socket();
     let want = sock.as_os_str().as_encoded_bytes().to_vec();
@@ -832,36 +891,7 @@ impl Driver {
             _ => {
                 let stderr = tail(&self.dir.stderr(), 512).unwrap_or_default();
                 let stderr = String::from_utf8_lossy(&stderr).trim().to_string();
-                let (to, reason) = match exit {
-                    VmmExit::Code(0) => (
-                        State::Stopped,
-                        StateReason::new(
-                            ReasonCode::InstanceInitiatedShutdown,
-                            "the guest reset or shut itself down",
-                        ),
-                    ),
-                    VmmExit::Code(c) => (
-                        State::Failed,
-                        StateReason::new(
-                            ReasonCode::from_vmm_exit_code(c),
-                            format!("nubis-vmm exited with status {c}: {stderr}"),
-                        ),
-                    ),
-                    VmmExit::Signal(s) => (
-                        State::Failed,
-                        StateReason::new(
-                            ReasonCode::VmmCrashed,
-                            format!("nubis-vmm killed by signal {s}"),
-                        ),
-                    ),
-                    VmmExit::Unobserved => (
-                        State::Stopped,
-                        StateReason::new(
-                            ReasonCode::VmmExitedUnobserved,
-                            "the re-adopted VMM exited; its exit status is not observable",
-                        ),
-                    ),
-                };
+                let (to, reason) = unrequested_exit(exit, &stderr);
                 self.goto(to, Some(reason));
             }
         }

@@ -1,8 +1,10 @@
 //! The real `nubis-agent` binary (standalone mode) inside a private network
-//! namespace: five hello VMs (plus a sixth whose VMM dies while the agent is
-//! down), `kill -9` of the agent, restart: all five are re-adopted (same pids,
-//! nothing restarted, nothing lost), the sixth is reported stopped with its
-//! true reason and not restarted, only truly orphaned TAPs, cgroups and
+//! namespace: five hello VMs (plus a sixth whose VMM is SIGKILLed and a
+//! seventh whose guest resets while the agent is down), `kill -9` of the
+//! agent, restart: all five are re-adopted (same pids, nothing restarted,
+//! nothing lost), the sixth and seventh are reported stopped with their true
+//! reasons (unobserved; the guest's own shutdown, from the VMM's exit record)
+//! and not restarted, only truly orphaned TAPs, cgroups and
 //! directories are removed, and an adopted VMM's exit is still noticed: with
 //! its true reason when the VMM left its exit-status record (guest reset), as
 //! unobserved when it could not (SIGKILL).
@@ -138,6 +140,17 @@ fn vmms_under(dir: &Path) -> Vec<i32> {
     out
 }
 
+/// Sends Ctrl-Alt-Del through an instance VMM's own API socket (the hello
+/// guest answers it with an i8042 reset).
+fn ctrl_alt_del(state: &Path, id: &str) {
+    let sock = state.join("instances").join(id).join("api.sock");
+    let mut api = UnixStream::connect(&sock).unwrap();
+    api.write_all(b"{\"op\":\"ctrl_alt_del\"}\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(&api).read_line(&mut line).unwrap();
+    assert!(line.contains("\"ok\":true"), "{line}");
+}
+
 #[test]
 fn kill_9_agent_then_restart_readopts_all_vms() {
     if !have_prereqs(true) {
@@ -147,21 +160,24 @@ fn kill_9_agent_then_restart_readopts_all_vms() {
     let state = env.state.path().to_path_buf();
     let mut ids: Vec<String> = (0..N).map(|i| format!("i-adopt{i:04}")).collect();
     let doomed = "i-dies000001".to_string();
+    let resets = "i-resets0001".to_string();
     ids.push(doomed.clone());
+    ids.push(resets.clone());
     write_desired(&state, &ids);
 
     let t0 = now_ms();
     let agent = start_agent(&env);
     let v = wait_status(&env, t0, "all running + ready", |v| {
-        running_ready(v).len() == N + 1
+        running_ready(v).len() == N + 2
     });
     let mut before = running_ready(&v);
     let doomed_pid = before.remove(&doomed).unwrap() as i32;
+    let resets_pid = before.remove(&resets).unwrap() as i32;
     let agent_pid = agent.0.id() as i32;
     for pid in before.values() {
         assert!(alive(*pid as i32));
     }
-    assert_eq!(vmms_under(&state).len(), N + 1);
+    assert_eq!(vmms_under(&state).len(), N + 2);
 
     // kill -9 the agent: the VMMs (own sessions) keep running.
     drop(agent);
@@ -175,6 +191,14 @@ fn kill_9_agent_then_restart_readopts_all_vms() {
         rustix::process::Signal::KILL,
     )
     .unwrap();
+    // Another one's guest resets meanwhile: its VMM exits 0 and leaves its
+    // exit record for the next agent.
+    ctrl_alt_del(&state, &resets);
+    let deadline = Instant::now() + WAIT;
+    while alive(resets_pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!alive(resets_pid), "the guest did not reset");
 
     // Leftovers of nothing: a TAP, a cgroup and an instance dir no
     // instance owns (a launch that crashed before writing its spec).
@@ -202,6 +226,18 @@ fn kill_9_agent_then_restart_readopts_all_vms() {
     assert_eq!(d["state"], "stopped", "{d:#}");
     assert_eq!(d["reason"]["code"], "Server.VmmExitedUnobserved", "{d:#}");
     assert!(d["pid"].is_null(), "{d:#}");
+    let r = v["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == resets.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(r["state"], "stopped", "{r:#}");
+    assert_eq!(
+        r["reason"]["code"], "Client.InstanceInitiatedShutdown",
+        "{r:#}"
+    );
     assert_eq!(vmms_under(&state).len(), N, "a VMM was started twice");
     let log = std::fs::read_to_string(state.join("agent.log")).unwrap();
     assert_eq!(log.matches("re-adopted running VMM").count(), N, "{log}");
@@ -216,7 +252,7 @@ fn kill_9_agent_then_restart_readopts_all_vms() {
     assert!(!env.netns.link_exists("nbtorphan00"), "orphan TAP kept");
     assert!(!cg_orphan.exists(), "orphan cgroup kept");
     assert!(!dir_orphan.exists(), "orphan dir kept");
-    assert_eq!(env.netns.links_with_prefix("nbt").len(), N + 1);
+    assert_eq!(env.netns.links_with_prefix("nbt").len(), N + 2);
     for id in &ids {
         assert!(state.join("instances").join(id).join("disk.raw").is_file());
     }
@@ -253,12 +289,7 @@ fn kill_9_agent_then_restart_readopts_all_vms() {
         .find(|(i, _)| **i != victim)
         .map(|(i, p)| (i.clone(), *p))
         .unwrap();
-    let sock = state.join("instances").join(&resetter).join("api.sock");
-    let mut api = UnixStream::connect(&sock).unwrap();
-    api.write_all(b"{\"op\":\"ctrl_alt_del\"}\n").unwrap();
-    let mut line = String::new();
-    BufReader::new(&api).read_line(&mut line).unwrap();
-    assert!(line.contains("\"ok\":true"), "{line}");
+    ctrl_alt_del(&state, &resetter);
     let t4 = now_ms();
     let v = wait_status(&env, t4, "adopted VMM's guest reset reported", |v| {
         v["instances"].as_array().is_some_and(|a| {
