@@ -5,8 +5,10 @@
 
 mod support;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
+use nubis_control_plane::ids::ReservationId;
 use nubis_control_plane::sim::{SimAgent, SimOptions};
 use nubis_proto::compute::v1 as pb;
 use support::*;
@@ -130,4 +132,65 @@ async fn terminated_instances_are_collected_and_leadership_moves() {
     })
     .await;
     b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_tokens_outlive_their_instances_and_a_day_then_go() {
+    let Some(etcd) = Etcd::start().await else {
+        return;
+    };
+    let cp = start(config(&etcd)).await;
+    let ep = endpoint(&cp);
+    let image = hello_image(&ep).await;
+    let mut c = compute(&ep, tenant(&ep, "t").await).await;
+    let _agent = SimAgent::start(&ep, enrol(), SimOptions::new("h", ZONES[0], 2, 512))
+        .await
+        .unwrap();
+    let mut req = run_req(&image, 1);
+    req.client_token = "tok-gc-1".into();
+    let first = c.run_instances(req.clone()).await.unwrap().into_inner();
+    let res = first.reservation.unwrap();
+    let d = &cp.domain;
+    let day = nubis_control_plane::domain::nodes::CLIENT_TOKEN_TTL.as_millis() as i64;
+    let later = nubis_control_plane::domain::model::now_ms() + 2 * day;
+
+    // Its instance still exists: the token stays, however old.
+    let live: HashSet<ReservationId> = [ReservationId::parse(&res.reservation_id).unwrap()].into();
+    assert_eq!(d.collect_client_tokens(&live, later).await.unwrap(), 0);
+    // Younger than a day: stays even with no instance left.
+    assert_eq!(
+        d.collect_client_tokens(
+            &HashSet::new(),
+            nubis_control_plane::domain::model::now_ms()
+        )
+        .await
+        .unwrap(),
+        0
+    );
+    let again = c.run_instances(req.clone()).await.unwrap().into_inner();
+    assert_eq!(
+        again.reservation.unwrap().reservation_id,
+        res.reservation_id,
+        "the token still answers with the same reservation"
+    );
+    // Older than a day and no instance left: collected, and the token is
+    // free for a new request.
+    assert_eq!(
+        d.collect_client_tokens(&HashSet::new(), later)
+            .await
+            .unwrap(),
+        1
+    );
+    let (left, _) = d
+        .store()
+        .list::<serde_json::Value>(&d.store().keys().all_client_tokens())
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    let fresh = c.run_instances(req).await.unwrap().into_inner();
+    assert_ne!(
+        fresh.reservation.unwrap().reservation_id,
+        res.reservation_id
+    );
+    cp.shutdown().await;
 }

@@ -13,13 +13,13 @@ use crate::domain::accounts::{random_secret, random_upper};
 use crate::domain::filters::{self, Filter};
 use crate::domain::lifecycle::{Event, Phase, State};
 use crate::domain::model::{
-    now_ms, AccessKey, Assignment, ConsoleRequest, Instance, Node, NodeAlive, NodeAlloc, NodeImage,
-    Observed, Principal, Resources, StateReason,
+    now_ms, AccessKey, Assignment, ClientTokenRecord, ConsoleRequest, Instance, Node, NodeAlive,
+    NodeAlloc, NodeImage, Observed, Principal, Resources, StateReason,
 };
 use crate::domain::views::{NodeInfo, StateChange, Zone};
 use crate::domain::{validation, Caller, Domain};
 use crate::error::{Error, Result};
-use crate::ids::{InstanceId, NodeId};
+use crate::ids::{InstanceId, NodeId, ReservationId};
 use crate::scheduler;
 use crate::store::keys::DesiredKey;
 use crate::store::watch::{watch_prefix, WatchItem};
@@ -110,6 +110,11 @@ pub enum NodeEvent {
     /// Console wanted.
     Console(ConsoleRequest),
 }
+
+/// How long a ClientToken record is kept at least (EC2 keeps a token
+/// answering for a day and more); after that it goes once no instance of its
+/// reservation is left.
+pub const CLIENT_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Filter names DescribeAvailabilityZones supports.
 pub const ZONE_FILTERS: &[&str] = &["zone-name", "state", "region-name", "zone-id"];
@@ -720,7 +725,10 @@ impl Domain {
 
     /// Reconciler pass: deletes instances terminated longer than `after`
     /// ago (with their console output, and their reservation's user data once
-    /// no instance of it is left).
+    /// no instance of it is left), then ClientToken records whose reservation
+    /// has no instance left and that are older than [`CLIENT_TOKEN_TTL`]
+    /// (so a token keeps answering for at least that long, and as long as
+    /// any of its instances is visible).
     pub async fn collect_garbage(&self, after: Duration) -> Result<usize> {
         let (all, _) = self
             .store
@@ -750,6 +758,39 @@ impl Domain {
             if self.store.commit(tx).await?.is_some() {
                 n += 1;
             }
+        }
+        self.collect_client_tokens(&live_reservations, now_ms())
+            .await?;
+        Ok(n)
+    }
+
+    /// Deletes ClientToken records older than [`CLIENT_TOKEN_TTL`] (at
+    /// `now`) whose reservation is not in `live` (no instance record left).
+    /// Each delete compares the record's revision, so a record rewritten
+    /// meanwhile survives. Returns how many were deleted.
+    pub async fn collect_client_tokens(
+        &self,
+        live: &HashSet<ReservationId>,
+        now: i64,
+    ) -> Result<usize> {
+        let (tokens, _) = self
+            .store
+            .list::<ClientTokenRecord>(&self.store.keys().all_client_tokens())
+            .await?;
+        let cutoff = now - CLIENT_TOKEN_TTL.as_millis() as i64;
+        let mut n = 0;
+        for (k, v) in tokens {
+            if v.value.created_ms > cutoff || live.contains(&v.value.reservation_id) {
+                continue;
+            }
+            let mut tx = Tx::new();
+            tx.expect_rev(&k, v.mod_revision).delete(&k);
+            if self.store.commit(tx).await?.is_some() {
+                n += 1;
+            }
+        }
+        if n > 0 {
+            tracing::info!(tokens = n, "expired ClientToken records collected");
         }
         Ok(n)
     }

@@ -10,7 +10,8 @@
 //! - pending reservations: RunInstances calls written in batches whose
 //!   caller died are finished ([`Domain::resume_pending_reservations`]);
 //! - garbage collection: terminated instances are deleted
-//!   `gc_terminated_after_seconds` after termination ([`Domain::collect_garbage`]);
+//!   `gc_terminated_after_seconds` after termination, and ClientToken
+//!   records a day old whose instances are all gone ([`Domain::collect_garbage`]);
 //!   scanned every min(60 s, that delay).
 
 use std::sync::Arc;

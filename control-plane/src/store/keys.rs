@@ -47,6 +47,10 @@ impl Keys {
     pub fn pending_reservations(&self) -> String {
         format!("{}/pending-reservations/", self.p)
     }
+    /// Prefix of every account's ClientToken records.
+    pub fn all_client_tokens(&self) -> String {
+        format!("{}/client-tokens/", self.p)
+    }
     /// `client-tokens/<account>/<hex token>`: idempotency record of RunInstances.
     pub fn client_token(&self, account: &AccountId, token: &str) -> String {
         format!("{}/client-tokens/{account}/{}", self.p, hex::encode(token))
