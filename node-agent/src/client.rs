@@ -6,11 +6,13 @@
 //! changes, several instances' at once (one RPC each, at most
 //! [`REPORT_CONCURRENCY`] in flight, each instance's latest report only), so
 //! a burst's reports neither queue behind each other nor hold up the
-//! assignment stream. Any failure (control-plane restart, lease expiry) ends the
-//! session; the agent reconnects with exponential back-off and registers
-//! again, listing the instances it still runs.
+//! assignment stream. Transitional launch phases wait [`TRANSITIONAL_HOLD`]
+//! first, so a fast boot costs the control plane one report instead of four.
+//! Any failure (control-plane restart, lease expiry) ends the session; the
+//! agent reconnects with exponential back-off and registers again, listing
+//! the instances it still runs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +34,12 @@ type Client = NodeClient<InterceptedService<Channel, Signer>>;
 
 /// Most `ReportInstance` calls in flight at once.
 pub const REPORT_CONCURRENCY: usize = 16;
+
+/// How long a launch's transitional phase (pending, booting, running but not
+/// yet ready) waits before it is reported, so that phases passed within it
+/// cost the control plane nothing: a launch whose guest is ready quickly is
+/// reported once, as ready. Every other phase goes out at once.
+pub const TRANSITIONAL_HOLD: Duration = Duration::from_millis(50);
 
 /// The stream of changed instance ids, kept across sessions.
 type Changes = Arc<Mutex<mpsc::UnboundedReceiver<InstanceId>>>;
@@ -311,7 +319,11 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// Reports every instance now and every 30 s, and each change as it comes.
+/// Reports every instance now and every 30 s, and each change as it comes:
+/// a changed instance's report goes out at once (transitional launch phases
+/// after [`TRANSITIONAL_HOLD`]) unless one of its reports is in flight (then
+/// its latest goes out when that returns), at most [`REPORT_CONCURRENCY`]
+/// calls at a time.
 async fn report_loop(
     agent: Arc<Agent>,
     client: Client,
@@ -319,24 +331,134 @@ async fn report_loop(
     changed: Changes,
 ) -> Result<()> {
     let mut changed = changed.lock_owned().await;
-    let mut sent: BTreeMap<InstanceId, pb::ReportInstanceRequest> = BTreeMap::new();
+    let mut r = Reporter {
+        agent,
+        client,
+        node_id,
+        sent: BTreeMap::new(),
+        in_flight: JoinSet::new(),
+        flying: BTreeSet::new(),
+        due: BTreeSet::new(),
+        held: BTreeMap::new(),
+    };
     // The first tick is immediate: the full report of a new session.
     let mut resync = tokio::time::interval(Duration::from_secs(30));
     loop {
         tokio::select! {
             id = changed.recv() => {
-                if id.is_none() {
-                    return Ok(());
+                let Some(id) = id else { return Ok(()) };
+                r.due.insert(id);
+                while let Ok(id) = changed.try_recv() {
+                    r.due.insert(id);
                 }
-                while changed.try_recv().is_ok() {}
-                agent.poke();
-                report_changes(&agent, &client, &node_id, &mut sent).await?;
+                r.agent.poke();
             }
             _ = resync.tick() => {
-                sent.clear();
-                report_changes(&agent, &client, &node_id, &mut sent).await?;
+                r.sent.clear();
+                r.due.extend(r.agent.reports().into_iter().map(|x| x.id));
             }
+            Some(done) = r.in_flight.join_next() => r.finished(done)?,
+            _ = hold_expiry(r.held.values().min().copied()) => {}
         }
+        r.launch();
+    }
+}
+
+/// The reporting task's state.
+struct Reporter {
+    agent: Arc<Agent>,
+    client: Client,
+    node_id: String,
+    /// The last report the control plane accepted, per instance.
+    sent: BTreeMap<InstanceId, pb::ReportInstanceRequest>,
+    in_flight: JoinSet<Result<(Report, pb::ReportInstanceRequest, bool)>>,
+    /// Instances with a call in flight.
+    flying: BTreeSet<InstanceId>,
+    /// Instances whose report may have changed since it was last sent.
+    due: BTreeSet<InstanceId>,
+    /// Due instances in a transitional phase, and when to send it anyway.
+    held: BTreeMap<InstanceId, tokio::time::Instant>,
+}
+
+/// Resolves at the earliest hold's end; never without holds.
+async fn hold_expiry(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Launch phases a newer one soon replaces.
+fn transitional(phase: i32) -> bool {
+    use pb::ObservedPhase as P;
+    [P::Pending, P::Booting, P::Running]
+        .iter()
+        .any(|p| *p as i32 == phase)
+}
+
+impl Reporter {
+    /// Starts calls for due instances without one in flight, while slots last.
+    fn launch(&mut self) {
+        let ready: Vec<InstanceId> = self
+            .due
+            .iter()
+            .filter(|id| !self.flying.contains(*id))
+            .cloned()
+            .collect();
+        let now = tokio::time::Instant::now();
+        for id in ready {
+            if self.in_flight.len() >= REPORT_CONCURRENCY {
+                return;
+            }
+            // Gone from the agent's table: nothing left to report.
+            let Some(report) = self.agent.report(&id) else {
+                self.due.remove(&id);
+                self.held.remove(&id);
+                continue;
+            };
+            let Some(job) = job_for(&self.node_id, report, self.sent.get(&id)) else {
+                self.due.remove(&id);
+                self.held.remove(&id);
+                continue;
+            };
+            if transitional(job.req.phase) {
+                let until = *self
+                    .held
+                    .entry(id.clone())
+                    .or_insert(now + TRANSITIONAL_HOLD);
+                if now < until {
+                    continue;
+                }
+            }
+            self.due.remove(&id);
+            self.held.remove(&id);
+            self.flying.insert(id);
+            self.in_flight.spawn(send_report(
+                self.agent.clone(),
+                self.client.clone(),
+                self.node_id.clone(),
+                job,
+            ));
+        }
+    }
+
+    /// Records a finished call; an RPC error ends the session.
+    fn finished(
+        &mut self,
+        done: std::result::Result<
+            Result<(Report, pb::ReportInstanceRequest, bool)>,
+            tokio::task::JoinError,
+        >,
+    ) -> Result<()> {
+        let (r, req, assigned) =
+            done.map_err(|e| Error::io("report call", std::io::Error::other(e)))??;
+        self.flying.remove(&r.id);
+        self.sent.insert(r.id.clone(), req);
+        if !assigned && r.state != State::Gone {
+            tracing::info!(instance = %r.id, "control plane says not assigned: destroying");
+            self.agent.remove(&r.id);
+        }
+        Ok(())
     }
 }
 
@@ -348,61 +470,29 @@ struct Job {
     first_ready: bool,
 }
 
-/// Sends the reports that differ from what was last sent, concurrently.
-async fn report_changes(
-    agent: &Arc<Agent>,
-    c: &Client,
-    node_id: &str,
-    sent: &mut BTreeMap<InstanceId, pb::ReportInstanceRequest>,
-) -> Result<()> {
-    let mut jobs = Vec::new();
-    for r in agent.reports() {
-        let req = to_report_request(node_id, &r);
-        let old = sent.get(&r.id);
-        let same = old.is_some_and(|old| {
-            let mut o = old.clone();
-            o.phase_since_unix_ms = req.phase_since_unix_ms;
-            o == req
-        });
-        if same {
-            continue;
-        }
-        let phase_changed = old.is_none_or(|old| old.phase != req.phase);
-        // Keep the last output with the control plane: a terminated
-        // instance's log goes with its directory.
-        let push_console =
-            phase_changed && matches!(r.state, State::Stopped | State::Failed | State::Terminating);
-        let first_ready = phase_changed && req.phase == pb::ObservedPhase::Ready as i32;
-        jobs.push(Job {
-            report: r,
-            req,
-            push_console,
-            first_ready,
-        });
+/// The call to make for `r`, or `None` when the control plane has it already.
+fn job_for(node_id: &str, r: Report, old: Option<&pb::ReportInstanceRequest>) -> Option<Job> {
+    let req = to_report_request(node_id, &r);
+    let same = old.is_some_and(|old| {
+        let mut o = old.clone();
+        o.phase_since_unix_ms = req.phase_since_unix_ms;
+        o == req
+    });
+    if same {
+        return None;
     }
-    let mut jobs = jobs.into_iter();
-    let mut running = JoinSet::new();
-    loop {
-        while running.len() < REPORT_CONCURRENCY {
-            let Some(job) = jobs.next() else { break };
-            running.spawn(send_report(
-                agent.clone(),
-                c.clone(),
-                node_id.to_string(),
-                job,
-            ));
-        }
-        let Some(done) = running.join_next().await else {
-            return Ok(());
-        };
-        let (r, req, assigned) =
-            done.map_err(|e| Error::io("report call", std::io::Error::other(e)))??;
-        sent.insert(r.id.clone(), req);
-        if !assigned && r.state != State::Gone {
-            tracing::info!(instance = %r.id, "control plane says not assigned: destroying");
-            agent.remove(&r.id);
-        }
-    }
+    let phase_changed = old.is_none_or(|old| old.phase != req.phase);
+    // Keep the last output with the control plane: a terminated instance's
+    // log goes with its directory.
+    let push_console =
+        phase_changed && matches!(r.state, State::Stopped | State::Failed | State::Terminating);
+    let first_ready = phase_changed && req.phase == pb::ObservedPhase::Ready as i32;
+    Some(Job {
+        report: r,
+        req,
+        push_console,
+        first_ready,
+    })
 }
 
 async fn send_report(
@@ -557,6 +647,27 @@ mod tests {
             s.vcpus = 0;
         }
         assert!(desired_from_assignment(&a).is_err());
+    }
+
+    #[test]
+    fn only_changed_reports_are_sent_and_launch_phases_are_transitional() {
+        let mut r =
+            crate::instance::InstanceHandle::gone(InstanceId::new("i-1").unwrap(), 1).report();
+        r.state = State::Running;
+        let first = job_for("n", r.clone(), None).unwrap();
+        assert!(transitional(first.req.phase));
+        assert!(!first.first_ready && !first.push_console);
+        // The same report again (only the phase's since differs): nothing.
+        let mut again = r.clone();
+        again.since_unix_ms += 5;
+        assert!(job_for("n", again, Some(&first.req)).is_none());
+        r.ready = true;
+        r.ready_unix_ms = Some(1);
+        let ready = job_for("n", r.clone(), Some(&first.req)).unwrap();
+        assert!(ready.first_ready && !transitional(ready.req.phase));
+        r.state = State::Stopped;
+        let stopped = job_for("n", r, Some(&ready.req)).unwrap();
+        assert!(stopped.push_console && !transitional(stopped.req.phase));
     }
 
     #[test]

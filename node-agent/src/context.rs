@@ -42,6 +42,9 @@ pub struct HostContext {
     pub watcher: DirWatcher,
     /// Subnets (gateway/prefix) already set up on the bridge by this agent.
     bridged: std::sync::Mutex<BTreeSet<(Ipv4Addr, u8)>>,
+    /// Addresses chosen whose `net.json` is being written (changed only
+    /// under `net_lock`).
+    reserved: std::sync::Mutex<BTreeSet<Ipv4Addr>>,
 }
 
 impl HostContext {
@@ -65,6 +68,7 @@ impl HostContext {
             launch_slots: Semaphore::new(config_slots),
             watcher: DirWatcher::default(),
             bridged: std::sync::Mutex::default(),
+            reserved: std::sync::Mutex::default(),
         }))
     }
 
@@ -81,6 +85,25 @@ impl HostContext {
         tap::ensure_bridge(&self.config.network.bridge, gateway, prefix).await?;
         self.bridged().insert((gateway, prefix));
         Ok(())
+    }
+
+    fn reserved(&self) -> std::sync::MutexGuard<'_, BTreeSet<Ipv4Addr>> {
+        self.reserved.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Addresses chosen but not yet recorded (the caller holds `net_lock`).
+    pub fn reserved_ips(&self) -> BTreeSet<Ipv4Addr> {
+        self.reserved().clone()
+    }
+
+    /// Reserves an address until its `net.json` is written (under `net_lock`).
+    pub fn reserve_ip(&self, ip: Ipv4Addr) {
+        self.reserved().insert(ip);
+    }
+
+    /// Ends a reservation: recorded or given up (under `net_lock`).
+    pub fn release_ip(&self, ip: Ipv4Addr) {
+        self.reserved().remove(&ip);
     }
 
     /// Forgets which subnets were set up (after a TAP could not be attached,

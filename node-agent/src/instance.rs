@@ -838,11 +838,12 @@ impl Driver {
             self.publish();
             if let Some(mut tl) = self.timeline.take() {
                 tl.mark("ready");
+                let phases = tl.phases();
                 tracing::info!(
                     instance = %self.spec.id,
                     assigned_unix_ms = tl.start_unix_ms(),
-                    total_ms = format!("{:.1}", tl.total().as_secs_f64() * 1000.0),
-                    phases = %tl.phases(),
+                    total_ms = format!("{:.1}", tl.total().as_secs_f64() * 1000.0).as_str(),
+                    phases = phases.as_str(),
                     "launch timeline"
                 );
             }

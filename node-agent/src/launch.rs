@@ -145,11 +145,31 @@ pub async fn prepare_timed(
             .map_err(net_fail)?;
         let mac = spec.mac.clone().unwrap_or_else(|| tap::mac_for(&spec.id));
         let name = tap::tap_name(&ctx.config.network.tap_prefix, &spec.id);
-        let (layout, id, ip) = (ctx.layout.clone(), spec.id.clone(), spec.ip);
-        tokio::task::spawn_blocking(move || layout.allocate_net(&id, &plan, mac, name, ip))
-            .await
-            .map_err(|e| reason(ReasonCode::InternalError, e))?
-            .map_err(net_fail)?
+        match ctx.layout.existing_net(&spec.id).map_err(net_fail)? {
+            Some(n) => n,
+            None => {
+                // Choose under the lock; record (a synced write) outside it,
+                // the address reserved meanwhile, so a burst's allocations do
+                // not queue behind each other's fsync.
+                let reserved = ctx.reserved_ips();
+                let n = ctx
+                    .layout
+                    .choose_net(&spec.id, &plan, mac, name, spec.ip, &reserved)
+                    .map_err(net_fail)?;
+                ctx.reserve_ip(n.ip);
+                drop(_g);
+                let (path, rec) = (dir.net(), n.clone());
+                let written = tokio::task::spawn_blocking(move || write_json(&path, &rec)).await;
+                // Under the lock: an allocator either sees the reservation
+                // or (after this) the recorded net.json.
+                let _g = ctx.net_lock.lock().await;
+                ctx.release_ip(n.ip);
+                written
+                    .map_err(|e| reason(ReasonCode::InternalError, e))?
+                    .map_err(net_fail)?;
+                n
+            }
+        }
     };
     tl.mark("net");
     if let Err(e) = tap::ensure_tap(&net.tap, &ctx.config.network.bridge).await {
@@ -222,8 +242,14 @@ pub fn spawn(
         Ok(p) => p,
         Err(e) => return Err(reason(ReasonCode::CgroupSetupFailed, chain(&e))),
     };
-    let p = VmmProcess::spawn(launch, procs)
-        .map_err(|e| reason(ReasonCode::VmmSpawnFailed, chain(&e)))?;
+    // Fork + exec (and the move into the cgroup between them, which can
+    // take a kernel RCU grace period) off the runtime threads, under the
+    // fork guard (see `tap::ioctl`).
+    let p = off_runtime(|| {
+        let _fork = tap::ioctl::fork_guard();
+        VmmProcess::spawn(launch, procs)
+    })
+    .map_err(|e| reason(ReasonCode::VmmSpawnFailed, chain(&e)))?;
     if let Err(e) = off_runtime(|| write_json(&dir.vmm(), p.record())) {
         // Without the record a restarted agent finds the VMM by its socket.
         tracing::error!(instance = %spec.id, error = %e, "cannot record VMM");

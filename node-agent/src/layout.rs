@@ -177,11 +177,34 @@ impl Layout {
         tap: String,
         requested: Option<Ipv4Addr>,
     ) -> Result<NetAlloc> {
-        let dir = self.instance(id);
-        if let Some(n) = read_json::<NetAlloc>(&dir.net())? {
+        if let Some(n) = self.existing_net(id)? {
             return Ok(n);
         }
-        let mut used = BTreeSet::new();
+        let n = self.choose_net(id, plan, mac, tap, requested, &BTreeSet::new())?;
+        write_json(&self.instance(id).net(), &n)?;
+        Ok(n)
+    }
+
+    /// The recorded address allocation of `id` (`net.json`), if any.
+    pub fn existing_net(&self, id: &InstanceId) -> Result<Option<NetAlloc>> {
+        read_json::<NetAlloc>(&self.instance(id).net())
+    }
+
+    /// Picks an address for `id` without recording it: `requested`, or the
+    /// lowest free one of the plan's range. Taken are the addresses of every
+    /// other instance's `net.json` and `reserved` (allocations being written).
+    /// The caller holds the allocation lock and records the result (or keeps
+    /// it reserved until it is recorded).
+    pub fn choose_net(
+        &self,
+        id: &InstanceId,
+        plan: &Addressing,
+        mac: String,
+        tap: String,
+        requested: Option<Ipv4Addr>,
+        reserved: &BTreeSet<Ipv4Addr>,
+    ) -> Result<NetAlloc> {
+        let mut used = reserved.clone();
         for other in self.list()? {
             if &other == id {
                 continue;
@@ -204,15 +227,13 @@ impl Layout {
                 .find(|a| !used.contains(a))
                 .ok_or(Error::AddressesExhausted)?,
         };
-        let n = NetAlloc {
+        Ok(NetAlloc {
             ip,
             prefix: plan.prefix,
             gateway: plan.gateway,
             mac,
             tap,
-        };
-        write_json(&dir.net(), &n)?;
-        Ok(n)
+        })
     }
 }
 
@@ -342,6 +363,14 @@ mod tests {
         l.instance(&ids[2]).create().unwrap();
         let e = l.allocate_net(&ids[2], &plan, "m".into(), "t".into(), None);
         assert!(matches!(e, Err(Error::AddressesExhausted)));
+        // A reserved (being written) address is taken too.
+        let reserved: BTreeSet<Ipv4Addr> = [got[0].ip].into();
+        l.instance(&ids[0]).remove().unwrap();
+        let e = l.choose_net(&ids[2], &plan, "m".into(), "t".into(), None, &reserved);
+        assert!(matches!(e, Err(Error::AddressesExhausted)));
+        l.instance(&ids[0]).create().unwrap();
+        l.allocate_net(&ids[0], &plan, "m".into(), "t".into(), Some(got[0].ip))
+            .unwrap();
         // Freed when the instance directory goes.
         l.instance(&ids[0]).remove().unwrap();
         let n = l

@@ -13,8 +13,8 @@
 #      (RunInstances until DescribeInstanceStatus says the guest is ready), N
 #      launches one after another (each terminated afterwards); p50/p90, and
 #      p50 minus the reference p50 = what Nubis adds;
-#   3. burst: one `nubis instances run --count N --wait --poll-interval 20ms`
-#      call (default N = 50); instances/s. A refused call (e.g. the control
+#   3. burst: one `nubis instances run --count N --wait` call (the CLI's
+#      default --poll-interval, 50 ms; default N = 50); instances/s. A refused call (e.g. the control
 #      plane's per-call cap) is reported as such, not as a time.
 # Then a per-phase breakdown (p50 over the launches) from the agents'
 # `launch timeline` and `ready reported` log lines and the CLI's start/end:
@@ -138,7 +138,7 @@ for i in range(single):
 res = {"single": runs}
 t0 = time.time()
 out = cli("instances", "run", "--image", image, "--type", "t3.nano", "--count", str(burst), "--wait",
-          "--poll-interval", "20ms", "--timeout", "300s", "-o", "json", timeout=400)
+          "--poll-interval", "50ms", "--timeout", "300s", "-o", "json", timeout=400)
 t1 = time.time()
 if out.returncode == 0:
     ids = [x["instance_id"] for x in json.loads(out.stdout)["instances"]]
@@ -146,6 +146,7 @@ if out.returncode == 0:
 else:
     err = [l for l in out.stderr.splitlines() if l.startswith("error:")]
     res["burst_error"] = (err or out.stderr.strip().splitlines()[-1:] or ["?"])[0]
+    res["burst_exit"] = out.returncode
 json.dump(res, open(f"{work}/runs.json", "w"))
 EOF
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -242,8 +243,11 @@ if "burst" in runs:
     ms = b["t1_ms"] - b["t0_ms"]
     rate = len(b["ids"]) * 1000 / ms
     print(f"| burst of {len(b['ids'])} in one RunInstances, until all ready | {ms:.0f} ms = {rate:.1f} instances/s (goal >= 20/s) |")
+elif runs.get("burst_exit") == 9:
+    print(f"| burst of {burst} in one RunInstances | FAILED while waiting (CLI exit 9): {runs['burst_error']} |")
 else:
-    print(f"| burst of {burst} in one RunInstances | REFUSED by the control plane: {runs['burst_error']} |")
+    print(f"| burst of {burst} in one RunInstances | REFUSED (CLI exit {runs.get('burst_exit')}; "
+          f"e.g. the control plane's per-call cap): {runs['burst_error']} |")
 
 print(f"\nSingle launch, per phase (ms; p50 and max over {len(s)} launches; the agent "
       "phases are consecutive, so they add up to the agent's share):\n")

@@ -17,9 +17,18 @@ use crate::error::{Error, Result};
 use crate::types::InstanceId;
 
 async fn ip(args: &[&str]) -> Result<String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
+    let child = {
+        let _fork = ioctl::fork_guard();
+        Command::new("ip")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+    };
+    let out = child
+        .map_err(|e| Error::io("running ip", e))?
+        .wait_with_output()
         .await
         .map_err(|e| Error::io("running ip", e))?;
     if out.status.success() {
@@ -130,8 +139,24 @@ pub async fn ensure_tap(name: &str, bridge: &str) -> Result<()> {
 
 /// The ioctls of the TAP fast path. They act in the calling thread's network
 /// namespace (the agent's), like `ip` would.
+///
+/// A TAP stays attached to every open descriptor of the `/dev/net/tun` file
+/// that created it, and a child forked while that descriptor is open holds a
+/// copy until it execs (close-on-exec). The VMM's own `TUNSETIFF` fails with
+/// `EBUSY` meanwhile. So, as Go's `syscall.ForkLock` does, the agent's
+/// spawns hold [`fork_guard`] from fork until exec (std's spawn returns only
+/// after the exec), and the TAP creation holds the write side while its
+/// descriptor is open.
 pub mod ioctl {
     use std::os::fd::AsRawFd;
+    use std::sync::{RwLock, RwLockReadGuard};
+
+    static FORK_LOCK: RwLock<()> = RwLock::new(());
+
+    /// Held (shared) around every child spawn of the agent.
+    pub fn fork_guard() -> RwLockReadGuard<'static, ()> {
+        FORK_LOCK.read().unwrap_or_else(|p| p.into_inner())
+    }
 
     use crate::error::{Error, Result};
 
@@ -196,15 +221,9 @@ pub mod ioctl {
         .map_err(|e| Error::io("creating an ioctl socket", e.into()))
     }
 
-    /// Creates the persistent TAP `name`, attaches it to `bridge` and brings
-    /// it up. Returns `Ok(false)` without touching anything when `name`
-    /// exists already (the caller then takes the idempotent path).
-    pub fn create_attached_tap(name: &str, bridge: &str) -> Result<bool> {
-        let tap_name = name_bytes(name)?;
-        let bridge_name = name_bytes(bridge)?;
-        if index_of(name)?.is_some() {
-            return Ok(false);
-        }
+    /// Creates the TAP `name` as persistent: it outlives the descriptor, which
+    /// is closed on return.
+    fn create_persistent_tap(name: &str, tap_name: [u8; IFNAMSIZ]) -> Result<()> {
         let tun = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -227,7 +246,24 @@ pub mod ioctl {
         if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETPERSIST, 1 as libc::c_ulong) } < 0 {
             return Err(os_err("TUNSETPERSIST", name));
         }
-        // The TAP now outlives `tun` (closed on return).
+        Ok(())
+    }
+
+    /// Creates the persistent TAP `name`, attaches it to `bridge` and brings
+    /// it up. Returns `Ok(false)` without touching anything when `name`
+    /// exists already (the caller then takes the idempotent path).
+    pub fn create_attached_tap(name: &str, bridge: &str) -> Result<bool> {
+        let tap_name = name_bytes(name)?;
+        let bridge_name = name_bytes(bridge)?;
+        if index_of(name)?.is_some() {
+            return Ok(false);
+        }
+        // No fork may copy the descriptor (see the module doc): exclusive
+        // until it is closed at the end of this block.
+        {
+            let _no_fork = FORK_LOCK.write().unwrap_or_else(|p| p.into_inner());
+            create_persistent_tap(name, tap_name)?;
+        }
         let index = index_of(name)?.ok_or_else(|| {
             Error::io(
                 format!("TAP {name} vanished after creation"),
