@@ -339,8 +339,9 @@ impl Domain {
                 Step::Complete => {
                     tx.delete(&pkey);
                     if let Some(t) = &rec.value.client_token {
+                        // Written whether or not it is still there (the
+                        // record's compare already serialises the saga).
                         let k = keys.client_token(&rec.value.account, t);
-                        tx.expect_present(&k);
                         tx.put(
                             &k,
                             &ClientTokenRecord {
