@@ -1,10 +1,12 @@
 //! Placement: which nodes get the instances of one request.
 //!
-//! Pure and synchronous over a snapshot of the nodes ([`NodeView`]), so it
-//! is tested without etcd. The caller (domain::instances) turns the result
-//! into one etcd transaction that compares every chosen node's allocation
-//! `mod_revision` and liveness key: a concurrent placement by another replica
-//! makes the transaction fail, and the caller re-reads and re-runs this.
+//! Pure and synchronous over the node cache's views ([`NodeView`], read in
+//! place), so it is tested without etcd. The caller (domain::launch) turns
+//! the result into one etcd transaction that compares every chosen node's
+//! allocation `mod_revision` and liveness key: a concurrent placement by
+//! another replica makes the transaction fail, and the caller re-reads those
+//! nodes and re-runs this. Nodes that other in-flight placements of the same
+//! replica hold are passed as `skip` (domain::nodecache).
 //!
 //! 1. Filters: node alive (lease present), not cordoned or draining, in the
 //!    requested zone, has the image (and manifest sha256 when the image pins
