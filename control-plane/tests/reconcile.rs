@@ -187,6 +187,28 @@ async fn client_tokens_outlive_their_instances_and_a_day_then_go() {
         .await
         .unwrap();
     assert!(left.is_empty(), "{left:?}");
+    // A record without instance ids belongs to a large reservation still
+    // being written in batches: kept whatever its age.
+    let key = d.store().keys().all_client_tokens() + "acct/pending";
+    let mut tx = nubis_control_plane::store::Tx::new();
+    tx.put(
+        &key,
+        &nubis_control_plane::domain::model::ClientTokenRecord {
+            reservation_id: ReservationId::generate(),
+            instance_ids: vec![],
+            request_hash: "h".into(),
+            created_ms: 0,
+        },
+    )
+    .unwrap();
+    d.store().commit(tx).await.unwrap().unwrap();
+    assert_eq!(
+        d.collect_client_tokens(&HashSet::new(), later)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(d.store().get_raw(&key).await.unwrap().is_some());
     let fresh = c.run_instances(req).await.unwrap().into_inner();
     assert_ne!(
         fresh.reservation.unwrap().reservation_id,

@@ -765,7 +765,8 @@ impl Domain {
     }
 
     /// Deletes ClientToken records older than [`CLIENT_TOKEN_TTL`] (at
-    /// `now`) whose reservation is not in `live` (no instance record left).
+    /// `now`) whose reservation is complete and not in `live` (no instance
+    /// record left).
     /// Each delete compares the record's revision, so a record rewritten
     /// meanwhile survives. Returns how many were deleted.
     pub async fn collect_client_tokens(
@@ -780,7 +781,12 @@ impl Domain {
         let cutoff = now - CLIENT_TOKEN_TTL.as_millis() as i64;
         let mut n = 0;
         for (k, v) in tokens {
-            if v.value.created_ms > cutoff || live.contains(&v.value.reservation_id) {
+            // No instance ids: a large reservation still being written in
+            // batches (its saga completes the record): never collected.
+            if v.value.created_ms > cutoff
+                || v.value.instance_ids.is_empty()
+                || live.contains(&v.value.reservation_id)
+            {
                 continue;
             }
             let mut tx = Tx::new();

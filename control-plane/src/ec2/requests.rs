@@ -17,8 +17,11 @@ use super::query::{Filter, Reader, Tag};
 pub const API_VERSION: &str = "2016-11-15";
 /// Largest decoded `UserData` (EC2's limit).
 pub const MAX_USER_DATA: usize = 16 * 1024;
-/// Most instances one `RunInstances` may ask for.
-pub const MAX_RUN_COUNT: u32 = 100;
+/// Largest `MinCount`/`MaxCount` this edge parses (a sanity bound on the
+/// number); the per-call limit itself is the domain's
+/// (`domain::validation::MAX_COUNT`, `InstanceLimitExceeded` above it, as EC2
+/// answers a request beyond the account's instance limit).
+pub const MAX_RUN_COUNT: u32 = 100_000;
 /// Most IDs in one `InstanceId.N` list.
 pub const MAX_IDS: usize = 1_000;
 

@@ -127,7 +127,7 @@ fn run_instances_validation() {
         ErrorCode::InvalidParameterValue
     );
     assert_eq!(
-        code(&format!("{base}&MinCount=1&MaxCount=1000")),
+        code(&format!("{base}&MinCount=1&MaxCount=100001")),
         ErrorCode::InvalidParameterValue
     );
     assert_eq!(

@@ -447,6 +447,12 @@ async fn ec2_over_the_domain() {
         ))
         .await;
     assert_eq!((s, code.as_str()), (500, "InsufficientInstanceCapacity"));
+    let (s, code) = c
+        .err(&format!(
+            "Action=RunInstances&{V}&ImageId={ami}&MinCount=1&MaxCount=501&InstanceType=t3.nano"
+        ))
+        .await;
+    assert_eq!((s, code.as_str()), (400, "InstanceLimitExceeded"));
     let (_, code) = c
         .err(&format!(
             "Action=RunInstances&{V}&ImageId={ami}&MinCount=1&MaxCount=1&InstanceType=x9.huge"
