@@ -243,13 +243,9 @@ pub fn spawn(
         Err(e) => return Err(reason(ReasonCode::CgroupSetupFailed, chain(&e))),
     };
     // Fork + exec (and the move into the cgroup between them, which can
-    // take a kernel RCU grace period) off the runtime threads, under the
-    // fork guard (see `tap::ioctl`).
-    let p = off_runtime(|| {
-        let _fork = tap::ioctl::fork_guard();
-        VmmProcess::spawn(launch, procs)
-    })
-    .map_err(|e| reason(ReasonCode::VmmSpawnFailed, chain(&e)))?;
+    // take a kernel RCU grace period) off the runtime threads.
+    let p = off_runtime(|| VmmProcess::spawn(launch, procs))
+        .map_err(|e| reason(ReasonCode::VmmSpawnFailed, chain(&e)))?;
     if let Err(e) = off_runtime(|| write_json(&dir.vmm(), p.record())) {
         // Without the record a restarted agent finds the VMM by its socket.
         tracing::error!(instance = %spec.id, error = %e, "cannot record VMM");

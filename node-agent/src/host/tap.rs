@@ -17,18 +17,9 @@ use crate::error::{Error, Result};
 use crate::types::InstanceId;
 
 async fn ip(args: &[&str]) -> Result<String> {
-    let child = {
-        let _fork = ioctl::fork_guard();
-        Command::new("ip")
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-    };
-    let out = child
-        .map_err(|e| Error::io("running ip", e))?
-        .wait_with_output()
+    let out = Command::new("ip")
+        .args(args)
+        .output()
         .await
         .map_err(|e| Error::io("running ip", e))?;
     if out.status.success() {
@@ -141,22 +132,14 @@ pub async fn ensure_tap(name: &str, bridge: &str) -> Result<()> {
 /// namespace (the agent's), like `ip` would.
 ///
 /// A TAP stays attached to every open descriptor of the `/dev/net/tun` file
-/// that created it, and a child forked while that descriptor is open holds a
-/// copy until it execs (close-on-exec). The VMM's own `TUNSETIFF` fails with
-/// `EBUSY` meanwhile. So, as Go's `syscall.ForkLock` does, the agent's
-/// spawns hold [`fork_guard`] from fork until exec (std's spawn returns only
-/// after the exec), and the TAP creation holds the write side while its
-/// descriptor is open.
+/// that created it, and a child the agent forks while that descriptor is
+/// open holds a copy until it execs (close-on-exec only closes at exec): the
+/// VMM's own `TUNSETIFF` then fails with `EBUSY` (seen in bursts, where VMMs
+/// are spawned while other TAPs are made). So the descriptor lives only in a
+/// short-lived thread with a private descriptor table (`unshare(CLONE_FILES)`),
+/// which no fork of another thread copies.
 pub mod ioctl {
     use std::os::fd::AsRawFd;
-    use std::sync::{RwLock, RwLockReadGuard};
-
-    static FORK_LOCK: RwLock<()> = RwLock::new(());
-
-    /// Held (shared) around every child spawn of the agent.
-    pub fn fork_guard() -> RwLockReadGuard<'static, ()> {
-        FORK_LOCK.read().unwrap_or_else(|p| p.into_inner())
-    }
 
     use crate::error::{Error, Result};
 
@@ -222,8 +205,15 @@ pub mod ioctl {
     }
 
     /// Creates the TAP `name` as persistent: it outlives the descriptor, which
-    /// is closed on return.
+    /// is closed on return. Runs on a thread of its own (see the module doc).
     fn create_persistent_tap(name: &str, tap_name: [u8; IFNAMSIZ]) -> Result<()> {
+        // SAFETY: this thread exists only for this call: after taking a
+        // private copy of the descriptor table it opens exactly one
+        // descriptor (/dev/net/tun), closes it before returning, and hands no
+        // descriptor to any other thread, so no thread ever observes a
+        // descriptor of the other table.
+        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FILES) }
+            .map_err(|e| Error::io("unsharing the descriptor table", e.into()))?;
         let tun = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -258,12 +248,20 @@ pub mod ioctl {
         if index_of(name)?.is_some() {
             return Ok(false);
         }
-        // No fork may copy the descriptor (see the module doc): exclusive
-        // until it is closed at the end of this block.
-        {
-            let _no_fork = FORK_LOCK.write().unwrap_or_else(|p| p.into_inner());
-            create_persistent_tap(name, tap_name)?;
-        }
+        // In its own thread with a private descriptor table (module doc);
+        // the thread shares the caller's network namespace.
+        let n = name.to_string();
+        std::thread::Builder::new()
+            .name("nubis-tap".into())
+            .spawn(move || create_persistent_tap(&n, tap_name))
+            .map_err(|e| Error::io("starting the TAP thread", e))?
+            .join()
+            .map_err(|_| {
+                Error::io(
+                    format!("TAP thread for {name} panicked"),
+                    std::io::ErrorKind::Other.into(),
+                )
+            })??;
         let index = index_of(name)?.ok_or_else(|| {
             Error::io(
                 format!("TAP {name} vanished after creation"),
