@@ -59,7 +59,7 @@ run_guest() {
     # QEMU microvm and under nubis-vmm (console lines, disk, ping, HTTP, reset).
     (cd deploy/images/hello/guest && CARGO_TARGET_DIR="$root/target/hello-guest" cargo test --lib)
     deploy/images/hello/test-qemu.sh
-    NUBIS_HELLO_VMM="$root/target/debug/nubis-vmm" deploy/images/hello/test-qemu.sh
+    NUBIS_HELLO_VMM="${CARGO_TARGET_DIR:-$root/target}/debug/nubis-vmm" deploy/images/hello/test-qemu.sh
 }
 
 run_ec2() {
