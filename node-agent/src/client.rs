@@ -344,6 +344,8 @@ async fn report_loop(
     // The first tick is immediate: the full report of a new session.
     let mut resync = tokio::time::interval(Duration::from_secs(30));
     loop {
+        // Only with a free slot: an expired hold waits for one, not spins.
+        let next_hold = r.next_hold();
         tokio::select! {
             id = changed.recv() => {
                 let Some(id) = id else { return Ok(()) };
@@ -358,7 +360,7 @@ async fn report_loop(
                 r.due.extend(r.agent.reports().into_iter().map(|x| x.id));
             }
             Some(done) = r.in_flight.join_next() => r.finished(done)?,
-            _ = hold_expiry(r.held.values().min().copied()) => {}
+            _ = hold_expiry(next_hold) => {}
         }
         r.launch();
     }
@@ -397,6 +399,14 @@ fn transitional(phase: i32) -> bool {
 }
 
 impl Reporter {
+    /// When the earliest hold ends, if a call could start then.
+    fn next_hold(&self) -> Option<tokio::time::Instant> {
+        if self.in_flight.len() >= REPORT_CONCURRENCY {
+            return None;
+        }
+        self.held.values().min().copied()
+    }
+
     /// Starts calls for due instances without one in flight, while slots last.
     fn launch(&mut self) {
         let ready: Vec<InstanceId> = self
