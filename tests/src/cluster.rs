@@ -269,6 +269,8 @@ impl CliOutput {
 
 const ENROL_ID: &str = "nbt-enrol";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How a control-plane start that ended with the process exiting is reported.
+const CP_EXITED: &str = "the control plane exited during start-up";
 
 fn wait_until<T>(
     timeout: Duration,
@@ -298,6 +300,28 @@ fn port_open(port: u16) -> bool {
         Duration::from_millis(200),
     )
     .is_ok()
+}
+
+/// etcd answers `/health` with `"health":"true"` only once it has a leader;
+/// an open client port alone is not enough (the control plane's first
+/// require-leader read would fail and it would exit).
+fn etcd_healthy(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    ) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.contains("\"health\":\"true\"")
 }
 
 fn port_of(url: &str) -> u16 {
@@ -351,8 +375,19 @@ impl Cluster {
         };
         // From here on, Drop cleans up whatever was started.
         c.start_etcd()?;
-        c.write_cp_config()?;
-        c.start_control_plane()?;
+        // Ports are picked free and then bound by the control plane: another
+        // test may take one in between, so a start whose process exits is
+        // retried with fresh ports.
+        for attempt in 0..3 {
+            c.write_cp_config()?;
+            match c.start_control_plane() {
+                Ok(()) => break,
+                Err(e) if attempt < 2 && e.contains(CP_EXITED) => {
+                    eprintln!("control plane did not start (attempt {attempt}), retrying with fresh ports:\n{e}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
         // One at a time: the control plane hands out address blocks in
         // registration order, and agent i's bridge is configured for block i.
         for (i, a) in spec.agents.iter().enumerate() {
@@ -403,7 +438,7 @@ impl Cluster {
                 if !p.alive() {
                     return Err("etcd exited".into());
                 }
-                Ok(port_open(client).then_some(()))
+                Ok(etcd_healthy(client).then_some(()))
             });
             match ok {
                 Ok(()) => {
@@ -476,12 +511,19 @@ impl Cluster {
             .map_err(|e| e.to_string())?;
         let port = port_of(&self.grpc_endpoint);
         let sock = self.unix_socket.clone();
+        // Some(true): listening; Some(false): the process exited (no point
+        // waiting for the timeout).
         let res = wait_until(START_TIMEOUT, "the control plane to listen", || {
             if !p.alive() {
-                return Err("control plane exited".into());
+                return Ok(Some(false));
             }
-            Ok((port_open(port) && sock.exists()).then_some(()))
+            Ok((port_open(port) && sock.exists()).then_some(true))
         });
+        let res = match res {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(CP_EXITED.to_string()),
+            Err(e) => Err(e),
+        };
         if let Err(e) = res {
             return Err(format!("{e}\n--- control-plane log:\n{}", p.log_tail(30)));
         }

@@ -95,7 +95,18 @@ impl Drop for Proc {
 /// The last `n` lines of a file.
 pub fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
+    // Backtrace frames (`  12: symbol`, `at file:line`) would push the
+    // error itself out of the window: leave them out.
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            let t = l.trim_start();
+            let frame = t
+                .split_once(':')
+                .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            !(frame || t.starts_with("at "))
+        })
+        .collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
@@ -197,29 +208,34 @@ pub fn cgroup2_has_limits() -> bool {
 
 /// Kills every process in a cgroup v2 subtree and removes its directories.
 pub fn cgroup_remove(dir: &Path) {
+    // Killed processes leave their cgroup only once they have exited, which
+    // on a loaded machine (a VMM tearing down its guest memory) can take a
+    // while; rmdir fails with EBUSY until then, so keep trying for a while.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        cgroup_remove_once(dir);
+        if !dir.exists() || Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One pass, children first: SIGKILL every process, try rmdir.
+fn cgroup_remove_once(dir: &Path) {
     if !dir.is_dir() {
         return;
     }
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
-                cgroup_remove(&e.path());
+                cgroup_remove_once(&e.path());
             }
         }
     }
-    for _ in 0..50 {
-        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-        let pids: Vec<i32> = procs
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect();
-        if pids.is_empty() {
-            break;
-        }
-        for p in pids {
-            signal(p, libc::SIGKILL);
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    for p in procs.split_whitespace().filter_map(|p| p.parse().ok()) {
+        signal(p, libc::SIGKILL);
     }
     let _ = std::fs::remove_dir(dir);
 }
