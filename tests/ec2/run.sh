@@ -25,7 +25,7 @@ export NUBIS_QS_ENV_FILE=$work/quickstart.env
 # The binaries and the hello image are built here (a no-op in CI, whose build
 # and images stages ran before); the quickstart then only starts things.
 profile=${NUBIS_EC2_PROFILE:-debug}
-export NUBIS_QS_SKIP_BUILD=1 NUBIS_QS_BIN=$root/target/$profile
+export NUBIS_QS_SKIP_BUILD=1 NUBIS_QS_BIN=${CARGO_TARGET_DIR:-$root/target}/$profile
 export XDG_CONFIG_HOME=$work/config
 # Keep the developer's own AWS configuration out of the tests.
 export AWS_CONFIG_FILE=$work/aws-config AWS_SHARED_CREDENTIALS_FILE=$work/aws-credentials
