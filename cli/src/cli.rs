@@ -53,6 +53,10 @@ pub struct GlobalArgs {
     /// Secret access key [env: NUBIS_SECRET_ACCESS_KEY].
     #[arg(long, global = true, value_name = "SECRET", hide_env_values = true)]
     pub secret_access_key: Option<String>,
+    /// CA certificate (PEM) for an https:// endpoint [env: NUBIS_CA_FILE]
+    /// [default: the system's trust store].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca_file: Option<String>,
     /// Output format of read commands.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
@@ -68,6 +72,7 @@ impl GlobalArgs {
             region: self.region.clone(),
             access_key_id: self.access_key_id.clone(),
             secret_access_key: self.secret_access_key.clone(),
+            ca_file: self.ca_file.clone(),
         }
     }
 }

@@ -33,19 +33,23 @@ impl Client {
     pub async fn connect(settings: &Settings) -> Result<Self, CliError> {
         let creds = settings.credentials()?;
         let endpoint = settings.endpoint().to_string();
-        let channel =
-            match tokio::time::timeout(CONNECT_TIMEOUT, nubis_proto::transport::connect(&endpoint))
-                .await
-            {
-                Ok(Ok(c)) => c,
-                Ok(Err(source)) => return Err(CliError::Connect { endpoint, source }),
-                Err(_) => {
-                    return Err(CliError::ConnectTimeout {
-                        endpoint,
-                        after: CONNECT_TIMEOUT,
-                    })
-                }
-            };
+        let tls = settings.client_tls()?;
+        let connect = async {
+            match &tls {
+                Some(tls) => nubis_proto::transport::connect_tls(&endpoint, tls).await,
+                None => nubis_proto::transport::connect(&endpoint).await,
+            }
+        };
+        let channel = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(source)) => return Err(CliError::Connect { endpoint, source }),
+            Err(_) => {
+                return Err(CliError::ConnectTimeout {
+                    endpoint,
+                    after: CONNECT_TIMEOUT,
+                })
+            }
+        };
         let signer = Signer::new(Credentials::new(
             creds.access_key_id,
             creds.secret_access_key,

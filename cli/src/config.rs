@@ -7,7 +7,7 @@
 //!
 //! 1. command-line flags (`--endpoint`, `--region`, `--access-key-id`, ...),
 //! 2. environment variables (`NUBIS_ENDPOINT`, `NUBIS_REGION`,
-//!    `NUBIS_ACCESS_KEY_ID`, `NUBIS_SECRET_ACCESS_KEY`),
+//!    `NUBIS_ACCESS_KEY_ID`, `NUBIS_SECRET_ACCESS_KEY`, `NUBIS_CA_FILE`),
 //! 3. the selected profile (`--profile`, else `NUBIS_PROFILE`, else `default`),
 //! 4. built-in defaults (endpoint `http://127.0.0.1:50051`, region `nubis-local-1`).
 //!
@@ -19,6 +19,9 @@
 //! region = "nubis-local"
 //! access_key_id = "NKIA..."
 //! secret_access_key = "..."
+//! # https:// endpoints: the CA that signed the control plane's certificate
+//! # (default: the system's trust store)
+//! ca_file = "/etc/nubis/tls/server-ca.pem"
 //! ```
 
 use std::collections::BTreeMap;
@@ -51,6 +54,9 @@ pub struct Profile {
     /// Secret access key of the account.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret_access_key: Option<String>,
+    /// CA (PEM file) that signed an `https://` endpoint's certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
 }
 
 /// The whole profile file.
@@ -128,6 +134,8 @@ pub struct Flags {
     pub access_key_id: Option<String>,
     /// `--secret-access-key`.
     pub secret_access_key: Option<String>,
+    /// `--ca-file`.
+    pub ca_file: Option<String>,
 }
 
 /// Where a resolved value came from (shown by `nubis configure list`).
@@ -172,6 +180,8 @@ pub struct Settings {
     pub access_key_id: Resolved,
     /// Secret access key.
     pub secret_access_key: Resolved,
+    /// CA file for `https://` endpoints (unset: the system's roots).
+    pub ca_file: Resolved,
 }
 
 /// Credentials of an account.
@@ -187,6 +197,25 @@ impl Settings {
     /// The endpoint (always set: a default exists).
     pub fn endpoint(&self) -> &str {
         self.endpoint.value.as_deref().unwrap_or(DEFAULT_ENDPOINT)
+    }
+
+    /// TLS settings for the endpoint: `None` unless it is `https://` and a
+    /// CA file is set (then the file is read; an unreadable one is named).
+    pub fn client_tls(&self) -> Result<Option<nubis_proto::transport::ClientTls>, CliError> {
+        let Some(path) = self.ca_file.value.as_deref() else {
+            return Ok(None);
+        };
+        if !self.endpoint().starts_with("https://") {
+            return Ok(None);
+        }
+        let pem = std::fs::read(path).map_err(|source| CliError::ReadFile {
+            path: PathBuf::from(path),
+            source,
+        })?;
+        Ok(Some(nubis_proto::transport::ClientTls {
+            ca_pem: Some(pem),
+            ..Default::default()
+        }))
     }
 
     /// The credentials, or an error that says how to provide them.
@@ -301,6 +330,13 @@ pub fn resolve_with(
     if let Some(e) = &endpoint.value {
         validate_endpoint(e)?;
     }
+    let ca_file = pick(
+        &flags.ca_file,
+        "NUBIS_CA_FILE",
+        env,
+        profile.map(|p| &p.ca_file),
+        None,
+    );
     Ok(Settings {
         profile_found: profile.is_some(),
         profile: profile_name,
@@ -326,6 +362,7 @@ pub fn resolve_with(
             profile.map(|p| &p.secret_access_key),
             None,
         ),
+        ca_file,
         config_path,
     })
 }
@@ -479,6 +516,49 @@ mod tests {
         let s = resolve_with(&flags, &env, &file(), "c".into()).unwrap();
         assert_eq!(s.endpoint.source, Source::Profile);
         assert_eq!(s.region.source, Source::Profile);
+    }
+
+    #[test]
+    fn ca_file_resolves_and_is_read_only_for_https() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "PEM").unwrap();
+        let ca = ca.display().to_string();
+        let flags = Flags {
+            endpoint: Some("https://cp.example:50051".into()),
+            ..Flags::default()
+        };
+        // From the environment; the file is read for an https endpoint.
+        let s = resolve_with(
+            &flags,
+            &env_of(&[("NUBIS_CA_FILE", &ca)]),
+            &file(),
+            "c".into(),
+        )
+        .unwrap();
+        assert_eq!(s.ca_file.source, Source::Env);
+        let tls = s.client_tls().unwrap().unwrap();
+        assert_eq!(tls.ca_pem.as_deref(), Some(&b"PEM"[..]));
+        // Not for plaintext endpoints.
+        let plain = Flags {
+            endpoint: Some("http://127.0.0.1:1".into()),
+            ca_file: Some(ca.clone()),
+            ..Flags::default()
+        };
+        let s = resolve_with(&plain, &env_of(&[]), &file(), "c".into()).unwrap();
+        assert!(s.client_tls().unwrap().is_none());
+        // None set: the system's roots (no explicit settings).
+        let s = resolve_with(&flags, &env_of(&[]), &file(), "c".into()).unwrap();
+        assert_eq!(s.ca_file.source, Source::Unset);
+        assert!(s.client_tls().unwrap().is_none());
+        // An unreadable file is an error naming it.
+        let missing = Flags {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..flags
+        };
+        let s = resolve_with(&missing, &env_of(&[]), &file(), "c".into()).unwrap();
+        let e = s.client_tls().unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
     }
 
     #[test]

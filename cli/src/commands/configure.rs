@@ -83,6 +83,7 @@ pub fn run(
             rows.push(row("region", &s.region, false));
             rows.push(row("access_key_id", &s.access_key_id, false));
             rows.push(row("secret_access_key", &s.secret_access_key, true));
+            rows.push(row("ca_file", &s.ca_file, false));
             emit(&render_list(format, "settings", &rows)?)
         }
         Some(ConfigureAction::Delete) => delete_profile(flags, env),
@@ -156,6 +157,7 @@ fn write_profile(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<
         &flags.region,
         &flags.access_key_id,
         &flags.secret_access_key,
+        &flags.ca_file,
     ]
     .iter()
     .any(|v| v.is_some());
@@ -169,6 +171,7 @@ fn write_profile(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<
         set(&mut profile.region, &flags.region);
         set(&mut profile.access_key_id, &flags.access_key_id);
         set(&mut profile.secret_access_key, &flags.secret_access_key);
+        set(&mut profile.ca_file, &flags.ca_file);
     } else if std::io::stdin().is_terminal() {
         let ask = |slot: &mut Option<String>, label: &str, secret: bool| {
             if let Some(v) = prompt(label, slot.as_deref(), secret)? {
@@ -182,8 +185,8 @@ fn write_profile(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<
         ask(&mut profile.secret_access_key, "Secret access key", true)?;
     } else {
         return Err(CliError::Usage(
-            "nothing to configure: pass --endpoint, --region, --access-key-id and/or \
-             --secret-access-key (or run on a terminal to be asked)"
+            "nothing to configure: pass --endpoint, --region, --access-key-id, \
+             --secret-access-key and/or --ca-file (or run on a terminal to be asked)"
                 .into(),
         ));
     }
