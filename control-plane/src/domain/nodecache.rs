@@ -163,13 +163,15 @@ struct ClaimGuard {
 
 impl Drop for ClaimGuard {
     fn drop(&mut self) {
-        if let Ok(mut c) = self.claims.lock() {
-            for id in &self.ids {
-                if let Some(n) = c.get_mut(id) {
-                    *n -= 1;
-                    if *n == 0 {
-                        c.remove(id);
-                    }
+        // Also through a poisoned lock (a placement that panicked while
+        // holding it): skipping the release would leave these nodes claimed,
+        // avoided by every later placement of this replica, for good.
+        let mut c = self.claims.lock().unwrap_or_else(PoisonError::into_inner);
+        for id in &self.ids {
+            if let Some(n) = c.get_mut(id) {
+                *n -= 1;
+                if *n == 0 {
+                    c.remove(id);
                 }
             }
         }
@@ -353,5 +355,31 @@ impl NodeCache {
     /// Liveness records by node id.
     pub fn alive(&self, id: &NodeId) -> Option<NodeAlive> {
         self.read().alive.get(id.as_str()).map(|(a, _)| a.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_is_released_through_a_poisoned_lock() {
+        let claims = Claims::default();
+        claims.lock().unwrap().insert("n-1".into(), 1);
+        let guard = ClaimGuard {
+            claims: claims.clone(),
+            ids: vec!["n-1".into()],
+        };
+        // A placement panics while it holds the lock.
+        let c = claims.clone();
+        let _ = std::thread::spawn(move || {
+            let _held = c.lock().unwrap();
+            panic!("placement panicked");
+        })
+        .join();
+        assert!(claims.is_poisoned());
+        drop(guard);
+        let left = claims.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(left.is_empty(), "claim leaked: {left:?}");
     }
 }
