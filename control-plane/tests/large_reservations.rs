@@ -338,3 +338,63 @@ async fn two_replicas_racing_large_calls_stay_all_or_nothing() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_never_drops_the_key_pair_on_a_read_failure() {
+    let Some(etcd) = Etcd::start().await else {
+        return;
+    };
+    let cp = start(config_oc1(&etcd)).await;
+    let d = cp.domain.clone();
+    let (caller, image) = setup(&d).await;
+    let _agents = agents(&endpoint(&cp), 32).await; // 192 slots
+    let keys = d.store().keys().clone();
+    let account = caller.account().unwrap();
+    let (kp, _) = d.create_keypair(&caller, "k", "", &[]).await.unwrap();
+
+    let mut i = input(&image, 100, 100, None);
+    i.key_name = Some("k".into());
+    d.run_instances_interrupted(&caller, i, 1)
+        .await
+        .unwrap_err();
+    assert_eq!(all_instances(&d, &caller).await.len(), BATCH as usize);
+
+    // The key pair cannot be read (a corrupt record stands in for etcd
+    // failing): the resume must not launch the rest without the key.
+    let kkey = keys.keypair(&account, "k");
+    let (good, _) = d.store().get_raw(&kkey).await.unwrap().unwrap();
+    let put = |v: Vec<u8>| {
+        let mut tx = nubis_control_plane::store::Tx::new();
+        tx.put_raw(&kkey, v);
+        tx
+    };
+    d.store().commit(put(b"{".to_vec())).await.unwrap().unwrap();
+    assert_eq!(
+        d.resume_pending_reservations(Duration::ZERO).await.unwrap(),
+        0
+    );
+    assert_eq!(all_instances(&d, &caller).await.len(), BATCH as usize);
+    assert_eq!(count(&d, keys.pending_reservations()).await, 1);
+
+    // Readable again: the next resume finishes, every instance with its key.
+    d.store().commit(put(good)).await.unwrap().unwrap();
+    assert_eq!(
+        d.resume_pending_reservations(Duration::ZERO).await.unwrap(),
+        1
+    );
+    let instances = all_instances(&d, &caller).await;
+    assert_eq!(instances.len(), 100);
+    for inst in &instances {
+        let a = d
+            .store()
+            .get::<nubis_control_plane::domain::model::Assignment>(
+                &keys.assignment(inst.node_id.as_ref().unwrap(), &inst.id),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.value.ssh_public_key, kp.public_key, "{}", inst.id);
+    }
+    assert_eq!(consistent(&d, &caller).await, 100);
+    cp.shutdown().await;
+}

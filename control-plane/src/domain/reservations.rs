@@ -256,12 +256,16 @@ impl Domain {
             Err(Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
+        // A key pair deleted since the call started: the rest launch without
+        // its key (as instances whose key pair is deleted later keep running).
+        // Any other failure (etcd unreachable, a corrupt record) must not
+        // silently launch them without it: the saga is driven again later.
         let ssh = match &rec.key_name {
-            Some(k) => self
-                .keypair_by_name(&rec.account, k)
-                .await
-                .map(|k| k.public_key)
-                .unwrap_or_default(),
+            Some(k) => match self.keypair_by_name(&rec.account, k).await {
+                Ok(kp) => kp.public_key,
+                Err(Error::NotFound { .. }) => String::new(),
+                Err(e) => return Err(e),
+            },
             None => String::new(),
         };
         let ud = self
