@@ -285,8 +285,6 @@ impl InstanceHandle {
     }
 }
 
-/// Finds a VMM of this instance without `vmm.json` (crash between spawn and
-/// recording): a process whose command line holds the instance's socket.
 /// The state and reason after a VMM exit nobody asked for: the same for a
 /// child the agent reaped, a re-adopted VMM's exit record, and a record found
 /// at recovery. `stderr` is the tail of the VMM's stderr.
@@ -323,6 +321,8 @@ fn unrequested_exit(exit: VmmExit, stderr: &str) -> (State, StateReason) {
     }
 }
 
+/// Finds a VMM of this instance without `vmm.json` (crash between spawn and
+/// recording): a process whose command line holds the instance's socket.
 fn find_vmm_by_socket(dir: &InstanceDir) -> Option<VmmRecord> {
     let sock = dir.api_socket();
     let want = sock.as_os_str().as_encoded_bytes().to_vec();
