@@ -101,6 +101,10 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A fenced write of a reconciler leader that has lost its election key
+    /// (`store::Fence`): nothing was written, and nothing will be.
+    #[error("leadership lost: the write was fenced off")]
+    Fenced,
     /// A condition that should not happen (`InternalError`).
     #[error("internal error: {0}")]
     Internal(String),
@@ -166,7 +170,7 @@ impl Error {
             }
             Error::Unauthorized(_) => "UnauthorizedOperation",
             Error::Contention(_) => "RequestLimitExceeded",
-            Error::Etcd(_) => "ServiceUnavailable",
+            Error::Etcd(_) | Error::Fenced => "ServiceUnavailable",
             Error::Corrupt { .. } | Error::Internal(_) => "InternalError",
         }
     }
@@ -183,7 +187,7 @@ impl Error {
                 ErrorKind::Unauthenticated
             }
             Error::Unauthorized(_) => ErrorKind::Forbidden,
-            Error::Contention(_) | Error::Etcd(_) => ErrorKind::Unavailable,
+            Error::Contention(_) | Error::Etcd(_) | Error::Fenced => ErrorKind::Unavailable,
             Error::Corrupt { .. } | Error::Internal(_) => ErrorKind::Internal,
         }
     }

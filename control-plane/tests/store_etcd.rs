@@ -7,6 +7,7 @@ mod support;
 
 use std::time::Duration;
 
+use nubis_control_plane::error::Error;
 use nubis_control_plane::store::watch::{watch_prefix_from, WatchItem};
 use nubis_control_plane::store::{Fence, Store, Tx};
 use support::*;
@@ -139,26 +140,29 @@ async fn fenced_commits_fail_once_the_leader_key_is_gone() {
         .await
         .unwrap()
         .is_some());
-    // Deposed (key deleted, e.g. lease expired): fenced writes fail and
-    // write nothing; unfenced writes are unaffected.
+    // Still leader, but the caller's own compare fails: a lost race
+    // (`None`, worth retrying), not a fenced write.
+    let mut stale = put(9);
+    stale.expect_absent("/f/data");
+    assert!(fence
+        .clone()
+        .scope(store.commit(stale))
+        .await
+        .unwrap()
+        .is_none());
+    // Deposed (key deleted, e.g. lease expired): fenced writes fail with
+    // `Fenced` (no retry can succeed) and write nothing; unfenced writes are
+    // unaffected.
     let mut del = Tx::new();
     del.delete("/f/election/x");
     store.commit(del).await.unwrap().unwrap();
-    assert!(fence
-        .clone()
-        .scope(store.commit(put(3)))
-        .await
-        .unwrap()
-        .is_none());
+    let e = fence.clone().scope(store.commit(put(3))).await.unwrap_err();
+    assert!(matches!(e, Error::Fenced), "{e}");
     assert_eq!(store.get::<u32>("/f/data").await.unwrap().unwrap().value, 2);
     // A new leader's key (new create revision) does not revive the old fence.
     store.commit(put_leader()).await.unwrap().unwrap();
-    assert!(fence
-        .clone()
-        .scope(store.commit(put(4)))
-        .await
-        .unwrap()
-        .is_none());
+    let e = fence.clone().scope(store.commit(put(4))).await.unwrap_err();
+    assert!(matches!(e, Error::Fenced), "{e}");
     assert!(store.commit(put(5)).await.unwrap().is_some());
 }
 

@@ -12,7 +12,9 @@ pub mod watch;
 
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::error::{Error, Result};
@@ -257,18 +259,39 @@ impl Store {
 
     /// Commits a transaction: `Ok(Some(revision))` (every key written now
     /// has this mod_revision), `Ok(None)` when a compare failed.
+    /// Inside a [`Fence::scope`] whose leadership is lost, `Err(Error::Fenced)`
+    /// instead: no retry of the caller's can succeed, so it must stop rather
+    /// than take the failure for a lost race and try again.
     pub async fn commit(&self, tx: Tx) -> Result<Option<i64>> {
+        let fence = FENCE.try_with(Fence::clone).ok();
         let mut compares = tx.compares;
-        if let Ok(f) = FENCE.try_with(Fence::compare) {
-            compares.push(f);
+        let mut otherwise = Vec::new();
+        if let Some(f) = &fence {
+            compares.push(f.compare());
+            // Read on failure, in the same round trip: was it the fence?
+            otherwise.push(TxnOp::get(f.key.clone(), None));
         }
-        let txn = Txn::new().when(compares).and_then(tx.ops);
+        let txn = Txn::new()
+            .when(compares)
+            .and_then(tx.ops)
+            .or_else(otherwise);
         let resp = self.client.kv_client().txn(txn).await?;
         if resp.succeeded() {
-            Ok(Some(resp.header().map(|h| h.revision()).unwrap_or(0)))
-        } else {
-            Ok(None)
+            return Ok(Some(resp.header().map(|h| h.revision()).unwrap_or(0)));
         }
+        if let Some(f) = &fence {
+            let held = resp.op_responses().iter().any(|op| match op {
+                TxnOpResponse::Get(g) => g
+                    .kvs()
+                    .first()
+                    .is_some_and(|kv| kv.create_revision() == f.create_revision),
+                _ => false,
+            });
+            if !held {
+                return Err(Error::Fenced);
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -281,7 +304,8 @@ tokio::task_local! {
 /// [`Fence::scope`] (on that task) also compares the key's create revision,
 /// so a leader that lost its key (lease expired while it was paused, or it
 /// resigned) writes nothing, even if it has not noticed yet; a new leader's
-/// key has a new create revision.
+/// key has a new create revision. Such a commit fails with
+/// [`Error::Fenced`], so the deposed leader's retry loops stop at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fence {
     key: Vec<u8>,
