@@ -102,7 +102,8 @@ fn digest_of(v: &serde_json::Value) -> Option<String> {
 /// mtime and ctime, with nanoseconds), so neither launches nor periodic image
 /// scans hash an unchanged file again. Any write to a file, or replacing it,
 /// changes its ctime (which user space cannot set back) or its inode, so a
-/// changed file is always hashed in full before it is used.
+/// changed file is always hashed in full before it is used (digests of files
+/// changed just before they were looked at are not kept: [`RACY_WINDOW`]).
 #[derive(Debug, Default)]
 pub struct DigestCache {
     known: std::sync::Mutex<BTreeMap<PathBuf, (FileKey, String)>>,
@@ -126,10 +127,33 @@ fn file_key(path: &Path) -> Result<FileKey> {
     ))
 }
 
+/// A digest is only remembered for a file whose last change is at least this
+/// much older than the look that found it. Kernels without fine-grained
+/// timestamps (before 6.13, e.g. Debian 12's 6.1) stamp changes with a clock
+/// that ticks every few milliseconds, so a same-size rewrite within the tick
+/// of an earlier look leaves every field of [`FileKey`] unchanged; a change
+/// made after a look that came a whole tick later always gets a newer stamp.
+const RACY_WINDOW: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Whether the file with this key changed within [`RACY_WINDOW`] before
+/// `seen` (the key's identity cannot vouch for its content yet).
+fn racily_changed(key: &FileKey, seen: std::time::SystemTime) -> bool {
+    let stamp = |s: i64, ns: i64| {
+        std::time::Duration::new(
+            u64::try_from(s).unwrap_or(0),
+            u32::try_from(ns).unwrap_or(0),
+        )
+    };
+    let newest = stamp(key.3, key.4).max(stamp(key.5, key.6));
+    seen.duration_since(std::time::UNIX_EPOCH)
+        .map_or(true, |now| now.saturating_sub(newest) < RACY_WINDOW)
+}
+
 impl DigestCache {
     /// sha256 of `path`, from the cache when the file is unchanged.
     pub fn sha256(&self, path: &Path) -> Result<String> {
         let key = file_key(path)?;
+        let seen = std::time::SystemTime::now();
         {
             let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((k, d)) = known.get(path) {
@@ -140,8 +164,9 @@ impl DigestCache {
         }
         // Hash outside the lock (other images stay available meanwhile).
         let d = sha256_file(path)?;
-        // Only remember the digest if the file did not change while hashing.
-        if file_key(path)? == key {
+        // Only remember the digest if the file did not change while hashing,
+        // nor just before (see `RACY_WINDOW`).
+        if file_key(path)? == key && !racily_changed(&key, seen) {
             let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
             known.insert(path.to_path_buf(), (key, d.clone()));
         }
@@ -299,6 +324,11 @@ mod tests {
         write_image(t.path(), b"kernel bytes", None);
         let name = ImageName::new("img").unwrap();
         let cache = DigestCache::default();
+        // Just written: hashed, but not remembered (a same-size rewrite in
+        // the same timestamp tick would look unchanged on older kernels).
+        assert!(load_cached(t.path(), &name, &cache).is_ok());
+        assert!(cache.known.lock().unwrap().is_empty());
+        std::thread::sleep(RACY_WINDOW + std::time::Duration::from_millis(50));
         assert!(load_cached(t.path(), &name, &cache).is_ok());
         assert_eq!(cache.known.lock().unwrap().len(), 1);
         assert!(load_cached(t.path(), &name, &cache).is_ok());
