@@ -376,7 +376,8 @@ pub struct RunArgs {
     /// Key pair name.
     #[arg(long)]
     pub key_name: Option<String>,
-    /// Idempotency token: retrying with the same token returns the same instances.
+    /// Idempotency token: retrying with the same token returns the same
+    /// instances [default: a fresh random token per invocation].
     #[arg(long)]
     pub client_token: Option<String>,
     /// Wait options (--wait waits until every instance is ready).

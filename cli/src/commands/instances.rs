@@ -386,7 +386,14 @@ async fn run_instances(ctx: &Ctx, client: &mut Client, args: RunArgs) -> Result<
             tags: pb_tags(&args.tags),
             user_data,
             key_name: args.key_name.clone().unwrap_or_default(),
-            client_token: args.client_token.clone().unwrap_or_default(),
+            // As the AWS SDKs do: a fresh token per invocation unless one is
+            // given, so the call is idempotent on the server side too (a
+            // large reservation finished by the reconciler after an error
+            // is the one the token names, never a second one on retry).
+            client_token: args
+                .client_token
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         })
         .await?
         .into_inner();
