@@ -44,12 +44,16 @@ pub const RESUME_PENDING_AFTER: Duration = Duration::from_secs(60);
 /// collection when `gc_due`.
 pub async fn pass(domain: &Domain, gc_due: bool) -> Result<PassReport> {
     let lost = domain.reap_lost_nodes().await?;
-    // RunInstances sagas whose caller died (domain::reservations).
-    let resumed = domain
+    // RunInstances sagas whose caller died (domain::reservations). A
+    // failure here (e.g. an unreadable record) must not starve garbage
+    // collection: log it and go on; the next pass tries again.
+    match domain
         .resume_pending_reservations(RESUME_PENDING_AFTER)
-        .await?;
-    if resumed > 0 {
-        tracing::info!(resumed, "pending reservations finished");
+        .await
+    {
+        Ok(0) => {}
+        Ok(resumed) => tracing::info!(resumed, "pending reservations finished"),
+        Err(e) => tracing::warn!(error = %e, "resuming pending reservations failed"),
     }
     let gc = Duration::from_secs(domain.config().reconciler.gc_terminated_after_seconds);
     let collected = if gc_due {
