@@ -21,7 +21,7 @@ cport=$(port); pport=$(port)
   --listen-peer-urls "http://127.0.0.1:$pport" --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
   --initial-cluster "bench=http://127.0.0.1:$pport" --log-level error >"$dir/etcd.log" 2>&1 &
 etcd_pid=$!
-trap 'kill $etcd_pid 2>/dev/null; wait $etcd_pid 2>/dev/null; rm -rf "$dir"' EXIT
+trap 'kill $etcd_pid 2>/dev/null; wait $etcd_pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 for _ in $(seq 100); do
   curl -sf "http://127.0.0.1:$cport/health" >/dev/null 2>&1 && break
   sleep 0.1
