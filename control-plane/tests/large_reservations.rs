@@ -21,22 +21,7 @@ use nubis_control_plane::sim::{SimAgent, SimOptions};
 use support::*;
 
 async fn setup(d: &Domain) -> (Caller, String) {
-    let (a, _, _) = d.create_account(&Caller::Operator, "t").await.unwrap();
-    let image = d
-        .register_image(
-            &Caller::Operator,
-            nubis_control_plane::domain::images::RegisterImageInput {
-                name: "hello".into(),
-                image_location: "hello".into(),
-                public: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap()
-        .id
-        .to_string();
-    (Caller::Tenant(a.id), image)
+    (setup_account(d).await, register_image(d).await)
 }
 
 fn input(image: &str, min: u32, max: u32, token: Option<&str>) -> RunInstancesInput {

@@ -17,27 +17,6 @@ use nubis_control_plane::domain::{Caller, Domain};
 use nubis_control_plane::sim::{SimAgent, SimOptions};
 use support::*;
 
-async fn setup_account(d: &Domain) -> Caller {
-    let (a, _, _) = d.create_account(&Caller::Operator, "t").await.unwrap();
-    Caller::Tenant(a.id)
-}
-
-async fn register_image(d: &Domain) -> String {
-    d.register_image(
-        &Caller::Operator,
-        nubis_control_plane::domain::images::RegisterImageInput {
-            name: "hello".into(),
-            image_location: "hello".into(),
-            public: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap()
-    .id
-    .to_string()
-}
-
 fn input(image: &str, count: u32) -> RunInstancesInput {
     RunInstancesInput {
         image_id: image.into(),

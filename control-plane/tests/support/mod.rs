@@ -287,3 +287,30 @@ pub async fn wait_state(c: &Compute, id: &str, state: &str) -> pb::Instance {
     )
     .await
 }
+
+/// A fresh tenant account, as the domain's caller (domain-level tests).
+pub async fn setup_account(
+    d: &nubis_control_plane::domain::Domain,
+) -> nubis_control_plane::domain::Caller {
+    use nubis_control_plane::domain::Caller;
+    let (a, _, _) = d.create_account(&Caller::Operator, "t").await.unwrap();
+    Caller::Tenant(a.id)
+}
+
+/// Registers the public `hello` image as operator through the domain;
+/// returns its id.
+pub async fn register_image(d: &nubis_control_plane::domain::Domain) -> String {
+    d.register_image(
+        &nubis_control_plane::domain::Caller::Operator,
+        nubis_control_plane::domain::images::RegisterImageInput {
+            name: "hello".into(),
+            image_location: "hello".into(),
+            public: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .id
+    .to_string()
+}
