@@ -21,7 +21,7 @@ use crate::domain::model::{Assignment, Instance, NetworkAssignment, NodeAlloc};
 use crate::domain::network::mac_for;
 use crate::domain::Domain;
 use crate::error::{Error, Result};
-use crate::ids::NodeId;
+use crate::ids::{NodeId, ReservationId};
 use crate::scheduler::{self, NodeView};
 use crate::store::Tx;
 
@@ -57,6 +57,16 @@ fn no_room(inst: &Instance, why: String) -> Error {
 }
 
 impl Domain {
+    /// The stored user data of a reservation (empty when it has none).
+    pub(super) async fn user_data_of(&self, reservation: &ReservationId) -> Result<Vec<u8>> {
+        Ok(self
+            .store
+            .get_raw(&self.store.keys().user_data(reservation))
+            .await?
+            .map(|(v, _)| v)
+            .unwrap_or_default())
+    }
+
     /// Read-modify-write of one instance with its assignment and allocation.
     pub(super) async fn update_instance<F>(
         &self,
@@ -268,12 +278,7 @@ impl Domain {
                 inst.id
             )));
         };
-        let ud = self
-            .store
-            .get_raw(&self.store.keys().user_data(&inst.reservation_id))
-            .await?
-            .map(|(v, _)| v)
-            .unwrap_or_default();
+        let ud = self.user_data_of(&inst.reservation_id).await?;
         let ssh = match &inst.key_name {
             Some(k) => self
                 .keypair_by_name(&inst.account, k)

@@ -268,12 +268,7 @@ impl Domain {
             },
             None => String::new(),
         };
-        let ud = self
-            .store
-            .get_raw(&self.store.keys().user_data(&rec.reservation_id))
-            .await?
-            .map(|(v, _)| v)
-            .unwrap_or_default();
+        let ud = self.user_data_of(&rec.reservation_id).await?;
         Ok(Some(Launch {
             account: rec.account.clone(),
             reservation_id: rec.reservation_id.clone(),
