@@ -20,6 +20,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::domain::catalogue::{self, InstanceType};
+use crate::domain::events::{self, InstanceEvent};
 use crate::domain::instances::{b64, RunInstancesInput};
 use crate::domain::lifecycle::{Desired, State};
 use crate::domain::model::{
@@ -35,11 +36,13 @@ use crate::ids::{AccountId, ImageId, InstanceId, NodeId, ReservationId};
 use crate::scheduler;
 use crate::store::Tx;
 
-/// Most instances written by one transaction: each takes an instance and
-/// an assignment put, its node's allocation put and two compares, so 40
-/// stay within etcd's default limit of 128 operations per transaction
-/// (`--max-txn-ops`) with room for the reservation's own records.
-pub const BATCH: u32 = 40;
+/// Most instances written by one transaction: each takes an instance, an
+/// assignment and an event put (plus the event's compare-absent), its
+/// node's allocation put and two compares, so 25 stay within etcd's default
+/// limit of 128 operations per transaction (`--max-txn-ops`, counted as
+/// max(compares, writes)) with room for the reservation's own records and
+/// one address claim per instance.
+pub const BATCH: u32 = 25;
 
 const MAX_ATTEMPTS: u32 = 64;
 
@@ -379,10 +382,12 @@ impl Domain {
                 force: false,
                 observed: None,
                 terminated_ms: None,
+                event_seq: 0,
             };
             let a = self.assignment_of(&inst, &network, l.user_data_b64.clone(), l.ssh.clone());
             tx.put(&self.instance_key(&inst), &inst)?;
             tx.put(&keys.assignment(&v.node.id, &inst.id), &a)?;
+            events::stage(keys, tx, &InstanceEvent::created(&inst, l.now))?;
             instances.push(inst);
         }
         let mut out = Vec::with_capacity(allocs.len());

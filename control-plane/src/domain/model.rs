@@ -127,6 +127,12 @@ pub struct Instance {
     pub observed: Option<Observed>,
     /// When it became terminated (for garbage collection).
     pub terminated_ms: Option<i64>,
+    /// Sequence number of the instance's last lifecycle event (`created` =
+    /// 0); each state change writes event `event_seq + 1` in its own
+    /// transaction (see [`crate::domain::events`]). Absent in records written
+    /// before the outbox existed (= 0).
+    #[serde(default)]
+    pub event_seq: u64,
 }
 
 /// An assignment (`desired/<node>/a/<instance>`): what the node must do.

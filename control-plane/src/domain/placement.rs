@@ -14,10 +14,15 @@
 //!   the directory, disk and TAP;
 //! - `unassign` (terminated): the address is freed and the assignment
 //!   deleted, so the agent removes everything.
+//!
+//! This is the one place an existing instance's state changes, so it is
+//! where the [`events`] outbox is written: a changed state adds its event
+//! (sequence `event_seq + 1`) to the same transaction.
 
 use std::time::Duration;
 
-use crate::domain::model::{Assignment, Instance, NetworkAssignment, NodeAlloc};
+use crate::domain::events::{self, InstanceEvent};
+use crate::domain::model::{now_ms, Assignment, Instance, NetworkAssignment, NodeAlloc};
 use crate::domain::network::mac_for;
 use crate::domain::Domain;
 use crate::error::{Error, Result};
@@ -148,6 +153,11 @@ impl Domain {
                         tx.put(&ak, &na)?;
                     }
                 }
+            }
+            // The outbox: a state change writes its event in this same txn.
+            let node = p.inst.node_id.clone().or_else(|| cur.value.node_id.clone());
+            if let Some(ev) = InstanceEvent::transition(&cur.value, &mut p.inst, node, now_ms()) {
+                events::stage(self.store.keys(), &mut tx, &ev)?;
             }
             tx.put(key, &p.inst)?;
             match self.store.commit(tx).await? {

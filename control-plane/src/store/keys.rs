@@ -56,6 +56,25 @@ impl Keys {
         format!("{}/client-tokens/{account}/{}", self.p, hex::encode(token))
     }
 
+    /// `events/<account>/<ms:013>/<instance>/<seq:010>`: an immutable
+    /// lifecycle event ([`crate::domain::events`]). Keys of one account sort
+    /// by time, then instance, then the instance's event sequence.
+    pub fn event(&self, account: &AccountId, ms: i64, id: &InstanceId, seq: u64) -> String {
+        format!(
+            "{}/events/{account}/{:013}/{id}/{seq:010}",
+            self.p,
+            ms.max(0)
+        )
+    }
+    /// All events of an account.
+    pub fn account_events(&self, account: &AccountId) -> String {
+        format!("{}/events/{account}/", self.p)
+    }
+    /// All events.
+    pub fn all_events(&self) -> String {
+        format!("{}/events/", self.p)
+    }
+
     /// `accounts/<account>`.
     pub fn account(&self, id: &AccountId) -> String {
         format!("{}/accounts/{id}", self.p)
