@@ -219,7 +219,7 @@ async fn crash_between_batches_is_finished_by_a_retry_or_the_reconciler() {
     let _agents = agents(&endpoint(&cp), 32).await; // 192 slots
     let keys = d.store().keys().clone();
 
-    // Dies after the first batch: 40 instances and a pending record.
+    // Dies after the first batch: BATCH instances and a pending record.
     let i = input(&image, 100, 100, Some("crash-1"));
     let e = d
         .run_instances_interrupted(&caller, i.clone(), 1)
