@@ -248,7 +248,7 @@ async fn crash_between_batches_is_finished_by_a_retry_or_the_reconciler() {
     d.run_instances_interrupted(&caller, input(&image, 50, 80, None), 1)
         .await
         .unwrap_err();
-    assert_eq!(all_instances(&d, &caller).await.len(), 140);
+    assert_eq!(all_instances(&d, &caller).await.len(), 100 + BATCH as usize);
     assert_eq!(
         other
             .domain
