@@ -381,3 +381,79 @@ async fn retention_deletes_only_expired_events() {
     // Nothing left to collect.
     assert_eq!(d.collect_expired_events(now).await.unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_describe_instance_events_is_per_account() {
+    use nubis_proto::compute::v1 as pb;
+    let Some(etcd) = Etcd::start().await else {
+        return;
+    };
+    let cp = start(config(&etcd)).await;
+    let ep = endpoint(&cp);
+    let mut o = SimOptions::new("h1", ZONES[0], 8, 8192);
+    o.run_instances = false;
+    let _agent = SimAgent::start(&ep, enrol(), o).await.unwrap();
+    let image = hello_image(&ep).await;
+    let mut alice = compute(&ep, tenant(&ep, "alice").await).await;
+    let mut bob = compute(&ep, tenant(&ep, "bob").await).await;
+    let r = alice
+        .run_instances(run_req(&image, 2))
+        .await
+        .unwrap()
+        .into_inner();
+    let owner = r.reservation.unwrap().owner_id;
+    let req = |account: &str, max: u32, token: &str| pb::DescribeInstanceEventsRequest {
+        account_id: account.into(),
+        max_results: max,
+        next_token: token.into(),
+        ..Default::default()
+    };
+    let p1 = alice
+        .describe_instance_events(req("", 1, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p1.events.len(), 1);
+    assert!(!p1.next_token.is_empty());
+    let e = &p1.events[0];
+    assert_eq!((e.kind.as_str(), e.old_state.as_str()), ("created", ""));
+    assert_eq!(e.new_state, "pending");
+    assert_eq!(e.account_id, owner);
+    assert_eq!(e.availability_zone, ZONES[0]);
+    assert!(e.revision > 0 && e.time_ms > 0 && !e.node_id.is_empty());
+    let p2 = alice
+        .describe_instance_events(req("", 1, &p1.next_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p2.events.len(), 1);
+    assert!(p2.next_token.is_empty());
+    assert_ne!(p2.events[0].instance_id, e.instance_id);
+
+    // Bob sees nothing of Alice's, and may not ask for her account.
+    let none = bob
+        .describe_instance_events(req("", 0, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(none.events.is_empty());
+    let err = bob
+        .describe_instance_events(req(&owner, 0, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(ec2_code(&err), "UnauthorizedOperation");
+    let err = alice
+        .describe_instance_events(req("", 0, "not-a-token"))
+        .await
+        .unwrap_err();
+    assert_eq!(ec2_code(&err), "InvalidNextToken");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    // The operator reads any account.
+    let mut op = compute(&ep, admin()).await;
+    let all = op
+        .describe_instance_events(req(&owner, 0, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.events.len(), 2);
+}
