@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::domain::catalogue::{self, InstanceType};
 use crate::domain::events::{self, InstanceEvent};
 use crate::domain::instances::{b64, RunInstancesInput};
+use crate::domain::ipam;
 use crate::domain::lifecycle::{Desired, State};
 use crate::domain::model::{
     now_ms, ClientTokenRecord, Image, Instance, NetworkAssignment, NodeAlloc, StateReason,
@@ -32,17 +33,17 @@ use crate::domain::placement::backoff;
 use crate::domain::views::Reservation;
 use crate::domain::{validation, Caller, Domain};
 use crate::error::{Error, Result};
-use crate::ids::{AccountId, ImageId, InstanceId, NodeId, ReservationId};
+use crate::ids::{AccountId, ImageId, InstanceId, NodeId, ReservationId, SubnetId};
 use crate::scheduler;
 use crate::store::Tx;
 
 /// Most instances written by one transaction: each takes an instance, an
-/// assignment and an event put (plus the event's compare-absent), its
-/// node's allocation put and two compares, so 25 stay within etcd's default
-/// limit of 128 operations per transaction (`--max-txn-ops`, counted as
-/// max(compares, writes)) with room for the reservation's own records and
-/// one address claim per instance.
-pub const BATCH: u32 = 25;
+/// assignment, an event and an address-claim put (the last two with a
+/// compare-absent), its node's allocation put and two compares, so 24
+/// (at most 4 x 24 + 24 + 3 = 123 writes) stay within etcd's default limit
+/// of 128 operations per transaction (`--max-txn-ops`, counted as
+/// max(compares, writes)) with room for the reservation's own records.
+pub const BATCH: u32 = 24;
 
 const MAX_ATTEMPTS: u32 = 64;
 
@@ -330,7 +331,7 @@ impl Domain {
         };
         let policy = self.cfg.scheduler.policy;
         let oc = self.overcommit();
-        let max_hosts = self.network.max_host() - 1;
+        let max_hosts = self.network.usable_hosts();
         let claimed = self
             .nodes
             .place(|views, skip| scheduler::place(policy, oc, max_hosts, views, skip, &req))?;
@@ -355,6 +356,7 @@ impl Domain {
                 prefix_len: self.network.node_prefix_len(),
                 gateway: self.network.gateway(v.node.ip_block).to_string(),
                 mac: mac_for(ip),
+                subnet_id: Some(SubnetId::for_block(v.node.ip_block)),
             };
             let inst = Instance {
                 id: InstanceId::generate(),
@@ -388,6 +390,7 @@ impl Domain {
             tx.put(&self.instance_key(&inst), &inst)?;
             tx.put(&keys.assignment(&v.node.id, &inst.id), &a)?;
             events::stage(keys, tx, &InstanceEvent::created(&inst, l.now))?;
+            ipam::stage_claim(keys, tx, &inst, &network)?;
             instances.push(inst);
         }
         let mut out = Vec::with_capacity(allocs.len());

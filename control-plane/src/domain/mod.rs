@@ -10,6 +10,8 @@
 //!   allocation (stop keeps the node, start re-claims it, terminate leaves).
 //! - [`events`]: the lifecycle event outbox (written with every state
 //!   change, read by account and time range, kept `events.retention_days`).
+//! - [`ipam`]: subnets and per-address claims (addresses are claimed with
+//!   the placement, released with termination).
 //! - [`nodes`]: agent registration, heartbeats, assignment streams, reports,
 //!   and the operator's node operations.
 //! - [`images`], [`keypairs`], [`tags`], [`accounts`] (credentials and
@@ -22,6 +24,7 @@ pub mod events;
 pub mod filters;
 pub mod images;
 pub mod instances;
+pub mod ipam;
 pub mod keypairs;
 pub mod launch;
 pub mod lifecycle;

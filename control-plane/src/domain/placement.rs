@@ -22,11 +22,12 @@
 use std::time::Duration;
 
 use crate::domain::events::{self, InstanceEvent};
+use crate::domain::ipam;
 use crate::domain::model::{now_ms, Assignment, Instance, NetworkAssignment, NodeAlloc};
 use crate::domain::network::mac_for;
 use crate::domain::Domain;
 use crate::error::{Error, Result};
-use crate::ids::{NodeId, ReservationId};
+use crate::ids::{NodeId, ReservationId, SubnetId};
 use crate::scheduler::{self, NodeView};
 use crate::store::Tx;
 
@@ -99,6 +100,11 @@ impl Domain {
             }
             let mut note: Option<(NodeId, NodeAlloc)> = None;
             let mut assignment_written = false;
+            // Placed before IPAM: its address gets its claim now (not when
+            // it is leaving: its release below deletes nothing then).
+            if !p.unassign {
+                self.adopt_address(&mut p.inst, &mut tx).await?;
+            }
             if p.place {
                 let (node, alloc) = match (p.inst.node_id.clone(), p.inst.network.clone()) {
                     (Some(node), Some(net)) => {
@@ -124,6 +130,7 @@ impl Domain {
                         if p.unassign {
                             if let Some(net) = &p.inst.network {
                                 alloc.hosts.retain(|x| *x != net.host);
+                                ipam::stage_release(self.store.keys(), &mut tx, &self.network, net);
                             }
                             alloc.instances = alloc.instances.saturating_sub(1);
                         }
@@ -262,6 +269,7 @@ impl Domain {
         alloc.instances += 1;
         inst.node_id = Some(placed.node.clone());
         inst.network = Some(placed.network.clone());
+        ipam::stage_claim(self.store.keys(), tx, inst, &placed.network)?;
         let ak = self.store.keys().node_alloc(&placed.node);
         tx.expect_rev(&ak, view.alloc_rev);
         tx.expect_present(&self.store.keys().node_alive(&placed.node));
@@ -322,7 +330,7 @@ impl Domain {
             if let Ok(idx) = scheduler::place(
                 policy,
                 self.overcommit(),
-                self.network.max_host() - 1,
+                self.network.usable_hosts(),
                 &views,
                 &[],
                 &req,
@@ -342,6 +350,7 @@ impl Domain {
                         prefix_len: self.network.node_prefix_len(),
                         gateway: self.network.gateway(v.node.ip_block).to_string(),
                         mac: mac_for(ip),
+                        subnet_id: Some(SubnetId::for_block(v.node.ip_block)),
                     },
                 };
                 return Ok(Some((placed, v)));

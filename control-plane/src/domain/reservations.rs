@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::catalogue;
 use crate::domain::events::{self, InstanceEvent};
 use crate::domain::instances::{b64, RunInstancesInput};
+use crate::domain::ipam;
 use crate::domain::launch::{Launch, BATCH};
 use crate::domain::model::{now_ms, ClientTokenRecord, Instance, NodeAlloc};
 use crate::domain::placement::backoff;
@@ -546,6 +547,7 @@ impl Domain {
                     }
                     if let Some(net) = &i.network {
                         a.hosts.retain(|h| *h != net.host);
+                        ipam::stage_release(keys, tx, &self.network, net);
                     }
                     a.instances = a.instances.saturating_sub(1);
                 }

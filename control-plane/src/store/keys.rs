@@ -148,6 +148,20 @@ impl Keys {
         format!("{}/ip-blocks/", self.p)
     }
 
+    /// `ipam/subnets/<subnet>`: a subnet ([`crate::domain::ipam::Subnet`]).
+    pub fn subnet(&self, id: &crate::ids::SubnetId) -> String {
+        format!("{}/ipam/subnets/{id}", self.p)
+    }
+    /// `ipam/addrs/<subnet>/<a.b.c.d>`: the claim of one address
+    /// ([`crate::domain::ipam::AddressClaim`]).
+    pub fn address_claim(&self, subnet: &crate::ids::SubnetId, ip: &str) -> String {
+        format!("{}/ipam/addrs/{subnet}/{ip}", self.p)
+    }
+    /// All claims in a subnet.
+    pub fn address_claims(&self, subnet: &crate::ids::SubnetId) -> String {
+        format!("{}/ipam/addrs/{subnet}/", self.p)
+    }
+
     /// Everything a node's assignment stream watches.
     pub fn desired(&self, node: &NodeId) -> String {
         format!("{}/desired/{node}/", self.p)
