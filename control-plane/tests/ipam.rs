@@ -57,9 +57,13 @@ async fn claims_match(d: &Domain, c: &Caller) -> usize {
             continue;
         };
         assert!(ips.insert(net.ip.clone()), "address {} doubled", net.ip);
-        let host = u32::from(net.ip.parse::<Ipv4Addr>().unwrap()) & ((1 << (32 - net.prefix_len)) - 1);
+        let host =
+            u32::from(net.ip.parse::<Ipv4Addr>().unwrap()) & ((1 << (32 - net.prefix_len)) - 1);
         assert!(host >= 4, "reserved address {} handed out", net.ip);
-        assert!(host < (1 << (32 - net.prefix_len)) - 1, "broadcast handed out");
+        assert!(
+            host < (1 << (32 - net.prefix_len)) - 1,
+            "broadcast handed out"
+        );
         want.entry(net.subnet_id.clone().unwrap())
             .or_default()
             .insert((net.ip.clone(), i.value.id.to_string()));
@@ -73,7 +77,11 @@ async fn claims_match(d: &Domain, c: &Caller) -> usize {
         .map(|v| SubnetId::for_block(v.node.ip_block))
         .collect();
     for s in subnets {
-        let rec = d.subnet(&s).await.unwrap().expect("the node's subnet exists");
+        let rec = d
+            .subnet(&s)
+            .await
+            .unwrap()
+            .expect("the node's subnet exists");
         assert_eq!(rec.id, s);
         let got: HashSet<(String, String)> = d
             .address_claims(&s)
@@ -171,7 +179,10 @@ async fn a_full_subnet_refuses_and_termination_frees_the_address() {
         "10.0.0.1",
         "the agent's view is unchanged"
     );
-    let err = d.run_instances(&caller, input(&image, 1)).await.unwrap_err();
+    let err = d
+        .run_instances(&caller, input(&image, 1))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "InsufficientInstanceCapacity");
     assert_eq!(claims_match(&d, &caller).await, 3);
 
@@ -258,8 +269,15 @@ async fn an_instance_placed_before_ipam_keeps_its_address() {
     assert_eq!(n.subnet_id.as_ref(), Some(&subnet));
     let claims = d.address_claims(&subnet).await.unwrap();
     assert_eq!(claims.len(), 1);
-    assert_eq!((claims[0].ip.as_str(), &claims[0].instance_id), (old_ip.as_str(), &i.id));
-    let s = d.subnet(&subnet).await.unwrap().expect("subnet record recreated");
+    assert_eq!(
+        (claims[0].ip.as_str(), &claims[0].instance_id),
+        (old_ip.as_str(), &i.id)
+    );
+    let s = d
+        .subnet(&subnet)
+        .await
+        .unwrap()
+        .expect("subnet record recreated");
     assert_eq!(s.node_id.as_ref(), Some(&node));
     assert_eq!(s.availability_zone, ZONES[0]);
 
