@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use nubis_control_plane::domain::events::{EventKind, EventQuery};
 use nubis_control_plane::domain::instances::{DescribeInput, RunInstancesInput};
 use nubis_control_plane::domain::launch::BATCH;
 use nubis_control_plane::domain::model::Instance;
@@ -176,6 +177,41 @@ async fn min_count_out_of_reach_leaves_nothing_behind() {
     assert_eq!(e.code(), "InsufficientInstanceCapacity", "{e}");
     assert_eq!(consistent(&d, &caller).await, 0, "nothing left behind");
     let keys = d.store().keys();
+    // Each instance the saga wrote and removed has its two events, and no
+    // address claim is left.
+    let page = d
+        .list_events(
+            &caller,
+            &EventQuery {
+                max_results: Some(1000),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(page.next_token.is_none());
+    let mut per: HashMap<String, Vec<(u64, EventKind)>> = HashMap::new();
+    for e in page.events {
+        per.entry(e.event.instance_id.to_string())
+            .or_default()
+            .push((e.event.seq, e.event.kind));
+    }
+    assert!(per.len() >= BATCH as usize, "batches were placed first");
+    for kinds in per.values_mut() {
+        kinds.sort_by_key(|k| k.0);
+        assert_eq!(
+            kinds,
+            &[(0, EventKind::Created), (1, EventKind::RolledBack)]
+        );
+    }
+    assert_eq!(
+        count(
+            &d,
+            keys.all_instances().replace("/instances/", "/ipam/addrs/")
+        )
+        .await,
+        0
+    );
     let account = caller.account().unwrap();
     assert!(d
         .store()
