@@ -380,6 +380,19 @@ async fn retention_deletes_only_expired_events() {
     assert_eq!(all_events(&d, &bob, None).await.len(), 2);
     // Nothing left to collect.
     assert_eq!(d.collect_expired_events(now).await.unwrap(), 0);
+
+    // The reconciler's garbage-collection pass runs the same retention.
+    let mut ev = all_events(&d, &bob, None).await[0].event.clone();
+    ev.time_ms = now - 450 * day;
+    ev.seq = 200;
+    let mut tx = Tx::new();
+    nubis_control_plane::domain::events::stage(&keys, &mut tx, &ev).unwrap();
+    assert!(d.store().commit(tx).await.unwrap().is_some());
+    assert_eq!(all_events(&d, &bob, None).await.len(), 3);
+    nubis_control_plane::reconciler::pass(&d, true)
+        .await
+        .unwrap();
+    assert_eq!(all_events(&d, &bob, None).await.len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
