@@ -483,10 +483,10 @@ pub enum EventsCmd {
         /// Start (inclusive): RFC 3339 UTC (`2026-12-01T00:00:00Z`, or a
         /// date `2026-12-01`), `now`, ms since the epoch, or an age such as
         /// `-24h`, `-30m`, `-7d`.
-        #[arg(long, default_value = "-24h", value_parser = crate::commands::events::parse_time)]
+        #[arg(long, default_value = "-24h", allow_hyphen_values = true, value_parser = crate::commands::events::parse_time)]
         from: i64,
         /// End (exclusive), same forms as --from.
-        #[arg(long, default_value = "now", value_parser = crate::commands::events::parse_time)]
+        #[arg(long, default_value = "now", allow_hyphen_values = true, value_parser = crate::commands::events::parse_time)]
         to: i64,
         /// Another account's events (operator only).
         #[arg(long)]
