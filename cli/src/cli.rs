@@ -102,6 +102,9 @@ pub enum Command {
     /// Tags on instances, images and key pairs.
     #[command(subcommand, visible_alias = "tag")]
     Tags(TagsCmd),
+    /// Lifecycle events of instances (created, state changes, terminated).
+    #[command(subcommand, visible_alias = "event")]
+    Events(EventsCmd),
     /// Operator commands (need the operator credential).
     #[command(subcommand)]
     Admin(AdminCmd),
@@ -468,6 +471,26 @@ pub enum KeysCmd {
     Delete {
         /// Key name.
         name: String,
+    },
+}
+
+/// `nubis events ...`.
+#[derive(Debug, Subcommand)]
+pub enum EventsCmd {
+    /// List the events of a time range, oldest first (every page).
+    #[command(visible_alias = "ls")]
+    List {
+        /// Start (inclusive): RFC 3339 UTC (`2026-12-01T00:00:00Z`, or a
+        /// date `2026-12-01`), `now`, ms since the epoch, or an age such as
+        /// `-24h`, `-30m`, `-7d`.
+        #[arg(long, default_value = "-24h", allow_hyphen_values = true, value_parser = crate::commands::events::parse_time)]
+        from: i64,
+        /// End (exclusive), same forms as --from.
+        #[arg(long, default_value = "now", allow_hyphen_values = true, value_parser = crate::commands::events::parse_time)]
+        to: i64,
+        /// Another account's events (operator only).
+        #[arg(long)]
+        account: Option<String>,
     },
 }
 

@@ -104,6 +104,18 @@ fn missing_credentials_exit_3_with_hint() {
 }
 
 #[test]
+fn event_ages_parse_before_credentials_are_needed() {
+    // `--from -7d` is a value, not a flag: the command gets as far as
+    // needing credentials (exit 3), not a usage error (exit 2).
+    let home = tempfile::tempdir().unwrap();
+    let out = nubis(
+        home.path(),
+        &["events", "list", "--from", "-7d", "--to", "-1h"],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+}
+
+#[test]
 fn unknown_profile_exits_3() {
     let home = tempfile::tempdir().unwrap();
     let out = nubis(home.path(), &["zones", "list", "--profile", "ghost"]);
@@ -149,6 +161,8 @@ fn bad_arguments_exit_2() {
         &["instances", "describe", "not-an-id"][..],
         &["frobnicate"][..],
         &["zones", "list", "-o", "xml"][..],
+        &["events", "list", "--from", "yesterday"][..],
+        &["events", "list", "--to", "2026-02-30"][..],
     ] {
         let out = nubis(home.path(), args);
         assert_eq!(

@@ -40,6 +40,9 @@ pub struct Config {
     /// Instance addressing.
     #[serde(default)]
     pub network: NetworkConfig,
+    /// The lifecycle event outbox.
+    #[serde(default)]
+    pub events: EventsConfig,
     /// Operator credential and agent enrolment tokens.
     pub auth: AuthConfig,
 }
@@ -228,6 +231,23 @@ impl Default for NetworkConfig {
     }
 }
 
+/// `[events]`: the lifecycle event outbox ([`crate::domain::events`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Events older than this are deleted by the reconciler (>= 1).
+    #[serde(default = "default_event_retention")]
+    pub retention_days: u32,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: default_event_retention(),
+        }
+    }
+}
+
 /// Credentials known from configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -300,6 +320,9 @@ fn default_interval() -> u64 {
 fn default_election_ttl() -> u32 {
     10
 }
+fn default_event_retention() -> u32 {
+    400
+}
 fn default_cidr() -> String {
     "10.0.0.0/8".into()
 }
@@ -345,6 +368,9 @@ impl Config {
             );
         }
         crate::domain::network::Network::from_config(&self.network)?;
+        if !(1..=36_500).contains(&self.events.retention_days) {
+            return bad("events.retention_days must be within 1..=36500".into());
+        }
         if self.auth.admin_access_key_id.len() < 8 || self.auth.admin_secret_access_key.len() < 16 {
             return bad("auth: admin key id >= 8 chars and secret >= 16 chars required".into());
         }
@@ -383,6 +409,7 @@ mod tests {
             "[scheduler]\ncpu_overcommit = 0.5\n",
             "[nodes]\nlease_ttl_seconds = 5\nheartbeat_interval_seconds = 5\n",
             "[network]\ncidr = \"10.0.0.0/8\"\nnode_prefix_len = 8\n",
+            "[events]\nretention_days = 0\n",
         ] {
             assert!(Config::from_toml(&format!("{bad}{auth}")).is_err(), "{bad}");
         }

@@ -1,6 +1,6 @@
 //! Typed identifiers. Each parses (validating its shape) and displays as the
 //! string EC2 clients see: `i-` + 17 hex, `r-` + 17 hex, `ami-` + 17 hex,
-//! `key-` + 17 hex, `node-` + 17 hex, account ids of 12 decimal digits.
+//! `key-` + 17 hex, `node-` + 17 hex, `subnet-` + 17 hex, account ids of 12 decimal digits.
 
 use std::fmt;
 
@@ -100,6 +100,18 @@ hex_id!(
     /// A node (host) id, `node-` + 17 hex digits.
     NodeId, "node-", "InvalidParameterValue"
 );
+hex_id!(
+    /// A subnet id, `subnet-` + 17 hex digits.
+    SubnetId, "subnet-", "InvalidSubnetID.Malformed"
+);
+
+impl SubnetId {
+    /// The subnet of node address block `n` (one per node until VPCs exist):
+    /// `subnet-` + `n` as 17 hex digits, so it is found without a lookup.
+    pub fn for_block(n: u32) -> Self {
+        Self(format!("subnet-{n:017x}"))
+    }
+}
 
 /// An account id: 12 decimal digits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

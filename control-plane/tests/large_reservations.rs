@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use nubis_control_plane::domain::events::{EventKind, EventQuery};
 use nubis_control_plane::domain::instances::{DescribeInput, RunInstancesInput};
 use nubis_control_plane::domain::launch::BATCH;
 use nubis_control_plane::domain::model::Instance;
@@ -176,6 +177,41 @@ async fn min_count_out_of_reach_leaves_nothing_behind() {
     assert_eq!(e.code(), "InsufficientInstanceCapacity", "{e}");
     assert_eq!(consistent(&d, &caller).await, 0, "nothing left behind");
     let keys = d.store().keys();
+    // Each instance the saga wrote and removed has its two events, and no
+    // address claim is left.
+    let page = d
+        .list_events(
+            &caller,
+            &EventQuery {
+                max_results: Some(1000),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(page.next_token.is_none());
+    let mut per: HashMap<String, Vec<(u64, EventKind)>> = HashMap::new();
+    for e in page.events {
+        per.entry(e.event.instance_id.to_string())
+            .or_default()
+            .push((e.event.seq, e.event.kind));
+    }
+    assert!(per.len() >= BATCH as usize, "batches were placed first");
+    for kinds in per.values_mut() {
+        kinds.sort_by_key(|k| k.0);
+        assert_eq!(
+            kinds,
+            &[(0, EventKind::Created), (1, EventKind::RolledBack)]
+        );
+    }
+    assert_eq!(
+        count(
+            &d,
+            keys.all_instances().replace("/instances/", "/ipam/addrs/")
+        )
+        .await,
+        0
+    );
     let account = caller.account().unwrap();
     assert!(d
         .store()
@@ -219,7 +255,7 @@ async fn crash_between_batches_is_finished_by_a_retry_or_the_reconciler() {
     let _agents = agents(&endpoint(&cp), 32).await; // 192 slots
     let keys = d.store().keys().clone();
 
-    // Dies after the first batch: 40 instances and a pending record.
+    // Dies after the first batch: BATCH instances and a pending record.
     let i = input(&image, 100, 100, Some("crash-1"));
     let e = d
         .run_instances_interrupted(&caller, i.clone(), 1)
@@ -248,7 +284,7 @@ async fn crash_between_batches_is_finished_by_a_retry_or_the_reconciler() {
     d.run_instances_interrupted(&caller, input(&image, 50, 80, None), 1)
         .await
         .unwrap_err();
-    assert_eq!(all_instances(&d, &caller).await.len(), 140);
+    assert_eq!(all_instances(&d, &caller).await.len(), 100 + BATCH as usize);
     assert_eq!(
         other
             .domain

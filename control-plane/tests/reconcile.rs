@@ -49,6 +49,18 @@ async fn node_loss_stops_instances_and_releases_capacity() {
         .into_inner()
         .nodes[0];
     assert_eq!(n.state, "lost");
+    // The reconciler's change went through the outbox: its event names the
+    // lost node and the reason.
+    let events = c
+        .describe_instance_events(pb::DescribeInstanceEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let last = events.iter().rfind(|e| e.instance_id == id).unwrap();
+    assert_eq!(last.new_state, "stopped");
+    assert_eq!(last.reason_code, "Server.InternalError");
+    assert_eq!(last.node_id, n.node_id);
     assert_eq!(n.allocated.as_ref().unwrap().memory_mib, 0);
     assert_eq!(
         n.instance_count, 2,

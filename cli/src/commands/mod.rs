@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod configure;
+pub mod events;
 pub mod images;
 pub mod instances;
 pub mod keys;
@@ -62,6 +63,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 Command::Images(c) => images::run(&ctx, c).await,
                 Command::Keys(c) => keys::run(&ctx, c).await,
                 Command::Tags(c) => tags::run(&ctx, c).await,
+                Command::Events(c) => events::run(&ctx, c).await,
                 Command::Admin(c) => admin::run(&ctx, c).await,
                 Command::Completions { .. } | Command::Configure(_) => Ok(()),
             }

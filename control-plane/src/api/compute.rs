@@ -7,6 +7,7 @@ use nubis_proto::compute::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::api::{authenticate, to_status};
+use crate::domain::events::{EventQuery, StoredEvent};
 use crate::domain::filters::Filter;
 use crate::domain::images::RegisterImageInput;
 use crate::domain::instances::{DescribeInput, RunInstancesInput};
@@ -163,6 +164,31 @@ fn keypair_out(k: &KeyPair) -> pb::KeyPairInfo {
         public_key: k.public_key.clone(),
         tags: tags_out(&k.tags),
         create_time_unix_ms: k.created_ms,
+    }
+}
+
+fn event_out(e: StoredEvent) -> pb::InstanceEvent {
+    let ev = e.event;
+    let (reason_code, reason_message) = ev.reason.map(|r| (r.code, r.message)).unwrap_or_default();
+    pb::InstanceEvent {
+        instance_id: ev.instance_id.to_string(),
+        account_id: ev.account.to_string(),
+        seq: ev.seq,
+        kind: ev.kind.as_str().to_string(),
+        old_state: ev
+            .old_state
+            .map(|s| s.name().to_string())
+            .unwrap_or_default(),
+        new_state: ev.new_state.name().to_string(),
+        instance_type: ev.instance_type,
+        vcpus: ev.vcpus,
+        memory_mib: ev.memory_mib,
+        availability_zone: ev.availability_zone,
+        node_id: ev.node_id.map(|n| n.to_string()).unwrap_or_default(),
+        time_ms: ev.time_ms,
+        reason_code,
+        reason_message,
+        revision: e.revision,
     }
 }
 
@@ -619,6 +645,30 @@ impl pb::compute_server::Compute for ComputeApi {
                 })
                 .collect(),
             next_token: next.unwrap_or_default(),
+        }))
+    }
+
+    async fn describe_instance_events(
+        &self,
+        req: Request<pb::DescribeInstanceEventsRequest>,
+    ) -> Result<Response<pb::DescribeInstanceEventsResponse>, Status> {
+        let caller = self.auth(&req, "DescribeInstanceEvents").await?;
+        let r = req.into_inner();
+        let q = EventQuery {
+            account: opt(r.account_id),
+            from_ms: r.from_ms,
+            to_ms: (r.to_ms != 0).then_some(r.to_ms),
+            max_results: (r.max_results != 0).then_some(r.max_results),
+            next_token: opt(r.next_token),
+        };
+        let page = self
+            .domain
+            .list_events(&caller, &q)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DescribeInstanceEventsResponse {
+            events: page.events.into_iter().map(event_out).collect(),
+            next_token: page.next_token.unwrap_or_default(),
         }))
     }
 }

@@ -20,7 +20,9 @@
 use sha2::{Digest, Sha256};
 
 use crate::domain::catalogue::{self, InstanceType};
+use crate::domain::events::{self, InstanceEvent};
 use crate::domain::instances::{b64, RunInstancesInput};
+use crate::domain::ipam;
 use crate::domain::lifecycle::{Desired, State};
 use crate::domain::model::{
     now_ms, ClientTokenRecord, Image, Instance, NetworkAssignment, NodeAlloc, StateReason,
@@ -31,15 +33,17 @@ use crate::domain::placement::backoff;
 use crate::domain::views::Reservation;
 use crate::domain::{validation, Caller, Domain};
 use crate::error::{Error, Result};
-use crate::ids::{AccountId, ImageId, InstanceId, NodeId, ReservationId};
+use crate::ids::{AccountId, ImageId, InstanceId, NodeId, ReservationId, SubnetId};
 use crate::scheduler;
 use crate::store::Tx;
 
-/// Most instances written by one transaction: each takes an instance and
-/// an assignment put, its node's allocation put and two compares, so 40
-/// stay within etcd's default limit of 128 operations per transaction
-/// (`--max-txn-ops`) with room for the reservation's own records.
-pub const BATCH: u32 = 40;
+/// Most instances written by one transaction: each takes an instance, an
+/// assignment, an event and an address-claim put (the last two with a
+/// compare-absent), its node's allocation put and two compares, so 24
+/// (at most 4 x 24 + 24 + 3 = 123 writes) stay within etcd's default limit
+/// of 128 operations per transaction (`--max-txn-ops`, counted as
+/// max(compares, writes)) with room for the reservation's own records.
+pub const BATCH: u32 = 24;
 
 const MAX_ATTEMPTS: u32 = 64;
 
@@ -327,7 +331,7 @@ impl Domain {
         };
         let policy = self.cfg.scheduler.policy;
         let oc = self.overcommit();
-        let max_hosts = self.network.max_host() - 1;
+        let max_hosts = self.network.usable_hosts();
         let claimed = self
             .nodes
             .place(|views, skip| scheduler::place(policy, oc, max_hosts, views, skip, &req))?;
@@ -352,6 +356,7 @@ impl Domain {
                 prefix_len: self.network.node_prefix_len(),
                 gateway: self.network.gateway(v.node.ip_block).to_string(),
                 mac: mac_for(ip),
+                subnet_id: Some(SubnetId::for_block(v.node.ip_block)),
             };
             let inst = Instance {
                 id: InstanceId::generate(),
@@ -379,10 +384,13 @@ impl Domain {
                 force: false,
                 observed: None,
                 terminated_ms: None,
+                event_seq: 0,
             };
             let a = self.assignment_of(&inst, &network, l.user_data_b64.clone(), l.ssh.clone());
             tx.put(&self.instance_key(&inst), &inst)?;
             tx.put(&keys.assignment(&v.node.id, &inst.id), &a)?;
+            events::stage(keys, tx, &InstanceEvent::created(&inst, l.now))?;
+            ipam::stage_claim(keys, tx, &inst, &network)?;
             instances.push(inst);
         }
         let mut out = Vec::with_capacity(allocs.len());

@@ -8,6 +8,10 @@
 //! - [`instances`]: describe, start, stop, reboot, terminate, console, status.
 //! - [`placement`]: one instance's update with its assignment and its node's
 //!   allocation (stop keeps the node, start re-claims it, terminate leaves).
+//! - [`events`]: the lifecycle event outbox (written with every state
+//!   change, read by account and time range, kept `events.retention_days`).
+//! - [`ipam`]: subnets and per-address claims (addresses are claimed with
+//!   the placement, released with termination).
 //! - [`nodes`]: agent registration, heartbeats, assignment streams, reports,
 //!   and the operator's node operations.
 //! - [`images`], [`keypairs`], [`tags`], [`accounts`] (credentials and
@@ -16,9 +20,11 @@
 
 pub mod accounts;
 pub mod catalogue;
+pub mod events;
 pub mod filters;
 pub mod images;
 pub mod instances;
+pub mod ipam;
 pub mod keypairs;
 pub mod launch;
 pub mod lifecycle;

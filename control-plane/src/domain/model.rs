@@ -47,7 +47,7 @@ pub struct Resources {
 /// Network identity of a placed instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkAssignment {
-    /// Host number within the node's block (what the allocation records).
+    /// Host number within the node's block (the allocation's index of used hosts).
     pub host: u32,
     /// a.b.c.d
     pub ip: String,
@@ -57,6 +57,10 @@ pub struct NetworkAssignment {
     pub gateway: String,
     /// aa:bb:cc:dd:ee:ff
     pub mac: String,
+    /// The subnet the address is claimed in ([`crate::domain::ipam`]); none
+    /// for instances placed before IPAM (their first update adopts it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_id: Option<crate::ids::SubnetId>,
 }
 
 /// What the agent last reported about an instance.
@@ -127,6 +131,12 @@ pub struct Instance {
     pub observed: Option<Observed>,
     /// When it became terminated (for garbage collection).
     pub terminated_ms: Option<i64>,
+    /// Sequence number of the instance's last lifecycle event (`created` =
+    /// 0); each state change writes event `event_seq + 1` in its own
+    /// transaction (see [`crate::domain::events`]). Absent in records written
+    /// before the outbox existed (= 0).
+    #[serde(default)]
+    pub event_seq: u64,
 }
 
 /// An assignment (`desired/<node>/a/<instance>`): what the node must do.

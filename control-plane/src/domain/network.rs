@@ -1,10 +1,12 @@
-//! Instance addressing. The region network (`network.cidr`) is cut into
+//! Address arithmetic of the region network. `network.cidr` is cut into
 //! blocks of `network.node_prefix_len`; each node owns one block
-//! (`ip-blocks/<n>`), whose first host address is the gateway (the agent's
-//! bridge) and whose following addresses go to instances placed there. The
-//! used host numbers live in the node's allocation record, so the placement
-//! compare-and-swap also makes addresses unique. The MAC is derived from the
-//! address (`02:4e:` + the four octets).
+//! (`ip-blocks/<n>`), which is also the node's subnet in
+//! [`ipam`](super::ipam) (`subnet-<n>`): its first host address is the
+//! gateway (the agent's bridge). As in EC2, the network address, the
+//! gateway (+1), +2, +3 and the broadcast address are reserved; instances
+//! get host numbers [`Network::FIRST_HOST`]..=[`Network::max_host`]. Which
+//! addresses are taken is recorded by IPAM's claim records. The MAC is
+//! derived from the address (`02:4e:` + the four octets).
 
 use std::net::Ipv4Addr;
 
@@ -50,9 +52,40 @@ impl Network {
         1u32 << (self.node_prefix_len - self.prefix_len)
     }
 
-    /// Host numbers usable by instances in a block: 2..=max_host.
+    /// The lowest host number an instance may get: network (0), gateway
+    /// (1), 2 and 3 are reserved as in EC2.
+    pub const FIRST_HOST: u32 = 4;
+
+    /// The highest host number an instance may get (the broadcast address
+    /// is reserved).
     pub fn max_host(&self) -> u32 {
         (1u32 << (32 - self.node_prefix_len)) - 2
+    }
+
+    /// How many instances a block can address.
+    pub fn usable_hosts(&self) -> u32 {
+        (self.max_host() + 1).saturating_sub(Self::FIRST_HOST)
+    }
+
+    /// Whether host number `host` of a block is reserved (never handed out).
+    pub fn is_reserved(&self, host: u32) -> bool {
+        host < Self::FIRST_HOST || host > self.max_host()
+    }
+
+    /// The block holding `ip`, if it is in the region network.
+    pub fn block_of(&self, ip: Ipv4Addr) -> Option<u32> {
+        let ip = u32::from(ip);
+        let mask = u32::MAX << (32 - self.prefix_len);
+        (ip & mask == self.base).then(|| (ip - self.base) >> (32 - self.node_prefix_len))
+    }
+
+    /// The CIDR of a block, `a.b.c.d/len`.
+    pub fn block_cidr(&self, block: u32) -> String {
+        format!(
+            "{}/{}",
+            Ipv4Addr::from(self.block_base(block)),
+            self.node_prefix_len
+        )
     }
 
     /// Prefix length of a node block.
@@ -74,9 +107,9 @@ impl Network {
         Ipv4Addr::from(self.block_base(block) + host)
     }
 
-    /// The smallest free host number given the used ones.
+    /// The smallest free, unreserved host number given the used ones.
     pub fn free_host(&self, used: &[u32]) -> Option<u32> {
-        (2..=self.max_host()).find(|h| !used.contains(h))
+        (Self::FIRST_HOST..=self.max_host()).find(|h| !used.contains(h))
     }
 }
 
@@ -101,7 +134,27 @@ mod tests {
         assert_eq!(n.max_host(), 1022);
         assert_eq!(n.gateway(0), Ipv4Addr::new(10, 0, 0, 1));
         assert_eq!(n.address(1, 2), Ipv4Addr::new(10, 0, 4, 2));
-        assert_eq!(n.free_host(&[2, 3, 5]), Some(4));
+        assert_eq!(n.free_host(&[4, 5, 7]), Some(6));
+        assert_eq!(
+            n.free_host(&[]),
+            Some(4),
+            "network, gateway, +2, +3 reserved"
+        );
+        assert_eq!(n.usable_hosts(), 1019);
+        assert!((0..4).all(|h| n.is_reserved(h)));
+        assert!(n.is_reserved(1023), "broadcast");
+        assert!(!n.is_reserved(4) && !n.is_reserved(1022));
+        assert_eq!(n.block_of(Ipv4Addr::new(10, 0, 4, 2)), Some(1));
+        assert_eq!(n.block_of(Ipv4Addr::new(11, 0, 0, 2)), None);
+        assert_eq!(n.block_cidr(1), "10.0.4.0/22");
+        // A /29 block: 8 addresses, 5 reserved, 3 for instances.
+        let small = Network::from_config(&NetworkConfig {
+            cidr: "10.0.0.0/24".into(),
+            node_prefix_len: 29,
+        })
+        .unwrap();
+        assert_eq!(small.usable_hosts(), 3);
+        assert_eq!(small.free_host(&[4, 5, 6]), None);
         assert_eq!(mac_for(Ipv4Addr::new(10, 0, 4, 2)), "02:4e:0a:00:04:02");
         for bad in [
             ("10.0.0.0", 22),

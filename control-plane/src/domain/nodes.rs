@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::domain::accounts::{random_secret, random_upper};
 use crate::domain::filters::{self, Filter};
+use crate::domain::ipam;
 use crate::domain::lifecycle::{Event, Phase, State};
 use crate::domain::model::{
     now_ms, AccessKey, Assignment, ClientTokenRecord, ConsoleRequest, Instance, Node, NodeAlive,
@@ -19,7 +20,7 @@ use crate::domain::model::{
 use crate::domain::views::{NodeInfo, StateChange, Zone};
 use crate::domain::{validation, Caller, Domain};
 use crate::error::{Error, Result};
-use crate::ids::{InstanceId, NodeId, ReservationId};
+use crate::ids::{InstanceId, NodeId, ReservationId, SubnetId};
 use crate::scheduler;
 use crate::store::keys::DesiredKey;
 use crate::store::watch::{watch_prefix, WatchItem};
@@ -249,6 +250,10 @@ impl Domain {
                 .put(&keys.ip_block(block), &id)?
                 .put(&keys.node(&id), &node)?
                 .put(&keys.node_alloc(&id), &NodeAlloc::default())?
+                .put(
+                    &keys.subnet(&SubnetId::for_block(block)),
+                    &ipam::block_subnet(&self.network, block, &input.availability_zone, &id),
+                )?
                 .put_with_lease(
                     &keys.node_alive(&id),
                     &NodeAlive {

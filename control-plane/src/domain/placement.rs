@@ -14,14 +14,20 @@
 //!   the directory, disk and TAP;
 //! - `unassign` (terminated): the address is freed and the assignment
 //!   deleted, so the agent removes everything.
+//!
+//! This is the one place an existing instance's state changes, so it is
+//! where the [`events`] outbox is written: a changed state adds its event
+//! (sequence `event_seq + 1`) to the same transaction.
 
 use std::time::Duration;
 
-use crate::domain::model::{Assignment, Instance, NetworkAssignment, NodeAlloc};
+use crate::domain::events::{self, InstanceEvent};
+use crate::domain::ipam;
+use crate::domain::model::{now_ms, Assignment, Instance, NetworkAssignment, NodeAlloc};
 use crate::domain::network::mac_for;
 use crate::domain::Domain;
 use crate::error::{Error, Result};
-use crate::ids::{NodeId, ReservationId};
+use crate::ids::{NodeId, ReservationId, SubnetId};
 use crate::scheduler::{self, NodeView};
 use crate::store::Tx;
 
@@ -94,6 +100,11 @@ impl Domain {
             }
             let mut note: Option<(NodeId, NodeAlloc)> = None;
             let mut assignment_written = false;
+            // Placed before IPAM: its address gets its claim now (not when
+            // it is leaving: its release below deletes nothing then).
+            if !p.unassign {
+                self.adopt_address(&mut p.inst, &mut tx).await?;
+            }
             if p.place {
                 let (node, alloc) = match (p.inst.node_id.clone(), p.inst.network.clone()) {
                     (Some(node), Some(net)) => {
@@ -119,6 +130,7 @@ impl Domain {
                         if p.unassign {
                             if let Some(net) = &p.inst.network {
                                 alloc.hosts.retain(|x| *x != net.host);
+                                ipam::stage_release(self.store.keys(), &mut tx, &self.network, net);
                             }
                             alloc.instances = alloc.instances.saturating_sub(1);
                         }
@@ -148,6 +160,11 @@ impl Domain {
                         tx.put(&ak, &na)?;
                     }
                 }
+            }
+            // The outbox: a state change writes its event in this same txn.
+            let node = p.inst.node_id.clone().or_else(|| cur.value.node_id.clone());
+            if let Some(ev) = InstanceEvent::transition(&cur.value, &mut p.inst, node, now_ms()) {
+                events::stage(self.store.keys(), &mut tx, &ev)?;
             }
             tx.put(key, &p.inst)?;
             match self.store.commit(tx).await? {
@@ -252,6 +269,7 @@ impl Domain {
         alloc.instances += 1;
         inst.node_id = Some(placed.node.clone());
         inst.network = Some(placed.network.clone());
+        ipam::stage_claim(self.store.keys(), tx, inst, &placed.network)?;
         let ak = self.store.keys().node_alloc(&placed.node);
         tx.expect_rev(&ak, view.alloc_rev);
         tx.expect_present(&self.store.keys().node_alive(&placed.node));
@@ -312,7 +330,7 @@ impl Domain {
             if let Ok(idx) = scheduler::place(
                 policy,
                 self.overcommit(),
-                self.network.max_host() - 1,
+                self.network.usable_hosts(),
                 &views,
                 &[],
                 &req,
@@ -332,6 +350,7 @@ impl Domain {
                         prefix_len: self.network.node_prefix_len(),
                         gateway: self.network.gateway(v.node.ip_block).to_string(),
                         mac: mac_for(ip),
+                        subnet_id: Some(SubnetId::for_block(v.node.ip_block)),
                     },
                 };
                 return Ok(Some((placed, v)));

@@ -37,7 +37,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::catalogue;
+use crate::domain::events::{self, InstanceEvent};
 use crate::domain::instances::{b64, RunInstancesInput};
+use crate::domain::ipam;
 use crate::domain::launch::{Launch, BATCH};
 use crate::domain::model::{now_ms, ClientTokenRecord, Instance, NodeAlloc};
 use crate::domain::placement::backoff;
@@ -510,6 +512,7 @@ impl Domain {
         tx: &mut Tx,
     ) -> Result<()> {
         let keys = self.store.keys();
+        let now = now_ms();
         let ikeys: Vec<String> = ids.iter().map(|i| keys.instance(account, i)).collect();
         let insts = self.store.get_many::<Instance>(&ikeys).await?;
         let mut nodes: Vec<crate::ids::NodeId> = Vec::new();
@@ -534,6 +537,7 @@ impl Domain {
             tx.expect_rev(key, inst.mod_revision);
             tx.delete(key);
             let i = inst.value;
+            events::stage(keys, tx, &InstanceEvent::rolled_back(&i, now))?;
             if let Some(n) = &i.node_id {
                 tx.delete(&keys.assignment(n, &i.id));
                 if let Some((a, _)) = allocs.get_mut(n.as_str()) {
@@ -543,6 +547,7 @@ impl Domain {
                     }
                     if let Some(net) = &i.network {
                         a.hosts.retain(|h| *h != net.host);
+                        ipam::stage_release(keys, tx, &self.network, net);
                     }
                     a.instances = a.instances.saturating_sub(1);
                 }

@@ -61,6 +61,15 @@ pub async fn pass(domain: &Domain, gc_due: bool) -> Result<PassReport> {
     } else {
         0
     };
+    // Event retention (the outbox): a failure must not stop the pass.
+    if gc_due {
+        if let Err(e) = domain
+            .collect_expired_events(crate::domain::model::now_ms())
+            .await
+        {
+            tracing::warn!(error = %e, "collecting expired events failed");
+        }
+    }
     if lost > 0 || collected > 0 {
         tracing::info!(lost, collected, "reconcile pass");
     }

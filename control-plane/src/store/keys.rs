@@ -56,6 +56,25 @@ impl Keys {
         format!("{}/client-tokens/{account}/{}", self.p, hex::encode(token))
     }
 
+    /// `events/<account>/<ms:013>/<instance>/<seq:010>`: an immutable
+    /// lifecycle event ([`crate::domain::events`]). Keys of one account sort
+    /// by time, then instance, then the instance's event sequence.
+    pub fn event(&self, account: &AccountId, ms: i64, id: &InstanceId, seq: u64) -> String {
+        format!(
+            "{}/events/{account}/{:013}/{id}/{seq:010}",
+            self.p,
+            ms.max(0)
+        )
+    }
+    /// All events of an account.
+    pub fn account_events(&self, account: &AccountId) -> String {
+        format!("{}/events/{account}/", self.p)
+    }
+    /// All events.
+    pub fn all_events(&self) -> String {
+        format!("{}/events/", self.p)
+    }
+
     /// `accounts/<account>`.
     pub fn account(&self, id: &AccountId) -> String {
         format!("{}/accounts/{id}", self.p)
@@ -127,6 +146,20 @@ impl Keys {
     /// All address blocks.
     pub fn ip_blocks(&self) -> String {
         format!("{}/ip-blocks/", self.p)
+    }
+
+    /// `ipam/subnets/<subnet>`: a subnet ([`crate::domain::ipam::Subnet`]).
+    pub fn subnet(&self, id: &crate::ids::SubnetId) -> String {
+        format!("{}/ipam/subnets/{id}", self.p)
+    }
+    /// `ipam/addrs/<subnet>/<a.b.c.d>`: the claim of one address
+    /// ([`crate::domain::ipam::AddressClaim`]).
+    pub fn address_claim(&self, subnet: &crate::ids::SubnetId, ip: &str) -> String {
+        format!("{}/ipam/addrs/{subnet}/{ip}", self.p)
+    }
+    /// All claims in a subnet.
+    pub fn address_claims(&self, subnet: &crate::ids::SubnetId) -> String {
+        format!("{}/ipam/addrs/{subnet}/", self.p)
     }
 
     /// Everything a node's assignment stream watches.

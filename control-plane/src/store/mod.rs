@@ -205,6 +205,54 @@ impl Store {
         Ok((out, rev))
     }
 
+    /// Lists up to `limit` (0 = all) records with keys in `[start, end)`,
+    /// in key order.
+    pub async fn list_range<T: DeserializeOwned>(
+        &self,
+        start: &str,
+        end: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, Versioned<T>)>> {
+        let mut opts = GetOptions::new().with_range(end);
+        if limit > 0 {
+            opts = opts.with_limit(limit);
+        }
+        let resp = self.client.kv_client().get(start, Some(opts)).await?;
+        let mut out = Vec::with_capacity(resp.kvs().len());
+        for kv in resp.kvs() {
+            out.push((
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                Versioned {
+                    value: decode(kv.key(), kv.value())?,
+                    mod_revision: kv.mod_revision(),
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The first key in `[start, end)`, if any (keys only, one key read).
+    pub async fn first_key(&self, start: &[u8], end: &[u8]) -> Result<Option<String>> {
+        let opts = GetOptions::new()
+            .with_range(end)
+            .with_limit(1)
+            .with_keys_only();
+        let resp = self.client.kv_client().get(start, Some(opts)).await?;
+        Ok(resp
+            .kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.key()).into_owned()))
+    }
+
+    /// Deletes every key in `[start, end)` unconditionally (not fenced: only
+    /// for deletions that are idempotent and safe from any replica, such as
+    /// expired events). Returns how many keys were deleted.
+    pub async fn delete_range(&self, start: &str, end: &str) -> Result<i64> {
+        let opts = etcd_client::DeleteOptions::new().with_range(end);
+        let resp = self.client.kv_client().delete(start, Some(opts)).await?;
+        Ok(resp.deleted())
+    }
+
     /// Counts keys under a prefix.
     pub async fn count(&self, prefix: &str) -> Result<i64> {
         let opts = GetOptions::new()
