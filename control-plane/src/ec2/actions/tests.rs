@@ -56,18 +56,8 @@ enrolment_tokens = [{{ id = "nbenrol0001", secret = "enrol-secret-0123456789" }}
     .unwrap();
     let region = cfg.region.clone();
     let zones = cfg.zones.clone();
-    // etcd takes a moment to come up: retry the start.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let replica = loop {
-        match Replica::start(cfg.clone()).await {
-            Ok(r) => break r,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("control plane did not start: {e}"),
-        }
-    };
+    // Etcd::start returns once etcd has a leader: the replica starts at once.
+    let replica = Replica::start(cfg).await.expect("control plane starts");
     let d = replica.domain.clone();
     let (_, ka, sa) = d.create_account(&Caller::Operator, "ec2-a").await.unwrap();
     let (_, kb, sb) = d.create_account(&Caller::Operator, "ec2-b").await.unwrap();
