@@ -139,3 +139,34 @@ pub fn routes(domain: Arc<Domain>) -> tonic::service::Routes {
             .max_encoding_message_size(max),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(st: &Status) -> Option<&str> {
+        st.metadata()
+            .get(nubis_proto::ERROR_CODE_HEADER)
+            .and_then(|v| v.to_str().ok())
+    }
+
+    #[test]
+    fn domain_errors_map_to_codes_with_the_ec2_code_in_metadata() {
+        let st = to_status(Error::invalid("bad count"));
+        assert_eq!(st.code(), tonic::Code::InvalidArgument);
+        assert_eq!(header(&st), Some("InvalidParameterValue"));
+        assert!(st.message().contains("bad count"), "{}", st.message());
+
+        let st = to_status(Error::not_found("InvalidInstanceID.NotFound", "i-1"));
+        assert_eq!(st.code(), tonic::Code::NotFound);
+        assert_eq!(header(&st), Some("InvalidInstanceID.NotFound"));
+
+        let st = to_status(Error::ClientCertificateRequired);
+        assert_eq!(st.code(), tonic::Code::Unauthenticated);
+        assert_eq!(header(&st), Some("AuthFailure"));
+
+        let st = to_status(Error::Unauthorized("admin only".into()));
+        assert_eq!(st.code(), tonic::Code::PermissionDenied);
+        assert_eq!(header(&st), Some("UnauthorizedOperation"));
+    }
+}
