@@ -104,7 +104,7 @@ fn evs_prev_state(evs: &[InstanceEvent], n: usize) -> State {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_transition_writes_one_event_and_events_outlive_the_instance() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let cp = start(config(&etcd)).await;
@@ -166,7 +166,7 @@ async fn every_transition_writes_one_event_and_events_outlive_the_instance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_changes_write_one_event_per_committed_change() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let cp = start(config(&etcd)).await;
@@ -212,7 +212,7 @@ async fn racing_changes_write_one_event_per_committed_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_page_through_a_time_range_of_one_account() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let cp = start(config(&etcd)).await;
@@ -329,7 +329,7 @@ async fn reads_page_through_a_time_range_of_one_account() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_deletes_only_expired_events() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let cp = start(config(&etcd)).await;
@@ -398,7 +398,7 @@ async fn retention_deletes_only_expired_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_describe_instance_events_is_per_account() {
     use nubis_proto::compute::v1 as pb;
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let cp = start(config(&etcd)).await;

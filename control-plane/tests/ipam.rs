@@ -100,7 +100,7 @@ async fn claims_match(d: &Domain, c: &Caller) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_placements_on_two_replicas_never_share_an_address() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let mut cfg = config(&etcd);
@@ -148,7 +148,7 @@ async fn racing_placements_on_two_replicas_never_share_an_address() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_subnet_refuses_and_termination_frees_the_address() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let mut cfg = config(&etcd);
@@ -208,7 +208,7 @@ async fn a_full_subnet_refuses_and_termination_frees_the_address() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_placed_before_ipam_keeps_its_address() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let cp = start(config(&etcd)).await;

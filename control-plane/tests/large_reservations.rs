@@ -113,7 +113,7 @@ fn config_oc1(etcd: &Etcd) -> nubis_control_plane::config::Config {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_of_100_is_written_in_batches_and_replays() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let cp = start(config_oc1(&etcd)).await;
@@ -162,7 +162,7 @@ async fn a_call_of_100_is_written_in_batches_and_replays() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_count_out_of_reach_leaves_nothing_behind() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let cp = start(config_oc1(&etcd)).await;
@@ -245,7 +245,7 @@ async fn min_count_out_of_reach_leaves_nothing_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_between_batches_is_finished_by_a_retry_or_the_reconciler() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let cfg = config_oc1(&etcd);
@@ -323,7 +323,7 @@ async fn crash_between_batches_is_finished_by_a_retry_or_the_reconciler() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_racing_large_calls_stay_all_or_nothing() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let cfg = config_oc1(&etcd);
@@ -362,7 +362,7 @@ async fn two_replicas_racing_large_calls_stay_all_or_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_never_drops_the_key_pair_on_a_read_failure() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let cp = start(config_oc1(&etcd)).await;

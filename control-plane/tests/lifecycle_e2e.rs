@@ -13,7 +13,7 @@ use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instance_lifecycle_through_a_simulated_agent() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let cp = start(config(&etcd)).await;
@@ -205,7 +205,7 @@ async fn instance_lifecycle_through_a_simulated_agent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_must_be_signed_by_known_keys() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let cp = start(config(&etcd)).await;

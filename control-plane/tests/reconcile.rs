@@ -15,7 +15,7 @@ use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_loss_stops_instances_and_releases_capacity() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let cp = start(config(&etcd)).await;
@@ -98,7 +98,7 @@ async fn node_loss_stops_instances_and_releases_capacity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminated_instances_are_collected_and_leadership_moves() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let mut cfg = config(&etcd);
@@ -148,7 +148,7 @@ async fn terminated_instances_are_collected_and_leadership_moves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_tokens_outlive_their_instances_and_a_day_then_go() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let cp = start(config(&etcd)).await;
@@ -231,7 +231,7 @@ async fn client_tokens_outlive_their_instances_and_a_day_then_go() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_pending_reservation_does_not_stop_the_pass() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let cp = start(config(&etcd)).await;

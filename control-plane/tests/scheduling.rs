@@ -64,7 +64,7 @@ async fn agents(ep: &str, zones: &[&str], per_zone: usize, vcpus: u32, mem: u32)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spread_zone_constraint_cordon_and_capacity() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let cp = start(config(&etcd)).await;
@@ -138,7 +138,7 @@ async fn spread_zone_constraint_cordon_and_capacity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binpack_fills_hosts_in_turn() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let mut cfg = config(&etcd);
@@ -171,7 +171,7 @@ async fn binpack_fills_hosts_in_turn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_never_overbook_tight_capacity() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let mut cfg = config(&etcd);
@@ -243,7 +243,7 @@ async fn two_replicas_never_overbook_tight_capacity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_token_survives_restart_and_killed_replicas() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let cfg = config(&etcd);

@@ -44,7 +44,7 @@ async fn launch(c: &mut Compute, image: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_keeps_the_node_and_start_reclaims_it_there() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let cp = start(config(&etcd)).await;

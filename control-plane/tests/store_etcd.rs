@@ -14,7 +14,7 @@ use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compare_and_swap_conflicts() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let store = Store::connect(std::slice::from_ref(&etcd.endpoint), "/t")
@@ -58,7 +58,7 @@ async fn compare_and_swap_conflicts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_from_a_compacted_revision_relists() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let store = Store::connect(std::slice::from_ref(&etcd.endpoint), "/t")
@@ -112,7 +112,7 @@ async fn watch_from_a_compacted_revision_relists() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fenced_commits_fail_once_the_leader_key_is_gone() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let store = Store::connect(std::slice::from_ref(&etcd.endpoint), "/f")

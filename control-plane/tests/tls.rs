@@ -64,7 +64,7 @@ async fn register_over(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_for_agents_server_tls_for_tenants() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -176,7 +176,7 @@ async fn mutual_tls_for_agents_server_tls_for_tenants() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tls_configuration_is_refused_with_its_path() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -12,7 +12,7 @@ use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_rejected_and_nothing_written() {
-    let Some(etcd) = Etcd::start().await else {
+    let Some(etcd) = start_etcd() else {
         return;
     };
     let cp = start(config(&etcd)).await;

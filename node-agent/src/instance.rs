@@ -27,13 +27,14 @@ use crate::context::HostContext;
 use crate::error::{Error, Result};
 use crate::host::dirwatch::DirWatch;
 use crate::host::vmm_process::{
-    exit_status_path, ExitRecord, VmmApi, VmmExit, VmmProcess, VmmRecord,
+    exit_of, exit_status_path, read_exit_record, VmmApi, VmmExit, VmmProcess, VmmRecord,
 };
 use crate::launch;
 use crate::layout::{off_runtime, read_json, tail, write_json, InstanceDir, PersistedState};
 use crate::runtime::{admit, Admission, Denied, ReasonCode, Request, State, StateReason};
 use crate::timeline::Timeline;
 use crate::types::{InstanceId, InstanceSpec};
+use nubis_vmm_api::Action;
 
 /// The console bytes returned by [`InstanceHandle::console`].
 pub const CONSOLE_TAIL_BYTES: u64 = 64 * 1024;
@@ -171,17 +172,17 @@ impl InstanceHandle {
                 // Its exit record (host/vmm_process.rs) tells how it ended.
                 let recorded = record
                     .as_ref()
-                    .and_then(|r| ExitRecord::read(&exit_status_path(&r.api_socket), r.pid));
+                    .and_then(|r| read_exit_record(&exit_status_path(&r.api_socket), r.pid));
                 match recorded {
                     Some(r) => {
                         let stderr = tail(&dir.stderr(), 512).unwrap_or_default();
                         let stderr = String::from_utf8_lossy(&stderr).trim().to_string();
-                        let (to, why) = unrequested_exit(r.exit(), &stderr);
+                        let (to, why) = unrequested_exit(exit_of(&r), &stderr);
                         tracing::info!(instance = %id, pid = r.pid, exit_code = r.exit_code,
                             reason = %r.reason, "the VMM exited while the agent was down");
                         state = to;
                         reason = Some(why);
-                        exit = match r.exit() {
+                        exit = match exit_of(&r) {
                             VmmExit::Code(c) => Some(c),
                             _ => None,
                         };
@@ -721,7 +722,7 @@ impl Driver {
             self.hard_stop().await;
             return;
         }
-        match self.api.call("ctrl_alt_del").await {
+        match self.api.call(Action::CtrlAltDel).await {
             Ok(_) => {
                 self.stop = Some(StopProgress {
                     phase: StopPhase::Graceful,
@@ -736,7 +737,7 @@ impl Driver {
     }
 
     async fn hard_stop(&mut self) {
-        match self.api.call("stop").await {
+        match self.api.call(Action::Stop).await {
             Ok(_) => {
                 self.stop = Some(StopProgress {
                     phase: StopPhase::Hard,
@@ -784,7 +785,7 @@ impl Driver {
 
     async fn poll_started(&mut self) {
         match self.api.describe().await {
-            Ok(d) if d.state == "running" && d.vcpus_started => {
+            Ok(d) if d.state == nubis_vmm_api::vm_state::RUNNING && d.vcpus_started => {
                 if let Some(ms) = d.started_at_unix_ms {
                     self.started_ms = Some(ms);
                 }

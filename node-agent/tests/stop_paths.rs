@@ -63,7 +63,7 @@ fn paused_guest_is_stopped_by_the_vmm_stop() {
         let dir = env.config.state_dir.join("instances/i-paus0001");
         // A paused guest cannot answer Ctrl-Alt-Del.
         VmmApi::new(dir.join("api.sock"))
-            .call("pause")
+            .call(nubis_vmm_api::Action::Pause)
             .await
             .unwrap();
         let t = Instant::now();

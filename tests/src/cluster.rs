@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use nubis_testsupport::etcd_healthy;
 use sys::Proc;
 
 /// Binaries the cluster runs, from the same target directory as the test.
@@ -300,28 +301,6 @@ fn port_open(port: u16) -> bool {
         Duration::from_millis(200),
     )
     .is_ok()
-}
-
-/// etcd answers `/health` with `"health":"true"` only once it has a leader;
-/// an open client port alone is not enough (the control plane's first
-/// require-leader read would fail and it would exit).
-fn etcd_healthy(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_millis(200),
-    ) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body.contains("\"health\":\"true\"")
 }
 
 fn port_of(url: &str) -> u16 {

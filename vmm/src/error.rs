@@ -148,26 +148,29 @@ pub enum Error {
 impl Error {
     /// The exit status for this error, as fixed by the command-line contract.
     pub fn exit_code(&self) -> i32 {
+        use nubis_vmm_api::exit_code;
         match self {
             Error::Config(_)
             | Error::ConfigRead { .. }
             | Error::ConfigParse { .. }
             | Error::Cmdline(_)
-            | Error::SerialOutput { .. } => 2,
+            | Error::SerialOutput { .. } => exit_code::CONFIG,
             Error::KernelRead { .. }
             | Error::KernelFormat { .. }
             | Error::KernelLoad { .. }
-            | Error::KernelNot64Bit { .. } => 3,
-            Error::InitrdRead { .. } | Error::InitrdTooLarge { .. } => 4,
-            Error::MemorySize { .. } | Error::KernelTooBig { .. } | Error::GuestMemory(_) => 5,
+            | Error::KernelNot64Bit { .. } => exit_code::KERNEL,
+            Error::InitrdRead { .. } | Error::InitrdTooLarge { .. } => exit_code::INITRD,
+            Error::MemorySize { .. } | Error::KernelTooBig { .. } | Error::GuestMemory(_) => {
+                exit_code::MEMORY
+            }
             Error::Device { source, .. } => source.exit_status(),
-            Error::KvmUnavailable(_) | Error::KvmCapability(_) => 8,
-            Error::ApiSocket { .. } => 9,
+            Error::KvmUnavailable(_) | Error::KvmCapability(_) => exit_code::KVM,
+            Error::ApiSocket { .. } => exit_code::API_SOCKET,
             Error::Vm { .. }
             | Error::Vcpu { .. }
             | Error::BootSetup { .. }
             | Error::VcpuFault { .. }
-            | Error::Host { .. } => 1,
+            | Error::Host { .. } => exit_code::INTERNAL,
         }
     }
 

@@ -17,23 +17,8 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use serde::{Deserialize, Serialize};
-
-/// The record as written (and as readers parse it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExitRecord {
-    /// The process exit status (128 + signal number when a signal ended it).
-    pub exit_code: i32,
-    /// Why, in words.
-    pub reason: String,
-    /// When it was written (milliseconds since the Unix epoch).
-    pub unix_ms: u64,
-    /// The VMM's process id (lets a reader reject a record of an earlier VMM).
-    pub pid: u32,
-    /// The fatal signal that ended the process, if one did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signal: Option<i32>,
-}
+/// The record as written (and as readers parse it): nubis-vmm-api's.
+pub use nubis_vmm_api::ExitRecord;
 
 /// The temporary file the record is written to before the rename.
 pub fn temp_path(path: &Path) -> PathBuf {

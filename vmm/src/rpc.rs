@@ -4,27 +4,13 @@
 
 use std::sync::mpsc;
 
-use serde::Deserialize;
+use nubis_vmm_api::error_kind;
 
 use crate::state::InvalidTransition;
 
-/// An action the VMM loop performs on behalf of an API client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VmmAction {
-    /// Report state and configuration.
-    Describe,
-    /// Park all vCPUs.
-    Pause,
-    /// Let parked vCPUs run again.
-    Resume,
-    /// Inject Ctrl-Alt-Del through the i8042 (the guest decides what to do).
-    CtrlAltDel,
-    /// Stop the VM gracefully (the VMM exits 0).
-    Stop,
-    /// Report counters.
-    Metrics,
-}
+/// An action the VMM loop performs on behalf of an API client (the wire
+/// type of nubis-vmm-api).
+pub use nubis_vmm_api::Action as VmmAction;
 
 /// Why an action was not performed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,9 +30,9 @@ impl VmmActionError {
     /// Stable machine-readable kind for the wire.
     pub fn kind(&self) -> &'static str {
         match self {
-            VmmActionError::InvalidState(_) => "invalid_state",
-            VmmActionError::BadRequest(_) => "bad_request",
-            VmmActionError::Internal(_) => "internal",
+            VmmActionError::InvalidState(_) => error_kind::INVALID_STATE,
+            VmmActionError::BadRequest(_) => error_kind::BAD_REQUEST,
+            VmmActionError::Internal(_) => error_kind::INTERNAL,
         }
     }
 }

@@ -46,8 +46,8 @@ impl StopReason {
     /// Process exit status for this reason (0 graceful, 1 fault).
     pub fn exit_code(&self) -> i32 {
         match self {
-            StopReason::VcpuFault(_) => 1,
-            _ => 0,
+            StopReason::VcpuFault(_) => nubis_vmm_api::exit_code::INTERNAL,
+            _ => nubis_vmm_api::exit_code::OK,
         }
     }
 
@@ -176,6 +176,20 @@ mod tests {
                     assert_eq!(err.state, s);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn state_names_are_the_api_contract() {
+        use nubis_vmm_api::vm_state;
+        for (state, name) in [
+            (VmState::Booting, vm_state::BOOTING),
+            (VmState::Running, vm_state::RUNNING),
+            (VmState::Paused, vm_state::PAUSED),
+            (VmState::Stopping, vm_state::STOPPING),
+            (VmState::Stopped, vm_state::STOPPED),
+        ] {
+            assert_eq!(state.as_str(), name);
         }
     }
 

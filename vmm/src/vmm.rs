@@ -341,13 +341,14 @@ impl Vmm {
     }
 
     fn describe(&self) -> serde_json::Value {
-        serde_json::json!({
-            "state": self.state.as_str(),
-            "pid": std::process::id(),
-            "config": self.config,
-            "vcpus_started": matches!(self.state, VmState::Running | VmState::Paused),
-            "started_at_unix_ms": self.started_at_unix_ms,
-        })
+        let describe = nubis_vmm_api::Describe {
+            state: self.state.as_str().to_string(),
+            pid: Some(std::process::id()),
+            config: &self.config,
+            vcpus_started: matches!(self.state, VmState::Running | VmState::Paused),
+            started_at_unix_ms: Some(self.started_at_unix_ms),
+        };
+        serde_json::to_value(describe).unwrap_or_default()
     }
 
     fn metrics(&self) -> serde_json::Value {

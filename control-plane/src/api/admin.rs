@@ -5,31 +5,28 @@ use std::sync::Arc;
 use nubis_proto::compute::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::api::compute::state_out;
-use crate::api::{authenticate, to_status};
+use crate::api::compute::changes_out;
+use crate::api::Edge;
 use crate::domain::model::{Account, Resources};
 use crate::domain::views::NodeInfo;
-use crate::domain::{Caller, Domain};
+use crate::domain::Domain;
 
 /// The Admin service.
 #[derive(Debug)]
 pub struct AdminApi {
-    domain: Arc<Domain>,
+    edge: Edge,
 }
 
 impl AdminApi {
     /// Over a domain.
     pub fn new(domain: Arc<Domain>) -> Self {
-        Self { domain }
+        Self {
+            edge: Edge::new(domain, "nubis.compute.v1.Admin"),
+        }
     }
 
-    async fn auth<T>(&self, req: &Request<T>, method: &str) -> Result<Caller, Status> {
-        authenticate(
-            &self.domain,
-            req,
-            &format!("/nubis.compute.v1.Admin/{method}"),
-        )
-        .await
+    fn domain(&self) -> &Domain {
+        self.edge.domain()
     }
 }
 
@@ -84,105 +81,91 @@ impl pb::admin_server::Admin for AdminApi {
         &self,
         req: Request<pb::CreateAccountRequest>,
     ) -> Result<Response<pb::CreateAccountResponse>, Status> {
-        let caller = self.auth(&req, "CreateAccount").await?;
-        let r = req.into_inner();
-        let (a, key, secret) = self
-            .domain
-            .create_account(&caller, &r.name)
+        self.edge
+            .call(req, "CreateAccount", |caller, r| async move {
+                let (a, key, secret) = self.domain().create_account(&caller, &r.name).await?;
+                Ok(pb::CreateAccountResponse {
+                    account: Some(account_out(&a)),
+                    access_key_id: key,
+                    secret_access_key: secret,
+                })
+            })
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::CreateAccountResponse {
-            account: Some(account_out(&a)),
-            access_key_id: key,
-            secret_access_key: secret,
-        }))
     }
 
     async fn list_accounts(
         &self,
         req: Request<pb::ListAccountsRequest>,
     ) -> Result<Response<pb::ListAccountsResponse>, Status> {
-        let caller = self.auth(&req, "ListAccounts").await?;
-        let a = self
-            .domain
-            .list_accounts(&caller)
+        self.edge
+            .call(req, "ListAccounts", |caller, _| async move {
+                let a = self.domain().list_accounts(&caller).await?;
+                Ok(pb::ListAccountsResponse {
+                    accounts: a.iter().map(account_out).collect(),
+                })
+            })
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::ListAccountsResponse {
-            accounts: a.iter().map(account_out).collect(),
-        }))
     }
 
     async fn list_nodes(
         &self,
         req: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
-        let caller = self.auth(&req, "ListNodes").await?;
-        let r = req.into_inner();
-        let zone = (!r.availability_zone.is_empty()).then_some(r.availability_zone.as_str());
-        let n = self
-            .domain
-            .list_nodes(&caller, zone)
+        self.edge
+            .call(req, "ListNodes", |caller, r| async move {
+                let zone =
+                    (!r.availability_zone.is_empty()).then_some(r.availability_zone.as_str());
+                let n = self.domain().list_nodes(&caller, zone).await?;
+                Ok(pb::ListNodesResponse {
+                    nodes: n.iter().map(node_out).collect(),
+                })
+            })
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::ListNodesResponse {
-            nodes: n.iter().map(node_out).collect(),
-        }))
     }
 
     async fn cordon_node(
         &self,
         req: Request<pb::CordonNodeRequest>,
     ) -> Result<Response<pb::CordonNodeResponse>, Status> {
-        let caller = self.auth(&req, "CordonNode").await?;
-        let r = req.into_inner();
-        let n = self
-            .domain
-            .cordon_node(&caller, &r.node_id)
+        self.edge
+            .call(req, "CordonNode", |caller, r| async move {
+                let n = self.domain().cordon_node(&caller, &r.node_id).await?;
+                Ok(pb::CordonNodeResponse {
+                    node: Some(node_out(&n)),
+                })
+            })
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::CordonNodeResponse {
-            node: Some(node_out(&n)),
-        }))
     }
 
     async fn uncordon_node(
         &self,
         req: Request<pb::UncordonNodeRequest>,
     ) -> Result<Response<pb::UncordonNodeResponse>, Status> {
-        let caller = self.auth(&req, "UncordonNode").await?;
-        let r = req.into_inner();
-        let n = self
-            .domain
-            .uncordon_node(&caller, &r.node_id)
+        self.edge
+            .call(req, "UncordonNode", |caller, r| async move {
+                let n = self.domain().uncordon_node(&caller, &r.node_id).await?;
+                Ok(pb::UncordonNodeResponse {
+                    node: Some(node_out(&n)),
+                })
+            })
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::UncordonNodeResponse {
-            node: Some(node_out(&n)),
-        }))
     }
 
     async fn drain_node(
         &self,
         req: Request<pb::DrainNodeRequest>,
     ) -> Result<Response<pb::DrainNodeResponse>, Status> {
-        let caller = self.auth(&req, "DrainNode").await?;
-        let r = req.into_inner();
-        let (n, changes) = self
-            .domain
-            .drain_node(&caller, &r.node_id, r.force)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::DrainNodeResponse {
-            node: Some(node_out(&n)),
-            stopping_instances: changes
-                .into_iter()
-                .map(|c| pb::InstanceStateChange {
-                    instance_id: c.instance_id.to_string(),
-                    current_state: Some(state_out(c.current)),
-                    previous_state: Some(state_out(c.previous)),
+        self.edge
+            .call(req, "DrainNode", |caller, r| async move {
+                let (n, changes) = self
+                    .domain()
+                    .drain_node(&caller, &r.node_id, r.force)
+                    .await?;
+                Ok(pb::DrainNodeResponse {
+                    node: Some(node_out(&n)),
+                    stopping_instances: changes_out(changes),
                 })
-                .collect(),
-        }))
+            })
+            .await
     }
 }

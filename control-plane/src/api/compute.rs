@@ -6,7 +6,7 @@ use std::time::Duration;
 use nubis_proto::compute::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::api::{authenticate, to_status};
+use crate::api::Edge;
 use crate::domain::events::{EventQuery, StoredEvent};
 use crate::domain::filters::Filter;
 use crate::domain::images::RegisterImageInput;
@@ -14,28 +14,29 @@ use crate::domain::instances::{DescribeInput, RunInstancesInput};
 use crate::domain::lifecycle::State;
 use crate::domain::model::{Image, Instance, KeyPair};
 use crate::domain::views::{Reservation, StateChange};
-use crate::domain::{catalogue, Caller, Domain};
+use crate::domain::{catalogue, Domain};
 use crate::error::Error;
 
 /// The Compute service.
 #[derive(Debug)]
 pub struct ComputeApi {
-    domain: Arc<Domain>,
+    edge: Edge,
 }
 
 impl ComputeApi {
     /// Over a domain.
     pub fn new(domain: Arc<Domain>) -> Self {
-        Self { domain }
+        Self {
+            edge: Edge::new(domain, "nubis.compute.v1.Compute"),
+        }
     }
 
-    async fn auth<T>(&self, req: &Request<T>, method: &str) -> Result<Caller, Status> {
-        authenticate(
-            &self.domain,
-            req,
-            &format!("/nubis.compute.v1.Compute/{method}"),
-        )
-        .await
+    fn domain(&self) -> &Domain {
+        self.edge.domain()
+    }
+
+    fn region(&self) -> &str {
+        &self.domain().config().region
     }
 }
 
@@ -127,7 +128,8 @@ fn reservation_out(r: &Reservation, operator: bool, region: &str) -> pb::Reserva
     }
 }
 
-fn changes_out(c: Vec<StateChange>) -> Vec<pb::InstanceStateChange> {
+/// Proto state changes.
+pub(crate) fn changes_out(c: Vec<StateChange>) -> Vec<pb::InstanceStateChange> {
     c.into_iter()
         .map(|c| pb::InstanceStateChange {
             instance_id: c.instance_id.to_string(),
@@ -192,6 +194,20 @@ fn event_out(e: StoredEvent) -> pb::InstanceEvent {
     }
 }
 
+/// A status check summary (`ok`, `impaired`, ...) with its reachability.
+fn status_summary(s: &str) -> pb::StatusSummary {
+    pb::StatusSummary {
+        status: s.to_string(),
+        reachability: match s {
+            "ok" => "passed",
+            "impaired" => "failed",
+            "initializing" => "initializing",
+            _ => "insufficient-data",
+        }
+        .to_string(),
+    }
+}
+
 fn opt(s: String) -> Option<String> {
     if s.is_empty() {
         None
@@ -206,273 +222,253 @@ impl pb::compute_server::Compute for ComputeApi {
         &self,
         req: Request<pb::RunInstancesRequest>,
     ) -> Result<Response<pb::RunInstancesResponse>, Status> {
-        let caller = self.auth(&req, "RunInstances").await?;
-        let r = req.into_inner();
-        let input = RunInstancesInput {
-            image_id: r.image_id,
-            instance_type: r.instance_type,
-            min_count: r.min_count,
-            max_count: r.max_count,
-            availability_zone: opt(r.availability_zone),
-            tags: tags_in(r.tags),
-            user_data: r.user_data,
-            key_name: opt(r.key_name),
-            client_token: opt(r.client_token),
-        };
-        let res = self
-            .domain
-            .run_instances(&caller, input)
+        self.edge
+            .call(req, "RunInstances", |caller, r| async move {
+                let input = RunInstancesInput {
+                    image_id: r.image_id,
+                    instance_type: r.instance_type,
+                    min_count: r.min_count,
+                    max_count: r.max_count,
+                    availability_zone: opt(r.availability_zone),
+                    tags: tags_in(r.tags),
+                    user_data: r.user_data,
+                    key_name: opt(r.key_name),
+                    client_token: opt(r.client_token),
+                };
+                let res = self.domain().run_instances(&caller, input).await?;
+                Ok(pb::RunInstancesResponse {
+                    reservation: Some(reservation_out(&res, caller.is_operator(), self.region())),
+                })
+            })
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::RunInstancesResponse {
-            reservation: Some(reservation_out(
-                &res,
-                caller.is_operator(),
-                &self.domain.config().region,
-            )),
-        }))
     }
 
     async fn describe_instances(
         &self,
         req: Request<pb::DescribeInstancesRequest>,
     ) -> Result<Response<pb::DescribeInstancesResponse>, Status> {
-        let caller = self.auth(&req, "DescribeInstances").await?;
-        let r = req.into_inner();
-        let (res, next) = self
-            .domain
-            .describe_instances(
-                &caller,
-                DescribeInput {
+        self.edge
+            .call(req, "DescribeInstances", |caller, r| async move {
+                let input = DescribeInput {
                     instance_ids: r.instance_ids,
                     filters: filters_in(r.filters),
                     max_results: r.max_results,
                     next_token: opt(r.next_token),
-                },
-            )
+                };
+                let (res, next) = self.domain().describe_instances(&caller, input).await?;
+                Ok(pb::DescribeInstancesResponse {
+                    reservations: res
+                        .iter()
+                        .map(|r| reservation_out(r, caller.is_operator(), self.region()))
+                        .collect(),
+                    next_token: next.unwrap_or_default(),
+                })
+            })
             .await
-            .map_err(to_status)?;
-        let region = &self.domain.config().region;
-        Ok(Response::new(pb::DescribeInstancesResponse {
-            reservations: res
-                .iter()
-                .map(|r| reservation_out(r, caller.is_operator(), region))
-                .collect(),
-            next_token: next.unwrap_or_default(),
-        }))
     }
 
     async fn start_instances(
         &self,
         req: Request<pb::StartInstancesRequest>,
     ) -> Result<Response<pb::StartInstancesResponse>, Status> {
-        let caller = self.auth(&req, "StartInstances").await?;
-        let r = req.into_inner();
-        let c = self
-            .domain
-            .start_instances(&caller, &r.instance_ids)
+        self.edge
+            .call(req, "StartInstances", |caller, r| async move {
+                let c = self
+                    .domain()
+                    .start_instances(&caller, &r.instance_ids)
+                    .await?;
+                Ok(pb::StartInstancesResponse {
+                    starting_instances: changes_out(c),
+                })
+            })
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::StartInstancesResponse {
-            starting_instances: changes_out(c),
-        }))
     }
 
     async fn stop_instances(
         &self,
         req: Request<pb::StopInstancesRequest>,
     ) -> Result<Response<pb::StopInstancesResponse>, Status> {
-        let caller = self.auth(&req, "StopInstances").await?;
-        let r = req.into_inner();
-        let c = self
-            .domain
-            .stop_instances(&caller, &r.instance_ids, r.force)
+        self.edge
+            .call(req, "StopInstances", |caller, r| async move {
+                let c = self
+                    .domain()
+                    .stop_instances(&caller, &r.instance_ids, r.force)
+                    .await?;
+                Ok(pb::StopInstancesResponse {
+                    stopping_instances: changes_out(c),
+                })
+            })
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::StopInstancesResponse {
-            stopping_instances: changes_out(c),
-        }))
     }
 
     async fn reboot_instances(
         &self,
         req: Request<pb::RebootInstancesRequest>,
     ) -> Result<Response<pb::RebootInstancesResponse>, Status> {
-        let caller = self.auth(&req, "RebootInstances").await?;
-        let r = req.into_inner();
-        self.domain
-            .reboot_instances(&caller, &r.instance_ids)
+        self.edge
+            .call(req, "RebootInstances", |caller, r| async move {
+                self.domain()
+                    .reboot_instances(&caller, &r.instance_ids)
+                    .await?;
+                Ok(pb::RebootInstancesResponse {})
+            })
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::RebootInstancesResponse {}))
     }
 
     async fn terminate_instances(
         &self,
         req: Request<pb::TerminateInstancesRequest>,
     ) -> Result<Response<pb::TerminateInstancesResponse>, Status> {
-        let caller = self.auth(&req, "TerminateInstances").await?;
-        let r = req.into_inner();
-        let c = self
-            .domain
-            .terminate_instances(&caller, &r.instance_ids)
+        self.edge
+            .call(req, "TerminateInstances", |caller, r| async move {
+                let c = self
+                    .domain()
+                    .terminate_instances(&caller, &r.instance_ids)
+                    .await?;
+                Ok(pb::TerminateInstancesResponse {
+                    terminating_instances: changes_out(c),
+                })
+            })
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::TerminateInstancesResponse {
-            terminating_instances: changes_out(c),
-        }))
     }
 
     async fn get_console_output(
         &self,
         req: Request<pb::GetConsoleOutputRequest>,
     ) -> Result<Response<pb::GetConsoleOutputResponse>, Status> {
-        let caller = self.auth(&req, "GetConsoleOutput").await?;
-        let r = req.into_inner();
-        let wait = if r.latest {
-            Duration::from_secs(10)
-        } else {
-            Duration::from_secs(3)
-        };
-        let out = self
-            .domain
-            .console_output(&caller, &r.instance_id, wait)
+        self.edge
+            .call(req, "GetConsoleOutput", |caller, r| async move {
+                let wait = if r.latest {
+                    Duration::from_secs(10)
+                } else {
+                    Duration::from_secs(3)
+                };
+                let out = self
+                    .domain()
+                    .console_output(&caller, &r.instance_id, wait)
+                    .await?;
+                Ok(pb::GetConsoleOutputResponse {
+                    instance_id: out.instance_id.to_string(),
+                    timestamp_unix_ms: out.timestamp_ms,
+                    output: out.output,
+                })
+            })
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::GetConsoleOutputResponse {
-            instance_id: out.instance_id.to_string(),
-            timestamp_unix_ms: out.timestamp_ms,
-            output: out.output,
-        }))
     }
 
     async fn describe_instance_status(
         &self,
         req: Request<pb::DescribeInstanceStatusRequest>,
     ) -> Result<Response<pb::DescribeInstanceStatusResponse>, Status> {
-        let caller = self.auth(&req, "DescribeInstanceStatus").await?;
-        let r = req.into_inner();
-        let (st, next) = self
-            .domain
-            .describe_instance_status(
-                &caller,
-                DescribeInput {
+        self.edge
+            .call(req, "DescribeInstanceStatus", |caller, r| async move {
+                let input = DescribeInput {
                     instance_ids: r.instance_ids,
                     filters: filters_in(r.filters),
                     max_results: r.max_results,
                     next_token: opt(r.next_token),
-                },
-                r.include_all_instances,
-            )
-            .await
-            .map_err(to_status)?;
-        let summary = |s: &str| pb::StatusSummary {
-            status: s.to_string(),
-            reachability: match s {
-                "ok" => "passed",
-                "impaired" => "failed",
-                "initializing" => "initializing",
-                _ => "insufficient-data",
-            }
-            .to_string(),
-        };
-        Ok(Response::new(pb::DescribeInstanceStatusResponse {
-            instance_statuses: st
-                .iter()
-                .map(|s| pb::InstanceStatus {
-                    instance_id: s.instance_id.to_string(),
-                    availability_zone: s.availability_zone.clone(),
-                    instance_state: Some(state_out(s.state)),
-                    system_status: Some(summary(s.system_status)),
-                    instance_status: Some(summary(s.instance_status)),
+                };
+                let (st, next) = self
+                    .domain()
+                    .describe_instance_status(&caller, input, r.include_all_instances)
+                    .await?;
+                Ok(pb::DescribeInstanceStatusResponse {
+                    instance_statuses: st
+                        .iter()
+                        .map(|s| pb::InstanceStatus {
+                            instance_id: s.instance_id.to_string(),
+                            availability_zone: s.availability_zone.clone(),
+                            instance_state: Some(state_out(s.state)),
+                            system_status: Some(status_summary(s.system_status)),
+                            instance_status: Some(status_summary(s.instance_status)),
+                        })
+                        .collect(),
+                    next_token: next.unwrap_or_default(),
                 })
-                .collect(),
-            next_token: next.unwrap_or_default(),
-        }))
+            })
+            .await
     }
 
     async fn describe_availability_zones(
         &self,
         req: Request<pb::DescribeAvailabilityZonesRequest>,
     ) -> Result<Response<pb::DescribeAvailabilityZonesResponse>, Status> {
-        self.auth(&req, "DescribeAvailabilityZones").await?;
-        let r = req.into_inner();
-        let zones = self
-            .domain
-            .describe_zones(&r.zone_names, &filters_in(r.filters))
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::DescribeAvailabilityZonesResponse {
-            availability_zones: zones
-                .into_iter()
-                .map(|z| pb::AvailabilityZone {
-                    zone_name: z.name,
-                    state: z.state.to_string(),
-                    region_name: z.region,
-                    zone_id: z.zone_id,
+        self.edge
+            .call(req, "DescribeAvailabilityZones", |_, r| async move {
+                let zones = self
+                    .domain()
+                    .describe_zones(&r.zone_names, &filters_in(r.filters))
+                    .await?;
+                Ok(pb::DescribeAvailabilityZonesResponse {
+                    availability_zones: zones
+                        .into_iter()
+                        .map(|z| pb::AvailabilityZone {
+                            zone_name: z.name,
+                            state: z.state.to_string(),
+                            region_name: z.region,
+                            zone_id: z.zone_id,
+                        })
+                        .collect(),
                 })
-                .collect(),
-        }))
+            })
+            .await
     }
 
     async fn describe_regions(
         &self,
         req: Request<pb::DescribeRegionsRequest>,
     ) -> Result<Response<pb::DescribeRegionsResponse>, Status> {
-        self.auth(&req, "DescribeRegions").await?;
-        let r = req.into_inner();
-        let region = self.domain.config().region.clone();
-        for n in &r.region_names {
-            if *n != region {
-                return Err(to_status(Error::invalid(format!("invalid region: {n}"))));
-            }
-        }
-        Ok(Response::new(pb::DescribeRegionsResponse {
-            regions: vec![pb::Region {
-                endpoint: format!("ec2.{region}.nubis.local"),
-                region_name: region,
-                opt_in_status: "opt-in-not-required".into(),
-            }],
-        }))
+        self.edge
+            .call(req, "DescribeRegions", |_, r| async move {
+                let region = self.region();
+                if let Some(n) = r.region_names.iter().find(|n| *n != region) {
+                    return Err(Error::invalid(format!("invalid region: {n}")));
+                }
+                Ok(pb::DescribeRegionsResponse {
+                    regions: vec![pb::Region {
+                        endpoint: format!("ec2.{region}.nubis.local"),
+                        region_name: region.to_string(),
+                        opt_in_status: "opt-in-not-required".into(),
+                    }],
+                })
+            })
+            .await
     }
 
     async fn describe_instance_types(
         &self,
         req: Request<pb::DescribeInstanceTypesRequest>,
     ) -> Result<Response<pb::DescribeInstanceTypesResponse>, Status> {
-        self.auth(&req, "DescribeInstanceTypes").await?;
-        let r = req.into_inner();
-        let fs = filters_in(r.filters);
-        let next_token = (!r.next_token.is_empty()).then_some(r.next_token.as_str());
-        let (types, next) = catalogue::describe(&r.instance_types, &fs, r.max_results, next_token)
-            .map_err(to_status)?;
-        let out = types
-            .into_iter()
-            .map(|t| pb::InstanceTypeInfo {
-                instance_type: t.name.to_string(),
-                vcpus: t.vcpus,
-                memory_mib: t.memory_mib,
-                architecture: "x86_64".into(),
-                hypervisor: "nubis-vmm".into(),
+        self.edge
+            .call(req, "DescribeInstanceTypes", |_, r| async move {
+                let fs = filters_in(r.filters);
+                let next_token = (!r.next_token.is_empty()).then_some(r.next_token.as_str());
+                let (types, next) =
+                    catalogue::describe(&r.instance_types, &fs, r.max_results, next_token)?;
+                Ok(pb::DescribeInstanceTypesResponse {
+                    instance_types: types
+                        .into_iter()
+                        .map(|t| pb::InstanceTypeInfo {
+                            instance_type: t.name.to_string(),
+                            vcpus: t.vcpus,
+                            memory_mib: t.memory_mib,
+                            architecture: "x86_64".into(),
+                            hypervisor: "nubis-vmm".into(),
+                        })
+                        .collect(),
+                    next_token: next.unwrap_or_default(),
+                })
             })
-            .collect();
-        Ok(Response::new(pb::DescribeInstanceTypesResponse {
-            instance_types: out,
-            next_token: next.unwrap_or_default(),
-        }))
+            .await
     }
 
     async fn register_image(
         &self,
         req: Request<pb::RegisterImageRequest>,
     ) -> Result<Response<pb::RegisterImageResponse>, Status> {
-        let caller = self.auth(&req, "RegisterImage").await?;
-        let r = req.into_inner();
-        let img = self
-            .domain
-            .register_image(
-                &caller,
-                RegisterImageInput {
+        self.edge
+            .call(req, "RegisterImage", |caller, r| async move {
+                let input = RegisterImageInput {
                     name: r.name,
                     description: r.description,
                     image_location: r.image_location,
@@ -480,195 +476,200 @@ impl pb::compute_server::Compute for ComputeApi {
                     public: r.public,
                     min_memory_mib: r.min_memory_mib,
                     architecture: r.architecture,
-                },
-            )
+                };
+                let img = self.domain().register_image(&caller, input).await?;
+                Ok(pb::RegisterImageResponse {
+                    image_id: img.id.to_string(),
+                })
+            })
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::RegisterImageResponse {
-            image_id: img.id.to_string(),
-        }))
     }
 
     async fn describe_images(
         &self,
         req: Request<pb::DescribeImagesRequest>,
     ) -> Result<Response<pb::DescribeImagesResponse>, Status> {
-        let caller = self.auth(&req, "DescribeImages").await?;
-        let r = req.into_inner();
-        let imgs = self
-            .domain
-            .describe_images(&caller, &r.image_ids, &r.owners, &filters_in(r.filters))
+        self.edge
+            .call(req, "DescribeImages", |caller, r| async move {
+                let imgs = self
+                    .domain()
+                    .describe_images(&caller, &r.image_ids, &r.owners, &filters_in(r.filters))
+                    .await?;
+                Ok(pb::DescribeImagesResponse {
+                    images: imgs.iter().map(image_out).collect(),
+                })
+            })
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::DescribeImagesResponse {
-            images: imgs.iter().map(image_out).collect(),
-        }))
     }
 
     async fn deregister_image(
         &self,
         req: Request<pb::DeregisterImageRequest>,
     ) -> Result<Response<pb::DeregisterImageResponse>, Status> {
-        let caller = self.auth(&req, "DeregisterImage").await?;
-        let r = req.into_inner();
-        self.domain
-            .deregister_image(&caller, &r.image_id)
+        self.edge
+            .call(req, "DeregisterImage", |caller, r| async move {
+                self.domain().deregister_image(&caller, &r.image_id).await?;
+                Ok(pb::DeregisterImageResponse {})
+            })
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::DeregisterImageResponse {}))
     }
 
     async fn create_key_pair(
         &self,
         req: Request<pb::CreateKeyPairRequest>,
     ) -> Result<Response<pb::CreateKeyPairResponse>, Status> {
-        let caller = self.auth(&req, "CreateKeyPair").await?;
-        let r = req.into_inner();
-        let (kp, material) = self
-            .domain
-            .create_keypair(&caller, &r.key_name, &r.key_type, &tags_in(r.tags))
+        self.edge
+            .call(req, "CreateKeyPair", |caller, r| async move {
+                let (kp, material) = self
+                    .domain()
+                    .create_keypair(&caller, &r.key_name, &r.key_type, &tags_in(r.tags))
+                    .await?;
+                Ok(pb::CreateKeyPairResponse {
+                    key_pair: Some(keypair_out(&kp)),
+                    key_material: material,
+                })
+            })
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::CreateKeyPairResponse {
-            key_pair: Some(keypair_out(&kp)),
-            key_material: material,
-        }))
     }
 
     async fn import_key_pair(
         &self,
         req: Request<pb::ImportKeyPairRequest>,
     ) -> Result<Response<pb::ImportKeyPairResponse>, Status> {
-        let caller = self.auth(&req, "ImportKeyPair").await?;
-        let r = req.into_inner();
-        let kp = self
-            .domain
-            .import_keypair(
-                &caller,
-                &r.key_name,
-                &r.public_key_material,
-                &tags_in(r.tags),
-            )
+        self.edge
+            .call(req, "ImportKeyPair", |caller, r| async move {
+                let kp = self
+                    .domain()
+                    .import_keypair(
+                        &caller,
+                        &r.key_name,
+                        &r.public_key_material,
+                        &tags_in(r.tags),
+                    )
+                    .await?;
+                Ok(pb::ImportKeyPairResponse {
+                    key_pair: Some(keypair_out(&kp)),
+                })
+            })
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::ImportKeyPairResponse {
-            key_pair: Some(keypair_out(&kp)),
-        }))
     }
 
     async fn describe_key_pairs(
         &self,
         req: Request<pb::DescribeKeyPairsRequest>,
     ) -> Result<Response<pb::DescribeKeyPairsResponse>, Status> {
-        let caller = self.auth(&req, "DescribeKeyPairs").await?;
-        let r = req.into_inner();
-        let kps = self
-            .domain
-            .describe_keypairs(
-                &caller,
-                &r.key_names,
-                &r.key_pair_ids,
-                &filters_in(r.filters),
-            )
+        self.edge
+            .call(req, "DescribeKeyPairs", |caller, r| async move {
+                let kps = self
+                    .domain()
+                    .describe_keypairs(
+                        &caller,
+                        &r.key_names,
+                        &r.key_pair_ids,
+                        &filters_in(r.filters),
+                    )
+                    .await?;
+                Ok(pb::DescribeKeyPairsResponse {
+                    key_pairs: kps.iter().map(keypair_out).collect(),
+                })
+            })
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::DescribeKeyPairsResponse {
-            key_pairs: kps.iter().map(keypair_out).collect(),
-        }))
     }
 
     async fn delete_key_pair(
         &self,
         req: Request<pb::DeleteKeyPairRequest>,
     ) -> Result<Response<pb::DeleteKeyPairResponse>, Status> {
-        let caller = self.auth(&req, "DeleteKeyPair").await?;
-        let r = req.into_inner();
-        self.domain
-            .delete_keypair(&caller, &r.key_name, &r.key_pair_id)
+        self.edge
+            .call(req, "DeleteKeyPair", |caller, r| async move {
+                self.domain()
+                    .delete_keypair(&caller, &r.key_name, &r.key_pair_id)
+                    .await?;
+                Ok(pb::DeleteKeyPairResponse {})
+            })
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::DeleteKeyPairResponse {}))
     }
 
     async fn create_tags(
         &self,
         req: Request<pb::CreateTagsRequest>,
     ) -> Result<Response<pb::CreateTagsResponse>, Status> {
-        let caller = self.auth(&req, "CreateTags").await?;
-        let r = req.into_inner();
-        self.domain
-            .create_tags(&caller, &r.resource_ids, &tags_in(r.tags))
+        self.edge
+            .call(req, "CreateTags", |caller, r| async move {
+                self.domain()
+                    .create_tags(&caller, &r.resource_ids, &tags_in(r.tags))
+                    .await?;
+                Ok(pb::CreateTagsResponse {})
+            })
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::CreateTagsResponse {}))
     }
 
     async fn delete_tags(
         &self,
         req: Request<pb::DeleteTagsRequest>,
     ) -> Result<Response<pb::DeleteTagsResponse>, Status> {
-        let caller = self.auth(&req, "DeleteTags").await?;
-        let r = req.into_inner();
-        let tags: Vec<(String, Option<String>)> =
-            r.tags.into_iter().map(|t| (t.key, t.value)).collect();
-        self.domain
-            .delete_tags(&caller, &r.resource_ids, &tags)
+        self.edge
+            .call(req, "DeleteTags", |caller, r| async move {
+                let tags: Vec<(String, Option<String>)> =
+                    r.tags.into_iter().map(|t| (t.key, t.value)).collect();
+                self.domain()
+                    .delete_tags(&caller, &r.resource_ids, &tags)
+                    .await?;
+                Ok(pb::DeleteTagsResponse {})
+            })
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::DeleteTagsResponse {}))
     }
 
     async fn describe_tags(
         &self,
         req: Request<pb::DescribeTagsRequest>,
     ) -> Result<Response<pb::DescribeTagsResponse>, Status> {
-        let caller = self.auth(&req, "DescribeTags").await?;
-        let r = req.into_inner();
-        let (tags, next) = self
-            .domain
-            .describe_tags(
-                &caller,
-                &filters_in(r.filters),
-                r.max_results,
-                opt(r.next_token).as_deref(),
-            )
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::DescribeTagsResponse {
-            tags: tags
-                .into_iter()
-                .map(|t| pb::TagDescription {
-                    resource_id: t.resource_id,
-                    resource_type: t.resource_type.to_string(),
-                    key: t.key,
-                    value: t.value,
+        self.edge
+            .call(req, "DescribeTags", |caller, r| async move {
+                let (tags, next) = self
+                    .domain()
+                    .describe_tags(
+                        &caller,
+                        &filters_in(r.filters),
+                        r.max_results,
+                        opt(r.next_token).as_deref(),
+                    )
+                    .await?;
+                Ok(pb::DescribeTagsResponse {
+                    tags: tags
+                        .into_iter()
+                        .map(|t| pb::TagDescription {
+                            resource_id: t.resource_id,
+                            resource_type: t.resource_type.to_string(),
+                            key: t.key,
+                            value: t.value,
+                        })
+                        .collect(),
+                    next_token: next.unwrap_or_default(),
                 })
-                .collect(),
-            next_token: next.unwrap_or_default(),
-        }))
+            })
+            .await
     }
 
     async fn describe_instance_events(
         &self,
         req: Request<pb::DescribeInstanceEventsRequest>,
     ) -> Result<Response<pb::DescribeInstanceEventsResponse>, Status> {
-        let caller = self.auth(&req, "DescribeInstanceEvents").await?;
-        let r = req.into_inner();
-        let q = EventQuery {
-            account: opt(r.account_id),
-            from_ms: r.from_ms,
-            to_ms: (r.to_ms != 0).then_some(r.to_ms),
-            max_results: (r.max_results != 0).then_some(r.max_results),
-            next_token: opt(r.next_token),
-        };
-        let page = self
-            .domain
-            .list_events(&caller, &q)
+        self.edge
+            .call(req, "DescribeInstanceEvents", |caller, r| async move {
+                let q = EventQuery {
+                    account: opt(r.account_id),
+                    from_ms: r.from_ms,
+                    to_ms: (r.to_ms != 0).then_some(r.to_ms),
+                    max_results: (r.max_results != 0).then_some(r.max_results),
+                    next_token: opt(r.next_token),
+                };
+                let page = self.domain().list_events(&caller, &q).await?;
+                Ok(pb::DescribeInstanceEventsResponse {
+                    events: page.events.into_iter().map(event_out).collect(),
+                    next_token: page.next_token.unwrap_or_default(),
+                })
+            })
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::DescribeInstanceEventsResponse {
-            events: page.events.into_iter().map(event_out).collect(),
-            next_token: page.next_token.unwrap_or_default(),
-        }))
     }
 }

@@ -1,15 +1,21 @@
-//! The gRPC edge: thin handlers that authenticate, convert proto <-> domain
-//! types and map [`Error`] onto `tonic::Status` (with the EC2 error code in
-//! the `x-nubis-error-code` metadata). No business logic lives here.
+//! The gRPC edge: thin handlers over the domain. Every handler goes through
+//! one [`Edge::call`], which owns what each call has in common:
+//! authentication (signed request metadata -> [`Caller`]; for the Node
+//! service also the client-certificate rule of mutual TLS), running the
+//! handler's domain work, and mapping a domain [`Error`] onto a
+//! `tonic::Status` (with the EC2 error code in the `x-nubis-error-code`
+//! metadata). A handler only converts proto <-> domain types and calls the
+//! domain; no business logic lives here.
 
 pub mod admin;
 pub mod compute;
 pub mod node;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use nubis_proto::auth::SignedHeaders;
-use tonic::{Request, Status};
+use tonic::{Request, Response, Status};
 
 use crate::domain::{Caller, Domain};
 use crate::error::{Error, ErrorKind};
@@ -37,15 +43,81 @@ pub fn to_status(e: Error) -> Status {
     st
 }
 
-/// Authenticates a request to `path` (the full gRPC method path).
-pub async fn authenticate<T>(
-    domain: &Domain,
-    req: &Request<T>,
-    path: &str,
-) -> Result<Caller, Status> {
-    let headers = SignedHeaders::from_metadata(req.metadata())
-        .map_err(|e| to_status(Error::AuthFailure(e)))?;
-    domain.authenticate(path, &headers).await.map_err(to_status)
+/// One gRPC service's edge over the domain.
+#[derive(Debug, Clone)]
+pub(crate) struct Edge {
+    domain: Arc<Domain>,
+    /// Full proto service name, e.g. `nubis.compute.v1.Compute`.
+    service: &'static str,
+    /// Whether, with mutual TLS configured, calls over TCP must carry a
+    /// client certificate (the Node service: agents).
+    node_certificates: bool,
+}
+
+impl Edge {
+    /// The edge of `service` (its full proto name) over `domain`.
+    pub(crate) fn new(domain: Arc<Domain>, service: &'static str) -> Self {
+        Self {
+            domain,
+            service,
+            node_certificates: false,
+        }
+    }
+
+    /// With mutual TLS configured, a call over TCP (it has a peer address;
+    /// Unix-socket calls have none) must come with a client certificate the
+    /// node CA signed (rustls verified it in the handshake).
+    pub(crate) fn requiring_node_certificates(mut self) -> Self {
+        self.node_certificates = true;
+        self
+    }
+
+    /// The domain the handlers call.
+    pub(crate) fn domain(&self) -> &Domain {
+        &self.domain
+    }
+
+    /// One call of `method`: authenticates the request, runs `work` with the
+    /// caller and the request message, and maps its error onto a status.
+    pub(crate) async fn call<T, R, F, Fut>(
+        &self,
+        req: Request<T>,
+        method: &str,
+        work: F,
+    ) -> Result<Response<R>, Status>
+    where
+        F: FnOnce(Caller, T) -> Fut,
+        Fut: Future<Output = Result<R, Error>>,
+    {
+        let caller = self.authenticate(&req, method).await?;
+        work(caller, req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn authenticate<T>(&self, req: &Request<T>, method: &str) -> Result<Caller, Status> {
+        if self.node_certificates {
+            let mtls = self
+                .domain
+                .config()
+                .grpc
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.requires_node_certificates());
+            if mtls && req.remote_addr().is_some() && req.peer_certs().is_none_or(|c| c.is_empty())
+            {
+                return Err(to_status(Error::ClientCertificateRequired));
+            }
+        }
+        let headers = SignedHeaders::from_metadata(req.metadata())
+            .map_err(|e| to_status(Error::AuthFailure(e)))?;
+        let path = format!("/{}/{method}", self.service);
+        self.domain
+            .authenticate(&path, &headers)
+            .await
+            .map_err(to_status)
+    }
 }
 
 /// All three services over one domain, ready for `tonic::transport::Server`.
@@ -66,4 +138,35 @@ pub fn routes(domain: Arc<Domain>) -> tonic::service::Routes {
             .max_decoding_message_size(max)
             .max_encoding_message_size(max),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(st: &Status) -> Option<&str> {
+        st.metadata()
+            .get(nubis_proto::ERROR_CODE_HEADER)
+            .and_then(|v| v.to_str().ok())
+    }
+
+    #[test]
+    fn domain_errors_map_to_codes_with_the_ec2_code_in_metadata() {
+        let st = to_status(Error::invalid("bad count"));
+        assert_eq!(st.code(), tonic::Code::InvalidArgument);
+        assert_eq!(header(&st), Some("InvalidParameterValue"));
+        assert!(st.message().contains("bad count"), "{}", st.message());
+
+        let st = to_status(Error::not_found("InvalidInstanceID.NotFound", "i-1"));
+        assert_eq!(st.code(), tonic::Code::NotFound);
+        assert_eq!(header(&st), Some("InvalidInstanceID.NotFound"));
+
+        let st = to_status(Error::ClientCertificateRequired);
+        assert_eq!(st.code(), tonic::Code::Unauthenticated);
+        assert_eq!(header(&st), Some("AuthFailure"));
+
+        let st = to_status(Error::Unauthorized("admin only".into()));
+        assert_eq!(st.code(), tonic::Code::PermissionDenied);
+        assert_eq!(header(&st), Some("UnauthorizedOperation"));
+    }
 }

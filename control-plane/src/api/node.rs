@@ -7,40 +7,29 @@ use futures::Stream;
 use nubis_proto::node::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::api::{authenticate, to_status};
+use crate::api::Edge;
 use crate::domain::lifecycle::{Desired, Phase};
 use crate::domain::model::{Assignment, NodeImage, Resources, StateReason};
 use crate::domain::nodes::{b64_decode, HeartbeatInput, NodeEvent, RegisterInput, ReportInput};
-use crate::domain::{Caller, Domain};
+use crate::domain::Domain;
 use crate::error::Error;
 
 /// The Node service.
 #[derive(Debug)]
 pub struct NodeApi {
-    domain: Arc<Domain>,
+    edge: Edge,
 }
 
 impl NodeApi {
     /// Over a domain.
     pub fn new(domain: Arc<Domain>) -> Self {
-        Self { domain }
+        Self {
+            edge: Edge::new(domain, "nubis.node.v1.Node").requiring_node_certificates(),
+        }
     }
 
-    async fn auth<T>(&self, req: &Request<T>, method: &str) -> Result<Caller, Status> {
-        // With mutual TLS configured, a call over TCP (it has a peer
-        // address; Unix-socket calls have none) must come with a client
-        // certificate the node CA signed (rustls verified it in the handshake).
-        let mtls = self
-            .domain
-            .config()
-            .grpc
-            .tls
-            .as_ref()
-            .is_some_and(|t| t.requires_node_certificates());
-        if mtls && req.remote_addr().is_some() && req.peer_certs().is_none_or(|c| c.is_empty()) {
-            return Err(to_status(Error::ClientCertificateRequired));
-        }
-        authenticate(&self.domain, req, &format!("/nubis.node.v1.Node/{method}")).await
+    fn domain(&self) -> &Domain {
+        self.edge.domain()
     }
 }
 
@@ -138,67 +127,54 @@ impl pb::node_server::Node for NodeApi {
         &self,
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
-        let caller = self.auth(&req, "Register").await?;
-        let r = req.into_inner();
-        let mut instances = Vec::new();
-        for o in r.instances {
-            instances.push((
-                o.instance_id,
-                phase_in(o.phase).map_err(to_status)?,
-                o.generation,
-            ));
-        }
-        let reg = self
-            .domain
-            .register_node(
-                &caller,
-                RegisterInput {
+        self.edge
+            .call(req, "Register", |caller, r| async move {
+                let mut instances = Vec::new();
+                for o in r.instances {
+                    instances.push((o.instance_id, phase_in(o.phase)?, o.generation));
+                }
+                let input = RegisterInput {
                     host_id: r.host_id,
                     availability_zone: r.availability_zone,
                     capacity: res_in(r.capacity),
                     images: images_in(r.images),
                     agent_version: r.agent_version,
                     instances,
-                },
-            )
+                };
+                let reg = self.domain().register_node(&caller, input).await?;
+                Ok(pb::RegisterResponse {
+                    node_id: reg.node_id.to_string(),
+                    lease_ttl_seconds: reg.lease_ttl_seconds,
+                    heartbeat_interval_seconds: reg.heartbeat_interval_seconds,
+                    credential: Some(pb::NodeCredential {
+                        access_key_id: reg.access_key_id,
+                        secret: reg.secret,
+                    }),
+                })
+            })
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::RegisterResponse {
-            node_id: reg.node_id.to_string(),
-            lease_ttl_seconds: reg.lease_ttl_seconds,
-            heartbeat_interval_seconds: reg.heartbeat_interval_seconds,
-            credential: Some(pb::NodeCredential {
-                access_key_id: reg.access_key_id,
-                secret: reg.secret,
-            }),
-        }))
     }
 
     async fn heartbeat(
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        let caller = self.auth(&req, "Heartbeat").await?;
-        let r = req.into_inner();
-        let out = self
-            .domain
-            .heartbeat(
-                &caller,
-                &r.node_id,
-                HeartbeatInput {
+        self.edge
+            .call(req, "Heartbeat", |caller, r| async move {
+                let input = HeartbeatInput {
                     capacity: res_in(r.capacity),
                     usage: res_in(r.usage),
                     running: r.running_instances,
                     images: images_in(r.images),
-                },
-            )
+                };
+                let out = self.domain().heartbeat(&caller, &r.node_id, input).await?;
+                Ok(pb::HeartbeatResponse {
+                    lease_ttl_seconds: out.lease_ttl_seconds,
+                    heartbeat_interval_seconds: out.heartbeat_interval_seconds,
+                    cordoned: out.cordoned,
+                })
+            })
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::HeartbeatResponse {
-            lease_ttl_seconds: out.lease_ttl_seconds,
-            heartbeat_interval_seconds: out.heartbeat_interval_seconds,
-            cordoned: out.cordoned,
-        }))
     }
 
     type WatchAssignmentsStream = EventStream;
@@ -207,73 +183,69 @@ impl pb::node_server::Node for NodeApi {
         &self,
         req: Request<pb::WatchAssignmentsRequest>,
     ) -> Result<Response<Self::WatchAssignmentsStream>, Status> {
-        let caller = self.auth(&req, "WatchAssignments").await?;
-        let r = req.into_inner();
-        let mut rx = self
-            .domain
-            .watch_assignments(&caller, &r.node_id)
+        self.edge
+            .call(req, "WatchAssignments", |caller, r| async move {
+                let mut rx = self.domain().watch_assignments(&caller, &r.node_id).await?;
+                Ok(async_stream(move |tx| async move {
+                    while let Some(e) = rx.recv().await {
+                        if tx.send(Ok(event_out(e))).await.is_err() {
+                            return;
+                        }
+                    }
+                }))
+            })
             .await
-            .map_err(to_status)?;
-        let stream = async_stream(move |tx| async move {
-            while let Some(e) = rx.recv().await {
-                if tx.send(Ok(event_out(e))).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(stream))
     }
 
     async fn report_instance(
         &self,
         req: Request<pb::ReportInstanceRequest>,
     ) -> Result<Response<pb::ReportInstanceResponse>, Status> {
-        let caller = self.auth(&req, "ReportInstance").await?;
-        let r = req.into_inner();
-        let reason = r
-            .reason
-            .filter(|x| !x.code.is_empty())
-            .map(|x| StateReason {
-                code: x.code,
-                message: x.message,
-            });
-        let assigned = self
-            .domain
-            .report_instance(
-                &caller,
-                &r.node_id,
-                ReportInput {
+        self.edge
+            .call(req, "ReportInstance", |caller, r| async move {
+                let reason = r
+                    .reason
+                    .filter(|x| !x.code.is_empty())
+                    .map(|x| StateReason {
+                        code: x.code,
+                        message: x.message,
+                    });
+                let input = ReportInput {
                     instance_id: r.instance_id,
-                    phase: phase_in(r.phase).map_err(to_status)?,
+                    phase: phase_in(r.phase)?,
                     generation: r.generation,
                     reason,
                     since_ms: r.phase_since_unix_ms,
                     ready_ms: r.ready_unix_ms,
-                },
-            )
+                };
+                let assigned = self
+                    .domain()
+                    .report_instance(&caller, &r.node_id, input)
+                    .await?;
+                Ok(pb::ReportInstanceResponse { assigned })
+            })
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::ReportInstanceResponse { assigned }))
     }
 
     async fn report_console(
         &self,
         req: Request<pb::ReportConsoleRequest>,
     ) -> Result<Response<pb::ReportConsoleResponse>, Status> {
-        let caller = self.auth(&req, "ReportConsole").await?;
-        let r = req.into_inner();
-        self.domain
-            .report_console(
-                &caller,
-                &r.node_id,
-                &r.instance_id,
-                &r.request_id,
-                &r.output,
-                r.captured_unix_ms,
-            )
+        self.edge
+            .call(req, "ReportConsole", |caller, r| async move {
+                self.domain()
+                    .report_console(
+                        &caller,
+                        &r.node_id,
+                        &r.instance_id,
+                        &r.request_id,
+                        &r.output,
+                        r.captured_unix_ms,
+                    )
+                    .await?;
+                Ok(pb::ReportConsoleResponse {})
+            })
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::ReportConsoleResponse {}))
     }
 }
 

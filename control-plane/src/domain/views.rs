@@ -34,17 +34,6 @@ pub fn group(instances: Vec<Instance>) -> Vec<Reservation> {
     out
 }
 
-/// One state change of Start/Stop/Terminate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StateChangeIds<'a> {
-    /// Instance.
-    pub instance_id: &'a InstanceId,
-    /// Before.
-    pub previous: State,
-    /// After.
-    pub current: State,
-}
-
 /// One state change (owned).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateChange {

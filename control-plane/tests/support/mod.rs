@@ -1,12 +1,9 @@
-//! Test support: a real etcd per test (free loopback ports, temp dir, killed
-//! on drop), control-plane replicas over it, signed gRPC clients and the
-//! `NUBIS_REQUIRE_KVM` prerequisite policy (copied from nubis-tests).
+//! Test support: a real etcd per test (nubis-testsupport), control-plane
+//! replicas over it, signed gRPC clients and the `NUBIS_REQUIRE_KVM`
+//! prerequisite policy (nubis-testsupport).
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nubis_control_plane::config::Config;
@@ -22,23 +19,7 @@ pub const ENROL_ID: &str = "enrol-test";
 pub const ENROL_SECRET: &str = "enrol-secret-for-tests-0123456789";
 pub const ZONES: [&str; 3] = ["test-1a", "test-1b", "test-1c"];
 
-/// True when tests must fail rather than skip on a missing prerequisite.
-pub fn require_prereqs() -> bool {
-    std::env::var("NUBIS_REQUIRE_KVM").is_ok_and(|v| v == "1")
-}
-
-/// Missing prerequisite: panic under NUBIS_REQUIRE_KVM=1, else print SKIPPED.
-pub fn prerequisite(ok: bool, what: &str) -> bool {
-    if ok {
-        return true;
-    }
-    assert!(
-        !require_prereqs(),
-        "prerequisite missing and NUBIS_REQUIRE_KVM=1: {what}"
-    );
-    eprintln!("SKIPPED (prerequisite missing: {what}); set NUBIS_REQUIRE_KVM=1 to make this fatal");
-    false
-}
+pub use nubis_testsupport::Etcd;
 
 /// Logs to the test output (RUST_LOG, default warn).
 pub fn init_logs() {
@@ -51,88 +32,11 @@ pub fn init_logs() {
         .try_init();
 }
 
-pub fn etcd_binary() -> Option<PathBuf> {
-    let p = std::env::var_os("NUBIS_ETCD")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/usr/bin/etcd".into());
-    p.exists().then_some(p)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A single-member etcd, killed (and its data removed) on drop.
-pub struct Etcd {
-    child: Child,
-    pub endpoint: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Etcd {
-    /// Starts etcd, or returns None (SKIPPED) when it is not installed.
-    pub async fn start() -> Option<Self> {
-        init_logs();
-        let bin = etcd_binary();
-        if !prerequisite(bin.is_some(), "etcd at /usr/bin/etcd (Debian etcd-server)") {
-            return None;
-        }
-        let bin = bin.unwrap();
-        for _ in 0..5 {
-            let dir = tempfile::tempdir().unwrap();
-            let (c, p) = (free_port(), free_port());
-            let client = format!("http://127.0.0.1:{c}");
-            let peer = format!("http://127.0.0.1:{p}");
-            let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
-            let child = Command::new(&bin)
-                .arg("--name=t")
-                .arg(format!("--data-dir={}", dir.path().join("data").display()))
-                .arg(format!("--listen-client-urls={client}"))
-                .arg(format!("--advertise-client-urls={client}"))
-                .arg(format!("--listen-peer-urls={peer}"))
-                .arg(format!("--initial-advertise-peer-urls={peer}"))
-                .arg(format!("--initial-cluster=t={peer}"))
-                .arg("--log-level=error")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("spawn etcd");
-            let mut etcd = Etcd {
-                child,
-                endpoint: client.clone(),
-                _dir: dir,
-            };
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = etcd.child.try_wait() {
-                    break; // port race: retry with new ports
-                }
-                if let Ok(mut c) = etcd_client::Client::connect([client.as_str()], None).await {
-                    if c.status().await.is_ok() {
-                        return Some(etcd);
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        panic!("etcd did not start");
-    }
-
-    pub fn data_dir(&self) -> &Path {
-        self._dir.path()
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts a throw-away etcd (test logs on), or None (SKIPPED) when it is
+/// not installed.
+pub fn start_etcd() -> Option<Etcd> {
+    init_logs();
+    Etcd::start()
 }
 
 /// A test configuration over `etcd` (gRPC on a free port, short leases).

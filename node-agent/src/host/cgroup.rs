@@ -211,18 +211,6 @@ impl Cgroups {
         }
     }
 
-    /// Removes the (empty) parent group: used by tests that own their parent.
-    pub fn remove_root(&self) -> Result<()> {
-        match &self.root {
-            Some(r) => match std::fs::remove_dir(r) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(Error::io(format!("removing {}", r.display()), e)),
-            },
-            None => Ok(()),
-        }
-    }
-
     /// Whether cpu/memory limits are enforced.
     pub fn limits_enforced(&self) -> bool {
         self.limits.is_ok()

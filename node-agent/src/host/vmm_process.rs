@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use nubis_vmm_api::{Action, ApiError, ExitRecord, Response};
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Interest};
@@ -34,48 +35,29 @@ pub fn exit_status_path(api_socket: &Path) -> PathBuf {
     api_socket.with_file_name(EXIT_STATUS_FILE)
 }
 
-/// The record `nubis-vmm --exit-status-file` writes when it exits.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct ExitRecord {
-    /// Exit status (128 + signal when a fatal signal ended the VMM).
-    pub exit_code: i32,
-    /// Why, in words.
-    #[serde(default)]
-    pub reason: String,
-    /// When it was written.
-    #[serde(default)]
-    pub unix_ms: u64,
-    /// The VMM's pid.
-    pub pid: i32,
-    /// The fatal signal, when one ended the VMM.
-    #[serde(default)]
-    pub signal: Option<i32>,
-}
-
-impl ExitRecord {
-    /// Reads the record at `path` if it is the one of process `pid` (a record
-    /// left by an earlier VMM of the instance does not count).
-    pub fn read(path: &Path, pid: i32) -> Option<ExitRecord> {
-        let text = std::fs::read(path).ok()?;
-        match serde_json::from_slice::<ExitRecord>(&text) {
-            Ok(r) if r.pid == pid => Some(r),
-            Ok(r) => {
-                tracing::debug!(path = %path.display(), pid, recorded = r.pid, "exit record of another VMM");
-                None
-            }
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "unreadable VMM exit record");
-                None
-            }
+/// Reads the exit record at `path` if it is the one of process `pid` (a
+/// record left by an earlier VMM of the instance does not count).
+pub fn read_exit_record(path: &Path, pid: i32) -> Option<ExitRecord> {
+    let text = std::fs::read(path).ok()?;
+    match serde_json::from_slice::<ExitRecord>(&text) {
+        Ok(r) if i32::try_from(r.pid) == Ok(pid) => Some(r),
+        Ok(r) => {
+            tracing::debug!(path = %path.display(), pid, recorded = r.pid, "exit record of another VMM");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "unreadable VMM exit record");
+            None
         }
     }
+}
 
-    /// The exit as the agent would have seen it as the VMM's parent.
-    pub fn exit(&self) -> VmmExit {
-        match self.signal {
-            Some(sig) => VmmExit::Signal(sig),
-            None => VmmExit::Code(self.exit_code),
-        }
+/// The exit a record stands for, as the agent would have seen it as the
+/// VMM's parent.
+pub fn exit_of(record: &ExitRecord) -> VmmExit {
+    match record.signal {
+        Some(sig) => VmmExit::Signal(sig),
+        None => VmmExit::Code(record.exit_code),
     }
 }
 
@@ -358,11 +340,11 @@ impl VmmProcess {
                 // The VMM wrote its record before it died: the status a
                 // parent would have reaped.
                 let path = exit_status_path(&self.record.api_socket);
-                match ExitRecord::read(&path, self.record.pid) {
+                match read_exit_record(&path, self.record.pid) {
                     Some(r) => {
                         tracing::info!(pid = self.record.pid, exit_code = r.exit_code, reason = %r.reason,
                             "re-adopted VMM exited; status from its exit record");
-                        r.exit()
+                        exit_of(&r)
                     }
                     None => VmmExit::Unobserved,
                 }
@@ -382,38 +364,8 @@ impl VmmProcess {
     }
 }
 
-/// Result of the VMM's `describe`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Describe {
-    /// `running`, `paused` or `stopping`.
-    pub state: String,
-    /// VMM pid.
-    #[serde(default)]
-    pub pid: Option<i64>,
-    /// Whether vCPU threads have started.
-    #[serde(default)]
-    pub vcpus_started: bool,
-    /// Start time.
-    #[serde(default)]
-    pub started_at_unix_ms: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ApiError {
-    #[serde(default)]
-    kind: String,
-    #[serde(default)]
-    message: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct ApiResponse {
-    ok: bool,
-    #[serde(default)]
-    result: Option<serde_json::Value>,
-    #[serde(default)]
-    error: Option<ApiError>,
-}
+/// Result of the VMM's `describe` (its configuration is not read).
+pub type Describe = nubis_vmm_api::Describe<serde::de::IgnoredAny>;
 
 /// Client for the VMM's newline-delimited JSON API socket.
 #[derive(Debug, Clone)]
@@ -432,22 +384,30 @@ impl VmmApi {
     }
 
     /// Sends one request and returns the `result` object.
-    pub async fn call(&self, op: &str) -> Result<serde_json::Value> {
+    pub async fn call(&self, action: Action) -> Result<serde_json::Value> {
+        let op = action.as_str();
         let fut = async {
             let sock_err = |source| Error::VmmSocket {
                 path: self.socket.clone(),
                 source,
             };
             let mut s = UnixStream::connect(&self.socket).await.map_err(sock_err)?;
-            let req = format!("{}\n", serde_json::json!({ "op": op }));
-            s.write_all(req.as_bytes()).await.map_err(sock_err)?;
+            let mut req =
+                serde_json::to_vec(&nubis_vmm_api::Request { op: action }).map_err(|source| {
+                    Error::Json {
+                        context: format!("VMM API request {op}"),
+                        source,
+                    }
+                })?;
+            req.push(b'\n');
+            s.write_all(&req).await.map_err(sock_err)?;
             let mut line = String::new();
             let mut r = BufReader::new(s);
             r.read_line(&mut line).await.map_err(sock_err)?;
             if line.is_empty() {
                 return Err(sock_err(std::io::ErrorKind::UnexpectedEof.into()));
             }
-            let resp: ApiResponse = serde_json::from_str(&line).map_err(|source| Error::Json {
+            let resp: Response = serde_json::from_str(&line).map_err(|source| Error::Json {
                 context: format!("VMM API response to {op}"),
                 source,
             })?;
@@ -472,7 +432,7 @@ impl VmmApi {
 
     /// `describe`.
     pub async fn describe(&self) -> Result<Describe> {
-        let v = self.call("describe").await?;
+        let v = self.call(Action::Describe).await?;
         serde_json::from_value(v).map_err(|source| Error::Json {
             context: "VMM describe result".into(),
             source,
@@ -575,24 +535,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = exit_status_path(&dir.path().join("api.sock"));
         assert_eq!(path, dir.path().join(EXIT_STATUS_FILE));
-        assert_eq!(ExitRecord::read(&path, 7), None);
+        assert_eq!(read_exit_record(&path, 7), None);
         std::fs::write(
             &path,
             r#"{"exit_code":0,"reason":"guest reset","unix_ms":1,"pid":7}"#,
         )
         .unwrap();
-        assert_eq!(ExitRecord::read(&path, 7).unwrap().exit(), VmmExit::Code(0));
-        assert_eq!(ExitRecord::read(&path, 8), None);
+        assert_eq!(
+            exit_of(&read_exit_record(&path, 7).unwrap()),
+            VmmExit::Code(0)
+        );
+        assert_eq!(read_exit_record(&path, 8), None);
         std::fs::write(
             &path,
             r#"{"exit_code":134,"reason":"killed by signal 6","unix_ms":1,"pid":7,"signal":6}"#,
         )
         .unwrap();
         assert_eq!(
-            ExitRecord::read(&path, 7).unwrap().exit(),
+            exit_of(&read_exit_record(&path, 7).unwrap()),
             VmmExit::Signal(6)
         );
         std::fs::write(&path, "{\"exit_code\":").unwrap();
-        assert_eq!(ExitRecord::read(&path, 7), None);
+        assert_eq!(read_exit_record(&path, 7), None);
     }
 }

@@ -129,17 +129,18 @@ impl ReasonCode {
     /// Maps a `nubis-vmm` exit code (brief's table) to a reason. Exit 0 is
     /// not a failure and is classified by the caller (requested or not).
     pub fn from_vmm_exit_code(code: i32) -> ReasonCode {
+        use nubis_vmm_api::exit_code;
         use ReasonCode::*;
         match code {
-            1 => VmmInternalError,
-            2 => VmmInvalidConfig,
-            3 => KernelInvalid,
-            4 => InitrdInvalid,
-            5 => MemoryInvalid,
-            6 => NetworkUnavailable,
-            7 => DiskUnavailable,
-            8 => KvmUnavailable,
-            9 => ApiSocketFailed,
+            exit_code::INTERNAL => VmmInternalError,
+            exit_code::CONFIG => VmmInvalidConfig,
+            exit_code::KERNEL => KernelInvalid,
+            exit_code::INITRD => InitrdInvalid,
+            exit_code::MEMORY => MemoryInvalid,
+            exit_code::NETWORK => NetworkUnavailable,
+            exit_code::DISK => DiskUnavailable,
+            exit_code::KVM => KvmUnavailable,
+            exit_code::API_SOCKET => ApiSocketFailed,
             _ => VmmCrashed,
         }
     }

@@ -1,5 +1,5 @@
 //! Test support for nubis-agent's integration tests: the prerequisite policy
-//! (copied from nubis-tests), a private network namespace per test, agent
+//! (nubis-testsupport), a private network namespace per test, agent
 //! configs pointing at the real `nubis-vmm` and `hello` image, and guards
 //! that remove every namespace, cgroup and process a test made, also when it
 //! fails.
@@ -12,29 +12,8 @@ use std::time::Duration;
 
 use nubis_agent::config::Config;
 
-/// The workspace root.
-pub fn workspace_root() -> PathBuf {
-    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    here.parent().map(PathBuf::from).unwrap_or(here)
-}
-
-/// True when tests must fail rather than skip on a missing prerequisite.
-pub fn require_prereqs() -> bool {
-    std::env::var("NUBIS_REQUIRE_KVM").is_ok_and(|v| v == "1")
-}
-
-/// Panics under NUBIS_REQUIRE_KVM=1, else prints SKIPPED and returns false.
-pub fn prerequisite(ok: bool, what: &str) -> bool {
-    if ok {
-        return true;
-    }
-    assert!(
-        !require_prereqs(),
-        "prerequisite missing and NUBIS_REQUIRE_KVM=1: {what}"
-    );
-    eprintln!("SKIPPED (prerequisite missing: {what}); set NUBIS_REQUIRE_KVM=1 to make this fatal");
-    false
-}
+use nubis_testsupport::workspace_root;
+pub use nubis_testsupport::{image_dir, prerequisite};
 
 /// The `nubis-vmm` binary: `$NUBIS_VMM_BIN`, else next to this test's own
 /// build output (`<target>/<profile>/nubis-vmm`), else `<root>/target/debug`.
@@ -50,13 +29,6 @@ pub fn vmm_binary() -> PathBuf {
         Some(p) if p.is_file() => p,
         _ => workspace_root().join("target/debug/nubis-vmm"),
     }
-}
-
-/// Where images are: `$NUBIS_IMAGE_DIR` or `<root>/target/images`.
-pub fn image_dir() -> PathBuf {
-    std::env::var_os("NUBIS_IMAGE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/images"))
 }
 
 /// Checks root, `ip`, the VMM binary, /dev/kvm and (optionally) the hello image.

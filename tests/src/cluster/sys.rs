@@ -8,7 +8,6 @@
 //! leftovers belong to a dead process and remove only those.
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,11 +15,7 @@ use std::time::{Duration, Instant};
 /// Prefix of every namespace and cgroup the harness creates.
 pub const PREFIX: &str = "nbt-";
 
-/// A loopback TCP port that was free a moment ago.
-pub fn free_port() -> std::io::Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
-}
+pub use nubis_testsupport::free_port;
 
 /// A running child process, killed (SIGKILL) and reaped when dropped.
 #[derive(Debug)]

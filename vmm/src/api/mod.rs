@@ -8,6 +8,8 @@
 //! <- {"ok":true,"result":{}}
 //! <- {"ok":false,"error":{"kind":"invalid_state","message":"cannot pause while paused"}}
 //! ```
+//!
+//! The message types are nubis-vmm-api's, shared with the node agent.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -18,7 +20,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use serde::Deserialize;
+use nubis_vmm_api::Response;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -33,30 +35,24 @@ const TOKEN_LISTENER: u64 = 0;
 const TOKEN_SHUTDOWN: u64 = 1;
 const TOKEN_FIRST_CONN: u64 = 2;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WireRequest {
-    op: VmmAction,
-}
-
 /// Parses one request line.
 pub fn parse_request(line: &[u8]) -> std::result::Result<VmmAction, VmmActionError> {
     let text = std::str::from_utf8(line)
         .map_err(|_| VmmActionError::BadRequest("request is not UTF-8".into()))?;
-    serde_json::from_str::<WireRequest>(text.trim())
+    serde_json::from_str::<nubis_vmm_api::Request>(text.trim())
         .map(|r| r.op)
         .map_err(|e| VmmActionError::BadRequest(e.to_string()))
 }
 
 /// Encodes one response line (with its newline).
 pub fn encode_response(outcome: &VmmOutcome) -> Vec<u8> {
-    let value = match outcome {
-        Ok(result) => serde_json::json!({"ok": true, "result": result}),
-        Err(e) => serde_json::json!({
-            "ok": false,
-            "error": {"kind": e.kind(), "message": e.to_string()},
-        }),
+    let response = match outcome {
+        Ok(result) => Response::success(result.clone()),
+        Err(e) => Response::failure(e.kind(), e.to_string()),
     };
+    // Through a `Value`: its map orders keys as before the message types
+    // were shared (wire bytes unchanged).
+    let value = serde_json::to_value(&response).unwrap_or_default();
     let mut line = value.to_string().into_bytes();
     line.push(b'\n');
     line

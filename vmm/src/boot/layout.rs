@@ -56,8 +56,6 @@ pub const SERIAL_IRQ: u32 = 4;
 pub const I8042_KBD_IRQ: u32 = 1;
 /// First IRQ handed to virtio-mmio devices.
 pub const VIRTIO_IRQ_FIRST: u32 = 5;
-/// Last usable IOAPIC pin.
-pub const IRQ_MAX: u32 = 23;
 /// Number of IOAPIC pins.
 pub const IOAPIC_PINS: u32 = 24;
 

@@ -1,32 +1,16 @@
-//! Test support: the prerequisite policy (copied from nubis-tests), a
+//! Test support: the prerequisite policy (nubis-testsupport), a
 //! tiny x86 assembler and ELF writer for hand-made guests, and a guard
 //! that kills `nubis-vmm` processes when a test ends.
 #![allow(dead_code)]
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// True when tests must fail rather than skip on a missing prerequisite.
-pub fn require_prereqs() -> bool {
-    std::env::var("NUBIS_REQUIRE_KVM").is_ok_and(|v| v == "1")
-}
-
-/// Panics when the prerequisite is missing and required, else prints
-/// SKIPPED and returns false.
-pub fn prerequisite(ok: bool, what: &str) -> bool {
-    if ok {
-        return true;
-    }
-    assert!(
-        !require_prereqs(),
-        "prerequisite missing and NUBIS_REQUIRE_KVM=1: {what}"
-    );
-    eprintln!("SKIPPED (prerequisite missing: {what}); set NUBIS_REQUIRE_KVM=1 to make this fatal");
-    false
-}
+#[allow(unused_imports)] // not every test binary uses both
+pub use nubis_testsupport::{image_dir, prerequisite};
 
 /// /dev/kvm can be opened read-write.
 pub fn kvm() -> bool {
@@ -38,21 +22,6 @@ pub fn kvm() -> bool {
             .is_ok(),
         "/dev/kvm",
     )
-}
-
-/// The workspace root.
-pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_default()
-}
-
-/// Where guest images are built.
-pub fn image_dir() -> PathBuf {
-    std::env::var_os("NUBIS_IMAGE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/images"))
 }
 
 /// Running on the nested PVM backend (guest ring 0 is interpreted).

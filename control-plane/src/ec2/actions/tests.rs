@@ -2,11 +2,11 @@
 //! replica, simulated node agents (crate::sim), and signed EC2 requests
 //! through the whole pipeline. (aws-cli/boto3 against real agents: tests/ec2.)
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use nubis_testsupport::Etcd;
 use time::OffsetDateTime;
 
 use crate::config::Config;
@@ -16,75 +16,6 @@ use crate::ec2::tests::signed_as;
 use crate::ec2::{handle, Gateway, GatewayConfig};
 use crate::server::Replica;
 use crate::sim::{SimAgent, SimOptions};
-
-const ETCD: &str = "/usr/bin/etcd";
-
-/// The project's prerequisite policy (copied from nubis-tests).
-fn prerequisite(ok: bool, what: &str) -> bool {
-    if ok {
-        return true;
-    }
-    assert!(
-        std::env::var("NUBIS_REQUIRE_KVM").as_deref() != Ok("1"),
-        "prerequisite missing and NUBIS_REQUIRE_KVM=1: {what}"
-    );
-    eprintln!("SKIPPED (prerequisite missing: {what}); set NUBIS_REQUIRE_KVM=1 to make this fatal");
-    false
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// An etcd process, killed on drop.
-struct Etcd {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_etcd() -> Etcd {
-    let dir = tempfile::tempdir().unwrap();
-    let (client, peer) = (free_port(), free_port());
-    let url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let child = Command::new(ETCD)
-        .args(["--name", "nbec2", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args([
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer_url,
-            "--initial-advertise-peer-urls",
-            &peer_url,
-        ])
-        .args(["--initial-cluster", &format!("nbec2={peer_url}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Etcd {
-        child,
-        url,
-        _dir: dir,
-    }
-}
 
 struct Cloud {
     gw: Gateway,
@@ -108,10 +39,7 @@ impl Drop for Cloud {
 }
 
 async fn cloud() -> Option<Cloud> {
-    if !prerequisite(std::path::Path::new(ETCD).exists(), "etcd at /usr/bin/etcd") {
-        return None;
-    }
-    let etcd = start_etcd();
+    let etcd = Etcd::start()?;
     let cfg = Config::from_toml(&format!(
         r#"
 [etcd]
@@ -123,23 +51,13 @@ admin_access_key_id = "NBADMIN0001"
 admin_secret_access_key = "admin-secret-0123456789"
 enrolment_tokens = [{{ id = "nbenrol0001", secret = "enrol-secret-0123456789" }}]
 "#,
-        etcd.url
+        etcd.endpoint
     ))
     .unwrap();
     let region = cfg.region.clone();
     let zones = cfg.zones.clone();
-    // etcd takes a moment to come up: retry the start.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let replica = loop {
-        match Replica::start(cfg.clone()).await {
-            Ok(r) => break r,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("control plane did not start: {e}"),
-        }
-    };
+    // Etcd::start returns once etcd has a leader: the replica starts at once.
+    let replica = Replica::start(cfg).await.expect("control plane starts");
     let d = replica.domain.clone();
     let (_, ka, sa) = d.create_account(&Caller::Operator, "ec2-a").await.unwrap();
     let (_, kb, sb) = d.create_account(&Caller::Operator, "ec2-b").await.unwrap();

@@ -157,14 +157,17 @@ impl Error {
     /// The `nubis-vmm` exit status for this error: 2 = bad configuration (MAC),
     /// 6 = network (TAP), 7 = disk, 1 = other.
     pub fn exit_status(&self) -> i32 {
+        use nubis_vmm_api::exit_code;
         match self {
             Error::DiskOpen { .. }
             | Error::DiskRead { .. }
             | Error::DiskUnusable { .. }
-            | Error::InvalidDiskId { .. } => 7,
-            Error::InvalidTapName { .. } | Error::TapNotFound { .. } | Error::Tap { .. } => 6,
-            Error::InvalidMac { .. } => 2,
-            Error::Entropy(_) | Error::EventFd(_) | Error::InvalidQueue(_) => 1,
+            | Error::InvalidDiskId { .. } => exit_code::DISK,
+            Error::InvalidTapName { .. } | Error::TapNotFound { .. } | Error::Tap { .. } => {
+                exit_code::NETWORK
+            }
+            Error::InvalidMac { .. } => exit_code::CONFIG,
+            Error::Entropy(_) | Error::EventFd(_) | Error::InvalidQueue(_) => exit_code::INTERNAL,
         }
     }
 }

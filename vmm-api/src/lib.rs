@@ -1,0 +1,266 @@
+//! The contract between `nubis-vmm` and the programs that drive it (the node
+//! agent, tests), owned in one place so both sides agree by construction:
+//!
+//! - [`exit_code`]: the process exit statuses of the command-line contract;
+//! - [`ExitRecord`]: the exit-status record `--exit-status-file` writes;
+//! - the control API's newline-delimited JSON messages ([`Request`],
+//!   [`Response`], [`ApiError`], and the typed [`Describe`] result).
+//!
+//! Wire format (see `docs/vmm.md`):
+//!
+//! ```text
+//! -> {"op":"pause"}
+//! <- {"ok":true,"result":{}}
+//! <- {"error":{"kind":"invalid_state","message":"cannot pause while paused"},"ok":false}
+//! ```
+//!
+//! Types only: no I/O. Kept to serde so the VMM binary stays small.
+
+use serde::{Deserialize, Serialize};
+
+/// `nubis-vmm` exit statuses. A fatal signal ends the process with the
+/// shell convention 128 + signal number (and [`ExitRecord::signal`] set).
+pub mod exit_code {
+    /// The VM ended normally: guest reset, `stop` request, SIGTERM/SIGINT.
+    pub const OK: i32 = 0;
+    /// Internal error or vCPU fault.
+    pub const INTERNAL: i32 = 1;
+    /// Invalid command line or configuration.
+    pub const CONFIG: i32 = 2;
+    /// The kernel cannot be read or loaded.
+    pub const KERNEL: i32 = 3;
+    /// The initrd cannot be read or does not fit.
+    pub const INITRD: i32 = 4;
+    /// Guest memory cannot be set up (size, allocation).
+    pub const MEMORY: i32 = 5;
+    /// The network device (TAP) cannot be set up.
+    pub const NETWORK: i32 = 6;
+    /// The disk cannot be opened or used.
+    pub const DISK: i32 = 7;
+    /// KVM is missing or lacks a capability.
+    pub const KVM: i32 = 8;
+    /// The API socket cannot be bound.
+    pub const API_SOCKET: i32 = 9;
+}
+
+/// The exit-status record, as the VMM writes it and readers parse it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// The process exit status (128 + signal number when a signal ended it).
+    pub exit_code: i32,
+    /// Why, in words.
+    #[serde(default)]
+    pub reason: String,
+    /// When it was written (milliseconds since the Unix epoch).
+    #[serde(default)]
+    pub unix_ms: u64,
+    /// The VMM's process id (lets a reader reject a record of an earlier VMM).
+    pub pid: u32,
+    /// The fatal signal that ended the process, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+}
+
+/// An action requested over the API socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Report state and configuration ([`Describe`]).
+    Describe,
+    /// Park all vCPUs.
+    Pause,
+    /// Let parked vCPUs run again.
+    Resume,
+    /// Inject Ctrl-Alt-Del through the i8042 (the guest decides what to do).
+    CtrlAltDel,
+    /// Stop the VM gracefully (the VMM exits 0).
+    Stop,
+    /// Report counters.
+    Metrics,
+}
+
+impl Action {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Describe => "describe",
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+            Action::CtrlAltDel => "ctrl_alt_del",
+            Action::Stop => "stop",
+            Action::Metrics => "metrics",
+        }
+    }
+}
+
+/// One request line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// What to do.
+    pub op: Action,
+}
+
+/// Machine-readable kinds of [`ApiError`].
+pub mod error_kind {
+    /// The action makes no sense in the VM's current state.
+    pub const INVALID_STATE: &str = "invalid_state";
+    /// The request could not be understood.
+    pub const BAD_REQUEST: &str = "bad_request";
+    /// The VMM failed while performing the action.
+    pub const INTERNAL: &str = "internal";
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// One of [`error_kind`].
+    #[serde(default)]
+    pub kind: String,
+    /// In words.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// One response line: `ok` with a `result` object, or not `ok` with an
+/// `error`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// Whether the action was performed.
+    pub ok: bool,
+    /// The action's result (when `ok`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// Why not (when not `ok`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ApiError>,
+}
+
+impl Response {
+    /// A success carrying `result`.
+    pub fn success(result: serde_json::Value) -> Self {
+        Response {
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    /// A failure of `kind` (one of [`error_kind`]).
+    pub fn failure(kind: &str, message: String) -> Self {
+        Response {
+            ok: false,
+            result: None,
+            error: Some(ApiError {
+                kind: kind.to_string(),
+                message,
+            }),
+        }
+    }
+}
+
+/// VM states as [`Describe::state`] names them.
+pub mod vm_state {
+    /// Built, vCPUs not started yet.
+    pub const BOOTING: &str = "booting";
+    /// vCPUs running.
+    pub const RUNNING: &str = "running";
+    /// vCPUs parked.
+    pub const PAUSED: &str = "paused";
+    /// On its way out.
+    pub const STOPPING: &str = "stopping";
+    /// Stopped; the process is about to exit.
+    pub const STOPPED: &str = "stopped";
+}
+
+/// The result of [`Action::Describe`]. `C` is the VMM's configuration as
+/// it reports it; readers that do not need it use
+/// [`serde::de::IgnoredAny`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Describe<C> {
+    /// One of [`vm_state`].
+    pub state: String,
+    /// The VMM's process id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// The configuration the VMM runs with.
+    #[serde(default)]
+    pub config: C,
+    /// Whether the vCPU threads have started.
+    #[serde(default)]
+    pub vcpus_started: bool,
+    /// When the vCPUs started (milliseconds since the Unix epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_unix_ms: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn actions_use_their_wire_names() {
+        for a in [
+            Action::Describe,
+            Action::Pause,
+            Action::Resume,
+            Action::CtrlAltDel,
+            Action::Stop,
+            Action::Metrics,
+        ] {
+            let wire = serde_json::to_string(&Request { op: a }).expect("encode");
+            assert_eq!(wire, format!("{{\"op\":\"{}\"}}", a.as_str()));
+            let back: Request = serde_json::from_str(&wire).expect("decode");
+            assert_eq!(back.op, a);
+        }
+        assert!(serde_json::from_str::<Request>(r#"{"op":"reboot"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"op":"stop","x":1}"#).is_err());
+    }
+
+    #[test]
+    fn responses_round_trip_and_tolerate_missing_fields() {
+        let ok = Response::success(json!({"a": 1}));
+        assert_eq!(
+            serde_json::to_value(&ok).expect("encode"),
+            json!({"ok": true, "result": {"a": 1}})
+        );
+        let err = Response::failure(error_kind::BAD_REQUEST, "nope".into());
+        assert_eq!(
+            serde_json::to_value(&err).expect("encode"),
+            json!({"ok": false, "error": {"kind": "bad_request", "message": "nope"}})
+        );
+        let bare: Response = serde_json::from_str(r#"{"ok":false,"error":{}}"#).expect("decode");
+        assert_eq!(bare.error.expect("error").kind, "");
+    }
+
+    #[test]
+    fn exit_record_wire_format() {
+        let r = ExitRecord {
+            exit_code: exit_code::OK,
+            reason: "guest reset".into(),
+            unix_ms: 5,
+            pid: 7,
+            signal: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&r).expect("encode"),
+            r#"{"exit_code":0,"reason":"guest reset","unix_ms":5,"pid":7}"#
+        );
+        let sig: ExitRecord =
+            serde_json::from_str(r#"{"exit_code":134,"pid":7,"signal":6}"#).expect("decode");
+        assert_eq!((sig.signal, sig.reason.as_str()), (Some(6), ""));
+    }
+
+    #[test]
+    fn describe_reads_without_config() {
+        let d: Describe<serde::de::IgnoredAny> = serde_json::from_value(json!({
+            "state": "running", "pid": 9, "config": {"vcpus": 2},
+            "vcpus_started": true, "started_at_unix_ms": 11,
+        }))
+        .expect("decode");
+        assert_eq!(d.state, vm_state::RUNNING);
+        assert_eq!((d.pid, d.started_at_unix_ms), (Some(9), Some(11)));
+        assert!(d.vcpus_started);
+    }
+}
