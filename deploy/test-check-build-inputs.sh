@@ -11,6 +11,7 @@
 #   libprotobuf-dev -> libprotobuf-dev     protoc reads google/protobuf/*.proto (the failure)
 #   build-essential -> libgcc-12-dev       the C toolchain rustc links with (crt files, gcc's headers)
 #   protobuf-compiler -> protobuf-compiler etcd-client's build runs protoc
+# and a hand-written trace that runs /usr/bin/strace (named only in test.txt).
 # Exit status: 0 the check passes with the real lists and fails for each case.
 set -euo pipefail
 
@@ -46,4 +47,16 @@ for case in libprotobuf-dev:libprotobuf-dev build-essential:libgcc-12-dev \
         failures=$((failures + 1))
     fi
 done
+# A tool the build lists do not name (strace is only in test.txt), run by a
+# process: a hand-written trace line must fail the check, naming strace.
+echo '4242 execve("/usr/bin/strace", ["strace"], 0x7ffd /* 1 var */) = 0' >"$work/synthetic.trace"
+rc=0
+"$root/deploy/check-build-inputs.sh" --analyze "$work/synthetic.trace" >"$work/out" 2>&1 || rc=$?
+if [[ $rc -eq 1 ]] && grep -q "files of strace, which no install list names" "$work/out"; then
+    echo "check-build-inputs: fails on a tool only the test list names, as it must"
+else
+    echo "FAIL: a trace running /usr/bin/strace exited $rc and said:" >&2
+    cat "$work/out" >&2
+    failures=$((failures + 1))
+fi
 exit $((failures > 0))
