@@ -10,11 +10,16 @@
 #   etcd                  root namespace, 127.0.0.1:<free port>, data in $STATE/etcd
 #   nubis-control-plane   root namespace, gRPC 127.0.0.1:<port> + Unix socket $STATE/cp.sock,
 #                         EC2 Query gateway 127.0.0.1:<port>
-#   3 x nubis-agent       one per zone nubis-local-1a/-1b/-1c, each in its own network
-#                         namespace ${PREFIX}-1a/-1b/-1c with its own bridge and TAPs;
+#   3 x nubis-agent       one per zone <region>a/b/c (nubis-local-1a/-1b/-1c by default),
+#                         each in its own network namespace ${PREFIX}-a/-b/-c with its own bridge and TAPs;
 #                         reaches the control plane over the Unix socket
 #
 # Environment:
+#   NUBIS_QS_REGION   region name; zones are <region>a, <region>b, <region>c
+#                     (default nubis-local-1; e.g. us-east-1, eu-central-1: lower-case
+#                     letters, digits and single hyphens, a letter first, a digit last,
+#                     at most 32 characters). Fixed for the life of $STATE: change it
+#                     after `down`.
 #   NUBIS_QS_STATE    state directory            (default /var/lib/nubis-quickstart)
 #   NUBIS_QS_PREFIX   namespace/cgroup prefix    (default nbq)
 #   NUBIS_QS_IMAGES   images to build            (default: all of deploy/images)
@@ -23,7 +28,7 @@
 #   NUBIS_QS_SKIP_BUILD=1  use the binaries already built
 #   NUBIS_QS_BIN      directory of the binaries  (default target/release; with SKIP_BUILD,
 #                     e.g. target/debug)
-# Logs: $STATE/logs/{etcd,control-plane,agent-1a,agent-1b,agent-1c}.log
+# Logs: $STATE/logs/{etcd,control-plane,agent-a,agent-b,agent-c}.log
 # Running `up` twice is safe: running components are kept, nothing is duplicated.
 set -euo pipefail
 shopt -s inherit_errexit
@@ -33,20 +38,27 @@ STATE=${NUBIS_QS_STATE:-/var/lib/nubis-quickstart}
 PREFIX=${NUBIS_QS_PREFIX:-nbq}
 PROFILE=${NUBIS_QS_PROFILE:-quickstart}
 ADMIN_PROFILE="$PROFILE-admin"
-REGION=nubis-local-1
-ZONES=(1a 1b 1c)
+REGION=${NUBIS_QS_REGION:-nubis-local-1}
+ZONES=(a b c) # zone letters: host "$PREFIX-<letter>" serves zone "$REGION<letter>"
 PER_HOST_VCPUS=2
 PER_HOST_MEMORY_MIB=512
 BIN=${NUBIS_QS_BIN:-${CARGO_TARGET_DIR:-$root/target}/release}
 CFG_DIR="${XDG_CONFIG_HOME:-$HOME/.config}/nubis"
 QS_ENV=${NUBIS_QS_ENV_FILE:-$CFG_DIR/quickstart.env}
-APT_PKGS=(etcd-server protobuf-compiler iproute2 qemu-system-x86 linux-source-6.1 busybox-static
-    flex bison bc libelf-dev libssl-dev cpio build-essential curl xz-utils)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'quickstart: %s\n' "$*" >&2; exit 1; }
 
 need_root() { [[ $(id -u) -eq 0 ]] || die "run as root (network namespaces, TAP devices, cgroups)"; }
+
+# The region as operators name theirs (us-east-1); zones get one more letter.
+check_region() {
+    [[ ${#REGION} -le 32 && $REGION =~ ^[a-z][a-z0-9]*(-[a-z0-9]+)*$ && $REGION =~ [0-9]$ ]] ||
+        die "NUBIS_QS_REGION='$REGION' is not a region name: lower-case letters, digits and single hyphens, a letter first, a digit last, at most 32 characters (e.g. us-east-1)"
+    if [[ -f $STATE/region ]] && [[ $(cat "$STATE/region") != "$REGION" ]]; then
+        die "this local cloud was created in region $(cat "$STATE/region"), not $REGION: run 'deploy/quickstart.sh down' first"
+    fi
+}
 
 # ---------------------------------------------------------------- helpers
 
@@ -102,17 +114,8 @@ cgroup2_mount() { awk '$9 == "cgroup2" { print $5; exit }' /proc/self/mountinfo;
 # ---------------------------------------------------------------- up
 
 install_packages() {
-    local missing=()
-    for p in "${APT_PKGS[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-    done
-    if ((${#missing[@]})); then
-        say "installing ${missing[*]}"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-    else
-        say "Debian packages present"
-    fi
+    say "Debian packages (deploy/packages/build.txt + run.txt)"
+    "$root/deploy/install-deps.sh" run
     command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain with rustup first"
     [[ -r /dev/kvm && -w /dev/kvm ]] || die "/dev/kvm is not usable (enable virtualisation / load kvm)"
 }
@@ -136,6 +139,7 @@ build() {
 
 secrets() {
     mkdir -p "$STATE"/{logs,run,etcd} && chmod 700 "$STATE"
+    [[ -f $STATE/region ]] || echo "$REGION" >"$STATE/region"
     if [[ ! -f $STATE/secrets.env ]]; then
         umask 077
         cat >"$STATE/secrets.env" <<EOF
@@ -176,7 +180,7 @@ start_control_plane() {
     cat >"$STATE/control-plane.toml" <<EOF
 # Written by deploy/quickstart.sh
 region = "$REGION"
-zones = ["nubis-local-1a", "nubis-local-1b", "nubis-local-1c"]
+zones = [$(printf '"%s", ' "${ZONES[@]/#/$REGION}" | sed 's/, $//')]
 
 [etcd]
 endpoints = ["http://127.0.0.1:$ETCD_PORT"]
@@ -228,9 +232,9 @@ start_agents() {
         mkdir -p "$dir"
         [[ -e /run/netns/$ns ]] || { ip netns add "$ns"; ip -n "$ns" link set lo up; }
         cat >"$dir/agent.toml" <<EOF
-# Written by deploy/quickstart.sh: host "$ns" in zone nubis-local-$z.
+# Written by deploy/quickstart.sh: host "$ns" in zone $REGION$z.
 control_plane = "unix://$STATE/cp.sock"
-availability_zone = "nubis-local-$z"
+availability_zone = "$REGION$z"
 state_dir = "$dir/state"
 image_dir = "$IMAGE_DIR"
 vmm_binary = "$BIN/nubis-vmm"
@@ -252,7 +256,7 @@ parent = "$PREFIX/$z"
 enforce_limits = $enforce
 EOF
         chmod 600 "$dir/agent.toml"
-        say "agent for nubis-local-$z in network namespace $ns"
+        say "agent for $REGION$z in network namespace $ns"
         start_daemon "agent-$z" "$STATE/run/agent-$z.pid" \
             env RUST_LOG="${RUST_LOG:-info}" nsenter --net="/run/netns/$ns" -- \
             "$BIN/nubis-agent" --config "$dir/agent.toml"
@@ -328,8 +332,8 @@ launch() {
     say "console of $id (nubis instances console $id)"
     nubis_tenant instances console "$id" | grep -a '^NUBIS-' | head -n 8 || true
     echo
-    say "HTTP from inside host $PREFIX-${zone#nubis-local-}: curl http://$ip/"
-    nsenter --net="/run/netns/$PREFIX-${zone#nubis-local-}" -- curl -sS --max-time 5 "http://$ip/" || true
+    say "HTTP from inside host $PREFIX-${zone#"$REGION"}: curl http://$ip/"
+    nsenter --net="/run/netns/$PREFIX-${zone#"$REGION"}" -- curl -sS --max-time 5 "http://$ip/" || true
     echo
     say "ready. Try:"
     cat <<EOF
@@ -344,6 +348,7 @@ EOF
 
 up() {
     need_root
+    check_region
     install_packages
     build
     secrets
@@ -361,7 +366,12 @@ up() {
 down() {
     need_root
     say "stopping agents, their microVMs and namespaces"
-    for z in "${ZONES[@]}"; do
+    # Also hosts of an older layout (namespaces ${PREFIX}-1a/-1b/-1c).
+    local hosts=("${ZONES[@]}") ns_name
+    while read -r ns_name _; do
+        [[ $ns_name == "$PREFIX"-* && " ${hosts[*]} " != *" ${ns_name#"$PREFIX"-} "* ]] && hosts+=("${ns_name#"$PREFIX"-}")
+    done < <(ip netns list 2>/dev/null)
+    for z in "${hosts[@]}"; do
         stop_pidfile "$STATE/run/agent-$z.pid"
         local ns="$PREFIX-$z"
         if [[ -e /run/netns/$ns ]]; then
@@ -404,6 +414,6 @@ case "${1:-up}" in
     up) up ;;
     down) down ;;
     status) status ;;
-    -h | --help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+    -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//' ;;
     *) die "unknown command '$1' (up|down|status)" ;;
 esac

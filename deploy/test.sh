@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # Runs Nubis' whole test suite on a Debian machine (as root): installs what the
-# tests need, builds the guest images, checks formatting and lints, then runs
-# every Rust test (unit, VMM KVM tiers, control plane on real etcd, agent,
-# end-to-end) with cargo-nextest and the EC2 gateway's aws-cli/boto3 tests.
+# tests need (deploy/packages/*.txt), checks that the build reads nothing the
+# install lists do not name, checks formatting, licences and sources, builds the
+# guest images, lints, builds and smoke-runs the fuzz targets, then runs every
+# Rust test (unit, VMM KVM tiers, control plane on real etcd, agent, end-to-end)
+# with cargo-nextest and the EC2 gateway's aws-cli/boto3 tests.
 #
 # Environment: NUBIS_REQUIRE_KVM=1 makes a missing prerequisite (KVM, etcd, an
 # image) a failure instead of a skip (CI sets it). NUBIS_TEST_STAGES limits the
-# stages run (comma-separated: deps,fmt,images,build,clippy,guest,test,ec2).
+# stages run (comma-separated: deps,inputs,fmt,deny,images,build,clippy,fuzz,guest,test,ec2).
+# NUBIS_DENY_ADVISORIES=1 adds RustSec advisories to the deny stage (needs github.com).
+# NUBIS_QS_REGION names the region of the test clusters and the EC2 tests' quickstart.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-stages=${NUBIS_TEST_STAGES:-deps,fmt,images,build,clippy,guest,test,ec2}
+stages=${NUBIS_TEST_STAGES:-deps,inputs,fmt,deny,images,build,clippy,fuzz,guest,test,ec2}
 summary=()
 failed=0
 
@@ -47,6 +51,14 @@ install_deps() {
     "$root/deploy/install-deps.sh" test
 }
 
+run_deny() {
+    # Advisories need the RustSec database from github.com, which CI machines
+    # cannot reach; licences, bans and sources need only Cargo.lock.
+    local checks=(licenses bans sources)
+    [[ ${NUBIS_DENY_ADVISORIES:-0} == 1 ]] && checks+=(advisories)
+    cargo deny --log-level error check "${checks[@]}"
+}
+
 run_tests() {
     # Binaries the end-to-end tests run as real processes.
     cargo build --workspace --bins
@@ -71,10 +83,13 @@ run_ec2() {
 }
 
 stage deps install_deps
+stage inputs deploy/test-check-build-inputs.sh
 stage fmt cargo fmt --all -- --check
+stage deny run_deny
 stage images deploy/images/build.sh
 stage build cargo build --workspace --all-targets
 stage clippy cargo clippy --workspace --all-targets -- -D warnings
+stage fuzz deploy/build-fuzz.sh
 stage guest run_guest
 stage test run_tests
 stage ec2 run_ec2

@@ -4,7 +4,7 @@ clients pointed at a running Nubis cluster (brought up by tests/ec2/run.sh).
 Environment (written by run.sh from deploy/quickstart.sh's quickstart.env):
   NUBIS_EC2_ENDPOINT                       the gateway, e.g. http://127.0.0.1:50152
   AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY tenant account A
-  AWS_DEFAULT_REGION                       the region (nubis-local-1)
+  AWS_DEFAULT_REGION                       the region (NUBIS_QS_REGION, default nubis-local-1)
   NUBIS_EC2_OTHER_KEY / NUBIS_EC2_OTHER_SECRET  tenant account B (isolation tests)
 """
 

@@ -17,6 +17,7 @@
 //! ([`Cluster::cli`]) with JSON output.
 
 pub mod ops;
+pub mod region;
 pub mod sys;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use nubis_testsupport::etcd_healthy;
+pub use region::{region, zone, zones};
 use sys::Proc;
 
 /// Binaries the cluster runs, from the same target directory as the test.
@@ -161,19 +163,16 @@ pub struct ClusterSpec {
     pub ec2_gateway: bool,
 }
 
-/// Zones of the local region.
-pub const ZONES: [&str; 3] = ["nubis-local-1a", "nubis-local-1b", "nubis-local-1c"];
-
 impl ClusterSpec {
     /// Three agents, one per zone, each with room for `per_host` t3.nano
     /// (64 MiB) instances.
     pub fn three_zones(per_host: u32) -> Self {
         Self {
-            region: "nubis-local-1".into(),
-            agents: ZONES
-                .iter()
-                .map(|z| AgentSpec {
-                    zone: z.to_string(),
+            region: region(),
+            agents: zones()
+                .into_iter()
+                .map(|zone| AgentSpec {
+                    zone,
                     // Memory is the binding limit: vCPUs are overcommitted.
                     vcpus: per_host.max(1),
                     memory_mib: 64 * u64::from(per_host),

@@ -13,7 +13,7 @@ use nubis_tests::cluster::{self, sys, AgentSpec, Cluster, ClusterSpec};
 fn one_host() -> ClusterSpec {
     ClusterSpec {
         agents: vec![AgentSpec {
-            zone: "nubis-local-1a".into(),
+            zone: cluster::zone('a'),
             vcpus: 1,
             memory_mib: 128,
         }],

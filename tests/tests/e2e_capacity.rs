@@ -30,7 +30,7 @@ fn over_capacity_launch_fails_and_creates_nothing() {
         "a failed launch left instances"
     );
 
-    let out = c.try_run_hello(&t, 3, Some("nubis-local-1a"), &[]);
+    let out = c.try_run_hello(&t, 3, Some(&cluster::zone('a')), &[]);
     assert_eq!(out.code, 8, "3 > 2 in one zone should fail: {}", out.stderr);
     assert!(
         c.list_instances(&t, &[]).is_empty(),
@@ -44,7 +44,7 @@ fn over_capacity_launch_fails_and_creates_nothing() {
     let ids = c.run_hello(&t, 6, None);
     let ready = c.wait_state(&t, &ids, "running");
     assert_eq!(ready.len(), 6);
-    for z in cluster::ZONES {
+    for z in cluster::zones() {
         let n = ready
             .iter()
             .filter(|i| field(i, "availability_zone") == z)

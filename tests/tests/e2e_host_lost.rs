@@ -20,7 +20,8 @@ fn lost_host_fails_its_instances_only() {
     let ids = c.run_hello(&t, 3, None);
     c.wait_state(&t, &ids, "ready");
 
-    let lost_zone = "nubis-local-1c";
+    let lost_zone_name = cluster::zone('c');
+    let lost_zone = lost_zone_name.as_str();
     let a = c.agent_in_zone(lost_zone).unwrap();
     c.kill_agent(a);
     let killed_at = Instant::now();

@@ -12,7 +12,8 @@ fn terminate_frees_capacity() {
     // Room for exactly one t3.nano per host.
     let c = Cluster::start(ClusterSpec::three_zones(1)).unwrap();
     let t = c.tenant.clone().unwrap();
-    let zone = Some("nubis-local-1c");
+    let zone_c = cluster::zone('c');
+    let zone = Some(zone_c.as_str());
     let first = c.run_hello(&t, 1, zone);
     c.wait_state(&t, &first, "running");
 
@@ -35,5 +36,5 @@ fn terminate_frees_capacity() {
 
     let second = c.run_hello(&t, 1, zone);
     let ready = c.wait_state(&t, &second, "ready");
-    assert_eq!(field(&ready[0], "availability_zone"), "nubis-local-1c");
+    assert_eq!(field(&ready[0], "availability_zone"), zone_c);
 }

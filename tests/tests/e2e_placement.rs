@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use nubis_tests::cluster::ops::field;
-use nubis_tests::cluster::{self, Cluster, ClusterSpec, ZONES};
+use nubis_tests::cluster::{self, Cluster, ClusterSpec};
 
 fn check_booted(c: &Cluster, inst: &serde_json::Value) {
     let t = c.tenant.clone().expect("tenant");
@@ -38,17 +38,18 @@ fn three_instances_spread_over_zones_then_pinned_to_one() {
         .iter()
         .map(|i| field(i, "availability_zone"))
         .collect();
-    let all: BTreeSet<String> = ZONES.iter().map(|z| z.to_string()).collect();
+    let all: BTreeSet<String> = cluster::zones().into_iter().collect();
     assert_eq!(zones, all, "not one per zone: {ready:?}");
     for inst in &ready {
         check_booted(&c, inst);
     }
 
-    let pinned = c.run_hello(&t, 3, Some("nubis-local-1b"));
+    let zone_b = cluster::zone('b');
+    let pinned = c.run_hello(&t, 3, Some(&zone_b));
     let ready = c.wait_state(&t, &pinned, "ready");
     assert_eq!(ready.len(), 3);
     for inst in &ready {
-        assert_eq!(field(inst, "availability_zone"), "nubis-local-1b", "{inst}");
+        assert_eq!(field(inst, "availability_zone"), zone_b, "{inst}");
         check_booted(&c, inst);
     }
     // Distinct addresses within the zone's host.

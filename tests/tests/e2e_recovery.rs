@@ -17,21 +17,19 @@ fn agent_kill9_and_restart_keeps_instances_running() {
     let t = c.tenant.clone().unwrap();
     let ids = c.run_hello(&t, 3, None);
     let ready = c.wait_state(&t, &ids, "ready");
+    let zone_a = cluster::zone('a');
     let victim = ready
         .iter()
-        .find(|i| field(i, "availability_zone") == "nubis-local-1a")
+        .find(|i| field(i, "availability_zone") == zone_a)
         .unwrap()
         .clone();
     let vid = field(&victim, "instance_id");
     let ip = field(&victim, "private_ip_address");
-    let a = c.agent_in_zone("nubis-local-1a").unwrap();
+    let a = c.agent_in_zone(&zone_a).unwrap();
 
     c.kill_agent(a);
     // The guest keeps serving while its agent is down.
-    assert_eq!(
-        c.wait_http("nubis-local-1a", &ip),
-        format!("NUBIS-HELLO {vid}\n")
-    );
+    assert_eq!(c.wait_http(&zone_a, &ip), format!("NUBIS-HELLO {vid}\n"));
     c.start_agent(a).unwrap();
     c.wait_nodes_ready(3, Duration::from_secs(60)).unwrap();
 
@@ -48,10 +46,7 @@ fn agent_kill9_and_restart_keeps_instances_running() {
         1,
         "the VM was restarted:\n{console}"
     );
-    assert_eq!(
-        c.wait_http("nubis-local-1a", &ip),
-        format!("NUBIS-HELLO {vid}\n")
-    );
+    assert_eq!(c.wait_http(&zone_a, &ip), format!("NUBIS-HELLO {vid}\n"));
     // The restarted agent still manages it: stop works.
     let out = c.tenant_cli(&["instances", "stop", &vid, "--wait", "--timeout", "120s"]);
     assert_eq!(out.code, 0, "{}", out.stderr);

@@ -32,7 +32,7 @@ fn reboot_boots_again_and_stays_running() {
     }
     let c = Cluster::start(ClusterSpec::three_zones(2)).unwrap();
     let t = c.tenant.clone().unwrap();
-    let ids = c.run_hello(&t, 1, Some("nubis-local-1b"));
+    let ids = c.run_hello(&t, 1, Some(&cluster::zone('b')));
     let id = ids[0].clone();
     c.wait_state(&t, &ids, "ready");
     let ready_line = format!("NUBIS-GUEST-READY {id}");
@@ -72,7 +72,7 @@ fn stop_start_keeps_disk() {
     }
     let c = Cluster::start(ClusterSpec::three_zones(2)).unwrap();
     let t = c.tenant.clone().unwrap();
-    let ids = c.run_hello(&t, 1, Some("nubis-local-1a"));
+    let ids = c.run_hello(&t, 1, Some(&cluster::zone('a')));
     let id = ids[0].clone();
     c.wait_state(&t, &ids, "ready");
     let ready_line = format!("NUBIS-GUEST-READY {id}");
