@@ -398,6 +398,17 @@ mod tests {
     fn bad_configs_are_rejected() {
         let auth = "[auth]\nadmin_access_key_id = \"NKIAXXXXXXXX\"\nadmin_secret_access_key = \"0123456789abcdef0\"\n";
         assert!(Config::from_toml(auth).is_ok());
+        let d = Config::from_toml(auth).unwrap();
+        assert!((d.nodes.disruption_fraction - 1.0 / 3.0).abs() < 1e-9);
+        assert_eq!(d.nodes.disruption_min_zone_nodes, 2);
+        for f in ["0.0", "1.5", "-0.1", "nan"] {
+            let t = format!("[nodes]\ndisruption_fraction = {f}\n{auth}");
+            assert!(Config::from_toml(&t).is_err(), "fraction {f} accepted");
+        }
+        let t =
+            format!("[tasks]\ninterval_seconds = 2\n[nodes]\ndisruption_fraction = 1.0\n{auth}");
+        let c = Config::from_toml(&t).expect("[tasks] is an alias of [reconciler]");
+        assert_eq!(c.reconciler.interval_seconds, 2);
         for bad in [
             "zones = []\n",
             "unknown_key = 1\n",

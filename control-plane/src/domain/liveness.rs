@@ -191,8 +191,11 @@ impl Domain {
         led_for: Duration,
         seen: &mut HashSet<NodeId>,
     ) -> Result<LossReport> {
-        // Liveness straight from etcd, not only from the watch-fed cache.
-        self.nodes.refresh().await?;
+        // A node the watch-fed cache shows lost is checked against etcd
+        // itself before anyone is judged (the cache may lag a re-register).
+        if self.nodes.views().iter().any(|v| !v.alive) {
+            self.nodes.refresh().await?;
+        }
         let views = self.nodes.views();
         let confirmations = self.lost_confirmations().await?;
         let mut samples = Vec::with_capacity(views.len());
