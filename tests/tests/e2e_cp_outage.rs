@@ -83,4 +83,28 @@ fn control_plane_restart_and_long_outage_leave_instances_running() {
     wait_api(&c);
     assert_untouched(&c, &t, &ids, &before, Duration::from_secs(20));
     c.wait_nodes_ready(3, Duration::from_secs(60)).unwrap();
+
+    // The operator sees the restarted replica lead and its node-loss task
+    // find every node alive.
+    let out = c.admin_cli(&["admin", "tasks", "-o", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v = out.json();
+    assert_eq!(v["is_leader"], true, "{v}");
+    assert_eq!(v["leader"], v["replica"], "{v}");
+    let loss = v["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "node-loss")
+        .unwrap()
+        .clone();
+    assert_eq!(loss["last_error"], "", "{loss}");
+    assert!(
+        loss["last_result"]
+            .as_str()
+            .unwrap()
+            .starts_with("0 of 3 nodes look lost"),
+        "{loss}"
+    );
+    assert_eq!(c.admin_cli(&["admin", "tasks"]).code, 0);
 }

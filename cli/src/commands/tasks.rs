@@ -137,3 +137,35 @@ pub fn print(format: Format, resp: pb::ListTasksResponse) -> Result<(), CliError
     }
     emit(&render_record(format, &view)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_show_the_error_before_the_result() {
+        let mut t = pb::TaskStatus {
+            name: "node-loss".into(),
+            mode: "leader-only".into(),
+            period_ms: 5000,
+            active: true,
+            runs: 3,
+            failures: 1,
+            last_end_unix_ms: 0,
+            last_result: "0 of 3 nodes look lost; stopped 0 instances".into(),
+            ..Default::default()
+        };
+        let row = TaskView::from(t.clone()).row();
+        assert_eq!(row[0], "node-loss");
+        assert_eq!(row[2], "5s");
+        assert_eq!(row[3], "true");
+        assert_eq!(row[6], "", "never ended: no time");
+        assert_eq!(row[8], t.last_result);
+        t.last_error = "etcd unavailable".into();
+        t.running = true;
+        let row = TaskView::from(t).row();
+        assert_eq!(row[3], "running");
+        assert_eq!(row[8], "error: etcd unavailable");
+        assert_eq!(row.len(), TaskView::headers().len());
+    }
+}
