@@ -703,18 +703,6 @@ impl Domain {
             .collect())
     }
 
-    /// Garbage collection (a background task): deletes instances terminated longer than `after`
-    /// ago (with their console output, and their reservation's user data once
-    /// no instance of it is left), then ClientToken records whose reservation
-    /// has no instance left and that are older than [`CLIENT_TOKEN_TTL`]
-    /// (so a token keeps answering for at least that long, and as long as
-    /// any of its instances is visible).
-    pub async fn collect_garbage(&self, after: Duration) -> Result<usize> {
-        let (n, live) = self.collect_terminated(after).await?;
-        self.collect_client_tokens(&live, now_ms()).await?;
-        Ok(n)
-    }
-
     /// Deletes instances terminated longer than `after` ago (with their
     /// console output, and their reservation's user data once no instance of
     /// it is left). Returns how many, and the reservations that still have
