@@ -76,9 +76,14 @@ fn control_plane_restart_and_long_outage_leave_instances_running() {
     // several node-loss passes.
     assert_untouched(&c, &t, &ids, &before, Duration::from_secs(15));
 
-    // An outage three times the lease TTL: every node lease expires.
+    // An outage three times the lease TTL (or NUBIS_TEST_OUTAGE_SECS, e.g.
+    // 300 for issue 18's five minutes): every node lease expires.
+    let outage = std::env::var("NUBIS_TEST_OUTAGE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
     c.kill_control_plane();
-    std::thread::sleep(Duration::from_secs(12));
+    std::thread::sleep(Duration::from_secs(outage));
     c.start_control_plane().unwrap();
     wait_api(&c);
     assert_untouched(&c, &t, &ids, &before, Duration::from_secs(20));

@@ -340,7 +340,7 @@ pub struct Handle {
 pub struct TasksView {
     /// The answering replica's identity.
     pub replica: String,
-    /// The current leader's identity (empty: none).
+    /// The current leader's identity (empty: none; `unknown (…)` when etcd cannot say).
     pub leader: String,
     /// Whether the answering replica leads.
     pub is_leader: bool,
@@ -396,11 +396,16 @@ pub fn start(
 }
 
 impl Handle {
-    /// The status of this replica's tasks and who leads.
+    /// The status of this replica's tasks and who leads (when etcd cannot
+    /// say, the statuses are still shown, with the leader unknown).
     pub async fn view(&self) -> Result<TasksView> {
+        let leader = match self.leadership.leader().await {
+            Ok(l) => l.unwrap_or_default(),
+            Err(e) => format!("unknown ({e})"),
+        };
         Ok(TasksView {
             replica: self.leadership.identity().to_string(),
-            leader: self.leadership.leader().await?.unwrap_or_default(),
+            leader,
             is_leader: self.leadership.is_leader(),
             tasks: self.registry.statuses(),
         })
