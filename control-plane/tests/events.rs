@@ -18,6 +18,7 @@ use nubis_control_plane::domain::model::now_ms;
 use nubis_control_plane::domain::{Caller, Domain};
 use nubis_control_plane::sim::{SimAgent, SimOptions};
 use nubis_control_plane::store::Tx;
+use nubis_control_plane::tasks::Task;
 use support::*;
 
 fn input(image: &str, n: u32) -> RunInstancesInput {
@@ -158,7 +159,7 @@ async fn every_transition_writes_one_event_and_events_outlive_the_instance() {
     assert_eq!(states.iter().filter(|s| **s == State::Running).count(), 2);
 
     // Garbage collection removes the instance records, not their events.
-    let collected = d.collect_garbage(Duration::ZERO).await.unwrap();
+    let (collected, _) = d.collect_terminated(Duration::ZERO).await.unwrap();
     assert_eq!(collected, 2);
     assert!(d.instance(&caller, &ids[0]).await.is_err());
     assert_eq!(all_events(&d, &caller, None).await, events);
@@ -381,7 +382,7 @@ async fn retention_deletes_only_expired_events() {
     // Nothing left to collect.
     assert_eq!(d.collect_expired_events(now).await.unwrap(), 0);
 
-    // The reconciler's garbage-collection pass runs the same retention.
+    // The `event-gc` background task runs the same retention.
     let mut ev = all_events(&d, &bob, None).await[0].event.clone();
     ev.time_ms = now - 450 * day;
     ev.seq = 200;
@@ -389,9 +390,11 @@ async fn retention_deletes_only_expired_events() {
     nubis_control_plane::domain::events::stage(&keys, &mut tx, &ev).unwrap();
     assert!(d.store().commit(tx).await.unwrap().is_some());
     assert_eq!(all_events(&d, &bob, None).await.len(), 3);
-    nubis_control_plane::reconciler::pass(&d, true)
+    let summary = nubis_control_plane::tasks::builtin::EventGc(d.clone())
+        .run(&nubis_control_plane::tasks::RunContext { term: None })
         .await
         .unwrap();
+    assert_eq!(summary, "deleted 1 expired events");
     assert_eq!(all_events(&d, &bob, None).await.len(), 2);
 }
 

@@ -9,8 +9,12 @@
 //! assignment stream. Transitional launch phases wait [`TRANSITIONAL_HOLD`]
 //! first, so a fast boot costs the control plane one report instead of four.
 //! Any failure (control-plane restart, lease expiry) ends the session; the
-//! agent reconnects with exponential back-off and registers again, listing
-//! the instances it still runs.
+//! agent reconnects with exponential back-off (capped at the heartbeat
+//! interval once registered) and registers again, listing the instances it
+//! still runs. Its VMs keep running meanwhile, and a re-registration
+//! reconciles rather than restarts them: the control plane answers with the
+//! same assignments (a node-loss never changes desired state), so nothing
+//! is relaunched.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -153,11 +157,26 @@ pub async fn run(agent: Arc<Agent>, changed: mpsc::UnboundedReceiver<InstanceId>
     let (key, secret) = cfg.enrolment_credential()?;
     let tls = cfg.client_tls()?;
     tokio::spawn(agent.clone().run());
-    let max = Duration::from_secs(cfg.timeouts.reconnect_max_secs.max(1));
+    let configured_max = Duration::from_secs(cfg.timeouts.reconnect_max_secs.max(1));
     let mut backoff = Duration::from_millis(250);
+    // The heartbeat interval of the last registration: once known, retries
+    // come at least that often, so after a control-plane outage this agent
+    // is back well within the lease TTL + heartbeat grace the new leader
+    // gives every node before judging it (docs/operations.md).
+    let mut heartbeat: Option<Duration> = None;
     loop {
         let started = tokio::time::Instant::now();
-        match session(&agent, &endpoint, tls.as_ref(), &key, &secret, &changed).await {
+        match session(
+            &agent,
+            &endpoint,
+            tls.as_ref(),
+            &key,
+            &secret,
+            &changed,
+            &mut heartbeat,
+        )
+        .await
+        {
             Ok(()) => tracing::warn!("control-plane session ended"),
             Err(e) => {
                 tracing::warn!(error = %crate::launch::chain(&e), "control-plane session failed")
@@ -172,6 +191,7 @@ pub async fn run(agent: Arc<Agent>, changed: mpsc::UnboundedReceiver<InstanceId>
             "reconnecting"
         );
         tokio::time::sleep(backoff + jitter).await;
+        let max = heartbeat.map_or(configured_max, |h| configured_max.min(h));
         backoff = (backoff * 2).min(max);
     }
 }
@@ -203,6 +223,7 @@ async fn session(
     key: &str,
     secret: &str,
     changed: &Changes,
+    heartbeat: &mut Option<Duration>,
 ) -> Result<()> {
     let channel = match tls {
         Some(tls) => nubis_proto::transport::connect_tls(endpoint, tls).await,
@@ -258,6 +279,7 @@ async fn session(
         .into_inner();
 
     let mut hb_every = Duration::from_secs(u64::from(reg.heartbeat_interval_seconds.max(1)));
+    *heartbeat = Some(hb_every);
     let mut hb = tokio::time::interval(hb_every);
     hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Images built or removed after registration are reported about once a

@@ -1,6 +1,7 @@
-//! End to end: a host lost for good (its agent killed, not restarted). After
-//! the node lease expires its instances leave `running` with a reason; the
-//! other zones are unaffected.
+//! End to end: a host lost for good (its agent and VMMs killed, its network
+//! namespace gone). One node of three is no disruption, so after the node
+//! lease expires (and within lease TTL + the leader's grace) its instances
+//! leave `running` with a reason; the other zones are unaffected.
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,8 @@ fn lost_host_fails_its_instances_only() {
     let lost_zone = lost_zone_name.as_str();
     let a = c.agent_in_zone(lost_zone).unwrap();
     c.kill_agent(a);
+    let ns = c.netns(a).to_string();
+    cluster::sys::netns_delete(&ns); // its VMMs die with the namespace
     let killed_at = Instant::now();
 
     // Coarse guard: the lease is 3 s; allow far more on a loaded machine.
@@ -47,6 +50,13 @@ fn lost_host_fails_its_instances_only() {
     assert!(
         !field(&failed, "state_reason_code").is_empty(),
         "no reason given: {failed}"
+    );
+    // Lease TTL 3 s + grace (3 s + 1 s heartbeat), plus slack for a loaded
+    // machine.
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(3 + 4 + 15),
+        "noticed after {:?}",
+        killed_at.elapsed()
     );
     eprintln!(
         "lost host noticed after {:?}: {} {} ({})",

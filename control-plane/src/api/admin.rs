@@ -168,4 +168,61 @@ impl pb::admin_server::Admin for AdminApi {
             })
             .await
     }
+
+    async fn confirm_node_lost(
+        &self,
+        req: Request<pb::ConfirmNodeLostRequest>,
+    ) -> Result<Response<pb::ConfirmNodeLostResponse>, Status> {
+        self.edge
+            .call(req, "ConfirmNodeLost", |caller, r| async move {
+                self.domain().confirm_node_lost(&caller, &r.node_id).await?;
+                let n = self
+                    .domain()
+                    .list_nodes(&caller, None)
+                    .await?
+                    .into_iter()
+                    .find(|n| n.node.id.as_str() == r.node_id);
+                Ok(pb::ConfirmNodeLostResponse {
+                    node: n.as_ref().map(node_out),
+                })
+            })
+            .await
+    }
+
+    async fn list_tasks(
+        &self,
+        req: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        self.edge
+            .call(req, "ListTasks", |caller, _r| async move {
+                let v = self.domain().list_tasks(&caller).await?;
+                Ok(pb::ListTasksResponse {
+                    replica: v.replica,
+                    leader: v.leader,
+                    is_leader: v.is_leader,
+                    tasks: v.tasks.iter().map(task_out).collect(),
+                })
+            })
+            .await
+    }
+}
+
+fn task_out(t: &crate::tasks::TaskStatus) -> pb::TaskStatus {
+    pb::TaskStatus {
+        name: t.name.clone(),
+        mode: t.mode.to_string(),
+        period_ms: t.period.as_millis() as u64,
+        activation_prefix: t.activation.clone().unwrap_or_default(),
+        active: t.active,
+        running: t.running,
+        runs: t.runs,
+        failures: t.failures,
+        activations: t.activations,
+        last_start_unix_ms: t.last_start_ms,
+        last_end_unix_ms: t.last_end_ms,
+        last_duration_ms: t.last_duration.as_millis() as u64,
+        last_error: t.last_error.clone().unwrap_or_default(),
+        last_result: t.last_result.clone(),
+        next_due_unix_ms: t.next_due_ms,
+    }
 }
