@@ -15,8 +15,6 @@
 //! - `unassign` (terminated): the address is freed and the assignment
 //!   deleted, so the agent removes everything.
 
-use std::time::Duration;
-
 use crate::domain::model::{Assignment, Instance, NetworkAssignment, NodeAlloc};
 use crate::domain::network::mac_for;
 use crate::domain::Domain;
@@ -42,12 +40,7 @@ pub(super) struct Plan {
     pub(super) assignment_changed: bool,
 }
 
-/// Randomised, growing pause after a lost compare-and-swap.
-pub(super) async fn backoff(attempt: u32) {
-    let max = 2u64.saturating_pow(attempt.min(6)).min(50);
-    let ms = rand::random::<u64>() % (max + 1);
-    tokio::time::sleep(Duration::from_millis(ms)).await;
-}
+pub(super) use crate::store::backoff;
 
 fn no_room(inst: &Instance, why: String) -> Error {
     Error::InsufficientCapacity {

@@ -97,6 +97,11 @@ pub struct PendingReservation {
     pub shortfall: String,
 }
 
+impl crate::store::Record for PendingReservation {
+    const KIND: &'static str = "pending-reservation";
+    const SCHEMA: u32 = 1;
+}
+
 /// The next step of a saga (pure, from the record and whether placing has
 /// run out of room).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,10 +186,7 @@ impl Domain {
             // Only the token can exist: an earlier call with it.
             return Err(Error::Contention("client token".into()));
         };
-        let rec = Versioned {
-            value: rec,
-            mod_revision: rev,
-        };
+        let rec = Versioned::new(rec, rev);
         self.drive(rec, Some(l.clone()), stop_after).await
     }
 
@@ -417,6 +419,7 @@ impl Domain {
                             rec = Versioned {
                                 value: next,
                                 mod_revision: rev,
+                                newer: rec.newer.clone(),
                             };
                         }
                     }

@@ -4,14 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::{de::DeserializeOwned, Serialize};
-
 use crate::domain::filters::{self, Filter};
 use crate::domain::model::{Image, Instance, KeyPair};
 use crate::domain::{validation, Caller, Domain};
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, ImageId, InstanceId, KeyPairId};
-use crate::store::Tx;
+use crate::store::Record;
 
 /// Filter names DescribeTags supports.
 pub const TAG_FILTERS: &[&str] = &["resource-id", "resource-type", "key", "value"];
@@ -29,7 +27,7 @@ pub struct TagDescription {
     pub value: String,
 }
 
-trait Tagged: Serialize + DeserializeOwned {
+trait Tagged: Record + Clone {
     fn tags_mut(&mut self) -> &mut BTreeMap<String, String>;
 }
 impl Tagged for Instance {
@@ -93,22 +91,22 @@ impl Domain {
         id: &str,
         f: &(dyn Fn(&mut BTreeMap<String, String>) -> Result<()> + Sync),
     ) -> Result<()> {
-        for _ in 0..32 {
-            let cur = self.store.get::<T>(key).await?.ok_or_else(|| {
-                Error::not_found(
-                    "InvalidID.NotFound",
-                    format!("the resource '{id}' does not exist"),
-                )
-            })?;
-            let mut v = cur.value;
-            f(v.tags_mut())?;
-            let mut tx = Tx::new();
-            tx.expect_rev(key, cur.mod_revision).put(key, &v)?;
-            if self.store.commit(tx).await?.is_some() {
-                return Ok(());
-            }
+        let updated = self
+            .store
+            .repo::<T>()
+            .update(key, |cur| {
+                let mut v = cur.clone();
+                f(v.tags_mut())?;
+                Ok(Some(v))
+            })
+            .await?;
+        match updated {
+            Some(_) => Ok(()),
+            None => Err(Error::not_found(
+                "InvalidID.NotFound",
+                format!("the resource '{id}' does not exist"),
+            )),
         }
-        Err(Error::Contention(key.to_string()))
     }
 
     async fn for_each_resource(
