@@ -188,18 +188,21 @@ impl Store {
 
     /// Lists JSON records under a prefix, sorted by key, and the store
     /// revision of the read: every page of it (at most [`MAX_PAGE`] records
-    /// a request), for the few callers that need a whole prefix at once.
+    /// a request, all read at the first page's revision, so the whole is one
+    /// consistent snapshot), for the callers that need a whole prefix at once.
+    /// Prefer [`repo::Repo::pages`] where records can be handled page by page.
     pub async fn list<T: Record>(
         &self,
         prefix: &str,
     ) -> Result<(Vec<(String, Versioned<T>)>, i64)> {
         let mut out = Vec::new();
         let mut after: Option<String> = None;
+        let mut at: Option<i64> = None;
         loop {
             let page = self
-                .list_page::<T>(prefix, after.as_deref(), MAX_PAGE)
+                .read_page::<T>(prefix, after.as_deref(), MAX_PAGE, at)
                 .await?;
-            let rev = page.revision;
+            let rev = *at.get_or_insert(page.revision);
             after = page.items.last().map(|(k, _)| k.clone());
             out.extend(page.items);
             if !page.more || after.is_none() {
@@ -227,6 +230,16 @@ impl Store {
         after: Option<&str>,
         limit: i64,
     ) -> Result<Page<T>> {
+        self.read_page(prefix, after, limit, None).await
+    }
+
+    async fn read_page<T: Record>(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: i64,
+        at_revision: Option<i64>,
+    ) -> Result<Page<T>> {
         let limit = if limit <= 0 {
             MAX_PAGE
         } else {
@@ -246,7 +259,10 @@ impl Store {
         // the limit (etcd 3.4.23 measured through its JSON gateway: a page
         // of 100 of 10,000 1-KB keys took 23-27 ms with a key-ascending
         // sort, 7-9 ms without; Go's clientv3 drops that sort for this reason).
-        let opts = GetOptions::new().with_range(end).with_limit(limit);
+        let mut opts = GetOptions::new().with_range(end).with_limit(limit);
+        if let Some(rev) = at_revision {
+            opts = opts.with_revision(rev);
+        }
         let resp = self.client.kv_client().get(start, Some(opts)).await?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         let mut items = Vec::with_capacity(resp.kvs().len());

@@ -117,6 +117,17 @@ pub struct Pages<'a, R> {
 }
 
 impl<R: Record> Pages<'_, R> {
+    /// Every remaining record (for callers that answer with the whole set,
+    /// e.g. a Describe call: memory grows with the result, requests stay
+    /// bounded).
+    pub async fn collect(mut self) -> Result<Vec<(String, Versioned<R>)>> {
+        let mut out = Vec::new();
+        while let Some(page) = self.next().await? {
+            out.extend(page);
+        }
+        Ok(out)
+    }
+
     /// The next page, `None` after the last.
     pub async fn next(&mut self) -> Result<Option<Vec<(String, Versioned<R>)>>> {
         if self.done {
@@ -132,5 +143,212 @@ impl<R: Record> Pages<'_, R> {
             return Ok(None);
         }
         Ok(Some(page.items))
+    }
+}
+
+/// The aggregate repositories: each owns its records' keys.
+impl Store {
+    /// Instances (`instances/<account>/<i-…>`).
+    pub fn instances(&self) -> Instances<'_> {
+        Instances(self)
+    }
+    /// Assignments of nodes (`desired/<node>/a/<i-…>`).
+    pub fn assignments(&self) -> Assignments<'_> {
+        Assignments(self)
+    }
+    /// ClientToken records (`client-tokens/<account>/<hex token>`).
+    pub fn client_tokens(&self) -> ClientTokens<'_> {
+        ClientTokens(self)
+    }
+    /// Large reservations in progress (`pending-reservations/<r-…>`).
+    pub fn pending_reservations(&self) -> PendingReservations<'_> {
+        PendingReservations(self)
+    }
+    /// Images (`images/<ami-…>`).
+    pub fn images(&self) -> Images<'_> {
+        Images(self)
+    }
+    /// Key pairs (`keypairs/<account>/<hex name>`).
+    pub fn keypairs(&self) -> KeyPairs<'_> {
+        KeyPairs(self)
+    }
+    /// Accounts (`accounts/<id>`).
+    pub fn accounts(&self) -> Accounts<'_> {
+        Accounts(self)
+    }
+}
+
+use crate::domain::model::{Account, Assignment, ClientTokenRecord, Image, Instance, KeyPair};
+use crate::domain::reservations::PendingReservation;
+use crate::ids::{AccountId, ImageId, InstanceId, NodeId, ReservationId};
+
+/// Instances.
+#[derive(Debug, Clone, Copy)]
+pub struct Instances<'a>(&'a Store);
+
+impl<'a> Instances<'a> {
+    /// The key of an instance.
+    pub fn key(&self, account: &AccountId, id: &InstanceId) -> String {
+        self.0.keys().instance(account, id)
+    }
+    /// Reads one instance.
+    pub async fn get(
+        &self,
+        account: &AccountId,
+        id: &InstanceId,
+    ) -> Result<Option<Versioned<Instance>>> {
+        self.0.repo().get(&self.key(account, id)).await
+    }
+    /// Every instance, page by page.
+    pub fn all(&self) -> Pages<'a, Instance> {
+        self.0.repo().pages(self.0.keys().all_instances())
+    }
+    /// One page of an account's instances after `after` (a key).
+    pub async fn page_of(
+        &self,
+        account: &AccountId,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Page<Instance>> {
+        self.0
+            .repo()
+            .page(&self.0.keys().account_instances(account), after, limit)
+            .await
+    }
+    /// An account's instances, page by page.
+    pub fn of(&self, account: &AccountId) -> Pages<'a, Instance> {
+        self.0
+            .repo()
+            .pages(self.0.keys().account_instances(account))
+    }
+}
+
+/// Assignments.
+#[derive(Debug, Clone, Copy)]
+pub struct Assignments<'a>(&'a Store);
+
+impl<'a> Assignments<'a> {
+    /// The key of an instance's assignment on a node.
+    pub fn key(&self, node: &NodeId, id: &InstanceId) -> String {
+        self.0.keys().assignment(node, id)
+    }
+    /// Reads one assignment.
+    pub async fn get(
+        &self,
+        node: &NodeId,
+        id: &InstanceId,
+    ) -> Result<Option<Versioned<Assignment>>> {
+        self.0.repo().get(&self.key(node, id)).await
+    }
+    /// A node's assignments, page by page.
+    pub fn of_node(&self, node: &NodeId) -> Pages<'a, Assignment> {
+        self.0.repo().pages(self.0.keys().assignments(node))
+    }
+}
+
+/// ClientToken records.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientTokens<'a>(&'a Store);
+
+impl<'a> ClientTokens<'a> {
+    /// The key of an account's token.
+    pub fn key(&self, account: &AccountId, token: &str) -> String {
+        self.0.keys().client_token(account, token)
+    }
+    /// Reads one token record.
+    pub async fn get(
+        &self,
+        account: &AccountId,
+        token: &str,
+    ) -> Result<Option<Versioned<ClientTokenRecord>>> {
+        self.0.repo().get(&self.key(account, token)).await
+    }
+    /// Every token record, page by page.
+    pub fn all(&self) -> Pages<'a, ClientTokenRecord> {
+        self.0.repo().pages(self.0.keys().all_client_tokens())
+    }
+}
+
+/// Large reservations in progress.
+#[derive(Debug, Clone, Copy)]
+pub struct PendingReservations<'a>(&'a Store);
+
+impl<'a> PendingReservations<'a> {
+    /// The key of a reservation's progress record.
+    pub fn key(&self, id: &ReservationId) -> String {
+        self.0.keys().pending_reservation(id)
+    }
+    /// Reads one progress record.
+    pub async fn get(&self, id: &ReservationId) -> Result<Option<Versioned<PendingReservation>>> {
+        self.0.repo().get(&self.key(id)).await
+    }
+    /// Every progress record, page by page.
+    pub fn all(&self) -> Pages<'a, PendingReservation> {
+        self.0.repo().pages(self.0.keys().pending_reservations())
+    }
+}
+
+/// Images.
+#[derive(Debug, Clone, Copy)]
+pub struct Images<'a>(&'a Store);
+
+impl<'a> Images<'a> {
+    /// The key of an image.
+    pub fn key(&self, id: &ImageId) -> String {
+        self.0.keys().image(id)
+    }
+    /// Reads one image.
+    pub async fn get(&self, id: &ImageId) -> Result<Option<Versioned<Image>>> {
+        self.0.repo().get(&self.key(id)).await
+    }
+    /// Registers an image: `Ok(false)` when its id exists.
+    pub async fn create(&self, image: &Image) -> Result<bool> {
+        self.0.repo().create(&self.key(&image.id), image).await
+    }
+    /// Every image, page by page.
+    pub fn all(&self) -> Pages<'a, Image> {
+        self.0.repo().pages(self.0.keys().images())
+    }
+}
+
+/// Key pairs.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyPairs<'a>(&'a Store);
+
+impl<'a> KeyPairs<'a> {
+    /// The key of an account's key pair.
+    pub fn key(&self, account: &AccountId, name: &str) -> String {
+        self.0.keys().keypair(account, name)
+    }
+    /// Reads one key pair.
+    pub async fn get(&self, account: &AccountId, name: &str) -> Result<Option<Versioned<KeyPair>>> {
+        self.0.repo().get(&self.key(account, name)).await
+    }
+    /// Creates a key pair: `Ok(false)` when the account has one of that name.
+    pub async fn create(&self, account: &AccountId, kp: &KeyPair) -> Result<bool> {
+        self.0.repo().create(&self.key(account, &kp.name), kp).await
+    }
+    /// An account's key pairs, page by page.
+    pub fn of(&self, account: &AccountId) -> Pages<'a, KeyPair> {
+        self.0.repo().pages(self.0.keys().account_keypairs(account))
+    }
+}
+
+/// Accounts.
+#[derive(Debug, Clone, Copy)]
+pub struct Accounts<'a>(&'a Store);
+
+impl<'a> Accounts<'a> {
+    /// The key of an account.
+    pub fn key(&self, id: &AccountId) -> String {
+        self.0.keys().account(id)
+    }
+    /// Reads one account.
+    pub async fn get(&self, id: &AccountId) -> Result<Option<Versioned<Account>>> {
+        self.0.repo().get(&self.key(id)).await
+    }
+    /// Every account, page by page.
+    pub fn all(&self) -> Pages<'a, Account> {
+        self.0.repo().pages(self.0.keys().accounts())
     }
 }
