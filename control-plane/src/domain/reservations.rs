@@ -226,10 +226,7 @@ impl Domain {
     /// `older_than` ago (its caller died or gave up) to its end, as a retry
     /// with its token would. Returns how many it finished.
     pub async fn resume_pending_reservations(&self, older_than: Duration) -> Result<usize> {
-        let (recs, _) = self
-            .store
-            .list::<PendingReservation>(&self.store.keys().pending_reservations())
-            .await?;
+        let recs = self.store.pending_reservations().all().collect().await?;
         let cutoff = now_ms() - older_than.as_millis() as i64;
         let mut n = 0;
         for (_, rec) in recs {

@@ -64,10 +64,7 @@ impl Domain {
         }
         if id.starts_with("key-") {
             let k = KeyPairId::parse(id)?;
-            let (all, _) = self
-                .store
-                .list::<KeyPair>(&self.store.keys().account_keypairs(account))
-                .await?;
+            let all = self.store.keypairs().of(account).collect().await?;
             return all
                 .into_iter()
                 .find(|(_, v)| v.value.id == k)
@@ -215,10 +212,7 @@ impl Domain {
         filters::check(filters, TAG_FILTERS)?;
         validation::max_results(max_results)?;
         let mut all = Vec::new();
-        let (insts, _) = self
-            .store
-            .list::<Instance>(&self.store.keys().account_instances(&account))
-            .await?;
+        let insts = self.store.instances().of(&account).collect().await?;
         for (_, v) in insts {
             for (k, val) in &v.value.tags {
                 all.push(TagDescription {
@@ -229,10 +223,7 @@ impl Domain {
                 });
             }
         }
-        let (imgs, _) = self
-            .store
-            .list::<Image>(&self.store.keys().images())
-            .await?;
+        let imgs = self.store.images().all().collect().await?;
         for (_, v) in imgs.into_iter().filter(|(_, v)| v.value.owner == account) {
             for (k, val) in &v.value.tags {
                 all.push(TagDescription {
@@ -243,10 +234,7 @@ impl Domain {
                 });
             }
         }
-        let (kps, _) = self
-            .store
-            .list::<KeyPair>(&self.store.keys().account_keypairs(&account))
-            .await?;
+        let kps = self.store.keypairs().of(&account).collect().await?;
         for (_, v) in kps {
             for (k, val) in &v.value.tags {
                 all.push(TagDescription {
