@@ -260,3 +260,93 @@ async fn repositories_against_etcd() {
     assert!(repo.delete_if_unchanged("/t/a/2", &cur).await.unwrap());
     assert!(repo.get("/t/a/2").await.unwrap().is_none());
 }
+
+/// The assignment stream of a node: an assignment that does not decode is
+/// listed as undecodable in the snapshot and sent as `Undecodable` when it
+/// changes — never left out (which the agent would take for "terminate").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assignment_stream_reports_undecodable_assignments() {
+    use nubis_control_plane::domain::instances::RunInstancesInput;
+    use nubis_control_plane::domain::nodes::NodeEvent;
+    use nubis_control_plane::domain::Caller;
+    use nubis_control_plane::sim::{SimAgent, SimOptions};
+
+    let Some(etcd) = Etcd::start().await else {
+        return;
+    };
+    let cp = start(config(&etcd)).await;
+    let d = cp.domain.clone();
+    let caller = setup_account(&d).await;
+    let image = register_image(&d).await;
+    let mut o = SimOptions::new("host-0", ZONES[0], 8, 8192);
+    o.run_instances = false;
+    let _agent = SimAgent::start(&endpoint(&cp), enrol(), o).await.unwrap();
+    let r = d
+        .run_instances(
+            &caller,
+            RunInstancesInput {
+                image_id: image,
+                instance_type: "t3.nano".into(),
+                min_count: 2,
+                max_count: 2,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let node = r.instances[0].node_id.clone().unwrap();
+    let (bad, good) = (r.instances[0].id.clone(), r.instances[1].id.clone());
+    let keys = d.store().keys().clone();
+    let good_raw = d
+        .store()
+        .get_raw(&keys.assignment(&node, &good))
+        .await
+        .unwrap()
+        .unwrap()
+        .0;
+    let mut tx = Tx::new();
+    tx.put_raw(
+        &keys.assignment(&node, &bad),
+        b"{\"instance_id\": 4".to_vec(),
+    );
+    store_commit(&d, tx).await;
+
+    let mut rx = d
+        .watch_assignments(&Caller::Node(node.clone()), node.as_str())
+        .await
+        .unwrap();
+    match next(&mut rx).await {
+        NodeEvent::Snapshot(list, undecodable) => {
+            let ids: Vec<_> = list.iter().map(|a| a.instance_id.clone()).collect();
+            assert_eq!(ids, vec![good.clone()]);
+            assert_eq!(undecodable, vec![bad.clone()]);
+        }
+        other => panic!("expected a snapshot, got {other:?}"),
+    }
+    // A change that does not decode: sent as undecodable, not dropped.
+    let mut tx = Tx::new();
+    tx.put_raw(&keys.assignment(&node, &good), b"[]".to_vec());
+    store_commit(&d, tx).await;
+    assert_eq!(next(&mut rx).await, NodeEvent::Undecodable(good.clone()));
+    // Readable again: an ordinary upsert.
+    let mut tx = Tx::new();
+    tx.put_raw(&keys.assignment(&node, &good), good_raw);
+    store_commit(&d, tx).await;
+    match next(&mut rx).await {
+        NodeEvent::Upsert(a) => assert_eq!(a.instance_id, good),
+        other => panic!("expected an upsert, got {other:?}"),
+    }
+}
+
+async fn next(
+    rx: &mut tokio::sync::mpsc::Receiver<nubis_control_plane::domain::nodes::NodeEvent>,
+) -> nubis_control_plane::domain::nodes::NodeEvent {
+    tokio::time::timeout(std::time::Duration::from_secs(20), rx.recv())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn store_commit(d: &nubis_control_plane::domain::Domain, tx: Tx) {
+    d.store().commit(tx).await.unwrap().unwrap();
+}
