@@ -16,7 +16,7 @@ use nubis_control_plane::domain::reservations::{PendingReservation, PendingState
 use nubis_control_plane::error::Error;
 use nubis_control_plane::ids::NodeId;
 use nubis_control_plane::store::record::{decode_record, encode, encode_over, schema_of};
-use nubis_control_plane::store::{decode, Record, Store, Tx, MAX_VALUE_BYTES};
+use nubis_control_plane::store::{decode, Record, Store, Tx, MAX_PAGE, MAX_VALUE_BYTES};
 use serde_json::Value;
 use support::*;
 
@@ -230,6 +230,24 @@ async fn repositories_against_etcd() {
     assert_eq!(keys.len(), 12);
     let page = repo.page("/t/a/", None, 5).await.unwrap();
     assert_eq!((page.items.len(), page.more), (5, true));
+    // A read is capped at MAX_PAGE whatever the limit asked; `more` tells.
+    let wave1 = read("v0/assignment.json");
+    for chunk in 0..6 {
+        let mut tx = Tx::new();
+        for n in 0..100 {
+            tx.put_raw(&format!("/t/many/{:04}", chunk * 100 + n), wave1.clone());
+        }
+        store.commit(tx).await.unwrap().unwrap();
+    }
+    let page = repo.page("/t/many/", None, 1000).await.unwrap();
+    assert_eq!((page.items.len() as i64, page.more), (MAX_PAGE, true));
+    let rest = repo
+        .page("/t/many/", Some(&page.items.last().unwrap().0), 1000)
+        .await
+        .unwrap();
+    assert_eq!((rest.items.len(), rest.more), (100, false));
+    let (all, _) = store.list::<Assignment>("/t/many/").await.unwrap();
+    assert_eq!(all.len(), 600);
     // Corrupt and oversized values are errors naming the key, not absences.
     let mut tx = Tx::new();
     tx.put_raw("/t/a/bad", read("corrupt/assignment-truncated.json"));

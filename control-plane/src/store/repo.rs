@@ -203,17 +203,15 @@ impl<'a> Instances<'a> {
     pub fn all(&self) -> Pages<'a, Instance> {
         self.0.repo().pages(self.0.keys().all_instances())
     }
-    /// One page of an account's instances after `after` (a key).
-    pub async fn page_of(
+    /// One page of instances under `prefix` (all instances, or one
+    /// account's) after `after` (a key).
+    pub async fn page_under(
         &self,
-        account: &AccountId,
+        prefix: &str,
         after: Option<&str>,
         limit: i64,
     ) -> Result<Page<Instance>> {
-        self.0
-            .repo()
-            .page(&self.0.keys().account_instances(account), after, limit)
-            .await
+        self.0.repo().page(prefix, after, limit).await
     }
     /// An account's instances, page by page.
     pub fn of(&self, account: &AccountId) -> Pages<'a, Instance> {
