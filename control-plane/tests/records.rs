@@ -248,6 +248,13 @@ async fn repositories_against_etcd() {
     assert_eq!((rest.items.len(), rest.more), (100, false));
     let (all, _) = store.list::<Assignment>("/t/many/").await.unwrap();
     assert_eq!(all.len(), 600);
+    let (raw, rev) = store.list_raw("/t/many/").await.unwrap();
+    assert_eq!(raw.len(), 600);
+    assert!(
+        raw.windows(2).all(|w| w[0].0 < w[1].0),
+        "in key order, once each"
+    );
+    assert!(raw.iter().all(|(_, _, r)| *r <= rev));
     // Corrupt and oversized values are errors naming the key, not absences.
     let mut tx = Tx::new();
     tx.put_raw("/t/a/bad", read("corrupt/assignment-truncated.json"));

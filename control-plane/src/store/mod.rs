@@ -211,6 +211,47 @@ impl Store {
         }
     }
 
+    /// Every raw `(key, value, mod_revision)` under `prefix` and the
+    /// revision they were read at: pages of [`MAX_PAGE`], all read at the
+    /// first page's revision (one consistent snapshot, e.g. to watch from).
+    pub async fn list_raw(
+        &self,
+        prefix: &str,
+    ) -> std::result::Result<(Vec<(String, Vec<u8>, i64)>, i64), etcd_client::Error> {
+        let end = prefix_end(prefix);
+        let mut out = Vec::new();
+        let mut start = prefix.as_bytes().to_vec();
+        let mut at: Option<i64> = None;
+        loop {
+            let mut opts = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(MAX_PAGE);
+            if let Some(rev) = at {
+                opts = opts.with_revision(rev);
+            }
+            let resp = self
+                .client
+                .kv_client()
+                .get(start.clone(), Some(opts))
+                .await?;
+            let rev = *at.get_or_insert(resp.header().map(|h| h.revision()).unwrap_or(0));
+            for kv in resp.kvs() {
+                out.push((
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    kv.value().to_vec(),
+                    kv.mod_revision(),
+                ));
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => return Ok((out, rev)),
+            }
+        }
+    }
+
     /// Lists up to `limit` (0 or over [`MAX_PAGE`] = `MAX_PAGE`) records
     /// under `prefix` with keys strictly greater than `after`, sorted by key.
     pub async fn list_from<T: Record>(
