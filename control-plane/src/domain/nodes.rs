@@ -325,8 +325,7 @@ impl Domain {
         node.lease_id = lease;
         node.credential_key_id = key_id.to_string();
         let mut tx = Tx::new();
-        tx.expect_rev(&keys.node(id), cur.mod_revision)
-            .put(&keys.node(id), &node)?
+        tx.replace(&keys.node(id), &cur, &node)?
             .put_with_lease(
                 &keys.node_alive(id),
                 &NodeAlive {
@@ -397,7 +396,7 @@ impl Domain {
         if images_changed || cap_changed {
             for _ in 0..16 {
                 let cur = self.node_record(&id).await?;
-                let mut n = cur.value;
+                let mut n = cur.value.clone();
                 if images_changed {
                     n.images = input.images.clone();
                 }
@@ -405,8 +404,7 @@ impl Domain {
                     n.capacity = input.capacity;
                 }
                 let mut tx = Tx::new();
-                tx.expect_rev(&self.store.keys().node(&id), cur.mod_revision)
-                    .put(&self.store.keys().node(&id), &n)?;
+                tx.replace(&self.store.keys().node(&id), &cur, &n)?;
                 if let Some(rev) = self.store.commit(tx).await? {
                     self.nodes.note_node(n, rev);
                     break;
