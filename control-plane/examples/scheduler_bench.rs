@@ -58,7 +58,7 @@ async fn raw_txn_rate(
                 let key = format!("/bench-raw/{tag}/{i}");
                 let mut tx = Tx::new();
                 tx.expect_absent(&key);
-                tx.put(&key, &i)?;
+                tx.put_raw(&key, i.to_string().into_bytes());
                 store.commit(tx).await?;
             }
             Ok::<_, nubis_control_plane::Error>(())

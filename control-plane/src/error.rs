@@ -101,6 +101,15 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A stored value is larger than `store::record::MAX_VALUE_BYTES`
+    /// (`InternalError`): not decoded.
+    #[error("stored record {key} is too large ({bytes} bytes)")]
+    TooLarge {
+        /// The etcd key.
+        key: String,
+        /// Its size.
+        bytes: usize,
+    },
     /// A fenced write of a reconciler leader that has lost its election key
     /// (`store::Fence`): nothing was written, and nothing will be.
     #[error("leadership lost: the write was fenced off")]
@@ -171,7 +180,7 @@ impl Error {
             Error::Unauthorized(_) => "UnauthorizedOperation",
             Error::Contention(_) => "RequestLimitExceeded",
             Error::Etcd(_) | Error::Fenced => "ServiceUnavailable",
-            Error::Corrupt { .. } | Error::Internal(_) => "InternalError",
+            Error::Corrupt { .. } | Error::TooLarge { .. } | Error::Internal(_) => "InternalError",
         }
     }
 
@@ -188,7 +197,9 @@ impl Error {
             }
             Error::Unauthorized(_) => ErrorKind::Forbidden,
             Error::Contention(_) | Error::Etcd(_) | Error::Fenced => ErrorKind::Unavailable,
-            Error::Corrupt { .. } | Error::Internal(_) => ErrorKind::Internal,
+            Error::Corrupt { .. } | Error::TooLarge { .. } | Error::Internal(_) => {
+                ErrorKind::Internal
+            }
         }
     }
 

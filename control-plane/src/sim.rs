@@ -346,6 +346,8 @@ async fn follow(
                     m.remove(&id);
                 }
             }
+            // The simulated agent keeps such an instance as it is, like a real one.
+            Some(E::UndecodableInstanceId(_)) => {}
             Some(E::ConsoleRequest(r)) => {
                 let out = format!(
                     "sim console of {}\nNUBIS-GUEST-READY {}\n",

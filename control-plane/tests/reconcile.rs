@@ -205,7 +205,9 @@ async fn client_tokens_outlive_their_instances_and_a_day_then_go() {
     );
     let (left, _) = d
         .store()
-        .list::<serde_json::Value>(&d.store().keys().all_client_tokens())
+        .list::<nubis_control_plane::domain::model::ClientTokenRecord>(
+            &d.store().keys().all_client_tokens(),
+        )
         .await
         .unwrap();
     assert!(left.is_empty(), "{left:?}");

@@ -9,8 +9,19 @@ use std::time::Duration;
 
 use nubis_control_plane::error::Error;
 use nubis_control_plane::store::watch::{watch_prefix_from, WatchItem};
-use nubis_control_plane::store::{Fence, Store, Tx};
+use nubis_control_plane::store::{Fence, Record, Store, Tx};
+use serde::{Deserialize, Serialize};
 use support::*;
+
+/// A bare number as a record (not versioned: not a JSON object).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+struct N(u32);
+
+impl Record for N {
+    const KIND: &'static str = "n";
+    const SCHEMA: u32 = 0;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compare_and_swap_conflicts() {
@@ -22,24 +33,24 @@ async fn compare_and_swap_conflicts() {
         .unwrap();
     // Create-if-absent: only the first wins.
     let mut a = Tx::new();
-    a.expect_absent("/t/k").put("/t/k", &1u32).unwrap();
+    a.expect_absent("/t/k").put("/t/k", &N(1)).unwrap();
     let mut b = Tx::new();
-    b.expect_absent("/t/k").put("/t/k", &2u32).unwrap();
+    b.expect_absent("/t/k").put("/t/k", &N(2)).unwrap();
     let rev = store.commit(a).await.unwrap().expect("first create wins");
     assert!(
         store.commit(b).await.unwrap().is_none(),
         "second create loses"
     );
-    let v = store.get::<u32>("/t/k").await.unwrap().unwrap();
-    assert_eq!((v.value, v.mod_revision), (1, rev));
+    let v = store.get::<N>("/t/k").await.unwrap().unwrap();
+    assert_eq!((v.value, v.mod_revision), (N(1), rev));
     // Two writers read the same revision: one update wins, the other sees a conflict.
     let mut w1 = Tx::new();
     w1.expect_rev("/t/k", v.mod_revision)
-        .put("/t/k", &10u32)
+        .put("/t/k", &N(10))
         .unwrap();
     let mut w2 = Tx::new();
     w2.expect_rev("/t/k", v.mod_revision)
-        .put("/t/k", &20u32)
+        .put("/t/k", &N(20))
         .unwrap();
     let (r1, r2) = tokio::join!(store.commit(w1), store.commit(w2));
     let (r1, r2) = (r1.unwrap(), r2.unwrap());
@@ -47,11 +58,11 @@ async fn compare_and_swap_conflicts() {
         r1.is_some() ^ r2.is_some(),
         "exactly one concurrent CAS succeeds"
     );
-    let now = store.get::<u32>("/t/k").await.unwrap().unwrap().value;
-    assert_eq!(now, if r1.is_some() { 10 } else { 20 });
+    let now = store.get::<N>("/t/k").await.unwrap().unwrap().value;
+    assert_eq!(now, N(if r1.is_some() { 10 } else { 20 }));
     // A failed transaction writes nothing at all.
     let mut w3 = Tx::new();
-    w3.expect_rev("/t/k", 1).put("/t/other", &1u32).unwrap();
+    w3.expect_rev("/t/k", 1).put("/t/other", &N(1)).unwrap();
     assert!(store.commit(w3).await.unwrap().is_none());
     assert!(store.get_raw("/t/other").await.unwrap().is_none());
 }
@@ -67,7 +78,7 @@ async fn watch_from_a_compacted_revision_relists() {
     let mut first = 0;
     for i in 0..10u32 {
         let mut tx = Tx::new();
-        tx.put(&format!("/t/w/{i}"), &i).unwrap();
+        tx.put(&format!("/t/w/{i}"), &N(i)).unwrap();
         let r = store.commit(tx).await.unwrap().unwrap();
         if i == 0 {
             first = r;
@@ -98,7 +109,7 @@ async fn watch_from_a_compacted_revision_relists() {
     }
     // And then live events follow.
     let mut tx = Tx::new();
-    tx.put("/t/w/new", &1u32).unwrap();
+    tx.put("/t/w/new", &N(1)).unwrap();
     store.commit(tx).await.unwrap();
     let item = tokio::time::timeout(Duration::from_secs(30), rx.recv())
         .await
@@ -120,7 +131,7 @@ async fn fenced_commits_fail_once_the_leader_key_is_gone() {
         .unwrap();
     let put = |v: u32| {
         let mut tx = Tx::new();
-        tx.put("/f/data", &v).unwrap();
+        tx.put("/f/data", &N(v)).unwrap();
         tx
     };
     // Elected: the leader key exists with the create revision we hold.
@@ -158,7 +169,10 @@ async fn fenced_commits_fail_once_the_leader_key_is_gone() {
     store.commit(del).await.unwrap().unwrap();
     let e = fence.clone().scope(store.commit(put(3))).await.unwrap_err();
     assert!(matches!(e, Error::Fenced), "{e}");
-    assert_eq!(store.get::<u32>("/f/data").await.unwrap().unwrap().value, 2);
+    assert_eq!(
+        store.get::<N>("/f/data").await.unwrap().unwrap().value,
+        N(2)
+    );
     // A new leader's key (new create revision) does not revive the old fence.
     store.commit(put_leader()).await.unwrap().unwrap();
     let e = fence.clone().scope(store.commit(put(4))).await.unwrap_err();
@@ -168,6 +182,6 @@ async fn fenced_commits_fail_once_the_leader_key_is_gone() {
 
 fn put_leader() -> Tx {
     let mut tx = Tx::new();
-    tx.put("/f/election/x", &"replica-a").unwrap();
+    tx.put_raw("/f/election/x", b"replica-a".to_vec());
     tx
 }

@@ -579,20 +579,45 @@ async fn handle_event(
     match ev.event {
         Some(Event::Snapshot(s)) => {
             let mut items = Vec::new();
+            let mut keep = std::collections::BTreeSet::new();
             for a in &s.assignments {
                 match desired_from_assignment(a) {
                     Ok(d) => items.push(d),
                     Err(e) => {
-                        tracing::error!(instance = a.instance_id, error = %e, "rejecting assignment")
+                        tracing::error!(instance = a.instance_id, error = %e, "rejecting assignment: keeping the instance as it is");
+                        keep.extend(InstanceId::new(a.instance_id.clone()).ok());
                     }
                 }
             }
-            tracing::info!(assignments = items.len(), "assignment snapshot");
-            agent.set_snapshot(items);
+            for id in &s.undecodable_instance_ids {
+                tracing::error!(
+                    instance = id,
+                    "assignment unreadable in the control plane: keeping the instance as it is"
+                );
+                keep.extend(InstanceId::new(id.clone()).ok());
+            }
+            tracing::info!(
+                assignments = items.len(),
+                kept = keep.len(),
+                "assignment snapshot"
+            );
+            agent.set_snapshot_keeping(items, keep);
         }
         Some(Event::Upsert(a)) => match desired_from_assignment(&a) {
             Ok(d) => agent.upsert(d),
-            Err(e) => tracing::error!(instance = a.instance_id, error = %e, "rejecting assignment"),
+            Err(e) => {
+                tracing::error!(instance = a.instance_id, error = %e, "rejecting assignment: keeping the instance as it is");
+                if let Ok(id) = InstanceId::new(a.instance_id.clone()) {
+                    agent.keep_as_is(id);
+                }
+            }
+        },
+        Some(Event::UndecodableInstanceId(id)) => match InstanceId::new(id) {
+            Ok(id) => {
+                tracing::error!(instance = %id, "assignment unreadable in the control plane: keeping the instance as it is");
+                agent.keep_as_is(id);
+            }
+            Err(e) => tracing::error!(error = %e, "bad undecodable instance id"),
         },
         Some(Event::RemovedInstanceId(id)) => match InstanceId::new(id) {
             Ok(id) => agent.remove(&id),

@@ -77,6 +77,11 @@ struct DesiredSet {
     /// touched before the agent knows what it should run.
     have_snapshot: bool,
     items: BTreeMap<InstanceId, DesiredInstance>,
+    /// Assigned here, but the control plane could not read (or the agent
+    /// could not accept) the assignment: kept exactly as they are — never
+    /// orphans, no desired-state change — until a readable upsert or a
+    /// removal arrives.
+    keep: BTreeSet<InstanceId>,
 }
 
 /// The node agent.
@@ -143,9 +148,17 @@ impl Agent {
 
     /// Replaces the whole desired state (authoritative snapshot).
     pub fn set_snapshot(&self, items: Vec<DesiredInstance>) {
+        self.set_snapshot_keeping(items, BTreeSet::new());
+    }
+
+    /// Replaces the whole desired state (authoritative snapshot), with the
+    /// instances assigned here whose assignment is unreadable: those are kept
+    /// as they are (see [`Agent::keep_as_is`]).
+    pub fn set_snapshot_keeping(&self, items: Vec<DesiredInstance>, keep: BTreeSet<InstanceId>) {
         let mut d = lock(&self.desired);
         d.have_snapshot = true;
         d.items = items.into_iter().map(|i| (i.spec.id.clone(), i)).collect();
+        d.keep = keep;
         drop(d);
         // A new snapshot makes an orphan sweep due.
         *lock(&self.last_sweep) = None;
@@ -154,13 +167,28 @@ impl Agent {
 
     /// Adds or changes one instance's desired state.
     pub fn upsert(&self, item: DesiredInstance) {
-        lock(&self.desired).items.insert(item.spec.id.clone(), item);
+        let mut d = lock(&self.desired);
+        d.keep.remove(&item.spec.id);
+        d.items.insert(item.spec.id.clone(), item);
+        drop(d);
         self.wake.notify_one();
+    }
+
+    /// The instance is assigned here but its assignment cannot be read:
+    /// leave it exactly as it is (running or not), neither reconciled towards
+    /// a stale desired state nor terminated as an orphan.
+    pub fn keep_as_is(&self, id: InstanceId) {
+        let mut d = lock(&self.desired);
+        d.items.remove(&id);
+        d.keep.insert(id);
     }
 
     /// The instance is no longer assigned here: destroy what is left.
     pub fn remove(&self, id: &InstanceId) {
-        lock(&self.desired).items.remove(id);
+        let mut d = lock(&self.desired);
+        d.items.remove(id);
+        d.keep.remove(id);
+        drop(d);
         self.wake.notify_one();
     }
 
@@ -254,9 +282,9 @@ impl Agent {
 
     /// One level-triggered pass.
     pub async fn reconcile_once(&self) {
-        let (have_snapshot, desired) = {
+        let (have_snapshot, desired, keep) = {
             let d = lock(&self.desired);
-            (d.have_snapshot, d.items.clone())
+            (d.have_snapshot, d.items.clone(), d.keep.clone())
         };
         let mut orphans_cleanable = false;
         {
@@ -267,7 +295,7 @@ impl Agent {
             if have_snapshot {
                 let extra: Vec<InstanceId> = inst
                     .keys()
-                    .filter(|id| !desired.contains_key(*id))
+                    .filter(|id| !desired.contains_key(*id) && !keep.contains(*id))
                     .cloned()
                     .collect();
                 for id in extra {

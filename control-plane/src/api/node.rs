@@ -104,9 +104,11 @@ pub fn assignment_out(a: &Assignment) -> pb::Assignment {
 fn event_out(e: NodeEvent) -> pb::AssignmentEvent {
     use pb::assignment_event::Event as E;
     let ev = match e {
-        NodeEvent::Snapshot(list) => E::Snapshot(pb::AssignmentSnapshot {
+        NodeEvent::Snapshot(list, undecodable) => E::Snapshot(pb::AssignmentSnapshot {
             assignments: list.iter().map(assignment_out).collect(),
+            undecodable_instance_ids: undecodable.iter().map(|i| i.to_string()).collect(),
         }),
+        NodeEvent::Undecodable(id) => E::UndecodableInstanceId(id.to_string()),
         NodeEvent::Upsert(a) => E::Upsert(assignment_out(&a)),
         NodeEvent::Removed(id) => E::RemovedInstanceId(id.to_string()),
         NodeEvent::Console(c) => E::ConsoleRequest(pb::ConsoleRequest {

@@ -82,11 +82,12 @@ impl Domain {
                 "account names are 1 to 64 printable characters",
             ));
         }
-        let (existing, _) = self
-            .store
-            .list::<Account>(&self.store.keys().accounts())
-            .await?;
-        if existing.iter().any(|(_, a)| a.value.name == name) {
+        let mut pages = self.store.accounts().all();
+        let mut taken = false;
+        while let Some(page) = pages.next().await? {
+            taken |= page.iter().any(|(_, a)| a.value.name == name);
+        }
+        if taken {
             return Err(Error::AlreadyExists {
                 code: "InvalidAccount.Duplicate".into(),
                 message: format!("an account named '{name}' already exists"),
@@ -109,13 +110,10 @@ impl Domain {
             },
             created_ms: now_ms(),
         };
-        let ak = self.store.keys().account(&id);
+        let ak = self.store.accounts().key(&id);
         let kk = self.store.keys().access_key(&key_id);
         let mut tx = Tx::new();
-        tx.expect_absent(&ak)
-            .expect_absent(&kk)
-            .put(&ak, &account)?
-            .put(&kk, &key)?;
+        tx.create(&ak, &account)?.create(&kk, &key)?;
         if self.store.commit(tx).await?.is_none() {
             return Err(Error::Contention("account id".into()));
         }
@@ -125,10 +123,7 @@ impl Domain {
     /// ListAccounts (operator).
     pub async fn list_accounts(&self, caller: &Caller) -> Result<Vec<Account>> {
         caller.require_operator()?;
-        let (all, _) = self
-            .store
-            .list::<Account>(&self.store.keys().accounts())
-            .await?;
+        let all = self.store.accounts().all().collect().await?;
         Ok(all.into_iter().map(|(_, v)| v.value).collect())
     }
 

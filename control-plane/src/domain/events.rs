@@ -30,9 +30,6 @@ use crate::error::{Error, Result};
 use crate::ids::{AccountId, InstanceId, NodeId};
 use crate::store::{prefix_end, Keys, Tx};
 
-/// Version of the [`InstanceEvent`] record layout.
-pub const EVENT_VERSION: u32 = 1;
-
 /// Most events one [`Domain::list_events`] call returns.
 pub const MAX_PAGE: u32 = 1000;
 
@@ -70,8 +67,6 @@ impl EventKind {
 /// once, never updated; deleted only by retention.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceEvent {
-    /// Record layout version ([`EVENT_VERSION`]).
-    pub version: u32,
     /// Owner.
     pub account: AccountId,
     /// Instance.
@@ -103,7 +98,6 @@ pub struct InstanceEvent {
 impl InstanceEvent {
     fn of(inst: &Instance, kind: EventKind, old: Option<State>, new: State, ms: i64) -> Self {
         Self {
-            version: EVENT_VERSION,
             account: inst.account.clone(),
             instance_id: inst.id.clone(),
             seq: 0,

@@ -8,7 +8,6 @@ use crate::domain::model::{now_ms, Image};
 use crate::domain::{validation, Caller, Domain};
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, ImageId};
-use crate::store::Tx;
 
 /// Filter names DescribeImages supports.
 pub const IMAGE_FILTERS: &[&str] = &[
@@ -95,14 +94,14 @@ impl Domain {
         if arch != "x86_64" {
             return Err(Error::invalid("the only supported architecture is x86_64"));
         }
-        let (existing, _) = self
-            .store
-            .list::<Image>(&self.store.keys().images())
-            .await?;
-        if existing
-            .iter()
-            .any(|(_, v)| v.value.owner == account && v.value.name == input.name)
-        {
+        let mut pages = self.store.images().all();
+        let mut taken = false;
+        while let Some(page) = pages.next().await? {
+            taken |= page
+                .iter()
+                .any(|(_, v)| v.value.owner == account && v.value.name == input.name);
+        }
+        if taken {
             return Err(Error::AlreadyExists {
                 code: "InvalidAMIName.Duplicate".into(),
                 message: format!("an image named '{}' already exists", input.name),
@@ -121,10 +120,7 @@ impl Domain {
             min_memory_mib: input.min_memory_mib,
             tags: Default::default(),
         };
-        let key = self.store.keys().image(&image.id);
-        let mut tx = Tx::new();
-        tx.expect_absent(&key).put(&key, &image)?;
-        if self.store.commit(tx).await?.is_none() {
+        if !self.store.images().create(&image).await? {
             return Err(Error::Contention("image id".into()));
         }
         Ok(image)
@@ -171,10 +167,7 @@ impl Domain {
                 owner_ids.push(AccountId::parse(o)?);
             }
         }
-        let (all, _) = self
-            .store
-            .list::<Image>(&self.store.keys().images())
-            .await?;
+        let all = self.store.images().all().collect().await?;
         let visible: Vec<Image> = all
             .into_iter()
             .map(|(_, v)| v.value)
@@ -202,10 +195,11 @@ impl Domain {
     pub async fn deregister_image(&self, caller: &Caller, id: &str) -> Result<()> {
         let account = caller.account()?;
         let id = ImageId::parse(id)?;
-        let key = self.store.keys().image(&id);
+        let key = self.store.images().key(&id);
         let cur = self
             .store
-            .get::<Image>(&key)
+            .images()
+            .get(&id)
             .await?
             .ok_or_else(|| not_found(id.as_str()))?;
         if cur.value.owner != account && !caller.is_operator() {
@@ -216,9 +210,7 @@ impl Domain {
             }
             return Err(not_found(id.as_str()));
         }
-        let mut tx = Tx::new();
-        tx.expect_rev(&key, cur.mod_revision).delete(&key);
-        if self.store.commit(tx).await?.is_none() {
+        if !self.store.repo().delete_if_unchanged(&key, &cur).await? {
             return Err(Error::Contention(key));
         }
         Ok(())

@@ -244,12 +244,15 @@ impl Domain {
         let mut out = Vec::new();
         loop {
             let chunk = (page - out.len()).max(100) as i64;
-            let (kvs, _) = self
+            // A read is capped at store::MAX_PAGE: `more` (not the count)
+            // says whether the prefix is done.
+            let read = self
                 .store
-                .list_from::<Instance>(&prefix, after.as_deref(), chunk)
+                .instances()
+                .page_under(&prefix, after.as_deref(), chunk)
                 .await?;
-            let exhausted = (kvs.len() as i64) < chunk;
-            for (k, v) in kvs {
+            let exhausted = !read.more;
+            for (k, v) in read.items {
                 after = Some(k);
                 if input.filters.iter().all(|f| matches(self, &v.value, f)) {
                     out.push(v.value);

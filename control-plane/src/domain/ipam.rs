@@ -34,14 +34,9 @@ use crate::error::{Error, Result};
 use crate::ids::{AccountId, InstanceId, NodeId, SubnetId};
 use crate::store::{Keys, Tx};
 
-/// Version of the [`Subnet`] and [`AddressClaim`] record layouts.
-pub const IPAM_VERSION: u32 = 1;
-
 /// A subnet (`ipam/subnets/<subnet>`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subnet {
-    /// Record layout version.
-    pub version: u32,
     /// Id.
     pub id: SubnetId,
     /// `a.b.c.d/len`.
@@ -58,8 +53,6 @@ pub struct Subnet {
 /// (compare-absent), deleted when the instance leaves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddressClaim {
-    /// Record layout version.
-    pub version: u32,
     /// Subnet.
     pub subnet_id: SubnetId,
     /// a.b.c.d
@@ -75,7 +68,6 @@ pub struct AddressClaim {
 /// The subnet record of node address block `block`.
 pub fn block_subnet(network: &Network, block: u32, zone: &str, node: &NodeId) -> Subnet {
     Subnet {
-        version: IPAM_VERSION,
         id: SubnetId::for_block(block),
         cidr: network.block_cidr(block),
         availability_zone: zone.to_string(),
@@ -101,7 +93,6 @@ pub fn stage_claim(
     tx.put(
         &k,
         &AddressClaim {
-            version: IPAM_VERSION,
             subnet_id: subnet,
             ip: net.ip.clone(),
             instance_id: inst.id.clone(),

@@ -129,17 +129,15 @@ impl Domain {
     /// A key pair by name.
     pub async fn keypair_by_name(&self, account: &AccountId, name: &str) -> Result<KeyPair> {
         self.store
-            .get::<KeyPair>(&self.store.keys().keypair(account, name))
+            .keypairs()
+            .get(account, name)
             .await?
             .map(|v| v.value)
             .ok_or_else(|| not_found(name))
     }
 
     async fn insert_keypair(&self, account: &AccountId, kp: &KeyPair) -> Result<()> {
-        let key = self.store.keys().keypair(account, &kp.name);
-        let mut tx = Tx::new();
-        tx.expect_absent(&key).put(&key, kp)?;
-        if self.store.commit(tx).await?.is_none() {
+        if !self.store.keypairs().create(account, kp).await? {
             return Err(Error::AlreadyExists {
                 code: "InvalidKeyPair.Duplicate".into(),
                 message: format!("the key pair '{}' already exists", kp.name),
@@ -221,10 +219,7 @@ impl Domain {
         for i in ids {
             pids.push(KeyPairId::parse(i)?);
         }
-        let (all, _) = self
-            .store
-            .list::<KeyPair>(&self.store.keys().account_keypairs(&account))
-            .await?;
+        let all = self.store.keypairs().of(&account).collect().await?;
         let all: Vec<KeyPair> = all.into_iter().map(|(_, v)| v.value).collect();
         for n in names {
             if !all.iter().any(|k| &k.name == n) {
@@ -251,10 +246,7 @@ impl Domain {
             name.to_string()
         } else if !id.is_empty() {
             let id = KeyPairId::parse(id)?;
-            let (all, _) = self
-                .store
-                .list::<KeyPair>(&self.store.keys().account_keypairs(&account))
-                .await?;
+            let all = self.store.keypairs().of(&account).collect().await?;
             match all.into_iter().find(|(_, v)| v.value.id == id) {
                 Some((_, v)) => v.value.name,
                 None => return Ok(()),

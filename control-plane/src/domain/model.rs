@@ -1,5 +1,12 @@
 //! The records Nubis keeps in etcd (JSON), shared by the domain modules, the
 //! scheduler and the reconcilers. Their keys are in [`crate::store::keys`].
+//!
+//! Every record is a [`Record`] with a schema version, written as the first
+//! JSON field (see [`crate::store::record`] for the upgrade rule). Schema 1 is
+//! the wave-1 layout (records without `schema` are wave-1 main's, schema 0,
+//! and decode unchanged: control-plane/tests/fixtures/records/v0/). A field
+//! added later must carry `#[serde(default)]` and bump the kind's `SCHEMA`;
+//! never `deny_unknown_fields`.
 
 use std::collections::BTreeMap;
 
@@ -7,6 +14,37 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::lifecycle::{Desired, Phase, State};
 use crate::ids::{AccountId, ImageId, InstanceId, NodeId, ReservationId};
+use crate::store::Record;
+
+macro_rules! record {
+    ($($ty:ty => $kind:literal, $schema:literal;)*) => {
+        $(impl Record for $ty {
+            const KIND: &'static str = $kind;
+            const SCHEMA: u32 = $schema;
+        })*
+    };
+}
+
+record! {
+    Instance => "instance", 1;
+    Assignment => "assignment", 1;
+    Node => "node", 1;
+    NodeAlloc => "node-alloc", 1;
+    NodeAlive => "node-alive", 1;
+    ClientTokenRecord => "client-token", 1;
+    Account => "account", 1;
+    AccessKey => "access-key", 1;
+    Image => "image", 1;
+    KeyPair => "keypair", 1;
+    ConsoleRecord => "console", 1;
+    ConsoleRequest => "console-request", 1;
+    crate::domain::events::InstanceEvent => "instance-event", 1;
+    crate::domain::ipam::Subnet => "subnet", 1;
+    crate::domain::ipam::AddressClaim => "address-claim", 1;
+    crate::domain::liveness::LostConfirmation => "lost-confirmation", 1;
+    // `node-hosts/…` and `ip-blocks/…`: a bare JSON string, not versioned.
+    NodeId => "node-id", 0;
+}
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {

@@ -232,19 +232,10 @@ impl NodeCache {
     /// Re-lists every node key now (after a failed compare or an empty result).
     pub async fn refresh(&self) -> Result<()> {
         let prefix = self.store.keys().node_tree();
-        let resp = self
-            .store
-            .client()
-            .kv_client()
-            .get(
-                prefix.as_str(),
-                Some(etcd_client::GetOptions::new().with_prefix()),
-            )
-            .await?;
+        let (kvs, _) = self.store.list_raw(&prefix).await?;
         let mut fresh = Snap::default();
-        for kv in resp.kvs() {
-            let key = String::from_utf8_lossy(kv.key()).into_owned();
-            fresh.apply_put(&self.store, &key, kv.value(), kv.mod_revision());
+        for (key, value, rev) in kvs {
+            fresh.apply_put(&self.store, &key, &value, rev);
         }
         *self.write() = fresh;
         Ok(())

@@ -15,8 +15,8 @@ use crate::domain::filters::{self, Filter};
 use crate::domain::ipam;
 use crate::domain::lifecycle::{Event, Phase, State};
 use crate::domain::model::{
-    now_ms, AccessKey, Assignment, ClientTokenRecord, ConsoleRequest, Instance, Node, NodeAlive,
-    NodeAlloc, NodeImage, Observed, Principal, Resources, StateReason,
+    now_ms, AccessKey, Assignment, ConsoleRequest, Node, NodeAlive, NodeAlloc, NodeImage, Observed,
+    Principal, Resources, StateReason,
 };
 use crate::domain::views::{NodeInfo, StateChange, Zone};
 use crate::domain::{validation, Caller, Domain};
@@ -103,14 +103,29 @@ pub struct ReportInput {
 /// What an agent's assignment stream carries.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NodeEvent {
-    /// Every assignment (authoritative).
-    Snapshot(Vec<Assignment>),
+    /// Every assignment (authoritative), and the instances whose assignment
+    /// does not decode (the agent keeps them as they are).
+    Snapshot(Vec<Assignment>, Vec<InstanceId>),
+    /// The instance's assignment changed but does not decode: keep it as is.
+    Undecodable(InstanceId),
     /// New or changed.
     Upsert(Box<Assignment>),
     /// No longer assigned.
     Removed(InstanceId),
     /// Console wanted.
     Console(ConsoleRequest),
+}
+
+/// An assignment that does not decode: logged loudly with its key (in
+/// `e`), and the instance id the agent must keep as it is. Never taken for
+/// "not assigned", which would make the agent terminate the VM.
+fn unreadable(instance: &str, e: &Error) -> Option<InstanceId> {
+    tracing::error!(
+        instance,
+        error = %e,
+        "assignment does not decode: the agent is told to keep the instance as it is"
+    );
+    InstanceId::parse(instance).ok()
 }
 
 /// How long a ClientToken record is kept at least (EC2 keeps a token
@@ -325,8 +340,7 @@ impl Domain {
         node.lease_id = lease;
         node.credential_key_id = key_id.to_string();
         let mut tx = Tx::new();
-        tx.expect_rev(&keys.node(id), cur.mod_revision)
-            .put(&keys.node(id), &node)?
+        tx.replace(&keys.node(id), &cur, &node)?
             .put_with_lease(
                 &keys.node_alive(id),
                 &NodeAlive {
@@ -397,7 +411,7 @@ impl Domain {
         if images_changed || cap_changed {
             for _ in 0..16 {
                 let cur = self.node_record(&id).await?;
-                let mut n = cur.value;
+                let mut n = cur.value.clone();
                 if images_changed {
                     n.images = input.images.clone();
                 }
@@ -405,8 +419,7 @@ impl Domain {
                     n.capacity = input.capacity;
                 }
                 let mut tx = Tx::new();
-                tx.expect_rev(&self.store.keys().node(&id), cur.mod_revision)
-                    .put(&self.store.keys().node(&id), &n)?;
+                tx.replace(&self.store.keys().node(&id), &cur, &n)?;
                 if let Some(rev) = self.store.commit(tx).await? {
                     self.nodes.note_node(n, rev);
                     break;
@@ -459,37 +472,50 @@ impl Domain {
                 let events = match item {
                     WatchItem::Snapshot { kvs, .. } => {
                         let mut list = Vec::new();
+                        let mut undecodable = Vec::new();
                         let mut consoles = Vec::new();
                         for (k, v, _) in kvs {
                             match store.keys().parse_desired(&id, &k) {
-                                Some(DesiredKey::Assignment(_)) => {
-                                    if let Ok(a) = decode::<Assignment>(k.as_bytes(), &v) {
-                                        list.push(a);
+                                Some(DesiredKey::Assignment(i)) => {
+                                    match decode::<Assignment>(k.as_bytes(), &v) {
+                                        Ok(a) => list.push(a),
+                                        Err(e) => undecodable.extend(unreadable(i, &e)),
                                     }
                                 }
                                 Some(DesiredKey::Console(_)) => {
-                                    if let Ok(c) = decode::<ConsoleRequest>(k.as_bytes(), &v) {
-                                        consoles.push(NodeEvent::Console(c));
+                                    match decode::<ConsoleRequest>(k.as_bytes(), &v) {
+                                        Ok(c) => consoles.push(NodeEvent::Console(c)),
+                                        Err(e) => {
+                                            tracing::warn!(error = %e, "console request dropped")
+                                        }
                                     }
                                 }
                                 None => {}
                             }
                         }
-                        let mut ev = vec![NodeEvent::Snapshot(list)];
+                        let mut ev = vec![NodeEvent::Snapshot(list, undecodable)];
                         ev.extend(consoles);
                         ev
                     }
                     WatchItem::Put { key, value, .. } => {
                         match store.keys().parse_desired(&id, &key) {
-                            Some(DesiredKey::Assignment(_)) => {
-                                decode::<Assignment>(key.as_bytes(), &value)
-                                    .map(|a| vec![NodeEvent::Upsert(Box::new(a))])
-                                    .unwrap_or_default()
+                            Some(DesiredKey::Assignment(i)) => {
+                                match decode::<Assignment>(key.as_bytes(), &value) {
+                                    Ok(a) => vec![NodeEvent::Upsert(Box::new(a))],
+                                    Err(e) => unreadable(i, &e)
+                                        .map(NodeEvent::Undecodable)
+                                        .into_iter()
+                                        .collect(),
+                                }
                             }
                             Some(DesiredKey::Console(_)) => {
-                                decode::<ConsoleRequest>(key.as_bytes(), &value)
-                                    .map(|c| vec![NodeEvent::Console(c)])
-                                    .unwrap_or_default()
+                                match decode::<ConsoleRequest>(key.as_bytes(), &value) {
+                                    Ok(c) => vec![NodeEvent::Console(c)],
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, "console request dropped");
+                                        vec![]
+                                    }
+                                }
                             }
                             None => vec![],
                         }
@@ -615,11 +641,11 @@ impl Domain {
         let key = self.store.keys().node(&id);
         for _ in 0..16 {
             let cur = self.node_record(&id).await?;
-            let mut n = cur.value;
+            let mut n = cur.value.clone();
             n.cordoned = cordoned;
             n.draining = draining;
             let mut tx = Tx::new();
-            tx.expect_rev(&key, cur.mod_revision).put(&key, &n)?;
+            tx.replace(&key, &cur, &n)?;
             if let Some(rev) = self.store.commit(tx).await? {
                 self.nodes.note_node(n.clone(), rev);
                 let v = self.nodes.get(&id);
@@ -652,16 +678,18 @@ impl Domain {
         force: bool,
     ) -> Result<(NodeInfo, Vec<StateChange>)> {
         let info = self.set_node_flags(caller, node_id, true, true).await?;
-        let (assignments, _) = self
+        let assignments = self
             .store
-            .list::<Assignment>(&self.store.keys().assignments(&info.node.id))
+            .assignments()
+            .of_node(&info.node.id)
+            .collect()
             .await?;
         let mut changes = Vec::new();
         for (_, a) in assignments {
             let key = self
                 .store
-                .keys()
-                .instance(&a.value.account, &a.value.instance_id);
+                .instances()
+                .key(&a.value.account, &a.value.instance_id);
             match self.apply_event(&key, &Event::Stop, force, None).await {
                 Ok(c) => changes.push(c),
                 Err(e) if e.code() == "IncorrectInstanceState" => {}
@@ -710,33 +738,31 @@ impl Domain {
 
     /// Deletes instances terminated longer than `after` ago (with their
     /// console output, and their reservation's user data once no instance of
-    /// it is left). Returns how many, and the reservations that still have
-    /// instances.
+    /// it is left), reading the instances page by page. Returns how many,
+    /// and the reservations that still have instances.
     pub async fn collect_terminated(
         &self,
         after: Duration,
     ) -> Result<(usize, HashSet<ReservationId>)> {
-        let (all, _) = self
-            .store
-            .list::<Instance>(&self.store.keys().all_instances())
-            .await?;
         let cutoff = now_ms() - after.as_millis() as i64;
         let mut doomed = Vec::new();
         let mut live_reservations = HashSet::new();
-        for (k, v) in &all {
-            let dead = v.value.state == State::Terminated
-                && v.value.terminated_ms.is_some_and(|t| t <= cutoff);
-            if dead {
-                doomed.push((k.clone(), v.clone()));
-            } else {
-                live_reservations.insert(v.value.reservation_id.clone());
+        let mut pages = self.store.instances().all();
+        while let Some(page) = pages.next().await? {
+            for (k, v) in page {
+                let dead = v.value.state == State::Terminated
+                    && v.value.terminated_ms.is_some_and(|t| t <= cutoff);
+                if dead {
+                    doomed.push((k, v));
+                } else {
+                    live_reservations.insert(v.value.reservation_id);
+                }
             }
         }
         let mut n = 0;
         for (k, v) in doomed {
             let mut tx = Tx::new();
-            tx.expect_rev(&k, v.mod_revision)
-                .delete(&k)
+            tx.delete_if_unchanged(&k, &v)
                 .delete(&self.store.keys().console(&v.value.id));
             if !live_reservations.contains(&v.value.reservation_id) {
                 tx.delete(&self.store.keys().user_data(&v.value.reservation_id));
@@ -750,14 +776,12 @@ impl Domain {
 
     /// Reservations that still have an instance record.
     pub async fn live_reservations(&self) -> Result<HashSet<ReservationId>> {
-        let (all, _) = self
-            .store
-            .list::<Instance>(&self.store.keys().all_instances())
-            .await?;
-        Ok(all
-            .into_iter()
-            .map(|(_, v)| v.value.reservation_id)
-            .collect())
+        let mut live = HashSet::new();
+        let mut pages = self.store.instances().all();
+        while let Some(page) = pages.next().await? {
+            live.extend(page.into_iter().map(|(_, v)| v.value.reservation_id));
+        }
+        Ok(live)
     }
 
     /// Deletes ClientToken records older than [`CLIENT_TOKEN_TTL`] (at
@@ -770,25 +794,22 @@ impl Domain {
         live: &HashSet<ReservationId>,
         now: i64,
     ) -> Result<usize> {
-        let (tokens, _) = self
-            .store
-            .list::<ClientTokenRecord>(&self.store.keys().all_client_tokens())
-            .await?;
         let cutoff = now - CLIENT_TOKEN_TTL.as_millis() as i64;
         let mut n = 0;
-        for (k, v) in tokens {
-            // No instance ids: a large reservation still being written in
-            // batches (its saga completes the record): never collected.
-            if v.value.created_ms > cutoff
-                || v.value.instance_ids.is_empty()
-                || live.contains(&v.value.reservation_id)
-            {
-                continue;
-            }
-            let mut tx = Tx::new();
-            tx.expect_rev(&k, v.mod_revision).delete(&k);
-            if self.store.commit(tx).await?.is_some() {
-                n += 1;
+        let mut pages = self.store.client_tokens().all();
+        while let Some(page) = pages.next().await? {
+            for (k, v) in page {
+                // No instance ids: a large reservation still being written in
+                // batches (its saga completes the record): never collected.
+                if v.value.created_ms > cutoff
+                    || v.value.instance_ids.is_empty()
+                    || live.contains(&v.value.reservation_id)
+                {
+                    continue;
+                }
+                if self.store.repo().delete_if_unchanged(&k, &v).await? {
+                    n += 1;
+                }
             }
         }
         if n > 0 {

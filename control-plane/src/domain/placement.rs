@@ -19,8 +19,6 @@
 //! where the [`events`] outbox is written: a changed state adds its event
 //! (sequence `event_seq + 1`) to the same transaction.
 
-use std::time::Duration;
-
 use crate::domain::events::{self, InstanceEvent};
 use crate::domain::ipam;
 use crate::domain::model::{now_ms, Assignment, Instance, NetworkAssignment, NodeAlloc};
@@ -29,7 +27,7 @@ use crate::domain::Domain;
 use crate::error::{Error, Result};
 use crate::ids::{NodeId, ReservationId, SubnetId};
 use crate::scheduler::{self, NodeView};
-use crate::store::Tx;
+use crate::store::{Tx, Versioned};
 
 const MAX_ATTEMPTS: u32 = 64;
 
@@ -48,12 +46,7 @@ pub(super) struct Plan {
     pub(super) assignment_changed: bool,
 }
 
-/// Randomised, growing pause after a lost compare-and-swap.
-pub(super) async fn backoff(attempt: u32) {
-    let max = 2u64.saturating_pow(attempt.min(6)).min(50);
-    let ms = rand::random::<u64>() % (max + 1);
-    tokio::time::sleep(Duration::from_millis(ms)).await;
-}
+pub(super) use crate::store::backoff;
 
 fn no_room(inst: &Instance, why: String) -> Error {
     Error::InsufficientCapacity {
@@ -91,7 +84,6 @@ impl Domain {
                 return Ok((cur.value.clone(), cur.value));
             };
             let mut tx = Tx::new();
-            tx.expect_rev(key, cur.mod_revision);
             if let Some(g) = absent_guard {
                 tx.expect_absent(g);
                 if self.store.get_raw(g).await?.is_some() {
@@ -120,7 +112,7 @@ impl Domain {
                 if let Some(node) = p.inst.node_id.clone() {
                     let ak = self.store.keys().node_alloc(&node);
                     if let Some(cur_alloc) = self.store.get::<NodeAlloc>(&ak).await? {
-                        let mut alloc = cur_alloc.value;
+                        let mut alloc = cur_alloc.value.clone();
                         // Only what the previous state still held goes back.
                         if p.release && cur.value.state.is_placed() {
                             alloc.used.vcpus = alloc.used.vcpus.saturating_sub(p.inst.vcpus);
@@ -134,8 +126,7 @@ impl Domain {
                             }
                             alloc.instances = alloc.instances.saturating_sub(1);
                         }
-                        tx.expect_rev(&ak, cur_alloc.mod_revision);
-                        tx.put(&ak, &alloc)?;
+                        tx.replace(&ak, &cur_alloc, &alloc)?;
                         note = Some((node.clone(), alloc));
                     }
                     if p.unassign {
@@ -152,12 +143,11 @@ impl Domain {
                 if let Some(node) = &p.inst.node_id {
                     let ak = self.store.keys().assignment(node, &p.inst.id);
                     if let Some(a) = self.store.get::<Assignment>(&ak).await? {
-                        let mut na = a.value;
+                        let mut na = a.value.clone();
                         na.desired = p.inst.desired;
                         na.generation = p.inst.generation;
                         na.force = p.inst.force;
-                        tx.expect_rev(&ak, a.mod_revision);
-                        tx.put(&ak, &na)?;
+                        tx.replace(&ak, &a, &na)?;
                     }
                 }
             }
@@ -166,7 +156,7 @@ impl Domain {
             if let Some(ev) = InstanceEvent::transition(&cur.value, &mut p.inst, node, now_ms()) {
                 events::stage(self.store.keys(), &mut tx, &ev)?;
             }
-            tx.put(key, &p.inst)?;
+            tx.replace(key, &cur, &p.inst)?;
             match self.store.commit(tx).await? {
                 Some(rev) => {
                     if let Some((node, alloc)) = note {
@@ -223,8 +213,12 @@ impl Domain {
             ));
         }
         let ak = keys.node_alloc(node);
-        let cur = self.store.get::<NodeAlloc>(&ak).await?;
-        let (mut alloc, rev) = cur.map(|v| (v.value, v.mod_revision)).unwrap_or_default();
+        let cur = self
+            .store
+            .get::<NodeAlloc>(&ak)
+            .await?
+            .unwrap_or_else(|| Versioned::new(NodeAlloc::default(), 0));
+        let mut alloc = cur.value.clone();
         let total = scheduler::allocatable(&record, self.overcommit());
         if !recovering
             && (alloc.used.vcpus + inst.vcpus > total.vcpus
@@ -249,9 +243,8 @@ impl Domain {
         if !alloc.hosts.contains(&net.host) {
             alloc.hosts.push(net.host);
         }
-        tx.expect_rev(&ak, rev);
+        tx.replace(&ak, &cur, &alloc)?;
         tx.expect_present(&keys.node_alive(node));
-        tx.put(&ak, &alloc)?;
         Ok(alloc)
     }
 
@@ -287,12 +280,11 @@ impl Domain {
     async fn write_assignment(&self, inst: &Instance, node: &NodeId, tx: &mut Tx) -> Result<()> {
         let ak = self.store.keys().assignment(node, &inst.id);
         if let Some(a) = self.store.get::<Assignment>(&ak).await? {
-            let mut na = a.value;
+            let mut na = a.value.clone();
             na.desired = inst.desired;
             na.generation = inst.generation;
             na.force = inst.force;
-            tx.expect_rev(&ak, a.mod_revision);
-            tx.put(&ak, &na)?;
+            tx.replace(&ak, &a, &na)?;
             return Ok(());
         }
         let Some(network) = &inst.network else {
@@ -311,8 +303,7 @@ impl Domain {
             None => String::new(),
         };
         let a = self.assignment_of(inst, network, super::instances::b64(&ud), ssh);
-        tx.expect_absent(&ak);
-        tx.put(&ak, &a)?;
+        tx.create(&ak, &a)?;
         Ok(())
     }
 

@@ -99,6 +99,11 @@ pub struct PendingReservation {
     pub shortfall: String,
 }
 
+impl crate::store::Record for PendingReservation {
+    const KIND: &'static str = "pending-reservation";
+    const SCHEMA: u32 = 1;
+}
+
 /// The next step of a saga (pure, from the record and whether placing has
 /// run out of room).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,10 +188,7 @@ impl Domain {
             // Only the token can exist: an earlier call with it.
             return Err(Error::Contention("client token".into()));
         };
-        let rec = Versioned {
-            value: rec,
-            mod_revision: rev,
-        };
+        let rec = Versioned::new(rec, rev);
         self.drive(rec, Some(l.clone()), stop_after).await
     }
 
@@ -226,10 +228,7 @@ impl Domain {
     /// `older_than` ago (its caller died or gave up) to its end, as a retry
     /// with its token would. Returns how many it finished.
     pub async fn resume_pending_reservations(&self, older_than: Duration) -> Result<usize> {
-        let (recs, _) = self
-            .store
-            .list::<PendingReservation>(&self.store.keys().pending_reservations())
-            .await?;
+        let recs = self.store.pending_reservations().all().collect().await?;
         let cutoff = now_ms() - older_than.as_millis() as i64;
         let mut n = 0;
         for (_, rec) in recs {
@@ -419,6 +418,7 @@ impl Domain {
                             rec = Versioned {
                                 value: next,
                                 mod_revision: rev,
+                                newer: rec.newer.clone(),
                             };
                         }
                     }

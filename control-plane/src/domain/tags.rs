@@ -4,14 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::{de::DeserializeOwned, Serialize};
-
 use crate::domain::filters::{self, Filter};
 use crate::domain::model::{Image, Instance, KeyPair};
 use crate::domain::{validation, Caller, Domain};
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, ImageId, InstanceId, KeyPairId};
-use crate::store::Tx;
+use crate::store::Record;
 
 /// Filter names DescribeTags supports.
 pub const TAG_FILTERS: &[&str] = &["resource-id", "resource-type", "key", "value"];
@@ -29,7 +27,7 @@ pub struct TagDescription {
     pub value: String,
 }
 
-trait Tagged: Serialize + DeserializeOwned {
+trait Tagged: Record + Clone {
     fn tags_mut(&mut self) -> &mut BTreeMap<String, String>;
 }
 impl Tagged for Instance {
@@ -66,10 +64,7 @@ impl Domain {
         }
         if id.starts_with("key-") {
             let k = KeyPairId::parse(id)?;
-            let (all, _) = self
-                .store
-                .list::<KeyPair>(&self.store.keys().account_keypairs(account))
-                .await?;
+            let all = self.store.keypairs().of(account).collect().await?;
             return all
                 .into_iter()
                 .find(|(_, v)| v.value.id == k)
@@ -93,22 +88,22 @@ impl Domain {
         id: &str,
         f: &(dyn Fn(&mut BTreeMap<String, String>) -> Result<()> + Sync),
     ) -> Result<()> {
-        for _ in 0..32 {
-            let cur = self.store.get::<T>(key).await?.ok_or_else(|| {
-                Error::not_found(
-                    "InvalidID.NotFound",
-                    format!("the resource '{id}' does not exist"),
-                )
-            })?;
-            let mut v = cur.value;
-            f(v.tags_mut())?;
-            let mut tx = Tx::new();
-            tx.expect_rev(key, cur.mod_revision).put(key, &v)?;
-            if self.store.commit(tx).await?.is_some() {
-                return Ok(());
-            }
+        let updated = self
+            .store
+            .repo::<T>()
+            .update(key, |cur| {
+                let mut v = cur.clone();
+                f(v.tags_mut())?;
+                Ok(Some(v))
+            })
+            .await?;
+        match updated {
+            Some(_) => Ok(()),
+            None => Err(Error::not_found(
+                "InvalidID.NotFound",
+                format!("the resource '{id}' does not exist"),
+            )),
         }
-        Err(Error::Contention(key.to_string()))
     }
 
     async fn for_each_resource(
@@ -217,10 +212,7 @@ impl Domain {
         filters::check(filters, TAG_FILTERS)?;
         validation::max_results(max_results)?;
         let mut all = Vec::new();
-        let (insts, _) = self
-            .store
-            .list::<Instance>(&self.store.keys().account_instances(&account))
-            .await?;
+        let insts = self.store.instances().of(&account).collect().await?;
         for (_, v) in insts {
             for (k, val) in &v.value.tags {
                 all.push(TagDescription {
@@ -231,10 +223,7 @@ impl Domain {
                 });
             }
         }
-        let (imgs, _) = self
-            .store
-            .list::<Image>(&self.store.keys().images())
-            .await?;
+        let imgs = self.store.images().all().collect().await?;
         for (_, v) in imgs.into_iter().filter(|(_, v)| v.value.owner == account) {
             for (k, val) in &v.value.tags {
                 all.push(TagDescription {
@@ -245,10 +234,7 @@ impl Domain {
                 });
             }
         }
-        let (kps, _) = self
-            .store
-            .list::<KeyPair>(&self.store.keys().account_keypairs(&account))
-            .await?;
+        let kps = self.store.keypairs().of(&account).collect().await?;
         for (_, v) in kps {
             for (k, val) in &v.value.tags {
                 all.push(TagDescription {

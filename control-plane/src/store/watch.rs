@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use etcd_client::{EventType, GetOptions, WatchOptions};
+use etcd_client::{EventType, WatchOptions};
 use tokio::sync::mpsc;
 
 use crate::store::{prefix_end, Store};
@@ -142,26 +142,8 @@ async fn run_once(
 
 /// Lists the prefix, sends the snapshot, returns its revision.
 async fn list(store: &Store, prefix: &str, tx: &mpsc::Sender<WatchItem>) -> Result<i64, RoundEnd> {
-    let resp = store
-        .client()
-        .kv_client()
-        .get(
-            prefix,
-            Some(GetOptions::new().with_range(prefix_end(prefix))),
-        )
-        .await?;
-    let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
-    let kvs = resp
-        .kvs()
-        .iter()
-        .map(|kv| {
-            (
-                String::from_utf8_lossy(kv.key()).into_owned(),
-                kv.value().to_vec(),
-                kv.mod_revision(),
-            )
-        })
-        .collect();
+    // Paged (store::MAX_PAGE a request) at one revision.
+    let (kvs, revision) = store.list_raw(prefix).await?;
     let _ = tx.send(WatchItem::Snapshot { kvs, revision }).await;
     Ok(revision)
 }
