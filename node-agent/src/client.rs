@@ -9,8 +9,9 @@
 //! assignment stream. Transitional launch phases wait [`TRANSITIONAL_HOLD`]
 //! first, so a fast boot costs the control plane one report instead of four.
 //! Any failure (control-plane restart, lease expiry) ends the session; the
-//! agent reconnects with exponential back-off and registers again, listing
-//! the instances it still runs.
+//! agent reconnects to the next control-plane endpoint it knows
+//! ([`crate::failover`]; back-off only after all failed) and registers again,
+//! listing the instances it still runs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
+use crate::failover::Endpoints;
 use crate::instance::{now_ms, Report, CONSOLE_TAIL_BYTES};
 use crate::reconcile::{Agent, DesiredInstance};
 use crate::runtime::State;
@@ -146,33 +148,30 @@ fn rpc(rpc: &'static str) -> impl Fn(tonic::Status) -> Error {
 pub async fn run(agent: Arc<Agent>, changed: mpsc::UnboundedReceiver<InstanceId>) -> Result<()> {
     let changed: Changes = Arc::new(Mutex::new(changed));
     let cfg = agent.context().config.clone();
-    let endpoint = cfg
-        .control_plane
-        .clone()
+    let max = Duration::from_secs(cfg.timeouts.reconnect_max_secs.max(1));
+    let mut endpoints = Endpoints::new(cfg.control_plane_endpoints(), max)
         .ok_or_else(|| Error::ConfigInvalid("control_plane missing".into()))?;
     let (key, secret) = cfg.enrolment_credential()?;
     let tls = cfg.client_tls()?;
     tokio::spawn(agent.clone().run());
-    let max = Duration::from_secs(cfg.timeouts.reconnect_max_secs.max(1));
-    let mut backoff = Duration::from_millis(250);
     loop {
         let started = tokio::time::Instant::now();
+        let endpoint = endpoints.current().to_string();
         match session(&agent, &endpoint, tls.as_ref(), &key, &secret, &changed).await {
-            Ok(()) => tracing::warn!("control-plane session ended"),
+            Ok(()) => tracing::warn!(endpoint, "control-plane session ended"),
             Err(e) => {
-                tracing::warn!(error = %crate::launch::chain(&e), "control-plane session failed")
+                tracing::warn!(endpoint, error = %crate::launch::chain(&e), "control-plane session failed")
             }
         }
-        if started.elapsed() > Duration::from_secs(30) {
-            backoff = Duration::from_millis(250);
-        }
-        let jitter = Duration::from_millis(rand::random::<u64>() % 250);
+        let delay = endpoints.session_ended(started.elapsed());
+        let jitter =
+            Duration::from_millis(rand::random::<u64>() % (delay.as_millis() as u64).clamp(1, 250));
         tracing::info!(
-            delay_ms = (backoff + jitter).as_millis() as u64,
+            next = endpoints.current(),
+            delay_ms = (delay + jitter).as_millis() as u64,
             "reconnecting"
         );
-        tokio::time::sleep(backoff + jitter).await;
-        backoff = (backoff * 2).min(max);
+        tokio::time::sleep(delay + jitter).await;
     }
 }
 
