@@ -369,28 +369,39 @@ impl Cluster {
     }
 
     /// The replica that currently leads the singleton tasks: the holder of
-    /// the election key with the lowest create revision (its value is
-    /// `<pid>-<random>`), matched to a replica by pid. Read with `etcdctl`.
-    pub fn leader_replica(&self) -> Option<usize> {
+    /// the election key (`…/election/…`) with the lowest create revision (its value is
+    /// `<pid>-<random>`), matched to a replica by pid. Read with `etcdctl`;
+    /// `Ok(None)` while nobody (or no running replica) leads.
+    pub fn leader_replica(&self) -> Result<Option<usize>, String> {
+        // Keys and values alternate, one line each (values are single-line
+        // JSON or election identities); the election lives under a versioned
+        // sub-prefix, so look for `/election/` in the key.
         let mut cmd = self.etcdctl();
         cmd.args(["--endpoints", &self.etcd_endpoints().join(",")])
-            .args([
-                "get",
-                "--prefix",
-                &format!("{}/election/", self.etcd_prefix),
-            ])
-            .args(["--sort-by=CREATE", "--order=ASCEND", "--print-value-only"]);
-        let out = sys::run(&mut cmd).ok()?;
-        let first = out.lines().find(|l| !l.trim().is_empty())?;
-        let pid: u32 = first.split('-').next()?.trim().parse().ok()?;
-        (0..self.replicas.len()).find(|&i| self.replica_pid(i) == Some(pid))
+            .args(["get", "--prefix", &format!("{}/", self.etcd_prefix)])
+            .args(["--sort-by=CREATE", "--order=ASCEND"]);
+        let out = sys::run(&mut cmd)?;
+        let lines: Vec<&str> = out.lines().collect();
+        let Some(first) = lines
+            .chunks(2)
+            .find(|kv| kv.len() == 2 && kv[0].contains("/election/"))
+            .map(|kv| kv[1])
+        else {
+            return Ok(None);
+        };
+        let pid: Option<u32> = first.split('-').next().and_then(|p| p.trim().parse().ok());
+        let Some(pid) = pid else {
+            return Err(format!("unexpected election value {first:?}"));
+        };
+        match (0..self.replicas.len()).find(|&i| self.replica_pid(i) == Some(pid)) {
+            Some(i) => Ok(Some(i)),
+            None => Err(format!("the leader {first:?} is no running replica")),
+        }
     }
 
     /// Waits until some running replica leads; returns its index.
     pub fn wait_leader(&self, timeout: Duration) -> Result<usize, String> {
-        wait_until(timeout, "a control-plane leader", || {
-            Ok(self.leader_replica())
-        })
+        wait_until(timeout, "a control-plane leader", || self.leader_replica())
     }
 
     /// The last lines of replica `i`'s log.
