@@ -55,7 +55,7 @@ fn observe(
         // During the kills a list may fail; the next poll will see the state.
         if out.code == 0 {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&out.stdout) {
-                let mut seen = seen.lock().unwrap();
+                let mut seen = seen.lock().expect("observer lock");
                 for inst in instances_of(&v) {
                     let id = field(&inst, "instance_id");
                     let state = field(&inst, "state");
