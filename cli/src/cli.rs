@@ -510,6 +510,8 @@ pub enum AdminCmd {
     /// Hosts running nubis-agent.
     #[command(subcommand)]
     Nodes(NodesCmd),
+    /// Background tasks of the answering replica, and which replica leads.
+    Tasks,
 }
 
 /// `nubis admin accounts ...`.
@@ -552,6 +554,12 @@ pub enum NodesCmd {
         /// Stop without graceful guest shutdown.
         #[arg(long)]
         force: bool,
+    },
+    /// Confirm that a node whose lease expired is really gone: its instances
+    /// are stopped even during a disruption (too many nodes lost at once).
+    ConfirmLost {
+        /// Node id.
+        node_id: String,
     },
 }
 

@@ -34,8 +34,8 @@ pub struct Config {
     /// Node liveness.
     #[serde(default)]
     pub nodes: NodesConfig,
-    /// Background loops.
-    #[serde(default)]
+    /// Background tasks (`[reconciler]`; `[tasks]` is accepted too).
+    #[serde(default, alias = "tasks")]
     pub reconciler: ReconcilerConfig,
     /// Instance addressing.
     #[serde(default)]
@@ -170,6 +170,14 @@ pub struct NodesConfig {
     /// How often agents should heartbeat.
     #[serde(default = "default_heartbeat")]
     pub heartbeat_interval_seconds: u32,
+    /// Disruption rule: when more than this fraction of the nodes look lost
+    /// at once, nobody is stopped (docs/operations.md).
+    #[serde(default = "default_disruption_fraction")]
+    pub disruption_fraction: f64,
+    /// Disruption rule: a zone with at least this many nodes that all look
+    /// lost at once is a disruption too.
+    #[serde(default = "default_disruption_min_zone_nodes")]
+    pub disruption_min_zone_nodes: u32,
 }
 
 impl Default for NodesConfig {
@@ -177,6 +185,8 @@ impl Default for NodesConfig {
         Self {
             lease_ttl_seconds: default_lease_ttl(),
             heartbeat_interval_seconds: default_heartbeat(),
+            disruption_fraction: default_disruption_fraction(),
+            disruption_min_zone_nodes: default_disruption_min_zone_nodes(),
         }
     }
 }
@@ -291,6 +301,12 @@ fn default_lease_ttl() -> u32 {
 fn default_heartbeat() -> u32 {
     5
 }
+fn default_disruption_fraction() -> f64 {
+    1.0 / 3.0
+}
+fn default_disruption_min_zone_nodes() -> u32 {
+    2
+}
 fn default_gc() -> u64 {
     3600
 }
@@ -326,6 +342,12 @@ impl Config {
             if !crate::domain::validation::is_name(z, 64) {
                 return bad(format!("bad zone name {z:?}"));
             }
+        }
+        let f = self.nodes.disruption_fraction;
+        if !(f > 0.0 && f <= 1.0) {
+            return bad(format!(
+                "nodes.disruption_fraction must be in (0, 1], not {f}"
+            ));
         }
         if self.etcd.endpoints.is_empty() {
             return bad("etcd.endpoints must not be empty".into());

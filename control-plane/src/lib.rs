@@ -3,8 +3,8 @@
 //! Layers (each module says what it owns): [`api`] (thin gRPC handlers) ->
 //! [`domain`] (validation, authorization, state machines) -> [`scheduler`]
 //! (placement) -> [`store`] (etcd key schema and compare-and-swap
-//! transactions). [`reconciler`] runs singleton loops under an etcd
-//! election. The EC2 Query gateway in [`ec2`] is a second edge over the same
+//! transactions). [`tasks`] is the background-task registry (leader-only
+//! tasks under an etcd election). The EC2 Query gateway in [`ec2`] is a second edge over the same
 //! domain layer. [`server`] wires everything for the binary and for tests;
 //! [`sim`] is a simulated node agent speaking the Node API.
 
@@ -14,10 +14,10 @@ pub mod domain;
 pub mod ec2;
 pub mod error;
 pub mod ids;
-pub mod reconciler;
 pub mod scheduler;
 pub mod server;
 pub mod sim;
 pub mod store;
+pub mod tasks;
 
 pub use error::{Error, Result};

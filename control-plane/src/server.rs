@@ -1,6 +1,6 @@
 //! Wiring of one control-plane replica: etcd store, domain, gRPC listeners
 //! (TCP and/or Unix socket, all three services on each), the EC2 gateway's
-//! HTTP listener, and the reconciler campaign. Used by `main.rs` and tests.
+//! HTTP listener, and the background tasks (with their leader campaign). Used by `main.rs` and tests.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -140,11 +140,9 @@ impl Replica {
             std::process::id(),
             hex::encode(rand::random::<[u8; 4]>())
         );
-        tasks.push(tokio::spawn(crate::reconciler::run(
-            domain.clone(),
-            identity,
-            rx.clone(),
-        )));
+        let (handle, joins) = crate::tasks::start(&domain, identity, &rx);
+        domain.attach_tasks(handle);
+        tasks.extend(joins);
         Ok(Self {
             domain,
             grpc_addr,

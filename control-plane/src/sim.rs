@@ -36,6 +36,9 @@ pub struct SimOptions {
     pub run_instances: bool,
     /// Send heartbeats.
     pub heartbeat: bool,
+    /// Instances (id, generation) this host still runs when it registers:
+    /// a host coming back to the control plane with its VMs.
+    pub resume: Vec<(String, u64)>,
 }
 
 impl SimOptions {
@@ -49,6 +52,7 @@ impl SimOptions {
             images: vec![("hello".into(), "0".repeat(64))],
             run_instances: true,
             heartbeat: true,
+            resume: vec![],
         }
     }
 }
@@ -71,6 +75,9 @@ pub struct SimAgent {
     pub node_id: String,
     /// Instances it runs, with reboot counts.
     pub instances: Arc<Mutex<HashMap<String, (SimPhase, u32)>>>,
+    /// Per instance, the assignment generation last applied and how many
+    /// times it was launched (desired `running` applied) by this agent.
+    pub applied: Arc<Mutex<HashMap<String, (u64, u32)>>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -111,7 +118,15 @@ impl SimAgent {
                     })
                     .collect(),
                 agent_version: "sim".into(),
-                instances: vec![],
+                instances: opts
+                    .resume
+                    .iter()
+                    .map(|(id, generation)| pb::ObservedInstance {
+                        instance_id: id.clone(),
+                        phase: pb::ObservedPhase::Ready as i32,
+                        generation: *generation,
+                    })
+                    .collect(),
             })
             .await?
             .into_inner();
@@ -123,7 +138,18 @@ impl SimAgent {
             Signer::new(Credentials::new(cred.access_key_id, cred.secret)),
         );
         let node_id = reg.node_id.clone();
-        let instances = Arc::new(Mutex::new(HashMap::new()));
+        let instances = Arc::new(Mutex::new(
+            opts.resume
+                .iter()
+                .map(|(id, _)| (id.clone(), (SimPhase::Running, 0)))
+                .collect::<HashMap<_, _>>(),
+        ));
+        let applied = Arc::new(Mutex::new(
+            opts.resume
+                .iter()
+                .map(|(id, g)| (id.clone(), (*g, 0)))
+                .collect::<HashMap<_, _>>(),
+        ));
         let mut tasks = Vec::new();
         if opts.heartbeat {
             let mut c = client.clone();
@@ -156,8 +182,9 @@ impl SimAgent {
             let c = client.clone();
             let id = node_id.clone();
             let inst = instances.clone();
+            let done = applied.clone();
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = follow(c, id.clone(), inst).await {
+                if let Err(e) = follow(c, id.clone(), inst, done).await {
                     tracing::warn!(node = %id, error = %e, "sim assignment stream ended");
                 }
             }));
@@ -165,6 +192,7 @@ impl SimAgent {
         Ok(Self {
             node_id,
             instances,
+            applied,
             tasks,
         })
     }
@@ -179,6 +207,27 @@ impl SimAgent {
     /// Phase of an instance.
     pub fn phase(&self, id: &str) -> Option<(SimPhase, u32)> {
         self.instances.lock().ok()?.get(id).copied()
+    }
+
+    /// The instances it runs now with their applied generations (what it
+    /// would list when registering again).
+    pub fn running(&self) -> Vec<(String, u64)> {
+        let (Ok(inst), Ok(applied)) = (self.instances.lock(), self.applied.lock()) else {
+            return vec![];
+        };
+        inst.iter()
+            .filter(|(_, (p, _))| *p == SimPhase::Running)
+            .filter_map(|(id, _)| applied.get(id).map(|(g, _)| (id.clone(), *g)))
+            .collect()
+    }
+
+    /// How many times it launched an instance (desired `running` applied).
+    pub fn launches(&self, id: &str) -> u32 {
+        self.applied
+            .lock()
+            .ok()
+            .and_then(|m| m.get(id).map(|(_, n)| *n))
+            .unwrap_or(0)
     }
 }
 
@@ -219,15 +268,17 @@ async fn apply(
     c: &mut Client,
     node: &str,
     a: &pb::Assignment,
-    applied: &mut HashMap<String, u64>,
+    applied: &Mutex<HashMap<String, (u64, u32)>>,
     inst: &Mutex<HashMap<String, (SimPhase, u32)>>,
 ) -> Result<(), Status> {
-    if applied
-        .get(&a.instance_id)
-        .is_some_and(|g| *g >= a.generation)
-    {
+    let seen = applied
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&a.instance_id).copied());
+    if seen.is_some_and(|(g, _)| g >= a.generation) {
         return Ok(());
     }
+    let mut launches = seen.map(|(_, n)| n).unwrap_or(0);
     use pb::DesiredState as D;
     use pb::ObservedPhase as O;
     let set = |p: SimPhase, reboot: bool| {
@@ -241,6 +292,7 @@ async fn apply(
     };
     match D::try_from(a.desired).unwrap_or(D::Unspecified) {
         D::Running => {
+            launches += 1;
             report(c, node, &a.instance_id, O::Booting, a.generation).await?;
             set(SimPhase::Running, false);
             report(c, node, &a.instance_id, O::Ready, a.generation).await?;
@@ -259,7 +311,9 @@ async fn apply(
         }
         D::Unspecified => {}
     }
-    applied.insert(a.instance_id.clone(), a.generation);
+    if let Ok(mut m) = applied.lock() {
+        m.insert(a.instance_id.clone(), (a.generation, launches));
+    }
     Ok(())
 }
 
@@ -267,6 +321,7 @@ async fn follow(
     mut c: Client,
     node: String,
     inst: Arc<Mutex<HashMap<String, (SimPhase, u32)>>>,
+    applied: Arc<Mutex<HashMap<String, (u64, u32)>>>,
 ) -> Result<(), Status> {
     let mut stream = c
         .watch_assignments(pb::WatchAssignmentsRequest {
@@ -274,18 +329,19 @@ async fn follow(
         })
         .await?
         .into_inner();
-    let mut applied: HashMap<String, u64> = HashMap::new();
     use pb::assignment_event::Event as E;
     while let Some(ev) = stream.message().await? {
         match ev.event {
             Some(E::Snapshot(s)) => {
                 for a in &s.assignments {
-                    apply(&mut c, &node, a, &mut applied, &inst).await?;
+                    apply(&mut c, &node, a, &applied, &inst).await?;
                 }
             }
-            Some(E::Upsert(a)) => apply(&mut c, &node, &a, &mut applied, &inst).await?,
+            Some(E::Upsert(a)) => apply(&mut c, &node, &a, &applied, &inst).await?,
             Some(E::RemovedInstanceId(id)) => {
-                applied.remove(&id);
+                if let Ok(mut m) = applied.lock() {
+                    m.remove(&id);
+                }
                 if let Ok(mut m) = inst.lock() {
                     m.remove(&id);
                 }

@@ -1,5 +1,6 @@
-//! Reconcilers against a real etcd: node loss via lease expiry, garbage
-//! collection of terminated instances, and leadership moving between replicas.
+//! Background tasks against a real etcd: node loss via lease expiry, garbage
+//! collection of terminated instances, leadership moving between replicas,
+//! and their status through the Admin `ListTasks` call.
 
 #![allow(clippy::unwrap_used)]
 
@@ -25,6 +26,14 @@ async fn node_loss_stops_instances_and_releases_capacity() {
     let mut agent = SimAgent::start(&ep, enrol(), SimOptions::new("doomed", ZONES[0], 2, 512))
         .await
         .unwrap();
+    // Two bystanders without the image (nothing is placed there): one node
+    // of three is lost, not a disruption (domain::liveness).
+    let mut bystanders = Vec::new();
+    for (host, zone) in [("b1", ZONES[1]), ("b2", ZONES[2])] {
+        let mut o = SimOptions::new(host, zone, 2, 512);
+        o.images.clear();
+        bystanders.push(SimAgent::start(&ep, enrol(), o).await.unwrap());
+    }
     let res = c
         .run_instances(run_req(&image, 2))
         .await
@@ -42,12 +51,13 @@ async fn node_loss_stops_instances_and_releases_capacity() {
     assert!(reason.message.contains("node lost"), "{}", reason.message);
     wait_state(&c, &res.instances[1].instance_id, "stopped").await;
     let mut a = admin_client(&ep).await;
-    let n = &a
+    let nodes = a
         .list_nodes(pb::ListNodesRequest::default())
         .await
         .unwrap()
         .into_inner()
-        .nodes[0];
+        .nodes;
+    let n = nodes.iter().find(|n| n.node_id == agent.node_id).unwrap();
     assert_eq!(n.state, "lost");
     assert_eq!(n.allocated.as_ref().unwrap().memory_mib, 0);
     assert_eq!(
@@ -73,14 +83,14 @@ async fn node_loss_stops_instances_and_releases_capacity() {
     .await
     .unwrap();
     wait_state(&c, &id, "running").await;
-    let n = &a
+    let n = a
         .list_nodes(pb::ListNodesRequest::default())
         .await
         .unwrap()
         .into_inner()
         .nodes;
-    assert_eq!(n.len(), 1, "re-registration keeps the node id");
-    assert_eq!(n[0].state, "ready");
+    assert_eq!(n.len(), 3, "re-registration keeps the node id");
+    assert!(n.iter().all(|n| n.state == "ready"), "{n:?}");
     cp.shutdown().await;
 }
 
@@ -218,22 +228,116 @@ async fn client_tokens_outlive_their_instances_and_a_day_then_go() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreadable_pending_reservation_does_not_stop_the_pass() {
+async fn list_tasks_shows_each_task_and_a_failing_task_does_not_stop_the_others() {
     let Some(etcd) = Etcd::start().await else {
         return;
     };
-    let cp = start(config(&etcd)).await;
-    let d = &cp.domain;
+    let a = start(config(&etcd)).await;
+    let b = start(config(&etcd)).await;
+    let d = &a.domain;
     let key = d.store().keys().pending_reservations() + "r-0000000000000000a";
     let mut tx = nubis_control_plane::store::Tx::new();
     tx.put_raw(&key, b"{not json".to_vec());
     d.store().commit(tx).await.unwrap().unwrap();
-    // The saga phase fails to read it, but the pass (node loss, garbage
-    // collection) still completes.
     assert!(d.resume_pending_reservations(Duration::ZERO).await.is_err());
-    let report = nubis_control_plane::reconciler::pass(d, true)
+
+    // Whichever replica leads shows the failing task's error while node
+    // loss and garbage collection keep running.
+    let mut seen_leader = String::new();
+    let mut views = Vec::new();
+    for r in [&a, &b] {
+        let admin = admin_client(&endpoint(r)).await;
+        let v = eventually(Duration::from_secs(30), "a leader", || {
+            let mut admin = admin.clone();
+            async move {
+                let v = admin
+                    .list_tasks(pb::ListTasksRequest {})
+                    .await
+                    .unwrap()
+                    .into_inner();
+                (!v.leader.is_empty()).then_some(v)
+            }
+        })
+        .await;
+        if seen_leader.is_empty() {
+            seen_leader = v.leader.clone();
+        }
+        assert_eq!(v.leader, seen_leader, "both replicas name one leader");
+        let names: Vec<&str> = v.tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "node-loss",
+                "pending-reservations",
+                "instance-gc",
+                "client-token-gc"
+            ]
+        );
+        assert!(v.tasks.iter().all(|t| t.mode == "leader-only"));
+        views.push(v);
+    }
+    assert_eq!(
+        views.iter().filter(|v| v.is_leader).count(),
+        1,
+        "exactly one replica leads"
+    );
+    let leader = if views[0].is_leader { &a } else { &b };
+    let admin = admin_client(&endpoint(leader)).await;
+    let v = eventually(Duration::from_secs(30), "task runs", || {
+        let mut admin = admin.clone();
+        async move {
+            let v = admin
+                .list_tasks(pb::ListTasksRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            let t = |n: &str| v.tasks.iter().find(|t| t.name == n).cloned().unwrap();
+            (t("pending-reservations").failures >= 2
+                && t("node-loss").runs >= 2
+                && t("instance-gc").runs >= 1)
+                .then_some(v)
+        }
+    })
+    .await;
+    let t = |n: &str| v.tasks.iter().find(|t| t.name == n).cloned().unwrap();
+    assert!(
+        !t("pending-reservations").last_error.is_empty(),
+        "{:?}",
+        t("pending-reservations")
+    );
+    for name in ["node-loss", "instance-gc", "client-token-gc"] {
+        let s = t(name);
+        assert!(s.active, "{s:?}");
+        assert_eq!(s.last_error, "", "{s:?}");
+        assert_eq!(s.failures, 0, "{s:?}");
+        assert!(s.last_end_unix_ms >= s.last_start_unix_ms, "{s:?}");
+        assert!(s.next_due_unix_ms > 0, "{s:?}");
+    }
+    assert!(t("node-loss")
+        .last_result
+        .contains("0 of 0 nodes look lost"));
+    assert!(t("node-loss").activation_prefix.ends_with("/n/alive/"));
+    // The standby runs nothing.
+    let other = if views[0].is_leader { &b } else { &a };
+    let v = admin_client(&endpoint(other))
         .await
-        .expect("the pass goes on past an unreadable pending reservation");
-    assert_eq!(report.collected, 0);
-    cp.shutdown().await;
+        .list_tasks(pb::ListTasksRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!v.is_leader);
+    assert!(v.tasks.iter().all(|t| !t.active && t.runs == 0), "{v:?}");
+    // Tenants may not call it.
+    let mut tenant_admin = pb::admin_client::AdminClient::with_interceptor(
+        nubis_proto::transport::connect(&endpoint(&a))
+            .await
+            .unwrap(),
+        nubis_proto::auth::Signer::new(tenant(&endpoint(&a), "t2").await),
+    );
+    assert!(tenant_admin
+        .list_tasks(pb::ListTasksRequest {})
+        .await
+        .is_err());
+    a.shutdown().await;
+    b.shutdown().await;
 }

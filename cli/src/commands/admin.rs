@@ -1,4 +1,5 @@
-//! `nubis admin accounts create|list` and `nubis admin nodes list|cordon|uncordon|drain`.
+//! `nubis admin accounts create|list`, `nubis admin nodes
+//! list|cordon|uncordon|drain|confirm-lost` and `nubis admin tasks`.
 
 use nubis_proto::compute::v1 as pb;
 use serde::Serialize;
@@ -242,6 +243,25 @@ pub async fn run(ctx: &Ctx, cmd: AdminCmd) -> Result<(), CliError> {
                 eprintln!("stopping {}", c.instance_id);
             }
             print_node(ctx.format, resp.node)
+        }
+        AdminCmd::Nodes(NodesCmd::ConfirmLost { node_id }) => {
+            let resp = client
+                .admin
+                .confirm_node_lost(pb::ConfirmNodeLostRequest { node_id })
+                .await?
+                .into_inner();
+            if ctx.format == Format::Table {
+                eprintln!("confirmed lost: its instances are stopped at the next node-loss run");
+            }
+            print_node(ctx.format, resp.node)
+        }
+        AdminCmd::Tasks => {
+            let resp = client
+                .admin
+                .list_tasks(pb::ListTasksRequest {})
+                .await?
+                .into_inner();
+            super::tasks::print(ctx.format, resp)
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod images;
 pub mod instances;
 pub mod keys;
 pub mod tags;
+pub mod tasks;
 pub mod wait;
 pub mod zones;
 

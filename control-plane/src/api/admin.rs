@@ -185,4 +185,60 @@ impl pb::admin_server::Admin for AdminApi {
                 .collect(),
         }))
     }
+
+    async fn confirm_node_lost(
+        &self,
+        req: Request<pb::ConfirmNodeLostRequest>,
+    ) -> Result<Response<pb::ConfirmNodeLostResponse>, Status> {
+        let caller = self.auth(&req, "ConfirmNodeLost").await?;
+        let r = req.into_inner();
+        self.domain
+            .confirm_node_lost(&caller, &r.node_id)
+            .await
+            .map_err(to_status)?;
+        let n = self
+            .domain
+            .list_nodes(&caller, None)
+            .await
+            .map_err(to_status)?
+            .into_iter()
+            .find(|n| n.node.id.as_str() == r.node_id);
+        Ok(Response::new(pb::ConfirmNodeLostResponse {
+            node: n.as_ref().map(node_out),
+        }))
+    }
+
+    async fn list_tasks(
+        &self,
+        req: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        let caller = self.auth(&req, "ListTasks").await?;
+        let v = self.domain.list_tasks(&caller).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListTasksResponse {
+            replica: v.replica,
+            leader: v.leader,
+            is_leader: v.is_leader,
+            tasks: v.tasks.iter().map(task_out).collect(),
+        }))
+    }
+}
+
+fn task_out(t: &crate::tasks::TaskStatus) -> pb::TaskStatus {
+    pb::TaskStatus {
+        name: t.name.clone(),
+        mode: t.mode.to_string(),
+        period_ms: t.period.as_millis() as u64,
+        activation_prefix: t.activation.clone().unwrap_or_default(),
+        active: t.active,
+        running: t.running,
+        runs: t.runs,
+        failures: t.failures,
+        activations: t.activations,
+        last_start_unix_ms: t.last_start_ms,
+        last_end_unix_ms: t.last_end_ms,
+        last_duration_ms: t.last_duration.as_millis() as u64,
+        last_error: t.last_error.clone().unwrap_or_default(),
+        last_result: t.last_result.clone(),
+        next_due_unix_ms: t.next_due_ms,
+    }
 }

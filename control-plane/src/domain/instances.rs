@@ -429,6 +429,20 @@ impl Domain {
     ) -> Result<StateChange> {
         let (before, after) = self
             .update_instance(key, absent_guard, |inst| {
+                // Stopped by node loss, its node not yet back (desired still
+                // running): the node's word decides (domain::liveness).
+                let lost_waiting = inst.state == State::Stopped && inst.desired == Desired::Running;
+                let event = match event {
+                    Event::HostReturnedWithout if !lost_waiting => return Ok(None),
+                    Event::Observed { phase, .. } if lost_waiting => match phase {
+                        Phase::Running | Phase::Ready => &Event::Recovered,
+                        Phase::Stopped | Phase::Failed | Phase::Terminated => {
+                            &Event::HostReturnedWithout
+                        }
+                        _ => event,
+                    },
+                    _ => event,
+                };
                 let mut new = inst.clone();
                 let mut assignment_changed = false;
                 if let Some(o) = &observed {

@@ -156,8 +156,16 @@ pub enum Event {
         /// Agent's reason, if any.
         reason: Option<StateReason>,
     },
-    /// The node's lease expired.
+    /// The node's lease expired (and the node-loss rules judged it lost).
+    /// The desired state is left alone: no agent is told to stop a VM
+    /// because a lease expired.
     NodeLost,
+    /// The node of an instance stopped by node loss registered again and
+    /// reports its VM running: back to `running` on the same VMM.
+    Recovered,
+    /// The node of an instance stopped by node loss registered again
+    /// without its VM running: it stays stopped (desired `stopped`).
+    HostReturnedWithout,
 }
 
 /// The effect of an event.
@@ -348,7 +356,6 @@ pub fn apply(state: State, event: &Event) -> Result<Outcome> {
 
         (Pending | Running | Stopping, Event::NodeLost) => Transition {
             release: true,
-            desired: Some(Desired::Stopped),
             reason: Some(StateReason::new(
                 "Server.InternalError",
                 "Server.InternalError: node lost (host stopped heartbeating)",
@@ -362,6 +369,17 @@ pub fn apply(state: State, event: &Event) -> Result<Outcome> {
             ..change(Terminated)
         },
         (Stopped | Terminated, Event::NodeLost) => return Ok(Outcome::Unchanged),
+
+        (Stopped, Event::Recovered) => Transition {
+            place: true,
+            transition_reason: Some(String::new()),
+            ..change(Running)
+        },
+        (Stopped, Event::HostReturnedWithout) => Transition {
+            desired: Some(Desired::Stopped),
+            ..change(Stopped)
+        },
+        (_, Event::Recovered | Event::HostReturnedWithout) => return Ok(Outcome::Unchanged),
     };
     Ok(Outcome::Change(out))
 }
@@ -472,6 +490,23 @@ mod tests {
     }
 
     #[test]
+    fn a_returning_node_recovers_or_settles_its_lost_instances() {
+        let Outcome::Change(t) = apply(Stopped, &Event::Recovered).unwrap() else {
+            panic!()
+        };
+        assert_eq!(t.to, Running);
+        assert!(t.place && t.desired.is_none(), "{t:?}");
+        let Outcome::Change(t) = apply(Stopped, &Event::HostReturnedWithout).unwrap() else {
+            panic!()
+        };
+        assert_eq!((t.to, t.desired), (Stopped, Some(Desired::Stopped)));
+        for s in [Pending, Running, Stopping, ShuttingDown, Terminated] {
+            assert_eq!(to(s, Event::Recovered), Some(s), "unchanged");
+            assert_eq!(to(s, Event::HostReturnedWithout), Some(s), "unchanged");
+        }
+    }
+
+    #[test]
     fn every_involuntary_change_has_a_reason_and_releases() {
         let events = [
             obs(Phase::Stopped),
@@ -534,7 +569,10 @@ mod tests {
             };
             assert_eq!(t.to, Stopped);
             assert!(t.release && !t.unassign, "{s:?} {e:?}");
-            if s != Stopping {
+            if e == Event::NodeLost {
+                // A lease expiry never tells the agent to stop the VM.
+                assert_eq!(t.desired, None, "{s:?} {e:?}");
+            } else if s != Stopping {
                 assert_eq!(t.desired, Some(Desired::Stopped), "{s:?} {e:?}");
             }
         }

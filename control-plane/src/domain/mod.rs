@@ -22,6 +22,7 @@ pub mod instances;
 pub mod keypairs;
 pub mod launch;
 pub mod lifecycle;
+pub mod liveness;
 pub mod model;
 pub mod network;
 pub mod nodecache;
@@ -100,6 +101,8 @@ pub struct Domain {
     pub(crate) network: network::Network,
     pub(crate) nodes: nodecache::NodeCache,
     pub(crate) creds: accounts::CredentialCache,
+    /// This replica's background tasks (set once by the server).
+    pub(crate) tasks: std::sync::OnceLock<crate::tasks::Handle>,
 }
 
 impl Domain {
@@ -114,7 +117,22 @@ impl Domain {
             network,
             nodes,
             creds: accounts::CredentialCache::default(),
+            tasks: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Attaches this replica's background tasks (first call wins).
+    pub fn attach_tasks(&self, handle: crate::tasks::Handle) {
+        let _ = self.tasks.set(handle);
+    }
+
+    /// ListTasks (operator): this replica's background tasks and the leader.
+    pub async fn list_tasks(&self, caller: &Caller) -> Result<crate::tasks::TasksView> {
+        caller.require_operator()?;
+        match self.tasks.get() {
+            Some(h) => h.view().await,
+            None => Err(Error::Internal("background tasks not started".into())),
+        }
     }
 
     /// The configuration.

@@ -1,7 +1,8 @@
 //! Nodes: agent registration (enrolment token -> node credential, etcd
 //! lease, address block), heartbeats (lease renewal), assignment streams,
 //! observed-state and console reports, the operator's node operations, zone
-//! health, and the node-loss / garbage-collection passes the reconciler runs.
+//! health, and the garbage collection the background tasks run (node-loss
+//! rules are in [`crate::domain::liveness`]).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -196,6 +197,15 @@ impl Domain {
                     if let Err(e) = self.apply_report(&node_id, &r).await {
                         tracing::warn!(node = %node_id, instance = %id, error = %e, "ignoring startup report");
                     }
+                }
+                let running: HashSet<String> = input
+                    .instances
+                    .iter()
+                    .filter(|(_, p, _)| matches!(p, Phase::Running | Phase::Ready | Phase::Booting))
+                    .map(|(id, _, _)| id.clone())
+                    .collect();
+                if let Err(e) = self.settle_returned_node(&node_id, &running).await {
+                    tracing::warn!(node = %node_id, error = %e, "settling node-lost instances");
                 }
                 tracing::info!(node = %node_id, host = %input.host_id, zone = %input.availability_zone, "node registered");
                 return Ok(Registration {
@@ -693,43 +703,26 @@ impl Domain {
             .collect())
     }
 
-    /// Reconciler pass: instances on nodes whose lease expired become
-    /// stopped ("node lost") and their capacity is released. Returns the
-    /// number of instances changed.
-    pub async fn reap_lost_nodes(&self) -> Result<usize> {
-        // The watch-fed cache suffices: each change is guarded by the
-        // liveness key still being absent, and a loss the cache has not seen
-        // yet is handled by the next pass.
-        let mut n = 0;
-        for v in self.nodes.views().into_iter().filter(|v| !v.alive) {
-            let (assignments, _) = self
-                .store
-                .list::<Assignment>(&self.store.keys().assignments(&v.node.id))
-                .await?;
-            for (_, a) in assignments {
-                let key = self
-                    .store
-                    .keys()
-                    .instance(&a.value.account, &a.value.instance_id);
-                match self.apply_node_lost(&key, &v.node.id).await {
-                    Ok(c) if c.previous != c.current => n += 1,
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(instance = %a.value.instance_id, error = %e, "node-loss handling failed")
-                    }
-                }
-            }
-        }
-        Ok(n)
-    }
-
-    /// Reconciler pass: deletes instances terminated longer than `after`
+    /// Garbage collection (a background task): deletes instances terminated longer than `after`
     /// ago (with their console output, and their reservation's user data once
     /// no instance of it is left), then ClientToken records whose reservation
     /// has no instance left and that are older than [`CLIENT_TOKEN_TTL`]
     /// (so a token keeps answering for at least that long, and as long as
     /// any of its instances is visible).
     pub async fn collect_garbage(&self, after: Duration) -> Result<usize> {
+        let (n, live) = self.collect_terminated(after).await?;
+        self.collect_client_tokens(&live, now_ms()).await?;
+        Ok(n)
+    }
+
+    /// Deletes instances terminated longer than `after` ago (with their
+    /// console output, and their reservation's user data once no instance of
+    /// it is left). Returns how many, and the reservations that still have
+    /// instances.
+    pub async fn collect_terminated(
+        &self,
+        after: Duration,
+    ) -> Result<(usize, HashSet<ReservationId>)> {
         let (all, _) = self
             .store
             .list::<Instance>(&self.store.keys().all_instances())
@@ -759,9 +752,19 @@ impl Domain {
                 n += 1;
             }
         }
-        self.collect_client_tokens(&live_reservations, now_ms())
+        Ok((n, live_reservations))
+    }
+
+    /// Reservations that still have an instance record.
+    pub async fn live_reservations(&self) -> Result<HashSet<ReservationId>> {
+        let (all, _) = self
+            .store
+            .list::<Instance>(&self.store.keys().all_instances())
             .await?;
-        Ok(n)
+        Ok(all
+            .into_iter()
+            .map(|(_, v)| v.value.reservation_id)
+            .collect())
     }
 
     /// Deletes ClientToken records older than [`CLIENT_TOKEN_TTL`] (at

@@ -195,7 +195,11 @@ impl Domain {
                 ))
             }
         };
-        if record.cordoned || record.draining {
+        // A node-lost instance whose VM turned out running (state already
+        // `running`): its vCPU/memory go back on the books whatever the
+        // room; the VM never left the host.
+        let recovering = inst.state == crate::domain::lifecycle::State::Running;
+        if (record.cordoned || record.draining) && !recovering {
             return Err(no_room(
                 inst,
                 format!("node {node}, which holds the instance's root disk, is cordoned"),
@@ -205,8 +209,9 @@ impl Domain {
         let cur = self.store.get::<NodeAlloc>(&ak).await?;
         let (mut alloc, rev) = cur.map(|v| (v.value, v.mod_revision)).unwrap_or_default();
         let total = scheduler::allocatable(&record, self.overcommit());
-        if alloc.used.vcpus + inst.vcpus > total.vcpus
-            || alloc.used.memory_mib + inst.memory_mib > total.memory_mib
+        if !recovering
+            && (alloc.used.vcpus + inst.vcpus > total.vcpus
+                || alloc.used.memory_mib + inst.memory_mib > total.memory_mib)
         {
             return Err(no_room(
                 inst,

@@ -150,7 +150,16 @@ impl Keys {
         format!("{}/console/{id}", self.p)
     }
 
-    /// The reconciler election name.
+    /// `lost-confirmations/<node>`: an operator confirmed the node lost.
+    pub fn lost_confirmation(&self, node: &NodeId) -> String {
+        format!("{}/lost-confirmations/{node}", self.p)
+    }
+    /// Every lost-node confirmation.
+    pub fn lost_confirmations(&self) -> String {
+        format!("{}/lost-confirmations/", self.p)
+    }
+
+    /// The election name of the leader-only background tasks.
     pub fn election(&self) -> String {
         format!("{}/election/reconciler", self.p)
     }

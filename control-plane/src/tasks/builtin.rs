@@ -1,0 +1,183 @@
+//! The control plane's built-in background tasks, all leader-only:
+//!
+//! - `node-loss` (every `reconciler.interval_seconds`, and early when a
+//!   liveness key changes): the node-loss rules of [`crate::domain::liveness`]
+//!   (grace after the term's start, disruption rule, operator confirmations);
+//! - `pending-reservations` (every `interval_seconds`): RunInstances calls
+//!   written in batches whose caller died are finished
+//!   ([`Domain::resume_pending_reservations`]);
+//! - `instance-gc` (every min(60 s, `gc_terminated_after_seconds`)):
+//!   terminated instances are deleted `gc_terminated_after_seconds` after
+//!   termination ([`Domain::collect_terminated`]);
+//! - `client-token-gc` (every 60 s): ClientToken records a day old whose
+//!   instances are all gone ([`Domain::collect_client_tokens`]).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use crate::domain::model::now_ms;
+use crate::domain::Domain;
+use crate::ids::NodeId;
+use crate::tasks::{Mode, RunContext, RunFuture, Task};
+
+/// Longest pause between garbage-collection scans (each lists every
+/// instance).
+pub const GC_PERIOD: Duration = Duration::from_secs(60);
+
+/// A RunInstances call written in batches that has not ended this long
+/// after it started is finished by the `pending-reservations` task.
+pub const RESUME_PENDING_AFTER: Duration = Duration::from_secs(60);
+
+/// Every built-in task over `domain`.
+pub fn all(domain: &Arc<Domain>) -> Vec<Arc<dyn Task>> {
+    vec![
+        Arc::new(NodeLoss::new(domain.clone())),
+        Arc::new(PendingReservations(domain.clone())),
+        Arc::new(InstanceGc(domain.clone())),
+        Arc::new(ClientTokenGc(domain.clone())),
+    ]
+}
+
+fn interval(d: &Domain) -> Duration {
+    Duration::from_secs(d.config().reconciler.interval_seconds.max(1))
+}
+
+/// `node-loss`.
+#[derive(Debug)]
+pub struct NodeLoss {
+    domain: Arc<Domain>,
+    /// (term id, nodes seen alive during that term).
+    seen: Mutex<(u64, HashSet<NodeId>)>,
+}
+
+impl NodeLoss {
+    /// Over a domain.
+    pub fn new(domain: Arc<Domain>) -> Self {
+        Self {
+            domain,
+            seen: Mutex::default(),
+        }
+    }
+}
+
+impl Task for NodeLoss {
+    fn name(&self) -> &'static str {
+        "node-loss"
+    }
+    fn period(&self) -> Duration {
+        interval(&self.domain)
+    }
+    fn mode(&self) -> Mode {
+        Mode::LeaderOnly
+    }
+    fn activation(&self) -> Option<String> {
+        Some(self.domain.store().keys().node_alives())
+    }
+    fn run<'a>(&'a self, ctx: &'a RunContext) -> RunFuture<'a> {
+        Box::pin(async move {
+            let Some(term) = &ctx.term else {
+                return Ok("not leading".into());
+            };
+            let mut seen = {
+                let mut s = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+                if s.0 != term.id {
+                    *s = (term.id, HashSet::new());
+                }
+                std::mem::take(&mut s.1)
+            };
+            let r = self
+                .domain
+                .handle_node_loss(term.started.elapsed(), &mut seen)
+                .await;
+            self.seen.lock().unwrap_or_else(PoisonError::into_inner).1 = seen;
+            let report = r?;
+            if report.stopped > 0 {
+                tracing::info!(lost = report.stopped, "node-loss run");
+            }
+            Ok(report.summary())
+        })
+    }
+}
+
+/// `pending-reservations`.
+#[derive(Debug)]
+pub struct PendingReservations(pub Arc<Domain>);
+
+impl Task for PendingReservations {
+    fn name(&self) -> &'static str {
+        "pending-reservations"
+    }
+    fn period(&self) -> Duration {
+        interval(&self.0)
+    }
+    fn mode(&self) -> Mode {
+        Mode::LeaderOnly
+    }
+    fn run<'a>(&'a self, _: &'a RunContext) -> RunFuture<'a> {
+        Box::pin(async move {
+            let n = self
+                .0
+                .resume_pending_reservations(RESUME_PENDING_AFTER)
+                .await?;
+            if n > 0 {
+                tracing::info!(resumed = n, "pending reservations finished");
+            }
+            Ok(format!("finished {n} pending reservations"))
+        })
+    }
+}
+
+/// `instance-gc`.
+#[derive(Debug)]
+pub struct InstanceGc(pub Arc<Domain>);
+
+impl InstanceGc {
+    fn after(&self) -> Duration {
+        Duration::from_secs(self.0.config().reconciler.gc_terminated_after_seconds)
+    }
+}
+
+impl Task for InstanceGc {
+    fn name(&self) -> &'static str {
+        "instance-gc"
+    }
+    fn period(&self) -> Duration {
+        GC_PERIOD.min(self.after().max(Duration::from_secs(1)))
+    }
+    fn mode(&self) -> Mode {
+        Mode::LeaderOnly
+    }
+    fn run<'a>(&'a self, _: &'a RunContext) -> RunFuture<'a> {
+        Box::pin(async move {
+            let (n, _) = self.0.collect_terminated(self.after()).await?;
+            if n > 0 {
+                tracing::info!(collected = n, "terminated instances collected");
+            }
+            Ok(format!("deleted {n} terminated instances"))
+        })
+    }
+}
+
+/// `client-token-gc`.
+#[derive(Debug)]
+pub struct ClientTokenGc(pub Arc<Domain>);
+
+impl Task for ClientTokenGc {
+    fn name(&self) -> &'static str {
+        "client-token-gc"
+    }
+    fn period(&self) -> Duration {
+        GC_PERIOD
+    }
+    fn mode(&self) -> Mode {
+        Mode::LeaderOnly
+    }
+    fn run<'a>(&'a self, _: &'a RunContext) -> RunFuture<'a> {
+        Box::pin(async move {
+            let live = self.0.live_reservations().await?;
+            let n = self.0.collect_client_tokens(&live, now_ms()).await?;
+            Ok(format!("deleted {n} ClientToken records"))
+        })
+    }
+}
