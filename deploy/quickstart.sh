@@ -2,6 +2,7 @@
 # A working local Nubis cloud in one command (run as root on Debian 12):
 #
 #   deploy/quickstart.sh [up]     install what is missing, build, start, launch 3 hello instances
+#   deploy/quickstart.sh up --ha  the same, highly available: 3 etcd members, 3 control planes
 #   deploy/quickstart.sh down     stop everything and remove what `up` created
 #   deploy/quickstart.sh status   show what is running
 #
@@ -13,6 +14,10 @@
 #   3 x nubis-agent       one per zone <region>a/b/c (nubis-local-1a/-1b/-1c by default),
 #                         each in its own network namespace ${PREFIX}-a/-b/-c with its own bridge and TAPs;
 #                         reaches the control plane over the Unix socket
+# High availability (`up --ha` or NUBIS_QS_HA=1; remembered until `down`):
+#   3 etcd members        one raft cluster nbq0..nbq2 on 127.0.0.1, data in $STATE/etcd-<i>
+#   3 control planes      control-plane-<i>: own gRPC/EC2 ports, Unix socket $STATE/cp<i>.sock
+#   agents, CLI           know every replica (agent `control_planes`, comma-separated endpoint)
 #
 # Environment:
 #   NUBIS_QS_REGION   region name; zones are <region>a, <region>b, <region>c
@@ -25,10 +30,12 @@
 #   NUBIS_QS_IMAGES   images to build            (default: all of deploy/images)
 #   NUBIS_QS_PROFILE  name of the CLI profile    (default quickstart)
 #   NUBIS_QS_ENV_FILE endpoints/credentials file (default ~/.config/nubis/quickstart.env)
+#   NUBIS_QS_HA=1     high-availability layout (as `up --ha`)
 #   NUBIS_QS_SKIP_BUILD=1  use the binaries already built
 #   NUBIS_QS_BIN      directory of the binaries  (default target/release; with SKIP_BUILD,
 #                     e.g. target/debug)
 # Logs: $STATE/logs/{etcd,control-plane,agent-a,agent-b,agent-c}.log
+#       (HA: etcd-0..2, control-plane-0..2)
 # Running `up` twice is safe: running components are kept, nothing is duplicated.
 set -euo pipefail
 shopt -s inherit_errexit
@@ -111,6 +118,101 @@ nubis_tenant() { "$BIN/nubis" --profile "$PROFILE" "$@"; }
 
 cgroup2_mount() { awk '$9 == "cgroup2" { print $5; exit }' /proc/self/mountinfo; }
 
+# ---------------------------------------------------------------- high availability
+# `up --ha` / NUBIS_QS_HA=1: three etcd members forming one cluster and three
+# control-plane replicas, all on 127.0.0.1 with ports of their own. The mode
+# is remembered in $STATE/ha until `down`, so a later plain `up` keeps it.
+
+HA_REPLICAS=(0 1 2)
+
+ha_mode() { [[ ${NUBIS_QS_HA:-0} == 1 || -f $STATE/ha ]]; }
+
+# Picks (once) and loads the HA ports: ETCD_PORT_<i>, ETCD_PEER_PORT_<i>,
+# GRPC_PORT_<i>, EC2_PORT_<i>. Sets ENDPOINT to every replica's gRPC endpoint
+# (comma-separated: the CLI tries them in turn) and EC2_ENDPOINT to replica 0's.
+ha_ports() {
+    touch "$STATE/ha"
+    if [[ ! -f $STATE/ha-ports.env ]]; then
+        local i e=23890 g=50251
+        for i in "${HA_REPLICAS[@]}"; do
+            e=$(pick_port "$e"); echo "ETCD_PORT_$i=$e"; e=$(pick_port $((e + 1)))
+            echo "ETCD_PEER_PORT_$i=$e"; e=$((e + 1))
+            g=$(pick_port "$g"); echo "GRPC_PORT_$i=$g"; g=$(pick_port $((g + 1)))
+            echo "EC2_PORT_$i=$g"; g=$((g + 1))
+        done >"$STATE/ha-ports.env"
+    fi
+    # shellcheck disable=SC1091
+    source "$STATE/ha-ports.env"
+    local i eps=()
+    for i in "${HA_REPLICAS[@]}"; do
+        local v="GRPC_PORT_$i"
+        eps+=("http://127.0.0.1:${!v}")
+    done
+    ENDPOINT=$(IFS=,; echo "${eps[*]}")
+    EC2_ENDPOINT="http://127.0.0.1:$EC2_PORT_0"
+}
+
+# The control planes' `[etcd] endpoints` list (TOML).
+etcd_endpoints_toml() {
+    if ! ha_mode; then
+        echo "\"http://127.0.0.1:$ETCD_PORT\""
+        return
+    fi
+    local i out=()
+    for i in "${HA_REPLICAS[@]}"; do
+        local v="ETCD_PORT_$i"
+        out+=("\"http://127.0.0.1:${!v}\"")
+    done
+    (IFS=,; echo "${out[*]}") | sed 's/,/, /g'
+}
+
+# The agents' control-plane endpoints (TOML): one socket, or every replica's.
+agent_endpoints_toml() {
+    if ! ha_mode; then
+        echo "control_plane = \"unix://$STATE/cp.sock\""
+        return
+    fi
+    echo "control_plane = \"unix://$STATE/cp0.sock\""
+    echo "control_planes = [\"unix://$STATE/cp1.sock\", \"unix://$STATE/cp2.sock\"]"
+}
+
+etcd_healthy() { curl -fsS --max-time 2 "http://127.0.0.1:$1/health" | grep -q '"health":"true"'; }
+
+start_etcd_ha() {
+    local i members=() initial
+    for i in "${HA_REPLICAS[@]}"; do
+        local v="ETCD_PEER_PORT_$i"
+        members+=("nbq$i=http://127.0.0.1:${!v}")
+    done
+    initial=$(IFS=,; echo "${members[*]}")
+    for i in "${HA_REPLICAS[@]}"; do
+        local c="ETCD_PORT_$i" p="ETCD_PEER_PORT_$i"
+        say "etcd member nbq$i on 127.0.0.1:${!c} (peer ${!p})"
+        mkdir -p "$STATE/etcd-$i"
+        start_daemon "etcd-$i" "$STATE/run/etcd-$i.pid" /usr/bin/etcd --name "nbq$i" \
+            --data-dir "$STATE/etcd-$i" \
+            --listen-client-urls "http://127.0.0.1:${!c}" \
+            --advertise-client-urls "http://127.0.0.1:${!c}" \
+            --listen-peer-urls "http://127.0.0.1:${!p}" \
+            --initial-advertise-peer-urls "http://127.0.0.1:${!p}" \
+            --initial-cluster "$initial" --initial-cluster-token "$PREFIX-etcd" --log-level warn
+    done
+    # Members wait for each other: a healthy member means the cluster has a leader.
+    for i in "${HA_REPLICAS[@]}"; do
+        local c="ETCD_PORT_$i"
+        wait_for 60 "etcd member nbq$i" etcd_healthy "${!c}"
+    done
+}
+
+start_control_planes_ha() {
+    local i
+    for i in "${HA_REPLICAS[@]}"; do
+        local g="GRPC_PORT_$i" h="EC2_PORT_$i"
+        CP_NAME="control-plane-$i" CP_SOCK="$STATE/cp$i.sock" GRPC_PORT=${!g} EC2_PORT=${!h} \
+            start_control_plane
+    done
+}
+
 # ---------------------------------------------------------------- up
 
 install_packages() {
@@ -175,20 +277,23 @@ start_etcd() {
     wait_for 30 etcd bash -c "exec 3<>/dev/tcp/127.0.0.1/$ETCD_PORT"
 }
 
+# One control plane; HA mode calls it once per replica with CP_NAME, CP_SOCK,
+# GRPC_PORT and EC2_PORT set (see start_control_planes_ha).
 start_control_plane() {
-    say "control plane: gRPC $ENDPOINT, EC2 $EC2_ENDPOINT, socket $STATE/cp.sock"
-    cat >"$STATE/control-plane.toml" <<EOF
+    local name=${CP_NAME:-control-plane} sock=${CP_SOCK:-$STATE/cp.sock}
+    say "$name: gRPC http://127.0.0.1:$GRPC_PORT, EC2 http://127.0.0.1:$EC2_PORT, socket $sock"
+    cat >"$STATE/$name.toml" <<EOF
 # Written by deploy/quickstart.sh
 region = "$REGION"
 zones = [$(printf '"%s", ' "${ZONES[@]/#/$REGION}" | sed 's/, $//')]
 
 [etcd]
-endpoints = ["http://127.0.0.1:$ETCD_PORT"]
+endpoints = [$(etcd_endpoints_toml)]
 prefix = "/nubis"
 
 [grpc]
 listen = "127.0.0.1:$GRPC_PORT"
-unix_socket = "$STATE/cp.sock"
+unix_socket = "$sock"
 
 [http]
 listen = "127.0.0.1:$EC2_PORT"
@@ -202,11 +307,11 @@ admin_access_key_id = "$ADMIN_KEY"
 admin_secret_access_key = "$ADMIN_SECRET"
 enrolment_tokens = [{ id = "$ENROL_ID", secret = "$ENROL_SECRET" }]
 EOF
-    chmod 600 "$STATE/control-plane.toml"
-    pid_alive "$STATE/run/control-plane.pid" || rm -f "$STATE/cp.sock"
-    start_daemon control-plane "$STATE/run/control-plane.pid" \
-        env RUST_LOG="${RUST_LOG:-info}" "$BIN/nubis-control-plane" --config "$STATE/control-plane.toml"
-    wait_for 60 "the control plane" bash -c "[[ -S '$STATE/cp.sock' ]] && exec 3<>/dev/tcp/127.0.0.1/$GRPC_PORT"
+    chmod 600 "$STATE/$name.toml"
+    pid_alive "$STATE/run/$name.pid" || rm -f "$sock"
+    start_daemon "$name" "$STATE/run/$name.pid" \
+        env RUST_LOG="${RUST_LOG:-info}" "$BIN/nubis-control-plane" --config "$STATE/$name.toml"
+    wait_for 60 "$name" bash -c "[[ -S '$sock' ]] && exec 3<>/dev/tcp/127.0.0.1/$GRPC_PORT"
 }
 
 write_profiles() {
@@ -233,7 +338,7 @@ start_agents() {
         [[ -e /run/netns/$ns ]] || { ip netns add "$ns"; ip -n "$ns" link set lo up; }
         cat >"$dir/agent.toml" <<EOF
 # Written by deploy/quickstart.sh: host "$ns" in zone $REGION$z.
-control_plane = "unix://$STATE/cp.sock"
+$(agent_endpoints_toml)
 availability_zone = "$REGION$z"
 state_dir = "$dir/state"
 image_dir = "$IMAGE_DIR"
@@ -352,8 +457,14 @@ up() {
     install_packages
     build
     secrets
-    start_etcd
-    start_control_plane
+    if ha_mode; then
+        ha_ports
+        start_etcd_ha
+        start_control_planes_ha
+    else
+        start_etcd
+        start_control_plane
+    fi
     write_profiles
     start_agents
     tenant
@@ -386,8 +497,10 @@ down() {
         fi
     done
     say "stopping the control plane and etcd"
-    stop_pidfile "$STATE/run/control-plane.pid"
-    stop_pidfile "$STATE/run/etcd.pid"
+    local f
+    for f in "$STATE"/run/control-plane*.pid "$STATE"/run/etcd*.pid; do
+        stop_pidfile "$f"
+    done
     local mount; mount=$(cgroup2_mount)
     if [[ -n $mount && -d $mount/$PREFIX ]]; then
         find "$mount/$PREFIX" -depth -type d -exec rmdir {} \; 2>/dev/null || true
@@ -410,10 +523,17 @@ status() {
     ip netns list 2>/dev/null | grep "^$PREFIX-" || true
 }
 
-case "${1:-up}" in
+cmd=up
+for arg in "$@"; do
+    case "$arg" in
+        --ha) NUBIS_QS_HA=1 ;;
+        *) cmd=$arg ;;
+    esac
+done
+case "$cmd" in
     up) up ;;
     down) down ;;
     status) status ;;
     -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//' ;;
-    *) die "unknown command '$1' (up|down|status)" ;;
+    *) die "unknown command '$cmd' (up [--ha]|down|status)" ;;
 esac

@@ -11,6 +11,10 @@
 //! 3. the selected profile (`--profile`, else `NUBIS_PROFILE`, else `default`),
 //! 4. built-in defaults (endpoint `http://127.0.0.1:50051`, region `nubis-local-1`).
 //!
+//! An endpoint may list several control-plane replicas separated by commas
+//! (`http://cp1:50051,http://cp2:50051`): the client dials them in turn and
+//! uses the first that answers ([`crate::client`]).
+//!
 //! File format:
 //!
 //! ```toml
@@ -194,9 +198,15 @@ pub struct Credentials {
 }
 
 impl Settings {
-    /// The endpoint (always set: a default exists).
+    /// The endpoint (always set: a default exists); several replicas are
+    /// separated by commas (see [`Settings::endpoints`]).
     pub fn endpoint(&self) -> &str {
         self.endpoint.value.as_deref().unwrap_or(DEFAULT_ENDPOINT)
+    }
+
+    /// Every endpoint of [`Settings::endpoint`], in the order to try them.
+    pub fn endpoints(&self) -> Vec<&str> {
+        split_endpoints(self.endpoint())
     }
 
     /// TLS settings for the endpoint: `None` unless it is `https://` and a
@@ -205,7 +215,7 @@ impl Settings {
         let Some(path) = self.ca_file.value.as_deref() else {
             return Ok(None);
         };
-        if !self.endpoint().starts_with("https://") {
+        if !self.endpoints().iter().any(|e| e.starts_with("https://")) {
             return Ok(None);
         }
         let pem = std::fs::read(path).map_err(|source| CliError::ReadFile {
@@ -374,9 +384,28 @@ pub fn resolve(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Se
     resolve_with(flags, env, &file, path)
 }
 
-/// Checks that an endpoint is an `http://` or `https://` URL with a host, or
-/// `unix:/absolute/path` of the control plane's Unix socket.
+/// The endpoints of a comma-separated list (blanks around commas ignored).
+pub fn split_endpoints(list: &str) -> Vec<&str> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect()
+}
+
+/// Checks that an endpoint, or each of a comma-separated list, is an
+/// `http://` or `https://` URL with a host, or `unix:/absolute/path` of the
+/// control plane's Unix socket.
 pub fn validate_endpoint(endpoint: &str) -> Result<(), CliError> {
+    let list = split_endpoints(endpoint);
+    if list.is_empty() {
+        return Err(CliError::BadEndpoint {
+            endpoint: endpoint.to_string(),
+        });
+    }
+    list.into_iter().try_for_each(validate_one_endpoint)
+}
+
+fn validate_one_endpoint(endpoint: &str) -> Result<(), CliError> {
     if let Some(path) = endpoint.strip_prefix("unix:") {
         return if path.starts_with('/') {
             Ok(())
@@ -601,6 +630,8 @@ mod tests {
             "http://",
             "http:///x",
             "unix:rel.sock",
+            ",",
+            "http://127.0.0.1:1,ftp://x",
         ] {
             assert!(validate_endpoint(bad).is_err(), "{bad}");
         }
@@ -608,6 +639,7 @@ mod tests {
             "http://127.0.0.1:50051",
             "https://cp.example:443",
             "unix:/run/cp.sock",
+            "http://127.0.0.1:1, http://127.0.0.1:2,unix:/run/cp.sock",
         ] {
             validate_endpoint(good).unwrap();
         }
@@ -619,6 +651,24 @@ mod tests {
             resolve_with(&flags, &env_of(&[]), &file(), "c".into()),
             Err(CliError::BadEndpoint { .. })
         ));
+    }
+
+    #[test]
+    fn several_endpoints_are_split_in_order() {
+        let env = env_of(&[("NUBIS_ENDPOINT", "http://cp1:1, http://cp2:2,,http://cp3:3")]);
+        let s = resolve_with(&Flags::default(), &env, &file(), "c".into()).unwrap();
+        assert_eq!(
+            s.endpoints(),
+            ["http://cp1:1", "http://cp2:2", "http://cp3:3"]
+        );
+        let one = resolve_with(
+            &Flags::default(),
+            &env_of(&[]),
+            &ConfigFile::default(),
+            "c".into(),
+        )
+        .unwrap();
+        assert_eq!(one.endpoints(), [DEFAULT_ENDPOINT]);
     }
 
     #[test]

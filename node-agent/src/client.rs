@@ -9,12 +9,13 @@
 //! assignment stream. Transitional launch phases wait [`TRANSITIONAL_HOLD`]
 //! first, so a fast boot costs the control plane one report instead of four.
 //! Any failure (control-plane restart, lease expiry) ends the session; the
-//! agent reconnects with exponential back-off (capped at the heartbeat
-//! interval once registered) and registers again, listing the instances it
-//! still runs. Its VMs keep running meanwhile, and a re-registration
-//! reconciles rather than restarts them: the control plane answers with the
-//! same assignments (a node-loss never changes desired state), so nothing
-//! is relaunched.
+//! agent reconnects to the next control-plane endpoint it knows
+//! ([`crate::failover`]; exponential back-off only after all failed, capped
+//! at the heartbeat interval once registered) and registers again, listing
+//! the instances it still runs. Its VMs keep running meanwhile, and a
+//! re-registration reconciles rather than restarts them: the control plane
+//! answers with the same assignments (a node-loss never changes desired
+//! state), so nothing is relaunched.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
+use crate::failover::Endpoints;
 use crate::instance::{now_ms, Report, CONSOLE_TAIL_BYTES};
 use crate::reconcile::{Agent, DesiredInstance};
 use crate::runtime::State;
@@ -150,22 +152,18 @@ fn rpc(rpc: &'static str) -> impl Fn(tonic::Status) -> Error {
 pub async fn run(agent: Arc<Agent>, changed: mpsc::UnboundedReceiver<InstanceId>) -> Result<()> {
     let changed: Changes = Arc::new(Mutex::new(changed));
     let cfg = agent.context().config.clone();
-    let endpoint = cfg
-        .control_plane
-        .clone()
+    let max = Duration::from_secs(cfg.timeouts.reconnect_max_secs.max(1));
+    let mut endpoints = Endpoints::new(cfg.control_plane_endpoints(), max)
         .ok_or_else(|| Error::ConfigInvalid("control_plane missing".into()))?;
     let (key, secret) = cfg.enrolment_credential()?;
     let tls = cfg.client_tls()?;
     tokio::spawn(agent.clone().run());
-    let configured_max = Duration::from_secs(cfg.timeouts.reconnect_max_secs.max(1));
-    let mut backoff = Duration::from_millis(250);
     // The heartbeat interval of the last registration: once known, retries
-    // come at least that often, so after a control-plane outage this agent
-    // is back well within the lease TTL + heartbeat grace the new leader
-    // gives every node before judging it (docs/operations.md).
+    // come at least that often (see [`Endpoints::cap_backoff`]).
     let mut heartbeat: Option<Duration> = None;
     loop {
         let started = tokio::time::Instant::now();
+        let endpoint = endpoints.current().to_string();
         match session(
             &agent,
             &endpoint,
@@ -177,22 +175,23 @@ pub async fn run(agent: Arc<Agent>, changed: mpsc::UnboundedReceiver<InstanceId>
         )
         .await
         {
-            Ok(()) => tracing::warn!("control-plane session ended"),
+            Ok(()) => tracing::warn!(endpoint, "control-plane session ended"),
             Err(e) => {
-                tracing::warn!(error = %crate::launch::chain(&e), "control-plane session failed")
+                tracing::warn!(endpoint, error = %crate::launch::chain(&e), "control-plane session failed")
             }
         }
-        if started.elapsed() > Duration::from_secs(30) {
-            backoff = Duration::from_millis(250);
+        if let Some(h) = heartbeat {
+            endpoints.cap_backoff(h);
         }
-        let jitter = Duration::from_millis(rand::random::<u64>() % 250);
+        let delay = endpoints.session_ended(started.elapsed());
+        let jitter =
+            Duration::from_millis(rand::random::<u64>() % (delay.as_millis() as u64).clamp(1, 250));
         tracing::info!(
-            delay_ms = (backoff + jitter).as_millis() as u64,
+            next = endpoints.current(),
+            delay_ms = (delay + jitter).as_millis() as u64,
             "reconnecting"
         );
-        tokio::time::sleep(backoff + jitter).await;
-        let max = heartbeat.map_or(configured_max, |h| configured_max.min(h));
-        backoff = (backoff * 2).min(max);
+        tokio::time::sleep(delay + jitter).await;
     }
 }
 

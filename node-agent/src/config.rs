@@ -17,6 +17,12 @@ pub struct Config {
     /// Required unless `standalone = true`.
     #[serde(default)]
     pub control_plane: Option<String>,
+    /// Further Node API endpoints (the other control-plane replicas), same
+    /// forms as `control_plane`. When a connection fails or a session ends the
+    /// agent dials the next endpoint of `control_plane` + `control_planes`
+    /// ([`crate::failover`]).
+    #[serde(default)]
+    pub control_planes: Vec<String>,
     /// Enrolment credential presented at registration.
     #[serde(default)]
     pub enrolment: Option<EnrolmentConfig>,
@@ -420,28 +426,36 @@ impl Config {
                     "[enrolment] is required with control_plane".into(),
                 ))
             }
-            (Some(ep), _) => {
-                let ok = ep
-                    .strip_prefix("unix://")
-                    .is_some_and(|p| p.starts_with('/'))
-                    || ep.starts_with("http://")
-                    || ep.starts_with("https://");
-                if !ok {
-                    return Err(Error::ConfigInvalid(format!(
-                        "control_plane {ep:?} must be unix:///PATH or http(s)://HOST:PORT"
-                    )));
+            (Some(_), _) => {
+                for ep in self.control_plane_endpoints() {
+                    let ok = ep
+                        .strip_prefix("unix://")
+                        .is_some_and(|p| p.starts_with('/'))
+                        || ep.starts_with("http://")
+                        || ep.starts_with("https://");
+                    if !ok {
+                        return Err(Error::ConfigInvalid(format!(
+                            "control-plane endpoint {ep:?} must be unix:///PATH or http(s)://HOST:PORT"
+                        )));
+                    }
                 }
             }
             (None, true) => {}
         }
+        if self.control_plane.is_none() && !self.control_planes.is_empty() {
+            return Err(Error::ConfigInvalid(
+                "control_planes needs control_plane (the first endpoint)".into(),
+            ));
+        }
         if let Some(t) = &self.tls {
-            if !self
-                .control_plane
-                .as_deref()
-                .is_some_and(|ep| ep.starts_with("https://"))
+            if self.control_plane.is_none()
+                || !self
+                    .control_plane_endpoints()
+                    .iter()
+                    .all(|ep| ep.starts_with("https://"))
             {
                 return Err(Error::ConfigInvalid(
-                    "[tls] needs an https:// control_plane".into(),
+                    "[tls] needs https:// control-plane endpoints".into(),
                 ));
             }
             if t.cert_file.is_some() != t.key_file.is_some() {
@@ -499,6 +513,18 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Every control-plane endpoint in the order the agent tries them:
+    /// `control_plane`, then `control_planes`, without repeats.
+    pub fn control_plane_endpoints(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for ep in self.control_plane.iter().chain(&self.control_planes) {
+            if !out.contains(ep) {
+                out.push(ep.clone());
+            }
+        }
+        out
     }
 
     /// TLS settings for the control-plane connection, with the PEM files
@@ -626,6 +652,37 @@ mod tests {
     }
 
     #[test]
+    fn several_control_plane_endpoints_are_read_in_order() {
+        let base = "availability_zone = \"nb-1a\"\n\
+                    [enrolment]\nkey_id = \"k\"\nsecret = \"s\"\n";
+        let c = parse(&format!(
+            "control_plane = \"unix:///run/cp1.sock\"\n\
+             control_planes = [\"http://127.0.0.1:7002\", \"unix:///run/cp1.sock\", \"unix:///run/cp3.sock\"]\n{base}"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.control_plane_endpoints(),
+            [
+                "unix:///run/cp1.sock",
+                "http://127.0.0.1:7002",
+                "unix:///run/cp3.sock"
+            ],
+            "control_plane first, then control_planes without repeats"
+        );
+        let one = parse(&format!("control_plane = \"unix:///run/cp1.sock\"\n{base}")).unwrap();
+        assert_eq!(one.control_plane_endpoints(), ["unix:///run/cp1.sock"]);
+        let bad = parse(&format!(
+            "control_plane = \"unix:///run/cp1.sock\"\ncontrol_planes = [\"tcp://x:1\"]\n{base}"
+        ));
+        assert!(bad.is_err(), "every listed endpoint is validated");
+        let mixed_tls = parse(&format!(
+            "control_plane = \"https://cp1:50051\"\ncontrol_planes = [\"http://cp2:50051\"]\n\
+             {base}[tls]\nca_file = \"/x.pem\"\n"
+        ));
+        assert!(mixed_tls.is_err(), "[tls] needs every endpoint https://");
+    }
+
+    #[test]
     fn example_config_is_valid() {
         let text = include_str!("../../deploy/agent.example.toml");
         let c: Config = toml::from_str(text).unwrap();
@@ -642,6 +699,10 @@ mod tests {
             "no endpoint"
         );
         assert!(parse(&format!("{base}control_plane = \"tcp://x\"\n")).is_err());
+        assert!(
+            parse(&format!("{base}control_planes = [\"unix:///a.sock\"]\n")).is_err(),
+            "control_planes without control_plane"
+        );
         assert!(parse(&format!("{base}bogus = 1\n")).is_err(), "unknown key");
         assert!(parse("availability_zone = \"a b\"\nstandalone = true\n").is_err());
         for net in [

@@ -17,6 +17,7 @@ pub mod client;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod failover;
 pub mod host;
 pub mod instance;
 pub mod launch;

@@ -1,9 +1,11 @@
 //! A whole Nubis cluster on one machine, for end-to-end tests and for other
-//! test suites (`nubis-testcluster up --json`): etcd on a free loopback port,
-//! one `nubis-control-plane` (TCP on loopback plus a Unix socket), and N
+//! test suites (`nubis-testcluster up --json`): etcd on free loopback ports,
+//! `nubis-control-plane` (TCP on loopback plus a Unix socket), and N
 //! `nubis-agent`s, each in its own network namespace acting as a separate host
 //! (the agent reaches the control plane over the Unix socket; its bridge and
-//! TAPs live inside its namespace).
+//! TAPs live inside its namespace). One etcd member and one control plane by
+//! default; three of each in high-availability mode ([`ClusterSpec::ha`],
+//! [`replicas`]), with agents and the CLI given every replica.
 //!
 //! Names are unique per cluster (`nbt-<pid>-<rand>`, see [`sys`]); state lives
 //! in a temporary directory. Everything is torn down on `Drop`, also when a
@@ -18,6 +20,7 @@
 
 pub mod ops;
 pub mod region;
+pub mod replicas;
 pub mod sys;
 
 use std::path::{Path, PathBuf};
@@ -161,6 +164,10 @@ pub struct ClusterSpec {
     pub register_hello: bool,
     /// Start the EC2 Query gateway.
     pub ec2_gateway: bool,
+    /// etcd members (1, or 3 for high availability).
+    pub etcd_members: usize,
+    /// Control-plane replicas.
+    pub control_planes: usize,
 }
 
 impl ClusterSpec {
@@ -183,7 +190,17 @@ impl ClusterSpec {
             create_tenant: true,
             register_hello: true,
             ec2_gateway: true,
+            etcd_members: 1,
+            control_planes: 1,
         }
+    }
+
+    /// High-availability mode: three etcd members and three control-plane
+    /// replicas.
+    pub fn ha(mut self) -> Self {
+        self.etcd_members = 3;
+        self.control_planes = 3;
+        self
     }
 }
 
@@ -214,13 +231,13 @@ pub struct Cluster {
     pub dir: PathBuf,
     /// Region.
     pub region: String,
-    /// gRPC endpoint (Compute, Admin).
+    /// gRPC endpoint (Compute, Admin) of the first replica.
     pub grpc_endpoint: String,
-    /// EC2 Query gateway URL (empty when disabled).
+    /// EC2 Query gateway URL of the first replica (empty when disabled).
     pub ec2_endpoint: String,
-    /// The control plane's Unix socket.
+    /// The first replica's Unix socket.
     pub unix_socket: PathBuf,
-    /// etcd client URL.
+    /// The first etcd member's client URL.
     pub etcd_endpoint: String,
     /// etcd key prefix of this cluster.
     pub etcd_prefix: String,
@@ -235,9 +252,8 @@ pub struct Cluster {
     /// Binaries used.
     pub bins: Binaries,
     spec: ClusterSpec,
-    cp_config: PathBuf,
-    etcd: Option<Proc>,
-    control_plane: Option<Proc>,
+    etcd: Vec<replicas::EtcdMember>,
+    replicas: Vec<replicas::Replica>,
     agents: Vec<AgentSlot>,
     torn_down: bool,
 }
@@ -264,6 +280,78 @@ impl CliOutput {
         );
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("nubis printed no JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// Runs `nubis` against a cluster; `Send` and `Clone`, detached from the
+/// [`Cluster`] (see [`Cluster::cli_runner`]).
+#[derive(Debug, Clone)]
+pub struct CliRunner {
+    cli: PathBuf,
+    home: PathBuf,
+    endpoints: String,
+    region: String,
+}
+
+/// A CLI run that takes longer than this is killed (exit code -1).
+const CLI_TIMEOUT: Duration = Duration::from_secs(150);
+
+impl CliRunner {
+    /// Runs `nubis` with `creds` (no profile file).
+    pub fn run(&self, creds: &Creds, args: &[&str]) -> CliOutput {
+        let mut child = Command::new(&self.cli)
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.home)
+            .env("NUBIS_ENDPOINT", &self.endpoints)
+            .env("NUBIS_REGION", &self.region)
+            .env("NUBIS_ACCESS_KEY_ID", &creds.access_key_id)
+            .env("NUBIS_SECRET_ACCESS_KEY", &creds.secret)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("run {}: {e}", self.cli.display()));
+        // Read both pipes on threads so a chatty child cannot block on a full
+        // pipe while we wait for it.
+        let mut out = child.stdout.take();
+        let mut err = child.stderr.take();
+        let read = |p: Option<&mut dyn std::io::Read>| {
+            let mut s = String::new();
+            if let Some(p) = p {
+                let _ = p.read_to_string(&mut s);
+            }
+            s
+        };
+        let (stdout, stderr, code) = std::thread::scope(|sc| {
+            let o = sc.spawn(|| read(out.as_mut().map(|p| p as &mut dyn std::io::Read)));
+            let e = sc.spawn(|| read(err.as_mut().map(|p| p as &mut dyn std::io::Read)));
+            let end = Instant::now() + CLI_TIMEOUT;
+            let code = loop {
+                match child.try_wait() {
+                    Ok(Some(st)) => break st.code().unwrap_or(-1),
+                    Ok(None) if Instant::now() < end => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break -1;
+                    }
+                }
+            };
+            (
+                o.join().unwrap_or_default(),
+                e.join().unwrap_or_default(),
+                code,
+            )
+        });
+        CliOutput {
+            code,
+            stdout,
+            stderr,
+        }
     }
 }
 
@@ -333,7 +421,6 @@ impl Cluster {
         let mut c = Cluster {
             etcd_prefix: format!("/{id}"),
             unix_socket: dir.join("cp.sock"),
-            cp_config: dir.join("control-plane.toml"),
             id,
             dir,
             region: spec.region.clone(),
@@ -346,25 +433,15 @@ impl Cluster {
             hello_image: None,
             bins,
             spec: spec.clone(),
-            etcd: None,
-            control_plane: None,
+            etcd: Vec::new(),
+            replicas: Vec::new(),
             agents: Vec::new(),
             torn_down: false,
         };
         // From here on, Drop cleans up whatever was started.
-        c.start_etcd()?;
-        // Ports are picked free and then bound by the control plane: another
-        // test may take one in between, so a start whose process exits is
-        // retried with fresh ports.
-        for attempt in 0..3 {
-            c.write_cp_config()?;
-            match c.start_control_plane() {
-                Ok(()) => break,
-                Err(e) if attempt < 2 && e.contains(CP_EXITED) => {
-                    eprintln!("control plane did not start (attempt {attempt}), retrying with fresh ports:\n{e}");
-                }
-                Err(e) => return Err(e),
-            }
+        c.start_etcd(spec.etcd_members.max(1))?;
+        for i in 0..spec.control_planes.max(1) {
+            c.add_replica(i)?;
         }
         // One at a time: the control plane hands out address blocks in
         // registration order, and agent i's bridge is configured for block i.
@@ -387,138 +464,25 @@ impl Cluster {
         self.dir.join("logs").join(format!("{name}.log"))
     }
 
-    fn start_etcd(&mut self) -> Result<(), String> {
-        let mut last = String::new();
-        for _attempt in 0..3 {
-            let client = sys::free_port().map_err(|e| e.to_string())?;
-            let peer = sys::free_port().map_err(|e| e.to_string())?;
-            let curl = format!("http://127.0.0.1:{client}");
-            let purl = format!("http://127.0.0.1:{peer}");
-            let mut cmd = Command::new(&self.bins.etcd);
-            cmd.args(["--name", "nbt", "--data-dir"])
-                .arg(self.dir.join("etcd"))
-                .args([
-                    "--listen-client-urls",
-                    &curl,
-                    "--advertise-client-urls",
-                    &curl,
-                ])
-                .args([
-                    "--listen-peer-urls",
-                    &purl,
-                    "--initial-advertise-peer-urls",
-                    &purl,
-                ])
-                .args(["--initial-cluster", &format!("nbt={purl}")])
-                .args(["--log-level", "warn"]);
-            let mut p = Proc::spawn("etcd", cmd, &self.log("etcd")).map_err(|e| e.to_string())?;
-            let ok = wait_until(Duration::from_secs(20), "etcd", || {
-                if !p.alive() {
-                    return Err("etcd exited".into());
-                }
-                Ok(etcd_healthy(client).then_some(()))
-            });
-            match ok {
-                Ok(()) => {
-                    self.etcd_endpoint = curl;
-                    self.etcd = Some(p);
-                    return Ok(());
-                }
-                Err(e) => last = format!("{e}\n{}", p.log_tail(20)),
-            }
-        }
-        Err(format!("etcd did not start: {last}"))
-    }
-
-    fn write_cp_config(&mut self) -> Result<(), String> {
-        let grpc = sys::free_port().map_err(|e| e.to_string())?;
-        self.grpc_endpoint = format!("http://127.0.0.1:{grpc}");
-        let http = if self.spec.ec2_gateway {
-            let p = sys::free_port().map_err(|e| e.to_string())?;
-            self.ec2_endpoint = format!("http://127.0.0.1:{p}");
-            format!("[http]\nlisten = \"127.0.0.1:{p}\"\n")
-        } else {
-            String::new()
-        };
-        let mut zones: Vec<String> = self.spec.agents.iter().map(|a| a.zone.clone()).collect();
-        zones.sort();
-        zones.dedup();
-        let zones: Vec<String> = zones.iter().map(|z| format!("{z:?}")).collect();
-        let text = format!(
-            "region = {region:?}\n\
-             zones = [{zones}]\n\n\
-             [etcd]\nendpoints = [{etcd:?}]\nprefix = {prefix:?}\n\n\
-             [grpc]\nlisten = \"127.0.0.1:{grpc}\"\nunix_socket = {sock:?}\n\n\
-             {http}\n\
-             [network]\ncidr = \"10.200.0.0/16\"\nnode_prefix_len = 24\n\n\
-             [nodes]\nlease_ttl_seconds = {ttl}\nheartbeat_interval_seconds = {hb}\n\n\
-             [reconciler]\ninterval_seconds = 1\nelection_ttl_seconds = 3\n\n\
-             [auth]\nadmin_access_key_id = {ak:?}\nadmin_secret_access_key = {sk:?}\n\
-             enrolment_tokens = [{{ id = {eid:?}, secret = {esec:?} }}]\n",
-            region = self.spec.region,
-            zones = zones.join(", "),
-            etcd = self.etcd_endpoint,
-            prefix = self.etcd_prefix,
-            sock = self.unix_socket.display().to_string(),
-            ttl = self.spec.lease_ttl_seconds,
-            hb = self.spec.heartbeat_interval_seconds,
-            ak = self.admin.access_key_id,
-            sk = self.admin.secret,
-            eid = ENROL_ID,
-            esec = self.enrol_secret(),
-        );
-        std::fs::write(&self.cp_config, text).map_err(|e| e.to_string())
-    }
-
     fn enrol_secret(&self) -> String {
         // Derived from the admin secret: unique per cluster, stable across restarts.
         format!("enrol-{}", self.admin.secret)
     }
 
-    /// Starts the control plane (again, after [`Cluster::kill_control_plane`])
-    /// and waits until it answers.
+    /// Starts the (first) control plane again, after
+    /// [`Cluster::kill_control_plane`], and waits until it answers.
     pub fn start_control_plane(&mut self) -> Result<(), String> {
-        let _ = std::fs::remove_file(&self.unix_socket);
-        let mut cmd = Command::new(&self.bins.control_plane);
-        cmd.arg("--config").arg(&self.cp_config);
-        cmd.env(
-            "RUST_LOG",
-            std::env::var("NUBIS_TEST_LOG").unwrap_or("info".into()),
-        );
-        let mut p = Proc::spawn("control-plane", cmd, &self.log("control-plane"))
-            .map_err(|e| e.to_string())?;
-        let port = port_of(&self.grpc_endpoint);
-        let sock = self.unix_socket.clone();
-        // Some(true): listening; Some(false): the process exited (no point
-        // waiting for the timeout).
-        let res = wait_until(START_TIMEOUT, "the control plane to listen", || {
-            if !p.alive() {
-                return Ok(Some(false));
-            }
-            Ok((port_open(port) && sock.exists()).then_some(true))
-        });
-        let res = match res {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(CP_EXITED.to_string()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = res {
-            return Err(format!("{e}\n--- control-plane log:\n{}", p.log_tail(30)));
-        }
-        self.control_plane = Some(p);
-        Ok(())
+        self.start_replica(0)
     }
 
-    /// SIGKILLs the control plane.
+    /// SIGKILLs the (first) control plane.
     pub fn kill_control_plane(&mut self) {
-        if let Some(mut p) = self.control_plane.take() {
-            p.kill();
-        }
+        self.kill_replica(0);
     }
 
-    /// Pid of the control plane, if running.
+    /// Pid of the (first) control plane, if running.
     pub fn control_plane_pid(&self) -> Option<u32> {
-        self.control_plane.as_ref().map(Proc::pid)
+        self.replica_pid(0)
     }
 
     fn add_agent(&mut self, index: usize, spec: AgentSpec) -> Result<(), String> {
@@ -528,8 +492,14 @@ impl Cluster {
         let state = self.dir.join("agents").join(&name);
         std::fs::create_dir_all(&state).map_err(|e| e.to_string())?;
         let enforce = sys::cgroup2_has_limits();
+        let endpoints: Vec<String> = self
+            .agent_endpoints()
+            .iter()
+            .map(|e| format!("{e:?}"))
+            .collect();
         let text = format!(
-            "control_plane = \"unix://{sock}\"\n\
+            "control_plane = {first}\n\
+             control_planes = [{rest}]\n\
              availability_zone = {zone:?}\n\
              state_dir = {state:?}\n\
              image_dir = {images:?}\n\
@@ -542,7 +512,8 @@ impl Cluster {
              [instances]\nvmm_memory_overhead_mib = 16\n\n\
              [timeouts]\ngraceful_stop_secs = 3\nhard_stop_secs = 2\nheartbeat_secs = {hb}\n\
              reconnect_max_secs = 1\n",
-            sock = self.unix_socket.display(),
+            first = endpoints[0],
+            rest = endpoints[1..].join(", "),
             eid = ENROL_ID,
             esec = self.enrol_secret(),
             zone = spec.zone,
@@ -619,9 +590,9 @@ impl Cluster {
             .unwrap_or_default()
     }
 
-    /// The control plane's log tail.
+    /// The (first) control plane's log tail.
     pub fn control_plane_log(&self) -> String {
-        sys::tail(&self.log("control-plane"), 40)
+        self.replica_log(0)
     }
 
     /// Runs a program inside agent `i`'s network namespace (e.g. curl to an
@@ -633,24 +604,26 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("run {program} in {}: {e}", self.netns(i)))
     }
 
-    /// Runs `nubis` with `creds` against this cluster (no profile file).
+    /// Runs `nubis` with `creds` against this cluster (no profile file; the
+    /// endpoint lists every replica).
     pub fn cli(&self, creds: &Creds, args: &[&str]) -> CliOutput {
-        let out = Command::new(&self.bins.cli)
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", &self.dir)
-            .env("NUBIS_ENDPOINT", &self.grpc_endpoint)
-            .env("NUBIS_REGION", &self.region)
-            .env("NUBIS_ACCESS_KEY_ID", &creds.access_key_id)
-            .env("NUBIS_SECRET_ACCESS_KEY", &creds.secret)
-            .output()
-            .unwrap_or_else(|e| panic!("run {}: {e}", self.bins.cli.display()));
-        CliOutput {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        self.cli_runner().run(creds, args)
+    }
+
+    /// A handle that runs the CLI against this cluster from another thread
+    /// while the test kills and restarts members.
+    pub fn cli_runner(&self) -> CliRunner {
+        CliRunner {
+            cli: self.bins.cli.clone(),
+            home: self.dir.clone(),
+            endpoints: self.grpc_endpoints().join(","),
+            region: self.region.clone(),
         }
+    }
+
+    /// Pid of agent `i`, if running.
+    pub fn agent_pid(&self, i: usize) -> Option<u32> {
+        self.agents.get(i)?.proc.as_ref().map(Proc::pid)
     }
 
     /// Runs `nubis` as the operator.
@@ -743,6 +716,8 @@ impl Cluster {
             "region": self.region,
             "zones": self.agents.iter().map(|a| a.spec.zone.clone()).collect::<Vec<_>>(),
             "grpc_endpoint": self.grpc_endpoint,
+            "grpc_endpoints": self.grpc_endpoints(),
+            "etcd_endpoints": self.etcd_endpoints(),
             "ec2_endpoint": self.ec2_endpoint,
             "unix_socket": self.unix_socket,
             "etcd_endpoint": self.etcd_endpoint,
@@ -774,12 +749,7 @@ impl Cluster {
         for a in &self.agents {
             sys::netns_delete(&a.netns);
         }
-        if let Some(mut p) = self.control_plane.take() {
-            p.kill();
-        }
-        if let Some(mut p) = self.etcd.take() {
-            p.kill();
-        }
+        self.kill_replicas_and_etcd();
         if let Some(mount) = sys::cgroup2_mount() {
             sys::cgroup_remove(&mount.join(&self.id));
         }
@@ -794,11 +764,13 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!(
-                "--- cluster {} torn down after a panic; control-plane log tail:\n{}",
-                self.id,
-                self.control_plane_log()
-            );
+            for i in 0..self.replicas.len() {
+                eprintln!(
+                    "--- cluster {} torn down after a panic; control-plane {i} log tail:\n{}",
+                    self.id,
+                    self.replica_log(i)
+                );
+            }
             for i in 0..self.agents.len() {
                 eprintln!("--- agent {i} log tail:\n{}", self.agent_log(i));
             }

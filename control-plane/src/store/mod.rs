@@ -1,7 +1,8 @@
 //! The etcd store: the key schema ([`keys`]), versioned records
 //! ([`record`]), typed reads and paged listing, optimistic transactions on
 //! `mod_revision` ([`Tx`]), the repositories the domain uses ([`repo`]),
-//! leases and prefix watches that survive compaction ([`watch`]).
+//! leases and prefix watches that survive compaction ([`watch`]), and
+//! routing to live etcd members only ([`members`]).
 //!
 //! Every mutation in Nubis is a [`Tx`]: a list of compares (a key's
 //! `mod_revision` is what we read, `0` for create-if-absent) and the writes
@@ -9,6 +10,7 @@
 //! re-read and retry (bounded).
 
 pub mod keys;
+pub mod members;
 pub mod record;
 pub mod repo;
 pub mod watch;
@@ -96,6 +98,8 @@ impl Store {
             .with_timeout(Duration::from_secs(10))
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
         let client = Client::connect(endpoints, Some(opts)).await?;
+        // With several members, route requests only to those that answer.
+        let _prober = members::spawn(client.clone(), endpoints.to_vec());
         Ok(Self {
             client,
             keys: Keys::new(prefix),

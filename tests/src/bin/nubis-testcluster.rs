@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! nubis-testcluster up [--json] [--per-host N] [--lease-ttl SECS] [--no-tenant]
-//!                      [--no-ec2] [--until-stdin-eof]
+//!                      [--no-ec2] [--ha] [--until-stdin-eof]
+//!     --ha: three etcd members and three control-plane replicas
 //! nubis-testcluster sweep     # remove leftovers of killed harness processes
 //! ```
 //!
@@ -19,7 +20,7 @@ use std::io::Read;
 use nubis_tests::cluster::{self, Cluster, ClusterSpec};
 
 const USAGE: &str = "usage: nubis-testcluster up [--json] [--per-host N] [--lease-ttl SECS] \
-                     [--no-tenant] [--no-ec2] [--until-stdin-eof]\n       nubis-testcluster sweep";
+                     [--no-tenant] [--no-ec2] [--ha] [--until-stdin-eof]\n       nubis-testcluster sweep";
 
 fn usage(msg: &str) -> ! {
     eprintln!("nubis-testcluster: {msg}\n{USAGE}");
@@ -87,6 +88,7 @@ fn main() {
             }
             "--no-tenant" => spec.create_tenant = false,
             "--no-ec2" => spec.ec2_gateway = false,
+            "--ha" => spec = spec.ha(),
             "--until-stdin-eof" => until_eof = true,
             other => usage(&format!("unknown option {other:?}")),
         }

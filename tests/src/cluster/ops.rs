@@ -2,7 +2,7 @@
 //! CLI (JSON output), plus the host-side observations a test needs (HTTP from
 //! inside a host's namespace, an instance's disk file).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -158,16 +158,7 @@ impl Cluster {
     /// agent's layout: `disk.raw`, `console.log`, `console.log.1` = the
     /// previous boot's console, `vmm.json`).
     pub fn instance_file(&self, id: &str, name: &str) -> Option<PathBuf> {
-        (0..self.agent_count())
-            .map(|i| {
-                self.dir
-                    .join("agents")
-                    .join(format!("a{i}"))
-                    .join("state/instances")
-                    .join(id)
-                    .join(name)
-            })
-            .find(|p| p.is_file())
+        instance_file_in(&self.dir, self.agent_count(), id, name)
     }
 
     /// The instance's root disk file on whichever host holds it.
@@ -177,9 +168,28 @@ impl Cluster {
 
     /// The pid of the instance's VMM process, as its agent recorded it.
     pub fn vmm_pid(&self, id: &str) -> Option<u64> {
-        let text = std::fs::read_to_string(self.instance_file(id, "vmm.json")?).ok()?;
-        serde_json::from_str::<Value>(&text).ok()?["pid"].as_u64()
+        vmm_pid_in(&self.dir, self.agent_count(), id)
     }
+}
+
+/// [`Cluster::instance_file`] of a cluster in `dir` with `agents` agents
+/// (for threads that do not hold the cluster).
+pub fn instance_file_in(dir: &Path, agents: usize, id: &str, name: &str) -> Option<PathBuf> {
+    (0..agents)
+        .map(|i| {
+            dir.join("agents")
+                .join(format!("a{i}"))
+                .join("state/instances")
+                .join(id)
+                .join(name)
+        })
+        .find(|p| p.is_file())
+}
+
+/// [`Cluster::vmm_pid`] of a cluster in `dir` with `agents` agents.
+pub fn vmm_pid_in(dir: &Path, agents: usize, id: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(instance_file_in(dir, agents, id, "vmm.json")?).ok()?;
+    serde_json::from_str::<Value>(&text).ok()?["pid"].as_u64()
 }
 
 /// Instance records of a `{"instances": [...]}` answer.
