@@ -590,6 +590,46 @@ impl Cluster {
             .unwrap_or_default()
     }
 
+    /// The length of agent `i`'s log so far (a mark for
+    /// [`Cluster::wait_agent_log_since`]; the log is appended across restarts).
+    pub fn agent_log_len(&self, i: usize) -> u64 {
+        self.agents
+            .get(i)
+            .and_then(|a| std::fs::metadata(&a.log).ok())
+            .map_or(0, |m| m.len())
+    }
+
+    /// Waits until agent `i`'s log has a line containing `needle` written
+    /// after `mark` (from [`Cluster::agent_log_len`]).
+    pub fn wait_agent_log_since(
+        &self,
+        i: usize,
+        mark: u64,
+        needle: &str,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let log = self
+            .agents
+            .get(i)
+            .map(|a| a.log.clone())
+            .ok_or_else(|| format!("no agent {i}"))?;
+        let end = Instant::now() + timeout;
+        loop {
+            let text = std::fs::read(&log).unwrap_or_default();
+            let new = text.get(mark as usize..).unwrap_or_default();
+            if String::from_utf8_lossy(new).contains(needle) {
+                return Ok(());
+            }
+            if Instant::now() > end {
+                return Err(format!(
+                    "agent {i} logged no {needle:?} within {timeout:?}:\n{}",
+                    self.agent_log(i)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The (first) control plane's log tail.
     pub fn control_plane_log(&self) -> String {
         self.replica_log(0)

@@ -197,9 +197,17 @@ fn leader_agent_and_etcd_kills_during_a_launch_stream_stop_nothing() {
 
     // 2. An agent (its VMMs keep running, as on a real host).
     wait_for(&done, 9, &launcher);
+    let mark = c.agent_log_len(1);
     kill9(c.agent_pid(1), "agent 1");
     std::thread::sleep(Duration::from_secs(1));
     c.start_agent(1).unwrap();
+    // One fault at a time: the agent is back (registered again, well inside
+    // its lease) before etcd loses its leader. Both at once can keep a
+    // restarting agent from registering for longer than the lease TTL,
+    // which is a host loss by the liveness rules, not what this test asks.
+    c.wait_agent_log_since(1, mark, "registered", Duration::from_secs(30))
+        .unwrap();
+    eprintln!("chaos: agent 1 restarted and registered");
 
     // 3. The etcd raft leader.
     wait_for(&done, 14, &launcher);
