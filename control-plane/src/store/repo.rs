@@ -433,6 +433,10 @@ impl<'a> Nodes<'a> {
     pub async fn by_host(&self, host_id: &str) -> Result<Option<Versioned<NodeId>>> {
         self.0.repo().get(&self.host_key(host_id)).await
     }
+    /// Whether the node's liveness key exists (its lease lives).
+    pub async fn is_alive(&self, id: &NodeId) -> Result<bool> {
+        Ok(self.0.get_raw(&self.alive_key(id)).await?.is_some())
+    }
     /// Whether a host id has a node (any value).
     pub async fn host_taken(&self, host_id: &str) -> Result<bool> {
         Ok(self.0.get_raw(&self.host_key(host_id)).await?.is_some())
@@ -561,6 +565,11 @@ impl<'a> Assignments<'a> {
         tx.replace(&self.key(node, &next.instance_id), cur, next)?;
         Ok(())
     }
+    /// Stages a new assignment (it must be absent).
+    pub fn stage_create(&self, tx: &mut Tx, node: &NodeId, a: &Assignment) -> Result<()> {
+        tx.create(&self.key(node, &a.instance_id), a)?;
+        Ok(())
+    }
     /// Stages the removal of an assignment.
     pub fn stage_delete(&self, tx: &mut Tx, node: &NodeId, id: &InstanceId) {
         tx.delete(&self.key(node, id));
@@ -568,6 +577,16 @@ impl<'a> Assignments<'a> {
 }
 
 impl<'a> Instances<'a> {
+    /// Reads several instances of an account in one request (in `ids`
+    /// order, `None` for the absent).
+    pub async fn get_many(
+        &self,
+        account: &AccountId,
+        ids: &[InstanceId],
+    ) -> Result<Vec<Option<Versioned<Instance>>>> {
+        let keys: Vec<String> = ids.iter().map(|i| self.key(account, i)).collect();
+        self.0.get_many::<Instance>(&keys).await
+    }
     /// Every instance's prefix (for [`Instances::page_under`]).
     pub fn all_prefix(&self) -> String {
         self.0.keys().all_instances()
