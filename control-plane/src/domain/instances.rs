@@ -123,10 +123,6 @@ pub fn decode_token(tok: &str) -> Result<String> {
 }
 
 impl Domain {
-    pub(crate) fn instance_key(&self, inst: &Instance) -> String {
-        self.store.instances().key(&inst.account, &inst.id)
-    }
-
     pub(super) fn assignment_of(
         &self,
         inst: &Instance,

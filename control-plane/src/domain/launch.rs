@@ -214,7 +214,8 @@ impl Domain {
     ) -> Result<Option<ClientTokenRecord>> {
         Ok(self
             .store
-            .get::<ClientTokenRecord>(&self.store.keys().client_token(account, token))
+            .client_tokens()
+            .get(account, token)
             .await?
             .map(|v| v.value))
     }
@@ -226,10 +227,6 @@ impl Domain {
         input: &RunInstancesInput,
         hash: &str,
     ) -> Result<Reservation> {
-        let token_key = l
-            .token
-            .as_ref()
-            .map(|t| self.store.keys().client_token(&l.account, t));
         let mut refreshed = false;
         for attempt in 0..MAX_ATTEMPTS {
             let mut tx = Tx::new();
@@ -246,15 +243,17 @@ impl Domain {
                 Err(e) => return Err(e),
             };
             if !input.user_data.is_empty() {
-                tx.put_raw(
-                    &self.store.keys().user_data(&l.reservation_id),
+                self.store.user_data().stage_put(
+                    &mut tx,
+                    &l.reservation_id,
                     input.user_data.clone(),
                 );
             }
-            if let Some(k) = &token_key {
-                tx.expect_absent(k);
-                tx.put(
-                    k,
+            if let Some(t) = &l.token {
+                self.store.client_tokens().stage_create(
+                    &mut tx,
+                    &l.account,
+                    t,
                     &ClientTokenRecord {
                         reservation_id: l.reservation_id.clone(),
                         instance_ids: batch.instances.iter().map(|i| i.id.clone()).collect(),
@@ -387,8 +386,8 @@ impl Domain {
                 event_seq: 0,
             };
             let a = self.assignment_of(&inst, &network, l.user_data_b64.clone(), l.ssh.clone());
-            tx.put(&self.instance_key(&inst), &inst)?;
-            tx.put(&keys.assignment(&v.node.id, &inst.id), &a)?;
+            self.store.instances().stage_put(tx, &inst)?;
+            self.store.assignments().stage_put(tx, &v.node.id, &a)?;
             events::stage(keys, tx, &InstanceEvent::created(&inst, l.now))?;
             ipam::stage_claim(keys, tx, &inst, &network)?;
             instances.push(inst);
@@ -396,9 +395,9 @@ impl Domain {
         let mut out = Vec::with_capacity(allocs.len());
         for (v, alloc) in claimed.nodes.iter().zip(allocs) {
             let id = &v.node.id;
-            tx.expect_rev(&keys.node_alloc(id), v.alloc_rev);
-            tx.expect_present(&keys.node_alive(id));
-            tx.put(&keys.node_alloc(id), &alloc)?;
+            let nodes = self.store.nodes();
+            nodes.expect_alive(tx, id);
+            nodes.stage_alloc_at(tx, id, v.alloc_rev, &alloc)?;
             out.push((id.clone(), alloc));
         }
         Ok(Batch {

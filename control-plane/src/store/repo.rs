@@ -261,6 +261,17 @@ impl<'a> ClientTokens<'a> {
     ) -> Result<Option<Versioned<ClientTokenRecord>>> {
         self.0.repo().get(&self.key(account, token)).await
     }
+    /// Stages a new token record (the token must be unused).
+    pub fn stage_create(
+        &self,
+        tx: &mut Tx,
+        account: &AccountId,
+        token: &str,
+        rec: &ClientTokenRecord,
+    ) -> Result<()> {
+        tx.create(&self.key(account, token), rec)?;
+        Ok(())
+    }
     /// Every token record, page by page.
     pub fn all(&self) -> Pages<'a, ClientTokenRecord> {
         self.0.repo().pages(self.0.keys().all_client_tokens())
@@ -565,6 +576,11 @@ impl<'a> Assignments<'a> {
         tx.replace(&self.key(node, &next.instance_id), cur, next)?;
         Ok(())
     }
+    /// Stages an assignment (overwriting).
+    pub fn stage_put(&self, tx: &mut Tx, node: &NodeId, a: &Assignment) -> Result<()> {
+        tx.put(&self.key(node, &a.instance_id), a)?;
+        Ok(())
+    }
     /// Stages a new assignment (it must be absent).
     pub fn stage_create(&self, tx: &mut Tx, node: &NodeId, a: &Assignment) -> Result<()> {
         tx.create(&self.key(node, &a.instance_id), a)?;
@@ -586,6 +602,11 @@ impl<'a> Instances<'a> {
     ) -> Result<Vec<Option<Versioned<Instance>>>> {
         let keys: Vec<String> = ids.iter().map(|i| self.key(account, i)).collect();
         self.0.get_many::<Instance>(&keys).await
+    }
+    /// Stages an instance record (overwriting).
+    pub fn stage_put(&self, tx: &mut Tx, inst: &Instance) -> Result<()> {
+        tx.put(&self.key(&inst.account, &inst.id), inst)?;
+        Ok(())
     }
     /// Every instance's prefix (for [`Instances::page_under`]).
     pub fn all_prefix(&self) -> String {
