@@ -272,6 +272,21 @@ impl<'a> ClientTokens<'a> {
         tx.create(&self.key(account, token), rec)?;
         Ok(())
     }
+    /// Stages a token record (overwriting).
+    pub fn stage_put(
+        &self,
+        tx: &mut Tx,
+        account: &AccountId,
+        token: &str,
+        rec: &ClientTokenRecord,
+    ) -> Result<()> {
+        tx.put(&self.key(account, token), rec)?;
+        Ok(())
+    }
+    /// Stages the removal of a token record.
+    pub fn stage_delete(&self, tx: &mut Tx, account: &AccountId, token: &str) {
+        tx.delete(&self.key(account, token));
+    }
     /// Every token record, page by page.
     pub fn all(&self) -> Pages<'a, ClientTokenRecord> {
         self.0.repo().pages(self.0.keys().all_client_tokens())
@@ -290,6 +305,11 @@ impl<'a> PendingReservations<'a> {
     /// Reads one progress record.
     pub async fn get(&self, id: &ReservationId) -> Result<Option<Versioned<PendingReservation>>> {
         self.0.repo().get(&self.key(id)).await
+    }
+    /// Stages a new progress record (its id must be free).
+    pub fn stage_create(&self, tx: &mut Tx, rec: &PendingReservation) -> Result<()> {
+        tx.create(&self.key(&rec.reservation_id), rec)?;
+        Ok(())
     }
     /// Every progress record, page by page.
     pub fn all(&self) -> Pages<'a, PendingReservation> {
@@ -455,6 +475,11 @@ impl<'a> Nodes<'a> {
     /// How many address blocks are taken.
     pub async fn ip_blocks_taken(&self) -> Result<i64> {
         self.0.count(&self.0.keys().ip_blocks()).await
+    }
+    /// Reads several nodes' allocations in one request (in `ids` order).
+    pub async fn allocs(&self, ids: &[NodeId]) -> Result<Vec<Option<Versioned<NodeAlloc>>>> {
+        let keys: Vec<String> = ids.iter().map(|n| self.alloc_key(n)).collect();
+        self.0.get_many::<NodeAlloc>(&keys).await
     }
     /// Stages a new node: host index and address block claimed (both must
     /// be absent), record, empty allocation and liveness on `lease`.
