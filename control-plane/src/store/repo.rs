@@ -357,6 +357,13 @@ impl<'a> KeyPairs<'a> {
     pub async fn create(&self, account: &AccountId, kp: &KeyPair) -> Result<bool> {
         self.0.repo().create(&self.key(account, &kp.name), kp).await
     }
+    /// Deletes an account's key pair (if any).
+    pub async fn delete(&self, account: &AccountId, name: &str) -> Result<()> {
+        let mut tx = Tx::new();
+        tx.delete(&self.key(account, name));
+        self.0.commit(tx).await?;
+        Ok(())
+    }
     /// An account's key pairs, page by page.
     pub fn of(&self, account: &AccountId) -> Pages<'a, KeyPair> {
         self.0.repo().pages(self.0.keys().account_keypairs(account))
@@ -375,6 +382,11 @@ impl<'a> Accounts<'a> {
     /// Reads one account.
     pub async fn get(&self, id: &AccountId) -> Result<Option<Versioned<Account>>> {
         self.0.repo().get(&self.key(id)).await
+    }
+    /// Stages a new account (its id must be free).
+    pub fn stage_create(&self, tx: &mut Tx, account: &Account) -> Result<()> {
+        tx.create(&self.key(&account.id), account)?;
+        Ok(())
     }
     /// Every account, page by page.
     pub fn all(&self) -> Pages<'a, Account> {
