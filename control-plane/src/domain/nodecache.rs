@@ -244,11 +244,11 @@ impl NodeCache {
     /// Re-reads the allocation and liveness of some nodes (after a failed
     /// compare on them).
     pub async fn refresh_some(&self, ids: &[NodeId]) -> Result<()> {
-        let keys = self.store.keys();
+        let nodes = self.store.nodes();
         let mut ops = Vec::new();
         for id in ids {
-            ops.push(keys.node_alloc(id));
-            ops.push(keys.node_alive(id));
+            ops.push(nodes.alloc_key(id));
+            ops.push(nodes.alive_key(id));
         }
         let got = self.store.get_many_raw(&ops).await?;
         let mut snap = self.write();
