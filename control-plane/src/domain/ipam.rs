@@ -144,7 +144,6 @@ impl Domain {
         })?;
         let subnet = SubnetId::for_block(block);
         net.subnet_id = Some(subnet.clone());
-        let keys = self.store.keys();
         let sk = self.store.ipam().subnet_key(&subnet);
         if self.store.get_raw(&sk).await?.is_none() {
             if let Some(node) = &inst.node_id {
@@ -156,7 +155,7 @@ impl Domain {
             }
         }
         let net = net.clone();
-        stage_claim(keys, tx, inst, &net)
+        self.store.ipam().stage_claim(tx, inst, &net)
     }
 
     /// The claims of a subnet (address order of their keys).

@@ -20,9 +20,8 @@
 use sha2::{Digest, Sha256};
 
 use crate::domain::catalogue::{self, InstanceType};
-use crate::domain::events::{self, InstanceEvent};
+use crate::domain::events::InstanceEvent;
 use crate::domain::instances::{b64, RunInstancesInput};
-use crate::domain::ipam;
 use crate::domain::lifecycle::{Desired, State};
 use crate::domain::model::{
     now_ms, ClientTokenRecord, Image, Instance, NetworkAssignment, NodeAlloc, StateReason,
@@ -336,7 +335,6 @@ impl Domain {
             .place(|views, skip| scheduler::place(policy, oc, max_hosts, views, skip, &req))?;
         let mut allocs: Vec<NodeAlloc> = claimed.nodes.iter().map(|v| v.alloc.clone()).collect();
         let mut instances = Vec::with_capacity(claimed.placed.len());
-        let keys = self.store.keys();
         for (n, &at) in claimed.placed.iter().enumerate() {
             let v = &claimed.nodes[at];
             let alloc = &mut allocs[at];
@@ -388,8 +386,10 @@ impl Domain {
             let a = self.assignment_of(&inst, &network, l.user_data_b64.clone(), l.ssh.clone());
             self.store.instances().stage_put(tx, &inst)?;
             self.store.assignments().stage_put(tx, &v.node.id, &a)?;
-            events::stage(keys, tx, &InstanceEvent::created(&inst, l.now))?;
-            ipam::stage_claim(keys, tx, &inst, &network)?;
+            self.store
+                .events()
+                .stage(tx, &InstanceEvent::created(&inst, l.now))?;
+            self.store.ipam().stage_claim(tx, &inst, &network)?;
             instances.push(inst);
         }
         let mut out = Vec::with_capacity(allocs.len());

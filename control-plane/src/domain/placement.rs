@@ -19,8 +19,7 @@
 //! where the [`events`] outbox is written: a changed state adds its event
 //! (sequence `event_seq + 1`) to the same transaction.
 
-use crate::domain::events::{self, InstanceEvent};
-use crate::domain::ipam;
+use crate::domain::events::InstanceEvent;
 use crate::domain::model::{now_ms, Instance, NetworkAssignment, NodeAlloc};
 use crate::domain::network::mac_for;
 use crate::domain::Domain;
@@ -122,7 +121,7 @@ impl Domain {
                         if p.unassign {
                             if let Some(net) = &p.inst.network {
                                 alloc.hosts.retain(|x| *x != net.host);
-                                ipam::stage_release(self.store.keys(), &mut tx, &self.network, net);
+                                self.store.ipam().stage_release(&mut tx, &self.network, net);
                             }
                             alloc.instances = alloc.instances.saturating_sub(1);
                         }
@@ -156,7 +155,7 @@ impl Domain {
             // The outbox: a state change writes its event in this same txn.
             let node = p.inst.node_id.clone().or_else(|| cur.value.node_id.clone());
             if let Some(ev) = InstanceEvent::transition(&cur.value, &mut p.inst, node, now_ms()) {
-                events::stage(self.store.keys(), &mut tx, &ev)?;
+                self.store.events().stage(&mut tx, &ev)?;
             }
             tx.replace(key, &cur, &p.inst)?;
             match self.store.commit(tx).await? {
@@ -264,7 +263,7 @@ impl Domain {
         alloc.instances += 1;
         inst.node_id = Some(placed.node.clone());
         inst.network = Some(placed.network.clone());
-        ipam::stage_claim(self.store.keys(), tx, inst, &placed.network)?;
+        self.store.ipam().stage_claim(tx, inst, &placed.network)?;
         let nodes = self.store.nodes();
         nodes.expect_alive(tx, &placed.node);
         nodes.stage_alloc_at(tx, &placed.node, view.alloc_rev, &alloc)?;

@@ -37,9 +37,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::catalogue;
-use crate::domain::events::{self, InstanceEvent};
+use crate::domain::events::InstanceEvent;
 use crate::domain::instances::{b64, RunInstancesInput};
-use crate::domain::ipam;
 use crate::domain::launch::{Launch, BATCH};
 use crate::domain::model::{now_ms, ClientTokenRecord, Instance, NodeAlloc};
 use crate::domain::placement::backoff;
@@ -518,7 +517,6 @@ impl Domain {
         ids: &[InstanceId],
         tx: &mut Tx,
     ) -> Result<()> {
-        let keys = self.store.keys();
         let now = now_ms();
         let instances = self.store.instances();
         let insts = instances.get_many(account, ids).await?;
@@ -542,7 +540,9 @@ impl Domain {
             let Some(inst) = inst else { continue };
             tx.delete_if_unchanged(&instances.key(account, id), &inst);
             let i = inst.value;
-            events::stage(keys, tx, &InstanceEvent::rolled_back(&i, now))?;
+            self.store
+                .events()
+                .stage(tx, &InstanceEvent::rolled_back(&i, now))?;
             if let Some(n) = &i.node_id {
                 self.store.assignments().stage_delete(tx, n, &i.id);
                 if let Some((a, _)) = allocs.get_mut(n.as_str()) {
@@ -552,7 +552,7 @@ impl Domain {
                     }
                     if let Some(net) = &i.network {
                         a.hosts.retain(|h| *h != net.host);
-                        ipam::stage_release(keys, tx, &self.network, net);
+                        self.store.ipam().stage_release(tx, &self.network, net);
                     }
                     a.instances = a.instances.saturating_sub(1);
                 }

@@ -655,6 +655,33 @@ impl<'a> Instances<'a> {
     }
 }
 
+/// Lifecycle events (the outbox).
+#[derive(Debug, Clone, Copy)]
+pub struct Events<'a>(&'a Store);
+
+impl Store {
+    /// Lifecycle events (`events/<account>/<ms>/<i-…>/<seq>`).
+    pub fn events(&self) -> Events<'_> {
+        Events(self)
+    }
+}
+
+impl<'a> Events<'a> {
+    /// Stages the creation of an event (compare-absent: an event is never
+    /// rewritten).
+    pub fn stage(&self, tx: &mut Tx, ev: &crate::domain::events::InstanceEvent) -> Result<()> {
+        crate::domain::events::stage(self.0.keys(), tx, ev)
+    }
+    /// The prefix of an account's events (time-ordered keys).
+    pub fn account_prefix(&self, account: &AccountId) -> String {
+        self.0.keys().account_events(account)
+    }
+    /// The prefix of every event.
+    pub fn all_prefix(&self) -> String {
+        self.0.keys().all_events()
+    }
+}
+
 /// Console output and requests.
 #[derive(Debug, Clone, Copy)]
 pub struct Consoles<'a>(&'a Store);
@@ -766,6 +793,25 @@ impl<'a> Ipam<'a> {
             .list::<AddressClaim>(&self.0.keys().address_claims(subnet))
             .await?
             .0)
+    }
+    /// Stages the claim of `net`'s address by `inst` (compare-absent: an
+    /// address already claimed fails the transaction).
+    pub fn stage_claim(
+        &self,
+        tx: &mut Tx,
+        inst: &Instance,
+        net: &crate::domain::model::NetworkAssignment,
+    ) -> Result<()> {
+        crate::domain::ipam::stage_claim(self.0.keys(), tx, inst, net)
+    }
+    /// Stages the release of `net`'s address (its claim deleted).
+    pub fn stage_release(
+        &self,
+        tx: &mut Tx,
+        network: &crate::domain::network::Network,
+        net: &crate::domain::model::NetworkAssignment,
+    ) {
+        crate::domain::ipam::stage_release(self.0.keys(), tx, network, net)
     }
     /// Stages a subnet (overwriting).
     pub fn stage_subnet(&self, tx: &mut Tx, id: &SubnetId, subnet: &Subnet) -> Result<()> {
