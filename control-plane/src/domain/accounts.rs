@@ -110,10 +110,9 @@ impl Domain {
             },
             created_ms: now_ms(),
         };
-        let ak = self.store.accounts().key(&id);
-        let kk = self.store.keys().access_key(&key_id);
         let mut tx = Tx::new();
-        tx.create(&ak, &account)?.create(&kk, &key)?;
+        self.store.accounts().stage_create(&mut tx, &account)?;
+        self.store.access_keys().stage_create(&mut tx, &key)?;
         if self.store.commit(tx).await?.is_none() {
             return Err(Error::Contention("account id".into()));
         }
@@ -147,7 +146,8 @@ impl Domain {
             None => {
                 let k = self
                     .store
-                    .get::<AccessKey>(&self.store.keys().access_key(key_id))
+                    .access_keys()
+                    .get(key_id)
                     .await?
                     .ok_or(Error::UnknownAccessKey)?
                     .value;

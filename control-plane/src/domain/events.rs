@@ -256,8 +256,7 @@ impl Domain {
                 "max results must be within 1..={MAX_PAGE}"
             )));
         }
-        let keys = self.store.keys();
-        let prefix = keys.account_events(&account);
+        let prefix = self.store.events().account_prefix(&account);
         let mut start = format!("{prefix}{:013}", q.from_ms);
         if let Some(t) = q.next_token.as_deref().filter(|t| !t.is_empty()) {
             let raw = hex::decode(t).map_err(|_| bad_token())?;
@@ -304,8 +303,7 @@ impl Domain {
     pub async fn collect_expired_events(&self, now_ms: i64) -> Result<i64> {
         let retention = i64::from(self.cfg.events.retention_days) * 86_400_000;
         let cutoff = (now_ms - retention).max(0);
-        let keys = self.store.keys();
-        let all = keys.all_events();
+        let all = self.store.events().all_prefix();
         let end = prefix_end(&all);
         let mut cursor = all.as_bytes().to_vec();
         let mut deleted = 0;

@@ -130,7 +130,8 @@ impl Domain {
     pub async fn visible_image(&self, account: &AccountId, id: &ImageId) -> Result<Image> {
         let img = self
             .store
-            .get::<Image>(&self.store.keys().image(id))
+            .images()
+            .get(id)
             .await?
             .ok_or_else(|| not_found(id.as_str()))?
             .value;

@@ -22,7 +22,7 @@ use crate::domain::views::{self, ConsoleOutput, InstanceStatus, Reservation, Sta
 use crate::domain::{validation, Caller, Domain};
 use crate::error::{Error, Result};
 use crate::ids::{InstanceId, NodeId};
-use crate::store::{Tx, Versioned};
+use crate::store::Versioned;
 
 /// Largest console output kept and returned.
 pub const CONSOLE_MAX: usize = 64 * 1024;
@@ -123,10 +123,6 @@ pub fn decode_token(tok: &str) -> Result<String> {
 }
 
 impl Domain {
-    pub(crate) fn instance_key(&self, inst: &Instance) -> String {
-        self.store.keys().instance(&inst.account, &inst.id)
-    }
-
     pub(super) fn assignment_of(
         &self,
         inst: &Instance,
@@ -157,7 +153,8 @@ impl Domain {
         let account = caller.account()?;
         let id = InstanceId::parse(id)?;
         self.store
-            .get::<Instance>(&self.store.keys().instance(&account, &id))
+            .instances()
+            .get(&account, &id)
             .await?
             .ok_or_else(|| not_found(&[id.to_string()]))
     }
@@ -196,11 +193,7 @@ impl Domain {
             }
             ids.sort();
             ids.dedup();
-            let keys: Vec<String> = ids
-                .iter()
-                .map(|i| self.store.keys().instance(&account, i))
-                .collect();
-            let got = self.store.get_many::<Instance>(&keys).await?;
+            let got = self.store.instances().get_many(&account, &ids).await?;
             let missing: Vec<String> = ids
                 .iter()
                 .zip(&got)
@@ -219,9 +212,9 @@ impl Domain {
             return Ok((out, None));
         }
         let prefix = if caller.is_operator() {
-            self.store.keys().all_instances()
+            self.store.instances().all_prefix()
         } else {
-            self.store.keys().account_instances(&account)
+            self.store.instances().account_prefix(&account)
         };
         let page = if input.max_results == 0 {
             DEFAULT_PAGE
@@ -376,11 +369,7 @@ impl Domain {
         for s in ids {
             parsed.push(InstanceId::parse(s)?);
         }
-        let keys: Vec<String> = parsed
-            .iter()
-            .map(|i| self.store.keys().instance(&account, i))
-            .collect();
-        let got = self.store.get_many::<Instance>(&keys).await?;
+        let got = self.store.instances().get_many(&account, &parsed).await?;
         let missing: Vec<String> = parsed
             .iter()
             .zip(&got)
@@ -394,7 +383,8 @@ impl Domain {
             lifecycle::apply(g.value.state, &event)?;
         }
         let mut out = Vec::new();
-        for key in keys {
+        for i in &parsed {
+            let key = self.store.instances().key(&account, i);
             out.push(self.apply_event(&key, &event, force, None).await?);
         }
         Ok(out)
@@ -417,7 +407,7 @@ impl Domain {
     /// only while the node's liveness key is still absent (a node that
     /// re-registered in the meantime keeps its instances).
     pub(crate) async fn apply_node_lost(&self, key: &str, node: &NodeId) -> Result<StateChange> {
-        let guard = self.store.keys().node_alive(node);
+        let guard = self.store.nodes().alive_key(node);
         self.apply_event_guarded(key, &Event::NodeLost, true, None, Some(&guard))
             .await
     }
@@ -526,7 +516,6 @@ impl Domain {
         wait: Duration,
     ) -> Result<ConsoleOutput> {
         let inst = self.instance(caller, id).await?.value;
-        let ckey = self.store.keys().console(&inst.id);
         let stored = |rec: Option<Versioned<ConsoleRecord>>| match rec {
             Some(r) => ConsoleOutput {
                 instance_id: inst.id.clone(),
@@ -541,13 +530,14 @@ impl Domain {
         };
         let node = match &inst.node_id {
             Some(n) if self.nodes.alive(n).is_some() => n.clone(),
-            _ => return Ok(stored(self.store.get(&ckey).await?)),
+            _ => return Ok(stored(self.store.consoles().get(&inst.id).await?)),
         };
         let request_id = hex::encode(rand::random::<[u8; 8]>());
         let lease = self.store.grant_lease(30).await?;
         self.store
-            .put_with_lease(
-                &self.store.keys().console_request(&node, &request_id),
+            .consoles()
+            .request(
+                &node,
                 &ConsoleRequest {
                     request_id: request_id.clone(),
                     instance_id: inst.id.clone(),
@@ -558,7 +548,7 @@ impl Domain {
             .await?;
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let rec = self.store.get::<ConsoleRecord>(&ckey).await?;
+            let rec = self.store.consoles().get(&inst.id).await?;
             if rec
                 .as_ref()
                 .is_some_and(|r| r.value.request_id == request_id)
@@ -584,17 +574,17 @@ impl Domain {
         } else {
             output
         };
-        let mut tx = Tx::new();
-        tx.put(
-            &self.store.keys().console(inst),
-            &ConsoleRecord {
-                request_id: request_id.to_string(),
-                output_b64: b64(out),
-                captured_ms,
-            },
-        )?;
-        self.store.commit(tx).await?;
-        Ok(())
+        self.store
+            .consoles()
+            .put(
+                inst,
+                &ConsoleRecord {
+                    request_id: request_id.to_string(),
+                    output_b64: b64(out),
+                    captured_ms,
+                },
+            )
+            .await
     }
 }
 

@@ -144,8 +144,7 @@ impl Domain {
         })?;
         let subnet = SubnetId::for_block(block);
         net.subnet_id = Some(subnet.clone());
-        let keys = self.store.keys();
-        let sk = keys.subnet(&subnet);
+        let sk = self.store.ipam().subnet_key(&subnet);
         if self.store.get_raw(&sk).await?.is_none() {
             if let Some(node) = &inst.node_id {
                 tx.expect_absent(&sk);
@@ -156,24 +155,17 @@ impl Domain {
             }
         }
         let net = net.clone();
-        stage_claim(keys, tx, inst, &net)
+        self.store.ipam().stage_claim(tx, inst, &net)
     }
 
     /// The claims of a subnet (address order of their keys).
     pub async fn address_claims(&self, subnet: &SubnetId) -> Result<Vec<AddressClaim>> {
-        let (all, _) = self
-            .store
-            .list::<AddressClaim>(&self.store.keys().address_claims(subnet))
-            .await?;
+        let all = self.store.ipam().claims(subnet).await?;
         Ok(all.into_iter().map(|(_, v)| v.value).collect())
     }
 
     /// A subnet record.
     pub async fn subnet(&self, id: &SubnetId) -> Result<Option<Subnet>> {
-        Ok(self
-            .store
-            .get::<Subnet>(&self.store.keys().subnet(id))
-            .await?
-            .map(|v| v.value))
+        Ok(self.store.ipam().subnet(id).await?.map(|v| v.value))
     }
 }

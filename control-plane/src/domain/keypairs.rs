@@ -12,7 +12,6 @@ use crate::domain::model::{now_ms, KeyPair};
 use crate::domain::{validation, Caller, Domain};
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, KeyPairId};
-use crate::store::Tx;
 
 /// Filter names DescribeKeyPairs supports.
 pub const KEYPAIR_FILTERS: &[&str] = &[
@@ -254,10 +253,7 @@ impl Domain {
         } else {
             return Err(Error::missing("KeyName"));
         };
-        let mut tx = Tx::new();
-        tx.delete(&self.store.keys().keypair(&account, &name));
-        self.store.commit(tx).await?;
-        Ok(())
+        self.store.keypairs().delete(&account, &name).await
     }
 }
 

@@ -20,9 +20,8 @@
 use sha2::{Digest, Sha256};
 
 use crate::domain::catalogue::{self, InstanceType};
-use crate::domain::events::{self, InstanceEvent};
+use crate::domain::events::InstanceEvent;
 use crate::domain::instances::{b64, RunInstancesInput};
-use crate::domain::ipam;
 use crate::domain::lifecycle::{Desired, State};
 use crate::domain::model::{
     now_ms, ClientTokenRecord, Image, Instance, NetworkAssignment, NodeAlloc, StateReason,
@@ -214,7 +213,8 @@ impl Domain {
     ) -> Result<Option<ClientTokenRecord>> {
         Ok(self
             .store
-            .get::<ClientTokenRecord>(&self.store.keys().client_token(account, token))
+            .client_tokens()
+            .get(account, token)
             .await?
             .map(|v| v.value))
     }
@@ -226,10 +226,6 @@ impl Domain {
         input: &RunInstancesInput,
         hash: &str,
     ) -> Result<Reservation> {
-        let token_key = l
-            .token
-            .as_ref()
-            .map(|t| self.store.keys().client_token(&l.account, t));
         let mut refreshed = false;
         for attempt in 0..MAX_ATTEMPTS {
             let mut tx = Tx::new();
@@ -246,15 +242,17 @@ impl Domain {
                 Err(e) => return Err(e),
             };
             if !input.user_data.is_empty() {
-                tx.put_raw(
-                    &self.store.keys().user_data(&l.reservation_id),
+                self.store.user_data().stage_put(
+                    &mut tx,
+                    &l.reservation_id,
                     input.user_data.clone(),
                 );
             }
-            if let Some(k) = &token_key {
-                tx.expect_absent(k);
-                tx.put(
-                    k,
+            if let Some(t) = &l.token {
+                self.store.client_tokens().stage_create(
+                    &mut tx,
+                    &l.account,
+                    t,
                     &ClientTokenRecord {
                         reservation_id: l.reservation_id.clone(),
                         instance_ids: batch.instances.iter().map(|i| i.id.clone()).collect(),
@@ -337,7 +335,6 @@ impl Domain {
             .place(|views, skip| scheduler::place(policy, oc, max_hosts, views, skip, &req))?;
         let mut allocs: Vec<NodeAlloc> = claimed.nodes.iter().map(|v| v.alloc.clone()).collect();
         let mut instances = Vec::with_capacity(claimed.placed.len());
-        let keys = self.store.keys();
         for (n, &at) in claimed.placed.iter().enumerate() {
             let v = &claimed.nodes[at];
             let alloc = &mut allocs[at];
@@ -387,18 +384,20 @@ impl Domain {
                 event_seq: 0,
             };
             let a = self.assignment_of(&inst, &network, l.user_data_b64.clone(), l.ssh.clone());
-            tx.put(&self.instance_key(&inst), &inst)?;
-            tx.put(&keys.assignment(&v.node.id, &inst.id), &a)?;
-            events::stage(keys, tx, &InstanceEvent::created(&inst, l.now))?;
-            ipam::stage_claim(keys, tx, &inst, &network)?;
+            self.store.instances().stage_put(tx, &inst)?;
+            self.store.assignments().stage_put(tx, &v.node.id, &a)?;
+            self.store
+                .events()
+                .stage(tx, &InstanceEvent::created(&inst, l.now))?;
+            self.store.ipam().stage_claim(tx, &inst, &network)?;
             instances.push(inst);
         }
         let mut out = Vec::with_capacity(allocs.len());
         for (v, alloc) in claimed.nodes.iter().zip(allocs) {
             let id = &v.node.id;
-            tx.expect_rev(&keys.node_alloc(id), v.alloc_rev);
-            tx.expect_present(&keys.node_alive(id));
-            tx.put(&keys.node_alloc(id), &alloc)?;
+            let nodes = self.store.nodes();
+            nodes.expect_alive(tx, id);
+            nodes.stage_alloc_at(tx, id, v.alloc_rev, &alloc)?;
             out.push((id.clone(), alloc));
         }
         Ok(Batch {

@@ -32,7 +32,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::lifecycle::Event;
-use crate::domain::model::{now_ms, Assignment};
+use crate::domain::model::now_ms;
 use crate::domain::{Caller, Domain};
 use crate::error::{Error, Result};
 use crate::ids::NodeId;
@@ -265,16 +265,13 @@ impl Domain {
     /// Stops the instances of a lost node (each change guarded by its
     /// liveness key still being absent). Returns how many changed.
     async fn stop_instances_of_lost_node(&self, node: &NodeId) -> Result<usize> {
-        let (assignments, _) = self
-            .store
-            .list::<Assignment>(&self.store.keys().assignments(node))
-            .await?;
+        let assignments = self.store.assignments().list_of_node(node).await?;
         let mut n = 0;
         for (_, a) in assignments {
             let key = self
                 .store
-                .keys()
-                .instance(&a.value.account, &a.value.instance_id);
+                .instances()
+                .key(&a.value.account, &a.value.instance_id);
             match self.apply_node_lost(&key, node).await {
                 Ok(c) if c.previous != c.current => n += 1,
                 Ok(_) => {}
@@ -291,18 +288,12 @@ impl Domain {
     }
 
     async fn lost_confirmations(&self) -> Result<Vec<LostConfirmation>> {
-        let (list, _) = self
-            .store
-            .list::<LostConfirmation>(&self.store.keys().lost_confirmations())
-            .await?;
+        let list = self.store.nodes().lost_confirmations().await?;
         Ok(list.into_iter().map(|(_, v)| v.value).collect())
     }
 
     async fn clear_confirmation(&self, node: &NodeId) -> Result<()> {
-        let mut tx = Tx::new();
-        tx.delete(&self.store.keys().lost_confirmation(node));
-        self.store.commit(tx).await?;
-        Ok(())
+        self.store.nodes().clear_lost_confirmation(node).await
     }
 
     /// ConfirmNodeLost (operator): the node is really gone; the node-loss
@@ -311,26 +302,22 @@ impl Domain {
     pub async fn confirm_node_lost(&self, caller: &Caller, node_id: &str) -> Result<()> {
         caller.require_operator()?;
         let id = NodeId::parse(node_id)?;
-        let keys = self.store.keys();
-        let node = self
-            .store
-            .get::<crate::domain::model::Node>(&keys.node(&id))
-            .await?
-            .ok_or_else(|| {
-                Error::not_found(
-                    "InvalidNodeID.NotFound",
-                    format!("the node '{id}' does not exist"),
-                )
-            })?;
+        let nodes = self.store.nodes();
+        let node = nodes.get(&id).await?.ok_or_else(|| {
+            Error::not_found(
+                "InvalidNodeID.NotFound",
+                format!("the node '{id}' does not exist"),
+            )
+        })?;
         let rec = LostConfirmation {
             node_id: id.clone(),
             lease_id: node.value.lease_id,
             confirmed_ms: now_ms(),
         };
         let mut tx = Tx::new();
-        tx.expect_rev(&keys.node(&id), node.mod_revision)
-            .expect_absent(&keys.node_alive(&id))
-            .put(&keys.lost_confirmation(&id), &rec)?;
+        tx.expect_rev(&nodes.key(&id), node.mod_revision);
+        nodes.expect_lost(&mut tx, &id);
+        nodes.stage_lost_confirmation(&mut tx, &rec)?;
         if self.store.commit(tx).await?.is_none() {
             return Err(Error::incorrect_state(
                 "IncorrectNodeState",
@@ -350,18 +337,15 @@ impl Domain {
         node: &NodeId,
         running: &HashSet<String>,
     ) -> Result<()> {
-        let (assignments, _) = self
-            .store
-            .list::<Assignment>(&self.store.keys().assignments(node))
-            .await?;
+        let assignments = self.store.assignments().list_of_node(node).await?;
         for (_, a) in assignments {
             if running.contains(a.value.instance_id.as_str()) {
                 continue;
             }
             let key = self
                 .store
-                .keys()
-                .instance(&a.value.account, &a.value.instance_id);
+                .instances()
+                .key(&a.value.account, &a.value.instance_id);
             if let Err(e) = self
                 .apply_event(&key, &Event::HostReturnedWithout, true, None)
                 .await

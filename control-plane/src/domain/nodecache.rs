@@ -38,7 +38,7 @@ struct Snap {
 
 impl Snap {
     fn apply_put(&mut self, store: &Store, key: &str, value: &[u8], rev: i64) {
-        let Some(k) = store.keys().parse_node_tree(key) else {
+        let Some(k) = store.nodes().parse_tree(key) else {
             return;
         };
         let res = match k {
@@ -69,7 +69,7 @@ impl Snap {
     }
 
     fn apply_delete(&mut self, store: &Store, key: &str) {
-        match store.keys().parse_node_tree(key) {
+        match store.nodes().parse_tree(key) {
             Some(NodeKey::Record(id)) => {
                 self.recs.remove(id);
                 if let Some(i) = self.index.remove(id) {
@@ -196,7 +196,7 @@ impl NodeCache {
         };
         cache.refresh().await?;
         let weak: Weak<RwLock<Snap>> = Arc::downgrade(&cache.inner);
-        let mut rx = watch_prefix(store.clone(), store.keys().node_tree());
+        let mut rx = watch_prefix(store.clone(), store.nodes().tree());
         tokio::spawn(async move {
             while let Some(item) = rx.recv().await {
                 let Some(inner) = weak.upgrade() else { return };
@@ -231,7 +231,7 @@ impl NodeCache {
 
     /// Re-lists every node key now (after a failed compare or an empty result).
     pub async fn refresh(&self) -> Result<()> {
-        let prefix = self.store.keys().node_tree();
+        let prefix = self.store.nodes().tree();
         let (kvs, _) = self.store.list_raw(&prefix).await?;
         let mut fresh = Snap::default();
         for (key, value, rev) in kvs {
@@ -244,11 +244,11 @@ impl NodeCache {
     /// Re-reads the allocation and liveness of some nodes (after a failed
     /// compare on them).
     pub async fn refresh_some(&self, ids: &[NodeId]) -> Result<()> {
-        let keys = self.store.keys();
+        let nodes = self.store.nodes();
         let mut ops = Vec::new();
         for id in ids {
-            ops.push(keys.node_alloc(id));
-            ops.push(keys.node_alive(id));
+            ops.push(nodes.alloc_key(id));
+            ops.push(nodes.alive_key(id));
         }
         let got = self.store.get_many_raw(&ops).await?;
         let mut snap = self.write();

@@ -15,8 +15,8 @@ use crate::domain::filters::{self, Filter};
 use crate::domain::ipam;
 use crate::domain::lifecycle::{Event, Phase, State};
 use crate::domain::model::{
-    now_ms, AccessKey, Assignment, ConsoleRequest, Node, NodeAlive, NodeAlloc, NodeImage, Observed,
-    Principal, Resources, StateReason,
+    now_ms, AccessKey, Assignment, ConsoleRequest, Node, NodeAlive, NodeImage, Observed, Principal,
+    Resources, StateReason,
 };
 use crate::domain::views::{NodeInfo, StateChange, Zone};
 use crate::domain::{validation, Caller, Domain};
@@ -176,18 +176,14 @@ impl Domain {
             }
         }
         let ttl = self.cfg.nodes.lease_ttl_seconds;
-        let host_key = self.store.keys().node_host(&input.host_id);
         let key_id = format!("NKND{}", random_upper(16));
         let secret = random_secret();
         let lease = self.store.grant_lease(i64::from(ttl)).await?;
 
         for _ in 0..64 {
-            let existing = self.store.get::<NodeId>(&host_key).await?;
+            let existing = self.store.nodes().by_host(&input.host_id).await?;
             let reg = match existing {
-                None => {
-                    self.create_node(&input, &host_key, lease, &key_id, &secret)
-                        .await?
-                }
+                None => self.create_node(&input, lease, &key_id, &secret).await?,
                 Some(id) => {
                     self.renew_node(&id.value, &input, lease, &key_id, &secret)
                         .await?
@@ -240,14 +236,13 @@ impl Domain {
     async fn create_node(
         &self,
         input: &RegisterInput,
-        host_key: &str,
         lease: i64,
         key_id: &str,
         secret: &str,
     ) -> Result<Option<NodeId>> {
-        let keys = self.store.keys();
+        let nodes = self.store.nodes();
         let id = NodeId::generate();
-        let mut block = self.store.count(&keys.ip_blocks()).await? as u32;
+        let mut block = nodes.ip_blocks_taken().await? as u32;
         loop {
             if block >= self.network.blocks() {
                 return Err(Error::invalid(
@@ -269,39 +264,34 @@ impl Domain {
                 ip_block: block,
             };
             let mut tx = Tx::new();
-            tx.expect_absent(host_key)
-                .expect_absent(&keys.ip_block(block))
-                .put(host_key, &id)?
-                .put(&keys.ip_block(block), &id)?
-                .put(&keys.node(&id), &node)?
-                .put(&keys.node_alloc(&id), &NodeAlloc::default())?
-                .put(
-                    &keys.subnet(&SubnetId::for_block(block)),
-                    &ipam::block_subnet(&self.network, block, &input.availability_zone, &id),
-                )?
-                .put_with_lease(
-                    &keys.node_alive(&id),
-                    &NodeAlive {
-                        lease_id: lease,
-                        heartbeat_ms: now_ms(),
-                        ..Default::default()
-                    },
-                    lease,
-                )?
-                .put(
-                    &keys.access_key(key_id),
-                    &AccessKey {
-                        key_id: key_id.to_string(),
-                        secret: secret.to_string(),
-                        principal: Principal::Node { node: id.clone() },
-                        created_ms: now_ms(),
-                    },
-                )?;
+            nodes.stage_create(
+                &mut tx,
+                &node,
+                &NodeAlive {
+                    lease_id: lease,
+                    heartbeat_ms: now_ms(),
+                    ..Default::default()
+                },
+            )?;
+            self.store.ipam().stage_subnet(
+                &mut tx,
+                &SubnetId::for_block(block),
+                &ipam::block_subnet(&self.network, block, &input.availability_zone, &id),
+            )?;
+            self.store.access_keys().stage_put(
+                &mut tx,
+                &AccessKey {
+                    key_id: key_id.to_string(),
+                    secret: secret.to_string(),
+                    principal: Principal::Node { node: id.clone() },
+                    created_ms: now_ms(),
+                },
+            )?;
             if let Some(rev) = self.store.commit(tx).await? {
                 self.nodes.note_node(node, rev);
                 return Ok(Some(id));
             }
-            if self.store.get_raw(host_key).await?.is_some() {
+            if nodes.host_taken(&input.host_id).await? {
                 return Ok(None); // same host registered concurrently: renew instead
             }
             block += 1;
@@ -316,15 +306,14 @@ impl Domain {
         key_id: &str,
         secret: &str,
     ) -> Result<Option<NodeId>> {
-        let keys = self.store.keys();
-        let cur = self
-            .store
-            .get::<Node>(&keys.node(id))
+        let nodes = self.store.nodes();
+        let cur = nodes
+            .get(id)
             .await?
             .ok_or_else(|| Error::Internal(format!("host index points at missing node {id}")))?;
         let old = cur.value.clone();
         if old.availability_zone != input.availability_zone {
-            let alloc = self.store.get::<NodeAlloc>(&keys.node_alloc(id)).await?;
+            let alloc = nodes.alloc(id).await?;
             if alloc.is_some_and(|a| a.value.instances > 0) {
                 return Err(Error::invalid(format!(
                     "node {id} has instances in zone {}; it cannot move to {}",
@@ -339,27 +328,29 @@ impl Domain {
         node.agent_version = input.agent_version.clone();
         node.lease_id = lease;
         node.credential_key_id = key_id.to_string();
+        let access_keys = self.store.access_keys();
         let mut tx = Tx::new();
-        tx.replace(&keys.node(id), &cur, &node)?
-            .put_with_lease(
-                &keys.node_alive(id),
-                &NodeAlive {
-                    lease_id: lease,
-                    heartbeat_ms: now_ms(),
-                    ..Default::default()
-                },
-                lease,
-            )?
-            .put(
-                &keys.access_key(key_id),
-                &AccessKey {
-                    key_id: key_id.to_string(),
-                    secret: secret.to_string(),
-                    principal: Principal::Node { node: id.clone() },
-                    created_ms: now_ms(),
-                },
-            )?
-            .delete(&keys.access_key(&old.credential_key_id));
+        nodes.stage_replace(&mut tx, &cur, &node)?;
+        nodes.stage_alive(
+            &mut tx,
+            id,
+            &NodeAlive {
+                lease_id: lease,
+                heartbeat_ms: now_ms(),
+                ..Default::default()
+            },
+            lease,
+        )?;
+        access_keys.stage_put(
+            &mut tx,
+            &AccessKey {
+                key_id: key_id.to_string(),
+                secret: secret.to_string(),
+                principal: Principal::Node { node: id.clone() },
+                created_ms: now_ms(),
+            },
+        )?;
+        access_keys.stage_delete(&mut tx, &old.credential_key_id);
         match self.store.commit(tx).await? {
             Some(rev) => {
                 self.nodes.note_node(node, rev);
@@ -375,7 +366,8 @@ impl Domain {
 
     async fn node_record(&self, id: &NodeId) -> Result<crate::store::Versioned<Node>> {
         self.store
-            .get::<Node>(&self.store.keys().node(id))
+            .nodes()
+            .get(id)
             .await?
             .ok_or_else(|| node_not_found(id.as_str()))
     }
@@ -419,7 +411,7 @@ impl Domain {
                     n.capacity = input.capacity;
                 }
                 let mut tx = Tx::new();
-                tx.replace(&self.store.keys().node(&id), &cur, &n)?;
+                self.store.nodes().stage_replace(&mut tx, &cur, &n)?;
                 if let Some(rev) = self.store.commit(tx).await? {
                     self.nodes.note_node(n, rev);
                     break;
@@ -440,9 +432,10 @@ impl Domain {
                 running: input.running,
             };
             // Only while the lease lives: the put must not resurrect a lost node.
+            let nodes = self.store.nodes();
             let mut tx = Tx::new();
-            tx.expect_present(&self.store.keys().node_alive(&id))
-                .put_with_lease(&self.store.keys().node_alive(&id), &alive, view.lease_id)?;
+            nodes.expect_alive(&mut tx, &id);
+            nodes.stage_alive(&mut tx, &id, &alive, view.lease_id)?;
             if self.store.commit(tx).await?.is_none() {
                 return Err(lost());
             }
@@ -465,7 +458,7 @@ impl Domain {
         caller.require_node(&id)?;
         self.node_record(&id).await?;
         let store = self.store.clone();
-        let mut rx = watch_prefix(store.clone(), store.keys().desired(&id));
+        let mut rx = watch_prefix(store.clone(), store.assignments().desired_tree(&id));
         let (tx, out) = mpsc::channel(256);
         tokio::spawn(async move {
             while let Some(item) = rx.recv().await {
@@ -475,7 +468,7 @@ impl Domain {
                         let mut undecodable = Vec::new();
                         let mut consoles = Vec::new();
                         for (k, v, _) in kvs {
-                            match store.keys().parse_desired(&id, &k) {
+                            match store.assignments().parse_desired(&id, &k) {
                                 Some(DesiredKey::Assignment(i)) => {
                                     match decode::<Assignment>(k.as_bytes(), &v) {
                                         Ok(a) => list.push(a),
@@ -498,7 +491,7 @@ impl Domain {
                         ev
                     }
                     WatchItem::Put { key, value, .. } => {
-                        match store.keys().parse_desired(&id, &key) {
+                        match store.assignments().parse_desired(&id, &key) {
                             Some(DesiredKey::Assignment(i)) => {
                                 match decode::<Assignment>(key.as_bytes(), &value) {
                                     Ok(a) => vec![NodeEvent::Upsert(Box::new(a))],
@@ -520,12 +513,14 @@ impl Domain {
                             None => vec![],
                         }
                     }
-                    WatchItem::Delete { key, .. } => match store.keys().parse_desired(&id, &key) {
-                        Some(DesiredKey::Assignment(i)) => InstanceId::parse(i)
-                            .map(|i| vec![NodeEvent::Removed(i)])
-                            .unwrap_or_default(),
-                        _ => vec![],
-                    },
+                    WatchItem::Delete { key, .. } => {
+                        match store.assignments().parse_desired(&id, &key) {
+                            Some(DesiredKey::Assignment(i)) => InstanceId::parse(i)
+                                .map(|i| vec![NodeEvent::Removed(i)])
+                                .unwrap_or_default(),
+                            _ => vec![],
+                        }
+                    }
                 };
                 for e in events {
                     if tx.send(e).await.is_err() {
@@ -551,14 +546,10 @@ impl Domain {
 
     async fn apply_report(&self, node: &NodeId, r: &ReportInput) -> Result<bool> {
         let iid = InstanceId::parse(&r.instance_id)?;
-        let Some(a) = self
-            .store
-            .get::<Assignment>(&self.store.keys().assignment(node, &iid))
-            .await?
-        else {
+        let Some(a) = self.store.assignments().get(node, &iid).await? else {
             return Ok(false);
         };
-        let key = self.store.keys().instance(&a.value.account, &iid);
+        let key = self.store.instances().key(&a.value.account, &iid);
         let observed = Observed {
             phase: r.phase,
             generation: r.generation,
@@ -592,12 +583,7 @@ impl Domain {
         let id = NodeId::parse(node_id)?;
         caller.require_node(&id)?;
         let iid = InstanceId::parse(instance_id)?;
-        if self
-            .store
-            .get_raw(&self.store.keys().assignment(&id, &iid))
-            .await?
-            .is_none()
-        {
+        if !self.store.assignments().exists(&id, &iid).await? {
             return Err(Error::not_found(
                 "InvalidInstanceID.NotFound",
                 format!("instance {iid} is not assigned to node {id}"),
@@ -638,14 +624,14 @@ impl Domain {
     ) -> Result<NodeInfo> {
         caller.require_operator()?;
         let id = NodeId::parse(node_id)?;
-        let key = self.store.keys().node(&id);
+        let nodes = self.store.nodes();
         for _ in 0..16 {
             let cur = self.node_record(&id).await?;
             let mut n = cur.value.clone();
             n.cordoned = cordoned;
             n.draining = draining;
             let mut tx = Tx::new();
-            tx.replace(&key, &cur, &n)?;
+            nodes.stage_replace(&mut tx, &cur, &n)?;
             if let Some(rev) = self.store.commit(tx).await? {
                 self.nodes.note_node(n.clone(), rev);
                 let v = self.nodes.get(&id);
@@ -657,7 +643,7 @@ impl Domain {
                 });
             }
         }
-        Err(Error::Contention(key))
+        Err(Error::Contention(nodes.key(&id)))
     }
 
     /// CordonNode.
@@ -762,10 +748,12 @@ impl Domain {
         let mut n = 0;
         for (k, v) in doomed {
             let mut tx = Tx::new();
-            tx.delete_if_unchanged(&k, &v)
-                .delete(&self.store.keys().console(&v.value.id));
+            tx.delete_if_unchanged(&k, &v);
+            self.store.consoles().stage_delete(&mut tx, &v.value.id);
             if !live_reservations.contains(&v.value.reservation_id) {
-                tx.delete(&self.store.keys().user_data(&v.value.reservation_id));
+                self.store
+                    .user_data()
+                    .stage_delete(&mut tx, &v.value.reservation_id);
             }
             if self.store.commit(tx).await?.is_some() {
                 n += 1;

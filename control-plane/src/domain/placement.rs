@@ -19,9 +19,8 @@
 //! where the [`events`] outbox is written: a changed state adds its event
 //! (sequence `event_seq + 1`) to the same transaction.
 
-use crate::domain::events::{self, InstanceEvent};
-use crate::domain::ipam;
-use crate::domain::model::{now_ms, Assignment, Instance, NetworkAssignment, NodeAlloc};
+use crate::domain::events::InstanceEvent;
+use crate::domain::model::{now_ms, Instance, NetworkAssignment, NodeAlloc};
 use crate::domain::network::mac_for;
 use crate::domain::Domain;
 use crate::error::{Error, Result};
@@ -60,9 +59,9 @@ impl Domain {
     pub(super) async fn user_data_of(&self, reservation: &ReservationId) -> Result<Vec<u8>> {
         Ok(self
             .store
-            .get_raw(&self.store.keys().user_data(reservation))
+            .user_data()
+            .get(reservation)
             .await?
-            .map(|(v, _)| v)
             .unwrap_or_default())
     }
 
@@ -110,8 +109,8 @@ impl Domain {
                 note = Some((node, alloc));
             } else if p.release || p.unassign {
                 if let Some(node) = p.inst.node_id.clone() {
-                    let ak = self.store.keys().node_alloc(&node);
-                    if let Some(cur_alloc) = self.store.get::<NodeAlloc>(&ak).await? {
+                    let nodes = self.store.nodes();
+                    if let Some(cur_alloc) = nodes.alloc(&node).await? {
                         let mut alloc = cur_alloc.value.clone();
                         // Only what the previous state still held goes back.
                         if p.release && cur.value.state.is_placed() {
@@ -122,15 +121,17 @@ impl Domain {
                         if p.unassign {
                             if let Some(net) = &p.inst.network {
                                 alloc.hosts.retain(|x| *x != net.host);
-                                ipam::stage_release(self.store.keys(), &mut tx, &self.network, net);
+                                self.store.ipam().stage_release(&mut tx, &self.network, net);
                             }
                             alloc.instances = alloc.instances.saturating_sub(1);
                         }
-                        tx.replace(&ak, &cur_alloc, &alloc)?;
+                        nodes.stage_alloc(&mut tx, &node, &cur_alloc, &alloc)?;
                         note = Some((node.clone(), alloc));
                     }
                     if p.unassign {
-                        tx.delete(&self.store.keys().assignment(&node, &p.inst.id));
+                        self.store
+                            .assignments()
+                            .stage_delete(&mut tx, &node, &p.inst.id);
                         assignment_written = true;
                     }
                 }
@@ -141,20 +142,20 @@ impl Domain {
             }
             if p.assignment_changed && !assignment_written {
                 if let Some(node) = &p.inst.node_id {
-                    let ak = self.store.keys().assignment(node, &p.inst.id);
-                    if let Some(a) = self.store.get::<Assignment>(&ak).await? {
+                    let assignments = self.store.assignments();
+                    if let Some(a) = assignments.get(node, &p.inst.id).await? {
                         let mut na = a.value.clone();
                         na.desired = p.inst.desired;
                         na.generation = p.inst.generation;
                         na.force = p.inst.force;
-                        tx.replace(&ak, &a, &na)?;
+                        assignments.stage_replace(&mut tx, node, &a, &na)?;
                     }
                 }
             }
             // The outbox: a state change writes its event in this same txn.
             let node = p.inst.node_id.clone().or_else(|| cur.value.node_id.clone());
             if let Some(ev) = InstanceEvent::transition(&cur.value, &mut p.inst, node, now_ms()) {
-                events::stage(self.store.keys(), &mut tx, &ev)?;
+                self.store.events().stage(&mut tx, &ev)?;
             }
             tx.replace(key, &cur, &p.inst)?;
             match self.store.commit(tx).await? {
@@ -184,12 +185,9 @@ impl Domain {
         net: &NetworkAssignment,
         tx: &mut Tx,
     ) -> Result<NodeAlloc> {
-        let keys = self.store.keys();
-        let alive = self.store.get_raw(&keys.node_alive(node)).await?.is_some();
-        let record = self
-            .store
-            .get::<crate::domain::model::Node>(&keys.node(node))
-            .await?;
+        let nodes = self.store.nodes();
+        let alive = nodes.is_alive(node).await?;
+        let record = nodes.get(node).await?;
         let record = match record {
             Some(r) if alive => r.value,
             _ => {
@@ -212,10 +210,8 @@ impl Domain {
                 format!("node {node}, which holds the instance's root disk, is cordoned"),
             ));
         }
-        let ak = keys.node_alloc(node);
-        let cur = self
-            .store
-            .get::<NodeAlloc>(&ak)
+        let cur = nodes
+            .alloc(node)
             .await?
             .unwrap_or_else(|| Versioned::new(NodeAlloc::default(), 0));
         let mut alloc = cur.value.clone();
@@ -243,8 +239,8 @@ impl Domain {
         if !alloc.hosts.contains(&net.host) {
             alloc.hosts.push(net.host);
         }
-        tx.replace(&ak, &cur, &alloc)?;
-        tx.expect_present(&keys.node_alive(node));
+        nodes.stage_alloc(tx, node, &cur, &alloc)?;
+        nodes.expect_alive(tx, node);
         Ok(alloc)
     }
 
@@ -267,24 +263,23 @@ impl Domain {
         alloc.instances += 1;
         inst.node_id = Some(placed.node.clone());
         inst.network = Some(placed.network.clone());
-        ipam::stage_claim(self.store.keys(), tx, inst, &placed.network)?;
-        let ak = self.store.keys().node_alloc(&placed.node);
-        tx.expect_rev(&ak, view.alloc_rev);
-        tx.expect_present(&self.store.keys().node_alive(&placed.node));
-        tx.put(&ak, &alloc)?;
+        self.store.ipam().stage_claim(tx, inst, &placed.network)?;
+        let nodes = self.store.nodes();
+        nodes.expect_alive(tx, &placed.node);
+        nodes.stage_alloc_at(tx, &placed.node, view.alloc_rev, &alloc)?;
         Ok((placed.node, alloc))
     }
 
     /// Writes the instance's assignment on `node`: the stored one with the
     /// new desired state and generation, or a fresh one when there is none.
     async fn write_assignment(&self, inst: &Instance, node: &NodeId, tx: &mut Tx) -> Result<()> {
-        let ak = self.store.keys().assignment(node, &inst.id);
-        if let Some(a) = self.store.get::<Assignment>(&ak).await? {
+        let assignments = self.store.assignments();
+        if let Some(a) = assignments.get(node, &inst.id).await? {
             let mut na = a.value.clone();
             na.desired = inst.desired;
             na.generation = inst.generation;
             na.force = inst.force;
-            tx.replace(&ak, &a, &na)?;
+            assignments.stage_replace(tx, node, &a, &na)?;
             return Ok(());
         }
         let Some(network) = &inst.network else {
@@ -303,7 +298,7 @@ impl Domain {
             None => String::new(),
         };
         let a = self.assignment_of(inst, network, super::instances::b64(&ud), ssh);
-        tx.create(&ak, &a)?;
+        assignments.stage_create(tx, node, &a)?;
         Ok(())
     }
 

@@ -37,9 +37,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::catalogue;
-use crate::domain::events::{self, InstanceEvent};
+use crate::domain::events::InstanceEvent;
 use crate::domain::instances::{b64, RunInstancesInput};
-use crate::domain::ipam;
 use crate::domain::launch::{Launch, BATCH};
 use crate::domain::model::{now_ms, ClientTokenRecord, Instance, NodeAlloc};
 use crate::domain::placement::backoff;
@@ -145,7 +144,6 @@ impl Domain {
         hash: &str,
         stop_after: Option<usize>,
     ) -> Result<Reservation> {
-        let keys = self.store.keys();
         let rec = PendingReservation {
             reservation_id: l.reservation_id.clone(),
             account: l.account.clone(),
@@ -163,19 +161,21 @@ impl Domain {
             instance_ids: Vec::new(),
             shortfall: String::new(),
         };
-        let pkey = keys.pending_reservation(&l.reservation_id);
         let mut tx = Tx::new();
-        tx.expect_absent(&pkey);
-        tx.put(&pkey, &rec)?;
+        self.store
+            .pending_reservations()
+            .stage_create(&mut tx, &rec)?;
         if !input.user_data.is_empty() {
-            tx.put_raw(&keys.user_data(&l.reservation_id), input.user_data.clone());
+            self.store
+                .user_data()
+                .stage_put(&mut tx, &l.reservation_id, input.user_data.clone());
         }
         if let Some(t) = &l.token {
-            let k = keys.client_token(&l.account, t);
-            tx.expect_absent(&k);
             // No instances yet: the reservation is still pending.
-            tx.put(
-                &k,
+            self.store.client_tokens().stage_create(
+                &mut tx,
+                &l.account,
+                t,
                 &ClientTokenRecord {
                     reservation_id: l.reservation_id.clone(),
                     instance_ids: Vec::new(),
@@ -202,8 +202,12 @@ impl Domain {
     ) -> Result<Reservation> {
         let mut rec = rec;
         for _ in 0..8 {
-            let pkey = self.store.keys().pending_reservation(&rec.reservation_id);
-            match self.store.get::<PendingReservation>(&pkey).await? {
+            match self
+                .store
+                .pending_reservations()
+                .get(&rec.reservation_id)
+                .await?
+            {
                 Some(p) => return self.drive(p, None, None).await,
                 None => match self.token_record(account, token).await? {
                     Some(r) if !r.instance_ids.is_empty() => {
@@ -292,8 +296,8 @@ impl Domain {
         launch: Option<Launch>,
         stop_after: Option<usize>,
     ) -> Result<Reservation> {
-        let keys = self.store.keys();
-        let pkey = keys.pending_reservation(&rec.value.reservation_id);
+        let pending = self.store.pending_reservations();
+        let pkey = pending.key(&rec.value.reservation_id);
         let mut launch = launch;
         let mut loaded = launch.is_some();
         let mut out_of_room = false;
@@ -341,9 +345,10 @@ impl Domain {
                     if let Some(t) = &rec.value.client_token {
                         // Written whether or not it is still there (the
                         // record's compare already serialises the saga).
-                        let k = keys.client_token(&rec.value.account, t);
-                        tx.put(
-                            &k,
+                        self.store.client_tokens().stage_put(
+                            &mut tx,
+                            &rec.value.account,
+                            t,
                             &ClientTokenRecord {
                                 reservation_id: rec.value.reservation_id.clone(),
                                 instance_ids: rec.value.instance_ids.clone(),
@@ -370,9 +375,13 @@ impl Domain {
                 }
                 Step::Fail => {
                     tx.delete(&pkey);
-                    tx.delete(&keys.user_data(&rec.value.reservation_id));
+                    self.store
+                        .user_data()
+                        .stage_delete(&mut tx, &rec.value.reservation_id);
                     if let Some(t) = &rec.value.client_token {
-                        tx.delete(&keys.client_token(&rec.value.account, t));
+                        self.store
+                            .client_tokens()
+                            .stage_delete(&mut tx, &rec.value.account, t);
                     }
                 }
             }
@@ -483,13 +492,10 @@ impl Domain {
         reservation_id: &ReservationId,
         ids: &[InstanceId],
     ) -> Result<Reservation> {
-        let keys: Vec<String> = ids
-            .iter()
-            .map(|i| self.store.keys().instance(account, i))
-            .collect();
         let instances: Vec<Instance> = self
             .store
-            .get_many::<Instance>(&keys)
+            .instances()
+            .get_many(account, ids)
             .await?
             .into_iter()
             .flatten()
@@ -511,10 +517,9 @@ impl Domain {
         ids: &[InstanceId],
         tx: &mut Tx,
     ) -> Result<()> {
-        let keys = self.store.keys();
         let now = now_ms();
-        let ikeys: Vec<String> = ids.iter().map(|i| keys.instance(account, i)).collect();
-        let insts = self.store.get_many::<Instance>(&ikeys).await?;
+        let instances = self.store.instances();
+        let insts = instances.get_many(account, ids).await?;
         let mut nodes: Vec<crate::ids::NodeId> = Vec::new();
         for i in insts.iter().flatten() {
             if let Some(n) = &i.value.node_id {
@@ -523,23 +528,23 @@ impl Domain {
                 }
             }
         }
-        let akeys: Vec<String> = nodes.iter().map(|n| keys.node_alloc(n)).collect();
-        let got = self.store.get_many::<NodeAlloc>(&akeys).await?;
+        let got = self.store.nodes().allocs(&nodes).await?;
         let mut allocs: HashMap<String, (NodeAlloc, i64)> = HashMap::new();
         for (n, a) in nodes.iter().zip(got) {
             if let Some(a) = a {
                 allocs.insert(n.to_string(), (a.value, a.mod_revision));
             }
         }
-        for (key, inst) in ikeys.iter().zip(insts) {
+        for (id, inst) in ids.iter().zip(insts) {
             // Already gone (terminated and collected): nothing to give back.
             let Some(inst) = inst else { continue };
-            tx.expect_rev(key, inst.mod_revision);
-            tx.delete(key);
+            tx.delete_if_unchanged(&instances.key(account, id), &inst);
             let i = inst.value;
-            events::stage(keys, tx, &InstanceEvent::rolled_back(&i, now))?;
+            self.store
+                .events()
+                .stage(tx, &InstanceEvent::rolled_back(&i, now))?;
             if let Some(n) = &i.node_id {
-                tx.delete(&keys.assignment(n, &i.id));
+                self.store.assignments().stage_delete(tx, n, &i.id);
                 if let Some((a, _)) = allocs.get_mut(n.as_str()) {
                     if i.state.is_placed() {
                         a.used.vcpus = a.used.vcpus.saturating_sub(i.vcpus);
@@ -547,7 +552,7 @@ impl Domain {
                     }
                     if let Some(net) = &i.network {
                         a.hosts.retain(|h| *h != net.host);
-                        ipam::stage_release(keys, tx, &self.network, net);
+                        self.store.ipam().stage_release(tx, &self.network, net);
                     }
                     a.instances = a.instances.saturating_sub(1);
                 }
@@ -555,9 +560,7 @@ impl Domain {
         }
         for n in &nodes {
             if let Some((a, rev)) = allocs.get(n.as_str()) {
-                let k = keys.node_alloc(n);
-                tx.expect_rev(&k, *rev);
-                tx.put(&k, a)?;
+                self.store.nodes().stage_alloc_at(tx, n, *rev, a)?;
             }
         }
         Ok(())

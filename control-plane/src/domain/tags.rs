@@ -50,7 +50,7 @@ impl Domain {
     async fn resource_key(&self, account: &AccountId, id: &str) -> Result<String> {
         if id.starts_with("i-") {
             let i = InstanceId::parse(id)?;
-            return Ok(self.store.keys().instance(account, &i));
+            return Ok(self.store.instances().key(account, &i));
         }
         if id.starts_with("ami-") {
             let i = ImageId::parse(id)?;
@@ -60,7 +60,7 @@ impl Domain {
                     "image {id} belongs to another account"
                 )));
             }
-            return Ok(self.store.keys().image(&i));
+            return Ok(self.store.images().key(&i));
         }
         if id.starts_with("key-") {
             let k = KeyPairId::parse(id)?;

@@ -261,6 +261,32 @@ impl<'a> ClientTokens<'a> {
     ) -> Result<Option<Versioned<ClientTokenRecord>>> {
         self.0.repo().get(&self.key(account, token)).await
     }
+    /// Stages a new token record (the token must be unused).
+    pub fn stage_create(
+        &self,
+        tx: &mut Tx,
+        account: &AccountId,
+        token: &str,
+        rec: &ClientTokenRecord,
+    ) -> Result<()> {
+        tx.create(&self.key(account, token), rec)?;
+        Ok(())
+    }
+    /// Stages a token record (overwriting).
+    pub fn stage_put(
+        &self,
+        tx: &mut Tx,
+        account: &AccountId,
+        token: &str,
+        rec: &ClientTokenRecord,
+    ) -> Result<()> {
+        tx.put(&self.key(account, token), rec)?;
+        Ok(())
+    }
+    /// Stages the removal of a token record.
+    pub fn stage_delete(&self, tx: &mut Tx, account: &AccountId, token: &str) {
+        tx.delete(&self.key(account, token));
+    }
     /// Every token record, page by page.
     pub fn all(&self) -> Pages<'a, ClientTokenRecord> {
         self.0.repo().pages(self.0.keys().all_client_tokens())
@@ -279,6 +305,11 @@ impl<'a> PendingReservations<'a> {
     /// Reads one progress record.
     pub async fn get(&self, id: &ReservationId) -> Result<Option<Versioned<PendingReservation>>> {
         self.0.repo().get(&self.key(id)).await
+    }
+    /// Stages a new progress record (its id must be free).
+    pub fn stage_create(&self, tx: &mut Tx, rec: &PendingReservation) -> Result<()> {
+        tx.create(&self.key(&rec.reservation_id), rec)?;
+        Ok(())
     }
     /// Every progress record, page by page.
     pub fn all(&self) -> Pages<'a, PendingReservation> {
@@ -326,6 +357,13 @@ impl<'a> KeyPairs<'a> {
     pub async fn create(&self, account: &AccountId, kp: &KeyPair) -> Result<bool> {
         self.0.repo().create(&self.key(account, &kp.name), kp).await
     }
+    /// Deletes an account's key pair (if any).
+    pub async fn delete(&self, account: &AccountId, name: &str) -> Result<()> {
+        let mut tx = Tx::new();
+        tx.delete(&self.key(account, name));
+        self.0.commit(tx).await?;
+        Ok(())
+    }
     /// An account's key pairs, page by page.
     pub fn of(&self, account: &AccountId) -> Pages<'a, KeyPair> {
         self.0.repo().pages(self.0.keys().account_keypairs(account))
@@ -345,8 +383,439 @@ impl<'a> Accounts<'a> {
     pub async fn get(&self, id: &AccountId) -> Result<Option<Versioned<Account>>> {
         self.0.repo().get(&self.key(id)).await
     }
+    /// Stages a new account (its id must be free).
+    pub fn stage_create(&self, tx: &mut Tx, account: &Account) -> Result<()> {
+        tx.create(&self.key(&account.id), account)?;
+        Ok(())
+    }
     /// Every account, page by page.
     pub fn all(&self) -> Pages<'a, Account> {
         self.0.repo().pages(self.0.keys().accounts())
+    }
+}
+
+use super::keys::{DesiredKey, NodeKey};
+use crate::domain::ipam::{AddressClaim, Subnet};
+use crate::domain::liveness::LostConfirmation;
+use crate::domain::model::{AccessKey, ConsoleRecord, ConsoleRequest, Node, NodeAlive, NodeAlloc};
+use crate::ids::SubnetId;
+
+/// More aggregate repositories.
+impl Store {
+    /// The node aggregate: records (`n/rec`), allocations (`n/alloc`),
+    /// liveness (`n/alive`), the host index (`node-hosts`), address blocks
+    /// (`ip-blocks`) and lost-node confirmations (`lost-confirmations`).
+    pub fn nodes(&self) -> Nodes<'_> {
+        Nodes(self)
+    }
+    /// Console output (`console/<i-…>`) and console requests
+    /// (`desired/<node>/c/<request>`).
+    pub fn consoles(&self) -> Consoles<'_> {
+        Consoles(self)
+    }
+    /// Raw user data of reservations (`user-data/<r-…>`).
+    pub fn user_data(&self) -> UserData<'_> {
+        UserData(self)
+    }
+    /// Access keys (`access-keys/<hex key id>`).
+    pub fn access_keys(&self) -> AccessKeys<'_> {
+        AccessKeys(self)
+    }
+    /// IPAM: subnets (`ipam/subnets`) and address claims (`ipam/addrs`).
+    pub fn ipam(&self) -> Ipam<'_> {
+        Ipam(self)
+    }
+}
+
+/// The node aggregate.
+#[derive(Debug, Clone, Copy)]
+pub struct Nodes<'a>(&'a Store);
+
+impl<'a> Nodes<'a> {
+    /// The key of a node record.
+    pub fn key(&self, id: &NodeId) -> String {
+        self.0.keys().node(id)
+    }
+    /// The key of a node's allocation (every placement compares it).
+    pub fn alloc_key(&self, id: &NodeId) -> String {
+        self.0.keys().node_alloc(id)
+    }
+    /// The key of a node's liveness (bound to its lease).
+    pub fn alive_key(&self, id: &NodeId) -> String {
+        self.0.keys().node_alive(id)
+    }
+    /// The host-index key of a host id.
+    pub fn host_key(&self, host_id: &str) -> String {
+        self.0.keys().node_host(host_id)
+    }
+    /// The key of address block `n`.
+    pub fn ip_block_key(&self, n: u32) -> String {
+        self.0.keys().ip_block(n)
+    }
+    /// The key of a lost-node confirmation.
+    pub fn lost_confirmation_key(&self, id: &NodeId) -> String {
+        self.0.keys().lost_confirmation(id)
+    }
+    /// Everything the node cache watches (records, allocations, liveness).
+    pub fn tree(&self) -> String {
+        self.0.keys().node_tree()
+    }
+    /// Classifies a key under [`Nodes::tree`].
+    pub fn parse_tree<'k>(&self, key: &'k str) -> Option<NodeKey<'k>> {
+        self.0.keys().parse_node_tree(key)
+    }
+    /// Reads a node record.
+    pub async fn get(&self, id: &NodeId) -> Result<Option<Versioned<Node>>> {
+        self.0.repo().get(&self.key(id)).await
+    }
+    /// Reads a node's allocation.
+    pub async fn alloc(&self, id: &NodeId) -> Result<Option<Versioned<NodeAlloc>>> {
+        self.0.repo().get(&self.alloc_key(id)).await
+    }
+    /// The node registered for a host id.
+    pub async fn by_host(&self, host_id: &str) -> Result<Option<Versioned<NodeId>>> {
+        self.0.repo().get(&self.host_key(host_id)).await
+    }
+    /// Whether the node's liveness key exists (its lease lives).
+    pub async fn is_alive(&self, id: &NodeId) -> Result<bool> {
+        Ok(self.0.get_raw(&self.alive_key(id)).await?.is_some())
+    }
+    /// Whether a host id has a node (any value).
+    pub async fn host_taken(&self, host_id: &str) -> Result<bool> {
+        Ok(self.0.get_raw(&self.host_key(host_id)).await?.is_some())
+    }
+    /// How many address blocks are taken.
+    pub async fn ip_blocks_taken(&self) -> Result<i64> {
+        self.0.count(&self.0.keys().ip_blocks()).await
+    }
+    /// Reads several nodes' allocations in one request (in `ids` order).
+    pub async fn allocs(&self, ids: &[NodeId]) -> Result<Vec<Option<Versioned<NodeAlloc>>>> {
+        let keys: Vec<String> = ids.iter().map(|n| self.alloc_key(n)).collect();
+        self.0.get_many::<NodeAlloc>(&keys).await
+    }
+    /// Stages a new node: host index and address block claimed (both must
+    /// be absent), record, empty allocation and liveness on `lease`.
+    pub fn stage_create(&self, tx: &mut Tx, node: &Node, alive: &NodeAlive) -> Result<()> {
+        let host = self.host_key(&node.host_id);
+        let block = self.ip_block_key(node.ip_block);
+        tx.expect_absent(&host)
+            .expect_absent(&block)
+            .put(&host, &node.id)?
+            .put(&block, &node.id)?
+            .put(&self.key(&node.id), node)?
+            .put(&self.alloc_key(&node.id), &NodeAlloc::default())?;
+        self.stage_alive(tx, &node.id, alive, node.lease_id)
+    }
+    /// Stages a CAS update of a node record.
+    pub fn stage_replace(&self, tx: &mut Tx, cur: &Versioned<Node>, next: &Node) -> Result<()> {
+        tx.replace(&self.key(&next.id), cur, next)?;
+        Ok(())
+    }
+    /// Stages the node's liveness record on `lease`.
+    pub fn stage_alive(
+        &self,
+        tx: &mut Tx,
+        id: &NodeId,
+        alive: &NodeAlive,
+        lease: i64,
+    ) -> Result<()> {
+        tx.put_with_lease(&self.alive_key(id), alive, lease)?;
+        Ok(())
+    }
+    /// Requires the node to be alive (its liveness key present).
+    pub fn expect_alive(&self, tx: &mut Tx, id: &NodeId) {
+        tx.expect_present(&self.alive_key(id));
+    }
+    /// Requires the node to be lost (its liveness key absent).
+    pub fn expect_lost(&self, tx: &mut Tx, id: &NodeId) {
+        tx.expect_absent(&self.alive_key(id));
+    }
+    /// Stages a node's allocation over the one read (`cur`), CAS.
+    pub fn stage_alloc(
+        &self,
+        tx: &mut Tx,
+        id: &NodeId,
+        cur: &Versioned<NodeAlloc>,
+        next: &NodeAlloc,
+    ) -> Result<()> {
+        tx.replace(&self.alloc_key(id), cur, next)?;
+        Ok(())
+    }
+    /// Stages a node's allocation over the one at `rev` (the node cache's
+    /// view: no read needed).
+    pub fn stage_alloc_at(
+        &self,
+        tx: &mut Tx,
+        id: &NodeId,
+        rev: i64,
+        next: &NodeAlloc,
+    ) -> Result<()> {
+        let k = self.alloc_key(id);
+        tx.expect_rev(&k, rev);
+        tx.put(&k, next)?;
+        Ok(())
+    }
+    /// Every lost-node confirmation (one consistent read).
+    pub async fn lost_confirmations(&self) -> Result<Vec<(String, Versioned<LostConfirmation>)>> {
+        Ok(self
+            .0
+            .list::<LostConfirmation>(&self.0.keys().lost_confirmations())
+            .await?
+            .0)
+    }
+    /// Stages a lost-node confirmation.
+    pub fn stage_lost_confirmation(&self, tx: &mut Tx, rec: &LostConfirmation) -> Result<()> {
+        tx.put(&self.lost_confirmation_key(&rec.node_id), rec)?;
+        Ok(())
+    }
+    /// Deletes a node's lost confirmation (if any).
+    pub async fn clear_lost_confirmation(&self, id: &NodeId) -> Result<()> {
+        let mut tx = Tx::new();
+        tx.delete(&self.lost_confirmation_key(id));
+        self.0.commit(tx).await?;
+        Ok(())
+    }
+}
+
+impl<'a> Assignments<'a> {
+    /// Everything a node's assignment stream watches (assignments and
+    /// console requests).
+    pub fn desired_tree(&self, node: &NodeId) -> String {
+        self.0.keys().desired(node)
+    }
+    /// Classifies a key under [`Assignments::desired_tree`].
+    pub fn parse_desired<'k>(&self, node: &NodeId, key: &'k str) -> Option<DesiredKey<'k>> {
+        self.0.keys().parse_desired(node, key)
+    }
+    /// Whether an assignment exists (any value, even undecodable).
+    pub async fn exists(&self, node: &NodeId, id: &InstanceId) -> Result<bool> {
+        Ok(self.0.get_raw(&self.key(node, id)).await?.is_some())
+    }
+    /// A node's assignments (one consistent read).
+    pub async fn list_of_node(
+        &self,
+        node: &NodeId,
+    ) -> Result<Vec<(String, Versioned<Assignment>)>> {
+        Ok(self
+            .0
+            .list::<Assignment>(&self.0.keys().assignments(node))
+            .await?
+            .0)
+    }
+    /// Stages a CAS update of an assignment.
+    pub fn stage_replace(
+        &self,
+        tx: &mut Tx,
+        node: &NodeId,
+        cur: &Versioned<Assignment>,
+        next: &Assignment,
+    ) -> Result<()> {
+        tx.replace(&self.key(node, &next.instance_id), cur, next)?;
+        Ok(())
+    }
+    /// Stages an assignment (overwriting).
+    pub fn stage_put(&self, tx: &mut Tx, node: &NodeId, a: &Assignment) -> Result<()> {
+        tx.put(&self.key(node, &a.instance_id), a)?;
+        Ok(())
+    }
+    /// Stages a new assignment (it must be absent).
+    pub fn stage_create(&self, tx: &mut Tx, node: &NodeId, a: &Assignment) -> Result<()> {
+        tx.create(&self.key(node, &a.instance_id), a)?;
+        Ok(())
+    }
+    /// Stages the removal of an assignment.
+    pub fn stage_delete(&self, tx: &mut Tx, node: &NodeId, id: &InstanceId) {
+        tx.delete(&self.key(node, id));
+    }
+}
+
+impl<'a> Instances<'a> {
+    /// Reads several instances of an account in one request (in `ids`
+    /// order, `None` for the absent).
+    pub async fn get_many(
+        &self,
+        account: &AccountId,
+        ids: &[InstanceId],
+    ) -> Result<Vec<Option<Versioned<Instance>>>> {
+        let keys: Vec<String> = ids.iter().map(|i| self.key(account, i)).collect();
+        self.0.get_many::<Instance>(&keys).await
+    }
+    /// Stages an instance record (overwriting).
+    pub fn stage_put(&self, tx: &mut Tx, inst: &Instance) -> Result<()> {
+        tx.put(&self.key(&inst.account, &inst.id), inst)?;
+        Ok(())
+    }
+    /// Every instance's prefix (for [`Instances::page_under`]).
+    pub fn all_prefix(&self) -> String {
+        self.0.keys().all_instances()
+    }
+    /// An account's instances' prefix (for [`Instances::page_under`]).
+    pub fn account_prefix(&self, account: &AccountId) -> String {
+        self.0.keys().account_instances(account)
+    }
+}
+
+/// Lifecycle events (the outbox).
+#[derive(Debug, Clone, Copy)]
+pub struct Events<'a>(&'a Store);
+
+impl Store {
+    /// Lifecycle events (`events/<account>/<ms>/<i-…>/<seq>`).
+    pub fn events(&self) -> Events<'_> {
+        Events(self)
+    }
+}
+
+impl<'a> Events<'a> {
+    /// Stages the creation of an event (compare-absent: an event is never
+    /// rewritten).
+    pub fn stage(&self, tx: &mut Tx, ev: &crate::domain::events::InstanceEvent) -> Result<()> {
+        crate::domain::events::stage(self.0.keys(), tx, ev)
+    }
+    /// The prefix of an account's events (time-ordered keys).
+    pub fn account_prefix(&self, account: &AccountId) -> String {
+        self.0.keys().account_events(account)
+    }
+    /// The prefix of every event.
+    pub fn all_prefix(&self) -> String {
+        self.0.keys().all_events()
+    }
+}
+
+/// Console output and requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Consoles<'a>(&'a Store);
+
+impl<'a> Consoles<'a> {
+    /// The key of an instance's last console output.
+    pub fn key(&self, id: &InstanceId) -> String {
+        self.0.keys().console(id)
+    }
+    /// The last console output an agent reported.
+    pub async fn get(&self, id: &InstanceId) -> Result<Option<Versioned<ConsoleRecord>>> {
+        self.0.repo().get(&self.key(id)).await
+    }
+    /// Stores console output.
+    pub async fn put(&self, id: &InstanceId, rec: &ConsoleRecord) -> Result<()> {
+        let mut tx = Tx::new();
+        tx.put(&self.key(id), rec)?;
+        self.0.commit(tx).await?;
+        Ok(())
+    }
+    /// Stages the removal of an instance's console output.
+    pub fn stage_delete(&self, tx: &mut Tx, id: &InstanceId) {
+        tx.delete(&self.key(id));
+    }
+    /// Writes a console request for `node` on `lease`.
+    pub async fn request(&self, node: &NodeId, req: &ConsoleRequest, lease: i64) -> Result<()> {
+        self.0
+            .put_with_lease(
+                &self.0.keys().console_request(node, &req.request_id),
+                req,
+                lease,
+            )
+            .await
+    }
+}
+
+/// Raw user data of reservations.
+#[derive(Debug, Clone, Copy)]
+pub struct UserData<'a>(&'a Store);
+
+impl<'a> UserData<'a> {
+    /// The key of a reservation's user data.
+    pub fn key(&self, id: &ReservationId) -> String {
+        self.0.keys().user_data(id)
+    }
+    /// A reservation's raw user data.
+    pub async fn get(&self, id: &ReservationId) -> Result<Option<Vec<u8>>> {
+        Ok(self.0.get_raw(&self.key(id)).await?.map(|(v, _)| v))
+    }
+    /// Stages a reservation's user data.
+    pub fn stage_put(&self, tx: &mut Tx, id: &ReservationId, data: Vec<u8>) {
+        tx.put_raw(&self.key(id), data);
+    }
+    /// Stages the removal of a reservation's user data.
+    pub fn stage_delete(&self, tx: &mut Tx, id: &ReservationId) {
+        tx.delete(&self.key(id));
+    }
+}
+
+/// Access keys.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessKeys<'a>(&'a Store);
+
+impl<'a> AccessKeys<'a> {
+    /// The key of an access key id.
+    pub fn key(&self, key_id: &str) -> String {
+        self.0.keys().access_key(key_id)
+    }
+    /// Reads an access key.
+    pub async fn get(&self, key_id: &str) -> Result<Option<Versioned<AccessKey>>> {
+        self.0.repo().get(&self.key(key_id)).await
+    }
+    /// Stages an access key (overwriting).
+    pub fn stage_put(&self, tx: &mut Tx, key: &AccessKey) -> Result<()> {
+        tx.put(&self.key(&key.key_id), key)?;
+        Ok(())
+    }
+    /// Stages a new access key (its id must be free).
+    pub fn stage_create(&self, tx: &mut Tx, key: &AccessKey) -> Result<()> {
+        tx.create(&self.key(&key.key_id), key)?;
+        Ok(())
+    }
+    /// Stages the removal of an access key.
+    pub fn stage_delete(&self, tx: &mut Tx, key_id: &str) {
+        tx.delete(&self.key(key_id));
+    }
+}
+
+/// IPAM subnets and address claims.
+#[derive(Debug, Clone, Copy)]
+pub struct Ipam<'a>(&'a Store);
+
+impl<'a> Ipam<'a> {
+    /// The key of a subnet.
+    pub fn subnet_key(&self, id: &SubnetId) -> String {
+        self.0.keys().subnet(id)
+    }
+    /// Reads a subnet.
+    pub async fn subnet(&self, id: &SubnetId) -> Result<Option<Versioned<Subnet>>> {
+        self.0.repo().get(&self.subnet_key(id)).await
+    }
+    /// The claims of a subnet (one consistent read, address-key order).
+    pub async fn claims(
+        &self,
+        subnet: &SubnetId,
+    ) -> Result<Vec<(String, Versioned<AddressClaim>)>> {
+        Ok(self
+            .0
+            .list::<AddressClaim>(&self.0.keys().address_claims(subnet))
+            .await?
+            .0)
+    }
+    /// Stages the claim of `net`'s address by `inst` (compare-absent: an
+    /// address already claimed fails the transaction).
+    pub fn stage_claim(
+        &self,
+        tx: &mut Tx,
+        inst: &Instance,
+        net: &crate::domain::model::NetworkAssignment,
+    ) -> Result<()> {
+        crate::domain::ipam::stage_claim(self.0.keys(), tx, inst, net)
+    }
+    /// Stages the release of `net`'s address (its claim deleted).
+    pub fn stage_release(
+        &self,
+        tx: &mut Tx,
+        network: &crate::domain::network::Network,
+        net: &crate::domain::model::NetworkAssignment,
+    ) {
+        crate::domain::ipam::stage_release(self.0.keys(), tx, network, net)
+    }
+    /// Stages a subnet (overwriting).
+    pub fn stage_subnet(&self, tx: &mut Tx, id: &SubnetId, subnet: &Subnet) -> Result<()> {
+        tx.put(&self.subnet_key(id), subnet)?;
+        Ok(())
     }
 }
