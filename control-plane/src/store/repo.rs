@@ -12,8 +12,17 @@
 
 use std::marker::PhantomData;
 
+use super::keys::{DesiredKey, NodeKey};
 use super::{Page, Record, Store, Tx, Versioned, MAX_PAGE};
+use crate::domain::ipam::{AddressClaim, Subnet};
+use crate::domain::liveness::LostConfirmation;
+use crate::domain::model::{
+    AccessKey, Account, Assignment, ClientTokenRecord, ConsoleRecord, ConsoleRequest, Image,
+    Instance, KeyPair, Node, NodeAlive, NodeAlloc,
+};
+use crate::domain::reservations::PendingReservation;
 use crate::error::{Error, Result};
+use crate::ids::{AccountId, ImageId, InstanceId, NodeId, ReservationId, SubnetId};
 
 /// How many times [`Repo::update`] re-reads after a lost compare-and-swap.
 pub const MAX_CAS_ATTEMPTS: u32 = 32;
@@ -177,10 +186,6 @@ impl Store {
         Accounts(self)
     }
 }
-
-use crate::domain::model::{Account, Assignment, ClientTokenRecord, Image, Instance, KeyPair};
-use crate::domain::reservations::PendingReservation;
-use crate::ids::{AccountId, ImageId, InstanceId, NodeId, ReservationId};
 
 /// Instances.
 #[derive(Debug, Clone, Copy)]
@@ -393,12 +398,6 @@ impl<'a> Accounts<'a> {
         self.0.repo().pages(self.0.keys().accounts())
     }
 }
-
-use super::keys::{DesiredKey, NodeKey};
-use crate::domain::ipam::{AddressClaim, Subnet};
-use crate::domain::liveness::LostConfirmation;
-use crate::domain::model::{AccessKey, ConsoleRecord, ConsoleRequest, Node, NodeAlive, NodeAlloc};
-use crate::ids::SubnetId;
 
 /// More aggregate repositories.
 impl Store {
