@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use nubis_control_plane::domain::events::{EventKind, EventQuery, InstanceEvent, StoredEvent};
-use nubis_control_plane::domain::instances::RunInstancesInput;
 use nubis_control_plane::domain::lifecycle::State;
 use nubis_control_plane::domain::model::now_ms;
 use nubis_control_plane::domain::{Caller, Domain};
@@ -20,26 +19,6 @@ use nubis_control_plane::sim::{SimAgent, SimOptions};
 use nubis_control_plane::store::Tx;
 use nubis_control_plane::tasks::Task;
 use support::*;
-
-fn input(image: &str, n: u32) -> RunInstancesInput {
-    RunInstancesInput {
-        image_id: image.into(),
-        instance_type: "t3.nano".into(),
-        min_count: n,
-        max_count: n,
-        ..Default::default()
-    }
-}
-
-async fn wait(d: &Domain, c: &Caller, id: &str, state: State) {
-    for _ in 0..300 {
-        if d.instance(c, id).await.unwrap().value.state == state {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {id} to be {state:?}");
-}
 
 async fn account(d: &Domain, name: &str) -> Caller {
     let (a, _, _) = d.create_account(&Caller::Operator, name).await.unwrap();
@@ -121,18 +100,21 @@ async fn every_transition_writes_one_event_and_events_outlive_the_instance() {
     .unwrap();
 
     let before = now_ms();
-    let r = d.run_instances(&caller, input(&image, 2)).await.unwrap();
+    let r = d
+        .run_instances(&caller, nano_input(&image, 2))
+        .await
+        .unwrap();
     let ids: Vec<String> = r.instances.iter().map(|i| i.id.to_string()).collect();
     for id in &ids {
-        wait(&d, &caller, id, State::Running).await;
+        wait_domain_state(&d, &caller, id, State::Running).await;
     }
     d.stop_instances(&caller, &ids[..1], false).await.unwrap();
-    wait(&d, &caller, &ids[0], State::Stopped).await;
+    wait_domain_state(&d, &caller, &ids[0], State::Stopped).await;
     d.start_instances(&caller, &ids[..1]).await.unwrap();
-    wait(&d, &caller, &ids[0], State::Running).await;
+    wait_domain_state(&d, &caller, &ids[0], State::Running).await;
     d.terminate_instances(&caller, &ids).await.unwrap();
     for id in &ids {
-        wait(&d, &caller, id, State::Terminated).await;
+        wait_domain_state(&d, &caller, id, State::Terminated).await;
     }
 
     let events = all_events(&d, &caller, None).await;
@@ -178,7 +160,10 @@ async fn racing_changes_write_one_event_per_committed_change() {
     let mut o = SimOptions::new("h1", ZONES[0], 8, 8192);
     o.run_instances = false;
     let _agent = SimAgent::start(&endpoint(&cp), enrol(), o).await.unwrap();
-    let r = d.run_instances(&caller, input(&image, 1)).await.unwrap();
+    let r = d
+        .run_instances(&caller, nano_input(&image, 1))
+        .await
+        .unwrap();
     let id = r.instances[0].id.to_string();
 
     // Eight concurrent stops and terminates of one instance, on two
@@ -226,12 +211,16 @@ async fn reads_page_through_a_time_range_of_one_account() {
     let _agent = SimAgent::start(&endpoint(&cp), enrol(), o).await.unwrap();
 
     let t0 = now_ms();
-    d.run_instances(&alice, input(&image, 9)).await.unwrap();
+    d.run_instances(&alice, nano_input(&image, 9))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let t1 = now_ms();
-    d.run_instances(&bob, input(&image, 2)).await.unwrap();
+    d.run_instances(&bob, nano_input(&image, 2)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    d.run_instances(&alice, input(&image, 3)).await.unwrap();
+    d.run_instances(&alice, nano_input(&image, 3))
+        .await
+        .unwrap();
 
     // Pages of 5 over everything: 5, 5, 2, in key (time) order.
     let q = |from, to, token| EventQuery {
@@ -341,8 +330,11 @@ async fn retention_deletes_only_expired_events() {
     let mut o = SimOptions::new("h1", ZONES[0], 8, 8192);
     o.run_instances = false;
     let _agent = SimAgent::start(&endpoint(&cp), enrol(), o).await.unwrap();
-    let a = d.run_instances(&alice, input(&image, 1)).await.unwrap();
-    let b = d.run_instances(&bob, input(&image, 1)).await.unwrap();
+    let a = d
+        .run_instances(&alice, nano_input(&image, 1))
+        .await
+        .unwrap();
+    let b = d.run_instances(&bob, nano_input(&image, 1)).await.unwrap();
 
     // Back-dated copies: one just past the 400-day default, one just inside.
     let day = 86_400_000i64;

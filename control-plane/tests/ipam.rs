@@ -10,9 +10,7 @@ mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
-use std::time::Duration;
 
-use nubis_control_plane::domain::instances::RunInstancesInput;
 use nubis_control_plane::domain::lifecycle::State;
 use nubis_control_plane::domain::model::Instance;
 use nubis_control_plane::domain::{Caller, Domain};
@@ -20,27 +18,6 @@ use nubis_control_plane::ids::SubnetId;
 use nubis_control_plane::sim::{SimAgent, SimOptions};
 use nubis_control_plane::store::Tx;
 use support::*;
-
-fn input(image: &str, n: u32) -> RunInstancesInput {
-    RunInstancesInput {
-        image_id: image.into(),
-        instance_type: "t3.nano".into(),
-        min_count: n,
-        max_count: n,
-        ..Default::default()
-    }
-}
-
-async fn wait(d: &Domain, c: &Caller, id: &str, state: State) -> Instance {
-    for _ in 0..300 {
-        let i = d.instance(c, id).await.unwrap().value;
-        if i.state == state {
-            return i;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {id} to be {state:?}");
-}
 
 /// Every placed instance holds exactly the claim of its address, in its
 /// subnet; no other claim exists; no address is reserved or doubled.
@@ -127,7 +104,7 @@ async fn racing_placements_on_two_replicas_never_share_an_address() {
         };
         let (c, img) = (caller.clone(), image.clone());
         tasks.push(tokio::spawn(async move {
-            d.run_instances(&c, input(&img, 3)).await
+            d.run_instances(&c, nano_input(&img, 3)).await
         }));
     }
     let mut placed = 0;
@@ -166,7 +143,10 @@ async fn a_full_subnet_refuses_and_termination_frees_the_address() {
     .await
     .unwrap();
 
-    let r = d.run_instances(&caller, input(&image, 3)).await.unwrap();
+    let r = d
+        .run_instances(&caller, nano_input(&image, 3))
+        .await
+        .unwrap();
     let mut ips: Vec<String> = r
         .instances
         .iter()
@@ -180,7 +160,7 @@ async fn a_full_subnet_refuses_and_termination_frees_the_address() {
         "the agent's view is unchanged"
     );
     let err = d
-        .run_instances(&caller, input(&image, 1))
+        .run_instances(&caller, nano_input(&image, 1))
         .await
         .unwrap_err();
     assert_eq!(err.code(), "InsufficientInstanceCapacity");
@@ -195,13 +175,16 @@ async fn a_full_subnet_refuses_and_termination_frees_the_address() {
         .unwrap()
         .id
         .to_string();
-    wait(&d, &caller, &victim, State::Running).await;
+    wait_domain_state(&d, &caller, &victim, State::Running).await;
     d.terminate_instances(&caller, std::slice::from_ref(&victim))
         .await
         .unwrap();
-    wait(&d, &caller, &victim, State::Terminated).await;
+    wait_domain_state(&d, &caller, &victim, State::Terminated).await;
     assert_eq!(claims_match(&d, &caller).await, 2);
-    let again = d.run_instances(&caller, input(&image, 1)).await.unwrap();
+    let again = d
+        .run_instances(&caller, nano_input(&image, 1))
+        .await
+        .unwrap();
     assert_eq!(again.instances[0].network.as_ref().unwrap().ip, "10.0.0.5");
     assert_eq!(claims_match(&d, &caller).await, 3);
 }
@@ -222,9 +205,12 @@ async fn an_instance_placed_before_ipam_keeps_its_address() {
     )
     .await
     .unwrap();
-    let r = d.run_instances(&caller, input(&image, 1)).await.unwrap();
+    let r = d
+        .run_instances(&caller, nano_input(&image, 1))
+        .await
+        .unwrap();
     let id = r.instances[0].id.to_string();
-    let placed = wait(&d, &caller, &id, State::Running).await;
+    let placed = wait_domain_state(&d, &caller, &id, State::Running).await;
     let net = placed.network.clone().unwrap();
     let subnet = net.subnet_id.clone().unwrap();
 
@@ -283,12 +269,15 @@ async fn an_instance_placed_before_ipam_keeps_its_address() {
 
     // Stopped and started again: still that address, one claim; a new
     // instance gets an address of its own.
-    wait(&d, &caller, &id, State::Stopped).await;
+    wait_domain_state(&d, &caller, &id, State::Stopped).await;
     d.start_instances(&caller, std::slice::from_ref(&id))
         .await
         .unwrap();
-    wait(&d, &caller, &id, State::Running).await;
-    let other = d.run_instances(&caller, input(&image, 1)).await.unwrap();
+    wait_domain_state(&d, &caller, &id, State::Running).await;
+    let other = d
+        .run_instances(&caller, nano_input(&image, 1))
+        .await
+        .unwrap();
     assert_ne!(other.instances[0].network.as_ref().unwrap().ip, old_ip);
     assert_eq!(d.address_claims(&subnet).await.unwrap().len(), 2);
 
@@ -296,7 +285,7 @@ async fn an_instance_placed_before_ipam_keeps_its_address() {
     d.terminate_instances(&caller, std::slice::from_ref(&id))
         .await
         .unwrap();
-    wait(&d, &caller, &id, State::Terminated).await;
+    wait_domain_state(&d, &caller, &id, State::Terminated).await;
     let left = d.address_claims(&subnet).await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].instance_id, other.instances[0].id);

@@ -11,21 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nubis_control_plane::config::Policy;
-use nubis_control_plane::domain::instances::{DescribeInput, RunInstancesInput};
+use nubis_control_plane::domain::instances::DescribeInput;
 use nubis_control_plane::domain::model::Instance;
 use nubis_control_plane::domain::{Caller, Domain};
 use nubis_control_plane::sim::{SimAgent, SimOptions};
 use support::*;
-
-fn input(image: &str, count: u32) -> RunInstancesInput {
-    RunInstancesInput {
-        image_id: image.into(),
-        instance_type: "t3.nano".into(),
-        min_count: count,
-        max_count: count,
-        ..Default::default()
-    }
-}
 
 async fn all_instances(d: &Domain, c: &Caller) -> Vec<Instance> {
     let mut out = Vec::new();
@@ -75,7 +65,10 @@ async fn spread_zone_constraint_cordon_and_capacity() {
     let _agents = agents(&ep, &ZONES, 2, 2, 256).await;
 
     // 6 instances over 3 zones x 2 hosts: one per host.
-    let r = d.run_instances(&caller, input(&image, 6)).await.unwrap();
+    let r = d
+        .run_instances(&caller, nano_input(&image, 6))
+        .await
+        .unwrap();
     let zones: HashMap<String, usize> = r.instances.iter().fold(HashMap::new(), |mut m, i| {
         *m.entry(i.availability_zone.clone()).or_default() += 1;
         m
@@ -86,7 +79,7 @@ async fn spread_zone_constraint_cordon_and_capacity() {
     assert_eq!(hosts.len(), 6);
 
     // Zone constraint.
-    let mut i = input(&image, 2);
+    let mut i = nano_input(&image, 2);
     i.availability_zone = Some(ZONES[1].into());
     let r = d.run_instances(&caller, i).await.unwrap();
     assert!(r.instances.iter().all(|i| i.availability_zone == ZONES[1]));
@@ -101,7 +94,7 @@ async fn spread_zone_constraint_cordon_and_capacity() {
             .await
             .unwrap();
     }
-    let mut i = input(&image, 1);
+    let mut i = nano_input(&image, 1);
     i.availability_zone = Some(ZONES[2].into());
     let e = d.run_instances(&caller, i.clone()).await.unwrap_err();
     assert_eq!(e.code(), "InsufficientInstanceCapacity");
@@ -114,7 +107,7 @@ async fn spread_zone_constraint_cordon_and_capacity() {
 
     // Capacity: 2 vCPU x overcommit 4 = 8 per host, 256 MiB = 4 nano per host.
     // Zone a has 2 hosts with 2 used: 6 more fit, 7 do not (all-or-nothing with min=max).
-    let mut i = input(&image, 7);
+    let mut i = nano_input(&image, 7);
     i.availability_zone = Some(ZONES[0].into());
     let before = all_instances(&d, &caller).await.len();
     assert_eq!(
@@ -126,7 +119,7 @@ async fn spread_zone_constraint_cordon_and_capacity() {
         before,
         "nothing written"
     );
-    let mut i = input(&image, 1);
+    let mut i = nano_input(&image, 1);
     i.max_count = 7;
     i.availability_zone = Some(ZONES[0].into());
     assert_eq!(
@@ -151,7 +144,10 @@ async fn binpack_fills_hosts_in_turn() {
     let _agents = agents(&ep, &ZONES[..1], 3, 4, 512).await;
     let mut per_node: HashMap<String, usize> = HashMap::new();
     for _ in 0..8 {
-        let r = d.run_instances(&caller, input(&image, 1)).await.unwrap();
+        let r = d
+            .run_instances(&caller, nano_input(&image, 1))
+            .await
+            .unwrap();
         *per_node
             .entry(r.instances[0].node_id.clone().unwrap().to_string())
             .or_default() += 1;
@@ -161,7 +157,10 @@ async fn binpack_fills_hosts_in_turn() {
         1,
         "binpack keeps using one host while it fits: {per_node:?}"
     );
-    let r = d.run_instances(&caller, input(&image, 1)).await.unwrap();
+    let r = d
+        .run_instances(&caller, nano_input(&image, 1))
+        .await
+        .unwrap();
     assert!(
         !per_node.contains_key(r.instances[0].node_id.as_ref().unwrap().as_str()),
         "full host skipped"
@@ -198,7 +197,7 @@ async fn two_replicas_never_overbook_tight_capacity() {
         tasks.push(tokio::spawn(async move {
             let (mut ok, mut full) = (0, 0);
             for _ in 0..(wanted / 8) {
-                match d.run_instances(&caller, input(&image, 1)).await {
+                match d.run_instances(&caller, nano_input(&image, 1)).await {
                     Ok(_) => ok += 1,
                     Err(e) if e.code() == "InsufficientInstanceCapacity" => full += 1,
                     Err(e) => panic!("unexpected error: {e}"),
@@ -254,7 +253,7 @@ async fn client_token_survives_restart_and_killed_replicas() {
     let _agents = agents(&ep, &ZONES, 1, 8, 4096).await;
 
     // Same token on a restarted control plane: same reservation.
-    let mut i = input(&image, 2);
+    let mut i = nano_input(&image, 2);
     i.client_token = Some("tok-restart".into());
     let first = a.domain.run_instances(&caller, i.clone()).await.unwrap();
     a.shutdown().await;
@@ -282,7 +281,7 @@ async fn client_token_survives_restart_and_killed_replicas() {
     for round in 0..8u64 {
         let victim = start(cfg.clone()).await;
         let token = format!("tok-kill-{round}");
-        let mut i = input(&image, 2);
+        let mut i = nano_input(&image, 2);
         i.client_token = Some(token.clone());
         let d = victim.domain.clone();
         let caller2 = caller.clone();

@@ -218,3 +218,34 @@ pub async fn register_image(d: &nubis_control_plane::domain::Domain) -> String {
     .id
     .to_string()
 }
+
+/// RunInstances of exactly `n` `t3.nano` instances of `image` (domain input).
+pub fn nano_input(
+    image: &str,
+    n: u32,
+) -> nubis_control_plane::domain::instances::RunInstancesInput {
+    nubis_control_plane::domain::instances::RunInstancesInput {
+        image_id: image.into(),
+        instance_type: "t3.nano".into(),
+        min_count: n,
+        max_count: n,
+        ..Default::default()
+    }
+}
+
+/// Waits (30 s at most) until the domain shows instance `id` in `state`.
+pub async fn wait_domain_state(
+    d: &nubis_control_plane::domain::Domain,
+    c: &nubis_control_plane::domain::Caller,
+    id: &str,
+    state: nubis_control_plane::domain::lifecycle::State,
+) -> nubis_control_plane::domain::model::Instance {
+    for _ in 0..300 {
+        let i = d.instance(c, id).await.unwrap().value;
+        if i.state == state {
+            return i;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {id} to be {state:?}");
+}
