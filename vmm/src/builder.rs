@@ -39,15 +39,20 @@ fn device_err(device: String) -> impl FnOnce(virtio::Error) -> Error {
 fn virtio_backends(config: &VmConfig) -> Result<Vec<(&'static str, Box<dyn VirtioDevice + Send>)>> {
     let mut out: Vec<(&'static str, Box<dyn VirtioDevice + Send>)> = Vec::new();
     for (i, disk) in config.disks.iter().enumerate() {
-        let dev = virtio::block::Block::new(&disk.path, disk.read_only, disk.id.clone())
-            .map_err(device_err(format!("disk{i} ({})", disk.path.display())))?;
+        let name = || format!("disk{i} ({})", disk.path.display());
+        let mut dev = virtio::block::Block::new(&disk.path, disk.read_only, disk.id.clone())
+            .map_err(device_err(name()))?;
+        dev.set_rate_limit(&disk.rate_limit)
+            .map_err(device_err(name()))?;
         out.push(("block", Box::new(dev)));
     }
     for (i, net) in config.nets.iter().enumerate() {
         // Validated by VmConfig::validate; an unparsable MAC cannot get here.
         let mac = net.mac.as_deref().and_then(crate::config::parse_mac);
-        let dev = virtio::net::Net::new(&net.tap, mac)
-            .map_err(device_err(format!("net{i} (tap={})", net.tap)))?;
+        let name = || format!("net{i} (tap={})", net.tap);
+        let mut dev = virtio::net::Net::new(&net.tap, mac).map_err(device_err(name()))?;
+        dev.set_rate_limit(&net.rate_limit)
+            .map_err(device_err(name()))?;
         out.push(("net", Box::new(dev)));
     }
     let rng = virtio::rng::Rng::new().map_err(device_err("rng".into()))?;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
+use crate::devices::ratelimit::RateLimitConfig;
 use crate::error::{Error, Result};
 
 /// Most vCPUs we start (MP table and IOAPIC routing stay simple).
@@ -66,6 +67,9 @@ pub struct DiskConfig {
     /// Serial/ID reported to the guest (at most 20 bytes).
     #[serde(default)]
     pub id: Option<String>,
+    /// Bandwidth (bytes/s read + written) and request limits.
+    #[serde(default, skip_serializing_if = "RateLimitConfig::is_unlimited")]
+    pub rate_limit: RateLimitConfig,
 }
 
 /// One virtio-net device backed by a TAP device.
@@ -77,6 +81,9 @@ pub struct NetConfig {
     /// Guest MAC address; a locally administered one is derived when absent.
     #[serde(default)]
     pub mac: Option<String>,
+    /// Bandwidth (bytes/s sent) and frame limits of the guest's transmissions.
+    #[serde(default, skip_serializing_if = "RateLimitConfig::is_unlimited")]
+    pub rate_limit: RateLimitConfig,
 }
 
 /// The whole microVM configuration: what `--config FILE` holds and what the
@@ -117,6 +124,14 @@ pub struct VmConfig {
     /// (see [`crate::exit_status`]).
     #[serde(default)]
     pub exit_status_file: Option<PathBuf>,
+    /// Per-thread seccomp filters (see [`crate::seccomp`]); turning them off
+    /// is for debugging only and leaves the host exposed to device-model bugs.
+    #[serde(default = "default_true")]
+    pub seccomp: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_vcpus() -> u8 {
@@ -191,6 +206,11 @@ pub struct Cli {
     /// --config, whose exit_status_file it overrides.
     #[arg(long = "exit-status-file", value_name = "PATH")]
     pub exit_status_file: Option<PathBuf>,
+    /// UNSAFE, for debugging only: do not install the per-thread seccomp
+    /// filters (a device-model bug could then make any syscall). Allowed with
+    /// --config, whose `seccomp` field it overrides.
+    #[arg(long = "no-seccomp")]
+    pub no_seccomp: bool,
 }
 
 impl Cli {
@@ -201,6 +221,9 @@ impl Cli {
                 let mut config = VmConfig::from_file(&path)?;
                 if self.exit_status_file.is_some() {
                     config.exit_status_file = self.exit_status_file;
+                }
+                if self.no_seccomp {
+                    config.seccomp = false;
                 }
                 config
             }
@@ -230,6 +253,7 @@ impl Cli {
                 serial_max_bytes: self.serial_max_bytes,
                 api_socket: self.api_socket,
                 exit_status_file: self.exit_status_file,
+                seccomp: !self.no_seccomp,
             },
         };
         config.validate()?;
@@ -250,7 +274,29 @@ impl Cli {
     }
 }
 
-/// Parses `PATH[,ro][,id=ID]`.
+/// Applies a `bw=N[/BURST]` or `ops=N[/BURST]` option; false when `key` is neither.
+fn parse_limit(limit: &mut RateLimitConfig, key: &str, value: &str) -> Option<Result<()>> {
+    let bucket = match key {
+        "bw" => &mut limit.bandwidth,
+        "ops" => &mut limit.ops,
+        _ => return None,
+    };
+    let (rate, burst) = match value.split_once('/') {
+        Some((r, b)) => (r, Some(b)),
+        None => (value, None),
+    };
+    let num = |s: &str| {
+        s.parse::<u64>()
+            .map_err(|_| Error::Config(format!("{key}={value}: expected N or N/BURST")))
+    };
+    Some((|| {
+        bucket.rate = num(rate)?;
+        bucket.burst = burst.map(num).transpose()?;
+        Ok(())
+    })())
+}
+
+/// Parses `PATH[,ro][,id=ID][,bw=N[/BURST]][,ops=N[/BURST]]`.
 pub fn parse_disk(spec: &str) -> Result<DiskConfig> {
     let mut parts = spec.split(',');
     let path = parts.next().unwrap_or_default();
@@ -261,14 +307,20 @@ pub fn parse_disk(spec: &str) -> Result<DiskConfig> {
         path: PathBuf::from(path),
         read_only: false,
         id: None,
+        rate_limit: RateLimitConfig::default(),
     };
     for part in parts {
         match part.split_once('=') {
             None if part == "ro" => disk.read_only = true,
             Some(("id", id)) => disk.id = Some(id.to_string()),
+            Some((k, v)) if matches!(k, "bw" | "ops") => {
+                if let Some(r) = parse_limit(&mut disk.rate_limit, k, v) {
+                    r?;
+                }
+            }
             _ => {
                 return Err(Error::Config(format!(
-                    "--disk {spec:?}: unknown option {part:?} (expected ro or id=ID)"
+                    "--disk {spec:?}: unknown option {part:?} (expected ro, id=ID, bw=N or ops=N)"
                 )))
             }
         }
@@ -276,23 +328,33 @@ pub fn parse_disk(spec: &str) -> Result<DiskConfig> {
     Ok(disk)
 }
 
-/// Parses `tap=NAME[,mac=MAC]`.
+/// Parses `tap=NAME[,mac=MAC][,bw=N[/BURST]][,ops=N[/BURST]]`.
 pub fn parse_net(spec: &str) -> Result<NetConfig> {
     let mut tap = None;
     let mut mac = None;
+    let mut rate_limit = RateLimitConfig::default();
     for part in spec.split(',') {
         match part.split_once('=') {
             Some(("tap", name)) => tap = Some(name.to_string()),
             Some(("mac", m)) => mac = Some(m.to_string()),
+            Some((k, v)) if matches!(k, "bw" | "ops") => {
+                if let Some(r) = parse_limit(&mut rate_limit, k, v) {
+                    r?;
+                }
+            }
             _ => {
                 return Err(Error::Config(format!(
-                    "--net {spec:?}: unknown option {part:?} (expected tap=NAME or mac=MAC)"
+                    "--net {spec:?}: unknown option {part:?} (expected tap=NAME, mac=MAC, bw=N or ops=N)"
                 )))
             }
         }
     }
     let tap = tap.ok_or_else(|| Error::Config(format!("--net {spec:?}: missing tap=NAME")))?;
-    Ok(NetConfig { tap, mac })
+    Ok(NetConfig {
+        tap,
+        mac,
+        rate_limit,
+    })
 }
 
 /// Parses a MAC address `aa:bb:cc:dd:ee:ff`.
@@ -446,6 +508,16 @@ mod tests {
         assert_eq!(n.tap, "nb0");
         assert!(parse_net("mac=02:00:00:00:00:01").is_err());
         assert!(parse_net("tap=x,foo=1").is_err());
+        let d = parse_disk("/img,bw=1048576/2097152,ops=100").unwrap();
+        assert_eq!(d.rate_limit.bandwidth.rate, 1 << 20);
+        assert_eq!(d.rate_limit.bandwidth.burst, Some(2 << 20));
+        assert_eq!(d.rate_limit.ops.rate, 100);
+        assert_eq!(d.rate_limit.ops.burst, None);
+        let n = parse_net("tap=nb0,ops=1000").unwrap();
+        assert_eq!(n.rate_limit.ops.rate, 1000);
+        assert!(parse_disk("/img,bw=fast").is_err());
+        assert!(parse_net("tap=nb0,ops=1/x").is_err());
+        assert!(base().seccomp, "seccomp is on unless turned off");
     }
 
     #[test]
@@ -472,12 +544,14 @@ mod tests {
                 c.nets.push(NetConfig {
                     tap: "a-very-long-interface-name".into(),
                     mac: None,
+                    rate_limit: RateLimitConfig::default(),
                 })
             }),
             Box::new(|c| {
                 c.nets.push(NetConfig {
                     tap: "nb0".into(),
                     mac: Some("01:00:00:00:00:00".into()),
+                    rate_limit: RateLimitConfig::default(),
                 })
             }),
             Box::new(|c| {
@@ -485,6 +559,7 @@ mod tests {
                     path: "/d".into(),
                     read_only: false,
                     id: Some("x".repeat(21)),
+                    rate_limit: RateLimitConfig::default(),
                 })
             }),
             Box::new(|c| c.api_socket = Some(PathBuf::from("/".repeat(200)))),

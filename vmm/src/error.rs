@@ -12,6 +12,9 @@ pub type BoxedCause = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// Everything that can make `nubis-vmm` fail.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A seccomp filter could not be built or installed.
+    #[error("seccomp filter")]
+    Seccomp(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A setting is invalid (bad flag value, contradictory settings).
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -170,6 +173,7 @@ impl Error {
             | Error::Vcpu { .. }
             | Error::BootSetup { .. }
             | Error::VcpuFault { .. }
+            | Error::Seccomp(_)
             | Error::Host { .. } => exit_code::INTERNAL,
         }
     }

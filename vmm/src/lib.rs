@@ -4,7 +4,8 @@
 //!
 //! Threads: the main thread builds the VM ([`builder`]) and then runs the
 //! event loop ([`vmm`]); one thread serves the API socket ([`api`]); one
-//! thread per vCPU ([`vstate::vcpu`]).
+//! thread per vCPU ([`vstate::vcpu`]). Each installs its own seccomp filter
+//! ([`seccomp`]) once its set-up is done.
 
 pub mod api;
 pub mod boot;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod exit_status;
 pub mod logger;
 pub mod rpc;
+pub mod seccomp;
 pub mod signals;
 pub mod state;
 pub mod vmm;
@@ -26,6 +28,9 @@ pub use error::{Error, Result};
 /// once it has (its [`state::StopReason::exit_code`] is the process exit
 /// status: 0 for reset, stop, SIGTERM; 1 for a vCPU fault).
 pub fn run(config: config::VmConfig) -> Result<state::StopReason> {
+    if config.seccomp {
+        seccomp::init()?;
+    }
     let vmm = builder::build(config)?;
     let reason = vmm.run()?;
     if let state::StopReason::VcpuFault(msg) = &reason {

@@ -164,6 +164,7 @@ impl Vmm {
     /// Runs until the VM ends; returns why.
     pub fn run(mut self) -> Result<StopReason> {
         let epoll = self.epoll()?;
+        crate::seccomp::apply(crate::seccomp::ThreadKind::EventLoop)?;
         let _ = self.transition(Event::Started);
         let mut events = vec![EpollEvent::default(); 64];
         let reason = 'outer: loop {

@@ -116,10 +116,23 @@ impl ApiServer {
             requests,
             wake,
         };
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("api".into())
-            .spawn(move || worker.run())
+            .spawn(move || {
+                let filtered = crate::seccomp::apply(crate::seccomp::ThreadKind::Api);
+                let ok = filtered.is_ok();
+                let _ = ready_tx.send(filtered);
+                if ok {
+                    worker.run();
+                }
+            })
             .map_err(api_err)?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(api_err(std::io::Error::other("API thread ended early"))),
+        }
         Ok(ApiServer {
             path: path.to_path_buf(),
             shutdown,

@@ -4,6 +4,7 @@
 //! return all-ones, writes are dropped, and the guest keeps running.
 
 pub mod i8042;
+pub mod ratelimit;
 pub mod serial;
 pub mod virtio;
 

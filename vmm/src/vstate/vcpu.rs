@@ -181,11 +181,28 @@ impl Vcpu {
     }
 
     /// Starts the vCPU thread.
+    /// Returns once the thread has installed its seccomp filter.
     pub fn spawn(self, ctx: VcpuThreadContext) -> Result<JoinHandle<()>> {
-        std::thread::Builder::new()
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let handle = std::thread::Builder::new()
             .name(format!("vcpu{}", self.id))
-            .spawn(move || self.run(ctx))
-            .map_err(|e| Error::host("vCPU thread", e))
+            .spawn(move || {
+                let filtered = crate::seccomp::apply(crate::seccomp::ThreadKind::Vcpu);
+                let ok = filtered.is_ok();
+                let _ = ready_tx.send(filtered);
+                if ok {
+                    self.run(ctx);
+                }
+            })
+            .map_err(|e| Error::host("vCPU thread", e))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(handle),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::host(
+                "vCPU thread",
+                std::io::Error::other("ended before starting"),
+            )),
+        }
     }
 
     fn report(&self, ctx: &VcpuThreadContext, report: VcpuReport) {

@@ -151,6 +151,13 @@ pub enum Error {
     /// A device declared an unusable queue (no queues, or a maximum size that is not a power of two).
     #[error("device declares an invalid queue")]
     InvalidQueue(#[source] virtio_queue::Error),
+    /// The timer of a device's rate limiter could not be created.
+    #[error("cannot create the rate limiter's timer")]
+    RateLimiter {
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -167,7 +174,10 @@ impl Error {
                 exit_code::NETWORK
             }
             Error::InvalidMac { .. } => exit_code::CONFIG,
-            Error::Entropy(_) | Error::EventFd(_) | Error::InvalidQueue(_) => exit_code::INTERNAL,
+            Error::Entropy(_)
+            | Error::EventFd(_)
+            | Error::InvalidQueue(_)
+            | Error::RateLimiter { .. } => exit_code::INTERNAL,
         }
     }
 }

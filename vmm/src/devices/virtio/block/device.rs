@@ -2,6 +2,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::RawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -14,6 +15,7 @@ use vm_memory::{Bytes, GuestMemoryMmap};
 
 use super::request::{parse_request, status_address, Request, RequestKind, ID_BYTES};
 use super::SECTOR_SIZE;
+use crate::devices::ratelimit::{RateLimitConfig, RateLimiter};
 use crate::devices::virtio::queue::{QueueContext, QueueCorruption};
 use crate::devices::virtio::{Error, VirtioDevice};
 
@@ -48,6 +50,7 @@ pub struct Block {
     queue_sizes: [u16; 1],
     buf: Vec<u8>,
     metrics: Metrics,
+    limiter: Option<RateLimiter>,
 }
 
 impl Block {
@@ -111,7 +114,14 @@ impl Block {
             queue_sizes: [QUEUE_SIZE],
             buf: Vec::new(),
             metrics: Metrics::default(),
+            limiter: None,
         })
+    }
+
+    /// Limits the guest's requests (bytes read + written, and requests) to `cfg`.
+    pub fn set_rate_limit(&mut self, cfg: &RateLimitConfig) -> Result<(), Error> {
+        self.limiter = RateLimiter::new(cfg).map_err(|source| Error::RateLimiter { source })?;
+        Ok(())
     }
 
     /// Disk capacity in 512-byte sectors.
@@ -272,10 +282,40 @@ impl VirtioDevice for Block {
         queue_index: usize,
     ) -> Result<(), QueueCorruption> {
         let mem = ctx.mem();
-        while let Some(chain) = ctx.pop(queue_index)? {
+        loop {
+            if self.limiter.as_mut().is_some_and(|l| l.blocked()) {
+                // The limiter's timer resumes the queue (process_extra).
+                break;
+            }
+            let Some(chain) = ctx.pop(queue_index)? else {
+                break;
+            };
             let head = chain.head_index();
+            let before = self.metrics.bytes_read + self.metrics.bytes_written;
             let used = self.handle_chain(ctx, queue_index, chain, mem);
             ctx.complete(queue_index, head, used)?;
+            if let Some(l) = &mut self.limiter {
+                l.consume(self.metrics.bytes_read + self.metrics.bytes_written - before);
+            }
+        }
+        Ok(())
+    }
+
+    fn extra_fds(&self) -> Vec<RawFd> {
+        self.limiter.iter().map(|l| l.fd()).collect()
+    }
+
+    fn process_extra(
+        &mut self,
+        ctx: &mut QueueContext<'_>,
+        fd: RawFd,
+    ) -> Result<(), QueueCorruption> {
+        match &mut self.limiter {
+            Some(l) if l.fd() == fd => l.on_timer(),
+            _ => return Ok(()),
+        }
+        if ctx.is_ready(0) {
+            self.process_queue(ctx, 0)?;
         }
         Ok(())
     }
@@ -296,6 +336,7 @@ impl VirtioDevice for Block {
             "bytes_read": m.bytes_read,
             "bytes_written": m.bytes_written,
             "errors": m.errors,
+            "throttled": self.limiter.as_ref().map_or(0, |l| l.throttled()),
         })
     }
 }

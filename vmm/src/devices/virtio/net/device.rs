@@ -9,6 +9,7 @@ use virtio_bindings::virtio_net::VIRTIO_NET_F_MAC;
 
 use super::tap::Tap;
 use super::{MAX_FRAME_LEN, MIN_FRAME_LEN, VNET_HDR_LEN};
+use crate::devices::ratelimit::{RateLimitConfig, RateLimiter};
 use crate::devices::virtio::queue::{validate_chain, LogLimiter, QueueContext, QueueCorruption};
 use crate::devices::virtio::{Error, VirtioDevice};
 
@@ -45,6 +46,8 @@ pub struct Net {
     metrics: Metrics,
     /// Host-side TAP errors (e.g. the interface was deleted) are logged rate-limited too.
     tap_log: LogLimiter,
+    /// Limits the guest's transmissions (bytes and frames).
+    tx_limiter: Option<RateLimiter>,
 }
 
 impl Net {
@@ -73,7 +76,14 @@ impl Net {
             tx_buf: vec![0; FRAME_BUF_LEN],
             metrics: Metrics::default(),
             tap_log: LogLimiter::new(),
+            tx_limiter: None,
         }
+    }
+
+    /// Limits what the guest sends (frame bytes and frames per second) to `cfg`.
+    pub fn set_rate_limit(&mut self, cfg: &RateLimitConfig) -> Result<(), Error> {
+        self.tx_limiter = RateLimiter::new(cfg).map_err(|source| Error::RateLimiter { source })?;
+        Ok(())
     }
 
     /// The guest's MAC address.
@@ -181,8 +191,18 @@ impl Net {
 
     fn process_tx(&mut self, ctx: &mut QueueContext<'_>) -> Result<(), QueueCorruption> {
         let mem = ctx.mem();
-        while let Some(chain) = ctx.pop(TX_QUEUE)? {
+        loop {
+            if self.tx_limiter.as_mut().is_some_and(|l| l.blocked()) {
+                // The limiter's timer resumes transmission (process_extra).
+                break;
+            }
+            let Some(chain) = ctx.pop(TX_QUEUE)? else {
+                break;
+            };
             let head = chain.head_index();
+            if let (Some(l), Ok(shape)) = (&mut self.tx_limiter, validate_chain(chain.clone())) {
+                l.consume(shape.readable.saturating_sub(VNET_HDR_LEN as u64));
+            }
             let frame = match validate_chain(chain.clone()) {
                 Err(err) => Err(err.to_string()),
                 Ok(shape) if shape.writable > 0 => {
@@ -295,7 +315,9 @@ impl VirtioDevice for Net {
     }
 
     fn extra_fds(&self) -> Vec<RawFd> {
-        vec![self.tap.as_raw_fd()]
+        let mut fds = vec![self.tap.as_raw_fd()];
+        fds.extend(self.tx_limiter.iter().map(|l| l.fd()));
+        fds
     }
 
     fn process_extra(
@@ -305,6 +327,12 @@ impl VirtioDevice for Net {
     ) -> Result<(), QueueCorruption> {
         if fd == self.tap.as_raw_fd() {
             self.process_rx(ctx)?;
+        } else if let Some(l) = self.tx_limiter.as_mut().filter(|l| l.fd() == fd) {
+            l.on_timer();
+            if ctx.is_ready(TX_QUEUE) {
+                self.process_tx(ctx)?;
+                self.process_rx(ctx)?;
+            }
         }
         Ok(())
     }
@@ -328,6 +356,7 @@ impl VirtioDevice for Net {
             "tx_bytes": m.tx_bytes,
             "tx_dropped": m.tx_dropped,
             "errors": m.errors,
+            "tx_throttled": self.tx_limiter.as_ref().map_or(0, |l| l.throttled()),
         })
     }
 }
