@@ -54,6 +54,9 @@ pub struct Config {
     /// cgroup v2 placement of VMM processes.
     #[serde(default)]
     pub cgroup: CgroupConfig,
+    /// The VMM jail (unprivileged uid per VMM, capabilities, rlimits).
+    #[serde(default)]
+    pub jail: JailConfig,
     /// Instance defaults.
     #[serde(default)]
     pub instances: InstanceDefaults,
@@ -187,6 +190,48 @@ impl Default for CgroupConfig {
             mount: None,
             parent: default_cgroup_parent(),
             enforce_limits: true,
+        }
+    }
+}
+
+/// The VMM jail ([`crate::host::jail`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JailConfig {
+    /// Jail every VMM (default). `false` runs VMMs as the agent's user with
+    /// all its privileges: for debugging only.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// First uid (and gid) handed to VMMs; each running VMM gets its own.
+    #[serde(default = "default_jail_uid_base")]
+    pub uid_base: u32,
+    /// How many uids from `uid_base` on (at least the most VMMs of the host).
+    #[serde(default = "default_jail_uid_count")]
+    pub uid_count: u32,
+    /// RLIMIT_NOFILE of a VMM.
+    #[serde(default = "default_jail_nofile")]
+    pub max_open_files: u64,
+}
+
+fn default_jail_uid_base() -> u32 {
+    900_000
+}
+
+fn default_jail_uid_count() -> u32 {
+    10_000
+}
+
+fn default_jail_nofile() -> u64 {
+    1024
+}
+
+impl Default for JailConfig {
+    fn default() -> Self {
+        JailConfig {
+            enabled: true,
+            uid_base: default_jail_uid_base(),
+            uid_count: default_jail_uid_count(),
+            max_open_files: default_jail_nofile(),
         }
     }
 }

@@ -242,9 +242,25 @@ pub fn spawn(
         Ok(p) => p,
         Err(e) => return Err(reason(ReasonCode::CgroupSetupFailed, chain(&e))),
     };
+    let jail = if ctx.config.jail.enabled {
+        let files = crate::host::jail::JailFiles {
+            state_dir: &ctx.config.state_dir,
+            instances: dir.path().parent().unwrap_or(&ctx.config.state_dir),
+            dir: dir.path(),
+            disk: &launch.disk,
+            console: &console,
+            tap: launch.net.as_ref().map(|(tap, _)| tap.as_str()),
+            console_max_bytes: launch.serial_max_bytes,
+        };
+        let j = off_runtime(|| crate::host::jail::prepare(&ctx.config.jail, &files))
+            .map_err(|e| reason(ReasonCode::VmmSpawnFailed, format!("jail: {}", chain(&e))))?;
+        Some(j)
+    } else {
+        None
+    };
     // Fork + exec (and the move into the cgroup between them, which can
     // take a kernel RCU grace period) off the runtime threads.
-    let p = off_runtime(|| VmmProcess::spawn(launch, procs))
+    let p = off_runtime(|| VmmProcess::spawn(launch, procs, jail))
         .map_err(|e| reason(ReasonCode::VmmSpawnFailed, chain(&e)))?;
     if let Err(e) = off_runtime(|| write_json(&dir.vmm(), p.record())) {
         // Without the record a restarted agent finds the VMM by its socket.

@@ -4,6 +4,7 @@
 //! then the KVM VM, buses, interrupts, vCPUs, the API socket, and finally
 //! the vCPU threads.
 
+use std::os::fd::FromRawFd;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -50,7 +51,17 @@ fn virtio_backends(config: &VmConfig) -> Result<Vec<(&'static str, Box<dyn Virti
         // Validated by VmConfig::validate; an unparsable MAC cannot get here.
         let mac = net.mac.as_deref().and_then(crate::config::parse_mac);
         let name = || format!("net{i} (tap={})", net.tap);
-        let mut dev = virtio::net::Net::new(&net.tap, mac).map_err(device_err(name()))?;
+        let mut dev = match net.fd {
+            // SAFETY: the fd was handed over by our parent for exactly this
+            // use, and nothing else in this process owns it.
+            Some(fd) => virtio::net::Net::with_attached_fd(
+                unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
+                &net.tap,
+                mac,
+            )
+            .map_err(device_err(name()))?,
+            None => virtio::net::Net::new(&net.tap, mac).map_err(device_err(name()))?,
+        };
         dev.set_rate_limit(&net.rate_limit)
             .map_err(device_err(name()))?;
         out.push(("net", Box::new(dev)));
@@ -184,7 +195,7 @@ pub fn build(config: VmConfig) -> Result<Vmm> {
     regs::write_tables(&mem, kernel.entry.protocol)?;
     let out = serial_output(&config)?;
 
-    let vm = Vm::new(&mem)?;
+    let vm = Vm::new(&mem, config.kvm_fd)?;
     if usize::from(config.vcpus) > vm.max_vcpus() {
         return Err(Error::Config(format!(
             "{} vCPUs requested, KVM allows {}",

@@ -81,6 +81,10 @@ pub struct NetConfig {
     /// Guest MAC address; a locally administered one is derived when absent.
     #[serde(default)]
     pub mac: Option<String>,
+    /// An inherited fd already attached to the TAP `tap` (the jailed VMM cannot
+    /// open `/dev/net/tun` itself).
+    #[serde(default)]
+    pub fd: Option<i32>,
     /// Bandwidth (bytes/s sent) and frame limits of the guest's transmissions.
     #[serde(default, skip_serializing_if = "RateLimitConfig::is_unlimited")]
     pub rate_limit: RateLimitConfig,
@@ -128,6 +132,10 @@ pub struct VmConfig {
     /// is for debugging only and leaves the host exposed to device-model bugs.
     #[serde(default = "default_true")]
     pub seccomp: bool,
+    /// An inherited, open `/dev/kvm` fd to use instead of opening the device
+    /// (a jailed VMM has no access to it).
+    #[serde(default)]
+    pub kvm_fd: Option<i32>,
 }
 
 fn default_true() -> bool {
@@ -211,6 +219,9 @@ pub struct Cli {
     /// --config, whose `seccomp` field it overrides.
     #[arg(long = "no-seccomp")]
     pub no_seccomp: bool,
+    /// An inherited, open /dev/kvm file descriptor (given by the agent's jail).
+    #[arg(long = "kvm-fd", value_name = "N")]
+    pub kvm_fd: Option<i32>,
 }
 
 impl Cli {
@@ -254,6 +265,7 @@ impl Cli {
                 api_socket: self.api_socket,
                 exit_status_file: self.exit_status_file,
                 seccomp: !self.no_seccomp,
+                kvm_fd: self.kvm_fd,
             },
         };
         config.validate()?;
@@ -328,14 +340,20 @@ pub fn parse_disk(spec: &str) -> Result<DiskConfig> {
     Ok(disk)
 }
 
-/// Parses `tap=NAME[,mac=MAC][,bw=N[/BURST]][,ops=N[/BURST]]`.
+/// Parses `tap=NAME[,mac=MAC][,fd=N][,bw=N[/BURST]][,ops=N[/BURST]]`.
 pub fn parse_net(spec: &str) -> Result<NetConfig> {
     let mut tap = None;
     let mut mac = None;
     let mut rate_limit = RateLimitConfig::default();
+    let mut fd = None;
     for part in spec.split(',') {
         match part.split_once('=') {
             Some(("tap", name)) => tap = Some(name.to_string()),
+            Some(("fd", n)) => {
+                fd = Some(n.parse::<i32>().ok().filter(|n| *n > 2).ok_or_else(|| {
+                    Error::Config(format!("--net {spec:?}: fd={n} is not a file descriptor > 2"))
+                })?)
+            }
             Some(("mac", m)) => mac = Some(m.to_string()),
             Some((k, v)) if matches!(k, "bw" | "ops") => {
                 if let Some(r) = parse_limit(&mut rate_limit, k, v) {
@@ -353,6 +371,7 @@ pub fn parse_net(spec: &str) -> Result<NetConfig> {
     Ok(NetConfig {
         tap,
         mac,
+        fd,
         rate_limit,
     })
 }
@@ -513,7 +532,9 @@ mod tests {
         assert_eq!(d.rate_limit.bandwidth.burst, Some(2 << 20));
         assert_eq!(d.rate_limit.ops.rate, 100);
         assert_eq!(d.rate_limit.ops.burst, None);
-        let n = parse_net("tap=nb0,ops=1000").unwrap();
+        let n = parse_net("tap=nb0,fd=7,ops=1000").unwrap();
+        assert_eq!(n.fd, Some(7));
+        assert!(parse_net("tap=nb0,fd=1").is_err());
         assert_eq!(n.rate_limit.ops.rate, 1000);
         assert!(parse_disk("/img,bw=fast").is_err());
         assert!(parse_net("tap=nb0,ops=1/x").is_err());
@@ -544,6 +565,7 @@ mod tests {
                 c.nets.push(NetConfig {
                     tap: "a-very-long-interface-name".into(),
                     mac: None,
+                    fd: None,
                     rate_limit: RateLimitConfig::default(),
                 })
             }),
@@ -551,6 +573,7 @@ mod tests {
                 c.nets.push(NetConfig {
                     tap: "nb0".into(),
                     mac: Some("01:00:00:00:00:00".into()),
+                    fd: None,
                     rate_limit: RateLimitConfig::default(),
                 })
             }),

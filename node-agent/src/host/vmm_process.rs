@@ -25,6 +25,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Interest};
 use tokio::net::UnixStream;
 
+use super::jail::Jail;
 use crate::error::{Error, Result};
 
 /// Name of the VMM's exit-status record, in the directory of its API socket.
@@ -95,6 +96,12 @@ pub struct VmmLaunch {
 impl VmmLaunch {
     /// The VMM's arguments (the brief's command-line contract).
     pub fn args(&self) -> Vec<String> {
+        self.args_in(None)
+    }
+
+    /// The arguments of a VMM started in `jail`: it is handed `/dev/kvm`
+    /// and the attached TAP as inherited fds.
+    pub fn args_in(&self, jail: Option<&Jail>) -> Vec<String> {
         let mut a = vec!["--kernel".to_string(), self.kernel.display().to_string()];
         if let Some(i) = &self.initrd {
             a.extend(["--initrd".into(), i.display().to_string()]);
@@ -110,7 +117,14 @@ impl VmmLaunch {
             format!("{},id=root", self.disk.display()),
         ]);
         if let Some((tap, mac)) = &self.net {
-            a.extend(["--net".into(), format!("tap={tap},mac={mac}")]);
+            let fd = jail
+                .and_then(|j| j.tap_fd())
+                .map(|fd| format!(",fd={fd}"))
+                .unwrap_or_default();
+            a.extend(["--net".into(), format!("tap={tap},mac={mac}{fd}")]);
+        }
+        if let Some(j) = jail {
+            a.extend(["--kvm-fd".into(), j.kvm_fd().to_string()]);
         }
         a.extend([
             "--serial".into(),
@@ -198,9 +212,14 @@ impl std::fmt::Debug for VmmProcess {
 }
 
 impl VmmProcess {
-    /// Spawns the VMM detached: new session, stdio to files, and (when given)
-    /// moved into its cgroup by writing "0" to `cgroup_procs` before exec.
-    pub fn spawn(launch: &VmmLaunch, cgroup_procs: Option<std::fs::File>) -> Result<VmmProcess> {
+    /// Spawns the VMM detached: new session, stdio to files, (when given)
+    /// moved into its cgroup by writing "0" to `cgroup_procs`, and (when
+    /// given) entering `jail`, all before exec.
+    pub fn spawn(
+        launch: &VmmLaunch,
+        cgroup_procs: Option<std::fs::File>,
+        jail: Option<Jail>,
+    ) -> Result<VmmProcess> {
         let open = |p: &Path| {
             std::fs::OpenOptions::new()
                 .create(true)
@@ -220,19 +239,23 @@ impl VmmProcess {
         }
         let _ = writeln!(out, "--- nubis-agent: starting {}", launch.binary.display());
         let mut cmd = tokio::process::Command::new(&launch.binary);
-        cmd.args(launch.args())
+        cmd.args(launch.args_in(jail.as_ref()))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .kill_on_drop(false);
         // SAFETY: the closure runs in the forked child before exec and only
-        // makes async-signal-safe raw syscalls (setsid, write); it allocates
-        // nothing and touches no locks.
+        // makes async-signal-safe raw syscalls (setsid, write, and the jail's
+        // unshare/setrlimit/prctl/set*id); it allocates nothing and touches
+        // no locks.
         unsafe {
             cmd.pre_exec(move || {
                 rustix::process::setsid().map_err(std::io::Error::from)?;
                 if let Some(procs) = &cgroup_procs {
                     rustix::io::write(procs, b"0").map_err(std::io::Error::from)?;
+                }
+                if let Some(jail) = &jail {
+                    jail.enter()?;
                 }
                 Ok(())
             });

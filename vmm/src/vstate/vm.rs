@@ -3,6 +3,8 @@
 //! ioeventfd registrations devices use.
 
 use kvm_bindings::{kvm_pit_config, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use std::os::fd::FromRawFd;
+
 use kvm_ioctls::{Cap, IoEventAddress, Kvm, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -32,8 +34,17 @@ pub struct Vm {
 
 impl Vm {
     /// Opens KVM, creates the VM with its irqchip and PIT, and maps `mem`.
-    pub fn new(mem: &GuestMem) -> Result<Self> {
-        let kvm = Kvm::new().map_err(Error::KvmUnavailable)?;
+    /// `kvm_fd`: an inherited, open `/dev/kvm` to use instead of opening it.
+    pub fn new(mem: &GuestMem, kvm_fd: Option<i32>) -> Result<Self> {
+        let kvm = match kvm_fd {
+            // SAFETY: the fd was handed over by our parent (`--kvm-fd`) for
+            // this use only; it is checked to be KVM by the version query below.
+            Some(fd) => unsafe { Kvm::from_raw_fd(fd) },
+            None => Kvm::new().map_err(Error::KvmUnavailable)?,
+        };
+        if kvm.get_api_version() != 12 {
+            return Err(Error::KvmCapability("KVM API version 12"));
+        }
         for (cap, name) in REQUIRED_CAPS {
             if !kvm.check_extension(cap) {
                 return Err(Error::KvmCapability(name));

@@ -65,6 +65,23 @@ impl Net {
         Ok(Net::with_tap(tap, mac))
     }
 
+    /// Like [`Net::new`], over a TAP fd already attached by the caller (see
+    /// [`Tap::from_attached_fd`]).
+    pub fn with_attached_fd(
+        fd: std::os::fd::OwnedFd,
+        tap_name: &str,
+        mac: Option<[u8; 6]>,
+    ) -> Result<Net, Error> {
+        let mac = match mac {
+            Some(mac) => mac,
+            None => random_mac()?,
+        };
+        if mac[0] & 1 != 0 || mac == [0; 6] {
+            return Err(Error::InvalidMac { mac });
+        }
+        Ok(Net::with_tap(Tap::from_attached_fd(fd, tap_name)?, mac))
+    }
+
     /// A device over an already open TAP (or a test double, see [`Tap::from_fd`]).
     pub fn with_tap(tap: Tap, mac: [u8; 6]) -> Net {
         Net {

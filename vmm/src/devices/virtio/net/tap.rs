@@ -110,6 +110,40 @@ impl Tap {
         })
     }
 
+    /// Takes over a TAP fd the caller (the agent) has already attached to the interface
+    /// `name` with `TUNSETIFF` (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR) and passed on: the VMM
+    /// then needs neither `/dev/net/tun` nor CAP_NET_ADMIN. Sets the header size, no
+    /// offloads, and non-blocking mode.
+    pub fn from_attached_fd(fd: OwnedFd, name: &str) -> Result<Tap, Error> {
+        let tap_err = |operation, source| Error::Tap {
+            name: name.to_string(),
+            operation,
+            source,
+        };
+        let file = File::from(fd);
+        let hdr_len = VNET_HDR_LEN as libc::c_int;
+        // SAFETY: TUNSETVNETHDRSZ reads one `int` through the pointer; `hdr_len` is a live
+        // `c_int` borrowed for the call. The return value is checked.
+        let ret = unsafe { ioctl_with_ref(&file, libc::TUNSETVNETHDRSZ, &hdr_len) };
+        if ret < 0 {
+            return Err(tap_err("TUNSETVNETHDRSZ", std::io::Error::last_os_error()));
+        }
+        // SAFETY: TUNSETOFFLOAD takes its argument by value; no memory is passed.
+        let ret = unsafe { ioctl_with_val(&file, libc::TUNSETOFFLOAD, 0) };
+        if ret < 0 {
+            return Err(tap_err("TUNSETOFFLOAD", std::io::Error::last_os_error()));
+        }
+        let flags = rustix::fs::fcntl_getfl(&file).map_err(|e| tap_err("F_GETFL", e.into()))?;
+        rustix::fs::fcntl_setfl(&file, flags | rustix::fs::OFlags::NONBLOCK)
+            .map_err(|e| tap_err("F_SETFL", e.into()))?;
+        rustix::io::fcntl_setfd(&file, rustix::io::FdFlags::CLOEXEC)
+            .map_err(|e| tap_err("F_SETFD", e.into()))?;
+        Ok(Tap {
+            file,
+            name: name.to_string(),
+        })
+    }
+
     /// Wraps any non-blocking, message-preserving fd (e.g. one end of a datagram socket
     /// pair) as a TAP: for tests of the frame path.
     pub fn from_fd(fd: OwnedFd, name: &str) -> Tap {

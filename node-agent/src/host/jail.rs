@@ -1,0 +1,276 @@
+//! The VMM jail: what the agent does so that a `nubis-vmm` process runs with
+//! no more privilege than one microVM needs (docs/vmm.md, "The jail").
+//!
+//! Owned here:
+//! - the uid/gid of each VMM, one per instance from `[jail] uid_base ..
+//!   uid_base + uid_count`. The instance directory's owner is the allocation
+//!   record: it survives agent restarts (re-adopted VMMs keep their uid) and a
+//!   repeated launch reuses it;
+//! - handing the VMM what it cannot open itself: `/dev/kvm` (mode 0600 root)
+//!   and the TAP, attached here with `TUNSETIFF` (CAP_NET_ADMIN stays with
+//!   the agent), both as inherited fds (`--kvm-fd`, `--net ..,fd=N`);
+//! - ownership of the instance's own files (directory, root disk, console)
+//!   so the unprivileged VMM can use them and nothing else of the host;
+//! - the steps in the forked child before exec ([`Jail::enter`]): new IPC and
+//!   UTS namespaces, rlimits, the capability bounding set emptied, supplementary
+//!   groups dropped, gid and uid switched (which clears every capability), and
+//!   `no_new_privs`. The VMM then installs its own seccomp filters.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Mutex;
+
+use crate::config::JailConfig;
+use crate::error::{Error, Result};
+
+/// Serialises uid allocation between parallel launches.
+static ALLOCATION: Mutex<()> = Mutex::new(());
+
+/// Everything the forked child needs to enter the jail, prepared in the
+/// parent (the child only makes raw syscalls).
+#[derive(Debug)]
+pub struct Jail {
+    /// The VMM's uid (= gid).
+    pub uid: u32,
+    kvm: OwnedFd,
+    tap: Option<OwnedFd>,
+    nofile: u64,
+    fsize: u64,
+}
+
+impl Jail {
+    /// The inherited `/dev/kvm` fd number (for `--kvm-fd`).
+    pub fn kvm_fd(&self) -> RawFd {
+        self.kvm.as_raw_fd()
+    }
+
+    /// The inherited TAP fd number (for `--net ..,fd=N`).
+    pub fn tap_fd(&self) -> Option<RawFd> {
+        self.tap.as_ref().map(|t| t.as_raw_fd())
+    }
+
+    /// Runs in the forked child before exec: async-signal-safe raw syscalls
+    /// only. Any failure aborts the spawn (the VMM never runs unjailed).
+    pub fn enter(&self) -> std::io::Result<()> {
+        let check = |rc: libc::c_int| {
+            if rc < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        };
+        // SAFETY: plain syscalls on integers and stack values; no allocation.
+        unsafe {
+            // The fds the VMM inherits (std opened them close-on-exec).
+            check(libc::fcntl(self.kvm.as_raw_fd(), libc::F_SETFD, 0))?;
+            if let Some(tap) = &self.tap {
+                check(libc::fcntl(tap.as_raw_fd(), libc::F_SETFD, 0))?;
+            }
+            check(libc::unshare(libc::CLONE_NEWIPC | libc::CLONE_NEWUTS))?;
+            let limit = |res, n: u64| {
+                let r = libc::rlimit {
+                    rlim_cur: n,
+                    rlim_max: n,
+                };
+                check(libc::setrlimit(res, &r))
+            };
+            limit(libc::RLIMIT_NOFILE, self.nofile)?;
+            limit(libc::RLIMIT_FSIZE, self.fsize)?;
+            limit(libc::RLIMIT_CORE, 0)?;
+            // Per uid, and the uid is this VMM's alone: its threads only.
+            limit(libc::RLIMIT_NPROC, 512)?;
+            // Empty the bounding set (needs CAP_SETPCAP, so before setuid);
+            // EINVAL past the kernel's last capability ends the loop.
+            for cap in 0..64 {
+                if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 {
+                    if *libc::__errno_location() == libc::EINVAL {
+                        break;
+                    }
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            check(libc::setgroups(0, std::ptr::null()))?;
+            check(libc::setresgid(self.uid, self.uid, self.uid))?;
+            // From root to a non-zero uid without SECBIT_KEEP_CAPS: the
+            // permitted, effective and ambient sets are cleared.
+            check(libc::setresuid(self.uid, self.uid, self.uid))?;
+            check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+        }
+        Ok(())
+    }
+}
+
+/// Makes `dir` traversable (not listable) by the VMM users.
+fn ensure_traversable(dir: &Path) -> Result<()> {
+    let meta =
+        std::fs::metadata(dir).map_err(|e| Error::io(format!("stat {}", dir.display()), e))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o001 == 0 {
+        std::fs::set_permissions(
+            dir,
+            std::fs::Permissions::from_mode((mode | 0o111) & 0o7777),
+        )
+        .map_err(|e| Error::io(format!("chmod {}", dir.display()), e))?;
+    }
+    Ok(())
+}
+
+fn chown(path: &Path, uid: u32) -> Result<()> {
+    std::os::unix::fs::chown(path, Some(uid), Some(uid))
+        .map_err(|e| Error::io(format!("chown {}", path.display()), e))
+}
+
+/// Picks the uid of the instance whose directory is `dir` (reusing the one
+/// it already has), among the instance directories under `instances`.
+pub fn allocate_uid(cfg: &JailConfig, instances: &Path, dir: &Path) -> Result<u32> {
+    let range = cfg.uid_base..cfg.uid_base.saturating_add(cfg.uid_count);
+    let own = std::fs::metadata(dir)
+        .map_err(|e| Error::io(format!("stat {}", dir.display()), e))?
+        .uid();
+    if range.contains(&own) {
+        return Ok(own);
+    }
+    let mut used = std::collections::HashSet::new();
+    let entries = std::fs::read_dir(instances)
+        .map_err(|e| Error::io(format!("listing {}", instances.display()), e))?;
+    for entry in entries.flatten() {
+        if let Ok(m) = entry.metadata() {
+            if m.is_dir() && range.contains(&m.uid()) {
+                used.insert(m.uid());
+            }
+        }
+    }
+    range.clone().find(|u| !used.contains(u)).ok_or_else(|| {
+        Error::ConfigInvalid(format!(
+            "[jail] all {} uids from {} are in use",
+            cfg.uid_count, cfg.uid_base
+        ))
+    })
+}
+
+/// The instance's files the jailed VMM uses.
+#[derive(Debug)]
+pub struct JailFiles<'a> {
+    /// The agent's state directory (made traversable).
+    pub state_dir: &'a Path,
+    /// The directory of all instance directories (made traversable).
+    pub instances: &'a Path,
+    /// The instance directory (owned by the VMM's uid: API socket, console,
+    /// exit record are created in it).
+    pub dir: &'a Path,
+    /// Root disk (owned by the VMM's uid).
+    pub disk: &'a Path,
+    /// Console log, when it already exists.
+    pub console: &'a Path,
+    /// TAP to attach, if any.
+    pub tap: Option<&'a str>,
+    /// Console cap (the file-size limit allows it and the disk).
+    pub console_max_bytes: u64,
+}
+
+/// Prepares the jail of one VMM: uid, ownership of its files, the `/dev/kvm`
+/// and TAP fds. Idempotent (a repeated launch reuses the same uid).
+pub fn prepare(cfg: &JailConfig, files: &JailFiles<'_>) -> Result<Jail> {
+    ensure_traversable(files.state_dir)?;
+    ensure_traversable(files.instances)?;
+    let uid = {
+        let _guard = ALLOCATION.lock().unwrap_or_else(|p| p.into_inner());
+        let uid = allocate_uid(cfg, files.instances, files.dir)?;
+        chown(files.dir, uid)?;
+        uid
+    };
+    let disk_len = std::fs::metadata(files.disk)
+        .map_err(|e| Error::io(format!("stat {}", files.disk.display()), e))?
+        .len();
+    chown(files.disk, uid)?;
+    if files.console.exists() {
+        chown(files.console, uid)?;
+    }
+    let kvm = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .map_err(|e| Error::io("opening /dev/kvm", e))?;
+    let tap = files.tap.map(open_tap).transpose()?;
+    Ok(Jail {
+        uid,
+        kvm: kvm.into(),
+        tap,
+        nofile: cfg.max_open_files,
+        fsize: disk_len
+            .max(files.console_max_bytes)
+            .saturating_add(1 << 20),
+    })
+}
+
+/// Opens `/dev/net/tun` and attaches it to the existing TAP `name`
+/// (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, as the VMM expects).
+fn open_tap(name: &str) -> Result<OwnedFd> {
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; libc::IFNAMSIZ],
+        flags: libc::c_short,
+        _pad: [u8; 22],
+    }
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(Error::ConfigInvalid(format!("TAP name {name:?}")));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .map_err(|e| Error::io("opening /dev/net/tun", e))?;
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short,
+        _pad: [0; 22],
+    };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: TUNSETIFF reads (and may write back) a 40-byte `struct ifreq`;
+    // `req` is a live, exclusively borrowed value of that layout.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) };
+    if rc < 0 {
+        return Err(Error::io(
+            format!("TUNSETIFF {name}"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(file.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uids_are_distinct_and_reused() {
+        let root = tempfile::tempdir().unwrap();
+        let cfg = JailConfig {
+            enabled: true,
+            uid_base: 950_000,
+            uid_count: 2,
+            max_open_files: 64,
+        };
+        let a = root.path().join("a");
+        let b = root.path().join("b");
+        let c = root.path().join("c");
+        for d in [&a, &b, &c] {
+            std::fs::create_dir(d).unwrap();
+        }
+        let ua = allocate_uid(&cfg, root.path(), &a).unwrap();
+        chown(&a, ua).unwrap();
+        assert_eq!(ua, 950_000);
+        assert_eq!(allocate_uid(&cfg, root.path(), &a).unwrap(), ua, "reused");
+        let ub = allocate_uid(&cfg, root.path(), &b).unwrap();
+        assert_eq!(ub, 950_001);
+        chown(&b, ub).unwrap();
+        assert!(
+            allocate_uid(&cfg, root.path(), &c).is_err(),
+            "range exhausted"
+        );
+        // A removed instance frees its uid.
+        std::fs::remove_dir(&a).unwrap();
+        assert_eq!(allocate_uid(&cfg, root.path(), &c).unwrap(), 950_000);
+    }
+}
