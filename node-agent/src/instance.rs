@@ -305,6 +305,16 @@ fn unrequested_exit(exit: VmmExit, stderr: &str) -> (State, StateReason) {
                 format!("nubis-vmm exited with status {c}: {stderr}"),
             ),
         ),
+        VmmExit::Signal(s) if s == libc::SIGSYS => (
+            State::Failed,
+            StateReason::new(
+                ReasonCode::VmmCrashed,
+                format!(
+                    "nubis-vmm killed by signal {s} (SIGSYS): it made a system call its \
+                     seccomp filter forbids"
+                ),
+            ),
+        ),
         VmmExit::Signal(s) => (
             State::Failed,
             StateReason::new(
