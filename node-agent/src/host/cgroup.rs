@@ -13,6 +13,8 @@ use crate::types::InstanceId;
 
 /// The period used in `cpu.max`.
 pub const CPU_PERIOD_US: u64 = 100_000;
+/// Tasks allowed in an instance's group beyond one per vCPU.
+const PIDS_HEADROOM: u64 = 16;
 
 /// Finds the cgroup2 mount point in `/proc/self/mountinfo`.
 pub fn find_cgroup2_mount() -> Option<PathBuf> {
@@ -97,6 +99,11 @@ impl Cgroups {
         }
         for d in chain {
             let f = d.join("cgroup.subtree_control");
+            // pids is best effort: hosts whose pids controller is bound to
+            // cgroup v1 still limit tasks through the jail's RLIMIT_NPROC.
+            if avail.split_whitespace().any(|x| x == "pids") {
+                let _ = std::fs::write(&f, "+pids");
+            }
             std::fs::write(&f, "+cpu +memory")
                 .map_err(|e| format!("cannot enable cpu,memory in {}: {e}", f.display()))?;
         }
@@ -129,6 +136,12 @@ impl Cgroups {
             let quota = u64::from(vcpus) * CPU_PERIOD_US;
             write(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
             write(&dir.join("memory.max"), &memory_bytes.to_string())?;
+        }
+        // Tasks: the VMM's vCPU threads plus its main and API threads (and
+        // headroom); present only where the pids controller is on cgroup v2.
+        let pids = dir.join("pids.max");
+        if pids.exists() {
+            write(&pids, &(u64::from(vcpus) + PIDS_HEADROOM).to_string())?;
         }
         Ok(dir)
     }
