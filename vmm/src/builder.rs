@@ -52,14 +52,13 @@ fn virtio_backends(config: &VmConfig) -> Result<Vec<(&'static str, Box<dyn Virti
         let mac = net.mac.as_deref().and_then(crate::config::parse_mac);
         let name = || format!("net{i} (tap={})", net.tap);
         let mut dev = match net.fd {
-            // SAFETY: the fd was handed over by our parent for exactly this
-            // use, and nothing else in this process owns it.
-            Some(fd) => virtio::net::Net::with_attached_fd(
-                unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
-                &net.tap,
-                mac,
-            )
-            .map_err(device_err(name()))?,
+            Some(fd) => {
+                // SAFETY: the fd was handed over by our parent for exactly
+                // this use, and nothing else in this process owns it.
+                let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+                virtio::net::Net::with_attached_fd(owned, &net.tap, mac)
+                    .map_err(device_err(name()))?
+            }
             None => virtio::net::Net::new(&net.tap, mac).map_err(device_err(name()))?,
         };
         dev.set_rate_limit(&net.rate_limit)

@@ -261,9 +261,11 @@ mod tests {
         let socket = || unsafe {
             libc::syscall(libc::SYS_socket, libc::AF_INET, libc::SOCK_STREAM, 0);
         };
+        // SAFETY: a raw syscall with harmless arguments (in a throw-away child).
         let execve = || unsafe {
             libc::syscall(libc::SYS_execve, c"/bin/true".as_ptr(), 0, 0);
         };
+        // SAFETY: a raw syscall with harmless arguments (in a throw-away child).
         let ptrace = || unsafe {
             libc::syscall(libc::SYS_ptrace, libc::PTRACE_TRACEME, 0, 0, 0);
         };
@@ -274,6 +276,7 @@ mod tests {
             }
         }
         // The vCPU thread may not open files nor issue other KVM ioctls.
+        // SAFETY: a raw syscall with harmless arguments (in a throw-away child).
         let open = || unsafe {
             libc::syscall(
                 libc::SYS_openat,
@@ -283,6 +286,7 @@ mod tests {
             );
         };
         assert!(killed_by_sigsys(in_child(ThreadKind::Vcpu, open)));
+        // SAFETY: a raw syscall with harmless arguments (in a throw-away child).
         let create_vm = || unsafe {
             libc::syscall(libc::SYS_ioctl, 0, 0xae01u64, 0); // KVM_CREATE_VM
         };
@@ -293,6 +297,7 @@ mod tests {
 
     #[test]
     fn allowed_syscalls_keep_running() {
+        // SAFETY: a raw syscall with harmless arguments (in a throw-away child).
         let write = || unsafe {
             libc::syscall(libc::SYS_write, 2, c"".as_ptr(), 0);
             libc::syscall(libc::SYS_getpid);
