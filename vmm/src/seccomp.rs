@@ -140,6 +140,8 @@ pub fn rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>> {
                 libc::SYS_writev,
                 // Rate-limiter timers.
                 libc::SYS_timerfd_settime,
+                // virtio-rng requests.
+                libc::SYS_getrandom,
                 // Shutdown: the API socket file is removed.
                 libc::SYS_unlink,
                 libc::SYS_unlinkat,
