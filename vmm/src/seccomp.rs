@@ -66,6 +66,8 @@ const COMMON: &[i64] = &[
     libc::SYS_tgkill,
     libc::SYS_exit,
     libc::SYS_exit_group,
+    // virtio-rng requests (event loop); std's per-thread HashMap keys.
+    libc::SYS_getrandom,
     // The exit-status record (crate::exit_status), written from a fatal
     // signal's handler on whichever thread it hits, or by the main thread
     // at exit: a temporary file renamed over the record, then the saved
@@ -140,8 +142,6 @@ pub fn rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>> {
                 libc::SYS_writev,
                 // Rate-limiter timers.
                 libc::SYS_timerfd_settime,
-                // virtio-rng requests.
-                libc::SYS_getrandom,
                 // Shutdown: the API socket file is removed.
                 libc::SYS_unlink,
                 libc::SYS_unlinkat,
