@@ -8,6 +8,7 @@
 //! domain; no business logic lives here.
 
 pub mod admin;
+pub mod billing;
 pub mod compute;
 pub mod node;
 
@@ -120,7 +121,7 @@ impl Edge {
     }
 }
 
-/// All three services over one domain, ready for `tonic::transport::Server`.
+/// Every service (Compute, Admin, Billing, Node) over one domain, ready for `tonic::transport::Server`.
 pub fn routes(domain: Arc<Domain>) -> tonic::service::Routes {
     let max = 8 * 1024 * 1024;
     tonic::service::Routes::new(
@@ -133,6 +134,11 @@ pub fn routes(domain: Arc<Domain>) -> tonic::service::Routes {
     .add_service(nubis_proto::compute::v1::admin_server::AdminServer::new(
         admin::AdminApi::new(domain.clone()),
     ))
+    .add_service(
+        nubis_proto::billing::v1::billing_server::BillingServer::new(billing::BillingApi::new(
+            domain.clone(),
+        )),
+    )
     .add_service(
         nubis_proto::node::v1::node_server::NodeServer::new(node::NodeApi::new(domain))
             .max_decoding_message_size(max)

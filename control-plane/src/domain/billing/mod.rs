@@ -318,6 +318,48 @@ impl Domain {
     }
 }
 
+/// What one export run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportReport {
+    /// Hour files written (start seconds).
+    pub written: Vec<i64>,
+}
+
+impl Domain {
+    /// The hourly export (`billing-export` task): every hour of the last
+    /// `export_backfill_hours` that ended at least `export_delay_seconds`
+    /// before `now_ms` and has no file yet in `export_dir` is written
+    /// ([`focus::write_atomic`]). Idempotent: a file is a function of the
+    /// events, so a repeated or concurrent run writes the same bytes, and an
+    /// interrupted one leaves no partial file under the final name.
+    pub async fn export_usage(&self, now_ms: i64) -> Result<ExportReport> {
+        let b = &self.cfg.billing;
+        let Some(dir) = &b.export_dir else {
+            return Ok(ExportReport::default());
+        };
+        let now_s = ledger::seconds_of(now_ms);
+        let delay = i64::try_from(b.export_delay_seconds).unwrap_or(i64::MAX / 2);
+        let last_end = (now_s - delay).div_euclid(3600) * 3600;
+        let first = last_end - i64::from(b.export_backfill_hours) * 3600;
+        let missing: Vec<i64> = (0..b.export_backfill_hours)
+            .map(|i| first + i64::from(i) * 3600)
+            .filter(|h| !dir.join(focus::file_name(*h)).exists())
+            .collect();
+        if missing.is_empty() {
+            return Ok(ExportReport::default());
+        }
+        let intervals = self.billing_intervals(None).await?;
+        let prices = price_table(b);
+        let mut report = ExportReport::default();
+        for h in missing {
+            let csv = focus::hour_csv(&intervals, &prices, &b.currency, &self.cfg.region, h, now_s);
+            focus::write_atomic(dir, &focus::file_name(h), &csv)?;
+            report.written.push(h);
+        }
+        Ok(report)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
