@@ -29,6 +29,10 @@ use crate::store::prefix_end;
 use ledger::Interval;
 use rating::{Cost, HourlyPrice};
 
+/// The window end of a usage read without one (seconds; far beyond any
+/// billed second).
+const OPEN_END_S: i64 = 1 << 40;
+
 /// How usage lines are grouped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GroupBy {
@@ -263,7 +267,10 @@ impl Domain {
         Ok(ledger::intervals(&events, ledger::seconds_of(horizon_ms)))
     }
 
-    /// Usage in `[from_ms, to_ms)` (to none = now), grouped.
+    /// Usage in `[from_ms, to_ms)`, grouped. Without an end: all usage
+    /// billed so far (running instances up to now, and the whole 60 s
+    /// minimum of runs that just ended; the answer's end is the last billed
+    /// second).
     pub async fn usage(
         &self,
         caller: &Caller,
@@ -274,7 +281,11 @@ impl Domain {
     ) -> Result<Usage> {
         let account = self.billing_scope(caller, scope)?;
         let now_ms = crate::domain::model::now_ms();
-        let to_ms = to_ms.filter(|t| *t != 0).unwrap_or(now_ms);
+        let now_s = ledger::seconds_of(now_ms);
+        let given_to = to_ms.filter(|t| *t != 0);
+        // No end: everything billed so far, including the minimum seconds
+        // of runs that ended less than 60 s ago.
+        let to_ms = given_to.unwrap_or(OPEN_END_S * 1000);
         if from_ms < 0 || to_ms < 0 {
             return Err(Error::invalid("times must not be negative"));
         }
@@ -286,14 +297,21 @@ impl Domain {
         let window = (ledger::seconds_of(from_ms), ledger::seconds_of(to_ms));
         let intervals = self.billing_intervals(account.as_ref()).await?;
         let b = &self.cfg.billing;
-        Ok(rate(
+        let mut usage = rate(
             &intervals,
             &price_table(b),
             &b.currency,
             window,
-            ledger::seconds_of(now_ms),
+            now_s,
             group,
-        ))
+        );
+        if given_to.is_none() {
+            usage.to_s = intervals
+                .iter()
+                .map(|i| i.billed_end(now_s))
+                .fold(now_s, i64::max);
+        }
+        Ok(usage)
     }
 
     /// The invoice of a month (`YYYY-MM`, UTC): usage by instance type.
