@@ -90,11 +90,17 @@ impl Edge {
         F: FnOnce(Caller, T) -> Fut,
         Fut: Future<Output = Result<R, Error>>,
     {
-        let caller = self.authenticate(&req, method).await?;
-        work(caller, req.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(to_status)
+        let started = std::time::Instant::now();
+        let r = match self.authenticate(&req, method).await {
+            Ok(caller) => work(caller, req.into_inner())
+                .await
+                .map(Response::new)
+                .map_err(to_status),
+            Err(st) => Err(st),
+        };
+        let code = r.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+        crate::metrics::global().grpc(self.service, method, code, started.elapsed());
+        r
     }
 
     async fn authenticate<T>(&self, req: &Request<T>, method: &str) -> Result<Caller, Status> {
