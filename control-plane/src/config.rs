@@ -496,6 +496,11 @@ mod tests {
         assert_eq!(cfg.scheduler.policy, Policy::Spread);
         assert!(cfg.grpc.unix_socket.is_some());
         assert_eq!(cfg.auth.enrolment_tokens.len(), 1);
+        assert_eq!(cfg.billing.currency, "USD");
+        assert_eq!(
+            cfg.billing.prices.get("t3.micro").map(String::as_str),
+            Some("0.0104")
+        );
     }
 
     #[test]
@@ -521,6 +526,14 @@ mod tests {
             "[nodes]\nlease_ttl_seconds = 5\nheartbeat_interval_seconds = 5\n",
             "[network]\ncidr = \"10.0.0.0/8\"\nnode_prefix_len = 8\n",
             "[events]\nretention_days = 0\n",
+            "[billing]\ncurrency = \"usd\"\n",
+            "[billing]\ncurrency = \"EURO\"\n",
+            "[billing.prices]\n\"t9.huge\" = \"1\"\n",
+            "[billing.prices]\n\"t3.nano\" = \"-1\"\n",
+            "[billing.prices]\n\"t3.nano\" = \"0.0000000001\"\n",
+            "[billing.prices]\n\"t3.nano\" = 0.5\n",
+            "[billing]\nexport_backfill_hours = 10000\n",
+            "[metrics]\nlisten = \"nowhere\"\n",
         ] {
             assert!(Config::from_toml(&format!("{bad}{auth}")).is_err(), "{bad}");
         }
