@@ -80,14 +80,18 @@ async fn a_real_61s_run_and_a_10s_run_bill_61_plus_60_seconds() {
         .time_ms;
     let stop_at = (running_ms / 1000 + 61) * 1000 + 100;
     tokio::time::sleep(Duration::from_millis((stop_at - now_ms()).max(0) as u64)).await;
-    d.stop_instances(&caller, &[id.clone()], false)
+    d.stop_instances(&caller, std::slice::from_ref(&id), false)
         .await
         .unwrap();
     wait_domain_state(&d, &caller, &id, State::Stopped).await;
-    d.start_instances(&caller, &[id.clone()]).await.unwrap();
+    d.start_instances(&caller, std::slice::from_ref(&id))
+        .await
+        .unwrap();
     wait_domain_state(&d, &caller, &id, State::Running).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
-    d.terminate_instances(&caller, &[id.clone()]).await.unwrap();
+    d.terminate_instances(&caller, std::slice::from_ref(&id))
+        .await
+        .unwrap();
     wait_domain_state(&d, &caller, &id, State::Terminated).await;
 
     // The real events: two runs, the first 61 s (the stop event may land

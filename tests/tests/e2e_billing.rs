@@ -8,6 +8,8 @@
 //! for those events (running only, whole seconds, 60 s minimum per start),
 //! at the configured price; the month's invoice equals their exact sum.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
