@@ -105,6 +105,10 @@ pub enum Command {
     /// Lifecycle events of instances (created, state changes, terminated).
     #[command(subcommand, visible_alias = "event")]
     Events(EventsCmd),
+    /// Usage by the second and monthly invoices (your account; the operator:
+    /// any account or all).
+    #[command(subcommand)]
+    Billing(BillingCmd),
     /// Operator commands (need the operator credential).
     #[command(subcommand)]
     Admin(AdminCmd),
@@ -492,6 +496,55 @@ pub enum EventsCmd {
         #[arg(long)]
         account: Option<String>,
     },
+}
+
+/// Whose usage a billing command reads.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BillingScope {
+    /// Another account (operator only).
+    #[arg(long, conflicts_with = "all_accounts")]
+    pub account: Option<String>,
+    /// Every account (operator only).
+    #[arg(long)]
+    pub all_accounts: bool,
+}
+
+/// `nubis billing ...`.
+#[derive(Debug, Subcommand)]
+pub enum BillingCmd {
+    /// Billed usage (running seconds, 60 s minimum per start) and its cost.
+    Usage {
+        /// Start (inclusive), same forms as `nubis events list --from`.
+        #[arg(long, default_value = "-24h", allow_hyphen_values = true, value_parser = crate::commands::events::parse_time)]
+        from: i64,
+        /// End (exclusive); without it, all usage billed so far.
+        #[arg(long, allow_hyphen_values = true, value_parser = crate::commands::events::parse_time)]
+        to: Option<i64>,
+        /// One line per instance, instance type or zone.
+        #[arg(long, value_enum, default_value = "instance")]
+        group_by: GroupBy,
+        #[command(flatten)]
+        scope: BillingScope,
+    },
+    /// A calendar month's invoice (UTC), one line per instance type.
+    Invoice {
+        /// The month, YYYY-MM.
+        #[arg(long)]
+        month: String,
+        #[command(flatten)]
+        scope: BillingScope,
+    },
+}
+
+/// `--group-by`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupBy {
+    /// Per instance.
+    Instance,
+    /// Per instance type.
+    Type,
+    /// Per availability zone.
+    Zone,
 }
 
 /// `nubis tags ...`.

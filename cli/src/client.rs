@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use nubis_proto::auth::{Credentials, Signer};
+use nubis_proto::billing::v1::billing_client::BillingClient;
 use nubis_proto::compute::v1::admin_client::AdminClient;
 use nubis_proto::compute::v1::compute_client::ComputeClient;
 use tonic::service::interceptor::InterceptedService;
@@ -16,13 +17,15 @@ use crate::error::CliError;
 /// A signed channel.
 pub type Signed = InterceptedService<Channel, Signer>;
 
-/// Clients of both services over one connection.
+/// Clients of every service over one connection.
 #[derive(Debug, Clone)]
 pub struct Client {
     /// Tenant API.
     pub compute: ComputeClient<Signed>,
     /// Operator API.
     pub admin: AdminClient<Signed>,
+    /// Usage and invoices.
+    pub billing: BillingClient<Signed>,
 }
 
 /// How long to try to reach the control plane before giving up (shared by
@@ -67,7 +70,8 @@ impl Client {
         ));
         Ok(Self {
             compute: ComputeClient::with_interceptor(channel.clone(), signer.clone()),
-            admin: AdminClient::with_interceptor(channel, signer),
+            admin: AdminClient::with_interceptor(channel.clone(), signer.clone()),
+            billing: BillingClient::with_interceptor(channel, signer),
         })
     }
 }

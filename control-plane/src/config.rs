@@ -43,6 +43,12 @@ pub struct Config {
     /// The lifecycle event outbox.
     #[serde(default)]
     pub events: EventsConfig,
+    /// Usage ledger: prices and the hourly export (docs/billing.md).
+    #[serde(default)]
+    pub billing: BillingConfig,
+    /// Prometheus exposition of the replica's metrics.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Operator credential and agent enrolment tokens.
     pub auth: AuthConfig,
 }
@@ -258,6 +264,54 @@ impl Default for EventsConfig {
     }
 }
 
+/// `[billing]`: the price table and the hourly usage export
+/// ([`crate::domain::billing`], docs/billing.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingConfig {
+    /// ISO 4217 currency code of the prices (three capital letters).
+    #[serde(default = "default_currency")]
+    pub currency: String,
+    /// Price per instance type per hour, as a decimal string with at most
+    /// 9 decimals (`"t3.micro" = "0.0104"`). A type without a price is
+    /// metered and rated at 0.
+    #[serde(default)]
+    pub prices: std::collections::BTreeMap<String, String>,
+    /// Directory the leader writes one FOCUS CSV file per hour into; none
+    /// disables the export.
+    #[serde(default)]
+    pub export_dir: Option<PathBuf>,
+    /// How long after an hour ends it is exported (seconds; room for
+    /// replicas' clock skew in event times).
+    #[serde(default = "default_export_delay")]
+    pub export_delay_seconds: u64,
+    /// How many past hours the export catches up on (files already written
+    /// are rewritten identically).
+    #[serde(default = "default_export_backfill")]
+    pub export_backfill_hours: u32,
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        Self {
+            currency: default_currency(),
+            prices: Default::default(),
+            export_dir: None,
+            export_delay_seconds: default_export_delay(),
+            export_backfill_hours: default_export_backfill(),
+        }
+    }
+}
+
+/// `[metrics]`: Prometheus text exposition (`GET /metrics`).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// TCP listen address of `/metrics`; none disables it.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+}
+
 /// Credentials known from configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -339,6 +393,15 @@ fn default_election_ttl() -> u32 {
 fn default_event_retention() -> u32 {
     400
 }
+fn default_currency() -> String {
+    "USD".into()
+}
+fn default_export_delay() -> u64 {
+    120
+}
+fn default_export_backfill() -> u32 {
+    24
+}
 fn default_cidr() -> String {
     "10.0.0.0/8".into()
 }
@@ -393,6 +456,21 @@ impl Config {
         if !(1..=36_500).contains(&self.events.retention_days) {
             return bad("events.retention_days must be within 1..=36500".into());
         }
+        let c = &self.billing.currency;
+        if c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
+            return bad(format!(
+                "billing.currency must be an ISO 4217 code, not {c:?}"
+            ));
+        }
+        for (ty, price) in &self.billing.prices {
+            if crate::domain::catalogue::find(ty).is_none() {
+                return bad(format!("billing.prices: unknown instance type {ty:?}"));
+            }
+            crate::domain::billing::rating::HourlyPrice::parse(price)?;
+        }
+        if self.billing.export_backfill_hours > 24 * 400 {
+            return bad("billing.export_backfill_hours must be at most 9600".into());
+        }
         if self.auth.admin_access_key_id.len() < 8 || self.auth.admin_secret_access_key.len() < 16 {
             return bad("auth: admin key id >= 8 chars and secret >= 16 chars required".into());
         }
@@ -418,6 +496,11 @@ mod tests {
         assert_eq!(cfg.scheduler.policy, Policy::Spread);
         assert!(cfg.grpc.unix_socket.is_some());
         assert_eq!(cfg.auth.enrolment_tokens.len(), 1);
+        assert_eq!(cfg.billing.currency, "USD");
+        assert_eq!(
+            cfg.billing.prices.get("t3.micro").map(String::as_str),
+            Some("0.0104")
+        );
     }
 
     #[test]
@@ -443,6 +526,14 @@ mod tests {
             "[nodes]\nlease_ttl_seconds = 5\nheartbeat_interval_seconds = 5\n",
             "[network]\ncidr = \"10.0.0.0/8\"\nnode_prefix_len = 8\n",
             "[events]\nretention_days = 0\n",
+            "[billing]\ncurrency = \"usd\"\n",
+            "[billing]\ncurrency = \"EURO\"\n",
+            "[billing.prices]\n\"t9.huge\" = \"1\"\n",
+            "[billing.prices]\n\"t3.nano\" = \"-1\"\n",
+            "[billing.prices]\n\"t3.nano\" = \"0.0000000001\"\n",
+            "[billing.prices]\n\"t3.nano\" = 0.5\n",
+            "[billing]\nexport_backfill_hours = 10000\n",
+            "[metrics]\nlisten = \"nowhere\"\n",
         ] {
             assert!(Config::from_toml(&format!("{bad}{auth}")).is_err(), "{bad}");
         }

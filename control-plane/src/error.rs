@@ -114,6 +114,10 @@ pub enum Error {
     /// (`store::Fence`): nothing was written, and nothing will be.
     #[error("leadership lost: the write was fenced off")]
     Fenced,
+    /// A local file operation failed, e.g. writing the usage export
+    /// (`InternalError`).
+    #[error("cannot {0}")]
+    Io(&'static str, #[source] std::io::Error),
     /// A condition that should not happen (`InternalError`).
     #[error("internal error: {0}")]
     Internal(String),
@@ -180,7 +184,9 @@ impl Error {
             Error::Unauthorized(_) => "UnauthorizedOperation",
             Error::Contention(_) => "RequestLimitExceeded",
             Error::Etcd(_) | Error::Fenced => "ServiceUnavailable",
-            Error::Corrupt { .. } | Error::TooLarge { .. } | Error::Internal(_) => "InternalError",
+            Error::Corrupt { .. } | Error::TooLarge { .. } | Error::Io(..) | Error::Internal(_) => {
+                "InternalError"
+            }
         }
     }
 
@@ -197,7 +203,7 @@ impl Error {
             }
             Error::Unauthorized(_) => ErrorKind::Forbidden,
             Error::Contention(_) | Error::Etcd(_) | Error::Fenced => ErrorKind::Unavailable,
-            Error::Corrupt { .. } | Error::TooLarge { .. } | Error::Internal(_) => {
+            Error::Corrupt { .. } | Error::TooLarge { .. } | Error::Io(..) | Error::Internal(_) => {
                 ErrorKind::Internal
             }
         }

@@ -14,6 +14,7 @@ pub mod domain;
 pub mod ec2;
 pub mod error;
 pub mod ids;
+pub mod metrics;
 pub mod scheduler;
 pub mod server;
 pub mod sim;

@@ -28,6 +28,8 @@ pub struct Replica {
     pub unix_socket: Option<PathBuf>,
     /// Bound HTTP address of the EC2 gateway.
     pub http_addr: Option<SocketAddr>,
+    /// Bound `/metrics` address (`[metrics] listen`), if any.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -134,6 +136,25 @@ impl Replica {
                 }
             }));
         }
+        let mut metrics_addr = None;
+        if let Some(addr) = cfg.metrics.listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| io(&format!("binding metrics {addr}"), e))?;
+            metrics_addr = Some(listener.local_addr().map_err(|e| io("local addr", e))?);
+            let app = crate::metrics::router(domain.clone());
+            let mut stop = rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let r = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "metrics server failed");
+                }
+            }));
+        }
 
         let identity = format!(
             "{}-{}",
@@ -148,6 +169,7 @@ impl Replica {
             grpc_addr,
             unix_socket,
             http_addr,
+            metrics_addr,
             shutdown,
             tasks,
         })

@@ -22,6 +22,14 @@ pub mod compute {
 }
 
 /// Control plane <-> node agent API.
+pub mod billing {
+    /// Version 1.
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("nubis.billing.v1");
+    }
+}
+
 pub mod node {
     /// Version 1.
     pub mod v1 {

@@ -2,6 +2,7 @@
 //! into API calls and renders the answer with `output`.
 
 pub mod admin;
+pub mod billing;
 pub mod configure;
 pub mod events;
 pub mod images;
@@ -65,6 +66,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 Command::Keys(c) => keys::run(&ctx, c).await,
                 Command::Tags(c) => tags::run(&ctx, c).await,
                 Command::Events(c) => events::run(&ctx, c).await,
+                Command::Billing(c) => billing::run(&ctx, c).await,
                 Command::Admin(c) => admin::run(&ctx, c).await,
                 Command::Completions { .. } | Command::Configure(_) => Ok(()),
             }

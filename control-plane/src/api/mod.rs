@@ -8,6 +8,7 @@
 //! domain; no business logic lives here.
 
 pub mod admin;
+pub mod billing;
 pub mod compute;
 pub mod node;
 
@@ -89,11 +90,17 @@ impl Edge {
         F: FnOnce(Caller, T) -> Fut,
         Fut: Future<Output = Result<R, Error>>,
     {
-        let caller = self.authenticate(&req, method).await?;
-        work(caller, req.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(to_status)
+        let started = std::time::Instant::now();
+        let r = match self.authenticate(&req, method).await {
+            Ok(caller) => work(caller, req.into_inner())
+                .await
+                .map(Response::new)
+                .map_err(to_status),
+            Err(st) => Err(st),
+        };
+        let code = r.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+        crate::metrics::global().grpc(self.service, method, code, started.elapsed());
+        r
     }
 
     async fn authenticate<T>(&self, req: &Request<T>, method: &str) -> Result<Caller, Status> {
@@ -120,7 +127,7 @@ impl Edge {
     }
 }
 
-/// All three services over one domain, ready for `tonic::transport::Server`.
+/// Every service (Compute, Admin, Billing, Node) over one domain, ready for `tonic::transport::Server`.
 pub fn routes(domain: Arc<Domain>) -> tonic::service::Routes {
     let max = 8 * 1024 * 1024;
     tonic::service::Routes::new(
@@ -133,6 +140,11 @@ pub fn routes(domain: Arc<Domain>) -> tonic::service::Routes {
     .add_service(nubis_proto::compute::v1::admin_server::AdminServer::new(
         admin::AdminApi::new(domain.clone()),
     ))
+    .add_service(
+        nubis_proto::billing::v1::billing_server::BillingServer::new(billing::BillingApi::new(
+            domain.clone(),
+        )),
+    )
     .add_service(
         nubis_proto::node::v1::node_server::NodeServer::new(node::NodeApi::new(domain))
             .max_decoding_message_size(max)

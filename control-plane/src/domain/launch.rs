@@ -303,6 +303,9 @@ impl Domain {
             self.nodes.note_alloc(&id, alloc, rev);
         }
         drop(_claimed);
+        crate::metrics::global()
+            .placements
+            .inc_by(instances.len() as u64);
         instances
     }
 

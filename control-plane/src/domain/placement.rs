@@ -20,6 +20,7 @@
 //! (sequence `event_seq + 1`) to the same transaction.
 
 use crate::domain::events::InstanceEvent;
+use crate::domain::lifecycle::State;
 use crate::domain::model::{now_ms, Instance, NetworkAssignment, NodeAlloc};
 use crate::domain::network::mac_for;
 use crate::domain::Domain;
@@ -162,6 +163,17 @@ impl Domain {
                 Some(rev) => {
                     if let Some((node, alloc)) = note {
                         self.nodes.note_alloc(&node, alloc, rev);
+                    }
+                    // Launch duration: the first `running` (the created
+                    // event is 0, its first change to running is 1).
+                    if cur.value.state == State::Pending
+                        && p.inst.state == State::Running
+                        && cur.value.event_seq == 0
+                    {
+                        let took = (now_ms() - p.inst.launch_time_ms).max(0);
+                        crate::metrics::global()
+                            .launch_to_running
+                            .observe(took as f64 / 1000.0);
                     }
                     return Ok((cur.value, p.inst));
                 }

@@ -152,7 +152,11 @@ pub fn request_id() -> String {
 pub async fn handle(gw: &Gateway, req: HttpRequest<Body>, now: OffsetDateTime) -> Response {
     let rid = request_id();
     let (parts, body) = req.into_parts();
-    let result = run(gw, &rid, &parts, body, now).await;
+    let started = std::time::Instant::now();
+    let mut seen = "";
+    let result = run(gw, &rid, &parts, body, now, &mut seen).await;
+    let code = result.as_ref().map_or_else(|e| e.code.as_str(), |_| "ok");
+    crate::metrics::global().ec2(seen, code, started.elapsed());
     match result {
         Ok((action, xml)) => {
             tracing::debug!(request_id = %rid, action, "ec2 request served");
@@ -184,6 +188,7 @@ async fn run(
     parts: &http::request::Parts,
     body: Body,
     now: OffsetDateTime,
+    seen: &mut &'static str,
 ) -> Result<(&'static str, String), Ec2Error> {
     if parts.method != Method::POST || parts.uri.path() != "/" {
         return Err(Ec2Error::new(
@@ -202,6 +207,7 @@ async fn run(
     }
     let req = Request::parse(query::parse_form(&body)?)?;
     let action = req.action();
+    *seen = action;
     let xml = gw.backend.dispatch(&account, rid, req).await?;
     Ok((action, xml))
 }

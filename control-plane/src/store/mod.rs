@@ -448,7 +448,15 @@ impl Store {
             .when(compares)
             .and_then(tx.ops)
             .or_else(otherwise);
-        let resp = self.client.kv_client().txn(txn).await?;
+        let started = std::time::Instant::now();
+        let resp = self.client.kv_client().txn(txn).await;
+        let outcome = match &resp {
+            Ok(r) if r.succeeded() => "committed",
+            Ok(_) => "compare-failed",
+            Err(_) => "error",
+        };
+        crate::metrics::global().etcd_txn(outcome, started.elapsed());
+        let resp = resp?;
         if resp.succeeded() {
             return Ok(Some(resp.header().map(|h| h.revision()).unwrap_or(0)));
         }

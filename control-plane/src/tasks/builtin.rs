@@ -12,7 +12,8 @@
 //! - `client-token-gc` (every 60 s): ClientToken records a day old whose
 //!   instances are all gone ([`Domain::collect_client_tokens`]);
 //! - `event-gc` (every 60 s): lifecycle events older than
-//!   `events.retention_days` are deleted ([`Domain::collect_expired_events`]).
+//!   `events.retention_days` are deleted ([`Domain::collect_expired_events`]);
+//! - `billing-export` (every 60 s, [`super::billing`]): the hourly usage CSV.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -39,6 +40,7 @@ pub fn all(domain: &Arc<Domain>) -> Vec<Arc<dyn Task>> {
         Arc::new(InstanceGc(domain.clone())),
         Arc::new(ClientTokenGc(domain.clone())),
         Arc::new(EventGc(domain.clone())),
+        Arc::new(super::billing::BillingExport(domain.clone())),
     ]
 }
 

@@ -13,6 +13,7 @@
 //! built-in tasks (node loss, pending reservations, instance and ClientToken
 //! garbage collection) are in [`builtin`].
 
+pub mod billing;
 pub mod builtin;
 pub mod election;
 
