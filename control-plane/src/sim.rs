@@ -127,6 +127,7 @@ impl SimAgent {
                         generation: *generation,
                     })
                     .collect(),
+                metrics_endpoint: String::new(),
             })
             .await?
             .into_inner();

@@ -60,6 +60,42 @@ pub struct Config {
     /// Timeouts.
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// Per-instance metrics: sampling, rollups, the metrics listener.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: the agent samples its instances every 10 s into rollups
+/// under `<state_dir>/metrics/` and serves, on `listen`, the control
+/// plane's signed `nubis.node.v1.AgentMetrics` queries (gRPC) and
+/// Prometheus `GET /metrics` (docs/metrics.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Sample and serve at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Listen address (port 0: any free port).
+    #[serde(default = "default_metrics_listen")]
+    pub listen: std::net::SocketAddr,
+    /// `host:port` the control plane dials (default: the bound address; set
+    /// it when `listen` is a wildcard address).
+    #[serde(default)]
+    pub advertise: Option<String>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: default_metrics_listen(),
+            advertise: None,
+        }
+    }
+}
+
+fn default_metrics_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
 /// The enrolment token (key id + secret) the control plane issued.
