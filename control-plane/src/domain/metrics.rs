@@ -221,12 +221,14 @@ impl Domain {
                 by_node.entry(n).or_default().push(i.id.to_string());
             }
         }
-        let asks = by_node
-            .into_iter()
-            .map(|(node, ids)| async move { (node.clone(), self.ask_agent(&node, ids, q).await) });
+        let nodes: Vec<NodeId> = by_node.keys().cloned().collect();
+        let mut asks = Vec::with_capacity(nodes.len());
+        for (node, ids) in by_node {
+            asks.push(self.ask_agent(node, ids, q));
+        }
         let mut answer = MetricAnswer::default();
         let mut series = Vec::new();
-        for (node, r) in futures::future::join_all(asks).await {
+        for (node, r) in nodes.iter().zip(futures::future::join_all(asks).await) {
             match r {
                 Ok(s) => series.extend(s),
                 Err(e) => {
@@ -282,14 +284,14 @@ impl Domain {
     /// One agent's series for `ids`.
     async fn ask_agent(
         &self,
-        node: &NodeId,
+        node: NodeId,
         ids: Vec<String>,
         q: &MetricQuery,
     ) -> Result<Vec<Vec<Point>>> {
         let rec = self
             .store
             .nodes()
-            .get(node)
+            .get(&node)
             .await?
             .ok_or_else(|| Error::Internal(format!("node {node} has no record")))?
             .value;
