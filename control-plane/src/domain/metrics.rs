@@ -101,16 +101,27 @@ pub struct MetricAnswer {
     pub partial: bool,
 }
 
-/// Checks the endpoint an agent registers (`host:port`, or empty).
+/// Checks the endpoint an agent registers (`host:port`, `unix:/path`, or
+/// empty).
 pub fn check_endpoint(ep: &str) -> Result<()> {
     if ep.is_empty() {
         return Ok(());
     }
-    let bad = || Error::invalid("metrics_endpoint must be host:port");
+    let bad = || Error::invalid("metrics_endpoint must be host:port or unix:/path");
+    if ep.len() > 255 {
+        return Err(bad());
+    }
+    if let Some(path) = ep.strip_prefix("unix:") {
+        let ok = path.starts_with('/')
+            && !path.split('/').any(|c| c == "..")
+            && path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/-._".contains(&b));
+        return if ok { Ok(()) } else { Err(bad()) };
+    }
     let (host, port) = ep.rsplit_once(':').ok_or_else(bad)?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    if ep.len() > 255
-        || host.is_empty()
+    if host.is_empty()
         || port.parse::<u16>().map_or(true, |p| p == 0)
         || !host
             .bytes()
@@ -119,6 +130,15 @@ pub fn check_endpoint(ep: &str) -> Result<()> {
         return Err(bad());
     }
     Ok(())
+}
+
+/// The URI to dial for a registered endpoint.
+fn dial_uri(ep: &str) -> String {
+    if ep.starts_with("unix:") {
+        ep.to_string()
+    } else {
+        format!("http://{ep}")
+    }
 }
 
 fn check_query(q: &MetricQuery) -> Result<()> {
@@ -300,7 +320,7 @@ impl Domain {
         }
         let (_, secret) = self.access_key_secret(&rec.credential_key_id).await?;
         let creds = Credentials::new(rec.credential_key_id.clone(), secret);
-        let endpoint = format!("http://{}", rec.metrics_endpoint);
+        let endpoint = dial_uri(&rec.metrics_endpoint);
         let call = async {
             let channel = nubis_proto::transport::connect(&endpoint)
                 .await
@@ -369,10 +389,26 @@ mod tests {
 
     #[test]
     fn endpoints_and_queries_are_checked() {
-        for ok in ["", "127.0.0.1:9101", "node-1.example:80", "[::1]:9101"] {
+        for ok in [
+            "",
+            "127.0.0.1:9101",
+            "node-1.example:80",
+            "[::1]:9101",
+            "unix:/var/lib/nubis/metrics.sock",
+        ] {
             assert!(check_endpoint(ok).is_ok(), "{ok}");
         }
-        for bad in ["127.0.0.1", "host:0", "host:x", ":80", "a/b:80", "h:80\n"] {
+        for bad in [
+            "127.0.0.1",
+            "host:0",
+            "host:x",
+            ":80",
+            "a/b:80",
+            "h:80\n",
+            "unix:relative.sock",
+            "unix:/a/../b",
+            "unix:/a b",
+        ] {
             assert!(check_endpoint(bad).is_err(), "{bad}");
         }
         let q = |m: &str, from, to, period| MetricQuery {

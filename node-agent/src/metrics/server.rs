@@ -9,10 +9,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use nubis_proto::auth::{Credentials, SignedHeaders};
 use nubis_proto::node::v1 as pb;
 use pb::agent_metrics_server::{AgentMetrics, AgentMetricsServer};
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::{Request, Response, Status};
 
-use crate::config::MetricsConfig;
+use crate::config::{MetricsConfig, MetricsListen};
 use crate::error::{Error, Result};
 use crate::metrics::store::Metric;
 use crate::metrics::Metrics;
@@ -137,15 +137,12 @@ impl AgentMetrics for Service {
     }
 }
 
-/// Binds `cfg.listen` and serves until the process ends.
-pub async fn start(cfg: &MetricsConfig, metrics: Arc<Metrics>) -> Result<Arc<Served>> {
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|e| Error::io(format!("binding metrics listener {}", cfg.listen), e))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| Error::io("metrics listener address", e))?;
-    let endpoint = cfg.advertise.clone().unwrap_or_else(|| bound.to_string());
+/// Binds `listen` and serves until the process ends.
+pub async fn start(
+    listen: &MetricsListen,
+    advertise: Option<String>,
+    metrics: Arc<Metrics>,
+) -> Result<Arc<Served>> {
     let credential = Arc::new(RwLock::new(None));
     let svc = Service {
         metrics: metrics.clone(),
@@ -169,16 +166,38 @@ pub async fn start(cfg: &MetricsConfig, metrics: Arc<Metrics>) -> Result<Arc<Ser
                 }
             }),
         );
-    tokio::spawn(async move {
-        let r = tonic::transport::Server::builder()
-            .accept_http1(true)
-            .add_routes(tonic::service::Routes::from(router))
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await;
-        if let Err(e) = r {
-            tracing::error!(error = %e, "metrics listener ended");
+    let server = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_routes(tonic::service::Routes::from(router));
+    let bound = match listen {
+        MetricsListen::Tcp(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::io(format!("binding metrics listener {addr}"), e))?;
+            let bound = l
+                .local_addr()
+                .map_err(|e| Error::io("metrics listener address", e))?;
+            tokio::spawn(async move {
+                if let Err(e) = server.serve_with_incoming(TcpListenerStream::new(l)).await {
+                    tracing::error!(error = %e, "metrics listener ended");
+                }
+            });
+            bound.to_string()
         }
-    });
+        MetricsListen::Unix(path) => {
+            // A socket left by an earlier run of this agent.
+            let _ = std::fs::remove_file(path);
+            let l = tokio::net::UnixListener::bind(path)
+                .map_err(|e| Error::io(format!("binding metrics socket {}", path.display()), e))?;
+            tokio::spawn(async move {
+                if let Err(e) = server.serve_with_incoming(UnixListenerStream::new(l)).await {
+                    tracing::error!(error = %e, "metrics listener ended");
+                }
+            });
+            format!("unix:{}", path.display())
+        }
+    };
+    let endpoint = advertise.unwrap_or_else(|| bound.clone());
     tracing::info!(%bound, endpoint, "metrics listener up");
     Ok(Arc::new(Served {
         endpoint,
@@ -194,9 +213,10 @@ pub async fn start_all(
     if !cfg.enabled {
         return Ok(None);
     }
+    let listen = cfg.listen_at(layout.root())?;
     let metrics = Arc::new(Metrics::open(layout.root().join("metrics"))?);
     tokio::spawn(crate::metrics::sampler::Sampler::new(layout, metrics.clone()).run());
-    Ok(Some(start(cfg, metrics).await?))
+    Ok(Some(start(&listen, cfg.advertise.clone(), metrics).await?))
 }
 
 #[cfg(test)]
