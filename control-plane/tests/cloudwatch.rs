@@ -170,8 +170,11 @@ async fn launch(c: &mut Compute, image: &str) -> String {
     id
 }
 
+/// A parsed sample: metric name, labels, value.
+type PromSample = (String, Vec<(String, String)>, f64);
+
 /// One Prometheus text-format sample line: `name{labels} value`.
-fn parse_sample(line: &str) -> Option<(String, Vec<(String, String)>, f64)> {
+fn parse_sample(line: &str) -> Option<PromSample> {
     let (series, value) = line.rsplit_once(' ')?;
     let value: f64 = value.parse().ok()?;
     let (name, labels) = match series.split_once('{') {

@@ -218,6 +218,8 @@ fn capacity(agent: &Agent) -> pb::Resources {
     }
 }
 
+// One more argument than clippy's default: the metrics listener.
+#[allow(clippy::too_many_arguments)]
 async fn session(
     agent: &Arc<Agent>,
     endpoint: &str,

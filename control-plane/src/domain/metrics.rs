@@ -145,7 +145,7 @@ fn check_query(q: &MetricQuery) -> Result<()> {
     if !EC2_METRICS.contains(&q.metric.as_str()) {
         return Err(Error::invalid(format!("unknown metric {}", q.metric)));
     }
-    if q.period_s == 0 || q.period_s % 60 != 0 {
+    if q.period_s == 0 || !q.period_s.is_multiple_of(60) {
         return Err(Error::invalid(
             "the period must be a positive multiple of 60",
         ));

@@ -347,7 +347,7 @@ pub struct InstanceSeries {
 impl InstanceSeries {
     /// Opens (creating) the ring files in `dir`.
     pub fn open(dir: &Path) -> Result<InstanceSeries> {
-        std::fs::create_dir_all(dir).map_err(io_err(&dir))?;
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let rings = RESOLUTIONS
             .iter()
             .map(|r| Ring::open(dir, *r))
@@ -380,11 +380,14 @@ impl InstanceSeries {
             return Ok(Vec::new());
         }
         let age = now_s.saturating_sub(from_s);
-        let dividing = self.rings.iter().filter(|r| period_s % r.res.period_s == 0);
+        let dividing = self
+            .rings
+            .iter()
+            .filter(|r| period_s.is_multiple_of(r.res.period_s));
         let ring = dividing
             .clone()
             .find(|r| age <= r.res.retention_s)
-            .or_else(|| dividing.last());
+            .or_else(|| dividing.clone().next_back());
         let Some(ring) = ring else {
             return Ok(Vec::new());
         };
