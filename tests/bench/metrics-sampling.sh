@@ -92,7 +92,7 @@ python3 - "$work" "$window" "$instances" "$profile" <<'PY'
 import glob, os, socket, sys, time
 work, window, instances = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 hz = os.sysconf("SC_CLK_TCK")
-socks = sorted(glob.glob(f"{work}/agents/*/state/metrics.sock"))
+socks = sorted(glob.glob(f"{work}/**/metrics.sock", recursive=True))
 pids = []
 for p in os.listdir("/proc"):
     if not p.isdigit():

@@ -213,20 +213,16 @@ impl Metrics {
         period_s: u64,
         now_s: u64,
     ) -> Result<Vec<(u64, Stat)>> {
-        let mut series = self.series();
-        if let Some(s) = series.get(id) {
+        if let Some(s) = self.series().get(id) {
             return s.query(metric, from_s, to_s, period_s, now_s);
         }
+        // Not sampled now (stopped or terminated): read its files without
+        // keeping them open.
         let dir = self.root.join(id.as_str());
         if !dir.is_dir() {
             return Ok(Vec::new());
         }
-        let s = InstanceSeries::open(&dir)?;
-        let out = s.query(metric, from_s, to_s, period_s, now_s);
-        // Keep it open only while sampled: a terminated instance is read
-        // rarely.
-        series.remove(id);
-        out
+        InstanceSeries::open(&dir)?.query(metric, from_s, to_s, period_s, now_s)
     }
 
     /// The Prometheus text exposition.
