@@ -130,6 +130,7 @@ admin_secret_access_key = "bench-admin-secret-0123456789"
                         manifest_sha256: String::new(),
                     }],
                     agent_version: "bench".into(),
+                    metrics_endpoint: String::new(),
                     instances: vec![],
                 },
             )

@@ -9,6 +9,7 @@
 //! [`sim`] is a simulated node agent speaking the Node API.
 
 pub mod api;
+pub mod cloudwatch;
 pub mod config;
 pub mod domain;
 pub mod ec2;

@@ -39,6 +39,8 @@ pub struct SimOptions {
     /// Instances (id, generation) this host still runs when it registers:
     /// a host coming back to the control plane with its VMs.
     pub resume: Vec<(String, u64)>,
+    /// The metrics endpoint it registers (empty: none).
+    pub metrics_endpoint: String,
 }
 
 impl SimOptions {
@@ -53,6 +55,7 @@ impl SimOptions {
             run_instances: true,
             heartbeat: true,
             resume: vec![],
+            metrics_endpoint: String::new(),
         }
     }
 }
@@ -78,6 +81,8 @@ pub struct SimAgent {
     /// Per instance, the assignment generation last applied and how many
     /// times it was launched (desired `running` applied) by this agent.
     pub applied: Arc<Mutex<HashMap<String, (u64, u32)>>>,
+    /// The node credential the control plane issued at registration.
+    pub credential: Credentials,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -127,16 +132,15 @@ impl SimAgent {
                         generation: *generation,
                     })
                     .collect(),
+                metrics_endpoint: opts.metrics_endpoint.clone(),
             })
             .await?
             .into_inner();
         let cred = reg
             .credential
             .ok_or_else(|| Status::internal("no credential in RegisterResponse"))?;
-        let client: Client = NodeClient::with_interceptor(
-            channel,
-            Signer::new(Credentials::new(cred.access_key_id, cred.secret)),
-        );
+        let credential = Credentials::new(cred.access_key_id, cred.secret);
+        let client: Client = NodeClient::with_interceptor(channel, Signer::new(credential.clone()));
         let node_id = reg.node_id.clone();
         let instances = Arc::new(Mutex::new(
             opts.resume
@@ -193,6 +197,7 @@ impl SimAgent {
             node_id,
             instances,
             applied,
+            credential,
             tasks,
         })
     }

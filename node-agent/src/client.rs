@@ -158,6 +158,8 @@ pub async fn run(agent: Arc<Agent>, changed: mpsc::UnboundedReceiver<InstanceId>
     let (key, secret) = cfg.enrolment_credential()?;
     let tls = cfg.client_tls()?;
     tokio::spawn(agent.clone().run());
+    let metrics =
+        crate::metrics::server::start_all(&cfg.metrics, agent.context().layout.clone()).await?;
     // The heartbeat interval of the last registration: once known, retries
     // come at least that often (see [`Endpoints::cap_backoff`]).
     let mut heartbeat: Option<Duration> = None;
@@ -172,6 +174,7 @@ pub async fn run(agent: Arc<Agent>, changed: mpsc::UnboundedReceiver<InstanceId>
             &secret,
             &changed,
             &mut heartbeat,
+            metrics.as_deref(),
         )
         .await
         {
@@ -215,6 +218,8 @@ fn capacity(agent: &Agent) -> pb::Resources {
     }
 }
 
+// One more argument than clippy's default: the metrics listener.
+#[allow(clippy::too_many_arguments)]
 async fn session(
     agent: &Arc<Agent>,
     endpoint: &str,
@@ -223,6 +228,7 @@ async fn session(
     secret: &str,
     changed: &Changes,
     heartbeat: &mut Option<Duration>,
+    metrics: Option<&crate::metrics::server::Served>,
 ) -> Result<()> {
     let channel = match tls {
         Some(tls) => nubis_proto::transport::connect_tls(endpoint, tls).await,
@@ -251,6 +257,7 @@ async fn session(
             images: images_present(agent).await,
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             instances,
+            metrics_endpoint: metrics.map(|m| m.endpoint.clone()).unwrap_or_default(),
         })
         .await
         .map_err(rpc("Register"))?
@@ -264,10 +271,11 @@ async fn session(
         lease_ttl = reg.lease_ttl_seconds,
         "registered"
     );
-    let client: Client = NodeClient::with_interceptor(
-        channel,
-        Signer::new(Credentials::new(cred.access_key_id, cred.secret)),
-    );
+    let creds = Credentials::new(cred.access_key_id, cred.secret);
+    if let Some(m) = metrics {
+        m.set_credential(creds.clone());
+    }
+    let client: Client = NodeClient::with_interceptor(channel, Signer::new(creds));
     let mut watch = client
         .clone()
         .watch_assignments(pb::WatchAssignmentsRequest {

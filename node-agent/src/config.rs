@@ -63,6 +63,69 @@ pub struct Config {
     /// Timeouts.
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// Per-instance metrics: sampling, rollups, the metrics listener.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: the agent samples its instances every 10 s into rollups
+/// under `<state_dir>/metrics/` and serves, on `listen`, the control
+/// plane's signed `nubis.node.v1.AgentMetrics` queries (gRPC) and
+/// Prometheus `GET /metrics` (docs/metrics.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Sample and serve at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// `unix:/path` (a Unix socket: control planes on the same host, agents
+    /// in network namespaces) or `ip:port` (port 0: any free port).
+    /// Default: `unix:<state_dir>/metrics.sock`.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// What the control plane dials (`host:port` or `unix:/path`; default:
+    /// the bound address; set it when `listen` is a wildcard address).
+    #[serde(default)]
+    pub advertise: Option<String>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: None,
+            advertise: None,
+        }
+    }
+}
+
+/// Where the metrics listener binds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsListen {
+    /// A Unix socket.
+    Unix(PathBuf),
+    /// TCP.
+    Tcp(std::net::SocketAddr),
+}
+
+impl MetricsConfig {
+    /// The listen address, defaulted under `state_dir`.
+    pub fn listen_at(&self, state_dir: &std::path::Path) -> Result<MetricsListen> {
+        match self.listen.as_deref() {
+            None => Ok(MetricsListen::Unix(state_dir.join("metrics.sock"))),
+            Some(s) => match s.strip_prefix("unix:") {
+                Some(p) if p.starts_with('/') => Ok(MetricsListen::Unix(PathBuf::from(p))),
+                Some(_) => Err(Error::ConfigInvalid(format!(
+                    "metrics.listen {s:?}: a unix: path must be absolute"
+                ))),
+                None => s.parse().map(MetricsListen::Tcp).map_err(|_| {
+                    Error::ConfigInvalid(format!(
+                        "metrics.listen {s:?}: expected unix:/path or ip:port"
+                    ))
+                }),
+            },
+        }
+    }
 }
 
 /// The enrolment token (key id + secret) the control plane issued.

@@ -10,6 +10,7 @@
 //! - [`timeline`]: where a launch's time goes (logged per boot).
 //! - [`instance`]: one task per instance, owning its state.
 //! - [`reconcile`]: desired state -> instance commands; adoption at start-up.
+//! - [`metrics`]: per-instance sampling, rollups, the metrics listener.
 //! - [`client`]: the Node API client (registration, heartbeats, watch).
 //! - [`standalone`]: desired state from a local JSON file (operator/debug).
 
@@ -22,6 +23,7 @@ pub mod host;
 pub mod instance;
 pub mod launch;
 pub mod layout;
+pub mod metrics;
 pub mod reconcile;
 pub mod runtime;
 pub mod standalone;

@@ -97,6 +97,20 @@ pub async fn run(agent: Arc<Agent>, mut changed: mpsc::UnboundedReceiver<Instanc
         .collect();
     tracing::info!(?images, "standalone mode: reading desired.json");
     tokio::spawn(agent.clone().run());
+    // Sampling and Prometheus /metrics (queries need a control plane's
+    // credential: none here).
+    let _metrics = match crate::metrics::server::start_all(
+        &agent.context().config.metrics,
+        agent.context().layout.clone(),
+    )
+    .await
+    {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %crate::launch::chain(&e), "metrics disabled");
+            None
+        }
+    };
     let path = desired_path(&state_dir);
     let mut seen: Option<SystemTime> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(500));

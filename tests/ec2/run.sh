@@ -62,6 +62,21 @@ release=()
 [[ $profile == release ]] && release=(--release)
 cargo build "${release[@]}" -p nubis-control-plane -p nubis-agent -p nubis-vmm -p nubis-cli
 deploy/images/build.sh hello
+# The quickstart registers every image of its image directory: hello, and
+# hello-burn (same kernel, nubis.burn=1: a CPU load for test_cloudwatch.py).
+images=$work/images
+mkdir -p "$images"
+cp -r "${NUBIS_IMAGE_DIR:-$root/target/images}/hello" "$images/hello"
+cp -r "$images/hello" "$images/hello-burn"
+python3 - "$images/hello-burn/manifest.json" <<'PY'
+import json, sys
+p = sys.argv[1]
+m = json.load(open(p))
+m["name"] = "hello-burn"
+m["cmdline"] = (m.get("cmdline") or "") + " nubis.burn=1"
+json.dump(m, open(p, "w"), indent=2, sort_keys=True)
+PY
+export NUBIS_IMAGE_DIR=$images
 
 echo "==> cluster (deploy/quickstart.sh up; log $work/up.log)"
 if ! deploy/quickstart.sh up >"$work/up.log" 2>&1; then

@@ -194,6 +194,67 @@ pub struct Describe<C> {
     pub started_at_unix_ms: Option<u64>,
 }
 
+/// The guest-visible I/O counters of a VMM, summed over its devices, as
+/// read from the result of [`Action::Metrics`] (`devices.virtio[]`: `net`
+/// devices' `rx_*`/`tx_*`, `block` devices' `bytes_*`, `reads`, `writes`).
+/// Directions are the guest's: `net_in` is what the guest received.
+/// Counters only grow while the VMM runs; they restart at 0 with the process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GuestCounters {
+    /// Bytes delivered to the guest (virtio-net rx).
+    pub net_in_bytes: u64,
+    /// Bytes the guest sent (virtio-net tx).
+    pub net_out_bytes: u64,
+    /// Frames delivered to the guest.
+    pub net_in_packets: u64,
+    /// Frames the guest sent.
+    pub net_out_packets: u64,
+    /// Bytes the guest read from its disks.
+    pub disk_read_bytes: u64,
+    /// Bytes the guest wrote to its disks.
+    pub disk_write_bytes: u64,
+    /// Read requests.
+    pub disk_read_ops: u64,
+    /// Write requests.
+    pub disk_write_ops: u64,
+}
+
+impl GuestCounters {
+    /// Sums the counters of a `metrics` result; absent or malformed fields
+    /// count as 0 (an older VMM, a device without the counter).
+    pub fn from_metrics(metrics: &serde_json::Value) -> Self {
+        let mut c = GuestCounters::default();
+        let devices = metrics
+            .pointer("/devices/virtio")
+            .and_then(|v| v.as_array())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for d in devices {
+            let n = |k: &str| {
+                d.pointer(&format!("/metrics/{k}"))
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0)
+            };
+            match d.get("type").and_then(|t| t.as_str()) {
+                Some("net") => {
+                    c.net_in_bytes = c.net_in_bytes.saturating_add(n("rx_bytes"));
+                    c.net_out_bytes = c.net_out_bytes.saturating_add(n("tx_bytes"));
+                    c.net_in_packets = c.net_in_packets.saturating_add(n("rx_frames"));
+                    c.net_out_packets = c.net_out_packets.saturating_add(n("tx_frames"));
+                }
+                Some("block") => {
+                    c.disk_read_bytes = c.disk_read_bytes.saturating_add(n("bytes_read"));
+                    c.disk_write_bytes = c.disk_write_bytes.saturating_add(n("bytes_written"));
+                    c.disk_read_ops = c.disk_read_ops.saturating_add(n("reads"));
+                    c.disk_write_ops = c.disk_write_ops.saturating_add(n("writes"));
+                }
+                _ => {}
+            }
+        }
+        c
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +293,36 @@ mod tests {
         );
         let bare: Response = serde_json::from_str(r#"{"ok":false,"error":{}}"#).expect("decode");
         assert_eq!(bare.error.expect("error").kind, "");
+    }
+
+    #[test]
+    fn guest_counters_sum_net_and_block_devices_only() {
+        let m = json!({"devices": {"serial": {"bytes": 9}, "virtio": [
+            {"type": "net", "metrics": {"rx_bytes": 100, "tx_bytes": 40, "rx_frames": 2, "tx_frames": 1,
+                                         "bytes_read": 40, "bytes_written": 100}},
+            {"type": "net", "metrics": {"rx_bytes": 1, "tx_bytes": 2, "rx_frames": 3, "tx_frames": 4}},
+            {"type": "block", "metrics": {"bytes_read": 4096, "bytes_written": 512, "reads": 3, "writes": 1}},
+            {"type": "rng", "metrics": {"bytes_read": 77}},
+            {"type": "block", "metrics": {"bytes_read": "x"}}
+        ]}});
+        let c = GuestCounters::from_metrics(&m);
+        assert_eq!(
+            c,
+            GuestCounters {
+                net_in_bytes: 101,
+                net_out_bytes: 42,
+                net_in_packets: 5,
+                net_out_packets: 5,
+                disk_read_bytes: 4096,
+                disk_write_bytes: 512,
+                disk_read_ops: 3,
+                disk_write_ops: 1,
+            }
+        );
+        assert_eq!(
+            GuestCounters::from_metrics(&json!({})),
+            GuestCounters::default()
+        );
     }
 
     #[test]

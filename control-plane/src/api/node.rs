@@ -142,6 +142,7 @@ impl pb::node_server::Node for NodeApi {
                     images: images_in(r.images),
                     agent_version: r.agent_version,
                     instances,
+                    metrics_endpoint: r.metrics_endpoint,
                 };
                 let reg = self.domain().register_node(&caller, input).await?;
                 Ok(pb::RegisterResponse {

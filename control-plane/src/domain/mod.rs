@@ -14,6 +14,8 @@
 //!   the placement, released with termination).
 //! - [`nodes`]: agent registration, heartbeats, assignment streams, reports,
 //!   and the operator's node operations.
+//! - [`metrics`]: instance metrics (ownership, Auto Scaling groups, fan-out
+//!   of queries to the agents; `average_cpu` for target tracking).
 //! - [`images`], [`keypairs`], [`tags`], [`accounts`] (credentials and
 //!   request authentication), [`catalogue`] (instance types), [`network`]
 //!   (addresses), [`filters`], [`validation`], [`model`] (stored records).
@@ -30,6 +32,7 @@ pub mod keypairs;
 pub mod launch;
 pub mod lifecycle;
 pub mod liveness;
+pub mod metrics;
 pub mod model;
 pub mod network;
 pub mod nodecache;

@@ -237,6 +237,10 @@ pub struct Node {
     pub credential_key_id: String,
     /// Index of the node's address block.
     pub ip_block: u32,
+    /// Where the agent serves `nubis.node.v1.AgentMetrics` (`host:port`;
+    /// empty: no metrics).
+    #[serde(default)]
+    pub metrics_endpoint: String,
 }
 
 /// An image present on a node.

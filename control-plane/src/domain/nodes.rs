@@ -42,6 +42,8 @@ pub struct RegisterInput {
     pub agent_version: String,
     /// Instances already running: (id, phase, generation).
     pub instances: Vec<(String, Phase, u64)>,
+    /// The agent's metrics endpoint (`host:port`, may be empty).
+    pub metrics_endpoint: String,
 }
 
 /// Register result.
@@ -167,6 +169,7 @@ impl Domain {
             ));
         }
         self.check_zone(&input.availability_zone)?;
+        crate::domain::metrics::check_endpoint(&input.metrics_endpoint)?;
         if input.capacity.vcpus == 0 || input.capacity.memory_mib == 0 {
             return Err(Error::invalid("capacity must have vCPUs and memory"));
         }
@@ -262,6 +265,7 @@ impl Domain {
                 lease_id: lease,
                 credential_key_id: key_id.to_string(),
                 ip_block: block,
+                metrics_endpoint: input.metrics_endpoint.clone(),
             };
             let mut tx = Tx::new();
             nodes.stage_create(
@@ -328,6 +332,7 @@ impl Domain {
         node.agent_version = input.agent_version.clone();
         node.lease_id = lease;
         node.credential_key_id = key_id.to_string();
+        node.metrics_endpoint = input.metrics_endpoint.clone();
         let access_keys = self.store.access_keys();
         let mut tx = Tx::new();
         nodes.stage_replace(&mut tx, &cur, &node)?;

@@ -42,9 +42,12 @@ pub fn router(domain: Arc<Domain>) -> Router {
     router_with_config(domain, GatewayConfig::default())
 }
 
-/// The EC2 gateway over `domain` with explicit limits.
+/// The EC2 gateway over `domain` with explicit limits, sharing its
+/// listener with the CloudWatch endpoint ([`crate::cloudwatch`]).
 pub fn router_with_config(domain: Arc<Domain>, cfg: GatewayConfig) -> Router {
-    super::router_with(Arc::new(DomainBackend::new(domain)), cfg)
+    let cw = crate::cloudwatch::CloudWatch::new(domain.clone(), cfg.max_body, cfg.rate_limit);
+    let ec2 = super::router_with(Arc::new(DomainBackend::new(domain)), cfg);
+    crate::cloudwatch::route_by_service(ec2, Arc::new(cw))
 }
 
 fn caller_of(account: &str) -> Result<Caller, Ec2Error> {

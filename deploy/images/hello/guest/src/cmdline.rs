@@ -77,6 +77,9 @@ pub struct Config<'a> {
     pub gw: Option<[u8; 4]>,
     pub disk_write: bool,
     pub reset: bool,
+    /// `nubis.burn=1`: after the ready line, busy-loop at CPL3 (a CPU load
+    /// for the metrics tests) instead of serving the network.
+    pub burn: bool,
     pub devices: Vec<MmioDevice>,
     pub problems: Vec<Problem<'a>>,
 }
@@ -136,6 +139,10 @@ pub fn parse(cmdline: &str) -> Config<'_> {
             },
             "nubis.reset" => match parse_flag(value) {
                 Some(v) => cfg.reset = v,
+                None => cfg.problems.push(bad("0 or 1")),
+            },
+            "nubis.burn" => match parse_flag(value) {
+                Some(v) => cfg.burn = v,
                 None => cfg.problems.push(bad("0 or 1")),
             },
             "virtio_mmio.device" => match parse_device(value) {
@@ -280,6 +287,10 @@ mod tests {
         assert_eq!(c.gw, Some([10, 0, 0, 1]));
         assert!(c.disk_write);
         assert!(!c.reset);
+        assert!(!c.burn);
+        assert!(parse("nubis.burn=1").burn);
+        assert!(!parse("nubis.burn=1 nubis.burn=0").burn);
+        assert_eq!(parse("nubis.burn=yes").problems.len(), 1);
         assert_eq!(
             c.devices,
             [

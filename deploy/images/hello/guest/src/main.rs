@@ -137,6 +137,12 @@ extern "C" fn rust_main() -> ! {
     }
     let idle = sys::init_idle();
     let mut keyboard = sys::Keyboard::init(idle);
+    if cfg.burn {
+        console!("NUBIS-BURN");
+        burn(&mut keyboard);
+        console!("NUBIS-CTRL-ALT-DEL");
+        sys::reset(hz);
+    }
     // `server` stays alive (never dropped) until the reset: see `blk::Disk`.
     let mut server = server;
     if let Some(server) = server.as_mut() {
@@ -193,6 +199,20 @@ fn cpus() -> u32 {
         _ => {
             console!("NUBIS-ERROR MP configuration table at {at:#x} is malformed");
             1
+        }
+    }
+}
+
+/// Busy-loops at CPL3 (native speed, no exits) until Ctrl-Alt-Del; looks
+/// at the keyboard every few million iterations (one CPL0 service call).
+fn burn(keyboard: &mut sys::Keyboard) {
+    let mut x: u64 = 0;
+    loop {
+        for i in 0..(1u64 << 22) {
+            x = core::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+        }
+        if keyboard.poll() {
+            return;
         }
     }
 }
