@@ -76,6 +76,8 @@ pub struct RunInstancesInput {
     pub key_name: Option<String>,
     /// Idempotency token.
     pub client_token: Option<String>,
+    /// Launch options (EC2's defaults when not given).
+    pub options: crate::domain::model::LaunchOptions,
 }
 
 /// Describe parameters.
@@ -380,6 +382,7 @@ impl Domain {
             return Err(not_found(&missing));
         }
         for g in got.iter().flatten() {
+            check_protection(&g.value, &event)?;
             lifecycle::apply(g.value.state, &event)?;
         }
         let mut out = Vec::new();
@@ -454,21 +457,23 @@ impl Domain {
                         assignment_changed = true;
                     }
                 }
-                let t = match lifecycle::apply(inst.state, event)? {
-                    Outcome::Unchanged => {
-                        if observed.is_some() && new != *inst {
-                            return Ok(Some(Plan {
-                                inst: new,
-                                place: false,
-                                release: false,
-                                unassign: false,
-                                assignment_changed,
-                            }));
+                let t =
+                    match lifecycle::apply_with(inst.state, event, inst.options.shutdown_behavior)?
+                    {
+                        Outcome::Unchanged => {
+                            if observed.is_some() && new != *inst {
+                                return Ok(Some(Plan {
+                                    inst: new,
+                                    place: false,
+                                    release: false,
+                                    unassign: false,
+                                    assignment_changed,
+                                }));
+                            }
+                            return Ok(None);
                         }
-                        return Ok(None);
-                    }
-                    Outcome::Change(t) => t,
-                };
+                        Outcome::Change(t) => t,
+                    };
                 new.state = t.to;
                 if let Some(r) = t.reason {
                     new.state_reason = Some(r);
@@ -633,4 +638,30 @@ fn status_matches(d: &Domain, i: &Instance, f: &Filter) -> bool {
         "instance-status.status" => filters::any_matches(v, &[s.instance_status]),
         _ => false,
     }
+}
+
+/// `DisableApiTermination` / `DisableApiStop`: TerminateInstances and
+/// StopInstances refuse with `OperationNotPermitted` (as EC2 does, also with
+/// `Force`).
+fn check_protection(inst: &Instance, event: &Event) -> Result<()> {
+    let (blocked, attribute, verb) = match event {
+        Event::Terminate => (
+            inst.options.disable_api_termination,
+            "disableApiTermination",
+            "terminated",
+        ),
+        Event::Stop => (inst.options.disable_api_stop, "disableApiStop", "stopped"),
+        _ => (false, "", ""),
+    };
+    if blocked {
+        return Err(Error::incorrect_state(
+            "OperationNotPermitted",
+            format!(
+                "The instance '{}' may not be {verb}. Modify its '{attribute}' instance \
+                 attribute and try again.",
+                inst.id
+            ),
+        ));
+    }
+    Ok(())
 }

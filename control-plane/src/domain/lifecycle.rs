@@ -37,7 +37,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::model::StateReason;
+use crate::domain::model::{ShutdownBehavior, StateReason};
 use crate::error::{Error, Result};
 
 /// EC2 instance state.
@@ -230,6 +230,34 @@ fn incorrect(state: State, action: &str) -> Error {
             state.name()
         ),
     )
+}
+
+/// [`apply`] for an instance whose `InstanceInitiatedShutdownBehavior` is
+/// `shutdown`: a guest that powers itself off while pending or running (the
+/// agent reports `stopped` though `running` is desired) is stopped, or with
+/// `terminate` shut down and terminated — the agent is told `terminated`,
+/// removes the stopped VM's files and reports it, as for TerminateInstances.
+pub fn apply_with(state: State, event: &Event, shutdown: ShutdownBehavior) -> Result<Outcome> {
+    let guest_poweroff = matches!(state, State::Pending | State::Running)
+        && matches!(
+            event,
+            Event::Observed {
+                phase: Phase::Stopped,
+                ..
+            }
+        );
+    if guest_poweroff && shutdown == ShutdownBehavior::Terminate {
+        return Ok(Outcome::Change(Transition {
+            desired: Some(Desired::Terminated),
+            reason: Some(StateReason::new(
+                "Client.InstanceInitiatedShutdown",
+                "Client.InstanceInitiatedShutdown: Instance initiated shutdown",
+            )),
+            transition_reason: Some("Instance initiated shutdown".into()),
+            ..change(State::ShuttingDown)
+        }));
+    }
+    apply(state, event)
 }
 
 /// Applies `event` to an instance in `state`.

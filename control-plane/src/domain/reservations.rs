@@ -96,11 +96,14 @@ pub struct PendingReservation {
     /// Why a rollback started.
     #[serde(default)]
     pub shortfall: String,
+    /// The launch options of the call (schema 2; absent = EC2's defaults).
+    #[serde(default)]
+    pub options: crate::domain::model::LaunchOptions,
 }
 
 impl crate::store::Record for PendingReservation {
     const KIND: &'static str = "pending-reservation";
-    const SCHEMA: u32 = 1;
+    const SCHEMA: u32 = 2;
 }
 
 /// The next step of a saga (pure, from the record and whether placing has
@@ -160,6 +163,7 @@ impl Domain {
             created_ms: l.now,
             instance_ids: Vec::new(),
             shortfall: String::new(),
+            options: l.options.clone(),
         };
         let mut tx = Tx::new();
         self.store
@@ -285,6 +289,7 @@ impl Domain {
             token: rec.client_token.clone(),
             ssh,
             user_data_b64: b64(&ud),
+            options: rec.options.clone(),
             now: now_ms(),
         }))
     }
@@ -588,6 +593,7 @@ mod tests {
             created_ms: 0,
             instance_ids: (0..placed).map(|_| InstanceId::generate()).collect(),
             shortfall: String::new(),
+            options: Default::default(),
         }
     }
 

@@ -16,6 +16,7 @@ pub mod error;
 pub mod query;
 pub mod ratelimit;
 pub mod requests;
+pub mod run_options;
 pub mod sigv4;
 pub mod xml;
 

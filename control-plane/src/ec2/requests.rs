@@ -73,6 +73,8 @@ pub struct RunInstances {
     pub user_data: Option<Vec<u8>>,
     pub tags: Vec<Tag>,
     pub client_token: Option<String>,
+    /// Every other parameter group (see [`super::run_options`]).
+    pub options: crate::domain::model::LaunchOptions,
     pub dry_run: bool,
 }
 
@@ -543,6 +545,7 @@ fn run_instances(r: &mut Reader) -> Result<RunInstances, Ec2Error> {
         user_data,
         tags,
         client_token,
+        options: super::run_options::parse(r)?,
         dry_run: r.dry_run()?,
     })
 }
