@@ -508,6 +508,45 @@ mod tests {
     }
 
     #[test]
+    fn guest_poweroff_follows_the_shutdown_behaviour() {
+        let with = |s: State, e: Event, b: ShutdownBehavior| match apply_with(s, &e, b).unwrap() {
+            Outcome::Unchanged => (s, None),
+            Outcome::Change(t) => (t.to, t.desired),
+        };
+        for s in [Pending, Running] {
+            // stop (the default): stopped, as `apply`.
+            assert_eq!(
+                with(s, obs(Phase::Stopped), ShutdownBehavior::Stop),
+                (Stopped, Some(Desired::Stopped))
+            );
+            // terminate: shutting-down, the agent told to remove the VM.
+            assert_eq!(
+                with(s, obs(Phase::Stopped), ShutdownBehavior::Terminate),
+                (ShuttingDown, Some(Desired::Terminated))
+            );
+        }
+        // A user's stop completing, or a host failure, is not a guest poweroff.
+        assert_eq!(
+            with(Stopping, obs(Phase::Stopped), ShutdownBehavior::Terminate),
+            (Stopped, None)
+        );
+        assert_eq!(
+            with(Running, obs(Phase::Failed), ShutdownBehavior::Terminate),
+            (Stopped, Some(Desired::Stopped))
+        );
+        // The agent's report of the terminated VM then ends it.
+        assert_eq!(
+            with(
+                ShuttingDown,
+                obs(Phase::Terminated),
+                ShutdownBehavior::Terminate
+            )
+            .0,
+            Terminated
+        );
+    }
+
+    #[test]
     fn node_loss() {
         for s in [Pending, Running, Stopping] {
             assert_eq!(to(s, Event::NodeLost), Some(Stopped));

@@ -75,6 +75,14 @@ fn api_flags(r: &mut Reader, o: &mut LaunchOptions) -> Result<(), Ec2Error> {
 /// `Monitoring.Enabled`: recorded and shown.
 fn monitoring(r: &mut Reader, o: &mut LaunchOptions) -> Result<(), Ec2Error> {
     o.monitoring = r.bool("Monitoring.Enabled")?.unwrap_or(false);
+    // Metric categories of detailed monitoring (MetricCategoryId.N).
+    if let Some((key, _)) = r
+        .take_prefix("Monitoring.MetricCategoryId")
+        .into_iter()
+        .next()
+    {
+        return Err(unsupported(&format!("The parameter {key}")));
+    }
     Ok(())
 }
 
@@ -198,9 +206,11 @@ fn cpu_and_credits(r: &mut Reader) -> Result<(), Ec2Error> {
     // and a request for either mode is accepted.
     match r.opt("CreditSpecification.CpuCredits").as_deref() {
         None | Some("standard" | "unlimited") => {}
-        Some(v) => return Err(Ec2Error::invalid_value(format!(
+        Some(v) => {
+            return Err(Ec2Error::invalid_value(format!(
             "Value ({v}) for parameter CpuCredits is invalid. Expected 'standard' or 'unlimited'."
-        ))),
+        )))
+        }
     }
     for (key, value) in r.take_prefix("CpuOptions") {
         let neutral = matches!(
