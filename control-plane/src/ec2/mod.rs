@@ -12,6 +12,7 @@
 //! The control plane mounts [`router`] on its HTTP listener.
 
 pub mod actions;
+pub mod attribute_requests;
 pub mod error;
 pub mod query;
 pub mod ratelimit;

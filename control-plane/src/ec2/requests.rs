@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 
+pub use super::attribute_requests::{
+    DescribeInstanceAttribute, GetConsoleScreenshot, ModifyInstanceAttribute,
+};
 use super::error::{Ec2Error, ErrorCode};
 use super::query::{Filter, Reader, Tag};
 
@@ -49,6 +52,9 @@ pub enum Request {
     CreateTags(CreateTags),
     DeleteTags(DeleteTags),
     DescribeTags(DescribeTags),
+    DescribeInstanceAttribute(DescribeInstanceAttribute),
+    ModifyInstanceAttribute(ModifyInstanceAttribute),
+    GetConsoleScreenshot(GetConsoleScreenshot),
 }
 
 /// Pagination parameters.
@@ -256,6 +262,9 @@ impl Request {
             Request::CreateTags(_) => "CreateTags",
             Request::DeleteTags(_) => "DeleteTags",
             Request::DescribeTags(_) => "DescribeTags",
+            Request::DescribeInstanceAttribute(_) => "DescribeInstanceAttribute",
+            Request::ModifyInstanceAttribute(_) => "ModifyInstanceAttribute",
+            Request::GetConsoleScreenshot(_) => "GetConsoleScreenshot",
         }
     }
 
@@ -439,6 +448,15 @@ impl Request {
                 page: page(&mut r, 5, 1000)?,
                 dry_run: r.dry_run()?,
             }),
+            "DescribeInstanceAttribute" => {
+                Request::DescribeInstanceAttribute(super::attribute_requests::describe(&mut r)?)
+            }
+            "ModifyInstanceAttribute" => {
+                Request::ModifyInstanceAttribute(super::attribute_requests::modify(&mut r)?)
+            }
+            "GetConsoleScreenshot" => {
+                Request::GetConsoleScreenshot(super::attribute_requests::screenshot(&mut r)?)
+            }
             other => {
                 return Err(Ec2Error::new(
                     ErrorCode::InvalidAction,
@@ -473,6 +491,9 @@ impl Request {
             Request::CreateTags(x) => x.dry_run,
             Request::DeleteTags(x) => x.dry_run,
             Request::DescribeTags(x) => x.dry_run,
+            Request::DescribeInstanceAttribute(x) => x.dry_run,
+            Request::ModifyInstanceAttribute(x) => x.dry_run,
+            Request::GetConsoleScreenshot(x) => x.dry_run,
         }
     }
 }
@@ -650,7 +671,7 @@ fn truncate(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
-fn instance_type(s: &str) -> Result<String, Ec2Error> {
+pub(super) fn instance_type(s: &str) -> Result<String, Ec2Error> {
     let ok = s.len() <= 32
         && s.split_once('.').is_some_and(|(a, b)| {
             !a.is_empty()
