@@ -215,10 +215,12 @@ pub fn modify(r: &mut Reader) -> Result<ModifyInstanceAttribute, Ec2Error> {
             Some(AttributeChange::ShutdownBehavior(match value.as_str() {
                 "stop" => ShutdownBehavior::Stop,
                 "terminate" => ShutdownBehavior::Terminate,
-                _ => return Err(Ec2Error::invalid_value(format!(
+                _ => {
+                    return Err(Ec2Error::invalid_value(format!(
                     "Value ({value}) for parameter instanceInitiatedShutdownBehavior is invalid. \
                          Expected: 'stop' or 'terminate'."
-                ))),
+                )))
+                }
             }))
         }
         "ebsOptimized" | "enaSupport" => {

@@ -637,13 +637,13 @@ fn page(r: &mut Reader, min: u32, max: u32) -> Result<Page, Ec2Error> {
 
 fn is_hex_id(s: &str, prefix: &str) -> bool {
     s.strip_prefix(prefix).is_some_and(|h| {
-        (8..=32).contains(&h.len())
+        matches!(h.len(), 8 | 17)
             && h.bytes()
                 .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
     })
 }
 
-/// Checks an instance ID's form (`i-` and 8..=32 lower-case hex digits).
+/// Checks an instance ID's form (`i-` and 8 or 17 lower-case hex digits, as EC2).
 pub fn instance_id(s: &str) -> Result<String, Ec2Error> {
     if is_hex_id(s, "i-") {
         Ok(s.to_owned())
@@ -655,7 +655,7 @@ pub fn instance_id(s: &str) -> Result<String, Ec2Error> {
     }
 }
 
-/// Checks an image ID's form (`ami-` and 8..=32 lower-case hex digits).
+/// Checks an image ID's form (`ami-` and 8 or 17 lower-case hex digits, as EC2).
 pub fn image_id(s: &str) -> Result<String, Ec2Error> {
     if is_hex_id(s, "ami-") {
         Ok(s.to_owned())
