@@ -96,14 +96,17 @@ pub struct PendingReservation {
     /// Why a rollback started.
     #[serde(default)]
     pub shortfall: String,
-    /// The launch options of the call (schema 2; absent = EC2's defaults).
+    /// The launch options of the call (absent = EC2's defaults). Added
+    /// without a schema bump: the saga does not rewrite through
+    /// `Tx::replace` yet (docs/etcd-schema.md), so an older replica driving
+    /// the saga during an upgrade launches the rest with default options.
     #[serde(default)]
     pub options: crate::domain::model::LaunchOptions,
 }
 
 impl crate::store::Record for PendingReservation {
     const KIND: &'static str = "pending-reservation";
-    const SCHEMA: u32 = 2;
+    const SCHEMA: u32 = 1;
 }
 
 /// The next step of a saga (pure, from the record and whether placing has
