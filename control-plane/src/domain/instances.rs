@@ -44,6 +44,24 @@ pub const INSTANCE_FILTERS: &[&str] = &[
     "tag:",
     "tag-key",
     "tag-value",
+    "owner-id",
+    "launch-time",
+    "instance-lifecycle",
+    "placement-group-name",
+    "ip-address",
+    "dns-name",
+    "private-dns-name",
+    "subnet-id",
+    "architecture",
+    "hypervisor",
+    "root-device-type",
+    "root-device-name",
+    "virtualization-type",
+    "monitoring-state",
+    "tenancy",
+    "placement-tenancy",
+    "ami-launch-index",
+    "client-token",
 ];
 
 /// Filter names DescribeInstanceStatus supports.
@@ -619,11 +637,59 @@ fn instance_matches(d: &Domain, i: &Instance, f: &Filter) -> bool {
             .node_id
             .as_ref()
             .is_some_and(|n| filters::any_matches(v, &[n.as_str()])),
+        "owner-id" => filters::any_matches(v, &[i.account.as_str()]),
+        "launch-time" => filters::any_matches(v, &[&iso_ms(i.launch_time_ms)]),
+        "private-dns-name" => i.network.as_ref().is_some_and(|n| {
+            filters::any_matches(
+                v,
+                &[&format!("ip-{}.nubis.internal", n.ip.replace('.', "-"))],
+            )
+        }),
+        "subnet-id" => i
+            .network
+            .as_ref()
+            .and_then(|n| n.subnet_id.as_ref())
+            .is_some_and(|s| filters::any_matches(v, &[s.as_str()])),
+        "architecture" => filters::any_matches(v, &["x86_64"]),
+        "hypervisor" => filters::any_matches(v, &["xen"]),
+        "root-device-type" => filters::any_matches(v, &["instance-store"]),
+        "root-device-name" => filters::any_matches(v, &[crate::domain::model::ROOT_DEVICE_NAME]),
+        "virtualization-type" => filters::any_matches(v, &["hvm"]),
+        "monitoring-state" => filters::any_matches(
+            v,
+            &[if i.options.monitoring {
+                "enabled"
+            } else {
+                "disabled"
+            }],
+        ),
+        "tenancy" | "placement-tenancy" => filters::any_matches(v, &["default"]),
+        "ami-launch-index" => filters::any_matches(v, &[&i.launch_index.to_string()]),
+        "client-token" => filters::any_matches(v, &[&i.client_token]),
+        // On-demand instances only (no lifecycle), no placement groups, no
+        // public addresses or DNS names: these filters match nothing.
+        "instance-lifecycle" | "placement-group-name" | "ip-address" | "dns-name" => false,
         _ => {
             let _ = d;
             false
         }
     }
+}
+
+/// `launch-time` as DescribeInstances shows it (`2026-01-02T03:04:05.000Z`).
+fn iso_ms(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
 }
 
 fn status_matches(d: &Domain, i: &Instance, f: &Filter) -> bool {

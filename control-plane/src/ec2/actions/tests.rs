@@ -556,6 +556,36 @@ async fn run_options_attributes_and_protection() {
     assert_eq!(texts(&xml, "rootDeviceName"), ["/dev/xvda"]);
     wait_state(&c, std::slice::from_ref(&id), "running").await;
 
+    // DescribeInstances filters on what Nubis has.
+    let year = time::OffsetDateTime::now_utc().year();
+    for (f, want) in [
+        (format!("owner-id&Filter.1.Value.1={owner}"), 1),
+        ("owner-id&Filter.1.Value.1=000000000000".to_owned(), 0),
+        (format!("launch-time&Filter.1.Value.1={year}-*"), 1),
+        ("monitoring-state&Filter.1.Value.1=enabled".to_owned(), 1),
+        ("monitoring-state&Filter.1.Value.1=disabled".to_owned(), 0),
+        ("root-device-name&Filter.1.Value.1=/dev/xvda".to_owned(), 1),
+        ("instance-lifecycle&Filter.1.Value.1=spot".to_owned(), 0),
+        ("ip-address&Filter.1.Value.1=*".to_owned(), 0),
+    ] {
+        let xml = c
+            .ok(&format!(
+                "Action=DescribeInstances&{V}&InstanceId.1={id}&Filter.1.Name={f}"
+            ))
+            .await;
+        assert_eq!(texts(&xml, "instanceId").len(), want, "{f}");
+    }
+    // Account B: the owner filter does not reveal A's instances.
+    let (_, xml) = c
+        .call_as(
+            &c.b,
+            &format!(
+                "Action=DescribeInstances&{V}&Filter.1.Name=owner-id&Filter.1.Value.1={owner}"
+            ),
+        )
+        .await;
+    assert_eq!(texts(&xml, "instanceId").len(), 0, "{xml}");
+
     // Protection: both refused, also forced.
     for call in [
         format!("Action=TerminateInstances&{V}&InstanceId.1={id}"),
