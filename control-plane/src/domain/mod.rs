@@ -34,6 +34,7 @@ pub mod model;
 pub mod network;
 pub mod nodecache;
 pub mod nodes;
+pub mod offerings;
 pub mod placement;
 pub mod reservations;
 pub mod tags;

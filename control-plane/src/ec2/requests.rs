@@ -55,6 +55,17 @@ pub enum Request {
     DescribeInstanceAttribute(DescribeInstanceAttribute),
     ModifyInstanceAttribute(ModifyInstanceAttribute),
     GetConsoleScreenshot(GetConsoleScreenshot),
+    DescribeInstanceTypeOfferings(DescribeInstanceTypeOfferings),
+}
+
+/// `DescribeInstanceTypeOfferings`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribeInstanceTypeOfferings {
+    /// `LocationType` as given (`region` when absent; checked by the domain).
+    pub location_type: String,
+    pub filters: Vec<Filter>,
+    pub page: Page,
+    pub dry_run: bool,
 }
 
 /// Pagination parameters.
@@ -265,6 +276,7 @@ impl Request {
             Request::DescribeInstanceAttribute(_) => "DescribeInstanceAttribute",
             Request::ModifyInstanceAttribute(_) => "ModifyInstanceAttribute",
             Request::GetConsoleScreenshot(_) => "GetConsoleScreenshot",
+            Request::DescribeInstanceTypeOfferings(_) => "DescribeInstanceTypeOfferings",
         }
     }
 
@@ -454,6 +466,17 @@ impl Request {
             "ModifyInstanceAttribute" => {
                 Request::ModifyInstanceAttribute(super::attribute_requests::modify(&mut r)?)
             }
+            "DescribeInstanceTypeOfferings" => {
+                Request::DescribeInstanceTypeOfferings(DescribeInstanceTypeOfferings {
+                    location_type: r
+                        .opt("LocationType")
+                        .filter(|l| !l.is_empty())
+                        .unwrap_or_else(|| "region".to_owned()),
+                    filters: r.filters(Some(&["location", "instance-type"]))?,
+                    page: page(&mut r, 5, 1000)?,
+                    dry_run: r.dry_run()?,
+                })
+            }
             "GetConsoleScreenshot" => {
                 Request::GetConsoleScreenshot(super::attribute_requests::screenshot(&mut r)?)
             }
@@ -494,6 +517,7 @@ impl Request {
             Request::DescribeInstanceAttribute(x) => x.dry_run,
             Request::ModifyInstanceAttribute(x) => x.dry_run,
             Request::GetConsoleScreenshot(x) => x.dry_run,
+            Request::DescribeInstanceTypeOfferings(x) => x.dry_run,
         }
     }
 }

@@ -128,6 +128,7 @@ impl super::Backend for DomainBackend {
                     attributes::describe(d, &caller, rid, r).await
                 }
                 Request::ModifyInstanceAttribute(r) => attributes::modify(d, &caller, rid, r).await,
+                Request::DescribeInstanceTypeOfferings(r) => regions::offerings(d, rid, r),
                 Request::GetConsoleScreenshot(r) => {
                     attributes::screenshot(d, &caller, rid, r).await
                 }

@@ -700,3 +700,66 @@ async fn run_options_attributes_and_protection() {
         Some("Client.InstanceInitiatedShutdown")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_type_offerings_follow_host_sizes() {
+    let Some(c) = cloud().await else { return };
+    // The simulated hosts (8 vCPUs, 2048 MiB) are in the first two zones.
+    let offer = |q: &str| format!("Action=DescribeInstanceTypeOfferings&{V}{q}");
+    // The node cache follows registrations through a watch: wait for both.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let xml = loop {
+        let xml = c.ok(&offer("&LocationType=availability-zone")).await;
+        let zones: std::collections::BTreeSet<String> =
+            texts(&xml, "location").into_iter().collect();
+        if zones.len() >= 2 || Instant::now() > deadline {
+            break c.ok(&offer("")).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let types = texts(&xml, "instanceType");
+    assert!(types.contains(&"m5.large".to_owned()), "{xml}");
+    assert!(
+        !types.contains(&"m5.xlarge".to_owned()),
+        "4 GiB fits no host: {xml}"
+    );
+    assert!(texts(&xml, "locationType").iter().all(|l| l == "region"));
+    let xml = c
+        .ok(&offer(
+            "&LocationType=availability-zone&Filter.1.Name=instance-type&Filter.1.Value.1=t3.nano",
+        ))
+        .await;
+    let mut zones = texts(&xml, "location");
+    zones.sort();
+    let mut want: Vec<String> = c
+        .replica
+        .as_ref()
+        .unwrap()
+        .domain
+        .cfg
+        .zones
+        .iter()
+        .take(2)
+        .cloned()
+        .collect();
+    want.sort();
+    assert_eq!(zones, want);
+    let xml = c
+        .ok(&offer(&format!(
+            "&LocationType=availability-zone&Filter.1.Name=location&Filter.1.Value.1={}",
+            want[0]
+        )))
+        .await;
+    assert!(texts(&xml, "location").iter().all(|l| l == &want[0]));
+    assert!(!texts(&xml, "instanceType").is_empty());
+    for (q, code) in [
+        ("&LocationType=galaxy", "InvalidParameterValue"),
+        ("&LocationType=outpost", "Unsupported"),
+        (
+            "&Filter.1.Name=vcpus&Filter.1.Value.1=1",
+            "InvalidParameterValue",
+        ),
+    ] {
+        assert_eq!(c.err(&offer(q)).await.1, code, "{q}");
+    }
+}
