@@ -1,5 +1,5 @@
 //! Typed identifiers. Each parses (validating its shape) and displays as the
-//! string EC2 clients see: `i-` + 17 hex, `r-` + 17 hex, `ami-` + 17 hex,
+//! string EC2 clients see (parsing also accepts EC2's short form of 8 hex digits): `i-` + 17 hex, `r-` + 17 hex, `ami-` + 17 hex,
 //! `key-` + 17 hex, `node-` + 17 hex, `subnet-` + 17 hex, account ids of 12 decimal digits.
 
 use std::fmt;
@@ -15,8 +15,9 @@ fn random_hex17() -> String {
     s
 }
 
+/// EC2's two id lengths: 8 hex digits (older resources) or 17.
 fn is_hex17(s: &str) -> bool {
-    s.len() == 17 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    matches!(s.len(), 8 | 17) && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 macro_rules! hex_id {
@@ -41,7 +42,7 @@ macro_rules! hex_id {
                     Some(rest) if is_hex17(rest) => Ok(Self(s.to_string())),
                     _ => Err(Error::invalid_code(
                         $malformed,
-                        format!("invalid id: {:?} (expected {}<17 hex digits>)", s, $prefix),
+                        format!("invalid id: {:?} (expected {}<8 or 17 hex digits>)", s, $prefix),
                     )),
                 }
             }
@@ -207,6 +208,11 @@ mod tests {
         );
         assert!(AccountId::parse("12345").is_err());
         assert!(InstanceId::parse("i-0123456789abcdef0").is_ok());
+        // EC2's short form, and nothing between the two lengths.
+        assert!(InstanceId::parse("i-0123abcd").is_ok());
+        assert!(ImageId::parse("ami-0123abcd").is_ok());
+        assert!(InstanceId::parse("i-0123abcde").is_err());
+        assert!(InstanceId::parse("i-0123456789abcdef01").is_err());
     }
 
     #[test]

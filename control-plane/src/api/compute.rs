@@ -234,6 +234,7 @@ impl pb::compute_server::Compute for ComputeApi {
                     user_data: r.user_data,
                     key_name: opt(r.key_name),
                     client_token: opt(r.client_token),
+                    options: Default::default(),
                 };
                 let res = self.domain().run_instances(&caller, input).await?;
                 Ok(pb::RunInstancesResponse {

@@ -44,6 +44,24 @@ pub const INSTANCE_FILTERS: &[&str] = &[
     "tag:",
     "tag-key",
     "tag-value",
+    "owner-id",
+    "launch-time",
+    "instance-lifecycle",
+    "placement-group-name",
+    "ip-address",
+    "dns-name",
+    "private-dns-name",
+    "subnet-id",
+    "architecture",
+    "hypervisor",
+    "root-device-type",
+    "root-device-name",
+    "virtualization-type",
+    "monitoring-state",
+    "tenancy",
+    "placement-tenancy",
+    "ami-launch-index",
+    "client-token",
 ];
 
 /// Filter names DescribeInstanceStatus supports.
@@ -76,6 +94,8 @@ pub struct RunInstancesInput {
     pub key_name: Option<String>,
     /// Idempotency token.
     pub client_token: Option<String>,
+    /// Launch options (EC2's defaults when not given).
+    pub options: crate::domain::model::LaunchOptions,
 }
 
 /// Describe parameters.
@@ -380,6 +400,7 @@ impl Domain {
             return Err(not_found(&missing));
         }
         for g in got.iter().flatten() {
+            check_protection(&g.value, &event)?;
             lifecycle::apply(g.value.state, &event)?;
         }
         let mut out = Vec::new();
@@ -454,21 +475,23 @@ impl Domain {
                         assignment_changed = true;
                     }
                 }
-                let t = match lifecycle::apply(inst.state, event)? {
-                    Outcome::Unchanged => {
-                        if observed.is_some() && new != *inst {
-                            return Ok(Some(Plan {
-                                inst: new,
-                                place: false,
-                                release: false,
-                                unassign: false,
-                                assignment_changed,
-                            }));
+                let t =
+                    match lifecycle::apply_with(inst.state, event, inst.options.shutdown_behavior)?
+                    {
+                        Outcome::Unchanged => {
+                            if observed.is_some() && new != *inst {
+                                return Ok(Some(Plan {
+                                    inst: new,
+                                    place: false,
+                                    release: false,
+                                    unassign: false,
+                                    assignment_changed,
+                                }));
+                            }
+                            return Ok(None);
                         }
-                        return Ok(None);
-                    }
-                    Outcome::Change(t) => t,
-                };
+                        Outcome::Change(t) => t,
+                    };
                 new.state = t.to;
                 if let Some(r) = t.reason {
                     new.state_reason = Some(r);
@@ -614,11 +637,59 @@ fn instance_matches(d: &Domain, i: &Instance, f: &Filter) -> bool {
             .node_id
             .as_ref()
             .is_some_and(|n| filters::any_matches(v, &[n.as_str()])),
+        "owner-id" => filters::any_matches(v, &[i.account.as_str()]),
+        "launch-time" => filters::any_matches(v, &[&iso_ms(i.launch_time_ms)]),
+        "private-dns-name" => i.network.as_ref().is_some_and(|n| {
+            filters::any_matches(
+                v,
+                &[&format!("ip-{}.nubis.internal", n.ip.replace('.', "-"))],
+            )
+        }),
+        "subnet-id" => i
+            .network
+            .as_ref()
+            .and_then(|n| n.subnet_id.as_ref())
+            .is_some_and(|s| filters::any_matches(v, &[s.as_str()])),
+        "architecture" => filters::any_matches(v, &["x86_64"]),
+        "hypervisor" => filters::any_matches(v, &["xen"]),
+        "root-device-type" => filters::any_matches(v, &["instance-store"]),
+        "root-device-name" => filters::any_matches(v, &[crate::domain::model::ROOT_DEVICE_NAME]),
+        "virtualization-type" => filters::any_matches(v, &["hvm"]),
+        "monitoring-state" => filters::any_matches(
+            v,
+            &[if i.options.monitoring {
+                "enabled"
+            } else {
+                "disabled"
+            }],
+        ),
+        "tenancy" | "placement-tenancy" => filters::any_matches(v, &["default"]),
+        "ami-launch-index" => filters::any_matches(v, &[&i.launch_index.to_string()]),
+        "client-token" => filters::any_matches(v, &[&i.client_token]),
+        // On-demand instances only (no lifecycle), no placement groups, no
+        // public addresses or DNS names: these filters match nothing.
+        "instance-lifecycle" | "placement-group-name" | "ip-address" | "dns-name" => false,
         _ => {
             let _ = d;
             false
         }
     }
+}
+
+/// `launch-time` as DescribeInstances shows it (`2026-01-02T03:04:05.000Z`).
+fn iso_ms(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
 }
 
 fn status_matches(d: &Domain, i: &Instance, f: &Filter) -> bool {
@@ -633,4 +704,30 @@ fn status_matches(d: &Domain, i: &Instance, f: &Filter) -> bool {
         "instance-status.status" => filters::any_matches(v, &[s.instance_status]),
         _ => false,
     }
+}
+
+/// `DisableApiTermination` / `DisableApiStop`: TerminateInstances and
+/// StopInstances refuse with `OperationNotPermitted` (as EC2 does, also with
+/// `Force`).
+fn check_protection(inst: &Instance, event: &Event) -> Result<()> {
+    let (blocked, attribute, verb) = match event {
+        Event::Terminate => (
+            inst.options.disable_api_termination,
+            "disableApiTermination",
+            "terminated",
+        ),
+        Event::Stop => (inst.options.disable_api_stop, "disableApiStop", "stopped"),
+        _ => (false, "", ""),
+    };
+    if blocked {
+        return Err(Error::incorrect_state(
+            "OperationNotPermitted",
+            format!(
+                "The instance '{}' may not be {verb}. Modify its '{attribute}' instance \
+                 attribute and try again.",
+                inst.id
+            ),
+        ));
+    }
+    Ok(())
 }

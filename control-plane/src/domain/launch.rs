@@ -24,7 +24,8 @@ use crate::domain::events::InstanceEvent;
 use crate::domain::instances::{b64, RunInstancesInput};
 use crate::domain::lifecycle::{Desired, State};
 use crate::domain::model::{
-    now_ms, ClientTokenRecord, Image, Instance, NetworkAssignment, NodeAlloc, StateReason,
+    now_ms, ClientTokenRecord, Image, Instance, LaunchOptions, NetworkAssignment, NodeAlloc,
+    StateReason,
 };
 use crate::domain::network::mac_for;
 use crate::domain::nodecache::Claimed;
@@ -59,6 +60,7 @@ pub(super) struct Launch {
     pub(super) token: Option<String>,
     pub(super) ssh: String,
     pub(super) user_data_b64: String,
+    pub(super) options: LaunchOptions,
     pub(super) now: i64,
 }
 
@@ -99,6 +101,13 @@ pub(super) fn request_hash(input: &RunInstancesInput) -> String {
         h.update(v.as_bytes());
     }
     h.update(Sha256::digest(&input.user_data));
+    // Launch options enter the hash only when set, so that the hashes of
+    // tokens recorded before they existed stay valid.
+    if input.options != LaunchOptions::default() {
+        let json = serde_json::to_vec(&input.options).unwrap_or_default();
+        h.update((json.len() as u64).to_be_bytes());
+        h.update(json);
+    }
     hex::encode(h.finalize())
 }
 
@@ -182,6 +191,7 @@ impl Domain {
                 token: token.clone(),
                 ssh,
                 user_data_b64: b64(&input.user_data),
+                options: input.options.clone(),
                 now: now_ms(),
             };
             if input.max_count <= BATCH {
@@ -385,6 +395,7 @@ impl Domain {
                 observed: None,
                 terminated_ms: None,
                 event_seq: 0,
+                options: l.options.clone(),
             };
             let a = self.assignment_of(&inst, &network, l.user_data_b64.clone(), l.ssh.clone());
             self.store.instances().stage_put(tx, &inst)?;

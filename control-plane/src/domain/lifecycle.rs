@@ -37,7 +37,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::model::StateReason;
+use crate::domain::model::{ShutdownBehavior, StateReason};
 use crate::error::{Error, Result};
 
 /// EC2 instance state.
@@ -230,6 +230,34 @@ fn incorrect(state: State, action: &str) -> Error {
             state.name()
         ),
     )
+}
+
+/// [`apply`] for an instance whose `InstanceInitiatedShutdownBehavior` is
+/// `shutdown`: a guest that powers itself off while pending or running (the
+/// agent reports `stopped` though `running` is desired) is stopped, or with
+/// `terminate` shut down and terminated — the agent is told `terminated`,
+/// removes the stopped VM's files and reports it, as for TerminateInstances.
+pub fn apply_with(state: State, event: &Event, shutdown: ShutdownBehavior) -> Result<Outcome> {
+    let guest_poweroff = matches!(state, State::Pending | State::Running)
+        && matches!(
+            event,
+            Event::Observed {
+                phase: Phase::Stopped,
+                ..
+            }
+        );
+    if guest_poweroff && shutdown == ShutdownBehavior::Terminate {
+        return Ok(Outcome::Change(Transition {
+            desired: Some(Desired::Terminated),
+            reason: Some(StateReason::new(
+                "Client.InstanceInitiatedShutdown",
+                "Client.InstanceInitiatedShutdown: Instance initiated shutdown",
+            )),
+            transition_reason: Some("Instance initiated shutdown".into()),
+            ..change(State::ShuttingDown)
+        }));
+    }
+    apply(state, event)
 }
 
 /// Applies `event` to an instance in `state`.
@@ -477,6 +505,45 @@ mod tests {
         assert_eq!(to(ShuttingDown, obs(Phase::Terminated)), Some(Terminated));
         assert_eq!(to(Terminated, obs(Phase::Running)), Some(Terminated));
         assert_eq!(to(Stopped, obs(Phase::Running)), Some(Stopped));
+    }
+
+    #[test]
+    fn guest_poweroff_follows_the_shutdown_behaviour() {
+        let with = |s: State, e: Event, b: ShutdownBehavior| match apply_with(s, &e, b).unwrap() {
+            Outcome::Unchanged => (s, None),
+            Outcome::Change(t) => (t.to, t.desired),
+        };
+        for s in [Pending, Running] {
+            // stop (the default): stopped, as `apply`.
+            assert_eq!(
+                with(s, obs(Phase::Stopped), ShutdownBehavior::Stop),
+                (Stopped, Some(Desired::Stopped))
+            );
+            // terminate: shutting-down, the agent told to remove the VM.
+            assert_eq!(
+                with(s, obs(Phase::Stopped), ShutdownBehavior::Terminate),
+                (ShuttingDown, Some(Desired::Terminated))
+            );
+        }
+        // A user's stop completing, or a host failure, is not a guest poweroff.
+        assert_eq!(
+            with(Stopping, obs(Phase::Stopped), ShutdownBehavior::Terminate),
+            (Stopped, None)
+        );
+        assert_eq!(
+            with(Running, obs(Phase::Failed), ShutdownBehavior::Terminate),
+            (Stopped, Some(Desired::Stopped))
+        );
+        // The agent's report of the terminated VM then ends it.
+        assert_eq!(
+            with(
+                ShuttingDown,
+                obs(Phase::Terminated),
+                ShutdownBehavior::Terminate
+            )
+            .0,
+            Terminated
+        );
     }
 
     #[test]

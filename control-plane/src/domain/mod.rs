@@ -22,6 +22,7 @@
 
 pub mod accounts;
 pub mod billing;
+pub mod attributes;
 pub mod catalogue;
 pub mod events;
 pub mod filters;
@@ -37,6 +38,7 @@ pub mod model;
 pub mod network;
 pub mod nodecache;
 pub mod nodes;
+pub mod offerings;
 pub mod placement;
 pub mod reservations;
 pub mod tags;

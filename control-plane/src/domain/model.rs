@@ -26,7 +26,7 @@ macro_rules! record {
 }
 
 record! {
-    Instance => "instance", 1;
+    Instance => "instance", 2;
     Assignment => "assignment", 1;
     Node => "node", 1;
     NodeAlloc => "node-alloc", 1;
@@ -175,6 +175,67 @@ pub struct Instance {
     /// before the outbox existed (= 0).
     #[serde(default)]
     pub event_seq: u64,
+    /// RunInstances' launch options and the attributes ModifyInstanceAttribute
+    /// changes (schema 2; absent in older records = EC2's defaults).
+    #[serde(default)]
+    pub options: LaunchOptions,
+}
+
+/// The device name the root disk is shown under (`RootDeviceName`).
+pub const ROOT_DEVICE_NAME: &str = "/dev/xvda";
+
+/// What the instance does when its guest powers itself off
+/// (`InstanceInitiatedShutdownBehavior`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ShutdownBehavior {
+    /// Become `stopped` (EC2's default).
+    #[default]
+    Stop,
+    /// Become `terminated`.
+    Terminate,
+}
+
+impl ShutdownBehavior {
+    /// EC2's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShutdownBehavior::Stop => "stop",
+            ShutdownBehavior::Terminate => "terminate",
+        }
+    }
+}
+
+/// Per-instance launch options (RunInstances) and modifiable attributes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LaunchOptions {
+    /// `DisableApiTermination`: TerminateInstances refuses.
+    pub disable_api_termination: bool,
+    /// `DisableApiStop`: StopInstances refuses.
+    pub disable_api_stop: bool,
+    /// `InstanceInitiatedShutdownBehavior`.
+    pub shutdown_behavior: ShutdownBehavior,
+    /// `Monitoring.Enabled` (detailed monitoring requested; recorded and shown).
+    pub monitoring: bool,
+    /// Root disk size in GiB from the root device's block device mapping
+    /// (`None` = the image's size).
+    pub root_volume_gib: Option<u32>,
+    /// `SourceDestCheck` (recorded and shown).
+    pub source_dest_check: bool,
+}
+
+impl Default for LaunchOptions {
+    fn default() -> Self {
+        Self {
+            disable_api_termination: false,
+            disable_api_stop: false,
+            shutdown_behavior: ShutdownBehavior::Stop,
+            monitoring: false,
+            root_volume_gib: None,
+            source_dest_check: true,
+        }
+    }
 }
 
 /// An assignment (`desired/<node>/a/<instance>`): what the node must do.

@@ -96,6 +96,12 @@ pub struct PendingReservation {
     /// Why a rollback started.
     #[serde(default)]
     pub shortfall: String,
+    /// The launch options of the call (absent = EC2's defaults). Added
+    /// without a schema bump: the saga does not rewrite through
+    /// `Tx::replace` yet (docs/etcd-schema.md), so an older replica driving
+    /// the saga during an upgrade launches the rest with default options.
+    #[serde(default)]
+    pub options: crate::domain::model::LaunchOptions,
 }
 
 impl crate::store::Record for PendingReservation {
@@ -160,6 +166,7 @@ impl Domain {
             created_ms: l.now,
             instance_ids: Vec::new(),
             shortfall: String::new(),
+            options: l.options.clone(),
         };
         let mut tx = Tx::new();
         self.store
@@ -285,6 +292,7 @@ impl Domain {
             token: rec.client_token.clone(),
             ssh,
             user_data_b64: b64(&ud),
+            options: rec.options.clone(),
             now: now_ms(),
         }))
     }
@@ -588,6 +596,7 @@ mod tests {
             created_ms: 0,
             instance_ids: (0..placed).map(|_| InstanceId::generate()).collect(),
             shortfall: String::new(),
+            options: Default::default(),
         }
     }
 

@@ -110,6 +110,20 @@ error_codes! {
     IncorrectInstanceState => "IncorrectInstanceState", BAD_REQUEST;
     /// No capacity in the requested zone or for the requested type.
     InsufficientInstanceCapacity => "InsufficientInstanceCapacity", INTERNAL_SERVER_ERROR;
+    /// A feature EC2 defines that this endpoint does not provide.
+    Unsupported => "Unsupported", BAD_REQUEST;
+    /// The resource's attributes forbid the action (e.g. termination protection).
+    OperationNotPermitted => "OperationNotPermitted", BAD_REQUEST;
+    /// Hibernation was requested where it is unavailable.
+    UnsupportedHibernationConfiguration => "UnsupportedHibernationConfiguration", BAD_REQUEST;
+    /// A block device mapping that cannot be honoured.
+    InvalidBlockDeviceMapping => "InvalidBlockDeviceMapping", BAD_REQUEST;
+    /// An unknown subnet (Nubis has none yet).
+    InvalidSubnetIdNotFound => "InvalidSubnetID.NotFound", BAD_REQUEST;
+    /// An unknown security group (Nubis has none yet).
+    InvalidGroupNotFound => "InvalidGroup.NotFound", BAD_REQUEST;
+    /// An unknown placement group (Nubis has none).
+    InvalidPlacementGroupUnknown => "InvalidPlacementGroup.Unknown", BAD_REQUEST;
     /// An unexpected server-side failure.
     InternalError => "InternalError", INTERNAL_SERVER_ERROR;
     /// The service is temporarily unavailable (e.g. the store is unreachable).

@@ -12,10 +12,12 @@
 //! The control plane mounts [`router`] on its HTTP listener.
 
 pub mod actions;
+pub mod attribute_requests;
 pub mod error;
 pub mod query;
 pub mod ratelimit;
 pub mod requests;
+pub mod run_options;
 pub mod sigv4;
 pub mod xml;
 

@@ -284,6 +284,23 @@ impl Reader {
         Ok(out)
     }
 
+    /// Every parameter named `prefix` or `prefix.*` (marks them used), in
+    /// name order: for parameter groups answered as a whole.
+    pub fn take_prefix(&mut self, prefix: &str) -> Vec<(String, String)> {
+        let dotted = format!("{prefix}.");
+        let found: Vec<(String, String)> = self
+            .map
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(k, _)| k.as_str() == prefix || k.starts_with(&dotted))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, _) in &found {
+            self.used.insert(k.clone());
+        }
+        found
+    }
+
     /// Fails with `UnknownParameter` if any parameter was not read.
     pub fn finish(self) -> Result<(), Ec2Error> {
         match self.map.keys().find(|k| !self.used.contains(*k)) {

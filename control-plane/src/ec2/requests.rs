@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 
+pub use super::attribute_requests::{
+    DescribeInstanceAttribute, GetConsoleScreenshot, ModifyInstanceAttribute,
+};
 use super::error::{Ec2Error, ErrorCode};
 use super::query::{Filter, Reader, Tag};
 
@@ -49,6 +52,20 @@ pub enum Request {
     CreateTags(CreateTags),
     DeleteTags(DeleteTags),
     DescribeTags(DescribeTags),
+    DescribeInstanceAttribute(DescribeInstanceAttribute),
+    ModifyInstanceAttribute(ModifyInstanceAttribute),
+    GetConsoleScreenshot(GetConsoleScreenshot),
+    DescribeInstanceTypeOfferings(DescribeInstanceTypeOfferings),
+}
+
+/// `DescribeInstanceTypeOfferings`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribeInstanceTypeOfferings {
+    /// `LocationType` as given (`region` when absent; checked by the domain).
+    pub location_type: String,
+    pub filters: Vec<Filter>,
+    pub page: Page,
+    pub dry_run: bool,
 }
 
 /// Pagination parameters.
@@ -73,6 +90,8 @@ pub struct RunInstances {
     pub user_data: Option<Vec<u8>>,
     pub tags: Vec<Tag>,
     pub client_token: Option<String>,
+    /// Every other parameter group (see [`super::run_options`]).
+    pub options: crate::domain::model::LaunchOptions,
     pub dry_run: bool,
 }
 
@@ -254,6 +273,10 @@ impl Request {
             Request::CreateTags(_) => "CreateTags",
             Request::DeleteTags(_) => "DeleteTags",
             Request::DescribeTags(_) => "DescribeTags",
+            Request::DescribeInstanceAttribute(_) => "DescribeInstanceAttribute",
+            Request::ModifyInstanceAttribute(_) => "ModifyInstanceAttribute",
+            Request::GetConsoleScreenshot(_) => "GetConsoleScreenshot",
+            Request::DescribeInstanceTypeOfferings(_) => "DescribeInstanceTypeOfferings",
         }
     }
 
@@ -437,6 +460,26 @@ impl Request {
                 page: page(&mut r, 5, 1000)?,
                 dry_run: r.dry_run()?,
             }),
+            "DescribeInstanceAttribute" => {
+                Request::DescribeInstanceAttribute(super::attribute_requests::describe(&mut r)?)
+            }
+            "ModifyInstanceAttribute" => {
+                Request::ModifyInstanceAttribute(super::attribute_requests::modify(&mut r)?)
+            }
+            "DescribeInstanceTypeOfferings" => {
+                Request::DescribeInstanceTypeOfferings(DescribeInstanceTypeOfferings {
+                    location_type: r
+                        .opt("LocationType")
+                        .filter(|l| !l.is_empty())
+                        .unwrap_or_else(|| "region".to_owned()),
+                    filters: r.filters(Some(&["location", "instance-type"]))?,
+                    page: page(&mut r, 5, 1000)?,
+                    dry_run: r.dry_run()?,
+                })
+            }
+            "GetConsoleScreenshot" => {
+                Request::GetConsoleScreenshot(super::attribute_requests::screenshot(&mut r)?)
+            }
             other => {
                 return Err(Ec2Error::new(
                     ErrorCode::InvalidAction,
@@ -471,6 +514,10 @@ impl Request {
             Request::CreateTags(x) => x.dry_run,
             Request::DeleteTags(x) => x.dry_run,
             Request::DescribeTags(x) => x.dry_run,
+            Request::DescribeInstanceAttribute(x) => x.dry_run,
+            Request::ModifyInstanceAttribute(x) => x.dry_run,
+            Request::GetConsoleScreenshot(x) => x.dry_run,
+            Request::DescribeInstanceTypeOfferings(x) => x.dry_run,
         }
     }
 }
@@ -543,6 +590,7 @@ fn run_instances(r: &mut Reader) -> Result<RunInstances, Ec2Error> {
         user_data,
         tags,
         client_token,
+        options: super::run_options::parse(r)?,
         dry_run: r.dry_run()?,
     })
 }
@@ -613,13 +661,13 @@ fn page(r: &mut Reader, min: u32, max: u32) -> Result<Page, Ec2Error> {
 
 fn is_hex_id(s: &str, prefix: &str) -> bool {
     s.strip_prefix(prefix).is_some_and(|h| {
-        (8..=32).contains(&h.len())
+        matches!(h.len(), 8 | 17)
             && h.bytes()
                 .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
     })
 }
 
-/// Checks an instance ID's form (`i-` and 8..=32 lower-case hex digits).
+/// Checks an instance ID's form (`i-` and 8 or 17 lower-case hex digits, as EC2).
 pub fn instance_id(s: &str) -> Result<String, Ec2Error> {
     if is_hex_id(s, "i-") {
         Ok(s.to_owned())
@@ -631,7 +679,7 @@ pub fn instance_id(s: &str) -> Result<String, Ec2Error> {
     }
 }
 
-/// Checks an image ID's form (`ami-` and 8..=32 lower-case hex digits).
+/// Checks an image ID's form (`ami-` and 8 or 17 lower-case hex digits, as EC2).
 pub fn image_id(s: &str) -> Result<String, Ec2Error> {
     if is_hex_id(s, "ami-") {
         Ok(s.to_owned())
@@ -647,7 +695,7 @@ fn truncate(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
-fn instance_type(s: &str) -> Result<String, Ec2Error> {
+pub(super) fn instance_type(s: &str) -> Result<String, Ec2Error> {
     let ok = s.len() <= 32
         && s.split_once('.').is_some_and(|(a, b)| {
             !a.is_empty()

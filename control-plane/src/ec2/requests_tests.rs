@@ -39,22 +39,245 @@ fn captured_aws_cli_run_instances_parses() {
 }
 
 #[test]
-fn captured_requests_parse_or_name_the_unsupported_parameter() {
+fn captured_requests_parse_or_answer_what_ec2_answers() {
     use crate::ec2::sigv4::tests::{capture, CAPTURES};
     for text in CAPTURES {
         let c = capture(text);
         match Request::parse(parse_form(&c.body).unwrap()) {
-            Ok(r) => assert!(["CreateKeyPair", "GetConsoleOutput"].contains(&r.action())),
+            Ok(r) => assert!(
+                ["CreateKeyPair", "GetConsoleOutput", "RunInstances"].contains(&r.action()),
+                "{}",
+                r.action()
+            ),
             // The captured RunInstances carry security groups and EBS block
-            // device mappings, which Nubis does not have.
-            Err(e) => {
-                assert_eq!(e.code, ErrorCode::UnknownParameter);
-                assert!(
-                    e.message.contains("SecurityGroup") || e.message.contains("BlockDeviceMapping"),
-                    "{e}"
-                );
-            }
+            // device mappings of non-root devices, which Nubis does not have.
+            Err(e) => assert!(
+                [
+                    ErrorCode::InvalidGroupNotFound,
+                    ErrorCode::InvalidBlockDeviceMapping
+                ]
+                .contains(&e.code),
+                "{e}"
+            ),
         }
+    }
+}
+
+/// `Name<TAB>sample` lines generated from botocore's EC2 model by
+/// tests/ec2/gen_run_instances_params.py (checked by tests/ec2/test_sdk_model.py).
+const RUN_INSTANCES_PARAMS: &str = include_str!("testdata/run_instances_params.txt");
+
+fn model_params() -> Vec<(&'static str, &'static str)> {
+    let out: Vec<_> = RUN_INSTANCES_PARAMS
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split_once('\t').expect("name<TAB>value"))
+        .collect();
+    assert!(out.len() > 100, "the parameter list is truncated");
+    out
+}
+
+fn run_body(extra: &[(&str, &str)]) -> String {
+    let mut form: BTreeMap<String, String> = [
+        ("Action", "RunInstances"),
+        ("Version", "2016-11-15"),
+        ("ImageId", "ami-12345678"),
+        ("MinCount", "1"),
+        ("MaxCount", "1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    for (k, v) in extra {
+        form.insert((*k).to_owned(), (*v).to_owned());
+    }
+    form.iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                k,
+                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[test]
+fn every_run_instances_parameter_of_the_sdk_model_is_known() {
+    let params = model_params();
+    // Each parameter alone: accepted, or refused with another code.
+    for (name, value) in &params {
+        let body = run_body(&[(name, value)]);
+        if let Err(e) = parse(&body) {
+            assert_ne!(e.code, ErrorCode::UnknownParameter, "{name}={value}: {e}");
+        }
+    }
+    // All of them at once.
+    if let Err(e) = parse(&run_body(&params)) {
+        assert_ne!(e.code, ErrorCode::UnknownParameter, "{e}");
+    }
+    // A parameter EC2 does not define still is unknown.
+    assert_eq!(
+        code(&run_body(&[("Monitoring.Enable", "true")])),
+        ErrorCode::UnknownParameter
+    );
+}
+
+fn run_options(extra: &[(&str, &str)]) -> crate::domain::model::LaunchOptions {
+    match parse(&run_body(extra)) {
+        Ok(Request::RunInstances(r)) => r.options,
+        other => panic!("{extra:?}: {other:?}"),
+    }
+}
+
+#[test]
+fn run_instances_honoured_options() {
+    use crate::domain::model::{LaunchOptions, ShutdownBehavior};
+    assert_eq!(run_options(&[]), LaunchOptions::default());
+    let o = run_options(&[
+        ("DisableApiTermination", "true"),
+        ("DisableApiStop", "true"),
+        ("InstanceInitiatedShutdownBehavior", "terminate"),
+        ("Monitoring.Enabled", "true"),
+        ("BlockDeviceMapping.1.DeviceName", "/dev/xvda"),
+        ("BlockDeviceMapping.1.Ebs.VolumeSize", "20"),
+        ("BlockDeviceMapping.1.Ebs.DeleteOnTermination", "true"),
+        ("BlockDeviceMapping.1.Ebs.VolumeType", "gp3"),
+        ("BlockDeviceMapping.2.DeviceName", "/dev/sdb"),
+        ("BlockDeviceMapping.2.NoDevice", ""),
+        ("Placement.Tenancy", "default"),
+        ("EbsOptimized", "false"),
+        ("HibernationOptions.Configured", "false"),
+        ("CreditSpecification.CpuCredits", "unlimited"),
+        (
+            "CapacityReservationSpecification.CapacityReservationPreference",
+            "open",
+        ),
+        ("MaintenanceOptions.AutoRecovery", "default"),
+        ("AdditionalInfo", "note"),
+    ]);
+    assert!(o.disable_api_termination && o.disable_api_stop && o.monitoring);
+    assert_eq!(o.shutdown_behavior, ShutdownBehavior::Terminate);
+    assert_eq!(o.root_volume_gib, Some(20));
+    assert_eq!(
+        run_options(&[("InstanceInitiatedShutdownBehavior", "stop")]).shutdown_behavior,
+        ShutdownBehavior::Stop
+    );
+}
+
+#[test]
+fn run_instances_unavailable_features_answer_ec2_codes() {
+    let cases: &[(&[(&str, &str)], ErrorCode)] = &[
+        (&[("EbsOptimized", "true")], ErrorCode::Unsupported),
+        (
+            &[("HibernationOptions.Configured", "true")],
+            ErrorCode::UnsupportedHibernationConfiguration,
+        ),
+        (
+            &[("Placement.Tenancy", "dedicated")],
+            ErrorCode::Unsupported,
+        ),
+        (
+            &[("Placement.Tenancy", "shared")],
+            ErrorCode::InvalidParameterValue,
+        ),
+        (
+            &[("Placement.GroupName", "pg")],
+            ErrorCode::InvalidPlacementGroupUnknown,
+        ),
+        (
+            &[("InstanceInitiatedShutdownBehavior", "hibernate")],
+            ErrorCode::InvalidParameterValue,
+        ),
+        (
+            &[("DisableApiStop", "yes")],
+            ErrorCode::InvalidParameterValue,
+        ),
+        (
+            &[
+                ("BlockDeviceMapping.1.DeviceName", "/dev/sdb"),
+                ("BlockDeviceMapping.1.Ebs.VolumeSize", "10"),
+            ],
+            ErrorCode::InvalidBlockDeviceMapping,
+        ),
+        (
+            &[("BlockDeviceMapping.1.Ebs.VolumeSize", "10")],
+            ErrorCode::MissingParameter,
+        ),
+        (
+            &[
+                ("BlockDeviceMapping.1.DeviceName", "/dev/xvda"),
+                ("BlockDeviceMapping.1.Ebs.VolumeSize", "0"),
+            ],
+            ErrorCode::InvalidParameterValue,
+        ),
+        (
+            &[
+                ("BlockDeviceMapping.1.DeviceName", "/dev/xvda"),
+                ("BlockDeviceMapping.1.Ebs.DeleteOnTermination", "false"),
+            ],
+            ErrorCode::Unsupported,
+        ),
+        (
+            &[
+                ("BlockDeviceMapping.1.DeviceName", "/dev/xvda"),
+                ("BlockDeviceMapping.1.Ebs.Encrypted", "true"),
+            ],
+            ErrorCode::Unsupported,
+        ),
+        (
+            &[
+                ("BlockDeviceMapping.1.DeviceName", "/dev/xvda"),
+                ("BlockDeviceMapping.1.Ebs.VolumeType", "io2"),
+            ],
+            ErrorCode::Unsupported,
+        ),
+        (
+            &[("SubnetId", "subnet-12345678")],
+            ErrorCode::InvalidSubnetIdNotFound,
+        ),
+        (
+            &[("SecurityGroupId.1", "sg-12345678")],
+            ErrorCode::InvalidGroupNotFound,
+        ),
+        (
+            &[("SecurityGroup.1", "default")],
+            ErrorCode::InvalidGroupNotFound,
+        ),
+        (&[("PrivateIpAddress", "10.0.0.5")], ErrorCode::Unsupported),
+        (&[("Ipv6AddressCount", "1")], ErrorCode::Unsupported),
+        (
+            &[("NetworkInterface.1.DeviceIndex", "0")],
+            ErrorCode::Unsupported,
+        ),
+        (&[("KernelId", "aki-12345678")], ErrorCode::Unsupported),
+        (
+            &[("InstanceMarketOptions.MarketType", "spot")],
+            ErrorCode::Unsupported,
+        ),
+        (
+            &[("CpuOptions.CoreCount", "2")],
+            ErrorCode::InvalidParameterCombination,
+        ),
+        (
+            &[(
+                "CapacityReservationSpecification.CapacityReservationPreference",
+                "capacity-reservations-only",
+            )],
+            ErrorCode::Unsupported,
+        ),
+        (
+            &[("IamInstanceProfile.Name", "role")],
+            ErrorCode::InvalidParameterValue,
+        ),
+        (
+            &[("EnclaveOptions.Enabled", "true")],
+            ErrorCode::Unsupported,
+        ),
+    ];
+    for (extra, want) in cases {
+        assert_eq!(&code(&run_body(extra)), want, "{extra:?}");
     }
 }
 

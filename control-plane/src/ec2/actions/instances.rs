@@ -11,6 +11,7 @@ use super::{domain_filters, dry_run_ok, return_true, tag_pairs, time_ms};
 use crate::domain::instances::{DescribeInput, RunInstancesInput};
 use crate::domain::lifecycle::State;
 use crate::domain::model::Instance;
+use crate::domain::model::ROOT_DEVICE_NAME;
 use crate::domain::views::{InstanceStatus, Reservation, StateChange};
 use crate::domain::{catalogue, Caller, Domain};
 use crate::ec2::error::Ec2Error;
@@ -57,6 +58,7 @@ pub async fn run(
         user_data: r.user_data.unwrap_or_default(),
         key_name: r.key_name,
         client_token: r.client_token,
+        options: r.options,
     };
     let res = d.run_instances(caller, input).await?;
     let mut w = XmlWriter::response("RunInstances", rid);
@@ -239,7 +241,14 @@ pub fn instance(w: &mut XmlWriter, i: &Instance) {
         w.leaf("tenancy", "default");
     });
     w.elem("monitoring", |w| {
-        w.leaf("state", "disabled");
+        w.leaf(
+            "state",
+            if i.options.monitoring {
+                "enabled"
+            } else {
+                "disabled"
+            },
+        );
     });
     w.leaf_opt("privateIpAddress", ip);
     w.empty("groupSet");
@@ -251,8 +260,26 @@ pub fn instance(w: &mut XmlWriter, i: &Instance) {
     }
     w.leaf("architecture", "x86_64");
     w.leaf("rootDeviceType", "instance-store");
+    w.leaf("rootDeviceName", ROOT_DEVICE_NAME);
     w.empty("blockDeviceMapping");
     w.leaf("virtualizationType", "hvm");
+    w.leaf("hypervisor", "xen");
+    w.leaf("ebsOptimized", false);
+    w.leaf("enaSupport", false);
+    w.leaf("sourceDestCheck", i.options.source_dest_check);
+    w.leaf("platformDetails", "Linux/UNIX");
+    w.leaf("usageOperation", "RunInstances");
+    w.leaf("bootMode", "legacy-bios");
+    w.leaf("currentInstanceBootMode", "legacy-bios");
+    w.elem("capacityReservationSpecification", |w| {
+        w.leaf("capacityReservationPreference", "open");
+    });
+    w.elem("hibernationOptions", |w| {
+        w.leaf("configured", false);
+    });
+    w.elem("enclaveOptions", |w| {
+        w.leaf("enabled", false);
+    });
     w.leaf("clientToken", &i.client_token);
     w.list("tagSet", &i.tags, |w, (k, v)| {
         w.leaf("key", k);

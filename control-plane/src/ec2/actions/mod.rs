@@ -7,6 +7,7 @@
 //! DryRun: the request is parsed, authenticated and checked as far as the
 //! domain can without changing anything, then answered `DryRunOperation`.
 
+pub mod attributes;
 pub mod images;
 pub mod instances;
 pub mod keypairs;
@@ -126,6 +127,14 @@ impl super::Backend for DomainBackend {
                 Request::CreateTags(r) => tags::create(d, &caller, rid, r).await,
                 Request::DeleteTags(r) => tags::delete(d, &caller, rid, r).await,
                 Request::DescribeTags(r) => tags::describe(d, &caller, rid, r).await,
+                Request::DescribeInstanceAttribute(r) => {
+                    attributes::describe(d, &caller, rid, r).await
+                }
+                Request::ModifyInstanceAttribute(r) => attributes::modify(d, &caller, rid, r).await,
+                Request::DescribeInstanceTypeOfferings(r) => regions::offerings(d, rid, r),
+                Request::GetConsoleScreenshot(r) => {
+                    attributes::screenshot(d, &caller, rid, r).await
+                }
             }
         })
     }

@@ -96,3 +96,24 @@ pub fn instance_types(rid: &str, r: DescribeInstanceTypes) -> Result<String, Ec2
     }
     Ok(w.finish())
 }
+
+/// DescribeInstanceTypeOfferings (one page: the catalogue is small).
+pub fn offerings(
+    d: &Domain,
+    rid: &str,
+    r: crate::ec2::requests::DescribeInstanceTypeOfferings,
+) -> Result<String, Ec2Error> {
+    use crate::domain::offerings::LocationType;
+    let location_type = LocationType::parse(&r.location_type)?;
+    let offerings = d.instance_type_offerings(location_type, &domain_filters(r.filters))?;
+    if r.dry_run {
+        return dry_run_ok();
+    }
+    let mut w = XmlWriter::response("DescribeInstanceTypeOfferings", rid);
+    w.list("instanceTypeOfferingSet", offerings, |w, o| {
+        w.leaf("instanceType", o.instance_type);
+        w.leaf("locationType", location_type.as_str());
+        w.leaf("location", &o.location);
+    });
+    Ok(w.finish())
+}

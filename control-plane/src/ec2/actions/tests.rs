@@ -495,3 +495,271 @@ async fn ec2_over_the_domain() {
         .await;
     assert_eq!((s, code.as_str()), (403, "SignatureDoesNotMatch"));
 }
+
+/// A report from the instance's node that its guest powered itself off
+/// (what the agent sends when the VMM exits on a guest poweroff).
+async fn guest_poweroff(c: &Cloud, owner: &str, id: &str) {
+    use crate::domain::lifecycle::{Event, Phase};
+    use crate::domain::model::Observed;
+    let d = &c.replica.as_ref().unwrap().domain;
+    let account = crate::ids::AccountId::parse(owner).unwrap();
+    let iid = crate::ids::InstanceId::parse(id).unwrap();
+    let inst = d
+        .store
+        .instances()
+        .get(&account, &iid)
+        .await
+        .unwrap()
+        .unwrap();
+    let key = d.store.instances().key(&account, &iid);
+    let observed = Observed {
+        phase: Phase::Stopped,
+        generation: inst.value.generation,
+        since_ms: crate::domain::model::now_ms(),
+        ready_ms: 0,
+        reason: None,
+    };
+    let event = Event::Observed {
+        phase: Phase::Stopped,
+        reason: None,
+    };
+    d.apply_event(&key, &event, false, Some(observed))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_options_attributes_and_protection() {
+    let Some(c) = cloud().await else { return };
+    let ami = texts(
+        &c.ok(&format!(
+            "Action=DescribeImages&{V}&Filter.1.Name=name&Filter.1.Value.1=hello"
+        ))
+        .await,
+        "imageId",
+    )
+    .remove(0);
+
+    // RunInstances with the flags Nubis honours.
+    let xml = c
+        .ok(&format!(
+            "Action=RunInstances&{V}&ImageId={ami}&InstanceType=t3.nano&MinCount=1&MaxCount=1&\
+             DisableApiTermination=true&DisableApiStop=true&Monitoring.Enabled=true&\
+             InstanceInitiatedShutdownBehavior=terminate&EbsOptimized=false&\
+             Placement.Tenancy=default&BlockDeviceMapping.1.DeviceName=%2Fdev%2Fxvda&\
+             BlockDeviceMapping.1.Ebs.VolumeSize=2&BlockDeviceMapping.1.Ebs.DeleteOnTermination=true"
+        ))
+        .await;
+    let id = texts(&xml, "instanceId").remove(0);
+    let owner = texts(&xml, "ownerId").remove(0);
+    assert_eq!(texts(&xml, "monitoring"), ["<state>enabled</state>"]);
+    assert_eq!(texts(&xml, "rootDeviceName"), ["/dev/xvda"]);
+    wait_state(&c, std::slice::from_ref(&id), "running").await;
+
+    // DescribeInstances filters on what Nubis has.
+    let year = time::OffsetDateTime::now_utc().year();
+    for (f, want) in [
+        (format!("owner-id&Filter.1.Value.1={owner}"), 1),
+        ("owner-id&Filter.1.Value.1=000000000000".to_owned(), 0),
+        (format!("launch-time&Filter.1.Value.1={year}-*"), 1),
+        ("monitoring-state&Filter.1.Value.1=enabled".to_owned(), 1),
+        ("monitoring-state&Filter.1.Value.1=disabled".to_owned(), 0),
+        ("root-device-name&Filter.1.Value.1=/dev/xvda".to_owned(), 1),
+        ("instance-lifecycle&Filter.1.Value.1=spot".to_owned(), 0),
+        ("ip-address&Filter.1.Value.1=*".to_owned(), 0),
+    ] {
+        let xml = c
+            .ok(&format!(
+                "Action=DescribeInstances&{V}&InstanceId.1={id}&Filter.1.Name={f}"
+            ))
+            .await;
+        assert_eq!(texts(&xml, "instanceId").len(), want, "{f}");
+    }
+    // Account B: the owner filter does not reveal A's instances.
+    let (_, xml) = c
+        .call_as(
+            &c.b,
+            &format!(
+                "Action=DescribeInstances&{V}&Filter.1.Name=owner-id&Filter.1.Value.1={owner}"
+            ),
+        )
+        .await;
+    assert_eq!(texts(&xml, "instanceId").len(), 0, "{xml}");
+
+    // Protection: both refused, also forced.
+    for call in [
+        format!("Action=TerminateInstances&{V}&InstanceId.1={id}"),
+        format!("Action=StopInstances&{V}&InstanceId.1={id}"),
+        format!("Action=StopInstances&{V}&InstanceId.1={id}&Force=true"),
+    ] {
+        assert_eq!(c.err(&call).await.1, "OperationNotPermitted", "{call}");
+    }
+    let attr =
+        |a: &str| format!("Action=DescribeInstanceAttribute&{V}&InstanceId={id}&Attribute={a}");
+    for (a, want) in [
+        ("disableApiTermination", "true"),
+        ("disableApiStop", "true"),
+        ("instanceInitiatedShutdownBehavior", "terminate"),
+        ("instanceType", "t3.nano"),
+        ("rootDeviceName", "/dev/xvda"),
+        ("sourceDestCheck", "true"),
+    ] {
+        assert_eq!(texts(&c.ok(&attr(a)).await, "value"), [want], "{a}");
+    }
+
+    // Tenant isolation: account B sees no such instance.
+    for call in [
+        attr("instanceType"),
+        format!("Action=ModifyInstanceAttribute&{V}&InstanceId={id}&DisableApiStop.Value=false"),
+        format!("Action=ModifyInstanceAttribute&{V}&InstanceId={id}&EbsOptimized.Value=false"),
+    ] {
+        assert_eq!(
+            c.err_as(&c.b, &call).await.1,
+            "InvalidInstanceID.NotFound",
+            "{call}"
+        );
+    }
+    // Bad input.
+    let modify = |q: &str| format!("Action=ModifyInstanceAttribute&{V}&InstanceId={id}&{q}");
+    for (q, code) in [
+        ("InstanceType.Value=t3.small", "IncorrectInstanceState"),
+        ("UserData.Value=aGk%3D", "IncorrectInstanceState"),
+        ("Attribute=nope&Value=1", "InvalidParameterValue"),
+        (
+            "DisableApiStop.Value=false&SourceDestCheck.Value=false",
+            "InvalidParameterCombination",
+        ),
+        ("DisableApiStop.Value=maybe", "InvalidParameterValue"),
+        ("GroupId.1=sg-12345678", "InvalidGroup.NotFound"),
+        ("Kernel.Value=aki-12345678", "Unsupported"),
+        ("", "MissingParameter"),
+    ] {
+        assert_eq!(c.err(&modify(q)).await.1, code, "{q}");
+    }
+    assert_eq!(
+        c.err(&format!(
+            "Action=DescribeInstanceAttribute&{V}&InstanceId=i-0123abcd&Attribute=userData"
+        ))
+        .await
+        .1,
+        "InvalidInstanceID.NotFound"
+    );
+    assert_eq!(
+        c.err(&format!("Action=GetConsoleScreenshot&{V}&InstanceId={id}"))
+            .await
+            .1,
+        "Unsupported"
+    );
+
+    // Lift stop protection (the Attribute/Value form): stop, then change
+    // the type and user data while stopped.
+    c.ok(&modify("Attribute=disableApiStop&Value=false")).await;
+    c.ok(&format!("Action=StopInstances&{V}&InstanceId.1={id}"))
+        .await;
+    wait_state(&c, std::slice::from_ref(&id), "stopped").await;
+    c.ok(&modify("InstanceType.Value=t3.small")).await;
+    c.ok(&modify("UserData.Value=aGk%3D")).await;
+    assert_eq!(
+        texts(&c.ok(&attr("instanceType")).await, "value"),
+        ["t3.small"]
+    );
+    assert_eq!(texts(&c.ok(&attr("userData")).await, "value"), ["aGk="]);
+    assert_eq!(
+        c.err(&modify("InstanceType.Value=t9.huge")).await.1,
+        "InvalidParameterValue"
+    );
+    c.ok(&format!("Action=StartInstances&{V}&InstanceId.1={id}"))
+        .await;
+    wait_state(&c, std::slice::from_ref(&id), "running").await;
+    let xml = c
+        .ok(&format!("Action=DescribeInstances&{V}&InstanceId.1={id}"))
+        .await;
+    assert_eq!(texts(&xml, "instanceType"), ["t3.small"]);
+
+    // The guest powers off: with `terminate`, the instance is terminated —
+    // once termination protection is lifted it is not in the way: EC2 applies
+    // the shutdown behaviour regardless of it.
+    guest_poweroff(&c, &owner, &id).await;
+    wait_state(&c, std::slice::from_ref(&id), "terminated").await;
+
+    // With the default (`stop`), it stops.
+    let xml = c
+        .ok(&format!(
+            "Action=RunInstances&{V}&ImageId={ami}&InstanceType=t3.nano&MinCount=1&MaxCount=1"
+        ))
+        .await;
+    let id2 = texts(&xml, "instanceId").remove(0);
+    wait_state(&c, std::slice::from_ref(&id2), "running").await;
+    guest_poweroff(&c, &owner, &id2).await;
+    wait_state(&c, std::slice::from_ref(&id2), "stopped").await;
+    let xml = c
+        .ok(&format!("Action=DescribeInstances&{V}&InstanceId.1={id2}"))
+        .await;
+    assert_eq!(
+        texts(&xml, "code").last().map(String::as_str),
+        Some("Client.InstanceInitiatedShutdown")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_type_offerings_follow_host_sizes() {
+    let Some(c) = cloud().await else { return };
+    // The simulated hosts (8 vCPUs, 2048 MiB) are in the first two zones.
+    let offer = |q: &str| format!("Action=DescribeInstanceTypeOfferings&{V}{q}");
+    // The node cache follows registrations through a watch: wait for both.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let xml = loop {
+        let xml = c.ok(&offer("&LocationType=availability-zone")).await;
+        let zones: std::collections::BTreeSet<String> =
+            texts(&xml, "location").into_iter().collect();
+        if zones.len() >= 2 || Instant::now() > deadline {
+            break c.ok(&offer("")).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let types = texts(&xml, "instanceType");
+    assert!(types.contains(&"m5.large".to_owned()), "{xml}");
+    assert!(
+        !types.contains(&"m5.xlarge".to_owned()),
+        "4 GiB fits no host: {xml}"
+    );
+    assert!(texts(&xml, "locationType").iter().all(|l| l == "region"));
+    let xml = c
+        .ok(&offer(
+            "&LocationType=availability-zone&Filter.1.Name=instance-type&Filter.1.Value.1=t3.nano",
+        ))
+        .await;
+    let mut zones = texts(&xml, "location");
+    zones.sort();
+    let mut want: Vec<String> = c
+        .replica
+        .as_ref()
+        .unwrap()
+        .domain
+        .cfg
+        .zones
+        .iter()
+        .take(2)
+        .cloned()
+        .collect();
+    want.sort();
+    assert_eq!(zones, want);
+    let xml = c
+        .ok(&offer(&format!(
+            "&LocationType=availability-zone&Filter.1.Name=location&Filter.1.Value.1={}",
+            want[0]
+        )))
+        .await;
+    assert!(texts(&xml, "location").iter().all(|l| l == &want[0]));
+    assert!(!texts(&xml, "instanceType").is_empty());
+    for (q, code) in [
+        ("&LocationType=galaxy", "InvalidParameterValue"),
+        ("&LocationType=outpost", "Unsupported"),
+        (
+            "&Filter.1.Name=vcpus&Filter.1.Value.1=1",
+            "InvalidParameterValue",
+        ),
+    ] {
+        assert_eq!(c.err(&offer(q)).await.1, code, "{q}");
+    }
+}

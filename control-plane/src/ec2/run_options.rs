@@ -1,0 +1,369 @@
+//! RunInstances' optional parameter groups of API version 2016-11-15.
+//!
+//! Owns, for every RunInstances parameter beyond the basics read in
+//! [`super::requests`], one of three answers: honoured (parsed into
+//! [`LaunchOptions`]), accepted because its value asks for what Nubis does
+//! anyway (e.g. `Placement.Tenancy=default`), or refused with the error EC2
+//! gives when the feature is unavailable. No parameter EC2 defines for
+//! RunInstances is answered `UnknownParameter`: `requests_tests.rs` checks
+//! that against the list generated from botocore's service model
+//! (`testdata/run_instances_params.txt`, made by
+//! `tests/ec2/gen_run_instances_params.py`). One function per parameter
+//! group, so that groups other work adds (metadata options, launch templates)
+//! merge as their own function. docs/ec2-api.md lists every answer.
+
+use crate::domain::model::{LaunchOptions, ShutdownBehavior, ROOT_DEVICE_NAME};
+
+use super::error::{Ec2Error, ErrorCode};
+use super::query::Reader;
+
+/// Largest root volume (GiB), EC2's limit for gp2/gp3.
+pub const MAX_VOLUME_GIB: u32 = 16_384;
+
+/// Reads every optional RunInstances parameter group into launch options.
+pub fn parse(r: &mut Reader) -> Result<LaunchOptions, Ec2Error> {
+    let mut o = LaunchOptions::default();
+    api_flags(r, &mut o)?;
+    monitoring(r, &mut o)?;
+    block_device_mappings(r, &mut o)?;
+    placement(r)?;
+    cpu_and_credits(r)?;
+    capacity_reservation(r)?;
+    hibernation_and_enclave(r)?;
+    maintenance_and_network_performance(r)?;
+    networking(r)?;
+    unavailable_features(r)?;
+    Ok(o)
+}
+
+fn unsupported(what: &str) -> Ec2Error {
+    Ec2Error::new(
+        ErrorCode::Unsupported,
+        format!("{what} is not supported by this endpoint"),
+    )
+}
+
+/// `DisableApiTermination`, `DisableApiStop`,
+/// `InstanceInitiatedShutdownBehavior`, `EbsOptimized`, `AdditionalInfo`.
+fn api_flags(r: &mut Reader, o: &mut LaunchOptions) -> Result<(), Ec2Error> {
+    o.disable_api_termination = r.bool("DisableApiTermination")?.unwrap_or(false);
+    o.disable_api_stop = r.bool("DisableApiStop")?.unwrap_or(false);
+    o.shutdown_behavior = match r.opt("InstanceInitiatedShutdownBehavior").as_deref() {
+        None | Some("stop") => ShutdownBehavior::Stop,
+        Some("terminate") => ShutdownBehavior::Terminate,
+        Some(v) => {
+            return Err(Ec2Error::invalid_value(format!(
+                "Value ({v}) for parameter instanceInitiatedShutdownBehavior is invalid. \
+                 Expected: 'stop' or 'terminate'."
+            )))
+        }
+    };
+    if r.bool("EbsOptimized")? == Some(true) {
+        return Err(unsupported("EBS optimization (EbsOptimized=true)"));
+    }
+    // Free text EC2 itself ignores for most callers.
+    if let Some(info) = r.opt("AdditionalInfo") {
+        if info.len() > 1024 {
+            return Err(Ec2Error::invalid_value(
+                "AdditionalInfo must be at most 1024 characters",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `Monitoring.Enabled`: recorded and shown.
+fn monitoring(r: &mut Reader, o: &mut LaunchOptions) -> Result<(), Ec2Error> {
+    o.monitoring = r.bool("Monitoring.Enabled")?.unwrap_or(false);
+    // Metric categories of detailed monitoring (MetricCategoryId.N).
+    if let Some((key, _)) = r
+        .take_prefix("Monitoring.MetricCategoryId")
+        .into_iter()
+        .next()
+    {
+        return Err(unsupported(&format!("The parameter {key}")));
+    }
+    Ok(())
+}
+
+/// `BlockDeviceMapping.N.*`: only the root device can be mapped, to an EBS
+/// volume of a general-purpose type; its size becomes the root disk's.
+fn block_device_mappings(r: &mut Reader, o: &mut LaunchOptions) -> Result<(), Ec2Error> {
+    for n in r.indices("BlockDeviceMapping")? {
+        let p = format!("BlockDeviceMapping.{n}");
+        let device = r.required(&format!("{p}.DeviceName"))?;
+        if r.opt(&format!("{p}.VirtualName")).is_some() {
+            return Err(unsupported("Instance store volumes (VirtualName)"));
+        }
+        let no_device = r.opt(&format!("{p}.NoDevice")).is_some();
+        let ebs = r.take_prefix(&format!("{p}.Ebs"));
+        if device != ROOT_DEVICE_NAME {
+            // Suppressing a device the image does not have changes nothing.
+            if no_device && ebs.is_empty() {
+                continue;
+            }
+            return Err(Ec2Error::new(
+                ErrorCode::InvalidBlockDeviceMapping,
+                format!(
+                    "Only the root device {ROOT_DEVICE_NAME} can be mapped: \
+                     additional volumes are not supported (got {device})"
+                ),
+            ));
+        }
+        if no_device {
+            return Err(Ec2Error::new(
+                ErrorCode::InvalidBlockDeviceMapping,
+                "The root device cannot be suppressed with NoDevice",
+            ));
+        }
+        for (key, value) in ebs {
+            let field = key.rsplit('.').next().unwrap_or("");
+            match field {
+                "VolumeSize" => {
+                    o.root_volume_gib = Some(match value.parse::<u32>() {
+                        Ok(g) if (1..=MAX_VOLUME_GIB).contains(&g) => g,
+                        _ => {
+                            return Err(Ec2Error::invalid_value(format!(
+                                "Value ({value}) for parameter {key} is invalid. \
+                                 Expected an integer from 1 to {MAX_VOLUME_GIB}."
+                            )))
+                        }
+                    })
+                }
+                "DeleteOnTermination" => {
+                    match value.to_ascii_lowercase().as_str() {
+                        "true" => {}
+                        "false" => return Err(unsupported(
+                            "Keeping the root volume after termination (DeleteOnTermination=false)",
+                        )),
+                        _ => {
+                            return Err(Ec2Error::invalid_value(format!(
+                                "Value ({value}) for parameter {key} is invalid. \
+                             Expected: 'true' or 'false'."
+                            )))
+                        }
+                    }
+                }
+                "VolumeType" => match value.as_str() {
+                    "gp2" | "gp3" | "standard" => {}
+                    "io1" | "io2" | "st1" | "sc1" => {
+                        return Err(unsupported(&format!("Volume type {value}")))
+                    }
+                    _ => {
+                        return Err(Ec2Error::invalid_value(format!(
+                            "Value ({value}) for parameter volumeType is invalid."
+                        )))
+                    }
+                },
+                "Encrypted" if value.eq_ignore_ascii_case("false") => {}
+                "Encrypted" => return Err(unsupported("Encrypted volumes")),
+                _ => return Err(unsupported(&format!("The parameter {key}"))),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `Placement.*` beyond `AvailabilityZone` (read by the caller).
+fn placement(r: &mut Reader) -> Result<(), Ec2Error> {
+    match r.opt("Placement.Tenancy").as_deref() {
+        None | Some("default") => {}
+        Some("dedicated" | "host") => {
+            return Err(unsupported("Dedicated tenancy (Placement.Tenancy)"))
+        }
+        Some(v) => {
+            return Err(Ec2Error::invalid_value(format!(
+                "Value ({v}) for parameter tenancy is invalid."
+            )))
+        }
+    }
+    for key in ["Placement.GroupName", "Placement.GroupId"] {
+        if let Some(g) = r.opt(key).filter(|g| !g.is_empty()) {
+            return Err(Ec2Error::new(
+                ErrorCode::InvalidPlacementGroupUnknown,
+                format!("The placement group '{g}' is unknown."),
+            ));
+        }
+    }
+    for key in [
+        "Placement.AvailabilityZoneId",
+        "Placement.Affinity",
+        "Placement.PartitionNumber",
+        "Placement.HostId",
+        "Placement.SpreadDomain",
+        "Placement.HostResourceGroupArn",
+    ] {
+        if r.opt(key).is_some() {
+            return Err(unsupported(key));
+        }
+    }
+    Ok(())
+}
+
+/// `CpuOptions.*` and `CreditSpecification.CpuCredits`.
+fn cpu_and_credits(r: &mut Reader) -> Result<(), Ec2Error> {
+    // No CPU credits are accounted: every instance runs as `unlimited` would,
+    // and a request for either mode is accepted.
+    match r.opt("CreditSpecification.CpuCredits").as_deref() {
+        None | Some("standard" | "unlimited") => {}
+        Some(v) => {
+            return Err(Ec2Error::invalid_value(format!(
+            "Value ({v}) for parameter CpuCredits is invalid. Expected 'standard' or 'unlimited'."
+        )))
+        }
+    }
+    for (key, value) in r.take_prefix("CpuOptions") {
+        let neutral = matches!(
+            (key.as_str(), value.as_str()),
+            (
+                "CpuOptions.AmdSevSnp" | "CpuOptions.NestedVirtualization",
+                "disabled"
+            )
+        );
+        if !neutral {
+            return Err(Ec2Error::new(
+                ErrorCode::InvalidParameterCombination,
+                format!("{key} is not supported for the instance types of this endpoint"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `CapacityReservationSpecification.*`: there are no capacity reservations.
+fn capacity_reservation(r: &mut Reader) -> Result<(), Ec2Error> {
+    let p = "CapacityReservationSpecification";
+    match r
+        .opt(&format!("{p}.CapacityReservationPreference"))
+        .as_deref()
+    {
+        None | Some("open" | "none") => {}
+        Some("capacity-reservations-only") => return Err(unsupported("Capacity reservations")),
+        Some(v) => {
+            return Err(Ec2Error::invalid_value(format!(
+                "Value ({v}) for parameter CapacityReservationPreference is invalid."
+            )))
+        }
+    }
+    if !r
+        .take_prefix(&format!("{p}.CapacityReservationTarget"))
+        .is_empty()
+    {
+        return Err(unsupported("Capacity reservations"));
+    }
+    Ok(())
+}
+
+/// `HibernationOptions.Configured` and `EnclaveOptions.Enabled`.
+fn hibernation_and_enclave(r: &mut Reader) -> Result<(), Ec2Error> {
+    if r.bool("HibernationOptions.Configured")? == Some(true) {
+        return Err(Ec2Error::new(
+            ErrorCode::UnsupportedHibernationConfiguration,
+            "Hibernation is not supported by this endpoint",
+        ));
+    }
+    if r.bool("EnclaveOptions.Enabled")? == Some(true) {
+        return Err(unsupported("Nitro Enclaves (EnclaveOptions.Enabled=true)"));
+    }
+    Ok(())
+}
+
+/// `MaintenanceOptions.AutoRecovery` and
+/// `NetworkPerformanceOptions.BandwidthWeighting`: only the defaults.
+fn maintenance_and_network_performance(r: &mut Reader) -> Result<(), Ec2Error> {
+    match r.opt("MaintenanceOptions.AutoRecovery").as_deref() {
+        None | Some("default" | "disabled") => {}
+        Some(v) => {
+            return Err(Ec2Error::invalid_value(format!(
+                "Value ({v}) for parameter AutoRecovery is invalid."
+            )))
+        }
+    }
+    match r
+        .opt("NetworkPerformanceOptions.BandwidthWeighting")
+        .as_deref()
+    {
+        None | Some("default") => Ok(()),
+        Some(_) => Err(unsupported("Bandwidth weighting")),
+    }
+}
+
+/// Subnets, security groups, addresses and interfaces: Nubis places every
+/// instance on its node's network and has no security groups yet.
+fn networking(r: &mut Reader) -> Result<(), Ec2Error> {
+    if let Some(s) = r.opt("SubnetId").filter(|s| !s.is_empty()) {
+        return Err(Ec2Error::new(
+            ErrorCode::InvalidSubnetIdNotFound,
+            format!("The subnet ID '{s}' does not exist"),
+        ));
+    }
+    for prefix in ["SecurityGroupId", "SecurityGroup"] {
+        if let Some(g) = r.list(prefix, 1_000)?.into_iter().next() {
+            return Err(Ec2Error::new(
+                ErrorCode::InvalidGroupNotFound,
+                format!("The security group '{g}' does not exist"),
+            ));
+        }
+    }
+    if r.opt("PrivateIpAddress").is_some() {
+        return Err(unsupported(
+            "Choosing the private IP address (PrivateIpAddress)",
+        ));
+    }
+    if r.int("Ipv6AddressCount", 0, 1_000)?.unwrap_or(0) > 0
+        || !r.take_prefix("Ipv6Address").is_empty()
+        || r.bool("EnablePrimaryIpv6")? == Some(true)
+    {
+        return Err(unsupported("IPv6 addressing"));
+    }
+    if !r.take_prefix("NetworkInterface").is_empty() {
+        return Err(unsupported(
+            "Network interface specifications (NetworkInterface.N)",
+        ));
+    }
+    if !r.take_prefix("SecondaryInterface").is_empty() {
+        return Err(unsupported("Secondary interfaces"));
+    }
+    if !r.take_prefix("PrivateDnsNameOptions").is_empty() {
+        return Err(unsupported("Private DNS name options"));
+    }
+    Ok(())
+}
+
+/// Whole features Nubis does not have; any use of them is refused.
+fn unavailable_features(r: &mut Reader) -> Result<(), Ec2Error> {
+    for (prefix, what) in [
+        ("KernelId", "Kernel images (KernelId)"),
+        ("RamdiskId", "Ramdisk images (RamdiskId)"),
+        ("ElasticGpuSpecification", "Elastic GPUs"),
+        (
+            "ElasticInferenceAccelerator",
+            "Elastic Inference accelerators",
+        ),
+        ("LicenseSpecification", "License configurations"),
+        ("Operator", "Managed instances (Operator)"),
+        ("LaunchTemplate", "Launch templates"),
+        ("MetadataOptions", "Instance metadata options"),
+    ] {
+        if !r.take_prefix(prefix).is_empty() {
+            return Err(unsupported(what));
+        }
+    }
+    if !r.take_prefix("InstanceMarketOptions").is_empty() {
+        return Err(unsupported(
+            "Spot and capacity-block instances (InstanceMarketOptions)",
+        ));
+    }
+    if let Some(profile) = r
+        .take_prefix("IamInstanceProfile")
+        .into_iter()
+        .find(|(_, v)| !v.is_empty())
+    {
+        return Err(Ec2Error::invalid_value(format!(
+            "Value ({}) for parameter iamInstanceProfile is invalid. \
+             Invalid IAM Instance Profile: this endpoint has no IAM",
+            profile.1
+        )));
+    }
+    Ok(())
+}
