@@ -100,6 +100,8 @@ impl SimAgent {
         let channel = nubis_proto::transport::connect(endpoint)
             .await
             .map_err(unavailable)?;
+        let (enrol, enrolment_secret) =
+            nubis_proto::auth::enrolment_signing(&enrol.access_key_id, &enrol.secret);
         let mut enrol_client = NodeClient::with_interceptor(channel.clone(), Signer::new(enrol));
         let reg = enrol_client
             .register(pb::RegisterRequest {
@@ -118,6 +120,7 @@ impl SimAgent {
                     })
                     .collect(),
                 agent_version: "sim".into(),
+                enrolment_secret,
                 instances: opts
                     .resume
                     .iter()

@@ -142,6 +142,7 @@ impl pb::node_server::Node for NodeApi {
                     images: images_in(r.images),
                     agent_version: r.agent_version,
                     instances,
+                    enrolment_secret: r.enrolment_secret,
                 };
                 let reg = self.domain().register_node(&caller, input).await?;
                 Ok(pb::RegisterResponse {

@@ -328,6 +328,7 @@ mod tests {
                 lease_id: 1,
                 credential_key_id: "k".into(),
                 ip_block: 0,
+                pending_approval: false,
             },
             alloc: NodeAlloc::default(),
             alloc_rev: 0,
