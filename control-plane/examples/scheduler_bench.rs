@@ -131,6 +131,7 @@ admin_secret_access_key = "bench-admin-secret-0123456789"
                     }],
                     agent_version: "bench".into(),
                     instances: vec![],
+                    enrolment_secret: String::new(),
                 },
             )
             .await

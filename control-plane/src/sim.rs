@@ -78,6 +78,9 @@ pub struct SimAgent {
     /// Per instance, the assignment generation last applied and how many
     /// times it was launched (desired `running` applied) by this agent.
     pub applied: Arc<Mutex<HashMap<String, (u64, u32)>>>,
+    /// The node credential Register returned (a host coming back
+    /// re-registers with it, as the real agent does).
+    credential: Credentials,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -136,10 +139,8 @@ impl SimAgent {
         let cred = reg
             .credential
             .ok_or_else(|| Status::internal("no credential in RegisterResponse"))?;
-        let client: Client = NodeClient::with_interceptor(
-            channel,
-            Signer::new(Credentials::new(cred.access_key_id, cred.secret)),
-        );
+        let credential = Credentials::new(cred.access_key_id, cred.secret);
+        let client: Client = NodeClient::with_interceptor(channel, Signer::new(credential.clone()));
         let node_id = reg.node_id.clone();
         let instances = Arc::new(Mutex::new(
             opts.resume
@@ -196,8 +197,14 @@ impl SimAgent {
             node_id,
             instances,
             applied,
+            credential,
             tasks,
         })
+    }
+
+    /// The node credential (to re-register the same host later).
+    pub fn credential(&self) -> Credentials {
+        self.credential.clone()
     }
 
     /// Stops everything (heartbeats stop: the node will be lost).
