@@ -637,6 +637,26 @@ pub enum NodesCmd {
         /// Node id.
         node_id: String,
     },
+    /// Create a one-time enrolment token for one host; prints `ID:SECRET`
+    /// (the secret is shown only once) for the agent's `[enrolment]`.
+    Enrol {
+        /// The host id the token may register (the agent's
+        /// `<state_dir>/host-id`).
+        #[arg(long)]
+        host_id: String,
+        /// The only zone the host may register in.
+        #[arg(long, visible_alias = "az", value_parser = zone_name)]
+        zone: Option<String>,
+        /// Token lifetime in seconds (default: the control plane's
+        /// `[nodes] enrolment_token_ttl_seconds`).
+        #[arg(long)]
+        ttl_seconds: Option<u32>,
+    },
+    /// Release a node held for approval (`[nodes] require_approval`).
+    Approve {
+        /// Node id.
+        node_id: String,
+    },
 }
 
 #[cfg(test)]

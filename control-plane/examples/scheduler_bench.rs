@@ -132,6 +132,7 @@ admin_secret_access_key = "bench-admin-secret-0123456789"
                     agent_version: "bench".into(),
                     metrics_endpoint: String::new(),
                     instances: vec![],
+                    enrolment_secret: String::new(),
                 },
             )
             .await

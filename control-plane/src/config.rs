@@ -187,6 +187,28 @@ pub struct NodesConfig {
     /// lost at once is a disruption too.
     #[serde(default = "default_disruption_min_zone_nodes")]
     pub disruption_min_zone_nodes: u32,
+    /// Largest vCPU count a node may advertise (Register and Heartbeat).
+    #[serde(default = "default_max_node_vcpus")]
+    pub max_vcpus: u32,
+    /// Largest memory (MiB) a node may advertise.
+    #[serde(default = "default_max_node_memory_mib")]
+    pub max_memory_mib: u32,
+    /// New nodes start cordoned, pending `nubis admin nodes approve`.
+    #[serde(default)]
+    pub require_approval: bool,
+    /// Default lifetime of a per-host enrolment token.
+    #[serde(default = "default_enrolment_ttl")]
+    pub enrolment_token_ttl_seconds: u32,
+}
+
+fn default_max_node_vcpus() -> u32 {
+    1024
+}
+fn default_max_node_memory_mib() -> u32 {
+    16 * 1024 * 1024
+}
+fn default_enrolment_ttl() -> u32 {
+    24 * 3600
 }
 
 impl Default for NodesConfig {
@@ -196,6 +218,10 @@ impl Default for NodesConfig {
             heartbeat_interval_seconds: default_heartbeat(),
             disruption_fraction: default_disruption_fraction(),
             disruption_min_zone_nodes: default_disruption_min_zone_nodes(),
+            max_vcpus: default_max_node_vcpus(),
+            max_memory_mib: default_max_node_memory_mib(),
+            require_approval: false,
+            enrolment_token_ttl_seconds: default_enrolment_ttl(),
         }
     }
 }

@@ -105,6 +105,8 @@ impl SimAgent {
         let channel = nubis_proto::transport::connect(endpoint)
             .await
             .map_err(unavailable)?;
+        let (enrol, enrolment_secret) =
+            nubis_proto::auth::enrolment_signing(&enrol.access_key_id, &enrol.secret);
         let mut enrol_client = NodeClient::with_interceptor(channel.clone(), Signer::new(enrol));
         let reg = enrol_client
             .register(pb::RegisterRequest {
@@ -123,6 +125,7 @@ impl SimAgent {
                     })
                     .collect(),
                 agent_version: "sim".into(),
+                enrolment_secret,
                 instances: opts
                     .resume
                     .iter()
@@ -200,6 +203,11 @@ impl SimAgent {
             credential,
             tasks,
         })
+    }
+
+    /// The node credential (to re-register the same host later).
+    pub fn credential(&self) -> Credentials {
+        self.credential.clone()
     }
 
     /// Stops everything (heartbeats stop: the node will be lost).

@@ -114,10 +114,10 @@ async fn a_control_plane_outage_longer_than_the_lease_stops_nobody() {
     // The agents come back a moment later, their VMs still running.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut back = Vec::new();
-    for ((host, zone), run) in hosts.iter().zip(running) {
+    for (((host, zone), run), sim) in hosts.iter().zip(running).zip(&sims) {
         let mut o = SimOptions::new(host, zone, 4, 1024);
         o.resume = run;
-        back.push(SimAgent::start(&ep, enrol(), o).await.unwrap());
+        back.push(SimAgent::start(&ep, sim.credential(), o).await.unwrap());
     }
     stays_running(&mut c, &ids, GRACE + Duration::from_secs(5)).await;
     for id in &ids {
@@ -226,7 +226,7 @@ async fn one_lost_node_of_three_is_stopped_and_recovers_when_it_returns() {
     // relaunched, and its capacity is on the books again.
     let mut o = SimOptions::new(hosts[0].0, hosts[0].1, 4, 1024);
     o.resume = resume;
-    let back = SimAgent::start(&ep, enrol(), o).await.unwrap();
+    let back = SimAgent::start(&ep, sims[0].credential(), o).await.unwrap();
     for id in &lost_ids {
         let i = wait_state(&c, id, "running").await;
         assert!(i.state_reason.is_none(), "{i:?}");
@@ -273,7 +273,7 @@ async fn a_host_returning_without_its_vms_keeps_them_stopped() {
     // Back without VMs (rebooted host): told to keep them stopped.
     let back = SimAgent::start(
         &ep,
-        enrol(),
+        sims[0].credential(),
         SimOptions::new(hosts[0].0, hosts[0].1, 4, 1024),
     )
     .await

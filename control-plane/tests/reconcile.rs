@@ -86,9 +86,13 @@ async fn node_loss_stops_instances_and_releases_capacity() {
     assert_eq!(ec2_code(&e), "InsufficientInstanceCapacity", "{e:?}");
 
     // The host comes back (same host id = same node); the instance starts again there.
-    let _agent = SimAgent::start(&ep, enrol(), SimOptions::new("doomed", ZONES[0], 2, 512))
-        .await
-        .unwrap();
+    let _agent = SimAgent::start(
+        &ep,
+        agent.credential(),
+        SimOptions::new("doomed", ZONES[0], 2, 512),
+    )
+    .await
+    .unwrap();
     c.start_instances(pb::StartInstancesRequest {
         instance_ids: vec![id.clone()],
     })

@@ -170,7 +170,20 @@ async fn mutual_tls_for_agents_server_tls_for_tenants() {
     // The Unix socket needs no certificate (file permissions protect it).
     let unix = format!("unix:{}", dir.path().join("cp.sock").display());
     let ch = connect(&unix).await.unwrap();
-    let again = register_over(ch).await.unwrap();
+    // The host re-registers with its own node credential (the shared token
+    // may not re-register a registered host id).
+    let cred = r.credential.clone().unwrap();
+    let again = npb::node_client::NodeClient::with_interceptor(
+        ch,
+        Signer::new(nubis_proto::auth::Credentials::new(
+            cred.access_key_id,
+            cred.secret,
+        )),
+    )
+    .register(register_req())
+    .await
+    .unwrap()
+    .into_inner();
     assert_eq!(again.node_id, r.node_id, "same host id, same node");
 }
 

@@ -32,6 +32,7 @@ use tonic::transport::Channel;
 use crate::error::{Error, Result};
 use crate::failover::Endpoints;
 use crate::instance::{now_ms, Report, CONSOLE_TAIL_BYTES};
+use crate::layout::{off_runtime, read_json};
 use crate::reconcile::{Agent, DesiredInstance};
 use crate::runtime::State;
 use crate::types::{Desired, ImageName, InstanceId, InstanceSpec};
@@ -144,6 +145,42 @@ pub fn desired_from_assignment(a: &pb::Assignment) -> Result<DesiredInstance> {
     })
 }
 
+/// The node credential as the agent keeps it (`<state_dir>/node-credential.json`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedCredential {
+    access_key_id: String,
+    secret: String,
+}
+
+/// Writes the credential readable by the agent's user only.
+fn save_credential(path: &std::path::Path, c: &SavedCredential) -> Result<()> {
+    if read_json::<SavedCredential>(path)
+        .ok()
+        .flatten()
+        .is_some_and(|s| s.access_key_id == c.access_key_id && s.secret == c.secret)
+    {
+        return Ok(());
+    }
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("json.tmp");
+    let io = |e| Error::io(format!("writing {}", tmp.display()), e);
+    let text = serde_json::to_vec(c).map_err(|source| Error::Json {
+        context: path.display().to_string(),
+        source,
+    })?;
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(&text).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("renaming to {}", path.display()), e))
+}
+
 fn rpc(rpc: &'static str) -> impl Fn(tonic::Status) -> Error {
     move |source| Error::Rpc { rpc, source }
 }
@@ -238,9 +275,7 @@ async fn session(
         endpoint: endpoint.to_string(),
         source,
     })?;
-    let mut enrol =
-        NodeClient::with_interceptor(channel.clone(), Signer::new(Credentials::new(key, secret)));
-    let instances = agent
+    let instances: Vec<pb::ObservedInstance> = agent
         .reports()
         .iter()
         .map(|r| pb::ObservedInstance {
@@ -249,22 +284,62 @@ async fn session(
             generation: r.generation,
         })
         .collect();
-    let reg = enrol
-        .register(pb::RegisterRequest {
-            host_id: agent.host_id().to_string(),
-            availability_zone: agent.context().config.availability_zone.clone(),
-            capacity: Some(capacity(agent)),
-            images: images_present(agent).await,
-            agent_version: env!("CARGO_PKG_VERSION").to_string(),
-            instances,
-            metrics_endpoint: metrics.map(|m| m.endpoint.clone()).unwrap_or_default(),
-        })
-        .await
-        .map_err(rpc("Register"))?
-        .into_inner();
+    let mut request = pb::RegisterRequest {
+        host_id: agent.host_id().to_string(),
+        availability_zone: agent.context().config.availability_zone.clone(),
+        capacity: Some(capacity(agent)),
+        images: images_present(agent).await,
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        instances,
+        metrics_endpoint: metrics.map(|m| m.endpoint.clone()).unwrap_or_default(),
+        enrolment_secret: String::new(),
+    };
+    // Re-registration uses the node's own credential when the agent has one:
+    // a per-host enrolment token is consumed by the first registration.
+    let cred_path = agent.context().layout.node_credential();
+    let saved: Option<SavedCredential> = read_json(&cred_path).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "ignoring an unreadable node credential file");
+        None
+    });
+    let mut reg = None;
+    if let Some(c) = saved {
+        let mut own = NodeClient::with_interceptor(
+            channel.clone(),
+            Signer::new(Credentials::new(c.access_key_id, c.secret)),
+        );
+        match own.register(request.clone()).await {
+            Ok(r) => reg = Some(r.into_inner()),
+            Err(st)
+                if matches!(
+                    st.code(),
+                    tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                ) =>
+            {
+                tracing::warn!(error = %st, "the saved node credential was refused: enrolling with the token");
+            }
+            Err(st) => return Err(rpc("Register")(st)),
+        }
+    }
+    let reg = match reg {
+        Some(r) => r,
+        None => {
+            let (creds, enrolment_secret) = nubis_proto::auth::enrolment_signing(key, secret);
+            request.enrolment_secret = enrolment_secret;
+            NodeClient::with_interceptor(channel.clone(), Signer::new(creds))
+                .register(request)
+                .await
+                .map_err(rpc("Register"))?
+                .into_inner()
+        }
+    };
     let cred = reg
         .credential
         .ok_or_else(|| Error::Protocol("RegisterResponse without credential".into()))?;
+    let saved = SavedCredential {
+        access_key_id: cred.access_key_id.clone(),
+        secret: cred.secret.clone(),
+    };
+    off_runtime(|| save_credential(&cred_path, &saved))?;
     let node_id = reg.node_id.clone();
     tracing::info!(
         node = node_id,

@@ -148,6 +148,13 @@ impl Layout {
         Ok(id)
     }
 
+    /// Where the node credential the control plane issued at the first
+    /// registration is kept (mode 0600): the agent re-registers with it
+    /// after a restart, since a per-host enrolment token enrols only once.
+    pub fn node_credential(&self) -> PathBuf {
+        self.root.join("node-credential.json")
+    }
+
     /// Names of all instance directories (valid ids only; others are logged).
     pub fn list(&self) -> Result<Vec<InstanceId>> {
         let d = self.instances_dir();

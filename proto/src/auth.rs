@@ -219,6 +219,37 @@ impl SignedHeaders {
     }
 }
 
+/// Key-id prefix of the control plane's one-time, per-host enrolment tokens
+/// (`nubis admin nodes enrol`).
+pub const HOST_TOKEN_PREFIX: &str = "NKET";
+
+/// Hex SHA-256 of a host enrolment token's secret: what the control plane
+/// stores, and the HMAC key `Register` is signed with (the secret itself
+/// travels in `RegisterRequest.enrolment_secret`).
+pub fn host_token_digest(secret: &str) -> String {
+    use sha2::Digest;
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// The credentials an agent signs `Register` with for the enrolment token
+/// `key_id`/`secret`, and the secret to send in the request (empty for a
+/// shared configuration token, which signs with its secret directly).
+pub fn enrolment_signing(key_id: &str, secret: &str) -> (Credentials, String) {
+    if key_id.starts_with(HOST_TOKEN_PREFIX) {
+        (
+            Credentials::new(key_id, host_token_digest(secret)),
+            secret.to_string(),
+        )
+    } else {
+        (Credentials::new(key_id, secret), String::new())
+    }
+}
+
+/// Constant-time equality of two byte strings (length is not secret).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// A tonic client interceptor that signs every request.
 ///
 /// ```ignore

@@ -60,6 +60,19 @@ pub struct NewAccountView {
     pub secret_access_key: String,
 }
 
+/// `admin nodes enrol`: the token (shown only once).
+#[derive(Debug, Serialize)]
+pub struct EnrolmentTokenView {
+    /// Token id (`[enrolment] key_id`).
+    pub token_id: String,
+    /// Secret (`[enrolment] secret`), shown only once.
+    pub secret: String,
+    /// `ID:SECRET`, as `deploy/install.sh agent --enrolment-token` takes it.
+    pub token: String,
+    /// Unusable after (Unix ms).
+    pub expires_unix_ms: i64,
+}
+
 /// vCPUs and memory.
 #[derive(Debug, Serialize, Default)]
 pub struct ResourcesView {
@@ -94,6 +107,8 @@ pub struct NodeView {
     pub cordoned: bool,
     /// Being drained.
     pub draining: bool,
+    /// Held until `nubis admin nodes approve`.
+    pub pending_approval: bool,
     /// Instances placed.
     pub instance_count: u32,
     /// Reported capacity.
@@ -119,6 +134,7 @@ impl From<pb::NodeInfo> for NodeView {
             state: n.state,
             cordoned: n.cordoned,
             draining: n.draining,
+            pending_approval: n.pending_approval,
             instance_count: n.instance_count,
             capacity: n.capacity.into(),
             allocated: n.allocated.into(),
@@ -145,7 +161,9 @@ impl Tabular for NodeView {
         ]
     }
     fn row(&self) -> Vec<String> {
-        let scheduling = if self.draining {
+        let scheduling = if self.pending_approval {
+            "pending-approval"
+        } else if self.draining {
             "draining"
         } else if self.cordoned {
             "cordoned"
@@ -242,6 +260,41 @@ pub async fn run(ctx: &Ctx, cmd: AdminCmd) -> Result<(), CliError> {
             for c in &resp.stopping_instances {
                 eprintln!("stopping {}", c.instance_id);
             }
+            print_node(ctx.format, resp.node)
+        }
+        AdminCmd::Nodes(NodesCmd::Enrol {
+            host_id,
+            zone,
+            ttl_seconds,
+        }) => {
+            let resp = client
+                .admin
+                .enrol_node(pb::EnrolNodeRequest {
+                    host_id,
+                    availability_zone: zone.unwrap_or_default(),
+                    ttl_seconds: ttl_seconds.unwrap_or(0),
+                })
+                .await?
+                .into_inner();
+            if ctx.format == Format::Table {
+                eprintln!("one-time enrolment token; its secret is shown only this once");
+            }
+            emit(&render_record(
+                ctx.format,
+                &EnrolmentTokenView {
+                    token: format!("{}:{}", resp.token_id, resp.secret),
+                    token_id: resp.token_id,
+                    secret: resp.secret,
+                    expires_unix_ms: resp.expires_unix_ms,
+                },
+            )?)
+        }
+        AdminCmd::Nodes(NodesCmd::Approve { node_id }) => {
+            let resp = client
+                .admin
+                .approve_node(pb::ApproveNodeRequest { node_id })
+                .await?
+                .into_inner();
             print_node(ctx.format, resp.node)
         }
         AdminCmd::Nodes(NodesCmd::ConfirmLost { node_id }) => {

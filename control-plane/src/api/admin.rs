@@ -72,11 +72,50 @@ pub fn node_out(n: &NodeInfo) -> pb::NodeInfo {
         last_heartbeat_unix_ms: n.alive.as_ref().map(|a| a.heartbeat_ms).unwrap_or(0),
         instance_count: n.alloc.instances,
         registered_unix_ms: n.node.registered_ms,
+        pending_approval: n.node.pending_approval,
     }
 }
 
 #[tonic::async_trait]
 impl pb::admin_server::Admin for AdminApi {
+    async fn enrol_node(
+        &self,
+        req: Request<pb::EnrolNodeRequest>,
+    ) -> Result<Response<pb::EnrolNodeResponse>, Status> {
+        self.edge
+            .call(req, "EnrolNode", |caller, r| async move {
+                let (rec, secret) = self
+                    .domain()
+                    .create_enrolment_token(
+                        &caller,
+                        &r.host_id,
+                        &r.availability_zone,
+                        r.ttl_seconds,
+                    )
+                    .await?;
+                Ok(pb::EnrolNodeResponse {
+                    token_id: rec.token_id,
+                    secret,
+                    expires_unix_ms: rec.expires_ms,
+                })
+            })
+            .await
+    }
+
+    async fn approve_node(
+        &self,
+        req: Request<pb::ApproveNodeRequest>,
+    ) -> Result<Response<pb::ApproveNodeResponse>, Status> {
+        self.edge
+            .call(req, "ApproveNode", |caller, r| async move {
+                let n = self.domain().approve_node(&caller, &r.node_id).await?;
+                Ok(pb::ApproveNodeResponse {
+                    node: Some(node_out(&n)),
+                })
+            })
+            .await
+    }
+
     async fn create_account(
         &self,
         req: Request<pb::CreateAccountRequest>,

@@ -143,6 +143,7 @@ impl pb::node_server::Node for NodeApi {
                     agent_version: r.agent_version,
                     instances,
                     metrics_endpoint: r.metrics_endpoint,
+                    enrolment_secret: r.enrolment_secret,
                 };
                 let reg = self.domain().register_node(&caller, input).await?;
                 Ok(pb::RegisterResponse {

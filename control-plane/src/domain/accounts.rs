@@ -136,6 +136,10 @@ impl Domain {
         if let Some(t) = auth.enrolment_tokens.iter().find(|t| t.id == key_id) {
             return Ok((Caller::Enrolment(t.id.clone()), t.secret.clone()));
         }
+        if key_id.starts_with(nubis_proto::auth::HOST_TOKEN_PREFIX) {
+            let digest = self.host_token_key(key_id).await?;
+            return Ok((Caller::HostToken(key_id.to_string()), digest));
+        }
         let cached = self.creds.keys.lock().ok().and_then(|k| {
             k.get(key_id)
                 .filter(|(t, _)| t.elapsed() < KEY_CACHE_TTL)

@@ -29,6 +29,9 @@ pub const CONSOLE_MAX: usize = 64 * 1024;
 /// Page size of unpaged describes.
 pub const DEFAULT_PAGE: u32 = 1000;
 
+/// The operator-only DescribeInstances filter by node.
+pub const NODE_ID_FILTER: &str = "node-id";
+
 /// Filter names DescribeInstances supports.
 pub const INSTANCE_FILTERS: &[&str] = &[
     "instance-state-name",
@@ -200,6 +203,13 @@ impl Domain {
     ) -> Result<(Vec<Instance>, Option<String>)> {
         let account = caller.account()?;
         filters::check(&input.filters, supported)?;
+        // Only the operator may filter by node: a tenant could otherwise
+        // learn, digit by digit (wildcards), which host it shares with whom.
+        if !caller.is_operator() && input.filters.iter().any(|f| f.name == NODE_ID_FILTER) {
+            return Err(Error::invalid(format!(
+                "the filter '{NODE_ID_FILTER}' is only available to the operator"
+            )));
+        }
         validation::max_results(input.max_results)?;
         if !input.instance_ids.is_empty() {
             if input.max_results != 0 || input.next_token.is_some() {

@@ -24,6 +24,7 @@ pub mod accounts;
 pub mod billing;
 pub mod attributes;
 pub mod catalogue;
+pub mod enrolment;
 pub mod events;
 pub mod filters;
 pub mod images;
@@ -62,8 +63,12 @@ pub enum Caller {
     Operator,
     /// A registered node agent.
     Node(NodeId),
-    /// An agent holding an enrolment token (may only Register).
+    /// An agent holding a shared enrolment token from the configuration
+    /// (may only Register a host id not registered yet).
     Enrolment(String),
+    /// An agent holding a one-time per-host enrolment token (its id; may only
+    /// Register the host id the token names).
+    HostToken(String),
 }
 
 impl Caller {

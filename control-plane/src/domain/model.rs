@@ -28,12 +28,13 @@ macro_rules! record {
 record! {
     Instance => "instance", 2;
     Assignment => "assignment", 1;
-    Node => "node", 1;
+    Node => "node", 2;
     NodeAlloc => "node-alloc", 1;
     NodeAlive => "node-alive", 1;
     ClientTokenRecord => "client-token", 1;
     Account => "account", 1;
     AccessKey => "access-key", 1;
+    EnrolmentTokenRecord => "enrolment-token", 1;
     Image => "image", 1;
     KeyPair => "keypair", 1;
     ConsoleRecord => "console", 1;
@@ -302,6 +303,9 @@ pub struct Node {
     /// empty: no metrics).
     #[serde(default)]
     pub metrics_endpoint: String,
+    /// Held for the operator's approval (cordoned until approved).
+    #[serde(default)]
+    pub pending_approval: bool,
 }
 
 /// An image present on a node.
@@ -392,6 +396,28 @@ pub struct AccessKey {
     pub principal: Principal,
     /// Created.
     pub created_ms: i64,
+}
+
+/// A one-time, per-host enrolment token (`enrolment-tokens/<id>`), created
+/// by the operator. Only the SHA-256 of its secret is stored: the agent
+/// signs `Register` with that digest as the HMAC key and proves it holds the
+/// secret itself by sending it in the request (see docs/security.md).
+/// `Register` deletes the record in the transaction that creates the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrolmentTokenRecord {
+    /// Token id (`NKET...`).
+    pub token_id: String,
+    /// Hex SHA-256 of the token secret.
+    pub secret_sha256: String,
+    /// The only host id this token may register.
+    pub host_id: String,
+    /// The only zone it may register in (empty: any configured zone).
+    #[serde(default)]
+    pub availability_zone: String,
+    /// Created.
+    pub created_ms: i64,
+    /// Unusable from then on (GC deletes it).
+    pub expires_ms: i64,
 }
 
 /// An image (`images/<ami>`).

@@ -11,6 +11,7 @@ use base64::Engine as _;
 use tokio::sync::mpsc;
 
 use crate::domain::accounts::{random_secret, random_upper};
+use crate::domain::enrolment::{check_host_id, RegisterGrant};
 use crate::domain::filters::{self, Filter};
 use crate::domain::ipam;
 use crate::domain::lifecycle::{Event, Phase, State};
@@ -44,6 +45,8 @@ pub struct RegisterInput {
     pub instances: Vec<(String, Phase, u64)>,
     /// The agent's metrics endpoint (`host:port`, may be empty).
     pub metrics_endpoint: String,
+    /// The per-host enrolment token's secret (empty otherwise).
+    pub enrolment_secret: String,
 }
 
 /// Register result.
@@ -146,60 +149,43 @@ fn node_not_found(id: &str) -> Error {
 }
 
 impl Domain {
-    /// Register (enrolment token or a node re-registering).
+    /// Register (an enrolment token, the node itself, or the operator; see
+    /// [`crate::domain::enrolment`] for who may register what). Nothing is
+    /// written before the caller is authorized for the host id.
     pub async fn register_node(
         &self,
         caller: &Caller,
         input: RegisterInput,
     ) -> Result<Registration> {
-        if !matches!(
-            caller,
-            Caller::Enrolment(_) | Caller::Node(_) | Caller::Operator
-        ) {
-            return Err(Error::Unauthorized(
-                "Register needs an enrolment token".into(),
-            ));
-        }
-        if input.host_id.is_empty()
-            || input.host_id.len() > 128
-            || !input.host_id.bytes().all(|b| (0x21..0x7f).contains(&b))
-        {
-            return Err(Error::invalid(
-                "host_id must be 1 to 128 printable ASCII characters",
-            ));
-        }
+        check_host_id(&input.host_id)?;
         self.check_zone(&input.availability_zone)?;
         crate::domain::metrics::check_endpoint(&input.metrics_endpoint)?;
-        if input.capacity.vcpus == 0 || input.capacity.memory_mib == 0 {
-            return Err(Error::invalid("capacity must have vCPUs and memory"));
-        }
+        self.check_node_capacity(&input.capacity)?;
         for im in &input.images {
             if !validation::is_name(&im.name, 64) {
                 return Err(Error::invalid(format!("bad image name {:?}", im.name)));
             }
         }
         let ttl = self.cfg.nodes.lease_ttl_seconds;
-        let key_id = format!("NKND{}", random_upper(16));
-        let secret = random_secret();
-        let lease = self.store.grant_lease(i64::from(ttl)).await?;
-
+        let mut lease = None;
         for _ in 0..64 {
             let existing = self.store.nodes().by_host(&input.host_id).await?;
-            let reg = match existing {
-                None => self.create_node(&input, lease, &key_id, &secret).await?,
-                Some(id) => {
-                    self.renew_node(&id.value, &input, lease, &key_id, &secret)
-                        .await?
+            let grant = self
+                .authorize_register(caller, &input, existing.as_ref().map(|e| &e.value))
+                .await?;
+            let lease_id = match lease {
+                Some(l) => l,
+                None => {
+                    let l = self.store.grant_lease(i64::from(ttl)).await?;
+                    lease = Some(l);
+                    l
                 }
             };
-            if let Some(node_id) = reg {
-                if let Caller::Node(n) = caller {
-                    if *n != node_id {
-                        return Err(Error::Unauthorized(
-                            "a node may only re-register itself".into(),
-                        ));
-                    }
-                }
+            let reg = match existing {
+                None => self.create_node(&input, lease_id, &grant).await?,
+                Some(id) => self.renew_node(&id.value, &input, lease_id, &grant).await?,
+            };
+            if let Some((node_id, key_id, secret)) = reg {
                 for (id, phase, generation) in &input.instances {
                     let r = ReportInput {
                         instance_id: id.clone(),
@@ -232,17 +218,37 @@ impl Domain {
                 });
             }
         }
-        let _ = self.store.revoke_lease(lease).await;
+        if let Some(l) = lease {
+            let _ = self.store.revoke_lease(l).await;
+        }
         Err(Error::Contention("node registration".into()))
+    }
+
+    /// A new node credential, or (the node re-registering itself) the one it
+    /// already holds, so an agent never has to persist a rotated credential
+    /// mid-registration.
+    async fn node_credential(
+        &self,
+        grant: &RegisterGrant,
+        current_key_id: Option<&str>,
+    ) -> Result<(String, String, bool)> {
+        if let (RegisterGrant::OwnCredential, Some(k)) = (grant, current_key_id) {
+            if let Some(key) = self.store.access_keys().get(k).await? {
+                return Ok((key.value.key_id, key.value.secret, false));
+            }
+        }
+        Ok((format!("NKND{}", random_upper(16)), random_secret(), true))
     }
 
     async fn create_node(
         &self,
         input: &RegisterInput,
         lease: i64,
-        key_id: &str,
-        secret: &str,
-    ) -> Result<Option<NodeId>> {
+        grant: &RegisterGrant,
+    ) -> Result<Option<(NodeId, String, String)>> {
+        let (key_id, secret, _) = self.node_credential(grant, None).await?;
+        let (key_id, secret) = (key_id.as_str(), secret.as_str());
+        let held = self.cfg.nodes.require_approval;
         let nodes = self.store.nodes();
         let id = NodeId::generate();
         let mut block = nodes.ip_blocks_taken().await? as u32;
@@ -259,13 +265,14 @@ impl Domain {
                 capacity: input.capacity,
                 images: input.images.clone(),
                 agent_version: input.agent_version.clone(),
-                cordoned: false,
+                cordoned: held,
                 draining: false,
                 registered_ms: now_ms(),
                 lease_id: lease,
                 credential_key_id: key_id.to_string(),
                 ip_block: block,
                 metrics_endpoint: input.metrics_endpoint.clone(),
+                pending_approval: held,
             };
             let mut tx = Tx::new();
             nodes.stage_create(
@@ -291,12 +298,28 @@ impl Domain {
                     created_ms: now_ms(),
                 },
             )?;
+            if let RegisterGrant::Token(t) = grant {
+                self.store.enrolment_tokens().stage_consume(&mut tx, t);
+            }
             if let Some(rev) = self.store.commit(tx).await? {
                 self.nodes.note_node(node, rev);
-                return Ok(Some(id));
+                return Ok(Some((id, key_id.to_string(), secret.to_string())));
             }
             if nodes.host_taken(&input.host_id).await? {
-                return Ok(None); // same host registered concurrently: renew instead
+                return Ok(None); // same host registered concurrently: decide again
+            }
+            if let RegisterGrant::Token(t) = grant {
+                if self
+                    .store
+                    .enrolment_tokens()
+                    .get(&t.value.token_id)
+                    .await?
+                    .as_ref()
+                    .map(|c| c.mod_revision)
+                    != Some(t.mod_revision)
+                {
+                    return Ok(None); // the token was used meanwhile: decide again
+                }
             }
             block += 1;
         }
@@ -307,15 +330,18 @@ impl Domain {
         id: &NodeId,
         input: &RegisterInput,
         lease: i64,
-        key_id: &str,
-        secret: &str,
-    ) -> Result<Option<NodeId>> {
+        grant: &RegisterGrant,
+    ) -> Result<Option<(NodeId, String, String)>> {
         let nodes = self.store.nodes();
         let cur = nodes
             .get(id)
             .await?
             .ok_or_else(|| Error::Internal(format!("host index points at missing node {id}")))?;
         let old = cur.value.clone();
+        let (key_id, secret, rotated) = self
+            .node_credential(grant, Some(&old.credential_key_id))
+            .await?;
+        let (key_id, secret) = (key_id.as_str(), secret.as_str());
         if old.availability_zone != input.availability_zone {
             let alloc = nodes.alloc(id).await?;
             if alloc.is_some_and(|a| a.value.instances > 0) {
@@ -346,24 +372,31 @@ impl Domain {
             },
             lease,
         )?;
-        access_keys.stage_put(
-            &mut tx,
-            &AccessKey {
-                key_id: key_id.to_string(),
-                secret: secret.to_string(),
-                principal: Principal::Node { node: id.clone() },
-                created_ms: now_ms(),
-            },
-        )?;
-        access_keys.stage_delete(&mut tx, &old.credential_key_id);
+        if rotated {
+            access_keys.stage_put(
+                &mut tx,
+                &AccessKey {
+                    key_id: key_id.to_string(),
+                    secret: secret.to_string(),
+                    principal: Principal::Node { node: id.clone() },
+                    created_ms: now_ms(),
+                },
+            )?;
+            access_keys.stage_delete(&mut tx, &old.credential_key_id);
+        }
+        if let RegisterGrant::Token(t) = grant {
+            self.store.enrolment_tokens().stage_consume(&mut tx, t);
+        }
         match self.store.commit(tx).await? {
             Some(rev) => {
                 self.nodes.note_node(node, rev);
-                self.creds.forget(&old.credential_key_id);
+                if rotated {
+                    self.creds.forget(&old.credential_key_id);
+                }
                 if old.lease_id != lease {
                     let _ = self.store.revoke_lease(old.lease_id).await;
                 }
-                Ok(Some(id.clone()))
+                Ok(Some((id.clone(), key_id.to_string(), secret.to_string())))
             }
             None => Ok(None),
         }
@@ -405,6 +438,9 @@ impl Domain {
         }
         let images_changed = !input.images.is_empty() && input.images != view.images;
         let cap_changed = input.capacity.vcpus > 0 && input.capacity != view.capacity;
+        if cap_changed {
+            self.check_node_capacity(&input.capacity)?;
+        }
         if images_changed || cap_changed {
             for _ in 0..16 {
                 let cur = self.node_record(&id).await?;
@@ -632,6 +668,12 @@ impl Domain {
         let nodes = self.store.nodes();
         for _ in 0..16 {
             let cur = self.node_record(&id).await?;
+            if cur.value.pending_approval && !cordoned {
+                return Err(Error::incorrect_state(
+                    "IncorrectNodeState",
+                    format!("node {id} is waiting for approval: approve it (ApproveNode)"),
+                ));
+            }
             let mut n = cur.value.clone();
             n.cordoned = cordoned;
             n.draining = draining;

@@ -329,6 +329,7 @@ mod tests {
                 credential_key_id: "k".into(),
                 ip_block: 0,
                 metrics_endpoint: String::new(),
+                pending_approval: false,
             },
             alloc: NodeAlloc::default(),
             alloc_rev: 0,

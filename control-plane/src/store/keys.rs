@@ -88,6 +88,15 @@ impl Keys {
         format!("{}/access-keys/{}", self.p, hex::encode(key_id))
     }
 
+    /// `enrolment-tokens/<token id>`: a one-time per-host enrolment token.
+    pub fn enrolment_token(&self, token_id: &str) -> String {
+        format!("{}/enrolment-tokens/{}", self.p, hex::encode(token_id))
+    }
+    /// All enrolment tokens.
+    pub fn enrolment_tokens(&self) -> String {
+        format!("{}/enrolment-tokens/", self.p)
+    }
+
     /// `images/<ami>`.
     pub fn image(&self, id: &crate::ids::ImageId) -> String {
         format!("{}/images/{id}", self.p)

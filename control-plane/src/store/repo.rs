@@ -17,8 +17,8 @@ use super::{Page, Record, Store, Tx, Versioned, MAX_PAGE};
 use crate::domain::ipam::{AddressClaim, Subnet};
 use crate::domain::liveness::LostConfirmation;
 use crate::domain::model::{
-    AccessKey, Account, Assignment, ClientTokenRecord, ConsoleRecord, ConsoleRequest, Image,
-    Instance, KeyPair, Node, NodeAlive, NodeAlloc,
+    AccessKey, Account, Assignment, ClientTokenRecord, ConsoleRecord, ConsoleRequest,
+    EnrolmentTokenRecord, Image, Instance, KeyPair, Node, NodeAlive, NodeAlloc,
 };
 use crate::domain::reservations::PendingReservation;
 use crate::error::{Error, Result};
@@ -420,6 +420,10 @@ impl Store {
     pub fn access_keys(&self) -> AccessKeys<'_> {
         AccessKeys(self)
     }
+    /// One-time enrolment tokens.
+    pub fn enrolment_tokens(&self) -> EnrolmentTokens<'_> {
+        EnrolmentTokens(self)
+    }
     /// IPAM: subnets (`ipam/subnets`) and address claims (`ipam/addrs`).
     pub fn ipam(&self) -> Ipam<'_> {
         Ipam(self)
@@ -766,6 +770,36 @@ impl<'a> AccessKeys<'a> {
     /// Stages the removal of an access key.
     pub fn stage_delete(&self, tx: &mut Tx, key_id: &str) {
         tx.delete(&self.key(key_id));
+    }
+}
+
+/// One-time per-host enrolment tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct EnrolmentTokens<'a>(&'a Store);
+
+impl<'a> EnrolmentTokens<'a> {
+    /// The key of a token.
+    pub fn key(&self, token_id: &str) -> String {
+        self.0.keys().enrolment_token(token_id)
+    }
+    /// Reads a token.
+    pub async fn get(&self, token_id: &str) -> Result<Option<Versioned<EnrolmentTokenRecord>>> {
+        self.0.repo().get(&self.key(token_id)).await
+    }
+    /// Stages a new token (its id must be free).
+    pub fn stage_create(&self, tx: &mut Tx, rec: &EnrolmentTokenRecord) -> Result<()> {
+        tx.create(&self.key(&rec.token_id), rec)?;
+        Ok(())
+    }
+    /// Stages the consumption of a token: deleted only if unchanged since
+    /// read, so two registrations with one token cannot both commit.
+    pub fn stage_consume(&self, tx: &mut Tx, cur: &Versioned<EnrolmentTokenRecord>) {
+        let key = self.key(&cur.value.token_id);
+        tx.delete_if_unchanged(&key, cur);
+    }
+    /// Every token, page by page.
+    pub fn all(&self) -> Pages<'a, EnrolmentTokenRecord> {
+        self.0.repo().pages(self.0.keys().enrolment_tokens())
     }
 }
 

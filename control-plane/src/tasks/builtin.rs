@@ -10,7 +10,8 @@
 //!   terminated instances are deleted `gc_terminated_after_seconds` after
 //!   termination ([`Domain::collect_terminated`]);
 //! - `client-token-gc` (every 60 s): ClientToken records a day old whose
-//!   instances are all gone ([`Domain::collect_client_tokens`]);
+//!   instances are all gone ([`Domain::collect_client_tokens`]), and expired
+//!   node enrolment tokens ([`Domain::collect_enrolment_tokens`]);
 //! - `event-gc` (every 60 s): lifecycle events older than
 //!   `events.retention_days` are deleted ([`Domain::collect_expired_events`]);
 //! - `billing-export` (every 60 s, [`super::billing`]): the hourly usage CSV.
@@ -182,7 +183,10 @@ impl Task for ClientTokenGc {
         Box::pin(async move {
             let live = self.0.live_reservations().await?;
             let n = self.0.collect_client_tokens(&live, now_ms()).await?;
-            Ok(format!("deleted {n} ClientToken records"))
+            let e = self.0.collect_enrolment_tokens().await?;
+            Ok(format!(
+                "deleted {n} ClientToken records, {e} expired enrolment tokens"
+            ))
         })
     }
 }
