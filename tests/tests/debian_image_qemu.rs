@@ -3,9 +3,9 @@
 //! bridge (tests/src/frame_bridge.rs) to a TAP in a private network namespace, with
 //! Nubis's metadata responder (nubis-imds, the code nubis-vmm runs on an instance's
 //! virtio-net) answering 169.254.169.254 on the way. Checks that cloud-init reads its
-//! instance from the metadata service (IMDSv2), installs the key pair's public key,
-//! runs the user-data shell script (a marker on the console), and that `ssh` with
-//! the private key logs in.
+//! instance from the metadata service (IMDSv2), installs the public key of a key
+//! pair made by Nubis's own CreateKeyPair code, runs the user-data shell script (a
+//! marker on the console), and that `ssh` with the private key logs in.
 //!
 //! TCG, not KVM: on this project's PVM development hosts Linux user space does not
 //! run under KVM (shared notes/environment.md). On hosts with hardware KVM the same
@@ -80,17 +80,38 @@ fn manifest(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&raw).expect("manifest.json is JSON")
 }
 
-/// `ssh-keygen -t ed25519`: the private key file and the public key line.
-fn key_pair(dir: &Path) -> (PathBuf, String) {
+/// A key pair as Nubis's CreateKeyPair makes it (ed25519, control-plane
+/// domain code): the private key file (mode 0600, as ssh requires) and the public
+/// key line.
+fn nubis_key_pair(dir: &Path) -> (PathBuf, String) {
+    let (public, private, _fingerprint) =
+        nubis_control_plane::domain::keypairs::generate_ed25519("debian-test");
+    let key = dir.join("nubis-key.pem");
+    std::fs::write(&key, private).expect("write private key");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod private key");
+    (key, public.trim().to_owned())
+}
+
+/// `ssh-keygen -t ed25519` (a key the guest does not know).
+fn other_key(dir: &Path) -> PathBuf {
     let key = dir.join("id_ed25519");
     let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "nubis-test", "-f"])
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "not-the-instance-key",
+            "-f",
+        ])
         .arg(&key)
         .output()
         .expect("run ssh-keygen");
     assert!(out.status.success(), "{out:?}");
-    let public = std::fs::read_to_string(key.with_extension("pub")).expect("read public key");
-    (key, public.trim().to_owned())
+    key
 }
 
 /// One `ssh` login attempt from inside `ns`; stdout on success.
@@ -167,7 +188,7 @@ fn debian_image_configures_itself_from_imds_and_accepts_ssh() {
     };
     let m = manifest(&image);
     let scratch = tempfile::tempdir().expect("tempdir");
-    let (key, public) = key_pair(scratch.path());
+    let (key, public) = nubis_key_pair(scratch.path());
     // The user-data script: cloud-init runs it once, in its final stage.
     let user_data = format!(
         "#!/bin/sh\necho \"{MARKER} $(cat /var/lib/cloud/data/instance-id) uid=$(id -u)\" > /dev/console\n"
@@ -249,9 +270,7 @@ fn debian_image_configures_itself_from_imds_and_accepts_ssh() {
     assert!(out.contains("NUBIS-SUDO-OK"), "{out}");
     assert!(out.contains("status: done"), "{out}\n{}", guest.report());
     // A key that is not the instance's key pair is refused.
-    let other_dir = scratch.path().join("other");
-    std::fs::create_dir(&other_dir).expect("mkdir");
-    let (other, _) = key_pair(&other_dir);
+    let other = other_key(scratch.path());
     assert!(ssh(&ns, &other, "true").is_err(), "a foreign key logged in");
     eprintln!(
         "debian under TCG: user-data marker after {to_marker:?}, ssh login after {to_ssh:?}; bridge {:?}",
