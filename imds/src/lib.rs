@@ -19,5 +19,5 @@ mod metadata;
 mod responder;
 
 pub use http::{handle_http, parse_request, ParseError, Request, Response, TokenStore};
-pub use metadata::{HttpTokens, InstanceMetadata, MetadataOptions, PublicKey};
+pub use metadata::{HttpTokens, ImdsConfig, InstanceMetadata, MetadataOptions, PublicKey};
 pub use responder::{Responder, METADATA_IPV4, METADATA_IPV6, RESPONDER_MAC};

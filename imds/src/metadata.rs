@@ -102,6 +102,15 @@ impl MetadataOptions {
     }
 }
 
+/// What the node agent hands a VMM (a JSON file, rewritten and reloaded to
+/// change it at run time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImdsConfig {
+    pub metadata: InstanceMetadata,
+    #[serde(default)]
+    pub options: MetadataOptions,
+}
+
 mod base64_opt {
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine;

@@ -117,6 +117,11 @@ pub struct VmConfig {
     /// (see [`crate::exit_status`]).
     #[serde(default)]
     pub exit_status_file: Option<PathBuf>,
+    /// Instance metadata (JSON `nubis_imds::ImdsConfig`) served at
+    /// 169.254.169.254 on the first network device; reread on the API's
+    /// `reload_metadata` (see docs/imds.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_file: Option<PathBuf>,
 }
 
 fn default_vcpus() -> u8 {
@@ -145,7 +150,7 @@ pub struct Cli {
     /// flag but --exit-status-file.
     #[arg(long, value_name = "FILE", conflicts_with_all = [
         "kernel", "initrd", "cmdline", "vcpus", "memory_mib", "disk", "net",
-        "serial", "serial_max_bytes", "api_socket"
+        "serial", "serial_max_bytes", "api_socket", "metadata_file"
     ])]
     pub config: Option<PathBuf>,
     /// Guest kernel: ELF vmlinux (PVH entry preferred, else the 64-bit Linux
@@ -191,6 +196,11 @@ pub struct Cli {
     /// --config, whose exit_status_file it overrides.
     #[arg(long = "exit-status-file", value_name = "PATH")]
     pub exit_status_file: Option<PathBuf>,
+    /// Instance metadata JSON ({"metadata":{..},"options":{..}}, see
+    /// docs/imds.md) served at 169.254.169.254 on the first --net device;
+    /// reread on the API's reload_metadata.
+    #[arg(long = "metadata-file", value_name = "PATH")]
+    pub metadata_file: Option<PathBuf>,
 }
 
 impl Cli {
@@ -230,6 +240,7 @@ impl Cli {
                 serial_max_bytes: self.serial_max_bytes,
                 api_socket: self.api_socket,
                 exit_status_file: self.exit_status_file,
+                metadata_file: self.metadata_file,
             },
         };
         config.validate()?;
@@ -307,6 +318,26 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
         *byte = u8::from_str_radix(part, 16).ok()?;
     }
     parts.next().is_none().then_some(mac)
+}
+
+/// Reads and checks an instance metadata file (`--metadata-file`).
+pub fn load_metadata(path: &Path) -> Result<nubis_imds::ImdsConfig> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let config: nubis_imds::ImdsConfig =
+        serde_json::from_str(&text).map_err(|source| Error::ConfigParse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let hop = config.options.http_put_response_hop_limit;
+    if !(1..=64).contains(&hop) {
+        return Err(Error::Config(format!(
+            "metadata hop limit {hop} outside 1..=64"
+        )));
+    }
+    Ok(config)
 }
 
 impl VmConfig {
@@ -391,6 +422,14 @@ impl VmConfig {
                     "exit status file {} is not a file path",
                     p.display()
                 ));
+            }
+        }
+        if let Some(p) = &self.metadata_file {
+            if self.nets.is_empty() {
+                return bad("metadata_file needs a network device".into());
+            }
+            if p.as_os_str().is_empty() {
+                return bad("metadata file path is empty".into());
             }
         }
         if let Some(p) = &self.api_socket {

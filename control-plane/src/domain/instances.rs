@@ -76,6 +76,8 @@ pub struct RunInstancesInput {
     pub key_name: Option<String>,
     /// Idempotency token.
     pub client_token: Option<String>,
+    /// `MetadataOptions`.
+    pub metadata_options: crate::domain::metadata::MetadataOptionsInput,
 }
 
 /// Describe parameters.
@@ -145,6 +147,7 @@ impl Domain {
             network: network.clone(),
             cmdline_extra: format!("nubis.id={}", inst.id),
             ssh_public_key: ssh,
+            metadata: Some(self.assignment_metadata(inst)),
         }
     }
 

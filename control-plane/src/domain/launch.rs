@@ -60,6 +60,7 @@ pub(super) struct Launch {
     pub(super) ssh: String,
     pub(super) user_data_b64: String,
     pub(super) now: i64,
+    pub(super) metadata_options: super::model::MetadataOptions,
 }
 
 /// Instances placed on claimed nodes, written into a transaction.
@@ -158,6 +159,10 @@ impl Domain {
         if let Some(k) = &input.key_name {
             validation::key_name(k)?;
         }
+        let metadata_options = super::metadata::apply_options(
+            super::model::MetadataOptions::default(),
+            &input.metadata_options,
+        )?;
         let hash = request_hash(&input);
         let launched = async {
             let image = self.visible_image(&account, &image_id).await?;
@@ -183,6 +188,7 @@ impl Domain {
                 ssh,
                 user_data_b64: b64(&input.user_data),
                 now: now_ms(),
+                metadata_options,
             };
             if input.max_count <= BATCH {
                 self.launch_one_txn(&l, &input, &hash).await
@@ -382,6 +388,7 @@ impl Domain {
                 observed: None,
                 terminated_ms: None,
                 event_seq: 0,
+                metadata_options: l.metadata_options,
             };
             let a = self.assignment_of(&inst, &network, l.user_data_b64.clone(), l.ssh.clone());
             self.store.instances().stage_put(tx, &inst)?;

@@ -29,6 +29,7 @@ pub mod keypairs;
 pub mod launch;
 pub mod lifecycle;
 pub mod liveness;
+pub mod metadata;
 pub mod model;
 pub mod network;
 pub mod nodecache;

@@ -96,6 +96,9 @@ pub struct PendingReservation {
     /// Why a rollback started.
     #[serde(default)]
     pub shortfall: String,
+    /// Request: metadata options (validated).
+    #[serde(default)]
+    pub metadata_options: crate::domain::model::MetadataOptions,
 }
 
 impl crate::store::Record for PendingReservation {
@@ -160,6 +163,7 @@ impl Domain {
             created_ms: l.now,
             instance_ids: Vec::new(),
             shortfall: String::new(),
+            metadata_options: l.metadata_options,
         };
         let mut tx = Tx::new();
         self.store
@@ -286,6 +290,7 @@ impl Domain {
             ssh,
             user_data_b64: b64(&ud),
             now: now_ms(),
+            metadata_options: rec.metadata_options,
         }))
     }
 
@@ -588,6 +593,7 @@ mod tests {
             created_ms: 0,
             instance_ids: (0..placed).map(|_| InstanceId::generate()).collect(),
             shortfall: String::new(),
+            metadata_options: Default::default(),
         }
     }
 
