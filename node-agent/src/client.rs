@@ -135,6 +135,10 @@ pub fn desired_from_assignment(a: &pb::Assignment) -> Result<DesiredInstance> {
         gateway,
         mac: net.map(|n| n.mac.clone()).filter(|m| !m.is_empty()),
         image_manifest_sha256: Some(s.image_manifest_sha256.clone()).filter(|h| !h.is_empty()),
+        metadata: s
+            .metadata
+            .as_ref()
+            .map(|m| metadata_in(&a.instance_id, s, m)),
     };
     spec.validate()?;
     Ok(DesiredInstance {
@@ -179,6 +183,64 @@ fn save_credential(path: &std::path::Path, c: &SavedCredential) -> Result<()> {
     f.write_all(&text).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("renaming to {}", path.display()), e))
+}
+
+/// The metadata service's configuration from an assignment (address and MAC
+/// are filled in at launch, from the instance's network).
+fn metadata_in(id: &str, s: &pb::InstanceSpec, m: &pb::InstanceMetadata) -> nubis_imds::ImdsConfig {
+    let o = m.options.clone().unwrap_or_default();
+    let launch = time::OffsetDateTime::from_unix_timestamp_nanos(
+        i128::from(m.launch_time_unix_ms) * 1_000_000,
+    )
+    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    .replace_nanosecond(0)
+    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let launch_time = launch
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let mut tags: Vec<(String, String)> =
+        m.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    tags.sort();
+    nubis_imds::ImdsConfig {
+        metadata: nubis_imds::InstanceMetadata {
+            instance_id: id.to_string(),
+            account_id: m.account_id.clone(),
+            ami_id: m.image_id.clone(),
+            instance_type: s.instance_type.clone(),
+            hostname: String::new(),
+            local_ipv4: String::new(),
+            public_ipv4: Some(m.public_ipv4.clone()).filter(|p| !p.is_empty()),
+            mac: String::new(),
+            availability_zone: m.availability_zone.clone(),
+            region: m.region.clone(),
+            security_groups: m.security_groups.clone(),
+            launch_time,
+            user_data: Some(s.user_data.clone()).filter(|u| !u.is_empty()),
+            public_keys: (!s.ssh_public_key.is_empty())
+                .then(|| nubis_imds::PublicKey {
+                    name: m.key_name.clone(),
+                    openssh: s.ssh_public_key.clone(),
+                })
+                .into_iter()
+                .collect(),
+            architecture: "x86_64".into(),
+            tags,
+        },
+        options: nubis_imds::MetadataOptions {
+            http_tokens: if o.http_tokens_required {
+                nubis_imds::HttpTokens::Required
+            } else {
+                nubis_imds::HttpTokens::Optional
+            },
+            http_put_response_hop_limit: u8::try_from(o.http_put_response_hop_limit)
+                .ok()
+                .filter(|h| (1..=64).contains(h))
+                .unwrap_or(1),
+            http_endpoint_enabled: !o.http_endpoint_disabled,
+            http_protocol_ipv6_enabled: o.http_protocol_ipv6_enabled,
+            instance_metadata_tags: o.instance_metadata_tags_enabled,
+        },
+    }
 }
 
 fn rpc(rpc: &'static str) -> impl Fn(tonic::Status) -> Error {

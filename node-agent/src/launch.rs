@@ -7,12 +7,13 @@ use crate::config::Addressing;
 use crate::context::HostContext;
 use crate::error::Error;
 use crate::host::cgroup::Cgroups;
-use crate::host::vmm_process::{VmmLaunch, VmmProcess};
+use crate::host::vmm_process::{VmmApi, VmmLaunch, VmmProcess};
 use crate::host::{disk, image, tap};
-use crate::layout::{off_runtime, write_json, InstanceDir};
+use crate::layout::{off_runtime, write_json, InstanceDir, NetAlloc};
 use crate::runtime::{ReasonCode, StateReason};
 use crate::timeline::Timeline;
 use crate::types::InstanceSpec;
+use nubis_imds::ImdsConfig;
 
 fn reason(code: ReasonCode, e: impl std::fmt::Display) -> StateReason {
     StateReason::new(code, e.to_string())
@@ -201,6 +202,15 @@ pub async fn prepare_timed(
         cmdline.push(' ');
         cmdline.push_str(&spec.cmdline_extra);
     }
+    let metadata = match metadata_of(spec, &net) {
+        Some(md) => {
+            let path = dir.metadata();
+            off_runtime(move || write_json(&path, &md)).map_err(internal)?;
+            Some(dir.metadata())
+        }
+        None => None,
+    };
+    tl.mark("metadata");
     Ok(VmmLaunch {
         binary: ctx.config.vmm_binary.clone(),
         kernel: img.kernel,
@@ -215,7 +225,47 @@ pub async fn prepare_timed(
         api_socket: dir.api_socket(),
         stdout: dir.stdout(),
         stderr: dir.stderr(),
+        metadata,
     })
+}
+
+/// What the instance's metadata service serves: the control plane's data
+/// with the instance's own address and MAC.
+pub fn metadata_of(spec: &InstanceSpec, net: &NetAlloc) -> Option<ImdsConfig> {
+    let mut md = spec.metadata.clone()?;
+    let m = &mut md.metadata;
+    m.instance_id = spec.id.to_string();
+    m.local_ipv4 = net.ip.to_string();
+    m.mac = net.mac.to_ascii_lowercase();
+    if m.hostname.is_empty() {
+        let dashed = net.ip.to_string().replace('.', "-");
+        m.hostname = format!("ip-{dashed}.{}.compute.internal", m.region);
+    }
+    Some(md)
+}
+
+/// Brings a running instance's metadata service up to date with `spec`
+/// (ModifyInstanceMetadataOptions, or an agent restarted meanwhile):
+/// rewrites `metadata.json` when it differs and has the VMM reread it.
+/// Idempotent; a no-op when nothing changed.
+pub async fn sync_metadata(spec: &InstanceSpec, dir: &InstanceDir) -> Result<bool, Error> {
+    let Some(net) = crate::layout::read_json::<NetAlloc>(&dir.net())? else {
+        return Ok(false);
+    };
+    let Some(want) = metadata_of(spec, &net) else {
+        return Ok(false);
+    };
+    let path = dir.metadata();
+    let have = crate::layout::read_json::<ImdsConfig>(&path).ok().flatten();
+    if have.as_ref() == Some(&want) {
+        return Ok(false);
+    }
+    let p = path.clone();
+    off_runtime(move || write_json(&p, &want))?;
+    VmmApi::new(dir.api_socket())
+        .call(nubis_vmm_api::Action::ReloadMetadata)
+        .await?;
+    Ok(true)
 }
 
 /// Spawns the VMM into the instance's cgroup and records it in `vmm.json`.

@@ -276,6 +276,10 @@ impl InstanceDir {
     pub fn net(&self) -> PathBuf {
         self.path.join("net.json")
     }
+    /// `metadata.json`: what the VMM's metadata service serves.
+    pub fn metadata(&self) -> PathBuf {
+        self.path.join("metadata.json")
+    }
     /// `state.json`.
     pub fn state(&self) -> PathBuf {
         self.path.join("state.json")

@@ -94,7 +94,12 @@ pub struct Agent {
     wake: Notify,
     /// When host resources were last swept for orphans (`None`: due now).
     last_sweep: Mutex<Option<std::time::Instant>>,
+    /// The metadata each running VMM (by its start time) was last brought
+    /// up to date with (see [`crate::launch::sync_metadata`]).
+    metadata_synced: Arc<Mutex<MetadataSynced>>,
 }
+
+type MetadataSynced = BTreeMap<InstanceId, (Option<u64>, nubis_imds::ImdsConfig)>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -132,6 +137,7 @@ impl Agent {
             desired: Mutex::new(DesiredSet::default()),
             wake: Notify::new(),
             last_sweep: Mutex::new(None),
+            metadata_synced: Arc::new(Mutex::new(BTreeMap::new())),
         });
         Ok((agent, rx))
     }
@@ -365,6 +371,8 @@ impl Agent {
             Desired::Running => {
                 if newer || r.state == State::Absent {
                     h.send(Request::Start, gen, false);
+                } else if r.state == State::Running {
+                    self.sync_metadata(id, &d.spec, r.started_unix_ms);
                 }
             }
             Desired::Rebooting => {
@@ -379,6 +387,35 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Brings a running VMM's metadata service up to date with `spec` when
+    /// it changed (ModifyInstanceMetadataOptions) or the VMM is new to this
+    /// agent (restart, re-adoption); in the background, retried on failure.
+    fn sync_metadata(&self, id: &InstanceId, spec: &InstanceSpec, started: Option<u64>) {
+        let Some(want) = spec.metadata.clone() else {
+            return;
+        };
+        let synced = self.metadata_synced.clone();
+        {
+            let mut m = lock(&synced);
+            if m.get(id) == Some(&(started, want.clone())) {
+                return;
+            }
+            m.insert(id.clone(), (started, want));
+        }
+        let (id, spec) = (id.clone(), spec.clone());
+        let dir = self.ctx.layout.instance(&id);
+        tokio::spawn(async move {
+            match crate::launch::sync_metadata(&spec, &dir).await {
+                Ok(true) => tracing::info!(instance = %id, "instance metadata updated"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(instance = %id, error = %e, "cannot update instance metadata");
+                    lock(&synced).remove(&id);
+                }
+            }
+        });
     }
 
     /// Removes TAPs and cgroups that belong to no known instance.

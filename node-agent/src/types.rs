@@ -139,6 +139,12 @@ pub struct InstanceSpec {
     /// When set, the image's manifest.json must have this sha256.
     #[serde(default)]
     pub image_manifest_sha256: Option<String>,
+    /// What the instance metadata service serves (its address and MAC are
+    /// filled in from the instance's network at launch); `None`: no service.
+    /// Unlike the rest of the spec it may change while the instance runs
+    /// (ModifyInstanceMetadataOptions): see [`crate::launch::sync_metadata`].
+    #[serde(default)]
+    pub metadata: Option<nubis_imds::ImdsConfig>,
 }
 
 impl InstanceSpec {
@@ -326,6 +332,7 @@ mod tests {
             gateway: None,
             mac: None,
             image_manifest_sha256: None,
+            metadata: None,
         };
         assert!(s.validate().is_ok());
         s.vcpus = 0;
@@ -350,6 +357,7 @@ mod tests {
             gateway: gw.map(|s| s.parse().unwrap()),
             mac: None,
             image_manifest_sha256: None,
+            metadata: None,
         }
     }
 

@@ -4,5 +4,7 @@
 //! nubis-testsupport.
 
 pub mod cluster;
+pub mod frame_bridge;
+pub mod qemu_guest;
 
 pub use nubis_testsupport::{image_dir, prerequisite, require_prereqs, workspace_root};

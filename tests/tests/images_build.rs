@@ -247,7 +247,7 @@ fn a_folder_without_build_image_sh_is_not_an_image() {
 #[test]
 fn built_images_are_up_to_date() {
     let dir = nubis_tests::image_dir();
-    let built = ["linux", "hello"]
+    let built = ["linux", "hello", "debian"]
         .into_iter()
         .filter(|n| dir.join(n).join("manifest.json").is_file())
         .collect::<Vec<_>>();

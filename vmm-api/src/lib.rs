@@ -77,6 +77,8 @@ pub enum Action {
     Stop,
     /// Report counters.
     Metrics,
+    /// Reread the instance metadata file and serve it (options included).
+    ReloadMetadata,
 }
 
 impl Action {
@@ -89,6 +91,7 @@ impl Action {
             Action::CtrlAltDel => "ctrl_alt_del",
             Action::Stop => "stop",
             Action::Metrics => "metrics",
+            Action::ReloadMetadata => "reload_metadata",
         }
     }
 }
@@ -269,6 +272,7 @@ mod tests {
             Action::CtrlAltDel,
             Action::Stop,
             Action::Metrics,
+            Action::ReloadMetadata,
         ] {
             let wire = serde_json::to_string(&Request { op: a }).expect("encode");
             assert_eq!(wire, format!("{{\"op\":\"{}\"}}", a.as_str()));

@@ -16,6 +16,7 @@ use crate::boot::{self, layout, regs};
 use crate::config::{SerialOutput, VmConfig};
 use crate::devices::i8042::{self, I8042};
 use crate::devices::serial::{self, CappedFile, SerialDevice, SerialOut};
+use crate::devices::virtio::net::{MetadataHandle, MetadataPort};
 use crate::devices::virtio::{self, VirtioDevice, VirtioMmioDevice};
 use crate::devices::{IrqLine, SharedDevice};
 use crate::error::{Error, Result};
@@ -36,9 +37,18 @@ fn device_err(device: String) -> impl FnOnce(virtio::Error) -> Error {
     move |source| Error::Device { device, source }
 }
 
-/// The virtio back-ends, in guest order: disks, network devices, one RNG.
-fn virtio_backends(config: &VmConfig) -> Result<Vec<(&'static str, Box<dyn VirtioDevice + Send>)>> {
-    let mut out: Vec<(&'static str, Box<dyn VirtioDevice + Send>)> = Vec::new();
+type Backends = Vec<(&'static str, Box<dyn VirtioDevice + Send>)>;
+
+/// The virtio back-ends, in guest order: disks, network devices, one RNG;
+/// and the handle of the metadata service when one is configured (on the
+/// first network device).
+fn virtio_backends(config: &VmConfig) -> Result<(Backends, Option<MetadataHandle>)> {
+    let mut out: Backends = Vec::new();
+    let mut metadata = match &config.metadata_file {
+        Some(path) => Some(crate::config::load_metadata(path)?),
+        None => None,
+    };
+    let mut handle = None;
     for (i, disk) in config.disks.iter().enumerate() {
         let name = || format!("disk{i} ({})", disk.path.display());
         let mut dev = virtio::block::Block::new(&disk.path, disk.read_only, disk.id.clone())
@@ -63,11 +73,17 @@ fn virtio_backends(config: &VmConfig) -> Result<Vec<(&'static str, Box<dyn Virti
         };
         dev.set_rate_limit(&net.rate_limit)
             .map_err(device_err(name()))?;
+        if let Some(md) = metadata.take() {
+            let (port, h) =
+                MetadataPort::new(md, dev.mac()).map_err(|e| Error::host("metadata service", e))?;
+            dev = dev.with_metadata(port);
+            handle = Some(h);
+        }
         out.push(("net", Box::new(dev)));
     }
     let rng = virtio::rng::Rng::new().map_err(device_err("rng".into()))?;
     out.push(("rng", Box::new(rng)));
-    Ok(out)
+    Ok((out, handle))
 }
 
 fn serial_output(config: &VmConfig) -> Result<SerialOut> {
@@ -179,7 +195,7 @@ pub fn build(config: VmConfig) -> Result<Vmm> {
         Some(path) => Some(boot::load_initrd(&mem, path, kernel.end)?),
         None => None,
     };
-    let backends = virtio_backends(&config)?;
+    let (backends, metadata) = virtio_backends(&config)?;
     let extras: Vec<String> = (0..backends.len())
         .map(|i| {
             format!(
@@ -275,5 +291,6 @@ pub fn build(config: VmConfig) -> Result<Vmm> {
         api_evt,
         api,
         signals,
+        metadata,
     })
 }

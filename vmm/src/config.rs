@@ -136,6 +136,11 @@ pub struct VmConfig {
     /// (a jailed VMM has no access to it).
     #[serde(default)]
     pub kvm_fd: Option<i32>,
+    /// Instance metadata (JSON `nubis_imds::ImdsConfig`) served at
+    /// 169.254.169.254 on the first network device; reread on the API's
+    /// `reload_metadata` (see docs/imds.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_file: Option<PathBuf>,
 }
 
 fn default_true() -> bool {
@@ -168,7 +173,7 @@ pub struct Cli {
     /// flag but --exit-status-file.
     #[arg(long, value_name = "FILE", conflicts_with_all = [
         "kernel", "initrd", "cmdline", "vcpus", "memory_mib", "disk", "net",
-        "serial", "serial_max_bytes", "api_socket"
+        "serial", "serial_max_bytes", "api_socket", "metadata_file"
     ])]
     pub config: Option<PathBuf>,
     /// Guest kernel: ELF vmlinux (PVH entry preferred, else the 64-bit Linux
@@ -222,6 +227,11 @@ pub struct Cli {
     /// An inherited, open /dev/kvm file descriptor (given by the agent's jail).
     #[arg(long = "kvm-fd", value_name = "N")]
     pub kvm_fd: Option<i32>,
+    /// Instance metadata JSON ({"metadata":{..},"options":{..}}, see
+    /// docs/imds.md) served at 169.254.169.254 on the first --net device;
+    /// reread on the API's reload_metadata.
+    #[arg(long = "metadata-file", value_name = "PATH")]
+    pub metadata_file: Option<PathBuf>,
 }
 
 impl Cli {
@@ -266,6 +276,7 @@ impl Cli {
                 exit_status_file: self.exit_status_file,
                 seccomp: !self.no_seccomp,
                 kvm_fd: self.kvm_fd,
+                metadata_file: self.metadata_file,
             },
         };
         config.validate()?;
@@ -390,6 +401,26 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(mac)
 }
 
+/// Reads and checks an instance metadata file (`--metadata-file`).
+pub fn load_metadata(path: &Path) -> Result<nubis_imds::ImdsConfig> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let config: nubis_imds::ImdsConfig =
+        serde_json::from_str(&text).map_err(|source| Error::ConfigParse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let hop = config.options.http_put_response_hop_limit;
+    if !(1..=64).contains(&hop) {
+        return Err(Error::Config(format!(
+            "metadata hop limit {hop} outside 1..=64"
+        )));
+    }
+    Ok(config)
+}
+
 impl VmConfig {
     /// Reads and parses a `--config` JSON file (not yet validated).
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -472,6 +503,14 @@ impl VmConfig {
                     "exit status file {} is not a file path",
                     p.display()
                 ));
+            }
+        }
+        if let Some(p) = &self.metadata_file {
+            if self.nets.is_empty() {
+                return bad("metadata_file needs a network device".into());
+            }
+            if p.as_os_str().is_empty() {
+                return bad("metadata file path is empty".into());
             }
         }
         if let Some(p) = &self.api_socket {

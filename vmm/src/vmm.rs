@@ -109,6 +109,8 @@ pub struct Vmm {
     pub api: Option<ApiServer>,
     /// SIGTERM / SIGINT.
     pub signals: SignalFd,
+    /// Updates the metadata service, when one is configured.
+    pub metadata: Option<crate::devices::virtio::net::MetadataHandle>,
 }
 
 /// A back-end fd (a TAP) that reports an error or hang-up stays in that state
@@ -334,11 +336,28 @@ impl Vmm {
                 lock(&self.i8042).inject_ctrl_alt_del();
                 (Ok(empty()), None)
             }
+            VmmAction::ReloadMetadata => (self.reload_metadata(), None),
             VmmAction::Stop => match self.state.next(&Event::Stop(StopReason::Requested)) {
                 Ok(_) => (Ok(empty()), Some(StopReason::Requested)),
                 Err(e) => (Err(e.into()), None),
             },
         }
+    }
+
+    /// Rereads the metadata file and hands it to the running service.
+    fn reload_metadata(&self) -> VmmOutcome {
+        let (Some(handle), Some(path)) = (&self.metadata, &self.config.metadata_file) else {
+            return Err(VmmActionError::BadRequest(
+                "no metadata service configured".into(),
+            ));
+        };
+        let config = crate::config::load_metadata(path)
+            .map_err(|e| VmmActionError::BadRequest(e.to_string()))?;
+        let options = serde_json::to_value(config.options).unwrap_or_default();
+        handle
+            .update(config)
+            .map_err(|e| VmmActionError::Internal(format!("metadata update: {e}")))?;
+        Ok(serde_json::json!({ "options": options }))
     }
 
     fn describe(&self) -> serde_json::Value {

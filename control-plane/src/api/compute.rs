@@ -12,7 +12,8 @@ use crate::domain::filters::Filter;
 use crate::domain::images::RegisterImageInput;
 use crate::domain::instances::{DescribeInput, RunInstancesInput};
 use crate::domain::lifecycle::State;
-use crate::domain::model::{Image, Instance, KeyPair};
+use crate::domain::metadata::{self, MetadataOptionsInput};
+use crate::domain::model::{Image, Instance, KeyPair, MetadataOptions};
 use crate::domain::views::{Reservation, StateChange};
 use crate::domain::{catalogue, Domain};
 use crate::error::Error;
@@ -113,6 +114,35 @@ pub fn instance_out(i: &Instance, operator: bool, region: &str) -> pb::Instance 
         ami_launch_index: i.launch_index,
         owner_id: i.account.to_string(),
         architecture: "x86_64".into(),
+        metadata_options: Some(metadata_options_out(
+            &i.metadata_options,
+            metadata::options_state(i),
+        )),
+    }
+}
+
+/// Proto metadata options.
+pub fn metadata_options_out(o: &MetadataOptions, state: &str) -> pb::InstanceMetadataOptions {
+    pb::InstanceMetadataOptions {
+        state: state.to_string(),
+        http_tokens: metadata::http_tokens(o).into(),
+        http_put_response_hop_limit: u32::from(o.hop_limit),
+        http_endpoint: metadata::enabled(o.endpoint_enabled).into(),
+        http_protocol_ipv6: metadata::enabled(o.ipv6_enabled).into(),
+        instance_metadata_tags: metadata::enabled(o.tags_enabled).into(),
+    }
+}
+
+/// Domain input of requested metadata options (empty / 0 = unset).
+pub fn metadata_options_in(r: Option<pb::InstanceMetadataOptionsRequest>) -> MetadataOptionsInput {
+    let r = r.unwrap_or_default();
+    MetadataOptionsInput {
+        http_tokens: opt(r.http_tokens),
+        http_put_response_hop_limit: (r.http_put_response_hop_limit != 0)
+            .then_some(i64::from(r.http_put_response_hop_limit)),
+        http_endpoint: opt(r.http_endpoint),
+        http_protocol_ipv6: opt(r.http_protocol_ipv6),
+        instance_metadata_tags: opt(r.instance_metadata_tags),
     }
 }
 
@@ -235,6 +265,7 @@ impl pb::compute_server::Compute for ComputeApi {
                     key_name: opt(r.key_name),
                     client_token: opt(r.client_token),
                     options: Default::default(),
+                    metadata_options: metadata_options_in(r.metadata_options),
                 };
                 let res = self.domain().run_instances(&caller, input).await?;
                 Ok(pb::RunInstancesResponse {
@@ -354,6 +385,29 @@ impl pb::compute_server::Compute for ComputeApi {
                     output: out.output,
                 })
             })
+            .await
+    }
+
+    async fn modify_instance_metadata_options(
+        &self,
+        req: Request<pb::ModifyInstanceMetadataOptionsRequest>,
+    ) -> Result<Response<pb::ModifyInstanceMetadataOptionsResponse>, Status> {
+        self.edge
+            .call(
+                req,
+                "ModifyInstanceMetadataOptions",
+                |caller, r| async move {
+                    let input = metadata_options_in(r.options);
+                    let (id, o) = self
+                        .domain()
+                        .modify_instance_metadata_options(&caller, &r.instance_id, &input)
+                        .await?;
+                    Ok(pb::ModifyInstanceMetadataOptionsResponse {
+                        instance_id: id.to_string(),
+                        instance_metadata_options: Some(metadata_options_out(&o, "pending")),
+                    })
+                },
+            )
             .await
     }
 

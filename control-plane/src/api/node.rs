@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 
 use crate::api::Edge;
 use crate::domain::lifecycle::{Desired, Phase};
-use crate::domain::model::{Assignment, NodeImage, Resources, StateReason};
+use crate::domain::model::{Assignment, AssignmentMetadata, NodeImage, Resources, StateReason};
 use crate::domain::nodes::{b64_decode, HeartbeatInput, NodeEvent, RegisterInput, ReportInput};
 use crate::domain::Domain;
 use crate::error::Error;
@@ -97,7 +97,29 @@ pub fn assignment_out(a: &Assignment) -> pb::Assignment {
             cmdline_extra: a.cmdline_extra.clone(),
             ssh_public_key: a.ssh_public_key.clone(),
             instance_type: a.instance_type.clone(),
+            metadata: a.metadata.as_ref().map(|m| metadata_out(a, m)),
         }),
+    }
+}
+
+fn metadata_out(a: &Assignment, m: &AssignmentMetadata) -> pb::InstanceMetadata {
+    pb::InstanceMetadata {
+        account_id: a.account.to_string(),
+        image_id: m.image_id.clone(),
+        key_name: m.key_name.clone(),
+        availability_zone: m.availability_zone.clone(),
+        region: m.region.clone(),
+        launch_time_unix_ms: m.launch_time_ms,
+        options: Some(pb::MetadataOptions {
+            http_tokens_required: m.options.http_tokens_required,
+            http_put_response_hop_limit: u32::from(m.options.hop_limit),
+            http_endpoint_disabled: !m.options.endpoint_enabled,
+            http_protocol_ipv6_enabled: m.options.ipv6_enabled,
+            instance_metadata_tags_enabled: m.options.tags_enabled,
+        }),
+        tags: m.tags.clone().into_iter().collect(),
+        security_groups: Vec::new(),
+        public_ipv4: String::new(),
     }
 }
 

@@ -99,6 +99,8 @@ pub struct RunInstancesInput {
     pub client_token: Option<String>,
     /// Launch options (EC2's defaults when not given).
     pub options: crate::domain::model::LaunchOptions,
+    /// `MetadataOptions`.
+    pub metadata_options: crate::domain::metadata::MetadataOptionsInput,
 }
 
 /// Describe parameters.
@@ -168,6 +170,7 @@ impl Domain {
             network: network.clone(),
             cmdline_extra: format!("nubis.id={}", inst.id),
             ssh_public_key: ssh,
+            metadata: Some(self.assignment_metadata(inst)),
         }
     }
 

@@ -62,6 +62,7 @@ pub(super) struct Launch {
     pub(super) user_data_b64: String,
     pub(super) options: LaunchOptions,
     pub(super) now: i64,
+    pub(super) metadata_options: super::model::MetadataOptions,
 }
 
 /// Instances placed on claimed nodes, written into a transaction.
@@ -167,6 +168,10 @@ impl Domain {
         if let Some(k) = &input.key_name {
             validation::key_name(k)?;
         }
+        let metadata_options = super::metadata::apply_options(
+            super::model::MetadataOptions::default(),
+            &input.metadata_options,
+        )?;
         let hash = request_hash(&input);
         let launched = async {
             let image = self.visible_image(&account, &image_id).await?;
@@ -193,6 +198,7 @@ impl Domain {
                 user_data_b64: b64(&input.user_data),
                 options: input.options.clone(),
                 now: now_ms(),
+                metadata_options,
             };
             if input.max_count <= BATCH {
                 self.launch_one_txn(&l, &input, &hash).await
@@ -396,6 +402,7 @@ impl Domain {
                 terminated_ms: None,
                 event_seq: 0,
                 options: l.options.clone(),
+                metadata_options: l.metadata_options,
             };
             let a = self.assignment_of(&inst, &network, l.user_data_b64.clone(), l.ssh.clone());
             self.store.instances().stage_put(tx, &inst)?;

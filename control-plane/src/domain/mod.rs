@@ -35,6 +35,7 @@ pub mod launch;
 pub mod lifecycle;
 pub mod liveness;
 pub mod metrics;
+pub mod metadata;
 pub mod model;
 pub mod network;
 pub mod nodecache;

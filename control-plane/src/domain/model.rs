@@ -180,6 +180,10 @@ pub struct Instance {
     /// changes (schema 2; absent in older records = EC2's defaults).
     #[serde(default)]
     pub options: LaunchOptions,
+    /// Instance metadata options (absent in records written before the
+    /// metadata service existed = EC2's defaults).
+    #[serde(default)]
+    pub metadata_options: MetadataOptions,
 }
 
 /// The device name the root disk is shown under (`RootDeviceName`).
@@ -237,6 +241,56 @@ impl Default for LaunchOptions {
             source_dest_check: true,
         }
     }
+
+/// EC2 `InstanceMetadataOptions` of an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MetadataOptions {
+    /// `HttpTokens=required` (IMDSv2 only).
+    pub http_tokens_required: bool,
+    /// `HttpPutResponseHopLimit`, 1..=64.
+    pub hop_limit: u8,
+    /// `HttpEndpoint=enabled`.
+    pub endpoint_enabled: bool,
+    /// `HttpProtocolIpv6=enabled`.
+    pub ipv6_enabled: bool,
+    /// `InstanceMetadataTags=enabled`.
+    pub tags_enabled: bool,
+}
+
+impl Default for MetadataOptions {
+    /// EC2's defaults: tokens optional, hop limit 1, endpoint enabled, IPv6
+    /// and tags disabled.
+    fn default() -> Self {
+        Self {
+            http_tokens_required: false,
+            hop_limit: 1,
+            endpoint_enabled: true,
+            ipv6_enabled: false,
+            tags_enabled: false,
+        }
+    }
+}
+
+/// What an assignment tells the node's metadata service beyond the rest of
+/// the assignment (see [`crate::domain::metadata`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AssignmentMetadata {
+    /// `ami-...`.
+    pub image_id: String,
+    /// Key pair name (empty: none).
+    pub key_name: String,
+    /// Zone.
+    pub availability_zone: String,
+    /// Region.
+    pub region: String,
+    /// Launch time.
+    pub launch_time_ms: i64,
+    /// Options.
+    pub options: MetadataOptions,
+    /// Tags (only when `options.tags_enabled`).
+    pub tags: BTreeMap<String, String>,
 }
 
 /// An assignment (`desired/<node>/a/<instance>`): what the node must do.
@@ -270,6 +324,10 @@ pub struct Assignment {
     pub cmdline_extra: String,
     /// OpenSSH public key.
     pub ssh_public_key: String,
+    /// For the node's metadata service (absent in assignments written
+    /// before it existed: no metadata service).
+    #[serde(default)]
+    pub metadata: Option<AssignmentMetadata>,
 }
 
 /// A node record (`n/rec/<node>`).

@@ -149,6 +149,7 @@ impl Domain {
                         na.desired = p.inst.desired;
                         na.generation = p.inst.generation;
                         na.force = p.inst.force;
+                        na.metadata = Some(self.assignment_metadata(&p.inst));
                         assignments.stage_replace(&mut tx, node, &a, &na)?;
                     }
                 }
@@ -291,6 +292,7 @@ impl Domain {
             na.desired = inst.desired;
             na.generation = inst.generation;
             na.force = inst.force;
+            na.metadata = Some(self.assignment_metadata(inst));
             assignments.stage_replace(tx, node, &a, &na)?;
             return Ok(());
         }

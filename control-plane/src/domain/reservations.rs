@@ -102,6 +102,9 @@ pub struct PendingReservation {
     /// the saga during an upgrade launches the rest with default options.
     #[serde(default)]
     pub options: crate::domain::model::LaunchOptions,
+    /// Request: metadata options (validated).
+    #[serde(default)]
+    pub metadata_options: crate::domain::model::MetadataOptions,
 }
 
 impl crate::store::Record for PendingReservation {
@@ -167,6 +170,7 @@ impl Domain {
             instance_ids: Vec::new(),
             shortfall: String::new(),
             options: l.options.clone(),
+            metadata_options: l.metadata_options,
         };
         let mut tx = Tx::new();
         self.store
@@ -294,6 +298,7 @@ impl Domain {
             user_data_b64: b64(&ud),
             options: rec.options.clone(),
             now: now_ms(),
+            metadata_options: rec.metadata_options,
         }))
     }
 
@@ -597,6 +602,7 @@ mod tests {
             instance_ids: (0..placed).map(|_| InstanceId::generate()).collect(),
             shortfall: String::new(),
             options: Default::default(),
+            metadata_options: Default::default(),
         }
     }
 

@@ -6,6 +6,7 @@
 //! ranges, lengths, base64) and the allowed filter names. Semantic checks
 //! (does the image exist, is there capacity) belong to the domain layer.
 
+use crate::domain::metadata::MetadataOptionsInput;
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
@@ -38,6 +39,7 @@ pub enum Request {
     RebootInstances(InstanceIds),
     TerminateInstances(InstanceIds),
     GetConsoleOutput(GetConsoleOutput),
+    ModifyInstanceMetadataOptions(ModifyInstanceMetadataOptions),
     DescribeInstanceStatus(DescribeInstanceStatus),
     DescribeAvailabilityZones(DescribeNamed),
     DescribeRegions(DescribeNamed),
@@ -92,6 +94,15 @@ pub struct RunInstances {
     pub client_token: Option<String>,
     /// Every other parameter group (see [`super::run_options`]).
     pub options: crate::domain::model::LaunchOptions,
+    pub metadata_options: MetadataOptionsInput,
+    pub dry_run: bool,
+}
+
+/// `ModifyInstanceMetadataOptions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModifyInstanceMetadataOptions {
+    pub instance_id: String,
+    pub options: MetadataOptionsInput,
     pub dry_run: bool,
 }
 
@@ -259,6 +270,7 @@ impl Request {
             Request::RebootInstances(_) => "RebootInstances",
             Request::TerminateInstances(_) => "TerminateInstances",
             Request::GetConsoleOutput(_) => "GetConsoleOutput",
+            Request::ModifyInstanceMetadataOptions(_) => "ModifyInstanceMetadataOptions",
             Request::DescribeInstanceStatus(_) => "DescribeInstanceStatus",
             Request::DescribeAvailabilityZones(_) => "DescribeAvailabilityZones",
             Request::DescribeRegions(_) => "DescribeRegions",
@@ -314,6 +326,13 @@ impl Request {
             "StopInstances" => Request::StopInstances(ids_action(&mut r, true)?),
             "RebootInstances" => Request::RebootInstances(ids_action(&mut r, false)?),
             "TerminateInstances" => Request::TerminateInstances(ids_action(&mut r, false)?),
+            "ModifyInstanceMetadataOptions" => {
+                Request::ModifyInstanceMetadataOptions(ModifyInstanceMetadataOptions {
+                    instance_id: instance_id(&r.required("InstanceId")?)?,
+                    options: metadata_options(&mut r, "")?,
+                    dry_run: r.dry_run()?,
+                })
+            }
             "GetConsoleOutput" => Request::GetConsoleOutput(GetConsoleOutput {
                 instance_id: instance_id(&r.required("InstanceId")?)?,
                 latest: r.bool("Latest")?.unwrap_or(false),
@@ -501,6 +520,7 @@ impl Request {
             | Request::RebootInstances(x)
             | Request::TerminateInstances(x) => x.dry_run,
             Request::GetConsoleOutput(x) => x.dry_run,
+            Request::ModifyInstanceMetadataOptions(x) => x.dry_run,
             Request::DescribeInstanceStatus(x) => x.dry_run,
             Request::DescribeAvailabilityZones(x) | Request::DescribeRegions(x) => x.dry_run,
             Request::DescribeInstanceTypes(x) => x.dry_run,
@@ -580,7 +600,9 @@ fn run_instances(r: &mut Reader) -> Result<RunInstances, Ec2Error> {
             ));
         }
     }
+    let metadata_options = metadata_options(r, "MetadataOptions.")?;
     Ok(RunInstances {
+        metadata_options,
         image_id,
         instance_type,
         min_count,
@@ -592,6 +614,28 @@ fn run_instances(r: &mut Reader) -> Result<RunInstances, Ec2Error> {
         client_token,
         options: super::run_options::parse(r)?,
         dry_run: r.dry_run()?,
+    })
+}
+
+/// `HttpTokens`, `HttpPutResponseHopLimit`, `HttpEndpoint`,
+/// `HttpProtocolIpv6`, `InstanceMetadataTags` under `prefix` (values are
+/// checked by the domain).
+fn metadata_options(r: &mut Reader, prefix: &str) -> Result<MetadataOptionsInput, Ec2Error> {
+    let mut get = |name: &str| r.opt(&format!("{prefix}{name}"));
+    let hop = match get("HttpPutResponseHopLimit") {
+        None => None,
+        Some(v) => Some(v.trim().parse::<i64>().map_err(|_| {
+            Ec2Error::invalid_value(format!(
+                "invalid value '{v}' for HttpPutResponseHopLimit: must be 1 to 64"
+            ))
+        })?),
+    };
+    Ok(MetadataOptionsInput {
+        http_tokens: get("HttpTokens"),
+        http_put_response_hop_limit: hop,
+        http_endpoint: get("HttpEndpoint"),
+        http_protocol_ipv6: get("HttpProtocolIpv6"),
+        instance_metadata_tags: get("InstanceMetadataTags"),
     })
 }
 

@@ -91,6 +91,8 @@ pub struct VmmLaunch {
     pub stdout: PathBuf,
     /// VMM stderr file.
     pub stderr: PathBuf,
+    /// Instance metadata file (`--metadata-file`).
+    pub metadata: Option<PathBuf>,
 }
 
 impl VmmLaunch {
@@ -136,6 +138,9 @@ impl VmmLaunch {
             "--exit-status-file".into(),
             exit_status_path(&self.api_socket).display().to_string(),
         ]);
+        if let Some(m) = &self.metadata {
+            a.extend(["--metadata-file".into(), m.display().to_string()]);
+        }
         a
     }
 }
@@ -493,6 +498,7 @@ mod tests {
             api_socket: "/d/api.sock".into(),
             stdout: "/d/o".into(),
             stderr: "/d/e".into(),
+            metadata: None,
         };
         let a = l.args().join(" ");
         assert_eq!(

@@ -1,5 +1,6 @@
 //! Instance actions: RunInstances, DescribeInstances, Start/Stop/Reboot/
-//! TerminateInstances, GetConsoleOutput, DescribeInstanceStatus; and the XML
+//! TerminateInstances, GetConsoleOutput, DescribeInstanceStatus,
+//! ModifyInstanceMetadataOptions; and the XML
 //! of an instance (`instancesSet` item) as botocore reads it.
 
 use std::time::Duration;
@@ -10,13 +11,14 @@ use time::OffsetDateTime;
 use super::{domain_filters, dry_run_ok, return_true, tag_pairs, time_ms};
 use crate::domain::instances::{DescribeInput, RunInstancesInput};
 use crate::domain::lifecycle::State;
-use crate::domain::model::Instance;
-use crate::domain::model::ROOT_DEVICE_NAME;
+use crate::domain::metadata;
+use crate::domain::model::{Instance, MetadataOptions, ROOT_DEVICE_NAME};
 use crate::domain::views::{InstanceStatus, Reservation, StateChange};
 use crate::domain::{catalogue, Caller, Domain};
 use crate::ec2::error::Ec2Error;
 use crate::ec2::requests::{
-    DescribeInstanceStatus, DescribeInstances, GetConsoleOutput, InstanceIds, RunInstances,
+    DescribeInstanceStatus, DescribeInstances, GetConsoleOutput, InstanceIds,
+    ModifyInstanceMetadataOptions, RunInstances,
 };
 use crate::ec2::xml::XmlWriter;
 use crate::ids::ImageId;
@@ -46,6 +48,7 @@ pub async fn run(
         if let Some(k) = &r.key_name {
             d.keypair_by_name(&account, k).await?;
         }
+        metadata::apply_options(MetadataOptions::default(), &r.metadata_options)?;
         return dry_run_ok();
     }
     let input = RunInstancesInput {
@@ -59,6 +62,7 @@ pub async fn run(
         key_name: r.key_name,
         client_token: r.client_token,
         options: r.options,
+        metadata_options: r.metadata_options,
     };
     let res = d.run_instances(caller, input).await?;
     let mut w = XmlWriter::response("RunInstances", rid);
@@ -290,8 +294,48 @@ pub fn instance(w: &mut XmlWriter, i: &Instance) {
         w.leaf("coreCount", i.vcpus);
         w.leaf("threadsPerCore", 1);
     });
+    metadata_options_body(w, &i.metadata_options, metadata::options_state(i));
+}
+
+/// `metadataOptions` / `instanceMetadataOptions`.
+fn metadata_options_body(w: &mut XmlWriter, o: &MetadataOptions, state: &str) {
     w.elem("metadataOptions", |w| {
-        w.leaf("state", "applied");
-        w.leaf("httpEndpoint", "disabled");
+        w.leaf("state", state);
+        w.leaf("httpTokens", metadata::http_tokens(o));
+        w.leaf("httpPutResponseHopLimit", o.hop_limit);
+        w.leaf("httpEndpoint", metadata::enabled(o.endpoint_enabled));
+        w.leaf("httpProtocolIpv6", metadata::enabled(o.ipv6_enabled));
+        w.leaf("instanceMetadataTags", metadata::enabled(o.tags_enabled));
     });
+}
+
+/// ModifyInstanceMetadataOptions.
+pub async fn modify_metadata_options(
+    d: &Domain,
+    caller: &Caller,
+    rid: &str,
+    r: ModifyInstanceMetadataOptions,
+) -> Result<String, Ec2Error> {
+    if r.dry_run {
+        let input = DescribeInput {
+            instance_ids: vec![r.instance_id],
+            ..DescribeInput::default()
+        };
+        d.describe_instances(caller, input).await?;
+        return dry_run_ok();
+    }
+    let (id, o) = d
+        .modify_instance_metadata_options(caller, &r.instance_id, &r.options)
+        .await?;
+    let mut w = XmlWriter::response("ModifyInstanceMetadataOptions", rid);
+    w.leaf("instanceId", id);
+    w.elem("instanceMetadataOptions", |w| {
+        w.leaf("state", "pending");
+        w.leaf("httpTokens", metadata::http_tokens(&o));
+        w.leaf("httpPutResponseHopLimit", o.hop_limit);
+        w.leaf("httpEndpoint", metadata::enabled(o.endpoint_enabled));
+        w.leaf("httpProtocolIpv6", metadata::enabled(o.ipv6_enabled));
+        w.leaf("instanceMetadataTags", metadata::enabled(o.tags_enabled));
+    });
+    Ok(w.finish())
 }

@@ -113,6 +113,9 @@ impl super::Backend for DomainBackend {
                     instances::change(d, &caller, rid, "TerminateInstances", r).await
                 }
                 Request::GetConsoleOutput(r) => instances::console(d, &caller, rid, r).await,
+                Request::ModifyInstanceMetadataOptions(r) => {
+                    instances::modify_metadata_options(d, &caller, rid, r).await
+                }
                 Request::DescribeInstanceStatus(r) => instances::status(d, &caller, rid, r).await,
                 Request::DescribeAvailabilityZones(r) => regions::zones(d, rid, r).await,
                 Request::DescribeRegions(r) => regions::regions(d, rid, r),

@@ -80,6 +80,11 @@ pub struct Config<'a> {
     /// `nubis.burn=1`: after the ready line, busy-loop at CPL3 (a CPU load
     /// for the metrics tests) instead of serving the network.
     pub burn: bool,
+    /// `nubis.imds=0` skips the metadata fetch at boot (default on).
+    pub imds: Option<bool>,
+    /// `nubis.imds_bench=N`: time N token+GET pairs against the metadata
+    /// service and print their p50/p99 (1..=100000).
+    pub imds_bench: u32,
     pub devices: Vec<MmioDevice>,
     pub problems: Vec<Problem<'a>>,
 }
@@ -144,6 +149,16 @@ pub fn parse(cmdline: &str) -> Config<'_> {
             "nubis.burn" => match parse_flag(value) {
                 Some(v) => cfg.burn = v,
                 None => cfg.problems.push(bad("0 or 1")),
+            },
+            "nubis.imds" => match parse_flag(value) {
+                Some(v) => cfg.imds = Some(v),
+                None => cfg.problems.push(bad("0 or 1")),
+            },
+            "nubis.imds_bench" => match value.parse::<u32>() {
+                Ok(n) if (1..=100_000).contains(&n) && !value.starts_with('+') => {
+                    cfg.imds_bench = n
+                }
+                _ => cfg.problems.push(bad("1..100000")),
             },
             "virtio_mmio.device" => match parse_device(value) {
                 Some(_) if cfg.devices.len() == MAX_DEVICES => {
@@ -423,5 +438,18 @@ mod tests {
         let dup = parse("virtio_mmio.device=512@0xd0000000:5 virtio_mmio.device=512@0xd0000000:6");
         assert_eq!(dup.devices.len(), 1);
         assert_eq!(dup.problems.len(), 1);
+    }
+
+    #[test]
+    fn imds_flags() {
+        let c = parse("nubis.imds=0 nubis.imds_bench=500");
+        assert_eq!(c.imds, Some(false));
+        assert_eq!(c.imds_bench, 500);
+        assert!(c.problems.is_empty());
+        let c =
+            parse("nubis.imds=2 nubis.imds_bench=0 nubis.imds_bench=+5 nubis.imds_bench=100001");
+        assert_eq!(c.imds, None);
+        assert_eq!(c.imds_bench, 0);
+        assert_eq!(c.problems.len(), 4);
     }
 }

@@ -16,6 +16,8 @@ pub enum Route {
     Hello,
     /// `GET /reset`
     Reset,
+    /// `GET /user-data`: the user data read from the metadata service.
+    UserData,
     /// Any other path.
     NotFound,
     /// A method other than GET or HEAD.
@@ -65,10 +67,23 @@ pub fn parse(buf: &[u8]) -> Parsed {
     let route = match (method, path) {
         ("GET" | "HEAD", "/") => Route::Hello,
         ("GET" | "HEAD", "/reset") => Route::Reset,
+        ("GET" | "HEAD", "/user-data") => Route::UserData,
         ("GET" | "HEAD", _) => Route::NotFound,
         _ => Route::MethodNotAllowed,
     };
     Parsed::Request { route, head_only }
+}
+
+fn raw_response(status: &str, body: &[u8], head_only: bool) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+    out
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -76,10 +91,18 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// The full response bytes for a parsed request (or `None` = bad request).
-pub fn respond(parsed: Option<(Route, bool)>, id: &str) -> Vec<u8> {
+/// `user_data`: what the metadata service returned (`None`: nothing read,
+/// `/user-data` is then 404).
+pub fn respond(parsed: Option<(Route, bool)>, id: &str, user_data: Option<&[u8]>) -> Vec<u8> {
     let (status, body) = match parsed {
         Some((Route::Hello, _)) => ("200 OK", format!("NUBIS-HELLO {id}\n")),
         Some((Route::Reset, _)) => ("200 OK", format!("NUBIS-RESET {id}\n")),
+        Some((Route::UserData, head_only)) => {
+            return match user_data {
+                Some(data) => raw_response("200 OK", data, head_only),
+                None => raw_response("404 Not Found", b"no user data\n", head_only),
+            }
+        }
         Some((Route::NotFound, _)) => ("404 Not Found", "not found\n".into()),
         Some((Route::MethodNotAllowed, _)) => {
             ("405 Method Not Allowed", "method not allowed\n".into())
@@ -145,18 +168,32 @@ mod tests {
 
     #[test]
     fn responses() {
-        let r = respond(Some((Route::Hello, false)), "i-1");
+        let r = respond(Some((Route::Hello, false)), "i-1", None);
         let s = core::str::from_utf8(&r).unwrap();
         assert!(s.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(s.contains("Content-Length: 16\r\n"));
         assert!(s.ends_with("\r\n\r\nNUBIS-HELLO i-1\n"));
-        let r = respond(Some((Route::Hello, true)), "i-1");
+        let r = respond(Some((Route::Hello, true)), "i-1", None);
         assert!(r.ends_with(b"\r\n\r\n"));
-        let r = respond(None, "i-1");
+        let r = respond(None, "i-1", None);
         assert!(r.starts_with(b"HTTP/1.1 400 "));
-        let r = respond(Some((Route::MethodNotAllowed, false)), "i-1");
+        let r = respond(Some((Route::MethodNotAllowed, false)), "i-1", None);
         assert!(core::str::from_utf8(&r)
             .unwrap()
             .contains("Allow: GET, HEAD\r\n"));
+    }
+
+    #[test]
+    fn user_data_is_served_byte_for_byte() {
+        let data: Vec<u8> = (0..=255u8).collect();
+        assert_eq!(
+            parse(b"GET /user-data HTTP/1.1\r\n\r\n"),
+            req(Route::UserData)
+        );
+        let r = respond(Some((Route::UserData, false)), "i-1", Some(&data));
+        assert!(r.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        assert!(r.ends_with(&data));
+        let r = respond(Some((Route::UserData, false)), "i-1", None);
+        assert!(r.starts_with(b"HTTP/1.1 404 "));
     }
 }

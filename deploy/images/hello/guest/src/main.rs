@@ -15,6 +15,7 @@ mod blk;
 mod boot;
 mod devices;
 mod heap;
+mod imds;
 mod mem;
 mod net;
 mod sys;
@@ -146,6 +147,12 @@ extern "C" fn rust_main() -> ! {
     // `server` stays alive (never dropped) until the reset: see `blk::Disk`.
     let mut server = server;
     if let Some(server) = server.as_mut() {
+        if cfg.imds != Some(false) {
+            server.imds_boot(hz);
+        }
+        if cfg.imds_bench > 0 {
+            server.imds_bench(cfg.imds_bench, hz);
+        }
         if server.serve(id, hz, idle, &mut keyboard) == net::Stop::HttpReset {
             sys::reset(hz);
         }

@@ -40,16 +40,16 @@ const MAX_SLEEP_MS: u64 = 100;
 type Net = VirtIONet<HelloHal, MmioTransport<'static>, QUEUE_SIZE>;
 
 /// smoltcp's view of the virtio-net device.
-struct NetDev {
+pub(crate) struct NetDev {
     inner: RefCell<Net>,
 }
 
-struct Rx<'a> {
+pub(crate) struct Rx<'a> {
     dev: &'a RefCell<Net>,
     buf: Option<RxBuffer>,
 }
 
-struct Tx<'a> {
+pub(crate) struct Tx<'a> {
     dev: &'a RefCell<Net>,
 }
 
@@ -120,19 +120,25 @@ struct Conn {
     handle: SocketHandle,
     request: Vec<u8>,
     answered: bool,
+    /// Response bytes not yet in the socket's send buffer.
+    pending: Vec<u8>,
 }
 
 /// The network stack, ready to serve.
 pub struct Server {
-    dev: NetDev,
-    iface: Interface,
-    sockets: SocketSet<'static>,
+    pub(crate) dev: NetDev,
+    pub(crate) iface: Interface,
+    pub(crate) sockets: SocketSet<'static>,
     conns: Vec<Conn>,
     irq: u32,
+    /// What the metadata service returned as user data (`GET /user-data`).
+    pub(crate) user_data: Option<Vec<u8>>,
+    /// Next local port of a metadata request.
+    pub(crate) next_port: u16,
 }
 
 /// Time for smoltcp, from the TSC.
-fn now(hz: u64) -> Instant {
+pub(crate) fn now(hz: u64) -> Instant {
     let per_us = (hz / 1_000_000).max(1);
     Instant::from_micros((sys::rdtsc() / per_us) as i64)
 }
@@ -180,6 +186,7 @@ pub fn up(found: Found, ip: Ipv4Cidr, gw: Option<[u8; 4]>, hz: u64) -> Option<Se
             handle: sockets.add(socket),
             request: Vec::new(),
             answered: false,
+            pending: Vec::new(),
         });
     }
     console!(
@@ -198,6 +205,8 @@ pub fn up(found: Found, ip: Ipv4Cidr, gw: Option<[u8; 4]>, hz: u64) -> Option<Se
         sockets,
         conns,
         irq: found.at.irq,
+        user_data: None,
+        next_port: 49152,
     })
 }
 
@@ -215,9 +224,10 @@ impl Server {
             let t = now(hz);
             let changed = self.iface.poll(t, &mut self.dev, &mut self.sockets);
             let mut active = changed != smoltcp::iface::PollResult::None;
+            let user_data = self.user_data.as_deref();
             for conn in &mut self.conns {
                 let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
-                match serve_conn(socket, conn, id) {
+                match serve_conn(socket, conn, id, user_data) {
                     ConnEvent::Idle => {}
                     ConnEvent::Progress => active = true,
                     ConnEvent::ResetRequested => {
@@ -281,7 +291,12 @@ enum ConnEvent {
     ResetRequested,
 }
 
-fn serve_conn(socket: &mut tcp::Socket<'_>, conn: &mut Conn, id: &str) -> ConnEvent {
+fn serve_conn(
+    socket: &mut tcp::Socket<'_>,
+    conn: &mut Conn,
+    id: &str,
+    user_data: Option<&[u8]>,
+) -> ConnEvent {
     use tcp::State;
     match socket.state() {
         State::Closed | State::TimeWait => {
@@ -290,6 +305,7 @@ fn serve_conn(socket: &mut tcp::Socket<'_>, conn: &mut Conn, id: &str) -> ConnEv
             }
             conn.request.clear();
             conn.answered = false;
+            conn.pending.clear();
             if let Err(e) = socket.listen(HTTP_PORT) {
                 console!("NUBIS-ERROR listen on port {HTTP_PORT}: {e}");
                 return ConnEvent::Idle;
@@ -297,11 +313,25 @@ fn serve_conn(socket: &mut tcp::Socket<'_>, conn: &mut Conn, id: &str) -> ConnEv
             socket.set_timeout(Some(Duration::from_secs(10)));
             return ConnEvent::Progress;
         }
-        State::CloseWait if conn.answered || conn.request.is_empty() => {
+        State::CloseWait
+            if conn.pending.is_empty() && (conn.answered || conn.request.is_empty()) =>
+        {
             socket.close();
             return ConnEvent::Progress;
         }
         _ => {}
+    }
+    if !conn.pending.is_empty() {
+        if !socket.can_send() {
+            return ConnEvent::Idle;
+        }
+        if let Ok(n) = socket.send_slice(&conn.pending) {
+            conn.pending.drain(..n);
+        }
+        if conn.pending.is_empty() {
+            socket.close();
+        }
+        return ConnEvent::Progress;
     }
     if conn.answered || !socket.can_recv() {
         return ConnEvent::Idle;
@@ -319,15 +349,13 @@ fn serve_conn(socket: &mut tcp::Socket<'_>, conn: &mut Conn, id: &str) -> ConnEv
         Parsed::Request { route, head_only } => Some((route, head_only)),
         Parsed::Bad => None,
     };
-    let response = http::respond(parsed, id);
-    if socket
-        .send_slice(&response)
-        .map(|n| n < response.len())
-        .unwrap_or(true)
-    {
-        console!("NUBIS-ERROR http response did not fit the socket buffer");
+    let response = http::respond(parsed, id, user_data);
+    // What does not fit the send buffer goes out over the next polls.
+    let sent = socket.send_slice(&response).unwrap_or(0);
+    conn.pending = response[sent..].to_vec();
+    if conn.pending.is_empty() {
+        socket.close();
     }
-    socket.close();
     conn.answered = true;
     if matches!(parsed, Some((http::Route::Reset, _))) {
         ConnEvent::ResetRequested

@@ -7,6 +7,7 @@ use serde_json::json;
 use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 use virtio_bindings::virtio_net::VIRTIO_NET_F_MAC;
 
+use super::imds::MetadataPort;
 use super::tap::Tap;
 use super::{MAX_FRAME_LEN, MIN_FRAME_LEN, VNET_HDR_LEN};
 use crate::devices::ratelimit::{RateLimitConfig, RateLimiter};
@@ -48,6 +49,8 @@ pub struct Net {
     tap_log: LogLimiter,
     /// Limits the guest's transmissions (bytes and frames).
     tx_limiter: Option<RateLimiter>,
+    /// The instance metadata service, when configured.
+    imds: Option<MetadataPort>,
 }
 
 impl Net {
@@ -94,6 +97,35 @@ impl Net {
             metrics: Metrics::default(),
             tap_log: LogLimiter::new(),
             tx_limiter: None,
+            imds: None,
+        }
+    }
+
+    /// Serves instance metadata on this device (see the `imds` module).
+    pub fn with_metadata(mut self, port: MetadataPort) -> Net {
+        self.imds = Some(port);
+        self
+    }
+
+    /// Puts the metadata service's next frame for the guest into `rx_buf`.
+    fn take_imds_frame(&mut self) -> bool {
+        let Some(frame) = self.imds.as_mut().and_then(MetadataPort::next_frame) else {
+            return false;
+        };
+        let len = VNET_HDR_LEN + frame.len();
+        if len > self.rx_buf.len() {
+            return false;
+        }
+        self.rx_buf[..VNET_HDR_LEN].fill(0);
+        self.rx_buf[10..12].copy_from_slice(&1u16.to_le_bytes());
+        self.rx_buf[VNET_HDR_LEN..len].copy_from_slice(&frame);
+        self.rx_pending = Some(len);
+        true
+    }
+
+    fn rearm_imds(&mut self) {
+        if let Some(p) = &mut self.imds {
+            p.rearm();
         }
     }
 
@@ -141,7 +173,7 @@ impl Net {
     fn process_rx(&mut self, ctx: &mut QueueContext<'_>) -> Result<(), QueueCorruption> {
         let mem = ctx.mem();
         loop {
-            if self.rx_pending.is_none() && !self.read_tap() {
+            if self.rx_pending.is_none() && !self.take_imds_frame() && !self.read_tap() {
                 return Ok(());
             }
             let Some(len) = self.rx_pending else {
@@ -245,6 +277,17 @@ impl Net {
                 }
             };
             match frame {
+                Ok(len)
+                    if self
+                        .imds
+                        .as_ref()
+                        .is_some_and(|p| p.intercepts(&self.tx_buf[VNET_HDR_LEN..len])) =>
+                {
+                    // For the metadata service: never reaches the TAP.
+                    if let Some(p) = &mut self.imds {
+                        p.receive(&self.tx_buf[VNET_HDR_LEN..len]);
+                    }
+                }
                 Ok(len) => {
                     // No offloads were offered: whatever the guest put in the header
                     // (flags, GSO) is not ours to pass on.
@@ -320,7 +363,7 @@ impl VirtioDevice for Net {
         ctx: &mut QueueContext<'_>,
         queue_index: usize,
     ) -> Result<(), QueueCorruption> {
-        match queue_index {
+        let result = match queue_index {
             RX_QUEUE => self.process_rx(ctx),
             TX_QUEUE => {
                 self.process_tx(ctx)?;
@@ -328,12 +371,17 @@ impl VirtioDevice for Net {
                 self.process_rx(ctx)
             }
             _ => Ok(()),
-        }
+        };
+        self.rearm_imds();
+        result
     }
 
     fn extra_fds(&self) -> Vec<RawFd> {
         let mut fds = vec![self.tap.as_raw_fd()];
         fds.extend(self.tx_limiter.iter().map(|l| l.fd()));
+        if let Some(p) = &self.imds {
+            fds.extend(p.fds());
+        }
         fds
     }
 
@@ -342,7 +390,7 @@ impl VirtioDevice for Net {
         ctx: &mut QueueContext<'_>,
         fd: RawFd,
     ) -> Result<(), QueueCorruption> {
-        if fd == self.tap.as_raw_fd() {
+        if fd == self.tap.as_raw_fd() || self.imds.as_mut().is_some_and(|p| p.on_fd(fd)) {
             self.process_rx(ctx)?;
         } else if let Some(l) = self.tx_limiter.as_mut().filter(|l| l.fd() == fd) {
             l.on_timer();
@@ -351,6 +399,7 @@ impl VirtioDevice for Net {
                 self.process_rx(ctx)?;
             }
         }
+        self.rearm_imds();
         Ok(())
     }
 
@@ -374,6 +423,8 @@ impl VirtioDevice for Net {
             "tx_dropped": m.tx_dropped,
             "errors": m.errors,
             "tx_throttled": self.tx_limiter.as_ref().map_or(0, |l| l.throttled()),
+            "imds_frames_in": self.imds.as_ref().map_or(0, |p| p.frames_in),
+            "imds_frames_out": self.imds.as_ref().map_or(0, |p| p.frames_out),
         })
     }
 }
@@ -626,6 +677,104 @@ mod tests {
         assert_eq!(m["tx_dropped"], 3, "{m}");
         assert_eq!(m["tx_frames"], 0, "{m}");
         assert_eq!(m["needs_reset"], false, "{m}");
+    }
+
+    fn metadata_config(enabled: bool) -> nubis_imds::ImdsConfig {
+        let md: nubis_imds::InstanceMetadata = serde_json::from_value(json!({
+            "instance_id": "i-0123456789abcdef0", "account_id": "123456789012",
+            "ami_id": "ami-1", "instance_type": "t3.nano", "hostname": "h",
+            "local_ipv4": "10.0.0.5", "mac": "02:4e:42:00:00:01",
+            "availability_zone": "nubis-1a", "region": "nubis-1",
+            "launch_time": "2026-12-06T05:00:00Z"
+        }))
+        .unwrap();
+        nubis_imds::ImdsConfig {
+            metadata: md,
+            options: nubis_imds::MetadataOptions {
+                http_endpoint_enabled: enabled,
+                ..Default::default()
+            },
+        }
+    }
+
+    /// An ARP request from the guest for 169.254.169.254.
+    fn arp_for_metadata() -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&MAC);
+        f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+        f.extend_from_slice(&MAC);
+        f.extend_from_slice(&[169, 254, 7, 7]);
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&[169, 254, 169, 254]);
+        f
+    }
+
+    #[test]
+    fn metadata_frames_are_answered_into_the_guest_and_never_reach_the_tap() {
+        let (dev_end, host) = UnixDatagram::pair().unwrap();
+        dev_end.set_nonblocking(true).unwrap();
+        host.set_nonblocking(true).unwrap();
+        let tap = Tap::from_fd(OwnedFd::from(dev_end), "pair");
+        let (port, handle) = MetadataPort::new(metadata_config(true), MAC).unwrap();
+        let net = Net::with_tap(tap, MAC).with_metadata(port);
+        let fds = net.extra_fds();
+        assert_eq!(fds.len(), 3, "TAP, timer, update");
+        let mem = guest_memory();
+        let mut dev = VirtioMmioDevice::new(Box::new(net), mem.clone()).unwrap();
+        let mut drv = Driver::activate(&mut dev, &mem, u64::MAX, 16);
+
+        let send = |dev: &mut VirtioMmioDevice, drv: &mut Driver, f: &[u8]| {
+            let mut wire = vec![0u8; VNET_HDR_LEN];
+            wire.extend_from_slice(f);
+            mem.write_slice(&wire, GuestAddress(DATA_START + 0x8000))
+                .unwrap();
+            drv.add_chain(TX_QUEUE, &[(DATA_START + 0x8000, wire.len() as u32, false)]);
+            dev.process_queue(TX_QUEUE);
+            drv.take_used(TX_QUEUE);
+        };
+        let rx_head = drv.add_chain(RX_QUEUE, &[(DATA_START, 1526, true)]);
+        dev.process_queue(RX_QUEUE);
+        send(&mut dev, &mut drv, &arp_for_metadata());
+        let used = drv.take_used(RX_QUEUE);
+        assert_eq!(used.len(), 1, "the ARP reply was delivered");
+        assert_eq!(used[0].0, u32::from(rx_head));
+        let mut reply = vec![0u8; used[0].1 as usize];
+        mem.read_slice(&mut reply, GuestAddress(DATA_START))
+            .unwrap();
+        let reply = &reply[VNET_HDR_LEN..];
+        assert_eq!(&reply[..6], &MAC, "to the guest");
+        assert_eq!(&reply[6..12], &nubis_imds::RESPONDER_MAC);
+        assert_eq!(&reply[12..14], &[0x08, 0x06]);
+        assert_eq!(
+            &reply[28..32],
+            &[169, 254, 169, 254],
+            "sender is the metadata address"
+        );
+        let mut buf = [0u8; 256];
+        assert_eq!(
+            host.recv(&mut buf).unwrap_err().kind(),
+            ErrorKind::WouldBlock
+        );
+
+        // Other traffic still goes to the TAP.
+        send(&mut dev, &mut drv, &frame(60, 9));
+        assert_eq!(host.recv(&mut buf).unwrap(), VNET_HDR_LEN + 60);
+
+        // A run-time update (endpoint disabled) arrives through the update fd;
+        // afterwards the service is silent and still nothing leaks.
+        handle.update(metadata_config(false)).unwrap();
+        dev.process_extra(fds[2]);
+        drv.add_chain(RX_QUEUE, &[(DATA_START + 0x1000, 1526, true)]);
+        dev.process_queue(RX_QUEUE);
+        send(&mut dev, &mut drv, &arp_for_metadata());
+        assert!(drv.take_used(RX_QUEUE).is_empty());
+        assert_eq!(
+            host.recv(&mut buf).unwrap_err().kind(),
+            ErrorKind::WouldBlock
+        );
+        let m = dev.metrics();
+        assert_eq!(m["imds_frames_in"], 2, "{m}");
+        assert_eq!(m["imds_frames_out"], 1, "{m}");
     }
 
     #[test]
