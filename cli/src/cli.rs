@@ -204,7 +204,7 @@ pub struct WaitArgs {
 #[derive(Debug, Subcommand)]
 pub enum InstancesCmd {
     /// Launch instances.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List instances (optionally filtered).
     #[command(visible_alias = "ls")]
     List(ListInstancesArgs),

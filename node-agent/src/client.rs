@@ -151,7 +151,7 @@ pub fn desired_from_assignment(a: &pb::Assignment) -> Result<DesiredInstance> {
 /// The metadata service's configuration from an assignment (address and MAC
 /// are filled in at launch, from the instance's network).
 fn metadata_in(id: &str, s: &pb::InstanceSpec, m: &pb::InstanceMetadata) -> nubis_imds::ImdsConfig {
-    let o = m.options.clone().unwrap_or_default();
+    let o = m.options.unwrap_or_default();
     let launch = time::OffsetDateTime::from_unix_timestamp_nanos(
         i128::from(m.launch_time_unix_ms) * 1_000_000,
     )

@@ -151,7 +151,7 @@ pub fn state_name(i: &pb::Instance) -> String {
 pub async fn run(ctx: &Ctx, cmd: InstancesCmd) -> Result<(), CliError> {
     let mut client = ctx.client().await?;
     match cmd {
-        InstancesCmd::Run(args) => run_instances(ctx, &mut client, args).await,
+        InstancesCmd::Run(args) => run_instances(ctx, &mut client, *args).await,
         InstancesCmd::List(args) => {
             let filters = list_filters(&args)?;
             let list = describe(&mut client, Vec::new(), filters).await?;
