@@ -208,7 +208,7 @@ pub struct WaitArgs {
 #[derive(Debug, Subcommand)]
 pub enum InstancesCmd {
     /// Launch instances.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List instances (optionally filtered).
     #[command(visible_alias = "ls")]
     List(ListInstancesArgs),
@@ -238,6 +238,16 @@ pub enum InstancesCmd {
         /// Wait options.
         #[command(flatten)]
         wait: WaitArgs,
+    },
+    /// Change an instance's metadata service options (applied to a running
+    /// instance at once).
+    ModifyMetadataOptions {
+        /// Instance id.
+        #[arg(value_name = "INSTANCE_ID", value_parser = instance_id)]
+        id: String,
+        /// The options to change.
+        #[command(flatten)]
+        metadata: MetadataOptionsArgs,
     },
     /// Reboot running instances.
     Reboot {
@@ -387,9 +397,33 @@ pub struct RunArgs {
     /// instances [default: a fresh random token per invocation].
     #[arg(long)]
     pub client_token: Option<String>,
+    /// Instance metadata service options.
+    #[command(flatten)]
+    pub metadata: MetadataOptionsArgs,
     /// Wait options (--wait waits until every instance is ready).
     #[command(flatten)]
     pub wait: WaitArgs,
+}
+
+/// Instance metadata service options (docs/imds.md); unset ones keep the
+/// current value (EC2's defaults at launch).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct MetadataOptionsArgs {
+    /// IMDSv2 session tokens: `required` refuses requests without one.
+    #[arg(long, value_parser = ["optional", "required"])]
+    pub http_tokens: Option<String>,
+    /// IP TTL of the metadata service's packets (1-64).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub http_put_response_hop_limit: Option<u32>,
+    /// Whether the metadata service answers at all.
+    #[arg(long, value_parser = ["enabled", "disabled"])]
+    pub http_endpoint: Option<String>,
+    /// Whether it also answers at fd00:ec2::254.
+    #[arg(long, value_parser = ["enabled", "disabled"])]
+    pub http_protocol_ipv6: Option<String>,
+    /// Whether instance tags are served under meta-data/tags/instance/.
+    #[arg(long, value_parser = ["enabled", "disabled"])]
+    pub instance_metadata_tags: Option<String>,
 }
 
 /// `nubis instances list`.

@@ -188,7 +188,7 @@ fn save_credential(path: &std::path::Path, c: &SavedCredential) -> Result<()> {
 /// The metadata service's configuration from an assignment (address and MAC
 /// are filled in at launch, from the instance's network).
 fn metadata_in(id: &str, s: &pb::InstanceSpec, m: &pb::InstanceMetadata) -> nubis_imds::ImdsConfig {
-    let o = m.options.clone().unwrap_or_default();
+    let o = m.options.unwrap_or_default();
     let launch = time::OffsetDateTime::from_unix_timestamp_nanos(
         i128::from(m.launch_time_unix_ms) * 1_000_000,
     )
@@ -820,6 +820,42 @@ mod tests {
             }),
             force: false,
         }
+    }
+
+    #[test]
+    fn metadata_is_converted_with_options_and_key() {
+        let mut a = assignment(pb::DesiredState::Running);
+        let spec = a.spec.as_mut().unwrap();
+        spec.user_data = b"#!/bin/sh\n".to_vec();
+        spec.ssh_public_key = "ssh-ed25519 AAAA k".into();
+        spec.instance_type = "t3.nano".into();
+        spec.metadata = Some(pb::InstanceMetadata {
+            account_id: "123456789012".into(),
+            image_id: "ami-0123456789abcdef0".into(),
+            key_name: "k".into(),
+            availability_zone: "nb-1a".into(),
+            region: "nb-1".into(),
+            launch_time_unix_ms: 1_765_000_000_123,
+            options: Some(pb::MetadataOptions {
+                http_tokens_required: true,
+                http_put_response_hop_limit: 0,
+                http_endpoint_disabled: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let d = desired_from_assignment(&a).unwrap();
+        let md = d.spec.metadata.unwrap();
+        assert_eq!(md.metadata.instance_id, "i-0abc");
+        assert_eq!(md.metadata.user_data.as_deref(), Some(&b"#!/bin/sh\n"[..]));
+        assert_eq!(md.metadata.public_keys[0].name, "k");
+        assert_eq!(md.metadata.launch_time, "2025-12-06T05:46:40Z");
+        assert_eq!(md.options.http_tokens, nubis_imds::HttpTokens::Required);
+        assert_eq!(md.options.http_put_response_hop_limit, 1, "0 = default");
+        assert!(!md.options.http_endpoint_enabled);
+        // Without metadata (an older control plane): no metadata service.
+        let d = desired_from_assignment(&assignment(pb::DesiredState::Running)).unwrap();
+        assert!(d.spec.metadata.is_none());
     }
 
     #[test]

@@ -31,6 +31,7 @@ fn spec(id: &str) -> InstanceSpec {
         prefix_len: None,
         gateway: None,
         image_manifest_sha256: None,
+        metadata: None,
     }
 }
 

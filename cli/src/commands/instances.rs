@@ -7,7 +7,9 @@ use serde::Serialize;
 
 use super::wait::{wait_for, Target};
 use super::{filter, pb_tags, read_file, tag_map, Ctx};
-use crate::cli::{InstancesCmd, ListInstancesArgs, RunArgs, WaitArgs, WaitState};
+use crate::cli::{
+    InstancesCmd, ListInstancesArgs, MetadataOptionsArgs, RunArgs, WaitArgs, WaitState,
+};
 use crate::client::Client;
 use crate::error::CliError;
 use crate::output::{emit, render_list, render_record, rfc3339_ms, Format, Tabular};
@@ -149,7 +151,7 @@ pub fn state_name(i: &pb::Instance) -> String {
 pub async fn run(ctx: &Ctx, cmd: InstancesCmd) -> Result<(), CliError> {
     let mut client = ctx.client().await?;
     match cmd {
-        InstancesCmd::Run(args) => run_instances(ctx, &mut client, args).await,
+        InstancesCmd::Run(args) => run_instances(ctx, &mut client, *args).await,
         InstancesCmd::List(args) => {
             let filters = list_filters(&args)?;
             let list = describe(&mut client, Vec::new(), filters).await?;
@@ -213,6 +215,35 @@ pub async fn run(ctx: &Ctx, cmd: InstancesCmd) -> Result<(), CliError> {
                 Target::Terminated,
             )
             .await
+        }
+        InstancesCmd::ModifyMetadataOptions { id, metadata } => {
+            let Some(options) = metadata_options(&metadata) else {
+                return Err(CliError::Usage(
+                    "give at least one of --http-tokens, --http-put-response-hop-limit, \
+                     --http-endpoint, --http-protocol-ipv6, --instance-metadata-tags"
+                        .into(),
+                ));
+            };
+            let r = client
+                .compute
+                .modify_instance_metadata_options(pb::ModifyInstanceMetadataOptionsRequest {
+                    instance_id: id,
+                    options: Some(options),
+                })
+                .await?
+                .into_inner();
+            let o = r.instance_metadata_options.unwrap_or_default();
+            println!(
+                "{} http-tokens={} hop-limit={} http-endpoint={} ipv6={} tags={} ({})",
+                r.instance_id,
+                o.http_tokens,
+                o.http_put_response_hop_limit,
+                o.http_endpoint,
+                o.http_protocol_ipv6,
+                o.instance_metadata_tags,
+                o.state
+            );
+            Ok(())
         }
         InstancesCmd::Reboot { ids } => {
             client
@@ -359,6 +390,18 @@ async fn resolve_image(client: &mut Client, image: &str) -> Result<String, CliEr
     }
 }
 
+/// The requested metadata options (`None` when none is given).
+fn metadata_options(a: &MetadataOptionsArgs) -> Option<pb::InstanceMetadataOptionsRequest> {
+    let r = pb::InstanceMetadataOptionsRequest {
+        http_tokens: a.http_tokens.clone().unwrap_or_default(),
+        http_put_response_hop_limit: a.http_put_response_hop_limit.unwrap_or(0),
+        http_endpoint: a.http_endpoint.clone().unwrap_or_default(),
+        http_protocol_ipv6: a.http_protocol_ipv6.clone().unwrap_or_default(),
+        instance_metadata_tags: a.instance_metadata_tags.clone().unwrap_or_default(),
+    };
+    (r != pb::InstanceMetadataOptionsRequest::default()).then_some(r)
+}
+
 async fn run_instances(ctx: &Ctx, client: &mut Client, args: RunArgs) -> Result<(), CliError> {
     let user_data = match &args.user_data {
         Some(path) => {
@@ -394,6 +437,7 @@ async fn run_instances(ctx: &Ctx, client: &mut Client, args: RunArgs) -> Result<
                 .client_token
                 .clone()
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            metadata_options: metadata_options(&args.metadata),
         })
         .await?
         .into_inner();

@@ -520,3 +520,36 @@ fn random_inputs_never_panic() {
         }
     }
 }
+
+#[test]
+fn metadata_options_parse_for_run_and_modify() {
+    let body = format!(
+        "Action=RunInstances&{V}&ImageId=ami-04681a1dbd79675a5&MinCount=1&MaxCount=1&\
+         MetadataOptions.HttpTokens=required&MetadataOptions.HttpPutResponseHopLimit=2&\
+         MetadataOptions.HttpEndpoint=enabled"
+    );
+    let Request::RunInstances(r) = parse(&body).unwrap() else {
+        panic!("wrong action")
+    };
+    assert_eq!(r.metadata_options.http_tokens.as_deref(), Some("required"));
+    assert_eq!(r.metadata_options.http_put_response_hop_limit, Some(2));
+    assert_eq!(r.metadata_options.http_endpoint.as_deref(), Some("enabled"));
+    let body = format!(
+        "Action=ModifyInstanceMetadataOptions&{V}&InstanceId=i-0123456789abcdef0&\
+         HttpEndpoint=disabled&InstanceMetadataTags=enabled"
+    );
+    let Request::ModifyInstanceMetadataOptions(m) = parse(&body).unwrap() else {
+        panic!("wrong action")
+    };
+    assert_eq!(m.instance_id, "i-0123456789abcdef0");
+    assert_eq!(m.options.http_endpoint.as_deref(), Some("disabled"));
+    assert_eq!(m.options.instance_metadata_tags.as_deref(), Some("enabled"));
+    // A hop limit that is not a number, a missing or malformed instance id.
+    let bad = format!(
+        "Action=ModifyInstanceMetadataOptions&{V}&InstanceId=i-0123456789abcdef0&\
+         HttpPutResponseHopLimit=x"
+    );
+    assert_eq!(code(&bad), ErrorCode::InvalidParameterValue);
+    let bad = format!("Action=ModifyInstanceMetadataOptions&{V}&HttpTokens=required");
+    assert_eq!(code(&bad), ErrorCode::MissingParameter);
+}

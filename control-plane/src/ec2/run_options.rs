@@ -343,7 +343,6 @@ fn unavailable_features(r: &mut Reader) -> Result<(), Ec2Error> {
         ("LicenseSpecification", "License configurations"),
         ("Operator", "Managed instances (Operator)"),
         ("LaunchTemplate", "Launch templates"),
-        ("MetadataOptions", "Instance metadata options"),
     ] {
         if !r.take_prefix(prefix).is_empty() {
             return Err(unsupported(what));

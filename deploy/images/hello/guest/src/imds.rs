@@ -183,7 +183,8 @@ impl Server {
                     hex(&Sha256::digest(&r.body))
                 );
                 let text = r.body.strip_suffix(b"\n").unwrap_or(&r.body);
-                if text.len() <= 200 && text.iter().all(|c| (0x20..0x7f).contains(c)) {
+                if text.len() <= 200 && text.iter().all(|c| (0x20..0x7f).contains(c) || *c == b'\n')
+                {
                     console!("NUBIS-IMDS user-data={}", printable(text, 200));
                 }
                 self.user_data = Some(r.body);

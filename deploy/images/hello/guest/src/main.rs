@@ -147,6 +147,7 @@ extern "C" fn rust_main() -> ! {
     // `server` stays alive (never dropped) until the reset: see `blk::Disk`.
     let mut server = server;
     if let Some(server) = server.as_mut() {
+        server.listen_all();
         if cfg.imds != Some(false) {
             server.imds_boot(hz);
         }

@@ -211,6 +211,18 @@ pub fn up(found: Found, ip: Ipv4Cidr, gw: Option<[u8; 4]>, hz: u64) -> Option<Se
 }
 
 impl Server {
+    /// Puts every idle HTTP slot into listening state (before the metadata
+    /// fetch, so that connections opened meanwhile are accepted and served
+    /// once [`Self::serve`] runs, instead of being reset).
+    pub fn listen_all(&mut self) {
+        for conn in &self.conns {
+            let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
+            if socket.state() == tcp::State::Closed && socket.listen(HTTP_PORT).is_ok() {
+                socket.set_timeout(Some(Duration::from_secs(10)));
+            }
+        }
+    }
+
     /// Serves until `GET /reset` was answered or Ctrl-Alt-Del was pressed.
     ///
     /// Takes `&mut self`: the caller keeps the server (never dropped, see
