@@ -19,6 +19,7 @@
 //!   (addresses), [`filters`], [`validation`], [`model`] (stored records).
 
 pub mod accounts;
+pub mod autoscaling;
 pub mod catalogue;
 pub mod events;
 pub mod filters;
