@@ -126,6 +126,18 @@ impl super::Backend for DomainBackend {
             }
         })
     }
+
+    fn dispatch_autoscaling<'a>(
+        &'a self,
+        account: &'a str,
+        request_id: &'a str,
+        form: std::collections::BTreeMap<String, String>,
+    ) -> BoxFuture<'a, Result<String, Ec2Error>> {
+        Box::pin(async move {
+            let caller = caller_of(account)?;
+            super::autoscaling::dispatch(&self.domain, &caller, request_id, form).await
+        })
+    }
 }
 
 /// Answers a dry run once the checks passed.
