@@ -49,6 +49,8 @@ pub enum Request {
     CreateTags(CreateTags),
     DeleteTags(DeleteTags),
     DescribeTags(DescribeTags),
+    /// A launch template action (parsed in `actions::launch_templates`).
+    LaunchTemplate(super::actions::launch_templates::LtRequest),
 }
 
 /// Pagination parameters.
@@ -254,6 +256,7 @@ impl Request {
             Request::CreateTags(_) => "CreateTags",
             Request::DeleteTags(_) => "DeleteTags",
             Request::DescribeTags(_) => "DescribeTags",
+            Request::LaunchTemplate(x) => x.action(),
         }
     }
 
@@ -437,6 +440,9 @@ impl Request {
                 page: page(&mut r, 5, 1000)?,
                 dry_run: r.dry_run()?,
             }),
+            a if super::actions::launch_templates::ACTIONS.contains(&a) => {
+                Request::LaunchTemplate(super::actions::launch_templates::parse(a, &mut r)?)
+            }
             other => {
                 return Err(Ec2Error::new(
                     ErrorCode::InvalidAction,
@@ -471,6 +477,7 @@ impl Request {
             Request::CreateTags(x) => x.dry_run,
             Request::DeleteTags(x) => x.dry_run,
             Request::DescribeTags(x) => x.dry_run,
+            Request::LaunchTemplate(x) => x.dry_run(),
         }
     }
 }

@@ -342,7 +342,7 @@ impl Domain {
         let what = input
             .template
             .clone()
-            .ok_or_else(|| validation_error("A LaunchTemplate is required"))?;
+            .ok_or_else(|| validation_error("Valid requests must contain either LaunchTemplate, LaunchConfigurationName, InstanceId or MixedInstancesPolicy parameter."))?;
         let sel = parse_version(input.version.as_deref()).map_err(as_validation)?;
         let t = self
             .launch_template_of(&account, &what)

@@ -2,7 +2,7 @@
 //! process: [`DomainBackend`] resolves access keys to callers and hands each
 //! typed request to the noun's module, which calls the domain and writes the
 //! XML. One module per noun: [`instances`], [`images`], [`keypairs`],
-//! [`tags`], [`regions`] (zones, regions, instance types).
+//! [`tags`], [`regions`] (zones, regions, instance types), [`launch_templates`].
 //!
 //! DryRun: the request is parsed, authenticated and checked as far as the
 //! domain can without changing anything, then answered `DryRunOperation`.
@@ -10,6 +10,7 @@
 pub mod images;
 pub mod instances;
 pub mod keypairs;
+pub mod launch_templates;
 pub mod regions;
 pub mod tags;
 
@@ -123,6 +124,7 @@ impl super::Backend for DomainBackend {
                 Request::CreateTags(r) => tags::create(d, &caller, rid, r).await,
                 Request::DeleteTags(r) => tags::delete(d, &caller, rid, r).await,
                 Request::DescribeTags(r) => tags::describe(d, &caller, rid, r).await,
+                Request::LaunchTemplate(r) => launch_templates::handle(d, &caller, rid, r).await,
             }
         })
     }
