@@ -340,19 +340,14 @@ impl Domain {
         Ok(if up.is_empty() { zones.to_vec() } else { up })
     }
 
-    /// Records the launch `plan` in the group (with its activity) and
-    /// carries it out.
-    async fn start_launch(
+    /// The group with the launch `plan` pending (calls of at most one
+    /// placement transaction each, the template version resolved now) and
+    /// its activity, to be written together.
+    async fn pending_launch_of(
         &self,
-        cur: Versioned<AutoScalingGroup>,
+        mut g: AutoScalingGroup,
         plan: Vec<(String, u32)>,
-        cause: String,
-        report: &mut ControllerReport,
-    ) -> Result<()> {
-        if plan.is_empty() {
-            return Ok(());
-        }
-        let mut g = cur.value.clone();
+    ) -> Result<((AutoScalingGroup, Activity), PendingLaunch)> {
         let sel = crate::domain::autoscaling::templates::parse_version(Some(&g.template.version))?;
         let t = self
             .launch_template_of(&g.account, &TemplateRef::Id(g.template.id.to_string()))
@@ -383,12 +378,30 @@ impl Domain {
             seq,
             id: activity_id(),
             description: format!("Launching {total} new EC2 instances"),
-            cause,
+            cause: String::new(),
             status: ActivityStatus::InProgress,
             message: String::new(),
             start_ms: now_ms(),
             end_ms: None,
         };
+        Ok(((g, a), p))
+    }
+
+    /// Records the launch `plan` in the group (with its activity) and
+    /// carries it out.
+    async fn start_launch(
+        &self,
+        cur: Versioned<AutoScalingGroup>,
+        plan: Vec<(String, u32)>,
+        cause: String,
+        report: &mut ControllerReport,
+    ) -> Result<()> {
+        if plan.is_empty() {
+            return Ok(());
+        }
+        let g = cur.value.clone();
+        let ((g, mut a), p) = self.pending_launch_of(g, plan).await?;
+        a.cause = cause;
         let mut tx = Tx::new();
         self.store.asgs().stage_replace(&mut tx, &cur, &g)?;
         self.store.asgs().stage_put_activity(&mut tx, &a)?;
@@ -403,12 +416,66 @@ impl Domain {
         self.carry_out(cur, &p, report).await
     }
 
+    /// Fault injection for tests: sets the desired capacity of group `name`
+    /// to `desired` and decides the launch in one write, as a controller
+    /// pass would, then carries out only its first `calls` RunInstances
+    /// calls and stops as if the controller died (the launch stays pending).
+    #[doc(hidden)]
+    pub async fn autoscaling_crash_mid_launch(
+        &self,
+        caller: &Caller,
+        name: &str,
+        desired: u32,
+        calls: usize,
+    ) -> Result<usize> {
+        let cur = self.auto_scaling_group(caller, name).await?;
+        let mut g = cur.value.clone();
+        let in_service = self
+            .group_instances(&g)
+            .await?
+            .into_iter()
+            .filter(|i| matches!(i.state, State::Pending | State::Running))
+            .count();
+        g.desired = desired;
+        let plan = spread(
+            &g.zones,
+            &BTreeMap::new(),
+            (desired as usize).saturating_sub(in_service),
+        );
+        let (g, p) = self.pending_launch_of(g, plan).await?;
+        let mut tx = Tx::new();
+        self.store.asgs().stage_replace(&mut tx, &cur, &g.0)?;
+        self.store.asgs().stage_put_activity(&mut tx, &g.1)?;
+        let Some(rev) = self.store.commit(tx).await? else {
+            return Err(Error::Contention(name.to_string()));
+        };
+        let cur = Versioned {
+            value: g.0,
+            mod_revision: rev,
+            newer: cur.newer,
+        };
+        let mut report = ControllerReport::default();
+        self.carry_out_limited(cur, &p, &mut report, Some(calls))
+            .await?;
+        Ok(report.launched)
+    }
+
     /// Carries out a pending launch (idempotent) and clears it.
     async fn carry_out(
         &self,
         cur: Versioned<AutoScalingGroup>,
         p: &PendingLaunch,
         report: &mut ControllerReport,
+    ) -> Result<()> {
+        self.carry_out_limited(cur, p, report, None).await
+    }
+
+    async fn carry_out_limited(
+        &self,
+        cur: Versioned<AutoScalingGroup>,
+        p: &PendingLaunch,
+        report: &mut ControllerReport,
+        limit: Option<usize>,
     ) -> Result<()> {
         let g = &cur.value;
         let caller = caller_for(&g.account);
@@ -428,6 +495,10 @@ impl Domain {
                 ];
                 system.sort();
                 for (k, (zone, count)) in p.calls.iter().enumerate() {
+                    if limit.is_some_and(|l| k >= l) {
+                        report.launched += launched.len();
+                        return Ok(());
+                    }
                     let explicit = RunInstancesInput {
                         min_count: *count,
                         max_count: *count,
