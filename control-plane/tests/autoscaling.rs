@@ -277,7 +277,8 @@ async fn bad_input_and_other_tenants_are_refused() {
 
     // Another tenant sees nothing and changes nothing; its own template
     // namespace is separate.
-    let other = setup_account(&d).await;
+    let (other, _, _) = d.create_account(&Caller::Operator, "other").await.unwrap();
+    let other = Caller::Tenant(other.id);
     assert!(d
         .describe_auto_scaling_groups(&other, &[])
         .await

@@ -701,9 +701,10 @@ mod tests {
         );
         cur.insert("a".to_string(), 2);
         cur.insert("b".to_string(), 2);
+        // c catches up first, then all three take turns: 3/3/2.
         assert_eq!(
             spread(&zones, &cur, 4),
-            vec![("a".into(), 1), ("c".into(), 3)]
+            vec![("a".into(), 1), ("b".into(), 1), ("c".into(), 2)]
         );
         assert!(spread(&[], &cur, 4).is_empty());
     }
