@@ -4,6 +4,8 @@
 //! Request pipeline ([`handle`]): `POST /` only -> body read with a size limit
 //! -> form-encoded content type -> SigV4 ([`sigv4`]) with the secret of the
 //! access key ([`Backend::credentials`]) and the region/service of the scope
+//! (the service routes the request: `ec2` continues below, `autoscaling`
+//! goes to [`Backend::dispatch_autoscaling`], see [`autoscaling`])
 //! -> per-account rate limit ([`ratelimit`]) -> form parsing into a typed
 //! [`requests::Request`] -> the action ([`Backend::dispatch`], implemented over
 //! the domain layer in [`actions`]) -> XML ([`xml`]). Every failure is an EC2

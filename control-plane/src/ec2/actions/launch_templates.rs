@@ -379,7 +379,7 @@ pub async fn handle(
         }
         LtRequest::Describe { refs, .. } => {
             let list = d.describe_launch_templates(caller, &refs).await?;
-            w.list("launchTemplates", &list, |w, t| template_xml(w, t));
+            w.list("launchTemplates", &list, template_xml);
         }
         LtRequest::DescribeVersions { what, versions, .. } => {
             let t = d.launch_template(caller, &what).await?.value;
