@@ -165,7 +165,9 @@ async fn a_group_keeps_its_capacity_spread_over_its_zones() {
 
     // An instance terminated by hand is replaced, in its zone.
     let victim = list[0].instance.id.to_string();
-    d.terminate_instances(&c, &[victim.clone()]).await.unwrap();
+    d.terminate_instances(&c, std::slice::from_ref(&victim))
+        .await
+        .unwrap();
     let list = wait_running(&d, &c, "g1", 6, Some(2), Duration::from_secs(20)).await;
     assert!(list.iter().all(|gi| gi.instance.id.as_str() != victim));
 
