@@ -538,7 +538,7 @@ async fn launch_templates_and_auto_scaling_over_the_gateway() {
         .ok(&format!("Action=CreateLaunchTemplateVersion&{V}&LaunchTemplateId={lt}&SourceVersion=1&LaunchTemplateData.InstanceType=t3.micro"))
         .await;
     assert_eq!(texts(&xml, "versionNumber"), ["2"], "{xml}");
-    assert_eq!(texts(&xml, "imageId"), [image.clone()], "{xml}");
+    assert_eq!(texts(&xml, "imageId"), [image], "{xml}");
     let xml = c
         .ok(&format!(
             "Action=DescribeLaunchTemplateVersions&{V}&LaunchTemplateName=web"
