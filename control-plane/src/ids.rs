@@ -1,6 +1,6 @@
 //! Typed identifiers. Each parses (validating its shape) and displays as the
 //! string EC2 clients see (parsing also accepts EC2's short form of 8 hex digits): `i-` + 17 hex, `r-` + 17 hex, `ami-` + 17 hex,
-//! `key-` + 17 hex, `node-` + 17 hex, `subnet-` + 17 hex, account ids of 12 decimal digits.
+//! `key-` + 17 hex, `node-` + 17 hex, `subnet-` + 17 hex, `lt-` + 17 hex, account ids of 12 decimal digits.
 
 use std::fmt;
 
@@ -100,6 +100,10 @@ hex_id!(
 hex_id!(
     /// A node (host) id, `node-` + 17 hex digits.
     NodeId, "node-", "InvalidParameterValue"
+);
+hex_id!(
+    /// A launch template id, `lt-` + 17 hex digits.
+    LaunchTemplateId, "lt-", "InvalidLaunchTemplateId.Malformed"
 );
 hex_id!(
     /// A subnet id, `subnet-` + 17 hex digits.

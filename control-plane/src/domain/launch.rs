@@ -119,7 +119,7 @@ impl Domain {
         caller: &Caller,
         input: RunInstancesInput,
     ) -> Result<Reservation> {
-        self.run_instances_inner(caller, input, None).await
+        self.run_instances_inner(caller, input, None, &[]).await
     }
 
     /// Fault injection for tests: RunInstances of more than [`BATCH`]
@@ -132,7 +132,21 @@ impl Domain {
         input: RunInstancesInput,
         batches: usize,
     ) -> Result<Reservation> {
-        self.run_instances_inner(caller, input, Some(batches)).await
+        self.run_instances_inner(caller, input, Some(batches), &[])
+            .await
+    }
+
+    /// RunInstances on behalf of a service (Auto Scaling): `system_tags`
+    /// (such as `aws:autoscaling:groupName`, which callers may not set) are
+    /// added to every instance after the tags were validated.
+    pub(crate) async fn run_instances_with_system_tags(
+        &self,
+        caller: &Caller,
+        input: RunInstancesInput,
+        system_tags: &[(String, String)],
+    ) -> Result<Reservation> {
+        self.run_instances_inner(caller, input, None, system_tags)
+            .await
     }
 
     async fn run_instances_inner(
@@ -140,6 +154,7 @@ impl Domain {
         caller: &Caller,
         input: RunInstancesInput,
         stop_after: Option<usize>,
+        system_tags: &[(String, String)],
     ) -> Result<Reservation> {
         let account = caller.account()?;
         validation::counts(input.min_count, input.max_count)?;
@@ -160,7 +175,8 @@ impl Domain {
             self.check_zone(z)?;
         }
         validation::user_data(&input.user_data)?;
-        let tags = validation::tags(&input.tags)?;
+        let mut tags = validation::tags(&input.tags)?;
+        tags.extend(system_tags.iter().cloned());
         let token = input.client_token.clone().filter(|t| !t.is_empty());
         if let Some(t) = &token {
             validation::client_token(t)?;

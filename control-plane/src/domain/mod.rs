@@ -23,6 +23,7 @@
 pub mod accounts;
 pub mod billing;
 pub mod attributes;
+pub mod autoscaling;
 pub mod catalogue;
 pub mod enrolment;
 pub mod events;

@@ -4,6 +4,8 @@
 //! Request pipeline ([`handle`]): `POST /` only -> body read with a size limit
 //! -> form-encoded content type -> SigV4 ([`sigv4`]) with the secret of the
 //! access key ([`Backend::credentials`]) and the region/service of the scope
+//! (the service routes the request: `ec2` continues below, `autoscaling`
+//! goes to [`Backend::dispatch_autoscaling`], see [`autoscaling`])
 //! -> per-account rate limit ([`ratelimit`]) -> form parsing into a typed
 //! [`requests::Request`] -> the action ([`Backend::dispatch`], implemented over
 //! the domain layer in [`actions`]) -> XML ([`xml`]). Every failure is an EC2
@@ -13,6 +15,7 @@
 
 pub mod actions;
 pub mod attribute_requests;
+pub mod autoscaling;
 pub mod error;
 pub mod query;
 pub mod ratelimit;
@@ -83,6 +86,24 @@ pub trait Backend: Send + Sync + 'static {
         request_id: &'a str,
         req: Request,
     ) -> BoxFuture<'a, Result<String, Ec2Error>>;
+
+    /// Performs an Auto Scaling API request (its form, `Action` included)
+    /// for `account` and returns the XML response document. By default the
+    /// service is not offered.
+    fn dispatch_autoscaling<'a>(
+        &'a self,
+        account: &'a str,
+        request_id: &'a str,
+        form: std::collections::BTreeMap<String, String>,
+    ) -> BoxFuture<'a, Result<String, Ec2Error>> {
+        let _ = (account, request_id, form);
+        Box::pin(async {
+            Err(Ec2Error::new(
+                ErrorCode::InvalidAction,
+                "The Auto Scaling API is not served here",
+            ))
+        })
+    }
 }
 
 /// Gateway settings.
@@ -156,7 +177,8 @@ pub async fn handle(gw: &Gateway, req: HttpRequest<Body>, now: OffsetDateTime) -
     let (parts, body) = req.into_parts();
     let started = std::time::Instant::now();
     let mut seen = "";
-    let result = run(gw, &rid, &parts, body, now, &mut seen).await;
+    let mut service = sigv4::Service::Ec2;
+    let result = run(gw, &rid, &parts, body, now, &mut seen, &mut service).await;
     let code = result.as_ref().map_or_else(|e| e.code.as_str(), |_| "ok");
     crate::metrics::global().ec2(seen, code, started.elapsed());
     match result {
@@ -170,7 +192,11 @@ pub async fn handle(gw: &Gateway, req: HttpRequest<Body>, now: OffsetDateTime) -
             } else {
                 tracing::debug!(request_id = %rid, code = e.code.as_str(), message = %e.message, "ec2 request rejected");
             }
-            xml_response(e.status(), e.to_xml(&rid))
+            let body = match service {
+                sigv4::Service::Ec2 => e.to_xml(&rid),
+                sigv4::Service::AutoScaling => autoscaling::error_xml(&e, &rid),
+            };
+            xml_response(e.status(), body)
         }
     }
 }
@@ -191,6 +217,7 @@ async fn run(
     body: Body,
     now: OffsetDateTime,
     seen: &mut &'static str,
+    service: &mut sigv4::Service,
 ) -> Result<(&'static str, String), Ec2Error> {
     if parts.method != Method::POST || parts.uri.path() != "/" {
         return Err(Ec2Error::new(
@@ -200,18 +227,29 @@ async fn run(
     }
     let body = read_body(&parts.headers, body, gw.cfg.max_body).await?;
     check_content_type(&parts.headers)?;
-    let account = authenticate(gw, parts, &body, now).await?;
+    let (account, svc) = authenticate(gw, parts, &body, now).await?;
+    *service = svc;
     if !gw.limiter.try_acquire(&account) {
         return Err(Ec2Error::new(
             ErrorCode::RequestLimitExceeded,
             "Request limit exceeded.",
         ));
     }
-    let req = Request::parse(query::parse_form(&body)?)?;
-    let action = req.action();
-    *seen = action;
-    let xml = gw.backend.dispatch(&account, rid, req).await?;
-    Ok((action, xml))
+    let form = query::parse_form(&body)?;
+    match svc {
+        sigv4::Service::Ec2 => {
+            let req = Request::parse(form)?;
+            let action = req.action();
+            *seen = action;
+            let xml = gw.backend.dispatch(&account, rid, req).await?;
+            Ok((action, xml))
+        }
+        sigv4::Service::AutoScaling => {
+            let xml = gw.backend.dispatch_autoscaling(&account, rid, form).await?;
+            *seen = "autoscaling";
+            Ok(("autoscaling", xml))
+        }
+    }
 }
 
 async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, Ec2Error> {
@@ -258,13 +296,14 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Ec2Error> {
     }
 }
 
-/// Verifies the request's signature and returns the caller's account.
+/// Verifies the request's signature and returns the caller's account and
+/// the service its credential scope names.
 async fn authenticate(
     gw: &Gateway,
     parts: &http::request::Parts,
     body: &[u8],
     now: OffsetDateTime,
-) -> Result<String, Ec2Error> {
+) -> Result<(String, sigv4::Service), Ec2Error> {
     let header = match parts.headers.get(header::AUTHORIZATION) {
         None => {
             return Err(Ec2Error::new(
@@ -277,15 +316,15 @@ async fn authenticate(
             .map_err(|_| Ec2Error::new(ErrorCode::AuthFailure, "Malformed Authorization header"))?,
     };
     let auth = sigv4::Authorization::parse(header).map_err(sig_error)?;
-    if auth.service != "ec2" {
+    let Some(service) = sigv4::Service::from_scope(&auth.service) else {
         return Err(Ec2Error::new(
             ErrorCode::AuthFailure,
             format!(
-                "Credential should be scoped to the correct service: 'ec2', not '{}'",
+                "Credential should be scoped to the correct service: 'ec2' or 'autoscaling', not '{}'",
                 auth.service
             ),
         ));
-    }
+    };
     let region = gw.backend.region();
     if auth.region != region {
         return Err(Ec2Error::new(
@@ -314,7 +353,7 @@ async fn authenticate(
         body,
     };
     sigv4::verify(&auth, &key.secret, &req, now).map_err(sig_error)?;
-    Ok(key.account)
+    Ok((key.account, service))
 }
 
 fn sig_error(e: sigv4::SigV4Error) -> Ec2Error {

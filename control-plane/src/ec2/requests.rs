@@ -58,6 +58,8 @@ pub enum Request {
     ModifyInstanceAttribute(ModifyInstanceAttribute),
     GetConsoleScreenshot(GetConsoleScreenshot),
     DescribeInstanceTypeOfferings(DescribeInstanceTypeOfferings),
+    /// A launch template action (parsed in `actions::launch_templates`).
+    LaunchTemplate(super::actions::launch_templates::LtRequest),
 }
 
 /// `DescribeInstanceTypeOfferings`.
@@ -289,6 +291,7 @@ impl Request {
             Request::ModifyInstanceAttribute(_) => "ModifyInstanceAttribute",
             Request::GetConsoleScreenshot(_) => "GetConsoleScreenshot",
             Request::DescribeInstanceTypeOfferings(_) => "DescribeInstanceTypeOfferings",
+            Request::LaunchTemplate(x) => x.action(),
         }
     }
 
@@ -499,6 +502,9 @@ impl Request {
             "GetConsoleScreenshot" => {
                 Request::GetConsoleScreenshot(super::attribute_requests::screenshot(&mut r)?)
             }
+            a if super::actions::launch_templates::ACTIONS.contains(&a) => {
+                Request::LaunchTemplate(super::actions::launch_templates::parse(a, &mut r)?)
+            }
             other => {
                 return Err(Ec2Error::new(
                     ErrorCode::InvalidAction,
@@ -538,6 +544,7 @@ impl Request {
             Request::ModifyInstanceAttribute(x) => x.dry_run,
             Request::GetConsoleScreenshot(x) => x.dry_run,
             Request::DescribeInstanceTypeOfferings(x) => x.dry_run,
+            Request::LaunchTemplate(x) => x.dry_run(),
         }
     }
 }

@@ -36,6 +36,27 @@ pub enum SigV4Error {
     Mismatch,
 }
 
+/// The service a request is for, from its credential scope: the gateway
+/// serves several AWS Query APIs on one listener and routes by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// `ec2`: the EC2 API (2016-11-15).
+    Ec2,
+    /// `autoscaling`: the Auto Scaling API (2011-01-01).
+    AutoScaling,
+}
+
+impl Service {
+    /// The service of a scope's service component (`None`: not served here).
+    pub fn from_scope(s: &str) -> Option<Self> {
+        match s {
+            "ec2" => Some(Self::Ec2),
+            "autoscaling" => Some(Self::AutoScaling),
+            _ => None,
+        }
+    }
+}
+
 /// The parsed `Authorization` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authorization {

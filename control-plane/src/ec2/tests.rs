@@ -61,6 +61,18 @@ pub(crate) fn signed_as(
     body: &str,
     t: OffsetDateTime,
 ) -> HttpRequest<Body> {
+    signed_for(key, secret, region, "ec2", body, t)
+}
+
+/// Signs `body` for `service` (the credential scope's service).
+pub(crate) fn signed_for(
+    key: &str,
+    secret: &str,
+    region: &str,
+    service: &str,
+    body: &str,
+    t: OffsetDateTime,
+) -> HttpRequest<Body> {
     let amz_date = format!(
         "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
         t.year(),
@@ -81,7 +93,7 @@ pub(crate) fn signed_as(
         access_key_id: key.into(),
         date: amz_date[..8].into(),
         region: region.into(),
-        service: "ec2".into(),
+        service: service.into(),
         signed_headers: vec!["content-type".into(), "host".into(), "x-amz-date".into()],
         signature: vec![],
     };
@@ -104,7 +116,7 @@ pub(crate) fn signed_as(
     b.header(
         "authorization",
         format!(
-            "AWS4-HMAC-SHA256 Credential={key}/{}/{region}/ec2/aws4_request, \
+            "AWS4-HMAC-SHA256 Credential={key}/{}/{region}/{service}/aws4_request, \
              SignedHeaders=content-type;host;x-amz-date, Signature={sig}",
             &amz_date[..8]
         ),
@@ -163,6 +175,40 @@ async fn a_signed_request_reaches_the_backend_with_its_account() {
     assert!(xml
         .contains("<DescribeRegionsResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">"));
     assert!(xml.contains("<account>111111111111</account>"));
+}
+
+#[tokio::test]
+async fn requests_are_routed_by_the_scope_service() {
+    let gw = gateway(GatewayConfig::default());
+    let now = OffsetDateTime::now_utc();
+    // `autoscaling` goes to the Auto Scaling dispatcher (not offered by this
+    // backend), whose errors are Auto Scaling error documents.
+    let body = "Action=DescribeAutoScalingGroups&Version=2011-01-01";
+    let (s, xml) = call(
+        &gw,
+        signed_for(KEY, SECRET, REGION, "autoscaling", body, now),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{xml}");
+    assert!(
+        xml.contains("<ErrorResponse xmlns=\"https://autoscaling.amazonaws.com/doc/2011-01-01/\"><Error><Type>Sender</Type><Code>InvalidAction</Code>"),
+        "{xml}"
+    );
+    assert!(xml.contains("<RequestId>"), "{xml}");
+    // A signature for another service's scope is still checked.
+    let (s, xml) = call(
+        &gw,
+        signed_for(KEY, "bad", REGION, "autoscaling", body, now),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{xml}");
+    assert!(xml.contains("<Code>SignatureDoesNotMatch</Code>"), "{xml}");
+    // A service not served here.
+    let (s, xml) = call(&gw, signed_for(KEY, SECRET, REGION, "s3", body, now)).await;
+    assert_eq!((s.as_u16(), code_of(&xml)), (401, "AuthFailure"), "{xml}");
+    // `ec2` still goes to the EC2 dispatcher.
+    let (s, xml) = call(&gw, signed_for(KEY, SECRET, REGION, "ec2", DESCRIBE, now)).await;
+    assert_eq!(s, StatusCode::OK, "{xml}");
 }
 
 #[tokio::test]

@@ -201,6 +201,55 @@ impl Keys {
         format!("{}/lost-confirmations/", self.p)
     }
 
+    /// `launch-templates/<account>/<hex name>`: a launch template's header.
+    pub fn launch_template(&self, account: &AccountId, name: &str) -> String {
+        format!(
+            "{}/launch-templates/{account}/{}",
+            self.p,
+            hex::encode(name)
+        )
+    }
+    /// An account's launch templates.
+    pub fn account_launch_templates(&self, account: &AccountId) -> String {
+        format!("{}/launch-templates/{account}/", self.p)
+    }
+    /// `launch-template-versions/<lt-…>/<n:010>`: one immutable version.
+    pub fn launch_template_version(&self, id: &crate::ids::LaunchTemplateId, n: u64) -> String {
+        format!("{}/launch-template-versions/{id}/{n:010}", self.p)
+    }
+    /// Every version of a launch template.
+    pub fn launch_template_versions(&self, id: &crate::ids::LaunchTemplateId) -> String {
+        format!("{}/launch-template-versions/{id}/", self.p)
+    }
+    /// `asgs/<account>/<hex name>`: an Auto Scaling group.
+    pub fn asg(&self, account: &AccountId, name: &str) -> String {
+        format!("{}/asgs/{account}/{}", self.p, hex::encode(name))
+    }
+    /// An account's Auto Scaling groups.
+    pub fn account_asgs(&self, account: &AccountId) -> String {
+        format!("{}/asgs/{account}/", self.p)
+    }
+    /// Every Auto Scaling group.
+    pub fn all_asgs(&self) -> String {
+        format!("{}/asgs/", self.p)
+    }
+    /// `asg-activities/<account>/<hex group name>/<seq:010>`: one scaling activity.
+    pub fn asg_activity(&self, account: &AccountId, group: &str, seq: u64) -> String {
+        format!(
+            "{}/asg-activities/{account}/{}/{seq:010}",
+            self.p,
+            hex::encode(group)
+        )
+    }
+    /// A group's scaling activities.
+    pub fn asg_activities(&self, account: &AccountId, group: &str) -> String {
+        format!(
+            "{}/asg-activities/{account}/{}/",
+            self.p,
+            hex::encode(group)
+        )
+    }
+
     /// The election name of the leader-only background tasks.
     pub fn election(&self) -> String {
         format!("{}/election/reconciler", self.p)

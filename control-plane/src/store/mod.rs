@@ -13,6 +13,7 @@ pub mod keys;
 pub mod members;
 pub mod record;
 pub mod repo;
+pub mod repo_asg;
 pub mod watch;
 
 use std::time::Duration;
@@ -629,6 +630,15 @@ impl Tx {
     /// Deletes a key.
     pub fn delete(&mut self, key: &str) -> &mut Self {
         self.ops.push(TxnOp::delete(key, None));
+        self
+    }
+
+    /// Deletes every key under `prefix` (one write).
+    pub fn delete_prefix(&mut self, prefix: &str) -> &mut Self {
+        self.ops.push(TxnOp::delete(
+            prefix,
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        ));
         self
     }
 

@@ -12,6 +12,9 @@
 //! - `client-token-gc` (every 60 s): ClientToken records a day old whose
 //!   instances are all gone ([`Domain::collect_client_tokens`]), and expired
 //!   node enrolment tokens ([`Domain::collect_enrolment_tokens`]);
+//! - `autoscaling` (every `interval_seconds`, and early when a group
+//!   changes): the Auto Scaling controller
+//!   ([`crate::domain::autoscaling::controller`]);
 //! - `event-gc` (every 60 s): lifecycle events older than
 //!   `events.retention_days` are deleted ([`Domain::collect_expired_events`]);
 //! - `billing-export` (every 60 s, [`super::billing`]): the hourly usage CSV.
@@ -42,6 +45,7 @@ pub fn all(domain: &Arc<Domain>) -> Vec<Arc<dyn Task>> {
         Arc::new(ClientTokenGc(domain.clone())),
         Arc::new(EventGc(domain.clone())),
         Arc::new(super::billing::BillingExport(domain.clone())),
+        Arc::new(AutoScaling(domain.clone())),
     ]
 }
 
@@ -209,6 +213,39 @@ impl Task for EventGc {
         Box::pin(async move {
             let n = self.0.collect_expired_events(now_ms()).await?;
             Ok(format!("deleted {n} expired events"))
+        })
+    }
+}
+
+/// `autoscaling`.
+#[derive(Debug)]
+pub struct AutoScaling(pub Arc<Domain>);
+
+impl Task for AutoScaling {
+    fn name(&self) -> &'static str {
+        "autoscaling"
+    }
+    fn period(&self) -> Duration {
+        interval(&self.0)
+    }
+    fn mode(&self) -> Mode {
+        Mode::LeaderOnly
+    }
+    fn activation(&self) -> Option<String> {
+        Some(self.0.store().asgs().prefix())
+    }
+    fn run<'a>(&'a self, _: &'a RunContext) -> RunFuture<'a> {
+        Box::pin(async move {
+            let r = self.0.reconcile_groups().await?;
+            if r.launched + r.terminated + r.deleted > 0 {
+                tracing::info!(
+                    launched = r.launched,
+                    terminated = r.terminated,
+                    deleted = r.deleted,
+                    "auto scaling pass"
+                );
+            }
+            Ok(r.summary())
         })
     }
 }

@@ -2,7 +2,7 @@
 //! process: [`DomainBackend`] resolves access keys to callers and hands each
 //! typed request to the noun's module, which calls the domain and writes the
 //! XML. One module per noun: [`instances`], [`images`], [`keypairs`],
-//! [`tags`], [`regions`] (zones, regions, instance types).
+//! [`tags`], [`regions`] (zones, regions, instance types), [`launch_templates`].
 //!
 //! DryRun: the request is parsed, authenticated and checked as far as the
 //! domain can without changing anything, then answered `DryRunOperation`.
@@ -11,6 +11,7 @@ pub mod attributes;
 pub mod images;
 pub mod instances;
 pub mod keypairs;
+pub mod launch_templates;
 pub mod regions;
 pub mod tags;
 
@@ -138,7 +139,20 @@ impl super::Backend for DomainBackend {
                 Request::GetConsoleScreenshot(r) => {
                     attributes::screenshot(d, &caller, rid, r).await
                 }
+                Request::LaunchTemplate(r) => launch_templates::handle(d, &caller, rid, r).await,
             }
+        })
+    }
+
+    fn dispatch_autoscaling<'a>(
+        &'a self,
+        account: &'a str,
+        request_id: &'a str,
+        form: std::collections::BTreeMap<String, String>,
+    ) -> BoxFuture<'a, Result<String, Ec2Error>> {
+        Box::pin(async move {
+            let caller = caller_of(account)?;
+            super::autoscaling::dispatch(&self.domain, &caller, request_id, form).await
         })
     }
 }

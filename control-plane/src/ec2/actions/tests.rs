@@ -130,6 +130,19 @@ impl Cloud {
     async fn err(&self, body: &str) -> (u16, String) {
         self.err_as(&self.a, body).await
     }
+
+    /// An Auto Scaling request (scope service `autoscaling`) as `who`.
+    async fn asg_as(&self, who: &(String, String), body: &str) -> (u16, String) {
+        let t = OffsetDateTime::now_utc();
+        let req =
+            crate::ec2::tests::signed_for(&who.0, &who.1, &self.region, "autoscaling", body, t);
+        let r = handle(&self.gw, req, t).await;
+        let status = r.status().as_u16();
+        let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
 }
 
 /// Every text of `<tag>..</tag>` in document order.
@@ -762,4 +775,158 @@ async fn instance_type_offerings_follow_host_sizes() {
     ] {
         assert_eq!(c.err(&offer(q)).await.1, code, "{q}");
     }
+}
+
+const ASG: &str = "Version=2011-01-01";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launch_templates_and_auto_scaling_over_the_gateway() {
+    let Some(c) = cloud().await else {
+        return;
+    };
+    let image = texts(
+        &c.ok(&format!("Action=DescribeImages&{V}")).await,
+        "imageId",
+    )[0]
+    .clone();
+    let xml = c
+        .ok(&format!(
+            "Action=CreateLaunchTemplate&{V}&LaunchTemplateName=web&LaunchTemplateData.ImageId={image}\
+             &LaunchTemplateData.InstanceType=t3.nano&LaunchTemplateData.TagSpecification.1.ResourceType=instance\
+             &LaunchTemplateData.TagSpecification.1.Tag.1.Key=from&LaunchTemplateData.TagSpecification.1.Tag.1.Value=lt"
+        ))
+        .await;
+    let lt = texts(&xml, "launchTemplateId")[0].clone();
+    assert!(lt.starts_with("lt-"), "{xml}");
+    let (_, code) = c
+        .err(&format!("Action=CreateLaunchTemplate&{V}&LaunchTemplateName=web&LaunchTemplateData.InstanceType=t3.nano"))
+        .await;
+    assert_eq!(code, "InvalidLaunchTemplateName.AlreadyExistsException");
+    let xml = c
+        .ok(&format!("Action=CreateLaunchTemplateVersion&{V}&LaunchTemplateId={lt}&SourceVersion=1&LaunchTemplateData.InstanceType=t3.micro"))
+        .await;
+    assert_eq!(texts(&xml, "versionNumber"), ["2"], "{xml}");
+    assert_eq!(texts(&xml, "imageId"), [image], "{xml}");
+    let xml = c
+        .ok(&format!(
+            "Action=DescribeLaunchTemplateVersions&{V}&LaunchTemplateName=web"
+        ))
+        .await;
+    assert_eq!(
+        texts(&xml, "instanceType"),
+        ["t3.nano", "t3.micro"],
+        "{xml}"
+    );
+
+    let zones = c.replica.as_ref().unwrap().domain.config().zones.clone();
+    let create = format!(
+        "Action=CreateAutoScalingGroup&{ASG}&AutoScalingGroupName=asg1\
+         &LaunchTemplate.LaunchTemplateName=web&LaunchTemplate.Version=%24Default\
+         &MinSize=1&MaxSize=4&DesiredCapacity=2\
+         &AvailabilityZones.member.1={}&AvailabilityZones.member.2={}",
+        zones[0], zones[1]
+    );
+    let (s, xml) = c.asg_as(&c.a, &create).await;
+    assert_eq!(s, 200, "{xml}");
+    assert!(xml.starts_with("<?xml"), "{xml}");
+    assert!(xml.contains("<CreateAutoScalingGroupResponse xmlns=\"https://autoscaling.amazonaws.com/doc/2011-01-01/\">"), "{xml}");
+    let (s, xml) = c.asg_as(&c.a, &create).await;
+    assert_eq!(
+        (s, texts(&xml, "Code")),
+        (400, vec!["AlreadyExists".to_string()]),
+        "{xml}"
+    );
+    let (s, xml) = c
+        .asg_as(
+            &c.a,
+            &create
+                .replace("asg1", "asg2")
+                .replace("MinSize=1", "MinSize=9"),
+        )
+        .await;
+    assert_eq!(
+        (s, texts(&xml, "Code")),
+        (400, vec!["ValidationError".to_string()]),
+        "{xml}"
+    );
+    assert!(xml.contains("<Type>Sender</Type>"), "{xml}");
+
+    // Two instances in service, one per zone, tagged with the template's tags.
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, xml) = c
+            .asg_as(
+                &c.a,
+                &format!(
+                    "Action=DescribeAutoScalingGroups&{ASG}&AutoScalingGroupNames.member.1=asg1"
+                ),
+            )
+            .await;
+        let states = texts(&xml, "LifecycleState");
+        let mut z = texts(&xml, "AvailabilityZone");
+        z.sort();
+        if states == ["InService", "InService"] && z == [zones[0].clone(), zones[1].clone()] {
+            assert_eq!(texts(&xml, "DesiredCapacity"), ["2"], "{xml}");
+            break;
+        }
+        assert!(Instant::now() < end, "{xml}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let xml = c.ok(&format!("Action=DescribeInstances&{V}")).await;
+    assert!(
+        xml.contains("<key>aws:autoscaling:groupName</key><value>asg1</value>"),
+        "{xml}"
+    );
+    assert!(xml.contains("<key>from</key><value>lt</value>"), "{xml}");
+
+    // The other tenant sees no group and cannot touch this one.
+    let (s, xml) = c
+        .asg_as(&c.b, &format!("Action=DescribeAutoScalingGroups&{ASG}"))
+        .await;
+    assert_eq!(s, 200, "{xml}");
+    assert!(texts(&xml, "AutoScalingGroupName").is_empty(), "{xml}");
+    let (s, xml) = c
+        .asg_as(
+            &c.b,
+            &format!("Action=SetDesiredCapacity&{ASG}&AutoScalingGroupName=asg1&DesiredCapacity=3"),
+        )
+        .await;
+    assert_eq!(
+        (s, texts(&xml, "Code")),
+        (400, vec!["ValidationError".to_string()]),
+        "{xml}"
+    );
+
+    // Deleting a group with instances needs ForceDelete.
+    let (s, xml) = c
+        .asg_as(
+            &c.a,
+            &format!("Action=DeleteAutoScalingGroup&{ASG}&AutoScalingGroupName=asg1"),
+        )
+        .await;
+    assert_eq!(
+        (s, texts(&xml, "Code")),
+        (400, vec!["ResourceInUse".to_string()]),
+        "{xml}"
+    );
+    let (s, xml) = c
+        .asg_as(
+            &c.a,
+            &format!(
+                "Action=DeleteAutoScalingGroup&{ASG}&AutoScalingGroupName=asg1&ForceDelete=true"
+            ),
+        )
+        .await;
+    assert_eq!(s, 200, "{xml}");
+    let (s, xml) = c
+        .asg_as(
+            &c.a,
+            &format!("Action=DescribeScalingActivities&{ASG}&AutoScalingGroupName=asg1"),
+        )
+        .await;
+    assert_eq!(s, 200, "{xml}");
+    assert!(
+        texts(&xml, "StatusCode").iter().any(|s| s == "Successful"),
+        "{xml}"
+    );
 }
