@@ -21,9 +21,9 @@
 //!   (addresses), [`filters`], [`validation`], [`model`] (stored records).
 
 pub mod accounts;
-pub mod billing;
 pub mod attributes;
 pub mod autoscaling;
+pub mod billing;
 pub mod catalogue;
 pub mod enrolment;
 pub mod events;
@@ -35,8 +35,8 @@ pub mod keypairs;
 pub mod launch;
 pub mod lifecycle;
 pub mod liveness;
-pub mod metrics;
 pub mod metadata;
+pub mod metrics;
 pub mod model;
 pub mod network;
 pub mod nodecache;

@@ -241,6 +241,7 @@ impl Default for LaunchOptions {
             source_dest_check: true,
         }
     }
+}
 
 /// EC2 `InstanceMetadataOptions` of an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
