@@ -357,6 +357,7 @@ async fn a_lost_host_is_replaced_and_the_zones_rebalance_when_it_returns() {
     // Host of zone a dies: its lease (8 s) expires, the node-loss rules
     // stop its instances, the group replaces them in b and c.
     let resume = sims[0].running();
+    let credential = sims[0].credential();
     sims[0].kill();
     let t0 = Instant::now();
     let end = t0 + Duration::from_secs(60);
@@ -388,7 +389,9 @@ async fn a_lost_host_is_replaced_and_the_zones_rebalance_when_it_returns() {
     // The host comes back (with its VMs): the zones rebalance to 2/2/2.
     let mut o = SimOptions::new("host-0", ZONES[0], 64, 32768);
     o.resume = resume;
-    sims[0] = SimAgent::start(&ep, enrol(), o).await.unwrap();
+    // A returning host re-registers with its own node credential (the
+    // shared enrolment token may only register new host ids).
+    sims[0] = SimAgent::start(&ep, credential, o).await.unwrap();
     wait_running(&d, &c, "g", 6, Some(2), Duration::from_secs(60)).await;
     r.shutdown().await;
 }

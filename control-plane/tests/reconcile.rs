@@ -290,7 +290,8 @@ async fn list_tasks_shows_each_task_and_a_failing_task_does_not_stop_the_others(
                 "instance-gc",
                 "client-token-gc",
                 "event-gc",
-                "billing-export"
+                "billing-export",
+                "autoscaling"
             ]
         );
         assert!(v.tasks.iter().all(|t| t.mode == "leader-only"));
