@@ -3,7 +3,7 @@
 
 use base64::Engine as _;
 
-use super::{cloud, texts, V};
+use super::{cloud, texts, wait_state, V};
 use crate::domain::keymaterial;
 
 fn b64_param(material: &str) -> String {
@@ -64,7 +64,7 @@ async fn rsa_and_ed25519_key_pairs_over_the_gateway() {
         .await;
     assert_eq!(
         texts(&xml, "keyFingerprint"),
-        [expected.fingerprint.clone()]
+        std::slice::from_ref(&expected.fingerprint)
     );
     let (ed, _, ed_fp) = keymaterial::generate_ed25519("me@host");
     let xml = c
@@ -73,7 +73,7 @@ async fn rsa_and_ed25519_key_pairs_over_the_gateway() {
             b64_param(&rfc4716(&ed))
         ))
         .await;
-    assert_eq!(texts(&xml, "keyFingerprint"), [ed_fp.clone()]);
+    assert_eq!(texts(&xml, "keyFingerprint"), std::slice::from_ref(&ed_fp));
 
     // DescribeKeyPairs shows the type; the public key (what the metadata
     // service serves as openssh-key) is a plain OpenSSH line.
@@ -175,4 +175,47 @@ async fn rsa_and_ed25519_key_pairs_over_the_gateway() {
         .await;
     assert_eq!(texts(&xml, "keyType"), ["rsa", "rsa"]);
     assert!(texts(&xml, "keyFingerprint").contains(&rsa_fp));
+
+    // An instance launched with the imported RSA key gets the OpenSSH line
+    // in its assignment (what the node's metadata service serves as
+    // public-keys/0/openssh-key).
+    let ami = texts(
+        &c.ok(&format!(
+            "Action=DescribeImages&{V}&Filter.1.Name=name&Filter.1.Value.1=hello"
+        ))
+        .await,
+        "imageId",
+    )
+    .remove(0);
+    let xml = c
+        .ok(&format!(
+            "Action=RunInstances&{V}&ImageId={ami}&InstanceType=t3.micro&MinCount=1&MaxCount=1&KeyName=i-rsa"
+        ))
+        .await;
+    let ids = texts(&xml, "instanceId");
+    let owner = texts(&xml, "ownerId").remove(0);
+    wait_state(&c, &ids, "running").await;
+    let d = &c.replica.as_ref().unwrap().domain;
+    let account = crate::ids::AccountId::parse(&owner).unwrap();
+    let iid = crate::ids::InstanceId::parse(&ids[0]).unwrap();
+    let inst = d
+        .store
+        .instances()
+        .get(&account, &iid)
+        .await
+        .unwrap()
+        .unwrap();
+    let node = inst.value.node_id.unwrap();
+    let a = d
+        .store
+        .assignments()
+        .get(&node, &iid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.value.ssh_public_key, expected.public_line);
+    assert!(a
+        .value
+        .ssh_public_key
+        .starts_with("ssh-rsa AAAAB3NzaC1yc2E"));
 }
