@@ -124,8 +124,8 @@ fn rsa_import_fingerprint(key: &RsaPublicKey) -> Result<String> {
     Ok(colon_hex(&Md5::digest(der.as_bytes())))
 }
 
-/// Generates a 2048-bit RSA key (CPU-bound: a fraction of a second in
-/// release builds; call it off the async executor).
+/// Generates a 2048-bit RSA key (CPU-bound prime search: call it off the
+/// async executor).
 pub fn generate_rsa(comment: &str) -> Result<GeneratedKey> {
     let key = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, RSA_GENERATED_BITS)
         .map_err(|e| Error::KeyMaterial("generate RSA", Box::new(e)))?;

@@ -283,3 +283,26 @@ fn material_that_is_not_a_key_is_invalid_key_format() {
     parse_public_key(ed.as_bytes()).unwrap();
     parse_public_key(rsa_line.as_bytes()).unwrap();
 }
+
+#[test]
+fn mutated_and_truncated_blobs_never_panic() {
+    let rsa_line = generate_rsa("c").unwrap().public_line;
+    let (ed, _, _) = generate_ed25519("c");
+    for line in [rsa_line, ed] {
+        let kind = line.split_whitespace().next().unwrap().to_string();
+        let blob = B64.decode(line.split_whitespace().nth(1).unwrap()).unwrap();
+        for len in 0..blob.len() {
+            let cut = line_of(&blob[..len], &kind);
+            assert_eq!(code(cut.as_bytes()), "InvalidKey.Format", "{len}");
+        }
+        for _ in 0..2000 {
+            let mut m = blob.clone();
+            let i = rand::random_range(0..m.len());
+            m[i] = rand::random();
+            // Either a key or InvalidKey.Format; never a panic or another code.
+            if let Err(e) = parse_public_key(line_of(&m, &kind).as_bytes()) {
+                assert_eq!(e.code(), "InvalidKey.Format");
+            }
+        }
+    }
+}
