@@ -494,7 +494,7 @@ pub enum KeysCmd {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
-    /// Import an OpenSSH public key.
+    /// Import an RSA or ed25519 public key (OpenSSH line or RFC 4716).
     Import {
         /// Key name.
         name: String,

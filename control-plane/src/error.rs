@@ -118,6 +118,12 @@ pub enum Error {
     /// (`InternalError`).
     #[error("cannot {0}")]
     Io(&'static str, #[source] std::io::Error),
+    /// Generating or encoding key material failed (`InternalError`).
+    #[error("cannot {0} key material")]
+    KeyMaterial(
+        &'static str,
+        #[source] Box<dyn std::error::Error + Send + Sync>,
+    ),
     /// A condition that should not happen (`InternalError`).
     #[error("internal error: {0}")]
     Internal(String),
@@ -184,9 +190,11 @@ impl Error {
             Error::Unauthorized(_) => "UnauthorizedOperation",
             Error::Contention(_) => "RequestLimitExceeded",
             Error::Etcd(_) | Error::Fenced => "ServiceUnavailable",
-            Error::Corrupt { .. } | Error::TooLarge { .. } | Error::Io(..) | Error::Internal(_) => {
-                "InternalError"
-            }
+            Error::Corrupt { .. }
+            | Error::TooLarge { .. }
+            | Error::Io(..)
+            | Error::KeyMaterial(..)
+            | Error::Internal(_) => "InternalError",
         }
     }
 
@@ -203,9 +211,11 @@ impl Error {
             }
             Error::Unauthorized(_) => ErrorKind::Forbidden,
             Error::Contention(_) | Error::Etcd(_) | Error::Fenced => ErrorKind::Unavailable,
-            Error::Corrupt { .. } | Error::TooLarge { .. } | Error::Io(..) | Error::Internal(_) => {
-                ErrorKind::Internal
-            }
+            Error::Corrupt { .. }
+            | Error::TooLarge { .. }
+            | Error::Io(..)
+            | Error::KeyMaterial(..)
+            | Error::Internal(_) => ErrorKind::Internal,
         }
     }
 

@@ -19,7 +19,7 @@ pub struct KeyView {
     pub key_name: String,
     /// ed25519 | rsa.
     pub key_type: String,
-    /// SHA256 fingerprint.
+    /// Fingerprint, as EC2 computes it.
     pub key_fingerprint: String,
     /// Creation time.
     pub create_time: String,

@@ -31,6 +31,7 @@ pub mod filters;
 pub mod images;
 pub mod instances;
 pub mod ipam;
+pub mod keymaterial;
 pub mod keypairs;
 pub mod launch;
 pub mod lifecycle;

@@ -513,7 +513,8 @@ pub struct KeyPair {
     pub id: crate::ids::KeyPairId,
     /// Name.
     pub name: String,
-    /// SHA256:<base64>.
+    /// As EC2 computes it (domain::keymaterial); records written before
+    /// RSA support hold `SHA256:<base64>`.
     pub fingerprint: String,
     /// ed25519 | rsa.
     pub key_type: String,

@@ -1,6 +1,6 @@
 //! Key pair actions: CreateKeyPair, ImportKeyPair, DescribeKeyPairs,
-//! DeleteKeyPair. Keys are ed25519 unless imported (the domain generates
-//! them); fingerprints are OpenSSH SHA-256 ones.
+//! DeleteKeyPair. The domain generates and parses keys (RSA by default,
+//! or ed25519) and computes EC2's fingerprints (domain::keymaterial).
 
 use super::{domain_filters, dry_run_ok, tag_pairs, time_ms};
 use crate::domain::model::KeyPair;

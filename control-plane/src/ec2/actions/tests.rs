@@ -930,3 +930,6 @@ async fn launch_templates_and_auto_scaling_over_the_gateway() {
         "{xml}"
     );
 }
+
+#[path = "tests_keypairs.rs"]
+mod keypairs;
