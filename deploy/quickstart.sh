@@ -240,7 +240,9 @@ build() {
 }
 
 secrets() {
-    mkdir -p "$STATE"/{logs,run,etcd} && chmod 700 "$STATE"
+    # The jailed VMMs (unprivileged uids) must traverse $STATE to reach their
+    # instance directories: search permission only; what is inside stays private.
+    mkdir -p "$STATE"/{logs,run,etcd} && chmod 711 "$STATE" && chmod 700 "$STATE"/{logs,run,etcd}
     [[ -f $STATE/region ]] || echo "$REGION" >"$STATE/region"
     if [[ ! -f $STATE/secrets.env ]]; then
         umask 077
@@ -334,7 +336,8 @@ start_agents() {
     local n=0
     for z in "${ZONES[@]}"; do
         local ns="$PREFIX-$z" dir="$STATE/agents/$z"
-        mkdir -p "$dir"
+        # Search permission for the jailed VMMs (see secrets()).
+        mkdir -p "$dir" && chmod 711 "$STATE/agents" "$dir"
         [[ -e /run/netns/$ns ]] || { ip netns add "$ns"; ip -n "$ns" link set lo up; }
         cat >"$dir/agent.toml" <<EOF
 # Written by deploy/quickstart.sh: host "$ns" in zone $REGION$z.

@@ -261,7 +261,12 @@ pub async fn sync_metadata(spec: &InstanceSpec, dir: &InstanceDir) -> Result<boo
         return Ok(false);
     }
     let p = path.clone();
-    off_runtime(move || write_json(&p, &want))?;
+    let instance_dir = dir.path().to_path_buf();
+    off_runtime(move || {
+        write_json(&p, &want)?;
+        // The new copy is the agent's: hand it back to the VMM's uid.
+        crate::host::jail::give_to_owner_of(&p, &instance_dir)
+    })?;
     VmmApi::new(dir.api_socket())
         .call(nubis_vmm_api::Action::ReloadMetadata)
         .await?;
@@ -299,6 +304,7 @@ pub fn spawn(
             dir: dir.path(),
             disk: &launch.disk,
             console: &console,
+            metadata: launch.metadata.as_deref(),
             tap: launch.net.as_ref().map(|(tap, _)| tap.as_str()),
             console_max_bytes: launch.serial_max_bytes,
         };

@@ -115,6 +115,15 @@ impl Agent {
         let (tx, rx) = mpsc::unbounded_channel();
         let ctx = HostContext::new(config, tx)?;
         let host_id = ctx.layout.host_id()?;
+        if ctx.config.jail.enabled {
+            // The state directory itself is made traversable at each launch.
+            let state_parent = ctx
+                .config
+                .state_dir
+                .parent()
+                .unwrap_or(std::path::Path::new("/"));
+            crate::host::jail::check_reachable(&[state_parent, &ctx.config.image_dir])?;
+        }
         if let Err(e) = ctx.ensure_bridge().await {
             // Instances will fail with NetworkSetupFailed and a clear reason.
             tracing::error!(error = %e, "cannot set up the instance bridge");

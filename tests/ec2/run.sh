@@ -16,6 +16,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
 venv=${NUBIS_EC2_VENV:-$root/target/ec2-venv}
 work=$(mktemp -d /tmp/nbec2.XXXXXX)
+# The jailed VMMs (unprivileged uids) must reach the state and image dirs in it.
+chmod 711 "$work"
 
 # An isolated quickstart: own state dir, namespace prefix, CLI profiles.
 export NUBIS_QS_STATE=$work/qs

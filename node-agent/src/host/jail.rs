@@ -102,6 +102,56 @@ impl Jail {
 }
 
 /// Makes `dir` traversable (not listable) by the VMM users.
+/// Checks at agent start that a jailed VMM (an unprivileged uid with no
+/// group in common with anything) can reach `dirs`: every directory from
+/// `/` down to each of them must grant search (`x`) to others. The agent
+/// makes its own state and instance directories traversable, but does not
+/// change the modes of their parents; a parent such as a `0700` state
+/// root would make every launch fail with "Permission denied", so it is
+/// refused here with the directory to fix. Directories that do not exist
+/// yet are skipped.
+pub fn check_reachable(dirs: &[&Path]) -> Result<()> {
+    for dir in dirs {
+        let full = match std::fs::canonicalize(dir) {
+            Ok(full) => full,
+            // Not there yet (an image directory filled later): nothing to check.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(format!("resolving {}", dir.display()), e)),
+        };
+        for ancestor in full.ancestors() {
+            let mode = std::fs::metadata(ancestor)
+                .map_err(|e| Error::io(format!("stat {}", ancestor.display()), e))?
+                .permissions()
+                .mode();
+            if mode & 0o001 == 0 {
+                return Err(Error::ConfigInvalid(format!(
+                    "[jail] the VMMs run as unprivileged uids and cannot reach {}: {} has mode {:04o}, \
+                     without search permission for others (`chmod o+x {}`), or disable the jail \
+                     ([jail] enabled = false, not for production)",
+                    dir.display(),
+                    ancestor.display(),
+                    mode & 0o7777,
+                    ancestor.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Makes `file` private to the owner of `dir` (its VMM's uid under the
+/// jail): chown to that uid and gid, mode 0600. Used for files the agent
+/// rewrites for a running VMM (the metadata file on reload), whose new
+/// copy is created by the agent as root.
+pub fn give_to_owner_of(file: &Path, dir: &Path) -> Result<()> {
+    let owner = std::fs::metadata(dir)
+        .map_err(|e| Error::io(format!("stat {}", dir.display()), e))?
+        .uid();
+    chown(file, owner)?;
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io(format!("chmod {}", file.display()), e))
+}
+
 fn ensure_traversable(dir: &Path) -> Result<()> {
     let meta =
         std::fs::metadata(dir).map_err(|e| Error::io(format!("stat {}", dir.display()), e))?;
@@ -163,6 +213,9 @@ pub struct JailFiles<'a> {
     pub disk: &'a Path,
     /// Console log, when it already exists.
     pub console: &'a Path,
+    /// The metadata file the VMM serves, when the instance has one (owned by
+    /// the VMM's uid, mode 0600: it holds the user data).
+    pub metadata: Option<&'a Path>,
     /// TAP to attach, if any.
     pub tap: Option<&'a str>,
     /// Console cap (the file-size limit allows it and the disk).
@@ -186,6 +239,9 @@ pub fn prepare(cfg: &JailConfig, files: &JailFiles<'_>) -> Result<Jail> {
     chown(files.disk, uid)?;
     if files.console.exists() {
         chown(files.console, uid)?;
+    }
+    if let Some(md) = files.metadata {
+        give_to_owner_of(md, files.dir)?;
     }
     let kvm = std::fs::OpenOptions::new()
         .read(true)
@@ -242,6 +298,39 @@ fn open_tap(name: &str) -> Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rewritten_file_goes_back_to_the_vmm_uid_and_stays_private() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("i-1");
+        std::fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(900_123), Some(900_123)).unwrap();
+        let file = dir.join("metadata.json");
+        std::fs::write(&file, b"{}").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        give_to_owner_of(&file, &dir).unwrap();
+        let m = std::fs::metadata(&file).unwrap();
+        assert_eq!((m.uid(), m.gid()), (900_123, 900_123));
+        assert_eq!(m.permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_directory_behind_a_0700_parent_is_unreachable() {
+        let t = tempfile::tempdir().unwrap();
+        let outer = t.path().join("outer");
+        let inner = outer.join("state");
+        std::fs::create_dir_all(&inner).unwrap();
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&outer, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let err = check_reachable(&[&inner]).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("{} has mode 0700", outer.display())),
+            "{err}"
+        );
+        std::fs::set_permissions(&outer, std::fs::Permissions::from_mode(0o711)).unwrap();
+        check_reachable(&[&inner]).unwrap();
+        check_reachable(&[&t.path().join("missing")]).unwrap();
+    }
 
     #[test]
     fn uids_are_distinct_and_reused() {
