@@ -78,9 +78,32 @@ const COMMON: &[i64] = &[
     libc::SYS_rt_sigaction,
 ];
 
+/// Device I/O: virtio queues are processed by the event loop, and also by
+/// the vCPU thread that activates a device (its DRIVER_OK status write
+/// processes buffers made available before it) or resets it.
+const DEVICE_IO: &[i64] = &[
+    // Disk requests.
+    libc::SYS_pread64,
+    libc::SYS_pwrite64,
+    libc::SYS_preadv,
+    libc::SYS_pwritev,
+    libc::SYS_fdatasync,
+    libc::SYS_fsync,
+    // TAP frames.
+    libc::SYS_readv,
+    libc::SYS_writev,
+    // Rate-limiter and metadata-responder timers.
+    libc::SYS_timerfd_settime,
+];
+
 /// The only `openat` flags allowed: creating the exit record's temporary
 /// file. Opening anything for reading, or without truncating, is refused.
 const OPEN_FLAGS: u64 = (libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC) as u64;
+
+/// The event loop may also open a file for reading: the instance metadata
+/// file, reread on the API's `reload_metadata` (`std::fs::read`'s flags;
+/// plain `O_RDONLY` without `O_CLOEXEC` is still refused).
+const OPEN_READ_FLAGS: u64 = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
 
 /// `fcntl` commands allowed: std's debug check that a closed fd was open.
 const FCNTL_CMDS: &[u64] = &[libc::F_GETFD as u64];
@@ -124,24 +147,15 @@ pub fn rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>> {
             for sc in [libc::SYS_lseek, libc::SYS_ftruncate] {
                 map.insert(sc, vec![]);
             }
+            for sc in DEVICE_IO {
+                map.insert(*sc, vec![]);
+            }
         }
         ThreadKind::EventLoop => {
             for sc in [
                 libc::SYS_epoll_wait,
                 libc::SYS_epoll_pwait,
                 libc::SYS_epoll_ctl,
-                // Disk requests.
-                libc::SYS_pread64,
-                libc::SYS_pwrite64,
-                libc::SYS_preadv,
-                libc::SYS_pwritev,
-                libc::SYS_fdatasync,
-                libc::SYS_fsync,
-                // TAP frames.
-                libc::SYS_readv,
-                libc::SYS_writev,
-                // Rate-limiter timers.
-                libc::SYS_timerfd_settime,
                 // Shutdown: the API socket file is removed.
                 libc::SYS_unlink,
                 libc::SYS_unlinkat,
@@ -153,6 +167,10 @@ pub fn rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>> {
             ] {
                 map.insert(sc, vec![]);
             }
+            for sc in DEVICE_IO {
+                map.insert(*sc, vec![]);
+            }
+            map.insert(libc::SYS_openat, one_of(2, &[OPEN_FLAGS, OPEN_READ_FLAGS])?);
         }
         ThreadKind::Api => {
             for sc in [
@@ -304,13 +322,40 @@ mod tests {
             libc::syscall(libc::SYS_write, 2, c"".as_ptr(), 0);
             libc::syscall(libc::SYS_getpid);
         };
-        for kind in [ThreadKind::Vcpu, ThreadKind::EventLoop, ThreadKind::Api] {
-            let status = in_child(kind, write);
+        // SAFETY: raw syscalls on an invalid fd (EBADF), in a throw-away child.
+        let device_io = || unsafe {
+            libc::syscall(libc::SYS_writev, -1, std::ptr::null::<libc::iovec>(), 0);
+            libc::syscall(libc::SYS_preadv, -1, std::ptr::null::<libc::iovec>(), 0, 0);
+            libc::syscall(libc::SYS_timerfd_settime, -1, 0, std::ptr::null::<u8>(), 0);
+        };
+        // SAFETY: a raw syscall with harmless arguments (in a throw-away child).
+        let open_read = || unsafe {
+            libc::syscall(
+                libc::SYS_openat,
+                libc::AT_FDCWD,
+                c"/etc/hostname".as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            );
+        };
+        let allowed: &[(ThreadKind, fn())] = &[
+            (ThreadKind::Vcpu, write),
+            (ThreadKind::EventLoop, write),
+            (ThreadKind::Api, write),
+            // A vCPU activating a device processes its queues.
+            (ThreadKind::Vcpu, device_io),
+            (ThreadKind::EventLoop, device_io),
+            // reload_metadata rereads the metadata file.
+            (ThreadKind::EventLoop, open_read),
+        ];
+        for (kind, f) in allowed {
+            let status = in_child(*kind, *f);
             assert!(
                 libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
                 "{kind:?}: status {status:#x}"
             );
         }
+        assert!(killed_by_sigsys(in_child(ThreadKind::Api, device_io)));
+        assert!(killed_by_sigsys(in_child(ThreadKind::Vcpu, open_read)));
     }
 
     #[test]
