@@ -193,6 +193,11 @@ pub struct NetworkConfig {
     /// Prefix of TAP device names (at most 4 characters).
     #[serde(default = "default_tap_prefix")]
     pub tap_prefix: String,
+    /// Enforce per-TAP anti-spoofing and host protection with nftables
+    /// (`host/firewall`). On by default; the agent refuses to start when
+    /// `nft` cannot be run unless this is `false`.
+    #[serde(default = "default_true")]
+    pub firewall: bool,
 }
 
 impl Default for NetworkConfig {
@@ -202,6 +207,7 @@ impl Default for NetworkConfig {
             bridge_address: None,
             instance_range: default_instance_range(),
             tap_prefix: default_tap_prefix(),
+            firewall: true,
         }
     }
 }
