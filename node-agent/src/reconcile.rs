@@ -133,9 +133,8 @@ impl Agent {
         // Re-adopted VMMs keep (or get back) their rules before anything
         // else happens; a firewall that cannot be applied stops the agent.
         if ctx.firewall.enabled() {
-            ctx.firewall.sync(&ctx.layout, true).await.map_err(|e| {
-                tracing::error!(error = %crate::launch::chain(&e), "cannot apply the host firewall (set [network] firewall = false to run without it)");
-                e
+            ctx.firewall.sync(&ctx.layout, true).await.inspect_err(|e| {
+                tracing::error!(error = %crate::launch::chain(e), "cannot apply the host firewall (set [network] firewall = false to run without it)");
             })?;
             tracing::info!(ports = ctx.firewall.status().ports, "host firewall applied");
         } else {
