@@ -341,3 +341,124 @@ fn spoofed_frames_are_dropped_and_guests_cannot_reach_the_host() {
     assert!(!run(&["nft", "list", "table", "inet", "nubis"]).0);
     assert!(ping(&g(1), ip(2)));
 }
+
+/// Runs the real agent (standalone) in the test's namespace with `path` as
+/// its `PATH`; returns the child.
+fn spawn_agent(env: &common::Env, path: &std::path::Path) -> std::process::Child {
+    let log = std::fs::File::create(env.state.path().join("agent.log")).expect("log");
+    Command::new("ip")
+        .args(["netns", "exec", &env.netns.name, "/usr/bin/env"])
+        .arg(format!("PATH={}", path.display()))
+        .arg(env!("CARGO_BIN_EXE_nubis-agent"))
+        .arg("--config")
+        .arg(env.config_path())
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn agent")
+}
+
+/// Waits up to `secs` for the child to exit; its status, or `None`.
+fn wait_exit(child: &mut std::process::Child, secs: u64) -> Option<std::process::ExitStatus> {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+fn status_json(env: &common::Env, secs: u64) -> serde_json::Value {
+    let path = env.state.path().join("status.json");
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+        {
+            return v;
+        }
+        assert!(
+            Instant::now() < end,
+            "no status.json; agent log: {}",
+            std::fs::read_to_string(env.state.path().join("agent.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_agent_applies_the_firewall_at_start_and_refuses_to_run_without_nft() {
+    if !have_prereqs(false) {
+        return;
+    }
+    let env = common::Env::new();
+    // No images: the agent's start-up scan (which hashes every image) stays short.
+    let no_images = tempfile::tempdir().expect("tempdir");
+    let toml = std::fs::read_to_string(env.config_path()).expect("config");
+    let toml = toml.replace(
+        &format!("image_dir = \"{}\"", common::image_dir().display()),
+        &format!("image_dir = \"{}\"", no_images.path().display()),
+    );
+    assert!(toml.contains(&no_images.path().display().to_string()));
+    std::fs::write(env.config_path(), toml).expect("config");
+    // A PATH with `ip` (the bridge) but no `nft`.
+    let bin = tempfile::tempdir().expect("tempdir");
+    let ip_path = must(&["sh", "-c", "command -v ip"]);
+    std::os::unix::fs::symlink(ip_path.trim(), bin.path().join("ip")).expect("symlink ip");
+    let mut agent = common::KillOnDrop(Vec::new());
+    let mut child = spawn_agent(&env, bin.path());
+    agent.0.push(child.id() as i32);
+    let st = wait_exit(&mut child, 20).expect("the agent must not run without nft");
+    assert!(!st.success());
+    let log = std::fs::read_to_string(env.state.path().join("agent.log")).unwrap_or_default();
+    assert!(
+        log.contains("nftables") && log.contains("firewall = false"),
+        "the refusal says why: {log}"
+    );
+
+    // With the real PATH the rules are in place once the agent runs.
+    let sys_path = std::path::PathBuf::from(std::env::var("PATH").unwrap_or_default());
+    let mut child = spawn_agent(&env, &sys_path);
+    agent.0.push(child.id() as i32);
+    let v = status_json(&env, 20);
+    assert_eq!(v["firewall"]["enabled"], true, "{v}");
+    assert!(v["firewall"]["applied_unix_ms"].as_u64().is_some(), "{v}");
+    assert!(
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &env.netns.name,
+            "nft",
+            "list",
+            "table",
+            "bridge",
+            "nubis"
+        ])
+        .0
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // `firewall = false`: runs without nft, and says so.
+    let toml = std::fs::read_to_string(env.config_path()).expect("config");
+    let toml = toml.replace(
+        "tap_prefix = \"nbt\"",
+        "tap_prefix = \"nbt\"\nfirewall = false",
+    );
+    std::fs::write(env.config_path(), toml).expect("config");
+    std::fs::remove_file(env.state.path().join("status.json")).expect("old status");
+    let mut child = spawn_agent(&env, bin.path());
+    agent.0.push(child.id() as i32);
+    let v = status_json(&env, 20);
+    assert_eq!(v["firewall"]["enabled"], false, "{v}");
+    assert!(wait_exit(&mut child, 1).is_none(), "keeps running");
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(env.state.path().join("agent.log")).unwrap_or_default();
+    assert!(log.contains("host firewall disabled"), "{log}");
+}
