@@ -208,27 +208,40 @@ impl Firewall {
 
     /// Makes the tables match the instances recorded in `layout` (see the
     /// module doc). Returns whether a batch was applied. A no-op when the
-    /// firewall is disabled.
+    /// firewall is disabled. The records are read under the update lock, so
+    /// callers queued behind an update that already covered their instance
+    /// (a burst of launches) apply nothing.
     pub async fn sync(&self, layout: &Layout, force: bool) -> Result<bool> {
         if !self.enabled {
             return Ok(false);
         }
+        let mut applied = self.applied.lock().await;
         let l = layout.clone();
         let ports = tokio::task::spawn_blocking(move || ports_from_layout(&l))
             .await
             .map_err(|e| Error::io("reading network records", std::io::Error::other(e)))??;
-        self.apply(self.rules(ports), force).await
+        self.apply_guarded(&mut applied, self.rules(ports), force)
+            .await
     }
 
     /// Applies `rules` unless they are what was applied last (and `force`
     /// is false, and the last apply is younger than [`REAPPLY_EVERY`]).
     pub async fn apply(&self, rules: HostRules, force: bool) -> Result<bool> {
         let mut applied = self.applied.lock().await;
+        self.apply_guarded(&mut applied, rules, force).await
+    }
+
+    async fn apply_guarded(
+        &self,
+        applied: &mut Applied,
+        rules: HostRules,
+        force: bool,
+    ) -> Result<bool> {
         let fresh = applied.at.is_some_and(|t| t.elapsed() < REAPPLY_EVERY);
         if !force && fresh && applied.rules.as_ref() == Some(&rules) {
             return Ok(false);
         }
-        let result = self.apply_locked(&mut applied, &rules).await;
+        let result = self.apply_locked(applied, &rules).await;
         match &result {
             Ok(()) => {
                 applied.rules = Some(rules.clone());
