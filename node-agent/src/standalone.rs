@@ -105,6 +105,7 @@ pub async fn run(agent: Arc<Agent>, mut changed: mpsc::UnboundedReceiver<Instanc
     let _metrics = match crate::metrics::server::start_all(
         &agent.context().config.metrics,
         agent.context().layout.clone(),
+        agent.context().firewall.enabled(),
     )
     .await
     {

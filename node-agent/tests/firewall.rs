@@ -459,6 +459,28 @@ fn the_agent_applies_the_firewall_at_start_and_refuses_to_run_without_nft() {
         ])
         .0
     );
+    // The counters are in the agent's Prometheus exposition.
+    let sock = env.state.path().join("metrics.sock");
+    let end = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let got = std::os::unix::net::UnixStream::connect(&sock)
+            .and_then(|mut s| {
+                s.write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")?;
+                let mut out = String::new();
+                s.read_to_string(&mut out)?;
+                Ok(out)
+            })
+            .unwrap_or_default();
+        if got.contains("nubis_agent_firewall_dropped_packets{") {
+            break got;
+        }
+        assert!(
+            Instant::now() < end,
+            "no firewall series in /metrics: {got}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(body.contains("counter=\"host_blocked\""), "{body}");
     let _ = child.kill();
     let _ = child.wait();
 
