@@ -832,6 +832,11 @@ mod tests {
         ] {
             assert!(parse(&format!("{base}{net}")).is_err(), "{net}");
         }
+        // The firewall is on unless switched off explicitly, and takes a boolean.
+        assert!(parse(base).unwrap().network.firewall);
+        let off = parse(&format!("{base}[network]\nfirewall = false\n")).unwrap();
+        assert!(!off.network.firewall);
+        assert!(parse(&format!("{base}[network]\nfirewall = \"no\"\n")).is_err());
         assert!(parse(&format!("{base}[cgroup]\nparent = \"../x\"\n")).is_err());
         assert!(parse(&format!("{base}[capacity]\nvcpus = 0\n")).is_err());
         assert!(parse(&format!("{base}state_dir = \"rel\"\n")).is_err());
