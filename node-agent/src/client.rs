@@ -257,8 +257,12 @@ pub async fn run(agent: Arc<Agent>, changed: mpsc::UnboundedReceiver<InstanceId>
     let (key, secret) = cfg.enrolment_credential()?;
     let tls = cfg.client_tls()?;
     tokio::spawn(agent.clone().run());
-    let metrics =
-        crate::metrics::server::start_all(&cfg.metrics, agent.context().layout.clone()).await?;
+    let metrics = crate::metrics::server::start_all(
+        &cfg.metrics,
+        agent.context().layout.clone(),
+        agent.context().firewall.enabled(),
+    )
+    .await?;
     // The heartbeat interval of the last registration: once known, retries
     // come at least that often (see [`Endpoints::cap_backoff`]).
     let mut heartbeat: Option<Duration> = None;

@@ -193,6 +193,11 @@ pub struct NetworkConfig {
     /// Prefix of TAP device names (at most 4 characters).
     #[serde(default = "default_tap_prefix")]
     pub tap_prefix: String,
+    /// Enforce per-TAP anti-spoofing and host protection with nftables
+    /// (`host/firewall`). On by default; the agent refuses to start when
+    /// `nft` cannot be run unless this is `false`.
+    #[serde(default = "default_true")]
+    pub firewall: bool,
 }
 
 impl Default for NetworkConfig {
@@ -202,6 +207,7 @@ impl Default for NetworkConfig {
             bridge_address: None,
             instance_range: default_instance_range(),
             tap_prefix: default_tap_prefix(),
+            firewall: true,
         }
     }
 }
@@ -826,6 +832,11 @@ mod tests {
         ] {
             assert!(parse(&format!("{base}{net}")).is_err(), "{net}");
         }
+        // The firewall is on unless switched off explicitly, and takes a boolean.
+        assert!(parse(base).unwrap().network.firewall);
+        let off = parse(&format!("{base}[network]\nfirewall = false\n")).unwrap();
+        assert!(!off.network.firewall);
+        assert!(parse(&format!("{base}[network]\nfirewall = \"no\"\n")).is_err());
         assert!(parse(&format!("{base}[cgroup]\nparent = \"../x\"\n")).is_err());
         assert!(parse(&format!("{base}[capacity]\nvcpus = 0\n")).is_err());
         assert!(parse(&format!("{base}state_dir = \"rel\"\n")).is_err());

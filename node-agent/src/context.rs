@@ -1,7 +1,7 @@
 //! Host-wide context shared by all instance tasks: configuration, the state
 //! directory, the cgroup tree, the address-allocation lock, the bridge
 //! status (which subnets are set up), the image digest cache, the launch
-//! slots, the directory watcher and the channel on which tasks announce
+//! slots, the directory watcher, the firewall and the channel on which tasks announce
 //! state changes.
 
 use std::collections::BTreeSet;
@@ -14,6 +14,7 @@ use crate::config::{Addressing, Config};
 use crate::error::Result;
 use crate::host::cgroup::Cgroups;
 use crate::host::dirwatch::DirWatcher;
+use crate::host::firewall::Firewall;
 use crate::host::image::DigestCache;
 use crate::host::tap;
 use crate::layout::Layout;
@@ -40,6 +41,8 @@ pub struct HostContext {
     pub launch_slots: Semaphore,
     /// Change notification for instance directories.
     pub watcher: DirWatcher,
+    /// The nftables rules of the instances' TAPs and of the host.
+    pub firewall: Firewall,
     /// Subnets (gateway/prefix) already set up on the bridge by this agent.
     bridged: std::sync::Mutex<BTreeSet<(Ipv4Addr, u8)>>,
     /// Addresses chosen whose `net.json` is being written (changed only
@@ -57,6 +60,7 @@ impl HostContext {
         let layout = Layout::open(&config.state_dir)?;
         let cgroups = Cgroups::init(&config.cgroup);
         let config_slots = config.instances.max_parallel_launches;
+        let firewall = Firewall::new(&config.network);
         Ok(Arc::new(HostContext {
             config,
             addressing,
@@ -67,6 +71,7 @@ impl HostContext {
             digests: Arc::default(),
             launch_slots: Semaphore::new(config_slots),
             watcher: DirWatcher::default(),
+            firewall,
             bridged: std::sync::Mutex::default(),
             reserved: std::sync::Mutex::default(),
         }))

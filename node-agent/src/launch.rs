@@ -178,6 +178,14 @@ pub async fn prepare_timed(
         ctx.forget_bridge();
         return Err(net_fail(e));
     }
+    // Rules for the new TAP before the VMM can send anything: until then its
+    // frames are dropped as coming from a TAP without rules.
+    ctx.firewall.sync(&ctx.layout, false).await.map_err(|e| {
+        reason(
+            ReasonCode::NetworkSetupFailed,
+            format!("firewall: {}", chain(&e)),
+        )
+    })?;
     tl.mark("tap");
 
     // cgroup.
@@ -344,6 +352,10 @@ pub async fn destroy(
     }
     ctx.cgroups.remove(&spec.id).await?;
     dir.remove()?;
+    // The TAP's rules go with it; a failure is retried by the reconcile loop.
+    if let Err(e) = ctx.firewall.sync(&ctx.layout, false).await {
+        tracing::warn!(instance = %spec.id, error = %chain(&e), "firewall: cannot remove the instance's rules");
+    }
     Ok(())
 }
 

@@ -139,6 +139,18 @@ impl Agent {
                 Err(e) => tracing::error!(instance = %id, error = %e, "cannot recover instance"),
             }
         }
+        // Re-adopted VMMs keep (or get back) their rules before anything
+        // else happens; a firewall that cannot be applied stops the agent.
+        if ctx.firewall.enabled() {
+            ctx.firewall.sync(&ctx.layout, true).await.inspect_err(|e| {
+                tracing::error!(error = %crate::launch::chain(e), "cannot apply the host firewall (set [network] firewall = false to run without it)");
+            })?;
+            tracing::info!(ports = ctx.firewall.status().ports, "host firewall applied");
+        } else {
+            tracing::warn!(
+                "host firewall disabled ([network] firewall = false): guest frames are not checked"
+            );
+        }
         let agent = Arc::new(Agent {
             ctx,
             host_id,
@@ -334,6 +346,11 @@ impl Agent {
         }
         if orphans_cleanable {
             self.remove_orphan_resources().await;
+        }
+        // Level-triggered: rules follow the recorded instances, re-applied
+        // when they changed, after a failure and every 30 s.
+        if let Err(e) = self.ctx.firewall.sync(&self.ctx.layout, false).await {
+            tracing::error!(error = %crate::launch::chain(&e), "cannot apply the host firewall");
         }
     }
 

@@ -43,6 +43,8 @@ pub struct StatusFile {
     pub images: Vec<String>,
     /// Every instance.
     pub instances: Vec<Report>,
+    /// The host firewall's last update (docs/security.md).
+    pub firewall: crate::host::firewall::FirewallStatus,
     /// When written.
     pub written_unix_ms: u64,
 }
@@ -79,6 +81,7 @@ fn write_status(agent: &Agent, images: &[String]) {
         capacity: agent.capacity(),
         images: images.to_vec(),
         instances,
+        firewall: agent.context().firewall.status(),
         written_unix_ms: crate::instance::now_ms(),
     };
     if let Err(e) = write_json(&status_path(&cfg.state_dir), &st) {
@@ -102,6 +105,7 @@ pub async fn run(agent: Arc<Agent>, mut changed: mpsc::UnboundedReceiver<Instanc
     let _metrics = match crate::metrics::server::start_all(
         &agent.context().config.metrics,
         agent.context().layout.clone(),
+        agent.context().firewall.enabled(),
     )
     .await
     {

@@ -211,9 +211,42 @@ fn kill_9_agent_then_restart_readopts_all_vms() {
     let dir_orphan = state.join("instances/i-stray0001");
     std::fs::create_dir(&dir_orphan).unwrap();
 
+    // The firewall rules outlive the agent (kernel state) and cover every
+    // recorded instance; removed while it is down, the restarted agent puts
+    // them back at start.
+    let chains = |env: &Env| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &env.netns.name])
+            .args(["nft", "list", "table", "bridge", "nubis"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let tap_chain = |id: &str| {
+        let id = nubis_agent::types::InstanceId::new(id).unwrap();
+        format!("chain tap_{}", nubis_agent::host::tap::tap_name("nbt", &id))
+    };
+    let listing = chains(&env);
+    for id in &ids {
+        assert!(listing.contains(&tap_chain(id)), "{id}: {listing}");
+    }
+    assert!(Command::new("ip")
+        .args(["netns", "exec", &env.netns.name])
+        .args(["nft", "delete", "table", "bridge", "nubis"])
+        .status()
+        .unwrap()
+        .success());
+
     let t1 = now_ms();
     let _agent = start_agent(&env);
     let v = wait_status(&env, t1, "5 re-adopted", |v| running_ready(v).len() == N);
+    let listing = chains(&env);
+    for id in &ids {
+        assert!(
+            listing.contains(&tap_chain(id)),
+            "{id} after restart: {listing}"
+        );
+    }
     let after = running_ready(&v);
     assert_eq!(before, after, "instances restarted or lost across kill -9");
     let d = v["instances"]

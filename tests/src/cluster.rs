@@ -119,7 +119,8 @@ pub fn missing_prerequisites() -> Vec<String> {
     if unsafe { libc::geteuid() } != 0 {
         missing.push("root (network namespaces)".into());
     }
-    for tool in ["ip", "nsenter"] {
+    // nft: agents apply their nftables firewall at start (docs/security.md).
+    for tool in ["ip", "nsenter", "nft"] {
         if sys::run(Command::new(tool).arg("-V")).is_err()
             && sys::run(Command::new(tool).arg("--version")).is_err()
         {
@@ -505,7 +506,7 @@ impl Cluster {
              image_dir = {images:?}\n\
              vmm_binary = {vmm:?}\n\n\
              [enrolment]\nkey_id = \"{eid}\"\nsecret = \"{esec}\"\n\n\
-             [network]\nbridge_address = \"10.200.{index}.1/24\"\n\
+             [network]\nfirewall = {firewall}\nbridge_address = \"10.200.{index}.1/24\"\n\
              instance_range = \"10.200.{index}.2-10.200.{index}.254\"\n\n\
              [capacity]\nvcpus = {vcpus}\nmemory_mib = {mem}\n\n\
              [cgroup]\nparent = \"{id}/{name}\"\nenforce_limits = {enforce}\n\n\
@@ -524,6 +525,9 @@ impl Cluster {
             mem = spec.memory_mib,
             id = self.id,
             hb = self.spec.heartbeat_interval_seconds,
+            // Off only for a test that shows what the firewall prevents
+            // (tests/tests/e2e_antispoof.rs).
+            firewall = std::env::var("NUBIS_TEST_AGENT_FIREWALL").map_or(true, |v| v != "0"),
         );
         let config = state.join("agent.toml");
         std::fs::write(&config, text).map_err(|e| e.to_string())?;

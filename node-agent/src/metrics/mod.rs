@@ -41,6 +41,7 @@ struct Exposition {
     status: FGauge,
     sampled: Gauge,
     tick: Histogram,
+    firewall: FGauge,
 }
 
 impl Exposition {
@@ -103,6 +104,14 @@ impl Exposition {
             "Wall time of one sampling pass over all instances",
             tick.clone(),
         );
+        let firewall = FGauge::default();
+        registry.register(
+            "nubis_agent_firewall_dropped_packets",
+            "Frames/packets the host firewall dropped (docs/security.md): by TAP for spoofed frames \
+             (counter=\"spoof\"), from TAPs without rules (counter=\"unknown_tap\"), guest packets to \
+             the host (counter=\"host_blocked\"); read from nftables every 10 s",
+            firewall.clone(),
+        );
         Exposition {
             registry,
             cpu,
@@ -110,6 +119,7 @@ impl Exposition {
             status,
             sampled,
             tick,
+            firewall,
         }
     }
 }
@@ -140,6 +150,25 @@ impl Metrics {
 
     fn series(&self) -> std::sync::MutexGuard<'_, HashMap<InstanceId, InstanceSeries>> {
         self.series.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes the host firewall's counters (series of gone TAPs vanish).
+    pub fn set_firewall(&self, c: &crate::host::firewall::Counters) {
+        let f = &self.expo.firewall;
+        f.clear();
+        let series = |counter: &str, tap: &str| -> Labels {
+            vec![
+                ("counter".to_string(), counter.to_string()),
+                ("tap".to_string(), tap.to_string()),
+            ]
+        };
+        for (tap, n) in &c.spoofed {
+            f.get_or_create(&series("spoof", tap)).set(*n as f64);
+        }
+        f.get_or_create(&series("unknown_tap", ""))
+            .set(c.unknown_tap as f64);
+        f.get_or_create(&series("host_blocked", ""))
+            .set(c.host_blocked as f64);
     }
 
     /// Records one sample of `id` (and its raw VMM counters for Prometheus).

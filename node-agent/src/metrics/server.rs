@@ -205,10 +205,12 @@ pub async fn start(
     }))
 }
 
-/// Opens the rollups, starts the sampler and the listener (when enabled).
+/// Opens the rollups, starts the sampler, the firewall counters' reader
+/// (with `firewall`) and the listener (when enabled).
 pub async fn start_all(
     cfg: &MetricsConfig,
     layout: crate::layout::Layout,
+    firewall: bool,
 ) -> Result<Option<Arc<Served>>> {
     if !cfg.enabled {
         return Ok(None);
@@ -216,6 +218,19 @@ pub async fn start_all(
     let listen = cfg.listen_at(layout.root())?;
     let metrics = Arc::new(Metrics::open(layout.root().join("metrics"))?);
     tokio::spawn(crate::metrics::sampler::Sampler::new(layout, metrics.clone()).run());
+    if firewall {
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(crate::metrics::sampler::PERIOD);
+            loop {
+                every.tick().await;
+                match crate::host::firewall::read_counters().await {
+                    Ok(c) => m.set_firewall(&c),
+                    Err(e) => tracing::debug!(error = %e, "firewall counters unavailable"),
+                }
+            }
+        });
+    }
     Ok(Some(start(&listen, cfg.advertise.clone(), metrics).await?))
 }
 

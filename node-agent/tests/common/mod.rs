@@ -31,7 +31,7 @@ pub fn vmm_binary() -> PathBuf {
     }
 }
 
-/// Checks root, `ip`, the VMM binary, /dev/kvm and (optionally) the hello image.
+/// Checks root, `ip`, `nft`, the VMM binary, /dev/kvm and (optionally) the hello image.
 pub fn have_prereqs(need_hello: bool) -> bool {
     let root = rustix::process::geteuid().is_root();
     if !prerequisite(root, "root (network namespaces, TAPs, cgroups)") {
@@ -40,6 +40,16 @@ pub fn have_prereqs(need_hello: bool) -> bool {
     if !prerequisite(
         Command::new("ip").arg("-V").output().is_ok(),
         "iproute2 `ip`",
+    ) {
+        return false;
+    }
+    // The agent applies its nftables firewall at start (docs/security.md).
+    if !prerequisite(
+        Command::new("nft")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "nft (Debian package nftables)",
     ) {
         return false;
     }

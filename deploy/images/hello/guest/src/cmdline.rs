@@ -1,7 +1,7 @@
 //! Kernel command line of the hello guest: parsing and validation.
 //!
 //! Owns the meaning of every argument the guest reads (`nubis.id=`, `ip=`,
-//! `gw=`, `nubis.disk_write=`, `nubis.reset=`, `virtio_mmio.device=`). Bad
+//! `gw=`, `nubis.disk_write=`, `nubis.reset=`, `nubis.spoof=`, `virtio_mmio.device=`). Bad
 //! values never abort: they become [`Problem`]s (printed as `NUBIS-ERROR`
 //! lines) and the feature they belong to stays off.
 
@@ -80,6 +80,10 @@ pub struct Config<'a> {
     /// `nubis.burn=1`: after the ready line, busy-loop at CPL3 (a CPU load
     /// for the metrics tests) instead of serving the network.
     pub burn: bool,
+    /// `nubis.spoof=<a.b.c.d>`: a test mode for the host's anti-spoofing:
+    /// the guest sends frames with a forged source MAC, a forged source IP
+    /// (this address) and a gratuitous ARP claiming this address.
+    pub spoof: Option<[u8; 4]>,
     /// `nubis.imds=0` skips the metadata fetch at boot (default on).
     pub imds: Option<bool>,
     /// `nubis.imds_bench=N`: time N token+GET pairs against the metadata
@@ -149,6 +153,13 @@ pub fn parse(cmdline: &str) -> Config<'_> {
             "nubis.burn" => match parse_flag(value) {
                 Some(v) => cfg.burn = v,
                 None => cfg.problems.push(bad("0 or 1")),
+            },
+            "nubis.spoof" => match parse_ipv4(value) {
+                Some(a) if a != [0; 4] => cfg.spoof = Some(a),
+                _ => {
+                    cfg.spoof = None;
+                    cfg.problems.push(bad("a.b.c.d (the address to claim)"));
+                }
             },
             "nubis.imds" => match parse_flag(value) {
                 Some(v) => cfg.imds = Some(v),
@@ -306,6 +317,12 @@ mod tests {
         assert!(parse("nubis.burn=1").burn);
         assert!(!parse("nubis.burn=1 nubis.burn=0").burn);
         assert_eq!(parse("nubis.burn=yes").problems.len(), 1);
+        assert_eq!(c.spoof, None);
+        assert_eq!(parse("nubis.spoof=10.0.0.7").spoof, Some([10, 0, 0, 7]));
+        for bad in ["nubis.spoof=1", "nubis.spoof=0.0.0.0", "nubis.spoof=10.0.0.256"] {
+            let c = parse(bad);
+            assert_eq!((c.spoof, c.problems.len()), (None, 1), "{bad}");
+        }
         assert_eq!(
             c.devices,
             [

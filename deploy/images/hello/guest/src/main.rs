@@ -154,6 +154,9 @@ extern "C" fn rust_main() -> ! {
         if cfg.imds_bench > 0 {
             server.imds_bench(cfg.imds_bench, hz);
         }
+        if let (Some(claim), Some(ip)) = (cfg.spoof, cfg.ip) {
+            server.arm_spoof(ip, claim);
+        }
         if server.serve(id, hz, idle, &mut keyboard) == net::Stop::HttpReset {
             sys::reset(hz);
         }

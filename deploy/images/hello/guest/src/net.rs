@@ -115,6 +115,29 @@ impl TxToken for Tx<'_> {
     }
 }
 
+/// `nubis.spoof=`: the forged frames and when to send them next.
+struct Spoofer {
+    claim: [u8; 4],
+    frames: Vec<Vec<u8>>,
+    next_tsc: u64,
+    rounds_left: u32,
+    round: u32,
+}
+
+/// Rounds of forged frames (one a second), so a test can look at any time.
+const SPOOF_ROUNDS: u32 = 30;
+
+/// Sends one raw Ethernet frame; false when the queue is full or it failed.
+fn send_raw(dev: &NetDev, frame: &[u8]) -> bool {
+    let mut d = dev.inner.borrow_mut();
+    if !d.can_send() {
+        return false;
+    }
+    let mut buf = d.new_tx_buffer(frame.len());
+    buf.packet_mut().copy_from_slice(frame);
+    d.send(buf).is_ok()
+}
+
 /// One HTTP connection slot.
 struct Conn {
     handle: SocketHandle,
@@ -135,6 +158,10 @@ pub struct Server {
     pub(crate) user_data: Option<Vec<u8>>,
     /// Next local port of a metadata request.
     pub(crate) next_port: u16,
+    /// The spoofing test mode, when armed.
+    spoof: Option<Spoofer>,
+    /// TSC ticks per second (set by [`Self::serve`]).
+    hz: u64,
 }
 
 /// Time for smoltcp, from the TSC.
@@ -207,10 +234,58 @@ pub fn up(found: Found, ip: Ipv4Cidr, gw: Option<[u8; 4]>, hz: u64) -> Option<Se
         irq: found.at.irq,
         user_data: None,
         next_port: 49152,
+        spoof: None,
+        hz,
     })
 }
 
 impl Server {
+    /// Arms the `nubis.spoof=` test mode: from now on, once a second for
+    /// [`SPOOF_ROUNDS`] rounds, send a frame with a forged source MAC, a
+    /// gratuitous ARP claiming `claim`, an IPv4 datagram from `claim` and an
+    /// ARP request claiming `claim` to every other address of the subnet,
+    /// printing `NUBIS-SPOOF sent ...` each round.
+    pub fn arm_spoof(&mut self, own: Ipv4Cidr, claim: [u8; 4]) {
+        use nubis_hello_guest::spoof;
+        let HardwareAddress::Ethernet(EthernetAddress(mac)) = self.iface.hardware_addr();
+        let mut frames = alloc::vec![
+            spoof::forged_mac_arp(own.addr),
+            spoof::gratuitous_claim(mac, claim),
+            spoof::forged_ip_udp(mac, claim, [255, 255, 255, 255]),
+        ];
+        for target in spoof::sweep(own.addr, own.prefix, claim, 1024) {
+            frames.push(spoof::arp_claim_to(mac, claim, target));
+        }
+        self.spoof = Some(Spoofer {
+            claim,
+            frames,
+            next_tsc: 0,
+            rounds_left: SPOOF_ROUNDS,
+            round: 0,
+        });
+    }
+
+    /// Sends a round of forged frames when one is due.
+    fn spoof_tick(&mut self) {
+        let Some(sp) = self.spoof.as_mut() else {
+            return;
+        };
+        let now = sys::rdtsc();
+        if sp.rounds_left == 0 || now < sp.next_tsc {
+            return;
+        }
+        let sent = sp.frames.iter().filter(|f| send_raw(&self.dev, f)).count();
+        sp.rounds_left -= 1;
+        sp.round += 1;
+        sp.next_tsc = now + self.hz;
+        let [a, b, c, d] = sp.claim;
+        console!(
+            "NUBIS-SPOOF sent round={} frames={sent} forged-mac={} claim={a}.{b}.{c}.{d}",
+            sp.round,
+            nubis_hello_guest::hex(&nubis_hello_guest::spoof::FORGED_MAC)
+        );
+    }
+
     /// Puts every idle HTTP slot into listening state (before the metadata
     /// fetch, so that connections opened meanwhile are accepted and served
     /// once [`Self::serve`] runs, instead of being reset).
@@ -232,7 +307,9 @@ impl Server {
         let mut last_activity = sys::rdtsc();
         let busy_ticks = hz / 1_000_000 * BUSY_WINDOW_US;
         let mut reset_at: Option<u64> = None;
+        self.hz = hz;
         loop {
+            self.spoof_tick();
             let t = now(hz);
             let changed = self.iface.poll(t, &mut self.dev, &mut self.sockets);
             let mut active = changed != smoltcp::iface::PollResult::None;
