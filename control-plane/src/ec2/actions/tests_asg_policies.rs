@@ -1,6 +1,7 @@
 //! Scaling policies and scheduled actions over the gateway (signed for the
 //! `autoscaling` service): the forms, the XML answers, the Auto Scaling
-//! error documents, and tenant isolation.
+//! error documents, and tenant isolation; RunInstances with a
+//! `LaunchTemplate` (EC2 service).
 
 use super::{cloud, texts, ASG, V};
 
@@ -243,4 +244,97 @@ async fn scaling_policies_and_scheduled_actions_over_the_gateway() {
         .await,
         "ValidationError"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_instances_with_a_launch_template() {
+    let Some(c) = cloud().await else {
+        return;
+    };
+    let image = texts(
+        &c.ok(&format!("Action=DescribeImages&{V}")).await,
+        "imageId",
+    )[0]
+    .clone();
+    let xml = c
+        .ok(&format!(
+            "Action=CreateLaunchTemplate&{V}&LaunchTemplateName=web&LaunchTemplateData.ImageId={image}\
+             &LaunchTemplateData.InstanceType=t3.nano&LaunchTemplateData.TagSpecification.1.ResourceType=instance\
+             &LaunchTemplateData.TagSpecification.1.Tag.1.Key=from&LaunchTemplateData.TagSpecification.1.Tag.1.Value=lt\
+             &LaunchTemplateData.TagSpecification.1.Tag.2.Key=team&LaunchTemplateData.TagSpecification.1.Tag.2.Value=a"
+        ))
+        .await;
+    let lt = texts(&xml, "launchTemplateId")[0].clone();
+    c.ok(&format!(
+        "Action=CreateLaunchTemplateVersion&{V}&LaunchTemplateId={lt}&SourceVersion=1&LaunchTemplateData.InstanceType=t3.micro"
+    ))
+    .await;
+    let run = |q: &str| format!("Action=RunInstances&{V}&MinCount=1&MaxCount=1{q}");
+
+    // $Default (version 1): everything from the template, and the tags EC2 adds.
+    let xml = c.ok(&run("&LaunchTemplate.LaunchTemplateName=web")).await;
+    assert_eq!(texts(&xml, "imageId"), [image.clone()], "{xml}");
+    assert_eq!(texts(&xml, "instanceType"), ["t3.nano"], "{xml}");
+    assert!(xml.contains("<key>from</key><value>lt</value>"), "{xml}");
+    assert!(
+        xml.contains(&format!(
+            "<key>aws:ec2launchtemplate:id</key><value>{lt}</value>"
+        )),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<key>aws:ec2launchtemplate:version</key><value>1</value>"),
+        "{xml}"
+    );
+    // $Latest by id.
+    let xml = c
+        .ok(&run(&format!(
+            "&LaunchTemplate.LaunchTemplateId={lt}&LaunchTemplate.Version=%24Latest"
+        )))
+        .await;
+    assert_eq!(texts(&xml, "instanceType"), ["t3.micro"], "{xml}");
+    // Explicit parameters override the template (type, a tag of the same key).
+    let xml = c
+        .ok(&run(
+            "&LaunchTemplate.LaunchTemplateName=web&LaunchTemplate.Version=2&InstanceType=t3.small\
+             &TagSpecification.1.ResourceType=instance&TagSpecification.1.Tag.1.Key=from&TagSpecification.1.Tag.1.Value=explicit",
+        ))
+        .await;
+    assert_eq!(texts(&xml, "instanceType"), ["t3.small"], "{xml}");
+    assert!(
+        xml.contains("<key>from</key><value>explicit</value>"),
+        "{xml}"
+    );
+    assert!(!xml.contains("<value>lt</value>"), "{xml}");
+    assert!(xml.contains("<key>team</key><value>a</value>"), "{xml}");
+    // DryRun resolves the template.
+    let (s, code) = c
+        .err(&run("&LaunchTemplate.LaunchTemplateName=web&DryRun=true"))
+        .await;
+    assert_eq!((s, code.as_str()), (412, "DryRunOperation"));
+
+    // Bad input.
+    for (q, want) in [
+        ("&LaunchTemplate.LaunchTemplateName=nope", "InvalidLaunchTemplateName.NotFoundException"),
+        ("&LaunchTemplate.LaunchTemplateName=web&LaunchTemplate.Version=9", "InvalidLaunchTemplateVersion.NotFound"),
+        ("&LaunchTemplate.LaunchTemplateName=web&LaunchTemplate.Version=x", "InvalidLaunchTemplateVersion.Malformed"),
+        ("&LaunchTemplate.LaunchTemplateName=web&LaunchTemplate.LaunchTemplateId=lt-0123456789abcdef0", "InvalidParameterCombination"),
+        ("&LaunchTemplate.Version=1", "MissingParameter"),
+        ("", "MissingParameter"),
+        ("&LaunchTemplate.LaunchTemplateName=web&LaunchTemplate.Colour=red", "UnknownParameter"),
+    ] {
+        assert_eq!(c.err(&run(q)).await.1, want, "{q}");
+    }
+    // The other tenant cannot launch from this account's template.
+    let (_, code) = c
+        .err_as(&c.b, &run("&LaunchTemplate.LaunchTemplateName=web"))
+        .await;
+    assert_eq!(code, "InvalidLaunchTemplateName.NotFoundException");
+    let (_, code) = c
+        .err_as(
+            &c.b,
+            &run(&format!("&LaunchTemplate.LaunchTemplateId={lt}")),
+        )
+        .await;
+    assert_eq!(code, "InvalidLaunchTemplateId.NotFound");
 }
