@@ -606,6 +606,11 @@ async fn simple_and_step_policies_execute_with_cooldowns() {
     // Within up's 600 s cooldown: refused when honoured, done when not.
     let e = d.execute_policy(&c, exec("up", true)).await.unwrap_err();
     assert_eq!(code(&e), "ScalingActivityInProgress", "{e}");
+    let e = d
+        .set_desired_capacity_honoring(&c, "g", 3, true)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "ScalingActivityInProgress", "{e}");
     d.execute_policy(&c, exec("up", false)).await.unwrap();
     assert_eq!(group_of(&d, &c, "g").await.desired, 4);
     d.execute_policy(&c, exec("half", false)).await.unwrap();

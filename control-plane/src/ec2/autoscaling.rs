@@ -271,8 +271,9 @@ pub async fn dispatch(
             let name = r.required("AutoScalingGroupName")?;
             let n = size(&mut r, "DesiredCapacity")?
                 .ok_or_else(|| Ec2Error::missing("DesiredCapacity"))?;
-            r.bool("HonorCooldown")?;
-            d.set_desired_capacity(caller, &name, n).await?;
+            let honor = r.bool("HonorCooldown")?.unwrap_or(false);
+            d.set_desired_capacity_honoring(caller, &name, n, honor)
+                .await?;
             Ok(Doc::new("SetDesiredCapacity", false).finish(rid))
         }
         "DescribeAutoScalingGroups" => {

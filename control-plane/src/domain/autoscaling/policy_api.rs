@@ -277,6 +277,31 @@ impl Domain {
         Ok(())
     }
 
+    /// SetDesiredCapacity with `HonorCooldown`: refused with
+    /// `ScalingActivityInProgress` while a simple policy's cooldown runs
+    /// (without it, as [`Domain::set_desired_capacity`]).
+    pub async fn set_desired_capacity_honoring(
+        &self,
+        caller: &Caller,
+        name: &str,
+        desired: u32,
+        honor_cooldown: bool,
+    ) -> Result<AutoScalingGroup> {
+        if honor_cooldown {
+            let g = self.auto_scaling_group(caller, name).await?.value;
+            if now_ms() < g.cooldown_until_ms {
+                return Err(Error::invalid_code(
+                    "ScalingActivityInProgress",
+                    format!(
+                        "The group {name} is in its cooldown until {}",
+                        crate::domain::autoscaling::controller::iso(g.cooldown_until_ms)
+                    ),
+                ));
+            }
+        }
+        self.set_desired_capacity(caller, name, desired).await
+    }
+
     /// Applies `f` to the caller's group `name` (compare-and-swap, retried);
     /// when `f` returns a (description, cause), the change is recorded as a
     /// finished activity in the same transaction.
