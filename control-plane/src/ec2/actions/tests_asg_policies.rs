@@ -273,7 +273,7 @@ async fn run_instances_with_a_launch_template() {
 
     // $Default (version 1): everything from the template, and the tags EC2 adds.
     let xml = c.ok(&run("&LaunchTemplate.LaunchTemplateName=web")).await;
-    assert_eq!(texts(&xml, "imageId"), [image.clone()], "{xml}");
+    assert_eq!(texts(&xml, "imageId"), [image.as_str()], "{xml}");
     assert_eq!(texts(&xml, "instanceType"), ["t3.nano"], "{xml}");
     assert!(xml.contains("<key>from</key><value>lt</value>"), "{xml}");
     assert!(
