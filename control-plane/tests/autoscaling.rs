@@ -411,6 +411,7 @@ async fn a_lost_host_is_replaced_and_the_zones_rebalance_when_it_returns() {
 /// about.
 #[derive(Debug, Default)]
 struct FakeCpu {
+    fail: std::sync::atomic::AtomicBool,
     value: std::sync::Mutex<Option<f64>>,
     asked: std::sync::Mutex<Vec<(String, Vec<String>)>>,
 }
@@ -430,6 +431,11 @@ impl MetricSource for FakeCpu {
         _: Duration,
     ) -> futures::future::BoxFuture<'a, nubis_control_plane::error::Result<Option<f64>>> {
         Box::pin(async move {
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(nubis_control_plane::error::Error::Internal(
+                    "metric store down".into(),
+                ));
+            }
             self.asked.lock().unwrap().push((
                 account.to_string(),
                 ids.iter().map(|i| i.to_string()).collect(),
@@ -485,18 +491,23 @@ async fn target_tracking_follows_the_cpu_metric() {
     let image = register_image(&d).await;
     let c = setup_account(&d).await;
     template(&d, &c, &image).await;
-    d.create_auto_scaling_group(&c, group_input("web", 1, 6, 2))
+    d.create_auto_scaling_group(&c, group_input("web", 1, 6, 1))
         .await
         .unwrap();
-    wait_running(&d, &c, "web", 2, None, Duration::from_secs(20)).await;
-    // No data yet: nothing changes.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(group_of(&d, &c, "web").await.desired, 2);
-
     let arn = d
         .put_scaling_policy(&c, tracking("web", 40.0, false))
         .await
         .unwrap();
+    // A metric that cannot be read does not stop the group's launches.
+    cpu.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_running(&d, &c, "web", 1, None, Duration::from_secs(20)).await;
+    d.set_desired_capacity(&c, "web", 2).await.unwrap();
+    wait_running(&d, &c, "web", 2, None, Duration::from_secs(20)).await;
+    cpu.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    // No data yet: nothing changes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(group_of(&d, &c, "web").await.desired, 2);
+
     assert!(
         arn.contains(":scalingPolicy:")
             && arn.ends_with(":autoScalingGroupName/web:policyName/cpu"),

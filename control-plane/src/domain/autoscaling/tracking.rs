@@ -68,6 +68,27 @@ impl Domain {
         }
     }
 
+    /// The metric, or `None` when it cannot be read: a metric that fails
+    /// (an unreachable node record, etcd trouble) skips target tracking for
+    /// this pass but must not stop the group's health and capacity work.
+    /// Only a fenced write ends the pass.
+    async fn read_cpu(
+        &self,
+        src: &dyn MetricSource,
+        g: &AutoScalingGroup,
+        ids: &[InstanceId],
+        window: Duration,
+    ) -> Result<Option<f64>> {
+        match src.average_cpu(self, &g.account, ids, window).await {
+            Ok(v) => Ok(v.filter(|v| v.is_finite())),
+            Err(Error::Fenced) => Err(Error::Fenced),
+            Err(e) => {
+                tracing::warn!(group = %g.name, error = %e, "target tracking: metric not read");
+                Ok(None)
+            }
+        }
+    }
+
     /// Target tracking (controller): with the group's enabled target
     /// tracking policies and its in-service instances, the desired
     /// capacity they call for, written with its activity (one compare-and-
@@ -117,10 +138,7 @@ impl Domain {
             return Ok(false);
         }
         let src = self.metric_source();
-        let Some(out_metric) = src
-            .average_cpu(self, &g.account, &warmed, SCALE_OUT_WINDOW)
-            .await?
-        else {
+        let Some(out_metric) = self.read_cpu(src, g, &warmed, SCALE_OUT_WINDOW).await? else {
             return Ok(false);
         };
         let targets: Vec<&TargetTracking> =
@@ -145,10 +163,7 @@ impl Domain {
             {
                 return Ok(false);
             }
-            let Some(in_metric) = src
-                .average_cpu(self, &g.account, &warmed, SCALE_IN_WINDOW)
-                .await?
-            else {
+            let Some(in_metric) = self.read_cpu(src, g, &warmed, SCALE_IN_WINDOW).await? else {
                 return Ok(false);
             };
             let (t, want_in) = targets
