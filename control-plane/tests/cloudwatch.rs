@@ -466,3 +466,114 @@ async fn cloudwatch_reads_agent_rollups_for_the_owner_only() {
     assert!(text.trim_end().ends_with("# EOF"), "{text}");
     drop(sim);
 }
+
+/// Target tracking with the production metric source: the controller
+/// reads the group's CPU from the agent's real metrics server (issue 14).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_tracking_reads_the_agents_cpu_samples() {
+    use nubis_control_plane::domain::autoscaling::policies::PutPolicyInput;
+    use nubis_control_plane::domain::autoscaling::templates::{LaunchTemplateData, TemplateRef};
+    use nubis_control_plane::domain::autoscaling::CreateGroupInput;
+
+    let Some(etcd) = start_etcd() else {
+        return;
+    };
+    let cp = start(config(&etcd)).await;
+    let ep = endpoint(&cp);
+    let d = cp.domain.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("metrics.sock");
+    let metrics = Arc::new(Metrics::open(dir.path().join("metrics")).unwrap());
+    let served = server::start(&MetricsListen::Unix(sock.clone()), None, metrics.clone())
+        .await
+        .unwrap();
+    let mut opts = SimOptions::new("metrics-host", ZONES[0], 8, 8192);
+    opts.metrics_endpoint = served.endpoint.clone();
+    let sim = SimAgent::start(&ep, enrol(), opts).await.unwrap();
+    served.set_credential(sim.credential.clone());
+
+    let image = register_image(&d).await;
+    let c = setup_account(&d).await;
+    d.create_launch_template(
+        &c,
+        "web",
+        "",
+        LaunchTemplateData {
+            image_id: Some(image),
+            instance_type: Some("t3.nano".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    d.create_auto_scaling_group(
+        &c,
+        CreateGroupInput {
+            name: "web".into(),
+            template: Some(TemplateRef::Name("web".into())),
+            min_size: 1,
+            max_size: 3,
+            desired: Some(1),
+            zones: vec![ZONES[0].into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let first = eventually(Duration::from_secs(20), "the first instance", || async {
+        d.describe_auto_scaling_instances(&c, &[])
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|gi| gi.lifecycle == "InService")
+            .map(|gi| gi.instance.id.to_string())
+    })
+    .await;
+    // Its last two minutes at 90 % CPU.
+    let aid = nubis_agent::types::InstanceId::new(first.clone()).unwrap();
+    let now = now_s();
+    for t in ((now - 120)..=now).step_by(10) {
+        let mut values = [None; METRIC_COUNT];
+        values[Metric::CpuUtilization as usize] = Some(90.0);
+        metrics.record(
+            &aid,
+            &Sample {
+                at_s: t as u64,
+                values,
+            },
+            None,
+        );
+    }
+    d.put_scaling_policy(
+        &c,
+        PutPolicyInput {
+            group: "web".into(),
+            name: "cpu".into(),
+            policy_type: Some("TargetTrackingScaling".into()),
+            target_metric: Some("ASGAverageCPUUtilization".into()),
+            target_value: Some(40.0),
+            warmup: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // 1 instance at 90 % against 40 %: ceil(2.25) = 3.
+    eventually(Duration::from_secs(20), "scale-out to 3", || async {
+        (d.auto_scaling_group(&c, "web").await.unwrap().value.desired == 3).then_some(())
+    })
+    .await;
+    let acts = d
+        .describe_scaling_activities(&c, Some("web"), 100)
+        .await
+        .unwrap();
+    assert!(
+        acts.iter().any(
+            |a| a.description == "Changing the desired capacity from 1 to 3"
+                && a.cause.contains("ASGAverageCPUUtilization 90.0")
+        ),
+        "{acts:?}"
+    );
+    drop(sim);
+    cp.shutdown().await;
+}

@@ -123,6 +123,9 @@ pub struct Domain {
     pub(crate) creds: accounts::CredentialCache,
     /// This replica's background tasks (set once by the server).
     pub(crate) tasks: std::sync::OnceLock<crate::tasks::Handle>,
+    /// Auto Scaling target tracking's metric source when not the agents'
+    /// (tests inject one; [`autoscaling::tracking::MetricSource`]).
+    pub(crate) asg_metrics: std::sync::OnceLock<Arc<dyn autoscaling::tracking::MetricSource>>,
 }
 
 impl Domain {
@@ -138,6 +141,7 @@ impl Domain {
             nodes,
             creds: accounts::CredentialCache::default(),
             tasks: std::sync::OnceLock::new(),
+            asg_metrics: std::sync::OnceLock::new(),
         }))
     }
 

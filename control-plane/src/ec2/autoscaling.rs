@@ -9,6 +9,8 @@
 //! document (`<ErrorResponse><Error><Type>Sender</Type><Code>…`). The work
 //! is the domain's ([`crate::domain::autoscaling`]).
 
+mod policies;
+
 use std::collections::BTreeMap;
 
 use super::error::{Ec2Error, ErrorCode};
@@ -234,9 +236,9 @@ pub async fn dispatch(
                 grace_seconds: r.int("HealthCheckGracePeriod", 0, 7200)?,
                 tags: group_tags(&mut r)?,
                 protect_new: r.bool("NewInstancesProtectedFromScaleIn")?.unwrap_or(false),
+                default_cooldown: r.int("DefaultCooldown", 0, 86_400)?,
             };
             r.opt("HealthCheckType");
-            r.opt("DefaultCooldown");
             d.create_auto_scaling_group(caller, input).await?;
             Ok(Doc::new("CreateAutoScalingGroup", false).finish(rid))
         }
@@ -260,6 +262,7 @@ pub async fn dispatch(
                 grace_seconds: r.int("HealthCheckGracePeriod", 0, 7200)?,
                 template: template_ref(&mut r)?,
                 protect_new: r.bool("NewInstancesProtectedFromScaleIn")?,
+                default_cooldown: r.int("DefaultCooldown", 0, 86_400)?,
             };
             d.update_auto_scaling_group(caller, input).await?;
             Ok(Doc::new("UpdateAutoScalingGroup", false).finish(rid))
@@ -268,8 +271,9 @@ pub async fn dispatch(
             let name = r.required("AutoScalingGroupName")?;
             let n = size(&mut r, "DesiredCapacity")?
                 .ok_or_else(|| Ec2Error::missing("DesiredCapacity"))?;
-            r.bool("HonorCooldown")?;
-            d.set_desired_capacity(caller, &name, n).await?;
+            let honor = r.bool("HonorCooldown")?.unwrap_or(false);
+            d.set_desired_capacity_honoring(caller, &name, n, honor)
+                .await?;
             Ok(Doc::new("SetDesiredCapacity", false).finish(rid))
         }
         "DescribeAutoScalingGroups" => {
@@ -365,10 +369,13 @@ pub async fn dispatch(
             };
             Ok(Doc::new(a, false).finish(rid))
         }
-        other => Err(Ec2Error::new(
-            ErrorCode::InvalidAction,
-            format!("The action {other} is not valid for this web service."),
-        )),
+        other => match policies::dispatch(d, caller, rid, other, &mut r).await? {
+            Some(doc) => Ok(doc),
+            None => Err(Ec2Error::new(
+                ErrorCode::InvalidAction,
+                format!("The action {other} is not valid for this web service."),
+            )),
+        },
     }
 }
 
@@ -416,7 +423,7 @@ fn group_xml(w: &mut Doc, d: &Domain, g: &AutoScalingGroup, insts: &[GroupInstan
     w.leaf("MinSize", g.min_size);
     w.leaf("MaxSize", g.max_size);
     w.leaf("DesiredCapacity", g.desired);
-    w.leaf("DefaultCooldown", 300);
+    w.leaf("DefaultCooldown", g.default_cooldown);
     w.members("AvailabilityZones", &g.zones, |w, z| {
         w.buf.push_str(&esc(z))
     });

@@ -84,7 +84,13 @@ pub struct Page {
 /// `RunInstances`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunInstances {
+    /// Empty when only the launch template names the image.
     pub image_id: String,
+    /// `LaunchTemplate.LaunchTemplateId`/`LaunchTemplateName` and `Version`.
+    pub launch_template: Option<(
+        crate::domain::autoscaling::templates::TemplateRef,
+        Option<String>,
+    )>,
     pub instance_type: Option<String>,
     pub min_count: u32,
     pub max_count: u32,
@@ -556,8 +562,41 @@ pub const INSTANCE_TYPE_FILTERS: &[&str] = &[
     "memory-info.size-in-mib",
 ];
 
+/// RunInstances' `LaunchTemplate.*` parameters.
+fn launch_template_param(
+    r: &mut Reader,
+) -> Result<
+    Option<(
+        crate::domain::autoscaling::templates::TemplateRef,
+        Option<String>,
+    )>,
+    Ec2Error,
+> {
+    use crate::domain::autoscaling::templates::TemplateRef;
+    let id = r.opt("LaunchTemplate.LaunchTemplateId");
+    let name = r.opt("LaunchTemplate.LaunchTemplateName");
+    let version = r.opt("LaunchTemplate.Version");
+    match (id, name) {
+        (Some(_), Some(_)) => Err(Ec2Error::new(
+            ErrorCode::InvalidParameterCombination,
+            "LaunchTemplate takes either LaunchTemplateId or LaunchTemplateName, not both",
+        )),
+        (Some(id), None) => Ok(Some((TemplateRef::Id(id), version))),
+        (None, Some(n)) => Ok(Some((TemplateRef::Name(n), version))),
+        (None, None) if version.is_some() => {
+            Err(Ec2Error::missing("LaunchTemplate.LaunchTemplateId"))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 fn run_instances(r: &mut Reader) -> Result<RunInstances, Ec2Error> {
-    let image_id = image_id(&r.required("ImageId")?)?;
+    let launch_template = launch_template_param(r)?;
+    let image_id = match r.opt("ImageId") {
+        Some(i) => image_id(&i)?,
+        None if launch_template.is_some() => String::new(),
+        None => return Err(Ec2Error::missing("ImageId")),
+    };
     let min_count = r
         .int("MinCount", 1, MAX_RUN_COUNT)?
         .ok_or_else(|| Ec2Error::missing("MinCount"))?;
@@ -611,6 +650,7 @@ fn run_instances(r: &mut Reader) -> Result<RunInstances, Ec2Error> {
     Ok(RunInstances {
         metadata_options,
         image_id,
+        launch_template,
         instance_type,
         min_count,
         max_count,

@@ -342,7 +342,6 @@ fn unavailable_features(r: &mut Reader) -> Result<(), Ec2Error> {
         ),
         ("LicenseSpecification", "License configurations"),
         ("Operator", "Managed instances (Operator)"),
-        ("LaunchTemplate", "Launch templates"),
     ] {
         if !r.take_prefix(prefix).is_empty() {
             return Err(unsupported(what));

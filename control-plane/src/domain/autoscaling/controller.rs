@@ -11,11 +11,16 @@
 //!    doubled instances. Each call is at most one placement transaction
 //!    ([`crate::domain::launch::BATCH`]): all of its instances or none.
 //! 2. A deleting group (ForceDelete) terminates its instances, then its record.
-//! 3. Health: instances stopped or stopping (their host was lost, or the
+//! 3. Scheduled actions that are due change the group's sizes
+//!    ([`super::scheduled`], process `ScheduledActions`).
+//! 4. Health: instances stopped or stopping (their host was lost, or the
 //!    guest shut down) once the group's grace period after their launch is
-//!    over, and instances set `Unhealthy` by SetInstanceHealth, are
-//!    terminated (process `ReplaceUnhealthy`); the rest is the in-service set.
-//! 4. Capacity: fewer in service than desired -> a launch, spread evenly
+//!    over (process `HealthCheck`), and instances set `Unhealthy` by
+//!    SetInstanceHealth, are terminated (process `ReplaceUnhealthy`); the
+//!    rest is the in-service set.
+//! 5. Target tracking policies may change the desired capacity
+//!    ([`super::policies`], process `AlarmNotification`).
+//! 6. Capacity: fewer in service than desired -> a launch, spread evenly
 //!    over the group's zones that have a live node (process `Launch`); more
 //!    -> terminations chosen by the default termination policy (process
 //!    `Terminate`, protected instances never chosen); as many but zones
@@ -232,15 +237,24 @@ impl Domain {
             return Ok(());
         }
 
+        // Scheduled actions change the sizes first (the next pass, run
+        // early by the group's change, acts on them).
+        if self.apply_scheduled_actions(&cur, now).await? {
+            return Ok(());
+        }
+
         // Health.
         let grace_ms = i64::from(g.grace_seconds) * 1000;
+        let health_checks = !g.suspended.contains("HealthCheck");
         let mut in_service = Vec::new();
         let mut unhealthy = Vec::new();
         for i in all {
             match i.state {
                 State::Pending | State::Running if g.unhealthy.contains(&i.id) => unhealthy.push(i),
                 State::Pending | State::Running => in_service.push(i),
-                State::Stopping | State::Stopped if now - i.launch_time_ms >= grace_ms => {
+                State::Stopping | State::Stopped
+                    if health_checks && now - i.launch_time_ms >= grace_ms =>
+                {
                     unhealthy.push(i)
                 }
                 State::Stopping | State::Stopped => in_service.push(i),
@@ -266,6 +280,15 @@ impl Domain {
             let ids: Vec<InstanceId> = unhealthy.iter().map(|i| i.id.clone()).collect();
             self.record_activities(&g.account, &g.name, causes, Some(&ids))
                 .await?;
+            return Ok(());
+        }
+
+        // Target tracking may change the desired capacity (acted on by the
+        // next pass).
+        if self
+            .evaluate_target_tracking(&cur, &in_service, now)
+            .await?
+        {
             return Ok(());
         }
 
@@ -654,6 +677,11 @@ mod tests {
             pending: None,
             created_ms: 0,
             uid: "u".into(),
+            default_cooldown: 300,
+            policies: vec![],
+            scheduled: vec![],
+            cooldown_until_ms: 0,
+            last_tracking_ms: 0,
         }
     }
 

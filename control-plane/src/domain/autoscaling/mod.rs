@@ -11,7 +11,12 @@
 //! `aws:autoscaling:groupName` tag, written at launch.
 
 pub mod controller;
+pub mod cron;
+pub mod policies;
+pub mod policy_api;
+pub mod scheduled;
 pub mod templates;
+pub mod tracking;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -66,7 +71,7 @@ pub struct PendingLaunch {
 }
 
 /// An Auto Scaling group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AutoScalingGroup {
     /// Name (unique within the account).
     pub name: String,
@@ -114,6 +119,25 @@ pub struct AutoScalingGroup {
     /// group deleted and created again with its name never replays the old
     /// group's launches).
     pub uid: String,
+    /// DefaultCooldown (seconds; schema 2).
+    #[serde(default = "default_cooldown")]
+    pub default_cooldown: u32,
+    /// Scaling policies (schema 2).
+    #[serde(default)]
+    pub policies: Vec<policies::ScalingPolicy>,
+    /// Scheduled actions (schema 2).
+    #[serde(default)]
+    pub scheduled: Vec<scheduled::ScheduledAction>,
+    /// End of the cooldown a simple scaling policy started (ms; schema 2).
+    #[serde(default)]
+    pub cooldown_until_ms: i64,
+    /// Last change of the desired capacity by target tracking (ms; schema 2).
+    #[serde(default)]
+    pub last_tracking_ms: i64,
+}
+
+fn default_cooldown() -> u32 {
+    policies::DEFAULT_COOLDOWN
 }
 
 /// Status of a scaling activity.
@@ -177,7 +201,7 @@ macro_rules! records {
 records! {
     templates::LaunchTemplate => "launch-template", 1;
     templates::LaunchTemplateVersion => "launch-template-version", 1;
-    AutoScalingGroup => "asg", 1;
+    AutoScalingGroup => "asg", 2;
     Activity => "asg-activity", 1;
 }
 
@@ -222,6 +246,8 @@ pub struct CreateGroupInput {
     pub tags: Vec<GroupTag>,
     /// NewInstancesProtectedFromScaleIn.
     pub protect_new: bool,
+    /// DefaultCooldown (seconds; default 300).
+    pub default_cooldown: Option<u32>,
 }
 
 /// UpdateAutoScalingGroup's input (absent = unchanged).
@@ -243,6 +269,8 @@ pub struct UpdateGroupInput {
     pub template: Option<(TemplateRef, Option<String>)>,
     /// NewInstancesProtectedFromScaleIn.
     pub protect_new: Option<bool>,
+    /// DefaultCooldown (seconds).
+    pub default_cooldown: Option<u32>,
 }
 
 /// An instance as DescribeAutoScalingInstances shows it.
@@ -260,7 +288,7 @@ pub struct GroupInstance {
     pub lifecycle: &'static str,
 }
 
-fn validation_error(message: impl Into<String>) -> Error {
+pub(crate) fn validation_error(message: impl Into<String>) -> Error {
     Error::invalid_code("ValidationError", message)
 }
 
@@ -382,6 +410,11 @@ impl Domain {
             pending: None,
             created_ms: now_ms(),
             uid: hex::encode(rand::random::<[u8; 8]>()),
+            default_cooldown: input.default_cooldown.unwrap_or(policies::DEFAULT_COOLDOWN),
+            policies: Vec::new(),
+            scheduled: Vec::new(),
+            cooldown_until_ms: 0,
+            last_tracking_ms: 0,
         };
         let mut tx = Tx::new();
         self.store.asgs().stage_create(&mut tx, &g)?;
@@ -488,6 +521,9 @@ impl Domain {
             }
             if let Some(p) = input.protect_new {
                 g.protect_new = p;
+            }
+            if let Some(c) = input.default_cooldown {
+                g.default_cooldown = c;
             }
             Ok(())
         })
@@ -856,7 +892,7 @@ pub(crate) fn view(g: &AutoScalingGroup, i: Instance) -> GroupInstance {
 }
 
 /// Any error of a lookup as the Auto Scaling API's `ValidationError`.
-fn as_validation(e: Error) -> Error {
+pub(crate) fn as_validation(e: Error) -> Error {
     match e {
         Error::InvalidInput { message, .. } | Error::NotFound { message, .. } => {
             validation_error(message)

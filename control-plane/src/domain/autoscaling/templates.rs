@@ -312,6 +312,36 @@ impl Domain {
             })
     }
 
+    /// RunInstances with `LaunchTemplate`: the version `version` selects
+    /// (`$Default` when absent) of the caller's template, overridden by
+    /// every parameter given explicitly ([`resolve_launch`]); the instances
+    /// carry `aws:ec2launchtemplate:id` and `aws:ec2launchtemplate:version`
+    /// as EC2 writes them.
+    pub async fn run_instances_with_template(
+        &self,
+        caller: &Caller,
+        what: &TemplateRef,
+        version: Option<&str>,
+        explicit: crate::domain::instances::RunInstancesInput,
+    ) -> Result<crate::domain::views::Reservation> {
+        let account = caller.account()?;
+        let sel = parse_version(version)?;
+        let v = self.launch_template_version(&account, what, sel).await?;
+        let input = resolve_launch(Some(&v.data), explicit);
+        let system = [
+            (
+                super::controller::TEMPLATE_ID_TAG.to_string(),
+                v.template_id.to_string(),
+            ),
+            (
+                super::controller::TEMPLATE_VERSION_TAG.to_string(),
+                v.number.to_string(),
+            ),
+        ];
+        self.run_instances_with_system_tags(caller, input, &system)
+            .await
+    }
+
     /// CreateLaunchTemplateVersion: a new latest version (from `source`'s
     /// data when given, overlaid with `data`'s set fields).
     pub async fn create_launch_template_version(

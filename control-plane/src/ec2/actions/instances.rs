@@ -9,6 +9,7 @@ use base64::Engine as _;
 use time::OffsetDateTime;
 
 use super::{domain_filters, dry_run_ok, return_true, tag_pairs, time_ms};
+use crate::domain::autoscaling::templates::parse_version;
 use crate::domain::instances::{DescribeInput, RunInstancesInput};
 use crate::domain::lifecycle::State;
 use crate::domain::metadata;
@@ -43,8 +44,18 @@ pub async fn run(
         if let Some(z) = &r.availability_zone {
             d.check_zone(z)?;
         }
-        d.visible_image(&account, &ImageId::parse(&r.image_id)?)
-            .await?;
+        let mut image = r.image_id.clone();
+        if let Some((what, version)) = &r.launch_template {
+            let sel = parse_version(version.as_deref())?;
+            let v = d.launch_template_version(&account, what, sel).await?;
+            if image.is_empty() {
+                image = v.data.image_id.unwrap_or_default();
+            }
+        }
+        if image.is_empty() {
+            return Err(Ec2Error::missing("ImageId"));
+        }
+        d.visible_image(&account, &ImageId::parse(&image)?).await?;
         if let Some(k) = &r.key_name {
             d.keypair_by_name(&account, k).await?;
         }
@@ -52,7 +63,7 @@ pub async fn run(
         return dry_run_ok();
     }
     let input = RunInstancesInput {
-        image_id: r.image_id,
+        image_id: r.image_id.clone(),
         instance_type: r.instance_type.unwrap_or_default(),
         min_count: r.min_count,
         max_count: r.max_count,
@@ -64,7 +75,13 @@ pub async fn run(
         options: r.options,
         metadata_options: r.metadata_options,
     };
-    let res = d.run_instances(caller, input).await?;
+    let res = match &r.launch_template {
+        None => d.run_instances(caller, input).await?,
+        Some((what, version)) => {
+            d.run_instances_with_template(caller, what, version.as_deref(), input)
+                .await?
+        }
+    };
     let mut w = XmlWriter::response("RunInstances", rid);
     reservation_body(&mut w, &res);
     Ok(w.finish())

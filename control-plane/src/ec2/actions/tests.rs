@@ -933,3 +933,6 @@ async fn launch_templates_and_auto_scaling_over_the_gateway() {
 
 #[path = "tests_keypairs.rs"]
 mod keypairs;
+
+#[path = "tests_asg_policies.rs"]
+mod asg_policies;
