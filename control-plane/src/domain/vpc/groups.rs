@@ -6,8 +6,6 @@
 //! unless every permission of the call is valid, new (authorize) or present
 //! (revoke)) and DescribeSecurityGroupRules.
 
-use std::collections::BTreeMap;
-
 use super::rules::{self, Direction, PermissionInput, MAX_RULES_PER_DIRECTION};
 use super::{
     dependency, group_not_found, GroupNameGuard, RuleSource, SecurityGroup, SgRule, MAX_ATTEMPTS,
@@ -501,23 +499,19 @@ fn group_matches(g: &SecurityGroup, f: &Filter) -> bool {
     }
 }
 
+/// The protocol and port range shared by the rules of one `IpPermission`.
+pub type PermissionKey = (String, Option<i32>, Option<i32>);
+
 /// Rules grouped as EC2's `IpPermissions`: one entry per (protocol, ports)
 /// with its CIDR and group peers, in first-seen order.
-pub fn permissions(list: &[SgRule]) -> Vec<(String, Option<i32>, Option<i32>, Vec<&SgRule>)> {
-    let mut order: Vec<(String, Option<i32>, Option<i32>)> = Vec::new();
-    let mut map: BTreeMap<(String, Option<i32>, Option<i32>), Vec<&SgRule>> = BTreeMap::new();
+pub fn permissions(list: &[SgRule]) -> Vec<(PermissionKey, Vec<&SgRule>)> {
+    let mut out: Vec<(PermissionKey, Vec<&SgRule>)> = Vec::new();
     for r in list {
         let k = (r.protocol.clone(), r.from_port, r.to_port);
-        if !map.contains_key(&k) {
-            order.push(k.clone());
+        match out.iter_mut().find(|(key, _)| key == &k) {
+            Some((_, rules)) => rules.push(r),
+            None => out.push((k, vec![r])),
         }
-        map.entry(k).or_default().push(r);
     }
-    order
-        .into_iter()
-        .map(|k| {
-            let rules = map.remove(&k).unwrap_or_default();
-            (k.0, k.1, k.2, rules)
-        })
-        .collect()
+    out
 }

@@ -119,7 +119,7 @@ impl Domain {
                 format!("The CIDR '{}' is invalid.", input.cidr),
             )
         };
-        if !PREFIX_RANGE.contains(&block.len()) {
+        if !PREFIX_RANGE.contains(&block.prefix_len()) {
             return Err(range());
         }
         let zone = self.subnet_zone(

@@ -117,7 +117,7 @@ impl Domain {
     ) -> Result<Vpc> {
         let account = caller.account()?;
         let block = Cidr::parse(cidr)?;
-        if !PREFIX_RANGE.contains(&block.len()) {
+        if !PREFIX_RANGE.contains(&block.prefix_len()) {
             return Err(Error::invalid_code(
                 "InvalidVpc.Range",
                 format!("The CIDR '{cidr}' is invalid: a VPC block is /16 to /28."),

@@ -348,7 +348,7 @@ fn arn(region: &str, g: &SecurityGroup) -> String {
 }
 
 fn permissions_xml(w: &mut XmlWriter, name: &'static str, g: &SecurityGroup, list: &[SgRule]) {
-    w.list(name, permissions(list), |w, (proto, from, to, rules)| {
+    w.list(name, permissions(list), |w, ((proto, from, to), rules)| {
         w.leaf("ipProtocol", &proto);
         w.leaf_opt("fromPort", from);
         w.leaf_opt("toPort", to);

@@ -1,0 +1,959 @@
+//! VPCs, subnets and security groups through the EC2 gateway's parser and
+//! backend against a real etcd: the default VPC (created once, even by
+//! racing first calls), CIDR rules, dependencies, limits, rules, tenant
+//! isolation, and that every refused call writes nothing.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use nubis_control_plane::domain::ipam::AddressClaim;
+use nubis_control_plane::domain::model::now_ms;
+use nubis_control_plane::domain::{Caller, Domain};
+use nubis_control_plane::ec2::error::Ec2Error;
+use nubis_control_plane::ec2::requests::Request;
+use nubis_control_plane::ec2::{Backend, DomainBackend};
+use nubis_control_plane::ids::{InstanceId, SubnetId};
+use nubis_control_plane::store::Tx;
+use support::*;
+
+struct Ec2 {
+    backend: DomainBackend,
+    account: String,
+}
+
+impl Ec2 {
+    async fn new(d: &std::sync::Arc<Domain>, name: &str) -> Self {
+        let (a, _, _) = d.create_account(&Caller::Operator, name).await.unwrap();
+        Self {
+            backend: DomainBackend::new(d.clone()),
+            account: a.id.to_string(),
+        }
+    }
+
+    async fn call(&self, action: &str, params: &[(&str, &str)]) -> Result<String, Ec2Error> {
+        let mut form = BTreeMap::new();
+        form.insert("Action".to_string(), action.to_string());
+        form.insert("Version".to_string(), "2016-11-15".to_string());
+        for (k, v) in params {
+            form.insert((*k).to_string(), (*v).to_string());
+        }
+        let req = Request::parse(form)?;
+        self.backend.dispatch(&self.account, "rid", req).await
+    }
+
+    async fn ok(&self, action: &str, params: &[(&str, &str)]) -> String {
+        match self.call(action, params).await {
+            Ok(x) => x,
+            Err(e) => panic!("{action} {params:?} failed: {e}"),
+        }
+    }
+
+    /// Asserts the call fails with `code`.
+    async fn fails(&self, action: &str, params: &[(&str, &str)], code: &str) {
+        match self.call(action, params).await {
+            Ok(x) => panic!("{action} {params:?} succeeded, expected {code}: {x}"),
+            Err(e) => assert_eq!(e.code.as_str(), code, "{action} {params:?}: {e}"),
+        }
+    }
+}
+
+/// Every text of `<tag>` elements in `xml`, in order.
+fn texts(xml: &str, tag: &str) -> Vec<String> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find(&open) {
+        let after = &rest[i + open.len()..];
+        let Some(j) = after.find(&close) else { break };
+        out.push(after[..j].to_string());
+        rest = &after[j + close.len()..];
+    }
+    out
+}
+
+fn text(xml: &str, tag: &str) -> String {
+    texts(xml, tag).into_iter().next().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_vpc_is_created_once_with_subnets_and_default_group() {
+    let Some(etcd) = start_etcd() else {
+        return;
+    };
+    let cp = start(config(&etcd)).await;
+    let a = Ec2::new(&cp.domain, "a").await;
+    // Racing first calls create one default VPC.
+    let (x, y, z) = tokio::join!(
+        a.call("DescribeVpcs", &[]),
+        a.call("DescribeSubnets", &[]),
+        a.call("DescribeSecurityGroups", &[])
+    );
+    let (x, _, _) = (x.unwrap(), y.unwrap(), z.unwrap());
+    assert_eq!(texts(&x, "vpcId").len(), 1, "{x}");
+    assert_eq!(text(&x, "cidrBlock"), "172.31.0.0/16");
+    assert_eq!(text(&x, "isDefault"), "true");
+    let vpc = text(&x, "vpcId");
+    let s = a.ok("DescribeSubnets", &[]).await;
+    let mut cidrs = texts(&s, "cidrBlock");
+    cidrs.sort();
+    assert_eq!(
+        cidrs,
+        ["172.31.0.0/20", "172.31.16.0/20", "172.31.32.0/20"],
+        "{s}"
+    );
+    assert_eq!(texts(&s, "defaultForAz"), ["true", "true", "true"]);
+    assert!(texts(&s, "availableIpAddressCount")
+        .iter()
+        .all(|c| c == "4091"));
+    let zones = texts(&s, "availabilityZone");
+    for z in ZONES {
+        assert!(zones.iter().any(|x| x == z), "no default subnet in {z}");
+    }
+    let g = a.ok("DescribeSecurityGroups", &[]).await;
+    assert_eq!(texts(&g, "groupName"), ["default"]);
+    let gid = text(&g, "groupId");
+    assert_eq!(text(&g, "vpcId"), vpc);
+    // Ingress: all from itself; egress: all to anywhere.
+    assert!(
+        g.contains(&format!(
+        "<ipPermissions><item><ipProtocol>-1</ipProtocol><groups><item><groupId>{gid}</groupId>"
+    )),
+        "{g}"
+    );
+    assert!(g.contains("<ipPermissionsEgress><item><ipProtocol>-1</ipProtocol><groups/><ipRanges><item><cidrIp>0.0.0.0/0</cidrIp>"), "{g}");
+    // Filters.
+    let f = a
+        .ok(
+            "DescribeVpcs",
+            &[
+                ("Filter.1.Name", "is-default"),
+                ("Filter.1.Value.1", "false"),
+            ],
+        )
+        .await;
+    assert!(texts(&f, "vpcId").is_empty());
+    let f = a
+        .ok(
+            "DescribeSubnets",
+            &[
+                ("Filter.1.Name", "availability-zone"),
+                ("Filter.1.Value.1", ZONES[1]),
+            ],
+        )
+        .await;
+    assert_eq!(texts(&f, "subnetId").len(), 1);
+    assert_eq!(text(&f, "cidrBlock"), "172.31.16.0/20");
+    a.fails(
+        "DescribeVpcs",
+        &[("Filter.1.Name", "no-such"), ("Filter.1.Value.1", "x")],
+        "InvalidParameterValue",
+    )
+    .await;
+    // Deleting the default VPC needs its subnets gone first; it is then
+    // not re-created.
+    a.fails("DeleteVpc", &[("VpcId", &vpc)], "DependencyViolation")
+        .await;
+    for id in texts(&s, "subnetId") {
+        a.ok("DeleteSubnet", &[("SubnetId", &id)]).await;
+    }
+    a.ok("DeleteVpc", &[("VpcId", &vpc)]).await;
+    let x = a.ok("DescribeVpcs", &[]).await;
+    assert!(texts(&x, "vpcId").is_empty(), "{x}");
+    assert!(texts(&a.ok("DescribeSecurityGroups", &[]).await, "groupId").is_empty());
+    // Without a default VPC a group needs a VpcId.
+    a.fails(
+        "CreateSecurityGroup",
+        &[("GroupName", "g"), ("GroupDescription", "d")],
+        "VPCIdNotSpecified",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vpcs_and_subnets_follow_ec2_rules_and_refusals_write_nothing() {
+    let Some(etcd) = start_etcd() else {
+        return;
+    };
+    let cp = start(config(&etcd)).await;
+    let d = cp.domain.clone();
+    let a = Ec2::new(&d, "a").await;
+    for (cidr, code) in [
+        ("10.0.0.0/8", "InvalidVpc.Range"),
+        ("10.0.0.0/15", "InvalidVpc.Range"),
+        ("10.0.0.0/29", "InvalidVpc.Range"),
+        ("10.0.0.1/16", "InvalidParameterValue"),
+        ("10.0.0.0", "InvalidParameterValue"),
+        ("nonsense/16", "InvalidParameterValue"),
+    ] {
+        a.fails("CreateVpc", &[("CidrBlock", cidr)], code).await;
+    }
+    a.fails("CreateVpc", &[], "MissingParameter").await;
+    a.fails(
+        "CreateVpc",
+        &[
+            ("CidrBlock", "10.0.0.0/16"),
+            ("AmazonProvidedIpv6CidrBlock", "true"),
+        ],
+        "Unsupported",
+    )
+    .await;
+    let vpcs = a.ok("DescribeVpcs", &[]).await;
+    assert_eq!(
+        texts(&vpcs, "vpcId").len(),
+        1,
+        "only the default VPC: {vpcs}"
+    );
+
+    let v = a
+        .ok(
+            "CreateVpc",
+            &[
+                ("CidrBlock", "10.0.0.0/16"),
+                ("TagSpecification.1.ResourceType", "vpc"),
+                ("TagSpecification.1.Tag.1.Key", "Name"),
+                ("TagSpecification.1.Tag.1.Value", "main"),
+            ],
+        )
+        .await;
+    let vpc = text(&v, "vpcId");
+    assert_eq!(text(&v, "isDefault"), "false");
+    let tagged = a
+        .ok(
+            "DescribeVpcs",
+            &[("Filter.1.Name", "tag:Name"), ("Filter.1.Value.1", "main")],
+        )
+        .await;
+    assert_eq!(texts(&tagged, "vpcId"), vec![vpc.clone()]);
+
+    let s = a
+        .ok(
+            "CreateSubnet",
+            &[
+                ("VpcId", &vpc),
+                ("CidrBlock", "10.0.1.0/24"),
+                ("AvailabilityZone", ZONES[1]),
+            ],
+        )
+        .await;
+    let subnet = text(&s, "subnetId");
+    assert_eq!(text(&s, "availableIpAddressCount"), "251", "{s}");
+    assert_eq!(text(&s, "availabilityZoneId"), "test-1-az2");
+    assert_eq!(text(&s, "defaultForAz"), "false");
+    let by_id = a
+        .ok(
+            "CreateSubnet",
+            &[
+                ("VpcId", &vpc),
+                ("CidrBlock", "10.0.2.0/28"),
+                ("AvailabilityZoneId", "test-1-az3"),
+            ],
+        )
+        .await;
+    assert_eq!(text(&by_id, "availabilityZone"), ZONES[2]);
+    assert_eq!(text(&by_id, "availableIpAddressCount"), "11");
+    let small = text(&by_id, "subnetId");
+
+    let bad: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (
+            vec![("CidrBlock", "10.0.1.128/25")],
+            "InvalidSubnet.Conflict",
+        ),
+        (vec![("CidrBlock", "10.0.0.0/16")], "InvalidSubnet.Conflict"),
+        (vec![("CidrBlock", "10.1.0.0/24")], "InvalidSubnet.Range"),
+        (vec![("CidrBlock", "10.0.3.0/29")], "InvalidSubnet.Range"),
+        (vec![("CidrBlock", "10.0.3.1/24")], "InvalidParameterValue"),
+        (
+            vec![
+                ("CidrBlock", "10.0.3.0/24"),
+                ("AvailabilityZone", "elsewhere-1a"),
+            ],
+            "InvalidParameterValue",
+        ),
+        (
+            vec![
+                ("CidrBlock", "10.0.3.0/24"),
+                ("AvailabilityZoneId", "test-1-az9"),
+            ],
+            "InvalidParameterValue",
+        ),
+        (
+            vec![
+                ("CidrBlock", "10.0.3.0/24"),
+                ("AvailabilityZone", ZONES[0]),
+                ("AvailabilityZoneId", "test-1-az1"),
+            ],
+            "InvalidParameterCombination",
+        ),
+    ];
+    for (extra, code) in bad {
+        let mut p = vec![("VpcId", vpc.as_str())];
+        p.extend(extra);
+        a.fails("CreateSubnet", &p, code).await;
+    }
+    a.fails(
+        "CreateSubnet",
+        &[
+            ("VpcId", "vpc-0123456789abcdef0"),
+            ("CidrBlock", "10.0.3.0/24"),
+        ],
+        "InvalidVpcID.NotFound",
+    )
+    .await;
+    a.fails(
+        "CreateSubnet",
+        &[("VpcId", "vpc-zz"), ("CidrBlock", "10.0.3.0/24")],
+        "InvalidVpcID.Malformed",
+    )
+    .await;
+    let mine = a
+        .ok(
+            "DescribeSubnets",
+            &[("Filter.1.Name", "vpc-id"), ("Filter.1.Value.1", &vpc)],
+        )
+        .await;
+    let mut ids = texts(&mine, "subnetId");
+    ids.sort();
+    let mut want = vec![subnet.clone(), small.clone()];
+    want.sort();
+    assert_eq!(ids, want, "refused creates wrote nothing");
+
+    // MapPublicIpOnLaunch.
+    a.ok(
+        "ModifySubnetAttribute",
+        &[("SubnetId", &subnet), ("MapPublicIpOnLaunch.Value", "true")],
+    )
+    .await;
+    let m = a.ok("DescribeSubnets", &[("SubnetId.1", &subnet)]).await;
+    assert_eq!(text(&m, "mapPublicIpOnLaunch"), "true");
+    a.fails(
+        "ModifySubnetAttribute",
+        &[("SubnetId", &subnet)],
+        "Unsupported",
+    )
+    .await;
+
+    // Dependencies: subnets, then a group, block DeleteVpc.
+    a.fails("DeleteVpc", &[("VpcId", &vpc)], "DependencyViolation")
+        .await;
+    a.ok("DeleteSubnet", &[("SubnetId", &small)]).await;
+    // An address claimed in a subnet blocks its deletion.
+    let sid = SubnetId::parse(&subnet).unwrap();
+    let claim_key = d.store().keys().address_claim(&sid, "10.0.1.4");
+    let mut tx = Tx::new();
+    tx.put(
+        &claim_key,
+        &AddressClaim {
+            subnet_id: sid.clone(),
+            ip: "10.0.1.4".into(),
+            instance_id: InstanceId::generate(),
+            account: nubis_control_plane::ids::AccountId::parse(&a.account).unwrap(),
+            claimed_ms: now_ms(),
+        },
+    )
+    .unwrap();
+    d.store().commit(tx).await.unwrap().unwrap();
+    let m = a.ok("DescribeSubnets", &[("SubnetId.1", &subnet)]).await;
+    assert_eq!(text(&m, "availableIpAddressCount"), "250");
+    a.fails(
+        "DeleteSubnet",
+        &[("SubnetId", &subnet)],
+        "DependencyViolation",
+    )
+    .await;
+    let mut tx = Tx::new();
+    tx.delete(&claim_key);
+    d.store().commit(tx).await.unwrap().unwrap();
+    a.ok("DeleteSubnet", &[("SubnetId", &subnet)]).await;
+    a.fails(
+        "DeleteSubnet",
+        &[("SubnetId", &subnet)],
+        "InvalidSubnetID.NotFound",
+    )
+    .await;
+
+    let g = a
+        .ok(
+            "CreateSecurityGroup",
+            &[
+                ("GroupName", "web"),
+                ("GroupDescription", "web"),
+                ("VpcId", &vpc),
+            ],
+        )
+        .await;
+    let web = text(&g, "groupId");
+    a.fails("DeleteVpc", &[("VpcId", &vpc)], "DependencyViolation")
+        .await;
+    a.ok("DeleteSecurityGroup", &[("GroupId", &web)]).await;
+    a.ok("DeleteVpc", &[("VpcId", &vpc)]).await;
+    a.fails("DeleteVpc", &[("VpcId", &vpc)], "InvalidVpcID.NotFound")
+        .await;
+    let groups = a
+        .ok(
+            "DescribeSecurityGroups",
+            &[("Filter.1.Name", "vpc-id"), ("Filter.1.Value.1", &vpc)],
+        )
+        .await;
+    assert!(
+        texts(&groups, "groupId").is_empty(),
+        "its default group went with it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vpc_limit_is_configurable_and_racing_subnets_do_not_overlap() {
+    let Some(etcd) = start_etcd() else {
+        return;
+    };
+    let mut cfg = config(&etcd);
+    cfg.vpc.vpcs_per_account = 3;
+    let cp = start(cfg).await;
+    let a = Ec2::new(&cp.domain, "a").await;
+    // The default VPC counts: two more fit.
+    let v = a.ok("CreateVpc", &[("CidrBlock", "10.0.0.0/16")]).await;
+    a.ok("CreateVpc", &[("CidrBlock", "10.0.0.0/16")]).await;
+    a.fails(
+        "CreateVpc",
+        &[("CidrBlock", "10.2.0.0/16")],
+        "VpcLimitExceeded",
+    )
+    .await;
+    assert_eq!(texts(&a.ok("DescribeVpcs", &[]).await, "vpcId").len(), 3);
+
+    let vpc = text(&v, "vpcId");
+    // Eight racing creates of blocks that all hold 10.0.0.0: exactly one wins.
+    let cidrs = [
+        "10.0.0.0/24",
+        "10.0.0.0/25",
+        "10.0.0.0/26",
+        "10.0.0.0/27",
+        "10.0.0.0/28",
+        "10.0.0.0/23",
+        "10.0.0.0/22",
+        "10.0.0.0/21",
+    ];
+    let params: Vec<[(&str, &str); 2]> = cidrs
+        .iter()
+        .map(|c| [("VpcId", vpc.as_str()), ("CidrBlock", *c)])
+        .collect();
+    let calls = params.iter().map(|p| a.call("CreateSubnet", p));
+    let results = futures::future::join_all(calls).await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(ok, 1, "{results:?}");
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(r.code.as_str(), "InvalidSubnet.Conflict", "{r}");
+    }
+    let s = a
+        .ok(
+            "DescribeSubnets",
+            &[("Filter.1.Name", "vpc-id"), ("Filter.1.Value.1", &vpc)],
+        )
+        .await;
+    assert_eq!(texts(&s, "subnetId").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_group_rules_duplicates_dependencies_and_refusals() {
+    let Some(etcd) = start_etcd() else {
+        return;
+    };
+    let cp = start(config(&etcd)).await;
+    let a = Ec2::new(&cp.domain, "a").await;
+    let v = a.ok("CreateVpc", &[("CidrBlock", "10.0.0.0/16")]).await;
+    let vpc = text(&v, "vpcId");
+    let web = text(
+        &a.ok(
+            "CreateSecurityGroup",
+            &[
+                ("GroupName", "web"),
+                ("GroupDescription", "web tier"),
+                ("VpcId", &vpc),
+            ],
+        )
+        .await,
+        "groupId",
+    );
+    a.fails(
+        "CreateSecurityGroup",
+        &[
+            ("GroupName", "web"),
+            ("GroupDescription", "again"),
+            ("VpcId", &vpc),
+        ],
+        "InvalidGroup.Duplicate",
+    )
+    .await;
+    a.fails(
+        "CreateSecurityGroup",
+        &[
+            ("GroupName", "default"),
+            ("GroupDescription", "x"),
+            ("VpcId", &vpc),
+        ],
+        "InvalidGroup.Reserved",
+    )
+    .await;
+    a.fails(
+        "CreateSecurityGroup",
+        &[
+            ("GroupName", "sg-abc"),
+            ("GroupDescription", "x"),
+            ("VpcId", &vpc),
+        ],
+        "InvalidParameterValue",
+    )
+    .await;
+    a.fails(
+        "CreateSecurityGroup",
+        &[
+            ("GroupName", "bad\u{e9}"),
+            ("GroupDescription", "x"),
+            ("VpcId", &vpc),
+        ],
+        "InvalidParameterValue",
+    )
+    .await;
+    a.fails(
+        "CreateSecurityGroup",
+        &[("GroupName", "x")],
+        "MissingParameter",
+    )
+    .await;
+    // The same name in the default VPC is another group.
+    let dflt_web = text(
+        &a.ok(
+            "CreateSecurityGroup",
+            &[
+                ("GroupName", "web"),
+                ("GroupDescription", "default vpc web"),
+            ],
+        )
+        .await,
+        "groupId",
+    );
+    assert_ne!(dflt_web, web);
+    let db = text(
+        &a.ok(
+            "CreateSecurityGroup",
+            &[
+                ("GroupName", "db"),
+                ("GroupDescription", "db"),
+                ("VpcId", &vpc),
+            ],
+        )
+        .await,
+        "groupId",
+    );
+
+    let http = [
+        ("GroupId", web.as_str()),
+        ("IpPermissions.1.IpProtocol", "tcp"),
+        ("IpPermissions.1.FromPort", "80"),
+        ("IpPermissions.1.ToPort", "80"),
+        ("IpPermissions.1.IpRanges.1.CidrIp", "10.0.0.0/8"),
+        ("IpPermissions.1.IpRanges.1.Description", "office"),
+        ("IpPermissions.1.Groups.1.GroupId", db.as_str()),
+    ];
+    let added = a.ok("AuthorizeSecurityGroupIngress", &http).await;
+    assert_eq!(texts(&added, "securityGroupRuleId").len(), 2, "{added}");
+    let before = a.ok("DescribeSecurityGroups", &[("GroupId.1", &web)]).await;
+    a.fails(
+        "AuthorizeSecurityGroupIngress",
+        &http,
+        "InvalidPermission.Duplicate",
+    )
+    .await;
+    let refused: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (
+            vec![
+                ("IpPermissions.1.IpProtocol", "tcp"),
+                ("IpPermissions.1.FromPort", "80"),
+                ("IpPermissions.1.IpRanges.1.CidrIp", "1.0.0.0/8"),
+            ],
+            "InvalidParameterValue",
+        ),
+        (
+            vec![
+                ("IpPermissions.1.IpProtocol", "tcp"),
+                ("IpPermissions.1.FromPort", "90"),
+                ("IpPermissions.1.ToPort", "80"),
+                ("IpPermissions.1.IpRanges.1.CidrIp", "1.0.0.0/8"),
+            ],
+            "InvalidParameterValue",
+        ),
+        (
+            vec![
+                ("IpPermissions.1.IpProtocol", "udp"),
+                ("IpPermissions.1.FromPort", "0"),
+                ("IpPermissions.1.ToPort", "70000"),
+                ("IpPermissions.1.IpRanges.1.CidrIp", "1.0.0.0/8"),
+            ],
+            "InvalidParameterValue",
+        ),
+        (
+            vec![
+                ("IpPermissions.1.IpProtocol", "icmp"),
+                ("IpPermissions.1.FromPort", "-1"),
+                ("IpPermissions.1.ToPort", "4"),
+                ("IpPermissions.1.IpRanges.1.CidrIp", "1.0.0.0/8"),
+            ],
+            "InvalidParameterValue",
+        ),
+        (
+            vec![
+                ("IpPermissions.1.IpProtocol", "gre"),
+                ("IpPermissions.1.IpRanges.1.CidrIp", "1.0.0.0/8"),
+            ],
+            "InvalidParameterValue",
+        ),
+        (
+            vec![
+                ("IpPermissions.1.IpProtocol", "-1"),
+                ("IpPermissions.1.IpRanges.1.CidrIp", "1.0.0.1/8"),
+            ],
+            "InvalidParameterValue",
+        ),
+        (
+            vec![
+                ("IpPermissions.1.IpProtocol", "-1"),
+                ("IpPermissions.1.Groups.1.GroupId", "sg-0123456789abcdef0"),
+            ],
+            "InvalidGroup.NotFound",
+        ),
+        (
+            // A group of another VPC cannot be a peer.
+            vec![
+                ("IpPermissions.1.IpProtocol", "-1"),
+                ("IpPermissions.1.Groups.1.GroupId", dflt_web.as_str()),
+            ],
+            "InvalidGroup.NotFound",
+        ),
+        (
+            // One valid and one duplicate permission: nothing is added.
+            vec![
+                ("IpPermissions.1.IpProtocol", "tcp"),
+                ("IpPermissions.1.FromPort", "443"),
+                ("IpPermissions.1.ToPort", "443"),
+                ("IpPermissions.1.IpRanges.1.CidrIp", "0.0.0.0/0"),
+                ("IpPermissions.2.IpProtocol", "tcp"),
+                ("IpPermissions.2.FromPort", "80"),
+                ("IpPermissions.2.ToPort", "80"),
+                ("IpPermissions.2.IpRanges.1.CidrIp", "10.0.0.0/8"),
+            ],
+            "InvalidPermission.Duplicate",
+        ),
+        (
+            vec![
+                ("IpPermissions.1.IpProtocol", "tcp"),
+                ("IpPermissions.1.FromPort", "1"),
+                ("IpPermissions.1.ToPort", "2"),
+            ],
+            "InvalidParameterValue",
+        ),
+        (vec![], "MissingParameter"),
+    ];
+    for (extra, code) in refused {
+        let mut p = vec![("GroupId", web.as_str())];
+        p.extend(extra);
+        a.fails("AuthorizeSecurityGroupIngress", &p, code).await;
+    }
+    a.fails(
+        "AuthorizeSecurityGroupIngress",
+        &[
+            ("GroupId", "sg-0123456789abcdef0"),
+            ("IpProtocol", "-1"),
+            ("CidrIp", "0.0.0.0/0"),
+        ],
+        "InvalidGroup.NotFound",
+    )
+    .await;
+    let after = a.ok("DescribeSecurityGroups", &[("GroupId.1", &web)]).await;
+    assert_eq!(before, after, "refused calls changed the group");
+    assert!(after.contains("<ipPermissions><item><ipProtocol>tcp</ipProtocol><fromPort>80</fromPort><toPort>80</toPort>"), "{after}");
+    assert!(after.contains(&format!("<groupId>{db}</groupId>")));
+    assert!(after.contains("<cidrIp>10.0.0.0/8</cidrIp><description>office</description>"));
+
+    // Filters and rule listing.
+    let f = a
+        .ok(
+            "DescribeSecurityGroups",
+            &[
+                ("Filter.1.Name", "ip-permission.group-id"),
+                ("Filter.1.Value.1", &db),
+            ],
+        )
+        .await;
+    assert_eq!(texts(&f, "groupName"), ["web"]);
+    let rules = a
+        .ok(
+            "DescribeSecurityGroupRules",
+            &[("Filter.1.Name", "group-id"), ("Filter.1.Value.1", &web)],
+        )
+        .await;
+    // Two ingress rules and the default egress rule.
+    assert_eq!(texts(&rules, "securityGroupRuleId").len(), 3, "{rules}");
+
+    // The legacy flat form and egress.
+    a.ok(
+        "AuthorizeSecurityGroupEgress",
+        &[
+            ("GroupId", &web),
+            ("IpProtocol", "udp"),
+            ("FromPort", "53"),
+            ("ToPort", "53"),
+            ("CidrIp", "10.0.0.2/32"),
+        ],
+    )
+    .await;
+    a.fails(
+        "AuthorizeSecurityGroupEgress",
+        &[
+            ("GroupId", &web),
+            ("IpProtocol", "udp"),
+            ("FromPort", "53"),
+            ("ToPort", "53"),
+            ("CidrIp", "10.0.0.2/32"),
+        ],
+        "InvalidPermission.Duplicate",
+    )
+    .await;
+
+    // Deletion rules.
+    let dflt = texts(
+        &a.ok(
+            "DescribeSecurityGroups",
+            &[
+                ("Filter.1.Name", "group-name"),
+                ("Filter.1.Value.1", "default"),
+                ("Filter.2.Name", "vpc-id"),
+                ("Filter.2.Value.1", &vpc),
+            ],
+        )
+        .await,
+        "groupId",
+    );
+    // Its own id, then the self-reference of its ingress rule.
+    assert_eq!(dflt.len(), 2);
+    assert_eq!(dflt[0], dflt[1]);
+    a.fails(
+        "DeleteSecurityGroup",
+        &[("GroupId", &dflt[0])],
+        "CannotDelete",
+    )
+    .await;
+    a.fails(
+        "DeleteSecurityGroup",
+        &[("GroupId", &db)],
+        "DependencyViolation",
+    )
+    .await;
+    a.fails(
+        "RevokeSecurityGroupIngress",
+        &[
+            ("GroupId", &web),
+            ("IpPermissions.1.IpProtocol", "tcp"),
+            ("IpPermissions.1.FromPort", "81"),
+            ("IpPermissions.1.ToPort", "81"),
+            ("IpPermissions.1.Groups.1.GroupId", &db),
+        ],
+        "InvalidPermission.NotFound",
+    )
+    .await;
+    a.ok(
+        "RevokeSecurityGroupIngress",
+        &[
+            ("GroupId", &web),
+            ("IpPermissions.1.IpProtocol", "tcp"),
+            ("IpPermissions.1.FromPort", "80"),
+            ("IpPermissions.1.ToPort", "80"),
+            ("IpPermissions.1.Groups.1.GroupId", &db),
+        ],
+    )
+    .await;
+    a.ok("DeleteSecurityGroup", &[("GroupId", &db)]).await;
+    // Revoke by rule id; the group name of the default VPC.
+    let rid = texts(
+        &a.ok(
+            "DescribeSecurityGroupRules",
+            &[("Filter.1.Name", "group-id"), ("Filter.1.Value.1", &web)],
+        )
+        .await,
+        "securityGroupRuleId",
+    );
+    assert_eq!(rid.len(), 3);
+    a.fails(
+        "RevokeSecurityGroupIngress",
+        &[
+            ("GroupId", &web),
+            ("SecurityGroupRuleId.1", "sgr-0123456789abcdef0"),
+        ],
+        "InvalidSecurityGroupRuleId.NotFound",
+    )
+    .await;
+    a.ok(
+        "AuthorizeSecurityGroupIngress",
+        &[
+            ("GroupName", "web"),
+            ("IpProtocol", "tcp"),
+            ("FromPort", "22"),
+            ("ToPort", "22"),
+            ("CidrIp", "192.168.0.0/16"),
+        ],
+    )
+    .await;
+    let dw = a
+        .ok("DescribeSecurityGroups", &[("GroupName.1", "web")])
+        .await;
+    assert_eq!(texts(&dw, "groupId"), vec![dflt_web.clone()]);
+    assert!(dw.contains("<cidrIp>192.168.0.0/16</cidrIp>"));
+    a.ok("DeleteSecurityGroup", &[("GroupName", "web")]).await;
+    a.fails(
+        "DeleteSecurityGroup",
+        &[("GroupId", &dflt_web)],
+        "InvalidGroup.NotFound",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_cannot_see_or_use_each_others_networks() {
+    let Some(etcd) = start_etcd() else {
+        return;
+    };
+    let cp = start(config(&etcd)).await;
+    let a = Ec2::new(&cp.domain, "a").await;
+    let b = Ec2::new(&cp.domain, "b").await;
+    let vpc = text(
+        &a.ok("CreateVpc", &[("CidrBlock", "10.0.0.0/16")]).await,
+        "vpcId",
+    );
+    let subnet = text(
+        &a.ok(
+            "CreateSubnet",
+            &[("VpcId", &vpc), ("CidrBlock", "10.0.0.0/24")],
+        )
+        .await,
+        "subnetId",
+    );
+    let sg = text(
+        &a.ok(
+            "CreateSecurityGroup",
+            &[
+                ("GroupName", "a"),
+                ("GroupDescription", "a"),
+                ("VpcId", &vpc),
+            ],
+        )
+        .await,
+        "groupId",
+    );
+    // B has its own default VPC and sees none of A's objects.
+    let bv = b.ok("DescribeVpcs", &[]).await;
+    assert_eq!(texts(&bv, "vpcId").len(), 1);
+    assert!(!bv.contains(&vpc));
+    assert!(!b.ok("DescribeSubnets", &[]).await.contains(&subnet));
+    assert!(!b.ok("DescribeSecurityGroups", &[]).await.contains(&sg));
+    b.fails(
+        "DescribeVpcs",
+        &[("VpcId.1", &vpc)],
+        "InvalidVpcID.NotFound",
+    )
+    .await;
+    b.fails(
+        "DescribeSubnets",
+        &[("SubnetId.1", &subnet)],
+        "InvalidSubnetID.NotFound",
+    )
+    .await;
+    b.fails(
+        "DescribeSecurityGroups",
+        &[("GroupId.1", &sg)],
+        "InvalidGroup.NotFound",
+    )
+    .await;
+    b.fails(
+        "CreateSubnet",
+        &[("VpcId", &vpc), ("CidrBlock", "10.0.1.0/24")],
+        "InvalidVpcID.NotFound",
+    )
+    .await;
+    b.fails(
+        "CreateSecurityGroup",
+        &[
+            ("GroupName", "x"),
+            ("GroupDescription", "x"),
+            ("VpcId", &vpc),
+        ],
+        "InvalidVpcID.NotFound",
+    )
+    .await;
+    b.fails("DeleteVpc", &[("VpcId", &vpc)], "InvalidVpcID.NotFound")
+        .await;
+    b.fails(
+        "DeleteSubnet",
+        &[("SubnetId", &subnet)],
+        "InvalidSubnetID.NotFound",
+    )
+    .await;
+    b.fails(
+        "ModifySubnetAttribute",
+        &[("SubnetId", &subnet), ("MapPublicIpOnLaunch.Value", "true")],
+        "InvalidSubnetID.NotFound",
+    )
+    .await;
+    b.fails(
+        "DeleteSecurityGroup",
+        &[("GroupId", &sg)],
+        "InvalidGroup.NotFound",
+    )
+    .await;
+    b.fails(
+        "AuthorizeSecurityGroupIngress",
+        &[
+            ("GroupId", &sg),
+            ("IpProtocol", "-1"),
+            ("CidrIp", "0.0.0.0/0"),
+        ],
+        "InvalidGroup.NotFound",
+    )
+    .await;
+    // A's group as a peer of B's own group.
+    let bsg = text(
+        &b.ok(
+            "CreateSecurityGroup",
+            &[("GroupName", "b"), ("GroupDescription", "b")],
+        )
+        .await,
+        "groupId",
+    );
+    b.fails(
+        "AuthorizeSecurityGroupIngress",
+        &[
+            ("GroupId", &bsg),
+            ("IpPermissions.1.IpProtocol", "-1"),
+            ("IpPermissions.1.Groups.1.GroupId", &sg),
+        ],
+        "InvalidGroup.NotFound",
+    )
+    .await;
+    // The same CIDR in another tenant's VPC is fine (no overlap across VPCs).
+    let bvpc = text(
+        &b.ok("CreateVpc", &[("CidrBlock", "10.0.0.0/16")]).await,
+        "vpcId",
+    );
+    b.ok(
+        "CreateSubnet",
+        &[("VpcId", &bvpc), ("CidrBlock", "10.0.0.0/24")],
+    )
+    .await;
+    // A's objects are untouched.
+    let s = a.ok("DescribeSubnets", &[("SubnetId.1", &subnet)]).await;
+    assert_eq!(text(&s, "mapPublicIpOnLaunch"), "false");
+    let g = a.ok("DescribeSecurityGroups", &[("GroupId.1", &sg)]).await;
+    assert_eq!(texts(&g, "ipPermissions"), [""; 0]);
+    assert!(g.contains("<ipPermissions/>"));
+}
