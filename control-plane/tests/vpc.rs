@@ -957,3 +957,222 @@ async fn tenants_cannot_see_or_use_each_others_networks() {
     assert_eq!(texts(&g, "ipPermissions"), [""; 0]);
     assert!(g.contains("<ipPermissions/>"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_instances_places_instances_in_subnets_and_groups() {
+    use nubis_control_plane::domain::lifecycle::State;
+    use nubis_control_plane::sim::{SimAgent, SimOptions};
+    let Some(etcd) = start_etcd() else {
+        return;
+    };
+    let cp = start(config(&etcd)).await;
+    let ep = endpoint(&cp);
+    let image = hello_image(&ep).await;
+    let _agent = SimAgent::start(&ep, enrol(), SimOptions::new("h", ZONES[0], 8, 4096))
+        .await
+        .unwrap();
+    let a = Ec2::new(&cp.domain, "a").await;
+    let b = Ec2::new(&cp.domain, "b").await;
+    let vpc = text(
+        &a.ok("CreateVpc", &[("CidrBlock", "10.0.0.0/16")]).await,
+        "vpcId",
+    );
+    let subnet = text(
+        &a.ok(
+            "CreateSubnet",
+            &[
+                ("VpcId", &vpc),
+                ("CidrBlock", "10.0.0.0/24"),
+                ("AvailabilityZone", ZONES[0]),
+            ],
+        )
+        .await,
+        "subnetId",
+    );
+    let other_zone = text(
+        &a.ok(
+            "CreateSubnet",
+            &[
+                ("VpcId", &vpc),
+                ("CidrBlock", "10.0.1.0/24"),
+                ("AvailabilityZone", ZONES[1]),
+            ],
+        )
+        .await,
+        "subnetId",
+    );
+    let web = text(
+        &a.ok(
+            "CreateSecurityGroup",
+            &[
+                ("GroupName", "web"),
+                ("GroupDescription", "web"),
+                ("VpcId", &vpc),
+            ],
+        )
+        .await,
+        "groupId",
+    );
+    let dflt_web = text(
+        &a.ok(
+            "CreateSecurityGroup",
+            &[("GroupName", "web"), ("GroupDescription", "web")],
+        )
+        .await,
+        "groupId",
+    );
+    let b_subnet = texts(&b.ok("DescribeSubnets", &[]).await, "subnetId").remove(0);
+    let run = |extra: &[(&'static str, String)]| {
+        let mut p: Vec<(&str, String)> = vec![
+            ("ImageId", image.clone()),
+            ("InstanceType", "t3.nano".into()),
+            ("MinCount", "1".into()),
+            ("MaxCount", "1".into()),
+        ];
+        p.extend(extra.iter().cloned());
+        p
+    };
+    let refused: Vec<(Vec<(&str, String)>, &str)> = vec![
+        (
+            run(&[("SubnetId", b_subnet.clone())]),
+            "InvalidSubnetID.NotFound",
+        ),
+        (
+            run(&[
+                ("SubnetId", subnet.clone()),
+                ("SecurityGroupId.1", dflt_web.clone()),
+            ]),
+            "InvalidParameter",
+        ),
+        (
+            run(&[
+                ("SubnetId", subnet.clone()),
+                ("SecurityGroupId.1", "sg-0123456789abcdef0".into()),
+            ]),
+            "InvalidGroup.NotFound",
+        ),
+        (
+            run(&[
+                ("SubnetId", subnet.clone()),
+                ("SecurityGroup.1", "web".into()),
+            ]),
+            "InvalidParameterCombination",
+        ),
+        (
+            run(&[
+                ("SubnetId", other_zone.clone()),
+                ("Placement.AvailabilityZone", ZONES[0].into()),
+            ]),
+            "InvalidParameterValue",
+        ),
+        (
+            run(&[("SecurityGroup.1", "nope".into())]),
+            "InvalidGroup.NotFound",
+        ),
+        (
+            run(&[("SubnetId", "subnet-zz".into())]),
+            "InvalidSubnetID.Malformed",
+        ),
+    ];
+    for (p, code) in refused {
+        let p: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        a.fails("RunInstances", &p, code).await;
+    }
+    let none = a.ok("DescribeInstances", &[]).await;
+    assert!(
+        texts(&none, "instanceId").is_empty(),
+        "refused launches wrote nothing: {none}"
+    );
+
+    let p = run(&[
+        ("SubnetId", subnet.clone()),
+        ("SecurityGroupId.1", web.clone()),
+    ]);
+    let p: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = a.ok("RunInstances", &p).await;
+    let id = text(&r, "instanceId");
+    assert_eq!(text(&r, "subnetId"), subnet, "{r}");
+    assert_eq!(text(&r, "vpcId"), vpc);
+    assert!(
+        r.contains(&format!(
+            "<groupSet><item><groupId>{web}</groupId></item></groupSet>"
+        )),
+        "{r}"
+    );
+    assert!(
+        r.contains("<networkInterfaceSet><item><networkInterfaceId>eni-"),
+        "{r}"
+    );
+    assert_eq!(text(&r, "availabilityZone"), ZONES[0]);
+
+    // In the default VPC without a subnet: its zone's default subnet and
+    // the default group.
+    let p = run(&[("Placement.AvailabilityZone", ZONES[0].into())]);
+    let p: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r2 = a.ok("RunInstances", &p).await;
+    let id2 = text(&r2, "instanceId");
+    let dv = a
+        .ok(
+            "DescribeVpcs",
+            &[
+                ("Filter.1.Name", "is-default"),
+                ("Filter.1.Value.1", "true"),
+            ],
+        )
+        .await;
+    let default_vpc = text(&dv, "vpcId");
+    assert_eq!(text(&r2, "vpcId"), default_vpc);
+    let ds = a
+        .ok(
+            "DescribeSubnets",
+            &[
+                ("Filter.1.Name", "availability-zone"),
+                ("Filter.1.Value.1", ZONES[0]),
+                ("Filter.2.Name", "default-for-az"),
+                ("Filter.2.Value.1", "true"),
+            ],
+        )
+        .await;
+    assert_eq!(text(&r2, "subnetId"), text(&ds, "subnetId"), "{r2}");
+
+    // Filters.
+    for (name, value, want) in [
+        ("vpc-id", vpc.as_str(), id.as_str()),
+        ("subnet-id", subnet.as_str(), id.as_str()),
+        ("instance.group-id", web.as_str(), id.as_str()),
+        ("vpc-id", default_vpc.as_str(), id2.as_str()),
+    ] {
+        let d = a
+            .ok(
+                "DescribeInstances",
+                &[("Filter.1.Name", name), ("Filter.1.Value.1", value)],
+            )
+            .await;
+        assert_eq!(
+            texts(&d, "instanceId"),
+            vec![want.to_string()],
+            "{name}={value}"
+        );
+    }
+    // B sees none of it.
+    assert!(texts(&b.ok("DescribeInstances", &[]).await, "instanceId").is_empty());
+
+    // Dependencies while the instance lives.
+    a.fails(
+        "DeleteSubnet",
+        &[("SubnetId", &subnet)],
+        "DependencyViolation",
+    )
+    .await;
+    a.fails(
+        "DeleteSecurityGroup",
+        &[("GroupId", &web)],
+        "DependencyViolation",
+    )
+    .await;
+    a.ok("TerminateInstances", &[("InstanceId.1", &id)]).await;
+    let caller = Caller::Tenant(nubis_control_plane::ids::AccountId::parse(&a.account).unwrap());
+    wait_domain_state(&cp.domain, &caller, &id, State::Terminated).await;
+    a.ok("DeleteSecurityGroup", &[("GroupId", &web)]).await;
+    a.ok("DeleteSubnet", &[("SubnetId", &subnet)]).await;
+}

@@ -188,6 +188,10 @@ impl Domain {
             super::model::MetadataOptions::default(),
             &input.metadata_options,
         )?;
+        // Subnet and security groups: checked after every other input, as
+        // the first call may create the account's default VPC.
+        let mut input = input;
+        self.resolve_launch_vpc(&account, &mut input).await?;
         let hash = request_hash(&input);
         let launched = async {
             let image = self.visible_image(&account, &image_id).await?;

@@ -26,7 +26,7 @@ macro_rules! record {
 }
 
 record! {
-    Instance => "instance", 2;
+    Instance => "instance", 3;
     Assignment => "assignment", 1;
     Node => "node", 2;
     NodeAlloc => "node-alloc", 1;
@@ -228,6 +228,10 @@ pub struct LaunchOptions {
     pub root_volume_gib: Option<u32>,
     /// `SourceDestCheck` (recorded and shown).
     pub source_dest_check: bool,
+    /// VPC, subnet and security groups (instance schema 3; absent in older
+    /// records: no VPC placement recorded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vpc: Option<crate::domain::vpc::InstanceVpc>,
 }
 
 impl Default for LaunchOptions {
@@ -239,6 +243,7 @@ impl Default for LaunchOptions {
             monitoring: false,
             root_volume_gib: None,
             source_dest_check: true,
+            vpc: None,
         }
     }
 }

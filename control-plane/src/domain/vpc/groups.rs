@@ -1,7 +1,8 @@
 //! Security groups: CreateSecurityGroup (name unique in its VPC through a
 //! name guard created in the same transaction), DescribeSecurityGroups,
 //! DeleteSecurityGroup (`CannotDelete` for a VPC's default group,
-//! `DependencyViolation` while another group's rule names it), Authorize/Revoke
+//! `DependencyViolation` while another group's rule names it or an instance
+//! not terminated is in it), Authorize/Revoke
 //! Ingress/Egress (compare-and-swap of the group record; nothing is written
 //! unless every permission of the call is valid, new (authorize) or present
 //! (revoke)) and DescribeSecurityGroupRules.
@@ -235,7 +236,8 @@ impl Domain {
     }
 
     /// DeleteSecurityGroup. `CannotDelete` for a default group;
-    /// `DependencyViolation` while a rule of another group names it.
+    /// `DependencyViolation` while a rule of another group names it or an
+    /// instance not terminated is in it.
     pub async fn delete_security_group(&self, caller: &Caller, group: &GroupRef) -> Result<()> {
         let account = caller.account()?;
         let keys = self.store.keys();
@@ -263,6 +265,15 @@ impl Domain {
                 return Err(dependency(format!(
                     "resource {} has a dependent object: a rule of {}",
                     g.value.id, o.value.id
+                )));
+            }
+            let gid = g.value.id.clone();
+            if let Some(i) = self
+                .instance_using(&account, |_, v| v.security_group_ids.contains(&gid))
+                .await?
+            {
+                return Err(dependency(format!(
+                    "resource {gid} has a dependent object: instance {i}"
                 )));
             }
             let vpc = self.own_vpc(&account, &g.value.vpc_id).await?;

@@ -17,6 +17,7 @@
 pub mod cidr;
 pub mod default_vpc;
 pub mod groups;
+pub mod launch;
 pub mod rules;
 pub mod subnets;
 pub mod vpcs;
@@ -155,6 +156,28 @@ impl SecurityGroup {
     pub fn is_default(&self) -> bool {
         self.name == "default"
     }
+}
+
+/// Where an instance sits in the VPC model (recorded in its launch options).
+/// RunInstances receives the requested subnet and groups here and the
+/// domain resolves them ([`launch`]): afterwards `vpc_id` is set,
+/// `security_group_ids` holds every group (names resolved) and
+/// `security_group_names` is empty. `subnet_id` is `None` for an instance
+/// launched without one: it is in its VPC's default subnet of its zone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InstanceVpc {
+    /// The VPC.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vpc_id: Option<VpcId>,
+    /// The subnet (`None`: the default subnet of the instance's zone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subnet_id: Option<SubnetId>,
+    /// Security groups.
+    pub security_group_ids: Vec<SecurityGroupId>,
+    /// Group names of the request (`SecurityGroup.N`), before resolution.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub security_group_names: Vec<String>,
 }
 
 /// The guard of a group name in a VPC (`security-group-names/…`).

@@ -2,7 +2,8 @@
 //! zone of the region, overlapping no other subnet of the VPC),
 //! DescribeSubnets (with EC2's available address count: the block minus
 //! its five reserved addresses minus the IPAM claims in it), DeleteSubnet
-//! (`DependencyViolation` while an address of it is claimed) and
+//! (`DependencyViolation` while an address of it is claimed or an instance
+//! not terminated is in it) and
 //! ModifySubnetAttribute `MapPublicIpOnLaunch`.
 
 use super::vpcs::{bool_str, PREFIX_RANGE};
@@ -257,6 +258,21 @@ impl Domain {
             if claimed > 0 {
                 return Err(dependency(format!(
                     "The subnet '{id}' has dependencies and cannot be deleted: {claimed} addresses in use"
+                )));
+            }
+            let sv = subnet.value.clone();
+            let user = self
+                .instance_using(&account, |i, v| {
+                    v.subnet_id.as_ref() == Some(&sv.id)
+                        || (sv.default_for_az
+                            && v.subnet_id.is_none()
+                            && v.vpc_id.as_ref() == Some(&sv.vpc_id)
+                            && i.availability_zone == sv.availability_zone)
+                })
+                .await?;
+            if let Some(i) = user {
+                return Err(dependency(format!(
+                    "The subnet '{id}' has dependencies and cannot be deleted: instance {i}"
                 )));
             }
             let vpc = self.own_vpc(&account, &subnet.value.vpc_id).await?;
