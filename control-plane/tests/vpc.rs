@@ -1133,7 +1133,14 @@ async fn run_instances_places_instances_in_subnets_and_groups() {
             ],
         )
         .await;
-    assert_eq!(text(&r2, "subnetId"), text(&ds, "subnetId"), "{r2}");
+    let default_subnet = text(&ds, "subnetId");
+    assert_eq!(text(&r2, "subnetId"), default_subnet, "{r2}");
+    a.fails(
+        "DeleteSubnet",
+        &[("SubnetId", &default_subnet)],
+        "DependencyViolation",
+    )
+    .await;
 
     // Filters.
     for (name, value, want) in [
@@ -1141,6 +1148,7 @@ async fn run_instances_places_instances_in_subnets_and_groups() {
         ("subnet-id", subnet.as_str(), id.as_str()),
         ("instance.group-id", web.as_str(), id.as_str()),
         ("vpc-id", default_vpc.as_str(), id2.as_str()),
+        ("subnet-id", default_subnet.as_str(), id2.as_str()),
     ] {
         let d = a
             .ok(

@@ -661,19 +661,17 @@ fn instance_matches(d: &Domain, i: &Instance, f: &Filter) -> bool {
             )
         }),
         "subnet-id" => i
-            .options
             .vpc
             .as_ref()
             .and_then(|x| x.subnet_id.as_ref())
             .or_else(|| i.network.as_ref().and_then(|n| n.subnet_id.as_ref()))
             .is_some_and(|s| filters::any_matches(v, &[s.as_str()])),
         "vpc-id" => i
-            .options
             .vpc
             .as_ref()
             .and_then(|x| x.vpc_id.as_ref())
             .is_some_and(|x| filters::any_matches(v, &[x.as_str()])),
-        "instance.group-id" => i.options.vpc.as_ref().is_some_and(|x| {
+        "instance.group-id" => i.vpc.as_ref().is_some_and(|x| {
             x.security_group_ids
                 .iter()
                 .any(|g| filters::any_matches(v, &[g.as_str()]))

@@ -421,8 +421,16 @@ impl Domain {
                 observed: None,
                 terminated_ms: None,
                 event_seq: 0,
-                options: l.options.clone(),
+                options: crate::domain::model::LaunchOptions {
+                    vpc: None,
+                    ..l.options.clone()
+                },
                 metadata_options: l.metadata_options,
+                vpc: l
+                    .options
+                    .vpc
+                    .as_ref()
+                    .map(|x| x.placed_in(&v.node.availability_zone)),
             };
             let a = self.assignment_of(&inst, &network, l.user_data_b64.clone(), l.ssh.clone());
             self.store.instances().stage_put(tx, &inst)?;

@@ -184,6 +184,10 @@ pub struct Instance {
     /// metadata service existed = EC2's defaults).
     #[serde(default)]
     pub metadata_options: MetadataOptions,
+    /// VPC, subnet and security groups (schema 3; absent in older records:
+    /// no VPC placement recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc: Option<crate::domain::vpc::InstanceVpc>,
 }
 
 /// The device name the root disk is shown under (`RootDeviceName`).
@@ -228,10 +232,11 @@ pub struct LaunchOptions {
     pub root_volume_gib: Option<u32>,
     /// `SourceDestCheck` (recorded and shown).
     pub source_dest_check: bool,
-    /// VPC, subnet and security groups (instance schema 3; absent in older
-    /// records: no VPC placement recorded).
+    /// The requested VPC placement of RunInstances, resolved by the domain
+    /// ([`crate::domain::vpc::launch`]); each instance records it as
+    /// [`Instance::vpc`] (never stored here).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub vpc: Option<crate::domain::vpc::InstanceVpc>,
+    pub vpc: Option<Box<crate::domain::vpc::InstanceVpc>>,
 }
 
 impl Default for LaunchOptions {

@@ -296,7 +296,7 @@ fn networking(r: &mut Reader, o: &mut LaunchOptions) -> Result<(), Ec2Error> {
     let ids = r.list("SecurityGroupId", 16)?;
     let names = r.list("SecurityGroup", 16)?;
     if subnet.is_some() || !ids.is_empty() || !names.is_empty() {
-        o.vpc = Some(crate::domain::vpc::InstanceVpc {
+        o.vpc = Some(Box::new(crate::domain::vpc::InstanceVpc {
             vpc_id: None,
             subnet_id: subnet
                 .map(|s| crate::ids::SubnetId::parse(&s))
@@ -306,7 +306,8 @@ fn networking(r: &mut Reader, o: &mut LaunchOptions) -> Result<(), Ec2Error> {
                 .map(|g| crate::ids::SecurityGroupId::parse(g))
                 .collect::<Result<_, _>>()?,
             security_group_names: names,
-        });
+            ..Default::default()
+        }));
     }
     if r.opt("PrivateIpAddress").is_some() {
         return Err(unsupported(

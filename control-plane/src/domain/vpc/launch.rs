@@ -2,8 +2,8 @@
 //! pins the zone) and security groups (`SecurityGroupId.N`, or
 //! `SecurityGroup.N` names of the default VPC) are checked against the
 //! caller's own objects and recorded on each instance; without a subnet the
-//! instance is in the default VPC (its default subnet of the instance's
-//! zone), without groups in its VPC's default group.
+//! instance is in the default VPC (the default subnet of the zone it is
+//! placed in), without groups in its VPC's default group.
 //!
 //! Addressing is unchanged: the private address is still allocated from
 //! the node's address block by IPAM (docs/networking.md says what this
@@ -25,7 +25,7 @@ impl Domain {
         account: &AccountId,
         input: &mut RunInstancesInput,
     ) -> Result<()> {
-        let req = input.options.vpc.take().unwrap_or_default();
+        let req = input.options.vpc.take().map(|b| *b).unwrap_or_default();
         let explicit = req != InstanceVpc::default();
         self.ensure_default_vpc(account).await?;
         let (vpc_id, subnet_id): (VpcId, Option<SubnetId>) = match &req.subnet_id {
@@ -81,18 +81,27 @@ impl Domain {
                 .await?;
             groups.push(grp.value.id);
         }
+        let mut default_subnets = std::collections::BTreeMap::new();
+        if subnet_id.is_none() {
+            for s in self.store.vpcs().subnets_of(account).await? {
+                if s.value.vpc_id == vpc_id && s.value.default_for_az {
+                    default_subnets.insert(s.value.availability_zone.clone(), s.value.id);
+                }
+            }
+        }
         if groups.is_empty() {
             let vpc = self.own_vpc(account, &vpc_id).await?;
             groups.push(vpc.value.default_security_group_id);
         }
         groups.sort();
         groups.dedup();
-        input.options.vpc = Some(InstanceVpc {
+        input.options.vpc = Some(Box::new(InstanceVpc {
             vpc_id: Some(vpc_id),
             subnet_id,
             security_group_ids: groups,
             security_group_names: Vec::new(),
-        });
+            default_subnets,
+        }));
         Ok(())
     }
 
@@ -129,7 +138,7 @@ impl Domain {
             for i in &mut r.instances {
                 let zone = i.availability_zone.clone();
                 let account = i.account.clone();
-                let Some(v) = i.options.vpc.as_mut() else {
+                let Some(v) = i.vpc.as_mut() else {
                     continue;
                 };
                 let (Some(vpc), None) = (v.vpc_id.clone(), &v.subnet_id) else {
@@ -160,7 +169,7 @@ impl Domain {
             .into_iter()
             .map(|(_, v)| v.value)
             .filter(|i| i.state != crate::domain::lifecycle::State::Terminated)
-            .find(|i| i.options.vpc.as_ref().is_some_and(|v| uses(i, v)))
+            .find(|i| i.vpc.as_ref().is_some_and(|v| uses(i, v)))
             .map(|i| i.id))
     }
 }

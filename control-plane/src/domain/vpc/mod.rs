@@ -162,8 +162,9 @@ impl SecurityGroup {
 /// RunInstances receives the requested subnet and groups here and the
 /// domain resolves them ([`launch`]): afterwards `vpc_id` is set,
 /// `security_group_ids` holds every group (names resolved) and
-/// `security_group_names` is empty. `subnet_id` is `None` for an instance
-/// launched without one: it is in its VPC's default subnet of its zone.
+/// `security_group_names` is empty. An instance launched without a subnet
+/// records the default subnet of the zone it was placed in; `subnet_id` is
+/// `None` only when that zone had none.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct InstanceVpc {
@@ -178,6 +179,27 @@ pub struct InstanceVpc {
     /// Group names of the request (`SecurityGroup.N`), before resolution.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub security_group_names: Vec<String>,
+    /// Resolution only (not stored): the default subnet of each zone, for
+    /// an instance launched without a subnet ([`InstanceVpc::placed_in`]).
+    #[serde(skip)]
+    pub default_subnets: BTreeMap<String, SubnetId>,
+}
+
+impl InstanceVpc {
+    /// What an instance placed in `zone` records: the subnet given, or the
+    /// default subnet of `zone`.
+    pub fn placed_in(&self, zone: &str) -> InstanceVpc {
+        InstanceVpc {
+            vpc_id: self.vpc_id.clone(),
+            subnet_id: self
+                .subnet_id
+                .clone()
+                .or_else(|| self.default_subnets.get(zone).cloned()),
+            security_group_ids: self.security_group_ids.clone(),
+            security_group_names: Vec::new(),
+            default_subnets: BTreeMap::new(),
+        }
+    }
 }
 
 /// The guard of a group name in a VPC (`security-group-names/…`).

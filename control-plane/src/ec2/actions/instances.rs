@@ -261,7 +261,7 @@ pub fn instance(w: &mut XmlWriter, i: &Instance) {
         );
     });
     w.leaf_opt("privateIpAddress", ip);
-    let vpc = i.options.vpc.as_ref();
+    let vpc = i.vpc.as_ref();
     w.leaf_opt("subnetId", vpc.and_then(|v| v.subnet_id.as_ref()));
     w.leaf_opt("vpcId", vpc.and_then(|v| v.vpc_id.as_ref()));
     group_set(w, i);
@@ -352,7 +352,6 @@ pub async fn modify_metadata_options(
 /// `groupSet`: the instance's security groups (ids).
 fn group_set(w: &mut XmlWriter, i: &Instance) {
     let groups = i
-        .options
         .vpc
         .as_ref()
         .map(|v| v.security_group_ids.as_slice())
@@ -365,7 +364,7 @@ fn group_set(w: &mut XmlWriter, i: &Instance) {
 /// `networkInterfaceSet`: the primary interface of an instance in a VPC
 /// (its address and MAC are the node-block ones: docs/networking.md).
 fn network_interfaces(w: &mut XmlWriter, i: &Instance) {
-    let (Some(v), Some(net)) = (i.options.vpc.as_ref(), i.network.as_ref()) else {
+    let (Some(v), Some(net)) = (i.vpc.as_ref(), i.network.as_ref()) else {
         w.empty("networkInterfaceSet");
         return;
     };
