@@ -421,3 +421,107 @@ fn rule_xml(w: &mut XmlWriter, v: &RuleView) {
     }
     w.empty("tagSet");
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::ec2::requests::Request;
+    use crate::ec2::ErrorCode;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<Request, Ec2Error> {
+        let mut form: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect();
+        form.insert("Version".into(), "2016-11-15".into());
+        Request::parse(form)
+    }
+
+    #[test]
+    fn ip_permissions_parse_as_botocore_sends_them() {
+        let r = parse(&[
+            ("Action", "AuthorizeSecurityGroupIngress"),
+            ("GroupId", "sg-0123456789abcdef0"),
+            ("IpPermissions.1.IpProtocol", "tcp"),
+            ("IpPermissions.1.FromPort", "22"),
+            ("IpPermissions.1.ToPort", "22"),
+            ("IpPermissions.1.IpRanges.1.CidrIp", "10.0.0.0/8"),
+            ("IpPermissions.1.IpRanges.1.Description", "ssh"),
+            ("IpPermissions.1.Groups.1.GroupId", "sg-1111111111111111a"),
+            ("IpPermissions.2.IpProtocol", "icmp"),
+            ("IpPermissions.2.FromPort", "-1"),
+            ("IpPermissions.2.ToPort", "-1"),
+            (
+                "IpPermissions.2.UserIdGroupPairs.1.GroupId",
+                "sg-2222222222222222b",
+            ),
+        ])
+        .unwrap();
+        let Request::Vpc(call) = r else {
+            panic!("not a VPC request")
+        };
+        let VpcRequestView::Group(GroupRequest::Authorize {
+            group,
+            direction,
+            perms,
+        }) = call.req.into()
+        else {
+            panic!("not an authorize")
+        };
+        assert_eq!(group, GroupRef::Id("sg-0123456789abcdef0".into()));
+        assert_eq!(direction, Direction::Ingress);
+        assert_eq!(perms.len(), 2);
+        assert_eq!(perms[0].from_port, Some(22));
+        assert_eq!(perms[0].cidrs[0].description, "ssh");
+        assert_eq!(perms[0].groups[0].value, "sg-1111111111111111a");
+        assert_eq!(perms[1].from_port, Some(-1));
+        assert_eq!(perms[1].groups[0].value, "sg-2222222222222222b");
+    }
+
+    #[test]
+    fn unsupported_and_unknown_parameters_are_refused() {
+        let base = [
+            ("Action", "AuthorizeSecurityGroupEgress"),
+            ("GroupId", "sg-0123456789abcdef0"),
+            ("IpPermissions.1.IpProtocol", "-1"),
+        ];
+        let mut v6 = base.to_vec();
+        v6.push(("IpPermissions.1.Ipv6Ranges.1.CidrIpv6", "::/0"));
+        assert_eq!(parse(&v6).unwrap_err().code, ErrorCode::Unsupported);
+        let mut unknown = base.to_vec();
+        unknown.push(("IpPermissions.1.Bogus", "1"));
+        assert_eq!(
+            parse(&unknown).unwrap_err().code,
+            ErrorCode::UnknownParameter
+        );
+        let mut port = base.to_vec();
+        port.push(("IpPermissions.1.FromPort", "eighty"));
+        assert_eq!(
+            parse(&port).unwrap_err().code,
+            ErrorCode::InvalidParameterValue
+        );
+        assert_eq!(
+            parse(&[("Action", "DeleteSecurityGroup")])
+                .unwrap_err()
+                .code,
+            ErrorCode::MissingParameter
+        );
+    }
+
+    /// The request without its wrapper (test convenience).
+    enum VpcRequestView {
+        Group(GroupRequest),
+        Other,
+    }
+
+    impl From<super::super::vpcs::VpcRequest> for VpcRequestView {
+        fn from(r: super::super::vpcs::VpcRequest) -> Self {
+            match r {
+                super::super::vpcs::VpcRequest::Group(g) => VpcRequestView::Group(g),
+                _ => VpcRequestView::Other,
+            }
+        }
+    }
+}
