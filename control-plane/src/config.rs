@@ -51,6 +51,30 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Operator credential and agent enrolment tokens.
     pub auth: AuthConfig,
+    /// VPC limits (docs/networking.md).
+    #[serde(default)]
+    pub vpc: VpcConfig,
+}
+
+/// `[vpc]`: per-account VPC limits ([`crate::domain::vpc`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VpcConfig {
+    /// VPCs per account, the default VPC included (EC2's default quota: 5).
+    #[serde(default = "default_vpcs_per_account")]
+    pub vpcs_per_account: u32,
+}
+
+impl Default for VpcConfig {
+    fn default() -> Self {
+        Self {
+            vpcs_per_account: default_vpcs_per_account(),
+        }
+    }
+}
+
+fn default_vpcs_per_account() -> u32 {
+    5
 }
 
 /// etcd connection settings.

@@ -1,6 +1,6 @@
 //! Typed identifiers. Each parses (validating its shape) and displays as the
 //! string EC2 clients see (parsing also accepts EC2's short form of 8 hex digits): `i-` + 17 hex, `r-` + 17 hex, `ami-` + 17 hex,
-//! `key-` + 17 hex, `node-` + 17 hex, `subnet-` + 17 hex, `lt-` + 17 hex, account ids of 12 decimal digits.
+//! `key-` + 17 hex, `node-` + 17 hex, `subnet-` + 17 hex, `lt-` + 17 hex, `vpc-`, `sg-`, `sgr-` + 17 hex, account ids of 12 decimal digits.
 
 use std::fmt;
 
@@ -110,11 +110,41 @@ hex_id!(
     SubnetId, "subnet-", "InvalidSubnetID.Malformed"
 );
 
+hex_id!(
+    /// A VPC id, `vpc-` + 17 hex digits.
+    VpcId, "vpc-", "InvalidVpcID.Malformed"
+);
+hex_id!(
+    /// A security group id, `sg-` + 17 hex digits.
+    SecurityGroupId, "sg-", "InvalidGroupId.Malformed"
+);
+hex_id!(
+    /// A security group rule id, `sgr-` + 17 hex digits.
+    SecurityGroupRuleId, "sgr-", "InvalidSecurityGroupRuleId.Malformed"
+);
+
 impl SubnetId {
     /// The subnet of node address block `n` (one per node until VPCs exist):
     /// `subnet-` + `n` as 17 hex digits, so it is found without a lookup.
     pub fn for_block(n: u32) -> Self {
         Self(format!("subnet-{n:017x}"))
+    }
+
+    /// A fresh id for a VPC subnet: never one of the node-block ids of
+    /// [`SubnetId::for_block`] (those have nine leading zero digits).
+    pub fn generate_vpc() -> Self {
+        loop {
+            let id = Self::generate();
+            if !id.0["subnet-".len()..].starts_with("000000000") {
+                return id;
+            }
+        }
+    }
+
+    /// Whether this is the id of a node address block (not a VPC subnet).
+    pub fn is_block(&self) -> bool {
+        let hex = &self.0["subnet-".len()..];
+        hex.len() == 17 && hex.starts_with("000000000")
     }
 }
 

@@ -144,7 +144,7 @@ fn a_newer_record_decodes_and_an_older_rewrite_keeps_its_fields() {
     assert_eq!(v["generation"], 4);
     assert_eq!(v["desired"], "stopped");
 
-    let raw = read("future/instance-schema3.json");
+    let raw = read("future/instance-schema4.json");
     let (i, newer) = decode_record::<Instance>(b"/k", &raw).unwrap();
     let v: Value = serde_json::from_slice(&encode_over(&i, newer.as_ref()).unwrap()).unwrap();
     assert_eq!(v["placement_group"]["strategy"], "spread");

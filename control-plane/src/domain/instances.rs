@@ -55,6 +55,8 @@ pub const INSTANCE_FILTERS: &[&str] = &[
     "dns-name",
     "private-dns-name",
     "subnet-id",
+    "vpc-id",
+    "instance.group-id",
     "architecture",
     "hypervisor",
     "root-device-type",
@@ -659,10 +661,21 @@ fn instance_matches(d: &Domain, i: &Instance, f: &Filter) -> bool {
             )
         }),
         "subnet-id" => i
-            .network
+            .vpc
             .as_ref()
-            .and_then(|n| n.subnet_id.as_ref())
+            .and_then(|x| x.subnet_id.as_ref())
+            .or_else(|| i.network.as_ref().and_then(|n| n.subnet_id.as_ref()))
             .is_some_and(|s| filters::any_matches(v, &[s.as_str()])),
+        "vpc-id" => i
+            .vpc
+            .as_ref()
+            .and_then(|x| x.vpc_id.as_ref())
+            .is_some_and(|x| filters::any_matches(v, &[x.as_str()])),
+        "instance.group-id" => i.vpc.as_ref().is_some_and(|x| {
+            x.security_group_ids
+                .iter()
+                .any(|g| filters::any_matches(v, &[g.as_str()]))
+        }),
         "architecture" => filters::any_matches(v, &["x86_64"]),
         "hypervisor" => filters::any_matches(v, &["xen"]),
         "root-device-type" => filters::any_matches(v, &["instance-store"]),

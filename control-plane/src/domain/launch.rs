@@ -188,6 +188,10 @@ impl Domain {
             super::model::MetadataOptions::default(),
             &input.metadata_options,
         )?;
+        // Subnet and security groups: checked after every other input, as
+        // the first call may create the account's default VPC.
+        let mut input = input;
+        self.resolve_launch_vpc(&account, &mut input).await?;
         let hash = request_hash(&input);
         let launched = async {
             let image = self.visible_image(&account, &image_id).await?;
@@ -417,8 +421,16 @@ impl Domain {
                 observed: None,
                 terminated_ms: None,
                 event_seq: 0,
-                options: l.options.clone(),
+                options: crate::domain::model::LaunchOptions {
+                    vpc: None,
+                    ..l.options.clone()
+                },
                 metadata_options: l.metadata_options,
+                vpc: l
+                    .options
+                    .vpc
+                    .as_ref()
+                    .map(|x| x.placed_in(&v.node.availability_zone)),
             };
             let a = self.assignment_of(&inst, &network, l.user_data_b64.clone(), l.ssh.clone());
             self.store.instances().stage_put(tx, &inst)?;

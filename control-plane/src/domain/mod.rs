@@ -19,6 +19,7 @@
 //! - [`images`], [`keypairs`], [`tags`], [`accounts`] (credentials and
 //!   request authentication), [`catalogue`] (instance types), [`network`]
 //!   (addresses), [`filters`], [`validation`], [`model`] (stored records).
+//! - [`vpc`]: VPCs, VPC subnets, security groups and the default VPC.
 
 pub mod accounts;
 pub mod attributes;
@@ -48,6 +49,7 @@ pub mod reservations;
 pub mod tags;
 pub mod validation;
 pub mod views;
+pub mod vpc;
 
 use std::sync::Arc;
 

@@ -26,7 +26,7 @@ macro_rules! record {
 }
 
 record! {
-    Instance => "instance", 2;
+    Instance => "instance", 3;
     Assignment => "assignment", 1;
     Node => "node", 2;
     NodeAlloc => "node-alloc", 1;
@@ -184,6 +184,10 @@ pub struct Instance {
     /// metadata service existed = EC2's defaults).
     #[serde(default)]
     pub metadata_options: MetadataOptions,
+    /// VPC, subnet and security groups (schema 3; absent in older records:
+    /// no VPC placement recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc: Option<crate::domain::vpc::InstanceVpc>,
 }
 
 /// The device name the root disk is shown under (`RootDeviceName`).
@@ -228,6 +232,11 @@ pub struct LaunchOptions {
     pub root_volume_gib: Option<u32>,
     /// `SourceDestCheck` (recorded and shown).
     pub source_dest_check: bool,
+    /// The requested VPC placement of RunInstances, resolved by the domain
+    /// ([`crate::domain::vpc::launch`]); each instance records it as
+    /// [`Instance::vpc`] (never stored here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vpc: Option<Box<crate::domain::vpc::InstanceVpc>>,
 }
 
 impl Default for LaunchOptions {
@@ -239,6 +248,7 @@ impl Default for LaunchOptions {
             monitoring: false,
             root_volume_gib: None,
             source_dest_check: true,
+            vpc: None,
         }
     }
 }

@@ -118,9 +118,9 @@ error_codes! {
     UnsupportedHibernationConfiguration => "UnsupportedHibernationConfiguration", BAD_REQUEST;
     /// A block device mapping that cannot be honoured.
     InvalidBlockDeviceMapping => "InvalidBlockDeviceMapping", BAD_REQUEST;
-    /// An unknown subnet (Nubis has none yet).
+    /// An unknown subnet (or another account's).
     InvalidSubnetIdNotFound => "InvalidSubnetID.NotFound", BAD_REQUEST;
-    /// An unknown security group (Nubis has none yet).
+    /// An unknown security group (or another account's).
     InvalidGroupNotFound => "InvalidGroup.NotFound", BAD_REQUEST;
     /// An unknown placement group (Nubis has none).
     InvalidPlacementGroupUnknown => "InvalidPlacementGroup.Unknown", BAD_REQUEST;

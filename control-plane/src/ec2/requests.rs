@@ -60,6 +60,8 @@ pub enum Request {
     DescribeInstanceTypeOfferings(DescribeInstanceTypeOfferings),
     /// A launch template action (parsed in `actions::launch_templates`).
     LaunchTemplate(super::actions::launch_templates::LtRequest),
+    /// A VPC, subnet or security group action (parsed in `actions::vpcs`).
+    Vpc(super::actions::vpcs::VpcCall),
 }
 
 /// `DescribeInstanceTypeOfferings`.
@@ -298,6 +300,7 @@ impl Request {
             Request::GetConsoleScreenshot(_) => "GetConsoleScreenshot",
             Request::DescribeInstanceTypeOfferings(_) => "DescribeInstanceTypeOfferings",
             Request::LaunchTemplate(x) => x.action(),
+            Request::Vpc(x) => x.action,
         }
     }
 
@@ -511,6 +514,9 @@ impl Request {
             a if super::actions::launch_templates::ACTIONS.contains(&a) => {
                 Request::LaunchTemplate(super::actions::launch_templates::parse(a, &mut r)?)
             }
+            a if super::actions::vpcs::ACTIONS.contains(&a) => {
+                Request::Vpc(super::actions::vpcs::parse(a, &mut r)?)
+            }
             other => {
                 return Err(Ec2Error::new(
                     ErrorCode::InvalidAction,
@@ -551,6 +557,7 @@ impl Request {
             Request::GetConsoleScreenshot(x) => x.dry_run,
             Request::DescribeInstanceTypeOfferings(x) => x.dry_run,
             Request::LaunchTemplate(x) => x.dry_run(),
+            Request::Vpc(x) => x.dry_run,
         }
     }
 }

@@ -234,16 +234,18 @@ fn run_instances_unavailable_features_answer_ec2_codes() {
             ErrorCode::Unsupported,
         ),
         (
-            &[("SubnetId", "subnet-12345678")],
-            ErrorCode::InvalidSubnetIdNotFound,
+            &[("SubnetId", "subnet-xyz")],
+            ErrorCode::Other(
+                "InvalidSubnetID.Malformed".into(),
+                http::StatusCode::BAD_REQUEST,
+            ),
         ),
         (
-            &[("SecurityGroupId.1", "sg-12345678")],
-            ErrorCode::InvalidGroupNotFound,
-        ),
-        (
-            &[("SecurityGroup.1", "default")],
-            ErrorCode::InvalidGroupNotFound,
+            &[("SecurityGroupId.1", "sg-xyz")],
+            ErrorCode::Other(
+                "InvalidGroupId.Malformed".into(),
+                http::StatusCode::BAD_REQUEST,
+            ),
         ),
         (&[("PrivateIpAddress", "10.0.0.5")], ErrorCode::Unsupported),
         (&[("Ipv6AddressCount", "1")], ErrorCode::Unsupported),
@@ -393,7 +395,7 @@ fn action_and_version_are_required() {
         ErrorCode::InvalidParameterValue
     );
     assert_eq!(
-        code(&format!("Action=CreateVpc&{V}")),
+        code(&format!("Action=CreateTransitGateway&{V}")),
         ErrorCode::InvalidAction
     );
     assert!(matches!(

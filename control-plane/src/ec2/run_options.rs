@@ -31,7 +31,7 @@ pub fn parse(r: &mut Reader) -> Result<LaunchOptions, Ec2Error> {
     capacity_reservation(r)?;
     hibernation_and_enclave(r)?;
     maintenance_and_network_performance(r)?;
-    networking(r)?;
+    networking(r, &mut o)?;
     unavailable_features(r)?;
     Ok(o)
 }
@@ -288,22 +288,26 @@ fn maintenance_and_network_performance(r: &mut Reader) -> Result<(), Ec2Error> {
     }
 }
 
-/// Subnets, security groups, addresses and interfaces: Nubis places every
-/// instance on its node's network and has no security groups yet.
-fn networking(r: &mut Reader) -> Result<(), Ec2Error> {
-    if let Some(s) = r.opt("SubnetId").filter(|s| !s.is_empty()) {
-        return Err(Ec2Error::new(
-            ErrorCode::InvalidSubnetIdNotFound,
-            format!("The subnet ID '{s}' does not exist"),
-        ));
-    }
-    for prefix in ["SecurityGroupId", "SecurityGroup"] {
-        if let Some(g) = r.list(prefix, 1_000)?.into_iter().next() {
-            return Err(Ec2Error::new(
-                ErrorCode::InvalidGroupNotFound,
-                format!("The security group '{g}' does not exist"),
-            ));
-        }
+/// `SubnetId`, `SecurityGroupId.N`, `SecurityGroup.N` (resolved by the
+/// domain: [`crate::domain::vpc::launch`]); addresses and interfaces are
+/// not chosen by the caller yet.
+fn networking(r: &mut Reader, o: &mut LaunchOptions) -> Result<(), Ec2Error> {
+    let subnet = r.opt("SubnetId").filter(|s| !s.is_empty());
+    let ids = r.list("SecurityGroupId", 16)?;
+    let names = r.list("SecurityGroup", 16)?;
+    if subnet.is_some() || !ids.is_empty() || !names.is_empty() {
+        o.vpc = Some(Box::new(crate::domain::vpc::InstanceVpc {
+            vpc_id: None,
+            subnet_id: subnet
+                .map(|s| crate::ids::SubnetId::parse(&s))
+                .transpose()?,
+            security_group_ids: ids
+                .iter()
+                .map(|g| crate::ids::SecurityGroupId::parse(g))
+                .collect::<Result<_, _>>()?,
+            security_group_names: names,
+            ..Default::default()
+        }));
     }
     if r.opt("PrivateIpAddress").is_some() {
         return Err(unsupported(

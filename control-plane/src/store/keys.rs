@@ -250,6 +250,52 @@ impl Keys {
         )
     }
 
+    /// `vpc-accounts/<account>`: an account's VPC index (its VPC ids and
+    /// its default VPC), compared by every VPC create/delete.
+    pub fn vpc_account(&self, account: &AccountId) -> String {
+        format!("{}/vpc-accounts/{account}", self.p)
+    }
+    /// `vpcs/<account>/<vpc-…>`: a VPC ([`crate::domain::vpc::Vpc`]).
+    pub fn vpc(&self, account: &AccountId, id: &crate::ids::VpcId) -> String {
+        format!("{}/vpcs/{account}/{id}", self.p)
+    }
+    /// An account's VPCs.
+    pub fn account_vpcs(&self, account: &AccountId) -> String {
+        format!("{}/vpcs/{account}/", self.p)
+    }
+    /// `vpc-subnets/<account>/<subnet-…>`: a VPC subnet
+    /// ([`crate::domain::vpc::VpcSubnet`]).
+    pub fn vpc_subnet(&self, account: &AccountId, id: &crate::ids::SubnetId) -> String {
+        format!("{}/vpc-subnets/{account}/{id}", self.p)
+    }
+    /// An account's VPC subnets.
+    pub fn account_vpc_subnets(&self, account: &AccountId) -> String {
+        format!("{}/vpc-subnets/{account}/", self.p)
+    }
+    /// `security-groups/<account>/<sg-…>`: a security group with its rules
+    /// ([`crate::domain::vpc::SecurityGroup`]).
+    pub fn security_group(&self, account: &AccountId, id: &crate::ids::SecurityGroupId) -> String {
+        format!("{}/security-groups/{account}/{id}", self.p)
+    }
+    /// An account's security groups.
+    pub fn account_security_groups(&self, account: &AccountId) -> String {
+        format!("{}/security-groups/{account}/", self.p)
+    }
+    /// `security-group-names/<account>/<vpc-…>/<hex name>` -> the group id:
+    /// a group name is unique within its VPC (created with the group).
+    pub fn security_group_name(
+        &self,
+        account: &AccountId,
+        vpc: &crate::ids::VpcId,
+        name: &str,
+    ) -> String {
+        format!(
+            "{}/security-group-names/{account}/{vpc}/{}",
+            self.p,
+            hex::encode(name)
+        )
+    }
+
     /// The election name of the leader-only background tasks.
     pub fn election(&self) -> String {
         format!("{}/election/reconciler", self.p)

@@ -16,7 +16,7 @@ use crate::domain::metadata;
 use crate::domain::model::{Instance, MetadataOptions, ROOT_DEVICE_NAME};
 use crate::domain::views::{InstanceStatus, Reservation, StateChange};
 use crate::domain::{catalogue, Caller, Domain};
-use crate::ec2::error::Ec2Error;
+use crate::ec2::error::{Ec2Error, ErrorCode};
 use crate::ec2::requests::{
     DescribeInstanceStatus, DescribeInstances, GetConsoleOutput, InstanceIds,
     ModifyInstanceMetadataOptions, RunInstances,
@@ -82,6 +82,11 @@ pub async fn run(
                 .await?
         }
     };
+    let res = d
+        .with_default_subnets(vec![res])
+        .await?
+        .pop()
+        .ok_or_else(|| Ec2Error::new(ErrorCode::InternalError, "no reservation"))?;
     let mut w = XmlWriter::response("RunInstances", rid);
     reservation_body(&mut w, &res);
     Ok(w.finish())
@@ -104,6 +109,7 @@ pub async fn describe(
     if r.dry_run {
         return dry_run_ok();
     }
+    let reservations = d.with_default_subnets(reservations).await?;
     let mut w = XmlWriter::response("DescribeInstances", rid);
     w.list("reservationSet", &reservations, reservation_body);
     w.leaf_opt("nextToken", next);
@@ -272,7 +278,10 @@ pub fn instance(w: &mut XmlWriter, i: &Instance) {
         );
     });
     w.leaf_opt("privateIpAddress", ip);
-    w.empty("groupSet");
+    let vpc = i.vpc.as_ref();
+    w.leaf_opt("subnetId", vpc.and_then(|v| v.subnet_id.as_ref()));
+    w.leaf_opt("vpcId", vpc.and_then(|v| v.vpc_id.as_ref()));
+    group_set(w, i);
     if let Some(reason) = &i.state_reason {
         w.elem("stateReason", |w| {
             w.leaf("code", &reason.code);
@@ -306,7 +315,7 @@ pub fn instance(w: &mut XmlWriter, i: &Instance) {
         w.leaf("key", k);
         w.leaf("value", v);
     });
-    w.empty("networkInterfaceSet");
+    network_interfaces(w, i);
     w.elem("cpuOptions", |w| {
         w.leaf("coreCount", i.vcpus);
         w.leaf("threadsPerCore", 1);
@@ -355,4 +364,51 @@ pub async fn modify_metadata_options(
         w.leaf("instanceMetadataTags", metadata::enabled(o.tags_enabled));
     });
     Ok(w.finish())
+}
+
+/// `groupSet`: the instance's security groups (ids).
+fn group_set(w: &mut XmlWriter, i: &Instance) {
+    let groups = i
+        .vpc
+        .as_ref()
+        .map(|v| v.security_group_ids.as_slice())
+        .unwrap_or_default();
+    w.list("groupSet", groups, |w, g| {
+        w.leaf("groupId", g);
+    });
+}
+
+/// `networkInterfaceSet`: the primary interface of an instance in a VPC
+/// (its address and MAC are the node-block ones: docs/networking.md).
+fn network_interfaces(w: &mut XmlWriter, i: &Instance) {
+    let (Some(v), Some(net)) = (i.vpc.as_ref(), i.network.as_ref()) else {
+        w.empty("networkInterfaceSet");
+        return;
+    };
+    let hex = &i.id.as_str()["i-".len()..];
+    w.elem("networkInterfaceSet", |w| {
+        w.elem("item", |w| {
+            w.leaf("networkInterfaceId", format!("eni-{hex}"));
+            w.leaf_opt("subnetId", v.subnet_id.as_ref());
+            w.leaf_opt("vpcId", v.vpc_id.as_ref());
+            w.leaf("description", "Primary network interface");
+            w.leaf("ownerId", &i.account);
+            w.leaf("status", "in-use");
+            w.leaf("macAddress", &net.mac);
+            w.leaf("privateIpAddress", &net.ip);
+            w.bool("sourceDestCheck", i.options.source_dest_check);
+            group_set(w, i);
+            w.elem("attachment", |w| {
+                w.leaf("attachmentId", format!("eni-attach-{hex}"));
+                w.leaf("deviceIndex", 0);
+                w.leaf("status", "attached");
+                w.bool("deleteOnTermination", true);
+            });
+            w.list("privateIpAddressesSet", [net], |w, n| {
+                w.leaf("privateIpAddress", &n.ip);
+                w.bool("primary", true);
+            });
+            w.leaf("interfaceType", "interface");
+        });
+    });
 }

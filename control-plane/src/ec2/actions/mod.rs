@@ -2,7 +2,8 @@
 //! process: [`DomainBackend`] resolves access keys to callers and hands each
 //! typed request to the noun's module, which calls the domain and writes the
 //! XML. One module per noun: [`instances`], [`images`], [`keypairs`],
-//! [`tags`], [`regions`] (zones, regions, instance types), [`launch_templates`].
+//! [`tags`], [`regions`] (zones, regions, instance types), [`launch_templates`],
+//! [`vpcs`] and [`vpc_groups`] (VPCs, subnets, security groups).
 //!
 //! DryRun: the request is parsed, authenticated and checked as far as the
 //! domain can without changing anything, then answered `DryRunOperation`.
@@ -14,6 +15,8 @@ pub mod keypairs;
 pub mod launch_templates;
 pub mod regions;
 pub mod tags;
+pub mod vpc_groups;
+pub mod vpcs;
 
 use std::sync::Arc;
 
@@ -140,6 +143,7 @@ impl super::Backend for DomainBackend {
                     attributes::screenshot(d, &caller, rid, r).await
                 }
                 Request::LaunchTemplate(r) => launch_templates::handle(d, &caller, rid, r).await,
+                Request::Vpc(r) => vpcs::handle(d, &caller, rid, r).await,
             }
         })
     }
