@@ -549,12 +549,8 @@ impl Request {
     }
 }
 
-/// Filters `DescribeInstanceTypes` understands (evaluated by the gateway).
-pub const INSTANCE_TYPE_FILTERS: &[&str] = &[
-    "instance-type",
-    "vcpu-info.default-vcpus",
-    "memory-info.size-in-mib",
-];
+/// Filters `DescribeInstanceTypes` understands (evaluated by the domain).
+pub const INSTANCE_TYPE_FILTERS: &[&str] = crate::domain::catalogue::FILTERS;
 
 fn run_instances(r: &mut Reader) -> Result<RunInstances, Ec2Error> {
     let image_id = image_id(&r.required("ImageId")?)?;

@@ -46,6 +46,8 @@ async fn cloud() -> Option<Cloud> {
 endpoints = ["{}"]
 [grpc]
 listen = "127.0.0.1:0"
+[instance_types]
+seed = "compact"
 [auth]
 admin_access_key_id = "NBADMIN0001"
 admin_secret_access_key = "admin-secret-0123456789"
@@ -933,3 +935,6 @@ async fn launch_templates_and_auto_scaling_over_the_gateway() {
 
 #[path = "tests_keypairs.rs"]
 mod keypairs;
+
+#[path = "tests_types.rs"]
+mod types;
