@@ -938,3 +938,6 @@ mod keypairs;
 
 #[path = "tests_types.rs"]
 mod types;
+
+#[path = "tests_tags.rs"]
+mod tags;
