@@ -61,8 +61,8 @@ async fn tag_limits_errors_filters_and_isolation() {
         )))
         .await;
     assert_eq!(code, "TagLimitExceeded");
-    // 50 fit; one more on the resource is over the limit, and nothing of
-    // that call is written.
+    // 50 fit; one more on the resource is over the limit (resources before
+    // it in the call are tagged: one compare-and-swap per resource).
     c.ok(&create(&[&i1], &tags_param("Tag", 0, 50))).await;
     let (_, code) = c
         .err(&create(&[&i2, &i1], "&Tag.1.Key=extra&Tag.1.Value=x"))
