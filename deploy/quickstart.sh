@@ -304,6 +304,11 @@ listen = "127.0.0.1:$EC2_PORT"
 cidr = "10.200.0.0/16"
 node_prefix_len = 24
 
+[instance_types]
+# The hosts here are small (see PER_HOST_*): the compact sizes of the
+# catalogue's seed (docs/compute-api.md#instance-types).
+seed = "compact"
+
 [auth]
 admin_access_key_id = "$ADMIN_KEY"
 admin_secret_access_key = "$ADMIN_SECRET"

@@ -622,6 +622,34 @@ pub enum AdminCmd {
     Nodes(NodesCmd),
     /// Background tasks of the answering replica, and which replica leads.
     Tasks,
+    /// The instance-type catalogue.
+    #[command(subcommand)]
+    InstanceTypes(InstanceTypesCmd),
+}
+
+/// `nubis admin instance-types ...`.
+#[derive(Debug, Subcommand)]
+pub enum InstanceTypesCmd {
+    /// List every type (family, then size).
+    #[command(visible_alias = "ls")]
+    List,
+    /// Create or replace a type (launched instances keep their size).
+    Put {
+        /// Name, `<family>.<size>` (e.g. `x1.large`).
+        name: String,
+        /// vCPUs.
+        #[arg(long)]
+        vcpus: u32,
+        /// Memory in MiB.
+        #[arg(long = "memory-mib")]
+        memory_mib: u32,
+    },
+    /// Delete a type (refused while instances of it are not terminated).
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// Name.
+        name: String,
+    },
 }
 
 /// `nubis admin accounts ...`.

@@ -98,6 +98,8 @@ listen = "127.0.0.1:0"
 [nodes]
 lease_ttl_seconds = 3600
 heartbeat_interval_seconds = 60
+[instance_types]
+seed = "compact"
 [auth]
 admin_access_key_id = "NKIABENCHADMIN00001"
 admin_secret_access_key = "bench-admin-secret-0123456789"

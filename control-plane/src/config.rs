@@ -49,6 +49,9 @@ pub struct Config {
     /// Prometheus exposition of the replica's metrics.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The instance-type catalogue's seed set.
+    #[serde(default)]
+    pub instance_types: InstanceTypesConfig,
     /// Operator credential and agent enrolment tokens.
     pub auth: AuthConfig,
     /// VPC limits (docs/networking.md).
@@ -353,6 +356,17 @@ impl Default for BillingConfig {
     }
 }
 
+/// `[instance_types]`: how a new cluster's catalogue is seeded (once per
+/// cluster; later the operator manages it with `nubis admin instance-types`).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceTypesConfig {
+    /// `ec2` (default: EC2's sizes) or `compact` (the small sizes test
+    /// clusters and the quickstart use).
+    #[serde(default)]
+    pub seed: crate::domain::catalogue::SeedProfile,
+}
+
 /// `[metrics]`: Prometheus text exposition (`GET /metrics`).
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -513,8 +527,10 @@ impl Config {
             ));
         }
         for (ty, price) in &self.billing.prices {
-            if crate::domain::catalogue::find(ty).is_none() {
-                return bad(format!("billing.prices: unknown instance type {ty:?}"));
+            // Types live in etcd (the operator may add one after pricing
+            // it): only the name's form is checked here.
+            if !crate::domain::catalogue::name_ok(ty) {
+                return bad(format!("billing.prices: invalid instance type name {ty:?}"));
             }
             crate::domain::billing::rating::HourlyPrice::parse(price)?;
         }
@@ -578,7 +594,7 @@ mod tests {
             "[events]\nretention_days = 0\n",
             "[billing]\ncurrency = \"usd\"\n",
             "[billing]\ncurrency = \"EURO\"\n",
-            "[billing.prices]\n\"t9.huge\" = \"1\"\n",
+            "[billing.prices]\n\"T9_huge\" = \"1\"\n",
             "[billing.prices]\n\"t3.nano\" = \"-1\"\n",
             "[billing.prices]\n\"t3.nano\" = \"0.0000000001\"\n",
             "[billing.prices]\n\"t3.nano\" = 0.5\n",

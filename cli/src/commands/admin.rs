@@ -308,6 +308,7 @@ pub async fn run(ctx: &Ctx, cmd: AdminCmd) -> Result<(), CliError> {
             }
             print_node(ctx.format, resp.node)
         }
+        AdminCmd::InstanceTypes(cmd) => super::instance_types::run(ctx, &mut client, cmd).await,
         AdminCmd::Tasks => {
             let resp = client
                 .admin

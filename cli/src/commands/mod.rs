@@ -6,6 +6,7 @@ pub mod billing;
 pub mod configure;
 pub mod events;
 pub mod images;
+pub mod instance_types;
 pub mod instances;
 pub mod keys;
 pub mod tags;

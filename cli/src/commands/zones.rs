@@ -64,6 +64,18 @@ impl Tabular for TypeView {
     }
 }
 
+impl From<pb::InstanceTypeInfo> for TypeView {
+    fn from(t: pb::InstanceTypeInfo) -> Self {
+        Self {
+            instance_type: t.instance_type,
+            vcpus: t.vcpus,
+            memory_mib: t.memory_mib,
+            architecture: t.architecture,
+            hypervisor: t.hypervisor,
+        }
+    }
+}
+
 /// `nubis zones list`.
 pub async fn zones(ctx: &Ctx) -> Result<(), CliError> {
     let mut client = ctx.client().await?;
@@ -99,13 +111,7 @@ pub async fn types(ctx: &Ctx) -> Result<(), CliError> {
             })
             .await?
             .into_inner();
-        views.extend(resp.instance_types.into_iter().map(|t| TypeView {
-            instance_type: t.instance_type,
-            vcpus: t.vcpus,
-            memory_mib: t.memory_mib,
-            architecture: t.architecture,
-            hypervisor: t.hypervisor,
-        }));
+        views.extend(resp.instance_types.into_iter().map(TypeView::from));
         if resp.next_token.is_empty() || resp.next_token == next_token {
             break;
         }

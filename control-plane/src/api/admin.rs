@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 
 use crate::api::compute::changes_out;
 use crate::api::Edge;
+use crate::domain::catalogue::InstanceType;
 use crate::domain::model::{Account, Resources};
 use crate::domain::views::NodeInfo;
 use crate::domain::Domain;
@@ -76,8 +77,66 @@ pub fn node_out(n: &NodeInfo) -> pb::NodeInfo {
     }
 }
 
+/// Proto instance type (also DescribeInstanceTypes on the Compute API).
+pub fn type_out(t: InstanceType) -> pb::InstanceTypeInfo {
+    pb::InstanceTypeInfo {
+        instance_type: t.name,
+        vcpus: t.vcpus,
+        memory_mib: t.memory_mib,
+        architecture: "x86_64".into(),
+        hypervisor: "nubis-vmm".into(),
+    }
+}
+
 #[tonic::async_trait]
 impl pb::admin_server::Admin for AdminApi {
+    async fn list_instance_types(
+        &self,
+        req: Request<pb::ListInstanceTypesRequest>,
+    ) -> Result<Response<pb::ListInstanceTypesResponse>, Status> {
+        self.edge
+            .call(req, "ListInstanceTypes", |caller, _| async move {
+                let types = self.domain().list_instance_types(&caller).await?;
+                Ok(pb::ListInstanceTypesResponse {
+                    instance_types: types.into_iter().map(type_out).collect(),
+                })
+            })
+            .await
+    }
+
+    async fn put_instance_type(
+        &self,
+        req: Request<pb::PutInstanceTypeRequest>,
+    ) -> Result<Response<pb::PutInstanceTypeResponse>, Status> {
+        self.edge
+            .call(req, "PutInstanceType", |caller, r| async move {
+                let t = InstanceType {
+                    name: r.instance_type,
+                    vcpus: r.vcpus,
+                    memory_mib: r.memory_mib,
+                };
+                self.domain().put_instance_type(&caller, t.clone()).await?;
+                Ok(pb::PutInstanceTypeResponse {
+                    instance_type: Some(type_out(t)),
+                })
+            })
+            .await
+    }
+
+    async fn delete_instance_type(
+        &self,
+        req: Request<pb::DeleteInstanceTypeRequest>,
+    ) -> Result<Response<pb::DeleteInstanceTypeResponse>, Status> {
+        self.edge
+            .call(req, "DeleteInstanceType", |caller, r| async move {
+                self.domain()
+                    .delete_instance_type(&caller, &r.instance_type)
+                    .await?;
+                Ok(pb::DeleteInstanceTypeResponse {})
+            })
+            .await
+    }
+
     async fn enrol_node(
         &self,
         req: Request<pb::EnrolNodeRequest>,

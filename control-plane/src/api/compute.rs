@@ -15,7 +15,7 @@ use crate::domain::lifecycle::State;
 use crate::domain::metadata::{self, MetadataOptionsInput};
 use crate::domain::model::{Image, Instance, KeyPair, MetadataOptions};
 use crate::domain::views::{Reservation, StateChange};
-use crate::domain::{catalogue, Domain};
+use crate::domain::Domain;
 use crate::error::Error;
 
 /// The Compute service.
@@ -498,19 +498,14 @@ impl pb::compute_server::Compute for ComputeApi {
             .call(req, "DescribeInstanceTypes", |_, r| async move {
                 let fs = filters_in(r.filters);
                 let next_token = (!r.next_token.is_empty()).then_some(r.next_token.as_str());
-                let (types, next) =
-                    catalogue::describe(&r.instance_types, &fs, r.max_results, next_token)?;
+                let (types, next) = self.domain().describe_instance_types(
+                    &r.instance_types,
+                    &fs,
+                    r.max_results,
+                    next_token,
+                )?;
                 Ok(pb::DescribeInstanceTypesResponse {
-                    instance_types: types
-                        .into_iter()
-                        .map(|t| pb::InstanceTypeInfo {
-                            instance_type: t.name.to_string(),
-                            vcpus: t.vcpus,
-                            memory_mib: t.memory_mib,
-                            architecture: "x86_64".into(),
-                            hypervisor: "nubis-vmm".into(),
-                        })
-                        .collect(),
+                    instance_types: types.into_iter().map(crate::api::admin::type_out).collect(),
                     next_token: next.unwrap_or_default(),
                 })
             })

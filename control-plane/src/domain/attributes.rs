@@ -6,7 +6,6 @@
 //! transaction comparing both records' revisions, retried on conflict, so a
 //! repeated call converges on the same state.
 
-use crate::domain::catalogue;
 use crate::domain::instances::b64;
 use crate::domain::lifecycle::State;
 use crate::domain::model::{Instance, ShutdownBehavior};
@@ -102,7 +101,7 @@ impl Domain {
         let account = caller.account()?;
         let id = InstanceId::parse(id)?;
         let new_type = match change {
-            AttributeChange::InstanceType(t) => Some(*catalogue::find(t).ok_or_else(|| {
+            AttributeChange::InstanceType(t) => Some(self.types.get(t).ok_or_else(|| {
                 Error::invalid(format!("The instance type '{t}' does not exist"))
             })?),
             _ => None,

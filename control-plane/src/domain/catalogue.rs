@@ -1,100 +1,256 @@
-//! The fixed instance-type catalogue. Names follow EC2; sizes are Nubis' own
-//! and deliberately small (the hello guest needs a few MiB). Documented in
-//! docs/compute-api.md. Also owns DescribeInstanceTypes' filtering and
-//! paging ([`describe`]), shared by the gRPC and EC2 edges.
+//! Instance types: the record stored per type under `instance-types/<name>`,
+//! the two sets a new cluster is seeded with ([`SeedProfile`]), the order
+//! types are listed in, what EC2 derives from a type's name (family,
+//! burstable, cores), and DescribeInstanceTypes' filtering and paging
+//! ([`describe`]), shared by the gRPC and EC2 edges. Storage, seeding and the
+//! operator's changes live in [`crate::domain::instance_types`].
+
+use serde::{Deserialize, Serialize};
 
 use crate::domain::filters::{any_matches, check as check_filters, Filter};
 use crate::domain::instances::{decode_token, encode_token};
 use crate::error::{Error, Result};
 
-/// One instance type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One instance type (the stored record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceType {
-    /// EC2-style name.
-    pub name: &'static str,
+    /// EC2-style name: `<family>.<size>`.
+    pub name: String,
     /// vCPUs.
     pub vcpus: u32,
     /// Memory.
     pub memory_mib: u32,
 }
 
-/// Every type Nubis offers.
-pub const CATALOGUE: &[InstanceType] = &[
-    InstanceType {
-        name: "t3.nano",
-        vcpus: 1,
-        memory_mib: 64,
-    },
-    InstanceType {
-        name: "t3.micro",
-        vcpus: 1,
-        memory_mib: 128,
-    },
-    InstanceType {
-        name: "t3.small",
-        vcpus: 1,
-        memory_mib: 256,
-    },
-    InstanceType {
-        name: "t3.medium",
-        vcpus: 2,
-        memory_mib: 512,
-    },
-    InstanceType {
-        name: "t3.large",
-        vcpus: 2,
-        memory_mib: 1024,
-    },
-    InstanceType {
-        name: "c5.large",
-        vcpus: 2,
-        memory_mib: 1024,
-    },
-    InstanceType {
-        name: "c5.xlarge",
-        vcpus: 4,
-        memory_mib: 2048,
-    },
-    InstanceType {
-        name: "m5.large",
-        vcpus: 2,
-        memory_mib: 2048,
-    },
-    InstanceType {
-        name: "m5.xlarge",
-        vcpus: 4,
-        memory_mib: 4096,
-    },
+impl InstanceType {
+    fn new(name: &str, vcpus: u32, memory_mib: u32) -> Self {
+        Self {
+            name: name.to_string(),
+            vcpus,
+            memory_mib,
+        }
+    }
+
+    /// The family (`t3` of `t3.micro`).
+    pub fn family(&self) -> &str {
+        self.name.split('.').next().unwrap_or(&self.name)
+    }
+
+    /// The size (`micro` of `t3.micro`).
+    pub fn size(&self) -> &str {
+        self.name.split_once('.').map_or("", |(_, s)| s)
+    }
+
+    /// Burstable families (EC2's `t*`).
+    pub fn burstable(&self) -> bool {
+        self.family().starts_with('t')
+    }
+
+    /// Threads per core as EC2 reports them: 1 for t2 and single-vCPU
+    /// types, otherwise 2.
+    pub fn threads_per_core(&self) -> u32 {
+        if self.family() == "t2" || self.vcpus < 2 || !self.vcpus.is_multiple_of(2) {
+            1
+        } else {
+            2
+        }
+    }
+
+    /// Cores (vCPUs / threads per core).
+    pub fn cores(&self) -> u32 {
+        self.vcpus / self.threads_per_core()
+    }
+
+    /// EC2's free tier: t2.micro and t3.micro.
+    pub fn free_tier_eligible(&self) -> bool {
+        self.name == "t2.micro" || self.name == "t3.micro"
+    }
+}
+
+/// Which set of types a new cluster's catalogue starts with
+/// (`[instance_types] seed` in the control plane's configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SeedProfile {
+    /// EC2's t2/t3/t3a nano..2xlarge and m5/c5/r5 large..4xlarge with EC2's
+    /// vCPUs and memory.
+    #[default]
+    Ec2,
+    /// The same names, but the nine types Nubis offered before the catalogue
+    /// moved to etcd (t3.nano..t3.large, c5/m5 large and xlarge) keep their
+    /// small sizes (64 MiB..4 GiB): for test clusters and the quickstart,
+    /// whose hosts are small and whose guests need a few MiB.
+    Compact,
+}
+
+const EC2_SIZES: &[&str] = &[
+    "nano", "micro", "small", "medium", "large", "xlarge", "2xlarge", "4xlarge",
 ];
 
-/// Looks a type up by name.
-pub fn find(name: &str) -> Option<&'static InstanceType> {
-    CATALOGUE.iter().find(|t| t.name == name)
+/// The types a new catalogue is seeded with.
+pub fn seed(profile: SeedProfile) -> Vec<InstanceType> {
+    let mut out = Vec::new();
+    // (size, vCPUs, MiB) of EC2's burstable families.
+    let t2: &[(&str, u32, u32)] = &[
+        ("nano", 1, 512),
+        ("micro", 1, 1024),
+        ("small", 1, 2048),
+        ("medium", 2, 4096),
+        ("large", 2, 8192),
+        ("xlarge", 4, 16384),
+        ("2xlarge", 8, 32768),
+    ];
+    let t3: &[(&str, u32, u32)] = &[
+        ("nano", 2, 512),
+        ("micro", 2, 1024),
+        ("small", 2, 2048),
+        ("medium", 2, 4096),
+        ("large", 2, 8192),
+        ("xlarge", 4, 16384),
+        ("2xlarge", 8, 32768),
+    ];
+    for (fam, sizes) in [("t2", t2), ("t3", t3), ("t3a", t3)] {
+        for (size, v, m) in sizes {
+            out.push(InstanceType::new(&format!("{fam}.{size}"), *v, *m));
+        }
+    }
+    // GiB per vCPU of the fixed-performance families.
+    for (fam, gib_per_vcpu) in [("m5", 4), ("c5", 2), ("r5", 8)] {
+        for (size, v) in [("large", 2), ("xlarge", 4), ("2xlarge", 8), ("4xlarge", 16)] {
+            out.push(InstanceType::new(
+                &format!("{fam}.{size}"),
+                v,
+                v * gib_per_vcpu * 1024,
+            ));
+        }
+    }
+    if profile == SeedProfile::Compact {
+        let small: &[(&str, u32, u32)] = &[
+            ("t3.nano", 1, 64),
+            ("t3.micro", 1, 128),
+            ("t3.small", 1, 256),
+            ("t3.medium", 2, 512),
+            ("t3.large", 2, 1024),
+            ("c5.large", 2, 1024),
+            ("c5.xlarge", 4, 2048),
+            ("m5.large", 2, 2048),
+            ("m5.xlarge", 4, 4096),
+        ];
+        for t in &mut out {
+            if let Some((_, v, m)) = small.iter().find(|(n, _, _)| *n == t.name) {
+                t.vcpus = *v;
+                t.memory_mib = *m;
+            }
+        }
+    }
+    out
+}
+
+/// The order types are listed in: by family name, then by size (EC2's
+/// sizes in their order, then `<n>xlarge` by n, then anything else by name).
+pub fn sort_key(name: &str) -> (String, u32, String) {
+    let (family, size) = name.split_once('.').unwrap_or((name, ""));
+    let rank = match EC2_SIZES.iter().position(|s| *s == size) {
+        Some(i) => i as u32,
+        None => match size.strip_suffix("xlarge").map(str::parse::<u32>) {
+            Some(Ok(n)) => 100 + n,
+            _ => 10_000,
+        },
+    };
+    (family.to_string(), rank, size.to_string())
+}
+
+/// Checks an operator's type definition: a name `<family>.<size>` of
+/// lower-case letters, digits and `-` (each part 1..=32 characters, the
+/// family starting with a letter), at least one vCPU and 16 MiB, and at
+/// most what a node may report (`max_vcpus`, `max_memory_mib`).
+pub fn validate(t: &InstanceType, max_vcpus: u32, max_memory_mib: u32) -> Result<()> {
+    if !name_ok(&t.name) {
+        return Err(Error::invalid(format!(
+            "invalid instance type name {:?}: <family>.<size>, each 1 to 32 lower-case letters, digits or -",
+            t.name
+        )));
+    }
+    if t.vcpus == 0 || t.vcpus > max_vcpus {
+        return Err(Error::invalid(format!(
+            "vcpus must be within 1..={max_vcpus} (nodes.max_vcpus)"
+        )));
+    }
+    if t.memory_mib < 16 || t.memory_mib > max_memory_mib {
+        return Err(Error::invalid(format!(
+            "memory_mib must be within 16..={max_memory_mib} (nodes.max_memory_mib)"
+        )));
+    }
+    Ok(())
+}
+
+/// True for a well-formed type name (see [`validate`]).
+pub fn name_ok(name: &str) -> bool {
+    let part_ok = |p: &str| {
+        (1..=32).contains(&p.len())
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    match name.split_once('.') {
+        Some((fam, size)) => {
+            part_ok(fam)
+                && part_ok(size)
+                && fam.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
+        }
+        None => false,
+    }
 }
 
 /// Filter names DescribeInstanceTypes understands.
 pub const FILTERS: &[&str] = &[
     "instance-type",
     "vcpu-info.default-vcpus",
+    "vcpu-info.default-cores",
+    "vcpu-info.default-threads-per-core",
     "memory-info.size-in-mib",
+    "current-generation",
+    "burstable-performance-supported",
+    "free-tier-eligible",
+    "bare-metal",
+    "hypervisor",
+    "instance-storage-supported",
+    "processor-info.supported-architecture",
+    "supported-root-device-type",
+    "supported-usage-class",
+    "supported-virtualization-type",
 ];
 
-/// One page of DescribeInstanceTypes: the types named in `names` (all when
-/// empty) that pass every filter, in catalogue order, at most `max_results`
-/// (0 = all; otherwise 5..=100, as EC2) after the type `next_token` names.
-/// Returns the page and the token for the next one (None on the last page).
+/// The error EC2 gives for unknown names in `InstanceTypes.N`.
+pub fn unknown_types(names: &[&str]) -> Error {
+    Error::invalid_code(
+        "InvalidInstanceType",
+        format!(
+            "The following supplied instance types do not exist: [{}]",
+            names.join(", ")
+        ),
+    )
+}
+
+/// One page of DescribeInstanceTypes over `all` (the catalogue, any order):
+/// the types named in `names` (all when empty) that pass every filter, in
+/// [`sort_key`] order, at most `max_results` (0 = all; otherwise 5..=100,
+/// as EC2) after the type `next_token` names. Returns the page and the
+/// token for the next one (None on the last page).
 pub fn describe(
+    all: &[InstanceType],
     names: &[String],
     filters: &[Filter],
     max_results: u32,
     next_token: Option<&str>,
-) -> Result<(Vec<&'static InstanceType>, Option<String>)> {
+) -> Result<(Vec<InstanceType>, Option<String>)> {
     check_filters(filters, FILTERS)?;
-    if let Some(missing) = names.iter().find(|n| find(n).is_none()) {
-        return Err(Error::invalid_code(
-            "InvalidInstanceType",
-            format!("the following supplied instance types do not exist: [{missing}]"),
-        ));
+    let missing: Vec<&str> = names
+        .iter()
+        .filter(|n| !all.iter().any(|t| &t.name == *n))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(unknown_types(&missing));
     }
     if max_results != 0 && !(5..=100).contains(&max_results) {
         return Err(Error::invalid("MaxResults must be between 5 and 100"));
@@ -102,114 +258,64 @@ pub fn describe(
     if max_results == 0 && next_token.is_some() {
         return Err(Error::invalid("NextToken requires MaxResults"));
     }
-    let matching: Vec<&'static InstanceType> = CATALOGUE
+    let mut matching: Vec<&InstanceType> = all
         .iter()
-        .filter(|t| names.is_empty() || names.iter().any(|n| n == t.name))
+        .filter(|t| names.is_empty() || names.contains(&t.name))
         .filter(|t| filters.iter().all(|f| type_matches(t, f)))
         .collect();
+    matching.sort_by_key(|t| sort_key(&t.name));
     let start = match next_token {
         None => 0,
         Some(tok) => {
             let last = decode_token(tok)?;
-            match CATALOGUE.iter().position(|t| t.name == last) {
-                // Resume after the last type handed out, wherever it is now.
-                Some(pos) => matching
-                    .iter()
-                    .position(|t| CATALOGUE.iter().position(|c| c == *t) > Some(pos))
-                    .unwrap_or(matching.len()),
-                None => {
-                    return Err(Error::invalid_code(
-                        "InvalidNextToken",
-                        "the NextToken is not valid",
-                    ));
-                }
+            if !name_ok(&last) {
+                return Err(Error::invalid_code(
+                    "InvalidNextToken",
+                    "the NextToken is not valid",
+                ));
             }
+            // Resume after the last type handed out, even if it is gone now.
+            let last = sort_key(&last);
+            matching
+                .iter()
+                .position(|t| sort_key(&t.name) > last)
+                .unwrap_or(matching.len())
         }
     };
     let rest = &matching[start..];
     if max_results == 0 || rest.len() <= max_results as usize {
-        return Ok((rest.to_vec(), None));
+        return Ok((rest.iter().map(|t| (*t).clone()).collect(), None));
     }
-    let page = rest[..max_results as usize].to_vec();
-    let token = page.last().map(|t| encode_token(t.name));
+    let page: Vec<InstanceType> = rest[..max_results as usize]
+        .iter()
+        .map(|t| (*t).clone())
+        .collect();
+    let token = page.last().map(|t| encode_token(&t.name));
     Ok((page, token))
 }
 
 fn type_matches(t: &InstanceType, f: &Filter) -> bool {
+    let b = |v: bool| if v { "true" } else { "false" };
+    let s = |v: u32| v.to_string();
     match f.name.as_str() {
-        "instance-type" => any_matches(&f.values, &[t.name]),
-        "vcpu-info.default-vcpus" => any_matches(&f.values, &[&t.vcpus.to_string()]),
-        "memory-info.size-in-mib" => any_matches(&f.values, &[&t.memory_mib.to_string()]),
+        "instance-type" => any_matches(&f.values, &[&t.name]),
+        "vcpu-info.default-vcpus" => any_matches(&f.values, &[&s(t.vcpus)]),
+        "vcpu-info.default-cores" => any_matches(&f.values, &[&s(t.cores())]),
+        "vcpu-info.default-threads-per-core" => any_matches(&f.values, &[&s(t.threads_per_core())]),
+        "memory-info.size-in-mib" => any_matches(&f.values, &[&s(t.memory_mib)]),
+        "current-generation" => any_matches(&f.values, &["true"]),
+        "burstable-performance-supported" => any_matches(&f.values, &[b(t.burstable())]),
+        "free-tier-eligible" => any_matches(&f.values, &[b(t.free_tier_eligible())]),
+        "bare-metal" | "instance-storage-supported" => any_matches(&f.values, &["false"]),
+        "hypervisor" => any_matches(&f.values, &["nitro"]),
+        "processor-info.supported-architecture" => any_matches(&f.values, &["x86_64"]),
+        "supported-root-device-type" => any_matches(&f.values, &["ebs"]),
+        "supported-usage-class" => any_matches(&f.values, &["on-demand"]),
+        "supported-virtualization-type" => any_matches(&f.values, &["hvm"]),
         _ => false,
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn f(name: &str, v: &str) -> Filter {
-        Filter {
-            name: name.into(),
-            values: vec![v.into()],
-        }
-    }
-
-    #[test]
-    fn all_types_in_one_page_by_default() {
-        let (page, next) = describe(&[], &[], 0, None).unwrap();
-        assert_eq!(page.len(), CATALOGUE.len());
-        assert!(next.is_none());
-    }
-
-    #[test]
-    fn pages_cover_every_type_once() {
-        let mut seen = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let (page, next) = describe(&[], &[], 5, token.as_deref()).unwrap();
-            assert!(page.len() <= 5 && !page.is_empty());
-            seen.extend(page.iter().map(|t| t.name));
-            match next {
-                Some(n) => token = Some(n),
-                None => break,
-            }
-        }
-        let all: Vec<_> = CATALOGUE.iter().map(|t| t.name).collect();
-        assert_eq!(seen, all);
-    }
-
-    #[test]
-    fn names_and_filters_narrow() {
-        let (page, _) = describe(&["t3.micro".into()], &[], 0, None).unwrap();
-        assert_eq!(page.len(), 1);
-        assert_eq!(page[0].memory_mib, 128);
-        let (page, _) = describe(&[], &[f("vcpu-info.default-vcpus", "4")], 0, None).unwrap();
-        assert!(page.iter().all(|t| t.vcpus == 4) && page.len() == 2);
-        let (page, _) = describe(&[], &[f("instance-type", "t3.*")], 0, None).unwrap();
-        assert_eq!(page.len(), 5);
-    }
-
-    #[test]
-    fn bad_input_is_refused() {
-        let code = |r: Result<_>| match r {
-            Err(Error::InvalidInput { code, .. }) => code.into_owned(),
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(
-            code(describe(&["x9.huge".into()], &[], 0, None)),
-            "InvalidInstanceType"
-        );
-        assert_eq!(code(describe(&[], &[], 4, None)), "InvalidParameterValue");
-        assert_eq!(code(describe(&[], &[], 101, None)), "InvalidParameterValue");
-        assert_eq!(code(describe(&[], &[], 5, Some("!!"))), "InvalidNextToken");
-        assert_eq!(
-            code(describe(&[], &[], 5, Some(&encode_token("nope")))),
-            "InvalidNextToken"
-        );
-        assert_eq!(
-            code(describe(&[], &[f("hypervisor", "nitro")], 0, None)),
-            "InvalidParameterValue"
-        );
-    }
-}
+#[path = "catalogue_tests.rs"]
+mod tests;

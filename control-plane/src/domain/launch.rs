@@ -19,7 +19,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::domain::catalogue::{self, InstanceType};
+use crate::domain::catalogue::InstanceType;
 use crate::domain::events::InstanceEvent;
 use crate::domain::instances::{b64, RunInstancesInput};
 use crate::domain::lifecycle::{Desired, State};
@@ -161,7 +161,7 @@ impl Domain {
         if input.instance_type.is_empty() {
             return Err(Error::missing("InstanceType"));
         }
-        let itype = *catalogue::find(&input.instance_type).ok_or_else(|| {
+        let itype = self.types.get(&input.instance_type).ok_or_else(|| {
             Error::invalid(format!(
                 "the instance type '{}' does not exist",
                 input.instance_type

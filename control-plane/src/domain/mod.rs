@@ -17,7 +17,8 @@
 //! - [`metrics`]: instance metrics (ownership, Auto Scaling groups, fan-out
 //!   of queries to the agents; `average_cpu` for target tracking).
 //! - [`images`], [`keypairs`], [`tags`], [`accounts`] (credentials and
-//!   request authentication), [`catalogue`] (instance types), [`network`]
+//!   request authentication), [`catalogue`] and [`instance_types`] (the
+//!   instance-type catalogue in etcd), [`network`]
 //!   (addresses), [`filters`], [`validation`], [`model`] (stored records).
 //! - [`vpc`]: VPCs, VPC subnets, security groups and the default VPC.
 
@@ -30,6 +31,7 @@ pub mod enrolment;
 pub mod events;
 pub mod filters;
 pub mod images;
+pub mod instance_types;
 pub mod instances;
 pub mod ipam;
 pub mod keymaterial;
@@ -122,6 +124,7 @@ pub struct Domain {
     pub(crate) cfg: Arc<Config>,
     pub(crate) network: network::Network,
     pub(crate) nodes: nodecache::NodeCache,
+    pub(crate) types: instance_types::TypeCache,
     pub(crate) creds: accounts::CredentialCache,
     /// This replica's background tasks (set once by the server).
     pub(crate) tasks: std::sync::OnceLock<crate::tasks::Handle>,
@@ -131,16 +134,22 @@ pub struct Domain {
 }
 
 impl Domain {
-    /// Builds the domain over a connected store and starts the node cache.
+    /// Builds the domain over a connected store, seeds the instance-type
+    /// catalogue if no replica has, and starts the node and type caches.
     pub async fn new(store: Store, cfg: Arc<Config>) -> Result<Arc<Self>> {
         cfg.validate()?;
         let network = network::Network::from_config(&cfg.network)?;
+        if instance_types::seed(&store, cfg.instance_types.seed).await? {
+            tracing::info!(profile = ?cfg.instance_types.seed, "seeded the instance-type catalogue");
+        }
         let nodes = nodecache::NodeCache::start(store.clone()).await?;
+        let types = instance_types::TypeCache::start(store.clone()).await?;
         Ok(Arc::new(Self {
             store,
             cfg,
             network,
             nodes,
+            types,
             creds: accounts::CredentialCache::default(),
             tasks: std::sync::OnceLock::new(),
             asg_metrics: std::sync::OnceLock::new(),

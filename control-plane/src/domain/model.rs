@@ -43,6 +43,7 @@ record! {
     crate::domain::ipam::Subnet => "subnet", 1;
     crate::domain::ipam::AddressClaim => "address-claim", 1;
     crate::domain::liveness::LostConfirmation => "lost-confirmation", 1;
+    crate::domain::catalogue::InstanceType => "instance-type", 1;
     // `node-hosts/…` and `ip-blocks/…`: a bare JSON string, not versioned.
     NodeId => "node-id", 0;
 }

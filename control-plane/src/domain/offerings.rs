@@ -1,10 +1,10 @@
-//! DescribeInstanceTypeOfferings: where each catalogue type is offered.
+//! DescribeInstanceTypeOfferings: where each type of the catalogue (this
+//! replica's cache of etcd's) is offered.
 //!
 //! Owns the rule that a type is offered in a zone only where some
 //! registered host could ever fit it (its whole capacity, not what is free
 //! now), and in the region where any zone offers it.
 
-use crate::domain::catalogue::CATALOGUE;
 use crate::domain::filters::{self, Filter};
 use crate::domain::Domain;
 use crate::error::{Error, Result};
@@ -52,7 +52,7 @@ impl LocationType {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Offering {
     /// Type name.
-    pub instance_type: &'static str,
+    pub instance_type: String,
     /// Region, zone name or zone id.
     pub location: String,
 }
@@ -68,7 +68,7 @@ impl Domain {
         let views = self.nodes.views();
         let region = &self.cfg.region;
         let mut out = Vec::new();
-        for t in CATALOGUE {
+        for t in self.types.all() {
             let fits_in = |zone: &str| {
                 views.iter().any(|v| {
                     v.node.availability_zone == zone
@@ -95,12 +95,12 @@ impl Domain {
             for location in locations {
                 let keep = filters.iter().all(|f| match f.name.as_str() {
                     "location" => filters::any_matches(&f.values, &[&location]),
-                    "instance-type" => filters::any_matches(&f.values, &[t.name]),
+                    "instance-type" => filters::any_matches(&f.values, &[&t.name]),
                     _ => false,
                 });
                 if keep {
                     out.push(Offering {
-                        instance_type: t.name,
+                        instance_type: t.name.clone(),
                         location,
                     });
                 }

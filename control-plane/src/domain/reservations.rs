@@ -36,7 +36,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::catalogue;
 use crate::domain::events::InstanceEvent;
 use crate::domain::instances::{b64, RunInstancesInput};
 use crate::domain::launch::{Launch, BATCH};
@@ -264,7 +263,7 @@ impl Domain {
     /// What the saga needs to place more instances of `rec`; `None` when it
     /// cannot place any more (the image is gone).
     async fn launch_of(&self, rec: &PendingReservation) -> Result<Option<Launch>> {
-        let Some(itype) = catalogue::find(&rec.instance_type).copied() else {
+        let Some(itype) = self.types.get(&rec.instance_type) else {
             return Ok(None);
         };
         let image = match self.visible_image(&rec.account, &rec.image_id).await {

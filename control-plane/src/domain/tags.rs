@@ -12,7 +12,9 @@ use crate::ids::{AccountId, ImageId, InstanceId, KeyPairId};
 use crate::store::Record;
 
 /// Filter names DescribeTags supports.
-pub const TAG_FILTERS: &[&str] = &["resource-id", "resource-type", "key", "value"];
+/// `tag:KEY` selects every tag of the resources that have tag KEY with one
+/// of the values (as EC2).
+pub const TAG_FILTERS: &[&str] = &["resource-id", "resource-type", "key", "value", "tag:"];
 
 /// One tag of one resource.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -160,10 +162,13 @@ impl Domain {
             for (k, v) in &tags {
                 t.insert(k.clone(), v.clone());
             }
-            if t.len() > validation::MAX_TAGS {
+            if validation::user_tag_count(t.keys()) > validation::MAX_TAGS {
                 return Err(Error::invalid_code(
                     "TagLimitExceeded",
-                    format!("at most {} tags per resource", validation::MAX_TAGS),
+                    format!(
+                        "The maximum number of Tags for a resource has been reached ({})",
+                        validation::MAX_TAGS
+                    ),
                 ));
             }
             Ok(())
@@ -172,7 +177,8 @@ impl Domain {
     }
 
     /// DeleteTags: a tag with `None` value is deleted whatever its value; with
-    /// `Some(v)` only when equal. No tags = delete all.
+    /// `Some(v)` only when equal. No tags = delete all the user's tags (the
+    /// `aws:` ones stay, as on EC2).
     pub async fn delete_tags(
         &self,
         caller: &Caller,
@@ -184,7 +190,7 @@ impl Domain {
         }
         self.for_each_resource(caller, ids, &|t| {
             if tags.is_empty() {
-                t.clear();
+                t.retain(|k, _| validation::is_system_tag(k));
             }
             for (k, v) in tags {
                 let matches = match v {
@@ -211,37 +217,43 @@ impl Domain {
         let account = caller.account()?;
         filters::check(filters, TAG_FILTERS)?;
         validation::max_results(max_results)?;
-        let mut all = Vec::new();
+        // (resource id, type, its tags) of every resource of the account.
+        let mut resources: Vec<(String, &'static str, BTreeMap<String, String>)> = Vec::new();
         let insts = self.store.instances().of(&account).collect().await?;
-        for (_, v) in insts {
-            for (k, val) in &v.value.tags {
-                all.push(TagDescription {
-                    resource_id: v.value.id.to_string(),
-                    resource_type: "instance",
-                    key: k.clone(),
-                    value: val.clone(),
-                });
-            }
-        }
+        resources.extend(
+            insts
+                .into_iter()
+                .map(|(_, v)| (v.value.id.to_string(), "instance", v.value.tags)),
+        );
         let imgs = self.store.images().all().collect().await?;
-        for (_, v) in imgs.into_iter().filter(|(_, v)| v.value.owner == account) {
-            for (k, val) in &v.value.tags {
-                all.push(TagDescription {
-                    resource_id: v.value.id.to_string(),
-                    resource_type: "image",
-                    key: k.clone(),
-                    value: val.clone(),
-                });
-            }
-        }
+        resources.extend(
+            imgs.into_iter()
+                .filter(|(_, v)| v.value.owner == account)
+                .map(|(_, v)| (v.value.id.to_string(), "image", v.value.tags)),
+        );
         let kps = self.store.keypairs().of(&account).collect().await?;
-        for (_, v) in kps {
-            for (k, val) in &v.value.tags {
+        resources.extend(
+            kps.into_iter()
+                .map(|(_, v)| (v.value.id.to_string(), "key-pair", v.value.tags)),
+        );
+        let mut all = Vec::new();
+        for (id, kind, tags) in resources {
+            // `tag:KEY` filters select resources; the others select tags.
+            let selected = filters.iter().all(|f| match f.name.strip_prefix("tag:") {
+                Some(key) => tags
+                    .get(key)
+                    .is_some_and(|v| filters::any_matches(&f.values, &[v])),
+                None => true,
+            });
+            if !selected {
+                continue;
+            }
+            for (k, val) in tags {
                 all.push(TagDescription {
-                    resource_id: v.value.id.to_string(),
-                    resource_type: "key-pair",
-                    key: k.clone(),
-                    value: val.clone(),
+                    resource_id: id.clone(),
+                    resource_type: kind,
+                    key: k,
+                    value: val,
                 });
             }
         }
@@ -251,7 +263,7 @@ impl Domain {
                 "resource-type" => filters::any_matches(&f.values, &[t.resource_type]),
                 "key" => filters::any_matches(&f.values, &[&t.key]),
                 "value" => filters::any_matches(&f.values, &[&t.value]),
-                _ => false,
+                other => other.starts_with("tag:"),
             })
         });
         all.sort();

@@ -45,19 +45,37 @@ pub fn user_data(data: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// True for keys of the `aws:` namespace (EC2's and Nubis' own tags, e.g.
+/// `aws:autoscaling:groupName`): users may not set or delete them, and they
+/// do not count against [`MAX_TAGS`].
+pub fn is_system_tag(key: &str) -> bool {
+    key.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("aws:"))
+}
+
+/// Tags that count against [`MAX_TAGS`] (all but the `aws:` ones).
+pub fn user_tag_count<'a>(keys: impl IntoIterator<Item = &'a String>) -> usize {
+    keys.into_iter().filter(|k| !is_system_tag(k)).count()
+}
+
 /// One tag (EC2 limits: key 1..=128, value 0..=256, no `aws:` prefix).
 pub fn tag(key: &str, value: &str) -> Result<()> {
-    if key.is_empty() || key.chars().count() > 128 {
-        return Err(Error::invalid_code(
-            "InvalidParameterValue",
-            "tag keys must be 1 to 128 characters",
+    if key.is_empty() {
+        return Err(Error::invalid("Tag key must not be empty"));
+    }
+    if key.chars().count() > 128 {
+        return Err(Error::invalid(
+            "Tag key exceeds the maximum length of 128 characters",
         ));
     }
     if value.chars().count() > 256 {
-        return Err(Error::invalid("tag values must be at most 256 characters"));
+        return Err(Error::invalid(
+            "Tag value exceeds the maximum length of 256 characters",
+        ));
     }
-    if key.to_ascii_lowercase().starts_with("aws:") {
-        return Err(Error::invalid("tag keys may not start with aws:"));
+    if is_system_tag(key) {
+        return Err(Error::invalid(
+            "Tag keys starting with 'aws:' are reserved for internal use",
+        ));
     }
     if key.chars().any(|c| c.is_control()) || value.chars().any(|c| c.is_control()) {
         return Err(Error::invalid("tags may not contain control characters"));
@@ -77,7 +95,7 @@ pub fn tags(list: &[(String, String)]) -> Result<BTreeMap<String, String>> {
     if out.len() > MAX_TAGS {
         return Err(Error::invalid_code(
             "TagLimitExceeded",
-            format!("at most {MAX_TAGS} tags per resource"),
+            format!("The maximum number of Tags for a resource has been reached ({MAX_TAGS})"),
         ));
     }
     Ok(out)

@@ -240,6 +240,14 @@ impl Reader {
     ) -> Result<Vec<(String, Option<String>)>, Ec2Error> {
         let idx = self.indices(prefix)?;
         if idx.len() > 50 {
+            if check_key {
+                // More tags than one resource may have (CreateTags, RunInstances).
+                return Err(crate::error::Error::invalid_code(
+                    "TagLimitExceeded",
+                    "The maximum number of Tags for a resource has been reached (50)",
+                )
+                .into());
+            }
             return Err(Ec2Error::invalid_value("At most 50 tags may be given"));
         }
         let mut out = Vec::with_capacity(idx.len());
@@ -279,7 +287,11 @@ impl Reader {
             )));
         }
         if out.len() > 50 {
-            return Err(Ec2Error::invalid_value("At most 50 tags may be given"));
+            return Err(crate::error::Error::invalid_code(
+                "TagLimitExceeded",
+                "The maximum number of Tags for a resource has been reached (50)",
+            )
+            .into());
         }
         Ok(out)
     }
@@ -326,22 +338,30 @@ fn parse_index(key: &str, seg: &str) -> Result<u32, Ec2Error> {
     }
 }
 
+fn truncate_key(key: &str) -> String {
+    key.chars().take(128).collect()
+}
+
 /// Checks a tag key (1..=128 chars, no `aws:` prefix when `check_key`) and value (<= 256).
 pub fn validate_tag(key: &str, value: Option<&str>, check_key: bool) -> Result<(), Ec2Error> {
     let n = key.chars().count();
-    if n == 0 || n > 128 {
+    if n == 0 {
+        return Err(Ec2Error::invalid_value("Tag key must not be empty"));
+    }
+    if n > 128 {
         return Err(Ec2Error::invalid_value(
-            "Tag keys must be between 1 and 128 characters",
+            "Tag key exceeds the maximum length of 128 characters",
         ));
     }
     if check_key && key.to_ascii_lowercase().starts_with("aws:") {
-        return Err(Ec2Error::invalid_value(
-            "Tag keys starting with 'aws:' are reserved",
-        ));
+        return Err(Ec2Error::invalid_value(format!(
+            "Value ( {} ) for parameter key is invalid. Tag keys starting with 'aws:' are reserved for internal use",
+            truncate_key(key)
+        )));
     }
     if value.is_some_and(|v| v.chars().count() > 256) {
         return Err(Ec2Error::invalid_value(
-            "Tag values must be at most 256 characters",
+            "Tag value exceeds the maximum length of 256 characters",
         ));
     }
     Ok(())

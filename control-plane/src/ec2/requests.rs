@@ -562,12 +562,8 @@ impl Request {
     }
 }
 
-/// Filters `DescribeInstanceTypes` understands (evaluated by the gateway).
-pub const INSTANCE_TYPE_FILTERS: &[&str] = &[
-    "instance-type",
-    "vcpu-info.default-vcpus",
-    "memory-info.size-in-mib",
-];
+/// Filters `DescribeInstanceTypes` understands (evaluated by the domain).
+pub const INSTANCE_TYPE_FILTERS: &[&str] = crate::domain::catalogue::FILTERS;
 
 /// RunInstances' `LaunchTemplate.*` parameters.
 fn launch_template_param(

@@ -97,6 +97,22 @@ impl Keys {
         format!("{}/enrolment-tokens/", self.p)
     }
 
+    /// `instance-types/<name>`: one type of the catalogue (names are
+    /// `<family>.<size>` of lower-case letters, digits and `-`, checked
+    /// before any key is built).
+    pub fn instance_type(&self, name: &str) -> String {
+        format!("{}/instance-types/{name}", self.p)
+    }
+    /// Every instance type.
+    pub fn instance_types(&self) -> String {
+        format!("{}/instance-types/", self.p)
+    }
+    /// `instance-types-seeded`: written with the seed set, so the catalogue
+    /// is seeded once per cluster (outside `instance-types/`).
+    pub fn instance_types_seeded(&self) -> String {
+        format!("{}/instance-types-seeded", self.p)
+    }
+
     /// `images/<ami>`.
     pub fn image(&self, id: &crate::ids::ImageId) -> String {
         format!("{}/images/{id}", self.p)

@@ -45,6 +45,7 @@ pub fn config(etcd: &Etcd) -> Config {
     text.push_str("region = \"test-1\"\nzones = [\"test-1a\", \"test-1b\", \"test-1c\"]\n");
     text.push_str(&format!("[etcd]\nendpoints = [\"{}\"]\n", etcd.endpoint));
     text.push_str("[grpc]\nlisten = \"127.0.0.1:0\"\n");
+    text.push_str("[instance_types]\nseed = \"compact\"\n");
     text.push_str("[nodes]\nlease_ttl_seconds = 8\nheartbeat_interval_seconds = 1\n");
     text.push_str("[reconciler]\ninterval_seconds = 1\nelection_ttl_seconds = 3\ngc_terminated_after_seconds = 3600\n");
     text.push_str(&format!(

@@ -236,6 +236,7 @@ impl Cluster {
              [network]\ncidr = \"10.200.0.0/16\"\nnode_prefix_len = 24\n\n\
              [nodes]\nlease_ttl_seconds = {ttl}\nheartbeat_interval_seconds = {hb}\n\n\
              [reconciler]\ninterval_seconds = 1\nelection_ttl_seconds = 3\n\n\
+             [instance_types]\nseed = \"compact\"\n\n\
              [billing.prices]\n\"t3.nano\" = \"0.0052\"\n\n\
              [auth]\nadmin_access_key_id = {ak:?}\nadmin_secret_access_key = {sk:?}\n\
              enrolment_tokens = [{{ id = {eid:?}, secret = {esec:?} }}]\n",

@@ -183,12 +183,12 @@ fn check_name(name: &str) -> Result<()> {
     }
 }
 
-fn check_data(d: &LaunchTemplateData) -> Result<()> {
+fn check_data(domain: &Domain, d: &LaunchTemplateData) -> Result<()> {
     if let Some(i) = &d.image_id {
         crate::ids::ImageId::parse(i)?;
     }
     if let Some(t) = &d.instance_type {
-        if crate::domain::catalogue::find(t).is_none() {
+        if domain.types.get(t).is_none() {
             return Err(Error::invalid(format!(
                 "the instance type '{t}' does not exist"
             )));
@@ -228,7 +228,7 @@ impl Domain {
     ) -> Result<(LaunchTemplate, LaunchTemplateVersion)> {
         let account = caller.account()?;
         check_name(name)?;
-        check_data(&data)?;
+        check_data(self, &data)?;
         let now = now_ms();
         let t = LaunchTemplate {
             id: LaunchTemplateId::generate(),
@@ -353,7 +353,7 @@ impl Domain {
         data: LaunchTemplateData,
     ) -> Result<LaunchTemplateVersion> {
         let account = caller.account()?;
-        check_data(&data)?;
+        check_data(self, &data)?;
         let repo = self.store.launch_templates();
         for attempt in 0..crate::store::repo::MAX_CAS_ATTEMPTS {
             let cur = self.launch_template_of(&account, what).await?;

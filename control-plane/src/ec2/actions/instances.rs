@@ -15,7 +15,7 @@ use crate::domain::lifecycle::State;
 use crate::domain::metadata;
 use crate::domain::model::{Instance, MetadataOptions, ROOT_DEVICE_NAME};
 use crate::domain::views::{InstanceStatus, Reservation, StateChange};
-use crate::domain::{catalogue, Caller, Domain};
+use crate::domain::{Caller, Domain};
 use crate::ec2::error::{Ec2Error, ErrorCode};
 use crate::ec2::requests::{
     DescribeInstanceStatus, DescribeInstances, GetConsoleOutput, InstanceIds,
@@ -37,7 +37,7 @@ pub async fn run(
     if r.dry_run {
         let account = caller.account()?;
         if let Some(t) = &r.instance_type {
-            catalogue::find(t).ok_or_else(|| {
+            d.types.get(t).ok_or_else(|| {
                 Ec2Error::invalid_value(format!("the instance type '{t}' does not exist"))
             })?;
         }

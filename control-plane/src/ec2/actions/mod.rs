@@ -123,7 +123,7 @@ impl super::Backend for DomainBackend {
                 Request::DescribeInstanceStatus(r) => instances::status(d, &caller, rid, r).await,
                 Request::DescribeAvailabilityZones(r) => regions::zones(d, rid, r).await,
                 Request::DescribeRegions(r) => regions::regions(d, rid, r),
-                Request::DescribeInstanceTypes(r) => regions::instance_types(rid, r),
+                Request::DescribeInstanceTypes(r) => regions::instance_types(d, rid, r),
                 Request::DescribeImages(r) => images::describe(d, &caller, rid, r).await,
                 Request::RegisterImage(r) => images::register(d, &caller, rid, r).await,
                 Request::DeregisterImage(r) => images::deregister(d, &caller, rid, r).await,

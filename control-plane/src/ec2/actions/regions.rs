@@ -1,9 +1,9 @@
 //! Region-level reads: DescribeAvailabilityZones, DescribeRegions,
-//! DescribeInstanceTypes (the fixed catalogue).
+//! DescribeInstanceTypes (the catalogue in etcd).
 
 use super::{domain_filters, dry_run_ok};
 use crate::domain::filters::any_matches;
-use crate::domain::{catalogue, Domain};
+use crate::domain::Domain;
 use crate::ec2::error::{Ec2Error, ErrorCode};
 use crate::ec2::requests::{DescribeInstanceTypes, DescribeNamed};
 use crate::ec2::xml::XmlWriter;
@@ -56,9 +56,10 @@ pub fn regions(d: &Domain, rid: &str, r: DescribeNamed) -> Result<String, Ec2Err
     Ok(w.finish())
 }
 
-/// DescribeInstanceTypes over the catalogue (filtering and paging in the domain).
-pub fn instance_types(rid: &str, r: DescribeInstanceTypes) -> Result<String, Ec2Error> {
-    let (types, next) = catalogue::describe(
+/// DescribeInstanceTypes over the catalogue (filtering and paging in the
+/// domain); the fields SDKs and tools read, with what Nubis' microVMs have.
+pub fn instance_types(d: &Domain, rid: &str, r: DescribeInstanceTypes) -> Result<String, Ec2Error> {
+    let (types, next) = d.describe_instance_types(
         &r.instance_types,
         &domain_filters(r.filters),
         r.page.max_results.unwrap_or(0),
@@ -67,29 +68,59 @@ pub fn instance_types(rid: &str, r: DescribeInstanceTypes) -> Result<String, Ec2
     if r.dry_run {
         return dry_run_ok();
     }
+    let strings = |w: &mut XmlWriter, name: &'static str, items: &[&str]| {
+        // List members of these sets are plain strings.
+        w.list(name, items.iter(), |w, v| {
+            w.text(v);
+        });
+    };
     let mut w = XmlWriter::response("DescribeInstanceTypes", rid);
     w.list("instanceTypeSet", types, |w, t| {
-        w.leaf("instanceType", t.name);
+        w.leaf("instanceType", &t.name);
         w.bool("currentGeneration", true);
+        w.bool("freeTierEligible", t.free_tier_eligible());
+        strings(w, "supportedUsageClasses", &["on-demand"]);
+        strings(w, "supportedRootDeviceTypes", &["ebs"]);
+        strings(w, "supportedVirtualizationTypes", &["hvm"]);
+        w.bool("bareMetal", false);
+        w.leaf("hypervisor", "nitro");
+        w.elem("processorInfo", |w| {
+            strings(w, "supportedArchitectures", &["x86_64"]);
+        });
         w.elem("vCpuInfo", |w| {
             w.leaf("defaultVCpus", t.vcpus);
-            w.leaf("defaultCores", t.vcpus);
-            w.leaf("defaultThreadsPerCore", 1);
+            w.leaf("defaultCores", t.cores());
+            w.leaf("defaultThreadsPerCore", t.threads_per_core());
         });
         w.elem("memoryInfo", |w| {
             w.leaf("sizeInMiB", t.memory_mib);
         });
-        w.elem("processorInfo", |w| {
-            w.list("supportedArchitectures", ["x86_64"], |w, a| {
-                // List members of supportedArchitectures are plain strings.
-                w.text(a);
-            });
-        });
-        w.leaf("hypervisor", "nitro");
-        w.list("supportedVirtualizationTypes", ["hvm"], |w, v| {
-            w.text(v);
-        });
         w.bool("instanceStorageSupported", false);
+        w.elem("ebsInfo", |w| {
+            w.leaf("ebsOptimizedSupport", "unsupported");
+            w.leaf("encryptionSupport", "unsupported");
+            w.leaf("nvmeSupport", "unsupported");
+        });
+        w.elem("networkInfo", |w| {
+            w.leaf("networkPerformance", "Up to 5 Gigabit");
+            w.leaf("maximumNetworkInterfaces", 1);
+            w.leaf("maximumNetworkCards", 1);
+            w.leaf("defaultNetworkCardIndex", 0);
+            w.leaf("ipv4AddressesPerInterface", 1);
+            w.leaf("ipv6AddressesPerInterface", 0);
+            w.bool("ipv6Supported", false);
+            w.leaf("enaSupport", "unsupported");
+            w.bool("efaSupported", false);
+            w.bool("encryptionInTransitSupported", false);
+        });
+        w.elem("placementGroupInfo", |w| {
+            strings(w, "supportedStrategies", &[]);
+        });
+        w.bool("hibernationSupported", false);
+        w.bool("burstablePerformanceSupported", t.burstable());
+        w.bool("dedicatedHostsSupported", false);
+        w.bool("autoRecoverySupported", false);
+        strings(w, "supportedBootModes", &["legacy-bios"]);
     });
     if let Some(next) = next {
         w.leaf("nextToken", next);
@@ -111,7 +142,7 @@ pub fn offerings(
     }
     let mut w = XmlWriter::response("DescribeInstanceTypeOfferings", rid);
     w.list("instanceTypeOfferingSet", offerings, |w, o| {
-        w.leaf("instanceType", o.instance_type);
+        w.leaf("instanceType", &o.instance_type);
         w.leaf("locationType", location_type.as_str());
         w.leaf("location", &o.location);
     });

@@ -46,6 +46,8 @@ async fn cloud() -> Option<Cloud> {
 endpoints = ["{}"]
 [grpc]
 listen = "127.0.0.1:0"
+[instance_types]
+seed = "compact"
 [auth]
 admin_access_key_id = "NBADMIN0001"
 admin_secret_access_key = "admin-secret-0123456789"
@@ -936,3 +938,9 @@ mod keypairs;
 
 #[path = "tests_asg_policies.rs"]
 mod asg_policies;
+
+#[path = "tests_types.rs"]
+mod types;
+
+#[path = "tests_tags.rs"]
+mod tags;
