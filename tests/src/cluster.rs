@@ -713,12 +713,19 @@ impl Cluster {
 
     fn register_hello(&mut self) -> Result<(), String> {
         let manifest = crate::image_dir().join("hello/manifest.json");
+        self.hello_image = Some(self.register_public_image("hello", &manifest)?);
+        Ok(())
+    }
+
+    /// `nubis admin images register --public` of the image whose manifest is
+    /// `manifest`; returns its image id.
+    pub fn register_public_image(&self, name: &str, manifest: &Path) -> Result<String, String> {
         let manifest = manifest.display().to_string();
         let out = self.admin_cli(&[
             "images",
             "register",
             "--name",
-            "hello",
+            name,
             "--public",
             "--manifest",
             &manifest,
@@ -726,11 +733,13 @@ impl Cluster {
             "json",
         ]);
         if out.code != 0 {
-            return Err(format!("register hello: {}", out.stderr));
+            return Err(format!("register {name}: {}", out.stderr));
         }
         let v: Value = serde_json::from_str(&out.stdout).map_err(|e| e.to_string())?;
-        self.hello_image = v["image_id"].as_str().map(str::to_string);
-        Ok(())
+        v["image_id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("register {name}: no image_id in {}", out.stdout))
     }
 
     /// Creates an account; returns its credential and account id.

@@ -66,19 +66,8 @@ fn debian_instance_runs_user_data_and_accepts_ssh_under_nubis_vmm() {
     // Room for one t3.medium (512 MiB) per host.
     let c = Cluster::start(ClusterSpec::three_zones(8)).expect("cluster");
     let t = c.tenant.clone().expect("tenant");
-    let manifest = manifest.display().to_string();
-    let out = c.admin_cli(&[
-        "images",
-        "register",
-        "--name",
-        "debian",
-        "--public",
-        "--manifest",
-        &manifest,
-        "-o",
-        "json",
-    ]);
-    assert_eq!(out.code, 0, "register debian: {}", out.stderr);
+    c.register_public_image("debian", &manifest)
+        .expect("register debian");
 
     let scratch = tempfile::tempdir().expect("tempdir");
     let key = scratch.path().join("deb-key");

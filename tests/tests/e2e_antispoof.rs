@@ -7,36 +7,16 @@
 //! The same scene without the firewall shows the attack is real: the
 //! ARP-poisoned victim sends its answers to the spoofer.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use nubis_tests::cluster::ops::{field, ids_of};
+use nubis_tests::cluster::ops::{field, hello_variant_images, ids_of};
 use nubis_tests::cluster::{self, Cluster, ClusterSpec, Creds};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// The gateway of the first agent's subnet (the harness gives agent `i` the
 /// bridge address `10.200.<i>.1/24`, and the control plane's subnet of that
 /// node uses it as gateway).
 const GATEWAY: &str = "10.200.0.1";
-
-/// A copy of the hello image plus `hello-spoof` (same kernel, claiming the
-/// gateway's address).
-fn images_with_spoofer(dir: &Path) {
-    let src = nubis_tests::image_dir().join("hello");
-    let manifest: Value =
-        serde_json::from_slice(&std::fs::read(src.join("manifest.json")).expect("hello manifest"))
-            .expect("manifest JSON");
-    let spoof = format!(" nubis.spoof={GATEWAY}");
-    for (name, extra) in [("hello", ""), ("hello-spoof", spoof.as_str())] {
-        let out = dir.join(name);
-        std::fs::create_dir_all(&out).expect("image dir");
-        std::fs::copy(src.join("kernel"), out.join("kernel")).expect("copy kernel");
-        let mut m = manifest.clone();
-        m["name"] = json!(name);
-        m["cmdline"] = json!(format!("{}{extra}", m["cmdline"].as_str().unwrap_or("")));
-        std::fs::write(out.join("manifest.json"), m.to_string()).expect("write manifest");
-    }
-}
 
 /// Packet counts of the `spoof_<tap>` counters in the host's `bridge nubis`
 /// table.
@@ -77,7 +57,11 @@ fn scene(firewall: bool) -> Option<Scene> {
         return None;
     }
     let images = tempfile::tempdir().expect("tempdir");
-    images_with_spoofer(images.path());
+    hello_variant_images(
+        images.path(),
+        "hello-spoof",
+        &format!("nubis.spoof={GATEWAY}"),
+    );
     // As in e2e_metrics: this test process runs only this test (nextest),
     // so nothing else sees these variables.
     std::env::set_var("NUBIS_IMAGE_DIR", images.path());
@@ -100,20 +84,9 @@ fn scene(firewall: bool) -> Option<Scene> {
     );
 
     let manifest = images.path().join("hello-spoof/manifest.json");
-    let reg = c
-        .admin_cli(&[
-            "images",
-            "register",
-            "--name",
-            "hello-spoof",
-            "--public",
-            "--manifest",
-            &manifest.display().to_string(),
-            "-o",
-            "json",
-        ])
-        .json();
-    let image = reg["image_id"].as_str().expect("image id").to_string();
+    let image = c
+        .register_public_image("hello-spoof", &manifest)
+        .expect("register hello-spoof");
     let out = c.cli(
         &t,
         &[

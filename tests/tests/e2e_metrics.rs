@@ -6,12 +6,11 @@
 //! one near 0 %; the agent's Prometheus `/metrics` shows the same series.
 
 use std::io::{Read, Write};
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderValue};
 use nubis_control_plane::ec2::sigv4;
-use nubis_tests::cluster::ops::ids_of;
+use nubis_tests::cluster::ops::{hello_variant_images, ids_of};
 use nubis_tests::cluster::{self, Cluster, ClusterSpec, Creds};
 use serde_json::{json, Value};
 
@@ -36,23 +35,6 @@ fn now_s() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-/// A copy of the hello image plus `hello-burn` (same kernel, `nubis.burn=1`).
-fn images_with_burner(dir: &Path) {
-    let src = nubis_tests::image_dir().join("hello");
-    let manifest: Value =
-        serde_json::from_slice(&std::fs::read(src.join("manifest.json")).expect("hello manifest"))
-            .expect("manifest JSON");
-    for (name, extra) in [("hello", ""), ("hello-burn", " nubis.burn=1")] {
-        let out = dir.join(name);
-        std::fs::create_dir_all(&out).expect("image dir");
-        std::fs::copy(src.join("kernel"), out.join("kernel")).expect("copy kernel");
-        let mut m = manifest.clone();
-        m["name"] = json!(name);
-        m["cmdline"] = json!(format!("{}{extra}", m["cmdline"].as_str().unwrap_or("")));
-        std::fs::write(out.join("manifest.json"), m.to_string()).expect("write manifest");
-    }
 }
 
 /// POSTs a CloudWatch request signed for service `monitoring`; returns
@@ -184,7 +166,7 @@ fn burning_guest_shows_full_cpu_in_cloudwatch() {
         return;
     }
     let images = tempfile::tempdir().expect("tempdir");
-    images_with_burner(images.path());
+    hello_variant_images(images.path(), "hello-burn", "nubis.burn=1");
     // The harness reads the image directory from the environment; this test
     // process runs only this test (nextest), so nothing else sees the change.
     std::env::set_var("NUBIS_IMAGE_DIR", images.path());
@@ -194,20 +176,9 @@ fn burning_guest_shows_full_cpu_in_cloudwatch() {
     let c = Cluster::start(spec).expect("cluster");
     let t = c.tenant.clone().expect("tenant");
     let manifest = images.path().join("hello-burn/manifest.json");
-    let reg = c
-        .admin_cli(&[
-            "images",
-            "register",
-            "--name",
-            "hello-burn",
-            "--public",
-            "--manifest",
-            &manifest.display().to_string(),
-            "-o",
-            "json",
-        ])
-        .json();
-    let burn_image = reg["image_id"].as_str().expect("image id").to_string();
+    let burn_image = c
+        .register_public_image("hello-burn", &manifest)
+        .expect("register hello-burn");
     let run = |image: &str| {
         ids_of(
             &c.cli(

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::{CliOutput, Cluster, Creds};
 
@@ -14,6 +14,29 @@ pub const SMALL_TYPE: &str = "t3.nano";
 
 /// Generous bound for a hello instance to boot on a loaded machine.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Fills `dir` (an image directory for a test cluster) with a copy of the
+/// hello image and `variant`: the same kernel and manifest with
+/// `extra_cmdline` appended to its command line (test modes such as
+/// `nubis.burn=1`).
+pub fn hello_variant_images(dir: &Path, variant: &str, extra_cmdline: &str) {
+    let src = crate::image_dir().join("hello");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(src.join("manifest.json")).expect("hello manifest"))
+            .expect("manifest JSON");
+    for (name, extra) in [
+        ("hello", String::new()),
+        (variant, format!(" {extra_cmdline}")),
+    ] {
+        let out = dir.join(name);
+        std::fs::create_dir_all(&out).expect("image dir");
+        std::fs::copy(src.join("kernel"), out.join("kernel")).expect("copy kernel");
+        let mut m = manifest.clone();
+        m["name"] = json!(name);
+        m["cmdline"] = json!(format!("{}{extra}", m["cmdline"].as_str().unwrap_or("")));
+        std::fs::write(out.join("manifest.json"), m.to_string()).expect("write manifest");
+    }
+}
 
 impl Cluster {
     /// `nubis instances run` of `count` hello instances (optionally in a zone);
