@@ -79,6 +79,30 @@ case $role in
         ((dry)) || "$root/deploy/install-deps.sh" run >/dev/null || die "dependencies missing"
         install_bin nubis-control-plane nubis
         id nubis >/dev/null 2>&1 || run useradd --system --no-create-home --shell /usr/sbin/nologin nubis
+        # A local single-member etcd gets client TLS, auth and compaction
+        # (deploy/etcd-secure.sh; docs/operations.md "etcd: TLS, auth,
+        # compaction"); a remote cluster's security is the operator's
+        # ([etcd.tls], username, password_file in control-plane.toml).
+        local_etcd=0 pki=/etc/nubis/etcd-pki etcd_security=""
+        if [[ $etcd_endpoints == http://127.0.0.1:2379 ]]; then
+            local_etcd=1 etcd_endpoints=https://127.0.0.1:2379
+            etcd_security="username = \"nubis\"
+password_file = \"/etc/nubis/etcd-password\"
+
+[etcd.tls]
+ca_file = \"$pki/ca.pem\"
+cert_file = \"$pki/nubis.pem\"
+key_file = \"$pki/nubis.key\""
+            if ((dry)); then
+                echo "+ $root/deploy/etcd-secure.sh pki $pki"
+            else
+                id etcd >/dev/null 2>&1 || die "user etcd missing: is etcd-server installed?"
+                "$root/deploy/etcd-secure.sh" pki "$pki"
+                chmod 0755 "$pki"
+                chown etcd: "$pki/server.key"
+                chown nubis: "$pki/nubis.key"
+            fi
+        fi
         admin_key="NBADMIN$(hex 6 | tr a-f A-F)" admin_secret=$(hex 24)
         enrol_id="enrol-$(hex 4)" enrol_secret=$(hex 24)
         write_config /etc/nubis/control-plane.toml 0640 "# Nubis control plane (docs/operations.md)
@@ -87,6 +111,7 @@ zones = [\"nubis-1a\", \"nubis-1b\", \"nubis-1c\"]
 
 [etcd]
 endpoints = [$(sed 's/[^,]*/"&"/g; s/,/, /g' <<<"$etcd_endpoints")]
+$etcd_security
 
 [grpc]
 listen = \"$grpc_listen\"
@@ -98,17 +123,49 @@ listen = \"$ec2_listen\"
 [auth]
 admin_access_key_id = \"$admin_key\"
 admin_secret_access_key = \"$admin_secret\"
-enrolment_tokens = [{ id = \"$enrol_id\", secret = \"$enrol_secret\" }]"
+enrolment_tokens = [{ id = \"$enrol_id\", secret = \"$enrol_secret\" }]
+# Access-key secrets are sealed in etcd with this key (docs/etcd-schema.md).
+secrets_key_file = \"/etc/nubis/secrets.key\""
         ((dry)) || chgrp nubis /etc/nubis/control-plane.toml
-        write_config /etc/nubis/etcd.env 0644 "ETCD_NAME=$(hostname -s)
-ETCD_DATA_DIR=/var/lib/etcd/nubis
-ETCD_LISTEN_CLIENT_URLS=http://127.0.0.1:2379
-ETCD_ADVERTISE_CLIENT_URLS=http://127.0.0.1:2379"
-        if [[ $etcd_endpoints == http://127.0.0.1:2379 ]]; then
-            units etcd.service nubis-control-plane.service
-        else
-            units nubis-control-plane.service
+        if [[ ! -s /etc/nubis/secrets.key ]]; then
+            if ((dry)); then
+                echo "+ write /etc/nubis/secrets.key (32 random bytes, hex, mode 0600, owner nubis)"
+            else
+                (umask 077; hex 32 >/etc/nubis/secrets.key; echo >>/etc/nubis/secrets.key)
+                chown nubis: /etc/nubis/secrets.key
+            fi
         fi
+        if ((local_etcd)); then
+            write_config /etc/nubis/etcd.env 0644 "ETCD_NAME=$(hostname -s)
+ETCD_DATA_DIR=/var/lib/etcd/nubis
+ETCD_LISTEN_CLIENT_URLS=https://127.0.0.1:2379
+ETCD_ADVERTISE_CLIENT_URLS=https://127.0.0.1:2379
+ETCD_CERT_FILE=$pki/server.pem
+ETCD_KEY_FILE=$pki/server.key
+ETCD_TRUSTED_CA_FILE=$pki/ca.pem
+ETCD_CLIENT_CERT_AUTH=true
+ETCD_AUTO_COMPACTION_MODE=periodic
+ETCD_AUTO_COMPACTION_RETENTION=1h
+ETCD_QUOTA_BACKEND_BYTES=4294967296"
+            units etcd.service
+            if ((start)); then
+                # Users, the nubis role and auth, once etcd answers.
+                ok=0
+                for _ in $(seq 60); do
+                    if ((dry)) || ETCDCTL_API=3 etcdctl --endpoints "$etcd_endpoints" --cacert "$pki/ca.pem" \
+                        --cert "$pki/root.pem" --key "$pki/root.key" endpoint health >/dev/null 2>&1; then
+                        ok=1; break
+                    fi
+                    sleep 1
+                done
+                ((ok)) || die "etcd did not come up on $etcd_endpoints (journalctl -u etcd)"
+                run "$root/deploy/etcd-secure.sh" auth "$etcd_endpoints" "$pki" /etc/nubis/etcd-password
+                ((dry)) || chown nubis: /etc/nubis/etcd-password
+            else
+                echo "etcd not started: after starting it, run $root/deploy/etcd-secure.sh auth $etcd_endpoints $pki /etc/nubis/etcd-password"
+            fi
+        fi
+        units nubis-control-plane.service
         if [[ -e /etc/nubis/control-plane.toml ]] && ! ((dry)); then
             echo "operator key:     $(sed -n 's/^admin_access_key_id = "\(.*\)"/\1/p' /etc/nubis/control-plane.toml)"
             echo "operator secret:  (in /etc/nubis/control-plane.toml)"

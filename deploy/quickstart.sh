@@ -195,7 +195,8 @@ start_etcd_ha() {
             --advertise-client-urls "http://127.0.0.1:${!c}" \
             --listen-peer-urls "http://127.0.0.1:${!p}" \
             --initial-advertise-peer-urls "http://127.0.0.1:${!p}" \
-            --initial-cluster "$initial" --initial-cluster-token "$PREFIX-etcd" --log-level warn
+            --initial-cluster "$initial" --initial-cluster-token "$PREFIX-etcd" --log-level warn \
+            "${ETCD_COMPACTION[@]}"
     done
     # Members wait for each other: a healthy member means the cluster has a leader.
     for i in "${HA_REPLICAS[@]}"; do
@@ -255,6 +256,8 @@ EOF
     fi
     # shellcheck disable=SC1091
     source "$STATE/secrets.env"
+    # The key sealing access-key secrets in etcd (docs/etcd-schema.md "Secrets").
+    [[ -s $STATE/secrets.key ]] || (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$STATE/secrets.key")
     if [[ ! -f $STATE/ports.env ]]; then
         local etcd_c etcd_p grpc http
         etcd_c=$(pick_port 23790); etcd_p=$(pick_port $((etcd_c + 1)))
@@ -268,6 +271,10 @@ EOF
     EC2_ENDPOINT="http://127.0.0.1:$EC2_PORT"
 }
 
+# History older than an hour is compacted (the local cloud's data grew to
+# 123 MB in a day without it); docs/operations.md "etcd: TLS, auth, compaction".
+ETCD_COMPACTION=(--auto-compaction-mode periodic --auto-compaction-retention 1h)
+
 start_etcd() {
     say "etcd on 127.0.0.1:$ETCD_PORT"
     start_daemon etcd "$STATE/run/etcd.pid" /usr/bin/etcd --name nbq --data-dir "$STATE/etcd" \
@@ -275,7 +282,8 @@ start_etcd() {
         --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
         --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
         --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-        --initial-cluster "nbq=http://127.0.0.1:$ETCD_PEER_PORT" --log-level warn
+        --initial-cluster "nbq=http://127.0.0.1:$ETCD_PEER_PORT" --log-level warn \
+        "${ETCD_COMPACTION[@]}"
     wait_for 30 etcd bash -c "exec 3<>/dev/tcp/127.0.0.1/$ETCD_PORT"
 }
 
@@ -313,6 +321,7 @@ seed = "compact"
 admin_access_key_id = "$ADMIN_KEY"
 admin_secret_access_key = "$ADMIN_SECRET"
 enrolment_tokens = [{ id = "$ENROL_ID", secret = "$ENROL_SECRET" }]
+secrets_key_file = "$STATE/secrets.key"
 EOF
     chmod 600 "$STATE/$name.toml"
     pid_alive "$STATE/run/$name.pid" || rm -f "$sock"

@@ -663,6 +663,45 @@ pub enum AccountsCmd {
     /// List accounts.
     #[command(visible_alias = "ls")]
     List,
+    /// Refuse every key of an account (its instances keep running).
+    Disable {
+        /// Account id (12 digits).
+        account_id: String,
+    },
+    /// Accept an account's keys again.
+    Enable {
+        /// Account id (12 digits).
+        account_id: String,
+    },
+    /// Remove a disabled account without instances, and its keys.
+    Delete {
+        /// Account id (12 digits).
+        account_id: String,
+    },
+    /// An account's access keys: rotation and revocation.
+    #[command(subcommand)]
+    Keys(AccessKeysCmd),
+}
+
+/// `nubis admin accounts keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum AccessKeysCmd {
+    /// A second key for an account (at most two); prints its secret once.
+    Create {
+        /// Account id (12 digits).
+        account_id: String,
+    },
+    /// An account's key ids (never secrets).
+    #[command(visible_alias = "ls")]
+    List {
+        /// Account id (12 digits).
+        account_id: String,
+    },
+    /// Revoke a key: refused by every replica from then on.
+    Delete {
+        /// Access key id.
+        access_key_id: String,
+    },
 }
 
 /// `nubis admin nodes ...`.

@@ -57,6 +57,9 @@ pub struct Config {
     /// VPC limits (docs/networking.md).
     #[serde(default)]
     pub vpc: VpcConfig,
+    /// `[images]`.
+    #[serde(default)]
+    pub images: ImagesConfig,
 }
 
 /// `[vpc]`: per-account VPC limits ([`crate::domain::vpc`]).
@@ -90,6 +93,15 @@ pub struct EtcdConfig {
     /// Key prefix for all Nubis keys.
     #[serde(default = "default_prefix")]
     pub prefix: String,
+    /// `[etcd.tls]`: client TLS (endpoints must then be `https://`).
+    #[serde(default)]
+    pub tls: Option<EtcdTlsConfig>,
+    /// etcd user (etcd's `auth enable`); needs `password_file`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the etcd user's password (first line; mode 0600).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
 }
 
 impl Default for EtcdConfig {
@@ -97,8 +109,28 @@ impl Default for EtcdConfig {
         Self {
             endpoints: default_etcd_endpoints(),
             prefix: default_prefix(),
+            tls: None,
+            username: None,
+            password_file: None,
         }
     }
+}
+
+/// `[etcd.tls]`: how the control plane verifies etcd and proves itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdTlsConfig {
+    /// CA (PEM) that signed the etcd members' server certificates.
+    pub ca_file: PathBuf,
+    /// Client certificate (PEM) for etcd's `--client-cert-auth`; with `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Name to verify in the server certificate instead of the endpoint's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 /// gRPC listeners (Compute, Admin and Node services on each).
@@ -356,6 +388,17 @@ impl Default for BillingConfig {
     }
 }
 
+/// `[images]`: which image locations tenants may register
+/// (domain/image_locations.rs).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// Locations (names in the agents' image directory, `*`/`?` wildcards)
+    /// every tenant may register besides those of public images.
+    #[serde(default)]
+    pub tenant_locations: Vec<String>,
+}
+
 /// `[instance_types]`: how a new cluster's catalogue is seeded (once per
 /// cluster; later the operator manages it with `nubis admin instance-types`).
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -388,6 +431,14 @@ pub struct AuthConfig {
     /// Tokens with which agents may register.
     #[serde(default)]
     pub enrolment_tokens: Vec<EnrolmentToken>,
+    /// File with the key (64 hex digits, mode 0600) that seals access-key
+    /// secrets in etcd (AES-256-GCM); none stores them in plaintext.
+    #[serde(default)]
+    pub secrets_key_file: Option<PathBuf>,
+    /// Keys `secrets_key_file` replaced: they only open, and every replica
+    /// reseals what they sealed with the current key at start.
+    #[serde(default)]
+    pub previous_secrets_key_files: Vec<PathBuf>,
 }
 
 /// An agent enrolment token (key id + secret, used to sign `Register`).
@@ -501,6 +552,22 @@ impl Config {
         }
         if self.etcd.endpoints.is_empty() {
             return bad("etcd.endpoints must not be empty".into());
+        }
+        if let Some(t) = &self.etcd.tls {
+            if t.cert_file.is_some() != t.key_file.is_some() {
+                return bad("etcd.tls: cert_file and key_file go together".into());
+            }
+            if let Some(e) = self
+                .etcd
+                .endpoints
+                .iter()
+                .find(|e| !e.starts_with("https://"))
+            {
+                return bad(format!("etcd.tls needs https:// endpoints, not {e:?}"));
+            }
+        }
+        if self.etcd.username.is_some() != self.etcd.password_file.is_some() {
+            return bad("etcd: username and password_file go together".into());
         }
         if !(self.scheduler.cpu_overcommit >= 1.0 && self.scheduler.cpu_overcommit <= 64.0) {
             return bad("scheduler.cpu_overcommit must be within 1..=64".into());

@@ -79,6 +79,13 @@ pub enum Error {
     /// Unknown access key (`AuthFailure`).
     #[error("unknown access key")]
     UnknownAccessKey,
+    /// A Node API call's client certificate does not name the host it acts
+    /// for (`AuthFailure`; api/peer.rs).
+    #[error("the client certificate does not name host {0:?} in its subject alternative names")]
+    CertificateMismatch(String),
+    /// The access key's account is disabled by the operator (`AuthFailure`).
+    #[error("the account is disabled")]
+    AccountDisabled,
     /// A Node API call over TCP without a client certificate from the node CA
     /// while mutual TLS is configured (`AuthFailure`).
     #[error("Node API calls over TCP need a client certificate issued by the node CA (grpc.tls.client_ca_file)")]
@@ -184,9 +191,11 @@ impl Error {
             | Error::IncorrectState { code, .. }
             | Error::AlreadyExists { code, .. } => code,
             Error::InsufficientCapacity { .. } => "InsufficientInstanceCapacity",
-            Error::AuthFailure(_) | Error::UnknownAccessKey | Error::ClientCertificateRequired => {
-                "AuthFailure"
-            }
+            Error::AuthFailure(_)
+            | Error::UnknownAccessKey
+            | Error::AccountDisabled
+            | Error::CertificateMismatch(_)
+            | Error::ClientCertificateRequired => "AuthFailure",
             Error::Unauthorized(_) => "UnauthorizedOperation",
             Error::Contention(_) => "RequestLimitExceeded",
             Error::Etcd(_) | Error::Fenced => "ServiceUnavailable",
@@ -206,9 +215,11 @@ impl Error {
             Error::IncorrectState { .. } => ErrorKind::IncorrectState,
             Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             Error::InsufficientCapacity { .. } => ErrorKind::Capacity,
-            Error::AuthFailure(_) | Error::UnknownAccessKey | Error::ClientCertificateRequired => {
-                ErrorKind::Unauthenticated
-            }
+            Error::AuthFailure(_)
+            | Error::UnknownAccessKey
+            | Error::AccountDisabled
+            | Error::CertificateMismatch(_)
+            | Error::ClientCertificateRequired => ErrorKind::Unauthenticated,
             Error::Unauthorized(_) => ErrorKind::Forbidden,
             Error::Contention(_) | Error::Etcd(_) | Error::Fenced => ErrorKind::Unavailable,
             Error::Corrupt { .. }

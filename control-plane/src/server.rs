@@ -39,7 +39,8 @@ impl Replica {
     pub async fn start(cfg: Config) -> Result<Self> {
         cfg.validate()?;
         let cfg = Arc::new(cfg);
-        let store = Store::connect(&cfg.etcd.endpoints, &cfg.etcd.prefix).await?;
+        let security = crate::store::EtcdSecurity::load(&cfg.etcd)?;
+        let store = Store::connect_secure(&cfg.etcd.endpoints, &cfg.etcd.prefix, &security).await?;
         let domain = Domain::new(store, cfg.clone()).await?;
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = Vec::new();

@@ -13,35 +13,9 @@ use nubis_proto::auth::Signer;
 use nubis_proto::compute::v1 as cpb;
 use nubis_proto::node::v1 as npb;
 use nubis_proto::transport::{connect, connect_tls, ClientTls};
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use rcgen::ExtendedKeyUsagePurpose;
+use support::ca::Ca;
 use support::*;
-
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, name);
-        let cert = p.self_signed(&key).unwrap();
-        Self { cert, key }
-    }
-
-    /// A leaf certificate and its key, PEM.
-    fn issue(&self, cn: &str, sans: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut p =
-            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.extended_key_usages = vec![usage];
-        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
 
 fn register_req() -> npb::RegisterRequest {
     npb::RegisterRequest {
@@ -125,8 +99,46 @@ async fn mutual_tls_for_agents_server_tls_for_tenants() {
         server_name: None,
     };
     let ch = connect_tls(&https, &agent).await.unwrap();
-    let r = register_over(ch).await.unwrap();
+    let r = register_over(ch.clone()).await.unwrap();
     assert!(r.node_id.starts_with("node-"), "{r:?}");
+
+    // The certificate is bound to its host: another host's certificate (same
+    // node CA) can neither register as tls-host-1 nor act for its node, even
+    // with tls-host-1's node credential.
+    let (other_cert, other_key) = node_ca.issue(
+        "tls-host-2",
+        &["tls-host-2"],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let other = ClientTls {
+        ca_pem: Some(server_ca.cert.pem().into_bytes()),
+        identity: Some((other_cert.into_bytes(), other_key.into_bytes())),
+        server_name: None,
+    };
+    let other_ch = connect_tls(&https, &other).await.unwrap();
+    let e = register_over(other_ch.clone()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    assert!(e.message().contains("tls-host-1"), "{e:?}");
+    let cred = r.credential.clone().unwrap();
+    let node_creds = nubis_proto::auth::Credentials::new(cred.access_key_id, cred.secret);
+    let heartbeat = |ch: tonic::transport::Channel| {
+        let creds = node_creds.clone();
+        let node_id = r.node_id.clone();
+        async move {
+            npb::node_client::NodeClient::with_interceptor(ch, Signer::new(creds))
+                .heartbeat(npb::HeartbeatRequest {
+                    node_id,
+                    capacity: register_req().capacity,
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+    let e = heartbeat(other_ch).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    assert_eq!(ec2_code(&e), "AuthFailure");
+    // Its own certificate still works.
+    heartbeat(ch).await.unwrap();
 
     // A certificate from another CA fails the handshake: no call gets through.
     let (rogue_cert, rogue_key) = rogue_ca.issue(

@@ -42,13 +42,25 @@ pub fn etcd_healthy(port: u16) -> bool {
     body.contains("\"health\":\"true\"")
 }
 
+/// PEM files of a TLS etcd ([`Etcd::start_tls`]): its server certificate
+/// (for `127.0.0.1`) and key, and the CA of the clients it accepts.
+#[derive(Debug, Clone)]
+pub struct EtcdTlsFiles {
+    /// CA that signed the client certificates etcd accepts.
+    pub ca: std::path::PathBuf,
+    /// Server certificate.
+    pub cert: std::path::PathBuf,
+    /// Server key.
+    pub key: std::path::PathBuf,
+}
+
 /// A single-member etcd on free loopback ports with its data in a temporary
 /// directory. Killed, reaped and its directory removed on drop (also when
 /// the owning test panics).
 #[derive(Debug)]
 pub struct Etcd {
     child: Child,
-    /// Client URL, `http://127.0.0.1:<port>`.
+    /// Client URL, `http://127.0.0.1:<port>` (`https://` with TLS).
     pub endpoint: String,
     client_port: u16,
     dir: tempfile::TempDir,
@@ -60,13 +72,23 @@ impl Etcd {
     /// `NUBIS_REQUIRE_KVM=1`, where that fails the test; panics when an
     /// installed etcd does not come up.
     pub fn start() -> Option<Self> {
+        Self::start_with(None)
+    }
+
+    /// [`Etcd::start`] serving clients over TLS (`https://`) and requiring a
+    /// client certificate that `tls.ca` signed (`--client-cert-auth`).
+    pub fn start_tls(tls: &EtcdTlsFiles) -> Option<Self> {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<&EtcdTlsFiles>) -> Option<Self> {
         let Some(bin) = etcd_binary() else {
             prerequisite(false, "etcd at /usr/bin/etcd (Debian etcd-server)");
             return None;
         };
         let mut last = String::new();
         for _ in 0..ATTEMPTS {
-            match Self::try_start(&bin) {
+            match Self::try_start(&bin, tls) {
                 Ok(etcd) => return Some(etcd),
                 Err(e) => last = e,
             }
@@ -74,15 +96,30 @@ impl Etcd {
         panic!("etcd did not start after {ATTEMPTS} attempts: {last}");
     }
 
-    fn try_start(bin: &Path) -> Result<Self, String> {
+    fn try_start(bin: &Path, tls: Option<&EtcdTlsFiles>) -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
         let client_port = free_port().map_err(|e| format!("free port: {e}"))?;
         let peer_port = free_port().map_err(|e| format!("free port: {e}"))?;
-        let client = format!("http://127.0.0.1:{client_port}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
         let log_path = dir.path().join("etcd.log");
         let log = std::fs::File::create(&log_path).map_err(|e| format!("etcd log: {e}"))?;
-        let child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        // Health over plain HTTP: with TLS, /health moves to a metrics port.
+        let health_port = match tls {
+            None => client_port,
+            Some(t) => {
+                let port = free_port().map_err(|e| format!("free port: {e}"))?;
+                cmd.arg(format!("--listen-metrics-urls=http://127.0.0.1:{port}"))
+                    .arg(format!("--cert-file={}", t.cert.display()))
+                    .arg(format!("--key-file={}", t.key.display()))
+                    .arg(format!("--trusted-ca-file={}", t.ca.display()))
+                    .arg("--client-cert-auth");
+                port
+            }
+        };
+        let child = cmd
             .arg("--name=t")
             .arg(format!("--data-dir={}", dir.path().join("data").display()))
             .arg(format!("--listen-client-urls={client}"))
@@ -109,7 +146,7 @@ impl Etcd {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 return Err(format!("etcd exited ({status}): {log}"));
             }
-            if etcd_healthy(client_port) {
+            if etcd_healthy(health_port) {
                 return Ok(etcd);
             }
             std::thread::sleep(Duration::from_millis(50));

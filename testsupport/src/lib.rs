@@ -14,7 +14,7 @@ mod etcd;
 
 use std::path::PathBuf;
 
-pub use etcd::{etcd_binary, etcd_healthy, Etcd};
+pub use etcd::{etcd_binary, etcd_healthy, Etcd, EtcdTlsFiles};
 
 /// True when tests must fail rather than skip on a missing prerequisite
 /// (`NUBIS_REQUIRE_KVM=1`).

@@ -1,64 +1,13 @@
-//! `nubis admin accounts create|list`, `nubis admin nodes
+//! `nubis admin nodes
 //! list|cordon|uncordon|drain|confirm-lost` and `nubis admin tasks`.
 
 use nubis_proto::compute::v1 as pb;
 use serde::Serialize;
 
 use super::Ctx;
-use crate::cli::{AccountsCmd, AdminCmd, NodesCmd};
+use crate::cli::{AdminCmd, NodesCmd};
 use crate::error::CliError;
 use crate::output::{emit, render_list, render_record, rfc3339_ms, Format, Tabular};
-
-/// An account.
-#[derive(Debug, Serialize)]
-pub struct AccountView {
-    /// Account id (12 digits).
-    pub account_id: String,
-    /// Name.
-    pub name: String,
-    /// Creation time.
-    pub created: String,
-    /// Access key ids.
-    pub access_key_ids: Vec<String>,
-}
-
-impl Tabular for AccountView {
-    fn headers() -> &'static [&'static str] {
-        &["ACCOUNT_ID", "NAME", "CREATED", "ACCESS_KEYS"]
-    }
-    fn row(&self) -> Vec<String> {
-        vec![
-            self.account_id.clone(),
-            self.name.clone(),
-            self.created.clone(),
-            self.access_key_ids.join(","),
-        ]
-    }
-}
-
-impl From<pb::Account> for AccountView {
-    fn from(a: pb::Account) -> Self {
-        Self {
-            account_id: a.account_id,
-            name: a.name,
-            created: rfc3339_ms(a.created_unix_ms),
-            access_key_ids: a.access_key_ids,
-        }
-    }
-}
-
-/// `admin accounts create`: the new account and its only copy of the secret.
-#[derive(Debug, Serialize)]
-pub struct NewAccountView {
-    /// Account id.
-    pub account_id: String,
-    /// Name.
-    pub name: String,
-    /// Access key id.
-    pub access_key_id: String,
-    /// Secret (shown only once).
-    pub secret_access_key: String,
-}
 
 /// `admin nodes enrol`: the token (shown only once).
 #[derive(Debug, Serialize)]
@@ -191,39 +140,7 @@ impl Tabular for NodeView {
 pub async fn run(ctx: &Ctx, cmd: AdminCmd) -> Result<(), CliError> {
     let mut client = ctx.client().await?;
     match cmd {
-        AdminCmd::Accounts(AccountsCmd::Create { name }) => {
-            let resp = client
-                .admin
-                .create_account(pb::CreateAccountRequest { name })
-                .await?
-                .into_inner();
-            let account = resp.account.unwrap_or_default();
-            if ctx.format == Format::Table {
-                eprintln!(
-                    "created account {}; its secret access key is shown only this once",
-                    account.account_id
-                );
-            }
-            emit(&render_record(
-                ctx.format,
-                &NewAccountView {
-                    account_id: account.account_id,
-                    name: account.name,
-                    access_key_id: resp.access_key_id,
-                    secret_access_key: resp.secret_access_key,
-                },
-            )?)
-        }
-        AdminCmd::Accounts(AccountsCmd::List) => {
-            let resp = client
-                .admin
-                .list_accounts(pb::ListAccountsRequest {})
-                .await?
-                .into_inner();
-            let views: Vec<AccountView> =
-                resp.accounts.into_iter().map(AccountView::from).collect();
-            emit(&render_list(ctx.format, "accounts", &views)?)
-        }
+        AdminCmd::Accounts(cmd) => super::accounts::run(ctx, &mut client, cmd).await,
         AdminCmd::Nodes(NodesCmd::List { zone }) => {
             let resp = client
                 .admin

@@ -1,6 +1,7 @@
 //! Command implementations, one module per noun. Each turns parsed arguments
 //! into API calls and renders the answer with `output`.
 
+pub mod accounts;
 pub mod admin;
 pub mod billing;
 pub mod configure;

@@ -44,6 +44,7 @@ fn account_out(a: &Account) -> pb::Account {
         name: a.name.clone(),
         created_unix_ms: a.created_ms,
         access_key_ids: a.access_key_ids.clone(),
+        disabled: a.disabled,
     }
 }
 
@@ -201,6 +202,87 @@ impl pb::admin_server::Admin for AdminApi {
                 Ok(pb::ListAccountsResponse {
                     accounts: a.iter().map(account_out).collect(),
                 })
+            })
+            .await
+    }
+
+    async fn create_access_key(
+        &self,
+        req: Request<pb::CreateAccessKeyRequest>,
+    ) -> Result<Response<pb::CreateAccessKeyResponse>, Status> {
+        self.edge
+            .call(req, "CreateAccessKey", |caller, r| async move {
+                let (key, secret) = self
+                    .domain()
+                    .create_access_key(&caller, &r.account_id)
+                    .await?;
+                Ok(pb::CreateAccessKeyResponse {
+                    access_key_id: key,
+                    secret_access_key: secret,
+                })
+            })
+            .await
+    }
+
+    async fn list_access_keys(
+        &self,
+        req: Request<pb::ListAccessKeysRequest>,
+    ) -> Result<Response<pb::ListAccessKeysResponse>, Status> {
+        self.edge
+            .call(req, "ListAccessKeys", |caller, r| async move {
+                let keys = self
+                    .domain()
+                    .list_access_keys(&caller, &r.account_id)
+                    .await?;
+                Ok(pb::ListAccessKeysResponse {
+                    access_keys: keys
+                        .into_iter()
+                        .map(|k| pb::AccessKeyMetadata {
+                            access_key_id: k.key_id,
+                            created_unix_ms: k.created_ms,
+                        })
+                        .collect(),
+                })
+            })
+            .await
+    }
+
+    async fn delete_access_key(
+        &self,
+        req: Request<pb::DeleteAccessKeyRequest>,
+    ) -> Result<Response<pb::DeleteAccessKeyResponse>, Status> {
+        self.edge
+            .call(req, "DeleteAccessKey", |caller, r| async move {
+                self.domain()
+                    .delete_access_key(&caller, &r.access_key_id)
+                    .await?;
+                Ok(pb::DeleteAccessKeyResponse {})
+            })
+            .await
+    }
+
+    async fn set_account_disabled(
+        &self,
+        req: Request<pb::SetAccountDisabledRequest>,
+    ) -> Result<Response<pb::SetAccountDisabledResponse>, Status> {
+        self.edge
+            .call(req, "SetAccountDisabled", |caller, r| async move {
+                self.domain()
+                    .set_account_disabled(&caller, &r.account_id, r.disabled)
+                    .await?;
+                Ok(pb::SetAccountDisabledResponse {})
+            })
+            .await
+    }
+
+    async fn delete_account(
+        &self,
+        req: Request<pb::DeleteAccountRequest>,
+    ) -> Result<Response<pb::DeleteAccountResponse>, Status> {
+        self.edge
+            .call(req, "DeleteAccount", |caller, r| async move {
+                self.domain().delete_account(&caller, &r.account_id).await?;
+                Ok(pb::DeleteAccountResponse {})
             })
             .await
     }

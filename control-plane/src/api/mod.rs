@@ -11,6 +11,7 @@ pub mod admin;
 pub mod billing;
 pub mod compute;
 pub mod node;
+mod peer;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -7,6 +7,7 @@ use futures::Stream;
 use nubis_proto::node::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use crate::api::peer::Peer;
 use crate::api::Edge;
 use crate::domain::lifecycle::{Desired, Phase};
 use crate::domain::model::{Assignment, AssignmentMetadata, NodeImage, Resources, StateReason};
@@ -151,8 +152,10 @@ impl pb::node_server::Node for NodeApi {
         &self,
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let peer = Peer::of(self.domain(), &req);
         self.edge
             .call(req, "Register", |caller, r| async move {
+                peer.check_host(&r.host_id)?;
                 let mut instances = Vec::new();
                 for o in r.instances {
                     instances.push((o.instance_id, phase_in(o.phase)?, o.generation));
@@ -185,8 +188,10 @@ impl pb::node_server::Node for NodeApi {
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let peer = Peer::of(self.domain(), &req);
         self.edge
             .call(req, "Heartbeat", |caller, r| async move {
+                peer.check_node(self.domain(), &r.node_id)?;
                 let input = HeartbeatInput {
                     capacity: res_in(r.capacity),
                     usage: res_in(r.usage),
@@ -209,8 +214,10 @@ impl pb::node_server::Node for NodeApi {
         &self,
         req: Request<pb::WatchAssignmentsRequest>,
     ) -> Result<Response<Self::WatchAssignmentsStream>, Status> {
+        let peer = Peer::of(self.domain(), &req);
         self.edge
             .call(req, "WatchAssignments", |caller, r| async move {
+                peer.check_node(self.domain(), &r.node_id)?;
                 let mut rx = self.domain().watch_assignments(&caller, &r.node_id).await?;
                 Ok(async_stream(move |tx| async move {
                     while let Some(e) = rx.recv().await {
@@ -227,8 +234,10 @@ impl pb::node_server::Node for NodeApi {
         &self,
         req: Request<pb::ReportInstanceRequest>,
     ) -> Result<Response<pb::ReportInstanceResponse>, Status> {
+        let peer = Peer::of(self.domain(), &req);
         self.edge
             .call(req, "ReportInstance", |caller, r| async move {
+                peer.check_node(self.domain(), &r.node_id)?;
                 let reason = r
                     .reason
                     .filter(|x| !x.code.is_empty())
@@ -257,8 +266,10 @@ impl pb::node_server::Node for NodeApi {
         &self,
         req: Request<pb::ReportConsoleRequest>,
     ) -> Result<Response<pb::ReportConsoleResponse>, Status> {
+        let peer = Peer::of(self.domain(), &req);
         self.edge
             .call(req, "ReportConsole", |caller, r| async move {
+                peer.check_node(self.domain(), &r.node_id)?;
                 self.domain()
                     .report_console(
                         &caller,

@@ -1,9 +1,9 @@
 //! Accounts, access keys and request authentication.
 //!
 //! Secrets: HMAC verification (our gRPC signing and EC2 SigV4) needs the
-//! plain secret, so access keys are stored as is in etcd
-//! (`access-keys/<id>`); etcd must be protected (client TLS, etcd auth,
-//! disk encryption) — see docs/compute-api.md. The operator key and agent
+//! plain secret, so access keys (`access-keys/<id>`) hold it sealed with the
+//! operator's key ([`super::secrets`]) or, without one, as it is. Rotation,
+//! revocation and disabling are in [`super::access_keys`]. The operator key and agent
 //! enrolment tokens come from the configuration file.
 //!
 //! Each replica caches looked-up keys for [`KEY_CACHE_TTL`] and remembers
@@ -38,6 +38,13 @@ impl CredentialCache {
     pub fn forget(&self, key_id: &str) {
         if let Ok(mut k) = self.keys.lock() {
             k.remove(key_id);
+        }
+    }
+
+    /// Forgets every cached key.
+    pub fn forget_all(&self) {
+        if let Ok(mut k) = self.keys.lock() {
+            k.clear();
         }
     }
 
@@ -101,15 +108,15 @@ impl Domain {
             name: name.to_string(),
             created_ms: now_ms(),
             access_key_ids: vec![key_id.clone()],
+            disabled: false,
         };
-        let key = AccessKey {
-            key_id: key_id.clone(),
-            secret: secret.clone(),
-            principal: Principal::Tenant {
+        let key = self.access_key_record(
+            &key_id,
+            &secret,
+            Principal::Tenant {
                 account: id.clone(),
             },
-            created_ms: now_ms(),
-        };
+        )?;
         let mut tx = Tx::new();
         self.store.accounts().stage_create(&mut tx, &account)?;
         self.store.access_keys().stage_create(&mut tx, &key)?;
@@ -161,11 +168,15 @@ impl Domain {
                 k
             }
         };
+        if key.account_disabled {
+            return Err(Error::AccountDisabled);
+        }
+        let secret = self.secret_of(&key)?;
         let caller = match key.principal {
             Principal::Tenant { account } => Caller::Tenant(account),
             Principal::Node { node } => Caller::Node(node),
         };
-        Ok((caller, key.secret))
+        Ok((caller, secret))
     }
 
     /// Verifies a signed gRPC request to `method_path`.

@@ -86,6 +86,8 @@ impl Domain {
                 "only the operator registers public images".into(),
             ));
         }
+        self.authorize_image_location(caller, &input.image_location)
+            .await?;
         let arch = if input.architecture.is_empty() {
             "x86_64".to_string()
         } else {

@@ -26,6 +26,10 @@ use crate::store::Versioned;
 
 /// Largest console output kept and returned.
 pub const CONSOLE_MAX: usize = 64 * 1024;
+/// Console output younger than this is returned as stored, without asking
+/// the instance's node again (GetConsoleOutput throttling: a tenant polling in
+/// a loop costs its host one capture and etcd one write per second at most).
+pub const CONSOLE_REFRESH_MIN: Duration = Duration::from_secs(1);
 /// Page size of unpaged describes.
 pub const DEFAULT_PAGE: u32 = 1000;
 
@@ -545,8 +549,13 @@ impl Domain {
         })
     }
 
-    /// GetConsoleOutput: asks the instance's node for fresh output (up to
-    /// `wait`), falling back to the last stored copy.
+    /// GetConsoleOutput: the last stored copy when it is younger than
+    /// [`CONSOLE_REFRESH_MIN`] or the instance has no live node; otherwise asks
+    /// the node for fresh output (up to `wait`), falling back to the stored
+    /// copy. Callers of one instance share one pending request (on every
+    /// replica), so however often a tenant calls, its instance's node is asked
+    /// at most once per [`CONSOLE_REFRESH_MIN`] and etcd gets at most one
+    /// console write per instance in that time.
     pub async fn console_output(
         &self,
         caller: &Caller,
@@ -566,33 +575,54 @@ impl Domain {
                 output: Vec::new(),
             },
         };
+        let last = self.store.consoles().get(&inst.id).await?;
         let node = match &inst.node_id {
             Some(n) if self.nodes.alive(n).is_some() => n.clone(),
-            _ => return Ok(stored(self.store.consoles().get(&inst.id).await?)),
+            _ => return Ok(stored(last)),
         };
-        let request_id = hex::encode(rand::random::<[u8; 8]>());
+        let fresh = last.as_ref().is_some_and(|r| {
+            let age = crate::domain::model::now_ms().saturating_sub(r.value.captured_ms);
+            (0..CONSOLE_REFRESH_MIN.as_millis() as i64).contains(&age)
+        });
+        if fresh {
+            return Ok(stored(last));
+        }
+        let mut request = ConsoleRequest {
+            request_id: hex::encode(rand::random::<[u8; 8]>()),
+            instance_id: inst.id.clone(),
+            max_bytes: CONSOLE_MAX as u32,
+        };
         let lease = self.store.grant_lease(30).await?;
-        self.store
+        let mine = match self
+            .store
             .consoles()
-            .request(
-                &node,
-                &ConsoleRequest {
-                    request_id: request_id.clone(),
-                    instance_id: inst.id.clone(),
-                    max_bytes: CONSOLE_MAX as u32,
-                },
-                lease,
-            )
-            .await?;
+            .request_once(&node, &request, lease)
+            .await
+        {
+            Ok(None) => true,
+            Ok(Some(pending)) => {
+                request = pending;
+                false
+            }
+            Err(e) => {
+                let _ = self.store.revoke_lease(lease).await;
+                return Err(e);
+            }
+        };
+        if !mine {
+            let _ = self.store.revoke_lease(lease).await;
+        }
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let rec = self.store.consoles().get(&inst.id).await?;
             if rec
                 .as_ref()
-                .is_some_and(|r| r.value.request_id == request_id)
+                .is_some_and(|r| r.value.request_id == request.request_id)
                 || tokio::time::Instant::now() >= deadline
             {
-                let _ = self.store.revoke_lease(lease).await;
+                if mine {
+                    let _ = self.store.revoke_lease(lease).await;
+                }
                 return Ok(stored(rec));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

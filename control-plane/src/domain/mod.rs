@@ -22,6 +22,7 @@
 //!   (addresses), [`filters`], [`validation`], [`model`] (stored records).
 //! - [`vpc`]: VPCs, VPC subnets, security groups and the default VPC.
 
+pub mod access_keys;
 pub mod accounts;
 pub mod attributes;
 pub mod autoscaling;
@@ -30,6 +31,7 @@ pub mod catalogue;
 pub mod enrolment;
 pub mod events;
 pub mod filters;
+pub mod image_locations;
 pub mod images;
 pub mod instance_types;
 pub mod instances;
@@ -48,6 +50,7 @@ pub mod nodes;
 pub mod offerings;
 pub mod placement;
 pub mod reservations;
+pub mod secrets;
 pub mod tags;
 pub mod validation;
 pub mod views;
@@ -126,6 +129,8 @@ pub struct Domain {
     pub(crate) nodes: nodecache::NodeCache,
     pub(crate) types: instance_types::TypeCache,
     pub(crate) creds: accounts::CredentialCache,
+    /// Seals and opens access-key secrets at rest.
+    pub(crate) secrets: secrets::SecretBox,
     /// This replica's background tasks (set once by the server).
     pub(crate) tasks: std::sync::OnceLock<crate::tasks::Handle>,
     /// Auto Scaling target tracking's metric source when not the agents'
@@ -144,16 +149,29 @@ impl Domain {
         }
         let nodes = nodecache::NodeCache::start(store.clone()).await?;
         let types = instance_types::TypeCache::start(store.clone()).await?;
-        Ok(Arc::new(Self {
-            store,
+        let secrets = secrets::SecretBox::load(&cfg.auth)?;
+        if !secrets.seals() {
+            tracing::warn!(
+                "access-key secrets are stored in etcd in plaintext: set [auth] secrets_key_file"
+            );
+        }
+        let domain = Arc::new(Self {
+            store: store.clone(),
             cfg,
             network,
             nodes,
             types,
             creds: accounts::CredentialCache::default(),
+            secrets,
             tasks: std::sync::OnceLock::new(),
             asg_metrics: std::sync::OnceLock::new(),
-        }))
+        });
+        access_keys::follow_access_keys(store, Arc::downgrade(&domain));
+        let resealed = domain.reseal_access_keys().await?;
+        if resealed > 0 {
+            tracing::info!(resealed, "sealed access-key secrets with the current key");
+        }
+        Ok(domain)
     }
 
     /// Attaches this replica's background tasks (first call wins).

@@ -32,8 +32,8 @@ record! {
     NodeAlloc => "node-alloc", 1;
     NodeAlive => "node-alive", 1;
     ClientTokenRecord => "client-token", 1;
-    Account => "account", 1;
-    AccessKey => "access-key", 1;
+    Account => "account", 2;
+    AccessKey => "access-key", 2;
     EnrolmentTokenRecord => "enrolment-token", 1;
     Image => "image", 1;
     KeyPair => "keypair", 1;
@@ -435,6 +435,9 @@ pub struct Account {
     pub created_ms: i64,
     /// Its access keys.
     pub access_key_ids: Vec<String>,
+    /// Disabled by the operator: its keys are refused (schema 2).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
 }
 
 /// Who an access key belongs to.
@@ -453,19 +456,30 @@ pub enum Principal {
     },
 }
 
-/// An access key (`access-keys/<key id>`). The secret is stored in etcd as
-/// is: HMAC verification (and EC2 SigV4) needs it. Protect etcd (client TLS,
-/// auth, encryption at rest) accordingly.
+/// An access key (`access-keys/<key id>`). HMAC verification (and EC2 SigV4)
+/// needs the plain secret: it is stored sealed with the operator's key when
+/// one is configured (domain/secrets.rs), else as it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessKey {
     /// Key id.
     pub key_id: String,
-    /// Shared secret.
+    /// Shared secret in plaintext: only without `[auth] secrets_key_file`
+    /// (empty when sealed).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub secret: String,
+    /// The secret sealed with the operator's key (schema 2; domain/secrets.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_secret: Option<String>,
     /// Owner.
     pub principal: Principal,
     /// Created.
     pub created_ms: i64,
+    /// Its account is disabled (schema 2; kept in step with
+    /// [`Account::disabled`] in the same transaction, so a key lookup alone
+    /// refuses it and every replica's key cache learns it from the key's
+    /// watch).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub account_disabled: bool,
 }
 
 /// A one-time, per-host enrolment token (`enrolment-tokens/<id>`), created

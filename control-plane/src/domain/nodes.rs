@@ -16,8 +16,8 @@ use crate::domain::filters::{self, Filter};
 use crate::domain::ipam;
 use crate::domain::lifecycle::{Event, Phase, State};
 use crate::domain::model::{
-    now_ms, AccessKey, Assignment, ConsoleRequest, Node, NodeAlive, NodeImage, Observed, Principal,
-    Resources, StateReason,
+    now_ms, Assignment, ConsoleRequest, Node, NodeAlive, NodeImage, Observed, Principal, Resources,
+    StateReason,
 };
 use crate::domain::views::{NodeInfo, StateChange, Zone};
 use crate::domain::{validation, Caller, Domain};
@@ -224,6 +224,12 @@ impl Domain {
         Err(Error::Contention("node registration".into()))
     }
 
+    /// The host id of a node this replica knows (api/peer.rs binds it to the
+    /// caller's client certificate).
+    pub fn node_host_id(&self, node: &NodeId) -> Option<String> {
+        self.nodes.get(node).map(|v| v.node.host_id)
+    }
+
     /// A new node credential, or (the node re-registering itself) the one it
     /// already holds, so an agent never has to persist a rotated credential
     /// mid-registration.
@@ -234,7 +240,8 @@ impl Domain {
     ) -> Result<(String, String, bool)> {
         if let (RegisterGrant::OwnCredential, Some(k)) = (grant, current_key_id) {
             if let Some(key) = self.store.access_keys().get(k).await? {
-                return Ok((key.value.key_id, key.value.secret, false));
+                let secret = self.secret_of(&key.value)?;
+                return Ok((key.value.key_id, secret, false));
             }
         }
         Ok((format!("NKND{}", random_upper(16)), random_secret(), true))
@@ -291,12 +298,7 @@ impl Domain {
             )?;
             self.store.access_keys().stage_put(
                 &mut tx,
-                &AccessKey {
-                    key_id: key_id.to_string(),
-                    secret: secret.to_string(),
-                    principal: Principal::Node { node: id.clone() },
-                    created_ms: now_ms(),
-                },
+                &self.access_key_record(key_id, secret, Principal::Node { node: id.clone() })?,
             )?;
             if let RegisterGrant::Token(t) = grant {
                 self.store.enrolment_tokens().stage_consume(&mut tx, t);
@@ -375,12 +377,7 @@ impl Domain {
         if rotated {
             access_keys.stage_put(
                 &mut tx,
-                &AccessKey {
-                    key_id: key_id.to_string(),
-                    secret: secret.to_string(),
-                    principal: Principal::Node { node: id.clone() },
-                    created_ms: now_ms(),
-                },
+                &self.access_key_record(key_id, secret, Principal::Node { node: id.clone() })?,
             )?;
             access_keys.stage_delete(&mut tx, &old.credential_key_id);
         }

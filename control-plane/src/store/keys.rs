@@ -83,6 +83,10 @@ impl Keys {
     pub fn accounts(&self) -> String {
         format!("{}/accounts/", self.p)
     }
+    /// All access keys.
+    pub fn access_keys(&self) -> String {
+        format!("{}/access-keys/", self.p)
+    }
     /// `access-keys/<key id>`: secret and principal of a tenant or node key.
     pub fn access_key(&self, key_id: &str) -> String {
         format!("{}/access-keys/{}", self.p, hex::encode(key_id))
@@ -199,9 +203,10 @@ impl Keys {
     pub fn assignments(&self, node: &NodeId) -> String {
         format!("{}/desired/{node}/a/", self.p)
     }
-    /// `desired/<node>/c/<request>`: a console request (short lease).
-    pub fn console_request(&self, node: &NodeId, request_id: &str) -> String {
-        format!("{}/desired/{node}/c/{request_id}", self.p)
+    /// `desired/<node>/c/<instance>`: the pending console request for an
+    /// instance (short lease; at most one per instance).
+    pub fn console_request(&self, node: &NodeId, instance: &str) -> String {
+        format!("{}/desired/{node}/c/{instance}", self.p)
     }
     /// `console/<instance>`: the last console output an agent reported.
     pub fn console(&self, id: &InstanceId) -> String {

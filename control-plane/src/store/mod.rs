@@ -90,15 +90,118 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// How the control plane proves itself to etcd and verifies it: client TLS
+/// (`[etcd.tls]`) and an etcd user (`[etcd] username`, `password_file`), read
+/// from the operator's files by [`EtcdSecurity::load`].
+#[derive(Clone, Default)]
+pub struct EtcdSecurity {
+    /// Client TLS, if any.
+    pub tls: Option<EtcdTls>,
+    /// User name and password, if etcd has auth enabled.
+    pub user: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for EtcdSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdSecurity")
+            .field("tls", &self.tls.is_some())
+            .field("user", &self.user.as_ref().map(|(u, _)| u))
+            .finish()
+    }
+}
+
+/// Client TLS material for etcd (PEM).
+#[derive(Clone)]
+pub struct EtcdTls {
+    /// CA of the members' server certificates.
+    pub ca_pem: Vec<u8>,
+    /// Client certificate and key, for `--client-cert-auth`.
+    pub identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+    /// Name verified in the server certificate, instead of the endpoint's host.
+    pub server_name: Option<String>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTls")
+            .field("identity", &self.identity_pem.is_some())
+            .field("server_name", &self.server_name)
+            .finish()
+    }
+}
+
+impl EtcdSecurity {
+    /// Reads the files `[etcd]` names. A missing or unreadable file is an
+    /// error naming it; an empty password file too.
+    pub fn load(cfg: &crate::config::EtcdConfig) -> Result<Self> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| {
+                Error::invalid(format!("configuration: etcd: reading {}: {e}", p.display()))
+            })
+        };
+        let tls = match &cfg.tls {
+            None => None,
+            Some(t) => Some(EtcdTls {
+                ca_pem: read(&t.ca_file)?,
+                identity_pem: match (&t.cert_file, &t.key_file) {
+                    (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+                    _ => None,
+                },
+                server_name: t.server_name.clone(),
+            }),
+        };
+        let user = match (&cfg.username, &cfg.password_file) {
+            (Some(u), Some(p)) => {
+                let text = String::from_utf8(read(p)?).map_err(|_| {
+                    Error::invalid(format!("configuration: etcd: {} is not UTF-8", p.display()))
+                })?;
+                let password = text.lines().next().unwrap_or("").to_string();
+                if password.is_empty() {
+                    return Err(Error::invalid(format!(
+                        "configuration: etcd: {} holds no password",
+                        p.display()
+                    )));
+                }
+                Some((u.clone(), password))
+            }
+            _ => None,
+        };
+        Ok(Self { tls, user })
+    }
+}
+
 impl Store {
     /// Connects to etcd. Requests require a leader (no stale reads from a
     /// partitioned member).
     pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Self> {
-        let opts = ConnectOptions::new()
+        Self::connect_secure(endpoints, prefix, &EtcdSecurity::default()).await
+    }
+
+    /// [`Store::connect`] with client TLS and/or an etcd user.
+    pub async fn connect_secure(
+        endpoints: &[String],
+        prefix: &str,
+        security: &EtcdSecurity,
+    ) -> Result<Self> {
+        let mut opts = ConnectOptions::new()
             .with_require_leader(true)
             .with_connect_timeout(Duration::from_secs(5))
             .with_timeout(Duration::from_secs(10))
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        if let Some(tls) = &security.tls {
+            let mut t = etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(&tls.ca_pem));
+            if let Some((cert, key)) = &tls.identity_pem {
+                t = t.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            if let Some(name) = &tls.server_name {
+                t = t.domain_name(name.clone());
+            }
+            opts = opts.with_tls(t);
+        }
+        if let Some((user, password)) = &security.user {
+            opts = opts.with_user(user.clone(), password.clone());
+        }
         let client = Client::connect(endpoints, Some(opts)).await?;
         // With several members, route requests only to those that answer.
         let _prober = members::spawn(client.clone(), endpoints.to_vec());

@@ -709,15 +709,31 @@ impl<'a> Consoles<'a> {
     pub fn stage_delete(&self, tx: &mut Tx, id: &InstanceId) {
         tx.delete(&self.key(id));
     }
-    /// Writes a console request for `node` on `lease`.
-    pub async fn request(&self, node: &NodeId, req: &ConsoleRequest, lease: i64) -> Result<()> {
-        self.0
-            .put_with_lease(
-                &self.0.keys().console_request(node, &req.request_id),
-                req,
-                lease,
-            )
-            .await
+    /// Asks `node` for an instance's console, unless a request for that
+    /// instance is already pending: one request key per instance
+    /// (`desired/<node>/c/<instance>`, on `lease`), created only when absent,
+    /// so callers on every replica share one refresh. `Ok(None)` = this
+    /// request was written; `Ok(Some(pending))` = another caller's request is
+    /// pending (wait for its answer instead).
+    pub async fn request_once(
+        &self,
+        node: &NodeId,
+        req: &ConsoleRequest,
+        lease: i64,
+    ) -> Result<Option<ConsoleRequest>> {
+        let key = self
+            .0
+            .keys()
+            .console_request(node, &req.instance_id.to_string());
+        let mut tx = Tx::new();
+        tx.expect_absent(&key).put_with_lease(&key, req, lease)?;
+        if self.0.commit(tx).await?.is_some() {
+            return Ok(None);
+        }
+        let pending = self.0.repo::<ConsoleRequest>().get(&key).await?;
+        Ok(Some(
+            pending.map(|p| p.value).unwrap_or_else(|| req.clone()),
+        ))
     }
 }
 
@@ -770,6 +786,10 @@ impl<'a> AccessKeys<'a> {
     /// Stages the removal of an access key.
     pub fn stage_delete(&self, tx: &mut Tx, key_id: &str) {
         tx.delete(&self.key(key_id));
+    }
+    /// Every access key (tenants' and nodes'), page by page.
+    pub fn all(&self) -> Pages<'a, AccessKey> {
+        self.0.repo().pages(self.0.keys().access_keys())
     }
 }
 

@@ -19,6 +19,8 @@ pub const ENROL_ID: &str = "enrol-test";
 pub const ENROL_SECRET: &str = "enrol-secret-for-tests-0123456789";
 pub const ZONES: [&str; 3] = ["test-1a", "test-1b", "test-1c"];
 
+pub mod ca;
+
 pub use nubis_testsupport::Etcd;
 
 /// Logs to the test output (RUST_LOG, default warn).

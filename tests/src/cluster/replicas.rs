@@ -227,6 +227,26 @@ impl Cluster {
             .iter()
             .map(|e| format!("{e:?}"))
             .collect();
+        // Access-key secrets sealed at rest, as the quickstart and install.sh
+        // set it up (one key for every replica).
+        let secrets_key = self.dir.join("secrets.key");
+        if !secrets_key.exists() {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&secrets_key)
+                .map_err(|e| e.to_string())?;
+            let mut key = [0u8; 32];
+            std::io::Read::read_exact(
+                &mut std::fs::File::open("/dev/urandom").map_err(|e| e.to_string())?,
+                &mut key,
+            )
+            .map_err(|e| e.to_string())?;
+            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            std::io::Write::write_all(&mut f, hex.as_bytes()).map_err(|e| e.to_string())?;
+        }
         let text = format!(
             "region = {region:?}\n\
              zones = [{zones}]\n\n\
@@ -239,7 +259,9 @@ impl Cluster {
              [instance_types]\nseed = \"compact\"\n\n\
              [billing.prices]\n\"t3.nano\" = \"0.0052\"\n\n\
              [auth]\nadmin_access_key_id = {ak:?}\nadmin_secret_access_key = {sk:?}\n\
-             enrolment_tokens = [{{ id = {eid:?}, secret = {esec:?} }}]\n",
+             enrolment_tokens = [{{ id = {eid:?}, secret = {esec:?} }}]\n\
+             secrets_key_file = {skf:?}\n",
+            skf = secrets_key.display().to_string(),
             region = self.spec.region,
             zones = zones.join(", "),
             etcd = etcd.join(", "),
