@@ -102,6 +102,15 @@ pub enum Command {
     /// Tags on instances, images and key pairs.
     #[command(subcommand, visible_alias = "tag")]
     Tags(TagsCmd),
+    /// VPCs (yours and the default one).
+    #[command(subcommand, visible_alias = "vpc")]
+    Vpcs(crate::commands::vpcs::VpcsCmd),
+    /// Subnets of your VPCs.
+    #[command(subcommand, visible_alias = "subnet")]
+    Subnets(crate::commands::vpcs::SubnetsCmd),
+    /// Security groups and their rules.
+    #[command(subcommand, visible_alias = "sg")]
+    SecurityGroups(crate::commands::vpcs::SecurityGroupsCmd),
     /// Lifecycle events of instances (created, state changes, terminated).
     #[command(subcommand, visible_alias = "event")]
     Events(EventsCmd),

@@ -8,6 +8,7 @@ use nubis_proto::auth::{Credentials, Signer};
 use nubis_proto::billing::v1::billing_client::BillingClient;
 use nubis_proto::compute::v1::admin_client::AdminClient;
 use nubis_proto::compute::v1::compute_client::ComputeClient;
+use nubis_proto::vpc::v1::networking_client::NetworkingClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -26,6 +27,8 @@ pub struct Client {
     pub admin: AdminClient<Signed>,
     /// Usage and invoices.
     pub billing: BillingClient<Signed>,
+    /// VPCs, subnets and security groups.
+    pub networking: NetworkingClient<Signed>,
 }
 
 /// How long to try to reach the control plane before giving up (shared by
@@ -71,7 +74,8 @@ impl Client {
         Ok(Self {
             compute: ComputeClient::with_interceptor(channel.clone(), signer.clone()),
             admin: AdminClient::with_interceptor(channel.clone(), signer.clone()),
-            billing: BillingClient::with_interceptor(channel, signer),
+            billing: BillingClient::with_interceptor(channel.clone(), signer.clone()),
+            networking: NetworkingClient::with_interceptor(channel, signer),
         })
     }
 }

@@ -21,7 +21,7 @@ pub mod compute {
     }
 }
 
-/// Control plane <-> node agent API.
+/// Usage and invoices.
 pub mod billing {
     /// Version 1.
     pub mod v1 {
@@ -30,6 +30,16 @@ pub mod billing {
     }
 }
 
+/// VPCs, subnets and security groups.
+pub mod vpc {
+    /// Version 1.
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("nubis.vpc.v1");
+    }
+}
+
+/// Control plane <-> node agent API.
 pub mod node {
     /// Version 1.
     pub mod v1 {

@@ -12,6 +12,7 @@ pub mod instances;
 pub mod keys;
 pub mod tags;
 pub mod tasks;
+pub mod vpcs;
 pub mod wait;
 pub mod zones;
 
@@ -68,6 +69,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 Command::Keys(c) => keys::run(&ctx, c).await,
                 Command::Tags(c) => tags::run(&ctx, c).await,
                 Command::Events(c) => events::run(&ctx, c).await,
+                Command::Vpcs(c) => vpcs::vpcs(&ctx, c).await,
+                Command::Subnets(c) => vpcs::subnets(&ctx, c).await,
+                Command::SecurityGroups(c) => vpcs::security_groups(&ctx, c).await,
                 Command::Billing(c) => billing::run(&ctx, c).await,
                 Command::Admin(c) => admin::run(&ctx, c).await,
                 Command::Completions { .. } | Command::Configure(_) => Ok(()),

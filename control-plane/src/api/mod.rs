@@ -12,6 +12,7 @@ pub mod billing;
 pub mod compute;
 pub mod node;
 mod peer;
+pub mod vpc;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -128,7 +129,7 @@ impl Edge {
     }
 }
 
-/// Every service (Compute, Admin, Billing, Node) over one domain, ready for `tonic::transport::Server`.
+/// Every service (Compute, Admin, Billing, Networking, Node) over one domain, ready for `tonic::transport::Server`.
 pub fn routes(domain: Arc<Domain>) -> tonic::service::Routes {
     let max = 8 * 1024 * 1024;
     tonic::service::Routes::new(
@@ -143,6 +144,11 @@ pub fn routes(domain: Arc<Domain>) -> tonic::service::Routes {
     ))
     .add_service(
         nubis_proto::billing::v1::billing_server::BillingServer::new(billing::BillingApi::new(
+            domain.clone(),
+        )),
+    )
+    .add_service(
+        nubis_proto::vpc::v1::networking_server::NetworkingServer::new(vpc::NetworkingApi::new(
             domain.clone(),
         )),
     )
