@@ -30,6 +30,7 @@ pub mod catalogue;
 pub mod enrolment;
 pub mod events;
 pub mod filters;
+pub mod image_sharing;
 pub mod images;
 pub mod instance_types;
 pub mod instances;

@@ -18,7 +18,7 @@ use super::error::{Ec2Error, ErrorCode};
 use super::query::Reader;
 
 /// Largest root volume (GiB), EC2's limit for gp2/gp3.
-pub const MAX_VOLUME_GIB: u32 = 16_384;
+pub const MAX_VOLUME_GIB: u32 = crate::domain::launch::MAX_ROOT_VOLUME_GIB;
 
 /// Reads every optional RunInstances parameter group into launch options.
 pub fn parse(r: &mut Reader) -> Result<LaunchOptions, Ec2Error> {
