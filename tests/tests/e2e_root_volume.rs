@@ -28,7 +28,7 @@ fn last_capacity(console: &str) -> Option<u64> {
 /// The disk file's size and the bytes it really occupies.
 fn disk_sizes(c: &Cluster, id: &str) -> (u64, u64) {
     let disk = c.instance_disk(id).expect("the instance's disk file");
-    let md = std::fs::metadata(&disk).unwrap();
+    let md = std::fs::metadata(&disk).expect("stat the disk file");
     (md.len(), md.blocks() * 512)
 }
 
@@ -37,8 +37,8 @@ fn larger_root_volume_reaches_the_disk_and_the_guest() {
     if !cluster::prerequisites_met() {
         return;
     }
-    let c = Cluster::start(ClusterSpec::three_zones(2)).unwrap();
-    let t = c.tenant.clone().unwrap();
+    let c = Cluster::start(ClusterSpec::three_zones(2)).expect("cluster starts");
+    let t = c.tenant.clone().expect("a tenant");
     let zone = cluster::zone('a');
     let v = c
         .try_run_hello(&t, 1, Some(&zone), &["--root-volume-gib", "3"])
@@ -96,7 +96,10 @@ fn larger_root_volume_reaches_the_disk_and_the_guest() {
         "-o",
         "json",
     ]);
-    let sized = out.json()["image_id"].as_str().unwrap().to_string();
+    let sized = out.json()["image_id"]
+        .as_str()
+        .expect("image_id")
+        .to_string();
     let before = c.list_instances(&t, &[]).len();
     let out = c.tenant_cli(&[
         "instances",

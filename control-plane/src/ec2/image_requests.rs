@@ -202,9 +202,11 @@ pub fn modify_attribute(r: &mut Reader) -> Result<ModifyImageAttribute, Ec2Error
         let add = match op.as_deref() {
             Some("add") => true,
             Some("remove") => false,
-            Some(o) => return Err(Ec2Error::invalid_value(format!(
+            Some(o) => {
+                return Err(Ec2Error::invalid_value(format!(
                 "Value ({o}) for parameter OperationType is invalid. Expected: 'add' or 'remove'."
-            ))),
+            )))
+            }
             None => return Err(Ec2Error::missing("OperationType")),
         };
         for u in &users {

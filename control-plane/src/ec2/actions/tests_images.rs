@@ -60,7 +60,7 @@ async fn root_volume_size_is_checked_recorded_sent_and_shown() {
     assert_eq!(texts(&xml, "volumeSize"), ["4"]);
     assert_eq!(texts(&xml, "rootDeviceType"), ["ebs"]);
     let snap = format!("snap-{}", &ami["ami-".len()..]);
-    assert_eq!(texts(&xml, "snapshotId"), [snap.clone()]);
+    assert_eq!(texts(&xml, "snapshotId"), std::slice::from_ref(&snap));
     let run = |extra: &str| {
         format!(
             "Action=RunInstances&{V}&ImageId={ami}&InstanceType=t3.nano&MinCount=1&MaxCount=1{extra}"
@@ -122,21 +122,21 @@ async fn root_volume_size_is_checked_recorded_sent_and_shown() {
         .ok(&format!("Action=DescribeInstances&{V}&InstanceId.1={id}"))
         .await;
     assert_eq!(texts(&xml, "rootDeviceType"), ["ebs"]);
-    assert_eq!(texts(&xml, "volumeId"), [vol.clone()]);
+    assert_eq!(texts(&xml, "volumeId"), std::slice::from_ref(&vol));
     assert!(xml.contains("<blockDeviceMapping><item><deviceName>/dev/xvda</deviceName>"));
     let xml = c
         .ok(&format!(
             "Action=DescribeInstanceAttribute&{V}&InstanceId={id}&Attribute=blockDeviceMapping"
         ))
         .await;
-    assert_eq!(texts(&xml, "volumeId"), [vol.clone()]);
+    assert_eq!(texts(&xml, "volumeId"), std::slice::from_ref(&vol));
     assert_eq!(texts(&xml, "deleteOnTermination"), ["true"]);
     let xml = c
         .ok(&format!(
             "Action=DescribeInstances&{V}&Filter.1.Name=block-device-mapping.volume-id&Filter.1.Value.1={vol}"
         ))
         .await;
-    assert_eq!(texts(&xml, "instanceId"), [id.clone()]);
+    assert_eq!(texts(&xml, "instanceId"), std::slice::from_ref(&id));
 
     // An image of unknown size takes any size; without one, none is sent.
     let hello = texts(
@@ -298,7 +298,7 @@ async fn images_are_shared_copied_and_isolated() {
     .await;
     assert_eq!(
         texts(&c.ok(&attr("launchPermission")).await, "userId"),
-        [b_id.clone()]
+        std::slice::from_ref(&b_id)
     );
     c.ok(&modify("&Description.Value=shared")).await;
     assert_eq!(
@@ -309,16 +309,16 @@ async fn images_are_shared_copied_and_isolated() {
         .call_as(&c.b, &describe(&format!("&ImageId.1={ami}")))
         .await;
     assert_eq!(s, 200, "{xml}");
-    assert_eq!(texts(&xml, "imageOwnerId"), [a_id.clone()]);
+    assert_eq!(texts(&xml, "imageOwnerId"), std::slice::from_ref(&a_id));
     assert!(xml.contains("<tagSet/>"), "A's tags are A's: {xml}");
     let (_, xml) = c.call_as(&c.b, &describe("&ExecutableBy.1=self")).await;
-    assert_eq!(texts(&xml, "imageId"), [ami.clone()]);
+    assert_eq!(texts(&xml, "imageId"), std::slice::from_ref(&ami));
     let (_, xml) = c.call_as(&c.b, &describe("&Owner.1=self")).await;
     assert!(!xml.contains(&ami), "{xml}");
     let (_, xml) = c
         .call_as(&c.a, &describe(&format!("&ExecutableBy.1={b_id}")))
         .await;
-    assert_eq!(texts(&xml, "imageId"), [ami.clone()]);
+    assert_eq!(texts(&xml, "imageId"), std::slice::from_ref(&ami));
     let (s, xml) = c.call_as(&c.b, &run(&ami)).await;
     assert_eq!(s, 200, "{xml}");
     // ...but may not change it or read its attributes.
@@ -337,7 +337,7 @@ async fn images_are_shared_copied_and_isolated() {
     let (_, again) = c.call_as(&c.b, &copy("b-copy", tok)).await;
     assert_eq!(
         texts(&again, "imageId"),
-        [b_copy.clone()],
+        std::slice::from_ref(&b_copy),
         "ClientToken replay"
     );
     assert_eq!(
@@ -345,7 +345,7 @@ async fn images_are_shared_copied_and_isolated() {
         "IdempotentParameterMismatch"
     );
     let (_, xml) = c.call_as(&c.b, &describe("&Owner.1=self")).await;
-    assert_eq!(texts(&xml, "imageId"), [b_copy.clone()]);
+    assert_eq!(texts(&xml, "imageId"), std::slice::from_ref(&b_copy));
     assert_eq!(texts(&xml, "description"), ["shared"]);
     assert_eq!(texts(&xml, "isPublic"), ["false"]);
 
@@ -387,7 +387,7 @@ async fn images_are_shared_copied_and_isolated() {
             &describe("&ExecutableBy.1=all&Filter.1.Name=name&Filter.1.Value.1=private-*"),
         )
         .await;
-    assert_eq!(texts(&xml, "imageId"), [ami.clone()]);
+    assert_eq!(texts(&xml, "imageId"), std::slice::from_ref(&ami));
     let (s, _) = c
         .call_as(&admin, &modify("&LaunchPermission.Remove.1.Group=all"))
         .await;
@@ -541,13 +541,13 @@ async fn group_set_is_changed_within_the_instance_vpc() {
     assert_eq!(shown(&inst), want);
     c.ok(&modify(&format!("Attribute=groupSet&Value={db}")))
         .await;
-    assert_eq!(shown(&c.ok(&attr).await), [db.clone()]);
+    assert_eq!(shown(&c.ok(&attr).await), std::slice::from_ref(&db));
     let xml = c
         .ok(&format!(
             "Action=DescribeInstances&{V}&Filter.1.Name=instance.group-id&Filter.1.Value.1={db}"
         ))
         .await;
-    assert_eq!(texts(&xml, "instanceId"), [id.clone()]);
+    assert_eq!(texts(&xml, "instanceId"), std::slice::from_ref(&id));
     // A group in use by the instance cannot be deleted.
     assert_eq!(
         c.err(&format!("Action=DeleteSecurityGroup&{V}&GroupId={db}"))
