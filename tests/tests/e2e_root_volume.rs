@@ -100,19 +100,22 @@ fn larger_root_volume_reaches_the_disk_and_the_guest() {
         .as_str()
         .expect("image_id")
         .to_string();
+    let run_sized = |gib: &str| {
+        c.tenant_cli(&[
+            "instances",
+            "run",
+            "--image",
+            &sized,
+            "--type",
+            "t3.nano",
+            "--root-volume-gib",
+            gib,
+            "-o",
+            "json",
+        ])
+    };
     let before = c.list_instances(&t, &[]).len();
-    let out = c.tenant_cli(&[
-        "instances",
-        "run",
-        "--image",
-        &sized,
-        "--type",
-        "t3.nano",
-        "--root-volume-gib",
-        "1",
-        "-o",
-        "json",
-    ]);
+    let out = run_sized("1");
     assert_ne!(out.code, 0, "{}", out.stdout);
     assert!(
         out.stderr.contains("InvalidBlockDeviceMapping")
@@ -121,18 +124,7 @@ fn larger_root_volume_reaches_the_disk_and_the_guest() {
         out.stderr
     );
     assert_eq!(c.list_instances(&t, &[]).len(), before);
-    let ok = c.tenant_cli(&[
-        "instances",
-        "run",
-        "--image",
-        &sized,
-        "--type",
-        "t3.nano",
-        "--root-volume-gib",
-        "2",
-        "-o",
-        "json",
-    ]);
+    let ok = run_sized("2");
     let ids2 = ids_of(&ok.json());
     let ready = c.wait_state(&t, &ids2, "ready");
     assert_eq!(field(&ready[0], "state"), "running");

@@ -61,7 +61,13 @@ pub struct GetConsoleScreenshot {
 }
 
 fn attribute_name(v: &str) -> Result<&'static str, Ec2Error> {
-    ATTRIBUTES.iter().copied().find(|a| *a == v).ok_or_else(|| {
+    name_in(ATTRIBUTES, v)
+}
+
+/// `v` as one of the attribute names `names` (`InvalidParameterValue`
+/// otherwise): for the instance and the image attribute actions.
+pub(super) fn name_in(names: &[&'static str], v: &str) -> Result<&'static str, Ec2Error> {
+    names.iter().copied().find(|a| *a == v).ok_or_else(|| {
         Ec2Error::invalid_value(format!(
             "Value ({}) for parameter attribute is invalid. Unknown attribute.",
             v.chars().take(64).collect::<String>()

@@ -14,7 +14,7 @@ use crate::ids::AccountId;
 use super::error::{Ec2Error, ErrorCode};
 use super::query::{Reader, Tag};
 use super::requests::image_id;
-use super::run_options::MAX_VOLUME_GIB;
+use super::run_options::volume_size;
 
 /// The attributes DescribeImageAttribute names.
 pub const IMAGE_ATTRIBUTES: &[&str] = &[
@@ -111,16 +111,7 @@ pub fn copy(r: &mut Reader) -> Result<CopyImage, Ec2Error> {
 }
 
 fn attribute_name(v: &str) -> Result<&'static str, Ec2Error> {
-    IMAGE_ATTRIBUTES
-        .iter()
-        .copied()
-        .find(|a| *a == v)
-        .ok_or_else(|| {
-            Ec2Error::invalid_value(format!(
-                "Value ({}) for parameter attribute is invalid. Unknown attribute.",
-                v.chars().take(64).collect::<String>()
-            ))
-        })
+    super::attribute_requests::name_in(IMAGE_ATTRIBUTES, v)
 }
 
 /// Parses DescribeImageAttribute.
@@ -307,17 +298,7 @@ pub fn register_root_device(r: &mut Reader) -> Result<Option<u32>, Ec2Error> {
         }
         for (key, value) in r.take_prefix(&format!("{p}.Ebs")) {
             match key.rsplit('.').next().unwrap_or("") {
-                "VolumeSize" => {
-                    size = Some(match value.parse::<u32>() {
-                        Ok(g) if (1..=MAX_VOLUME_GIB).contains(&g) => g,
-                        _ => {
-                            return Err(Ec2Error::invalid_value(format!(
-                                "Value ({value}) for parameter {key} is invalid. \
-                                 Expected an integer from 1 to {MAX_VOLUME_GIB}."
-                            )))
-                        }
-                    })
-                }
+                "VolumeSize" => size = Some(volume_size(&key, &value)?),
                 "DeleteOnTermination" if value.eq_ignore_ascii_case("true") => {}
                 "VolumeType" if matches!(value.as_str(), "gp2" | "gp3" | "standard") => {}
                 "Encrypted" if value.eq_ignore_ascii_case("false") => {}

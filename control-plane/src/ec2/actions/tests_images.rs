@@ -277,6 +277,32 @@ async fn images_are_shared_copied_and_isolated() {
     ] {
         assert_eq!(c.err(&call).await.1, code, "{call}");
     }
+    // DryRun: checked as far as possible, nothing changed.
+    for (who, call, code) in [
+        (&c.a, copy("dry-copy", "&DryRun=true"), "DryRunOperation"),
+        (
+            &c.b,
+            copy("dry-copy", "&DryRun=true"),
+            "InvalidAMIID.NotFound",
+        ),
+        (
+            &c.a,
+            modify("&Description.Value=dry&DryRun=true"),
+            "DryRunOperation",
+        ),
+        (
+            &c.a,
+            modify("&LaunchPermission.Add.1.Group=all&DryRun=true"),
+            "UnauthorizedOperation",
+        ),
+        (
+            &c.a,
+            format!("{}&DryRun=true", attr("description")),
+            "DryRunOperation",
+        ),
+    ] {
+        assert_eq!(c.err_as(who, &call).await.1, code, "{call}");
+    }
     let xml = c.ok(&attr("launchPermission")).await;
     assert!(xml.contains("<launchPermission/>"), "{xml}");
     assert_eq!(texts(&c.ok(&attr("description")).await, "value"), ["mine"]);
