@@ -406,6 +406,9 @@ pub struct RunArgs {
     /// instances [default: a fresh random token per invocation].
     #[arg(long)]
     pub client_token: Option<String>,
+    /// Root disk size in GiB (at least the image's; default: the image's).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16384))]
+    pub root_volume_gib: Option<u32>,
     /// Instance metadata service options.
     #[command(flatten)]
     pub metadata: MetadataOptionsArgs,
@@ -477,6 +480,11 @@ pub enum ImagesCmd {
         /// Smallest memory (MiB) an instance of the image needs.
         #[arg(long, default_value_t = 0)]
         min_memory_mib: u32,
+        /// Size of the image's root disk in GiB: the smallest root volume
+        /// its instances may ask for (default: the manifest FILE's disk,
+        /// rounded up; none when not known).
+        #[arg(long)]
+        root_volume_gib: Option<u32>,
         /// Visible to every account (operator only).
         #[arg(long)]
         public: bool,

@@ -139,6 +139,8 @@ pub fn desired_from_assignment(a: &pb::Assignment) -> Result<DesiredInstance> {
             .metadata
             .as_ref()
             .map(|m| metadata_in(&a.instance_id, s, m)),
+        // proto3: 0 means the image's own size.
+        root_volume_gib: Some(s.root_volume_gib).filter(|g| *g != 0),
     };
     spec.validate()?;
     Ok(DesiredInstance {
@@ -824,6 +826,18 @@ mod tests {
             }),
             force: false,
         }
+    }
+
+    #[test]
+    fn root_volume_size_is_converted() {
+        let mut a = assignment(pb::DesiredState::Running);
+        let d = desired_from_assignment(&a).unwrap();
+        assert_eq!(d.spec.root_volume_gib, None, "0 is the image's size");
+        a.spec.as_mut().unwrap().root_volume_gib = 5;
+        let d = desired_from_assignment(&a).unwrap();
+        assert_eq!(d.spec.root_volume_gib, Some(5));
+        a.spec.as_mut().unwrap().root_volume_gib = 16_385;
+        assert!(desired_from_assignment(&a).is_err());
     }
 
     #[test]

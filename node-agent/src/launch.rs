@@ -116,9 +116,18 @@ pub async fn prepare_timed(
         ctx.config.instances.blank_disk_mib,
         spec.id.clone(),
     );
-    let made = tokio::task::spawn_blocking(move || match src {
-        Some(src) => disk::clone_disk(&src, &dst),
-        None => disk::create_blank(&dst, mib, &id),
+    let grow_to = spec.root_volume_gib.map(|g| u64::from(g) << 30);
+    let made = tokio::task::spawn_blocking(move || {
+        match src {
+            Some(src) => disk::clone_disk(&src, &dst),
+            None => disk::create_blank(&dst, mib, &id),
+        }?;
+        // The requested root volume size: grown on every prepare (a no-op
+        // once done), never shrunk below the image's own size.
+        match grow_to {
+            Some(bytes) => disk::grow(&dst, bytes).map(|_| ()),
+            None => Ok(()),
+        }
     })
     .await
     .map_err(|e| reason(ReasonCode::InternalError, e))?;

@@ -107,6 +107,9 @@ impl fmt::Display for ImageName {
     }
 }
 
+/// Largest root disk (GiB) a spec may ask for (EC2's gp2/gp3 limit).
+pub const MAX_ROOT_VOLUME_GIB: u32 = 16_384;
+
 /// What to run: fixed for the life of the instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,6 +148,11 @@ pub struct InstanceSpec {
     /// (ModifyInstanceMetadataOptions): see [`crate::launch::sync_metadata`].
     #[serde(default)]
     pub metadata: Option<nubis_imds::ImdsConfig>,
+    /// Root disk size in GiB: the disk made from the image (or the blank
+    /// disk) is grown to it, sparsely, and never shrunk. `None`: the image's
+    /// own size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_volume_gib: Option<u32>,
 }
 
 impl InstanceSpec {
@@ -160,6 +168,12 @@ impl InstanceSpec {
         }
         if self.memory_mib < 1 || self.memory_mib > 1 << 20 {
             return Err(bad("memory_mib must be 1..=1048576"));
+        }
+        if self
+            .root_volume_gib
+            .is_some_and(|g| g == 0 || g > MAX_ROOT_VOLUME_GIB)
+        {
+            return Err(bad("root_volume_gib must be 1..=16384"));
         }
         if self.cmdline_extra.len() > 1024
             || !self
@@ -333,6 +347,7 @@ mod tests {
             mac: None,
             image_manifest_sha256: None,
             metadata: None,
+            root_volume_gib: None,
         };
         assert!(s.validate().is_ok());
         s.vcpus = 0;
@@ -343,6 +358,11 @@ mod tests {
         s.cmdline_extra = String::new();
         s.mac = Some("02:00:00:00:00".into());
         assert!(s.validate().is_err());
+        s.mac = None;
+        for (gib, ok) in [(Some(0), false), (Some(1), true), (Some(16_385), false)] {
+            s.root_volume_gib = gib;
+            assert_eq!(s.validate().is_ok(), ok, "{gib:?}");
+        }
     }
 
     fn net_spec(ip: Option<&str>, gw: Option<&str>, p: Option<u32>) -> InstanceSpec {
@@ -358,6 +378,7 @@ mod tests {
             mac: None,
             image_manifest_sha256: None,
             metadata: None,
+            root_volume_gib: None,
         }
     }
 

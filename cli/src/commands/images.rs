@@ -95,6 +95,19 @@ pub fn manifest_sha256(arg: &str) -> Result<String, CliError> {
     Ok(hex::encode(sha2::Sha256::digest(&data)))
 }
 
+/// The size in GiB, rounded up, of the root disk a manifest.json names
+/// (`"disk"`, sized in `"files"` by deploy/images/build.sh); `None` when
+/// `arg` is not such a file or the image has no disk.
+pub fn manifest_root_gib(arg: &str) -> Option<u32> {
+    let data = std::fs::read(arg).ok()?;
+    let m: serde_json::Value = serde_json::from_slice(&data).ok()?;
+    let disk = m.get("disk")?.as_str()?;
+    let bytes = m.get("files")?.get(disk)?.get("size")?.as_u64()?;
+    u32::try_from(bytes.div_ceil(1 << 30))
+        .ok()
+        .filter(|g| *g > 0)
+}
+
 #[derive(Debug, Serialize)]
 struct Registered {
     image_id: String,
@@ -119,12 +132,16 @@ pub async fn run(ctx: &Ctx, cmd: ImagesCmd) -> Result<(), CliError> {
             description,
             manifest,
             min_memory_mib,
+            root_volume_gib,
             public,
         } => {
-            let manifest_sha256 = match manifest {
-                Some(m) => manifest_sha256(&m)?,
+            let manifest_sha256 = match &manifest {
+                Some(m) => manifest_sha256(m)?,
                 None => String::new(),
             };
+            let root_volume_gib = root_volume_gib
+                .or_else(|| manifest.as_deref().and_then(manifest_root_gib))
+                .unwrap_or(0);
             let resp = client
                 .compute
                 .register_image(pb::RegisterImageRequest {
@@ -135,6 +152,7 @@ pub async fn run(ctx: &Ctx, cmd: ImagesCmd) -> Result<(), CliError> {
                     public,
                     min_memory_mib,
                     architecture: String::new(),
+                    root_volume_gib,
                 })
                 .await?
                 .into_inner();
@@ -158,6 +176,21 @@ pub async fn run(ctx: &Ctx, cmd: ImagesCmd) -> Result<(), CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_size_from_a_manifest_with_a_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("manifest.json");
+        std::fs::write(
+            &p,
+            r#"{"disk":"rootfs.ext4","files":{"rootfs.ext4":{"sha256":"ab","size":1073741825}}}"#,
+        )
+        .unwrap();
+        assert_eq!(manifest_root_gib(p.to_str().unwrap()), Some(2));
+        std::fs::write(&p, r#"{"kernel":"kernel","files":{}}"#).unwrap();
+        assert_eq!(manifest_root_gib(p.to_str().unwrap()), None);
+        assert_eq!(manifest_root_gib(&"ab".repeat(32)), None);
+    }
 
     #[test]
     fn manifest_hash_from_hex_or_file() {

@@ -368,8 +368,8 @@ async fn resolve_image(client: &mut Client, image: &str) -> Result<String, CliEr
         .compute
         .describe_images(pb::DescribeImagesRequest {
             image_ids: Vec::new(),
-            owners: Vec::new(),
             filters: vec![filter("name", &[image]), filter("state", &["available"])],
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -437,6 +437,7 @@ async fn run_instances(ctx: &Ctx, client: &mut Client, args: RunArgs) -> Result<
                 .client_token
                 .clone()
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            root_volume_gib: args.root_volume_gib.unwrap_or(0),
             metadata_options: metadata_options(&args.metadata),
         })
         .await?

@@ -114,6 +114,7 @@ pub fn instance_out(i: &Instance, operator: bool, region: &str) -> pb::Instance 
         ami_launch_index: i.launch_index,
         owner_id: i.account.to_string(),
         architecture: "x86_64".into(),
+        root_volume_gib: i.options.root_volume_gib.unwrap_or(0),
         metadata_options: Some(metadata_options_out(
             &i.metadata_options,
             metadata::options_state(i),
@@ -183,7 +184,10 @@ fn image_out(i: &Image) -> pb::Image {
         creation_date_unix_ms: i.created_ms,
         min_memory_mib: i.min_memory_mib,
         tags: tags_out(&i.tags),
-        root_device_type: "instance-store".into(),
+        root_device_type: "ebs".into(),
+        root_volume_gib: i.root_volume_gib,
+        // Cleared by the domain for callers other than the owner.
+        launch_permissions: i.launch_permissions.iter().map(|a| a.to_string()).collect(),
     }
 }
 
@@ -264,7 +268,10 @@ impl pb::compute_server::Compute for ComputeApi {
                     user_data: r.user_data,
                     key_name: opt(r.key_name),
                     client_token: opt(r.client_token),
-                    options: Default::default(),
+                    options: crate::domain::model::LaunchOptions {
+                        root_volume_gib: Some(r.root_volume_gib).filter(|g| *g != 0),
+                        ..Default::default()
+                    },
                     metadata_options: metadata_options_in(r.metadata_options),
                 };
                 let res = self.domain().run_instances(&caller, input).await?;
@@ -526,6 +533,7 @@ impl pb::compute_server::Compute for ComputeApi {
                     public: r.public,
                     min_memory_mib: r.min_memory_mib,
                     architecture: r.architecture,
+                    root_volume_gib: r.root_volume_gib,
                 };
                 let img = self.domain().register_image(&caller, input).await?;
                 Ok(pb::RegisterImageResponse {
@@ -543,7 +551,13 @@ impl pb::compute_server::Compute for ComputeApi {
             .call(req, "DescribeImages", |caller, r| async move {
                 let imgs = self
                     .domain()
-                    .describe_images(&caller, &r.image_ids, &r.owners, &filters_in(r.filters))
+                    .describe_images(
+                        &caller,
+                        &r.image_ids,
+                        &r.owners,
+                        &r.executable_by,
+                        &filters_in(r.filters),
+                    )
                     .await?;
                 Ok(pb::DescribeImagesResponse {
                     images: imgs.iter().map(image_out).collect(),

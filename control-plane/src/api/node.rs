@@ -99,6 +99,7 @@ pub fn assignment_out(a: &Assignment) -> pb::Assignment {
             ssh_public_key: a.ssh_public_key.clone(),
             instance_type: a.instance_type.clone(),
             metadata: a.metadata.as_ref().map(|m| metadata_out(a, m)),
+            root_volume_gib: a.root_volume_gib,
         }),
     }
 }

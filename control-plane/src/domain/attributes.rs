@@ -1,7 +1,8 @@
 //! Instance attributes (DescribeInstanceAttribute, ModifyInstanceAttribute).
 //!
 //! Owns which attributes can be read and changed, in which states (the
-//! instance type and user data only while `stopped`, as EC2), and keeping
+//! instance type and user data only while `stopped`, as EC2), which security
+//! groups an instance may be moved to (the caller's, in its VPC), and keeping
 //! the instance record and its node assignment in step: a change is one
 //! transaction comparing both records' revisions, retried on conflict, so a
 //! repeated call converges on the same state.
@@ -11,7 +12,7 @@ use crate::domain::lifecycle::State;
 use crate::domain::model::{Instance, ShutdownBehavior};
 use crate::domain::{validation, Caller, Domain};
 use crate::error::{Error, Result};
-use crate::ids::InstanceId;
+use crate::ids::{InstanceId, SecurityGroupId};
 use crate::store::{backoff, Tx};
 
 const MAX_ATTEMPTS: u32 = 32;
@@ -31,6 +32,8 @@ pub enum AttributeChange {
     ShutdownBehavior(ShutdownBehavior),
     /// `sourceDestCheck`.
     SourceDestCheck(bool),
+    /// `groupSet`: the instance's security groups (replaced as a whole).
+    SecurityGroups(Vec<SecurityGroupId>),
 }
 
 impl AttributeChange {
@@ -110,6 +113,7 @@ impl Domain {
             validation::user_data(d)?;
         }
         for attempt in 0..MAX_ATTEMPTS {
+            let mut tx = Tx::new();
             let instances = self.store.instances();
             let v = instances
                 .get(&account, &id)
@@ -135,13 +139,18 @@ impl Domain {
                 AttributeChange::DisableApiStop(b) => inst.options.disable_api_stop = *b,
                 AttributeChange::ShutdownBehavior(s) => inst.options.shutdown_behavior = *s,
                 AttributeChange::SourceDestCheck(b) => inst.options.source_dest_check = *b,
+                AttributeChange::SecurityGroups(ids) => {
+                    let groups = self.check_groups(&inst, ids, &mut tx).await?;
+                    if let Some(placed) = inst.vpc.as_mut() {
+                        placed.security_group_ids = groups;
+                    }
+                }
             }
             if let Some(t) = &new_type {
                 inst.instance_type = t.name.to_string();
                 inst.vcpus = t.vcpus;
                 inst.memory_mib = t.memory_mib;
             }
-            let mut tx = Tx::new();
             tx.expect_rev(&instances.key(&account, &id), v.mod_revision);
             if inst != v.value {
                 instances.stage_put(&mut tx, &inst)?;
@@ -174,5 +183,43 @@ impl Domain {
             backoff(attempt).await;
         }
         Err(Error::Contention(format!("instance {id}")))
+    }
+
+    /// The groups `ids` for instance `inst`, sorted and without repeats:
+    /// each must be the owner's (`InvalidGroup.NotFound`) and in the
+    /// instance's VPC (`InvalidParameterValue`). Each group's revision is
+    /// compared in `tx`, so a group deleted meanwhile fails the change.
+    async fn check_groups(
+        &self,
+        inst: &Instance,
+        ids: &[SecurityGroupId],
+        tx: &mut Tx,
+    ) -> Result<Vec<SecurityGroupId>> {
+        let Some(vpc_id) = inst.vpc.as_ref().and_then(|v| v.vpc_id.clone()) else {
+            return Err(Error::invalid(format!(
+                "The instance '{}' is not in a VPC: its security groups cannot be changed",
+                inst.id
+            )));
+        };
+        let vpcs = self.store.vpcs();
+        let mut out = Vec::with_capacity(ids.len());
+        for g in ids {
+            let grp = vpcs
+                .group(&inst.account, g)
+                .await?
+                .ok_or_else(|| crate::domain::vpc::group_not_found(g.as_str()))?;
+            if grp.value.vpc_id != vpc_id {
+                return Err(Error::invalid(format!(
+                    "The security group '{g}' belongs to VPC {}, the instance '{}' to VPC {vpc_id}",
+                    grp.value.vpc_id, inst.id
+                )));
+            }
+            let key = self.store.keys().security_group(&inst.account, g);
+            tx.expect_rev(&key, grp.mod_revision);
+            out.push(grp.value.id);
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
 }

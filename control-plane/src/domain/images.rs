@@ -1,10 +1,16 @@
 //! Images (AMIs): a registered name for an image agents have on disk
 //! (`image_location` = the name in deploy/images, optionally pinned to a
-//! manifest sha256). Public images (operator) are visible to every account;
-//! others only to their owner.
+//! manifest sha256), with the size of its root disk.
+//!
+//! Owns who sees and launches an image: public images (the operator's) are
+//! launchable by every account, the others by their owner and the accounts
+//! the owner granted a launch permission ([`Image::launch_permissions`],
+//! changed by ModifyImageAttribute in [`super::image_sharing`], which also
+//! owns CopyImage). An image an account may not launch is, to it, one that
+//! does not exist (`InvalidAMIID.NotFound`).
 
 use crate::domain::filters::{self, Filter};
-use crate::domain::model::{now_ms, Image};
+use crate::domain::model::{now_ms, Image, ROOT_DEVICE_NAME};
 use crate::domain::{validation, Caller, Domain};
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, ImageId};
@@ -15,12 +21,49 @@ pub const IMAGE_FILTERS: &[&str] = &[
     "name",
     "state",
     "owner-id",
+    "owner-alias",
     "is-public",
     "architecture",
+    "image-type",
+    "root-device-type",
+    "root-device-name",
+    "virtualization-type",
+    "hypervisor",
+    "description",
+    "block-device-mapping.device-name",
+    "block-device-mapping.snapshot-id",
+    "block-device-mapping.volume-size",
+    "block-device-mapping.volume-type",
+    "block-device-mapping.delete-on-termination",
+    "block-device-mapping.encrypted",
     "tag:",
     "tag-key",
     "tag-value",
 ];
+
+/// The alias DescribeImages shows (`imageOwnerAlias`) and `Owner.N` accepts
+/// for the operator's images, as EC2's for Amazon's own.
+pub const OPERATOR_ALIAS: &str = "amazon";
+
+/// The id of the snapshot an image's root volume is shown made from
+/// (`snap-` + the image's hex): images have no separate snapshots.
+pub fn snapshot_id(id: &ImageId) -> String {
+    format!("snap-{}", &id.as_str()[ImageId::PREFIX.len()..])
+}
+
+/// The root volume size an image shows (`volumeSize`): its disk's, at least
+/// 1 GiB (EC2's smallest volume).
+pub fn shown_volume_gib(i: &Image) -> u32 {
+    i.root_volume_gib.max(1)
+}
+
+/// May `account` launch (and so see) image `i`?
+pub fn launchable_by(i: &Image, account: &AccountId) -> bool {
+    i.public
+        || &i.owner == account
+        || *account == AccountId::operator()
+        || i.launch_permissions.contains(account)
+}
 
 /// RegisterImage parameters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,16 +82,51 @@ pub struct RegisterImageInput {
     pub min_memory_mib: u32,
     /// x86_64 (default).
     pub architecture: String,
+    /// Size of the image's root disk in GiB (0: not known).
+    pub root_volume_gib: u32,
 }
 
-fn not_found(id: &str) -> Error {
+pub(super) fn not_found(id: &str) -> Error {
     Error::not_found(
         "InvalidAMIID.NotFound",
         format!("the image id '[{id}]' does not exist"),
     )
 }
 
+/// EC2's rule for image names.
+pub(super) fn check_name(name: &str) -> Result<()> {
+    let n = name.chars().count();
+    if !(3..=128).contains(&n)
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "()[] ./-'@_".contains(c))
+    {
+        return Err(Error::invalid(
+            "image names are 3 to 128 characters: letters, digits, ( ) [ ] space . / - ' @ _",
+        ));
+    }
+    Ok(())
+}
+
 impl Domain {
+    /// `InvalidAMIName.Duplicate` when `account` has an image named `name`.
+    pub(super) async fn check_name_free(&self, account: &AccountId, name: &str) -> Result<()> {
+        let mut pages = self.store.images().all();
+        let mut taken = false;
+        while let Some(page) = pages.next().await? {
+            taken |= page
+                .iter()
+                .any(|(_, v)| &v.value.owner == account && v.value.name == name);
+        }
+        if taken {
+            return Err(Error::AlreadyExists {
+                code: "InvalidAMIName.Duplicate".into(),
+                message: format!("an image named '{name}' already exists"),
+            });
+        }
+        Ok(())
+    }
+
     /// RegisterImage.
     pub async fn register_image(
         &self,
@@ -56,17 +134,7 @@ impl Domain {
         input: RegisterImageInput,
     ) -> Result<Image> {
         let account = caller.account()?;
-        let n = input.name.chars().count();
-        if !(3..=128).contains(&n)
-            || !input
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "()[] ./-'@_".contains(c))
-        {
-            return Err(Error::invalid(
-                "image names are 3 to 128 characters: letters, digits, ( ) [ ] space . / - ' @ _",
-            ));
-        }
+        check_name(&input.name)?;
         if input.description.chars().count() > 255 {
             return Err(Error::invalid("descriptions are at most 255 characters"));
         }
@@ -96,19 +164,13 @@ impl Domain {
         if arch != "x86_64" {
             return Err(Error::invalid("the only supported architecture is x86_64"));
         }
-        let mut pages = self.store.images().all();
-        let mut taken = false;
-        while let Some(page) = pages.next().await? {
-            taken |= page
-                .iter()
-                .any(|(_, v)| v.value.owner == account && v.value.name == input.name);
+        if input.root_volume_gib > super::launch::MAX_ROOT_VOLUME_GIB {
+            return Err(Error::invalid(format!(
+                "the root volume size must be at most {} GiB",
+                super::launch::MAX_ROOT_VOLUME_GIB
+            )));
         }
-        if taken {
-            return Err(Error::AlreadyExists {
-                code: "InvalidAMIName.Duplicate".into(),
-                message: format!("an image named '{}' already exists", input.name),
-            });
-        }
+        self.check_name_free(&account, &input.name).await?;
         let image = Image {
             id: ImageId::generate(),
             name: input.name,
@@ -121,6 +183,9 @@ impl Domain {
             created_ms: now_ms(),
             min_memory_mib: input.min_memory_mib,
             tags: Default::default(),
+            root_volume_gib: input.root_volume_gib,
+            launch_permissions: Vec::new(),
+            client_token: String::new(),
         };
         if !self.store.images().create(&image).await? {
             return Err(Error::Contention("image id".into()));
@@ -137,19 +202,24 @@ impl Domain {
             .await?
             .ok_or_else(|| not_found(id.as_str()))?
             .value;
-        if img.public || &img.owner == account || *account == AccountId::operator() {
+        if launchable_by(&img, account) {
             Ok(img)
         } else {
             Err(not_found(id.as_str()))
         }
     }
 
-    /// DescribeImages.
+    /// DescribeImages: the images the caller may launch (owned, public,
+    /// shared with it; the operator sees every image; tags and launch
+    /// permissions only of its own), narrowed by `ids`,
+    /// `owners` (`self`, `amazon`, account ids), `executable_by` (`self`,
+    /// `all`, account ids: explicit launch permissions) and `filters`.
     pub async fn describe_images(
         &self,
         caller: &Caller,
         ids: &[String],
         owners: &[String],
+        executable_by: &[String],
         filters: &[Filter],
     ) -> Result<Vec<Image>> {
         let account = caller.account()?;
@@ -158,23 +228,31 @@ impl Domain {
         for s in ids {
             wanted.push(ImageId::parse(s)?);
         }
-        let mut owner_ids = Vec::new();
-        for o in owners {
-            if o == "self" {
-                owner_ids.push(account.clone());
-            } else if o == "amazon" || o == "nubis" {
-                // The platform's own images, as EC2's `amazon` alias names
-                // Amazon's: those the operator account registered.
-                owner_ids.push(AccountId::operator());
-            } else {
-                owner_ids.push(AccountId::parse(o)?);
-            }
-        }
+        let owner_ids = owners
+            .iter()
+            .map(|o| owner_of(o, &account))
+            .collect::<Result<Vec<_>>>()?;
+        let executors = executable_by
+            .iter()
+            .map(|e| match e.as_str() {
+                "all" => Ok(None),
+                "self" => Ok(Some(account.clone())),
+                other => AccountId::parse(other).map(Some),
+            })
+            .collect::<Result<Vec<_>>>()?;
         let all = self.store.images().all().collect().await?;
+        // Tags and launch permissions are the owner's: others see neither
+        // (and their filters match what they see).
         let visible: Vec<Image> = all
             .into_iter()
             .map(|(_, v)| v.value)
-            .filter(|i| i.public || i.owner == account || caller.is_operator())
+            .filter(|i| launchable_by(i, &account))
+            .map(|mut i| {
+                if i.owner != account && !caller.is_operator() {
+                    i.tags.clear();
+                }
+                i
+            })
             .collect();
         if !wanted.is_empty() {
             let missing: Vec<&str> = wanted
@@ -190,7 +268,20 @@ impl Domain {
             .into_iter()
             .filter(|i| wanted.is_empty() || wanted.contains(&i.id))
             .filter(|i| owner_ids.is_empty() || owner_ids.contains(&i.owner))
+            .filter(|i| {
+                executors.is_empty()
+                    || executors.iter().any(|e| match e {
+                        None => i.public,
+                        Some(a) => i.launch_permissions.contains(a),
+                    })
+            })
             .filter(|i| filters.iter().all(|f| image_matches(i, f)))
+            .map(|mut i| {
+                if i.owner != account && !caller.is_operator() {
+                    i.launch_permissions.clear();
+                }
+                i
+            })
             .collect())
     }
 
@@ -220,18 +311,50 @@ impl Domain {
     }
 }
 
+/// An `Owner.N` value: `self`, the operator's alias, or an account id.
+fn owner_of(o: &str, account: &AccountId) -> Result<AccountId> {
+    match o {
+        "self" => Ok(account.clone()),
+        // The platform's own images, as EC2's `amazon` alias names Amazon's.
+        OPERATOR_ALIAS | "nubis" => Ok(AccountId::operator()),
+        _ => AccountId::parse(o).map_err(|_| {
+            Error::invalid(format!(
+                "Value ({o}) for parameter owners is invalid: expected self, {OPERATOR_ALIAS} or a 12-digit account id"
+            ))
+        }),
+    }
+}
+
+/// The alias of an image's owner (`imageOwnerAlias`), if it has one.
+pub fn owner_alias(i: &Image) -> Option<&'static str> {
+    (i.owner == AccountId::operator()).then_some(OPERATOR_ALIAS)
+}
+
 fn image_matches(i: &Image, f: &Filter) -> bool {
     if let Some(m) = filters::tag_filter(f, &i.tags) {
         return m;
     }
     let v = &f.values;
+    let one = |s: &str| filters::any_matches(v, &[s]);
     match f.name.as_str() {
-        "image-id" => filters::any_matches(v, &[i.id.as_str()]),
-        "name" => filters::any_matches(v, &[&i.name]),
-        "state" => filters::any_matches(v, &["available"]),
-        "owner-id" => filters::any_matches(v, &[i.owner.as_str()]),
-        "is-public" => filters::any_matches(v, &[if i.public { "true" } else { "false" }]),
-        "architecture" => filters::any_matches(v, &[&i.architecture]),
+        "image-id" => one(i.id.as_str()),
+        "name" => one(&i.name),
+        "state" => one("available"),
+        "owner-id" => one(i.owner.as_str()),
+        "owner-alias" => owner_alias(i).is_some_and(one),
+        "is-public" => one(if i.public { "true" } else { "false" }),
+        "architecture" => one(&i.architecture),
+        "image-type" => one("machine"),
+        "root-device-type" => one("ebs"),
+        "root-device-name" | "block-device-mapping.device-name" => one(ROOT_DEVICE_NAME),
+        "virtualization-type" => one("hvm"),
+        "hypervisor" => one("xen"),
+        "description" => one(&i.description),
+        "block-device-mapping.snapshot-id" => one(&snapshot_id(&i.id)),
+        "block-device-mapping.volume-size" => one(&shown_volume_gib(i).to_string()),
+        "block-device-mapping.volume-type" => one("gp2"),
+        "block-device-mapping.delete-on-termination" => one("true"),
+        "block-device-mapping.encrypted" => one("false"),
         _ => false,
     }
 }

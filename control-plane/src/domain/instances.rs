@@ -71,7 +71,18 @@ pub const INSTANCE_FILTERS: &[&str] = &[
     "placement-tenancy",
     "ami-launch-index",
     "client-token",
+    "block-device-mapping.device-name",
+    "block-device-mapping.volume-id",
+    "block-device-mapping.status",
+    "block-device-mapping.delete-on-termination",
 ];
+
+/// The id the instance's root disk is shown under (`vol-` + the instance's
+/// hex): the disk lives and dies with the instance, there are no separate
+/// volumes.
+pub fn root_volume_id(id: &InstanceId) -> String {
+    format!("vol-{}", &id.as_str()[InstanceId::PREFIX.len()..])
+}
 
 /// Filter names DescribeInstanceStatus supports.
 pub const STATUS_FILTERS: &[&str] = &[
@@ -177,6 +188,7 @@ impl Domain {
             cmdline_extra: format!("nubis.id={}", inst.id),
             ssh_public_key: ssh,
             metadata: Some(self.assignment_metadata(inst)),
+            root_volume_gib: inst.options.root_volume_gib.unwrap_or(0),
         }
     }
 
@@ -708,8 +720,13 @@ fn instance_matches(d: &Domain, i: &Instance, f: &Filter) -> bool {
         }),
         "architecture" => filters::any_matches(v, &["x86_64"]),
         "hypervisor" => filters::any_matches(v, &["xen"]),
-        "root-device-type" => filters::any_matches(v, &["instance-store"]),
-        "root-device-name" => filters::any_matches(v, &[crate::domain::model::ROOT_DEVICE_NAME]),
+        "root-device-type" => filters::any_matches(v, &["ebs"]),
+        "root-device-name" | "block-device-mapping.device-name" => {
+            filters::any_matches(v, &[crate::domain::model::ROOT_DEVICE_NAME])
+        }
+        "block-device-mapping.volume-id" => filters::any_matches(v, &[&root_volume_id(&i.id)]),
+        "block-device-mapping.status" => filters::any_matches(v, &["attached"]),
+        "block-device-mapping.delete-on-termination" => filters::any_matches(v, &["true"]),
         "virtualization-type" => filters::any_matches(v, &["hvm"]),
         "monitoring-state" => filters::any_matches(
             v,

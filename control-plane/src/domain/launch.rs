@@ -47,6 +47,9 @@ pub const BATCH: u32 = 24;
 
 const MAX_ATTEMPTS: u32 = 64;
 
+/// Largest root volume (GiB), EC2's limit for gp2/gp3.
+pub const MAX_ROOT_VOLUME_GIB: u32 = 16_384;
+
 /// What every instance of one reservation shares.
 #[derive(Debug, Clone)]
 pub(super) struct Launch {
@@ -112,6 +115,23 @@ pub(super) fn request_hash(input: &RunInstancesInput) -> String {
     hex::encode(h.finalize())
 }
 
+/// A root volume (`BlockDeviceMapping` `Ebs.VolumeSize`) smaller than the
+/// image's disk is refused as EC2 refuses one smaller than the AMI's
+/// snapshot; an image of unknown size accepts any.
+pub(super) fn check_root_volume(image: &Image, gib: Option<u32>) -> Result<()> {
+    match gib {
+        Some(g) if g < image.root_volume_gib => Err(Error::invalid_code(
+            "InvalidBlockDeviceMapping",
+            format!(
+                "Volume of size {g}GB is smaller than snapshot '{}', expect size >= {}GB",
+                super::images::snapshot_id(&image.id),
+                image.root_volume_gib
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl Domain {
     /// Launches instances (see the module docs).
     pub async fn run_instances(
@@ -175,6 +195,13 @@ impl Domain {
             self.check_zone(z)?;
         }
         validation::user_data(&input.user_data)?;
+        if let Some(g) = input.options.root_volume_gib {
+            if !(1..=MAX_ROOT_VOLUME_GIB).contains(&g) {
+                return Err(Error::invalid(format!(
+                    "the root volume size must be 1 to {MAX_ROOT_VOLUME_GIB} GiB (got {g})"
+                )));
+            }
+        }
         let mut tags = validation::tags(&input.tags)?;
         tags.extend(system_tags.iter().cloned());
         let token = input.client_token.clone().filter(|t| !t.is_empty());
@@ -201,6 +228,7 @@ impl Domain {
                     image.id, image.min_memory_mib, itype.name, itype.memory_mib
                 )));
             }
+            check_root_volume(&image, input.options.root_volume_gib)?;
             let ssh = match &input.key_name {
                 Some(k) => self.keypair_by_name(&account, k).await?.public_key,
                 None => String::new(),

@@ -32,6 +32,7 @@ pub mod enrolment;
 pub mod events;
 pub mod filters;
 pub mod image_locations;
+pub mod image_sharing;
 pub mod images;
 pub mod instance_types;
 pub mod instances;

@@ -27,7 +27,7 @@ macro_rules! record {
 
 record! {
     Instance => "instance", 3;
-    Assignment => "assignment", 1;
+    Assignment => "assignment", 2;
     Node => "node", 2;
     NodeAlloc => "node-alloc", 1;
     NodeAlive => "node-alive", 1;
@@ -35,7 +35,7 @@ record! {
     Account => "account", 2;
     AccessKey => "access-key", 2;
     EnrolmentTokenRecord => "enrolment-token", 1;
-    Image => "image", 1;
+    Image => "image", 2;
     KeyPair => "keypair", 1;
     ConsoleRecord => "console", 1;
     ConsoleRequest => "console-request", 1;
@@ -340,6 +340,14 @@ pub struct Assignment {
     /// before it existed: no metadata service).
     #[serde(default)]
     pub metadata: Option<AssignmentMetadata>,
+    /// Root disk size in GiB the agent grows the instance's disk to (schema
+    /// 2; 0 or absent: the image's own size).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub root_volume_gib: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// A node record (`n/rec/<node>`).
@@ -529,6 +537,19 @@ pub struct Image {
     pub min_memory_mib: u32,
     /// Tags.
     pub tags: BTreeMap<String, String>,
+    /// Size of the image's root disk in GiB, rounded up: the smallest root
+    /// volume an instance of it may ask for (schema 2; 0 or absent: not
+    /// known, any size is accepted and the agent never shrinks the disk).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub root_volume_gib: u32,
+    /// Accounts the owner granted a launch permission (ModifyImageAttribute
+    /// `launchPermission`; schema 2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub launch_permissions: Vec<AccountId>,
+    /// CopyImage's `ClientToken` when the image is a copy made with one
+    /// (schema 2; empty: none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client_token: String,
 }
 
 /// A key pair (`keypairs/<account>/<name>`).

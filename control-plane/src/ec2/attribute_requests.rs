@@ -61,7 +61,13 @@ pub struct GetConsoleScreenshot {
 }
 
 fn attribute_name(v: &str) -> Result<&'static str, Ec2Error> {
-    ATTRIBUTES.iter().copied().find(|a| *a == v).ok_or_else(|| {
+    name_in(ATTRIBUTES, v)
+}
+
+/// `v` as one of the attribute names `names` (`InvalidParameterValue`
+/// otherwise): for the instance and the image attribute actions.
+pub(super) fn name_in(names: &[&'static str], v: &str) -> Result<&'static str, Ec2Error> {
+    names.iter().copied().find(|a| *a == v).ok_or_else(|| {
         Ec2Error::invalid_value(format!(
             "Value ({}) for parameter attribute is invalid. Unknown attribute.",
             v.chars().take(64).collect::<String>()
@@ -119,8 +125,9 @@ fn given(r: &mut Reader) -> Result<Vec<(&'static str, String)>, Ec2Error> {
             out.push((attribute, v));
         }
     }
-    if let Some(g) = r.list("GroupId", 1_000)?.into_iter().next() {
-        out.push(("groupSet", g));
+    let groups = r.list("GroupId", MAX_GROUPS + 1)?;
+    if !groups.is_empty() {
+        out.push(("groupSet", groups.join(",")));
     }
     let mappings = r.take_prefix("BlockDeviceMapping");
     if !mappings.is_empty() {
@@ -155,6 +162,30 @@ fn block_device_change(m: &[(String, String)]) -> Result<String, Ec2Error> {
         return Err(Ec2Error::missing("BlockDeviceMapping.N.DeviceName"));
     }
     Ok(String::new())
+}
+
+/// Most security groups of an instance (EC2's default per interface).
+pub const MAX_GROUPS: usize = 5;
+
+/// `GroupId.N` (or `Value` of `Attribute=groupSet`, comma-joined here):
+/// 1..=5 well-formed group ids.
+fn group_set(value: &str) -> Result<Vec<crate::ids::SecurityGroupId>, Ec2Error> {
+    let ids: Vec<&str> = value.split(',').filter(|g| !g.is_empty()).collect();
+    if ids.is_empty() {
+        return Err(Ec2Error::missing("GroupId.1"));
+    }
+    if ids.len() > MAX_GROUPS {
+        return Err(Ec2Error::new(
+            ErrorCode::Other(
+                "SecurityGroupsPerInstanceLimitExceeded".into(),
+                http::StatusCode::BAD_REQUEST,
+            ),
+            format!("An instance can have at most {MAX_GROUPS} security groups"),
+        ));
+    }
+    ids.into_iter()
+        .map(|g| crate::ids::SecurityGroupId::parse(g).map_err(Ec2Error::from))
+        .collect()
 }
 
 fn bool_value(attribute: &str, v: &str) -> Result<bool, Ec2Error> {
@@ -230,12 +261,7 @@ pub fn modify(r: &mut Reader) -> Result<ModifyInstanceAttribute, Ec2Error> {
             None
         }
         "blockDeviceMapping" => None,
-        "groupSet" => {
-            return Err(Ec2Error::new(
-                ErrorCode::InvalidGroupNotFound,
-                format!("The security group '{value}' does not exist"),
-            ))
-        }
+        "groupSet" => Some(AttributeChange::SecurityGroups(group_set(&value)?)),
         "kernel" | "ramdisk" | "sriovNetSupport" => return Err(unsupported(attribute)),
         _ => {
             return Err(Ec2Error::invalid_value(format!(

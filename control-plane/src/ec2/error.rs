@@ -100,6 +100,8 @@ error_codes! {
     InvalidKeyPairNotFound => "InvalidKeyPair.NotFound", BAD_REQUEST;
     /// The public key material is not a supported format.
     InvalidKeyFormat => "InvalidKey.Format", BAD_REQUEST;
+    /// A malformed account id in an image's launch permissions.
+    InvalidUserIdMalformed => "InvalidUserID.Malformed", BAD_REQUEST;
     /// An image name already in use.
     InvalidAmiNameDuplicate => "InvalidAMIName.Duplicate", BAD_REQUEST;
     /// An unknown filter name.

@@ -17,6 +17,7 @@ pub mod actions;
 pub mod attribute_requests;
 pub mod autoscaling;
 pub mod error;
+pub mod image_requests;
 pub mod query;
 pub mod ratelimit;
 pub mod requests;

@@ -15,6 +15,7 @@ pub use super::attribute_requests::{
     DescribeInstanceAttribute, GetConsoleScreenshot, ModifyInstanceAttribute,
 };
 use super::error::{Ec2Error, ErrorCode};
+pub use super::image_requests::{CopyImage, DescribeImageAttribute, ModifyImageAttribute};
 use super::query::{Filter, Reader, Tag};
 
 /// The only API version served.
@@ -47,6 +48,9 @@ pub enum Request {
     DescribeImages(DescribeImages),
     RegisterImage(RegisterImage),
     DeregisterImage(DeregisterImage),
+    CopyImage(CopyImage),
+    DescribeImageAttribute(DescribeImageAttribute),
+    ModifyImageAttribute(ModifyImageAttribute),
     CreateKeyPair(CreateKeyPair),
     ImportKeyPair(ImportKeyPair),
     DescribeKeyPairs(DescribeKeyPairs),
@@ -177,6 +181,8 @@ pub struct DescribeImages {
     pub image_ids: Vec<String>,
     /// `Owner.N`: `self`, `amazon`, an account ID...
     pub owners: Vec<String>,
+    /// `ExecutableBy.N`: `self`, `all`, an account ID.
+    pub executable_by: Vec<String>,
     pub filters: Vec<Filter>,
     pub page: Page,
     pub dry_run: bool,
@@ -189,6 +195,8 @@ pub struct RegisterImage {
     /// Where the image's files are (a Nubis image name or directory).
     pub image_location: Option<String>,
     pub description: Option<String>,
+    /// The root device's `Ebs.VolumeSize` (GiB).
+    pub root_volume_gib: Option<u32>,
     pub tags: Vec<Tag>,
     pub dry_run: bool,
 }
@@ -288,6 +296,9 @@ impl Request {
             Request::DescribeImages(_) => "DescribeImages",
             Request::RegisterImage(_) => "RegisterImage",
             Request::DeregisterImage(_) => "DeregisterImage",
+            Request::CopyImage(_) => "CopyImage",
+            Request::DescribeImageAttribute(_) => "DescribeImageAttribute",
+            Request::ModifyImageAttribute(_) => "ModifyImageAttribute",
             Request::CreateKeyPair(_) => "CreateKeyPair",
             Request::ImportKeyPair(_) => "ImportKeyPair",
             Request::DescribeKeyPairs(_) => "DescribeKeyPairs",
@@ -381,11 +392,8 @@ impl Request {
                     .iter()
                     .map(|s| image_id(s))
                     .collect::<Result<_, _>>()?,
-                owners: {
-                    // ExecutableBy is accepted: every image is launchable by its viewers.
-                    let _ = r.list("ExecutableBy", 100)?;
-                    r.list("Owner", 100)?
-                },
+                owners: r.list("Owner", 100)?,
+                executable_by: r.list("ExecutableBy", 100)?,
                 filters: r.filters(None)?,
                 page: {
                     let _ = r.bool("IncludeDeprecated")?;
@@ -405,6 +413,7 @@ impl Request {
                     }
                     d => d,
                 },
+                root_volume_gib: super::image_requests::register_root_device(&mut r)?,
                 tags: {
                     match r.opt("Architecture").as_deref() {
                         None | Some("x86_64") => {}
@@ -422,6 +431,13 @@ impl Request {
                 image_id: image_id(&r.required("ImageId")?)?,
                 dry_run: r.dry_run()?,
             }),
+            "CopyImage" => Request::CopyImage(super::image_requests::copy(&mut r)?),
+            "DescribeImageAttribute" => {
+                Request::DescribeImageAttribute(super::image_requests::describe_attribute(&mut r)?)
+            }
+            "ModifyImageAttribute" => {
+                Request::ModifyImageAttribute(super::image_requests::modify_attribute(&mut r)?)
+            }
             "CreateKeyPair" => Request::CreateKeyPair(CreateKeyPair {
                 key_name: key_name(&r.required("KeyName")?)?,
                 key_type: match r.opt("KeyType").as_deref() {
@@ -545,6 +561,9 @@ impl Request {
             Request::DescribeImages(x) => x.dry_run,
             Request::RegisterImage(x) => x.dry_run,
             Request::DeregisterImage(x) => x.dry_run,
+            Request::CopyImage(x) => x.dry_run,
+            Request::DescribeImageAttribute(x) => x.dry_run,
+            Request::ModifyImageAttribute(x) => x.dry_run,
             Request::CreateKeyPair(x) => x.dry_run,
             Request::ImportKeyPair(x) => x.dry_run,
             Request::DescribeKeyPairs(x) => x.dry_run,

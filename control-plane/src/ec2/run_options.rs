@@ -18,7 +18,7 @@ use super::error::{Ec2Error, ErrorCode};
 use super::query::Reader;
 
 /// Largest root volume (GiB), EC2's limit for gp2/gp3.
-pub const MAX_VOLUME_GIB: u32 = 16_384;
+pub const MAX_VOLUME_GIB: u32 = crate::domain::launch::MAX_ROOT_VOLUME_GIB;
 
 /// Reads every optional RunInstances parameter group into launch options.
 pub fn parse(r: &mut Reader) -> Result<LaunchOptions, Ec2Error> {
@@ -119,17 +119,7 @@ fn block_device_mappings(r: &mut Reader, o: &mut LaunchOptions) -> Result<(), Ec
         for (key, value) in ebs {
             let field = key.rsplit('.').next().unwrap_or("");
             match field {
-                "VolumeSize" => {
-                    o.root_volume_gib = Some(match value.parse::<u32>() {
-                        Ok(g) if (1..=MAX_VOLUME_GIB).contains(&g) => g,
-                        _ => {
-                            return Err(Ec2Error::invalid_value(format!(
-                                "Value ({value}) for parameter {key} is invalid. \
-                                 Expected an integer from 1 to {MAX_VOLUME_GIB}."
-                            )))
-                        }
-                    })
-                }
+                "VolumeSize" => o.root_volume_gib = Some(volume_size(&key, &value)?),
                 "DeleteOnTermination" => {
                     match value.to_ascii_lowercase().as_str() {
                         "true" => {}
@@ -162,6 +152,17 @@ fn block_device_mappings(r: &mut Reader, o: &mut LaunchOptions) -> Result<(), Ec
         }
     }
     Ok(())
+}
+
+/// An `Ebs.VolumeSize` (GiB, 1..=[`MAX_VOLUME_GIB`]).
+pub fn volume_size(key: &str, value: &str) -> Result<u32, Ec2Error> {
+    match value.parse::<u32>() {
+        Ok(g) if (1..=MAX_VOLUME_GIB).contains(&g) => Ok(g),
+        _ => Err(Ec2Error::invalid_value(format!(
+            "Value ({value}) for parameter {key} is invalid. \
+             Expected an integer from 1 to {MAX_VOLUME_GIB}."
+        ))),
+    }
 }
 
 /// `Placement.*` beyond `AvailabilityZone` (read by the caller).

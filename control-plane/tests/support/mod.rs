@@ -111,6 +111,7 @@ pub async fn hello_image(endpoint: &str) -> String {
         public: true,
         min_memory_mib: 0,
         architecture: String::new(),
+        root_volume_gib: 0,
     })
     .await
     .expect("register image")

@@ -114,6 +114,26 @@ pub fn create_blank(dst: &Path, size_mib: u64, id: &InstanceId) -> Result<DiskOr
     Ok(DiskOrigin::Blank)
 }
 
+/// Grows the raw disk at `path` to `bytes` by extending the file (sparse:
+/// the new space takes no blocks until written). Never shrinks: a disk
+/// already that large or larger is left as it is, so repeating (relaunch,
+/// restart, agent restart) changes nothing. Returns whether it grew.
+pub fn grow(path: &Path, bytes: u64) -> Result<bool> {
+    let io = |e| {
+        Error::io(
+            format!("growing disk {} to {bytes} bytes", path.display()),
+            e,
+        )
+    };
+    let f = OpenOptions::new().write(true).open(path).map_err(io)?;
+    if f.metadata().map_err(io)?.len() >= bytes {
+        return Ok(false);
+    }
+    f.set_len(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    Ok(true)
+}
+
 /// Reads sector `n` of a raw disk.
 pub fn read_sector(path: &Path, n: u64) -> Result<[u8; SECTOR]> {
     let io = |e| Error::io(format!("reading sector {n} of {}", path.display()), e);
@@ -172,6 +192,29 @@ mod tests {
         std::fs::write(&dst, b"changed").unwrap();
         assert_eq!(std::fs::read(&src).unwrap(), before);
         assert_eq!(clone_disk(&src, &dst).unwrap(), DiskOrigin::Existing);
+    }
+
+    #[test]
+    fn grow_is_sparse_never_shrinks_and_keeps_data() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("img.raw");
+        std::fs::write(&src, b"image-data").unwrap();
+        let dst = t.path().join("disk.raw");
+        clone_disk(&src, &dst).unwrap();
+        assert!(grow(&dst, 64 << 20).unwrap());
+        let md = std::fs::metadata(&dst).unwrap();
+        assert_eq!(md.len(), 64 << 20);
+        assert!(
+            md.blocks() * 512 < 1 << 20,
+            "not sparse: {} blocks",
+            md.blocks()
+        );
+        assert!(std::fs::read(&dst).unwrap().starts_with(b"image-data"));
+        // Again, or smaller: nothing changes.
+        assert!(!grow(&dst, 64 << 20).unwrap());
+        assert!(!grow(&dst, 1 << 20).unwrap());
+        assert_eq!(std::fs::metadata(&dst).unwrap().len(), 64 << 20);
+        assert!(grow(&t.path().join("missing.raw"), 1 << 20).is_err());
     }
 
     use std::os::unix::fs::FileExt;

@@ -66,17 +66,11 @@ fn attribute(w: &mut XmlWriter, attribute: &'static str, a: &InstanceAttributes)
                 w.leaf("enabled", false);
             });
         }
-        // The root disk is local (rootDeviceType instance-store): no EBS
-        // mappings, as EC2 shows for instance-store instances.
-        "blockDeviceMapping" => {
-            w.empty("blockDeviceMapping");
-        }
+        "blockDeviceMapping" => super::instances::block_device_mapping(w, i),
         "productCodes" => {
             w.empty("productCodes");
         }
-        "groupSet" => {
-            w.empty("groupSet");
-        }
+        "groupSet" => super::instances::group_set(w, i),
         "kernel" => {
             w.empty("kernel");
         }

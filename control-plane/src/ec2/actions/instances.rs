@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use super::{domain_filters, dry_run_ok, return_true, tag_pairs, time_ms};
 use crate::domain::autoscaling::templates::parse_version;
-use crate::domain::instances::{DescribeInput, RunInstancesInput};
+use crate::domain::instances::{root_volume_id, DescribeInput, RunInstancesInput};
 use crate::domain::lifecycle::State;
 use crate::domain::metadata;
 use crate::domain::model::{Instance, MetadataOptions, ROOT_DEVICE_NAME};
@@ -289,9 +289,9 @@ pub fn instance(w: &mut XmlWriter, i: &Instance) {
         });
     }
     w.leaf("architecture", "x86_64");
-    w.leaf("rootDeviceType", "instance-store");
+    w.leaf("rootDeviceType", "ebs");
     w.leaf("rootDeviceName", ROOT_DEVICE_NAME);
-    w.empty("blockDeviceMapping");
+    block_device_mapping(w, i);
     w.leaf("virtualizationType", "hvm");
     w.leaf("hypervisor", "xen");
     w.leaf("ebsOptimized", false);
@@ -366,8 +366,24 @@ pub async fn modify_metadata_options(
     Ok(w.finish())
 }
 
+/// `blockDeviceMapping`: the root disk, as an EBS volume attached at
+/// `/dev/xvda` (`vol-` + the instance's hex) that is deleted with the
+/// instance. Its size (RunInstances' `Ebs.VolumeSize`) is not part of
+/// EC2's instance mapping; DescribeImages shows the image's.
+pub fn block_device_mapping(w: &mut XmlWriter, i: &Instance) {
+    w.list("blockDeviceMapping", std::slice::from_ref(i), |w, i| {
+        w.leaf("deviceName", ROOT_DEVICE_NAME);
+        w.elem("ebs", |w| {
+            w.leaf("volumeId", root_volume_id(&i.id));
+            w.leaf("status", "attached");
+            w.time("attachTime", time_ms(i.launch_time_ms));
+            w.bool("deleteOnTermination", true);
+        });
+    });
+}
+
 /// `groupSet`: the instance's security groups (ids).
-fn group_set(w: &mut XmlWriter, i: &Instance) {
+pub(super) fn group_set(w: &mut XmlWriter, i: &Instance) {
     let groups = i
         .vpc
         .as_ref()

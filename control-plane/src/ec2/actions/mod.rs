@@ -127,6 +127,13 @@ impl super::Backend for DomainBackend {
                 Request::DescribeImages(r) => images::describe(d, &caller, rid, r).await,
                 Request::RegisterImage(r) => images::register(d, &caller, rid, r).await,
                 Request::DeregisterImage(r) => images::deregister(d, &caller, rid, r).await,
+                Request::CopyImage(r) => images::copy(d, &caller, rid, r).await,
+                Request::DescribeImageAttribute(r) => {
+                    images::describe_attribute(d, &caller, rid, r).await
+                }
+                Request::ModifyImageAttribute(r) => {
+                    images::modify_attribute(d, &caller, rid, r).await
+                }
                 Request::CreateKeyPair(r) => keypairs::create(d, &caller, rid, r).await,
                 Request::ImportKeyPair(r) => keypairs::import(d, &caller, rid, r).await,
                 Request::DescribeKeyPairs(r) => keypairs::describe(d, &caller, rid, r).await,

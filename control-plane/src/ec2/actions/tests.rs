@@ -944,3 +944,6 @@ mod types;
 
 #[path = "tests_tags.rs"]
 mod tags;
+
+#[path = "tests_images.rs"]
+mod images;
