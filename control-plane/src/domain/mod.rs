@@ -45,6 +45,7 @@ pub mod model;
 pub mod network;
 pub mod nodecache;
 pub mod nodes;
+pub mod nonces;
 pub mod offerings;
 pub mod placement;
 pub mod reservations;
@@ -144,13 +145,14 @@ impl Domain {
         }
         let nodes = nodecache::NodeCache::start(store.clone()).await?;
         let types = instance_types::TypeCache::start(store.clone()).await?;
+        let creds = accounts::CredentialCache::new(cfg.grpc.rate_limit());
         Ok(Arc::new(Self {
             store,
             cfg,
             network,
             nodes,
             types,
-            creds: accounts::CredentialCache::default(),
+            creds,
             tasks: std::sync::OnceLock::new(),
             asg_metrics: std::sync::OnceLock::new(),
         }))
