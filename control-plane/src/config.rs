@@ -213,6 +213,11 @@ pub struct HttpConfig {
     /// Largest burst per account.
     #[serde(default = "default_ec2_burst")]
     pub rate_limit_burst: f64,
+    /// Refuse a mutating request whose SigV4 signature was seen before
+    /// (recorded in etcd like gRPC nonces). Off by default: an identical
+    /// request re-sent within the same second has the same signature.
+    #[serde(default)]
+    pub replay_cache: bool,
 }
 
 impl Default for HttpConfig {
@@ -227,6 +232,7 @@ impl Default for HttpConfig {
             max_body_bytes: default_max_body_bytes(),
             rate_limit_per_second: default_ec2_rate(),
             rate_limit_burst: default_ec2_burst(),
+            replay_cache: false,
         }
     }
 }

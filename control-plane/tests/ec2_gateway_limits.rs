@@ -31,19 +31,22 @@ struct Gateway {
     alice: Credentials,
 }
 
-/// A replica with the gateway on a free port and short timeouts.
-async fn gateway(extra: &str) -> Option<Gateway> {
-    let etcd = start_etcd()?;
-    let base = config(&etcd);
-    // Rebuild the test configuration with an [http] section.
-    let mut cfg = base.clone();
-    let http: nubis_control_plane::config::HttpConfig = toml::from_str(&format!(
+/// The test configuration with the gateway on a free port, short timeouts
+/// and `extra` `[http]` keys.
+fn gw_config(etcd: &Etcd, extra: &str) -> nubis_control_plane::config::Config {
+    let mut cfg = config(etcd);
+    cfg.http = toml::from_str(&format!(
         "listen = \"127.0.0.1:0\"\nheader_timeout_seconds = 2\nbody_timeout_seconds = 2\n\
          idle_timeout_seconds = 3\n{extra}"
     ))
     .unwrap();
-    cfg.http = http;
-    let replica = start(cfg).await;
+    cfg
+}
+
+/// A replica with the gateway on a free port and short timeouts.
+async fn gateway(extra: &str) -> Option<Gateway> {
+    let etcd = start_etcd()?;
+    let replica = start(gw_config(&etcd, extra)).await;
     let addr = replica.http_addr.expect("gateway listening");
     let alice = tenant(&endpoint(&replica), "alice").await;
     Some(Gateway {
@@ -359,5 +362,53 @@ async fn connections_beyond_the_per_client_limit_are_refused_while_another_clien
     let (status, text) = answer(&mut s).await;
     assert_eq!(status, 200, "{text}");
     drop(held);
+    gw.replica.shutdown().await;
+}
+
+/// Sends `bytes` from 127.0.0.1 and returns the answer.
+async fn send(addr: SocketAddr, bytes: &[u8]) -> (u16, String) {
+    let mut s = connect_from(1, addr).await;
+    s.write_all(bytes).await.unwrap();
+    answer(&mut s).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_replay_cache_a_signed_mutating_request_is_good_once_on_every_replica() {
+    let Some(gw) = gateway("replay_cache = true\n").await else {
+        return;
+    };
+    let other = start(gw_config(&gw._etcd, "replay_cache = true\n")).await;
+    let other_addr = other.http_addr.unwrap();
+    let create = "Action=CreateKeyPair&Version=2016-11-15&KeyName=once&KeyType=ed25519";
+    // The Host header is signed: one request, sent to each replica as is.
+    let req = signed(&gw.alice, gw.addr, create);
+    let (status, text) = send(gw.addr, &req).await;
+    assert_eq!(status, 200, "{text}");
+    for addr in [gw.addr, other_addr] {
+        let (status, text) = send(addr, &req).await;
+        assert_eq!(status, 401, "{text}");
+        assert!(text.contains("<Code>AuthFailure</Code>"), "{text}");
+        assert!(text.contains("already used"), "{text}");
+    }
+    // Reads are not cached: the same signed DescribeRegions works twice.
+    let read = signed(&gw.alice, gw.addr, DESCRIBE);
+    for _ in 0..2 {
+        assert_eq!(send(gw.addr, &read).await.0, 200);
+    }
+    other.shutdown().await;
+    gw.replica.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_replay_cache_a_signed_request_can_be_sent_again() {
+    // The default: botocore re-sends identical requests within a second.
+    let Some(gw) = gateway("").await else { return };
+    let tag = "Action=CreateKeyPair&Version=2016-11-15&KeyName=twice&KeyType=ed25519";
+    let req = signed(&gw.alice, gw.addr, tag);
+    assert_eq!(send(gw.addr, &req).await.0, 200);
+    let (status, text) = send(gw.addr, &req).await;
+    // Executed again: the key pair exists now.
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("InvalidKeyPair.Duplicate"), "{text}");
     gw.replica.shutdown().await;
 }

@@ -168,6 +168,16 @@ impl Domain {
         Ok((caller, key.secret))
     }
 
+    /// Records the first use of an EC2 request's SigV4 signature in the
+    /// shared nonce store (the gateway's optional replay cache for mutating
+    /// calls): `false` when it was used before, on any replica.
+    pub async fn first_use_of_sigv4(&self, signature: &[u8]) -> Result<bool> {
+        self.creds
+            .nonces
+            .record(&self.store, "sigv4", &hex::encode(signature))
+            .await
+    }
+
     /// Verifies a signed gRPC request to `method_path` whose body has
     /// digest `body`: the signature, then the caller's rate limit (tenants
     /// and the operator, per account; agents and enrolment tokens are not

@@ -88,6 +88,14 @@ pub trait Backend: Send + Sync + 'static {
         req: Request,
     ) -> BoxFuture<'a, Result<String, Ec2Error>>;
 
+    /// Records the first use of a mutating request's SigV4 signature
+    /// (the optional replay cache, `[http] replay_cache`): `false` when it
+    /// was used before. By default there is no cache: always `true`.
+    fn first_use<'a>(&'a self, signature: &'a [u8]) -> BoxFuture<'a, Result<bool, Ec2Error>> {
+        let _ = signature;
+        Box::pin(async { Ok(true) })
+    }
+
     /// Performs an Auto Scaling API request (its form, `Action` included)
     /// for `account` and returns the XML response document. By default the
     /// service is not offered.
@@ -266,15 +274,38 @@ async fn run(
             let req = Request::parse(form)?;
             let action = req.action();
             *seen = action;
+            refuse_replay(gw, action, &auth.signature).await?;
             let xml = gw.backend.dispatch(&account, rid, req).await?;
             Ok((action, xml))
         }
         sigv4::Service::AutoScaling => {
+            let action = form.get("Action").map_or("", String::as_str);
+            refuse_replay(gw, action, &auth.signature).await?;
             let xml = gw.backend.dispatch_autoscaling(&account, rid, form).await?;
             *seen = "autoscaling";
             Ok(("autoscaling", xml))
         }
     }
+}
+
+/// Whether `action` changes anything (everything but `Describe*`, `Get*`
+/// and `List*`).
+pub fn is_mutating(action: &str) -> bool {
+    !["Describe", "Get", "List"]
+        .iter()
+        .any(|p| action.starts_with(p))
+}
+
+/// The replay cache: a mutating request whose signature was seen before is
+/// refused (`AuthFailure`) before it runs.
+async fn refuse_replay(gw: &Gateway, action: &str, signature: &[u8]) -> Result<(), Ec2Error> {
+    if is_mutating(action) && !gw.backend.first_use(signature).await? {
+        return Err(Ec2Error::new(
+            ErrorCode::AuthFailure,
+            "This signed request was already used: sign each request anew",
+        ));
+    }
+    Ok(())
 }
 
 fn too_large(max: usize) -> Ec2Error {
