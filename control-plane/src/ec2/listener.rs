@@ -15,7 +15,9 @@
 //!   `408 RequestTimeout` and closes);
 //! - the body size: a `Content-Length` above `max_body` is answered
 //!   `413 RequestEntityTooLarge` before any byte of the body is read (the
-//!   handlers cap streamed bodies at the same size).
+//!   handlers cap streamed bodies at the same size); a declared body of at
+//!   most 4 MiB is then read and thrown away, never kept, so that clients
+//!   that send it all before reading see the answer.
 //!
 //! Requests themselves go to the gateway's axum router ([`super::router`]).
 
@@ -45,6 +47,13 @@ use super::error::{Ec2Error, ErrorCode};
 
 /// How long open connections get to finish when the replica stops.
 const DRAIN_ON_SHUTDOWN: Duration = Duration::from_secs(3);
+
+/// A body declared over the limit but at most this large is read and
+/// discarded (never kept) after the 413 has been sent, within the body
+/// timeout: most HTTP clients send the whole body before reading the
+/// answer, and closing on unread data resets the connection before they
+/// see it. Larger ones are not read at all.
+const DISCARD_LIMIT: u64 = 4 * 1024 * 1024;
 
 /// The listener's limits (`[http]` in the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +205,9 @@ async fn request(
             ErrorCode::RequestEntityTooLarge,
             format!("The request body exceeds {} bytes", limits.max_body),
         );
+        if declared.is_some_and(|n| n <= DISCARD_LIMIT) {
+            tokio::spawn(discard(req.into_body(), limits.body_timeout));
+        }
         return closing(e.status(), e.to_xml(&super::request_id()));
     }
     let req = req.map(|b| Body::new(DeadlineBody::new(b, limits.body_timeout)));
@@ -203,6 +215,16 @@ async fn request(
         Ok(r) => r,
         Err(never) => match never {},
     }
+}
+
+/// Reads and drops what arrives of `body` (at most its declared length,
+/// [`DISCARD_LIMIT`]) until it ends, fails or `timeout` passes.
+async fn discard(mut body: hyper::body::Incoming, timeout: Duration) {
+    use http_body_util::BodyExt;
+    let _ = tokio::time::timeout(timeout, async {
+        while let Some(Ok(_frame)) = body.frame().await {}
+    })
+    .await;
 }
 
 /// An XML answer after which the connection is closed (the rest of the
