@@ -1,22 +1,21 @@
 //! The gRPC connection to the control plane: dials the endpoint (TCP or
 //! `unix:/path`) and signs every request with the profile's credentials
-//! (`nubis_proto::auth::Signer`).
+//! (`nubis_proto::auth::Signed`: the signature covers the request body).
 
 use std::time::Duration;
 
-use nubis_proto::auth::{Credentials, Signer};
+use nubis_proto::auth::Credentials;
 use nubis_proto::billing::v1::billing_client::BillingClient;
 use nubis_proto::compute::v1::admin_client::AdminClient;
 use nubis_proto::compute::v1::compute_client::ComputeClient;
 use nubis_proto::vpc::v1::networking_client::NetworkingClient;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::config::Settings;
 use crate::error::CliError;
 
 /// A signed channel.
-pub type Signed = InterceptedService<Channel, Signer>;
+pub type Signed = nubis_proto::auth::SignedChannel;
 
 /// Clients of every service over one connection.
 #[derive(Debug, Clone)]
@@ -67,15 +66,15 @@ impl Client {
                 })
             }
         };
-        let signer = Signer::new(Credentials::new(
-            creds.access_key_id,
-            creds.secret_access_key,
-        ));
+        let signed = nubis_proto::auth::Signed::new(
+            channel,
+            Credentials::new(creds.access_key_id, creds.secret_access_key),
+        );
         Ok(Self {
-            compute: ComputeClient::with_interceptor(channel.clone(), signer.clone()),
-            admin: AdminClient::with_interceptor(channel.clone(), signer.clone()),
-            billing: BillingClient::with_interceptor(channel.clone(), signer.clone()),
-            networking: NetworkingClient::with_interceptor(channel, signer),
+            compute: ComputeClient::new(signed.clone()),
+            admin: AdminClient::new(signed.clone()),
+            billing: BillingClient::new(signed.clone()),
+            networking: NetworkingClient::new(signed),
         })
     }
 }

@@ -18,7 +18,7 @@ use nubis_control_plane::domain::nodes::RegisterInput;
 use nubis_control_plane::domain::Caller;
 use nubis_control_plane::server::Replica;
 use nubis_control_plane::store::{Store, Tx};
-use nubis_proto::auth::{Credentials, Signer};
+use nubis_proto::auth::Credentials;
 use nubis_proto::compute::v1 as pb;
 
 #[derive(Debug, Parser)]
@@ -178,8 +178,10 @@ admin_secret_access_key = "bench-admin-secret-0123456789"
     let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
     for w in 0..a.concurrency {
         let ch = nubis_proto::transport::connect(&ep).await?;
-        let mut c =
-            pb::compute_client::ComputeClient::with_interceptor(ch, Signer::new(creds.clone()));
+        let mut c = pb::compute_client::ComputeClient::new(nubis_proto::auth::Signed::new(
+            ch,
+            creds.clone(),
+        ));
         let image = image.clone();
         let batch = a.batch;
         let lat = latencies.clone();
@@ -221,8 +223,9 @@ admin_secret_access_key = "bench-admin-secret-0123456789"
 
     // DescribeInstances latencies at this size.
     let ch = nubis_proto::transport::connect(&ep).await?;
-    let mut c = pb::compute_client::ComputeClient::with_interceptor(ch, Signer::new(creds.clone()))
-        .max_decoding_message_size(64 * 1024 * 1024);
+    let mut c =
+        pb::compute_client::ComputeClient::new(nubis_proto::auth::Signed::new(ch, creds.clone()))
+            .max_decoding_message_size(64 * 1024 * 1024);
     let page = c
         .describe_instances(pb::DescribeInstancesRequest {
             max_results: 1000,

@@ -147,6 +147,13 @@ pub struct GrpcConfig {
     /// permissions instead). Absent: plaintext.
     #[serde(default)]
     pub tls: Option<GrpcTlsConfig>,
+    /// Signed calls per second per account (tenants and the operator; agents
+    /// are not limited), per replica. Beyond it: `RESOURCE_EXHAUSTED`.
+    #[serde(default = "default_grpc_rate")]
+    pub rate_limit_per_second: f64,
+    /// Largest burst per account.
+    #[serde(default = "default_grpc_burst")]
+    pub rate_limit_burst: f64,
 }
 
 impl Default for GrpcConfig {
@@ -155,8 +162,27 @@ impl Default for GrpcConfig {
             listen: default_grpc_listen(),
             unix_socket: None,
             tls: None,
+            rate_limit_per_second: default_grpc_rate(),
+            rate_limit_burst: default_grpc_burst(),
         }
     }
+}
+
+impl GrpcConfig {
+    /// The per-account rate limit.
+    pub fn rate_limit(&self) -> crate::ratelimit::RateLimit {
+        crate::ratelimit::RateLimit {
+            rate: self.rate_limit_per_second,
+            burst: self.rate_limit_burst,
+        }
+    }
+}
+
+fn default_grpc_rate() -> f64 {
+    50.0
+}
+fn default_grpc_burst() -> f64 {
+    200.0
 }
 
 /// `[grpc.tls]`: the TCP listener serves TLS with this certificate; with
@@ -183,13 +209,103 @@ impl GrpcTlsConfig {
     }
 }
 
-/// EC2 Query gateway listener.
-#[derive(Debug, Clone, Deserialize, Default)]
+/// EC2 Query gateway listener (`[http]`): its address and what protects it
+/// from slow or hostile clients ([`crate::ec2::listener`]).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// TCP listen address; none disables the gateway.
     #[serde(default)]
     pub listen: Option<SocketAddr>,
+    /// A request's headers must arrive within this time of their first byte.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_seconds: u64,
+    /// A request's body must arrive within this time of its headers.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout_seconds: u64,
+    /// A connection with no request in progress and no bytes moving for this
+    /// long is closed (new connections and keep-alive between requests).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_seconds: u64,
+    /// Open connections per replica; more are answered 503 and closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Open connections per client IP address; more are answered 503 and closed.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// Largest request body; larger ones get `413 RequestEntityTooLarge`
+    /// (from `Content-Length` before any byte is read, or once the
+    /// streamed body passes it).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Requests per second per account (EC2, Auto Scaling and CloudWatch
+    /// together), per replica. Beyond it: `RequestLimitExceeded`.
+    #[serde(default = "default_ec2_rate")]
+    pub rate_limit_per_second: f64,
+    /// Largest burst per account.
+    #[serde(default = "default_ec2_burst")]
+    pub rate_limit_burst: f64,
+    /// Refuse a mutating request whose SigV4 signature was seen before
+    /// (recorded in etcd like gRPC nonces). Off by default: an identical
+    /// request re-sent within the same second has the same signature.
+    #[serde(default)]
+    pub replay_cache: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            header_timeout_seconds: default_header_timeout(),
+            body_timeout_seconds: default_body_timeout(),
+            idle_timeout_seconds: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_connections_per_ip(),
+            max_body_bytes: default_max_body_bytes(),
+            rate_limit_per_second: default_ec2_rate(),
+            rate_limit_burst: default_ec2_burst(),
+            replay_cache: false,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The gateway's request settings.
+    pub fn gateway(&self) -> crate::ec2::GatewayConfig {
+        crate::ec2::GatewayConfig {
+            max_body: self.max_body_bytes,
+            rate_limit: crate::ratelimit::RateLimit {
+                rate: self.rate_limit_per_second,
+                burst: self.rate_limit_burst,
+            },
+            body_timeout: std::time::Duration::from_secs(self.body_timeout_seconds),
+        }
+    }
+}
+
+fn default_header_timeout() -> u64 {
+    10
+}
+fn default_body_timeout() -> u64 {
+    30
+}
+fn default_idle_timeout() -> u64 {
+    60
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_max_connections_per_ip() -> usize {
+    64
+}
+fn default_max_body_bytes() -> usize {
+    crate::ec2::DEFAULT_MAX_BODY
+}
+fn default_ec2_rate() -> f64 {
+    crate::ratelimit::RateLimit::default().rate
+}
+fn default_ec2_burst() -> f64 {
+    crate::ratelimit::RateLimit::default().burst
 }
 
 /// Placement policy.
@@ -606,6 +722,33 @@ impl Config {
         }
         if self.auth.admin_access_key_id.len() < 8 || self.auth.admin_secret_access_key.len() < 16 {
             return bad("auth: admin key id >= 8 chars and secret >= 16 chars required".into());
+        }
+        let h = &self.http;
+        if h.header_timeout_seconds == 0
+            || h.body_timeout_seconds == 0
+            || h.idle_timeout_seconds == 0
+        {
+            return bad("http: the timeouts must be at least 1 second".into());
+        }
+        if h.max_connections == 0 || h.max_connections_per_ip == 0 {
+            return bad("http: max_connections and max_connections_per_ip must be positive".into());
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&h.max_body_bytes) {
+            return bad("http.max_body_bytes must be within 1024..=16777216".into());
+        }
+        for (what, rate, burst) in [
+            ("http", h.rate_limit_per_second, h.rate_limit_burst),
+            (
+                "grpc",
+                self.grpc.rate_limit_per_second,
+                self.grpc.rate_limit_burst,
+            ),
+        ] {
+            if !(rate > 0.0 && rate.is_finite() && burst >= 1.0 && burst.is_finite()) {
+                return bad(format!(
+                    "{what}: need rate_limit_per_second > 0 and rate_limit_burst >= 1"
+                ));
+            }
         }
         if self.grpc.listen.is_none() && self.grpc.unix_socket.is_none() {
             return bad("grpc: need listen and/or unix_socket".into());

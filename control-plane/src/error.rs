@@ -93,6 +93,10 @@ pub enum Error {
     /// The caller may not do this (`UnauthorizedOperation`).
     #[error("not authorized: {0}")]
     Unauthorized(String),
+    /// The caller's account is over its gRPC request rate
+    /// (`RequestLimitExceeded`, `RESOURCE_EXHAUSTED`).
+    #[error("request limit exceeded: slow down and retry")]
+    RateLimited,
     /// Optimistic concurrency lost too many times (`RequestLimitExceeded`).
     #[error("too much concurrent modification of {0}, retry")]
     Contention(String),
@@ -197,7 +201,7 @@ impl Error {
             | Error::CertificateMismatch(_)
             | Error::ClientCertificateRequired => "AuthFailure",
             Error::Unauthorized(_) => "UnauthorizedOperation",
-            Error::Contention(_) => "RequestLimitExceeded",
+            Error::Contention(_) | Error::RateLimited => "RequestLimitExceeded",
             Error::Etcd(_) | Error::Fenced => "ServiceUnavailable",
             Error::Corrupt { .. }
             | Error::TooLarge { .. }
@@ -214,7 +218,7 @@ impl Error {
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::IncorrectState { .. } => ErrorKind::IncorrectState,
             Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
-            Error::InsufficientCapacity { .. } => ErrorKind::Capacity,
+            Error::InsufficientCapacity { .. } | Error::RateLimited => ErrorKind::Capacity,
             Error::AuthFailure(_)
             | Error::UnknownAccessKey
             | Error::AccountDisabled

@@ -6,7 +6,8 @@
 //! transactions). [`tasks`] is the background-task registry (leader-only
 //! tasks under an etcd election). The EC2 Query gateway in [`ec2`] is a second edge over the same
 //! domain layer. [`server`] wires everything for the binary and for tests;
-//! [`sim`] is a simulated node agent speaking the Node API.
+//! [`sim`] is a simulated node agent speaking the Node API. [`ratelimit`]
+//! holds the per-account token buckets both edges share.
 
 pub mod api;
 pub mod cloudwatch;
@@ -16,6 +17,7 @@ pub mod ec2;
 pub mod error;
 pub mod ids;
 pub mod metrics;
+pub mod ratelimit;
 pub mod scheduler;
 pub mod server;
 pub mod sim;

@@ -1,6 +1,6 @@
 //! Wiring of one control-plane replica: etcd store, domain, gRPC listeners
 //! (TCP and/or Unix socket, all three services on each), the EC2 gateway's
-//! HTTP listener, and the background tasks (with their leader campaign). Used by `main.rs` and tests.
+//! HTTP listener ([`crate::ec2::listener`]), and the background tasks (with their leader campaign). Used by `main.rs` and tests.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -75,6 +75,9 @@ impl Replica {
             }
             tasks.push(tokio::spawn(async move {
                 let r = builder
+                    .layer(nubis_proto::auth::BodyDigestLayer::new(
+                        crate::api::MAX_BODY,
+                    ))
                     .add_routes(routes)
                     .serve_with_incoming_shutdown(incoming, async move {
                         let _ = stop.wait_for(|s| *s).await;
@@ -101,6 +104,9 @@ impl Replica {
             let mut stop = rx.clone();
             tasks.push(tokio::spawn(async move {
                 let r = tonic::transport::Server::builder()
+                    .layer(nubis_proto::auth::BodyDigestLayer::new(
+                        crate::api::MAX_BODY,
+                    ))
                     .add_routes(routes)
                     .serve_with_incoming_shutdown(incoming, async move {
                         let _ = stop.wait_for(|s| *s).await;
@@ -117,25 +123,12 @@ impl Replica {
                 .await
                 .map_err(|e| io(&format!("binding EC2 gateway {addr}"), e))?;
             http_addr = Some(listener.local_addr().map_err(|e| io("local addr", e))?);
-            let app = crate::ec2::router(domain.clone());
-            let mut stop = rx.clone();
-            tasks.push(tokio::spawn(async move {
-                // Small XML answers: without TCP_NODELAY, Nagle's algorithm and
-                // delayed ACKs add ~40 ms to a request/response exchange.
-                let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                    if let Err(e) = tcp.set_nodelay(true) {
-                        tracing::debug!(error = %e, "TCP_NODELAY on an EC2 gateway socket");
-                    }
-                });
-                let r = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    })
-                    .await;
-                if let Err(e) = r {
-                    tracing::error!(error = %e, "EC2 gateway server failed");
-                }
-            }));
+            let app = crate::ec2::router_with_config(domain.clone(), cfg.http.gateway());
+            let limits = crate::ec2::listener::Limits::from(&cfg.http);
+            let stop = rx.clone();
+            tasks.push(tokio::spawn(crate::ec2::listener::serve(
+                listener, app, limits, stop,
+            )));
         }
         let mut metrics_addr = None;
         if let Some(addr) = cfg.metrics.listen {

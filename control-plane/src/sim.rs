@@ -9,15 +9,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nubis_proto::auth::{Credentials, Signer};
+use nubis_proto::auth::Credentials;
 use nubis_proto::node::v1 as pb;
 use pb::node_client::NodeClient;
 use tokio::task::JoinHandle;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 use tonic::Status;
 
-type Client = NodeClient<InterceptedService<Channel, Signer>>;
+type Client = NodeClient<nubis_proto::auth::SignedChannel>;
 
 /// How the simulated agent behaves.
 #[derive(Debug, Clone)]
@@ -107,7 +105,8 @@ impl SimAgent {
             .map_err(unavailable)?;
         let (enrol, enrolment_secret) =
             nubis_proto::auth::enrolment_signing(&enrol.access_key_id, &enrol.secret);
-        let mut enrol_client = NodeClient::with_interceptor(channel.clone(), Signer::new(enrol));
+        let mut enrol_client =
+            NodeClient::new(nubis_proto::auth::Signed::new(channel.clone(), enrol));
         let reg = enrol_client
             .register(pb::RegisterRequest {
                 host_id: opts.host_id.clone(),
@@ -143,7 +142,8 @@ impl SimAgent {
             .credential
             .ok_or_else(|| Status::internal("no credential in RegisterResponse"))?;
         let credential = Credentials::new(cred.access_key_id, cred.secret);
-        let client: Client = NodeClient::with_interceptor(channel, Signer::new(credential.clone()));
+        let client: Client =
+            NodeClient::new(nubis_proto::auth::Signed::new(channel, credential.clone()));
         let node_id = reg.node_id.clone();
         let instances = Arc::new(Mutex::new(
             opts.resume

@@ -223,10 +223,10 @@ async fn keys_rotate_and_revoke_and_accounts_disable_on_every_replica() {
     .await;
 
     // Tenants cannot manage keys or accounts, not even their own.
-    let mut as_tenant = pb::admin_client::AdminClient::with_interceptor(
+    let mut as_tenant = pb::admin_client::AdminClient::new(nubis_proto::auth::Signed::new(
         nubis_proto::transport::connect(&ep1).await.unwrap(),
-        nubis_proto::auth::Signer::new(second.clone()),
-    );
+        second.clone(),
+    ));
     let e = as_tenant
         .create_access_key(pb::CreateAccessKeyRequest {
             account_id: account.clone(),

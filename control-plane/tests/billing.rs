@@ -19,17 +19,15 @@ use nubis_control_plane::domain::lifecycle::State;
 use nubis_control_plane::domain::model::now_ms;
 use nubis_control_plane::domain::Caller;
 use nubis_control_plane::sim::{SimAgent, SimOptions};
-use nubis_proto::auth::{Credentials, Signer};
+use nubis_proto::auth::Credentials;
 use nubis_proto::billing::v1 as bpb;
 use support::*;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
-type Billing = bpb::billing_client::BillingClient<InterceptedService<Channel, Signer>>;
+type Billing = bpb::billing_client::BillingClient<nubis_proto::auth::SignedChannel>;
 
 async fn billing(endpoint: &str, creds: Credentials) -> Billing {
     let ch = nubis_proto::transport::connect(endpoint).await.unwrap();
-    bpb::billing_client::BillingClient::with_interceptor(ch, Signer::new(creds))
+    bpb::billing_client::BillingClient::new(nubis_proto::auth::Signed::new(ch, creds))
 }
 
 /// 0.0104 per hour, in nano-units.

@@ -20,7 +20,7 @@ use nubis_agent::metrics::{server, Metrics};
 use nubis_control_plane::domain::Caller;
 use nubis_control_plane::ec2::sigv4;
 use nubis_control_plane::sim::{SimAgent, SimOptions};
-use nubis_proto::auth::{Credentials, Signer};
+use nubis_proto::auth::Credentials;
 use nubis_proto::node::v1 as npb;
 use serde_json::{json, Value};
 use support::*;
@@ -421,9 +421,8 @@ async fn cloudwatch_reads_agent_rollups_for_the_owner_only() {
     let ch = nubis_proto::transport::connect(&served.endpoint)
         .await
         .unwrap();
-    let mut wrong = npb::agent_metrics_client::AgentMetricsClient::with_interceptor(
-        ch,
-        Signer::new(alice.clone()),
+    let mut wrong = npb::agent_metrics_client::AgentMetricsClient::new(
+        nubis_proto::auth::Signed::new(ch, alice.clone()),
     );
     let err = wrong
         .query_metrics(npb::QueryMetricsRequest {

@@ -11,7 +11,7 @@ mod support;
 
 use std::time::Duration;
 
-use nubis_proto::auth::{enrolment_signing, host_token_digest, Credentials, Signer};
+use nubis_proto::auth::{enrolment_signing, host_token_digest, Credentials};
 use nubis_proto::compute::v1 as cpb;
 use nubis_proto::node::v1 as npb;
 use support::*;
@@ -37,7 +37,7 @@ async fn register(
 ) -> Result<npb::RegisterResponse, tonic::Status> {
     let ch = nubis_proto::transport::connect(ep).await.unwrap();
     r.enrolment_secret = secret.into();
-    npb::node_client::NodeClient::with_interceptor(ch, Signer::new(creds))
+    npb::node_client::NodeClient::new(nubis_proto::auth::Signed::new(ch, creds))
         .register(r)
         .await
         .map(|r| r.into_inner())
@@ -83,7 +83,7 @@ async fn nodes(ep: &str) -> Vec<cpb::NodeInfo> {
 
 async fn heartbeat(ep: &str, creds: Credentials, node_id: &str) -> Result<(), tonic::Status> {
     let ch = nubis_proto::transport::connect(ep).await.unwrap();
-    npb::node_client::NodeClient::with_interceptor(ch, Signer::new(creds))
+    npb::node_client::NodeClient::new(nubis_proto::auth::Signed::new(ch, creds))
         .heartbeat(npb::HeartbeatRequest {
             node_id: node_id.into(),
             ..Default::default()
@@ -192,7 +192,7 @@ async fn per_host_tokens_enrol_their_host_once() {
     // Only the operator creates tokens; bad host ids are refused.
     let tenant_creds = tenant(&ep, "t1").await;
     let ch = nubis_proto::transport::connect(&ep).await.unwrap();
-    let e = cpb::admin_client::AdminClient::with_interceptor(ch, Signer::new(tenant_creds))
+    let e = cpb::admin_client::AdminClient::new(nubis_proto::auth::Signed::new(ch, tenant_creds))
         .enrol_node(cpb::EnrolNodeRequest {
             host_id: "host-e".into(),
             ..Default::default()
@@ -277,7 +277,7 @@ async fn capacity_is_bounded_and_new_nodes_wait_for_approval() {
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
     // Heartbeats cannot raise the capacity past the bound either.
     let ch = nubis_proto::transport::connect(&ep).await.unwrap();
-    let e = npb::node_client::NodeClient::with_interceptor(ch, Signer::new(node_creds(&n)))
+    let e = npb::node_client::NodeClient::new(nubis_proto::auth::Signed::new(ch, node_creds(&n)))
         .heartbeat(npb::HeartbeatRequest {
             node_id: n.node_id.clone(),
             capacity: Some(npb::Resources {

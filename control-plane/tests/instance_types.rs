@@ -68,10 +68,10 @@ async fn seeded_once_managed_by_the_operator_and_followed_by_replicas() {
         assert_eq!(e.code(), "UnauthorizedOperation", "{e}");
     }
     let ep = endpoint(&cp1);
-    let mut tenant_admin = pb::admin_client::AdminClient::with_interceptor(
+    let mut tenant_admin = pb::admin_client::AdminClient::new(nubis_proto::auth::Signed::new(
         nubis_proto::transport::connect(&ep).await.unwrap(),
-        nubis_proto::auth::Signer::new(tenant_creds(&ep).await),
-    );
+        tenant_creds(&ep).await,
+    ));
     let s = tenant_admin
         .put_instance_type(put("x1.tiny", 1, 32))
         .await

@@ -246,10 +246,8 @@ async fn requests_must_be_signed_by_known_keys() {
     // Tenants cannot use the Admin API; enrolment tokens cannot use Compute.
     let creds = tenant(&ep, "bob").await;
     let ch = nubis_proto::transport::connect(&ep).await.unwrap();
-    let mut a = pb::admin_client::AdminClient::with_interceptor(
-        ch,
-        nubis_proto::auth::Signer::new(creds.clone()),
-    );
+    let mut a =
+        pb::admin_client::AdminClient::new(nubis_proto::auth::Signed::new(ch, creds.clone()));
     assert_eq!(
         a.list_nodes(pb::ListNodesRequest::default())
             .await

@@ -349,12 +349,12 @@ async fn list_tasks_shows_each_task_and_a_failing_task_does_not_stop_the_others(
     assert!(!v.is_leader);
     assert!(v.tasks.iter().all(|t| !t.active && t.runs == 0), "{v:?}");
     // Tenants may not call it.
-    let mut tenant_admin = pb::admin_client::AdminClient::with_interceptor(
+    let mut tenant_admin = pb::admin_client::AdminClient::new(nubis_proto::auth::Signed::new(
         nubis_proto::transport::connect(&endpoint(&a))
             .await
             .unwrap(),
-        nubis_proto::auth::Signer::new(tenant(&endpoint(&a), "t2").await),
-    );
+        tenant(&endpoint(&a), "t2").await,
+    ));
     assert!(tenant_admin
         .list_tasks(pb::ListTasksRequest {})
         .await

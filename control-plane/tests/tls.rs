@@ -9,7 +9,6 @@
 mod support;
 
 use nubis_control_plane::config::GrpcTlsConfig;
-use nubis_proto::auth::Signer;
 use nubis_proto::compute::v1 as cpb;
 use nubis_proto::node::v1 as npb;
 use nubis_proto::transport::{connect, connect_tls, ClientTls};
@@ -32,7 +31,7 @@ fn register_req() -> npb::RegisterRequest {
 async fn register_over(
     ch: tonic::transport::Channel,
 ) -> Result<npb::RegisterResponse, tonic::Status> {
-    let mut n = npb::node_client::NodeClient::with_interceptor(ch, Signer::new(enrol()));
+    let mut n = npb::node_client::NodeClient::new(nubis_proto::auth::Signed::new(ch, enrol()));
     n.register(register_req()).await.map(|r| r.into_inner())
 }
 
@@ -72,8 +71,10 @@ async fn mutual_tls_for_agents_server_tls_for_tenants() {
 
     // A tenant (here the operator) needs only the server's CA.
     let ch = connect_tls(&https, &ca_only).await.unwrap();
-    let mut c =
-        cpb::compute_client::ComputeClient::with_interceptor(ch.clone(), Signer::new(admin()));
+    let mut c = cpb::compute_client::ComputeClient::new(nubis_proto::auth::Signed::new(
+        ch.clone(),
+        admin(),
+    ));
     let zones = c
         .describe_availability_zones(cpb::DescribeAvailabilityZonesRequest::default())
         .await
@@ -125,7 +126,7 @@ async fn mutual_tls_for_agents_server_tls_for_tenants() {
         let creds = node_creds.clone();
         let node_id = r.node_id.clone();
         async move {
-            npb::node_client::NodeClient::with_interceptor(ch, Signer::new(creds))
+            npb::node_client::NodeClient::new(nubis_proto::auth::Signed::new(ch, creds))
                 .heartbeat(npb::HeartbeatRequest {
                     node_id,
                     capacity: register_req().capacity,
@@ -185,13 +186,10 @@ async fn mutual_tls_for_agents_server_tls_for_tenants() {
     // The host re-registers with its own node credential (the shared token
     // may not re-register a registered host id).
     let cred = r.credential.clone().unwrap();
-    let again = npb::node_client::NodeClient::with_interceptor(
+    let again = npb::node_client::NodeClient::new(nubis_proto::auth::Signed::new(
         ch,
-        Signer::new(nubis_proto::auth::Credentials::new(
-            cred.access_key_id,
-            cred.secret,
-        )),
-    )
+        nubis_proto::auth::Credentials::new(cred.access_key_id, cred.secret),
+    ))
     .register(register_req())
     .await
     .unwrap()

@@ -6,18 +6,16 @@
 
 mod support;
 
-use nubis_proto::auth::{Credentials, Signer};
+use nubis_proto::auth::{Credentials, Signed, SignedChannel};
 use nubis_proto::vpc::v1 as pb;
 use nubis_proto::vpc::v1::networking_client::NetworkingClient;
 use support::*;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
-type Net = NetworkingClient<InterceptedService<Channel, Signer>>;
+type Net = NetworkingClient<SignedChannel>;
 
 async fn net(ep: &str, creds: Credentials) -> Net {
     let ch = nubis_proto::transport::connect(ep).await.unwrap();
-    NetworkingClient::with_interceptor(ch, Signer::new(creds))
+    NetworkingClient::new(Signed::new(ch, creds))
 }
 
 fn perm(protocol: &str, port: i32, cidrs: &[&str], groups: &[&str]) -> pb::Permission {

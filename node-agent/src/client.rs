@@ -21,13 +21,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nubis_proto::auth::{Credentials, Signer};
+use nubis_proto::auth::Credentials;
 use nubis_proto::node::v1 as pb;
 use pb::node_client::NodeClient;
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinSet;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
 use crate::failover::Endpoints;
@@ -37,7 +35,7 @@ use crate::reconcile::{Agent, DesiredInstance};
 use crate::runtime::State;
 use crate::types::{Desired, ImageName, InstanceId, InstanceSpec};
 
-type Client = NodeClient<InterceptedService<Channel, Signer>>;
+type Client = NodeClient<nubis_proto::auth::SignedChannel>;
 
 /// Most `ReportInstance` calls in flight at once.
 pub const REPORT_CONCURRENCY: usize = 16;
@@ -371,10 +369,10 @@ async fn session(
     });
     let mut reg = None;
     if let Some(c) = saved {
-        let mut own = NodeClient::with_interceptor(
+        let mut own = NodeClient::new(nubis_proto::auth::Signed::new(
             channel.clone(),
-            Signer::new(Credentials::new(c.access_key_id, c.secret)),
-        );
+            Credentials::new(c.access_key_id, c.secret),
+        ));
         match own.register(request.clone()).await {
             Ok(r) => reg = Some(r.into_inner()),
             Err(st)
@@ -393,7 +391,7 @@ async fn session(
         None => {
             let (creds, enrolment_secret) = nubis_proto::auth::enrolment_signing(key, secret);
             request.enrolment_secret = enrolment_secret;
-            NodeClient::with_interceptor(channel.clone(), Signer::new(creds))
+            NodeClient::new(nubis_proto::auth::Signed::new(channel.clone(), creds))
                 .register(request)
                 .await
                 .map_err(rpc("Register"))?
@@ -418,7 +416,7 @@ async fn session(
     if let Some(m) = metrics {
         m.set_credential(creds.clone());
     }
-    let client: Client = NodeClient::with_interceptor(channel, Signer::new(creds));
+    let client: Client = NodeClient::new(nubis_proto::auth::Signed::new(channel, creds));
     let mut watch = client
         .clone()
         .watch_assignments(pb::WatchAssignmentsRequest {

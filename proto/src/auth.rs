@@ -12,12 +12,28 @@
 //! | `x-nubis-signature`  | hex HMAC-SHA256(secret, string-to-sign)                 |
 //!
 //! The string to sign is
-//! `NUBIS1-HMAC-SHA256\n<method path>\n<date>\n<nonce>` where the method path
-//! is the gRPC path, e.g. `/nubis.compute.v1.Compute/RunInstances`. The body
-//! is not signed (interceptors do not see it): integrity of the body comes
-//! from the transport (mTLS in production, see docs/compute-api.md). The
-//! verifier rejects dates more than [`MAX_SKEW`] away from its clock; it may
-//! additionally remember nonces for that window to reject replays.
+//! `NUBIS2-HMAC-SHA256\n<method path>\n<date>\n<nonce>\n<body digest>` where
+//! the method path is the gRPC path, e.g.
+//! `/nubis.compute.v1.Compute/RunInstances`, and the body digest is the hex
+//! SHA-256 of the whole HTTP/2 request body: the gRPC length-prefixed frame
+//! of the prost-encoded request message ([`grpc_body_digest`]). Signed
+//! headers replayed with another body therefore fail.
+//!
+//! Interceptors do not see the body, so signing happens one level lower:
+//! clients wrap their channel in [`Signed`] (a tower service that buffers
+//! the request body, digests it and adds the headers), and servers put
+//! [`BodyDigestLayer`] in front of their routes, which buffers the body (up
+//! to a limit), digests it and hands the [`BodyDigest`] to the handlers in
+//! the request's extensions. Every Nubis request message is a single message
+//! (no client streaming), so buffering it is what decoding does anyway.
+//!
+//! The verifier rejects dates more than [`MAX_SKEW`] away from its clock;
+//! the control plane also remembers nonces for that window (in etcd) to
+//! reject replays.
+
+mod service;
+
+pub use service::{BodyDigestLayer, BodyDigestService, Signed, SignedChannel};
 
 use std::time::{Duration, SystemTime};
 
@@ -33,9 +49,11 @@ pub const HEADER_NONCE: &str = "x-nubis-nonce";
 /// Header carrying the signature.
 pub const HEADER_SIGNATURE: &str = "x-nubis-signature";
 /// The signature algorithm, first line of the string to sign.
-pub const ALGORITHM: &str = "NUBIS1-HMAC-SHA256";
-/// Largest accepted difference between the request date and the verifier's clock.
-pub const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
+pub const ALGORITHM: &str = "NUBIS2-HMAC-SHA256";
+/// Largest accepted difference between the request date and the verifier's
+/// clock (as EC2's SigV4 in the control plane's gateway): a signed request
+/// is usable for 10 minutes at most.
+pub const MAX_SKEW: Duration = Duration::from_secs(5 * 60);
 
 const DATE_FORMAT: &[time::format_description::FormatItem<'static>] =
     time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
@@ -50,7 +68,7 @@ pub enum AuthError {
     #[error("malformed header {0}")]
     MalformedHeader(&'static str),
     /// The request date is too far from the verifier's clock.
-    #[error("request date outside the allowed 15-minute skew")]
+    #[error("request date more than 5 minutes from the server's clock")]
     Skew,
     /// The signature does not match.
     #[error("signature does not match")]
@@ -58,6 +76,40 @@ pub enum AuthError {
     /// The nonce was seen before within the skew window (replay).
     #[error("nonce already used")]
     Replayed,
+    /// The server did not digest the request body ([`BodyDigestLayer`] is
+    /// missing in front of the service): nothing can be verified.
+    #[error("request body digest unavailable")]
+    NoBodyDigest,
+}
+
+/// SHA-256 of a request's HTTP body, as signed. Servers find it in the
+/// request extensions (put there by [`BodyDigestLayer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyDigest(pub [u8; 32]);
+
+impl BodyDigest {
+    /// The digest of `body` (the raw HTTP request body).
+    pub fn of(body: &[u8]) -> Self {
+        use sha2::Digest;
+        Self(Sha256::digest(body).into())
+    }
+
+    /// Lower-case hex, as in the string to sign.
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+/// The body digest of a unary gRPC request carrying `msg` uncompressed:
+/// the SHA-256 of its length-prefixed frame (flag byte 0, big-endian u32
+/// length, prost encoding). What [`Signed`] signs for that request.
+pub fn grpc_body_digest<M: prost::Message>(msg: &M) -> BodyDigest {
+    let body = msg.encode_to_vec();
+    let mut framed = Vec::with_capacity(body.len() + 5);
+    framed.push(0);
+    framed.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
+    framed.extend_from_slice(&body);
+    BodyDigest::of(&framed)
 }
 
 /// An access key id with its secret. `Debug` does not print the secret.
@@ -114,35 +166,56 @@ pub fn parse_date(s: &str) -> Option<SystemTime> {
     Some(pdt.assume_utc().into())
 }
 
-/// The string to sign for a method path, date and nonce.
-pub fn string_to_sign(method_path: &str, date: &str, nonce: &str) -> String {
-    format!("{ALGORITHM}\n{method_path}\n{date}\n{nonce}")
+/// The string to sign for a method path, date, nonce and body digest.
+pub fn string_to_sign(method_path: &str, date: &str, nonce: &str, body: &BodyDigest) -> String {
+    format!(
+        "{ALGORITHM}\n{method_path}\n{date}\n{nonce}\n{}",
+        body.hex()
+    )
 }
 
-fn mac(secret: &str, method_path: &str, date: &str, nonce: &str) -> Hmac<Sha256> {
+fn mac(
+    secret: &str,
+    method_path: &str,
+    date: &str,
+    nonce: &str,
+    body: &BodyDigest,
+) -> Hmac<Sha256> {
     // HMAC accepts keys of any length; new_from_slice cannot fail for it.
     let mut mac = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
         Ok(m) => m,
         Err(_) => unreachable!("HMAC-SHA256 takes keys of any length"),
     };
-    mac.update(string_to_sign(method_path, date, nonce).as_bytes());
+    mac.update(string_to_sign(method_path, date, nonce, body).as_bytes());
     mac
 }
 
 /// Hex HMAC-SHA256 signature.
-pub fn signature(secret: &str, method_path: &str, date: &str, nonce: &str) -> String {
+pub fn signature(
+    secret: &str,
+    method_path: &str,
+    date: &str,
+    nonce: &str,
+    body: &BodyDigest,
+) -> String {
     hex::encode(
-        mac(secret, method_path, date, nonce)
+        mac(secret, method_path, date, nonce, body)
             .finalize()
             .into_bytes(),
     )
 }
 
-/// Signs a request to `method_path` at time `now` with a fresh random nonce.
-pub fn sign(creds: &Credentials, method_path: &str, now: SystemTime) -> SignedHeaders {
+/// Signs a request to `method_path` whose body has digest `body`, at time
+/// `now`, with a fresh random nonce.
+pub fn sign(
+    creds: &Credentials,
+    method_path: &str,
+    body: &BodyDigest,
+    now: SystemTime,
+) -> SignedHeaders {
     let nonce = hex::encode(rand::random::<[u8; 16]>());
     let date = format_date(now);
-    let signature = signature(&creds.secret, method_path, &date, &nonce);
+    let signature = signature(&creds.secret, method_path, &date, &nonce, body);
     SignedHeaders {
         access_key_id: creds.access_key_id.clone(),
         date,
@@ -192,12 +265,28 @@ impl SignedHeaders {
         Ok(())
     }
 
+    /// Inserts the headers into an HTTP header map (what [`Signed`] does).
+    pub fn apply_http(&self, headers: &mut http::HeaderMap) -> Result<(), AuthError> {
+        for (name, v) in [
+            (HEADER_ACCESS_KEY, &self.access_key_id),
+            (HEADER_DATE, &self.date),
+            (HEADER_NONCE, &self.nonce),
+            (HEADER_SIGNATURE, &self.signature),
+        ] {
+            let v = http::HeaderValue::from_str(v).map_err(|_| AuthError::MalformedHeader(name))?;
+            headers.insert(http::HeaderName::from_static(name), v);
+        }
+        Ok(())
+    }
+
     /// Checks date skew against `now` and the signature against `secret`
+    /// for a request to `method_path` whose body has digest `body`
     /// (constant-time comparison).
     pub fn verify(
         &self,
         secret: &str,
         method_path: &str,
+        body: &BodyDigest,
         now: SystemTime,
     ) -> Result<(), AuthError> {
         let when = parse_date(&self.date).ok_or(AuthError::MalformedHeader(HEADER_DATE))?;
@@ -213,7 +302,7 @@ impl SignedHeaders {
         }
         let sig = hex::decode(&self.signature)
             .map_err(|_| AuthError::MalformedHeader(HEADER_SIGNATURE))?;
-        mac(secret, method_path, &self.date, &self.nonce)
+        mac(secret, method_path, &self.date, &self.nonce, body)
             .verify_slice(&sig)
             .map_err(|_| AuthError::BadSignature)
     }
@@ -250,64 +339,31 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A tonic client interceptor that signs every request.
-///
-/// ```ignore
-/// let channel = nubis_proto::transport::connect("unix:/run/nubis/cp.sock").await?;
-/// let client = ComputeClient::with_interceptor(channel, Signer::new(creds));
-/// ```
-#[derive(Debug, Clone)]
-pub struct Signer {
-    creds: Credentials,
-}
-
-impl Signer {
-    /// A signer for these credentials.
-    pub fn new(creds: Credentials) -> Self {
-        Self { creds }
-    }
-
-    /// The credentials used.
-    pub fn credentials(&self) -> &Credentials {
-        &self.creds
-    }
-}
-
-impl tonic::service::Interceptor for Signer {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        let path = match req.extensions().get::<tonic::GrpcMethod>() {
-            Some(m) => format!("/{}/{}", m.service(), m.method()),
-            None => {
-                return Err(tonic::Status::internal(
-                    "request has no gRPC method extension to sign",
-                ))
-            }
-        };
-        let headers = sign(&self.creds, &path, SystemTime::now());
-        headers
-            .apply(req.metadata_mut())
-            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
-        Ok(req)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const PATH: &str = "/nubis.compute.v1.Compute/RunInstances";
 
+    fn body() -> BodyDigest {
+        BodyDigest::of(b"\0\0\0\0\x02\x08\x01")
+    }
+
     #[test]
     fn sign_then_verify() {
         let creds = Credentials::new("NKIAEXAMPLE", "s3cret");
         let now = SystemTime::now();
-        let h = sign(&creds, PATH, now);
-        assert_eq!(h.verify("s3cret", PATH, now), Ok(()));
-        assert_eq!(h.verify("other", PATH, now), Err(AuthError::BadSignature));
+        let h = sign(&creds, PATH, &body(), now);
+        assert_eq!(h.verify("s3cret", PATH, &body(), now), Ok(()));
+        assert_eq!(
+            h.verify("other", PATH, &body(), now),
+            Err(AuthError::BadSignature)
+        );
         assert_eq!(
             h.verify(
                 "s3cret",
                 "/nubis.compute.v1.Compute/TerminateInstances",
+                &body(),
                 now
             ),
             Err(AuthError::BadSignature)
@@ -315,15 +371,49 @@ mod tests {
     }
 
     #[test]
-    fn skew_is_limited() {
+    fn the_signature_covers_the_body() {
         let creds = Credentials::new("k", "s");
         let now = SystemTime::now();
-        let h = sign(&creds, PATH, now - Duration::from_secs(16 * 60));
-        assert_eq!(h.verify("s", PATH, now), Err(AuthError::Skew));
-        let h = sign(&creds, PATH, now + Duration::from_secs(16 * 60));
-        assert_eq!(h.verify("s", PATH, now), Err(AuthError::Skew));
-        let h = sign(&creds, PATH, now - Duration::from_secs(14 * 60));
-        assert_eq!(h.verify("s", PATH, now), Ok(()));
+        let h = sign(&creds, PATH, &body(), now);
+        let other = BodyDigest::of(b"\0\0\0\0\x02\x08\x02");
+        assert_eq!(
+            h.verify("s", PATH, &other, now),
+            Err(AuthError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn grpc_body_digest_is_the_digest_of_the_frame() {
+        // A message with field 1 (varint) = 1 encodes as 08 01.
+        let msg = prost_types::Duration {
+            seconds: 1,
+            nanos: 0,
+        };
+        assert_eq!(
+            grpc_body_digest(&msg),
+            BodyDigest::of(b"\0\0\0\0\x02\x08\x01")
+        );
+    }
+
+    #[test]
+    fn skew_is_limited_to_5_minutes() {
+        let creds = Credentials::new("k", "s");
+        let now = SystemTime::now();
+        for (offset, ok) in [
+            (-6 * 60, false),
+            (6 * 60, false),
+            (-4 * 60, true),
+            (4 * 60, true),
+        ] {
+            let at = if offset < 0 {
+                now - Duration::from_secs((-offset) as u64)
+            } else {
+                now + Duration::from_secs(offset as u64)
+            };
+            let h = sign(&creds, PATH, &body(), at);
+            let want = if ok { Ok(()) } else { Err(AuthError::Skew) };
+            assert_eq!(h.verify("s", PATH, &body(), now), want, "offset {offset} s");
+        }
     }
 
     #[test]
@@ -338,10 +428,16 @@ mod tests {
     #[test]
     fn metadata_round_trip_and_missing_header() {
         let creds = Credentials::new("k", "s");
-        let h = sign(&creds, PATH, SystemTime::now());
+        let h = sign(&creds, PATH, &body(), SystemTime::now());
         let mut md = tonic::metadata::MetadataMap::new();
         h.apply(&mut md).unwrap();
-        assert_eq!(SignedHeaders::from_metadata(&md), Ok(h));
+        assert_eq!(SignedHeaders::from_metadata(&md), Ok(h.clone()));
+        let mut hm = http::HeaderMap::new();
+        h.apply_http(&mut hm).unwrap();
+        assert_eq!(
+            SignedHeaders::from_metadata(&tonic::metadata::MetadataMap::from_headers(hm)),
+            Ok(h)
+        );
         md.remove(HEADER_NONCE);
         assert_eq!(
             SignedHeaders::from_metadata(&md),

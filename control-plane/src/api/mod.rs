@@ -1,6 +1,7 @@
 //! The gRPC edge: thin handlers over the domain. Every handler goes through
 //! one [`Edge::call`], which owns what each call has in common:
-//! authentication (signed request metadata -> [`Caller`]; for the Node
+//! authentication (signed request metadata and the body digest the
+//! listener's `BodyDigestLayer` computed -> [`Caller`]; for the Node
 //! service also the client-certificate rule of mutual TLS), running the
 //! handler's domain work, and mapping a domain [`Error`] onto a
 //! `tonic::Status` (with the EC2 error code in the `x-nubis-error-code`
@@ -17,7 +18,7 @@ pub mod vpc;
 use std::future::Future;
 use std::sync::Arc;
 
-use nubis_proto::auth::SignedHeaders;
+use nubis_proto::auth::{AuthError, BodyDigest, SignedHeaders};
 use tonic::{Request, Response, Status};
 
 use crate::domain::{Caller, Domain};
@@ -121,17 +122,32 @@ impl Edge {
         }
         let headers = SignedHeaders::from_metadata(req.metadata())
             .map_err(|e| to_status(Error::AuthFailure(e)))?;
+        let digest = req
+            .extensions()
+            .get::<BodyDigest>()
+            .ok_or(Error::AuthFailure(AuthError::NoBodyDigest))
+            .map_err(to_status)?;
         let path = format!("/{}/{method}", self.service);
         self.domain
-            .authenticate(&path, &headers)
+            .authenticate(&path, &headers, digest)
             .await
             .map_err(to_status)
     }
 }
 
-/// Every service (Compute, Admin, Billing, Networking, Node) over one domain, ready for `tonic::transport::Server`.
+/// Largest decoded request message of the Compute and Node services.
+const MAX_MESSAGE: usize = 8 * 1024 * 1024;
+
+/// Largest request body the listeners buffer and digest (one message and
+/// its 5-byte gRPC frame header); put [`nubis_proto::auth::BodyDigestLayer`]
+/// with it in front of [`routes`].
+pub const MAX_BODY: usize = MAX_MESSAGE + 5;
+
+/// Every service (Compute, Admin, Billing, Networking, Node) over one domain, ready for
+/// `tonic::transport::Server` behind a [`nubis_proto::auth::BodyDigestLayer`]
+/// (without it every call fails authentication).
 pub fn routes(domain: Arc<Domain>) -> tonic::service::Routes {
-    let max = 8 * 1024 * 1024;
+    let max = MAX_MESSAGE;
     tonic::service::Routes::new(
         nubis_proto::compute::v1::compute_server::ComputeServer::new(compute::ComputeApi::new(
             domain.clone(),

@@ -6,15 +6,16 @@
 //! revocation and disabling are in [`super::access_keys`]. The operator key and agent
 //! enrolment tokens come from the configuration file.
 //!
-//! Each replica caches looked-up keys for [`KEY_CACHE_TTL`] and remembers
-//! nonces for the 15-minute skew window to reject replays (per replica;
-//! production deployments add mTLS).
+//! Each replica caches looked-up keys for [`KEY_CACHE_TTL`]. A signed gRPC
+//! request (its signature covers the body digest) is accepted once: its
+//! nonce is recorded in etcd for the skew window ([`super::nonces`]), after
+//! the caller's per-account rate limit ([`crate::ratelimit`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use nubis_proto::auth::{AuthError, SignedHeaders, MAX_SKEW};
+use nubis_proto::auth::{AuthError, BodyDigest, SignedHeaders};
 
 use crate::domain::model::{now_ms, AccessKey, Account, Principal};
 use crate::domain::{Caller, Domain};
@@ -24,16 +25,26 @@ use crate::store::Tx;
 
 /// How long a replica trusts a cached access key.
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
-const MAX_NONCES: usize = 1_000_000;
 
-/// Per-replica caches of access keys and seen nonces.
-#[derive(Debug, Default)]
+/// Per-replica cache of access keys, the replica's nonce lease and the
+/// gRPC per-account rate limiter.
+#[derive(Debug)]
 pub struct CredentialCache {
     keys: Mutex<HashMap<String, (Instant, AccessKey)>>,
-    nonces: Mutex<HashMap<String, Instant>>,
+    nonces: super::nonces::NonceLeases,
+    limiter: crate::ratelimit::RateLimiter,
 }
 
 impl CredentialCache {
+    /// A cache whose gRPC callers are limited to `limit` per account.
+    pub fn new(limit: crate::ratelimit::RateLimit) -> Self {
+        Self {
+            keys: Mutex::default(),
+            nonces: super::nonces::NonceLeases::default(),
+            limiter: crate::ratelimit::RateLimiter::new(limit),
+        }
+    }
+
     /// Forgets a key (after rotation).
     pub fn forget(&self, key_id: &str) {
         if let Ok(mut k) = self.keys.lock() {
@@ -46,17 +57,6 @@ impl CredentialCache {
         if let Ok(mut k) = self.keys.lock() {
             k.clear();
         }
-    }
-
-    fn note_nonce(&self, key_id: &str, nonce: &str) -> bool {
-        let Ok(mut n) = self.nonces.lock() else {
-            return true;
-        };
-        let now = Instant::now();
-        if n.len() >= MAX_NONCES {
-            n.retain(|_, t| now.duration_since(*t) < MAX_SKEW * 2);
-        }
-        n.insert(format!("{key_id}/{nonce}"), now).is_none()
     }
 }
 
@@ -179,15 +179,46 @@ impl Domain {
         Ok((caller, secret))
     }
 
-    /// Verifies a signed gRPC request to `method_path`.
-    pub async fn authenticate(&self, method_path: &str, headers: &SignedHeaders) -> Result<Caller> {
+    /// Records the first use of an EC2 request's SigV4 signature in the
+    /// shared nonce store (the gateway's optional replay cache for mutating
+    /// calls): `false` when it was used before, on any replica.
+    pub async fn first_use_of_sigv4(&self, signature: &[u8]) -> Result<bool> {
+        self.creds
+            .nonces
+            .record(&self.store, "sigv4", &hex::encode(signature))
+            .await
+    }
+
+    /// Verifies a signed gRPC request to `method_path` whose body has
+    /// digest `body`: the signature, then the caller's rate limit (tenants
+    /// and the operator, per account; agents and enrolment tokens are not
+    /// limited), then the nonce's first use (recorded in etcd, so a replay
+    /// fails on every replica and after restarts).
+    pub async fn authenticate(
+        &self,
+        method_path: &str,
+        headers: &SignedHeaders,
+        body: &BodyDigest,
+    ) -> Result<Caller> {
         let (caller, secret) = self.access_key_secret(&headers.access_key_id).await?;
         headers
-            .verify(&secret, method_path, SystemTime::now())
+            .verify(&secret, method_path, body, SystemTime::now())
             .map_err(Error::AuthFailure)?;
+        let account = match &caller {
+            Caller::Tenant(a) => Some(a.to_string()),
+            Caller::Operator => Some(crate::ids::AccountId::operator().to_string()),
+            _ => None,
+        };
+        if let Some(a) = account {
+            if !self.creds.limiter.try_acquire(&a) {
+                return Err(Error::RateLimited);
+            }
+        }
         if !self
             .creds
-            .note_nonce(&headers.access_key_id, &headers.nonce)
+            .nonces
+            .record(&self.store, &headers.access_key_id, &headers.nonce)
+            .await?
         {
             return Err(Error::AuthFailure(AuthError::Replayed));
         }

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use nubis_proto::auth::{Credentials, Signer};
+use nubis_proto::auth::Credentials;
 use nubis_proto::node::v1 as pb;
 use pb::agent_metrics_client::AgentMetricsClient;
 
@@ -325,7 +325,8 @@ impl Domain {
             let channel = nubis_proto::transport::connect(&endpoint)
                 .await
                 .map_err(|e| Error::Internal(format!("dialing {endpoint}: {e}")))?;
-            let mut client = AgentMetricsClient::with_interceptor(channel, Signer::new(creds));
+            let mut client =
+                AgentMetricsClient::new(nubis_proto::auth::Signed::new(channel, creds));
             client
                 .query_metrics(pb::QueryMetricsRequest {
                     instance_ids: ids,

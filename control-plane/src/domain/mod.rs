@@ -48,6 +48,7 @@ pub mod model;
 pub mod network;
 pub mod nodecache;
 pub mod nodes;
+pub mod nonces;
 pub mod offerings;
 pub mod placement;
 pub mod reservations;
@@ -156,13 +157,14 @@ impl Domain {
                 "access-key secrets are stored in etcd in plaintext: set [auth] secrets_key_file"
             );
         }
+        let creds = accounts::CredentialCache::new(cfg.grpc.rate_limit());
         let domain = Arc::new(Self {
             store: store.clone(),
             cfg,
             network,
             nodes,
             types,
-            creds: accounts::CredentialCache::default(),
+            creds,
             secrets,
             tasks: std::sync::OnceLock::new(),
             asg_metrics: std::sync::OnceLock::new(),

@@ -60,7 +60,7 @@ error_codes! {
     AuthFailure => "AuthFailure", UNAUTHORIZED;
     /// The computed signature differs from the one supplied.
     SignatureDoesNotMatch => "SignatureDoesNotMatch", FORBIDDEN;
-    /// The request's timestamp is more than 15 minutes off.
+    /// The request's timestamp is more than 5 minutes off.
     RequestExpired => "RequestExpired", BAD_REQUEST;
     /// No `Authorization` header (or no usable signature) was supplied.
     MissingAuthenticationToken => "MissingAuthenticationToken", UNAUTHORIZED;
@@ -86,6 +86,8 @@ error_codes! {
     InvalidRequest => "InvalidRequest", BAD_REQUEST;
     /// The request body exceeds the size limit.
     RequestEntityTooLarge => "RequestEntityTooLarge", PAYLOAD_TOO_LARGE;
+    /// The request body did not arrive within `[http] body_timeout_seconds`.
+    RequestTimeout => "RequestTimeout", REQUEST_TIMEOUT;
     /// A malformed instance ID.
     InvalidInstanceIdMalformed => "InvalidInstanceID.Malformed", BAD_REQUEST;
     /// An instance ID that does not exist (for this account).

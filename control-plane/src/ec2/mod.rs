@@ -1,25 +1,30 @@
 //! The EC2 Query protocol gateway (API version 2016-11-15): SigV4
 //! verification, form parsing, XML responses, mapped onto the domain layer.
 //!
-//! Request pipeline ([`handle`]): `POST /` only -> body read with a size limit
-//! -> form-encoded content type -> SigV4 ([`sigv4`]) with the secret of the
-//! access key ([`Backend::credentials`]) and the region/service of the scope
-//! (the service routes the request: `ec2` continues below, `autoscaling`
-//! goes to [`Backend::dispatch_autoscaling`], see [`autoscaling`])
-//! -> per-account rate limit ([`ratelimit`]) -> form parsing into a typed
+//! Request pipeline ([`handle`]): `POST /` only -> declared `Content-Length`
+//! within the size limit -> form-encoded content type -> the `Authorization`
+//! header, its region/service scope and the access key's secret
+//! ([`Backend::credentials`]), all before any byte of the body is read, so
+//! requests without a known key are never buffered -> body read with the
+//! size limit (and, on the listener, a deadline) -> SigV4 ([`sigv4`]) over
+//! it (the scope's service routes the request: `ec2` continues below,
+//! `autoscaling` goes to [`Backend::dispatch_autoscaling`], see
+//! [`autoscaling`]) -> per-account rate limit ([`ratelimit`]) -> form parsing into a typed
 //! [`requests::Request`] -> the action ([`Backend::dispatch`], implemented over
 //! the domain layer in [`actions`]) -> XML ([`xml`]). Every failure is an EC2
 //! XML error ([`error`]) with a 4xx/5xx status; never an HTML page.
 //!
-//! The control plane mounts [`router`] on its HTTP listener.
+//! The control plane serves [`router`] with [`listener::serve`], which owns
+//! the connection limits and the header/body/idle timeouts.
 
 pub mod actions;
 pub mod attribute_requests;
 pub mod autoscaling;
 pub mod error;
 pub mod image_requests;
+pub mod listener;
 pub mod query;
-pub mod ratelimit;
+pub use crate::ratelimit;
 pub mod requests;
 pub mod run_options;
 pub mod sigv4;
@@ -44,10 +49,6 @@ pub use actions::{router, router_with_config, DomainBackend};
 
 /// Largest accepted request body (UserData is at most 16 KiB, ~22 KiB in base64).
 pub const DEFAULT_MAX_BODY: usize = 256 * 1024;
-
-/// Bodies declared larger than the limit but at most this size are read and
-/// discarded before the `RequestEntityTooLarge` answer (see `read_body`).
-const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
 
 /// A boxed future, for the object-safe [`Backend`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -88,6 +89,14 @@ pub trait Backend: Send + Sync + 'static {
         req: Request,
     ) -> BoxFuture<'a, Result<String, Ec2Error>>;
 
+    /// Records the first use of a mutating request's SigV4 signature
+    /// (the optional replay cache, `[http] replay_cache`): `false` when it
+    /// was used before. By default there is no cache: always `true`.
+    fn first_use<'a>(&'a self, signature: &'a [u8]) -> BoxFuture<'a, Result<bool, Ec2Error>> {
+        let _ = signature;
+        Box::pin(async { Ok(true) })
+    }
+
     /// Performs an Auto Scaling API request (its form, `Action` included)
     /// for `account` and returns the XML response document. By default the
     /// service is not offered.
@@ -114,6 +123,9 @@ pub struct GatewayConfig {
     pub max_body: usize,
     /// Per-account rate limit.
     pub rate_limit: RateLimit,
+    /// How long reading a body may take (the listener enforces it on the
+    /// socket; this bounds bodies that come another way).
+    pub body_timeout: std::time::Duration,
 }
 
 impl Default for GatewayConfig {
@@ -121,6 +133,7 @@ impl Default for GatewayConfig {
         Self {
             max_body: DEFAULT_MAX_BODY,
             rate_limit: RateLimit::default(),
+            body_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -197,7 +210,17 @@ pub async fn handle(gw: &Gateway, req: HttpRequest<Body>, now: OffsetDateTime) -
                 sigv4::Service::Ec2 => e.to_xml(&rid),
                 sigv4::Service::AutoScaling => autoscaling::error_xml(&e, &rid),
             };
-            xml_response(e.status(), body)
+            let mut r = xml_response(e.status(), body);
+            if matches!(
+                e.code,
+                ErrorCode::RequestEntityTooLarge | ErrorCode::RequestTimeout
+            ) {
+                // The rest of the body is never read: the connection cannot
+                // carry another request.
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            r
         }
     }
 }
@@ -226,10 +249,20 @@ async fn run(
             "The EC2 Query API is served on POST / only",
         ));
     }
-    let body = read_body(&parts.headers, body, gw.cfg.max_body).await?;
+    check_length(&parts.headers, gw.cfg.max_body)?;
     check_content_type(&parts.headers)?;
-    let (account, svc) = authenticate(gw, parts, &body, now).await?;
+    let (auth, key, svc) = identify(gw, parts).await?;
     *service = svc;
+    let body = read_body(body, gw.cfg.max_body, gw.cfg.body_timeout).await?;
+    let req = sigv4::RequestParts {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &parts.headers,
+        body: &body,
+    };
+    sigv4::verify(&auth, &key.secret, &req, now).map_err(sig_error)?;
+    let account = key.account;
     if !gw.limiter.try_acquire(&account) {
         return Err(Ec2Error::new(
             ErrorCode::RequestLimitExceeded,
@@ -242,10 +275,13 @@ async fn run(
             let req = Request::parse(form)?;
             let action = req.action();
             *seen = action;
+            refuse_replay(gw, action, &auth.signature).await?;
             let xml = gw.backend.dispatch(&account, rid, req).await?;
             Ok((action, xml))
         }
         sigv4::Service::AutoScaling => {
+            let action = form.get("Action").map_or("", String::as_str);
+            refuse_replay(gw, action, &auth.signature).await?;
             let xml = gw.backend.dispatch_autoscaling(&account, rid, form).await?;
             *seen = "autoscaling";
             Ok(("autoscaling", xml))
@@ -253,32 +289,77 @@ async fn run(
     }
 }
 
-async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, Ec2Error> {
-    let too_large = || {
+/// Whether `action` changes anything (everything but `Describe*`, `Get*`
+/// and `List*`).
+pub fn is_mutating(action: &str) -> bool {
+    !["Describe", "Get", "List"]
+        .iter()
+        .any(|p| action.starts_with(p))
+}
+
+/// The replay cache: a mutating request whose signature was seen before is
+/// refused (`AuthFailure`) before it runs.
+async fn refuse_replay(gw: &Gateway, action: &str, signature: &[u8]) -> Result<(), Ec2Error> {
+    if is_mutating(action) && !gw.backend.first_use(signature).await? {
+        return Err(Ec2Error::new(
+            ErrorCode::AuthFailure,
+            "This signed request was already used: sign each request anew",
+        ));
+    }
+    Ok(())
+}
+
+fn too_large(max: usize) -> Ec2Error {
+    Ec2Error::new(
+        ErrorCode::RequestEntityTooLarge,
+        format!("The request body exceeds {max} bytes"),
+    )
+}
+
+/// Refuses a declared body larger than `max` before reading any of it.
+fn check_length(headers: &HeaderMap, max: usize) -> Result<(), Ec2Error> {
+    let Some(len) = headers.get(header::CONTENT_LENGTH) else {
+        return Ok(());
+    };
+    let len: u64 = len
+        .to_str()
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Ec2Error::new(ErrorCode::InvalidRequest, "Invalid Content-Length"))?;
+    if len > max as u64 {
+        return Err(too_large(max));
+    }
+    Ok(())
+}
+
+/// Reads the body, at most `max` bytes (a streamed body is cut off there)
+/// and within `timeout`.
+async fn read_body(
+    body: Body,
+    max: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, Ec2Error> {
+    let timed_out = || {
         Ec2Error::new(
-            ErrorCode::RequestEntityTooLarge,
-            format!("The request body exceeds {max} bytes"),
+            ErrorCode::RequestTimeout,
+            "The request body did not arrive in time",
         )
     };
-    if let Some(len) = headers.get(header::CONTENT_LENGTH) {
-        let len: usize = len
-            .to_str()
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| Ec2Error::new(ErrorCode::InvalidRequest, "Invalid Content-Length"))?;
-        if len > max {
-            // Most HTTP clients send the whole body before reading the answer;
-            // closing on unread data resets the connection and they never see
-            // the 413. Read and discard a moderately oversized body first.
-            if len <= DRAIN_LIMIT {
-                let _ = axum::body::to_bytes(body, DRAIN_LIMIT).await;
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, max)).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => {
+            let cause = e.into_inner();
+            let mut src: Option<&(dyn std::error::Error + 'static)> = Some(cause.as_ref());
+            while let Some(e) = src {
+                if e.is::<listener::BodyTimeout>() {
+                    return Err(timed_out());
+                }
+                src = e.source();
             }
-            return Err(too_large());
+            Err(too_large(max))
         }
+        Err(_) => Err(timed_out()),
     }
-    axum::body::to_bytes(body, max)
-        .await
-        .map_err(|_| too_large())
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), Ec2Error> {
@@ -297,14 +378,13 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Ec2Error> {
     }
 }
 
-/// Verifies the request's signature and returns the caller's account and
-/// the service its credential scope names.
-async fn authenticate(
+/// Reads the `Authorization` header, checks its scope and looks up its
+/// access key: everything about the caller that needs no body. The
+/// signature itself is verified once the body is read.
+async fn identify(
     gw: &Gateway,
     parts: &http::request::Parts,
-    body: &[u8],
-    now: OffsetDateTime,
-) -> Result<(String, sigv4::Service), Ec2Error> {
+) -> Result<(sigv4::Authorization, KeyInfo, sigv4::Service), Ec2Error> {
     let header = match parts.headers.get(header::AUTHORIZATION) {
         None => {
             return Err(Ec2Error::new(
@@ -346,15 +426,7 @@ async fn authenticate(
                 "AWS was not able to validate the provided access credentials",
             )
         })?;
-    let req = sigv4::RequestParts {
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        query: parts.uri.query().unwrap_or(""),
-        headers: &parts.headers,
-        body,
-    };
-    sigv4::verify(&auth, &key.secret, &req, now).map_err(sig_error)?;
-    Ok((key.account, service))
+    Ok((auth, key, service))
 }
 
 fn sig_error(e: sigv4::SigV4Error) -> Ec2Error {
@@ -370,7 +442,7 @@ fn sig_error(e: sigv4::SigV4Error) -> Ec2Error {
         ),
         Expired => Ec2Error::new(
             ErrorCode::RequestExpired,
-            "Request has expired: its X-Amz-Date is more than 15 minutes from the server time",
+            "Request has expired: its X-Amz-Date is more than 5 minutes from the server time",
         ),
         Mismatch => Ec2Error::new(
             ErrorCode::SignatureDoesNotMatch,

@@ -92,6 +92,16 @@ impl Keys {
         format!("{}/access-keys/{}", self.p, hex::encode(key_id))
     }
 
+    /// `nonces/<hex SHA-256 of key id and nonce>`: a signed gRPC request
+    /// already accepted ([`crate::domain::nonces`]), under a lease.
+    pub fn nonce(&self, digest_hex: &str) -> String {
+        format!("{}/nonces/{digest_hex}", self.p)
+    }
+    /// All recorded nonces.
+    pub fn nonces(&self) -> String {
+        format!("{}/nonces/", self.p)
+    }
+
     /// `enrolment-tokens/<token id>`: a one-time per-host enrolment token.
     pub fn enrolment_token(&self, token_id: &str) -> String {
         format!("{}/enrolment-tokens/{}", self.p, hex::encode(token_id))

@@ -725,6 +725,16 @@ impl Tx {
         Ok(self)
     }
 
+    /// Writes raw bytes attached to a lease.
+    pub fn put_raw_with_lease(&mut self, key: &str, value: Vec<u8>, lease: i64) -> &mut Self {
+        self.ops.push(TxnOp::put(
+            key,
+            value,
+            Some(PutOptions::new().with_lease(lease)),
+        ));
+        self
+    }
+
     /// Writes raw bytes.
     pub fn put_raw(&mut self, key: &str, value: Vec<u8>) -> &mut Self {
         self.ops.push(TxnOp::put(key, value, None));

@@ -8,10 +8,8 @@ use std::time::{Duration, Instant};
 
 use nubis_control_plane::config::Config;
 use nubis_control_plane::server::Replica;
-use nubis_proto::auth::{Credentials, Signer};
+use nubis_proto::auth::Credentials;
 use nubis_proto::compute::v1 as pb;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 pub const ADMIN_KEY: &str = "NKIAADMINTEST000001";
 pub const ADMIN_SECRET: &str = "admin-secret-for-tests-only-0123456789";
@@ -72,21 +70,21 @@ pub fn endpoint(r: &Replica) -> String {
     format!("http://{}", r.grpc_addr.expect("tcp listener"))
 }
 
-pub type Compute = pb::compute_client::ComputeClient<InterceptedService<Channel, Signer>>;
-pub type Admin = pb::admin_client::AdminClient<InterceptedService<Channel, Signer>>;
+pub type Compute = pb::compute_client::ComputeClient<nubis_proto::auth::SignedChannel>;
+pub type Admin = pb::admin_client::AdminClient<nubis_proto::auth::SignedChannel>;
 
 pub async fn compute(endpoint: &str, creds: Credentials) -> Compute {
     let ch = nubis_proto::transport::connect(endpoint)
         .await
         .expect("connect");
-    pb::compute_client::ComputeClient::with_interceptor(ch, Signer::new(creds))
+    pb::compute_client::ComputeClient::new(nubis_proto::auth::Signed::new(ch, creds))
 }
 
 pub async fn admin_client(endpoint: &str) -> Admin {
     let ch = nubis_proto::transport::connect(endpoint)
         .await
         .expect("connect");
-    pb::admin_client::AdminClient::with_interceptor(ch, Signer::new(admin()))
+    pb::admin_client::AdminClient::new(nubis_proto::auth::Signed::new(ch, admin()))
 }
 
 /// Creates a tenant account, returns its credentials.

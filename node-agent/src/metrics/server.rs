@@ -6,7 +6,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use nubis_proto::auth::{Credentials, SignedHeaders};
+use nubis_proto::auth::{BodyDigest, BodyDigestLayer, Credentials, SignedHeaders};
 use nubis_proto::node::v1 as pb;
 use pb::agent_metrics_server::{AgentMetrics, AgentMetricsServer};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
@@ -59,7 +59,11 @@ impl Service {
         if h.access_key_id != creds.access_key_id {
             return Err(Status::unauthenticated("unknown access key"));
         }
-        h.verify(&creds.secret, QUERY_PATH, SystemTime::now())
+        let body = req
+            .extensions()
+            .get::<BodyDigest>()
+            .ok_or_else(|| Status::unauthenticated("request body digest unavailable"))?;
+        h.verify(&creds.secret, QUERY_PATH, body, SystemTime::now())
             .map_err(|e| Status::unauthenticated(e.to_string()))
     }
 }
@@ -166,8 +170,10 @@ pub async fn start(
                 }
             }),
         );
+    // The signature covers the request body: digest it before the routes.
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
+        .layer(BodyDigestLayer::default())
         .add_routes(tonic::service::Routes::from(router));
     let bound = match listen {
         MetricsListen::Tcp(addr) => {

@@ -91,6 +91,15 @@ impl super::Backend for DomainBackend {
         })
     }
 
+    fn first_use<'a>(&'a self, signature: &'a [u8]) -> BoxFuture<'a, Result<bool, Ec2Error>> {
+        Box::pin(async move {
+            if !self.domain.config().http.replay_cache {
+                return Ok(true);
+            }
+            Ok(self.domain.first_use_of_sigv4(signature).await?)
+        })
+    }
+
     fn dispatch<'a>(
         &'a self,
         account: &'a str,

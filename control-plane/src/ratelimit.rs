@@ -1,8 +1,10 @@
-//! Per-account request rate limiting for the EC2 gateway.
+//! Per-account request rate limiting, shared by the EC2 gateway (and its
+//! CloudWatch endpoint) and the gRPC edge (`Domain::authenticate`).
 //!
 //! Owns one token bucket per account (per replica): `rate` tokens a second up
 //! to `burst`. A request that finds its bucket empty is answered with
-//! `RequestLimitExceeded`, which botocore retries with back-off. Buckets idle
+//! `RequestLimitExceeded` (EC2) or `RESOURCE_EXHAUSTED` (gRPC), which clients
+//! retry with back-off. Buckets idle
 //! long enough to be full again are dropped, so the map stays bounded by the
 //! number of recently active accounts.
 
