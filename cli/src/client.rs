@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use nubis_proto::auth::{Credentials, Signer};
+use nubis_proto::autoscaling::v1::auto_scaling_client::AutoScalingClient;
 use nubis_proto::billing::v1::billing_client::BillingClient;
 use nubis_proto::compute::v1::admin_client::AdminClient;
 use nubis_proto::compute::v1::compute_client::ComputeClient;
@@ -26,6 +27,8 @@ pub struct Client {
     pub admin: AdminClient<Signed>,
     /// Usage and invoices.
     pub billing: BillingClient<Signed>,
+    /// Auto Scaling groups and launch templates.
+    pub autoscaling: AutoScalingClient<Signed>,
 }
 
 /// How long to try to reach the control plane before giving up (shared by
@@ -71,7 +74,8 @@ impl Client {
         Ok(Self {
             compute: ComputeClient::with_interceptor(channel.clone(), signer.clone()),
             admin: AdminClient::with_interceptor(channel.clone(), signer.clone()),
-            billing: BillingClient::with_interceptor(channel, signer),
+            billing: BillingClient::with_interceptor(channel.clone(), signer.clone()),
+            autoscaling: AutoScalingClient::with_interceptor(channel, signer),
         })
     }
 }

@@ -21,7 +21,16 @@ pub mod compute {
     }
 }
 
-/// Control plane <-> node agent API.
+/// Auto Scaling groups, their policies and scheduled actions, launch templates.
+pub mod autoscaling {
+    /// Version 1.
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("nubis.autoscaling.v1");
+    }
+}
+
+/// Usage and invoices.
 pub mod billing {
     /// Version 1.
     pub mod v1 {
@@ -30,6 +39,7 @@ pub mod billing {
     }
 }
 
+/// Control plane <-> node agent API.
 pub mod node {
     /// Version 1.
     pub mod v1 {

@@ -2,6 +2,7 @@
 //! into API calls and renders the answer with `output`.
 
 pub mod admin;
+pub mod autoscaling;
 pub mod billing;
 pub mod configure;
 pub mod events;
@@ -68,6 +69,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 Command::Tags(c) => tags::run(&ctx, c).await,
                 Command::Events(c) => events::run(&ctx, c).await,
                 Command::Billing(c) => billing::run(&ctx, c).await,
+                Command::Autoscaling(c) => autoscaling::run(&ctx, c).await,
                 Command::Admin(c) => admin::run(&ctx, c).await,
                 Command::Completions { .. } | Command::Configure(_) => Ok(()),
             }

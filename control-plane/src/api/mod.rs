@@ -8,6 +8,7 @@
 //! domain; no business logic lives here.
 
 pub mod admin;
+pub mod autoscaling;
 pub mod billing;
 pub mod compute;
 pub mod node;
@@ -127,7 +128,7 @@ impl Edge {
     }
 }
 
-/// Every service (Compute, Admin, Billing, Node) over one domain, ready for `tonic::transport::Server`.
+/// Every service (Compute, Admin, AutoScaling, Billing, Node) over one domain, ready for `tonic::transport::Server`.
 pub fn routes(domain: Arc<Domain>) -> tonic::service::Routes {
     let max = 8 * 1024 * 1024;
     tonic::service::Routes::new(
@@ -140,6 +141,11 @@ pub fn routes(domain: Arc<Domain>) -> tonic::service::Routes {
     .add_service(nubis_proto::compute::v1::admin_server::AdminServer::new(
         admin::AdminApi::new(domain.clone()),
     ))
+    .add_service(
+        nubis_proto::autoscaling::v1::auto_scaling_server::AutoScalingServer::new(
+            autoscaling::AutoScalingApi::new(domain.clone()),
+        ),
+    )
     .add_service(
         nubis_proto::billing::v1::billing_server::BillingServer::new(billing::BillingApi::new(
             domain.clone(),

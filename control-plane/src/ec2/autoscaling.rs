@@ -409,16 +409,7 @@ fn instance_xml(w: &mut Doc, gi: &GroupInstance, g: Option<&AutoScalingGroup>) {
 
 fn group_xml(w: &mut Doc, d: &Domain, g: &AutoScalingGroup, insts: &[GroupInstance]) {
     w.leaf("AutoScalingGroupName", &g.name);
-    w.leaf(
-        "AutoScalingGroupARN",
-        format!(
-            "arn:aws:autoscaling:{}:{}:autoScalingGroup:{}:autoScalingGroupName/{}",
-            d.config().region,
-            g.account,
-            g.uid,
-            g.name
-        ),
-    );
+    w.leaf("AutoScalingGroupARN", d.group_arn(g));
     template_xml(w, g, None);
     w.leaf("MinSize", g.min_size);
     w.leaf("MaxSize", g.max_size);
