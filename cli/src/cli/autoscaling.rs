@@ -224,7 +224,7 @@ pub struct CreateGroupArgs {
     pub launch_template: String,
     /// Template version: $Default (default), $Latest or a number.
     #[arg(long, default_value = "")]
-    pub version: String,
+    pub template_version: String,
     /// MinSize.
     #[arg(long)]
     pub min: u32,
@@ -276,7 +276,7 @@ pub struct UpdateGroupArgs {
     pub launch_template: Option<String>,
     /// Template version (with --launch-template).
     #[arg(long, default_value = "")]
-    pub version: String,
+    pub template_version: String,
     /// Seconds after launch before health replacement applies.
     #[arg(long)]
     pub grace_period: Option<u32>,

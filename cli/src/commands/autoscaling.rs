@@ -441,7 +441,7 @@ async fn create(ctx: &Ctx, client: &mut Client, a: CreateGroupArgs) -> Result<()
         .autoscaling
         .create_auto_scaling_group(pb::CreateAutoScalingGroupRequest {
             auto_scaling_group_name: a.name.clone(),
-            launch_template: template_spec(Some(a.launch_template), a.version),
+            launch_template: template_spec(Some(a.launch_template), a.template_version),
             min_size: a.min,
             max_size: a.max,
             desired_capacity: a.desired,
@@ -473,7 +473,7 @@ async fn update(ctx: &Ctx, client: &mut Client, a: UpdateGroupArgs) -> Result<()
             desired_capacity: a.desired,
             availability_zones: a.zones,
             health_check_grace_period: a.grace_period,
-            launch_template: template_spec(a.launch_template, a.version),
+            launch_template: template_spec(a.launch_template, a.template_version),
             new_instances_protected_from_scale_in: a.protect_new,
             default_cooldown: a.default_cooldown,
         })

@@ -205,17 +205,12 @@ impl AutoScaling for AutoScalingApi {
             .call(req, "DescribeAutoScalingGroups", |caller, r| async move {
                 let d = self.domain();
                 let wanted = names(r.auto_scaling_group_names);
-                let mut groups = Vec::new();
-                for g in d.describe_auto_scaling_groups(&caller, &wanted).await? {
-                    let insts = d
-                        .group_instances(&g)
-                        .await?
-                        .into_iter()
-                        .filter(|i| i.state != crate::domain::lifecycle::State::Terminated)
-                        .map(|i| crate::domain::autoscaling::view(&g, i))
-                        .collect();
-                    groups.push(group_out(d, &g, insts));
-                }
+                let groups = d
+                    .describe_groups_with_instances(&caller, &wanted)
+                    .await?
+                    .into_iter()
+                    .map(|(g, insts)| group_out(d, &g, insts))
+                    .collect();
                 Ok(pb::DescribeAutoScalingGroupsResponse { groups })
             })
             .await
