@@ -8,6 +8,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::config::Flags;
 use crate::output::Format;
 
+mod autoscaling;
+pub use autoscaling::{
+    AutoscalingCmd, CreateGroupArgs, GroupWaitArgs, PolicyKind, PutPolicyArgs, UpdateGroupArgs,
+};
+
 const ENV_HELP: &str = "\
 Environment:
   NUBIS_PROFILE, NUBIS_CONFIG, NUBIS_ENDPOINT, NUBIS_REGION,
@@ -118,6 +123,10 @@ pub enum Command {
     /// any account or all).
     #[command(subcommand)]
     Billing(BillingCmd),
+    /// Auto Scaling groups, their launch templates, policies and scheduled
+    /// actions.
+    #[command(subcommand, visible_alias = "asg")]
+    Autoscaling(AutoscalingCmd),
     /// Operator commands (need the operator credential).
     #[command(subcommand)]
     Admin(AdminCmd),

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use nubis_proto::auth::Credentials;
+use nubis_proto::autoscaling::v1::auto_scaling_client::AutoScalingClient;
 use nubis_proto::billing::v1::billing_client::BillingClient;
 use nubis_proto::compute::v1::admin_client::AdminClient;
 use nubis_proto::compute::v1::compute_client::ComputeClient;
@@ -28,6 +29,8 @@ pub struct Client {
     pub billing: BillingClient<Signed>,
     /// VPCs, subnets and security groups.
     pub networking: NetworkingClient<Signed>,
+    /// Auto Scaling groups and launch templates.
+    pub autoscaling: AutoScalingClient<Signed>,
 }
 
 /// How long to try to reach the control plane before giving up (shared by
@@ -74,7 +77,8 @@ impl Client {
             compute: ComputeClient::new(signed.clone()),
             admin: AdminClient::new(signed.clone()),
             billing: BillingClient::new(signed.clone()),
-            networking: NetworkingClient::new(signed),
+            networking: NetworkingClient::new(signed.clone()),
+            autoscaling: AutoScalingClient::new(signed),
         })
     }
 }

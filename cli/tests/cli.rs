@@ -163,6 +163,31 @@ fn bad_arguments_exit_2() {
         &["zones", "list", "-o", "xml"][..],
         &["events", "list", "--from", "yesterday"][..],
         &["events", "list", "--to", "2026-02-30"][..],
+        &[
+            "autoscaling",
+            "create",
+            "g",
+            "--launch-template",
+            "t",
+            "--min",
+            "0",
+            "--max",
+            "1",
+        ][..],
+        &["autoscaling", "set-desired-capacity", "g", "-1"][..],
+        &[
+            "autoscaling",
+            "put-policy",
+            "g",
+            "p",
+            "--type",
+            "step",
+            "--step",
+            "1:2",
+        ][..],
+        &["autoscaling", "activities", "--max", "0"][..],
+        &["autoscaling", "terminate-instance", "not-an-id"][..],
+        &["autoscaling", "set-protection", "g"][..],
     ] {
         let out = nubis(home.path(), args);
         assert_eq!(

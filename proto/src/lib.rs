@@ -21,6 +21,15 @@ pub mod compute {
     }
 }
 
+/// Auto Scaling groups, their policies and scheduled actions, launch templates.
+pub mod autoscaling {
+    /// Version 1.
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("nubis.autoscaling.v1");
+    }
+}
+
 /// Usage and invoices.
 pub mod billing {
     /// Version 1.

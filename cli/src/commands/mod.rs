@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod autoscaling;
 pub mod billing;
 pub mod configure;
 pub mod events;
@@ -73,6 +74,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 Command::Subnets(c) => vpcs::subnets(&ctx, c).await,
                 Command::SecurityGroups(c) => vpcs::security_groups(&ctx, c).await,
                 Command::Billing(c) => billing::run(&ctx, c).await,
+                Command::Autoscaling(c) => autoscaling::run(&ctx, c).await,
                 Command::Admin(c) => admin::run(&ctx, c).await,
                 Command::Completions { .. } | Command::Configure(_) => Ok(()),
             }

@@ -9,6 +9,7 @@
 //! domain; no business logic lives here.
 
 pub mod admin;
+pub mod autoscaling;
 pub mod billing;
 pub mod compute;
 pub mod node;
@@ -143,7 +144,7 @@ const MAX_MESSAGE: usize = 8 * 1024 * 1024;
 /// with it in front of [`routes`].
 pub const MAX_BODY: usize = MAX_MESSAGE + 5;
 
-/// Every service (Compute, Admin, Billing, Networking, Node) over one domain, ready for
+/// Every service (Compute, Admin, AutoScaling, Billing, Networking, Node) over one domain, ready for
 /// `tonic::transport::Server` behind a [`nubis_proto::auth::BodyDigestLayer`]
 /// (without it every call fails authentication).
 pub fn routes(domain: Arc<Domain>) -> tonic::service::Routes {
@@ -158,6 +159,11 @@ pub fn routes(domain: Arc<Domain>) -> tonic::service::Routes {
     .add_service(nubis_proto::compute::v1::admin_server::AdminServer::new(
         admin::AdminApi::new(domain.clone()),
     ))
+    .add_service(
+        nubis_proto::autoscaling::v1::auto_scaling_server::AutoScalingServer::new(
+            autoscaling::AutoScalingApi::new(domain.clone()),
+        ),
+    )
     .add_service(
         nubis_proto::billing::v1::billing_server::BillingServer::new(billing::BillingApi::new(
             domain.clone(),

@@ -278,18 +278,7 @@ pub async fn dispatch(
         }
         "DescribeAutoScalingGroups" => {
             let names = r.list("AutoScalingGroupNames.member", MAX_LIST)?;
-            let groups = d.describe_auto_scaling_groups(caller, &names).await?;
-            let mut with_instances = Vec::new();
-            for g in groups {
-                let insts = d
-                    .group_instances(&g)
-                    .await?
-                    .into_iter()
-                    .filter(|i| i.state != crate::domain::lifecycle::State::Terminated)
-                    .map(|i| crate::domain::autoscaling::view(&g, i))
-                    .collect::<Vec<_>>();
-                with_instances.push((g, insts));
-            }
+            let with_instances = d.describe_groups_with_instances(caller, &names).await?;
             let mut doc = Doc::new("DescribeAutoScalingGroups", true);
             doc.members("AutoScalingGroups", with_instances, |w, (g, insts)| {
                 group_xml(w, d, &g, &insts)
@@ -409,16 +398,7 @@ fn instance_xml(w: &mut Doc, gi: &GroupInstance, g: Option<&AutoScalingGroup>) {
 
 fn group_xml(w: &mut Doc, d: &Domain, g: &AutoScalingGroup, insts: &[GroupInstance]) {
     w.leaf("AutoScalingGroupName", &g.name);
-    w.leaf(
-        "AutoScalingGroupARN",
-        format!(
-            "arn:aws:autoscaling:{}:{}:autoScalingGroup:{}:autoScalingGroupName/{}",
-            d.config().region,
-            g.account,
-            g.uid,
-            g.name
-        ),
-    );
+    w.leaf("AutoScalingGroupARN", d.group_arn(g));
     template_xml(w, g, None);
     w.leaf("MinSize", g.min_size);
     w.leaf("MaxSize", g.max_size);

@@ -582,6 +582,27 @@ impl Domain {
             .collect())
     }
 
+    /// DescribeAutoScalingGroups with each group's instances that are not
+    /// terminated.
+    pub async fn describe_groups_with_instances(
+        &self,
+        caller: &Caller,
+        names: &[String],
+    ) -> Result<Vec<(AutoScalingGroup, Vec<GroupInstance>)>> {
+        let mut out = Vec::new();
+        for g in self.describe_auto_scaling_groups(caller, names).await? {
+            let insts = self
+                .group_instances(&g)
+                .await?
+                .into_iter()
+                .filter(|i| i.state != crate::domain::lifecycle::State::Terminated)
+                .map(|i| view(&g, i))
+                .collect();
+            out.push((g, insts));
+        }
+        Ok(out)
+    }
+
     /// DescribeAutoScalingInstances: the caller's group instances (the
     /// named ones, or all) that are not terminated.
     pub async fn describe_auto_scaling_instances(

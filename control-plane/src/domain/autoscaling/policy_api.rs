@@ -21,6 +21,14 @@ fn policy_not_found(name: &str) -> Error {
 }
 
 impl Domain {
+    /// The ARN of group `g`.
+    pub fn group_arn(&self, g: &AutoScalingGroup) -> String {
+        format!(
+            "arn:aws:autoscaling:{}:{}:autoScalingGroup:{}:autoScalingGroupName/{}",
+            self.cfg.region, g.account, g.uid, g.name
+        )
+    }
+
     /// The ARN of policy `p` of group `g`.
     pub fn policy_arn(&self, g: &AutoScalingGroup, p: &ScalingPolicy) -> String {
         format!(
