@@ -370,6 +370,7 @@ async fn resolve_image(client: &mut Client, image: &str) -> Result<String, CliEr
             image_ids: Vec::new(),
             owners: Vec::new(),
             filters: vec![filter("name", &[image]), filter("state", &["available"])],
+            ..Default::default()
         })
         .await?
         .into_inner();

@@ -541,12 +541,20 @@ impl pb::compute_server::Compute for ComputeApi {
     ) -> Result<Response<pb::DescribeImagesResponse>, Status> {
         self.edge
             .call(req, "DescribeImages", |caller, r| async move {
-                let imgs = self
+                let (imgs, next) = self
                     .domain()
-                    .describe_images(&caller, &r.image_ids, &r.owners, &filters_in(r.filters))
+                    .describe_images_page(
+                        &caller,
+                        &r.image_ids,
+                        &r.owners,
+                        &filters_in(r.filters),
+                        r.max_results,
+                        Some(r.next_token.as_str()).filter(|t| !t.is_empty()),
+                    )
                     .await?;
                 Ok(pb::DescribeImagesResponse {
                     images: imgs.iter().map(image_out).collect(),
+                    next_token: next.unwrap_or_default(),
                 })
             })
             .await

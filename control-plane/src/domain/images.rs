@@ -5,9 +5,11 @@
 
 use crate::domain::filters::{self, Filter};
 use crate::domain::model::{now_ms, Image};
+use crate::domain::quotas::Resource;
 use crate::domain::{validation, Caller, Domain};
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, ImageId};
+use crate::store::Tx;
 
 /// Filter names DescribeImages supports.
 pub const IMAGE_FILTERS: &[&str] = &[
@@ -113,17 +115,27 @@ impl Domain {
             description: input.description,
             image_location: input.image_location,
             manifest_sha256: input.manifest_sha256.to_ascii_lowercase(),
-            owner: account,
+            owner: account.clone(),
             public: input.public,
             architecture: arch,
             created_ms: now_ms(),
             min_memory_mib: input.min_memory_mib,
             tags: Default::default(),
         };
-        if !self.store.images().create(&image).await? {
-            return Err(Error::Contention("image id".into()));
+        // The image and its quota charge in one transaction (compared on
+        // the usage record: racing registrations cannot pass the limit).
+        for attempt in 0..crate::store::repo::MAX_CAS_ATTEMPTS {
+            let quota = self.quota_state(&account).await?;
+            quota.check(Resource::Images, 1)?;
+            let mut tx = Tx::new();
+            tx.create(&self.store.images().key(&image.id), &image)?;
+            quota.stage(&mut tx, &self.usage_key(&account), &[(Resource::Images, 1)])?;
+            if self.store.commit(tx).await?.is_some() {
+                return Ok(image);
+            }
+            crate::store::backoff(attempt).await;
         }
-        Ok(image)
+        Err(Error::Contention("image quota".into()))
     }
 
     /// An image the account may launch or see.
@@ -142,7 +154,7 @@ impl Domain {
         }
     }
 
-    /// DescribeImages.
+    /// DescribeImages: every match in one answer.
     pub async fn describe_images(
         &self,
         caller: &Caller,
@@ -150,8 +162,28 @@ impl Domain {
         owners: &[String],
         filters: &[Filter],
     ) -> Result<Vec<Image>> {
+        Ok(self
+            .describe_images_page(caller, ids, owners, filters, 0, None)
+            .await?
+            .0)
+    }
+
+    /// DescribeImages with EC2's paging: `max_results` 5..=1000 (0 = every
+    /// match), `next_token` from the previous answer (not with `ids`). The
+    /// store is read page by page (never the whole `images/` prefix at
+    /// once); the token is the last image key returned.
+    pub async fn describe_images_page(
+        &self,
+        caller: &Caller,
+        ids: &[String],
+        owners: &[String],
+        filters: &[Filter],
+        max_results: u32,
+        next_token: Option<&str>,
+    ) -> Result<(Vec<Image>, Option<String>)> {
         let account = caller.account()?;
         filters::check(filters, IMAGE_FILTERS)?;
+        validation::max_results(max_results)?;
         let mut wanted = Vec::new();
         for s in ids {
             wanted.push(ImageId::parse(s)?);
@@ -168,28 +200,92 @@ impl Domain {
                 owner_ids.push(AccountId::parse(o)?);
             }
         }
-        let all = self.store.images().all().collect().await?;
-        let visible: Vec<Image> = all
-            .into_iter()
-            .map(|(_, v)| v.value)
-            .filter(|i| i.public || i.owner == account || caller.is_operator())
-            .collect();
+        let visible = |i: &Image| i.public || i.owner == account || caller.is_operator();
+        let selected = |i: &Image| {
+            (owner_ids.is_empty() || owner_ids.contains(&i.owner))
+                && filters.iter().all(|f| image_matches(i, f))
+        };
         if !wanted.is_empty() {
-            let missing: Vec<&str> = wanted
-                .iter()
-                .filter(|w| !visible.iter().any(|i| &i.id == *w))
-                .map(|w| w.as_str())
-                .collect();
+            if max_results != 0 || next_token.is_some() {
+                return Err(Error::invalid(
+                    "MaxResults/NextToken cannot be used together with ImageIds",
+                ));
+            }
+            wanted.sort();
+            wanted.dedup();
+            let keys: Vec<String> = wanted.iter().map(|w| self.store.images().key(w)).collect();
+            let got = self.store.get_many::<Image>(&keys).await?;
+            let mut missing = Vec::new();
+            let mut out = Vec::new();
+            for (w, g) in wanted.iter().zip(got) {
+                match g.map(|v| v.value).filter(|i| visible(i)) {
+                    Some(i) => out.push(i),
+                    None => missing.push(w.as_str()),
+                }
+            }
             if !missing.is_empty() {
                 return Err(not_found(&missing.join(", ")));
             }
+            out.retain(|i| selected(i));
+            return Ok((out, None));
         }
-        Ok(visible
-            .into_iter()
-            .filter(|i| wanted.is_empty() || wanted.contains(&i.id))
-            .filter(|i| owner_ids.is_empty() || owner_ids.contains(&i.owner))
-            .filter(|i| filters.iter().all(|f| image_matches(i, f)))
-            .collect())
+        let prefix = self.store.keys().images();
+        let mut after = match next_token {
+            Some(t) => {
+                let last = crate::domain::instances::decode_token(t)?;
+                if !last.starts_with(&prefix) {
+                    return Err(Error::invalid_code(
+                        "InvalidNextToken",
+                        "the NextToken is not valid",
+                    ));
+                }
+                Some(last)
+            }
+            None => None,
+        };
+        let want = if max_results == 0 {
+            usize::MAX
+        } else {
+            max_results as usize
+        };
+        let mut out = Vec::new();
+        let mut limit = crate::store::MAX_PAGE;
+        loop {
+            let read = self
+                .store
+                .repo::<Image>()
+                .page(&prefix, after.as_deref(), limit)
+                .await?;
+            limit = read.limit;
+            let mut rest = read.items.into_iter().peekable();
+            while let Some((k, v)) = rest.next() {
+                after = Some(k);
+                if visible(&v.value) && selected(&v.value) {
+                    out.push(v.value);
+                    if out.len() == want {
+                        // A token only when keys follow (they may all be
+                        // filtered out: the next call then answers none).
+                        let more = rest.peek().is_some()
+                            || (read.more
+                                && self
+                                    .store
+                                    .first_key(
+                                        &next_key(after.as_deref().unwrap_or_default()),
+                                        &crate::store::prefix_end(&prefix),
+                                    )
+                                    .await?
+                                    .is_some());
+                        let token = after
+                            .filter(|_| more)
+                            .map(|a| crate::domain::instances::encode_token(&a));
+                        return Ok((out, token));
+                    }
+                }
+            }
+            if !read.more {
+                return Ok((out, None));
+            }
+        }
     }
 
     /// DeregisterImage (owner only; running instances are not affected).
@@ -197,7 +293,7 @@ impl Domain {
         let account = caller.account()?;
         let id = ImageId::parse(id)?;
         let key = self.store.images().key(&id);
-        let cur = self
+        let mut cur = self
             .store
             .images()
             .get(&id)
@@ -211,11 +307,37 @@ impl Domain {
             }
             return Err(not_found(id.as_str()));
         }
-        if !self.store.repo().delete_if_unchanged(&key, &cur).await? {
-            return Err(Error::Contention(key));
+        // Deleted with its owner's quota release, both compared: a repeated
+        // deregistration finds no image and releases nothing.
+        for attempt in 0..crate::store::repo::MAX_CAS_ATTEMPTS {
+            let quota = self.quota_state(&cur.value.owner).await?;
+            let mut tx = Tx::new();
+            tx.delete_if_unchanged(&key, &cur);
+            quota.stage(
+                &mut tx,
+                &self.usage_key(&cur.value.owner),
+                &[(Resource::Images, -1)],
+            )?;
+            if self.store.commit(tx).await?.is_some() {
+                return Ok(());
+            }
+            match self.store.images().get(&id).await? {
+                // Changed meanwhile (its tags), or the usage record was.
+                Some(now) => cur = now,
+                // Deregistered meanwhile by another call.
+                None => return Err(not_found(id.as_str())),
+            }
+            crate::store::backoff(attempt).await;
         }
-        Ok(())
+        Err(Error::Contention(key))
     }
+}
+
+/// The smallest key after `key`.
+fn next_key(key: &str) -> Vec<u8> {
+    let mut k = key.as_bytes().to_vec();
+    k.push(0);
+    k
 }
 
 fn image_matches(i: &Image, f: &Filter) -> bool {

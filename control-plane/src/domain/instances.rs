@@ -270,8 +270,11 @@ impl Domain {
             None => None,
         };
         let mut out = Vec::new();
+        // Lowered for the rest of the call when records are too large for
+        // one etcd response (store::MAX_RESPONSE_BYTES).
+        let mut cap = crate::store::MAX_PAGE;
         loop {
-            let chunk = (page - out.len()).max(100) as i64;
+            let chunk = ((page - out.len()).max(100) as i64).min(cap);
             // A read is capped at store::MAX_PAGE: `more` (not the count)
             // says whether the prefix is done.
             let read = self
@@ -279,6 +282,7 @@ impl Domain {
                 .instances()
                 .page_under(&prefix, after.as_deref(), chunk)
                 .await?;
+            cap = read.limit;
             let exhausted = !read.more;
             for (k, v) in read.items {
                 after = Some(k);

@@ -12,22 +12,29 @@ use crate::ec2::requests::{DeregisterImage, DescribeImages, RegisterImage};
 use crate::ec2::xml::XmlWriter;
 use crate::ids::ImageId;
 
-/// DescribeImages (`MaxResults`/`NextToken` are accepted; every match is
-/// returned in one page).
+/// DescribeImages, paged with `MaxResults` (5..=1000) and `NextToken`.
 pub async fn describe(
     d: &Domain,
     caller: &Caller,
     rid: &str,
     r: DescribeImages,
 ) -> Result<String, Ec2Error> {
-    let images = d
-        .describe_images(caller, &r.image_ids, &r.owners, &domain_filters(r.filters))
+    let (images, next) = d
+        .describe_images_page(
+            caller,
+            &r.image_ids,
+            &r.owners,
+            &domain_filters(r.filters),
+            r.page.max_results.unwrap_or(0),
+            r.page.next_token.as_deref(),
+        )
         .await?;
     if r.dry_run {
         return dry_run_ok();
     }
     let mut w = XmlWriter::response("DescribeImages", rid);
     w.list("imagesSet", &images, image);
+    w.leaf_opt("nextToken", next);
     Ok(w.finish())
 }
 
