@@ -231,16 +231,7 @@ impl Domain {
         }
         let prefix = self.store.keys().images();
         let mut after = match next_token {
-            Some(t) => {
-                let last = crate::domain::instances::decode_token(t)?;
-                if !last.starts_with(&prefix) {
-                    return Err(Error::invalid_code(
-                        "InvalidNextToken",
-                        "the NextToken is not valid",
-                    ));
-                }
-                Some(last)
-            }
+            Some(t) => Some(crate::domain::instances::decode_token_under(t, &prefix)?),
             None => None,
         };
         let want = if max_results == 0 {

@@ -149,6 +149,18 @@ pub fn decode_token(tok: &str) -> Result<String> {
         .ok_or_else(|| Error::invalid_code("InvalidNextToken", "the NextToken is not valid"))
 }
 
+/// Decodes a continuation token that must be a key under `prefix`.
+pub fn decode_token_under(tok: &str, prefix: &str) -> Result<String> {
+    let last = decode_token(tok)?;
+    if !last.starts_with(prefix) {
+        return Err(Error::invalid_code(
+            "InvalidNextToken",
+            "the NextToken is not valid",
+        ));
+    }
+    Ok(last)
+}
+
 impl Domain {
     pub(super) fn assignment_of(
         &self,
@@ -257,16 +269,7 @@ impl Domain {
             input.max_results
         } as usize;
         let mut after = match &input.next_token {
-            Some(t) => {
-                let last = decode_token(t)?;
-                if !last.starts_with(&prefix) {
-                    return Err(Error::invalid_code(
-                        "InvalidNextToken",
-                        "the NextToken is not valid",
-                    ));
-                }
-                Some(last)
-            }
+            Some(t) => Some(decode_token_under(t, &prefix)?),
             None => None,
         };
         let mut out = Vec::new();
