@@ -651,6 +651,35 @@ pub enum AdminCmd {
     /// The instance-type catalogue.
     #[command(subcommand)]
     InstanceTypes(InstanceTypesCmd),
+    /// Per-account quotas (running-instances, vcpus, images, key-pairs).
+    #[command(subcommand)]
+    Quotas(QuotasCmd),
+}
+
+/// `nubis admin quotas ...`.
+#[derive(Debug, Subcommand)]
+pub enum QuotasCmd {
+    /// One account's quotas: limit, default and usage.
+    Get {
+        /// Account id (12 digits).
+        account_id: String,
+    },
+    /// Set one quota of an account (`--reset`: back to the default).
+    Set {
+        /// Account id (12 digits).
+        account_id: String,
+        /// running-instances | vcpus | images | key-pairs.
+        name: String,
+        /// The new limit.
+        #[arg(required_unless_present = "reset", conflicts_with = "reset")]
+        limit: Option<u64>,
+        /// Use the configured default again.
+        #[arg(long)]
+        reset: bool,
+    },
+    /// Every account's quotas.
+    #[command(visible_alias = "ls")]
+    List,
 }
 
 /// `nubis admin instance-types ...`.
@@ -919,6 +948,27 @@ mod tests {
             let err = parse(args).expect_err(&format!("{args:?} should be rejected"));
             assert_eq!(err.exit_code(), 2, "{args:?}");
         }
+    }
+
+    #[test]
+    fn quota_commands_parse() {
+        assert!(parse(&["admin", "quotas", "set", "123456789012", "vcpus", "64"]).is_ok());
+        assert!(parse(&["admin", "quotas", "set", "123456789012", "vcpus", "--reset"]).is_ok());
+        // A limit or --reset, not both, not neither.
+        assert!(parse(&["admin", "quotas", "set", "123456789012", "vcpus"]).is_err());
+        assert!(parse(&[
+            "admin",
+            "quotas",
+            "set",
+            "123456789012",
+            "vcpus",
+            "3",
+            "--reset"
+        ])
+        .is_err());
+        assert!(parse(&["admin", "quotas", "set", "123456789012", "vcpus", "-1"]).is_err());
+        assert!(parse(&["admin", "quotas", "get", "123456789012"]).is_ok());
+        assert!(parse(&["admin", "quotas", "ls"]).is_ok());
     }
 
     #[test]

@@ -60,6 +60,63 @@ pub struct Config {
     /// `[images]`.
     #[serde(default)]
     pub images: ImagesConfig,
+    /// Per-account quota defaults (docs/operations.md, "Quotas").
+    #[serde(default)]
+    pub quotas: QuotasConfig,
+}
+
+/// `[quotas]`: the default limits of every account; the operator overrides
+/// them per account (`nubis admin quotas set`, [`crate::domain::quotas`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotasConfig {
+    /// Instances pending, running, stopping or shutting down.
+    #[serde(default = "default_quota_instances")]
+    pub running_instances: u64,
+    /// vCPUs of those instances.
+    #[serde(default = "default_quota_vcpus")]
+    pub vcpus: u64,
+    /// Registered images.
+    #[serde(default = "default_quota_images")]
+    pub images: u64,
+    /// Key pairs (EC2's quota: 5,000 per region).
+    #[serde(default = "default_quota_key_pairs")]
+    pub key_pairs: u64,
+    /// Launch templates (EC2's quota: 5,000 per region).
+    #[serde(default = "default_quota_key_pairs")]
+    pub launch_templates: u64,
+    /// Auto Scaling groups (AWS's default quota: 500 per region).
+    #[serde(default = "default_quota_asgs")]
+    pub auto_scaling_groups: u64,
+}
+
+impl Default for QuotasConfig {
+    fn default() -> Self {
+        Self {
+            running_instances: default_quota_instances(),
+            vcpus: default_quota_vcpus(),
+            images: default_quota_images(),
+            key_pairs: default_quota_key_pairs(),
+            launch_templates: default_quota_key_pairs(),
+            auto_scaling_groups: default_quota_asgs(),
+        }
+    }
+}
+
+fn default_quota_instances() -> u64 {
+    1000
+}
+fn default_quota_vcpus() -> u64 {
+    2048
+}
+fn default_quota_images() -> u64 {
+    1000
+}
+fn default_quota_key_pairs() -> u64 {
+    5000
+}
+fn default_quota_asgs() -> u64 {
+    500
 }
 
 /// `[vpc]`: per-account VPC limits ([`crate::domain::vpc`]).

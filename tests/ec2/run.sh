@@ -102,6 +102,8 @@ NUBIS_EC2_OTHER_KEY=$(sed -n 's/.*"access_key_id": *"\([^"]*\)".*/\1/p' <<<"$oth
 NUBIS_EC2_OTHER_SECRET=$(sed -n 's/.*"secret_access_key": *"\([^"]*\)".*/\1/p' <<<"$other")
 [[ -n $NUBIS_EC2_OTHER_KEY && -n $NUBIS_EC2_OTHER_SECRET ]] || { echo "no keys in: $other" >&2; exit 1; }
 export NUBIS_EC2_OTHER_KEY NUBIS_EC2_OTHER_SECRET
+# The operator's CLI (test_quotas.py sets an account's quota with it).
+export NUBIS_EC2_ADMIN_CLI="$NUBIS_QS_BIN/nubis --profile $NUBIS_QS_PROFILE-admin"
 
 echo "==> pytest tests/ec2 against $NUBIS_EC2_ENDPOINT"
 rc=0

@@ -1,11 +1,11 @@
-//! `nubis admin nodes
-//! list|cordon|uncordon|drain|confirm-lost` and `nubis admin tasks`.
+//! `nubis admin nodes list|cordon|uncordon|drain|confirm-lost`,
+//! `nubis admin quotas get|set|list` and `nubis admin tasks`.
 
 use nubis_proto::compute::v1 as pb;
 use serde::Serialize;
 
 use super::Ctx;
-use crate::cli::{AdminCmd, NodesCmd};
+use crate::cli::{AdminCmd, NodesCmd, QuotasCmd};
 use crate::error::CliError;
 use crate::output::{emit, render_list, render_record, rfc3339_ms, Format, Tabular};
 
@@ -136,6 +136,59 @@ impl Tabular for NodeView {
     }
 }
 
+/// One quota of one account.
+#[derive(Debug, Serialize)]
+pub struct QuotaView {
+    /// Account id.
+    pub account_id: String,
+    /// running-instances | vcpus | images | key-pairs.
+    pub name: String,
+    /// The limit in force (`None`: not limited, the operator account).
+    pub limit: Option<u64>,
+    /// The configured default.
+    pub default: u64,
+    /// True when set for this account.
+    pub overridden: bool,
+    /// Current usage.
+    pub usage: u64,
+}
+
+impl QuotaView {
+    fn of(a: pb::AccountQuotas) -> Vec<Self> {
+        a.quotas
+            .into_iter()
+            .map(|q| Self {
+                account_id: a.account_id.clone(),
+                name: q.name,
+                limit: (!q.unlimited).then_some(q.limit),
+                default: q.default_limit,
+                overridden: q.overridden,
+                usage: q.usage,
+            })
+            .collect()
+    }
+}
+
+impl Tabular for QuotaView {
+    fn headers() -> &'static [&'static str] {
+        &["ACCOUNT_ID", "QUOTA", "LIMIT", "DEFAULT", "USAGE"]
+    }
+    fn row(&self) -> Vec<String> {
+        let limit = match self.limit {
+            None => "unlimited".to_string(),
+            Some(l) if self.overridden => format!("{l} (set)"),
+            Some(l) => l.to_string(),
+        };
+        vec![
+            self.account_id.clone(),
+            self.name.clone(),
+            limit,
+            self.default.to_string(),
+            self.usage.to_string(),
+        ]
+    }
+}
+
 /// Runs an `admin` subcommand.
 pub async fn run(ctx: &Ctx, cmd: AdminCmd) -> Result<(), CliError> {
     let mut client = ctx.client().await?;
@@ -224,6 +277,45 @@ pub async fn run(ctx: &Ctx, cmd: AdminCmd) -> Result<(), CliError> {
                 eprintln!("confirmed lost: its instances are stopped at the next node-loss run");
             }
             print_node(ctx.format, resp.node)
+        }
+        AdminCmd::Quotas(cmd) => {
+            let accounts = match cmd {
+                QuotasCmd::Get { account_id } => client
+                    .admin
+                    .get_quotas(pb::GetQuotasRequest { account_id })
+                    .await?
+                    .into_inner()
+                    .account
+                    .into_iter()
+                    .collect(),
+                QuotasCmd::Set {
+                    account_id,
+                    name,
+                    limit,
+                    reset,
+                } => client
+                    .admin
+                    .set_quota(pb::SetQuotaRequest {
+                        account_id,
+                        name,
+                        limit: if reset { None } else { limit },
+                    })
+                    .await?
+                    .into_inner()
+                    .account
+                    .into_iter()
+                    .collect(),
+                QuotasCmd::List => {
+                    client
+                        .admin
+                        .list_quotas(pb::ListQuotasRequest {})
+                        .await?
+                        .into_inner()
+                        .accounts
+                }
+            };
+            let views: Vec<QuotaView> = accounts.into_iter().flat_map(QuotaView::of).collect();
+            emit(&render_list(ctx.format, "quotas", &views)?)
         }
         AdminCmd::InstanceTypes(cmd) => super::instance_types::run(ctx, &mut client, cmd).await,
         AdminCmd::Tasks => {

@@ -9,6 +9,7 @@ use crate::api::compute::changes_out;
 use crate::api::Edge;
 use crate::domain::catalogue::InstanceType;
 use crate::domain::model::{Account, Resources};
+use crate::domain::quotas::QuotaView;
 use crate::domain::views::NodeInfo;
 use crate::domain::Domain;
 
@@ -134,6 +135,51 @@ impl pb::admin_server::Admin for AdminApi {
                     .delete_instance_type(&caller, &r.instance_type)
                     .await?;
                 Ok(pb::DeleteInstanceTypeResponse {})
+            })
+            .await
+    }
+
+    async fn get_quotas(
+        &self,
+        req: Request<pb::GetQuotasRequest>,
+    ) -> Result<Response<pb::GetQuotasResponse>, Status> {
+        self.edge
+            .call(req, "GetQuotas", |caller, r| async move {
+                let q = self.domain().get_quotas(&caller, &r.account_id).await?;
+                Ok(pb::GetQuotasResponse {
+                    account: Some(quotas_out(&r.account_id, &q)),
+                })
+            })
+            .await
+    }
+
+    async fn set_quota(
+        &self,
+        req: Request<pb::SetQuotaRequest>,
+    ) -> Result<Response<pb::SetQuotaResponse>, Status> {
+        self.edge
+            .call(req, "SetQuota", |caller, r| async move {
+                let q = self
+                    .domain()
+                    .set_quota(&caller, &r.account_id, &r.name, r.limit)
+                    .await?;
+                Ok(pb::SetQuotaResponse {
+                    account: Some(quotas_out(&r.account_id, &q)),
+                })
+            })
+            .await
+    }
+
+    async fn list_quotas(
+        &self,
+        req: Request<pb::ListQuotasRequest>,
+    ) -> Result<Response<pb::ListQuotasResponse>, Status> {
+        self.edge
+            .call(req, "ListQuotas", |caller, _| async move {
+                let all = self.domain().list_quotas(&caller).await?;
+                Ok(pb::ListQuotasResponse {
+                    accounts: all.iter().map(|(a, q)| quotas_out(a.as_str(), q)).collect(),
+                })
             })
             .await
     }
@@ -404,5 +450,22 @@ fn task_out(t: &crate::tasks::TaskStatus) -> pb::TaskStatus {
         last_error: t.last_error.clone().unwrap_or_default(),
         last_result: t.last_result.clone(),
         next_due_unix_ms: t.next_due_ms,
+    }
+}
+
+fn quotas_out(account: &str, q: &[QuotaView]) -> pb::AccountQuotas {
+    pb::AccountQuotas {
+        account_id: account.to_string(),
+        quotas: q
+            .iter()
+            .map(|v| pb::Quota {
+                name: v.resource.name().to_string(),
+                limit: v.limit.unwrap_or(0),
+                unlimited: v.limit.is_none(),
+                default_limit: v.default,
+                overridden: v.overridden,
+                usage: v.usage,
+            })
+            .collect(),
     }
 }

@@ -549,18 +549,21 @@ impl pb::compute_server::Compute for ComputeApi {
     ) -> Result<Response<pb::DescribeImagesResponse>, Status> {
         self.edge
             .call(req, "DescribeImages", |caller, r| async move {
-                let imgs = self
+                let (imgs, next) = self
                     .domain()
-                    .describe_images(
+                    .describe_images_page(
                         &caller,
                         &r.image_ids,
                         &r.owners,
                         &r.executable_by,
                         &filters_in(r.filters),
+                        r.max_results,
+                        Some(r.next_token.as_str()).filter(|t| !t.is_empty()),
                     )
                     .await?;
                 Ok(pb::DescribeImagesResponse {
                     images: imgs.iter().map(image_out).collect(),
+                    next_token: next.unwrap_or_default(),
                 })
             })
             .await

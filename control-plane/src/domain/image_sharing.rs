@@ -209,14 +209,31 @@ impl Domain {
             launch_permissions: Vec::new(),
             client_token: input.client_token.clone(),
         };
-        if self.store.images().create(&copy).await? {
-            return Ok(copy);
+        // The copy and its images-quota charge in one transaction, as
+        // RegisterImage (compared on the usage record).
+        for attempt in 0..crate::store::repo::MAX_CAS_ATTEMPTS {
+            let quota = self.quota_state(&account).await?;
+            quota.check(crate::domain::quotas::Resource::Images, 1)?;
+            let mut tx = crate::store::Tx::new();
+            tx.create(&self.store.images().key(&copy.id), &copy)?;
+            quota.stage(
+                &mut tx,
+                &self.usage_key(&account),
+                &[(crate::domain::quotas::Resource::Images, 1)],
+            )?;
+            if self.store.commit(tx).await?.is_some() {
+                return Ok(copy);
+            }
+            if let Some(done) = self.store.images().get(&copy.id).await? {
+                // Another call with the same token won the race.
+                if !input.client_token.is_empty() {
+                    return same_copy(done.value, &input, &account);
+                }
+                return Err(Error::Contention("image id".into()));
+            }
+            crate::store::backoff(attempt).await;
         }
-        match self.store.images().get(&copy.id).await? {
-            // Another call with the same token won the race.
-            Some(done) if !input.client_token.is_empty() => same_copy(done.value, &input, &account),
-            _ => Err(Error::Contention("image id".into())),
-        }
+        Err(Error::Contention("image quota".into()))
     }
 }
 

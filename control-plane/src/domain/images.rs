@@ -11,9 +11,11 @@
 
 use crate::domain::filters::{self, Filter};
 use crate::domain::model::{now_ms, Image, ROOT_DEVICE_NAME};
+use crate::domain::quotas::Resource;
 use crate::domain::{validation, Caller, Domain};
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, ImageId};
+use crate::store::Tx;
 
 /// Filter names DescribeImages supports.
 pub const IMAGE_FILTERS: &[&str] = &[
@@ -177,7 +179,7 @@ impl Domain {
             description: input.description,
             image_location: input.image_location,
             manifest_sha256: input.manifest_sha256.to_ascii_lowercase(),
-            owner: account,
+            owner: account.clone(),
             public: input.public,
             architecture: arch,
             created_ms: now_ms(),
@@ -187,10 +189,20 @@ impl Domain {
             launch_permissions: Vec::new(),
             client_token: String::new(),
         };
-        if !self.store.images().create(&image).await? {
-            return Err(Error::Contention("image id".into()));
+        // The image and its quota charge in one transaction (compared on
+        // the usage record: racing registrations cannot pass the limit).
+        for attempt in 0..crate::store::repo::MAX_CAS_ATTEMPTS {
+            let quota = self.quota_state(&account).await?;
+            quota.check(Resource::Images, 1)?;
+            let mut tx = Tx::new();
+            tx.create(&self.store.images().key(&image.id), &image)?;
+            quota.stage(&mut tx, &self.usage_key(&account), &[(Resource::Images, 1)])?;
+            if self.store.commit(tx).await?.is_some() {
+                return Ok(image);
+            }
+            crate::store::backoff(attempt).await;
         }
-        Ok(image)
+        Err(Error::Contention("image quota".into()))
     }
 
     /// An image the account may launch or see.
@@ -213,7 +225,8 @@ impl Domain {
     /// shared with it; the operator sees every image; tags and launch
     /// permissions only of its own), narrowed by `ids`,
     /// `owners` (`self`, `amazon`, account ids), `executable_by` (`self`,
-    /// `all`, account ids: explicit launch permissions) and `filters`.
+    /// `all`, account ids: explicit launch permissions) and `filters`;
+    /// every match in one answer.
     pub async fn describe_images(
         &self,
         caller: &Caller,
@@ -222,8 +235,29 @@ impl Domain {
         executable_by: &[String],
         filters: &[Filter],
     ) -> Result<Vec<Image>> {
+        Ok(self
+            .describe_images_page(caller, ids, owners, executable_by, filters, 0, None)
+            .await?
+            .0)
+    }
+
+    /// DescribeImages with EC2's paging: `max_results` 5..=1000 (0 = every
+    /// match), `next_token` from the previous answer (not with `ids`). The
+    /// store is read page by page (never the whole `images/` prefix at
+    /// once); the token is the last image key returned.
+    pub async fn describe_images_page(
+        &self,
+        caller: &Caller,
+        ids: &[String],
+        owners: &[String],
+        executable_by: &[String],
+        filters: &[Filter],
+        max_results: u32,
+        next_token: Option<&str>,
+    ) -> Result<(Vec<Image>, Option<String>)> {
         let account = caller.account()?;
         filters::check(filters, IMAGE_FILTERS)?;
+        validation::max_results(max_results)?;
         let mut wanted = Vec::new();
         for s in ids {
             wanted.push(ImageId::parse(s)?);
@@ -240,49 +274,100 @@ impl Domain {
                 other => AccountId::parse(other).map(Some),
             })
             .collect::<Result<Vec<_>>>()?;
-        let all = self.store.images().all().collect().await?;
-        // Tags and launch permissions are the owner's: others see neither
-        // (and their filters match what they see).
-        let visible: Vec<Image> = all
-            .into_iter()
-            .map(|(_, v)| v.value)
-            .filter(|i| launchable_by(i, &account))
-            .map(|mut i| {
-                if i.owner != account && !caller.is_operator() {
-                    i.tags.clear();
-                }
-                i
-            })
-            .collect();
+        let visible = |i: &Image| launchable_by(i, &account) || caller.is_operator();
+        // Owner and launch-permission criteria read the stored image; tags
+        // and launch permissions are the owner's, so others see neither (and
+        // their filters match what they see).
+        let keep = |raw: Image| -> Option<Image> {
+            let chosen = (owner_ids.is_empty() || owner_ids.contains(&raw.owner))
+                && (executors.is_empty()
+                    || executors.iter().any(|e| match e {
+                        None => raw.public,
+                        Some(a) => raw.launch_permissions.contains(a),
+                    }));
+            if !chosen {
+                return None;
+            }
+            let mut i = raw;
+            if i.owner != account && !caller.is_operator() {
+                i.tags.clear();
+                i.launch_permissions.clear();
+            }
+            filters.iter().all(|f| image_matches(&i, f)).then_some(i)
+        };
         if !wanted.is_empty() {
-            let missing: Vec<&str> = wanted
-                .iter()
-                .filter(|w| !visible.iter().any(|i| &i.id == *w))
-                .map(|w| w.as_str())
-                .collect();
+            if max_results != 0 || next_token.is_some() {
+                return Err(Error::invalid(
+                    "MaxResults/NextToken cannot be used together with ImageIds",
+                ));
+            }
+            wanted.sort();
+            wanted.dedup();
+            let keys: Vec<String> = wanted.iter().map(|w| self.store.images().key(w)).collect();
+            let got = self.store.get_many::<Image>(&keys).await?;
+            let mut missing = Vec::new();
+            let mut out = Vec::new();
+            let mut found = Vec::new();
+            for (w, g) in wanted.iter().zip(got) {
+                match g.map(|v| v.value).filter(|i| visible(i)) {
+                    Some(i) => found.push(i),
+                    None => missing.push(w.as_str()),
+                }
+            }
             if !missing.is_empty() {
                 return Err(not_found(&missing.join(", ")));
             }
+            out.extend(found.into_iter().filter_map(keep));
+            return Ok((out, None));
         }
-        Ok(visible
-            .into_iter()
-            .filter(|i| wanted.is_empty() || wanted.contains(&i.id))
-            .filter(|i| owner_ids.is_empty() || owner_ids.contains(&i.owner))
-            .filter(|i| {
-                executors.is_empty()
-                    || executors.iter().any(|e| match e {
-                        None => i.public,
-                        Some(a) => i.launch_permissions.contains(a),
-                    })
-            })
-            .filter(|i| filters.iter().all(|f| image_matches(i, f)))
-            .map(|mut i| {
-                if i.owner != account && !caller.is_operator() {
-                    i.launch_permissions.clear();
+        let prefix = self.store.keys().images();
+        let mut after = match next_token {
+            Some(t) => Some(crate::domain::instances::decode_token_under(t, &prefix)?),
+            None => None,
+        };
+        let want = if max_results == 0 {
+            usize::MAX
+        } else {
+            max_results as usize
+        };
+        let mut out = Vec::new();
+        let mut limit = crate::store::MAX_PAGE;
+        loop {
+            let read = self
+                .store
+                .repo::<Image>()
+                .page(&prefix, after.as_deref(), limit)
+                .await?;
+            limit = read.limit;
+            let mut rest = read.items.into_iter().peekable();
+            while let Some((k, v)) = rest.next() {
+                after = Some(k);
+                if let Some(i) = Some(v.value).filter(|i| visible(i)).and_then(keep) {
+                    out.push(i);
+                    if out.len() == want {
+                        // A token only when keys follow (they may all be
+                        // filtered out: the next call then answers none).
+                        let more = rest.peek().is_some()
+                            || (read.more
+                                && self
+                                    .store
+                                    .first_key(
+                                        &next_key(after.as_deref().unwrap_or_default()),
+                                        &crate::store::prefix_end(&prefix),
+                                    )
+                                    .await?
+                                    .is_some());
+                        let token = after
+                            .filter(|_| more)
+                            .map(|a| crate::domain::instances::encode_token(&a));
+                        return Ok((out, token));
+                    }
                 }
-                i
-            })
-            .collect())
+            }
+            if !read.more {
+                return Ok((out, None));
+            }
+        }
     }
 
     /// DeregisterImage (owner only; running instances are not affected).
@@ -290,7 +375,7 @@ impl Domain {
         let account = caller.account()?;
         let id = ImageId::parse(id)?;
         let key = self.store.images().key(&id);
-        let cur = self
+        let mut cur = self
             .store
             .images()
             .get(&id)
@@ -304,10 +389,29 @@ impl Domain {
             }
             return Err(not_found(id.as_str()));
         }
-        if !self.store.repo().delete_if_unchanged(&key, &cur).await? {
-            return Err(Error::Contention(key));
+        // Deleted with its owner's quota release, both compared: a repeated
+        // deregistration finds no image and releases nothing.
+        for attempt in 0..crate::store::repo::MAX_CAS_ATTEMPTS {
+            let quota = self.quota_state(&cur.value.owner).await?;
+            let mut tx = Tx::new();
+            tx.delete_if_unchanged(&key, &cur);
+            quota.stage(
+                &mut tx,
+                &self.usage_key(&cur.value.owner),
+                &[(Resource::Images, -1)],
+            )?;
+            if self.store.commit(tx).await?.is_some() {
+                return Ok(());
+            }
+            match self.store.images().get(&id).await? {
+                // Changed meanwhile (its tags), or the usage record was.
+                Some(now) => cur = now,
+                // Deregistered meanwhile by another call.
+                None => return Err(not_found(id.as_str())),
+            }
+            crate::store::backoff(attempt).await;
         }
-        Ok(())
+        Err(Error::Contention(key))
     }
 }
 
@@ -328,6 +432,13 @@ fn owner_of(o: &str, account: &AccountId) -> Result<AccountId> {
 /// The alias of an image's owner (`imageOwnerAlias`), if it has one.
 pub fn owner_alias(i: &Image) -> Option<&'static str> {
     (i.owner == AccountId::operator()).then_some(OPERATOR_ALIAS)
+}
+
+/// The smallest key after `key`.
+fn next_key(key: &str) -> Vec<u8> {
+    let mut k = key.as_bytes().to_vec();
+    k.push(0);
+    k
 }
 
 fn image_matches(i: &Image, f: &Filter) -> bool {

@@ -164,6 +164,18 @@ pub fn decode_token(tok: &str) -> Result<String> {
         .ok_or_else(|| Error::invalid_code("InvalidNextToken", "the NextToken is not valid"))
 }
 
+/// Decodes a continuation token that must be a key under `prefix`.
+pub fn decode_token_under(tok: &str, prefix: &str) -> Result<String> {
+    let last = decode_token(tok)?;
+    if !last.starts_with(prefix) {
+        return Err(Error::invalid_code(
+            "InvalidNextToken",
+            "the NextToken is not valid",
+        ));
+    }
+    Ok(last)
+}
+
 impl Domain {
     pub(super) fn assignment_of(
         &self,
@@ -273,21 +285,15 @@ impl Domain {
             input.max_results
         } as usize;
         let mut after = match &input.next_token {
-            Some(t) => {
-                let last = decode_token(t)?;
-                if !last.starts_with(&prefix) {
-                    return Err(Error::invalid_code(
-                        "InvalidNextToken",
-                        "the NextToken is not valid",
-                    ));
-                }
-                Some(last)
-            }
+            Some(t) => Some(decode_token_under(t, &prefix)?),
             None => None,
         };
         let mut out = Vec::new();
+        // Lowered for the rest of the call when records are too large for
+        // one etcd response (store::MAX_RESPONSE_BYTES).
+        let mut cap = crate::store::MAX_PAGE;
         loop {
-            let chunk = (page - out.len()).max(100) as i64;
+            let chunk = ((page - out.len()).max(100) as i64).min(cap);
             // A read is capped at store::MAX_PAGE: `more` (not the count)
             // says whether the prefix is done.
             let read = self
@@ -295,6 +301,7 @@ impl Domain {
                 .instances()
                 .page_under(&prefix, after.as_deref(), chunk)
                 .await?;
+            cap = read.limit;
             let exhausted = !read.more;
             for (k, v) in read.items {
                 after = Some(k);

@@ -6,9 +6,11 @@
 
 use crate::domain::filters::{self, Filter};
 use crate::domain::model::{now_ms, KeyPair};
+use crate::domain::quotas::Resource;
 use crate::domain::{validation, Caller, Domain};
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, KeyPairId};
+use crate::store::Tx;
 
 pub use super::keymaterial::generate_ed25519;
 use super::keymaterial::{self, GeneratedKey, KeyKind};
@@ -48,11 +50,57 @@ impl Domain {
             .ok_or_else(|| not_found(name))
     }
 
+    /// Creates the key pair with its quota charge in one transaction
+    /// (compared on the usage record and the key pair's absence).
     async fn insert_keypair(&self, account: &AccountId, kp: &KeyPair) -> Result<()> {
-        if !self.store.keypairs().create(account, kp).await? {
+        let key = self.store.keypairs().key(account, &kp.name);
+        // A taken name is a duplicate whatever the quota.
+        if self.store.get_raw(&key).await?.is_some() {
             return Err(duplicate(&kp.name));
         }
-        Ok(())
+        for attempt in 0..crate::store::repo::MAX_CAS_ATTEMPTS {
+            let quota = self.quota_state(account).await?;
+            quota.check(Resource::KeyPairs, 1)?;
+            let mut tx = Tx::new();
+            tx.create(&key, kp)?;
+            quota.stage(
+                &mut tx,
+                &self.usage_key(account),
+                &[(Resource::KeyPairs, 1)],
+            )?;
+            if self.store.commit(tx).await?.is_some() {
+                return Ok(());
+            }
+            if self.store.get_raw(&key).await?.is_some() {
+                return Err(duplicate(&kp.name));
+            }
+            crate::store::backoff(attempt).await;
+        }
+        Err(Error::Contention(key))
+    }
+
+    /// Deletes a key pair with its quota release, both compared (a missing
+    /// key pair releases nothing: deleting it again is a no-op).
+    async fn remove_keypair(&self, account: &AccountId, name: &str) -> Result<()> {
+        let key = self.store.keypairs().key(account, name);
+        for attempt in 0..crate::store::repo::MAX_CAS_ATTEMPTS {
+            let Some(cur) = self.store.keypairs().get(account, name).await? else {
+                return Ok(());
+            };
+            let quota = self.quota_state(account).await?;
+            let mut tx = Tx::new();
+            tx.delete_if_unchanged(&key, &cur);
+            quota.stage(
+                &mut tx,
+                &self.usage_key(account),
+                &[(Resource::KeyPairs, -1)],
+            )?;
+            if self.store.commit(tx).await?.is_some() {
+                return Ok(());
+            }
+            crate::store::backoff(attempt).await;
+        }
+        Err(Error::Contention(key))
     }
 
     /// CreateKeyPair: returns the record and the private key (OpenSSH).
@@ -180,7 +228,7 @@ impl Domain {
         } else {
             return Err(Error::missing("KeyName"));
         };
-        self.store.keypairs().delete(&account, &name).await
+        self.remove_keypair(&account, &name).await
     }
 }
 

@@ -293,7 +293,12 @@ impl Domain {
         let mut refreshed = false;
         for attempt in 0..MAX_ATTEMPTS {
             let mut tx = Tx::new();
-            let batch = match self.place_batch(l, 0, input.min_count, input.max_count, &mut tx) {
+            // Quotas first (refused: nothing placed or written); the usage
+            // record is compared by this transaction, so racing calls of
+            // the account re-read it (domain::quotas).
+            let quota = self.quota_state(&l.account).await?;
+            let max = quota.instances_room(l.itype.vcpus, input.min_count, input.max_count)?;
+            let batch = match self.place_batch(l, 0, input.min_count, max, &mut tx) {
                 Ok(b) => b,
                 Err(e @ Error::InsufficientCapacity { .. }) => {
                     if refreshed {
@@ -305,6 +310,12 @@ impl Domain {
                 }
                 Err(e) => return Err(e),
             };
+            quota.stage_instances(
+                &mut tx,
+                &self.usage_key(&l.account),
+                batch.instances.len(),
+                l.itype.vcpus,
+            )?;
             if !input.user_data.is_empty() {
                 self.store.user_data().stage_put(
                     &mut tx,

@@ -20,6 +20,8 @@
 //!   request authentication), [`catalogue`] and [`instance_types`] (the
 //!   instance-type catalogue in etcd), [`network`]
 //!   (addresses), [`filters`], [`validation`], [`model`] (stored records).
+//! - [`quotas`]: per-account quotas (usage counted in the creating
+//!   transactions, operator overrides).
 //! - [`vpc`]: VPCs, VPC subnets, security groups and the default VPC.
 
 pub mod access_keys;
@@ -51,6 +53,7 @@ pub mod nodes;
 pub mod nonces;
 pub mod offerings;
 pub mod placement;
+pub mod quotas;
 pub mod reservations;
 pub mod secrets;
 pub mod tags;

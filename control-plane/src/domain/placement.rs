@@ -17,13 +17,15 @@
 //!
 //! This is the one place an existing instance's state changes, so it is
 //! where the [`events`] outbox is written: a changed state adds its event
-//! (sequence `event_seq + 1`) to the same transaction.
+//! (sequence `event_seq + 1`) to the same transaction, and where the
+//! account's [`quotas`] usage follows the instance in and out of the
+//! placed states.
 
 use crate::domain::events::InstanceEvent;
 use crate::domain::lifecycle::State;
 use crate::domain::model::{now_ms, Instance, NetworkAssignment, NodeAlloc};
 use crate::domain::network::mac_for;
-use crate::domain::Domain;
+use crate::domain::{quotas, Domain};
 use crate::error::{Error, Result};
 use crate::ids::{NodeId, ReservationId, SubnetId};
 use crate::scheduler::{self, NodeView};
@@ -158,6 +160,27 @@ impl Domain {
             let node = p.inst.node_id.clone().or_else(|| cur.value.node_id.clone());
             if let Some(ev) = InstanceEvent::transition(&cur.value, &mut p.inst, node, now_ms()) {
                 self.store.events().stage(&mut tx, &ev)?;
+            }
+            // Quotas: an instance counts while placed; its usage changes in
+            // this transaction, which compares the instance record, so a
+            // transition applied twice (or retried) charges or releases once.
+            let (n, v) = quotas::instance_delta(cur.value.state, p.inst.state, p.inst.vcpus);
+            if n != 0 {
+                let quota = self.quota_state(&p.inst.account).await?;
+                // A Start is held to the limits; a node-lost instance found
+                // running comes back whatever they are.
+                if n > 0 && p.inst.state == State::Pending {
+                    quota.check(quotas::Resource::RunningInstances, 1)?;
+                    quota.check(quotas::Resource::Vcpus, u64::from(p.inst.vcpus))?;
+                }
+                quota.stage(
+                    &mut tx,
+                    &self.usage_key(&p.inst.account),
+                    &[
+                        (quotas::Resource::RunningInstances, n),
+                        (quotas::Resource::Vcpus, v),
+                    ],
+                )?;
             }
             tx.replace(key, &cur, &p.inst)?;
             match self.store.commit(tx).await? {

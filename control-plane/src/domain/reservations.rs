@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::events::InstanceEvent;
 use crate::domain::instances::{b64, RunInstancesInput};
 use crate::domain::launch::{Launch, BATCH};
+use crate::domain::lifecycle::State;
 use crate::domain::model::{now_ms, ClientTokenRecord, Instance, NodeAlloc};
 use crate::domain::placement::backoff;
 use crate::domain::views::Reservation;
@@ -152,6 +153,13 @@ impl Domain {
         hash: &str,
         stop_after: Option<usize>,
     ) -> Result<Reservation> {
+        // A call that cannot fit MinCount in its quotas is refused before
+        // anything is written; each batch re-checks (and charges) them.
+        self.quota_state(&l.account).await?.instances_room(
+            l.itype.vcpus,
+            input.min_count,
+            input.max_count,
+        )?;
         let rec = PendingReservation {
             reservation_id: l.reservation_id.clone(),
             account: l.account.clone(),
@@ -315,6 +323,8 @@ impl Domain {
         let mut out_of_room = false;
         let mut refreshed = false;
         let mut batches = 0usize;
+        // Why this driver stopped placing, when it was a quota.
+        let mut quota_refusal: Option<Error> = None;
         for attempt in 0..MAX_STEPS {
             let mut next = rec.value.clone();
             let mut tx = Tx::new();
@@ -333,8 +343,24 @@ impl Domain {
                         continue;
                     };
                     let first = rec.value.instance_ids.len() as u32;
+                    let quota = self.quota_state(&l.account).await?;
+                    let n = match quota.instances_room(l.itype.vcpus, 1, n) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            out_of_room = true;
+                            rec.value.shortfall = e.to_string();
+                            quota_refusal = Some(e);
+                            continue;
+                        }
+                    };
                     match self.place_batch(l, first, 1, n, &mut tx) {
                         Ok(b) => {
+                            quota.stage_instances(
+                                &mut tx,
+                                &self.usage_key(&l.account),
+                                b.instances.len(),
+                                l.itype.vcpus,
+                            )?;
                             next.instance_ids
                                 .extend(b.instances.iter().map(|i| i.id.clone()));
                             batch = Some(b);
@@ -426,6 +452,9 @@ impl Domain {
                                 .await;
                         }
                         Step::Fail => {
+                            if let Some(e) = quota_refusal {
+                                return Err(e);
+                            }
                             return Err(Error::InsufficientCapacity {
                                 zone: rec
                                     .value
@@ -433,7 +462,7 @@ impl Domain {
                                     .clone()
                                     .unwrap_or_else(|| "any".into()),
                                 message: rec.value.shortfall.clone(),
-                            })
+                            });
                         }
                         _ => {
                             rec = Versioned {
@@ -541,6 +570,7 @@ impl Domain {
             }
         }
         let got = self.store.nodes().allocs(&nodes).await?;
+        let mut released = (0i64, 0i64);
         let mut allocs: HashMap<String, (NodeAlloc, i64)> = HashMap::new();
         for (n, a) in nodes.iter().zip(got) {
             if let Some(a) = a {
@@ -552,6 +582,8 @@ impl Domain {
             let Some(inst) = inst else { continue };
             tx.delete_if_unchanged(&instances.key(account, id), &inst);
             let i = inst.value;
+            let (n, v) = crate::domain::quotas::instance_delta(i.state, State::Terminated, i.vcpus);
+            released = (released.0 + n, released.1 + v);
             self.store
                 .events()
                 .stage(tx, &InstanceEvent::rolled_back(&i, now))?;
@@ -574,6 +606,21 @@ impl Domain {
             if let Some((a, rev)) = allocs.get(n.as_str()) {
                 self.store.nodes().stage_alloc_at(tx, n, *rev, a)?;
             }
+        }
+        // What the removed instances counted against the quotas goes
+        // back in the same transaction (each removal compares the record).
+        if released.0 != 0 {
+            self.quota_state(account).await?.stage(
+                tx,
+                &self.usage_key(account),
+                &[
+                    (
+                        crate::domain::quotas::Resource::RunningInstances,
+                        released.0,
+                    ),
+                    (crate::domain::quotas::Resource::Vcpus, released.1),
+                ],
+            )?;
         }
         Ok(())
     }

@@ -136,6 +136,18 @@ impl Keys {
         format!("{}/images/", self.p)
     }
 
+    /// `quota-usage/<account>`: what the account uses of its quotas
+    /// ([`crate::domain::quotas::Usage`]), changed in the transactions
+    /// that create and release what it counts.
+    pub fn quota_usage(&self, account: &AccountId) -> String {
+        format!("{}/quota-usage/{account}", self.p)
+    }
+    /// `quotas/<account>`: the operator's limits for the account
+    /// ([`crate::domain::quotas::QuotaOverrides`]).
+    pub fn quota_overrides(&self, account: &AccountId) -> String {
+        format!("{}/quotas/{account}", self.p)
+    }
+
     /// `keypairs/<account>/<hex name>`.
     pub fn keypair(&self, account: &AccountId, name: &str) -> String {
         format!("{}/keypairs/{account}/{}", self.p, hex::encode(name))

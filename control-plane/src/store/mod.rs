@@ -31,6 +31,29 @@ use record::{decode_record, encode, encode_over, Newer};
 /// The most records one listing request reads: every listing is paged.
 pub const MAX_PAGE: i64 = 500;
 
+/// The largest etcd response this client decodes (tonic's default,
+/// stated here so the paging below is written against it): 4 MiB.
+/// A page is a count of keys, not of bytes, so a page of large records can
+/// exceed it (500 images of 50 maximum-size tags each are ~38 MiB). Such a
+/// response is refused by the client ([`too_large`]); the read is asked
+/// again for half as many keys, down to one key, which always fits (one
+/// value is at most [`MAX_VALUE_BYTES`], 1 MiB). A paged listing keeps the
+/// smaller page size for its next pages.
+pub const MAX_RESPONSE_BYTES: usize = 4 << 20;
+
+/// True when etcd's answer was refused for being larger than
+/// [`MAX_RESPONSE_BYTES`] (tonic: `OutOfRange` "decoded message length too
+/// large"; `ResourceExhausted` from servers or proxies that check it).
+pub fn too_large(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => matches!(
+            s.code(),
+            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+        ),
+        _ => false,
+    }
+}
+
 /// A decoded value with the `mod_revision` it was read at.
 #[derive(Debug, Clone)]
 pub struct Versioned<T> {
@@ -75,6 +98,9 @@ pub struct Page<T> {
     pub revision: i64,
     /// True when keys after the last one remain (ask again with it as `after`).
     pub more: bool,
+    /// The page size the read ended with: the asked one, or less when the
+    /// records were too large for one response (see [`MAX_RESPONSE_BYTES`]).
+    pub limit: i64,
 }
 
 /// A handle on etcd (cheap to clone).
@@ -245,42 +271,43 @@ impl Store {
 
     /// Reads many keys in one round trip (a read-only txn); missing keys are `None`.
     pub async fn get_many<T: Record>(&self, keys: &[String]) -> Result<Vec<Option<Versioned<T>>>> {
-        let mut out = Vec::with_capacity(keys.len());
-        // etcd limits operations per txn (default 128).
-        for chunk in keys.chunks(100) {
-            let ops: Vec<TxnOp> = chunk.iter().map(|k| TxnOp::get(k.as_str(), None)).collect();
-            let resp = self
-                .client
-                .kv_client()
-                .txn(Txn::new().and_then(ops))
-                .await?;
-            for r in resp.op_responses() {
-                match r {
-                    etcd_client::TxnOpResponse::Get(g) => match g.kvs().first() {
-                        None => out.push(None),
-                        Some(kv) => out.push(Some(Versioned::decode(
-                            kv.key(),
-                            kv.value(),
-                            kv.mod_revision(),
-                        )?)),
-                    },
-                    _ => return Err(Error::Internal("unexpected txn response".into())),
-                }
-            }
+        let raw = self.get_many_kv(keys).await?;
+        let mut out = Vec::with_capacity(raw.len());
+        for (k, r) in keys.iter().zip(raw) {
+            out.push(match r {
+                None => None,
+                Some((v, rev)) => Some(Versioned::decode(k.as_bytes(), &v, rev)?),
+            });
         }
         Ok(out)
     }
 
     /// Reads many raw values (value, mod_revision) in one round trip per 100 keys.
     pub async fn get_many_raw(&self, keys: &[String]) -> Result<Vec<Option<(Vec<u8>, i64)>>> {
+        self.get_many_kv(keys).await
+    }
+
+    /// Raw values of `keys` in read-only transactions of at most 100 gets
+    /// (etcd limits operations per txn, default 128); a chunk whose answer
+    /// is over [`MAX_RESPONSE_BYTES`] is read again in halves.
+    async fn get_many_kv(&self, keys: &[String]) -> Result<Vec<Option<(Vec<u8>, i64)>>> {
         let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(100) {
-            let ops: Vec<TxnOp> = chunk.iter().map(|k| TxnOp::get(k.as_str(), None)).collect();
-            let resp = self
-                .client
-                .kv_client()
-                .txn(Txn::new().and_then(ops))
-                .await?;
+        let mut chunk = 100usize;
+        let mut at = 0usize;
+        while at < keys.len() {
+            let end = (at + chunk).min(keys.len());
+            let ops: Vec<TxnOp> = keys[at..end]
+                .iter()
+                .map(|k| TxnOp::get(k.as_str(), None))
+                .collect();
+            let resp = match self.client.kv_client().txn(Txn::new().and_then(ops)).await {
+                Ok(r) => r,
+                Err(e) if too_large(&e) && chunk > 1 => {
+                    chunk /= 2;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             for r in resp.op_responses() {
                 match r {
                     etcd_client::TxnOpResponse::Get(g) => out.push(
@@ -291,6 +318,7 @@ impl Store {
                     _ => return Err(Error::Internal("unexpected txn response".into())),
                 }
             }
+            at = end;
         }
         Ok(out)
     }
@@ -307,10 +335,12 @@ impl Store {
         let mut out = Vec::new();
         let mut after: Option<String> = None;
         let mut at: Option<i64> = None;
+        let mut limit = MAX_PAGE;
         loop {
             let page = self
-                .read_page::<T>(prefix, after.as_deref(), MAX_PAGE, at)
+                .read_page::<T>(prefix, after.as_deref(), limit, at)
                 .await?;
+            limit = page.limit;
             let rev = *at.get_or_insert(page.revision);
             after = page.items.last().map(|(k, _)| k.clone());
             out.extend(page.items);
@@ -331,18 +361,10 @@ impl Store {
         let mut out = Vec::new();
         let mut start = prefix.as_bytes().to_vec();
         let mut at: Option<i64> = None;
+        let mut limit = MAX_PAGE;
         loop {
-            let mut opts = GetOptions::new()
-                .with_range(end.clone())
-                .with_limit(MAX_PAGE);
-            if let Some(rev) = at {
-                opts = opts.with_revision(rev);
-            }
-            let resp = self
-                .client
-                .kv_client()
-                .get(start.clone(), Some(opts))
-                .await?;
+            let (resp, used) = self.range(&start, &end, limit, at).await?;
+            limit = used;
             let rev = *at.get_or_insert(resp.header().map(|h| h.revision()).unwrap_or(0));
             for kv in resp.kvs() {
                 out.push((
@@ -357,6 +379,40 @@ impl Store {
                     start.push(0);
                 }
                 _ => return Ok((out, rev)),
+            }
+        }
+    }
+
+    /// One range read of at most `limit` keys in `[start, end)` (at
+    /// `revision` when given), asked again for half as many keys while the
+    /// answer is over [`MAX_RESPONSE_BYTES`]. Returns the response and the
+    /// limit it was read with.
+    async fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: i64,
+        revision: Option<i64>,
+    ) -> std::result::Result<(etcd_client::GetResponse, i64), etcd_client::Error> {
+        let mut limit = limit.clamp(1, MAX_PAGE);
+        loop {
+            // No explicit sort: a range comes back in key order anyway, and
+            // any sort order makes etcd (3.4) read the whole range before
+            // applying the limit (etcd 3.4.23 measured through its JSON
+            // gateway: a page of 100 of 10,000 1-KB keys took 23-27 ms with
+            // a key-ascending sort, 7-9 ms without; Go's clientv3 drops that
+            // sort for this reason).
+            let mut opts = GetOptions::new().with_range(end).with_limit(limit);
+            if let Some(rev) = revision {
+                opts = opts.with_revision(rev);
+            }
+            match self.client.kv_client().get(start, Some(opts)).await {
+                Ok(resp) => return Ok((resp, limit)),
+                Err(e) if too_large(&e) && limit > 1 => {
+                    tracing::debug!(limit, "etcd page over the response cap; halving");
+                    limit /= 2;
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -404,16 +460,7 @@ impl Store {
             }
             None => prefix.as_bytes().to_vec(),
         };
-        // No explicit sort: a range comes back in key order anyway, and any
-        // sort order makes etcd (3.4) read the whole range before applying
-        // the limit (etcd 3.4.23 measured through its JSON gateway: a page
-        // of 100 of 10,000 1-KB keys took 23-27 ms with a key-ascending
-        // sort, 7-9 ms without; Go's clientv3 drops that sort for this reason).
-        let mut opts = GetOptions::new().with_range(end).with_limit(limit);
-        if let Some(rev) = at_revision {
-            opts = opts.with_revision(rev);
-        }
-        let resp = self.client.kv_client().get(start, Some(opts)).await?;
+        let (resp, limit) = self.range(&start, &end, limit, at_revision).await?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         let mut items = Vec::with_capacity(resp.kvs().len());
         for kv in resp.kvs() {
@@ -426,6 +473,7 @@ impl Store {
             items,
             revision,
             more: resp.more(),
+            limit,
         })
     }
 
@@ -440,15 +488,17 @@ impl Store {
         let want = if limit <= 0 { MAX_PAGE } else { limit };
         let mut out = Vec::new();
         let mut from = start.as_bytes().to_vec();
+        let mut page = MAX_PAGE;
         while (out.len() as i64) < want {
-            let opts = GetOptions::new()
-                .with_range(end)
-                .with_limit((want - out.len() as i64).min(MAX_PAGE));
-            let resp = self
-                .client
-                .kv_client()
-                .get(from.clone(), Some(opts))
+            let (resp, used) = self
+                .range(
+                    &from,
+                    end.as_bytes(),
+                    (want - out.len() as i64).min(page),
+                    None,
+                )
                 .await?;
+            page = used;
             for kv in resp.kvs() {
                 out.push((
                     String::from_utf8_lossy(kv.key()).into_owned(),

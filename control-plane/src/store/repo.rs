@@ -110,19 +110,23 @@ impl<'a, R: Record> Repo<'a, R> {
             prefix: prefix.into(),
             after: None,
             done: false,
+            limit: MAX_PAGE,
         }
     }
 }
 
 /// Paged iteration over a prefix: each [`Pages::next`] reads one page.
 /// Records written while iterating may or may not be seen (each page is its
-/// own read), as with any paged listing.
+/// own read), as with any paged listing. A page of records too large for
+/// one etcd response is read in smaller pages, and the smaller size is kept
+/// for the pages after it ([`super::MAX_RESPONSE_BYTES`]).
 #[derive(Debug)]
 pub struct Pages<'a, R> {
     repo: Repo<'a, R>,
     prefix: String,
     after: Option<String>,
     done: bool,
+    limit: i64,
 }
 
 impl<R: Record> Pages<'_, R> {
@@ -144,8 +148,9 @@ impl<R: Record> Pages<'_, R> {
         }
         let page = self
             .repo
-            .page(&self.prefix, self.after.as_deref(), MAX_PAGE)
+            .page(&self.prefix, self.after.as_deref(), self.limit)
             .await?;
+        self.limit = page.limit;
         self.after = page.items.last().map(|(k, _)| k.clone());
         self.done = !page.more || self.after.is_none();
         if page.items.is_empty() {
@@ -361,13 +366,6 @@ impl<'a> KeyPairs<'a> {
     /// Creates a key pair: `Ok(false)` when the account has one of that name.
     pub async fn create(&self, account: &AccountId, kp: &KeyPair) -> Result<bool> {
         self.0.repo().create(&self.key(account, &kp.name), kp).await
-    }
-    /// Deletes an account's key pair (if any).
-    pub async fn delete(&self, account: &AccountId, name: &str) -> Result<()> {
-        let mut tx = Tx::new();
-        tx.delete(&self.key(account, name));
-        self.0.commit(tx).await?;
-        Ok(())
     }
     /// An account's key pairs, page by page.
     pub fn of(&self, account: &AccountId) -> Pages<'a, KeyPair> {

@@ -93,20 +93,16 @@ impl<'a> LaunchTemplates<'a> {
         self.0.commit(tx).await?;
         Ok(())
     }
-    /// Deletes a template (compared) and then its versions, page by page.
-    pub async fn delete(&self, cur: &Versioned<LaunchTemplate>) -> Result<()> {
+    /// Stages the deletion of a template header (compared).
+    pub fn stage_delete(&self, tx: &mut Tx, cur: &Versioned<LaunchTemplate>) {
         let t = &cur.value;
-        let mut tx = Tx::new();
         tx.delete_if_unchanged(&self.0.keys().launch_template(&t.account, &t.name), cur);
+    }
+    /// Deletes a deleted template's versions (one range deletion).
+    pub async fn delete_versions(&self, t: &LaunchTemplate) -> Result<()> {
+        let mut tx = Tx::new();
+        tx.delete_prefix(&self.0.keys().launch_template_versions(&t.id));
         self.0.commit(tx).await?;
-        let mut pages = self.versions(&t.id);
-        while let Some(page) = pages.next().await? {
-            let mut tx = Tx::new();
-            for (k, _) in page {
-                tx.delete(&k);
-            }
-            self.0.commit(tx).await?;
-        }
         Ok(())
     }
 }

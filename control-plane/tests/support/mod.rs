@@ -203,6 +203,17 @@ pub async fn setup_account(
     Caller::Tenant(a.id)
 }
 
+/// A fresh tenant account named `name` (names are unique), as the
+/// domain's caller.
+pub async fn named_account(
+    d: &nubis_control_plane::domain::Domain,
+    name: &str,
+) -> nubis_control_plane::domain::Caller {
+    use nubis_control_plane::domain::Caller;
+    let (a, _, _) = d.create_account(&Caller::Operator, name).await.unwrap();
+    Caller::Tenant(a.id)
+}
+
 /// Registers the public `hello` image as operator through the domain;
 /// returns its id.
 pub async fn register_image(d: &nubis_control_plane::domain::Domain) -> String {

@@ -230,6 +230,15 @@ impl Domain {
             if all.iter().all(|i| i.state == State::Terminated) {
                 let mut tx = Tx::new();
                 self.store.asgs().stage_delete(&mut tx, &cur);
+                // Its quota goes back in the same (compared) transaction;
+                // a lost compare is retried by the next pass.
+                self.stage_quota(
+                    &mut tx,
+                    &cur.value.account,
+                    crate::domain::quotas::Resource::AutoScalingGroups,
+                    -1,
+                )
+                .await?;
                 if self.store.commit(tx).await?.is_some() {
                     report.deleted += 1;
                 }

@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::model::{now_ms, Instance};
+use crate::domain::quotas::Resource;
 use crate::domain::{validation, Caller, Domain};
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, InstanceId, LaunchTemplateId};
@@ -416,15 +417,30 @@ impl Domain {
             cooldown_until_ms: 0,
             last_tracking_ms: 0,
         };
-        let mut tx = Tx::new();
-        self.store.asgs().stage_create(&mut tx, &g)?;
-        if self.store.commit(tx).await?.is_none() {
-            return Err(Error::AlreadyExists {
-                code: "AlreadyExists".into(),
-                message: format!("AutoScalingGroup by this name already exists - {}", g.name),
-            });
+        let duplicate = || Error::AlreadyExists {
+            code: "AlreadyExists".into(),
+            message: format!("AutoScalingGroup by this name already exists - {}", g.name),
+        };
+        // A taken name is a duplicate whatever the quota.
+        if self.store.asgs().get(&account, &g.name).await?.is_some() {
+            return Err(duplicate());
         }
-        Ok(g)
+        // With its quota charge, compared on the usage record: a lost
+        // compare is either the name taken or a racing charge (re-read).
+        for attempt in 0..crate::store::repo::MAX_CAS_ATTEMPTS {
+            let mut tx = Tx::new();
+            self.store.asgs().stage_create(&mut tx, &g)?;
+            self.stage_quota(&mut tx, &account, Resource::AutoScalingGroups, 1)
+                .await?;
+            if self.store.commit(tx).await?.is_some() {
+                return Ok(g);
+            }
+            if self.store.asgs().get(&account, &g.name).await?.is_some() {
+                return Err(duplicate());
+            }
+            crate::store::backoff(attempt).await;
+        }
+        Err(Error::Contention("Auto Scaling group quota".into()))
     }
 
     /// The caller's group `name`.
@@ -843,6 +859,8 @@ impl Domain {
             }
             let mut tx = Tx::new();
             self.store.asgs().stage_delete(&mut tx, &cur);
+            self.stage_quota(&mut tx, &cur.value.account, Resource::AutoScalingGroups, -1)
+                .await?;
             if self.store.commit(tx).await?.is_none() {
                 return Err(Error::invalid_code(
                     "ScalingActivityInProgress",

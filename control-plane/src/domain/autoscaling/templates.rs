@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::instances::RunInstancesInput;
 use crate::domain::model::now_ms;
+use crate::domain::quotas::Resource;
 use crate::domain::{validation, Caller, Domain};
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, LaunchTemplateId};
@@ -247,16 +248,31 @@ impl Domain {
             created_ms: now,
         };
         let repo = self.store.launch_templates();
-        let mut tx = Tx::new();
-        repo.stage_create(&mut tx, &t)?;
-        repo.stage_create_version(&mut tx, &v)?;
-        if self.store.commit(tx).await?.is_none() {
-            return Err(Error::AlreadyExists {
-                code: "InvalidLaunchTemplateName.AlreadyExistsException".into(),
-                message: format!("Launch template name already in use: {name}"),
-            });
+        let duplicate = || Error::AlreadyExists {
+            code: "InvalidLaunchTemplateName.AlreadyExistsException".into(),
+            message: format!("Launch template name already in use: {name}"),
+        };
+        // A taken name is a duplicate whatever the quota.
+        if repo.get(&account, name).await?.is_some() {
+            return Err(duplicate());
         }
-        Ok((t, v))
+        // With its quota charge, compared on the usage record: a lost
+        // compare is either the name taken or a racing charge (re-read).
+        for attempt in 0..crate::store::repo::MAX_CAS_ATTEMPTS {
+            let mut tx = Tx::new();
+            repo.stage_create(&mut tx, &t)?;
+            repo.stage_create_version(&mut tx, &v)?;
+            self.stage_quota(&mut tx, &account, Resource::LaunchTemplates, 1)
+                .await?;
+            if self.store.commit(tx).await?.is_some() {
+                return Ok((t, v));
+            }
+            if repo.get(&account, name).await?.is_some() {
+                return Err(duplicate());
+            }
+            crate::store::backoff(attempt).await;
+        }
+        Err(Error::Contention("launch template quota".into()))
     }
 
     /// The template `what` names, visible to the caller's account.
@@ -496,9 +512,25 @@ impl Domain {
         what: &TemplateRef,
     ) -> Result<LaunchTemplate> {
         let account = caller.account()?;
-        let cur = self.launch_template_of(&account, what).await?;
-        self.store.launch_templates().delete(&cur).await?;
-        Ok(cur.value)
+        let mut cur = self.launch_template_of(&account, what).await?;
+        // The header with its quota release (both compared, so a repeated
+        // delete releases once), then the versions.
+        for attempt in 0..crate::store::repo::MAX_CAS_ATTEMPTS {
+            let mut tx = Tx::new();
+            self.store.launch_templates().stage_delete(&mut tx, &cur);
+            self.stage_quota(&mut tx, &account, Resource::LaunchTemplates, -1)
+                .await?;
+            if self.store.commit(tx).await?.is_some() {
+                self.store
+                    .launch_templates()
+                    .delete_versions(&cur.value)
+                    .await?;
+                return Ok(cur.value);
+            }
+            cur = self.launch_template_of(&account, what).await?;
+            crate::store::backoff(attempt).await;
+        }
+        Err(Error::Contention("launch template".into()))
     }
 }
 

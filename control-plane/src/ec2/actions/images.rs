@@ -19,21 +19,22 @@ use crate::ec2::requests::{
 use crate::ec2::xml::XmlWriter;
 use crate::ids::ImageId;
 
-/// DescribeImages (`MaxResults`/`NextToken` are accepted; every match is
-/// returned in one page).
+/// DescribeImages, paged with `MaxResults` (5..=1000) and `NextToken`.
 pub async fn describe(
     d: &Domain,
     caller: &Caller,
     rid: &str,
     r: DescribeImages,
 ) -> Result<String, Ec2Error> {
-    let images = d
-        .describe_images(
+    let (images, next) = d
+        .describe_images_page(
             caller,
             &r.image_ids,
             &r.owners,
             &r.executable_by,
             &domain_filters(r.filters),
+            r.page.max_results.unwrap_or(0),
+            r.page.next_token.as_deref(),
         )
         .await?;
     if r.dry_run {
@@ -41,6 +42,7 @@ pub async fn describe(
     }
     let mut w = XmlWriter::response("DescribeImages", rid);
     w.list("imagesSet", &images, image);
+    w.leaf_opt("nextToken", next);
     Ok(w.finish())
 }
 
