@@ -119,6 +119,52 @@ fn assert_jailed(pid: i32) {
     assert!(threads >= 3, "{threads} threads");
 }
 
+/// The jailed VMM `pid` has a network namespace of its own (not the agent's
+/// `netns`) holding nothing but a `lo` that is down, so none of its sockets
+/// can reach anything: a TCP connection from its namespace to the guest's
+/// address, which answers from the agent's namespace, is unreachable.
+fn assert_no_network(pid: i32, netns: &common::NetNs, guest: std::net::Ipv4Addr) {
+    use std::os::unix::fs::MetadataExt;
+    let vmm_ns = format!("/proc/{pid}/ns/net");
+    let ino = |p: &std::path::Path| std::fs::metadata(p).unwrap().ino();
+    assert_ne!(
+        ino(std::path::Path::new(&vmm_ns)),
+        ino(&netns.path()),
+        "the VMM shares the agent's network namespace"
+    );
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={vmm_ns}"))
+        .args(["ip", "-o", "link", "show"])
+        .output()
+        .expect("nsenter");
+    assert!(out.status.success(), "{out:?}");
+    let links = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = links.lines().collect();
+    assert_eq!(lines.len(), 1, "{links}");
+    assert!(
+        lines[0].contains(" lo: ") && lines[0].contains("state DOWN"),
+        "{links}"
+    );
+    let connect = std::thread::spawn(move || {
+        let ns = std::fs::File::open(&vmm_ns).unwrap();
+        use std::os::fd::AsFd;
+        rustix::thread::move_into_link_name_space(
+            ns.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .unwrap();
+        std::net::TcpStream::connect_timeout(&(guest, 80).into(), Duration::from_secs(2))
+    })
+    .join()
+    .unwrap();
+    let err = connect.expect_err("connected from the VMM's namespace");
+    assert_eq!(
+        err.raw_os_error(),
+        Some(libc::ENETUNREACH),
+        "{err}: the VMM's namespace has a route"
+    );
+}
+
 #[test]
 fn launch_ready_console_stop_start_terminate() {
     if !have_prereqs(true) {
@@ -184,6 +230,8 @@ fn launch_ready_console_stop_start_terminate() {
         let body = http_get(net.ip, "/").await;
         assert!(body.contains("200"), "{body}");
         assert!(body.contains("NUBIS-HELLO i-life0001"), "{body}");
+        // ... but not from the VMM's own network namespace.
+        assert_no_network(pid, &env.netns, net.ip);
 
         // Console: guest lines, newest 64 KiB.
         let console = nubis_agent::layout::tail(&dir.join("console.log"), 64 * 1024).unwrap();

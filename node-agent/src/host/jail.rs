@@ -11,8 +11,11 @@
 //!   the agent), both as inherited fds (`--kvm-fd`, `--net ..,fd=N`);
 //! - ownership of the instance's own files (directory, root disk, console)
 //!   so the unprivileged VMM can use them and nothing else of the host;
-//! - the steps in the forked child before exec ([`Jail::enter`]): new IPC and
-//!   UTS namespaces, rlimits, the capability bounding set emptied, supplementary
+//! - the steps in the forked child before exec ([`Jail::enter`]): new IPC,
+//!   UTS and network namespaces (the VMM's network namespace is empty but for
+//!   a `lo` that stays down: its TAP is an fd attached in the agent's
+//!   namespace, its API a pathname Unix socket, so it needs no network of its
+//!   own and can reach nothing), rlimits, the capability bounding set emptied, supplementary
 //!   groups dropped, gid and uid switched (which clears every capability), and
 //!   `no_new_privs`. The VMM then installs its own seccomp filters.
 
@@ -67,7 +70,11 @@ impl Jail {
             if let Some(tap) = &self.tap {
                 check(libc::fcntl(tap.as_raw_fd(), libc::F_SETFD, 0))?;
             }
-            check(libc::unshare(libc::CLONE_NEWIPC | libc::CLONE_NEWUTS))?;
+            // The TAP fd stays attached to its device in the agent's network
+            // namespace; pathname Unix sockets (the API) ignore namespaces.
+            check(libc::unshare(
+                libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWNET,
+            ))?;
             let limit = |res, n: u64| {
                 let r = libc::rlimit {
                     rlim_cur: n,
