@@ -6,7 +6,7 @@
 use crate::config::Addressing;
 use crate::context::HostContext;
 use crate::error::Error;
-use crate::host::cgroup::Cgroups;
+use crate::host::cgroup::{Cgroups, IoMax, IoOutcome};
 use crate::host::vmm_process::{VmmApi, VmmLaunch, VmmProcess};
 use crate::host::{disk, image, tap};
 use crate::layout::{off_runtime, write_json, InstanceDir, NetAlloc};
@@ -193,6 +193,21 @@ pub async fn prepare_timed(
     ctx.cgroups
         .create(&spec.id, spec.vcpus, mem)
         .map_err(|e| reason(ReasonCode::CgroupSetupFailed, chain(&e)))?;
+    let limits = ctx.config.limits.for_vcpus(spec.vcpus);
+    let io = IoMax {
+        rbps: limits.io_read_bps,
+        wbps: limits.io_write_bps,
+        riops: limits.io_read_iops,
+        wiops: limits.io_write_iops,
+    };
+    match ctx.cgroups.set_io_max(&spec.id, &disk_path, &io) {
+        Ok(IoOutcome::Unlimited) => {}
+        Ok(IoOutcome::Set(line)) => tracing::debug!(instance = %spec.id, %line, "io.max set"),
+        Ok(IoOutcome::Skipped(why)) => {
+            tracing::warn!(instance = %spec.id, %why, "disk I/O limits ([limits] io_*) not applied")
+        }
+        Err(e) => return Err(reason(ReasonCode::CgroupSetupFailed, chain(&e))),
+    }
     tl.mark("cgroup");
 
     // The image's own identity/network arguments are placeholders: ours win.

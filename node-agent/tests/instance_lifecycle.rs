@@ -427,3 +427,98 @@ fn spec_gateway_differing_from_the_configured_bridge_address() {
         wait(&h, "gone", |r| r.state == State::Gone).await;
     });
 }
+
+/// `major:minor` of the whole disk holding `path`, found with util-linux
+/// (findmnt, lsblk) rather than the agent's own sysfs walk; `None` for a
+/// file system without a block device (tmpfs, overlayfs).
+fn whole_disk_by_lsblk(path: &std::path::Path) -> Option<String> {
+    let run = |cmd: &str, args: &[&str]| {
+        let out = std::process::Command::new(cmd).args(args).output().unwrap();
+        assert!(out.status.success(), "{cmd} {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let source = run("findmnt", &["-n", "-o", "SOURCE", "-T", path.to_str()?]);
+    if !source.starts_with("/dev/") {
+        return None;
+    }
+    let parent = run("lsblk", &["-n", "-d", "-o", "PKNAME", &source]);
+    let disk = if parent.is_empty() {
+        source
+    } else {
+        format!("/dev/{parent}")
+    };
+    Some(run("lsblk", &["-n", "-d", "-o", "MAJ:MIN", &disk]))
+}
+
+/// `[limits] io_*` (per vCPU) become the instance group's `io.max` line on
+/// the whole disk holding its root disk file. The host's cgroup v2 tree is
+/// used where it has the io controller; this project's development VMs bind
+/// io to cgroup v1 (blkio), so there the agent gets a fake tree (plain
+/// files, the test creating the group's `cgroup.procs` as the kernel would)
+/// while the disk and its device are real.
+#[test]
+fn io_limits_are_the_cgroup_io_max_of_the_disk_device() {
+    if !have_prereqs(true) {
+        return;
+    }
+    let real_io = common::cgroup2_mount()
+        .and_then(|m| std::fs::read_to_string(m.join("cgroup.controllers")).ok())
+        .is_some_and(|c| c.split_whitespace().any(|x| x == "io"));
+    let fake = tempfile::tempdir().unwrap();
+    std::fs::write(
+        fake.path().join("cgroup.controllers"),
+        "cpu io memory pids\n",
+    )
+    .unwrap();
+    let limits = "[limits]\nio_read_bps = 10485760\nio_write_bps = 5242880\nio_write_iops = 100\n";
+    let env = Env::with((!real_io).then_some(fake.path()), limits);
+    let id = "i-iomax001";
+    if !real_io {
+        let group = fake.path().join(&env.cgroup.parent).join(id);
+        std::fs::create_dir_all(&group).unwrap();
+        std::fs::write(group.join("cgroup.procs"), "").unwrap();
+    }
+    let rt = env.runtime();
+    rt.block_on(async {
+        let ctx = ctx(&env);
+        let mut s = spec(id, "");
+        s.vcpus = 2;
+        let h = InstanceHandle::spawn_new(ctx.clone(), s);
+        h.request(Request::Start, 1, false).await.unwrap().unwrap();
+        let r = wait(&h, "ready", |r| r.ready || r.state == State::Failed).await;
+        assert!(r.ready, "{r:?}");
+        let _guard = common::KillOnDrop(vec![r.pid.unwrap()]);
+        let mount = if real_io {
+            common::cgroup2_mount().unwrap()
+        } else {
+            fake.path().to_path_buf()
+        };
+        let group = mount.join(&env.cgroup.parent).join(id);
+        let disk = env
+            .config
+            .state_dir
+            .join("instances")
+            .join(id)
+            .join("disk.raw");
+        let io_max = std::fs::read_to_string(group.join("io.max")).unwrap_or_default();
+        match whole_disk_by_lsblk(&disk) {
+            // Twice the per-vCPU values (2 vCPUs); riops unlimited.
+            Some(dev) => assert_eq!(
+                io_max.trim(),
+                format!("{dev} rbps=20971520 wbps=10485760 riops=max wiops=200"),
+                "{}",
+                group.display()
+            ),
+            // No device to limit: nothing written, the launch goes on.
+            None => assert_eq!(io_max, ""),
+        }
+        if !real_io {
+            // The VMM was placed in that very group (it wrote "0" there).
+            let procs = std::fs::read_to_string(group.join("cgroup.procs")).unwrap();
+            assert_eq!(procs, "0");
+        }
+        h.request(Request::Stop, 2, false).await.unwrap().unwrap();
+        let r = wait(&h, "stopped", |r| r.state == State::Stopped).await;
+        assert_eq!(r.vmm_exit_code, Some(0), "{r:?}");
+    });
+}
