@@ -249,6 +249,7 @@ pub async fn prepare_timed(
         stdout: dir.stdout(),
         stderr: dir.stderr(),
         metadata,
+        limits,
     })
 }
 

@@ -451,13 +451,14 @@ fn whole_disk_by_lsblk(path: &std::path::Path) -> Option<String> {
 }
 
 /// `[limits] io_*` (per vCPU) become the instance group's `io.max` line on
-/// the whole disk holding its root disk file. The host's cgroup v2 tree is
+/// the whole disk holding its root disk file, and `disk_*`/`net_*` the
+/// VMM's device rate limiters (its `describe` shows them). The host's cgroup v2 tree is
 /// used where it has the io controller; this project's development VMs bind
 /// io to cgroup v1 (blkio), so there the agent gets a fake tree (plain
 /// files, the test creating the group's `cgroup.procs` as the kernel would)
 /// while the disk and its device are real.
 #[test]
-fn io_limits_are_the_cgroup_io_max_of_the_disk_device() {
+fn limits_are_the_cgroup_io_max_of_the_disk_device_and_the_vmm_rate_limiters() {
     if !have_prereqs(true) {
         return;
     }
@@ -470,7 +471,8 @@ fn io_limits_are_the_cgroup_io_max_of_the_disk_device() {
         "cpu io memory pids\n",
     )
     .unwrap();
-    let limits = "[limits]\nio_read_bps = 10485760\nio_write_bps = 5242880\nio_write_iops = 100\n";
+    let limits = "[limits]\nio_read_bps = 10485760\nio_write_bps = 5242880\nio_write_iops = 100\n\
+                  disk_ops = 1000\nnet_tx_pps = 2000\nnet_rx_bps = 3000000\n";
     let env = Env::with((!real_io).then_some(fake.path()), limits);
     let id = "i-iomax001";
     if !real_io {
@@ -512,6 +514,25 @@ fn io_limits_are_the_cgroup_io_max_of_the_disk_device() {
             // No device to limit: nothing written, the launch goes on.
             None => assert_eq!(io_max, ""),
         }
+        // The device rate limiters, twice the per-vCPU values.
+        let d = nubis_agent::host::vmm_process::VmmApi::new(
+            env.config
+                .state_dir
+                .join("instances")
+                .join(id)
+                .join("api.sock"),
+        )
+        .call(nubis_vmm_api::Action::Describe)
+        .await
+        .unwrap();
+        let c = &d["config"];
+        assert_eq!(c["disks"][0]["rate_limit"]["ops"]["rate"], 2000, "{c}");
+        assert_eq!(c["nets"][0]["rate_limit"]["ops"]["rate"], 4000, "{c}");
+        assert_eq!(
+            c["nets"][0]["rx_rate_limit"]["bandwidth"]["rate"], 6_000_000,
+            "{c}"
+        );
+        assert_eq!(c["nets"][0]["rx_rate_limit"]["ops"]["rate"], 0, "{c}");
         if !real_io {
             // The VMM was placed in that very group (it wrote "0" there).
             let procs = std::fs::read_to_string(group.join("cgroup.procs")).unwrap();
