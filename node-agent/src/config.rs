@@ -283,6 +283,11 @@ pub struct JailConfig {
     /// RLIMIT_NOFILE of a VMM.
     #[serde(default = "default_jail_nofile")]
     pub max_open_files: u64,
+    /// Run each VMM in a new mount namespace pivoted into a root holding
+    /// only its binary and libraries, kernel, initrd and instance directory
+    /// (default). `false` leaves it the host's file system (as its uid).
+    #[serde(default = "default_true")]
+    pub pivot_root: bool,
 }
 
 fn default_jail_uid_base() -> u32 {
@@ -304,6 +309,7 @@ impl Default for JailConfig {
             uid_base: default_jail_uid_base(),
             uid_count: default_jail_uid_count(),
             max_open_files: default_jail_nofile(),
+            pivot_root: true,
         }
     }
 }

@@ -331,6 +331,9 @@ pub fn spawn(
             metadata: launch.metadata.as_deref(),
             tap: launch.net.as_ref().map(|(tap, _)| tap.as_str()),
             console_max_bytes: launch.serial_max_bytes,
+            binary: &launch.binary,
+            kernel: &launch.kernel,
+            initrd: launch.initrd.as_deref(),
         };
         let j = off_runtime(|| crate::host::jail::prepare(&ctx.config.jail, &files))
             .map_err(|e| reason(ReasonCode::VmmSpawnFailed, format!("jail: {}", chain(&e))))?;
