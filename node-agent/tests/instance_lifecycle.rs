@@ -1,7 +1,10 @@
 //! Instance tasks driving the real `nubis-vmm` with the `hello` guest, inside
 //! a private network namespace: launch, running + readiness, console, stop
 //! and start over the same disk, terminate leaving nothing behind, a
-//! guest-initiated reset, and a spec whose subnet is not the configured one.
+//! guest-initiated reset, a spec whose subnet is not the configured one, the
+//! jail (uid, capabilities, seccomp, network and mount namespaces), and the
+//! `[limits]` (cgroup io.max, device rate limiters) with the metadata
+//! service.
 
 #![allow(clippy::unwrap_used)]
 
@@ -507,7 +510,9 @@ fn whole_disk_by_lsblk(path: &std::path::Path) -> Option<String> {
 
 /// `[limits] io_*` (per vCPU) become the instance group's `io.max` line on
 /// the whole disk holding its root disk file, and `disk_*`/`net_*` the
-/// VMM's device rate limiters (its `describe` shows them). The host's cgroup v2 tree is
+/// VMM's device rate limiters (its `describe` shows them). The guest also
+/// reads its instance id from the metadata service, which the jailed VMM
+/// answers itself (it has no network of its own). The host's cgroup v2 tree is
 /// used where it has the io controller; this project's development VMs bind
 /// io to cgroup v1 (blkio), so there the agent gets a fake tree (plain
 /// files, the test creating the group's `cgroup.procs` as the kernel would)
@@ -540,6 +545,19 @@ fn limits_are_the_cgroup_io_max_of_the_disk_device_and_the_vmm_rate_limiters() {
         let ctx = ctx(&env);
         let mut s = spec(id, "");
         s.vcpus = 2;
+        // The metadata service (answered inside the jailed VMM, which has
+        // no network of its own) serves the guest at boot.
+        let md: nubis_imds::InstanceMetadata = serde_json::from_value(serde_json::json!({
+            "instance_id": id, "account_id": "123456789012", "ami_id": "ami-1",
+            "instance_type": "t3.nano", "hostname": "", "local_ipv4": "", "mac": "",
+            "availability_zone": "nb-test-1a", "region": "nb-test-1",
+            "launch_time": "2026-12-06T05:00:00Z"
+        }))
+        .unwrap();
+        s.metadata = Some(nubis_imds::ImdsConfig {
+            metadata: md,
+            options: Default::default(),
+        });
         let h = InstanceHandle::spawn_new(ctx.clone(), s);
         h.request(Request::Start, 1, false).await.unwrap().unwrap();
         let r = wait(&h, "ready", |r| r.ready || r.state == State::Failed).await;
@@ -568,6 +586,16 @@ fn limits_are_the_cgroup_io_max_of_the_disk_device_and_the_vmm_rate_limiters() {
             ),
             // No device to limit: nothing written, the launch goes on.
             None => assert_eq!(io_max, ""),
+        }
+        let line = format!("NUBIS-IMDS instance-id={id}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !console_text(&h, &env).contains(&line) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}",
+                console_text(&h, &env)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         // The device rate limiters, twice the per-vCPU values.
         let d = nubis_agent::host::vmm_process::VmmApi::new(

@@ -60,13 +60,7 @@ impl Jail {
     /// Runs in the forked child before exec: async-signal-safe raw syscalls
     /// only. Any failure aborts the spawn (the VMM never runs unjailed).
     pub fn enter(&self) -> std::io::Result<()> {
-        let check = |rc: libc::c_int| {
-            if rc < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        };
+        use super::jail_root::check;
         // SAFETY: plain syscalls on integers and stack values; no allocation.
         unsafe {
             // The fds the VMM inherits (std opened them close-on-exec).

@@ -180,18 +180,20 @@ pub fn plan(
     })
 }
 
+/// A raw syscall's result: `Err(errno)` when negative (async-signal-safe).
+pub(super) fn check(rc: libc::c_int) -> std::io::Result<()> {
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 impl RootPlan {
     /// Runs in the forked child, as root, after `unshare(CLONE_NEWNS)`:
     /// builds the root and pivots into it. Raw syscalls on prepared strings
     /// only (no allocation).
     pub fn enter(&self) -> std::io::Result<()> {
-        let check = |rc: libc::c_int| {
-            if rc < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        };
         let null = std::ptr::null::<libc::c_char>();
         // SAFETY: raw syscalls on NUL-terminated strings owned by `self`
         // (alive for the whole call) and on static literals.
