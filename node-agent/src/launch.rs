@@ -193,7 +193,7 @@ pub async fn prepare_timed(
     ctx.cgroups
         .create(&spec.id, spec.vcpus, mem)
         .map_err(|e| reason(ReasonCode::CgroupSetupFailed, chain(&e)))?;
-    let limits = ctx.config.limits.for_vcpus(spec.vcpus);
+    let limits = crate::types::DeviceLimits::effective(spec, &ctx.config.limits);
     let io = IoMax {
         rbps: limits.io_read_bps,
         wbps: limits.io_write_bps,

@@ -32,6 +32,7 @@ fn spec(id: &str, image: &str) -> InstanceSpec {
         gateway: None,
         image_manifest_sha256: None,
         metadata: None,
+        limits: None,
     }
 }
 

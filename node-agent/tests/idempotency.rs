@@ -48,6 +48,7 @@ fn prepare_and_destroy_repeat_and_resume_after_partial_failure() {
             gateway: None,
             image_manifest_sha256: None,
             metadata: None,
+            limits: None,
         };
 
         // First attempt fails half-way (cgroup step) after disk, address and TAP.

@@ -18,7 +18,7 @@ use nubis_agent::context::HostContext;
 use nubis_agent::host::disk::read_sector;
 use nubis_agent::instance::{InstanceHandle, Report};
 use nubis_agent::runtime::{Admission, Denied, ReasonCode, Request, State};
-use nubis_agent::types::{ImageName, InstanceId, InstanceSpec};
+use nubis_agent::types::{DeviceLimits, ImageName, InstanceId, InstanceSpec};
 
 const BOOT: Duration = Duration::from_secs(120);
 
@@ -35,6 +35,7 @@ fn spec(id: &str, extra: &str) -> InstanceSpec {
         gateway: None,
         image_manifest_sha256: None,
         metadata: None,
+        limits: None,
     }
 }
 
@@ -508,6 +509,85 @@ fn whole_disk_by_lsblk(path: &std::path::Path) -> Option<String> {
     Some(run("lsblk", &["-n", "-d", "-o", "MAJ:MIN", &disk]))
 }
 
+/// The agent's `[limits]` in the limits tests (per vCPU).
+const AGENT_LIMITS: &str = "[limits]\nio_read_bps = 10485760\nio_write_bps = 5242880\n\
+                            io_write_iops = 100\ndisk_ops = 1000\nnet_tx_pps = 2000\n\
+                            net_rx_bps = 3000000\n";
+
+/// An agent environment with `limits` for instance `id`, on the host's
+/// cgroup v2 tree where it has the io controller (then `true`), else on a
+/// fake tree (plain files, the test creating the group's `cgroup.procs` as
+/// the kernel would) in the returned directory.
+fn io_env(limits: &str, id: &str) -> (Env, tempfile::TempDir, bool) {
+    let real_io = common::cgroup2_mount()
+        .and_then(|m| std::fs::read_to_string(m.join("cgroup.controllers")).ok())
+        .is_some_and(|c| c.split_whitespace().any(|x| x == "io"));
+    let fake = tempfile::tempdir().unwrap();
+    std::fs::write(
+        fake.path().join("cgroup.controllers"),
+        "cpu io memory pids\n",
+    )
+    .unwrap();
+    let env = Env::with((!real_io).then_some(fake.path()), limits);
+    if !real_io {
+        let group = fake.path().join(&env.cgroup.parent).join(id);
+        std::fs::create_dir_all(&group).unwrap();
+        std::fs::write(group.join("cgroup.procs"), "").unwrap();
+    }
+    (env, fake, real_io)
+}
+
+/// Checks the instance group's `io.max` holds `want` on the whole disk of
+/// its root disk (nothing where there is no device to limit); returns the
+/// group's directory.
+fn assert_io_max(
+    env: &Env,
+    fake: &tempfile::TempDir,
+    real_io: bool,
+    id: &str,
+    want: &str,
+) -> std::path::PathBuf {
+    let mount = if real_io {
+        common::cgroup2_mount().unwrap()
+    } else {
+        fake.path().to_path_buf()
+    };
+    let group = mount.join(&env.cgroup.parent).join(id);
+    let disk = env
+        .config
+        .state_dir
+        .join("instances")
+        .join(id)
+        .join("disk.raw");
+    let io_max = std::fs::read_to_string(group.join("io.max")).unwrap_or_default();
+    match whole_disk_by_lsblk(&disk) {
+        Some(dev) => assert_eq!(
+            io_max.trim(),
+            format!("{dev} {want}"),
+            "{}",
+            group.display()
+        ),
+        // No device to limit: nothing written, the launch goes on.
+        None => assert_eq!(io_max, ""),
+    }
+    group
+}
+
+/// The VMM's configuration as its API's `describe` reports it.
+async fn vmm_config(env: &Env, id: &str) -> serde_json::Value {
+    let d = nubis_agent::host::vmm_process::VmmApi::new(
+        env.config
+            .state_dir
+            .join("instances")
+            .join(id)
+            .join("api.sock"),
+    )
+    .call(nubis_vmm_api::Action::Describe)
+    .await
+    .unwrap();
+    d["config"].clone()
+}
+
 /// `[limits] io_*` (per vCPU) become the instance group's `io.max` line on
 /// the whole disk holding its root disk file, and `disk_*`/`net_*` the
 /// VMM's device rate limiters (its `describe` shows them). The guest also
@@ -522,24 +602,8 @@ fn limits_are_the_cgroup_io_max_of_the_disk_device_and_the_vmm_rate_limiters() {
     if !have_prereqs(true) {
         return;
     }
-    let real_io = common::cgroup2_mount()
-        .and_then(|m| std::fs::read_to_string(m.join("cgroup.controllers")).ok())
-        .is_some_and(|c| c.split_whitespace().any(|x| x == "io"));
-    let fake = tempfile::tempdir().unwrap();
-    std::fs::write(
-        fake.path().join("cgroup.controllers"),
-        "cpu io memory pids\n",
-    )
-    .unwrap();
-    let limits = "[limits]\nio_read_bps = 10485760\nio_write_bps = 5242880\nio_write_iops = 100\n\
-                  disk_ops = 1000\nnet_tx_pps = 2000\nnet_rx_bps = 3000000\n";
-    let env = Env::with((!real_io).then_some(fake.path()), limits);
     let id = "i-iomax001";
-    if !real_io {
-        let group = fake.path().join(&env.cgroup.parent).join(id);
-        std::fs::create_dir_all(&group).unwrap();
-        std::fs::write(group.join("cgroup.procs"), "").unwrap();
-    }
+    let (env, fake, real_io) = io_env(AGENT_LIMITS, id);
     let rt = env.runtime();
     rt.block_on(async {
         let ctx = ctx(&env);
@@ -563,30 +627,14 @@ fn limits_are_the_cgroup_io_max_of_the_disk_device_and_the_vmm_rate_limiters() {
         let r = wait(&h, "ready", |r| r.ready || r.state == State::Failed).await;
         assert!(r.ready, "{r:?}");
         let _guard = common::KillOnDrop(vec![r.pid.unwrap()]);
-        let mount = if real_io {
-            common::cgroup2_mount().unwrap()
-        } else {
-            fake.path().to_path_buf()
-        };
-        let group = mount.join(&env.cgroup.parent).join(id);
-        let disk = env
-            .config
-            .state_dir
-            .join("instances")
-            .join(id)
-            .join("disk.raw");
-        let io_max = std::fs::read_to_string(group.join("io.max")).unwrap_or_default();
-        match whole_disk_by_lsblk(&disk) {
-            // Twice the per-vCPU values (2 vCPUs); riops unlimited.
-            Some(dev) => assert_eq!(
-                io_max.trim(),
-                format!("{dev} rbps=20971520 wbps=10485760 riops=max wiops=200"),
-                "{}",
-                group.display()
-            ),
-            // No device to limit: nothing written, the launch goes on.
-            None => assert_eq!(io_max, ""),
-        }
+        // Twice the per-vCPU values (2 vCPUs); riops unlimited.
+        let group = assert_io_max(
+            &env,
+            &fake,
+            real_io,
+            id,
+            "rbps=20971520 wbps=10485760 riops=max wiops=200",
+        );
         let line = format!("NUBIS-IMDS instance-id={id}");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while !console_text(&h, &env).contains(&line) {
@@ -598,17 +646,8 @@ fn limits_are_the_cgroup_io_max_of_the_disk_device_and_the_vmm_rate_limiters() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         // The device rate limiters, twice the per-vCPU values.
-        let d = nubis_agent::host::vmm_process::VmmApi::new(
-            env.config
-                .state_dir
-                .join("instances")
-                .join(id)
-                .join("api.sock"),
-        )
-        .call(nubis_vmm_api::Action::Describe)
-        .await
-        .unwrap();
-        let c = &d["config"];
+        let c = vmm_config(&env, id).await;
+        let c = &c;
         assert_eq!(c["disks"][0]["rate_limit"]["ops"]["rate"], 2000, "{c}");
         assert_eq!(c["nets"][0]["rate_limit"]["ops"]["rate"], 4000, "{c}");
         assert_eq!(
@@ -627,6 +666,58 @@ fn limits_are_the_cgroup_io_max_of_the_disk_device_and_the_vmm_rate_limiters() {
         // pivot_root and 1 of 3 with it: the guest reset as the 2 s graceful
         // stop ran out and the VMM left no exit record. Not this test's
         // subject.)
+        wait(&h, "stopped", |r| r.state == State::Stopped).await;
+    });
+}
+
+/// An instance type's limits in the launch spec (whole-instance values)
+/// replace the agent's `[limits]` (per vCPU) entirely: the VMM's device rate
+/// limiters and the group's `io.max` show the type's numbers, unscaled, and
+/// nothing of `[limits]`.
+#[test]
+fn type_limits_in_the_spec_replace_the_agents_limits() {
+    if !have_prereqs(true) {
+        return;
+    }
+    let id = "i-typelim01";
+    let (env, fake, real_io) = io_env(AGENT_LIMITS, id);
+    let rt = env.runtime();
+    rt.block_on(async {
+        let ctx = ctx(&env);
+        let mut s = spec(id, "");
+        s.vcpus = 2;
+        s.limits = Some(DeviceLimits {
+            disk_bps: 8 << 20,
+            disk_iops: 700,
+            net_tx_bps: 1 << 20,
+            net_tx_pps: 900,
+            net_rx_bps: 2 << 20,
+            net_rx_pps: 0,
+        });
+        let h = InstanceHandle::spawn_new(ctx.clone(), s);
+        h.request(Request::Start, 1, false).await.unwrap().unwrap();
+        let r = wait(&h, "ready", |r| r.ready || r.state == State::Failed).await;
+        assert!(r.ready, "{r:?}");
+        let _guard = common::KillOnDrop(vec![r.pid.unwrap()]);
+        assert_io_max(
+            &env,
+            &fake,
+            real_io,
+            id,
+            "rbps=8388608 wbps=8388608 riops=700 wiops=700",
+        );
+        let c = vmm_config(&env, id).await;
+        let rate = |dev: &str, lim: &str, bucket: &str| c[dev][0][lim][bucket]["rate"].clone();
+        assert_eq!(rate("disks", "rate_limit", "bandwidth"), 8 << 20, "{c}");
+        assert_eq!(rate("disks", "rate_limit", "ops"), 700, "{c}");
+        assert_eq!(rate("nets", "rate_limit", "bandwidth"), 1 << 20, "{c}");
+        assert_eq!(rate("nets", "rate_limit", "ops"), 900, "{c}");
+        assert_eq!(rate("nets", "rx_rate_limit", "bandwidth"), 2 << 20, "{c}");
+        // 0 = unlimited, although [limits] has a value for it.
+        assert_eq!(rate("nets", "rx_rate_limit", "ops"), 0, "{c}");
+        // Stopped, not terminated: a fake cgroup tree's group (plain files)
+        // cannot be removed as the kernel's can.
+        h.request(Request::Stop, 2, true).await.unwrap().unwrap();
         wait(&h, "stopped", |r| r.state == State::Stopped).await;
     });
 }

@@ -173,6 +173,11 @@ impl Domain {
             cmdline_extra: format!("nubis.id={}", inst.id),
             ssh_public_key: ssh,
             metadata: Some(self.assignment_metadata(inst)),
+            // The type's limits now (a type deleted meanwhile has none).
+            limits: self
+                .instance_type(&inst.instance_type)
+                .ok()
+                .and_then(|t| t.limits),
         }
     }
 

@@ -27,7 +27,7 @@ macro_rules! record {
 
 record! {
     Instance => "instance", 3;
-    Assignment => "assignment", 1;
+    Assignment => "assignment", 2;
     Node => "node", 2;
     NodeAlloc => "node-alloc", 1;
     NodeAlive => "node-alive", 1;
@@ -43,7 +43,7 @@ record! {
     crate::domain::ipam::Subnet => "subnet", 1;
     crate::domain::ipam::AddressClaim => "address-claim", 1;
     crate::domain::liveness::LostConfirmation => "lost-confirmation", 1;
-    crate::domain::catalogue::InstanceType => "instance-type", 1;
+    crate::domain::catalogue::InstanceType => "instance-type", 2;
     // `node-hosts/…` and `ip-blocks/…`: a bare JSON string, not versioned.
     NodeId => "node-id", 0;
 }
@@ -340,6 +340,11 @@ pub struct Assignment {
     /// before it existed: no metadata service).
     #[serde(default)]
     pub metadata: Option<AssignmentMetadata>,
+    /// The instance type's device rate limits when the assignment was
+    /// written (schema 2; None: the type has none, or an older record, and
+    /// the agent's `[limits]` apply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<crate::domain::catalogue::TypeLimits>,
 }
 
 /// A node record (`n/rec/<node>`).
