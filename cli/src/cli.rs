@@ -698,6 +698,10 @@ pub enum InstanceTypesCmd {
         /// Memory in MiB.
         #[arg(long = "memory-mib")]
         memory_mib: u32,
+        /// Device rate limits of its instances (none of these: the type has
+        /// none, and the agents' `[limits]` apply).
+        #[command(flatten)]
+        limits: TypeLimitsArgs,
     },
     /// Delete a type (refused while instances of it are not terminated).
     #[command(visible_alias = "rm")]
@@ -705,6 +709,30 @@ pub enum InstanceTypesCmd {
         /// Name.
         name: String,
     },
+}
+
+/// `nubis admin instance-types put` limits, per instance; an omitted one
+/// is unlimited once any is given.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct TypeLimitsArgs {
+    /// Disk bytes per second (read + written).
+    #[arg(long = "disk-bps")]
+    pub disk_bps: Option<u64>,
+    /// Disk operations per second.
+    #[arg(long = "disk-iops")]
+    pub disk_iops: Option<u64>,
+    /// Network bytes per second the guest sends.
+    #[arg(long = "net-tx-bps")]
+    pub net_tx_bps: Option<u64>,
+    /// Network frames per second the guest sends.
+    #[arg(long = "net-tx-pps")]
+    pub net_tx_pps: Option<u64>,
+    /// Network bytes per second into the guest.
+    #[arg(long = "net-rx-bps")]
+    pub net_rx_bps: Option<u64>,
+    /// Network frames per second into the guest.
+    #[arg(long = "net-rx-pps")]
+    pub net_rx_pps: Option<u64>,
 }
 
 /// `nubis admin accounts ...`.

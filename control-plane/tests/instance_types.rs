@@ -10,7 +10,7 @@ mod support;
 
 use std::time::Duration;
 
-use nubis_control_plane::domain::catalogue::{InstanceType, SeedProfile};
+use nubis_control_plane::domain::catalogue::{InstanceType, SeedProfile, TypeLimits};
 use nubis_control_plane::domain::lifecycle::State;
 use nubis_control_plane::domain::offerings::LocationType;
 use nubis_control_plane::domain::{Caller, Domain};
@@ -27,6 +27,7 @@ fn put(name: &str, vcpus: u32, memory_mib: u32) -> pb::PutInstanceTypeRequest {
         instance_type: name.into(),
         vcpus,
         memory_mib,
+        limits: None,
     }
 }
 
@@ -57,6 +58,7 @@ async fn seeded_once_managed_by_the_operator_and_followed_by_replicas() {
         name: "x1.tiny".into(),
         vcpus: 1,
         memory_mib: 32,
+        limits: None,
     };
     for e in [
         d1.put_instance_type(&tenant, x.clone()).await.unwrap_err(),
@@ -197,4 +199,91 @@ async fn seeded_once_managed_by_the_operator_and_followed_by_replicas() {
 
 async fn tenant_creds(ep: &str) -> nubis_proto::auth::Credentials {
     tenant(ep, "types-tenant").await
+}
+
+/// A type's device rate limits: put and listed over the Admin API, copied
+/// into the assignment of an instance launched with it, and sent to its
+/// agent in the launch spec; a type without limits sends none (the agent's
+/// `[limits]` then apply).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_types_limits_reach_the_assignment_and_the_launch_spec() {
+    let Some(etcd) = start_etcd() else {
+        return;
+    };
+    let cp = start(config(&etcd)).await;
+    let d = cp.domain.clone();
+    let ep = endpoint(&cp);
+    let mut admin = admin_client(&ep).await;
+    let limits = pb::InstanceTypeLimits {
+        disk_bps: 10 << 20,
+        disk_iops: 500,
+        net_tx_bps: 1 << 20,
+        net_tx_pps: 1_000,
+        net_rx_bps: 2 << 20,
+        net_rx_pps: 2_000,
+    };
+    let mut req = put("x2.lim", 1, 32);
+    req.limits = Some(limits);
+    let out = admin.put_instance_type(req).await.unwrap().into_inner();
+    assert_eq!(out.instance_type.unwrap().limits, Some(limits));
+    admin
+        .put_instance_type(put("x2.free", 1, 32))
+        .await
+        .unwrap();
+    let listed = admin
+        .list_instance_types(pb::ListInstanceTypesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .instance_types;
+    let find = |n: &str| listed.iter().find(|t| t.instance_type == n).unwrap();
+    assert_eq!(find("x2.lim").limits, Some(limits));
+    assert_eq!(find("x2.free").limits, None);
+    // The seeded (compact) types carry their seeded limits.
+    assert_eq!(find("t3.micro").limits.unwrap().disk_iops, 1_000);
+
+    let _agent = SimAgent::start(&ep, enrol(), SimOptions::new("h-l", ZONES[0], 4, 512))
+        .await
+        .unwrap();
+    let tenant = setup_account(&d).await;
+    let image = register_image(&d).await;
+    let mut sent = Vec::new();
+    for ty in ["x2.lim", "x2.free"] {
+        let mut input = nano_input(&image, 1);
+        input.instance_type = ty.into();
+        let r = d.run_instances(&tenant, input).await.unwrap();
+        let id = r.instances[0].id.to_string();
+        wait_domain_state(&d, &tenant, &id, State::Running).await;
+        let inst = d.instance(&tenant, &id).await.unwrap().value;
+        let a = d
+            .store()
+            .assignments()
+            .get(inst.node_id.as_ref().unwrap(), &inst.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .value;
+        let spec = nubis_control_plane::api::node::assignment_out(&a)
+            .spec
+            .unwrap();
+        sent.push((a.limits, spec.limits));
+    }
+    let want = TypeLimits {
+        disk_bps: 10 << 20,
+        disk_iops: 500,
+        net_tx_bps: 1 << 20,
+        net_tx_pps: 1_000,
+        net_rx_bps: 2 << 20,
+        net_rx_pps: 2_000,
+    };
+    let wire = nubis_proto::node::v1::DeviceLimits {
+        disk_bps: 10 << 20,
+        disk_iops: 500,
+        net_tx_bps: 1 << 20,
+        net_tx_pps: 1_000,
+        net_rx_bps: 2 << 20,
+        net_rx_pps: 2_000,
+    };
+    assert_eq!(sent, [(Some(want), Some(wire)), (None, None)]);
+    cp.shutdown().await;
 }

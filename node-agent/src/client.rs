@@ -33,7 +33,7 @@ use crate::instance::{now_ms, Report, CONSOLE_TAIL_BYTES};
 use crate::layout::{off_runtime, read_json};
 use crate::reconcile::{Agent, DesiredInstance};
 use crate::runtime::State;
-use crate::types::{Desired, ImageName, InstanceId, InstanceSpec};
+use crate::types::{Desired, DeviceLimits, ImageName, InstanceId, InstanceSpec};
 
 type Client = NodeClient<nubis_proto::auth::SignedChannel>;
 
@@ -139,6 +139,14 @@ pub fn desired_from_assignment(a: &pb::Assignment) -> Result<DesiredInstance> {
             .map(|m| metadata_in(&a.instance_id, s, m)),
         // proto3: 0 means the image's own size.
         root_volume_gib: Some(s.root_volume_gib).filter(|g| *g != 0),
+        limits: s.limits.as_ref().map(|l| DeviceLimits {
+            disk_bps: l.disk_bps,
+            disk_iops: l.disk_iops,
+            net_tx_bps: l.net_tx_bps,
+            net_tx_pps: l.net_tx_pps,
+            net_rx_bps: l.net_rx_bps,
+            net_rx_pps: l.net_rx_pps,
+        }),
     };
     spec.validate()?;
     Ok(DesiredInstance {
@@ -872,6 +880,33 @@ mod tests {
         // Without metadata (an older control plane): no metadata service.
         let d = desired_from_assignment(&assignment(pb::DesiredState::Running)).unwrap();
         assert!(d.spec.metadata.is_none());
+    }
+
+    #[test]
+    fn type_limits_are_converted_and_absent_means_none() {
+        let d = desired_from_assignment(&assignment(pb::DesiredState::Running)).unwrap();
+        assert_eq!(d.spec.limits, None, "an older control plane: [limits]");
+        let mut a = assignment(pb::DesiredState::Running);
+        a.spec.as_mut().unwrap().limits = Some(pb::DeviceLimits {
+            disk_bps: 1,
+            disk_iops: 2,
+            net_tx_bps: 3,
+            net_tx_pps: 4,
+            net_rx_bps: 5,
+            net_rx_pps: 6,
+        });
+        let d = desired_from_assignment(&a).unwrap();
+        assert_eq!(
+            d.spec.limits,
+            Some(DeviceLimits {
+                disk_bps: 1,
+                disk_iops: 2,
+                net_tx_bps: 3,
+                net_tx_pps: 4,
+                net_rx_bps: 5,
+                net_rx_pps: 6,
+            })
+        );
     }
 
     #[test]

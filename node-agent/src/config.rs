@@ -57,6 +57,9 @@ pub struct Config {
     /// The VMM jail (unprivileged uid per VMM, capabilities, rlimits).
     #[serde(default)]
     pub jail: JailConfig,
+    /// Per-instance I/O limits (cgroup `io.max`, the VMM's device rate limiters).
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// Instance defaults.
     #[serde(default)]
     pub instances: InstanceDefaults,
@@ -280,6 +283,11 @@ pub struct JailConfig {
     /// RLIMIT_NOFILE of a VMM.
     #[serde(default = "default_jail_nofile")]
     pub max_open_files: u64,
+    /// Run each VMM in a new mount namespace pivoted into a root holding
+    /// only its binary and libraries, kernel, initrd and instance directory
+    /// (default). `false` leaves it the host's file system (as its uid).
+    #[serde(default = "default_true")]
+    pub pivot_root: bool,
 }
 
 fn default_jail_uid_base() -> u32 {
@@ -301,6 +309,67 @@ impl Default for JailConfig {
             uid_base: default_jail_uid_base(),
             uid_count: default_jail_uid_count(),
             max_open_files: default_jail_nofile(),
+            pivot_root: true,
+        }
+    }
+}
+
+/// `[limits]`: an instance's I/O limits, each **per vCPU** of the instance
+/// (its share grows with its size, as `cpu.max` and `memory.max` do); 0 =
+/// unlimited, the default. docs/agent.md, docs/vmm.md ("Device rate
+/// limiters").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// cgroup v2 `io.max` on the block device holding the instance's disk:
+    /// bytes read per second (`rbps`).
+    #[serde(default)]
+    pub io_read_bps: u64,
+    /// `io.max` `wbps`: bytes written per second.
+    #[serde(default)]
+    pub io_write_bps: u64,
+    /// `io.max` `riops`: read operations per second.
+    #[serde(default)]
+    pub io_read_iops: u64,
+    /// `io.max` `wiops`: write operations per second.
+    #[serde(default)]
+    pub io_write_iops: u64,
+    /// The VMM's virtio-blk token bucket: bytes read + written per second.
+    #[serde(default)]
+    pub disk_bps: u64,
+    /// virtio-blk requests per second.
+    #[serde(default)]
+    pub disk_ops: u64,
+    /// virtio-net, frames the guest sends: bytes per second.
+    #[serde(default)]
+    pub net_tx_bps: u64,
+    /// virtio-net, frames the guest sends per second.
+    #[serde(default)]
+    pub net_tx_pps: u64,
+    /// virtio-net, frames from the TAP into the guest: bytes per second.
+    #[serde(default)]
+    pub net_rx_bps: u64,
+    /// virtio-net, frames from the TAP into the guest per second.
+    #[serde(default)]
+    pub net_rx_pps: u64,
+}
+
+impl LimitsConfig {
+    /// The limits of an instance with `vcpus` vCPUs (every field times
+    /// `vcpus`, saturating).
+    pub fn for_vcpus(&self, vcpus: u32) -> LimitsConfig {
+        let n = u64::from(vcpus);
+        LimitsConfig {
+            io_read_bps: self.io_read_bps.saturating_mul(n),
+            io_write_bps: self.io_write_bps.saturating_mul(n),
+            io_read_iops: self.io_read_iops.saturating_mul(n),
+            io_write_iops: self.io_write_iops.saturating_mul(n),
+            disk_bps: self.disk_bps.saturating_mul(n),
+            disk_ops: self.disk_ops.saturating_mul(n),
+            net_tx_bps: self.net_tx_bps.saturating_mul(n),
+            net_tx_pps: self.net_tx_pps.saturating_mul(n),
+            net_rx_bps: self.net_rx_bps.saturating_mul(n),
+            net_rx_pps: self.net_rx_pps.saturating_mul(n),
         }
     }
 }
@@ -794,6 +863,37 @@ mod tests {
              {base}[tls]\nca_file = \"/x.pem\"\n"
         ));
         assert!(mixed_tls.is_err(), "[tls] needs every endpoint https://");
+    }
+
+    #[test]
+    fn limits_are_per_vcpu_and_default_to_none() {
+        let base = "availability_zone = \"nb-1a\"\nstandalone = true\n";
+        let c = parse(base).unwrap();
+        assert_eq!(c.limits, LimitsConfig::default());
+        let c = parse(&format!(
+            "{base}[limits]\nio_write_bps = 1000\nnet_rx_pps = 500\ndisk_ops = 7\n"
+        ))
+        .unwrap();
+        let two = c.limits.for_vcpus(2);
+        assert_eq!(
+            (
+                two.io_write_bps,
+                two.net_rx_pps,
+                two.disk_ops,
+                two.io_read_bps
+            ),
+            (2000, 1000, 14, 0)
+        );
+        let huge = LimitsConfig {
+            net_tx_bps: u64::MAX / 2,
+            ..LimitsConfig::default()
+        };
+        assert_eq!(huge.for_vcpus(4).net_tx_bps, u64::MAX, "saturates");
+        assert!(
+            parse(&format!("{base}[limits]\nio_bps = 1\n")).is_err(),
+            "unknown key"
+        );
+        assert!(parse(&format!("{base}[limits]\nnet_rx_bps = -1\n")).is_err());
     }
 
     #[test]

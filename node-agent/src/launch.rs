@@ -6,7 +6,7 @@
 use crate::config::Addressing;
 use crate::context::HostContext;
 use crate::error::Error;
-use crate::host::cgroup::Cgroups;
+use crate::host::cgroup::{Cgroups, IoMax, IoOutcome};
 use crate::host::vmm_process::{VmmApi, VmmLaunch, VmmProcess};
 use crate::host::{disk, image, tap};
 use crate::layout::{off_runtime, write_json, InstanceDir, NetAlloc};
@@ -202,6 +202,21 @@ pub async fn prepare_timed(
     ctx.cgroups
         .create(&spec.id, spec.vcpus, mem)
         .map_err(|e| reason(ReasonCode::CgroupSetupFailed, chain(&e)))?;
+    let limits = crate::types::DeviceLimits::effective(spec, &ctx.config.limits);
+    let io = IoMax {
+        rbps: limits.io_read_bps,
+        wbps: limits.io_write_bps,
+        riops: limits.io_read_iops,
+        wiops: limits.io_write_iops,
+    };
+    match ctx.cgroups.set_io_max(&spec.id, &disk_path, &io) {
+        Ok(IoOutcome::Unlimited) => {}
+        Ok(IoOutcome::Set(line)) => tracing::debug!(instance = %spec.id, %line, "io.max set"),
+        Ok(IoOutcome::Skipped(why)) => {
+            tracing::warn!(instance = %spec.id, %why, "disk I/O limits ([limits] io_*) not applied")
+        }
+        Err(e) => return Err(reason(ReasonCode::CgroupSetupFailed, chain(&e))),
+    }
     tl.mark("cgroup");
 
     // The image's own identity/network arguments are placeholders: ours win.
@@ -243,6 +258,7 @@ pub async fn prepare_timed(
         stdout: dir.stdout(),
         stderr: dir.stderr(),
         metadata,
+        limits,
     })
 }
 
@@ -324,6 +340,9 @@ pub fn spawn(
             metadata: launch.metadata.as_deref(),
             tap: launch.net.as_ref().map(|(tap, _)| tap.as_str()),
             console_max_bytes: launch.serial_max_bytes,
+            binary: &launch.binary,
+            kernel: &launch.kernel,
+            initrd: launch.initrd.as_deref(),
         };
         let j = off_runtime(|| crate::host::jail::prepare(&ctx.config.jail, &files))
             .map_err(|e| reason(ReasonCode::VmmSpawnFailed, format!("jail: {}", chain(&e))))?;

@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::LimitsConfig;
 use crate::error::{Error, Result};
 
 fn valid_name(s: &str, max: usize) -> bool {
@@ -153,6 +154,53 @@ pub struct InstanceSpec {
     /// own size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_volume_gib: Option<u32>,
+    /// The instance type's device rate limits, for the whole instance;
+    /// `None` (older control planes, types without limits): the agent's
+    /// `[limits]`, per vCPU. See [`DeviceLimits::effective`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<DeviceLimits>,
+}
+
+/// An instance's device rate limits from its type (Node API
+/// `DeviceLimits`); 0 = that one is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceLimits {
+    /// Disk bytes per second: virtio-blk `bw=` and io.max `rbps`/`wbps`.
+    pub disk_bps: u64,
+    /// Disk operations per second: virtio-blk `ops=`, io.max `riops`/`wiops`.
+    pub disk_iops: u64,
+    /// Bytes per second the guest sends (virtio-net `bw=`).
+    pub net_tx_bps: u64,
+    /// Frames per second the guest sends (virtio-net `ops=`).
+    pub net_tx_pps: u64,
+    /// Bytes per second into the guest (virtio-net `rx_bw=`).
+    pub net_rx_bps: u64,
+    /// Frames per second into the guest (virtio-net `rx_ops=`).
+    pub net_rx_pps: u64,
+}
+
+impl DeviceLimits {
+    /// The limits an instance runs with: its type's when the spec carries
+    /// them (whole-instance values, replacing `[limits]` entirely), else the
+    /// agent's `[limits]` scaled to its vCPUs.
+    pub fn effective(spec: &InstanceSpec, agent: &LimitsConfig) -> LimitsConfig {
+        match &spec.limits {
+            Some(l) => LimitsConfig {
+                io_read_bps: l.disk_bps,
+                io_write_bps: l.disk_bps,
+                io_read_iops: l.disk_iops,
+                io_write_iops: l.disk_iops,
+                disk_bps: l.disk_bps,
+                disk_ops: l.disk_iops,
+                net_tx_bps: l.net_tx_bps,
+                net_tx_pps: l.net_tx_pps,
+                net_rx_bps: l.net_rx_bps,
+                net_rx_pps: l.net_rx_pps,
+            },
+            None => agent.for_vcpus(spec.vcpus),
+        }
+    }
 }
 
 impl InstanceSpec {
@@ -334,6 +382,39 @@ mod tests {
     }
 
     #[test]
+    fn type_limits_replace_the_agents_per_vcpu_limits() {
+        let agent = LimitsConfig {
+            io_read_iops: 10,
+            disk_ops: 100,
+            net_rx_pps: 7,
+            ..LimitsConfig::default()
+        };
+        let mut s = net_spec(None, None, None);
+        s.vcpus = 3;
+        // No type limits: [limits] times the vCPUs.
+        assert_eq!(DeviceLimits::effective(&s, &agent), agent.for_vcpus(3));
+        s.limits = Some(DeviceLimits {
+            disk_bps: 4096,
+            disk_iops: 50,
+            net_tx_bps: 1,
+            ..DeviceLimits::default()
+        });
+        let l = DeviceLimits::effective(&s, &agent);
+        assert_eq!(
+            (l.io_read_bps, l.io_write_bps, l.disk_bps),
+            (4096, 4096, 4096)
+        );
+        assert_eq!((l.io_read_iops, l.io_write_iops, l.disk_ops), (50, 50, 50));
+        assert_eq!((l.net_tx_bps, l.net_tx_pps, l.net_rx_pps), (1, 0, 0));
+        // A spec written by an older agent (no `limits`) still reads, and
+        // one without limits is written without the field.
+        let json = serde_json::to_string(&net_spec(None, None, None)).unwrap();
+        assert!(!json.contains("limits"), "{json}");
+        let back: InstanceSpec = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.limits, None);
+    }
+
+    #[test]
     fn spec_ranges_are_validated() {
         let mut s = InstanceSpec {
             id: InstanceId::new("i-1").unwrap(),
@@ -348,6 +429,7 @@ mod tests {
             image_manifest_sha256: None,
             metadata: None,
             root_volume_gib: None,
+            limits: None,
         };
         assert!(s.validate().is_ok());
         s.vcpus = 0;
@@ -379,6 +461,7 @@ mod tests {
             image_manifest_sha256: None,
             metadata: None,
             root_volume_gib: None,
+            limits: None,
         }
     }
 

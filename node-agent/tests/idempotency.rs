@@ -49,6 +49,7 @@ fn prepare_and_destroy_repeat_and_resume_after_partial_failure() {
             image_manifest_sha256: None,
             metadata: None,
             root_volume_gib: None,
+            limits: None,
         };
 
         // First attempt fails half-way (cgroup step) after disk, address and TAP.

@@ -33,6 +33,7 @@ fn spec(id: &str) -> InstanceSpec {
         image_manifest_sha256: None,
         metadata: None,
         root_volume_gib: None,
+        limits: None,
     }
 }
 

@@ -73,6 +73,8 @@ fn virtio_backends(config: &VmConfig) -> Result<(Backends, Option<MetadataHandle
         };
         dev.set_rate_limit(&net.rate_limit)
             .map_err(device_err(name()))?;
+        dev.set_rx_rate_limit(&net.rx_rate_limit)
+            .map_err(device_err(name()))?;
         if let Some(md) = metadata.take() {
             let (port, h) =
                 MetadataPort::new(md, dev.mac()).map_err(|e| Error::host("metadata service", e))?;

@@ -88,6 +88,10 @@ pub struct NetConfig {
     /// Bandwidth (bytes/s sent) and frame limits of the guest's transmissions.
     #[serde(default, skip_serializing_if = "RateLimitConfig::is_unlimited")]
     pub rate_limit: RateLimitConfig,
+    /// Bandwidth (bytes/s) and frame limits of what the guest receives from
+    /// the TAP.
+    #[serde(default, skip_serializing_if = "RateLimitConfig::is_unlimited")]
+    pub rx_rate_limit: RateLimitConfig,
 }
 
 /// The whole microVM configuration: what `--config FILE` holds and what the
@@ -195,12 +199,19 @@ pub struct Cli {
     #[arg(long = "memory-mib", value_name = "N")]
     pub memory_mib: Option<u64>,
     /// A virtio-blk disk: backing file, `ro` for read-only, `id=ID` for the
-    /// serial the guest sees (<= 20 bytes). Repeat for more disks.
-    #[arg(long, value_name = "PATH[,ro][,id=ID]")]
+    /// serial the guest sees (<= 20 bytes), `bw=N[/BURST]` bytes/s read +
+    /// written and `ops=N[/BURST]` requests/s limits. Repeat for more disks.
+    #[arg(long, value_name = "PATH[,ro][,id=ID][,bw=N][,ops=N]")]
     pub disk: Vec<String>,
     /// A virtio-net device on an existing TAP device, with an optional MAC
-    /// (aa:bb:cc:dd:ee:ff). Repeat for more devices.
-    #[arg(long, value_name = "tap=NAME[,mac=MAC]")]
+    /// (aa:bb:cc:dd:ee:ff), an inherited fd already attached to it (`fd=N`),
+    /// limits on what the guest sends (`bw=N[/BURST]` bytes/s,
+    /// `ops=N[/BURST]` frames/s) and receives (`rx_bw=`, `rx_ops=`).
+    /// Repeat for more devices.
+    #[arg(
+        long,
+        value_name = "tap=NAME[,mac=MAC][,fd=N][,bw=N][,ops=N][,rx_bw=N][,rx_ops=N]"
+    )]
     pub net: Vec<String>,
     /// Serial console destination: `stdout` (default) or a file path.
     #[arg(long, value_name = "stdout|PATH")]
@@ -351,18 +362,22 @@ pub fn parse_disk(spec: &str) -> Result<DiskConfig> {
     Ok(disk)
 }
 
-/// Parses `tap=NAME[,mac=MAC][,fd=N][,bw=N[/BURST]][,ops=N[/BURST]]`.
+/// Parses `tap=NAME[,mac=MAC][,fd=N][,bw=N[/BURST]][,ops=N[/BURST]][,rx_bw=N[/BURST]][,rx_ops=N[/BURST]]`
+/// (`bw`/`ops` limit what the guest sends, `rx_bw`/`rx_ops` what it receives).
 pub fn parse_net(spec: &str) -> Result<NetConfig> {
     let mut tap = None;
     let mut mac = None;
     let mut rate_limit = RateLimitConfig::default();
+    let mut rx_rate_limit = RateLimitConfig::default();
     let mut fd = None;
     for part in spec.split(',') {
         match part.split_once('=') {
             Some(("tap", name)) => tap = Some(name.to_string()),
             Some(("fd", n)) => {
                 fd = Some(n.parse::<i32>().ok().filter(|n| *n > 2).ok_or_else(|| {
-                    Error::Config(format!("--net {spec:?}: fd={n} is not a file descriptor > 2"))
+                    Error::Config(format!(
+                        "--net {spec:?}: fd={n} is not a file descriptor > 2"
+                    ))
                 })?)
             }
             Some(("mac", m)) => mac = Some(m.to_string()),
@@ -371,9 +386,15 @@ pub fn parse_net(spec: &str) -> Result<NetConfig> {
                     r?;
                 }
             }
+            Some((k, v)) if matches!(k, "rx_bw" | "rx_ops") => {
+                if let Some(r) = parse_limit(&mut rx_rate_limit, &k[3..], v) {
+                    r?;
+                }
+            }
             _ => {
                 return Err(Error::Config(format!(
-                    "--net {spec:?}: unknown option {part:?} (expected tap=NAME, mac=MAC, bw=N or ops=N)"
+                    "--net {spec:?}: unknown option {part:?} (expected tap=NAME, mac=MAC, fd=N, \
+                     bw=N, ops=N, rx_bw=N or rx_ops=N)"
                 )))
             }
         }
@@ -384,6 +405,7 @@ pub fn parse_net(spec: &str) -> Result<NetConfig> {
         mac,
         fd,
         rate_limit,
+        rx_rate_limit,
     })
 }
 
@@ -571,7 +593,12 @@ mod tests {
         assert_eq!(d.rate_limit.bandwidth.burst, Some(2 << 20));
         assert_eq!(d.rate_limit.ops.rate, 100);
         assert_eq!(d.rate_limit.ops.burst, None);
-        let n = parse_net("tap=nb0,fd=7,ops=1000").unwrap();
+        let n = parse_net("tap=nb0,rx_bw=2048/4096,fd=7,rx_ops=50,ops=1000").unwrap();
+        assert_eq!(n.rx_rate_limit.bandwidth.rate, 2048);
+        assert_eq!(n.rx_rate_limit.bandwidth.burst, Some(4096));
+        assert_eq!(n.rx_rate_limit.ops.rate, 50);
+        assert!(parse_net("tap=nb0,rx_ops=fast").is_err());
+        assert!(parse_net("tap=nb0,rx_iops=1").is_err());
         assert_eq!(n.fd, Some(7));
         assert!(parse_net("tap=nb0,fd=1").is_err());
         assert_eq!(n.rate_limit.ops.rate, 1000);
@@ -606,6 +633,7 @@ mod tests {
                     mac: None,
                     fd: None,
                     rate_limit: RateLimitConfig::default(),
+                    rx_rate_limit: RateLimitConfig::default(),
                 })
             }),
             Box::new(|c| {
@@ -614,6 +642,7 @@ mod tests {
                     mac: Some("01:00:00:00:00:00".into()),
                     fd: None,
                     rate_limit: RateLimitConfig::default(),
+                    rx_rate_limit: RateLimitConfig::default(),
                 })
             }),
             Box::new(|c| {

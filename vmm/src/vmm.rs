@@ -138,15 +138,12 @@ impl Vmm {
 
     fn epoll(&self) -> Result<Epoll> {
         let epoll = Epoll::new().map_err(|e| Error::host("epoll", e))?;
-        let add = |fd: RawFd, token: u64| {
+        let add_with = |fd: RawFd, token: u64, events: EventSet| {
             epoll
-                .ctl(
-                    ControlOperation::Add,
-                    fd,
-                    EpollEvent::new(EventSet::IN, token),
-                )
+                .ctl(ControlOperation::Add, fd, EpollEvent::new(events, token))
                 .map_err(|e| Error::host("epoll registration", e))
         };
+        let add = |fd: RawFd, token: u64| add_with(fd, token, EventSet::IN);
         add(self.reset_evt.as_raw_fd(), TOKEN_RESET)?;
         add(self.vcpu_evt.as_raw_fd(), TOKEN_VCPU)?;
         add(self.api_evt.as_raw_fd(), TOKEN_API)?;
@@ -157,7 +154,12 @@ impl Vmm {
                 add(evt.as_raw_fd(), TOKEN_QUEUE | (i as u64) << 40 | q as u64)?;
             }
             for fd in dev.extra_fds() {
-                add(fd, TOKEN_EXTRA | (i as u64) << 40 | fd as u64)?;
+                let events = if dev.edge_triggered(fd) {
+                    EventSet::IN | EventSet::EDGE_TRIGGERED
+                } else {
+                    EventSet::IN
+                };
+                add_with(fd, TOKEN_EXTRA | (i as u64) << 40 | fd as u64, events)?;
             }
         }
         Ok(epoll)

@@ -47,6 +47,27 @@ pub struct TypeView {
     pub architecture: String,
     /// Hypervisor.
     pub hypervisor: String,
+    /// Device rate limits per instance (absent: none; the table leaves
+    /// them out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsView>,
+}
+
+/// A type's device rate limits (0 = unlimited).
+#[derive(Debug, Serialize)]
+pub struct LimitsView {
+    /// Disk bytes per second.
+    pub disk_bps: u64,
+    /// Disk operations per second.
+    pub disk_iops: u64,
+    /// Bytes per second the guest sends.
+    pub net_tx_bps: u64,
+    /// Frames per second the guest sends.
+    pub net_tx_pps: u64,
+    /// Bytes per second into the guest.
+    pub net_rx_bps: u64,
+    /// Frames per second into the guest.
+    pub net_rx_pps: u64,
 }
 
 impl Tabular for TypeView {
@@ -72,6 +93,14 @@ impl From<pb::InstanceTypeInfo> for TypeView {
             memory_mib: t.memory_mib,
             architecture: t.architecture,
             hypervisor: t.hypervisor,
+            limits: t.limits.map(|l| LimitsView {
+                disk_bps: l.disk_bps,
+                disk_iops: l.disk_iops,
+                net_tx_bps: l.net_tx_bps,
+                net_tx_pps: l.net_tx_pps,
+                net_rx_bps: l.net_rx_bps,
+                net_rx_pps: l.net_rx_pps,
+            }),
         }
     }
 }

@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 
 use crate::api::compute::changes_out;
 use crate::api::Edge;
-use crate::domain::catalogue::InstanceType;
+use crate::domain::catalogue::{InstanceType, TypeLimits};
 use crate::domain::model::{Account, Resources};
 use crate::domain::quotas::QuotaView;
 use crate::domain::views::NodeInfo;
@@ -87,6 +87,14 @@ pub fn type_out(t: InstanceType) -> pb::InstanceTypeInfo {
         memory_mib: t.memory_mib,
         architecture: "x86_64".into(),
         hypervisor: "nubis-vmm".into(),
+        limits: t.limits.map(|l| pb::InstanceTypeLimits {
+            disk_bps: l.disk_bps,
+            disk_iops: l.disk_iops,
+            net_tx_bps: l.net_tx_bps,
+            net_tx_pps: l.net_tx_pps,
+            net_rx_bps: l.net_rx_bps,
+            net_rx_pps: l.net_rx_pps,
+        }),
     }
 }
 
@@ -116,6 +124,14 @@ impl pb::admin_server::Admin for AdminApi {
                     name: r.instance_type,
                     vcpus: r.vcpus,
                     memory_mib: r.memory_mib,
+                    limits: r.limits.map(|l| TypeLimits {
+                        disk_bps: l.disk_bps,
+                        disk_iops: l.disk_iops,
+                        net_tx_bps: l.net_tx_bps,
+                        net_tx_pps: l.net_tx_pps,
+                        net_rx_bps: l.net_rx_bps,
+                        net_rx_pps: l.net_rx_pps,
+                    }),
                 };
                 self.domain().put_instance_type(&caller, t.clone()).await?;
                 Ok(pb::PutInstanceTypeResponse {

@@ -100,6 +100,14 @@ pub fn assignment_out(a: &Assignment) -> pb::Assignment {
             instance_type: a.instance_type.clone(),
             metadata: a.metadata.as_ref().map(|m| metadata_out(a, m)),
             root_volume_gib: a.root_volume_gib,
+            limits: a.limits.map(|l| pb::DeviceLimits {
+                disk_bps: l.disk_bps,
+                disk_iops: l.disk_iops,
+                net_tx_bps: l.net_tx_bps,
+                net_tx_pps: l.net_tx_pps,
+                net_rx_bps: l.net_rx_bps,
+                net_rx_pps: l.net_rx_pps,
+            }),
         }),
     }
 }

@@ -20,6 +20,76 @@ pub struct InstanceType {
     pub vcpus: u32,
     /// Memory.
     pub memory_mib: u32,
+    /// Device rate limits of its instances; None (records written before
+    /// schema 2, or a type put without them): the agents' `[limits]` apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<TypeLimits>,
+}
+
+/// A type's device rate limits, for the whole instance (not per vCPU);
+/// 0 = that one is unlimited. The agent applies them to the VMM's token
+/// buckets (virtio-blk, virtio-net both ways) and to cgroup `io.max`
+/// (docs/compute-api.md "Instance types", docs/agent.md `[limits]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypeLimits {
+    /// Disk bytes per second (read + written).
+    #[serde(default)]
+    pub disk_bps: u64,
+    /// Disk operations per second.
+    #[serde(default)]
+    pub disk_iops: u64,
+    /// Network bytes per second the guest sends.
+    #[serde(default)]
+    pub net_tx_bps: u64,
+    /// Network frames per second the guest sends.
+    #[serde(default)]
+    pub net_tx_pps: u64,
+    /// Network bytes per second into the guest.
+    #[serde(default)]
+    pub net_rx_bps: u64,
+    /// Network frames per second into the guest.
+    #[serde(default)]
+    pub net_rx_pps: u64,
+}
+
+/// Seeded limits per vCPU of the fixed-performance families (m5, c5, r5):
+/// Nubis' own numbers, modelled on the order of EC2's per-instance EBS and
+/// network baselines (docs/compute-api.md): 40 MiB/s and 2,000 disk
+/// operations, 50 MiB/s (~420 Mbit/s) and 50,000 frames each way.
+const FIXED_PER_VCPU: TypeLimits = TypeLimits {
+    disk_bps: 40 << 20,
+    disk_iops: 2_000,
+    net_tx_bps: 50 << 20,
+    net_tx_pps: 50_000,
+    net_rx_bps: 50 << 20,
+    net_rx_pps: 50_000,
+};
+
+impl TypeLimits {
+    /// Every field times `n`, saturating.
+    pub fn times(&self, n: u32) -> TypeLimits {
+        let n = u64::from(n);
+        TypeLimits {
+            disk_bps: self.disk_bps.saturating_mul(n),
+            disk_iops: self.disk_iops.saturating_mul(n),
+            net_tx_bps: self.net_tx_bps.saturating_mul(n),
+            net_tx_pps: self.net_tx_pps.saturating_mul(n),
+            net_rx_bps: self.net_rx_bps.saturating_mul(n),
+            net_rx_pps: self.net_rx_pps.saturating_mul(n),
+        }
+    }
+
+    /// Every field halved (the burstable families' baseline).
+    fn half(&self) -> TypeLimits {
+        TypeLimits {
+            disk_bps: self.disk_bps / 2,
+            disk_iops: self.disk_iops / 2,
+            net_tx_bps: self.net_tx_bps / 2,
+            net_tx_pps: self.net_tx_pps / 2,
+            net_rx_bps: self.net_rx_bps / 2,
+            net_rx_pps: self.net_rx_pps / 2,
+        }
+    }
 }
 
 impl InstanceType {
@@ -28,7 +98,19 @@ impl InstanceType {
             name: name.to_string(),
             vcpus,
             memory_mib,
+            limits: None,
         }
+    }
+
+    /// The seeded limits of a type of this family and size: m5/c5/r5
+    /// [`FIXED_PER_VCPU`] times its vCPUs, the burstable families half that.
+    fn seeded_limits(&self) -> TypeLimits {
+        let per_vcpu = if self.burstable() {
+            FIXED_PER_VCPU.half()
+        } else {
+            FIXED_PER_VCPU
+        };
+        per_vcpu.times(self.vcpus)
     }
 
     /// The family (`t3` of `t3.micro`).
@@ -87,7 +169,8 @@ const EC2_SIZES: &[&str] = &[
     "nano", "micro", "small", "medium", "large", "xlarge", "2xlarge", "4xlarge",
 ];
 
-/// The types a new catalogue is seeded with.
+/// The types a new catalogue is seeded with, each with its seeded device
+/// rate limits (scaled by its vCPUs).
 pub fn seed(profile: SeedProfile) -> Vec<InstanceType> {
     let mut out = Vec::new();
     // (size, vCPUs, MiB) of EC2's burstable families.
@@ -142,6 +225,9 @@ pub fn seed(profile: SeedProfile) -> Vec<InstanceType> {
                 t.memory_mib = *m;
             }
         }
+    }
+    for t in &mut out {
+        t.limits = Some(t.seeded_limits());
     }
     out
 }

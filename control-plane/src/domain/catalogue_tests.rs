@@ -53,6 +53,53 @@ fn compact_seed_keeps_the_small_types() {
 }
 
 #[test]
+fn seeded_limits_scale_with_vcpus_and_burstables_get_half() {
+    let all = seed(SeedProfile::Ec2);
+    let l = |n: &str| find(&all, n).limits.unwrap();
+    assert_eq!(l("m5.large"), FIXED_PER_VCPU.times(2));
+    assert_eq!(l("m5.4xlarge").disk_iops, 16 * 2_000);
+    assert_eq!(l("c5.xlarge").net_rx_bps, 4 * (50 << 20));
+    assert_eq!(l("t3.micro").disk_iops, 2 * 1_000);
+    assert_eq!(l("t2.nano").net_tx_pps, 25_000);
+    assert!(all.iter().all(|t| t.limits.is_some()));
+    // The compact set scales by its own (smaller) vCPU counts.
+    let compact = seed(SeedProfile::Compact);
+    assert_eq!(find(&compact, "t3.micro").limits.unwrap().disk_iops, 1_000);
+    // Saturating, not wrapping.
+    assert_eq!(
+        FIXED_PER_VCPU.times(u32::MAX).disk_bps,
+        (40u64 << 20) * u64::from(u32::MAX)
+    );
+    let huge = TypeLimits {
+        disk_bps: u64::MAX / 2 + 1,
+        ..TypeLimits::default()
+    };
+    assert_eq!(huge.times(2).disk_bps, u64::MAX);
+}
+
+#[test]
+fn records_without_limits_decode_and_none_is_not_written() {
+    // A schema-1 record (before limits existed).
+    let old = br#"{"schema":1,"name":"x1.a","vcpus":1,"memory_mib":64}"#;
+    let (t, _) = crate::store::record::decode_record::<InstanceType>(b"/k", old).unwrap();
+    assert_eq!(t.limits, None);
+    let json = serde_json::to_value(&t).unwrap();
+    assert!(json.get("limits").is_none(), "{json}");
+    // A partial limits object: the rest are 0 (unlimited).
+    let t: InstanceType = serde_json::from_str(
+        r#"{"name":"x1.a","vcpus":1,"memory_mib":64,"limits":{"disk_iops":9}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        t.limits,
+        Some(TypeLimits {
+            disk_iops: 9,
+            ..TypeLimits::default()
+        })
+    );
+}
+
+#[test]
 fn sizes_sort_as_ec2_lists_them() {
     let mut names = vec![
         "t3.2xlarge",

@@ -201,6 +201,11 @@ impl Domain {
             ssh_public_key: ssh,
             metadata: Some(self.assignment_metadata(inst)),
             root_volume_gib: inst.options.root_volume_gib.unwrap_or(0),
+            // The type's limits now (a type deleted meanwhile has none).
+            limits: self
+                .instance_type(&inst.instance_type)
+                .ok()
+                .and_then(|t| t.limits),
         }
     }
 

@@ -43,7 +43,7 @@ record! {
     crate::domain::ipam::Subnet => "subnet", 1;
     crate::domain::ipam::AddressClaim => "address-claim", 1;
     crate::domain::liveness::LostConfirmation => "lost-confirmation", 1;
-    crate::domain::catalogue::InstanceType => "instance-type", 1;
+    crate::domain::catalogue::InstanceType => "instance-type", 2;
     // `node-hosts/…` and `ip-blocks/…`: a bare JSON string, not versioned.
     NodeId => "node-id", 0;
 }
@@ -344,6 +344,11 @@ pub struct Assignment {
     /// 2; 0 or absent: the image's own size).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub root_volume_gib: u32,
+    /// The instance type's device rate limits when the assignment was
+    /// written (schema 2; None: the type has none, or an older record, and
+    /// the agent's `[limits]` apply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<crate::domain::catalogue::TypeLimits>,
 }
 
 fn is_zero(v: &u32) -> bool {

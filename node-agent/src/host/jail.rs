@@ -11,16 +11,22 @@
 //!   the agent), both as inherited fds (`--kvm-fd`, `--net ..,fd=N`);
 //! - ownership of the instance's own files (directory, root disk, console)
 //!   so the unprivileged VMM can use them and nothing else of the host;
-//! - the steps in the forked child before exec ([`Jail::enter`]): new IPC and
-//!   UTS namespaces, rlimits, the capability bounding set emptied, supplementary
+//! - the steps in the forked child before exec ([`Jail::enter`]): new IPC,
+//!   UTS and network namespaces (the VMM's network namespace is empty but for
+//!   a `lo` that stays down: its TAP is an fd attached in the agent's
+//!   namespace, its API a pathname Unix socket, so it needs no network of its
+//!   own and can reach nothing), with `[jail] pivot_root` a new mount
+//!   namespace pivoted into a root holding only the VMM's own files
+//!   ([`super::jail_root`]), rlimits, the capability bounding set emptied, supplementary
 //!   groups dropped, gid and uid switched (which clears every capability), and
 //!   `no_new_privs`. The VMM then installs its own seccomp filters.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use super::jail_root::RootPlan;
 use crate::config::JailConfig;
 use crate::error::{Error, Result};
 
@@ -37,6 +43,7 @@ pub struct Jail {
     tap: Option<OwnedFd>,
     nofile: u64,
     fsize: u64,
+    root: Option<RootPlan>,
 }
 
 impl Jail {
@@ -53,13 +60,7 @@ impl Jail {
     /// Runs in the forked child before exec: async-signal-safe raw syscalls
     /// only. Any failure aborts the spawn (the VMM never runs unjailed).
     pub fn enter(&self) -> std::io::Result<()> {
-        let check = |rc: libc::c_int| {
-            if rc < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        };
+        use super::jail_root::check;
         // SAFETY: plain syscalls on integers and stack values; no allocation.
         unsafe {
             // The fds the VMM inherits (std opened them close-on-exec).
@@ -67,7 +68,19 @@ impl Jail {
             if let Some(tap) = &self.tap {
                 check(libc::fcntl(tap.as_raw_fd(), libc::F_SETFD, 0))?;
             }
-            check(libc::unshare(libc::CLONE_NEWIPC | libc::CLONE_NEWUTS))?;
+            // The TAP fd stays attached to its device in the agent's network
+            // namespace; pathname Unix sockets (the API) ignore namespaces.
+            let mount_ns = if self.root.is_some() {
+                libc::CLONE_NEWNS
+            } else {
+                0
+            };
+            check(libc::unshare(
+                libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWNET | mount_ns,
+            ))?;
+            if let Some(root) = &self.root {
+                root.enter()?;
+            }
             let limit = |res, n: u64| {
                 let r = libc::rlimit {
                     rlim_cur: n,
@@ -220,6 +233,41 @@ pub struct JailFiles<'a> {
     pub tap: Option<&'a str>,
     /// Console cap (the file-size limit allows it and the disk).
     pub console_max_bytes: u64,
+    /// The `nubis-vmm` binary, kernel and initrd: with `[jail] pivot_root`
+    /// the only host files the VMM sees besides its instance directory.
+    pub binary: &'a Path,
+    /// Guest kernel.
+    pub kernel: &'a Path,
+    /// Guest initrd.
+    pub initrd: Option<&'a Path>,
+}
+
+/// The directory each jailed VMM's root tmpfs is mounted on, in its own
+/// mount namespace (empty on the host).
+pub fn root_mountpoint(state_dir: &Path) -> PathBuf {
+    state_dir.join("vmm-root")
+}
+
+/// The root plan of one VMM: its binary and libraries, kernel and initrd
+/// read-only, its instance directory (which must hold every file it writes).
+fn root_plan(files: &JailFiles<'_>) -> Result<RootPlan> {
+    let inside = |p: &Path| p.parent() == Some(files.dir);
+    let mut written = vec![files.disk, files.console];
+    written.extend(files.metadata);
+    if let Some(outside) = written.into_iter().find(|p| !inside(p)) {
+        return Err(Error::ConfigInvalid(format!(
+            "[jail] pivot_root: {} is not in the instance directory {}",
+            outside.display(),
+            files.dir.display()
+        )));
+    }
+    let mountpoint = root_mountpoint(files.state_dir);
+    std::fs::create_dir_all(&mountpoint)
+        .map_err(|e| Error::io(format!("creating {}", mountpoint.display()), e))?;
+    let exec = super::jail_root::runtime_files(files.binary)?;
+    let mut ro = vec![files.kernel.to_path_buf()];
+    ro.extend(files.initrd.map(Path::to_path_buf));
+    super::jail_root::plan(&mountpoint, &exec, &ro, files.dir)
 }
 
 /// Prepares the jail of one VMM: uid, ownership of its files, the `/dev/kvm`
@@ -249,7 +297,13 @@ pub fn prepare(cfg: &JailConfig, files: &JailFiles<'_>) -> Result<Jail> {
         .open("/dev/kvm")
         .map_err(|e| Error::io("opening /dev/kvm", e))?;
     let tap = files.tap.map(open_tap).transpose()?;
+    let root = if cfg.pivot_root {
+        Some(root_plan(files)?)
+    } else {
+        None
+    };
     Ok(Jail {
+        root,
         uid,
         kvm: kvm.into(),
         tap,
@@ -340,6 +394,7 @@ mod tests {
             uid_base: 950_000,
             uid_count: 2,
             max_open_files: 64,
+            pivot_root: true,
         };
         let a = root.path().join("a");
         let b = root.path().join("b");

@@ -1,5 +1,5 @@
 //! Host resources an instance uses, one module each: images and root disks,
-//! TAP networking, the nftables firewall, cgroups, the VMM jail, the `nubis-vmm` process with its API client, and
+//! TAP networking, the nftables firewall, cgroups, the VMM jail (and its file-system root), the `nubis-vmm` process with its API client, and
 //! change notification for instance directories.
 
 pub mod cgroup;
@@ -8,5 +8,6 @@ pub mod disk;
 pub mod firewall;
 pub mod image;
 pub mod jail;
+pub mod jail_root;
 pub mod tap;
 pub mod vmm_process;

@@ -26,6 +26,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Interest};
 use tokio::net::UnixStream;
 
 use super::jail::Jail;
+use crate::config::LimitsConfig;
 use crate::error::{Error, Result};
 
 /// Name of the VMM's exit-status record, in the directory of its API socket.
@@ -93,6 +94,19 @@ pub struct VmmLaunch {
     pub stderr: PathBuf,
     /// Instance metadata file (`--metadata-file`).
     pub metadata: Option<PathBuf>,
+    /// The instance's limits (already scaled to its vCPUs); the device rate
+    /// limiters (`disk_*`, `net_*`) become `bw=`/`ops=`/`rx_bw=`/`rx_ops=`
+    /// options of `--disk` and `--net`.
+    pub limits: LimitsConfig,
+}
+
+/// `,key=N` for each non-zero limit.
+fn limit_opts(pairs: &[(&str, u64)]) -> String {
+    pairs
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!(",{k}={n}"))
+        .collect()
 }
 
 impl VmmLaunch {
@@ -116,14 +130,25 @@ impl VmmLaunch {
             "--memory-mib".into(),
             self.memory_mib.to_string(),
             "--disk".into(),
-            format!("{},id=root", self.disk.display()),
+            format!(
+                "{},id=root{}",
+                self.disk.display(),
+                limit_opts(&[("bw", self.limits.disk_bps), ("ops", self.limits.disk_ops)])
+            ),
         ]);
         if let Some((tap, mac)) = &self.net {
             let fd = jail
                 .and_then(|j| j.tap_fd())
                 .map(|fd| format!(",fd={fd}"))
                 .unwrap_or_default();
-            a.extend(["--net".into(), format!("tap={tap},mac={mac}{fd}")]);
+            let l = &self.limits;
+            let limits = limit_opts(&[
+                ("bw", l.net_tx_bps),
+                ("ops", l.net_tx_pps),
+                ("rx_bw", l.net_rx_bps),
+                ("rx_ops", l.net_rx_pps),
+            ]);
+            a.extend(["--net".into(), format!("tap={tap},mac={mac}{fd}{limits}")]);
         }
         if let Some(j) = jail {
             a.extend(["--kvm-fd".into(), j.kvm_fd().to_string()]);
@@ -499,6 +524,7 @@ mod tests {
             stdout: "/d/o".into(),
             stderr: "/d/e".into(),
             metadata: None,
+            limits: LimitsConfig::default(),
         };
         let a = l.args().join(" ");
         assert_eq!(
@@ -507,6 +533,26 @@ mod tests {
              --disk /d/disk.raw,id=root --net tap=nbt0,mac=02:4e:42:00:00:01 \
              --serial /d/console.log --serial-max-bytes 1048576 --api-socket /d/api.sock \
              --exit-status-file /d/vmm-exit.json"
+        );
+        // Device rate limits: only those set.
+        let limited = VmmLaunch {
+            limits: LimitsConfig {
+                disk_ops: 500,
+                net_tx_bps: 1 << 20,
+                net_rx_bps: 2 << 20,
+                net_rx_pps: 1000,
+                io_read_bps: 7,
+                ..LimitsConfig::default()
+            },
+            ..l
+        };
+        let a = limited.args().join(" ");
+        assert!(a.contains("--disk /d/disk.raw,id=root,ops=500 "), "{a}");
+        assert!(
+            a.contains(
+                "--net tap=nbt0,mac=02:4e:42:00:00:01,bw=1048576,rx_bw=2097152,rx_ops=1000 "
+            ),
+            "{a}"
         );
     }
 

@@ -249,6 +249,13 @@ pub fn sweep_stale() {
 
 impl Env {
     pub fn new() -> Env {
+        Env::with(None, "")
+    }
+
+    /// An environment whose agent uses the cgroup2 tree at `cgroup_mount`
+    /// (a fake one in tests; default: the host's) and has `extra` appended
+    /// to its configuration (whole TOML tables, e.g. `[limits]`).
+    pub fn with(cgroup_mount: Option<&Path>, extra: &str) -> Env {
         sweep_stale();
         let netns = NetNs::new();
         let cgroup = CgroupGuard {
@@ -275,17 +282,23 @@ tap_prefix = "nbt"
 [cgroup]
 parent = "{parent}"
 enforce_limits = {enforce}
+{mount}
 
 [timeouts]
 graceful_stop_secs = 2
 hard_stop_secs = 10
 start_secs = 60
+
+{extra}
 "#,
             state = state.path().display(),
             images = image_dir().display(),
             vmm = vmm_binary().display(),
             parent = cgroup.parent,
-            enforce = cgroup2_has_limits(),
+            enforce = cgroup_mount.is_some() || cgroup2_has_limits(),
+            mount = cgroup_mount
+                .map(|m| format!("mount = \"{}\"", m.display()))
+                .unwrap_or_default(),
         );
         let path = state.path().join("agent.toml");
         std::fs::write(&path, &toml).expect("write config");

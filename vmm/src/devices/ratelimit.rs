@@ -38,10 +38,11 @@ pub struct BucketConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// Bytes per second (disk: bytes read + written; net: bytes sent).
+    /// Bytes per second (disk: bytes read + written; net: bytes of the
+    /// frames sent, or received for the receive limiter).
     #[serde(default)]
     pub bandwidth: BucketConfig,
-    /// Operations per second (disk: requests; net: frames sent).
+    /// Operations per second (disk: requests; net: frames sent or received).
     #[serde(default)]
     pub ops: BucketConfig,
 }

@@ -68,6 +68,7 @@ async fn describe_instance_types_filters_fields_and_errors() {
             name: "x1.medium".into(),
             vcpus: 3,
             memory_mib: 96,
+            limits: None,
         },
     )
     .await
@@ -87,6 +88,7 @@ async fn describe_instance_types_filters_fields_and_errors() {
                 name: "x1.small".into(),
                 vcpus: 1,
                 memory_mib: 64,
+                limits: None,
             },
         )
         .await

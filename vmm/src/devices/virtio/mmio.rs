@@ -138,6 +138,12 @@ impl VirtioMmioDevice {
         self.device.extra_fds()
     }
 
+    /// Whether one of [`VirtioMmioDevice::extra_fds`] is watched edge-triggered
+    /// (see [`VirtioDevice::edge_triggered`]).
+    pub fn edge_triggered(&self, fd: RawFd) -> bool {
+        self.device.edge_triggered(fd)
+    }
+
     /// The device status register as the driver sees it.
     pub fn status(&self) -> u32 {
         self.status

@@ -23,6 +23,7 @@
 //! fn process_queue(&mut self, queue_index: usize)   // call when that queue's eventfd fires;
 //!                                                   // it drains the eventfd itself
 //! fn extra_fds(&self) -> Vec<RawFd>      // e.g. the TAP fd: watch for readability
+//! fn edge_triggered(&self, fd: RawFd) -> bool  // watch that one with EPOLLET (a throttled TAP)
 //! fn process_extra(&mut self, fd: RawFd) // call when one of them is readable; it reads
 //!                                        // until EAGAIN, so edge- or level-triggered both work
 //! fn metrics(&self) -> serde_json::Value
@@ -212,6 +213,13 @@ pub trait VirtioDevice: Send {
     /// Host file descriptors the event loop must watch for readability.
     fn extra_fds(&self) -> Vec<RawFd> {
         Vec::new()
+    }
+    /// True when `fd` (one of [`VirtioDevice::extra_fds`]) must be watched
+    /// edge-triggered: the device may leave it readable on purpose (a TAP
+    /// whose frames wait while receive is throttled) and resumes reading on
+    /// its own (a rate limiter's timer), so level-triggered epoll would spin.
+    fn edge_triggered(&self, _fd: RawFd) -> bool {
+        false
     }
     /// Called when one of [`VirtioDevice::extra_fds`] is readable.
     fn process_extra(
