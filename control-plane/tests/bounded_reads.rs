@@ -14,6 +14,7 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use nubis_control_plane::domain::images::ImagePage;
 use nubis_control_plane::domain::images::RegisterImageInput;
 use nubis_control_plane::domain::instances::DescribeInput;
 use nubis_control_plane::domain::{Caller, Domain};
@@ -107,8 +108,10 @@ async fn one_tenants_large_images_do_not_break_other_tenants_listings() {
                 &["self".to_string()],
                 &[],
                 &[],
-                10,
-                token.as_deref(),
+                ImagePage {
+                    max_results: 10,
+                    next_token: token.as_deref(),
+                },
             )
             .await
             .unwrap();
@@ -132,12 +135,32 @@ async fn one_tenants_large_images_do_not_break_other_tenants_listings() {
     assert_eq!(t.len(), 55 * 50);
     // Bad paging input: EC2 codes.
     let e = d
-        .describe_images_page(&heavy, &[], &[], &[], &[], 3, None)
+        .describe_images_page(
+            &heavy,
+            &[],
+            &[],
+            &[],
+            &[],
+            ImagePage {
+                max_results: 3,
+                next_token: None,
+            },
+        )
         .await
         .unwrap_err();
     assert_eq!(e.code(), "InvalidParameterValue");
     let e = d
-        .describe_images_page(&heavy, &[], &[], &[], &[], 10, Some("bm90LWEta2V5"))
+        .describe_images_page(
+            &heavy,
+            &[],
+            &[],
+            &[],
+            &[],
+            ImagePage {
+                max_results: 10,
+                next_token: Some("bm90LWEta2V5"),
+            },
+        )
         .await
         .unwrap_err();
     assert_eq!(e.code(), "InvalidNextToken");

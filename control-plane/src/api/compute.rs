@@ -557,8 +557,10 @@ impl pb::compute_server::Compute for ComputeApi {
                         &r.owners,
                         &r.executable_by,
                         &filters_in(r.filters),
-                        r.max_results,
-                        Some(r.next_token.as_str()).filter(|t| !t.is_empty()),
+                        crate::domain::images::ImagePage {
+                            max_results: r.max_results,
+                            next_token: Some(r.next_token.as_str()).filter(|t| !t.is_empty()),
+                        },
                     )
                     .await?;
                 Ok(pb::DescribeImagesResponse {

@@ -110,6 +110,24 @@ pub(super) fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Which page of DescribeImages: `max_results` 5..=1000 (0 = every
+/// match) and the `next_token` of the previous answer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ImagePage<'a> {
+    /// Page size; 0 = no paging.
+    pub max_results: u32,
+    /// Where the previous page ended.
+    pub next_token: Option<&'a str>,
+}
+
+impl ImagePage<'_> {
+    /// Every match in one answer.
+    pub const ALL: ImagePage<'static> = ImagePage {
+        max_results: 0,
+        next_token: None,
+    };
+}
+
 impl Domain {
     /// `InvalidAMIName.Duplicate` when `account` has an image named `name`.
     pub(super) async fn check_name_free(&self, account: &AccountId, name: &str) -> Result<()> {
@@ -236,7 +254,7 @@ impl Domain {
         filters: &[Filter],
     ) -> Result<Vec<Image>> {
         Ok(self
-            .describe_images_page(caller, ids, owners, executable_by, filters, 0, None)
+            .describe_images_page(caller, ids, owners, executable_by, filters, ImagePage::ALL)
             .await?
             .0)
     }
@@ -252,9 +270,12 @@ impl Domain {
         owners: &[String],
         executable_by: &[String],
         filters: &[Filter],
-        max_results: u32,
-        next_token: Option<&str>,
+        page: ImagePage<'_>,
     ) -> Result<(Vec<Image>, Option<String>)> {
+        let ImagePage {
+            max_results,
+            next_token,
+        } = page;
         let account = caller.account()?;
         filters::check(filters, IMAGE_FILTERS)?;
         validation::max_results(max_results)?;

@@ -33,8 +33,10 @@ pub async fn describe(
             &r.owners,
             &r.executable_by,
             &domain_filters(r.filters),
-            r.page.max_results.unwrap_or(0),
-            r.page.next_token.as_deref(),
+            crate::domain::images::ImagePage {
+                max_results: r.page.max_results.unwrap_or(0),
+                next_token: r.page.next_token.as_deref(),
+            },
         )
         .await?;
     if r.dry_run {
