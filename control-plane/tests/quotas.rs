@@ -298,6 +298,9 @@ async fn operators_set_quotas_through_the_admin_api_on_every_replica() {
     let a = start(cfg.clone()).await;
     let b = start(cfg).await;
     let (ep_a, ep_b) = (endpoint(&a), endpoint(&b));
+    // The operator publishes `hello`, so tenants may register images of it
+    // (the image-location ACL); the operator's image is not the tenant's quota.
+    hello_image(&ep_a).await;
     let creds = tenant(&ep_a, "t").await;
     let mut tc = compute(&ep_b, creds.clone()).await;
     let account = a
