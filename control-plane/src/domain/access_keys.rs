@@ -280,18 +280,38 @@ pub fn follow_access_keys(store: Store, domain: Weak<Domain>) {
         while let Some(item) = rx.recv().await {
             let Some(d) = domain.upgrade() else { return };
             match item {
-                // A (re)started watch may have missed changes: drop all.
-                WatchItem::Snapshot { .. } => d.creds.forget_all(),
+                // A (re)started watch lists every key: drop those whose
+                // record changed (or vanished) while it was not watching.
+                // The rest stay cached, so an etcd hiccup does not turn every
+                // request into a key read (the cache's TTL bounds any miss).
+                WatchItem::Snapshot { kvs, .. } => {
+                    let current: std::collections::HashMap<String, Vec<u8>> = kvs
+                        .into_iter()
+                        .filter_map(|(k, v, _)| key_id(&prefix, &k).map(|id| (id, v)))
+                        .collect();
+                    d.creds.retain(|id, cached| {
+                        current.get(id).is_some_and(|raw| {
+                            crate::store::decode::<crate::domain::model::AccessKey>(
+                                id.as_bytes(),
+                                raw,
+                            )
+                            .is_ok_and(|k| &k == cached)
+                        })
+                    });
+                }
                 WatchItem::Put { key, .. } | WatchItem::Delete { key, .. } => {
-                    if let Some(id) = key
-                        .strip_prefix(&prefix)
-                        .and_then(|h| hex::decode(h).ok())
-                        .and_then(|b| String::from_utf8(b).ok())
-                    {
+                    if let Some(id) = key_id(&prefix, &key) {
                         d.creds.forget(&id);
                     }
                 }
             }
         }
     });
+}
+
+/// The access key id of an `access-keys/<hex id>` key.
+fn key_id(prefix: &str, key: &str) -> Option<String> {
+    key.strip_prefix(prefix)
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|b| String::from_utf8(b).ok())
 }

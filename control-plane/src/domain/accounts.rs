@@ -52,10 +52,10 @@ impl CredentialCache {
         }
     }
 
-    /// Forgets every cached key.
-    pub fn forget_all(&self) {
+    /// Keeps the cached keys for which `keep(id, key)` holds.
+    pub fn retain(&self, mut keep: impl FnMut(&String, &AccessKey) -> bool) {
         if let Ok(mut k) = self.keys.lock() {
-            k.clear();
+            k.retain(|id, (_, key)| keep(id, key));
         }
     }
 }

@@ -6,7 +6,10 @@
 //!   one heartbeat interval (`nodes.lease_ttl_seconds +
 //!   nodes.heartbeat_interval_seconds`), so after a control-plane restart,
 //!   an outage or a leader change every live agent has had time to reconnect
-//!   and renew before anyone is judged;
+//!   and renew before anyone is judged; the grace also starts again when
+//!   the leader's own node-loss runs failed for longer than two periods plus
+//!   a heartbeat interval (an etcd stall silences every heartbeat as much as
+//!   a leader change does; tasks/builtin.rs `NodeLoss::hearing_for`);
 //! - **no disruption**: at most `nodes.disruption_fraction` (default 1/3) of
 //!   the counted nodes look lost, and no zone with at least
 //!   `nodes.disruption_min_zone_nodes` (default 2) counted nodes has lost

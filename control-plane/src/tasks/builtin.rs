@@ -21,7 +21,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::domain::model::now_ms;
 use crate::domain::Domain;
@@ -59,6 +59,8 @@ pub struct NodeLoss {
     domain: Arc<Domain>,
     /// (term id, nodes seen alive during that term).
     seen: Mutex<(u64, HashSet<NodeId>)>,
+    /// (term id, end of the last successful run, when hearing resumed).
+    heard: Mutex<(u64, Option<Instant>, Option<Instant>)>,
 }
 
 impl NodeLoss {
@@ -67,6 +69,39 @@ impl NodeLoss {
         Self {
             domain,
             seen: Mutex::default(),
+            heard: Mutex::default(),
+        }
+    }
+
+    /// How long this leader has been able to hear agents: since its term
+    /// began, or since its own etcd access came back after a gap (runs
+    /// failing for longer than two periods plus a heartbeat interval). An
+    /// etcd stall silences every agent's heartbeat as much as a leader
+    /// change does, so the grace starts again after one
+    /// (domain/liveness.rs).
+    fn hearing_for(&self, term: u64, term_age: Duration) -> Duration {
+        let gap_limit = interval(&self.domain) * 2
+            + Duration::from_secs(u64::from(
+                self.domain.config().nodes.heartbeat_interval_seconds,
+            ));
+        let mut h = self.heard.lock().unwrap_or_else(PoisonError::into_inner);
+        if h.0 != term {
+            *h = (term, None, None);
+        }
+        if h.1.is_some_and(|last| last.elapsed() > gap_limit) {
+            tracing::warn!(
+                gap_ms = h.1.map(|l| l.elapsed().as_millis() as u64),
+                "node-loss: etcd was out of reach; the liveness grace starts again"
+            );
+            h.2 = Some(Instant::now());
+        }
+        h.2.map_or(term_age, |r| r.elapsed().min(term_age))
+    }
+
+    fn heard_now(&self, term: u64) {
+        let mut h = self.heard.lock().unwrap_or_else(PoisonError::into_inner);
+        if h.0 == term {
+            h.1 = Some(Instant::now());
         }
     }
 }
@@ -96,12 +131,11 @@ impl Task for NodeLoss {
                 }
                 std::mem::take(&mut s.1)
             };
-            let r = self
-                .domain
-                .handle_node_loss(term.started.elapsed(), &mut seen)
-                .await;
+            let led_for = self.hearing_for(term.id, term.started.elapsed());
+            let r = self.domain.handle_node_loss(led_for, &mut seen).await;
             self.seen.lock().unwrap_or_else(PoisonError::into_inner).1 = seen;
             let report = r?;
+            self.heard_now(term.id);
             if report.stopped > 0 {
                 tracing::info!(lost = report.stopped, "node-loss run");
             }
