@@ -125,6 +125,7 @@ impl SimAgent {
                     .collect(),
                 agent_version: "sim".into(),
                 enrolment_secret,
+                underlay_ip: String::new(),
                 instances: opts
                     .resume
                     .iter()

@@ -367,6 +367,7 @@ async fn session(
         instances,
         metrics_endpoint: metrics.map(|m| m.endpoint.clone()).unwrap_or_default(),
         enrolment_secret: String::new(),
+        underlay_ip: String::new(),
     };
     // Re-registration uses the node's own credential when the agent has one:
     // a per-host enrolment token is consumed by the first registration.
@@ -826,6 +827,7 @@ mod tests {
                     prefix_len: 24,
                     gateway: "10.200.0.1".into(),
                     mac: "02:00:00:00:00:01".into(),
+                    ..Default::default()
                 }),
                 cmdline_extra: "nubis.id=i-0abc".into(),
                 ..Default::default()

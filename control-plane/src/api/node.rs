@@ -94,6 +94,7 @@ pub fn assignment_out(a: &Assignment) -> pb::Assignment {
                 prefix_len: u32::from(a.network.prefix_len),
                 gateway: a.network.gateway.clone(),
                 mac: a.network.mac.clone(),
+                ..Default::default()
             }),
             cmdline_extra: a.cmdline_extra.clone(),
             ssh_public_key: a.ssh_public_key.clone(),
@@ -292,6 +293,19 @@ impl pb::node_server::Node for NodeApi {
                 Ok(pb::ReportConsoleResponse {})
             })
             .await
+    }
+
+    type WatchNetworkStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<pb::NetworkView, Status>> + Send + 'static>,
+    >;
+
+    /// Not served yet (issue 12's VPC data plane is being built): agents
+    /// treat UNIMPLEMENTED as "no VPC data plane" and keep retrying.
+    async fn watch_network(
+        &self,
+        _req: Request<pb::WatchNetworkRequest>,
+    ) -> Result<Response<Self::WatchNetworkStream>, Status> {
+        Err(Status::unimplemented("WatchNetwork is not served yet"))
     }
 }
 
