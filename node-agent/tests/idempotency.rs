@@ -50,6 +50,7 @@ fn prepare_and_destroy_repeat_and_resume_after_partial_failure() {
             metadata: None,
             root_volume_gib: None,
             limits: None,
+            vpc: None,
         };
 
         // First attempt fails half-way (cgroup step) after disk, address and TAP.

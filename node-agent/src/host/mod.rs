@@ -11,3 +11,4 @@ pub mod jail;
 pub mod jail_root;
 pub mod tap;
 pub mod vmm_process;
+pub mod vpc;

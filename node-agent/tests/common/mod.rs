@@ -6,9 +6,13 @@
 
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use std::time::Instant;
 
 use nubis_agent::config::Config;
 
@@ -343,4 +347,97 @@ impl Drop for KillOnDrop {
 /// True when a process with this pid exists and is not a zombie.
 pub fn alive(pid: i32) -> bool {
     nubis_agent::host::vmm_process::proc_stat(pid).is_some_and(|(s, _)| s != 'Z' && s != 'X')
+}
+
+// Network-namespace helpers (commands, threads in a namespace, TCP, ping).
+
+pub fn run(args: &[&str]) -> (bool, String) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+pub fn must(args: &[&str]) -> String {
+    let (ok, out) = run(args);
+    assert!(ok, "{args:?} failed: {out}");
+    out
+}
+
+/// Runs `f` on a thread inside the namespace `ns`.
+pub fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("open netns");
+        rustix::thread::move_into_link_name_space(
+            file.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .expect("setns");
+        f()
+    })
+}
+
+/// A TCP server in `ns` answering `body` to every connection until `for_`
+/// has passed.
+pub fn serve(ns: &str, addr: SocketAddr, body: &'static str, for_: Duration) {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    in_netns(ns, move || {
+        let l = TcpListener::bind(addr).expect("bind");
+        l.set_nonblocking(true).expect("nonblocking");
+        ready_tx.send(()).expect("ready");
+        let end = Instant::now() + for_;
+        while Instant::now() < end {
+            match l.accept() {
+                Ok((mut s, _)) => {
+                    let _ = s.set_nonblocking(false);
+                    let _ = s.write_all(body.as_bytes());
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("server up");
+}
+
+/// Connects from `ns` to `addr`; what the server said, or `None`.
+pub fn fetch(ns: &str, addr: SocketAddr) -> Option<String> {
+    in_netns(ns, move || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(1500)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    })
+    .join()
+    .expect("client thread")
+}
+
+pub fn ping(ns: &str, to: Ipv4Addr) -> bool {
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "1",
+        &to.to_string(),
+    ])
+    .0
 }

@@ -146,6 +146,8 @@ pub fn ports_from_layout(layout: &Layout) -> Result<BTreeMap<String, Port>> {
     let mut ports = BTreeMap::new();
     for id in layout.list()? {
         let net = match layout.existing_net(&id) {
+            // Routed VPC ports are guarded by the VPC data plane (host::vpc).
+            Ok(Some(n)) if n.vpc.is_some() => continue,
             Ok(Some(n)) => n,
             Ok(None) => continue,
             Err(e) => {
