@@ -284,6 +284,47 @@ fn tcp_ok(ns: &str, to: SocketAddr) -> bool {
     .expect("client")
 }
 
+/// Bytes per second of one TCP stream from `from_ns` to a sink at `to` in
+/// `to_ns`, sending for about a second.
+fn throughput(from_ns: &str, to_ns: &str, to: SocketAddr) -> f64 {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let sink = in_netns(to_ns, move || {
+        let l = TcpListener::bind(to).expect("bind sink");
+        ready_tx.send(()).expect("ready");
+        let (mut s, _) = l.accept().expect("accept");
+        let mut buf = vec![0u8; 1 << 16];
+        let mut n = 0u64;
+        while let Ok(k) = s.read(&mut buf) {
+            if k == 0 {
+                break;
+            }
+            n += k as u64;
+        }
+        n
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("sink up");
+    let started = Instant::now();
+    in_netns(from_ns, move || {
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2)).expect("connect");
+        let buf = vec![7u8; 1 << 16];
+        let end = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < end {
+            s.write_all(&buf).expect("send");
+        }
+    })
+    .join()
+    .expect("sender");
+    let bytes = sink.join().expect("sink");
+    bytes as f64 / started.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
 #[test]
 fn vpc_data_plane_between_two_fake_hosts() {
     // No VMM and no KVM: root, iproute2 and nftables only.
@@ -423,6 +464,10 @@ fn vpc_data_plane_between_two_fake_hosts() {
         )]
     };
 
+    // Strict reverse-path filtering host-wide would drop routed VPC traffic:
+    // the data plane switches it off in its namespace.
+    a.sh(&["sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/all/rp_filter"]);
+
     // Before any view: the ports exist, but their traffic is dropped.
     a.apply(None, ports(&all, true), false);
     b.apply(None, ports(&all, false), false);
@@ -459,6 +504,62 @@ fn vpc_data_plane_between_two_fake_hosts() {
     assert_eq!(fetch(&g1.name(), at(&g3, 8080)).as_deref(), Some("vpc1-g3"));
     assert_eq!(fetch(&g3.name(), at(&g1, 8080)).as_deref(), Some("vpc1-g1"));
     assert_eq!(fetch(&g4.name(), at(&g5, 8080)).as_deref(), Some("vpc2-g5"));
+    // Throughput of one TCP stream: overlay (g1 on A -> g2 on B) and, for
+    // comparison, two guests on a plain bridge (the legacy path's shape).
+    let overlay = throughput(&g1.name(), &g2.name(), at(&g2, 5001));
+    let bridge_host = NetNs::new();
+    assert!(
+        bridge_host
+            .ip(&["link", "add", "nbbrleg", "type", "bridge"])
+            .0
+    );
+    assert!(bridge_host.ip(&["link", "set", "nbbrleg", "up"]).0);
+    let legacy: Vec<NetNs> = (1..=2u8)
+        .map(|i| {
+            let ns = NetNs::new();
+            let tap = format!("nbtleg{i}");
+            must(&[
+                "ip",
+                "link",
+                "add",
+                &tap,
+                "netns",
+                &bridge_host.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &ns.name,
+            ]);
+            assert!(
+                bridge_host
+                    .ip(&["link", "set", &tap, "master", "nbbrleg", "up"])
+                    .0
+            );
+            assert!(
+                ns.ip(&["addr", "add", &format!("10.99.0.{i}/24"), "dev", "eth0"])
+                    .0
+            );
+            assert!(ns.ip(&["link", "set", "eth0", "up"]).0);
+            ns
+        })
+        .collect();
+    let bridged = throughput(
+        &legacy[0].name,
+        &legacy[1].name,
+        SocketAddr::from(([10, 99, 0, 2], 5001)),
+    );
+    eprintln!(
+        "TCP throughput, one stream, 1 s: overlay {:.2} Gbit/s, bridge {:.2} Gbit/s",
+        overlay * 8.0 / 1e9,
+        bridged * 8.0 / 1e9
+    );
+    assert!(overlay > 1e6, "the overlay carries bulk traffic");
+    drop(legacy);
+    drop(bridge_host);
+
     // VPC 2 has no 10.0.2.30: nothing crosses over.
     assert!(!ping(&g4.name(), g3.ip), "VPC 2 must not reach VPC 1");
     assert_eq!(fetch(&g4.name(), at(&g3, 8080)), None);
@@ -617,13 +718,78 @@ fn vpc_data_plane_between_two_fake_hosts() {
     std::thread::sleep(Duration::from_millis(300));
     let v3 = view(3, &all, &web(false));
     let revoked_at = Instant::now();
-    b.apply(Some(v3.clone()), ports(&all, false), false);
+    let s = b.apply(Some(v3.clone()), ports(&all, false), false);
+    eprintln!("revoking view applied on B in {:?}", s.took);
+    assert!(s.nft && !s.kernel, "{s:?}");
     a.apply(Some(v3), ports(&all, true), false);
     let stopped = client.join().expect("client").expect("the flow went on");
     let cut = stopped.saturating_duration_since(revoked_at);
     eprintln!("established flow stopped {cut:?} after the revoke");
     assert!(cut < Duration::from_millis(1500), "{cut:?}");
     assert!(!tcp_ok(&g1.name(), at(&g2, 80)));
+
+    // The network step of a launch on host A: TAP + routed port set-up
+    // (sync of one more port) versus TAP on the bridge + firewall update.
+    let base = ports(&all, true);
+    let (routed, bridged) = a.run(move |rt, vpc| {
+        rt.block_on(async {
+            use nubis_agent::host::firewall::{render::Port, Firewall};
+            use nubis_agent::host::tap;
+            let mut routed = Vec::new();
+            let mut ps = base.clone();
+            for i in 1..=5u8 {
+                let t0 = Instant::now();
+                let name = format!("nbtlat{i}");
+                tap::ensure_routed_tap(&name).await.expect("routed tap");
+                ps.push(
+                    LocalPort::new(
+                        &format!("i-lat{i}"),
+                        &name,
+                        "02:4e:42:00:02:01",
+                        Ipv4Addr::new(10, 0, 1, 100 + i),
+                        Ipv4Addr::new(10, 0, 1, 1),
+                        VPC1,
+                    )
+                    .expect("port"),
+                );
+                vpc.sync_ports(ps.clone(), false).await.expect("sync");
+                routed.push(t0.elapsed());
+            }
+            let fw = Firewall::new(&nubis_agent::config::NetworkConfig {
+                bridge: "nbbrlat".into(),
+                tap_prefix: "nbtb".into(),
+                ..Default::default()
+            });
+            tap::ensure_bridge_link("nbbrlat").await.expect("bridge");
+            let mut fw_ports = std::collections::BTreeMap::new();
+            let mut bridged = Vec::new();
+            for i in 1..=5u8 {
+                let t0 = Instant::now();
+                let name = format!("nbtblat{i}");
+                tap::ensure_tap(&name, "nbbrlat")
+                    .await
+                    .expect("bridged tap");
+                fw_ports.insert(
+                    name.clone(),
+                    Port::new(&name, "02:4e:42:00:03:01", Ipv4Addr::new(10, 98, 0, 10 + i))
+                        .expect("port"),
+                );
+                fw.apply(fw.rules(fw_ports.clone()), false)
+                    .await
+                    .expect("firewall");
+                bridged.push(t0.elapsed());
+            }
+            fw.remove().await.expect("firewall removal");
+            for i in 1..=5u8 {
+                tap::delete_tap(&format!("nbtlat{i}")).await.expect("del");
+                tap::delete_tap(&format!("nbtblat{i}")).await.expect("del");
+            }
+            tap::delete_tap("nbbrlat").await.expect("del bridge");
+            vpc.sync_ports(base, false).await.expect("sync");
+            (median(routed), median(bridged))
+        })
+    });
+    eprintln!("launch network step (median of 5): routed VPC port {routed:?}, bridge port + firewall {bridged:?}");
 
     // Removal: g1 goes (its TAP first, as a terminate does), then all of A.
     a.sh(&["ip", "link", "del", &g1.tap]);

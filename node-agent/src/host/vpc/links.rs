@@ -436,6 +436,10 @@ pub fn restrict(mut found: Kernel, taps: &BTreeSet<String>) -> Kernel {
     found
 }
 
+/// The host-wide reverse-path filter setting (the effective value of a
+/// device is the larger of this and its own).
+pub const RP_FILTER_ALL: &str = "/proc/sys/net/ipv4/conf/all/rp_filter";
+
 /// The sysctls of a routed TAP: proxy ARP (answered at once), forwarding,
 /// no reverse-path filter (the VPC tables are not the main table), no IPv6.
 pub fn tap_sysctls(tap: &str) -> Vec<(String, &'static str)> {

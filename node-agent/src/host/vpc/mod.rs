@@ -428,21 +428,60 @@ impl VpcNet {
             s.ports = ports.len();
         });
         let stale = force
-            || !inner
+            || inner
                 .applied
                 .at
-                .is_some_and(|t| t.elapsed() < REAPPLY_EVERY);
-        let want = Kernel::of_plan(&plan);
+                .is_none_or(|t| t.elapsed() >= REAPPLY_EVERY);
         let taps: BTreeSet<String> = ports.iter().map(|p| p.tap.clone()).collect();
-        let mut out = Synced::default();
+        // Routing objects and nftables are independent (the filters name
+        // devices, they do not need them): both at once.
+        let ruleset = nft::render(&plan);
+        let nft_due = stale || inner.applied.nft.as_ref() != Some(&ruleset);
+        let nft_apply = async {
+            if !nft_due {
+                return Ok(false);
+            }
+            let json = serde_json::to_vec(&ruleset).map_err(|source| Error::Json {
+                context: "the VPC nftables batch".into(),
+                source,
+            })?;
+            run("nft", &["-j", "-f", "-"], Some(&json)).await?;
+            Ok::<bool, Error>(true)
+        };
+        let (kernel, nft_done) =
+            tokio::join!(self.apply_kernel(inner, &plan, &taps, stale), nft_apply);
+        let out = Synced {
+            kernel: kernel?,
+            nft: nft_done?,
+            took: Duration::ZERO,
+        };
+        if out.nft {
+            inner.applied.nft = Some(ruleset);
+        }
+        if stale {
+            inner.applied.at = Some(Instant::now());
+        }
+        Ok(out)
+    }
 
-        // Routing objects.
+    /// Makes the routing objects match `plan`: the difference from what
+    /// was applied last (or, when `stale`, from what the kernel holds).
+    /// Returns whether anything was changed.
+    async fn apply_kernel(
+        &self,
+        inner: &mut Inner,
+        plan: &Plan,
+        taps: &BTreeSet<String>,
+        stale: bool,
+    ) -> Result<bool> {
+        let want = Kernel::of_plan(plan);
         let mut all_taps = taps.clone();
         all_taps.extend(inner.applied.taps.iter().cloned());
         let mut have = match (&inner.applied.kernel, stale) {
             (Some(k), false) => Some(k.clone()),
             _ => None,
         };
+        let mut changed = false;
         for attempt in 0..2 {
             let mut h = match have.take() {
                 Some(h) => h,
@@ -453,10 +492,10 @@ impl VpcNet {
             if cmds.is_empty() {
                 break;
             }
-            out.kernel = true;
+            changed = true;
             let applied = async {
                 batch("ip", &cmds.ip_first).await?;
-                self.configure_devices(inner, &plan, stale).await?;
+                self.configure_devices(inner, plan, stale).await?;
                 batch("bridge", &cmds.bridge).await?;
                 batch("ip", &cmds.ip_then).await
             }
@@ -469,34 +508,35 @@ impl VpcNet {
                 Err(e) => return Err(e),
             }
         }
-        self.configure_devices(inner, &plan, stale).await?;
+        self.configure_devices(inner, plan, stale).await?;
         inner.applied.kernel = Some(want);
-        inner.applied.taps = taps;
-
-        // nftables.
-        let batch = nft::render(&plan);
-        if stale || inner.applied.nft.as_ref() != Some(&batch) {
-            let json = serde_json::to_vec(&batch).map_err(|source| Error::Json {
-                context: "the VPC nftables batch".into(),
-                source,
-            })?;
-            run("nft", &["-j", "-f", "-"], Some(&json)).await?;
-            inner.applied.nft = Some(batch);
-            out.nft = true;
-        }
-        if stale {
-            inner.applied.at = Some(Instant::now());
-        }
-        Ok(out)
+        inner.applied.taps = taps.clone();
+        Ok(changed)
     }
 
     /// Sets the sysctls of routed TAPs and VXLAN devices not yet configured
     /// (all of them when `all`).
     async fn configure_devices(&self, inner: &mut Inner, plan: &Plan, all: bool) -> Result<()> {
+        let mut todo = Vec::new();
         if all {
             inner.applied.configured.clear();
+            // The kernel filters by max(all, device): the VPC tables are not
+            // consulted by reverse-path lookups, so `all` must be 0 too.
+            if !plan.vpcs.is_empty() {
+                let path = links::RP_FILTER_ALL;
+                let now = crate::layout::off_runtime(|| std::fs::read_to_string(path))
+                    .unwrap_or_default();
+                if now.trim() != "0" && !now.is_empty() {
+                    tracing::warn!(
+                        was = now.trim(),
+                        "setting net.ipv4.conf.all.rp_filter = 0 in the agent's network namespace \
+                         (VPC ports are routed by tables reverse-path checks do not see; \
+                         docs/networking.md)"
+                    );
+                    todo.push((path.to_string(), "0"));
+                }
+            }
         }
-        let mut todo = Vec::new();
         for vp in plan.vpcs.values() {
             let devs = vp
                 .ports

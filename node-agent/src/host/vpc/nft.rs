@@ -396,4 +396,4 @@ pub fn render(plan: &Plan) -> Value {
 
 #[cfg(test)]
 #[path = "nft_tests.rs"]
-mod tests;
+pub(crate) mod tests_support;

@@ -21,7 +21,7 @@ fn port(i: u8, vni: u32) -> LocalPort {
 }
 
 /// A plan: ports 10 (listed, groups web) and 11 (not listed) in VPC 0x101.
-pub(super) fn sample_plan() -> Plan {
+pub(crate) fn sample_plan() -> Plan {
     let mut groups = BTreeMap::new();
     groups.insert(
         "sg-web".to_string(),
