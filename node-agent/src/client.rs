@@ -925,6 +925,35 @@ mod tests {
     }
 
     #[test]
+    fn vpc_fields_are_converted_and_validated() {
+        let mut a = assignment(pb::DesiredState::Running);
+        assert_eq!(
+            desired_from_assignment(&a).unwrap().spec.vpc,
+            None,
+            "vni 0: the bridge"
+        );
+        let net = a.spec.as_mut().unwrap().network.as_mut().unwrap();
+        net.vni = 0x101;
+        net.vpc_id = "vpc-1".into();
+        net.subnet_id = "subnet-1".into();
+        net.subnet_cidr = "10.200.0.0/24".into();
+        net.security_group_ids = vec!["sg-1".into(), "sg-2".into()];
+        let v = desired_from_assignment(&a).unwrap().spec.vpc.unwrap();
+        assert_eq!(v.vni, 0x101);
+        assert_eq!(v.vpc_id, "vpc-1");
+        assert_eq!(v.subnet_cidr, "10.200.0.0/24");
+        assert_eq!(v.security_group_ids, ["sg-1", "sg-2"]);
+        // A VNI beyond 24 bits, or a VPC instance without its address.
+        let net = a.spec.as_mut().unwrap().network.as_mut().unwrap();
+        net.vni = 1 << 24;
+        assert!(desired_from_assignment(&a).is_err());
+        let net = a.spec.as_mut().unwrap().network.as_mut().unwrap();
+        net.vni = 7;
+        net.ip = String::new();
+        assert!(desired_from_assignment(&a).is_err());
+    }
+
+    #[test]
     fn root_volume_size_is_converted() {
         let mut a = assignment(pb::DesiredState::Running);
         let d = desired_from_assignment(&a).unwrap();
