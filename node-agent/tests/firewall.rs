@@ -61,21 +61,7 @@ fn spoofed_frames_are_dropped_and_guests_cannot_reach_the_host() {
     );
     assert!(host.ip(&["link", "set", "nbbr0", "up"]).0);
     for i in 1..=3u8 {
-        must(&[
-            "ip",
-            "link",
-            "add",
-            &tap(i),
-            "netns",
-            &host.name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &g(i),
-        ]);
+        host.veth_to(&tap(i), &g(i));
         assert!(
             host.ip(&["link", "set", &tap(i), "master", "nbbr0", "up"])
                 .0

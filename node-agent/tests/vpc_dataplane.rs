@@ -64,10 +64,7 @@ fn guest(
     let mac = format!("02:4e:42:00:01:{i:02x}");
     let o = ip.octets();
     let gw = Ipv4Addr::new(o[0], o[1], o[2], 1);
-    must(&[
-        "ip", "link", "add", &tap, "netns", &host.name, "type", "veth", "peer", "name", "eth0",
-        "netns", &ns.name,
-    ]);
+    host.veth_to(&tap, &ns.name);
     assert!(host.ip(&["link", "set", &tap, "up"]).0);
     assert!(ns.ip(&["link", "set", "eth0", "address", &mac]).0);
     assert!(
@@ -518,21 +515,7 @@ fn vpc_data_plane_between_two_fake_hosts() {
         .map(|i| {
             let ns = NetNs::new();
             let tap = format!("nbtleg{i}");
-            must(&[
-                "ip",
-                "link",
-                "add",
-                &tap,
-                "netns",
-                &bridge_host.name,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                &ns.name,
-            ]);
+            bridge_host.veth_to(&tap, &ns.name);
             assert!(
                 bridge_host
                     .ip(&["link", "set", &tap, "master", "nbbrleg", "up"])

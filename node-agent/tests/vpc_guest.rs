@@ -158,21 +158,7 @@ fn a_hello_guest_on_a_routed_port_follows_its_security_groups() {
     // The fake guest: its host end in the agent's namespace, recorded like
     // an instance of the VPC so that the data plane routes it.
     let fake = NetNs::new();
-    common::must(&[
-        "ip",
-        "link",
-        "add",
-        FAKE_TAP,
-        "netns",
-        &env.netns.name,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &fake.name,
-    ]);
+    env.netns.veth_to(FAKE_TAP, &fake.name);
     assert!(env.netns.ip(&["link", "set", FAKE_TAP, "up"]).0);
     for args in [
         vec!["link", "set", "eth0", "address", FAKE_MAC],

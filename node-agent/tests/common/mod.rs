@@ -133,6 +133,15 @@ impl NetNs {
         )
     }
 
+    /// Adds a veth pair: `host_end` here, `eth0` in `guest` (a fake guest
+    /// whose TAP is `host_end`).
+    pub fn veth_to(&self, host_end: &str, guest: &str) {
+        must(&[
+            "ip", "link", "add", host_end, "netns", &self.name, "type", "veth", "peer", "name",
+            "eth0", "netns", guest,
+        ]);
+    }
+
     pub fn link_exists(&self, name: &str) -> bool {
         self.ip(&["link", "show", "dev", name]).0
     }

@@ -24,13 +24,10 @@ pub mod nft;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
 
 use crate::error::{Error, Result};
 use crate::host::tap::ioctl::index_of;
@@ -123,46 +120,8 @@ fn now_ms() -> u64 {
 
 /// Runs `program args`, feeding `stdin`; returns stdout.
 async fn run(program: &str, args: &[&str], stdin: Option<&[u8]>) -> Result<String> {
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::io(format!("running {program}"), e))?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input)
-            .await
-            .map_err(|e| Error::io(format!("writing to {program}"), e))?;
-        drop(pipe);
-    }
-    let out = tokio::time::timeout(CMD_TIMEOUT, child.wait_with_output())
-        .await
-        .map_err(|_| {
-            Error::io(
-                format!(
-                    "{program} {} did not finish in {CMD_TIMEOUT:?}",
-                    args.join(" ")
-                ),
-                std::io::ErrorKind::TimedOut.into(),
-            )
-        })?
-        .map_err(|e| Error::io(format!("waiting for {program}"), e))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(Error::Command {
-            command: format!("{program} {}", args.join(" ")),
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
+    let missing = format!("running {program} (packages iproute2 and nftables)");
+    crate::host::command::run(program, args, stdin, CMD_TIMEOUT, &missing).await
 }
 
 /// Runs batch `lines` with `program -force -batch -` (every line is tried;
