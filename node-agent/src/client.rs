@@ -531,6 +531,7 @@ async fn network_loop(agent: Arc<Agent>, client: Client, node_id: String) {
                     match stream.message().await {
                         Ok(Some(v)) => {
                             backoff = Duration::from_secs(1);
+                            let received = std::time::Instant::now();
                             let view = crate::host::vpc::NetView::from_proto(&v);
                             let revision = view.revision;
                             match ctx.vpc.set_view(view).await {
@@ -538,7 +539,7 @@ async fn network_loop(agent: Arc<Agent>, client: Client, node_id: String) {
                                     Ok(s) => tracing::info!(
                                         revision,
                                         changed = s.changed(),
-                                        took_ms = s.took.as_millis() as u64,
+                                        took_ms = received.elapsed().as_millis() as u64,
                                         "network view applied"
                                     ),
                                     Err(e) => {

@@ -10,12 +10,12 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{fetch, in_netns, must, ping, run, serve, NetNs};
-use nubis_agent::host::vpc::{LocalPort, NetView, Synced, VpcNet};
+use nubis_agent::host::vpc::{model, LocalPort, NetView, Synced, VpcNet};
 use nubis_proto::node::v1 as pb;
 
 const VPC1: u32 = 0x101;
@@ -317,6 +317,32 @@ fn throughput(from_ns: &str, to_ns: &str, to: SocketAddr) -> f64 {
     bytes as f64 / started.elapsed().as_secs_f64()
 }
 
+/// True when a datagram sent from `from_ns` to `to` (a socket in `to_ns`)
+/// arrives.
+fn udp_arrives(from_ns: &str, to_ns: &str, to: SocketAddr) -> bool {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let rx = in_netns(to_ns, move || {
+        let s = UdpSocket::bind(to).expect("udp bind");
+        s.set_read_timeout(Some(Duration::from_millis(1500))).ok();
+        ready_tx.send(()).ok();
+        let mut buf = [0u8; 16];
+        s.recv_from(&mut buf).is_ok()
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("udp up");
+    in_netns(from_ns, move || {
+        let s = UdpSocket::bind(("0.0.0.0", 0)).expect("bind");
+        for _ in 0..5 {
+            let _ = s.send_to(b"hello", to);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .join()
+    .expect("sender");
+    rx.join().expect("receiver")
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -576,6 +602,95 @@ fn vpc_data_plane_between_two_fake_hosts() {
         );
         assert!(!ping(&g.name(), to), "{} pings {to}", g.id);
     }
+
+    // VXLAN from a host that is no tunnel endpoint of the view (on the
+    // underlay, with a VXLAN device of VPC 1 aimed at A) is dropped; the
+    // same from B's guest arrives.
+    let rogue = NetNs::new();
+    must(&[
+        "ip",
+        "link",
+        "add",
+        "ul0",
+        "netns",
+        &rogue.name,
+        "mtu",
+        "9000",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "nbfab9",
+        "netns",
+        &fabric.name,
+        "mtu",
+        "9000",
+    ]);
+    assert!(
+        fabric
+            .ip(&["link", "set", "nbfab9", "master", "nbfab", "up"])
+            .0
+    );
+    let a_vtep = model::mac_string(&model::vtep_mac(UL_A, VPC1));
+    for args in [
+        vec!["addr", "add", "10.254.0.9/24", "dev", "ul0"],
+        vec!["link", "set", "ul0", "up"],
+        vec![
+            "link",
+            "add",
+            "nbxr",
+            "type",
+            "vxlan",
+            "id",
+            "257",
+            "local",
+            "10.254.0.9",
+            "dstport",
+            "4789",
+            "nolearning",
+            "dev",
+            "ul0",
+        ],
+        vec!["link", "set", "nbxr", "up"],
+        vec!["addr", "add", "10.0.1.77/24", "dev", "nbxr"],
+        vec![
+            "neigh",
+            "replace",
+            "10.0.1.10",
+            "lladdr",
+            &a_vtep,
+            "dev",
+            "nbxr",
+            "nud",
+            "permanent",
+        ],
+    ] {
+        assert!(rogue.ip(&args).0, "{args:?}");
+    }
+    must(&[
+        "ip",
+        "netns",
+        "exec",
+        &rogue.name,
+        "bridge",
+        "fdb",
+        "append",
+        &a_vtep,
+        "dev",
+        "nbxr",
+        "dst",
+        "10.254.0.1",
+    ]);
+    let g1_udp = SocketAddr::from((g1.ip, 9999));
+    assert!(
+        udp_arrives(&g2.name(), &g1.name(), g1_udp),
+        "legitimate VXLAN"
+    );
+    assert!(
+        !udp_arrives(&rogue.name, &g1.name(), g1_udp),
+        "VXLAN from a rogue host"
+    );
+    drop(rogue);
 
     // Spoofing: a forged source address, then a forged MAC.
     assert!(

@@ -99,6 +99,10 @@ struct Applied {
 struct Inner {
     saved: Saved,
     applied: Applied,
+    /// Revision of the last view received by this process (the kept one
+    /// may come from another control plane's history: any received view
+    /// replaces it).
+    received: Option<i64>,
 }
 
 /// The host's VPC data plane (one per agent).
@@ -243,6 +247,7 @@ impl VpcNet {
             inner: tokio::sync::Mutex::new(Inner {
                 saved,
                 applied: Applied::default(),
+                received: None,
             }),
             status: Mutex::new(status),
         }
@@ -304,14 +309,17 @@ impl VpcNet {
         f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
-    /// Takes `view` as the latest unless an newer one is in use; returns
-    /// whether it was taken (and then kept in the state file).
+    /// Takes `view` as the latest unless this process received a newer one
+    /// already; returns whether it changed anything (the view is then kept
+    /// in the state file).
     pub async fn set_view(&self, view: NetView) -> Result<bool> {
         let mut inner = self.inner.lock().await;
-        if let Some(old) = &inner.saved.view {
-            if old.revision > view.revision || *old == view {
-                return Ok(false);
-            }
+        if inner.received.is_some_and(|r| r > view.revision) {
+            return Ok(false);
+        }
+        inner.received = Some(view.revision);
+        if inner.saved.view.as_ref() == Some(&view) {
+            return Ok(false);
         }
         inner.saved.view = Some(view);
         self.save(&inner.saved)?;
@@ -558,5 +566,48 @@ impl VpcNet {
         run("nft", &["-j", "-f", "-"], Some(&json)).await?;
         inner.applied = Applied::default();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(revision: i64) -> NetView {
+        NetView {
+            revision,
+            vpcs: BTreeMap::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn views_are_kept_and_older_ones_of_this_process_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("vpc.json");
+        let net = VpcNet::new(None, None, Some(file.clone()));
+        assert!(net.set_view(view(5)).await.unwrap());
+        assert!(!net.set_view(view(5)).await.unwrap(), "unchanged");
+        assert!(!net.set_view(view(4)).await.unwrap(), "older");
+        assert_eq!(net.status().view_revision, Some(5));
+        // A restarted agent starts from the kept view, and takes whatever
+        // the control plane sends first (even an older revision: another
+        // control plane's history).
+        let again = VpcNet::new(None, None, Some(file));
+        assert_eq!(again.status().view_revision, Some(5));
+        assert!(again.set_view(view(1)).await.unwrap());
+        assert_eq!(again.status().view_revision, Some(1));
+    }
+
+    #[test]
+    fn the_underlay_device_is_found_by_its_address() {
+        let json = r#"[{"ifname":"lo","addr_info":[{"local":"127.0.0.1"}]},
+            {"ifname":"eth1","addr_info":[{"local":"10.254.0.1","prefixlen":24}]}]"#;
+        let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(
+            device_with(json, a("10.254.0.1")).unwrap().as_deref(),
+            Some("eth1")
+        );
+        assert_eq!(device_with(json, a("10.254.0.2")).unwrap(), None);
+        assert!(device_with("{", a("10.254.0.1")).is_err());
     }
 }

@@ -20,7 +20,9 @@
 //!   revoked rule stops an established flow at once. A port the view does
 //!   not list (yet) has all its traffic dropped.
 //! * `in` (input, 0): nothing from a routed TAP or a VXLAN device reaches
-//!   the host itself.
+//!   the host itself, and VXLAN packets (UDP 4789 to the underlay address)
+//!   are accepted only from the underlay addresses of the view's remote
+//!   instances' hosts.
 //!
 //! Group peers match per-(VPC, group) sets `g<vni hex>_<group>` of the
 //! members' addresses.
@@ -334,6 +336,30 @@ pub fn render(plan: &Plan) -> Value {
         "in",
         vec![m(meta("iifname"), "==", set(devs)), json!({"drop": null})],
     ));
+    // VXLAN carries no authentication: only the tunnel endpoints of the
+    // VPCs' remote instances may send to this one.
+    if let Some(local) = plan.underlay {
+        let vteps: std::collections::BTreeSet<String> = plan
+            .vpcs
+            .values()
+            .flat_map(|vp| vp.remotes.values().map(|r| r.underlay.to_string()))
+            .collect();
+        let mut stmts = vec![
+            m(payload("ip", "daddr"), "==", json!(local.to_string())),
+            m(meta("l4proto"), "==", json!(17)),
+            m(
+                payload("udp", "dport"),
+                "==",
+                json!(super::links::VXLAN_PORT),
+            ),
+        ];
+        if !vteps.is_empty() {
+            let vteps = vteps.into_iter().map(|v| json!(v)).collect();
+            stmts.push(m(payload("ip", "saddr"), "!=", set(vteps)));
+        }
+        stmts.push(json!({"drop": null}));
+        out.push(rule(inet, "in", stmts));
+    }
 
     // arp: the instance speaks for itself only.
     out.push(base_chain(arp, "in", "input", 0));

@@ -129,6 +129,15 @@ fn zones_and_anti_spoofing() {
     let input = rules_of(&b, "inet", "in");
     let devs = input[0][0]["match"]["right"]["set"].as_array().unwrap();
     assert_eq!(devs.len(), 3);
+    // VXLAN only from the remote instances' hosts.
+    assert_eq!(input[1][0]["match"]["right"], "10.254.0.1");
+    assert_eq!(input[1][2]["match"]["right"], 4789);
+    assert_eq!(input[1][3]["match"]["op"], "!=");
+    assert_eq!(
+        input[1][3]["match"]["right"],
+        json!({"set": ["10.254.0.2"]})
+    );
+    assert_eq!(input[1][4], json!({"drop": null}));
 }
 
 #[test]
