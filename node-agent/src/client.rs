@@ -35,7 +35,8 @@ use crate::reconcile::{Agent, DesiredInstance};
 use crate::runtime::State;
 use crate::types::{Desired, DeviceLimits, ImageName, InstanceId, InstanceSpec, VpcAttachment};
 
-type Client = NodeClient<nubis_proto::auth::SignedChannel>;
+/// The Node API client over a signed channel.
+pub type Client = NodeClient<nubis_proto::auth::SignedChannel>;
 
 /// Most `ReportInstance` calls in flight at once.
 pub const REPORT_CONCURRENCY: usize = 16;
@@ -458,7 +459,7 @@ async fn session(
     let mut c = client.clone();
     // Reports: everything once per session, then changes (own task).
     let _network = AbortOnDrop(tokio::spawn(network_loop(
-        agent.clone(),
+        agent.context().clone(),
         client.clone(),
         node_id.clone(),
     )));
@@ -512,9 +513,8 @@ async fn session(
 /// not serve it yet (UNIMPLEMENTED) means "no view yet": logged once, asked
 /// again with back-off, like any other failure of the stream (the session
 /// itself goes on).
-async fn network_loop(agent: Arc<Agent>, client: Client, node_id: String) {
+pub async fn network_loop(ctx: Arc<crate::context::HostContext>, client: Client, node_id: String) {
     const MAX_BACKOFF: Duration = Duration::from_secs(30);
-    let ctx = agent.context();
     let mut backoff = Duration::from_secs(1);
     let mut said_unimplemented = false;
     loop {
