@@ -1,5 +1,5 @@
 use super::*;
-use crate::host::vpc::nft::tests_support::sample_plan;
+use crate::host::vpc::nft::tests::sample_plan;
 
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()

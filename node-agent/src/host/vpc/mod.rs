@@ -194,6 +194,17 @@ pub fn device_with(json: &str, addr: Ipv4Addr) -> Result<Option<String>> {
         .map(str::to_string))
 }
 
+/// The MTU of the interface that has `addr` (same listing).
+fn mtu_of_device_with(json: &str, addr: Ipv4Addr) -> Option<u64> {
+    let links: Vec<serde_json::Value> = serde_json::from_str(json).ok()?;
+    let dev = device_with(json, addr).ok()??;
+    links
+        .iter()
+        .find(|l| l.get("ifname").and_then(|n| n.as_str()) == Some(dev.as_str()))
+        .and_then(|l| l.get("mtu"))
+        .and_then(|m| m.as_u64())
+}
+
 /// The routed ports recorded in the state directory whose TAP exists.
 pub fn ports_from_layout(layout: &Layout) -> Result<Vec<LocalPort>> {
     let mut out = Vec::new();
@@ -278,6 +289,13 @@ impl VpcNet {
             return Ok(());
         };
         let out = run("ip", &["-j", "-4", "addr", "show"], None).await?;
+        if let Some(mtu) = mtu_of_device_with(&out, addr).filter(|m| *m < 1550) {
+            tracing::warn!(
+                mtu,
+                "the underlay interface's MTU is below 1550: guests' 1500-byte packets do not fit \
+                 into VXLAN (50 bytes more) and cross hosts only in smaller pieces"
+            );
+        }
         let dev = device_with(&out, addr)?.ok_or_else(|| {
             Error::ConfigInvalid(format!(
                 "network.underlay_address {addr} is not an address of any interface in the agent's \
@@ -600,8 +618,8 @@ mod tests {
 
     #[test]
     fn the_underlay_device_is_found_by_its_address() {
-        let json = r#"[{"ifname":"lo","addr_info":[{"local":"127.0.0.1"}]},
-            {"ifname":"eth1","addr_info":[{"local":"10.254.0.1","prefixlen":24}]}]"#;
+        let json = r#"[{"ifname":"lo","mtu":65536,"addr_info":[{"local":"127.0.0.1"}]},
+            {"ifname":"eth1","mtu":1500,"addr_info":[{"local":"10.254.0.1","prefixlen":24}]}]"#;
         let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
         assert_eq!(
             device_with(json, a("10.254.0.1")).unwrap().as_deref(),
@@ -609,5 +627,7 @@ mod tests {
         );
         assert_eq!(device_with(json, a("10.254.0.2")).unwrap(), None);
         assert!(device_with("{", a("10.254.0.1")).is_err());
+        assert_eq!(mtu_of_device_with(json, a("10.254.0.1")), Some(1500));
+        assert_eq!(mtu_of_device_with(json, a("10.254.0.2")), None);
     }
 }

@@ -422,4 +422,4 @@ pub fn render(plan: &Plan) -> Value {
 
 #[cfg(test)]
 #[path = "nft_tests.rs"]
-pub(crate) mod tests_support;
+pub(crate) mod tests;
