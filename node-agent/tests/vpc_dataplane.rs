@@ -343,6 +343,89 @@ fn udp_arrives(from_ns: &str, to_ns: &str, to: SocketAddr) -> bool {
     rx.join().expect("receiver")
 }
 
+/// Sends, from `eth0` in `ns` (MAC `mac`), an ARP request for `target`
+/// claiming `sender` as its address; true when an ARP reply comes back.
+fn arp_answered(ns: &str, mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> bool {
+    in_netns(ns, move || {
+        let proto = (libc::ETH_P_ARP as u16).to_be();
+        // SAFETY: plain socket(2) call; the result is checked.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
+        assert!(
+            fd >= 0,
+            "packet socket: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: fd was just opened by this thread and is owned from here.
+        let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let ifindex = nubis_agent::host::tap::ioctl::index_of("eth0")
+            .expect("index")
+            .expect("eth0");
+        let mut frame = Vec::with_capacity(42);
+        frame.extend_from_slice(&[0xff; 6]);
+        frame.extend_from_slice(&mac);
+        frame.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+        frame.extend_from_slice(&mac);
+        frame.extend_from_slice(&sender.octets());
+        frame.extend_from_slice(&[0; 6]);
+        frame.extend_from_slice(&target.octets());
+        // SAFETY: sockaddr_ll is plain data; zeroed is a valid value.
+        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        to.sll_family = libc::AF_PACKET as u16;
+        to.sll_protocol = proto;
+        to.sll_ifindex = ifindex as i32;
+        to.sll_halen = 6;
+        to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+        use std::os::fd::AsRawFd;
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 200_000,
+        };
+        // SAFETY: setsockopt reads `tv` (a live timeval of the given size);
+        // sendto reads `frame` and `to` (live, sizes given). Results checked.
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as u32,
+            );
+            let sent = libc::sendto(
+                sock.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&to as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
+            assert_eq!(
+                sent,
+                frame.len() as isize,
+                "{}",
+                std::io::Error::last_os_error()
+            );
+        }
+        let end = Instant::now() + Duration::from_secs(1);
+        let mut buf = [0u8; 128];
+        while Instant::now() < end {
+            // SAFETY: recv writes at most buf.len() bytes into the live buf.
+            let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            // An ARP reply (op 2) for `target` sent to `sender`.
+            if n >= 42
+                && buf[12..14] == [0x08, 0x06]
+                && buf[20..22] == [0, 2]
+                && buf[28..32] == target.octets()
+                && buf[38..42] == sender.octets()
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .join()
+    .expect("arp thread")
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -691,6 +774,15 @@ fn vpc_data_plane_between_two_fake_hosts() {
         "VXLAN from a rogue host"
     );
     drop(rogue);
+
+    // ARP speaks only for the instance: the gateway is answered (proxy ARP)
+    // when g1 asks as itself, not when it claims a neighbour's address.
+    let g1_mac = nubis_agent::host::firewall::render::parse_mac(&g1.mac).expect("mac");
+    assert!(arp_answered(&g1.name(), g1_mac, g1.ip, g1.gw), "own ARP");
+    assert!(
+        !arp_answered(&g1.name(), g1_mac, g2.ip, g1.gw),
+        "ARP for g2's address"
+    );
 
     // Spoofing: a forged source address, then a forged MAC.
     assert!(
