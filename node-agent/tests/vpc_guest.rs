@@ -15,9 +15,10 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{have_prereqs, in_netns, Env, NetNs};
+use common::{alive, have_prereqs, in_netns, must, start_agent, wait_status, Env, NetNs};
 use nubis_agent::context::HostContext;
 use nubis_agent::host::vpc::NetView;
+use nubis_agent::host::vpc::{LocalPort, VpcNet};
 use nubis_agent::instance::InstanceHandle;
 use nubis_agent::layout::{write_json, NetAlloc};
 use nubis_agent::runtime::{Admission, Request, State};
@@ -62,12 +63,17 @@ fn spec(id: &str) -> InstanceSpec {
 /// The view: hello in `sg-web` (TCP 80 from `sg-client` when `allow`), the
 /// fake guest in `sg-client`.
 fn view(revision: i64, hello: &str, allow: bool) -> NetView {
+    view_on(revision, hello, allow, "", "")
+}
+
+/// [`view`] with the hosts' underlay addresses of hello and the fake guest.
+fn view_on(revision: i64, hello: &str, allow: bool, hello_ul: &str, fake_ul: &str) -> NetView {
     let ep = |id: &str, ip: Ipv4Addr, mac: &str, g: &str| pb::Endpoint {
         instance_id: id.into(),
         ip: ip.to_string(),
         mac: mac.into(),
         subnet_id: "subnet-g".into(),
-        node_underlay_ip: String::new(),
+        node_underlay_ip: if id == hello { hello_ul } else { fake_ul }.into(),
         node_id: "node-1".into(),
         security_group_ids: vec![g.into()],
         public_ip: String::new(),
@@ -245,4 +251,150 @@ fn a_hello_guest_on_a_routed_port_follows_its_security_groups() {
         assert!(!rules.contains(&net.tap), "{rules}");
         assert!(rules.contains(FAKE_TAP), "{rules}");
     });
+}
+
+/// The real agent binary with a hello guest on a routed port, its host's
+/// underlay on a fabric shared with a second fake host (its data plane
+/// driven here) carrying a fake guest of the VPC: HTTP crosses the VXLAN
+/// overlay; the agent is killed (-9) and restarted: the guest keeps being
+/// reachable while no agent runs and after the restart (nothing torn down,
+/// the view from `vpc.json`), the VMM is re-adopted.
+#[test]
+fn routed_guest_stays_reachable_across_an_agent_restart() {
+    if !have_prereqs(true) {
+        return;
+    }
+    let env = Env::new();
+    let state = env.state.path().to_path_buf();
+    // Fabric, host A (the agent's namespace) and host B.
+    let fabric = NetNs::new();
+    assert!(fabric.ip(&["link", "add", "nbfab", "type", "bridge"]).0);
+    assert!(fabric.ip(&["link", "set", "nbfab", "mtu", "9000", "up"]).0);
+    let host_b = NetNs::new();
+    for (host, port, ul) in [
+        (&env.netns, "nbfab1", "10.254.0.1/24"),
+        (&host_b, "nbfab2", "10.254.0.2/24"),
+    ] {
+        must(&[
+            "ip",
+            "link",
+            "add",
+            "ul0",
+            "netns",
+            &host.name,
+            "mtu",
+            "9000",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            port,
+            "netns",
+            &fabric.name,
+            "mtu",
+            "9000",
+        ]);
+        assert!(fabric.ip(&["link", "set", port, "master", "nbfab", "up"]).0);
+        assert!(host.ip(&["addr", "add", ul, "dev", "ul0"]).0);
+        assert!(host.ip(&["link", "set", "ul0", "up"]).0);
+    }
+    let fake = NetNs::new();
+    host_b.veth_to(FAKE_TAP, &fake.name);
+    assert!(host_b.ip(&["link", "set", FAKE_TAP, "up"]).0);
+    for args in [
+        vec!["link", "set", "eth0", "address", FAKE_MAC],
+        vec!["addr", "add", "10.0.1.20/24", "dev", "eth0"],
+        vec!["link", "set", "eth0", "up"],
+        vec!["route", "add", "default", "via", "10.0.1.1"],
+    ] {
+        assert!(fake.ip(&args).0, "{args:?}");
+    }
+    // The agent's underlay, and the view it had before (its state file).
+    let toml = std::fs::read_to_string(env.config_path()).unwrap();
+    let toml = toml.replacen(
+        "[network]\n",
+        "[network]\nunderlay_address = \"10.254.0.1\"\n",
+        1,
+    );
+    std::fs::write(env.config_path(), toml).unwrap();
+    let id = "i-vpcr0001";
+    let v = view_on(1, id, true, "10.254.0.1", "10.254.0.2");
+    std::fs::write(
+        state.join("vpc.json"),
+        serde_json::json!({"view": v, "zones": {}}).to_string(),
+    )
+    .unwrap();
+    let mut spec = serde_json::to_value(spec(id)).unwrap();
+    spec["cmdline_extra"] = "".into();
+    std::fs::write(
+        state.join("desired.json"),
+        serde_json::json!({"instances": [{"spec": spec, "desired": "running", "generation": 1}]})
+            .to_string(),
+    )
+    .unwrap();
+    // Host B: the fake guest's routed port.
+    let b = Arc::new(VpcNet::new(Some(Ipv4Addr::new(10, 254, 0, 2)), None, None));
+    let fake_port = LocalPort::new(
+        "i-fake0001",
+        FAKE_TAP,
+        FAKE_MAC,
+        FAKE_IP,
+        Ipv4Addr::new(10, 0, 1, 1),
+        VNI,
+    )
+    .unwrap();
+    let (bb, vv) = (b.clone(), v.clone());
+    in_netns(&host_b.name, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            bb.set_view(vv).await.unwrap();
+            bb.sync_ports(vec![fake_port], false).await.unwrap();
+        });
+    })
+    .join()
+    .unwrap();
+
+    let t0 = nubis_agent::instance::now_ms();
+    let agent = start_agent(&env);
+    let ready = |v: &serde_json::Value| {
+        v["instances"][0]["state"] == "running" && v["instances"][0]["ready"] == true
+    };
+    let st = wait_status(&env, t0, "hello running + ready", ready);
+    let pid = st["instances"][0]["pid"].as_i64().unwrap() as i32;
+    assert_eq!(st["vpc"]["view_revision"], 1, "{st:#}");
+    let body = http_from(&fake.name, Duration::from_secs(60));
+    assert!(
+        body.as_deref().is_some_and(|b| b.contains("HTTP/1")),
+        "{body:?}"
+    );
+    let (_, rules) = env.netns.ip(&["rule", "show"]);
+
+    // kill -9: the kernel state stays, so does the guest's reachability.
+    let agent_pid = agent.0.id() as i32;
+    drop(agent);
+    assert!(!alive(agent_pid));
+    assert!(alive(pid));
+    let body = http_from(&fake.name, Duration::from_secs(5));
+    assert!(body.is_some(), "unreachable while no agent runs");
+
+    let t1 = nubis_agent::instance::now_ms();
+    let _agent = start_agent(&env);
+    let st = wait_status(&env, t1, "hello re-adopted", ready);
+    assert_eq!(
+        st["instances"][0]["pid"].as_i64(),
+        Some(i64::from(pid)),
+        "VMM restarted"
+    );
+    assert_eq!(st["vpc"]["view_revision"], 1, "{st:#}");
+    let body = http_from(&fake.name, Duration::from_secs(5));
+    assert!(body.is_some(), "unreachable after the restart");
+    let (_, after) = env.netns.ip(&["rule", "show"]);
+    let mut r0: Vec<&str> = rules.lines().collect();
+    let mut r1: Vec<&str> = after.lines().collect();
+    r0.sort_unstable();
+    r1.sort_unstable();
+    assert_eq!(r0, r1, "rules changed across the restart");
 }

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use std::time::Instant;
 
@@ -449,4 +449,67 @@ pub fn ping(ns: &str, to: Ipv4Addr) -> bool {
         &to.to_string(),
     ])
     .0
+}
+
+// The real agent binary (standalone mode) in a test's namespace.
+
+/// The agent process; SIGKILLed and reaped on drop.
+pub struct AgentProc(pub Child);
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn start_agent(env: &Env) -> AgentProc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(env.state.path().join("agent.log"))
+        .unwrap();
+    let child = Command::new("nsenter")
+        .arg(format!("--net={}", env.netns.path().display()))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_nubis-agent"))
+        .arg("--config")
+        .arg(env.config_path())
+        .env("NUBIS_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    AgentProc(child)
+}
+
+pub fn read_status(state: &Path) -> Option<serde_json::Value> {
+    let b = std::fs::read(state.join("status.json")).ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
+/// Waits until status.json (written after `after_ms`) satisfies `pred`.
+pub fn wait_status(
+    env: &Env,
+    after_ms: u64,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if let Some(v) = read_status(env.state.path()) {
+            if v["written_unix_ms"].as_u64().unwrap_or(0) >= after_ms && pred(&v) {
+                return v;
+            }
+            if Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(env.state.path().join("agent.log")).unwrap_or_default();
+                panic!("timed out waiting for {what}; status: {v:#}\nagent log:\n{log}");
+            }
+        } else if Instant::now() > deadline {
+            panic!("timed out waiting for {what}: no status.json");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
