@@ -468,7 +468,7 @@ pub fn start_agent(env: &Env) -> AgentProc {
         .create(true)
         .append(true)
         .open(env.state.path().join("agent.log"))
-        .unwrap();
+        .expect("agent log");
     let child = Command::new("nsenter")
         .arg(format!("--net={}", env.netns.path().display()))
         .arg("--")
@@ -477,10 +477,10 @@ pub fn start_agent(env: &Env) -> AgentProc {
         .arg(env.config_path())
         .env("NUBIS_LOG", "info")
         .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
+        .stdout(log.try_clone().expect("agent log"))
         .stderr(log)
         .spawn()
-        .unwrap();
+        .expect("start nubis-agent");
     AgentProc(child)
 }
 
