@@ -430,8 +430,17 @@ impl VpcNet {
                 context: "the VPC nftables batch".into(),
                 source,
             })?;
-            run("nft", &["-j", "-f", "-"], Some(&json)).await?;
-            Ok::<bool, Error>(true)
+            match run("nft", &["-j", "-f", "-"], Some(&json)).await {
+                Ok(_) => Ok::<bool, Error>(true),
+                // Without nft there are no tables to remove (a host without
+                // VPC instances need not have it).
+                Err(Error::Io { source, .. })
+                    if plan.vpcs.is_empty() && source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    Ok(true)
+                }
+                Err(e) => Err(e),
+            }
         };
         let (kernel, nft_done) =
             tokio::join!(self.apply_kernel(inner, &plan, &taps, stale), nft_apply);
