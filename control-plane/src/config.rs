@@ -307,6 +307,13 @@ pub struct HttpConfig {
     /// request re-sent within the same second has the same signature.
     #[serde(default)]
     pub replay_cache: bool,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); goes with
+    /// `tls_key_file`. Absent: plain HTTP.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, RSA or EC).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -322,11 +329,26 @@ impl Default for HttpConfig {
             rate_limit_per_second: default_ec2_rate(),
             rate_limit_burst: default_ec2_burst(),
             replay_cache: false,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
 
 impl HttpConfig {
+    /// The gateway's TLS files, when it serves HTTPS.
+    pub fn tls_files(&self) -> Option<crate::tls::PemFiles<'_>> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Some(crate::tls::PemFiles {
+                cert_setting: "http.tls_cert_file",
+                cert_file: cert,
+                key_setting: "http.tls_key_file",
+                key_file: key,
+            }),
+            _ => None,
+        }
+    }
+
     /// The gateway's request settings.
     pub fn gateway(&self) -> crate::ec2::GatewayConfig {
         crate::ec2::GatewayConfig {
@@ -738,6 +760,9 @@ impl Config {
             {
                 return bad(format!("etcd.tls needs https:// endpoints, not {e:?}"));
             }
+        }
+        if self.http.tls_cert_file.is_some() != self.http.tls_key_file.is_some() {
+            return bad("http: tls_cert_file and tls_key_file go together".into());
         }
         if self.etcd.username.is_some() != self.etcd.password_file.is_some() {
             return bad("etcd: username and password_file go together".into());

@@ -7,7 +7,8 @@
 //! tasks under an etcd election). The EC2 Query gateway in [`ec2`] is a second edge over the same
 //! domain layer. [`server`] wires everything for the binary and for tests;
 //! [`sim`] is a simulated node agent speaking the Node API. [`ratelimit`]
-//! holds the per-account token buckets both edges share.
+//! holds the per-account token buckets both edges share; [`tls`] reads
+//! server certificates.
 
 pub mod api;
 pub mod cloudwatch;
@@ -23,5 +24,6 @@ pub mod server;
 pub mod sim;
 pub mod store;
 pub mod tasks;
+pub mod tls;
 
 pub use error::{Error, Result};

@@ -38,6 +38,15 @@ impl Replica {
     /// Connects to etcd, binds every listener and starts serving.
     pub async fn start(cfg: Config) -> Result<Self> {
         cfg.validate()?;
+        // Certificate problems fail the start before anything else happens.
+        let http_tls = match cfg.http.tls_files() {
+            Some(files) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
+                files,
+                &[b"http/1.1"],
+            )?)),
+            None => None,
+        };
+        let grpc_tls = cfg.grpc.tls.as_ref().map(server_tls).transpose()?;
         let cfg = Arc::new(cfg);
         let security = crate::store::EtcdSecurity::load(&cfg.etcd)?;
         let store = Store::connect_secure(&cfg.etcd.endpoints, &cfg.etcd.prefix, &security).await?;
@@ -68,9 +77,9 @@ impl Replica {
             let routes = crate::api::routes(domain.clone());
             let mut stop = rx.clone();
             let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
-            if let Some(tls) = &cfg.grpc.tls {
+            if let Some(tls) = grpc_tls {
                 builder = builder
-                    .tls_config(server_tls(tls)?)
+                    .tls_config(tls)
                     .map_err(|e| Error::invalid(format!("configuration: grpc.tls: {e}")))?;
             }
             tasks.push(tokio::spawn(async move {
@@ -127,7 +136,7 @@ impl Replica {
             let limits = crate::ec2::listener::Limits::from(&cfg.http);
             let stop = rx.clone();
             tasks.push(tokio::spawn(crate::ec2::listener::serve(
-                listener, app, limits, stop,
+                listener, app, limits, http_tls, stop,
             )));
         }
         let mut metrics_addr = None;
@@ -204,6 +213,12 @@ fn server_tls(tls: &GrpcTlsConfig) -> Result<tonic::transport::ServerTlsConfig> 
             ))
         })
     };
+    crate::tls::check(crate::tls::PemFiles {
+        cert_setting: "grpc.tls.cert_file",
+        cert_file: &tls.cert_file,
+        key_setting: "grpc.tls.key_file",
+        key_file: &tls.key_file,
+    })?;
     let cert = read("cert_file", &tls.cert_file)?;
     let key = read("key_file", &tls.key_file)?;
     let mut c = tonic::transport::ServerTlsConfig::new()

@@ -19,6 +19,16 @@
 //!   most 4 MiB is then read and thrown away, never kept, so that clients
 //!   that send it all before reading see the answer.
 //!
+//! - TLS (`[http] tls_cert_file` / `tls_key_file`, rustls through
+//!   tokio-rustls, [`crate::tls`]): the handshake runs in the connection's
+//!   own task, over the timed socket, after the connection took its slot;
+//!   it must be complete within `header_timeout` of the accept, and the first
+//!   request's head within `header_timeout` of the handshake's first byte
+//!   (the socket wrapper sees the handshake as the start of the first
+//!   request). A connection over a limit is closed without an answer (a
+//!   plain-text 503 means nothing to a TLS client, and a handshake would
+//!   cost the CPU the limit protects).
+//!
 //! Requests themselves go to the gateway's axum router ([`super::router`]).
 
 use std::collections::HashMap;
@@ -98,6 +108,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) {
     let table = Arc::new(ConnTable::new(limits));
@@ -123,20 +134,31 @@ pub async fn serve(
             tracing::debug!(error = %e, "TCP_NODELAY on an EC2 gateway socket");
         }
         let Some(slot) = table.admit(peer.ip()) else {
-            refuse(tcp, peer);
+            refuse(tcp, peer, tls.is_some());
             continue;
         };
-        conns.spawn(connection(tcp, slot, app.clone(), limits, stop.clone()));
+        conns.spawn(connection(
+            tcp,
+            slot,
+            app.clone(),
+            limits,
+            tls.clone(),
+            stop.clone(),
+        ));
     }
     let drain = async { while conns.join_next().await.is_some() {} };
     let _ = tokio::time::timeout(DRAIN_ON_SHUTDOWN, drain).await;
 }
 
 /// Answers a connection over a limit with `503 RequestLimitExceeded` (the
-/// socket's send buffer is empty: the write does not block) and closes it.
-fn refuse(tcp: TcpStream, peer: SocketAddr) {
+/// socket's send buffer is empty: the write does not block) and closes it;
+/// on a TLS listener it is closed without an answer.
+fn refuse(tcp: TcpStream, peer: SocketAddr, tls: bool) {
     tracing::debug!(%peer, "EC2 gateway connection refused: connection limit");
     crate::metrics::global().ec2("", "ConnectionLimitExceeded", Duration::ZERO);
+    if tls {
+        return;
+    }
     let xml = Ec2Error::new(
         ErrorCode::RequestLimitExceeded,
         "Too many open connections; retry later",
@@ -156,10 +178,42 @@ async fn connection(
     _slot: Slot,
     app: Router,
     limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) {
     let state = Arc::new(ConnState::default());
     let io = TimedIo::new(tcp, limits, state.clone());
+    let Some(tls) = tls else {
+        return http(io, state, app, limits, stop).await;
+    };
+    let handshake = tokio::time::timeout(limits.header_timeout, tls.accept(io));
+    let io = tokio::select! {
+        r = handshake => match r {
+            Ok(Ok(io)) => io,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "EC2 gateway TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("EC2 gateway TLS handshake not complete in time");
+                return;
+            }
+        },
+        _ = stop.wait_for(|s| *s) => return,
+    };
+    http(io, state, app, limits, stop).await
+}
+
+/// Serves HTTP/1.1 requests on `io` (the timed socket, or TLS over it).
+async fn http<I>(
+    io: I,
+    state: Arc<ConnState>,
+    app: Router,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let app = app.clone();
         let busy = Busy::start(state.clone());
