@@ -211,6 +211,19 @@ pub struct GrpcConfig {
     /// Largest burst per account.
     #[serde(default = "default_grpc_burst")]
     pub rate_limit_burst: f64,
+    /// Open TCP connections per replica; more are closed at once.
+    #[serde(default = "default_grpc_max_connections")]
+    pub max_connections: usize,
+    /// Open TCP connections per client IP address; more are closed at once.
+    #[serde(default = "default_grpc_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// A new TCP connection must finish its TLS handshake and send the
+    /// HTTP/2 preface within this many seconds of being accepted.
+    #[serde(default = "default_grpc_handshake_timeout")]
+    pub handshake_timeout_seconds: u64,
+    /// Concurrent calls (HTTP/2 streams) per connection.
+    #[serde(default = "default_grpc_max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for GrpcConfig {
@@ -221,11 +234,24 @@ impl Default for GrpcConfig {
             tls: None,
             rate_limit_per_second: default_grpc_rate(),
             rate_limit_burst: default_grpc_burst(),
+            max_connections: default_grpc_max_connections(),
+            max_connections_per_ip: default_grpc_max_connections_per_ip(),
+            handshake_timeout_seconds: default_grpc_handshake_timeout(),
+            max_concurrent_streams: default_grpc_max_concurrent_streams(),
         }
     }
 }
 
 impl GrpcConfig {
+    /// The TCP listener's connection limits.
+    pub fn limits(&self) -> crate::grpc_listener::GrpcLimits {
+        crate::grpc_listener::GrpcLimits {
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            handshake_timeout: std::time::Duration::from_secs(self.handshake_timeout_seconds),
+        }
+    }
+
     /// The per-account rate limit.
     pub fn rate_limit(&self) -> crate::ratelimit::RateLimit {
         crate::ratelimit::RateLimit {
@@ -240,6 +266,18 @@ fn default_grpc_rate() -> f64 {
 }
 fn default_grpc_burst() -> f64 {
     200.0
+}
+fn default_grpc_max_connections() -> usize {
+    4096
+}
+fn default_grpc_max_connections_per_ip() -> usize {
+    256
+}
+fn default_grpc_handshake_timeout() -> u64 {
+    10
+}
+fn default_grpc_max_concurrent_streams() -> u32 {
+    128
 }
 
 /// `[grpc.tls]`: the TCP listener serves TLS with this certificate; with
@@ -760,6 +798,15 @@ impl Config {
             {
                 return bad(format!("etcd.tls needs https:// endpoints, not {e:?}"));
             }
+        }
+        if self.grpc.max_connections == 0
+            || self.grpc.max_connections_per_ip == 0
+            || self.grpc.handshake_timeout_seconds == 0
+            || self.grpc.max_concurrent_streams == 0
+        {
+            return bad(
+                "grpc: connection limits and the handshake timeout must be positive".into(),
+            );
         }
         if self.http.tls_cert_file.is_some() != self.http.tls_key_file.is_some() {
             return bad("http: tls_cert_file and tls_key_file go together".into());

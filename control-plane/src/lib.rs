@@ -8,14 +8,17 @@
 //! domain layer. [`server`] wires everything for the binary and for tests;
 //! [`sim`] is a simulated node agent speaking the Node API. [`ratelimit`]
 //! holds the per-account token buckets both edges share; [`tls`] reads
-//! server certificates.
+//! server certificates; [`connlimit`] counts open connections for the TCP
+//! listeners ([`grpc_listener`] is the gRPC one's accept side).
 
 pub mod api;
 pub mod cloudwatch;
 pub mod config;
+pub mod connlimit;
 pub mod domain;
 pub mod ec2;
 pub mod error;
+pub mod grpc_listener;
 pub mod ids;
 pub mod metrics;
 pub mod ratelimit;

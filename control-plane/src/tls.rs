@@ -1,8 +1,9 @@
 //! Server TLS configurations read from PEM files: the EC2 gateway's
 //! (`[http] tls_cert_file` / `tls_key_file`, served by
-//! [`crate::ec2::listener`] with tokio-rustls) and a start-up check of the
-//! gRPC listener's `[grpc.tls]` files (tonic serves those itself). Both use
-//! rustls with the ring provider, as tonic's `tls-ring` does.
+//! [`crate::ec2::listener`]) and the gRPC TCP listener's (`[grpc.tls]`,
+//! optionally verifying agents' client certificates; served by
+//! [`crate::grpc_listener`]). Both are rustls with the ring provider (the
+//! one tonic's `tls-ring` brings), handshaken with tokio-rustls.
 //!
 //! Everything is read and checked when the replica starts, so a missing or
 //! unreadable file, a file without a certificate or key, or a key that does
@@ -103,9 +104,40 @@ pub fn server_config(files: PemFiles<'_>, alpn: &[&[u8]]) -> Result<Arc<rustls::
     Ok(Arc::new(cfg))
 }
 
-/// Checks a certificate and key pair that tonic will read itself (`[grpc.tls]`):
-/// tonic would report a key that does not belong to the certificate only at
-/// the first handshake.
-pub fn check(files: PemFiles<'_>) -> Result<()> {
-    files.certified().map(|_| ())
+/// The gRPC listener's configuration: `files`' certificate, ALPN `h2`, and
+/// with `client_ca` (setting name, file) client certificates signed by that
+/// CA are verified when offered (optional at the handshake: tenants have
+/// none; the Node API insists on one, [`crate::api::peer`]).
+pub fn grpc_server_config(
+    files: PemFiles<'_>,
+    client_ca: Option<(&str, &Path)>,
+) -> Result<Arc<rustls::ServerConfig>> {
+    let (chain, key) = files.certified()?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Internal(format!("TLS protocol versions: {e}")))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some((setting, path)) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in read_chain(setting, path)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| bad(setting, path, format!("not a usable CA certificate: {e}")))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| bad(setting, path, e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut cfg = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| files.mismatch(e))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(cfg))
 }

@@ -31,13 +31,12 @@
 //!
 //! Requests themselves go to the gateway's axum router ([`super::router`]).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -54,6 +53,7 @@ use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
 use super::error::{Ec2Error, ErrorCode};
+use crate::connlimit::{ConnTable, Slot};
 
 /// How long open connections get to finish when the replica stops.
 const DRAIN_ON_SHUTDOWN: Duration = Duration::from_secs(3);
@@ -111,7 +111,10 @@ pub async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let table = Arc::new(ConnTable::new(limits));
+    let table = Arc::new(ConnTable::new(
+        limits.max_connections,
+        limits.max_connections_per_ip,
+    ));
     let mut conns = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -293,60 +296,6 @@ pub(crate) fn closing(status: StatusCode, xml: String) -> http::Response<Body> {
     );
     h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
-}
-
-/// Open connections, in total and per client address.
-#[derive(Debug)]
-struct ConnTable {
-    limits: Limits,
-    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
-}
-
-impl ConnTable {
-    fn new(limits: Limits) -> Self {
-        Self {
-            limits,
-            open: Mutex::new((0, HashMap::new())),
-        }
-    }
-
-    /// A slot for a connection from `ip`, or `None` over a limit.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
-        let ip = ip.to_canonical();
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let (total, per_ip) = &mut *open;
-        let mine = per_ip.get(&ip).copied().unwrap_or(0);
-        if *total >= self.limits.max_connections || mine >= self.limits.max_connections_per_ip {
-            return None;
-        }
-        *total += 1;
-        per_ip.insert(ip, mine + 1);
-        Some(Slot {
-            table: self.clone(),
-            ip,
-        })
-    }
-}
-
-/// A connection's place in the [`ConnTable`], given back on drop.
-#[derive(Debug)]
-struct Slot {
-    table: Arc<ConnTable>,
-    ip: IpAddr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut open = self.table.open.lock().unwrap_or_else(|p| p.into_inner());
-        let (total, per_ip) = &mut *open;
-        *total = total.saturating_sub(1);
-        if let Some(n) = per_ip.get_mut(&self.ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                per_ip.remove(&self.ip);
-            }
-        }
-    }
 }
 
 /// What a connection's socket wrapper knows of its requests.
