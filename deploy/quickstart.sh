@@ -391,6 +391,7 @@ secret = "$ENROL_SECRET"
 [network]
 bridge_address = "10.200.$n.1/24"
 instance_range = "10.200.$n.2-10.200.$n.254"
+underlay_address = "10.254.0.$((10 + n))"
 
 [capacity]
 vcpus = $PER_HOST_VCPUS

@@ -518,7 +518,8 @@ impl Cluster {
              vmm_binary = {vmm:?}\n\n\
              [enrolment]\nkey_id = \"{eid}\"\nsecret = \"{esec}\"\n\n\
              [network]\nfirewall = {firewall}\nbridge_address = \"10.200.{index}.1/24\"\n\
-             instance_range = \"10.200.{index}.2-10.200.{index}.254\"\n\n\
+             instance_range = \"10.200.{index}.2-10.200.{index}.254\"\n\
+             underlay_address = \"{underlay}\"\n\n\
              [capacity]\nvcpus = {vcpus}\nmemory_mib = {mem}\n\n\
              [cgroup]\nparent = \"{id}/{name}\"\nenforce_limits = {enforce}\n\n\
              [instances]\nvmm_memory_overhead_mib = 16\n\n\
@@ -536,6 +537,7 @@ impl Cluster {
             mem = spec.memory_mib,
             id = self.id,
             hb = self.spec.heartbeat_interval_seconds,
+            underlay = underlay,
             // Off only for a test that shows what the firewall prevents
             // (tests/tests/e2e_antispoof.rs).
             firewall = std::env::var("NUBIS_TEST_AGENT_FIREWALL").map_or(true, |v| v != "0"),
