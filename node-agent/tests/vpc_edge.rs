@@ -9,7 +9,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -236,6 +236,31 @@ fn who(ns: &str, addr: SocketAddr, name: &'static str, for_: Duration) {
         .expect("server up");
 }
 
+/// True when a datagram sent from `from_ns` to `to` (a socket in `to_ns`)
+/// arrives.
+fn udp_arrives(from_ns: &str, to_ns: &str, to: SocketAddr) -> bool {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let rx = in_netns(to_ns, move || {
+        let s = UdpSocket::bind(to).expect("udp bind");
+        s.set_read_timeout(Some(Duration::from_millis(1500))).ok();
+        ready_tx.send(()).ok();
+        s.recv_from(&mut [0u8; 16]).is_ok()
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("udp up");
+    in_netns(from_ns, move || {
+        let s = UdpSocket::bind(("0.0.0.0", 0)).expect("bind");
+        for _ in 0..5 {
+            let _ = s.send_to(b"hello", to);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .join()
+    .expect("sender");
+    rx.join().expect("receiver")
+}
+
 /// `curl http://<to>:<port>/` from `ns`: the body, or `None`.
 fn curl(ns: &str, to: Ipv4Addr, port: u16) -> Option<String> {
     let url = format!("http://{to}:{port}/");
@@ -323,10 +348,12 @@ fn public_addresses_through_the_edge() {
         edge.ip(&["route", "add", "198.51.100.0/24", "dev", "ul0"])
             .0
     );
-    assert!(
-        edge.ip(&["route", "add", "10.0.0.0/16", "via", &UL_A.to_string()])
-            .0
-    );
+    for block in ["10.0.0.0/16", "10.200.0.0/16"] {
+        assert!(
+            edge.ip(&["route", "add", block, "via", &UL_A.to_string()])
+                .0
+        );
+    }
     let mk_host = |ul: Ipv4Addr, n: u8| {
         let ns = NetNs::new();
         plug(&ns, ul, n);
@@ -341,6 +368,34 @@ fn public_addresses_through_the_edge() {
     };
     let a = mk_host(UL_A, 1);
     let b = mk_host(UL_B, 2);
+    // A legacy bridge on A with a guest (10.200.0.10), which the underlay
+    // must not reach through A once A forwards for public addresses.
+    let legacy = NetNs::new();
+    for args in [
+        vec!["link", "add", "nbleg", "type", "bridge"],
+        vec!["addr", "add", "10.200.0.1/24", "dev", "nbleg"],
+        vec!["link", "set", "nbleg", "up"],
+    ] {
+        assert!(a.ns.ip(&args).0, "{args:?}");
+    }
+    a.ns.veth_to("nblegt1", &legacy.name);
+    assert!(
+        a.ns.ip(&["link", "set", "nblegt1", "master", "nbleg", "up"])
+            .0
+    );
+    for args in [
+        vec!["addr", "add", "10.200.0.10/24", "dev", "eth0"],
+        vec!["link", "set", "eth0", "up"],
+        vec!["route", "add", "default", "via", "10.200.0.1"],
+    ] {
+        assert!(legacy.ip(&args).0, "{args:?}");
+    }
+    let forwarding = |h: &Host| {
+        h.sh(&["cat", "/proc/sys/net/ipv4/conf/ul0/forwarding"])
+            .trim()
+            .to_string()
+    };
+    assert_eq!(forwarding(&a), "0");
 
     let ip = |s: &str| s.parse::<Ipv4Addr>().expect("ip");
     // VPC 1 on A: g1 public, g2 private. VPC 2, the same addresses: g3 on A
@@ -396,6 +451,16 @@ fn public_addresses_through_the_edge() {
     for to in [g1.ip, g2.ip] {
         assert_eq!(curl(&edge.name, to, 80), None, "edge -> private {to}");
     }
+    // A forwards from the underlay now (it did not before), but only the
+    // public traffic: the legacy guest stays out of reach.
+    assert_eq!(forwarding(&a), "1");
+    // (One way is enough to harm: UDP, as the legacy bridge itself does
+    // not forward replies.)
+    let to_legacy = SocketAddr::from(([10, 200, 0, 10], 9999));
+    assert!(
+        !udp_arrives(&edge.name, &legacy.name, to_legacy),
+        "edge -> legacy guest"
+    );
     // Inside the VPC nothing changed.
     assert_eq!(
         fetch(&g2.name(), SocketAddr::from((g1.ip, 81))).map(|s| s.ends_with("g1 from 10.0.1.11")),
@@ -487,6 +552,11 @@ fn public_addresses_through_the_edge() {
     ] {
         assert!(!snap.contains(gone), "{gone} left on A:\n{snap}");
     }
+    assert_eq!(
+        forwarding(&a),
+        "0",
+        "A's underlay forwarding switched back off"
+    );
     // B untouched until told; then removed whole.
     assert_eq!(
         curl(&edge.name, ip("198.51.100.30"), 80),

@@ -10,7 +10,9 @@
 //!   underlay, so the kernel's `arp_process` answers the proxy neighbour;
 //!   lo because kernels without dummy devices exist) and a proxy neighbour
 //!   `<public> dev <underlay>`; the underlay device forwards
-//!   (`conf/<dev>/forwarding`) and answers at once (`proxy_delay` 0);
+//!   (`conf/<dev>/forwarding`; when the agent switched it on, it forwards
+//!   nothing else and is switched off with the last public instance) and
+//!   answers at once (`proxy_delay` 0);
 //! * `ip rule fwmark <table> lookup <table>` (at [`RULE_PRIO`]) for the
 //!   VPC's table, whose blackhole default becomes `default via <edge
 //!   gateway> dev <underlay>` (`links::Route::Default`);
@@ -170,8 +172,11 @@ fn rule(chain: &str, expr: Vec<Value>) -> Value {
 
 /// The batch that makes `ip nubis_edge` hold exactly what `plan.edge`
 /// needs (removed when it has no public instance). `plan`'s routed ports
-/// are all kept from the underlay unless NATed.
-pub fn render(plan: &Plan) -> Value {
+/// are all kept from the underlay unless NATed. `own_forwarding`: the
+/// agent switched forwarding on for the underlay device, which then
+/// forwards nothing but public traffic (else only the agent's devices and
+/// marks are kept from it).
+pub fn render(plan: &Plan, own_forwarding: bool) -> Value {
     let table = json!({"family": "ip", "name": TABLE});
     let mut out = vec![
         json!({"add": {"table": table.clone()}}),
@@ -256,22 +261,26 @@ pub fn render(plan: &Plan) -> Value {
             json!({"accept": null}),
         ],
     ));
-    out.push(rule(
-        "fwd",
-        vec![
-            iif_ul(),
-            m(meta("oifname"), "==", set(all_taps.iter().copied())),
-            drop(),
-        ],
-    ));
-    out.push(rule(
-        "fwd",
-        vec![
-            iif_ul(),
-            m(meta("mark"), "==", set(marks.iter().copied())),
-            drop(),
-        ],
-    ));
+    if own_forwarding {
+        out.push(rule("fwd", vec![iif_ul(), drop()]));
+    } else {
+        out.push(rule(
+            "fwd",
+            vec![
+                iif_ul(),
+                m(meta("oifname"), "==", set(all_taps.iter().copied())),
+                drop(),
+            ],
+        ));
+        out.push(rule(
+            "fwd",
+            vec![
+                iif_ul(),
+                m(meta("mark"), "==", set(marks.iter().copied())),
+                drop(),
+            ],
+        ));
+    }
     if !private_taps.is_empty() {
         out.push(rule(
             "fwd",
@@ -423,14 +432,12 @@ pub fn parse(
     Ok(k)
 }
 
-/// The sysctls of the underlay device while public instances are served:
-/// forwarding (the kernel answers proxy neighbours and forwards only for
-/// a forwarding input device) and proxy answers without delay.
+/// The sysctls of the underlay device while public instances are served,
+/// besides forwarding (the kernel answers proxy neighbours and forwards
+/// only for a forwarding input device; `VpcNet` switches it): proxy
+/// answers without delay.
 pub fn underlay_sysctls(dev: &str) -> Vec<(String, &'static str)> {
-    vec![
-        (format!("/proc/sys/net/ipv4/conf/{dev}/forwarding"), "1"),
-        (format!("/proc/sys/net/ipv4/neigh/{dev}/proxy_delay"), "0"),
-    ]
+    vec![(format!("/proc/sys/net/ipv4/neigh/{dev}/proxy_delay"), "0")]
 }
 
 #[cfg(test)]

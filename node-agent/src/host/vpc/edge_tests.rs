@@ -153,7 +153,7 @@ fn without_edge_gateway_nothing_is_served_and_it_is_counted() {
     assert_eq!(p.edge.default_route(0x101), None);
     // Nothing rendered but the table's removal; the VPC table keeps its
     // blackhole default; the port may not leave for the underlay.
-    assert_eq!(render(&p)["nftables"].as_array().unwrap().len(), 2);
+    assert_eq!(render(&p, true)["nftables"].as_array().unwrap().len(), 2);
     let k = Kernel::of_plan(&p);
     assert!(k.routes.contains(&Route::Blackhole {
         table: table_of(0x101)
@@ -218,7 +218,7 @@ fn the_edge_table_maps_public_addresses_to_zones_marks_and_private_addresses() {
     let p = two_vpcs();
     let (z1, z2) = (p.vpcs[&0x101].zone, p.vpcs[&0x202].zone);
     assert_ne!(z1, z2);
-    let b = render(&p);
+    let b = render(&p, false);
     let ops = b["nftables"].as_array().unwrap();
     // Replaced whole: add, delete, add.
     assert_eq!(ops[0]["add"]["table"]["name"], TABLE);
@@ -274,6 +274,19 @@ fn the_edge_table_maps_public_addresses_to_zones_marks_and_private_addresses() {
     assert!(
         post[0].contains(r#"{"set":["198.51.100.5","198.51.100.6"]}"#) && post[0].contains("!=")
     );
+}
+
+#[test]
+fn an_underlay_the_agent_made_forward_forwards_only_public_traffic() {
+    let b = render(&two_vpcs(), true);
+    let fwd = rules_of(&b, "fwd");
+    assert_eq!(fwd.len(), 3, "{fwd:#?}");
+    assert!(fwd[0].contains(r#"["snat","dnat"]"#) && fwd[0].contains("accept"));
+    assert_eq!(
+        fwd[1],
+        r#"[{"match":{"left":{"meta":{"key":"iifname"}},"op":"==","right":"ul0"}},{"drop":null}]"#
+    );
+    assert!(fwd[2].contains(r#"{"set":["nbt2"]}"#) && fwd[2].contains("drop"));
 }
 
 #[test]

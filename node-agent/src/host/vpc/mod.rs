@@ -81,6 +81,10 @@ impl Synced {
 struct Saved {
     view: Option<NetView>,
     zones: BTreeMap<u32, u16>,
+    /// The underlay device whose forwarding the agent switched on for
+    /// public addresses (`edge`; switched off again when none is left).
+    #[serde(default)]
+    edge_forwarding: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -644,7 +648,8 @@ impl VpcNet {
         stale: bool,
     ) -> Result<(bool, bool)> {
         let e = &plan.edge;
-        let ruleset = edge::render(plan);
+        let owned = self.edge_forwarding(inner, e.dev.as_deref(), stale)?;
+        let ruleset = edge::render(plan, owned);
         let mut nft_done = false;
         if stale || inner.applied.edge_nft.as_ref() != Some(&ruleset) {
             if !e.conflicts.is_empty() {
@@ -686,6 +691,53 @@ impl VpcNet {
         batch("ip", &cmds).await?;
         inner.applied.edge_kernel = Some(want);
         Ok((!cmds.is_empty(), nft_done))
+    }
+
+    /// Makes the underlay device `dev` forward (public instances are
+    /// served; `None`: none is). Returns whether the agent switched it on
+    /// (kept in the state file): then it forwards only the public traffic
+    /// (`edge::render`) and is switched off again when none is left; a
+    /// device that forwarded before is left as it is. Checks the kernel's
+    /// value only when `stale` or when something changes.
+    fn edge_forwarding(&self, inner: &mut Inner, dev: Option<&str>, stale: bool) -> Result<bool> {
+        let path = |d: &str| format!("/proc/sys/net/ipv4/conf/{d}/forwarding");
+        let write = |d: &str, v: &str| {
+            let p = path(d);
+            match crate::layout::off_runtime(|| std::fs::write(&p, v)) {
+                Ok(()) => Ok(()),
+                // The device is gone: nothing to switch off.
+                Err(e) if v == "0" && e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(Error::io(format!("writing {p}"), e)),
+            }
+        };
+        let owned = inner.saved.edge_forwarding.clone();
+        if let (Some(d), Some(o)) = (dev, owned.as_deref()) {
+            if d == o {
+                if stale {
+                    write(d, "1")?;
+                }
+                return Ok(true);
+            }
+        }
+        if let Some(o) = &owned {
+            write(o, "0")?;
+            inner.saved.edge_forwarding = None;
+        }
+        let mut ours = false;
+        if let Some(d) = dev {
+            let p = path(d);
+            let now = crate::layout::off_runtime(|| std::fs::read_to_string(&p))
+                .map_err(|e| Error::io(format!("reading {p}"), e))?;
+            if now.trim() == "0" {
+                write(d, "1")?;
+                inner.saved.edge_forwarding = Some(d.to_string());
+                ours = true;
+            }
+        }
+        if inner.saved.edge_forwarding != owned {
+            self.save(&inner.saved)?;
+        }
+        Ok(ours)
     }
 }
 
