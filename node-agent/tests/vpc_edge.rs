@@ -7,15 +7,18 @@
 //! namespaces `nbag-*` this test creates and removes (also on failure).
 
 mod common;
+#[allow(dead_code)]
+mod vpc_support;
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{fetch, in_netns, must, run, NetNs};
 use nubis_agent::host::vpc::{LocalPort, NetView, Synced, VpcNet};
 use nubis_proto::node::v1 as pb;
+use vpc_support::udp_arrives;
 
 const VPC1: u32 = 0x301;
 const VPC2: u32 = 0x302;
@@ -234,31 +237,6 @@ fn who(ns: &str, addr: SocketAddr, name: &'static str, for_: Duration) {
     ready_rx
         .recv_timeout(Duration::from_secs(5))
         .expect("server up");
-}
-
-/// True when a datagram sent from `from_ns` to `to` (a socket in `to_ns`)
-/// arrives.
-fn udp_arrives(from_ns: &str, to_ns: &str, to: SocketAddr) -> bool {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let rx = in_netns(to_ns, move || {
-        let s = UdpSocket::bind(to).expect("udp bind");
-        s.set_read_timeout(Some(Duration::from_millis(1500))).ok();
-        ready_tx.send(()).ok();
-        s.recv_from(&mut [0u8; 16]).is_ok()
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("udp up");
-    in_netns(from_ns, move || {
-        let s = UdpSocket::bind(("0.0.0.0", 0)).expect("bind");
-        for _ in 0..5 {
-            let _ = s.send_to(b"hello", to);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    })
-    .join()
-    .expect("sender");
-    rx.join().expect("receiver")
 }
 
 /// `curl http://<to>:<port>/` from `ns`: the body, or `None`.

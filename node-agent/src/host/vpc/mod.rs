@@ -659,7 +659,13 @@ impl VpcNet {
                 context: "the edge nftables batch".into(),
                 source,
             })?;
-            run("nft", &["-j", "-f", "-"], Some(&json)).await?;
+            match run("nft", &["-j", "-f", "-"], Some(&json)).await {
+                Ok(_) => {}
+                // Without nft there is no table to remove.
+                Err(Error::Io { source, .. })
+                    if e.publics.is_empty() && source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
             inner.applied.edge_nft = Some(ruleset);
             nft_done = true;
         }
