@@ -402,6 +402,8 @@ fn public_addresses_through_the_edge() {
     eprintln!("view with public addresses applied on A in {:?}", s.took);
     b.apply(Some(view(1, &all)), ports(&all, false), false);
     eprintln!("both hosts applied in {:?}", t0.elapsed());
+    assert_eq!(a.vpc.status().public_addresses, 2);
+    assert_eq!(b.vpc.status().public_addresses, 1);
 
     // The edge reaches each public instance through its address (ARP
     // answered by the right host), and the instance sees the edge's
@@ -498,6 +500,7 @@ fn public_addresses_through_the_edge() {
         t.elapsed()
     );
     assert!(s.kernel && s.nft, "{s:?}");
+    assert_eq!(a.vpc.status().public_addresses, 1);
     assert_eq!(curl(&edge.name, ip("198.51.100.10"), 80), None);
     assert_eq!(to_edge(&g1), None, "g1 reached the edge without an address");
     assert_eq!(

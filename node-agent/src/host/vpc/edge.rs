@@ -432,6 +432,36 @@ pub fn parse(
     Ok(k)
 }
 
+/// Checks that `gateway` is on the subnet of the interface address
+/// `underlay` (an on-link next hop), from `ip -j -4 addr show` output.
+pub fn check_gateway(addr_json: &str, underlay: Ipv4Addr, gateway: Ipv4Addr) -> Result<()> {
+    let want = underlay.to_string();
+    let len = json_list(addr_json, "ip -j -4 addr show")?
+        .iter()
+        .flat_map(|l| {
+            l.get("addr_info")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        })
+        .find(|a| str_of(a, "local") == Some(want.as_str()))
+        .and_then(|a| a.get("prefixlen").and_then(Value::as_u64))
+        .unwrap_or(32)
+        .min(32) as u8;
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    let net = super::model::Cidr {
+        addr: Ipv4Addr::from(u32::from(underlay) & mask),
+        len,
+    };
+    if net.contains(gateway) && gateway != underlay {
+        Ok(())
+    } else {
+        Err(Error::ConfigInvalid(format!(
+            "network.edge_gateway {gateway} is not a next hop on the underlay subnet {net}"
+        )))
+    }
+}
+
 /// The sysctls of the underlay device while public instances are served,
 /// besides forwarding (the kernel answers proxy neighbours and forwards
 /// only for a forwarding input device; `VpcNet` switches it): proxy

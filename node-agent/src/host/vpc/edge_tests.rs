@@ -403,3 +403,19 @@ fn routing_objects_are_added_and_removed_by_difference() {
     assert_eq!(found, want);
     assert!(parse("{", "[]", "[]", None).is_err());
 }
+
+#[test]
+fn the_edge_gateway_must_be_on_the_underlay_subnet() {
+    let json = r#"[{"ifname":"lo","addr_info":[{"local":"127.0.0.1","prefixlen":8}]},
+        {"ifname":"ul0","addr_info":[{"local":"10.254.0.1","prefixlen":24}]}]"#;
+    let ul = ip("10.254.0.1");
+    assert!(check_gateway(json, ul, ip(GW)).is_ok());
+    for bad in ["10.254.1.1", "192.0.2.1", "10.254.0.1"] {
+        let e = check_gateway(json, ul, ip(bad)).unwrap_err().to_string();
+        assert!(
+            e.contains("not a next hop on the underlay subnet 10.254.0.0/24"),
+            "{e}"
+        );
+    }
+    assert!(check_gateway("{", ul, ip(GW)).is_err());
+}

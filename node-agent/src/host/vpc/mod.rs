@@ -50,6 +50,8 @@ pub struct VpcStatus {
     pub vpcs: usize,
     /// Routed ports.
     pub ports: usize,
+    /// Local instances served through their public address (`edge`).
+    pub public_addresses: usize,
     /// When something was last applied (Unix ms).
     pub applied_unix_ms: Option<u64>,
     /// How long the last apply took (ms).
@@ -324,6 +326,9 @@ impl VpcNet {
                  network namespace"
             ))
         })?;
+        if let Some(g) = self.edge_gateway {
+            edge::check_gateway(&out, addr, g)?;
+        }
         let mut configured = self.underlay_dev.lock().unwrap_or_else(|p| p.into_inner());
         match configured.as_deref() {
             Some(d) if d != dev => Err(Error::ConfigInvalid(format!(
@@ -435,6 +440,7 @@ impl VpcNet {
         self.set_status(|s| {
             s.vpcs = plan.vpcs.len();
             s.ports = ports.len();
+            s.public_addresses = plan.edge.publics.len();
         });
         let stale = force
             || inner
