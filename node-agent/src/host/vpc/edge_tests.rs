@@ -419,3 +419,17 @@ fn the_edge_gateway_must_be_on_the_underlay_subnet() {
     }
     assert!(check_gateway("{", ul, ip(GW)).is_err());
 }
+
+#[test]
+fn a_view_kept_before_public_addresses_existed_still_loads() {
+    // vpc.json of an agent from before: no public_ip, no internet_route.
+    let old = r#"{"revision":3,"vpcs":{"257":{"vpc_id":"vpc-1","vni":257,
+        "subnets":[{"id":"subnet-1","cidr":{"addr":"10.0.1.0","len":24},"gateway":"10.0.1.1"}],
+        "endpoints":{"i-a":{"instance_id":"i-a","ip":"10.0.1.10","mac":[2,78,66,0,0,1],
+            "underlay":"10.254.0.1","groups":["sg-1"]}},
+        "groups":{}}}}"#;
+    let v: NetView = serde_json::from_str(old).unwrap();
+    let vpc = &v.vpcs[&257];
+    assert_eq!(vpc.endpoints["i-a"].public_ip, None);
+    assert!(!vpc.subnets[0].internet_route);
+}
