@@ -17,7 +17,8 @@
 #   fabric                network namespace ${PREFIX}-fab: one bridge (MTU 9000) joining the hosts'
 #                         underlay interfaces ul0 (10.254.0.10/11/12, the VXLAN tunnel endpoints)
 #   edge                  network namespace ${PREFIX}-edge on the fabric (10.254.0.1): stands in for
-#                         the internet; elastic IPs are reached from there. Nothing leaves the machine.
+#                         the internet; elastic IPs are reached from there (198.51.100.0/24 on-link;
+#                         the agents' edge_gateway). Nothing leaves the machine.
 # High availability (`up --ha` or NUBIS_QS_HA=1; remembered until `down`):
 #   3 etcd members        one raft cluster nbq0..nbq2 on 127.0.0.1, data in $STATE/etcd-<i>
 #   3 control planes      control-plane-<i>: own gRPC/EC2 ports, Unix socket $STATE/cp<i>.sock
@@ -369,6 +370,9 @@ start_agents() {
     # One at a time: the control plane hands out address blocks in registration
     # order (10.200.<n>.0/24), and host n's bridge is configured for block n.
     plug_fabric "$PREFIX-edge" 10.254.0.1 edge
+    # The public pool (control plane [vpc] public_pool) is on-link at the
+    # edge: the host of an instance with a public address answers ARP for it.
+    ip -n "$PREFIX-edge" route replace 198.51.100.0/24 dev ul0
     local n=0
     for z in "${ZONES[@]}"; do
         local ns="$PREFIX-$z" dir="$STATE/agents/$z"
@@ -392,6 +396,7 @@ secret = "$ENROL_SECRET"
 bridge_address = "10.200.$n.1/24"
 instance_range = "10.200.$n.2-10.200.$n.254"
 underlay_address = "10.254.0.$((10 + n))"
+edge_gateway = "10.254.0.1"
 
 [capacity]
 vcpus = $PER_HOST_VCPUS

@@ -212,6 +212,12 @@ pub struct NetworkConfig {
     /// device; default: found by the address at start-up).
     #[serde(default)]
     pub underlay_device: Option<String>,
+    /// Next hop on the underlay towards the internet (the edge), an IPv4
+    /// address on the underlay's subnet: local VPC instances with a public
+    /// address are reached through it and reach it (`host::vpc::edge`,
+    /// docs/networking.md). Without it instances have no public traffic.
+    #[serde(default)]
+    pub edge_gateway: Option<String>,
 }
 
 impl Default for NetworkConfig {
@@ -224,6 +230,7 @@ impl Default for NetworkConfig {
             firewall: true,
             underlay_address: None,
             underlay_device: None,
+            edge_gateway: None,
         }
     }
 }
@@ -569,6 +576,33 @@ impl NetworkConfig {
         Ok(Some(a))
     }
 
+    /// The validated `edge_gateway`: a unicast IPv4 address other than the
+    /// underlay address (which it needs).
+    pub fn edge_gateway(&self) -> Result<Option<Ipv4Addr>> {
+        let Some(s) = &self.edge_gateway else {
+            return Ok(None);
+        };
+        let g: Ipv4Addr = s.trim().parse().map_err(|_| {
+            Error::ConfigInvalid(format!(
+                "network.edge_gateway {s:?} is not an IPv4 address (a.b.c.d, no prefix)"
+            ))
+        })?;
+        if g.is_unspecified() || g.is_broadcast() || g.is_multicast() || g.is_loopback() {
+            return Err(Error::ConfigInvalid(format!(
+                "network.edge_gateway {g} must be a unicast address on the underlay"
+            )));
+        }
+        match self.underlay()? {
+            None => Err(Error::ConfigInvalid(
+                "network.edge_gateway needs network.underlay_address".into(),
+            )),
+            Some(u) if u == g => Err(Error::ConfigInvalid(format!(
+                "network.edge_gateway {g} is this host's underlay address"
+            ))),
+            Some(_) => Ok(Some(g)),
+        }
+    }
+
     /// Validates and returns the default addressing plan (`None` without a
     /// `bridge_address`).
     pub fn addressing(&self) -> Result<Option<Addressing>> {
@@ -703,6 +737,7 @@ impl Config {
                 "network.underlay_device needs network.underlay_address".into(),
             ));
         }
+        self.network.edge_gateway()?;
         let parent = &self.cgroup.parent;
         if parent.is_empty()
             || parent
@@ -843,6 +878,15 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.network.underlay_device.as_deref(), Some("eth1"));
+        assert_eq!(c.network.edge_gateway().unwrap(), None);
+        let c = parse(&format!(
+            "{head}underlay_address = \"10.254.0.1\"\nedge_gateway = \"10.254.0.254\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.network.edge_gateway().unwrap(),
+            Some(Ipv4Addr::new(10, 254, 0, 254))
+        );
         assert_eq!(parse(head).unwrap().network.underlay().unwrap(), None);
         for (bad, why) in [
             (
@@ -860,6 +904,22 @@ mod tests {
             (
                 "underlay_device = \"eth1\"",
                 "needs network.underlay_address",
+            ),
+            (
+                "edge_gateway = \"10.254.0.254\"",
+                "edge_gateway needs network.underlay_address",
+            ),
+            (
+                "underlay_address = \"10.254.0.1\"\nedge_gateway = \"edge\"",
+                "not an IPv4 address",
+            ),
+            (
+                "underlay_address = \"10.254.0.1\"\nedge_gateway = \"224.0.0.1\"",
+                "unicast",
+            ),
+            (
+                "underlay_address = \"10.254.0.1\"\nedge_gateway = \"10.254.0.1\"",
+                "this host's underlay address",
             ),
         ] {
             let e = parse(&format!("{head}{bad}\n")).unwrap_err().to_string();

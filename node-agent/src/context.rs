@@ -68,7 +68,8 @@ impl HostContext {
             config.network.underlay()?,
             config.network.underlay_device.clone(),
             Some(layout.root().join("vpc.json")),
-        );
+        )
+        .with_edge_gateway(config.network.edge_gateway()?);
         Ok(Arc::new(HostContext {
             config,
             addressing,

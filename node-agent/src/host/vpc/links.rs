@@ -66,6 +66,27 @@ pub enum Route {
         /// Table.
         table: u32,
     },
+    /// `default via <via> dev <dev>`: instead of the blackhole, in the table
+    /// of a VPC with instances reached through public addresses on this
+    /// host (`super::edge`): towards the edge gateway on the underlay.
+    Default {
+        /// Table.
+        table: u32,
+        /// The edge gateway.
+        via: Ipv4Addr,
+        /// The underlay device.
+        dev: String,
+    },
+}
+
+impl Route {
+    /// The table whose default route this is (blackhole or edge).
+    fn default_of(&self) -> Option<u32> {
+        match self {
+            Route::Blackhole { table } | Route::Default { table, .. } => Some(*table),
+            Route::Host { .. } => None,
+        }
+    }
 }
 
 /// The agent's routing objects (wanted or found).
@@ -95,7 +116,14 @@ impl Kernel {
         k.local_moved = true;
         for vp in plan.vpcs.values() {
             let table = table_of(vp.vni);
-            k.routes.insert(Route::Blackhole { table });
+            k.routes.insert(match plan.edge.default_route(vp.vni) {
+                Some((via, dev)) => Route::Default {
+                    table,
+                    via,
+                    dev: dev.to_string(),
+                },
+                None => Route::Blackhole { table },
+            });
             for g in &vp.gateways {
                 k.routes.insert(Route::Host {
                     table,
@@ -146,7 +174,7 @@ impl Kernel {
             .routes
             .iter()
             .filter_map(|r| match r {
-                Route::Host { dev, .. } => Some(dev.clone()),
+                Route::Host { dev, .. } | Route::Default { dev, .. } => Some(dev.clone()),
                 Route::Blackhole { .. } => None,
             })
             .chain(self.neighs.iter().map(|n| n.0.clone()))
@@ -158,7 +186,7 @@ impl Kernel {
         }
         self.vxlans.retain(|n, _| !gone.contains(n));
         self.routes.retain(|r| match r {
-            Route::Host { dev, .. } => !gone.contains(dev),
+            Route::Host { dev, .. } | Route::Default { dev, .. } => !gone.contains(dev),
             Route::Blackhole { .. } => true,
         });
         self.neighs.retain(|n| !gone.contains(&n.0));
@@ -199,6 +227,7 @@ fn route_spec(r: &Route) -> String {
             table, dst, dev, ..
         } => format!("{dst}/32 dev {dev} table {table}"),
         Route::Blackhole { table } => format!("blackhole default table {table}"),
+        Route::Default { table, via, dev } => format!("default via {via} dev {dev} table {table}"),
     }
 }
 
@@ -225,6 +254,14 @@ pub fn commands(have: &Kernel, want: &Kernel, underlay_dev: Option<&str>) -> Com
     for r in have.routes.difference(&want.routes) {
         if let Route::Host { dev, .. } = r {
             if goes(dev) {
+                continue;
+            }
+        }
+        // A table's default changes by `route replace` alone (blackhole <->
+        // edge): never a moment without one, when lookups would go on to
+        // the host's tables.
+        if let Some(t) = r.default_of() {
+            if want.routes.iter().any(|w| w.default_of() == Some(t)) {
                 continue;
             }
         }
@@ -381,6 +418,18 @@ pub fn parse(links: &str, rules: &str, routes: &str, neighs: &str, fdb: &str) ->
         let dst = str_of(&r, "dst").unwrap_or("");
         if str_of(&r, "type") == Some("blackhole") && dst == "default" {
             k.routes.insert(Route::Blackhole { table });
+            continue;
+        }
+        if let (Some(via), Some(dev), "default") = (
+            str_of(&r, "gateway").and_then(|g| g.parse::<Ipv4Addr>().ok()),
+            str_of(&r, "dev"),
+            dst,
+        ) {
+            k.routes.insert(Route::Default {
+                table,
+                via,
+                dev: dev.to_string(),
+            });
             continue;
         }
         let (Ok(dst), Some(dev)) = (

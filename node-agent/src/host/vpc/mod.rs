@@ -17,6 +17,7 @@
 //! everything re-applied, which repairs what someone else removed. All
 //! updates are serialised by one lock.
 
+pub mod edge;
 pub mod links;
 pub mod model;
 pub mod nft;
@@ -49,6 +50,8 @@ pub struct VpcStatus {
     pub vpcs: usize,
     /// Routed ports.
     pub ports: usize,
+    /// Local instances served through their public address (`edge`).
+    pub public_addresses: usize,
     /// When something was last applied (Unix ms).
     pub applied_unix_ms: Option<u64>,
     /// How long the last apply took (ms).
@@ -80,6 +83,10 @@ impl Synced {
 struct Saved {
     view: Option<NetView>,
     zones: BTreeMap<u32, u16>,
+    /// The underlay device whose forwarding the agent switched on for
+    /// public addresses (`edge`; switched off again when none is left).
+    #[serde(default)]
+    edge_forwarding: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -92,6 +99,10 @@ struct Applied {
     configured: BTreeSet<(String, u32)>,
     /// Taps routed by the last apply.
     taps: BTreeSet<String>,
+    /// Public-address routing objects as last applied (or found).
+    edge_kernel: Option<edge::EdgeKernel>,
+    /// The `ip nubis_edge` batch last applied.
+    edge_nft: Option<serde_json::Value>,
     at: Option<Instant>,
 }
 
@@ -110,6 +121,10 @@ struct Inner {
 pub struct VpcNet {
     underlay: Option<Ipv4Addr>,
     underlay_dev: Mutex<Option<String>>,
+    /// Next hop towards the edge for public addresses (`edge`).
+    edge_gateway: Option<Ipv4Addr>,
+    /// Public instances without an edge gateway were logged.
+    edge_warned: std::sync::atomic::AtomicBool,
     state_file: Option<PathBuf>,
     inner: tokio::sync::Mutex<Inner>,
     status: Mutex<VpcStatus>,
@@ -254,6 +269,8 @@ impl VpcNet {
         VpcNet {
             underlay,
             underlay_dev: Mutex::new(underlay_dev),
+            edge_gateway: None,
+            edge_warned: std::sync::atomic::AtomicBool::new(false),
             state_file,
             inner: tokio::sync::Mutex::new(Inner {
                 saved,
@@ -262,6 +279,13 @@ impl VpcNet {
             }),
             status: Mutex::new(status),
         }
+    }
+
+    /// The same with `gateway` as the next hop towards the edge for the
+    /// local instances' public addresses (`None`: no public traffic).
+    pub fn with_edge_gateway(mut self, gateway: Option<Ipv4Addr>) -> VpcNet {
+        self.edge_gateway = gateway;
+        self
     }
 
     /// This host's VTEP address.
@@ -302,6 +326,9 @@ impl VpcNet {
                  network namespace"
             ))
         })?;
+        if let Some(g) = self.edge_gateway {
+            edge::check_gateway(&out, addr, g)?;
+        }
         let mut configured = self.underlay_dev.lock().unwrap_or_else(|p| p.into_inner());
         match configured.as_deref() {
             Some(d) if d != dev => Err(Error::ConfigInvalid(format!(
@@ -401,16 +428,19 @@ impl VpcNet {
         if model::assign_zones(&mut inner.saved.zones, &vnis) {
             self.save(&inner.saved)?;
         }
-        let plan = model::plan(
+        let mut plan = model::plan(
             &ports,
             inner.saved.view.as_ref(),
             self.underlay,
             self.underlay_dev().as_deref(),
             &inner.saved.zones,
         );
+        plan.edge = edge::plan(&plan, inner.saved.view.as_ref(), self.edge_gateway);
+        self.warn_edge(&plan.edge);
         self.set_status(|s| {
             s.vpcs = plan.vpcs.len();
             s.ports = ports.len();
+            s.public_addresses = plan.edge.publics.len();
         });
         let stale = force
             || inner
@@ -444,7 +474,7 @@ impl VpcNet {
         };
         let (kernel, nft_done) =
             tokio::join!(self.apply_kernel(inner, &plan, &taps, stale), nft_apply);
-        let out = Synced {
+        let mut out = Synced {
             kernel: kernel?,
             nft: nft_done?,
             took: Duration::ZERO,
@@ -452,6 +482,10 @@ impl VpcNet {
         if out.nft {
             inner.applied.nft = Some(ruleset);
         }
+        // Public addresses, once the VPC tables and filters are in place.
+        let (edge_kernel, edge_nft) = self.apply_edge(inner, &plan, stale).await?;
+        out.kernel |= edge_kernel;
+        out.nft |= edge_nft;
         if stale {
             inner.applied.at = Some(Instant::now());
         }
@@ -591,8 +625,131 @@ impl VpcNet {
                 source,
             })?;
         run("nft", &["-j", "-f", "-"], Some(&json)).await?;
+        self.apply_edge(&mut inner, &Plan::default(), true).await?;
         inner.applied = Applied::default();
         Ok(())
+    }
+
+    /// Logs public instances this host does not serve (once without an
+    /// edge gateway; address conflicts every time they change).
+    fn warn_edge(&self, e: &edge::EdgePlan) {
+        use std::sync::atomic::Ordering;
+        if e.unserved > 0 && !self.edge_warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                instances = e.unserved,
+                "instances with public addresses on this host, but no [network] edge_gateway \
+                 (or no underlay device): they have no public traffic"
+            );
+        }
+    }
+
+    /// Makes the public-address objects (`edge`) match `plan.edge`: routing
+    /// objects and the `ip nubis_edge` table, each when changed (or, when
+    /// `stale`, re-listed and re-applied). Returns (routing changed, table
+    /// replaced).
+    async fn apply_edge(
+        &self,
+        inner: &mut Inner,
+        plan: &Plan,
+        stale: bool,
+    ) -> Result<(bool, bool)> {
+        let e = &plan.edge;
+        let owned = self.edge_forwarding(inner, e.dev.as_deref(), stale)?;
+        let ruleset = edge::render(plan, owned);
+        let mut nft_done = false;
+        if stale || inner.applied.edge_nft.as_ref() != Some(&ruleset) {
+            if !e.conflicts.is_empty() {
+                tracing::warn!(addresses = ?e.conflicts, "public addresses claimed by more than one local instance: left out");
+            }
+            let json = serde_json::to_vec(&ruleset).map_err(|source| Error::Json {
+                context: "the edge nftables batch".into(),
+                source,
+            })?;
+            match run("nft", &["-j", "-f", "-"], Some(&json)).await {
+                Ok(_) => {}
+                // Without nft there is no table to remove.
+                Err(Error::Io { source, .. })
+                    if e.publics.is_empty() && source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            inner.applied.edge_nft = Some(ruleset);
+            nft_done = true;
+        }
+        let want = edge::EdgeKernel::of_plan(e);
+        let dev = e.dev.clone().or_else(|| self.underlay_dev());
+        let have = match (&inner.applied.edge_kernel, stale) {
+            (Some(k), false) => k.clone(),
+            _ => {
+                let (routes, proxies, rules) = tokio::try_join!(
+                    run("ip", &["-j", "-4", "route", "show", "table", "main"], None),
+                    run("ip", &["-j", "-4", "neigh", "show", "proxy"], None),
+                    run("ip", &["-j", "-4", "rule", "show"], None),
+                )?;
+                edge::parse(&routes, &proxies, &rules, dev.as_deref())?
+            }
+        };
+        let cmds = edge::commands(&have, &want);
+        if let Some(d) = e.dev.as_deref().filter(|_| stale || !cmds.is_empty()) {
+            let todo = edge::underlay_sysctls(d);
+            tokio::task::spawn_blocking(move || {
+                todo.into_iter().try_for_each(|(path, value)| {
+                    std::fs::write(&path, value)
+                        .map_err(|e| Error::io(format!("writing {path}"), e))
+                })
+            })
+            .await
+            .map_err(|e| Error::io("sysctl task", std::io::Error::other(e)))??;
+        }
+        batch("ip", &cmds).await?;
+        inner.applied.edge_kernel = Some(want);
+        Ok((!cmds.is_empty(), nft_done))
+    }
+
+    /// Makes the underlay device `dev` forward (public instances are
+    /// served; `None`: none is). Returns whether the agent switched it on
+    /// (kept in the state file): then it forwards only the public traffic
+    /// (`edge::render`) and is switched off again when none is left; a
+    /// device that forwarded before is left as it is. Checks the kernel's
+    /// value only when `stale` or when something changes.
+    fn edge_forwarding(&self, inner: &mut Inner, dev: Option<&str>, stale: bool) -> Result<bool> {
+        let path = |d: &str| format!("/proc/sys/net/ipv4/conf/{d}/forwarding");
+        let write = |d: &str, v: &str| {
+            let p = path(d);
+            match crate::layout::off_runtime(|| std::fs::write(&p, v)) {
+                Ok(()) => Ok(()),
+                // The device is gone: nothing to switch off.
+                Err(e) if v == "0" && e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(Error::io(format!("writing {p}"), e)),
+            }
+        };
+        let owned = inner.saved.edge_forwarding.clone();
+        if let (Some(d), Some(o)) = (dev, owned.as_deref()) {
+            if d == o {
+                if stale {
+                    write(d, "1")?;
+                }
+                return Ok(true);
+            }
+        }
+        if let Some(o) = &owned {
+            write(o, "0")?;
+            inner.saved.edge_forwarding = None;
+        }
+        let mut ours = false;
+        if let Some(d) = dev {
+            let p = path(d);
+            let now = crate::layout::off_runtime(|| std::fs::read_to_string(&p))
+                .map_err(|e| Error::io(format!("reading {p}"), e))?;
+            if now.trim() == "0" {
+                write(d, "1")?;
+                inner.saved.edge_forwarding = Some(d.to_string());
+                ours = true;
+            }
+        }
+        if inner.saved.edge_forwarding != owned {
+            self.save(&inner.saved)?;
+        }
+        Ok(ours)
     }
 }
 

@@ -203,6 +203,10 @@ pub struct Endpoint {
     pub underlay: Option<Ipv4Addr>,
     /// Its current security groups.
     pub groups: BTreeSet<String>,
+    /// Its public address (elastic or auto-assigned), when it has one
+    /// ([`valid_public`]).
+    #[serde(default)]
+    pub public_ip: Option<Ipv4Addr>,
 }
 
 /// A subnet of a VPC.
@@ -214,6 +218,33 @@ pub struct Subnet {
     pub cidr: Cidr,
     /// Its router (answered by proxy ARP).
     pub gateway: Ipv4Addr,
+    /// Its route table sends 0.0.0.0/0 to an internet gateway: its
+    /// instances with a public address reach the edge (`super::edge`).
+    #[serde(default)]
+    pub internet_route: bool,
+}
+
+impl Cidr {
+    /// True when `ip` is in the block.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = if self.len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.len)
+        };
+        u32::from(ip) & mask == u32::from(self.addr)
+    }
+}
+
+/// True for an address usable as a public address: unicast, not
+/// unspecified, loopback, link-local, multicast or broadcast.
+pub fn valid_public(ip: Ipv4Addr) -> bool {
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_link_local()
+        || ip.is_multicast()
+        || ip.is_broadcast()
+        || ip.octets()[0] == 0)
 }
 
 /// One VPC of the view.
@@ -264,6 +295,7 @@ impl NetView {
                             id: s.subnet_id.clone(),
                             cidr: Cidr::parse(&s.cidr)?,
                             gateway: s.gateway.parse().ok()?,
+                            internet_route: s.internet_route,
                         })
                     })();
                     if subnet.is_none() {
@@ -286,6 +318,7 @@ impl NetView {
                             .filter(|g| valid_name(g))
                             .cloned()
                             .collect(),
+                        public_ip: public_ip(e),
                     })
                 })();
                 match ep {
@@ -350,6 +383,28 @@ impl NetView {
             vpcs,
         }
     }
+}
+
+/// The validated public address of `e` (`None` when it has none; a bad one
+/// is left out and logged: the instance then has no public traffic).
+fn public_ip(e: &nubis_proto::node::v1::Endpoint) -> Option<Ipv4Addr> {
+    if e.public_ip.is_empty() {
+        return None;
+    }
+    let ip = e
+        .public_ip
+        .trim()
+        .parse()
+        .ok()
+        .filter(|ip| valid_public(*ip));
+    if ip.is_none() {
+        tracing::warn!(
+            instance = e.instance_id,
+            public_ip = e.public_ip,
+            "network view: bad public address left out"
+        );
+    }
+    ip
 }
 
 /// A routed port of this host: an instance of a VPC with its TAP.
@@ -443,6 +498,9 @@ pub struct Plan {
     pub underlay_dev: Option<String>,
     /// VPCs by VNI.
     pub vpcs: BTreeMap<u32, VpcPlan>,
+    /// Public addresses of local instances (`super::edge::plan`; empty
+    /// from [`plan`]).
+    pub edge: super::edge::EdgePlan,
 }
 
 /// Chooses a conntrack zone for every VNI in `vnis`: an existing one is
@@ -558,6 +616,7 @@ pub fn plan(
         underlay,
         underlay_dev: underlay_dev.map(str::to_string),
         vpcs,
+        edge: Default::default(),
     }
 }
 

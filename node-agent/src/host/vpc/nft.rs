@@ -276,15 +276,29 @@ pub fn render(plan: &Plan) -> Value {
         .collect();
     let mut vpc_devs = taps.clone();
     vpc_devs.extend(nbxs.iter().cloned());
-    out.push(rule(
-        inet,
-        "fwd",
-        vec![
-            m(meta("iifname"), "==", set(taps.clone())),
-            m(meta("oifname"), "!=", set(vpc_devs)),
-            json!({"drop": null}),
-        ],
-    ));
+    // Ports with a public address also reach the underlay device (the edge;
+    // `ip nubis_edge` lets only their NATed traffic through).
+    let public = plan.edge.taps();
+    let (public_taps, private_taps): (Vec<Value>, Vec<Value>) = taps
+        .iter()
+        .cloned()
+        .partition(|t| t.as_str().is_some_and(|t| public.contains(t)));
+    let mut public_devs = vpc_devs.clone();
+    public_devs.extend(plan.edge.dev.iter().map(|d| json!(d)));
+    for (from, to) in [(private_taps, vpc_devs), (public_taps, public_devs)] {
+        if from.is_empty() {
+            continue;
+        }
+        out.push(rule(
+            inet,
+            "fwd",
+            vec![
+                m(meta("iifname"), "==", set(from)),
+                m(meta("oifname"), "!=", set(to)),
+                json!({"drop": null}),
+            ],
+        ));
+    }
     if !nbxs.is_empty() {
         out.push(rule(
             inet,

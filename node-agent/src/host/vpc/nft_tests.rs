@@ -40,6 +40,7 @@ pub(crate) fn sample_plan() -> Plan {
         mac: [2, 0x4e, 0x42, 0, 0, i],
         underlay: Some(ip(underlay)),
         groups: [g.to_string()].into(),
+        public_ip: None,
     };
     let mut endpoints = BTreeMap::new();
     for e in [
