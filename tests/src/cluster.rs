@@ -519,7 +519,7 @@ impl Cluster {
              [enrolment]\nkey_id = \"{eid}\"\nsecret = \"{esec}\"\n\n\
              [network]\nfirewall = {firewall}\nbridge_address = \"10.200.{index}.1/24\"\n\
              instance_range = \"10.200.{index}.2-10.200.{index}.254\"\n\
-             underlay_address = \"{underlay}\"\n\n\
+             underlay_address = \"{underlay}\"\nedge_gateway = \"{edge}\"\n\n\
              [capacity]\nvcpus = {vcpus}\nmemory_mib = {mem}\n\n\
              [cgroup]\nparent = \"{id}/{name}\"\nenforce_limits = {enforce}\n\n\
              [instances]\nvmm_memory_overhead_mib = 16\n\n\
@@ -538,6 +538,7 @@ impl Cluster {
             id = self.id,
             hb = self.spec.heartbeat_interval_seconds,
             underlay = underlay,
+            edge = fabric::EDGE_ADDRESS,
             // Off only for a test that shows what the firewall prevents
             // (tests/tests/e2e_antispoof.rs).
             firewall = std::env::var("NUBIS_TEST_AGENT_FIREWALL").map_or(true, |v| v != "0"),

@@ -19,8 +19,13 @@ use super::sys;
 /// VXLAN encapsulation fits.
 pub const UNDERLAY_MTU: u32 = 9000;
 
-/// The edge's address on the fabric.
+/// The edge's address on the fabric (the agents' `edge_gateway`).
 pub const EDGE_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 254, 0, 1);
+
+/// The region's public address pool (the control plane's
+/// `[vpc] public_pool`), routed on-link from the edge: a host answers ARP
+/// for the public addresses of its instances.
+pub const PUBLIC_POOL: &str = "198.51.100.0/24";
 
 /// The underlay address of agent `i`.
 pub fn underlay_address(i: usize) -> Ipv4Addr {
@@ -56,6 +61,7 @@ impl Fabric {
         ip(&["-n", &f.netns, "link", "set", "fab0", "up"])?;
         sys::netns_add(&f.edge_netns)?;
         f.plug(&f.edge_netns, "edge", EDGE_ADDRESS)?;
+        ip(&["-n", &f.edge_netns, "route", "replace", PUBLIC_POOL, "dev", "ul0"])?;
         Ok(f)
     }
 
