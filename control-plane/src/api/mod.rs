@@ -15,6 +15,7 @@ pub mod compute;
 pub mod node;
 mod peer;
 pub mod vpc;
+pub mod vpc_public;
 
 use std::future::Future;
 use std::sync::Arc;
