@@ -100,7 +100,10 @@ async fn default_vpc_is_created_once_with_subnets_and_default_group() {
     // Its internet gateway too (vpc_routes.rs tests that in detail).
     a.fails("DeleteVpc", &[("VpcId", &vpc)], "DependencyViolation")
         .await;
-    let igw = text(&a.ok("DescribeInternetGateways", &[]).await, "internetGatewayId");
+    let igw = text(
+        &a.ok("DescribeInternetGateways", &[]).await,
+        "internetGatewayId",
+    );
     a.ok(
         "DetachInternetGateway",
         &[("InternetGatewayId", &igw), ("VpcId", &vpc)],

@@ -177,7 +177,10 @@ async fn public_and_private_subnets_with_every_refusal_writing_nothing() {
             "Resource.AlreadyAssociated",
         ),
         (
-            vec![("InternetGatewayId", igw2.as_str()), ("VpcId", vpc.as_str())],
+            vec![
+                ("InternetGatewayId", igw2.as_str()),
+                ("VpcId", vpc.as_str()),
+            ],
             "Resource.AlreadyAssociated",
         ),
         (
@@ -216,17 +219,26 @@ async fn public_and_private_subnets_with_every_refusal_writing_nothing() {
     let attached = a
         .ok(
             "DescribeInternetGateways",
-            &[("Filter.1.Name", "attachment.vpc-id"), ("Filter.1.Value.1", &vpc)],
+            &[
+                ("Filter.1.Name", "attachment.vpc-id"),
+                ("Filter.1.Value.1", &vpc),
+            ],
         )
         .await;
-    assert_eq!(texts(&attached, "internetGatewayId"), [igw.clone()]);
+    assert_eq!(
+        texts(&attached, "internetGatewayId"),
+        std::slice::from_ref(&igw)
+    );
     let tagged = a
         .ok(
             "DescribeInternetGateways",
             &[("Filter.1.Name", "tag:Name"), ("Filter.1.Value.1", "gw")],
         )
         .await;
-    assert_eq!(texts(&tagged, "internetGatewayId"), [igw.clone()]);
+    assert_eq!(
+        texts(&tagged, "internetGatewayId"),
+        std::slice::from_ref(&igw)
+    );
 
     // Routes.
     let route = |dest: &'static str, gw: String| {
@@ -237,11 +249,8 @@ async fn public_and_private_subnets_with_every_refusal_writing_nothing() {
         ]
     };
     let p = |v: &[(&'static str, String)]| -> Vec<(&'static str, String)> { v.to_vec() };
-    a.ok(
-        "CreateRoute",
-        &as_refs(&route("0.0.0.0/0", igw.clone())),
-    )
-    .await;
+    a.ok("CreateRoute", &as_refs(&route("0.0.0.0/0", igw.clone())))
+        .await;
     for (params, code) in [
         (route("0.0.0.0/0", igw.clone()), "RouteAlreadyExists"),
         (route("10.0.5.0/24", igw.clone()), "InvalidParameterValue"),
@@ -271,7 +280,9 @@ async fn public_and_private_subnets_with_every_refusal_writing_nothing() {
     ] {
         a.fails("CreateRoute", &as_refs(&params), code).await;
     }
-    let t = a.ok("DescribeRouteTables", &[("RouteTableId.1", &table)]).await;
+    let t = a
+        .ok("DescribeRouteTables", &[("RouteTableId.1", &table)])
+        .await;
     assert_eq!(
         texts(&t, "destinationCidrBlock"),
         ["10.0.0.0/16", "0.0.0.0/0"],
@@ -292,11 +303,17 @@ async fn public_and_private_subnets_with_every_refusal_writing_nothing() {
     assert!(assoc.starts_with("rtbassoc-"), "{assoc}");
     for (params, code) in [
         (
-            vec![("RouteTableId", main_id.as_str()), ("SubnetId", public.as_str())],
+            vec![
+                ("RouteTableId", main_id.as_str()),
+                ("SubnetId", public.as_str()),
+            ],
             "Resource.AlreadyAssociated",
         ),
         (
-            vec![("RouteTableId", table.as_str()), ("SubnetId", elsewhere.as_str())],
+            vec![
+                ("RouteTableId", table.as_str()),
+                ("SubnetId", elsewhere.as_str()),
+            ],
             "InvalidParameterValue",
         ),
         (
@@ -314,7 +331,10 @@ async fn public_and_private_subnets_with_every_refusal_writing_nothing() {
         .await
         .unwrap();
     assert_eq!(routes.get(&SubnetId::parse(&public).unwrap()), Some(&true));
-    assert_eq!(routes.get(&SubnetId::parse(&private).unwrap()), Some(&false));
+    assert_eq!(
+        routes.get(&SubnetId::parse(&private).unwrap()),
+        Some(&false)
+    );
     assert_eq!(routes.len(), 2, "only this VPC's subnets: {routes:?}");
     let by_subnet = a
         .ok(
@@ -369,7 +389,10 @@ async fn public_and_private_subnets_with_every_refusal_writing_nothing() {
         "routeTableId",
     );
     let b_igws = b.ok("DescribeInternetGateways", &[]).await;
-    assert!(!b_igws.contains(&igw) && !b_igws.contains(&igw2), "{b_igws}");
+    assert!(
+        !b_igws.contains(&igw) && !b_igws.contains(&igw2),
+        "{b_igws}"
+    );
     assert!(!b.ok("DescribeRouteTables", &[]).await.contains(&table));
     b.fails(
         "DescribeInternetGateways",
@@ -421,25 +444,36 @@ async fn public_and_private_subnets_with_every_refusal_writing_nothing() {
         "InvalidInternetGatewayID.NotFound",
     )
     .await;
-    let t = a.ok("DescribeRouteTables", &[("RouteTableId.1", &table)]).await;
+    let t = a
+        .ok("DescribeRouteTables", &[("RouteTableId.1", &table)])
+        .await;
     assert_eq!(texts(&t, "destinationCidrBlock").len(), 2, "{t}");
 
     // Clean-up in dependency order: the subnet's association went with
     // it; routes, the table, the gateway, the VPC.
     a.ok(
         "DeleteRoute",
-        &[("RouteTableId", &table), ("DestinationCidrBlock", "0.0.0.0/0")],
+        &[
+            ("RouteTableId", &table),
+            ("DestinationCidrBlock", "0.0.0.0/0"),
+        ],
     )
     .await;
     a.fails(
         "DeleteRoute",
-        &[("RouteTableId", &table), ("DestinationCidrBlock", "0.0.0.0/0")],
+        &[
+            ("RouteTableId", &table),
+            ("DestinationCidrBlock", "0.0.0.0/0"),
+        ],
         "InvalidRoute.NotFound",
     )
     .await;
     a.fails(
         "DeleteRoute",
-        &[("RouteTableId", &table), ("DestinationCidrBlock", "10.0.0.0/16")],
+        &[
+            ("RouteTableId", &table),
+            ("DestinationCidrBlock", "10.0.0.0/16"),
+        ],
         "InvalidParameterValue",
     )
     .await;
@@ -511,7 +545,8 @@ async fn disassociated_subnet_falls_back_to_the_main_table() {
         "InvalidAssociationID.NotFound",
     )
     .await;
-    a.ok("DeleteRouteTable", &[("RouteTableId", &private)]).await;
+    a.ok("DeleteRouteTable", &[("RouteTableId", &private)])
+        .await;
 }
 
 fn as_refs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {

@@ -277,6 +277,12 @@ impl From<pb::RouteTable> for TableView {
     }
 }
 
+/// What an associate command prints.
+#[derive(Debug, Serialize)]
+struct AssociationOut {
+    association_id: String,
+}
+
 /// `eipalloc-…`/`eipassoc-…` (per `prefix`) or an address.
 fn id_or_ip(v: String, prefix: &str) -> (String, String) {
     if v.starts_with(prefix) {
@@ -317,13 +323,9 @@ pub async fn addresses(ctx: &Ctx, cmd: AddressesCmd) -> Result<(), CliError> {
                 })
                 .await?
                 .into_inner();
-            #[derive(Serialize)]
-            struct Out {
-                association_id: String,
-            }
             emit(&render_record(
                 ctx.format,
-                &Out {
+                &AssociationOut {
                     association_id: r.association_id,
                 },
             )?)
@@ -482,13 +484,9 @@ pub async fn route_tables(ctx: &Ctx, cmd: RouteTablesCmd) -> Result<(), CliError
                 })
                 .await?
                 .into_inner();
-            #[derive(Serialize)]
-            struct Out {
-                association_id: String,
-            }
             emit(&render_record(
                 ctx.format,
-                &Out {
+                &AssociationOut {
                     association_id: r.association_id,
                 },
             )?)

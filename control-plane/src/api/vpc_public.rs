@@ -69,7 +69,11 @@ fn table_out(v: &RouteTableView) -> pb::RouteTable {
             .iter()
             .map(|a| pb::RouteTableAssociation {
                 association_id: a.id.to_string(),
-                subnet_id: a.subnet_id.as_ref().map(|s| s.to_string()).unwrap_or_default(),
+                subnet_id: a
+                    .subnet_id
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
                 main: a.main,
             })
             .collect(),

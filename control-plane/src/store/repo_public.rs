@@ -78,7 +78,9 @@ impl PublicNet<'_> {
         account: &AccountId,
         id: &InternetGatewayId,
     ) -> Result<Option<Versioned<InternetGateway>>> {
-        self.0.get(&self.0.keys().internet_gateway(account, id)).await
+        self.0
+            .get(&self.0.keys().internet_gateway(account, id))
+            .await
     }
     /// Every internet gateway of an account.
     pub async fn igws_of(&self, account: &AccountId) -> Result<Vec<Versioned<InternetGateway>>> {

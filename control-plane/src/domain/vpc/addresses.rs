@@ -29,9 +29,7 @@ use crate::domain::lifecycle::State;
 use crate::domain::model::now_ms;
 use crate::domain::{validation, Caller, Domain};
 use crate::error::{Error, Result};
-use crate::ids::{
-    AccountId, AddressAssociationId, AllocationId, InstanceId, SubnetId, VpcId,
-};
+use crate::ids::{AccountId, AddressAssociationId, AllocationId, InstanceId, SubnetId, VpcId};
 use crate::store::{Record, Tx, Versioned};
 
 /// The region's public IPv4 pool (`[vpc] public_pool`).
@@ -254,7 +252,9 @@ impl Domain {
         let none_left = |why: &str| {
             Error::incorrect_state(
                 "InsufficientAddressCapacity",
-                format!("There are not enough free public addresses to satisfy your request ({why})."),
+                format!(
+                    "There are not enough free public addresses to satisfy your request ({why})."
+                ),
             )
         };
         let Some(pool) = self.public_pool()? else {
@@ -490,7 +490,10 @@ impl Domain {
             if matches!(i.state, State::Terminated | State::ShuttingDown) {
                 return Err(Error::incorrect_state(
                     "IncorrectInstanceState",
-                    format!("The instance '{iid}' is not in a valid state for this operation ({}).", i.state.name()),
+                    format!(
+                        "The instance '{iid}' is not in a valid state for this operation ({}).",
+                        i.state.name()
+                    ),
                 ));
             }
             let private_ip = i.network.as_ref().map(|n| n.ip.clone());
@@ -502,7 +505,9 @@ impl Domain {
                 }
             }
             let Some(vpc_id) = i.vpc.as_ref().and_then(|v| v.vpc_id.clone()) else {
-                return Err(Error::invalid(format!("The instance {iid} is not in a VPC")));
+                return Err(Error::invalid(format!(
+                    "The instance {iid} is not in a VPC"
+                )));
             };
             let subnet = match i.vpc.as_ref().and_then(|v| v.subnet_id.clone()) {
                 Some(s) => Some(s),
@@ -546,7 +551,12 @@ impl Domain {
                 }
                 // Moved: the previous instance loses it.
                 let k = keys.instance_public_ip(&account, &a.instance_id);
-                match self.store.public_net().instance_ip(&account, &a.instance_id).await? {
+                match self
+                    .store
+                    .public_net()
+                    .instance_ip(&account, &a.instance_id)
+                    .await?
+                {
                     Some(p) if p.value.allocation_id.as_ref() == Some(&eip.value.id) => {
                         tx.delete_if_unchanged(&k, &p);
                     }
@@ -671,9 +681,7 @@ fn address_matches(e: &ElasticIp, f: &Filter) -> bool {
         "association-id" => a.is_some_and(|a| any(&[a.id.as_str()])),
         "domain" => any(&["vpc"]),
         "instance-id" => a.is_some_and(|a| any(&[a.instance_id.as_str()])),
-        "network-interface-id" => {
-            a.is_some_and(|a| any(&[&primary_interface_of(&a.instance_id)]))
-        }
+        "network-interface-id" => a.is_some_and(|a| any(&[&primary_interface_of(&a.instance_id)])),
         "network-interface-owner-id" => a.is_some() && any(&[e.account.as_str()]),
         "private-ip-address" => a
             .and_then(|a| a.private_ip.as_deref())

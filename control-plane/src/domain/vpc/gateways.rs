@@ -178,40 +178,7 @@ impl Domain {
         igw_id: &str,
         vpc_id: &str,
     ) -> Result<()> {
-        let account = caller.account()?;
-        let vid = VpcId::parse(vpc_id)?;
-        let keys = self.store.keys();
-        for attempt in 0..MAX_ATTEMPTS {
-            let igw = self.own_igw(&account, igw_id).await?;
-            let vpc = self.own_vpc(&account, &vid).await?;
-            if let Some(v) = &igw.value.vpc_id {
-                return Err(Error::invalid_code(
-                    "Resource.AlreadyAssociated",
-                    format!("resource {igw_id} is already attached to network {v}"),
-                ));
-            }
-            if let Some(other) = self.igw_of_vpc(&account, &vid).await? {
-                return Err(Error::invalid_code(
-                    "Resource.AlreadyAssociated",
-                    format!(
-                        "network {vid} already has an internet gateway attached ({})",
-                        other.value.id
-                    ),
-                ));
-            }
-            let next = InternetGateway {
-                vpc_id: Some(vid.clone()),
-                ..igw.value.clone()
-            };
-            let mut tx = Tx::new();
-            tx.replace(&keys.internet_gateway(&account, &next.id), &igw, &next)?;
-            tx.replace(&keys.vpc(&account, &vid), &vpc, &vpc.value)?;
-            if self.store.commit(tx).await?.is_some() {
-                return Ok(());
-            }
-            crate::store::backoff(attempt).await;
-        }
-        Err(Error::Contention(igw_id.to_string()))
+        self.set_attachment(caller, igw_id, vpc_id, true).await
     }
 
     /// DetachInternetGateway.
@@ -221,32 +188,79 @@ impl Domain {
         igw_id: &str,
         vpc_id: &str,
     ) -> Result<()> {
+        self.set_attachment(caller, igw_id, vpc_id, false).await
+    }
+
+    /// Why `igw` cannot be attached to (`attach`) or detached from `vid`.
+    async fn attachment_refusal(
+        &self,
+        account: &AccountId,
+        igw: &InternetGateway,
+        vid: &VpcId,
+        attach: bool,
+    ) -> Result<Option<Error>> {
+        let id = &igw.id;
+        if attach {
+            if let Some(v) = &igw.vpc_id {
+                return Ok(Some(Error::invalid_code(
+                    "Resource.AlreadyAssociated",
+                    format!("resource {id} is already attached to network {v}"),
+                )));
+            }
+            if let Some(other) = self.igw_of_vpc(account, vid).await? {
+                return Ok(Some(Error::invalid_code(
+                    "Resource.AlreadyAssociated",
+                    format!(
+                        "network {vid} already has an internet gateway attached ({})",
+                        other.value.id
+                    ),
+                )));
+            }
+            return Ok(None);
+        }
+        if igw.vpc_id.as_ref() != Some(vid) {
+            return Ok(Some(not_attached(format!(
+                "resource {id} is not attached to network {vid}"
+            ))));
+        }
+        let mapped = self
+            .store
+            .public_net()
+            .instance_ips_of(account)
+            .await?
+            .into_iter()
+            .find(|p| &p.value.vpc_id == vid);
+        Ok(mapped.map(|p| {
+            dependency(format!(
+                "Network {vid} has some mapped public address(es) ({} of {}). Please unmap those public address(es) before detaching the gateway.",
+                p.value.public_ip, p.value.instance_id
+            ))
+        }))
+    }
+
+    /// Attach or detach: the gateway and the VPC record rewritten in one
+    /// transaction (see the module docs).
+    async fn set_attachment(
+        &self,
+        caller: &Caller,
+        igw_id: &str,
+        vpc_id: &str,
+        attach: bool,
+    ) -> Result<()> {
         let account = caller.account()?;
         let vid = VpcId::parse(vpc_id)?;
         let keys = self.store.keys();
         for attempt in 0..MAX_ATTEMPTS {
             let igw = self.own_igw(&account, igw_id).await?;
             let vpc = self.own_vpc(&account, &vid).await?;
-            if igw.value.vpc_id.as_ref() != Some(&vid) {
-                return Err(not_attached(format!(
-                    "resource {igw_id} is not attached to network {vid}"
-                )));
-            }
-            let mapped = self
-                .store
-                .public_net()
-                .instance_ips_of(&account)
+            if let Some(e) = self
+                .attachment_refusal(&account, &igw.value, &vid, attach)
                 .await?
-                .into_iter()
-                .find(|p| p.value.vpc_id == vid);
-            if let Some(p) = mapped {
-                return Err(dependency(format!(
-                    "Network {vid} has some mapped public address(es) ({} of {}). Please unmap those public address(es) before detaching the gateway.",
-                    p.value.public_ip, p.value.instance_id
-                )));
+            {
+                return Err(e);
             }
             let next = InternetGateway {
-                vpc_id: None,
+                vpc_id: attach.then(|| vid.clone()),
                 ..igw.value.clone()
             };
             let mut tx = Tx::new();

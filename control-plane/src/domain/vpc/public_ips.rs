@@ -81,7 +81,10 @@ impl Domain {
     /// transaction requires it still has none, so a racing associate is
     /// either seen or fails on the instance record).
     pub(crate) async fn stage_public_ip_release(&self, inst: &Instance, tx: &mut Tx) -> Result<()> {
-        let k = self.store.keys().instance_public_ip(&inst.account, &inst.id);
+        let k = self
+            .store
+            .keys()
+            .instance_public_ip(&inst.account, &inst.id);
         match self
             .store
             .public_net()

@@ -194,7 +194,10 @@ impl Domain {
         let tables = self.store.public_net().tables_of(account).await?;
         let keys = self.store.keys();
         for vpc in self.store.vpcs().vpcs_of(account).await? {
-            if tables.iter().any(|t| t.value.id == RouteTableId::main_of(&vpc.value.id)) {
+            if tables
+                .iter()
+                .any(|t| t.value.id == RouteTableId::main_of(&vpc.value.id))
+            {
                 continue;
             }
             let mut tx = Tx::new();
@@ -231,7 +234,12 @@ impl Domain {
         vpc: &VpcId,
         subnet: &SubnetId,
     ) -> Result<Option<RouteTable>> {
-        let id = match self.store.public_net().subnet_table(account, subnet).await? {
+        let id = match self
+            .store
+            .public_net()
+            .subnet_table(account, subnet)
+            .await?
+        {
             Some(a) => a.value.route_table_id,
             None => RouteTableId::main_of(vpc),
         };
@@ -373,7 +381,9 @@ impl Domain {
             if !table.value.routes.iter().any(|r| r.destination == dest) {
                 return Err(Error::not_found(
                     "InvalidRoute.NotFound",
-                    format!("no route with destination-cidr-block {dest} in route table {table_id}"),
+                    format!(
+                        "no route with destination-cidr-block {dest} in route table {table_id}"
+                    ),
                 ));
             }
             let mut next = table.value.clone();
@@ -427,7 +437,11 @@ impl Domain {
             };
             let mut tx = Tx::new();
             tx.create(&guard_key, &assoc)?;
-            tx.replace(&keys.route_table(&account, &table.value.id), &table, &table.value)?;
+            tx.replace(
+                &keys.route_table(&account, &table.value.id),
+                &table,
+                &table.value,
+            )?;
             tx.expect_rev(
                 &keys.vpc_subnet(&account, &subnet.value.id),
                 subnet.mod_revision,

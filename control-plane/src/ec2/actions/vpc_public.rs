@@ -186,7 +186,12 @@ pub fn parse(action: &str, r: &mut Reader) -> Result<(&'static str, PublicReques
         "AllocateAddress" => {
             unsupported(
                 r,
-                &["PublicIpv4Pool", "NetworkBorderGroup", "CustomerOwnedIpv4Pool", "IpamPoolId"],
+                &[
+                    "PublicIpv4Pool",
+                    "NetworkBorderGroup",
+                    "CustomerOwnedIpv4Pool",
+                    "IpamPoolId",
+                ],
                 "one public pool per region",
             )?;
             PublicRequest::Allocate {
