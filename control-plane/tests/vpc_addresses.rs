@@ -36,6 +36,18 @@ async fn claims(cp: &nubis_control_plane::server::Replica) -> usize {
     .unwrap()
 }
 
+/// DescribeInstances of `id` once it shows a public address (10 s at most).
+async fn public_ip_of(e: &Ec2, id: &str) -> String {
+    for _ in 0..100 {
+        let d = e.ok("DescribeInstances", &[("InstanceId.1", id)]).await;
+        if !text(&d, "ipAddress").is_empty() {
+            return d;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{id} got no public address");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocate_and_release_follow_the_limit_and_the_pool() {
     let Some(etcd) = start_etcd() else {
@@ -301,9 +313,10 @@ async fn addresses_follow_instances_through_association_and_termination() {
         }
     };
 
-    // The default subnets map public addresses on launch.
+    // The default subnets map public addresses on launch (assigned in the
+    // background, as EC2 does while the instance is pending).
     let i1 = launch("a", run(&[])).await;
-    let desc = a.ok("DescribeInstances", &[("InstanceId.1", &i1)]).await;
+    let desc = public_ip_of(&a, &i1).await;
     let auto_ip = text(&desc, "ipAddress");
     assert!(in_pool(&auto_ip, "198.51.100."), "{desc}");
     assert!(
@@ -337,10 +350,13 @@ async fn addresses_follow_instances_through_association_and_termination() {
         "subnetId",
     );
     let i2 = launch("a", run(&[("SubnetId", subnet.clone())])).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let desc2 = a.ok("DescribeInstances", &[("InstanceId.1", &i2)]).await;
     assert!(texts(&desc2, "ipAddress").is_empty(), "{desc2}");
     let i3 = launch("a", run(&[])).await;
     let bi = launch("b", run(&[])).await;
+    public_ip_of(&a, &i3).await;
+    public_ip_of(&b, &bi).await;
 
     let e1 = a.ok("AllocateAddress", &[]).await;
     let (alloc1, ip1) = (text(&e1, "allocationId"), text(&e1, "publicIp"));

@@ -70,8 +70,13 @@ def test_eip_follows_an_instance_until_released(ec2, aws, hello_ami, tag, cleanu
     )
     iid = r["Instances"][0]["InstanceId"]
     cleanup.append(iid)
-    # The default subnets map a public address on launch.
-    inst = instance(ec2, iid)
+    # The default subnets map a public address on launch (assigned while
+    # the instance is pending, as in EC2).
+    inst = wait_until(
+        "a public address",
+        lambda: (lambda i: i if "PublicIpAddress" in i else None)(instance(ec2, iid)),
+        timeout=30,
+    )
     auto = inst["PublicIpAddress"]
     assert in_pool(auto), inst
     assert inst["NetworkInterfaces"][0]["Association"]["PublicIp"] == auto

@@ -258,7 +258,7 @@ impl Domain {
         match launched {
             Ok(r) => {
                 // Public addresses of subnets that map them on launch.
-                self.assign_launch_public_ips(&r).await;
+                self.assign_launch_public_ips(&r);
                 Ok(r)
             }
             Err(e) if stop_after.is_some() => Err(e),

@@ -17,7 +17,7 @@
 //! [`super::public_ips`]). Associating compares the instance record and the
 //! gateway, so a racing terminate or detach wins or loses as a whole.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
@@ -30,7 +30,7 @@ use crate::domain::model::now_ms;
 use crate::domain::{validation, Caller, Domain};
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, AddressAssociationId, AllocationId, InstanceId, SubnetId, VpcId};
-use crate::store::{Record, Tx, Versioned};
+use crate::store::{Record, Store, Tx, Versioned};
 
 /// The region's public IPv4 pool (`[vpc] public_pool`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +58,16 @@ impl PublicPool {
     pub fn nth(&self, n: u64) -> Ipv4Addr {
         let base = u32::from(self.0.base());
         Ipv4Addr::from(base.wrapping_add(1).wrapping_add(n as u32))
+    }
+
+    /// A random address of the pool not in `used` (so racing replicas
+    /// rarely pick the same one).
+    pub fn pick_free(&self, used: &HashSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+        let size = self.size();
+        let start = rand::random::<u64>() % size;
+        (0..size)
+            .map(|i| self.nth((start + i) % size))
+            .find(|ip| !used.contains(ip))
     }
 
     /// Whether `ip` is an address of the pool that is handed out.
@@ -213,6 +223,17 @@ pub fn primary_interface_of(id: &InstanceId) -> String {
     format!("eni-{}", &id.as_str()["i-".len()..])
 }
 
+/// Every address of the region claimed now (one prefix read).
+pub(crate) async fn used_public_ips(store: &Store) -> Result<HashSet<Ipv4Addr>> {
+    Ok(store
+        .public_net()
+        .claims()
+        .await?
+        .into_iter()
+        .filter_map(|c| c.value.ip.parse().ok())
+        .collect())
+}
+
 fn allocation_not_found(id: &str) -> Error {
     Error::not_found(
         "InvalidAllocationID.NotFound",
@@ -260,19 +281,8 @@ impl Domain {
         let Some(pool) = self.public_pool()? else {
             return Err(none_left("this region has no public address pool"));
         };
-        let used: std::collections::HashSet<Ipv4Addr> = self
-            .store
-            .public_net()
-            .claims()
-            .await?
-            .into_iter()
-            .filter_map(|c| c.value.ip.parse().ok())
-            .collect();
-        let size = pool.size();
-        let start = rand::random::<u64>() % size;
-        (0..size)
-            .map(|i| pool.nth((start + i) % size))
-            .find(|ip| !used.contains(ip))
+        let used = used_public_ips(&self.store).await?;
+        pool.pick_free(&used)
             .ok_or_else(|| none_left("the pool is exhausted"))
     }
 
