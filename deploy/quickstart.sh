@@ -14,6 +14,10 @@
 #   3 x nubis-agent       one per zone <region>a/b/c (nubis-local-1a/-1b/-1c by default),
 #                         each in its own network namespace ${PREFIX}-a/-b/-c with its own bridge and TAPs;
 #                         reaches the control plane over the Unix socket
+#   fabric                network namespace ${PREFIX}-fab: one bridge (MTU 9000) joining the hosts'
+#                         underlay interfaces ul0 (10.254.0.10/11/12, the VXLAN tunnel endpoints)
+#   edge                  network namespace ${PREFIX}-edge on the fabric (10.254.0.1): stands in for
+#                         the internet; elastic IPs are reached from there. Nothing leaves the machine.
 # High availability (`up --ha` or NUBIS_QS_HA=1; remembered until `down`):
 #   3 etcd members        one raft cluster nbq0..nbq2 on 127.0.0.1, data in $STATE/etcd-<i>
 #   3 control planes      control-plane-<i>: own gRPC/EC2 ports, Unix socket $STATE/cp<i>.sock
@@ -338,6 +342,23 @@ write_profiles() {
         --access-key-id "$ADMIN_KEY" --secret-access-key "$ADMIN_SECRET" 2>/dev/null
 }
 
+# The underlay: a bridge in $PREFIX-fab, and a veth from it into namespace $1
+# whose end ul0 gets address $2 (idempotent).
+plug_fabric() {
+    local ns=$1 addr=$2 port=$3 fab="$PREFIX-fab"
+    [[ -e /run/netns/$fab ]] || { ip netns add "$fab"; ip -n "$fab" link set lo up; }
+    ip -n "$fab" link show fab0 >/dev/null 2>&1 || ip -n "$fab" link add fab0 mtu 9000 type bridge
+    ip -n "$fab" link set fab0 up
+    [[ -e /run/netns/$ns ]] || { ip netns add "$ns"; ip -n "$ns" link set lo up; }
+    if ! ip -n "$ns" link show ul0 >/dev/null 2>&1; then
+        ip -n "$fab" link del "$port" 2>/dev/null || true
+        ip -n "$fab" link add "$port" mtu 9000 type veth peer name ul0 netns "$ns"
+    fi
+    ip -n "$fab" link set "$port" master fab0 up
+    ip -n "$ns" addr replace "$addr/24" dev ul0
+    ip -n "$ns" link set ul0 up
+}
+
 start_agents() {
     local enforce=false mount
     mount=$(cgroup2_mount)
@@ -350,12 +371,14 @@ start_agents() {
     }
     # One at a time: the control plane hands out address blocks in registration
     # order (10.200.<n>.0/24), and host n's bridge is configured for block n.
+    plug_fabric "$PREFIX-edge" 10.254.0.1 edge
     local n=0
     for z in "${ZONES[@]}"; do
         local ns="$PREFIX-$z" dir="$STATE/agents/$z"
         # Search permission for the jailed VMMs (see secrets()).
         mkdir -p "$dir" && chmod 711 "$STATE/agents" "$dir"
         [[ -e /run/netns/$ns ]] || { ip netns add "$ns"; ip -n "$ns" link set lo up; }
+        plug_fabric "$ns" "10.254.0.$((10 + n))" "h$n"
         cat >"$dir/agent.toml" <<EOF
 # Written by deploy/quickstart.sh: host "$ns" in zone $REGION$z.
 $(agent_endpoints_toml)
@@ -523,7 +546,16 @@ down() {
     done
     local mount; mount=$(cgroup2_mount)
     if [[ -n $mount && -d $mount/$PREFIX ]]; then
-        find "$mount/$PREFIX" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+        # The VMMs run in network namespaces of their own (the jail), so the
+        # host namespaces' pid lists above miss them: kill them by cgroup.
+        for _ in $(seq 50); do
+            echo 1 >"$mount/$PREFIX/cgroup.kill" 2>/dev/null \
+                || find "$mount/$PREFIX" -name cgroup.procs -exec cat {} + 2>/dev/null \
+                    | xargs -r kill -KILL 2>/dev/null || true
+            find "$mount/$PREFIX" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+            [[ -d $mount/$PREFIX ]] || break
+            sleep 0.1
+        done
     fi
     if [[ -x $BIN/nubis ]]; then
         "$BIN/nubis" configure delete --profile "$PROFILE" 2>/dev/null || true

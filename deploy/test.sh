@@ -72,6 +72,9 @@ run_guest() {
     (cd deploy/images/hello/guest && CARGO_TARGET_DIR="$root/target/hello-guest" cargo test --lib)
     deploy/images/hello/test-qemu.sh
     NUBIS_HELLO_VMM="${CARGO_TARGET_DIR:-$root/target}/debug/nubis-vmm" deploy/images/hello/test-qemu.sh
+    # The probe and stream modes: guests originating traffic to each other.
+    deploy/images/hello/test-probe.sh
+    NUBIS_HELLO_VMM="${CARGO_TARGET_DIR:-$root/target}/debug/nubis-vmm" deploy/images/hello/test-probe.sh
 }
 
 run_ec2() {

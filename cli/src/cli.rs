@@ -427,6 +427,14 @@ pub struct RunArgs {
     /// Root disk size in GiB (at least the image's; default: the image's).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16384))]
     pub root_volume_gib: Option<u32>,
+    /// Subnet (subnet-...); default: the default subnet of the zone the
+    /// instance lands in.
+    #[arg(long, value_name = "SUBNET_ID")]
+    pub subnet: Option<String>,
+    /// Security group (sg-..., repeatable, at most 16); default: the VPC's
+    /// default group.
+    #[arg(long = "security-group", value_name = "SG_ID")]
+    pub security_groups: Vec<String>,
     /// Instance metadata service options.
     #[command(flatten)]
     pub metadata: MetadataOptionsArgs,

@@ -226,6 +226,19 @@ pub struct GrpcConfig {
     /// Largest burst per account.
     #[serde(default = "default_grpc_burst")]
     pub rate_limit_burst: f64,
+    /// Open TCP connections per replica; more are closed at once.
+    #[serde(default = "default_grpc_max_connections")]
+    pub max_connections: usize,
+    /// Open TCP connections per client IP address; more are closed at once.
+    #[serde(default = "default_grpc_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// A new TCP connection must finish its TLS handshake and send the
+    /// HTTP/2 preface within this many seconds of being accepted.
+    #[serde(default = "default_grpc_handshake_timeout")]
+    pub handshake_timeout_seconds: u64,
+    /// Concurrent calls (HTTP/2 streams) per connection.
+    #[serde(default = "default_grpc_max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for GrpcConfig {
@@ -236,11 +249,24 @@ impl Default for GrpcConfig {
             tls: None,
             rate_limit_per_second: default_grpc_rate(),
             rate_limit_burst: default_grpc_burst(),
+            max_connections: default_grpc_max_connections(),
+            max_connections_per_ip: default_grpc_max_connections_per_ip(),
+            handshake_timeout_seconds: default_grpc_handshake_timeout(),
+            max_concurrent_streams: default_grpc_max_concurrent_streams(),
         }
     }
 }
 
 impl GrpcConfig {
+    /// The TCP listener's connection limits.
+    pub fn limits(&self) -> crate::grpc_listener::GrpcLimits {
+        crate::grpc_listener::GrpcLimits {
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            handshake_timeout: std::time::Duration::from_secs(self.handshake_timeout_seconds),
+        }
+    }
+
     /// The per-account rate limit.
     pub fn rate_limit(&self) -> crate::ratelimit::RateLimit {
         crate::ratelimit::RateLimit {
@@ -255,6 +281,18 @@ fn default_grpc_rate() -> f64 {
 }
 fn default_grpc_burst() -> f64 {
     200.0
+}
+fn default_grpc_max_connections() -> usize {
+    4096
+}
+fn default_grpc_max_connections_per_ip() -> usize {
+    256
+}
+fn default_grpc_handshake_timeout() -> u64 {
+    10
+}
+fn default_grpc_max_concurrent_streams() -> u32 {
+    128
 }
 
 /// `[grpc.tls]`: the TCP listener serves TLS with this certificate; with
@@ -322,6 +360,13 @@ pub struct HttpConfig {
     /// request re-sent within the same second has the same signature.
     #[serde(default)]
     pub replay_cache: bool,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); goes with
+    /// `tls_key_file`. Absent: plain HTTP.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, RSA or EC).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -337,11 +382,26 @@ impl Default for HttpConfig {
             rate_limit_per_second: default_ec2_rate(),
             rate_limit_burst: default_ec2_burst(),
             replay_cache: false,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
 
 impl HttpConfig {
+    /// The gateway's TLS files, when it serves HTTPS.
+    pub fn tls_files(&self) -> Option<crate::tls::PemFiles<'_>> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Some(crate::tls::PemFiles {
+                cert_setting: "http.tls_cert_file",
+                cert_file: cert,
+                key_setting: "http.tls_key_file",
+                key_file: key,
+            }),
+            _ => None,
+        }
+    }
+
     /// The gateway's request settings.
     pub fn gateway(&self) -> crate::ec2::GatewayConfig {
         crate::ec2::GatewayConfig {
@@ -753,6 +813,18 @@ impl Config {
             {
                 return bad(format!("etcd.tls needs https:// endpoints, not {e:?}"));
             }
+        }
+        if self.grpc.max_connections == 0
+            || self.grpc.max_connections_per_ip == 0
+            || self.grpc.handshake_timeout_seconds == 0
+            || self.grpc.max_concurrent_streams == 0
+        {
+            return bad(
+                "grpc: connection limits and the handshake timeout must be positive".into(),
+            );
+        }
+        if self.http.tls_cert_file.is_some() != self.http.tls_key_file.is_some() {
+            return bad("http: tls_cert_file and tls_key_file go together".into());
         }
         if self.etcd.username.is_some() != self.etcd.password_file.is_some() {
             return bad("etcd: username and password_file go together".into());

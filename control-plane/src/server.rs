@@ -9,10 +9,16 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, GrpcTlsConfig};
+use crate::api::precheck::HeaderCheckLayer;
+use crate::config::{Config, GrpcConfig, GrpcTlsConfig};
 use crate::domain::Domain;
 use crate::error::{Error, Result};
+use crate::grpc_listener::{self, Incoming};
 use crate::store::Store;
+
+/// HTTP/2 pings on idle gRPC TCP connections, and how long an answer may take.
+const GRPC_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+const GRPC_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// How long shutdown waits for open gRPC streams.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
@@ -38,6 +44,15 @@ impl Replica {
     /// Connects to etcd, binds every listener and starts serving.
     pub async fn start(cfg: Config) -> Result<Self> {
         cfg.validate()?;
+        // Certificate problems fail the start before anything else happens.
+        let http_tls = match cfg.http.tls_files() {
+            Some(files) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
+                files,
+                &[b"http/1.1"],
+            )?)),
+            None => None,
+        };
+        let grpc_tls = cfg.grpc.tls.as_ref().map(server_tls).transpose()?;
         let cfg = Arc::new(cfg);
         let security = crate::store::EtcdSecurity::load(&cfg.etcd)?;
         let store = Store::connect_secure(&cfg.etcd.endpoints, &cfg.etcd.prefix, &security).await?;
@@ -52,41 +67,32 @@ impl Replica {
                 .await
                 .map_err(|e| io(&format!("binding gRPC {addr}"), e))?;
             grpc_addr = Some(listener.local_addr().map_err(|e| io("local addr", e))?);
-            // Accepted sockets need TCP_NODELAY themselves (the builder's
-            // option only applies to listeners tonic binds); without it,
-            // Nagle + delayed ACKs add ~40 ms to small responses.
-            let incoming = tokio_stream::StreamExt::map(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                |s| {
-                    s.inspect(|s| {
-                        if let Err(e) = s.set_nodelay(true) {
-                            tracing::warn!(error = %e, "TCP_NODELAY");
-                        }
-                    })
-                },
-            );
             let routes = crate::api::routes(domain.clone());
-            let mut stop = rx.clone();
-            let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
-            if let Some(tls) = &cfg.grpc.tls {
-                builder = builder
-                    .tls_config(server_tls(tls)?)
-                    .map_err(|e| Error::invalid(format!("configuration: grpc.tls: {e}")))?;
-            }
-            tasks.push(tokio::spawn(async move {
-                let r = builder
-                    .layer(nubis_proto::auth::BodyDigestLayer::new(
-                        crate::api::MAX_BODY,
+            let limits = cfg.grpc.limits();
+            let stop = rx.clone();
+            tasks.push(match grpc_tls {
+                None => {
+                    let incoming = Incoming::new(listener, limits, grpc_listener::plain());
+                    tokio::spawn(serve_grpc(
+                        incoming,
+                        domain.clone(),
+                        routes,
+                        cfg.grpc.clone(),
+                        stop,
                     ))
-                    .add_routes(routes)
-                    .serve_with_incoming_shutdown(incoming, async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    })
-                    .await;
-                if let Err(e) = r {
-                    tracing::error!(error = %e, "gRPC TCP server failed");
                 }
-            }));
+                Some(tls) => {
+                    let tls = grpc_listener::tls(tokio_rustls::TlsAcceptor::from(tls));
+                    let incoming = Incoming::new(listener, limits, tls);
+                    tokio::spawn(serve_grpc(
+                        incoming,
+                        domain.clone(),
+                        routes,
+                        cfg.grpc.clone(),
+                        stop,
+                    ))
+                }
+            });
         }
         let mut unix_socket = None;
         if let Some(path) = &cfg.grpc.unix_socket {
@@ -101,21 +107,13 @@ impl Replica {
             unix_socket = Some(path.clone());
             let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
             let routes = crate::api::routes(domain.clone());
-            let mut stop = rx.clone();
-            tasks.push(tokio::spawn(async move {
-                let r = tonic::transport::Server::builder()
-                    .layer(nubis_proto::auth::BodyDigestLayer::new(
-                        crate::api::MAX_BODY,
-                    ))
-                    .add_routes(routes)
-                    .serve_with_incoming_shutdown(incoming, async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    })
-                    .await;
-                if let Err(e) = r {
-                    tracing::error!(error = %e, "gRPC Unix server failed");
-                }
-            }));
+            tasks.push(tokio::spawn(serve_grpc(
+                incoming,
+                domain.clone(),
+                routes,
+                cfg.grpc.clone(),
+                rx.clone(),
+            )));
         }
         let mut http_addr = None;
         if let Some(addr) = cfg.http.listen {
@@ -127,7 +125,7 @@ impl Replica {
             let limits = crate::ec2::listener::Limits::from(&cfg.http);
             let stop = rx.clone();
             tasks.push(tokio::spawn(crate::ec2::listener::serve(
-                listener, app, limits, stop,
+                listener, app, limits, http_tls, stop,
             )));
         }
         let mut metrics_addr = None;
@@ -193,30 +191,58 @@ impl Replica {
     }
 }
 
-/// The TCP listener's TLS settings from `[grpc.tls]`: the files are read
-/// here, so a missing or unreadable one fails the start with its path.
-fn server_tls(tls: &GrpcTlsConfig) -> Result<tonic::transport::ServerTlsConfig> {
-    let read = |what: &str, p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| {
-            Error::invalid(format!(
-                "configuration: grpc.tls.{what} {}: {e}",
-                p.display()
-            ))
+/// Serves `routes` on `incoming`'s connections (the TCP listener's
+/// [`Incoming`], or the Unix socket's) until `stop`: signing headers checked
+/// before the body is read, then the body digested.
+async fn serve_grpc<S, IO, IE>(
+    incoming: S,
+    domain: Arc<Domain>,
+    routes: tonic::service::Routes,
+    cfg: GrpcConfig,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: futures::Stream<Item = std::result::Result<IO, IE>> + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+{
+    let r = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .max_concurrent_streams(Some(cfg.max_concurrent_streams))
+        // Dead peers (a host gone without a FIN) give their slot back.
+        .http2_keepalive_interval(Some(GRPC_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT))
+        .layer(HeaderCheckLayer::new(domain))
+        .layer(nubis_proto::auth::BodyDigestLayer::new(
+            crate::api::MAX_BODY,
+        ))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop.wait_for(|s| *s).await;
         })
-    };
-    let cert = read("cert_file", &tls.cert_file)?;
-    let key = read("key_file", &tls.key_file)?;
-    let mut c = tonic::transport::ServerTlsConfig::new()
-        .identity(tonic::transport::Identity::from_pem(cert, key));
-    if let Some(ca) = &tls.client_ca_file {
-        // Optional at the handshake: tenants connect without a certificate;
-        // the Node API insists on one (api::node).
-        c = c
-            .client_ca_root(tonic::transport::Certificate::from_pem(read(
-                "client_ca_file",
-                ca,
-            )?))
-            .client_auth_optional(true);
+        .await;
+    if let Err(e) = r {
+        tracing::error!(error = %e, "gRPC server failed");
     }
-    Ok(c)
+}
+
+/// `[grpc.tls]`: the certificate, its key and the optional client CA, read
+/// and checked here, so a missing, unreadable or mismatched file fails the
+/// start with its setting and path.
+fn server_tls(tls: &GrpcTlsConfig) -> Result<Arc<rustls::ServerConfig>> {
+    crate::tls::grpc_server_config(
+        crate::tls::PemFiles {
+            cert_setting: "grpc.tls.cert_file",
+            cert_file: &tls.cert_file,
+            key_setting: "grpc.tls.key_file",
+            key_file: &tls.key_file,
+        },
+        tls.client_ca_file
+            .as_deref()
+            .map(|p| ("grpc.tls.client_ca_file", p)),
+    )
 }

@@ -2,7 +2,10 @@
 //! against a real replica: slow and idle sockets are closed after their
 //! timeouts and do not keep a signed client from being answered; oversized
 //! and unauthenticated bodies are refused before they are read; connections
-//! beyond the per-client limit are refused while other clients get through.
+//! beyond the per-client limit are refused while other clients get through;
+//! with TLS (`[http] tls_cert_file`), signed calls work over HTTPS, plain
+//! HTTP and stalled handshakes get nowhere, and bad certificate files fail
+//! the start.
 //!
 //! Loopback accepts any 127.x.y.z source address, so "other clients" are
 //! sockets bound to 127.0.0.2.. before connecting.
@@ -10,6 +13,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
+
+use std::sync::Arc;
+
+use rcgen::ExtendedKeyUsagePurpose;
+use support::ca::Ca;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -35,11 +43,18 @@ struct Gateway {
 /// and `extra` `[http]` keys.
 fn gw_config(etcd: &Etcd, extra: &str) -> nubis_control_plane::config::Config {
     let mut cfg = config(etcd);
-    cfg.http = toml::from_str(&format!(
-        "listen = \"127.0.0.1:0\"\nheader_timeout_seconds = 2\nbody_timeout_seconds = 2\n\
-         idle_timeout_seconds = 3\n{extra}"
-    ))
-    .unwrap();
+    // The short timeouts, unless `extra` sets them itself.
+    let defaults = [
+        "listen = \"127.0.0.1:0\"",
+        "header_timeout_seconds = 2",
+        "body_timeout_seconds = 2",
+        "idle_timeout_seconds = 3",
+    ]
+    .into_iter()
+    .filter(|d| d.split(' ').next().is_some_and(|k| !extra.contains(k)))
+    .collect::<Vec<_>>()
+    .join("\n");
+    cfg.http = toml::from_str(&format!("{defaults}\n{extra}")).unwrap();
     cfg
 }
 
@@ -117,7 +132,7 @@ fn signed(creds: &Credentials, addr: SocketAddr, body: &str) -> Vec<u8> {
 }
 
 /// Reads an answer until the server closes; returns (status, text).
-async fn answer(s: &mut TcpStream) -> (u16, String) {
+async fn answer<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> (u16, String) {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
     let text = String::from_utf8_lossy(&out).to_string();
@@ -428,5 +443,258 @@ async fn without_the_replay_cache_a_signed_request_can_be_sent_again() {
     // Executed again: the key pair exists now.
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("InvalidKeyPair.Duplicate"), "{text}");
+    gw.replica.shutdown().await;
+}
+
+/// A gateway serving HTTPS with a certificate for `localhost`/127.0.0.1
+/// from `ca`, its files in `dir`.
+async fn tls_gateway(ca: &Ca, dir: &std::path::Path) -> Option<Gateway> {
+    let (cert, key) = ca.issue(
+        "ec2 gateway",
+        &["localhost", "127.0.0.1"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (cert_file, key_file) = (dir.join("gw.pem"), dir.join("gw.key"));
+    std::fs::write(&cert_file, cert).unwrap();
+    std::fs::write(&key_file, key).unwrap();
+    gateway(&format!(
+        "idle_timeout_seconds = 8\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        cert_file.display(),
+        key_file.display()
+    ))
+    .await
+}
+
+/// A TLS client trusting only `ca`.
+fn tls_client(ca: &Ca) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert.der().clone()).unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+}
+
+/// A signed DescribeRegions over HTTPS from 127.0.0.1; (status, time taken).
+async fn https_call(gw: &Gateway, tls: &tokio_rustls::TlsConnector) -> (u16, Duration) {
+    let t = Instant::now();
+    let tcp = connect_from(1, gw.addr).await;
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = tls.connect(name, tcp).await.expect("TLS handshake");
+    s.write_all(&signed(&gw.alice, gw.addr, DESCRIBE))
+        .await
+        .unwrap();
+    let (status, text) = answer(&mut s).await;
+    assert!(
+        status != 200 || text.contains("<DescribeRegionsResponse"),
+        "{text}"
+    );
+    (status, t.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_signed_calls_work_and_plain_http_and_stalled_handshakes_get_nowhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("nubis test EC2 CA");
+    // Header timeout 2 s (gw_config), idle timeout 8 s.
+    let Some(gw) = tls_gateway(&ca, dir.path()).await else {
+        return;
+    };
+    let tls = tls_client(&ca);
+    let (status, _) = https_call(&gw, &tls).await;
+    assert_eq!(status, 200, "a signed DescribeRegions over HTTPS");
+
+    // Plain HTTP to the TLS port: no HTTP answer, the connection is closed.
+    let (status, text) = send(gw.addr, &signed(&gw.alice, gw.addr, DESCRIBE)).await;
+    assert_eq!(status, 0, "plain HTTP must not be answered: {text:?}");
+    assert!(!text.contains("DescribeRegionsResponse"), "{text}");
+
+    // A client that does not trust the gateway's CA refuses it.
+    let stranger = tls_client(&Ca::new("somebody else's CA"));
+    let tcp = connect_from(1, gw.addr).await;
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    assert!(stranger.connect(name, tcp).await.is_err());
+
+    // 20 sockets that never start the handshake, and 20 that send the
+    // first bytes of a ClientHello (a TLS record header) and stall, from
+    // other addresses: a good client is answered promptly meanwhile, and
+    // each stalled socket is closed after the header timeout (2 s), long
+    // before the idle timeout (8 s) would.
+    let mut held = Vec::new();
+    for n in 0..40u8 {
+        let mut s = connect_from(2 + n % 10, gw.addr).await;
+        if n >= 20 {
+            s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).await.unwrap();
+        }
+        held.push(tokio::spawn(held_until_closed(s, false)));
+    }
+    for _ in 0..5 {
+        let (status, took) = https_call(&gw, &tls).await;
+        assert_eq!(status, 200);
+        assert!(took < Duration::from_secs(1), "took {took:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for h in held {
+        let s = h.await.unwrap().as_secs_f64();
+        assert!(
+            (1.5..5.0).contains(&s),
+            "a stalled handshake was closed after {s:.2} s, not within the 2 s header timeout"
+        );
+    }
+    let (status, _) = https_call(&gw, &tls).await;
+    assert_eq!(status, 200);
+    gw.replica.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_unreadable_or_mismatched_tls_files_fail_the_start() {
+    let Some(etcd) = start_etcd() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("nubis test EC2 CA");
+    let (cert, key) = ca.issue(
+        "ec2 gateway",
+        &["localhost"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (_, other_key) = ca.issue("other", &["other"], ExtendedKeyUsagePurpose::ServerAuth);
+    let w = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let (cert_file, key_file) = (w("gw.pem", &cert), w("gw.key", &key));
+    let other_key_file = w("other.key", &other_key);
+    let garbage = w("garbage.pem", "not a certificate\n");
+    let missing = dir.path().join("missing.pem").display().to_string();
+    let a_directory = dir.path().display().to_string();
+    let start_with = |cert: &str, key: &str| {
+        let extra = format!("tls_cert_file = \"{cert}\"\ntls_key_file = \"{key}\"\n");
+        nubis_control_plane::server::Replica::start(gw_config(&etcd, &extra))
+    };
+    for (cert, key, words) in [
+        (
+            &missing,
+            &key_file,
+            vec!["http.tls_cert_file", &missing, "No such file"],
+        ),
+        (
+            &cert_file,
+            &a_directory,
+            vec!["http.tls_key_file", &a_directory],
+        ),
+        (
+            &garbage,
+            &key_file,
+            vec!["http.tls_cert_file", &garbage, "CERTIFICATE"],
+        ),
+        (
+            &cert_file,
+            &garbage,
+            vec!["http.tls_key_file", &garbage, "private key"],
+        ),
+        (
+            &cert_file,
+            &other_key_file,
+            vec![
+                "http.tls_key_file",
+                &other_key_file,
+                "is not the key of",
+                &cert_file,
+            ],
+        ),
+    ] {
+        let e = start_with(cert, key).await.unwrap_err().to_string();
+        for w in words {
+            assert!(e.contains(w), "{e:?} should name {w:?}");
+        }
+    }
+    // One without the other is a configuration error.
+    let e = nubis_control_plane::server::Replica::start(gw_config(
+        &etcd,
+        &format!("tls_cert_file = \"{cert_file}\"\n"),
+    ))
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("tls_cert_file and tls_key_file go together"),
+        "{e}"
+    );
+    // The good pair starts.
+    start_with(&cert_file, &key_file)
+        .await
+        .unwrap()
+        .shutdown()
+        .await;
+}
+
+/// `aws ec2 describe-regions` against `endpoint`, with `extra` arguments.
+async fn aws_cli(creds: &Credentials, endpoint: &str, extra: &[&str]) -> std::process::Output {
+    tokio::process::Command::new("aws")
+        .args([
+            "--endpoint-url",
+            endpoint,
+            "--region",
+            REGION,
+            "--output",
+            "json",
+        ])
+        .args(extra)
+        .args(["ec2", "describe-regions"])
+        .env("AWS_ACCESS_KEY_ID", &creds.access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &creds.secret)
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_CA_BUNDLE")
+        .output()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_cli_calls_the_https_gateway_with_its_ca_bundle() {
+    let has_aws = std::process::Command::new("aws")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !nubis_testsupport::prerequisite(has_aws, "aws-cli on PATH") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("nubis test EC2 CA");
+    let Some(gw) = tls_gateway(&ca, dir.path()).await else {
+        return;
+    };
+    let bundle = dir.path().join("ca.pem");
+    std::fs::write(&bundle, ca.cert.pem()).unwrap();
+    let https = format!("https://localhost:{}", gw.addr.port());
+    let out = aws_cli(
+        &gw.alice,
+        &https,
+        &["--ca-bundle", &bundle.to_string_lossy()],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let regions: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(regions["Regions"][0]["RegionName"], REGION, "{stdout}");
+    // Without the CA bundle the gateway's certificate is not trusted.
+    let out = aws_cli(&gw.alice, &https, &[]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("SSL") || stderr.contains("certificate"),
+        "{stderr}"
+    );
     gw.replica.shutdown().await;
 }

@@ -372,3 +372,73 @@ async fn a_whole_zone_vanishing_stops_nobody_until_an_operator_confirms() {
     stays_running(&mut c, &others, Duration::from_secs(3)).await;
     cp.shutdown().await;
 }
+
+/// Nodes come back one by one after a disruption: the last one still
+/// looking lost when the rest make the disruption rule pass gets one grace
+/// from that moment (it may be a moment behind the others), and is judged
+/// lost only if it stays away longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_straggler_after_a_disruption_gets_one_grace_before_it_is_judged() {
+    let Some(etcd) = start_etcd() else {
+        return;
+    };
+    let cp = start(config(&etcd)).await;
+    let ep = endpoint(&cp);
+    let image = hello_image(&ep).await;
+    let mut c = compute(&ep, tenant(&ep, "t").await).await;
+    let hosts = [
+        ("a0", ZONES[0]),
+        ("a1", ZONES[0]),
+        ("b0", ZONES[1]),
+        ("b1", ZONES[1]),
+        ("c0", ZONES[2]),
+        ("c1", ZONES[2]),
+    ];
+    let mut sims = agents(&ep, &hosts).await;
+    let ids = launch(&mut c, &image, 6).await;
+    let straggler_ids = ids_on(&sims[0]);
+    assert!(!straggler_ids.is_empty(), "spread placed one on each node");
+    let resume = sims[1].running();
+
+    // Zone A vanishes: a disruption, nobody is stopped.
+    sims[0].kill();
+    sims[1].kill();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = node_loss_result(&cp).await;
+        if r.contains("DISRUPTION") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no disruption declared: {r}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // a1 comes back; a0 is the straggler. One node of six looks lost now,
+    // which alone would be judged at once.
+    let mut o = SimOptions::new(hosts[1].0, hosts[1].1, 4, 1024);
+    o.resume = resume;
+    let _back = SimAgent::start(&ep, sims[1].credential(), o).await.unwrap();
+    let cleared = Instant::now();
+    stays_running(
+        &mut c,
+        &straggler_ids,
+        GRACE.saturating_sub(Duration::from_secs(2)),
+    )
+    .await;
+    // It stays away: judged lost after the grace.
+    for id in &straggler_ids {
+        let i = wait_state(&c, id, "stopped").await;
+        assert!(i.state_reason.unwrap().message.contains("node lost"));
+    }
+    assert!(
+        cleared.elapsed() < GRACE + Duration::from_secs(15),
+        "judged {:?} after the disruption cleared",
+        cleared.elapsed()
+    );
+    let others: Vec<String> = ids
+        .iter()
+        .filter(|i| !straggler_ids.contains(i))
+        .cloned()
+        .collect();
+    stays_running(&mut c, &others, Duration::from_secs(2)).await;
+    cp.shutdown().await;
+}

@@ -274,3 +274,115 @@ async fn networking_api_creates_describes_and_refuses_like_ec2() {
         .await
         .unwrap();
 }
+
+/// The Compute API launches into a subnet and groups the caller names, and
+/// shows them on the instance; another tenant's subnet or group, or a group
+/// of another VPC, is refused with EC2's code and launches nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compute_run_instances_takes_a_subnet_and_groups() {
+    use nubis_control_plane::sim::{SimAgent, SimOptions};
+    use nubis_proto::compute::v1 as cpb;
+    let Some(etcd) = start_etcd() else {
+        return;
+    };
+    let cp = start(config(&etcd)).await;
+    let ep = endpoint(&cp);
+    let _agent = SimAgent::start(&ep, enrol(), SimOptions::new("h1", ZONES[1], 4, 1024))
+        .await
+        .unwrap();
+    let image = hello_image(&ep).await;
+    let (ca, cb) = (tenant(&ep, "a").await, tenant(&ep, "b").await);
+    let mut a = net(&ep, ca.clone()).await;
+    let (mut ra, mut rb) = (compute(&ep, ca).await, compute(&ep, cb).await);
+
+    let vpc = a
+        .create_vpc(pb::CreateVpcRequest {
+            cidr_block: "10.9.0.0/16".into(),
+            tags: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .vpc
+        .unwrap();
+    let subnet = a
+        .create_subnet(pb::CreateSubnetRequest {
+            vpc_id: vpc.vpc_id.clone(),
+            cidr_block: "10.9.1.0/24".into(),
+            availability_zone: ZONES[1].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .subnet
+        .unwrap();
+    let group = a
+        .create_security_group(pb::CreateSecurityGroupRequest {
+            group_name: "web".into(),
+            description: "web".into(),
+            vpc_id: vpc.vpc_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .security_group
+        .unwrap()
+        .group_id;
+    // A group of the default VPC (another VPC than the subnet's).
+    let default_group = a
+        .describe_security_groups(pb::DescribeSecurityGroupsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .security_groups
+        .into_iter()
+        .find(|g| g.vpc_id != vpc.vpc_id)
+        .unwrap()
+        .group_id;
+
+    let req = |subnet: &str, groups: &[&str]| cpb::RunInstancesRequest {
+        subnet_id: subnet.into(),
+        security_group_ids: groups.iter().map(|g| g.to_string()).collect(),
+        ..run_req(&image, 1)
+    };
+    let i = ra
+        .run_instances(req(&subnet.subnet_id, &[&group]))
+        .await
+        .unwrap()
+        .into_inner()
+        .reservation
+        .unwrap()
+        .instances
+        .remove(0);
+    assert_eq!(i.vpc_id, vpc.vpc_id);
+    assert_eq!(i.subnet_id, subnet.subnet_id);
+    assert_eq!(i.security_group_ids, vec![group.clone()]);
+    assert_eq!(i.availability_zone, ZONES[1], "the subnet's zone");
+
+    // Another tenant can use neither A's subnet nor A's group.
+    let e = rb
+        .run_instances(req(&subnet.subnet_id, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(ec2_code(&e), "InvalidSubnetID.NotFound", "{e:?}");
+    let e = rb.run_instances(req("", &[&group])).await.unwrap_err();
+    assert_eq!(ec2_code(&e), "InvalidGroup.NotFound", "{e:?}");
+    // A group of another VPC than the subnet's.
+    let e = ra
+        .run_instances(req(&subnet.subnet_id, &[&default_group]))
+        .await
+        .unwrap_err();
+    assert!(
+        ec2_code(&e).starts_with("InvalidParameter") || ec2_code(&e).starts_with("InvalidGroup"),
+        "{e:?}"
+    );
+    // Malformed ids.
+    let e = ra.run_instances(req("subnet-zz", &[])).await.unwrap_err();
+    assert!(ec2_code(&e).starts_with("Invalid"), "{e:?}");
+    // Nothing was launched by the refusals.
+    assert_eq!(describe_all(&mut ra).await.len(), 1);
+    assert!(describe_all(&mut rb).await.is_empty());
+    cp.shutdown().await;
+}

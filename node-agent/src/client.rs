@@ -33,9 +33,10 @@ use crate::instance::{now_ms, Report, CONSOLE_TAIL_BYTES};
 use crate::layout::{off_runtime, read_json};
 use crate::reconcile::{Agent, DesiredInstance};
 use crate::runtime::State;
-use crate::types::{Desired, DeviceLimits, ImageName, InstanceId, InstanceSpec};
+use crate::types::{Desired, DeviceLimits, ImageName, InstanceId, InstanceSpec, VpcAttachment};
 
-type Client = NodeClient<nubis_proto::auth::SignedChannel>;
+/// The Node API client over a signed channel.
+pub type Client = NodeClient<nubis_proto::auth::SignedChannel>;
 
 /// Most `ReportInstance` calls in flight at once.
 pub const REPORT_CONCURRENCY: usize = 16;
@@ -146,6 +147,14 @@ pub fn desired_from_assignment(a: &pb::Assignment) -> Result<DesiredInstance> {
             net_tx_pps: l.net_tx_pps,
             net_rx_bps: l.net_rx_bps,
             net_rx_pps: l.net_rx_pps,
+        }),
+        // proto3: vni 0 means no VPC (the legacy bridge).
+        vpc: net.filter(|n| n.vni != 0).map(|n| VpcAttachment {
+            vni: n.vni,
+            vpc_id: n.vpc_id.clone(),
+            subnet_id: n.subnet_id.clone(),
+            subnet_cidr: n.subnet_cidr.clone(),
+            security_group_ids: n.security_group_ids.clone(),
         }),
     };
     spec.validate()?;
@@ -367,7 +376,12 @@ async fn session(
         instances,
         metrics_endpoint: metrics.map(|m| m.endpoint.clone()).unwrap_or_default(),
         enrolment_secret: String::new(),
-        underlay_ip: String::new(),
+        underlay_ip: agent
+            .context()
+            .vpc
+            .underlay()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
     };
     // Re-registration uses the node's own credential when the agent has one:
     // a per-host enrolment token is consumed by the first registration.
@@ -444,6 +458,11 @@ async fn session(
     let mut last_images = tokio::time::Instant::now();
     let mut c = client.clone();
     // Reports: everything once per session, then changes (own task).
+    let _network = AbortOnDrop(tokio::spawn(network_loop(
+        agent.context().clone(),
+        client.clone(),
+        node_id.clone(),
+    )));
     let mut reporting = AbortOnDrop(tokio::spawn(report_loop(
         agent.clone(),
         client,
@@ -486,6 +505,76 @@ async fn session(
                 return done.map_err(|e| Error::io("report task", std::io::Error::other(e)))?;
             }
         }
+    }
+}
+
+/// Follows `WatchNetwork` for the session: each view is validated, kept as
+/// the latest and applied to the VPC data plane. A control plane that does
+/// not serve it yet (UNIMPLEMENTED) means "no view yet": logged once, asked
+/// again with back-off, like any other failure of the stream (the session
+/// itself goes on).
+pub async fn network_loop(ctx: Arc<crate::context::HostContext>, client: Client, node_id: String) {
+    const MAX_BACKOFF: Duration = Duration::from_secs(30);
+    let mut backoff = Duration::from_secs(1);
+    let mut said_unimplemented = false;
+    loop {
+        let mut c = client.clone();
+        match c
+            .watch_network(pb::WatchNetworkRequest {
+                node_id: node_id.clone(),
+            })
+            .await
+        {
+            Ok(stream) => {
+                let mut stream = stream.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(v)) => {
+                            backoff = Duration::from_secs(1);
+                            let received = std::time::Instant::now();
+                            let view = crate::host::vpc::NetView::from_proto(&v);
+                            let revision = view.revision;
+                            match ctx.vpc.set_view(view).await {
+                                Ok(true) => match ctx.vpc.sync(&ctx.layout, false).await {
+                                    Ok(s) => tracing::info!(
+                                        revision,
+                                        changed = s.changed(),
+                                        took_ms = received.elapsed().as_millis() as u64,
+                                        "network view applied"
+                                    ),
+                                    Err(e) => {
+                                        tracing::error!(revision, error = %crate::launch::chain(&e), "cannot apply the network view (retried by the reconcile loop)")
+                                    }
+                                },
+                                Ok(false) => {
+                                    tracing::debug!(revision, "network view unchanged or older")
+                                }
+                                Err(e) => {
+                                    tracing::error!(revision, error = %crate::launch::chain(&e), "cannot keep the network view")
+                                }
+                            }
+                        }
+                        Ok(None) => {
+                            tracing::info!("WatchNetwork stream ended");
+                            break;
+                        }
+                        Err(st) => {
+                            tracing::warn!(error = %st, "WatchNetwork stream failed");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(st) if st.code() == tonic::Code::Unimplemented => {
+                if !said_unimplemented {
+                    said_unimplemented = true;
+                    tracing::info!("the control plane does not serve WatchNetwork yet: no network view (asking again with back-off)");
+                }
+            }
+            Err(st) => tracing::warn!(error = %st, "WatchNetwork failed"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -834,6 +923,35 @@ mod tests {
             }),
             force: false,
         }
+    }
+
+    #[test]
+    fn vpc_fields_are_converted_and_validated() {
+        let mut a = assignment(pb::DesiredState::Running);
+        assert_eq!(
+            desired_from_assignment(&a).unwrap().spec.vpc,
+            None,
+            "vni 0: the bridge"
+        );
+        let net = a.spec.as_mut().unwrap().network.as_mut().unwrap();
+        net.vni = 0x101;
+        net.vpc_id = "vpc-1".into();
+        net.subnet_id = "subnet-1".into();
+        net.subnet_cidr = "10.200.0.0/24".into();
+        net.security_group_ids = vec!["sg-1".into(), "sg-2".into()];
+        let v = desired_from_assignment(&a).unwrap().spec.vpc.unwrap();
+        assert_eq!(v.vni, 0x101);
+        assert_eq!(v.vpc_id, "vpc-1");
+        assert_eq!(v.subnet_cidr, "10.200.0.0/24");
+        assert_eq!(v.security_group_ids, ["sg-1", "sg-2"]);
+        // A VNI beyond 24 bits, or a VPC instance without its address.
+        let net = a.spec.as_mut().unwrap().network.as_mut().unwrap();
+        net.vni = 1 << 24;
+        assert!(desired_from_assignment(&a).is_err());
+        let net = a.spec.as_mut().unwrap().network.as_mut().unwrap();
+        net.vni = 7;
+        net.ip = String::new();
+        assert!(desired_from_assignment(&a).is_err());
     }
 
     #[test]

@@ -201,6 +201,17 @@ pub struct NetworkConfig {
     /// `nft` cannot be run unless this is `false`.
     #[serde(default = "default_true")]
     pub firewall: bool,
+    /// This host's underlay IPv4 address: an address of an interface in the
+    /// agent's network namespace, the local VXLAN tunnel endpoint of the VPC
+    /// data plane (`host::vpc`, docs/networking.md), sent to the control
+    /// plane at registration. Without it VPC instances still run and reach
+    /// each other on this host, but not instances on other hosts.
+    #[serde(default)]
+    pub underlay_address: Option<String>,
+    /// The interface carrying `underlay_address` (the VXLAN devices' lower
+    /// device; default: found by the address at start-up).
+    #[serde(default)]
+    pub underlay_device: Option<String>,
 }
 
 impl Default for NetworkConfig {
@@ -211,6 +222,8 @@ impl Default for NetworkConfig {
             instance_range: default_instance_range(),
             tap_prefix: default_tap_prefix(),
             firewall: true,
+            underlay_address: None,
+            underlay_device: None,
         }
     }
 }
@@ -531,6 +544,31 @@ fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix: u8) -> bool {
 }
 
 impl NetworkConfig {
+    /// The validated `underlay_address`: a unicast IPv4 address.
+    pub fn underlay(&self) -> Result<Option<Ipv4Addr>> {
+        let Some(s) = &self.underlay_address else {
+            return Ok(None);
+        };
+        let a: Ipv4Addr = s.trim().parse().map_err(|_| {
+            Error::ConfigInvalid(format!(
+                "network.underlay_address {s:?} is not an IPv4 address (a.b.c.d, no prefix)"
+            ))
+        })?;
+        if a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback() {
+            return Err(Error::ConfigInvalid(format!(
+                "network.underlay_address {a} must be a unicast address of a host interface"
+            )));
+        }
+        if let Some(d) = &self.underlay_device {
+            if !is_ifname(d) {
+                return Err(Error::ConfigInvalid(format!(
+                    "network.underlay_device {d:?} is not a valid interface name"
+                )));
+            }
+        }
+        Ok(Some(a))
+    }
+
     /// Validates and returns the default addressing plan (`None` without a
     /// `bridge_address`).
     pub fn addressing(&self) -> Result<Option<Addressing>> {
@@ -660,6 +698,11 @@ impl Config {
             )));
         }
         self.network.addressing()?;
+        if self.network.underlay()?.is_none() && self.network.underlay_device.is_some() {
+            return Err(Error::ConfigInvalid(
+                "network.underlay_device needs network.underlay_address".into(),
+            ));
+        }
         let parent = &self.cgroup.parent;
         if parent.is_empty()
             || parent
@@ -783,6 +826,45 @@ mod tests {
         assert_eq!(a.gateway, Ipv4Addr::new(10, 200, 0, 1));
         assert_eq!(a.prefix, 24);
         assert!(c.cgroup.enforce_limits);
+    }
+
+    #[test]
+    fn underlay_settings_are_validated() {
+        let head = "availability_zone = \"nb-1a\"\ncontrol_plane = \"unix:///run/n.sock\"\n\
+                    [enrolment]\nkey_id = \"k\"\nsecret = \"s\"\n[network]\n";
+        let c = parse(&format!("{head}underlay_address = \"10.254.0.1\"\n")).unwrap();
+        assert_eq!(
+            c.network.underlay().unwrap(),
+            Some(Ipv4Addr::new(10, 254, 0, 1))
+        );
+        assert_eq!(c.network.underlay_device, None);
+        let c = parse(&format!(
+            "{head}underlay_address = \"10.254.0.1\"\nunderlay_device = \"eth1\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.network.underlay_device.as_deref(), Some("eth1"));
+        assert_eq!(parse(head).unwrap().network.underlay().unwrap(), None);
+        for (bad, why) in [
+            (
+                "underlay_address = \"10.254.0.1/16\"",
+                "not an IPv4 address",
+            ),
+            ("underlay_address = \"host\"", "not an IPv4 address"),
+            ("underlay_address = \"0.0.0.0\"", "unicast"),
+            ("underlay_address = \"127.0.0.1\"", "unicast"),
+            ("underlay_address = \"239.1.1.1\"", "unicast"),
+            (
+                "underlay_address = \"10.0.0.1\"\nunderlay_device = \"a/b\"",
+                "not a valid interface name",
+            ),
+            (
+                "underlay_device = \"eth1\"",
+                "needs network.underlay_address",
+            ),
+        ] {
+            let e = parse(&format!("{head}{bad}\n")).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

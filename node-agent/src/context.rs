@@ -1,7 +1,7 @@
 //! Host-wide context shared by all instance tasks: configuration, the state
 //! directory, the cgroup tree, the address-allocation lock, the bridge
 //! status (which subnets are set up), the image digest cache, the launch
-//! slots, the directory watcher, the firewall and the channel on which tasks announce
+//! slots, the directory watcher, the firewall, the VPC data plane and the channel on which tasks announce
 //! state changes.
 
 use std::collections::BTreeSet;
@@ -17,6 +17,7 @@ use crate::host::dirwatch::DirWatcher;
 use crate::host::firewall::Firewall;
 use crate::host::image::DigestCache;
 use crate::host::tap;
+use crate::host::vpc::VpcNet;
 use crate::layout::Layout;
 use crate::types::InstanceId;
 
@@ -43,6 +44,8 @@ pub struct HostContext {
     pub watcher: DirWatcher,
     /// The nftables rules of the instances' TAPs and of the host.
     pub firewall: Firewall,
+    /// The VPC data plane (routed ports, VXLAN, security groups).
+    pub vpc: VpcNet,
     /// Subnets (gateway/prefix) already set up on the bridge by this agent.
     bridged: std::sync::Mutex<BTreeSet<(Ipv4Addr, u8)>>,
     /// Addresses chosen whose `net.json` is being written (changed only
@@ -61,6 +64,11 @@ impl HostContext {
         let cgroups = Cgroups::init(&config.cgroup);
         let config_slots = config.instances.max_parallel_launches;
         let firewall = Firewall::new(&config.network);
+        let vpc = VpcNet::new(
+            config.network.underlay()?,
+            config.network.underlay_device.clone(),
+            Some(layout.root().join("vpc.json")),
+        );
         Ok(Arc::new(HostContext {
             config,
             addressing,
@@ -72,6 +80,7 @@ impl HostContext {
             launch_slots: Semaphore::new(config_slots),
             watcher: DirWatcher::default(),
             firewall,
+            vpc,
             bridged: std::sync::Mutex::default(),
             reserved: std::sync::Mutex::default(),
         }))

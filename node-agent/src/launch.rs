@@ -134,67 +134,10 @@ pub async fn prepare_timed(
     made.map_err(|e| reason(ReasonCode::DiskSetupFailed, chain(&e)))?;
     tl.mark("disk");
 
-    // Network: bridge with the spec's gateway (or the node's default), TAP.
-    let net_fail = |e: Error| reason(ReasonCode::NetworkSetupFailed, chain(&e));
-    let default = ctx.addressing.map(|a| (a.gateway, a.prefix));
-    let subnet = spec
-        .network(default)
-        .map_err(|why| reason(ReasonCode::NetworkSetupFailed, why))?;
-    let net = {
-        let _g = ctx.net_lock.lock().await;
-        // Allocation from the node's range (no address in the spec, so no
-        // spec subnet either) uses the configured range.
-        let plan = Addressing {
-            gateway: subnet.gateway,
-            prefix: subnet.prefix,
-            first: ctx.addressing.map_or(subnet.gateway, |a| a.first),
-            last: ctx.addressing.map_or(subnet.gateway, |a| a.last),
-        };
-        ctx.ensure_bridge_for(plan.gateway, plan.prefix)
-            .await
-            .map_err(net_fail)?;
-        let mac = spec.mac.clone().unwrap_or_else(|| tap::mac_for(&spec.id));
-        let name = tap::tap_name(&ctx.config.network.tap_prefix, &spec.id);
-        match ctx.layout.existing_net(&spec.id).map_err(net_fail)? {
-            Some(n) => n,
-            None => {
-                // Choose under the lock; record (a synced write) outside it,
-                // the address reserved meanwhile, so a burst's allocations do
-                // not queue behind each other's fsync.
-                let reserved = ctx.reserved_ips();
-                let n = ctx
-                    .layout
-                    .choose_net(&spec.id, &plan, mac, name, spec.ip, &reserved)
-                    .map_err(net_fail)?;
-                ctx.reserve_ip(n.ip);
-                drop(_g);
-                let (path, rec) = (dir.net(), n.clone());
-                let written = tokio::task::spawn_blocking(move || write_json(&path, &rec)).await;
-                // Under the lock: an allocator either sees the reservation
-                // or (after this) the recorded net.json.
-                let _g = ctx.net_lock.lock().await;
-                ctx.release_ip(n.ip);
-                written
-                    .map_err(|e| reason(ReasonCode::InternalError, e))?
-                    .map_err(net_fail)?;
-                n
-            }
-        }
+    let net = match &spec.vpc {
+        Some(vpc) => prepare_routed_port(ctx, spec, dir, vpc, tl).await?,
+        None => prepare_bridge_port(ctx, spec, dir, tl).await?,
     };
-    tl.mark("net");
-    if let Err(e) = tap::ensure_tap(&net.tap, &ctx.config.network.bridge).await {
-        // Maybe the bridge went away under us: set it up again next time.
-        ctx.forget_bridge();
-        return Err(net_fail(e));
-    }
-    // Rules for the new TAP before the VMM can send anything: until then its
-    // frames are dropped as coming from a TAP without rules.
-    ctx.firewall.sync(&ctx.layout, false).await.map_err(|e| {
-        reason(
-            ReasonCode::NetworkSetupFailed,
-            format!("firewall: {}", chain(&e)),
-        )
-    })?;
     tl.mark("tap");
 
     // cgroup.
@@ -260,6 +203,126 @@ pub async fn prepare_timed(
         metadata,
         limits,
     })
+}
+
+/// The legacy network: bridge with the spec's gateway (or the node's
+/// default), an address from the node's range unless the spec has one, a
+/// TAP on the bridge and its anti-spoofing rules.
+async fn prepare_bridge_port(
+    ctx: &HostContext,
+    spec: &InstanceSpec,
+    dir: &InstanceDir,
+    tl: &mut Timeline,
+) -> Result<NetAlloc, StateReason> {
+    let net_fail = |e: Error| reason(ReasonCode::NetworkSetupFailed, chain(&e));
+    let default = ctx.addressing.map(|a| (a.gateway, a.prefix));
+    let subnet = spec
+        .network(default)
+        .map_err(|why| reason(ReasonCode::NetworkSetupFailed, why))?;
+    let net = {
+        let _g = ctx.net_lock.lock().await;
+        // Allocation from the node's range (no address in the spec, so no
+        // spec subnet either) uses the configured range.
+        let plan = Addressing {
+            gateway: subnet.gateway,
+            prefix: subnet.prefix,
+            first: ctx.addressing.map_or(subnet.gateway, |a| a.first),
+            last: ctx.addressing.map_or(subnet.gateway, |a| a.last),
+        };
+        ctx.ensure_bridge_for(plan.gateway, plan.prefix)
+            .await
+            .map_err(net_fail)?;
+        let mac = spec.mac.clone().unwrap_or_else(|| tap::mac_for(&spec.id));
+        let name = tap::tap_name(&ctx.config.network.tap_prefix, &spec.id);
+        match ctx.layout.existing_net(&spec.id).map_err(net_fail)? {
+            Some(n) => n,
+            None => {
+                // Choose under the lock; record (a synced write) outside it,
+                // the address reserved meanwhile, so a burst's allocations do
+                // not queue behind each other's fsync.
+                let reserved = ctx.reserved_ips();
+                let n = ctx
+                    .layout
+                    .choose_net(&spec.id, &plan, mac, name, spec.ip, &reserved)
+                    .map_err(net_fail)?;
+                ctx.reserve_ip(n.ip);
+                drop(_g);
+                let (path, rec) = (dir.net(), n.clone());
+                let written = tokio::task::spawn_blocking(move || write_json(&path, &rec)).await;
+                // Under the lock: an allocator either sees the reservation
+                // or (after this) the recorded net.json.
+                let _g = ctx.net_lock.lock().await;
+                ctx.release_ip(n.ip);
+                written
+                    .map_err(|e| reason(ReasonCode::InternalError, e))?
+                    .map_err(net_fail)?;
+                n
+            }
+        }
+    };
+    tl.mark("net");
+    if let Err(e) = tap::ensure_tap(&net.tap, &ctx.config.network.bridge).await {
+        // Maybe the bridge went away under us: set it up again next time.
+        ctx.forget_bridge();
+        return Err(net_fail(e));
+    }
+    // Rules for the new TAP before the VMM can send anything: until then its
+    // frames are dropped as coming from a TAP without rules.
+    ctx.firewall.sync(&ctx.layout, false).await.map_err(|e| {
+        reason(
+            ReasonCode::NetworkSetupFailed,
+            format!("firewall: {}", chain(&e)),
+        )
+    })?;
+    Ok(net)
+}
+
+/// A VPC instance's network: its address from the spec (VPCs may overlap,
+/// so no range or uniqueness check against other instances), a routed TAP
+/// (not on the bridge) and the VPC data plane's rule, route and filters for
+/// it, in place before the VMM can send anything.
+async fn prepare_routed_port(
+    ctx: &HostContext,
+    spec: &InstanceSpec,
+    dir: &InstanceDir,
+    vpc: &crate::types::VpcAttachment,
+    tl: &mut Timeline,
+) -> Result<NetAlloc, StateReason> {
+    let net_fail = |e: Error| reason(ReasonCode::NetworkSetupFailed, chain(&e));
+    let subnet = spec
+        .network(None)
+        .map_err(|why| reason(ReasonCode::NetworkSetupFailed, why))?;
+    let ip = subnet.ip.ok_or_else(|| {
+        reason(
+            ReasonCode::NetworkSetupFailed,
+            "a VPC instance's spec names no address",
+        )
+    })?;
+    let net = match ctx.layout.existing_net(&spec.id).map_err(net_fail)? {
+        Some(n) => n,
+        None => {
+            let n = NetAlloc {
+                ip,
+                prefix: subnet.prefix,
+                gateway: subnet.gateway,
+                mac: spec.mac.clone().unwrap_or_else(|| tap::mac_for(&spec.id)),
+                tap: tap::tap_name(&ctx.config.network.tap_prefix, &spec.id),
+                vpc: Some(vpc.clone()),
+            };
+            let (path, rec) = (dir.net(), n.clone());
+            off_runtime(move || write_json(&path, &rec)).map_err(net_fail)?;
+            n
+        }
+    };
+    tl.mark("net");
+    tap::ensure_routed_tap(&net.tap).await.map_err(net_fail)?;
+    ctx.vpc.sync(&ctx.layout, false).await.map_err(|e| {
+        reason(
+            ReasonCode::NetworkSetupFailed,
+            format!("VPC data plane: {}", chain(&e)),
+        )
+    })?;
+    Ok(net)
 }
 
 /// What the instance's metadata service serves: the control plane's data
@@ -373,9 +436,13 @@ pub async fn destroy(
     let name = tap::tap_name(&ctx.config.network.tap_prefix, &spec.id);
     let recorded = crate::layout::read_json::<crate::layout::NetAlloc>(&dir.net())
         .ok()
-        .flatten()
-        .map(|n| n.tap);
-    for t in recorded.into_iter().chain(std::iter::once(name)) {
+        .flatten();
+    let routed = recorded.as_ref().is_some_and(|n| n.vpc.is_some());
+    for t in recorded
+        .map(|n| n.tap)
+        .into_iter()
+        .chain(std::iter::once(name))
+    {
         tap::delete_tap(&t).await?;
     }
     ctx.cgroups.remove(&spec.id).await?;
@@ -383,6 +450,13 @@ pub async fn destroy(
     // The TAP's rules go with it; a failure is retried by the reconcile loop.
     if let Err(e) = ctx.firewall.sync(&ctx.layout, false).await {
         tracing::warn!(instance = %spec.id, error = %chain(&e), "firewall: cannot remove the instance's rules");
+    }
+    // Its VPC's routes, rules and filters (all of the VPC when it was the
+    // last instance here); a failure is retried by the reconcile loop.
+    if routed {
+        if let Err(e) = ctx.vpc.sync(&ctx.layout, false).await {
+            tracing::warn!(instance = %spec.id, error = %chain(&e), "VPC data plane: cannot remove the instance's port");
+        }
     }
     Ok(())
 }

@@ -82,6 +82,10 @@ pub struct NetAlloc {
     pub mac: String,
     /// TAP device name.
     pub tap: String,
+    /// The instance's VPC: its TAP is a routed port of the VPC data plane
+    /// (`host::vpc`), not on the bridge. `None`: the legacy bridge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc: Option<crate::types::VpcAttachment>,
 }
 
 /// Persisted lifecycle (`state.json`).
@@ -216,8 +220,11 @@ impl Layout {
             if &other == id {
                 continue;
             }
+            // VPC addresses live in their VPC's table, not the bridge's range.
             if let Ok(Some(n)) = read_json::<NetAlloc>(&self.instance(&other).net()) {
-                used.insert(n.ip);
+                if n.vpc.is_none() {
+                    used.insert(n.ip);
+                }
             }
         }
         let ip = match requested {
@@ -240,6 +247,7 @@ impl Layout {
             gateway: plan.gateway,
             mac,
             tap,
+            vpc: None,
         })
     }
 }

@@ -151,6 +151,21 @@ impl Agent {
                 "host firewall disabled ([network] firewall = false): guest frames are not checked"
             );
         }
+        // The VPC data plane from the state directory and the last view kept
+        // there: re-adopted instances keep their routes and filters (nothing
+        // is torn down). A wrong underlay address stops the agent.
+        ctx.vpc.check_underlay().await.inspect_err(|e| {
+            tracing::error!(error = %crate::launch::chain(e), "bad [network] underlay_address");
+        })?;
+        match ctx.vpc.sync(&ctx.layout, true).await {
+            Ok(s) => {
+                let st = ctx.vpc.status();
+                tracing::info!(vpcs = st.vpcs, ports = st.ports, view = ?st.view_revision, took_ms = s.took.as_millis() as u64, "VPC data plane applied");
+            }
+            Err(e) => {
+                tracing::error!(error = %crate::launch::chain(&e), "cannot apply the VPC data plane (retried)")
+            }
+        }
         let agent = Arc::new(Agent {
             ctx,
             host_id,
@@ -351,6 +366,9 @@ impl Agent {
         // when they changed, after a failure and every 30 s.
         if let Err(e) = self.ctx.firewall.sync(&self.ctx.layout, false).await {
             tracing::error!(error = %crate::launch::chain(&e), "cannot apply the host firewall");
+        }
+        if let Err(e) = self.ctx.vpc.sync(&self.ctx.layout, false).await {
+            tracing::error!(error = %crate::launch::chain(&e), "cannot apply the VPC data plane");
         }
     }
 

@@ -45,6 +45,8 @@ pub struct StatusFile {
     pub instances: Vec<Report>,
     /// The host firewall's last update (docs/security.md).
     pub firewall: crate::host::firewall::FirewallStatus,
+    /// The VPC data plane's last update (docs/networking.md).
+    pub vpc: crate::host::vpc::VpcStatus,
     /// When written.
     pub written_unix_ms: u64,
 }
@@ -82,6 +84,7 @@ fn write_status(agent: &Agent, images: &[String]) {
         images: images.to_vec(),
         instances,
         firewall: agent.context().firewall.status(),
+        vpc: agent.context().vpc.status(),
         written_unix_ms: crate::instance::now_ms(),
     };
     if let Err(e) = write_json(&status_path(&cfg.state_dir), &st) {

@@ -159,6 +159,28 @@ pub struct InstanceSpec {
     /// `[limits]`, per vCPU. See [`DeviceLimits::effective`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<DeviceLimits>,
+    /// The instance's VPC (Node API `NetworkSpec.vni` != 0): its TAP is a
+    /// routed port of the VPC data plane instead of a bridge port, and
+    /// `ip`, `prefix_len` and `gateway` must be set. `None`: the bridge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc: Option<VpcAttachment>,
+}
+
+/// Which VPC an instance's port belongs to (recorded in `net.json` too).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VpcAttachment {
+    /// The VPC's VXLAN network identifier (1..2^24-1).
+    pub vni: u32,
+    /// VPC id.
+    pub vpc_id: String,
+    /// Subnet id.
+    pub subnet_id: String,
+    /// The subnet, a.b.c.d/n.
+    pub subnet_cidr: String,
+    /// Security groups at launch (the live set comes with the network view).
+    #[serde(default)]
+    pub security_group_ids: Vec<String>,
 }
 
 /// An instance's device rate limits from its type (Node API
@@ -241,6 +263,14 @@ impl InstanceSpec {
                     .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
             if !ok {
                 return Err(bad("mac must be aa:bb:cc:dd:ee:ff"));
+            }
+        }
+        if let Some(v) = &self.vpc {
+            if v.vni == 0 || v.vni > crate::host::vpc::model::MAX_VNI {
+                return Err(bad("vpc vni must be 1..=16777215"));
+            }
+            if self.ip.is_none() || self.gateway.is_none() || self.prefix_len.is_none() {
+                return Err(bad("a VPC instance needs ip, prefix_len and gateway"));
             }
         }
         if let Some(h) = &self.image_manifest_sha256 {
@@ -430,6 +460,7 @@ mod tests {
             metadata: None,
             root_volume_gib: None,
             limits: None,
+            vpc: None,
         };
         assert!(s.validate().is_ok());
         s.vcpus = 0;
@@ -462,6 +493,7 @@ mod tests {
             metadata: None,
             root_volume_gib: None,
             limits: None,
+            vpc: None,
         }
     }
 

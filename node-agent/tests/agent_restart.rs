@@ -18,45 +18,14 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{alive, have_prereqs, Env};
+use common::{alive, have_prereqs, start_agent, wait_status, Env};
 use serde_json::Value;
 
 const N: usize = 5;
 const WAIT: Duration = Duration::from_secs(180);
-
-/// The agent process; SIGKILLed and reaped on drop.
-struct AgentProc(Child);
-
-impl Drop for AgentProc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_agent(env: &Env) -> AgentProc {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(env.state.path().join("agent.log"))
-        .unwrap();
-    let child = Command::new("nsenter")
-        .arg(format!("--net={}", env.netns.path().display()))
-        .arg("--")
-        .arg(env!("CARGO_BIN_EXE_nubis-agent"))
-        .arg("--config")
-        .arg(env.config_path())
-        .env("NUBIS_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    AgentProc(child)
-}
 
 fn write_desired(state: &Path, ids: &[String]) {
     let instances: Vec<Value> = ids
@@ -76,31 +45,6 @@ fn write_desired(state: &Path, ids: &[String]) {
     )
     .unwrap();
     std::fs::rename(&tmp, state.join("desired.json")).unwrap();
-}
-
-fn read_status(state: &Path) -> Option<Value> {
-    let b = std::fs::read(state.join("status.json")).ok()?;
-    serde_json::from_slice(&b).ok()
-}
-
-/// Waits until status.json (written after `after_ms`) satisfies `pred`.
-fn wait_status(env: &Env, after_ms: u64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = read_status(env.state.path()) {
-            if v["written_unix_ms"].as_u64().unwrap_or(0) >= after_ms && pred(&v) {
-                return v;
-            }
-            if Instant::now() > deadline {
-                let log =
-                    std::fs::read_to_string(env.state.path().join("agent.log")).unwrap_or_default();
-                panic!("timed out waiting for {what}; status: {v:#}\nagent log:\n{log}");
-            }
-        } else if Instant::now() > deadline {
-            panic!("timed out waiting for {what}: no status.json");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// id -> pid of every running + ready instance.

@@ -34,6 +34,7 @@ fn spec(id: &str, image: &str) -> InstanceSpec {
         metadata: None,
         root_volume_gib: None,
         limits: None,
+        vpc: None,
     }
 }
 

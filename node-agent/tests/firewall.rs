@@ -7,12 +7,11 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsFd;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{have_prereqs, NetNs};
+use common::{fetch, have_prereqs, in_netns, must, ping, run, serve, NetNs};
 use nubis_agent::config::NetworkConfig;
 use nubis_agent::host::firewall::render::Port;
 use nubis_agent::host::firewall::{read_counters, Counters, Firewall};
@@ -27,97 +26,6 @@ fn mac(i: u8) -> String {
 }
 fn ip(i: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 214, 0, 10 + i)
-}
-
-fn run(args: &[&str]) -> (bool, String) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-fn must(args: &[&str]) -> String {
-    let (ok, out) = run(args);
-    assert!(ok, "{args:?} failed: {out}");
-    out
-}
-
-/// Runs `f` on a thread inside the namespace `ns`.
-fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("open netns");
-        rustix::thread::move_into_link_name_space(
-            file.as_fd(),
-            Some(rustix::thread::LinkNameSpaceType::Network),
-        )
-        .expect("setns");
-        f()
-    })
-}
-
-/// A TCP server in `ns` answering `body` to every connection until `for_`
-/// has passed.
-fn serve(ns: &str, addr: SocketAddr, body: &'static str, for_: Duration) {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    in_netns(ns, move || {
-        let l = TcpListener::bind(addr).expect("bind");
-        l.set_nonblocking(true).expect("nonblocking");
-        ready_tx.send(()).expect("ready");
-        let end = Instant::now() + for_;
-        while Instant::now() < end {
-            match l.accept() {
-                Ok((mut s, _)) => {
-                    let _ = s.set_nonblocking(false);
-                    let _ = s.write_all(body.as_bytes());
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("server up");
-}
-
-/// Connects from `ns` to `addr`; what the server said, or `None`.
-fn fetch(ns: &str, addr: SocketAddr) -> Option<String> {
-    in_netns(ns, move || {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(1500)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        Some(out)
-    })
-    .join()
-    .expect("client thread")
-}
-
-fn ping(ns: &str, to: Ipv4Addr) -> bool {
-    run(&[
-        "ip",
-        "netns",
-        "exec",
-        ns,
-        "ping",
-        "-c",
-        "1",
-        "-W",
-        "1",
-        &to.to_string(),
-    ])
-    .0
 }
 
 fn apply(rt: &tokio::runtime::Runtime, fw: &Firewall, ports: &[u8]) {
@@ -153,21 +61,7 @@ fn spoofed_frames_are_dropped_and_guests_cannot_reach_the_host() {
     );
     assert!(host.ip(&["link", "set", "nbbr0", "up"]).0);
     for i in 1..=3u8 {
-        must(&[
-            "ip",
-            "link",
-            "add",
-            &tap(i),
-            "netns",
-            &host.name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &g(i),
-        ]);
+        host.veth_to(&tap(i), &g(i));
         assert!(
             host.ip(&["link", "set", &tap(i), "master", "nbbr0", "up"])
                 .0

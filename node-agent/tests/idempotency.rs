@@ -50,6 +50,7 @@ fn prepare_and_destroy_repeat_and_resume_after_partial_failure() {
             metadata: None,
             root_volume_gib: None,
             limits: None,
+            vpc: None,
         };
 
         // First attempt fails half-way (cgroup step) after disk, address and TAP.
@@ -96,5 +97,75 @@ fn prepare_and_destroy_repeat_and_resume_after_partial_failure() {
         assert!(!dir.path().exists());
         assert!(!env.netns.link_exists(&tap));
         assert!(!cg.exists());
+    });
+}
+
+/// The same for a VPC instance: a repeated prepare keeps one routed port
+/// (its rule once, its route, not on the bridge), destroy twice removes the
+/// VPC from the host (device-less: no underlay configured).
+#[test]
+fn routed_port_prepare_and_destroy_repeat() {
+    if !have_prereqs(false)
+        || !common::prerequisite(
+            common::image_dir().join("hello/manifest.json").is_file(),
+            "hello image",
+        )
+    {
+        return;
+    }
+    let env = Env::new();
+    let rt = env.runtime();
+    rt.block_on(async {
+        let id = InstanceId::new("i-idemvpc01").unwrap();
+        let spec = InstanceSpec {
+            id: id.clone(),
+            image: ImageName::new("hello").unwrap(),
+            vcpus: 1,
+            memory_mib: 64,
+            cmdline_extra: String::new(),
+            // The same address as the bridge range's first: VPCs may overlap.
+            ip: Some("10.213.0.10".parse().unwrap()),
+            mac: None,
+            prefix_len: Some(24),
+            gateway: Some("10.213.0.1".parse().unwrap()),
+            image_manifest_sha256: None,
+            metadata: None,
+            root_volume_gib: None,
+            limits: None,
+            vpc: Some(nubis_agent::types::VpcAttachment {
+                vni: 0x42,
+                vpc_id: "vpc-i".into(),
+                subnet_id: "subnet-i".into(),
+                subnet_cidr: "10.213.0.0/24".into(),
+                security_group_ids: vec![],
+            }),
+        };
+        let good = ctx(env.config.clone());
+        let dir = good.layout.instance(&id);
+        let l1 = launch::prepare(&good, &spec, &dir).await.unwrap();
+        let l2 = launch::prepare(&good, &spec, &dir).await.unwrap();
+        assert_eq!(l1.args(), l2.args());
+        assert!(l1.cmdline.contains("ip=10.213.0.10/24 gw=10.213.0.1"));
+        let tap = tap_name("nbt", &id);
+        let (_, link) = env.netns.ip(&["link", "show", "dev", &tap]);
+        assert!(!link.contains("master"), "{link}");
+        let (_, rules) = env.netns.ip(&["rule", "show"]);
+        let ours = format!("iif {tap} lookup {}", 0x0100_0000 + 0x42);
+        assert_eq!(rules.matches(&ours).count(), 1, "{rules}");
+        let table = (0x0100_0000 + 0x42).to_string();
+        let (_, routes) = env.netns.ip(&["route", "show", "table", &table]);
+        assert!(
+            routes.contains(&format!("10.213.0.10 dev {tap}")),
+            "{routes}"
+        );
+        assert_eq!(good.vpc.status().last_error, None);
+
+        launch::destroy(&good, &spec, &dir).await.unwrap();
+        launch::destroy(&good, &spec, &dir).await.unwrap();
+        assert!(!env.netns.link_exists(&tap));
+        let (_, rules) = env.netns.ip(&["rule", "show"]);
+        assert!(!rules.contains(&table), "{rules}");
+        let (_, routes) = env.netns.ip(&["route", "show", "table", &table]);
+        assert!(routes.trim().is_empty(), "{routes}");
     });
 }

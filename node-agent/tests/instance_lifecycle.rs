@@ -37,6 +37,7 @@ fn spec(id: &str, extra: &str) -> InstanceSpec {
         metadata: None,
         root_volume_gib: None,
         limits: None,
+        vpc: None,
     }
 }
 

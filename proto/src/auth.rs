@@ -279,6 +279,20 @@ impl SignedHeaders {
         Ok(())
     }
 
+    /// Checks that the date is well-formed and at most [`MAX_SKEW`] from
+    /// `now`, either way (servers do this before reading a body, too).
+    pub fn check_date(&self, now: SystemTime) -> Result<(), AuthError> {
+        let when = parse_date(&self.date).ok_or(AuthError::MalformedHeader(HEADER_DATE))?;
+        let skew = match now.duration_since(when) {
+            Ok(d) => d,
+            Err(e) => e.duration(),
+        };
+        if skew > MAX_SKEW {
+            return Err(AuthError::Skew);
+        }
+        Ok(())
+    }
+
     /// Checks date skew against `now` and the signature against `secret`
     /// for a request to `method_path` whose body has digest `body`
     /// (constant-time comparison).
@@ -289,14 +303,7 @@ impl SignedHeaders {
         body: &BodyDigest,
         now: SystemTime,
     ) -> Result<(), AuthError> {
-        let when = parse_date(&self.date).ok_or(AuthError::MalformedHeader(HEADER_DATE))?;
-        let skew = match now.duration_since(when) {
-            Ok(d) => d,
-            Err(e) => e.duration(),
-        };
-        if skew > MAX_SKEW {
-            return Err(AuthError::Skew);
-        }
+        self.check_date(now)?;
         if self.nonce.len() < 16 || !self.nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(AuthError::MalformedHeader(HEADER_NONCE));
         }

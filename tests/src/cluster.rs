@@ -18,6 +18,7 @@
 //! Tests talk to the cluster like a user: through the `nubis` CLI
 //! ([`Cluster::cli`]) with JSON output.
 
+pub mod fabric;
 pub mod ops;
 pub mod region;
 pub mod replicas;
@@ -218,6 +219,8 @@ pub struct Creds {
 struct AgentSlot {
     spec: AgentSpec,
     netns: String,
+    /// Its address on the fabric (fabric.rs).
+    underlay: std::net::Ipv4Addr,
     config: PathBuf,
     log: PathBuf,
     proc: Option<Proc>,
@@ -256,6 +259,8 @@ pub struct Cluster {
     etcd: Vec<replicas::EtcdMember>,
     replicas: Vec<replicas::Replica>,
     agents: Vec<AgentSlot>,
+    /// The underlay and the edge (made before the first agent).
+    fabric: Option<fabric::Fabric>,
     torn_down: bool,
 }
 
@@ -437,9 +442,11 @@ impl Cluster {
             etcd: Vec::new(),
             replicas: Vec::new(),
             agents: Vec::new(),
+            fabric: None,
             torn_down: false,
         };
         // From here on, Drop cleans up whatever was started.
+        c.fabric = Some(fabric::Fabric::create(&c.id)?);
         c.start_etcd(spec.etcd_members.max(1))?;
         for i in 0..spec.control_planes.max(1) {
             c.add_replica(i)?;
@@ -490,6 +497,10 @@ impl Cluster {
         let name = format!("a{index}");
         let netns = format!("{}-{name}", self.id);
         sys::netns_add(&netns)?;
+        let underlay = match &self.fabric {
+            Some(f) => f.attach(&netns, index)?,
+            None => return Err("the cluster has no fabric".into()),
+        };
         let state = self.dir.join("agents").join(&name);
         std::fs::create_dir_all(&state).map_err(|e| e.to_string())?;
         let enforce = sys::cgroup2_has_limits();
@@ -535,6 +546,7 @@ impl Cluster {
         self.agents.push(AgentSlot {
             spec,
             netns,
+            underlay,
             config,
             log,
             proc: None,
@@ -637,6 +649,16 @@ impl Cluster {
     /// The (first) control plane's log tail.
     pub fn control_plane_log(&self) -> String {
         self.replica_log(0)
+    }
+
+    /// Agent `i`'s underlay address (its VXLAN tunnel endpoint).
+    pub fn underlay(&self, i: usize) -> Option<std::net::Ipv4Addr> {
+        self.agents.get(i).map(|a| a.underlay)
+    }
+
+    /// The edge namespace (stands in for the internet; fabric.rs).
+    pub fn edge_netns(&self) -> &str {
+        self.fabric.as_ref().map_or("", |f| f.edge_netns.as_str())
     }
 
     /// Runs a program inside agent `i`'s network namespace (e.g. curl to an
@@ -780,7 +802,7 @@ impl Cluster {
             "tenant_account_id": self.tenant_account_id,
             "hello_image_id": self.hello_image,
             "hosts": self.agents.iter().map(|a| serde_json::json!({
-                "netns": a.netns, "zone": a.spec.zone,
+                "netns": a.netns, "zone": a.spec.zone, "underlay": a.underlay.to_string(),
                 "vcpus": a.spec.vcpus, "memory_mib": a.spec.memory_mib,
             })).collect::<Vec<_>>(),
             "cli": self.bins.cli,
@@ -801,6 +823,9 @@ impl Cluster {
         }
         for a in &self.agents {
             sys::netns_delete(&a.netns);
+        }
+        if let Some(f) = &self.fabric {
+            f.delete();
         }
         self.kill_replicas_and_etcd();
         if let Some(mount) = sys::cgroup2_mount() {

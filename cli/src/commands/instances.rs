@@ -38,6 +38,12 @@ pub struct InstanceView {
     pub private_ip_address: String,
     /// MAC address.
     pub mac_address: String,
+    /// VPC.
+    pub vpc_id: String,
+    /// Subnet.
+    pub subnet_id: String,
+    /// Security groups.
+    pub security_group_ids: Vec<String>,
     /// Launch time, RFC 3339.
     pub launch_time: String,
     /// Key pair name.
@@ -67,6 +73,9 @@ impl From<&pb::Instance> for InstanceView {
             image_id: i.image_id.clone(),
             private_ip_address: i.private_ip_address.clone(),
             mac_address: i.mac_address.clone(),
+            vpc_id: i.vpc_id.clone(),
+            subnet_id: i.subnet_id.clone(),
+            security_group_ids: i.security_group_ids.clone(),
             launch_time: rfc3339_ms(i.launch_time_unix_ms),
             key_name: i.key_name.clone(),
             reservation_id: i.reservation_id.clone(),
@@ -438,6 +447,8 @@ async fn run_instances(ctx: &Ctx, client: &mut Client, args: RunArgs) -> Result<
                 .clone()
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             root_volume_gib: args.root_volume_gib.unwrap_or(0),
+            subnet_id: args.subnet.clone().unwrap_or_default(),
+            security_group_ids: args.security_groups.clone(),
             metadata_options: metadata_options(&args.metadata),
         })
         .await?

@@ -115,11 +115,53 @@ pub fn instance_out(i: &Instance, operator: bool, region: &str) -> pb::Instance 
         owner_id: i.account.to_string(),
         architecture: "x86_64".into(),
         root_volume_gib: i.options.root_volume_gib.unwrap_or(0),
+        vpc_id: i
+            .vpc
+            .as_ref()
+            .and_then(|v| v.vpc_id.as_ref())
+            .map(|v| v.to_string())
+            .unwrap_or_default(),
+        subnet_id: i
+            .vpc
+            .as_ref()
+            .and_then(|v| v.subnet_id.as_ref())
+            .map(|v| v.to_string())
+            .unwrap_or_default(),
+        security_group_ids: i
+            .vpc
+            .as_ref()
+            .map(|v| v.security_group_ids.iter().map(|g| g.to_string()).collect())
+            .unwrap_or_default(),
         metadata_options: Some(metadata_options_out(
             &i.metadata_options,
             metadata::options_state(i),
         )),
     }
+}
+
+/// The VPC placement a RunInstances request asks for (resolved and checked
+/// by the domain, crate::domain::vpc::launch); `None` = the default VPC.
+fn vpc_in(
+    subnet: &str,
+    groups: &[String],
+) -> crate::error::Result<Option<Box<crate::domain::vpc::InstanceVpc>>> {
+    if subnet.is_empty() && groups.is_empty() {
+        return Ok(None);
+    }
+    if groups.len() > 16 {
+        return Err(crate::error::Error::invalid("at most 16 security groups"));
+    }
+    Ok(Some(Box::new(crate::domain::vpc::InstanceVpc {
+        subnet_id: Some(subnet)
+            .filter(|s| !s.is_empty())
+            .map(crate::ids::SubnetId::parse)
+            .transpose()?,
+        security_group_ids: groups
+            .iter()
+            .map(|g| crate::ids::SecurityGroupId::parse(g))
+            .collect::<Result<_, _>>()?,
+        ..Default::default()
+    })))
 }
 
 /// Proto metadata options.
@@ -270,6 +312,7 @@ impl pb::compute_server::Compute for ComputeApi {
                     client_token: opt(r.client_token),
                     options: crate::domain::model::LaunchOptions {
                         root_volume_gib: Some(r.root_volume_gib).filter(|g| *g != 0),
+                        vpc: vpc_in(&r.subnet_id, &r.security_group_ids)?,
                         ..Default::default()
                     },
                     metadata_options: metadata_options_in(r.metadata_options),

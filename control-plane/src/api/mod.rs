@@ -14,6 +14,7 @@ pub mod billing;
 pub mod compute;
 pub mod node;
 mod peer;
+pub mod precheck;
 pub mod vpc;
 pub mod vpc_public;
 
@@ -137,8 +138,15 @@ impl Edge {
     }
 }
 
-/// Largest decoded request message of the Compute and Node services.
-const MAX_MESSAGE: usize = 8 * 1024 * 1024;
+/// Largest decoded request message (and encoded response) of the Compute
+/// and Node services (user data, large RunInstances and reports).
+pub const MAX_MESSAGE: usize = 8 * 1024 * 1024;
+
+/// Largest decoded request message of the Admin, AutoScaling, Billing and
+/// Networking services (tonic's default, stated here so that it is a
+/// decision: none of their requests comes near it). Beyond:
+/// `OUT_OF_RANGE` from tonic's decoder.
+pub const MAX_SMALL_MESSAGE: usize = 4 * 1024 * 1024;
 
 /// Largest request body the listeners buffer and digest (one message and
 /// its 5-byte gRPC frame header); put [`nubis_proto::auth::BodyDigestLayer`]
@@ -147,9 +155,12 @@ pub const MAX_BODY: usize = MAX_MESSAGE + 5;
 
 /// Every service (Compute, Admin, AutoScaling, Billing, Networking, Node) over one domain, ready for
 /// `tonic::transport::Server` behind a [`nubis_proto::auth::BodyDigestLayer`]
-/// (without it every call fails authentication).
+/// (without it every call fails authentication). Each service's largest
+/// decoded message is set here: [`MAX_MESSAGE`] or [`MAX_SMALL_MESSAGE`];
+/// the digest layer refuses bodies over [`MAX_BODY`] before any decoding.
 pub fn routes(domain: Arc<Domain>) -> tonic::service::Routes {
     let max = MAX_MESSAGE;
+    let small = MAX_SMALL_MESSAGE;
     tonic::service::Routes::new(
         nubis_proto::compute::v1::compute_server::ComputeServer::new(compute::ComputeApi::new(
             domain.clone(),
@@ -157,23 +168,29 @@ pub fn routes(domain: Arc<Domain>) -> tonic::service::Routes {
         .max_decoding_message_size(max)
         .max_encoding_message_size(max),
     )
-    .add_service(nubis_proto::compute::v1::admin_server::AdminServer::new(
-        admin::AdminApi::new(domain.clone()),
-    ))
+    .add_service(
+        nubis_proto::compute::v1::admin_server::AdminServer::new(admin::AdminApi::new(
+            domain.clone(),
+        ))
+        .max_decoding_message_size(small),
+    )
     .add_service(
         nubis_proto::autoscaling::v1::auto_scaling_server::AutoScalingServer::new(
             autoscaling::AutoScalingApi::new(domain.clone()),
-        ),
+        )
+        .max_decoding_message_size(small),
     )
     .add_service(
         nubis_proto::billing::v1::billing_server::BillingServer::new(billing::BillingApi::new(
             domain.clone(),
-        )),
+        ))
+        .max_decoding_message_size(small),
     )
     .add_service(
         nubis_proto::vpc::v1::networking_server::NetworkingServer::new(vpc::NetworkingApi::new(
             domain.clone(),
-        )),
+        ))
+        .max_decoding_message_size(small),
     )
     .add_service(
         nubis_proto::node::v1::node_server::NodeServer::new(node::NodeApi::new(domain))

@@ -10,6 +10,10 @@
 //!   the leader's own node-loss runs failed for longer than two periods plus
 //!   a heartbeat interval (an etcd stall silences every heartbeat as much as
 //!   a leader change does; tasks/builtin.rs `NodeLoss::hearing_for`);
+//!   and a node still looking lost when a disruption clears gets one grace
+//!   from that moment ([`Hearing::since_disruption`]): the nodes come back
+//!   one by one after an outage, and the last of them must not be judged
+//!   the moment the others make the disruption rule pass;
 //! - **no disruption**: at most `nodes.disruption_fraction` (default 1/3) of
 //!   the counted nodes look lost, and no zone with at least
 //!   `nodes.disruption_min_zone_nodes` (default 2) counted nodes has lost
@@ -133,6 +137,25 @@ pub fn judge(samples: &[Sample], rules: Rules) -> Judgement {
     Judgement::Lost(lost.iter().map(|s| s.id.clone()).collect())
 }
 
+/// How long the leader has been able to hear the agents, as the grace rule
+/// needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hearing {
+    /// Since the term began or etcd came back (the grace of the module doc).
+    pub led_for: Duration,
+    /// Since the last run that judged a disruption, during this term.
+    pub since_disruption: Option<Duration>,
+}
+
+impl Hearing {
+    /// How long single lost nodes have been judged fairly: since the term
+    /// began, and since the last disruption cleared.
+    fn for_single_losses(&self) -> Duration {
+        self.since_disruption
+            .map_or(self.led_for, |d| d.min(self.led_for))
+    }
+}
+
 /// What one node-loss run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LossReport {
@@ -146,6 +169,8 @@ pub struct LossReport {
     pub disruption: Option<Vec<String>>,
     /// Instances stopped.
     pub stopped: usize,
+    /// The rule judged a disruption (also during the grace).
+    pub disrupted: bool,
 }
 
 impl LossReport {
@@ -187,13 +212,14 @@ impl Domain {
         ))
     }
 
-    /// One node-loss run of the leader whose term is `led_for` old. `seen`
-    /// holds the nodes seen alive during this term (updated here).
+    /// One node-loss run of the leader that has heard agents for `hearing`.
+    /// `seen` holds the nodes seen alive during this term (updated here).
     pub async fn handle_node_loss(
         &self,
-        led_for: Duration,
+        hearing: Hearing,
         seen: &mut HashSet<NodeId>,
     ) -> Result<LossReport> {
+        let led_for = hearing.led_for;
         // A node the watch-fed cache shows lost is checked against etcd
         // itself before anyone is judged (the cache may lag a re-register).
         if self.nodes.views().iter().any(|v| !v.alive) {
@@ -226,9 +252,9 @@ impl Domain {
         let grace = self.liveness_grace();
         let doomed = match judge(&samples, self.liveness_rules()) {
             Judgement::Healthy => Vec::new(),
-            Judgement::Lost(ids) if led_for >= grace => ids,
+            Judgement::Lost(ids) if hearing.for_single_losses() >= grace => ids,
             Judgement::Lost(_) => {
-                report.grace_left = Some(grace - led_for);
+                report.grace_left = Some(grace - hearing.for_single_losses());
                 samples
                     .iter()
                     .filter(|s| s.confirmed && !s.alive)
@@ -241,6 +267,7 @@ impl Domain {
                 zones,
                 confirmed,
             } => {
+                report.disrupted = true;
                 if led_for < grace {
                     report.grace_left = Some(grace - led_for);
                 } else {

@@ -19,15 +19,24 @@
 //!   most 4 MiB is then read and thrown away, never kept, so that clients
 //!   that send it all before reading see the answer.
 //!
+//! - TLS (`[http] tls_cert_file` / `tls_key_file`, rustls through
+//!   tokio-rustls, [`crate::tls`]): the handshake runs in the connection's
+//!   own task, over the timed socket, after the connection took its slot;
+//!   it must be complete within `header_timeout` of the accept, and the first
+//!   request's head within `header_timeout` of the handshake's first byte
+//!   (the socket wrapper sees the handshake as the start of the first
+//!   request). A connection over a limit is closed without an answer (a
+//!   plain-text 503 means nothing to a TLS client, and a handshake would
+//!   cost the CPU the limit protects).
+//!
 //! Requests themselves go to the gateway's axum router ([`super::router`]).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -44,6 +53,7 @@ use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
 use super::error::{Ec2Error, ErrorCode};
+use crate::connlimit::{ConnTable, Slot};
 
 /// How long open connections get to finish when the replica stops.
 const DRAIN_ON_SHUTDOWN: Duration = Duration::from_secs(3);
@@ -98,9 +108,13 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let table = Arc::new(ConnTable::new(limits));
+    let table = Arc::new(ConnTable::new(
+        limits.max_connections,
+        limits.max_connections_per_ip,
+    ));
     let mut conns = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -123,20 +137,31 @@ pub async fn serve(
             tracing::debug!(error = %e, "TCP_NODELAY on an EC2 gateway socket");
         }
         let Some(slot) = table.admit(peer.ip()) else {
-            refuse(tcp, peer);
+            refuse(tcp, peer, tls.is_some());
             continue;
         };
-        conns.spawn(connection(tcp, slot, app.clone(), limits, stop.clone()));
+        conns.spawn(connection(
+            tcp,
+            slot,
+            app.clone(),
+            limits,
+            tls.clone(),
+            stop.clone(),
+        ));
     }
     let drain = async { while conns.join_next().await.is_some() {} };
     let _ = tokio::time::timeout(DRAIN_ON_SHUTDOWN, drain).await;
 }
 
 /// Answers a connection over a limit with `503 RequestLimitExceeded` (the
-/// socket's send buffer is empty: the write does not block) and closes it.
-fn refuse(tcp: TcpStream, peer: SocketAddr) {
+/// socket's send buffer is empty: the write does not block) and closes it;
+/// on a TLS listener it is closed without an answer.
+fn refuse(tcp: TcpStream, peer: SocketAddr, tls: bool) {
     tracing::debug!(%peer, "EC2 gateway connection refused: connection limit");
     crate::metrics::global().ec2("", "ConnectionLimitExceeded", Duration::ZERO);
+    if tls {
+        return;
+    }
     let xml = Ec2Error::new(
         ErrorCode::RequestLimitExceeded,
         "Too many open connections; retry later",
@@ -156,10 +181,42 @@ async fn connection(
     _slot: Slot,
     app: Router,
     limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) {
     let state = Arc::new(ConnState::default());
     let io = TimedIo::new(tcp, limits, state.clone());
+    let Some(tls) = tls else {
+        return http(io, state, app, limits, stop).await;
+    };
+    let handshake = tokio::time::timeout(limits.header_timeout, tls.accept(io));
+    let io = tokio::select! {
+        r = handshake => match r {
+            Ok(Ok(io)) => io,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "EC2 gateway TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("EC2 gateway TLS handshake not complete in time");
+                return;
+            }
+        },
+        _ = stop.wait_for(|s| *s) => return,
+    };
+    http(io, state, app, limits, stop).await
+}
+
+/// Serves HTTP/1.1 requests on `io` (the timed socket, or TLS over it).
+async fn http<I>(
+    io: I,
+    state: Arc<ConnState>,
+    app: Router,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let app = app.clone();
         let busy = Busy::start(state.clone());
@@ -239,60 +296,6 @@ pub(crate) fn closing(status: StatusCode, xml: String) -> http::Response<Body> {
     );
     h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
-}
-
-/// Open connections, in total and per client address.
-#[derive(Debug)]
-struct ConnTable {
-    limits: Limits,
-    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
-}
-
-impl ConnTable {
-    fn new(limits: Limits) -> Self {
-        Self {
-            limits,
-            open: Mutex::new((0, HashMap::new())),
-        }
-    }
-
-    /// A slot for a connection from `ip`, or `None` over a limit.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
-        let ip = ip.to_canonical();
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let (total, per_ip) = &mut *open;
-        let mine = per_ip.get(&ip).copied().unwrap_or(0);
-        if *total >= self.limits.max_connections || mine >= self.limits.max_connections_per_ip {
-            return None;
-        }
-        *total += 1;
-        per_ip.insert(ip, mine + 1);
-        Some(Slot {
-            table: self.clone(),
-            ip,
-        })
-    }
-}
-
-/// A connection's place in the [`ConnTable`], given back on drop.
-#[derive(Debug)]
-struct Slot {
-    table: Arc<ConnTable>,
-    ip: IpAddr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut open = self.table.open.lock().unwrap_or_else(|p| p.into_inner());
-        let (total, per_ip) = &mut *open;
-        *total = total.saturating_sub(1);
-        if let Some(n) = per_ip.get_mut(&self.ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                per_ip.remove(&self.ip);
-            }
-        }
-    }
 }
 
 /// What a connection's socket wrapper knows of its requests.

@@ -23,6 +23,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::domain::liveness::Hearing;
 use crate::domain::model::now_ms;
 use crate::domain::Domain;
 use crate::ids::NodeId;
@@ -61,6 +62,8 @@ pub struct NodeLoss {
     seen: Mutex<(u64, HashSet<NodeId>)>,
     /// (term id, end of the last successful run, when hearing resumed).
     heard: Mutex<(u64, Option<Instant>, Option<Instant>)>,
+    /// (term id, the last run of that term that judged a disruption).
+    disrupted: Mutex<(u64, Option<Instant>)>,
 }
 
 impl NodeLoss {
@@ -70,6 +73,7 @@ impl NodeLoss {
             domain,
             seen: Mutex::default(),
             heard: Mutex::default(),
+            disrupted: Mutex::default(),
         }
     }
 
@@ -132,10 +136,33 @@ impl Task for NodeLoss {
                 std::mem::take(&mut s.1)
             };
             let led_for = self.hearing_for(term.id, term.started.elapsed());
-            let r = self.domain.handle_node_loss(led_for, &mut seen).await;
+            let since_disruption = {
+                let mut d = self
+                    .disrupted
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if d.0 != term.id {
+                    *d = (term.id, None);
+                }
+                d.1.map(|at| at.elapsed())
+            };
+            let hearing = Hearing {
+                led_for,
+                since_disruption,
+            };
+            let r = self.domain.handle_node_loss(hearing, &mut seen).await;
             self.seen.lock().unwrap_or_else(PoisonError::into_inner).1 = seen;
             let report = r?;
             self.heard_now(term.id);
+            if report.disrupted {
+                let mut d = self
+                    .disrupted
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if d.0 == term.id {
+                    d.1 = Some(Instant::now());
+                }
+            }
             if report.stopped > 0 {
                 tracing::info!(lost = report.stopped, "node-loss run");
             }

@@ -16,72 +16,13 @@
 # NUBIS_REQUIRE_KVM=1, then fails.
 set -uo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/../../.." && pwd)
-kernel=${1:-${NUBIS_IMAGE_DIR:-$repo/target/images}/hello/kernel}
-accel=${NUBIS_HELLO_ACCEL:-kvm}
-
-skip() {
-    if [[ "${NUBIS_REQUIRE_KVM:-0}" == 1 ]]; then
-        echo "FAIL: prerequisite missing: $1 (NUBIS_REQUIRE_KVM=1)" >&2
-        exit 1
-    fi
-    echo "SKIPPED: $1"
-    exit 0
-}
-
-vmm=${NUBIS_HELLO_VMM:-}
-[[ -f "$kernel" ]] || skip "no hello kernel at $kernel (run deploy/images/hello/build-image.sh)"
-if [[ -n "$vmm" ]]; then
-    [[ -x "$vmm" ]] || skip "NUBIS_HELLO_VMM=$vmm is not executable"
-    [[ -w /dev/kvm ]] || skip "/dev/kvm not usable"
-else
-    command -v qemu-system-x86_64 >/dev/null || skip "qemu-system-x86_64 not installed"
-fi
-if [[ "$accel" == kvm ]]; then
-    [[ -w /dev/kvm ]] || skip "/dev/kvm not usable"
-    cpu="host,-arch-capabilities"
-else
-    cpu="max"
-fi
-for tool in ip curl ping python3; do
-    command -v "$tool" >/dev/null || skip "$tool not installed"
-done
-[[ $(id -u) == 0 ]] || skip "needs root for the network namespace"
-
-work=$(mktemp -d /tmp/nubis-hello-test.XXXXXX)
 ns="nbh$$"
 tap="nbht$$"
-pids=()
+work_prefix=nubis-hello-test
+# shellcheck source=deploy/images/hello/test-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/test-lib.sh"
+require curl ping python3
 
-cleanup() {
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null
-    done
-    ip netns del "$ns" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-passed=0
-failed=0
-ok() {
-    echo "ok: $*"
-    passed=$((passed + 1))
-}
-bad() {
-    echo "FAIL: $*"
-    failed=$((failed + 1))
-}
-check() { # check DESCRIPTION COMMAND...
-    local what=$1
-    shift
-    if "$@"; then ok "$what"; else bad "$what"; fi
-}
 has_line() { grep -qxF -- "$2" "$1"; }
 now_ms() { date +%s%3N; }
 
@@ -164,8 +105,6 @@ wait_exit() {
     return 1
 }
 
-ip netns add "$ns" || skip "cannot create a network namespace"
-ip netns exec "$ns" ip link set lo up
 ip netns exec "$ns" ip tuntap add dev "$tap" mode tap
 ip netns exec "$ns" ip addr add 10.0.0.1/24 dev "$tap"
 ip netns exec "$ns" ip link set "$tap" up
@@ -284,11 +223,4 @@ check "bad id VM ends" wait_exit "$qemu_pid" 30
 check "bad id reported" grep -q '^NUBIS-ERROR bad nubis.id=$(rm) ' "$log"
 check "bad id falls back to unknown" has_line "$log" "NUBIS-GUEST-READY unknown"
 
-if ((failed > 0)); then
-    for f in "$work"/*.log; do
-        echo "---- $f"
-        cat "$f"
-    done
-fi
-echo "$passed passed, $failed failed"
-((failed == 0))
+finish

@@ -128,6 +128,22 @@ pub async fn ensure_tap(name: &str, bridge: &str) -> Result<()> {
     Ok(())
 }
 
+/// Creates the TAP when missing as a routed port (no bridge; a TAP left on
+/// the bridge is taken off it) and brings it up. The VPC data plane
+/// (`host::vpc`) adds its sysctls, rule, route and filters.
+pub async fn ensure_routed_tap(name: &str) -> Result<()> {
+    let n = name.to_string();
+    let created = tokio::task::spawn_blocking(move || ioctl::create_tap(&n, None))
+        .await
+        .map_err(|e| Error::io("TAP set-up task", std::io::Error::other(e)))??;
+    if created {
+        return Ok(());
+    }
+    ip(&["link", "set", "dev", name, "nomaster"]).await?;
+    ip(&["link", "set", "dev", name, "up"]).await?;
+    Ok(())
+}
+
 /// The ioctls of the TAP fast path. They act in the calling thread's network
 /// namespace (the agent's), like `ip` would.
 ///
@@ -243,8 +259,14 @@ pub mod ioctl {
     /// it up. Returns `Ok(false)` without touching anything when `name`
     /// exists already (the caller then takes the idempotent path).
     pub fn create_attached_tap(name: &str, bridge: &str) -> Result<bool> {
+        create_tap(name, Some(bridge))
+    }
+
+    /// Creates the persistent TAP `name`, attaches it to `bridge` when
+    /// given and brings it up; `Ok(false)` when it exists already.
+    pub fn create_tap(name: &str, bridge: Option<&str>) -> Result<bool> {
         let tap_name = name_bytes(name)?;
-        let bridge_name = name_bytes(bridge)?;
+        let bridge_name = bridge.map(name_bytes).transpose()?;
         if index_of(name)?.is_some() {
             return Ok(false);
         }
@@ -269,20 +291,22 @@ pub mod ioctl {
             )
         })?;
         let sock = probe_socket()?;
-        let mut add = IfReqIndex {
-            name: bridge_name,
-            ifindex: libc::c_int::try_from(index).unwrap_or(libc::c_int::MAX),
-            _pad: [0; 20],
-        };
-        // SAFETY: SIOCBRADDIF reads a 40-byte `struct ifreq` (bridge name and
-        // `ifr_ifindex`); `add` is a live `#[repr(C)]` value of that layout.
-        // The result is checked.
-        if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCBRADDIF, &mut add) } < 0 {
-            let errno = std::io::Error::last_os_error();
-            return Err(Error::io(
-                format!("setting the master of {name} to {bridge} (SIOCBRADDIF)"),
-                errno,
-            ));
+        if let (Some(bridge_name), Some(bridge)) = (bridge_name, bridge) {
+            let mut add = IfReqIndex {
+                name: bridge_name,
+                ifindex: libc::c_int::try_from(index).unwrap_or(libc::c_int::MAX),
+                _pad: [0; 20],
+            };
+            // SAFETY: SIOCBRADDIF reads a 40-byte `struct ifreq` (bridge name
+            // and `ifr_ifindex`); `add` is a live `#[repr(C)]` value of that
+            // layout. The result is checked.
+            if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCBRADDIF, &mut add) } < 0 {
+                let errno = std::io::Error::last_os_error();
+                return Err(Error::io(
+                    format!("setting the master of {name} to {bridge} (SIOCBRADDIF)"),
+                    errno,
+                ));
+            }
         }
         let mut flags = IfReqFlags {
             name: tap_name,

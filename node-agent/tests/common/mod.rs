@@ -6,9 +6,13 @@
 
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use std::time::Instant;
 
 use nubis_agent::config::Config;
 
@@ -127,6 +131,15 @@ impl NetNs {
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
         )
+    }
+
+    /// Adds a veth pair: `host_end` here, `eth0` in `guest` (a fake guest
+    /// whose TAP is `host_end`).
+    pub fn veth_to(&self, host_end: &str, guest: &str) {
+        must(&[
+            "ip", "link", "add", host_end, "netns", &self.name, "type", "veth", "peer", "name",
+            "eth0", "netns", guest,
+        ]);
     }
 
     pub fn link_exists(&self, name: &str) -> bool {
@@ -343,4 +356,160 @@ impl Drop for KillOnDrop {
 /// True when a process with this pid exists and is not a zombie.
 pub fn alive(pid: i32) -> bool {
     nubis_agent::host::vmm_process::proc_stat(pid).is_some_and(|(s, _)| s != 'Z' && s != 'X')
+}
+
+// Network-namespace helpers (commands, threads in a namespace, TCP, ping).
+
+pub fn run(args: &[&str]) -> (bool, String) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+pub fn must(args: &[&str]) -> String {
+    let (ok, out) = run(args);
+    assert!(ok, "{args:?} failed: {out}");
+    out
+}
+
+/// Runs `f` on a thread inside the namespace `ns`.
+pub fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("open netns");
+        rustix::thread::move_into_link_name_space(
+            file.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .expect("setns");
+        f()
+    })
+}
+
+/// A TCP server in `ns` answering `body` to every connection until `for_`
+/// has passed.
+pub fn serve(ns: &str, addr: SocketAddr, body: &'static str, for_: Duration) {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    in_netns(ns, move || {
+        let l = TcpListener::bind(addr).expect("bind");
+        l.set_nonblocking(true).expect("nonblocking");
+        ready_tx.send(()).expect("ready");
+        let end = Instant::now() + for_;
+        while Instant::now() < end {
+            match l.accept() {
+                Ok((mut s, _)) => {
+                    let _ = s.set_nonblocking(false);
+                    let _ = s.write_all(body.as_bytes());
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("server up");
+}
+
+/// Connects from `ns` to `addr`; what the server said, or `None`.
+pub fn fetch(ns: &str, addr: SocketAddr) -> Option<String> {
+    in_netns(ns, move || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(1500)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    })
+    .join()
+    .expect("client thread")
+}
+
+pub fn ping(ns: &str, to: Ipv4Addr) -> bool {
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "1",
+        &to.to_string(),
+    ])
+    .0
+}
+
+// The real agent binary (standalone mode) in a test's namespace.
+
+/// The agent process; SIGKILLed and reaped on drop.
+pub struct AgentProc(pub Child);
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn start_agent(env: &Env) -> AgentProc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(env.state.path().join("agent.log"))
+        .expect("agent log");
+    let child = Command::new("nsenter")
+        .arg(format!("--net={}", env.netns.path().display()))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_nubis-agent"))
+        .arg("--config")
+        .arg(env.config_path())
+        .env("NUBIS_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("agent log"))
+        .stderr(log)
+        .spawn()
+        .expect("start nubis-agent");
+    AgentProc(child)
+}
+
+pub fn read_status(state: &Path) -> Option<serde_json::Value> {
+    let b = std::fs::read(state.join("status.json")).ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
+/// Waits until status.json (written after `after_ms`) satisfies `pred`.
+pub fn wait_status(
+    env: &Env,
+    after_ms: u64,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if let Some(v) = read_status(env.state.path()) {
+            if v["written_unix_ms"].as_u64().unwrap_or(0) >= after_ms && pred(&v) {
+                return v;
+            }
+            if Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(env.state.path().join("agent.log")).unwrap_or_default();
+                panic!("timed out waiting for {what}; status: {v:#}\nagent log:\n{log}");
+            }
+        } else if Instant::now() > deadline {
+            panic!("timed out waiting for {what}: no status.json");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -17,13 +17,10 @@
 pub mod render;
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
 
 use crate::config::NetworkConfig;
 use crate::error::{Error, Result};
@@ -86,46 +83,14 @@ fn now_ms() -> u64 {
 
 /// Runs `nft` with `args`, feeding `stdin`; returns stdout.
 async fn nft(args: &[&str], stdin: Option<&[u8]>) -> Result<String> {
-    let mut cmd = Command::new("nft");
-    cmd.args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| {
-        Error::io(
-            "running nft (install the nftables package, or set [network] firewall = false)",
-            e,
-        )
-    })?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input)
-            .await
-            .map_err(|e| Error::io("writing the ruleset to nft", e))?;
-        drop(pipe);
-    }
-    let out = tokio::time::timeout(NFT_TIMEOUT, child.wait_with_output())
-        .await
-        .map_err(|_| {
-            Error::io(
-                format!("nft {} did not finish in {NFT_TIMEOUT:?}", args.join(" ")),
-                std::io::ErrorKind::TimedOut.into(),
-            )
-        })?
-        .map_err(|e| Error::io("waiting for nft", e))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(Error::Command {
-            command: format!("nft {}", args.join(" ")),
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
+    crate::host::command::run(
+        "nft",
+        args,
+        stdin,
+        NFT_TIMEOUT,
+        "running nft (install the nftables package, or set [network] firewall = false)",
+    )
+    .await
 }
 
 /// `nft -j list table <family> nubis`, `None` when the table does not exist.
@@ -146,6 +111,8 @@ pub fn ports_from_layout(layout: &Layout) -> Result<BTreeMap<String, Port>> {
     let mut ports = BTreeMap::new();
     for id in layout.list()? {
         let net = match layout.existing_net(&id) {
+            // Routed VPC ports are guarded by the VPC data plane (host::vpc).
+            Ok(Some(n)) if n.vpc.is_some() => continue,
             Ok(Some(n)) => n,
             Ok(None) => continue,
             Err(e) => {

@@ -199,7 +199,8 @@ pub fn parse(cmdline: &str) -> Config<'_> {
     cfg
 }
 
-fn valid_id(s: &str) -> bool {
+/// An instance id: 1-64 characters of `A-Z a-z 0-9 . _ : -`.
+pub fn valid_id(s: &str) -> bool {
     (1..=MAX_ID_LEN).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))

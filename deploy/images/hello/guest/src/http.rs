@@ -1,7 +1,10 @@
 //! The guest's HTTP/1.1 endpoint: request parsing and responses.
 //!
 //! `GET /` answers `NUBIS-HELLO <id>\n`; `GET /reset` answers, then the guest
-//! resets. Every response closes the connection (`Connection: close`).
+//! resets; `GET /stream` answers a head and then one line per 100 ms until
+//! the client closes. Every response closes the connection (`Connection:
+//! close`). Also the client side of the `http:` probe check
+//! ([`hello_peer`]).
 
 use alloc::format;
 use alloc::vec::Vec;
@@ -18,6 +21,8 @@ pub enum Route {
     Reset,
     /// `GET /user-data`: the user data read from the metadata service.
     UserData,
+    /// `GET /stream`: a head, then [`stream_line`]s until the client closes.
+    Stream,
     /// Any other path.
     NotFound,
     /// A method other than GET or HEAD.
@@ -68,6 +73,7 @@ pub fn parse(buf: &[u8]) -> Parsed {
         ("GET" | "HEAD", "/") => Route::Hello,
         ("GET" | "HEAD", "/reset") => Route::Reset,
         ("GET" | "HEAD", "/user-data") => Route::UserData,
+        ("GET" | "HEAD", "/stream") => Route::Stream,
         ("GET" | "HEAD", _) => Route::NotFound,
         _ => Route::MethodNotAllowed,
     };
@@ -103,6 +109,11 @@ pub fn respond(parsed: Option<(Route, bool)>, id: &str, user_data: Option<&[u8]>
                 None => raw_response("404 Not Found", b"no user data\n", head_only),
             }
         }
+        Some((Route::Stream, _)) => {
+            // No length: the body is the stream, ended by closing.
+            return b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+                .to_vec();
+        }
         Some((Route::NotFound, _)) => ("404 Not Found", "not found\n".into()),
         Some((Route::MethodNotAllowed, _)) => {
             ("405 Method Not Allowed", "method not allowed\n".into())
@@ -120,6 +131,56 @@ pub fn respond(parsed: Option<(Route, bool)>, id: &str, user_data: Option<&[u8]>
         out.extend_from_slice(body.as_bytes());
     }
     out
+}
+
+/// Interval between two lines of `GET /stream`, in milliseconds.
+pub const STREAM_INTERVAL_MS: u64 = 100;
+/// Longest `GET /stream`, in milliseconds (then the guest closes it).
+pub const STREAM_MAX_MS: u64 = 10 * 60 * 1000;
+
+/// Line `seq` (from 1) of `GET /stream`: `NUBIS-STREAM-DATA <id> seq=<n>\n`.
+pub fn stream_line(id: &str, seq: u64) -> Vec<u8> {
+    format!("NUBIS-STREAM-DATA {id} seq={seq}\n").into_bytes()
+}
+
+/// The request of the `http:` probe check.
+pub fn probe_request(host: &str) -> Vec<u8> {
+    format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+/// The request of the `nubis-stream` client.
+pub fn stream_request(host: &str) -> Vec<u8> {
+    format!("GET /stream HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+/// What a complete answer to [`probe_request`] says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HelloAnswer<'a> {
+    /// Status 200 and a `NUBIS-HELLO <id>` body: the peer's id.
+    Hello(&'a str),
+    /// Anything else.
+    Other,
+}
+
+/// Looks at a whole response (the server closed the connection): status
+/// 200 and a body `NUBIS-HELLO <id>` (one line; the id 1-64 characters of
+/// `A-Z a-z 0-9 . _ : -`).
+pub fn hello_peer(response: &[u8]) -> HelloAnswer<'_> {
+    let Some(end) = find(response, b"\r\n\r\n") else {
+        return HelloAnswer::Other;
+    };
+    let status_ok =
+        response.starts_with(b"HTTP/1.1 200 ") || response.starts_with(b"HTTP/1.0 200 ");
+    let body = &response[end + 4..];
+    let body = body.strip_suffix(b"\n").unwrap_or(body);
+    let id = match body.strip_prefix(b"NUBIS-HELLO ") {
+        Some(id) if status_ok => id,
+        _ => return HelloAnswer::Other,
+    };
+    match core::str::from_utf8(id) {
+        Ok(id) if crate::cmdline::valid_id(id) => HelloAnswer::Hello(id),
+        _ => HelloAnswer::Other,
+    }
 }
 
 #[cfg(test)]
@@ -195,5 +256,42 @@ mod tests {
         assert!(r.ends_with(&data));
         let r = respond(Some((Route::UserData, false)), "i-1", None);
         assert!(r.starts_with(b"HTTP/1.1 404 "));
+    }
+
+    #[test]
+    fn stream_route() {
+        assert_eq!(parse(b"GET /stream HTTP/1.1\r\n\r\n"), req(Route::Stream));
+        let head = respond(Some((Route::Stream, false)), "i-1", None);
+        let s = core::str::from_utf8(&head).unwrap();
+        assert!(s.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(s.ends_with("Connection: close\r\n\r\n"));
+        assert!(!s.contains("Content-Length"));
+        assert_eq!(stream_line("i-1", 7), b"NUBIS-STREAM-DATA i-1 seq=7\n");
+        assert!(parse(&stream_request("10.0.0.2")) == req(Route::Stream));
+        assert!(parse(&probe_request("10.0.0.2")) == req(Route::Hello));
+    }
+
+    #[test]
+    fn hello_answers() {
+        // What this server answers is what the probe accepts.
+        let r = respond(Some((Route::Hello, false)), "i-peer", None);
+        assert_eq!(hello_peer(&r), HelloAnswer::Hello("i-peer"));
+        assert_eq!(
+            hello_peer(b"HTTP/1.0 200 OK\r\nServer: x\r\n\r\nNUBIS-HELLO a.b"),
+            HelloAnswer::Hello("a.b")
+        );
+        for other in [
+            &b""[..],
+            b"HTTP/1.1 200 OK\r\n",
+            b"HTTP/1.1 404 Not Found\r\n\r\nNUBIS-HELLO i-1\n",
+            b"HTTP/1.1 200 OK\r\n\r\n<html>NUBIS-HELLO i-1</html>",
+            b"HTTP/1.1 200 OK\r\n\r\nNUBIS-HELLO \n",
+            b"HTTP/1.1 200 OK\r\n\r\nNUBIS-HELLO i-1\nmore\n",
+            b"HTTP/1.1 200 OK\r\n\r\nNUBIS-HELLO \xff\n",
+        ] {
+            assert_eq!(hello_peer(other), HelloAnswer::Other, "{other:?}");
+        }
+        let r = respond(Some((Route::Hello, true)), "i-peer", None);
+        assert_eq!(hello_peer(&r), HelloAnswer::Other);
     }
 }

@@ -73,12 +73,7 @@ impl Server {
             tcp::SocketBuffer::new(vec![0; 2048]),
         );
         let handle = self.sockets.add(socket);
-        self.next_port = if self.next_port >= 65000 {
-            49152
-        } else {
-            self.next_port + 1
-        };
-        let port = self.next_port;
+        let port = self.local_port();
         let connected = self.sockets.get_mut::<tcp::Socket>(handle).connect(
             self.iface.context(),
             (IpAddress::Ipv4(METADATA), 80),

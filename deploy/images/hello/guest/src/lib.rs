@@ -1,7 +1,7 @@
 //! Pure logic of the Nubis `hello` test guest, kept free of the platform so
 //! it can be unit tested on the host (`cargo test --lib`): command-line
-//! parsing, the MP table, HTTP request parsing, the disk pattern and the frames of the spoofing
-//! test mode.
+//! parsing, the MP table, HTTP request parsing, the disk pattern, the frames of the spoofing
+//! test mode and the user-data lines of the probe and stream test modes.
 //! The freestanding binary (`src/main.rs`) wires it to the machine.
 #![cfg_attr(not(test), no_std)]
 
@@ -11,6 +11,7 @@ pub mod cmdline;
 pub mod http;
 pub mod keyboard;
 pub mod mptable;
+pub mod probe;
 pub mod spoof;
 
 /// Sector 1 after `nubis.disk_write=1`: `NUBIS-DISK-WRITE <id>\n`, zero padded.

@@ -18,6 +18,7 @@ mod heap;
 mod imds;
 mod mem;
 mod net;
+mod prober;
 mod sys;
 
 use nubis_hello_guest::cmdline;
@@ -153,6 +154,9 @@ extern "C" fn rust_main() -> ! {
         }
         if cfg.imds_bench > 0 {
             server.imds_bench(cfg.imds_bench, hz);
+        }
+        if let Some(ip) = cfg.ip {
+            server.arm_probes(ip, cfg.gw, hz);
         }
         if let (Some(claim), Some(ip)) = (cfg.spoof, cfg.ip) {
             server.arm_spoof(ip, claim);

@@ -1,6 +1,8 @@
 //! The network side: a smoltcp interface over virtio-net with a static IPv4
 //! address (ARP and ICMP echo are answered by smoltcp itself) and the HTTP
-//! server on port 80 (see `nubis_hello_guest::http`).
+//! server on port 80 (see `nubis_hello_guest::http`), including the server
+//! side of the stream mode (`GET /stream`). The probe and stream clients
+//! live in `prober.rs` and run in the same loop.
 //!
 //! The loop polls the device; when there is nothing to do it sleeps at CPL0
 //! (`hlt`) until the next virtio interrupt (routed through the I/O APIC) or
@@ -31,6 +33,9 @@ const HTTP_PORT: u16 = 80;
 /// Listening sockets: this many connections can be open at once.
 const LISTENERS: usize = 8;
 const SOCKET_BUF: usize = 4096;
+/// A `GET /stream` connection is dropped when the client acknowledges
+/// nothing for this long (other connections: 10 s).
+const STREAM_TIMEOUT_S: u64 = 60;
 /// Keep polling this long after traffic before sleeping (latency of
 /// multi-packet exchanges), in microseconds.
 const BUSY_WINDOW_US: u64 = 2_000;
@@ -128,7 +133,7 @@ struct Spoofer {
 const SPOOF_ROUNDS: u32 = 30;
 
 /// Sends one raw Ethernet frame; false when the queue is full or it failed.
-fn send_raw(dev: &NetDev, frame: &[u8]) -> bool {
+pub(crate) fn send_raw(dev: &NetDev, frame: &[u8]) -> bool {
     let mut d = dev.inner.borrow_mut();
     if !d.can_send() {
         return false;
@@ -145,6 +150,18 @@ struct Conn {
     answered: bool,
     /// Response bytes not yet in the socket's send buffer.
     pending: Vec<u8>,
+    /// `GET /stream` is being answered.
+    stream: Option<StreamOut>,
+}
+
+/// The server side of one `GET /stream`.
+struct StreamOut {
+    /// Lines sent so far.
+    seq: u64,
+    /// When the next line is due (TSC).
+    next_tsc: u64,
+    /// When the guest closes the stream (TSC).
+    end_tsc: u64,
 }
 
 /// The network stack, ready to serve.
@@ -161,7 +178,9 @@ pub struct Server {
     /// The spoofing test mode, when armed.
     spoof: Option<Spoofer>,
     /// TSC ticks per second (set by [`Self::serve`]).
-    hz: u64,
+    pub(crate) hz: u64,
+    /// The probe and stream test modes, when armed (see `prober.rs`).
+    pub(crate) prober: Option<crate::prober::Prober>,
 }
 
 /// Time for smoltcp, from the TSC.
@@ -214,6 +233,7 @@ pub fn up(found: Found, ip: Ipv4Cidr, gw: Option<[u8; 4]>, hz: u64) -> Option<Se
             request: Vec::new(),
             answered: false,
             pending: Vec::new(),
+            stream: None,
         });
     }
     console!(
@@ -236,10 +256,21 @@ pub fn up(found: Found, ip: Ipv4Cidr, gw: Option<[u8; 4]>, hz: u64) -> Option<Se
         next_port: 49152,
         spoof: None,
         hz,
+        prober: None,
     })
 }
 
 impl Server {
+    /// The local port of the next outgoing connection (49153-65000, cycling).
+    pub(crate) fn local_port(&mut self) -> u16 {
+        self.next_port = if self.next_port >= 65000 {
+            49152
+        } else {
+            self.next_port + 1
+        };
+        self.next_port
+    }
+
     /// Arms the `nubis.spoof=` test mode: from now on, once a second for
     /// [`SPOOF_ROUNDS`] rounds, send a frame with a forged source MAC, a
     /// gratuitous ARP claiming `claim`, an IPv4 datagram from `claim` and an
@@ -308,15 +339,24 @@ impl Server {
         let busy_ticks = hz / 1_000_000 * BUSY_WINDOW_US;
         let mut reset_at: Option<u64> = None;
         self.hz = hz;
+        let stream_ticks = hz / 1000 * http::STREAM_INTERVAL_MS;
+        let stream_max = hz / 1000 * http::STREAM_MAX_MS;
         loop {
             self.spoof_tick();
             let t = now(hz);
             let changed = self.iface.poll(t, &mut self.dev, &mut self.sockets);
             let mut active = changed != smoltcp::iface::PollResult::None;
+            active |= self.probe_tick();
             let user_data = self.user_data.as_deref();
+            let tsc = sys::rdtsc();
             for conn in &mut self.conns {
                 let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
-                match serve_conn(socket, conn, id, user_data) {
+                let clock = StreamClock {
+                    tsc,
+                    interval: stream_ticks,
+                    max: stream_max,
+                };
+                match serve_conn(socket, conn, id, user_data, clock) {
                     ConnEvent::Idle => {}
                     ConnEvent::Progress => active = true,
                     ConnEvent::ResetRequested => {
@@ -346,11 +386,15 @@ impl Server {
                 core::hint::spin_loop();
                 continue;
             }
+            let wake_ms = self.next_wake_tsc().map_or(MAX_SLEEP_MS, |at| {
+                at.saturating_sub(sys::rdtsc()) / (hz / 1000).max(1)
+            });
             let delay_ms = self
                 .iface
                 .poll_delay(now(hz), &self.sockets)
                 .map_or(MAX_SLEEP_MS, |d: Duration| d.total_millis())
-                .min(if woken_by_irq { MAX_SLEEP_MS } else { 5 });
+                .min(if woken_by_irq { MAX_SLEEP_MS } else { 5 })
+                .min(wake_ms);
             if delay_ms > 0 {
                 sys::sleep(idle, hz / 1000 * delay_ms, hz);
                 if woken_by_irq {
@@ -363,6 +407,28 @@ impl Server {
             }
         }
     }
+}
+
+impl Server {
+    /// The earliest TSC at which a stream line or a probe event is due.
+    fn next_wake_tsc(&self) -> Option<u64> {
+        let streams = self.conns.iter().filter_map(|c| {
+            let socket = self.sockets.get::<tcp::Socket>(c.handle);
+            // Unacknowledged data waits for acknowledgements (traffic), not time.
+            let st = c.stream.as_ref()?;
+            (c.pending.is_empty() && socket.send_queue() == 0)
+                .then_some(st.next_tsc.min(st.end_tsc))
+        });
+        streams.chain(self.probe_wake_tsc()).min()
+    }
+}
+
+/// Time for the server side of `GET /stream`, in TSC ticks.
+#[derive(Clone, Copy)]
+struct StreamClock {
+    tsc: u64,
+    interval: u64,
+    max: u64,
 }
 
 /// Why [`Server::serve`] returned.
@@ -385,6 +451,7 @@ fn serve_conn(
     conn: &mut Conn,
     id: &str,
     user_data: Option<&[u8]>,
+    clock: StreamClock,
 ) -> ConnEvent {
     use tcp::State;
     match socket.state() {
@@ -395,6 +462,7 @@ fn serve_conn(
             conn.request.clear();
             conn.answered = false;
             conn.pending.clear();
+            conn.stream = None;
             if let Err(e) = socket.listen(HTTP_PORT) {
                 console!("NUBIS-ERROR listen on port {HTTP_PORT}: {e}");
                 return ConnEvent::Idle;
@@ -405,6 +473,7 @@ fn serve_conn(
         State::CloseWait
             if conn.pending.is_empty() && (conn.answered || conn.request.is_empty()) =>
         {
+            conn.stream = None;
             socket.close();
             return ConnEvent::Progress;
         }
@@ -417,9 +486,28 @@ fn serve_conn(
         if let Ok(n) = socket.send_slice(&conn.pending) {
             conn.pending.drain(..n);
         }
-        if conn.pending.is_empty() {
+        if conn.pending.is_empty() && conn.stream.is_none() {
             socket.close();
         }
+        return ConnEvent::Progress;
+    }
+    if let Some(st) = conn.stream.as_mut() {
+        if clock.tsc >= st.end_tsc {
+            conn.stream = None;
+            socket.close();
+            return ConnEvent::Progress;
+        }
+        // A new line only once the last one is acknowledged: when the
+        // client's packets stop arriving (a firewall cut the flow), the
+        // stream stops at once instead of filling the send buffer.
+        if clock.tsc < st.next_tsc || socket.send_queue() > 0 {
+            return ConnEvent::Idle;
+        }
+        st.seq += 1;
+        st.next_tsc = clock.tsc + clock.interval;
+        let line = http::stream_line(id, st.seq);
+        let sent = socket.send_slice(&line).unwrap_or(0);
+        conn.pending = line[sent..].to_vec();
         return ConnEvent::Progress;
     }
     if conn.answered || !socket.can_recv() {
@@ -439,10 +527,18 @@ fn serve_conn(
         Parsed::Bad => None,
     };
     let response = http::respond(parsed, id, user_data);
+    if parsed == Some((http::Route::Stream, false)) {
+        socket.set_timeout(Some(Duration::from_secs(STREAM_TIMEOUT_S)));
+        conn.stream = Some(StreamOut {
+            seq: 0,
+            next_tsc: clock.tsc,
+            end_tsc: clock.tsc + clock.max,
+        });
+    }
     // What does not fit the send buffer goes out over the next polls.
     let sent = socket.send_slice(&response).unwrap_or(0);
     conn.pending = response[sent..].to_vec();
-    if conn.pending.is_empty() {
+    if conn.pending.is_empty() && conn.stream.is_none() {
         socket.close();
     }
     conn.answered = true;

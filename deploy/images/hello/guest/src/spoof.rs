@@ -60,7 +60,20 @@ pub fn gratuitous_claim(own_mac: [u8; 6], claim: [u8; 4]) -> Vec<u8> {
 ///     addressed to it then sends `claim`'s traffic to us. Sent to every
 ///     address of the subnet, it poisons every neighbour (see [`sweep`]).
 pub fn arp_claim_to(own_mac: [u8; 6], claim: [u8; 4], target: [u8; 4]) -> Vec<u8> {
-    ethernet(BROADCAST, own_mac, 0x0806, &arp(1, own_mac, claim, [0; 6], target))
+    ethernet(
+        BROADCAST,
+        own_mac,
+        0x0806,
+        &arp(1, own_mac, claim, [0; 6], target),
+    )
+}
+
+/// An ordinary ARP request for `target` from `own_mac`/`own_ip`. The probe
+/// mode resolves its next hops with it: smoltcp sends at most one ARP
+/// request a second for the whole interface, so one unanswered neighbour
+/// would delay every other probe; its replies fill smoltcp's cache all the same.
+pub fn arp_request(own_mac: [u8; 6], own_ip: [u8; 4], target: [u8; 4]) -> Vec<u8> {
+    arp_claim_to(own_mac, own_ip, target)
 }
 
 /// The host addresses of `ip`/`prefix` other than `ip` and `claim`, at
@@ -139,6 +152,17 @@ mod tests {
         assert_eq!(&f[22..28], &MAC);
         assert_eq!(&f[28..32], &[10, 0, 0, 9]);
         assert_eq!(&f[38..42], &[10, 0, 0, 9]); // target = sender: gratuitous
+    }
+
+    #[test]
+    fn arp_request_asks_for_the_target_from_our_own_address() {
+        let f = arp_request(MAC, [10, 0, 0, 3], [10, 0, 0, 1]);
+        assert_eq!(&f[0..6], &BROADCAST);
+        assert_eq!(&f[6..12], &MAC);
+        assert_eq!(&f[20..22], &[0, 1]); // request
+        assert_eq!(&f[22..28], &MAC);
+        assert_eq!(&f[28..32], &[10, 0, 0, 3]);
+        assert_eq!(&f[38..42], &[10, 0, 0, 1]);
     }
 
     #[test]
