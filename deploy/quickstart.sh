@@ -317,6 +317,9 @@ listen = "127.0.0.1:$EC2_PORT"
 cidr = "10.200.0.0/16"
 node_prefix_len = 24
 
+[vpc]
+public_pool = "198.51.100.0/24"
+
 [instance_types]
 # The hosts here are small (see PER_HOST_*): the compact sizes of the
 # catalogue's seed (docs/compute-api.md#instance-types).

@@ -116,6 +116,15 @@ pub enum Command {
     /// Security groups and their rules.
     #[command(subcommand, visible_alias = "sg")]
     SecurityGroups(crate::commands::vpcs::SecurityGroupsCmd),
+    /// Elastic IPs: public addresses you allocate and associate.
+    #[command(subcommand, visible_alias = "address")]
+    Addresses(crate::commands::vpc_public::AddressesCmd),
+    /// Internet gateways of your VPCs.
+    #[command(subcommand, visible_alias = "internet-gateway")]
+    InternetGateways(crate::commands::vpc_public::InternetGatewaysCmd),
+    /// Route tables of your VPCs.
+    #[command(subcommand, visible_alias = "route-table")]
+    RouteTables(crate::commands::vpc_public::RouteTablesCmd),
     /// Lifecycle events of instances (created, state changes, terminated).
     #[command(subcommand, visible_alias = "event")]
     Events(EventsCmd),

@@ -126,14 +126,29 @@ pub struct VpcConfig {
     /// VPCs per account, the default VPC included (EC2's default quota: 5).
     #[serde(default = "default_vpcs_per_account")]
     pub vpcs_per_account: u32,
+    /// The region's public IPv4 pool (`a.b.c.d/len`, /16../30): Elastic IPs
+    /// and auto-assigned public addresses come from it (its first and last
+    /// address excepted). Unset: AllocateAddress answers
+    /// `InsufficientAddressCapacity` and launches get no public address.
+    #[serde(default)]
+    pub public_pool: Option<String>,
+    /// Elastic IPs per account (EC2's default quota: 5).
+    #[serde(default = "default_elastic_ips_per_account")]
+    pub elastic_ips_per_account: u32,
 }
 
 impl Default for VpcConfig {
     fn default() -> Self {
         Self {
             vpcs_per_account: default_vpcs_per_account(),
+            public_pool: None,
+            elastic_ips_per_account: default_elastic_ips_per_account(),
         }
     }
+}
+
+fn default_elastic_ips_per_account() -> u32 {
+    5
 }
 
 fn default_vpcs_per_account() -> u32 {
@@ -829,6 +844,9 @@ impl Config {
             );
         }
         crate::domain::network::Network::from_config(&self.network)?;
+        if let Some(p) = &self.vpc.public_pool {
+            crate::domain::vpc::addresses::PublicPool::parse(p)?;
+        }
         if !(1..=36_500).contains(&self.events.retention_days) {
             return bad("events.retention_days must be within 1..=36500".into());
         }

@@ -1,6 +1,6 @@
 //! Typed identifiers. Each parses (validating its shape) and displays as the
 //! string EC2 clients see (parsing also accepts EC2's short form of 8 hex digits): `i-` + 17 hex, `r-` + 17 hex, `ami-` + 17 hex,
-//! `key-` + 17 hex, `node-` + 17 hex, `subnet-` + 17 hex, `lt-` + 17 hex, `vpc-`, `sg-`, `sgr-` + 17 hex, account ids of 12 decimal digits.
+//! `key-` + 17 hex, `node-` + 17 hex, `subnet-` + 17 hex, `lt-` + 17 hex, `vpc-`, `sg-`, `sgr-`, `eipalloc-`, `eipassoc-`, `igw-`, `rtb-`, `rtbassoc-` + 17 hex, account ids of 12 decimal digits.
 
 use std::fmt;
 
@@ -122,6 +122,42 @@ hex_id!(
     /// A security group rule id, `sgr-` + 17 hex digits.
     SecurityGroupRuleId, "sgr-", "InvalidSecurityGroupRuleId.Malformed"
 );
+hex_id!(
+    /// An Elastic IP allocation id, `eipalloc-` + 17 hex digits.
+    AllocationId, "eipalloc-", "InvalidAllocationID.Malformed"
+);
+hex_id!(
+    /// An Elastic IP association id, `eipassoc-` + 17 hex digits.
+    AddressAssociationId, "eipassoc-", "InvalidAssociationID.Malformed"
+);
+hex_id!(
+    /// An internet gateway id, `igw-` + 17 hex digits.
+    InternetGatewayId, "igw-", "InvalidInternetGatewayID.Malformed"
+);
+hex_id!(
+    /// A route table id, `rtb-` + 17 hex digits.
+    RouteTableId, "rtb-", "InvalidRouteTableID.Malformed"
+);
+hex_id!(
+    /// A route table association id, `rtbassoc-` + 17 hex digits.
+    RouteTableAssociationId, "rtbassoc-", "InvalidAssociationID.Malformed"
+);
+
+impl RouteTableId {
+    /// The main route table of `vpc`: its id is derived from the VPC's, so
+    /// creating it is idempotent (compare-absent on one key) for VPCs made
+    /// before route tables existed.
+    pub fn main_of(vpc: &VpcId) -> Self {
+        Self(format!("rtb-{}", &vpc.as_str()["vpc-".len()..]))
+    }
+}
+
+impl RouteTableAssociationId {
+    /// The main association of `vpc`'s main route table.
+    pub fn main_of(vpc: &VpcId) -> Self {
+        Self(format!("rtbassoc-{}", &vpc.as_str()["vpc-".len()..]))
+    }
+}
 
 impl SubnetId {
     /// The subnet of node address block `n` (one per node until VPCs exist):

@@ -97,6 +97,18 @@ async fn default_vpc_is_created_once_with_subnets_and_default_group() {
     for id in texts(&s, "subnetId") {
         a.ok("DeleteSubnet", &[("SubnetId", &id)]).await;
     }
+    // Its internet gateway too (vpc_routes.rs tests that in detail).
+    a.fails("DeleteVpc", &[("VpcId", &vpc)], "DependencyViolation")
+        .await;
+    let igw = text(
+        &a.ok("DescribeInternetGateways", &[]).await,
+        "internetGatewayId",
+    );
+    a.ok(
+        "DetachInternetGateway",
+        &[("InternetGatewayId", &igw), ("VpcId", &vpc)],
+    )
+    .await;
     a.ok("DeleteVpc", &[("VpcId", &vpc)]).await;
     let x = a.ok("DescribeVpcs", &[]).await;
     assert!(texts(&x, "vpcId").is_empty(), "{x}");

@@ -13,6 +13,7 @@ pub mod instances;
 pub mod keys;
 pub mod tags;
 pub mod tasks;
+pub mod vpc_public;
 pub mod vpcs;
 pub mod wait;
 pub mod zones;
@@ -73,6 +74,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 Command::Vpcs(c) => vpcs::vpcs(&ctx, c).await,
                 Command::Subnets(c) => vpcs::subnets(&ctx, c).await,
                 Command::SecurityGroups(c) => vpcs::security_groups(&ctx, c).await,
+                Command::Addresses(c) => vpc_public::addresses(&ctx, c).await,
+                Command::InternetGateways(c) => vpc_public::internet_gateways(&ctx, c).await,
+                Command::RouteTables(c) => vpc_public::route_tables(&ctx, c).await,
                 Command::Billing(c) => billing::run(&ctx, c).await,
                 Command::Autoscaling(c) => autoscaling::run(&ctx, c).await,
                 Command::Admin(c) => admin::run(&ctx, c).await,

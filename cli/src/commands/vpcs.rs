@@ -150,11 +150,11 @@ impl Tabular for VpcView {
     }
 }
 
-fn tags(t: &[pb::Tag]) -> BTreeMap<String, String> {
+pub(crate) fn tags(t: &[pb::Tag]) -> BTreeMap<String, String> {
     t.iter().map(|t| (t.key.clone(), t.value.clone())).collect()
 }
 
-fn pb_tags(t: &[TagArg]) -> Vec<pb::Tag> {
+pub(crate) fn pb_tags(t: &[TagArg]) -> Vec<pb::Tag> {
     t.iter()
         .map(|t| pb::Tag {
             key: t.key.clone(),
@@ -300,7 +300,7 @@ impl From<pb::SecurityGroup> for GroupView {
     }
 }
 
-fn filters(args: &ListArgs) -> Result<Vec<pb::Filter>, CliError> {
+pub(crate) fn filters(args: &ListArgs) -> Result<Vec<pb::Filter>, CliError> {
     args.filters
         .iter()
         .map(|raw| {

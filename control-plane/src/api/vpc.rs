@@ -1,5 +1,6 @@
 //! The Networking service: thin handlers over [`crate::domain::vpc`] (the
-//! same functions the EC2 Query actions call).
+//! same functions the EC2 Query actions call). The public addressing
+//! methods' bodies are in [`super::vpc_public`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use crate::error::Error;
 /// gRPC implementation of `nubis.vpc.v1.Networking`.
 #[derive(Debug, Clone)]
 pub struct NetworkingApi {
-    edge: Edge,
+    pub(super) edge: Edge,
 }
 
 impl NetworkingApi {
@@ -31,12 +32,12 @@ impl NetworkingApi {
         }
     }
 
-    fn domain(&self) -> &Domain {
+    pub(super) fn domain(&self) -> &Domain {
         self.edge.domain()
     }
 }
 
-fn filters_in(f: Vec<pb::Filter>) -> Vec<Filter> {
+pub(super) fn filters_in(f: Vec<pb::Filter>) -> Vec<Filter> {
     f.into_iter()
         .map(|f| Filter {
             name: f.name,
@@ -45,11 +46,11 @@ fn filters_in(f: Vec<pb::Filter>) -> Vec<Filter> {
         .collect()
 }
 
-fn tags_in(t: Vec<pb::Tag>) -> Vec<(String, String)> {
+pub(super) fn tags_in(t: Vec<pb::Tag>) -> Vec<(String, String)> {
     t.into_iter().map(|t| (t.key, t.value)).collect()
 }
 
-fn tags_out(t: &BTreeMap<String, String>) -> Vec<pb::Tag> {
+pub(super) fn tags_out(t: &BTreeMap<String, String>) -> Vec<pb::Tag> {
     t.iter()
         .map(|(k, v)| pb::Tag {
             key: k.clone(),
@@ -139,7 +140,7 @@ fn permissions_in(p: Vec<pb::Permission>) -> Vec<PermissionInput> {
         .collect()
 }
 
-fn non_empty(v: String) -> Option<String> {
+pub(super) fn non_empty(v: String) -> Option<String> {
     (!v.is_empty()).then_some(v)
 }
 
@@ -366,5 +367,124 @@ impl Networking for NetworkingApi {
                 Ok(pb::RevokeSecurityGroupResponse {})
             })
             .await
+    }
+
+    async fn allocate_address(
+        &self,
+        req: Request<pb::AllocateAddressRequest>,
+    ) -> Result<Response<pb::AllocateAddressResponse>, Status> {
+        self.allocate_address_(req).await
+    }
+
+    async fn associate_address(
+        &self,
+        req: Request<pb::AssociateAddressRequest>,
+    ) -> Result<Response<pb::AssociateAddressResponse>, Status> {
+        self.associate_address_(req).await
+    }
+
+    async fn disassociate_address(
+        &self,
+        req: Request<pb::DisassociateAddressRequest>,
+    ) -> Result<Response<pb::DisassociateAddressResponse>, Status> {
+        self.disassociate_address_(req).await
+    }
+
+    async fn release_address(
+        &self,
+        req: Request<pb::ReleaseAddressRequest>,
+    ) -> Result<Response<pb::ReleaseAddressResponse>, Status> {
+        self.release_address_(req).await
+    }
+
+    async fn describe_addresses(
+        &self,
+        req: Request<pb::DescribeAddressesRequest>,
+    ) -> Result<Response<pb::DescribeAddressesResponse>, Status> {
+        self.describe_addresses_(req).await
+    }
+
+    async fn create_internet_gateway(
+        &self,
+        req: Request<pb::CreateInternetGatewayRequest>,
+    ) -> Result<Response<pb::CreateInternetGatewayResponse>, Status> {
+        self.create_internet_gateway_(req).await
+    }
+
+    async fn attach_internet_gateway(
+        &self,
+        req: Request<pb::AttachInternetGatewayRequest>,
+    ) -> Result<Response<pb::AttachInternetGatewayResponse>, Status> {
+        self.attach_internet_gateway_(req).await
+    }
+
+    async fn detach_internet_gateway(
+        &self,
+        req: Request<pb::DetachInternetGatewayRequest>,
+    ) -> Result<Response<pb::DetachInternetGatewayResponse>, Status> {
+        self.detach_internet_gateway_(req).await
+    }
+
+    async fn delete_internet_gateway(
+        &self,
+        req: Request<pb::DeleteInternetGatewayRequest>,
+    ) -> Result<Response<pb::DeleteInternetGatewayResponse>, Status> {
+        self.delete_internet_gateway_(req).await
+    }
+
+    async fn describe_internet_gateways(
+        &self,
+        req: Request<pb::DescribeInternetGatewaysRequest>,
+    ) -> Result<Response<pb::DescribeInternetGatewaysResponse>, Status> {
+        self.describe_internet_gateways_(req).await
+    }
+
+    async fn create_route_table(
+        &self,
+        req: Request<pb::CreateRouteTableRequest>,
+    ) -> Result<Response<pb::CreateRouteTableResponse>, Status> {
+        self.create_route_table_(req).await
+    }
+
+    async fn create_route(
+        &self,
+        req: Request<pb::CreateRouteRequest>,
+    ) -> Result<Response<pb::CreateRouteResponse>, Status> {
+        self.create_route_(req).await
+    }
+
+    async fn delete_route(
+        &self,
+        req: Request<pb::DeleteRouteRequest>,
+    ) -> Result<Response<pb::DeleteRouteResponse>, Status> {
+        self.delete_route_(req).await
+    }
+
+    async fn associate_route_table(
+        &self,
+        req: Request<pb::AssociateRouteTableRequest>,
+    ) -> Result<Response<pb::AssociateRouteTableResponse>, Status> {
+        self.associate_route_table_(req).await
+    }
+
+    async fn disassociate_route_table(
+        &self,
+        req: Request<pb::DisassociateRouteTableRequest>,
+    ) -> Result<Response<pb::DisassociateRouteTableResponse>, Status> {
+        self.disassociate_route_table_(req).await
+    }
+
+    async fn delete_route_table(
+        &self,
+        req: Request<pb::DeleteRouteTableRequest>,
+    ) -> Result<Response<pb::DeleteRouteTableResponse>, Status> {
+        self.delete_route_table_(req).await
+    }
+
+    async fn describe_route_tables(
+        &self,
+        req: Request<pb::DescribeRouteTablesRequest>,
+    ) -> Result<Response<pb::DescribeRouteTablesResponse>, Status> {
+        self.describe_route_tables_(req).await
     }
 }

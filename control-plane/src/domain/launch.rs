@@ -256,7 +256,11 @@ impl Domain {
         }
         .await;
         match launched {
-            Ok(r) => Ok(r),
+            Ok(r) => {
+                // Public addresses of subnets that map them on launch.
+                self.assign_launch_public_ips(&r);
+                Ok(r)
+            }
             Err(e) if stop_after.is_some() => Err(e),
             // A call that cannot launch (now) may be the retry of one that
             // did: the token decides.

@@ -98,6 +98,10 @@ impl Domain {
             // it is leaving: its release below deletes nothing then).
             if !p.unassign {
                 self.adopt_address(&mut p.inst, &mut tx).await?;
+            } else {
+                // Terminated: its public address (Elastic IP association
+                // or auto-assigned) goes in this transaction.
+                self.stage_public_ip_release(&p.inst, &mut tx).await?;
             }
             if p.place {
                 let (node, alloc) = match (p.inst.node_id.clone(), p.inst.network.clone()) {

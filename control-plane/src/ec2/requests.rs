@@ -530,7 +530,9 @@ impl Request {
             a if super::actions::launch_templates::ACTIONS.contains(&a) => {
                 Request::LaunchTemplate(super::actions::launch_templates::parse(a, &mut r)?)
             }
-            a if super::actions::vpcs::ACTIONS.contains(&a) => {
+            a if super::actions::vpcs::ACTIONS.contains(&a)
+                || super::actions::vpc_public::ACTIONS.contains(&a) =>
+            {
                 Request::Vpc(super::actions::vpcs::parse(a, &mut r)?)
             }
             other => {

@@ -339,6 +339,68 @@ impl Keys {
         )
     }
 
+    /// `elastic-ip-accounts/<account>`: an account's Elastic IP index (its
+    /// allocation ids; the per-account limit is decided there).
+    pub fn elastic_ip_account(&self, account: &AccountId) -> String {
+        format!("{}/elastic-ip-accounts/{account}", self.p)
+    }
+    /// `elastic-ips/<account>/<eipalloc-…>`: an Elastic IP
+    /// ([`crate::domain::vpc::addresses::ElasticIp`]).
+    pub fn elastic_ip(&self, account: &AccountId, id: &crate::ids::AllocationId) -> String {
+        format!("{}/elastic-ips/{account}/{id}", self.p)
+    }
+    /// An account's Elastic IPs.
+    pub fn account_elastic_ips(&self, account: &AccountId) -> String {
+        format!("{}/elastic-ips/{account}/", self.p)
+    }
+    /// `public-ips/<a.b.c.d>`: the claim of one public address of the
+    /// region's pool (created compare-absent: one holder per address).
+    pub fn public_ip(&self, ip: std::net::Ipv4Addr) -> String {
+        format!("{}/public-ips/{ip}", self.p)
+    }
+    /// Every public address claim.
+    pub fn public_ips(&self) -> String {
+        format!("{}/public-ips/", self.p)
+    }
+    /// `instance-public-ips/<account>/<i-…>`: the public address an
+    /// instance has now (an Elastic IP's or an auto-assigned one).
+    pub fn instance_public_ip(&self, account: &AccountId, id: &InstanceId) -> String {
+        format!("{}/instance-public-ips/{account}/{id}", self.p)
+    }
+    /// An account's instance public addresses.
+    pub fn account_instance_public_ips(&self, account: &AccountId) -> String {
+        format!("{}/instance-public-ips/{account}/", self.p)
+    }
+    /// `internet-gateways/<account>/<igw-…>`: an internet gateway.
+    pub fn internet_gateway(
+        &self,
+        account: &AccountId,
+        id: &crate::ids::InternetGatewayId,
+    ) -> String {
+        format!("{}/internet-gateways/{account}/{id}", self.p)
+    }
+    /// An account's internet gateways.
+    pub fn account_internet_gateways(&self, account: &AccountId) -> String {
+        format!("{}/internet-gateways/{account}/", self.p)
+    }
+    /// `route-tables/<account>/<rtb-…>`: a route table.
+    pub fn route_table(&self, account: &AccountId, id: &crate::ids::RouteTableId) -> String {
+        format!("{}/route-tables/{account}/{id}", self.p)
+    }
+    /// An account's route tables.
+    pub fn account_route_tables(&self, account: &AccountId) -> String {
+        format!("{}/route-tables/{account}/", self.p)
+    }
+    /// `route-table-subnets/<account>/<subnet-…>`: a subnet's explicit
+    /// route table association (one per subnet, created compare-absent).
+    pub fn route_table_subnet(&self, account: &AccountId, subnet: &crate::ids::SubnetId) -> String {
+        format!("{}/route-table-subnets/{account}/{subnet}", self.p)
+    }
+    /// An account's explicit route table associations.
+    pub fn account_route_table_subnets(&self, account: &AccountId) -> String {
+        format!("{}/route-table-subnets/{account}/", self.p)
+    }
+
     /// The election name of the leader-only background tasks.
     pub fn election(&self) -> String {
         format!("{}/election/reconciler", self.p)

@@ -14,6 +14,7 @@ pub mod members;
 pub mod record;
 pub mod repo;
 pub mod repo_asg;
+pub mod repo_public;
 pub mod repo_vpc;
 pub mod watch;
 

@@ -1,6 +1,7 @@
 //! The default VPC of an account, as EC2 has one per region: 172.31.0.0/16,
 //! a default /20 subnet in each zone (172.31.0.0/20, 172.31.16.0/20, … in
-//! zone order, at most 16 zones) and its default security group. Created
+//! zone order, at most 16 zones), its default security group, an attached
+//! internet gateway and a main route table sending 0.0.0.0/0 to it. Created
 //! lazily on the account's first VPC call, in one transaction that creates
 //! the account's VPC index (compare-absent) or compares it: two racing
 //! first calls create one default VPC. Deleting it is allowed and it is not
@@ -59,13 +60,14 @@ impl Domain {
             }
             let block = Cidr::parse(DEFAULT_VPC_CIDR)?;
             let (vpc, group) = new_vpc(account, block, true, BTreeMap::new());
+            let igw = super::gateways::new_igw(account, Some(vpc.id.clone()), BTreeMap::new());
             let mut next = idx.as_ref().map(|v| v.value.clone()).unwrap_or_default();
             next.vpcs.push(vpc.id.clone());
             next.default_vpc = Some(vpc.id.clone());
             next.default_created = true;
             let mut tx = Tx::new();
             stage_index(keys, &mut tx, account, idx.as_ref(), &next)?;
-            stage_new_vpc(keys, &mut tx, &vpc, &group)?;
+            stage_new_vpc(keys, &mut tx, &vpc, &group, Some(&igw))?;
             for s in default_subnets(&vpc, &self.cfg.zones) {
                 tx.create(&keys.vpc_subnet(account, &s.id), &s)?;
             }

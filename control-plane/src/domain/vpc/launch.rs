@@ -101,6 +101,7 @@ impl Domain {
             security_group_ids: groups,
             security_group_names: Vec::new(),
             default_subnets,
+            public_ip: None,
         }));
         Ok(())
     }
@@ -127,7 +128,8 @@ impl Domain {
 
 impl Domain {
     /// Fills in, for display, the subnet of instances recorded without one
-    /// (the default subnet of their zone in their VPC).
+    /// (the default subnet of their zone in their VPC) and each instance's
+    /// public address.
     pub async fn with_default_subnets(
         &self,
         mut reservations: Vec<crate::domain::views::Reservation>,
@@ -152,7 +154,7 @@ impl Domain {
                 v.subnet_id = cache.get(&key).cloned().flatten();
             }
         }
-        Ok(reservations)
+        self.with_public_ips(reservations).await
     }
 }
 

@@ -1,7 +1,11 @@
 //! The VPC model (issue 12, model and API): VPCs ([`vpcs`]), their subnets
 //! ([`subnets`]), security groups and their rules ([`groups`], [`rules`]),
 //! and each account's default VPC ([`default_vpc`]). CIDR arithmetic is in
-//! [`cidr`].
+//! [`cidr`]. Public addressing: Elastic IPs ([`addresses`]), instances'
+//! public addresses ([`public_ips`]), internet gateways ([`gateways`]) and
+//! route tables ([`routes`]); the data plane reads them through
+//! [`Domain::instance_public_ips`](crate::domain::Domain::instance_public_ips)
+//! and [`Domain::subnet_internet_routes`](crate::domain::Domain::subnet_internet_routes).
 //!
 //! Consistency: every VPC create or delete compares and rewrites the
 //! account's VPC index (`vpc-accounts/<account>`: the limit and the default
@@ -14,10 +18,14 @@
 //! What this module does **not** do: the data plane. Nothing here is
 //! enforced on the hosts yet (docs/networking.md says what is).
 
+pub mod addresses;
 pub mod cidr;
 pub mod default_vpc;
+pub mod gateways;
 pub mod groups;
 pub mod launch;
+pub mod public_ips;
+pub mod routes;
 pub mod rules;
 pub mod subnets;
 pub mod vpcs;
@@ -80,7 +88,8 @@ pub struct VpcSubnet {
     pub availability_zone: String,
     /// A default subnet of the default VPC.
     pub default_for_az: bool,
-    /// MapPublicIpOnLaunch (stored; no public addresses exist yet).
+    /// MapPublicIpOnLaunch: instances launched here get a public address
+    /// of the region's pool ([`public_ips`]).
     pub map_public_ip_on_launch: bool,
     /// Tags.
     pub tags: BTreeMap<String, String>,
@@ -183,6 +192,10 @@ pub struct InstanceVpc {
     /// an instance launched without a subnet ([`InstanceVpc::placed_in`]).
     #[serde(skip)]
     pub default_subnets: BTreeMap<String, SubnetId>,
+    /// Display only (not stored): the instance's public address, filled in
+    /// by [`Domain::with_default_subnets`](crate::domain::Domain::with_default_subnets).
+    #[serde(skip)]
+    pub public_ip: Option<public_ips::PublicAddressView>,
 }
 
 impl InstanceVpc {
@@ -198,6 +211,7 @@ impl InstanceVpc {
             security_group_ids: self.security_group_ids.clone(),
             security_group_names: Vec::new(),
             default_subnets: BTreeMap::new(),
+            public_ip: None,
         }
     }
 }

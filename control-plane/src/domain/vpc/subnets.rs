@@ -278,6 +278,8 @@ impl Domain {
             let vpc = self.own_vpc(&account, &subnet.value.vpc_id).await?;
             let mut tx = Tx::new();
             tx.delete_if_unchanged(&keys.vpc_subnet(&account, &subnet.value.id), &subnet);
+            // Its explicit route table association goes with it (as in EC2).
+            tx.delete(&keys.route_table_subnet(&account, &subnet.value.id));
             tx.replace(&keys.vpc(&account, &vpc.value.id), &vpc, &vpc.value)?;
             if self.store.commit(tx).await?.is_some() {
                 return Ok(());

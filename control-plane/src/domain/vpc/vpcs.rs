@@ -1,19 +1,21 @@
 //! VPCs: CreateVpc (a /16../28 IPv4 block; EC2's per-account limit, the
 //! default VPC included), DescribeVpcs (ids and filters), DeleteVpc
-//! (`DependencyViolation` while subnets or security groups other than its
-//! default group exist; the default group goes with it).
+//! (`DependencyViolation` while subnets, security groups other than its
+//! default group, an attached internet gateway or route tables other than
+//! its main table exist; the default group and the main table go with it).
 
 use std::collections::BTreeMap;
 
+use super::gateways::InternetGateway;
 use super::{
-    dependency, rules, vpc_not_found, Cidr, GroupNameGuard, SecurityGroup, Vpc, VpcAccount,
+    dependency, routes, rules, vpc_not_found, Cidr, GroupNameGuard, SecurityGroup, Vpc, VpcAccount,
     MAX_ATTEMPTS,
 };
 use crate::domain::filters::{self, Filter};
 use crate::domain::model::now_ms;
 use crate::domain::{validation, Caller, Domain};
 use crate::error::{Error, Result};
-use crate::ids::{AccountId, SecurityGroupId, VpcId};
+use crate::ids::{AccountId, RouteTableId, SecurityGroupId, VpcId};
 use crate::store::{Keys, Tx, Versioned};
 
 /// Filter names DescribeVpcs supports.
@@ -67,14 +69,24 @@ pub(crate) fn new_vpc(
 }
 
 /// Stages the creation of a VPC with its default group (and the group's
-/// name guard).
+/// name guard) and its main route table; with `igw` (the default VPC), that
+/// gateway attached and the main table's route 0.0.0.0/0 to it.
 pub(crate) fn stage_new_vpc(
     keys: &Keys,
     tx: &mut Tx,
     vpc: &Vpc,
     group: &SecurityGroup,
+    igw: Option<&InternetGateway>,
 ) -> Result<()> {
     tx.create(&keys.vpc(&vpc.account, &vpc.id), vpc)?;
+    if let Some(g) = igw {
+        tx.create(&keys.internet_gateway(&g.account, &g.id), g)?;
+    }
+    routes::stage_main_table(
+        keys,
+        tx,
+        &routes::main_table(&vpc.account, &vpc.id, igw.map(|g| &g.id)),
+    )?;
     tx.create(&keys.security_group(&group.account, &group.id), group)?;
     tx.create(
         &keys.security_group_name(&group.account, &vpc.id, &group.name),
@@ -140,7 +152,7 @@ impl Domain {
             next.vpcs.push(vpc.id.clone());
             let mut tx = Tx::new();
             stage_index(keys, &mut tx, &account, idx.as_ref(), &next)?;
-            stage_new_vpc(keys, &mut tx, &vpc, &group)?;
+            stage_new_vpc(keys, &mut tx, &vpc, &group, None)?;
             if self.store.commit(tx).await?.is_some() {
                 return Ok(vpc);
             }
@@ -211,6 +223,22 @@ impl Domain {
                     g.value.id
                 )));
             }
+            if let Some(g) = self.igw_of_vpc(&account, &id).await? {
+                return Err(dependency(format!(
+                    "The vpc '{id}' has dependencies and cannot be deleted: internet gateway {} is attached",
+                    g.value.id
+                )));
+            }
+            let tables = self.store.public_net().tables_of(&account).await?;
+            if let Some(t) = tables
+                .iter()
+                .find(|t| t.value.vpc_id == id && !t.value.main)
+            {
+                return Err(dependency(format!(
+                    "The vpc '{id}' has dependencies and cannot be deleted: route table {}",
+                    t.value.id
+                )));
+            }
             let idx = self.store.vpcs().account(&account).await?;
             let mut next = idx.as_ref().map(|v| v.value.clone()).unwrap_or_default();
             next.vpcs.retain(|v| v != &id);
@@ -223,6 +251,9 @@ impl Domain {
                 tx.delete_if_unchanged(&keys.security_group(&account, &g.value.id), g);
                 tx.delete(&keys.security_group_name(&account, &id, &g.value.name));
             }
+            // The main table goes with the VPC (it may be absent for a VPC
+            // older than route tables).
+            tx.delete(&keys.route_table(&account, &RouteTableId::main_of(&id)));
             stage_index(keys, &mut tx, &account, idx.as_ref(), &next)?;
             if self.store.commit(tx).await?.is_some() {
                 return Ok(());

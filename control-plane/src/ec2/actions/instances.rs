@@ -279,6 +279,10 @@ pub fn instance(w: &mut XmlWriter, i: &Instance) {
     });
     w.leaf_opt("privateIpAddress", ip);
     let vpc = i.vpc.as_ref();
+    w.leaf_opt(
+        "ipAddress",
+        vpc.and_then(|v| v.public_ip.as_ref()).map(|p| &p.public_ip),
+    );
     w.leaf_opt("subnetId", vpc.and_then(|v| v.subnet_id.as_ref()));
     w.leaf_opt("vpcId", vpc.and_then(|v| v.vpc_id.as_ref()));
     group_set(w, i);
@@ -394,6 +398,23 @@ pub(super) fn group_set(w: &mut XmlWriter, i: &Instance) {
     });
 }
 
+/// An interface's `association`: its public address (owner `amazon` when
+/// auto-assigned, else the Elastic IP's account).
+fn public_association(
+    w: &mut XmlWriter,
+    i: &Instance,
+    p: &crate::domain::vpc::public_ips::PublicAddressView,
+) {
+    w.elem("association", |w| {
+        w.leaf("publicIp", &p.public_ip);
+        w.empty("publicDnsName");
+        match &p.allocation_id {
+            Some(_) => w.leaf("ipOwnerId", &i.account),
+            None => w.leaf("ipOwnerId", "amazon"),
+        };
+    });
+}
+
 /// `networkInterfaceSet`: the primary interface of an instance in a VPC
 /// (its address and MAC are the node-block ones: docs/networking.md).
 fn network_interfaces(w: &mut XmlWriter, i: &Instance) {
@@ -412,6 +433,9 @@ fn network_interfaces(w: &mut XmlWriter, i: &Instance) {
             w.leaf("status", "in-use");
             w.leaf("macAddress", &net.mac);
             w.leaf("privateIpAddress", &net.ip);
+            if let Some(p) = &v.public_ip {
+                public_association(w, i, p);
+            }
             w.bool("sourceDestCheck", i.options.source_dest_check);
             group_set(w, i);
             w.elem("attachment", |w| {

@@ -3,7 +3,8 @@
 //! typed request to the noun's module, which calls the domain and writes the
 //! XML. One module per noun: [`instances`], [`images`], [`keypairs`],
 //! [`tags`], [`regions`] (zones, regions, instance types), [`launch_templates`],
-//! [`vpcs`] and [`vpc_groups`] (VPCs, subnets, security groups).
+//! [`vpcs`], [`vpc_groups`] and [`vpc_public`] (VPCs, subnets, security
+//! groups, Elastic IPs, internet gateways, route tables).
 //!
 //! DryRun: the request is parsed, authenticated and checked as far as the
 //! domain can without changing anything, then answered `DryRunOperation`.
@@ -16,6 +17,7 @@ pub mod launch_templates;
 pub mod regions;
 pub mod tags;
 pub mod vpc_groups;
+pub mod vpc_public;
 pub mod vpcs;
 
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! VPC actions (EC2 2016-11-15): CreateVpc, DescribeVpcs, DeleteVpc,
 //! CreateSubnet, DescribeSubnets, DeleteSubnet, ModifySubnetAttribute, and
-//! the security group actions of [`super::vpc_groups`]: their form parsing
+//! the security group actions of [`super::vpc_groups`] and the public
+//! addressing actions of [`super::vpc_public`]: their form parsing
 //! ([`parse`], called by [`crate::ec2::requests::Request::parse`]) and
 //! their XML over [`crate::domain::vpc`].
 
@@ -8,13 +9,15 @@ use super::super::error::{Ec2Error, ErrorCode};
 use super::super::query::{Filter, Reader};
 use super::super::xml::XmlWriter;
 use super::vpc_groups::{self, GroupRequest};
+use super::vpc_public;
 use super::{domain_filters, dry_run_ok, return_true, tag_pairs};
 use crate::domain::vpc::subnets::{CreateSubnetInput, SubnetView};
 use crate::domain::vpc::Vpc;
 use crate::domain::{Caller, Domain};
 use crate::ec2::requests::MAX_IDS;
 
-/// The actions of this module and [`super::vpc_groups`].
+/// The actions of this module and [`super::vpc_groups`] (those of
+/// [`super::vpc_public`] are parsed here too).
 pub const ACTIONS: [&str; 15] = [
     "CreateVpc",
     "DescribeVpcs",
@@ -78,6 +81,8 @@ pub enum VpcRequest {
     },
     /// A security group action.
     Group(GroupRequest),
+    /// An Elastic IP, internet gateway or route table action.
+    Public(vpc_public::PublicRequest),
 }
 
 /// A parsed request with its action name and `DryRun`.
@@ -196,6 +201,10 @@ pub fn parse(action: &str, r: &mut Reader) -> Result<VpcCall, Ec2Error> {
                 },
             )
         }
+        other if vpc_public::ACTIONS.contains(&other) => {
+            let (name, p) = vpc_public::parse(other, r)?;
+            (name, VpcRequest::Public(p))
+        }
         other => {
             let (name, g) = vpc_groups::parse(other, r)?;
             (name, VpcRequest::Group(g))
@@ -276,6 +285,7 @@ pub async fn handle(
             Ok(return_true(action, rid))
         }
         VpcRequest::Group(g) => vpc_groups::handle(d, caller, rid, action, g).await,
+        VpcRequest::Public(p) => vpc_public::handle(d, caller, rid, action, p).await,
     }
 }
 
