@@ -257,11 +257,13 @@ impl Cluster {
              [nodes]\nlease_ttl_seconds = {ttl}\nheartbeat_interval_seconds = {hb}\n\n\
              [reconciler]\ninterval_seconds = 1\nelection_ttl_seconds = 3\n\n\
              [instance_types]\nseed = \"compact\"\n\n\
+             [vpc]\npublic_pool = {pool:?}\n\n\
              [billing.prices]\n\"t3.nano\" = \"0.0052\"\n\n\
              [auth]\nadmin_access_key_id = {ak:?}\nadmin_secret_access_key = {sk:?}\n\
              enrolment_tokens = [{{ id = {eid:?}, secret = {esec:?} }}]\n\
              secrets_key_file = {skf:?}\n",
             skf = secrets_key.display().to_string(),
+            pool = super::fabric::PUBLIC_POOL,
             region = self.spec.region,
             zones = zones.join(", "),
             etcd = etcd.join(", "),
