@@ -122,7 +122,8 @@ impl Domain {
                                 alloc.used.memory_mib.saturating_sub(p.inst.memory_mib);
                         }
                         if p.unassign {
-                            if let Some(net) = &p.inst.network {
+                            if let Some(net) = p.inst.network.as_ref().filter(|n| n.is_node_block())
+                            {
                                 alloc.hosts.retain(|x| *x != net.host);
                                 self.store.ipam().stage_release(&mut tx, &self.network, net);
                             }
@@ -139,6 +140,12 @@ impl Domain {
                     }
                 }
                 if p.unassign {
+                    // A VPC address is released with the instance leaving,
+                    // whatever its node's allocation holds (the instance's
+                    // compare makes this happen once).
+                    if let Some(net) = p.inst.network.as_ref().filter(|n| !n.is_node_block()) {
+                        self.store.ipam().stage_release(&mut tx, &self.network, net);
+                    }
                     p.inst.node_id = None;
                     p.inst.network = None;
                 }
@@ -272,7 +279,7 @@ impl Domain {
         }
         alloc.used.vcpus += inst.vcpus;
         alloc.used.memory_mib += inst.memory_mib;
-        if !alloc.hosts.contains(&net.host) {
+        if net.is_node_block() && !alloc.hosts.contains(&net.host) {
             alloc.hosts.push(net.host);
         }
         nodes.stage_alloc(tx, node, &cur, &alloc)?;
@@ -379,6 +386,7 @@ impl Domain {
                         gateway: self.network.gateway(v.node.ip_block).to_string(),
                         mac: mac_for(ip),
                         subnet_id: Some(SubnetId::for_block(v.node.ip_block)),
+                        vpc: None,
                     },
                 };
                 return Ok(Some((placed, v)));

@@ -247,7 +247,6 @@ fn run_instances_unavailable_features_answer_ec2_codes() {
                 http::StatusCode::BAD_REQUEST,
             ),
         ),
-        (&[("PrivateIpAddress", "10.0.0.5")], ErrorCode::Unsupported),
         (&[("Ipv6AddressCount", "1")], ErrorCode::Unsupported),
         (
             &[("NetworkInterface.1.DeviceIndex", "0")],

@@ -306,6 +306,24 @@ impl Keys {
     pub fn account_vpcs(&self, account: &AccountId) -> String {
         format!("{}/vpcs/{account}/", self.p)
     }
+    /// Every account's VPCs.
+    pub fn all_vpcs(&self) -> String {
+        format!("{}/vpcs/", self.p)
+    }
+    /// `vpc-vnis/<vni:08>` -> the VPC holding the VNI
+    /// ([`crate::domain::vpc::vni::VniGuard`]): created with the VPC
+    /// (compare-absent), deleted with it.
+    pub fn vpc_vni(&self, vni: u32) -> String {
+        format!("{}/vpc-vnis/{vni:08}", self.p)
+    }
+    /// Every account's VPC subnets.
+    pub fn all_vpc_subnets(&self) -> String {
+        format!("{}/vpc-subnets/", self.p)
+    }
+    /// Every account's security groups.
+    pub fn all_security_groups(&self) -> String {
+        format!("{}/security-groups/", self.p)
+    }
     /// `vpc-subnets/<account>/<subnet-…>`: a VPC subnet
     /// ([`crate::domain::vpc::VpcSubnet`]).
     pub fn vpc_subnet(&self, account: &AccountId, id: &crate::ids::SubnetId) -> String {

@@ -62,12 +62,14 @@ pub(crate) fn new_vpc(
         default_security_group_id: sg_id,
         tags,
         created_ms: now,
+        vni: super::vni::random_vni(),
     };
     (vpc, group)
 }
 
 /// Stages the creation of a VPC with its default group (and the group's
-/// name guard).
+/// name guard) and its VNI's guard (a VNI taken meanwhile fails the
+/// transaction; the caller retries with a new VPC).
 pub(crate) fn stage_new_vpc(
     keys: &Keys,
     tx: &mut Tx,
@@ -75,6 +77,7 @@ pub(crate) fn stage_new_vpc(
     group: &SecurityGroup,
 ) -> Result<()> {
     tx.create(&keys.vpc(&vpc.account, &vpc.id), vpc)?;
+    super::vni::stage_guard(keys, tx, vpc)?;
     tx.create(&keys.security_group(&group.account, &group.id), group)?;
     tx.create(
         &keys.security_group_name(&group.account, &vpc.id, &group.name),
@@ -219,6 +222,7 @@ impl Domain {
             }
             let mut tx = Tx::new();
             tx.delete_if_unchanged(&keys.vpc(&account, &id), &vpc);
+            super::vni::stage_release(keys, &mut tx, &vpc.value);
             for g in groups.iter().filter(|g| g.value.vpc_id == id) {
                 tx.delete_if_unchanged(&keys.security_group(&account, &g.value.id), g);
                 tx.delete(&keys.security_group_name(&account, &id, &g.value.name));
