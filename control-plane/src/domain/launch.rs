@@ -440,14 +440,19 @@ impl Domain {
         for (n, &at) in claimed.placed.iter().enumerate() {
             let v = &claimed.nodes[at];
             let alloc = &mut allocs[at];
-            let vpc = l
+            let mut vpc = l
                 .options
                 .vpc
                 .as_ref()
                 .map(|x| x.placed_in(&v.node.availability_zone));
-            let subnet = vpc.as_ref().and_then(|x| x.subnet_id.as_ref());
+            if let (Some(x), Some(p)) = (vpc.as_mut(), pool.as_ref()) {
+                // A launch resumed from its stored record has no default
+                // subnets of its own: the pool read them.
+                x.subnet_id = p.subnet_for(x.subnet_id.as_ref(), &v.node.availability_zone);
+            }
+            let subnet = vpc.as_ref().and_then(|x| x.subnet_id.clone());
             let network = match (pool.as_mut(), subnet) {
-                (Some(p), Some(subnet)) => p.take(subnet)?,
+                (Some(p), Some(subnet)) => p.take(&subnet)?,
                 _ => {
                     let host = self
                         .network

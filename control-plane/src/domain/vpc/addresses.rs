@@ -143,6 +143,8 @@ pub struct AddressPool {
     vpc_id: VpcId,
     vni: u32,
     subnets: BTreeMap<SubnetId, SubnetFree>,
+    /// Without a named subnet: the default subnet of each zone.
+    default_subnets: BTreeMap<String, SubnetId>,
     held: Vec<(SubnetId, Ipv4Addr)>,
     inflight: InFlight,
 }
@@ -152,6 +154,14 @@ impl AddressPool {
     /// launch that names one).
     pub fn free_in(&self, subnet: &SubnetId) -> usize {
         self.subnets.get(subnet).map_or(0, |s| s.free.len())
+    }
+
+    /// The subnet of an instance placed in `zone` that names `subnet`
+    /// (or none: the zone's default subnet).
+    pub fn subnet_for(&self, subnet: Option<&SubnetId>, zone: &str) -> Option<SubnetId> {
+        subnet
+            .cloned()
+            .or_else(|| self.default_subnets.get(zone).cloned())
     }
 
     /// The next address for an instance in `subnet`
@@ -189,14 +199,15 @@ impl Domain {
             0 => self.vpc_vni(account, vpc_id).await?,
             v => v,
         };
-        let cidrs = match vpc.subnet_cidrs.is_empty() {
-            false => vpc.subnet_cidrs.clone(),
+        let (cidrs, default_subnets) = match vpc.subnet_cidrs.is_empty() {
+            false => (vpc.subnet_cidrs.clone(), vpc.default_subnets.clone()),
             true => self.launch_subnets(account, vpc).await?,
         };
         let mut pool = AddressPool {
             vpc_id: vpc_id.clone(),
             vni,
             subnets: BTreeMap::new(),
+            default_subnets,
             held: Vec::new(),
             inflight: self.addresses_in_flight.clone(),
         };
@@ -236,14 +247,16 @@ impl Domain {
         Ok(Some(pool))
     }
 
-    /// The blocks of the subnets a launch may use (re-read when a launch
+    /// The blocks of the subnets a launch may use and, without a named
+    /// subnet, the default subnet of each zone (re-read when a launch
     /// resumed from its stored record lost its resolution).
     async fn launch_subnets(
         &self,
         account: &AccountId,
         vpc: &InstanceVpc,
-    ) -> Result<BTreeMap<SubnetId, Cidr>> {
+    ) -> Result<(BTreeMap<SubnetId, Cidr>, BTreeMap<String, SubnetId>)> {
         let mut out = BTreeMap::new();
+        let mut zones = BTreeMap::new();
         for s in self.store.vpcs().subnets_of(account).await? {
             let s = s.value;
             let wanted = match &vpc.subnet_id {
@@ -252,9 +265,12 @@ impl Domain {
             };
             if wanted {
                 out.insert(s.id.clone(), Cidr::parse(&s.cidr)?);
+                if vpc.subnet_id.is_none() {
+                    zones.insert(s.availability_zone.clone(), s.id.clone());
+                }
             }
         }
-        Ok(out)
+        Ok((out, zones))
     }
 }
 
