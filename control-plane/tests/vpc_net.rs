@@ -124,50 +124,23 @@ async fn addresses_come_from_the_subnet_and_private_ip_address_is_checked() {
     assert_eq!(text(&r, "privateIpAddress"), "10.0.0.9", "{r}");
     assert_eq!(available(&a, &subnet).await, "9");
 
+    let at = |ip: &str| {
+        run(
+            &image,
+            &[
+                ("SubnetId", subnet.clone()),
+                ("PrivateIpAddress", ip.to_string()),
+            ],
+        )
+    };
     // Each refusal has its EC2 code and writes nothing.
     let before = (instance_ids(&a).await, claims(&cp.domain, &subnet).await);
     let refused: Vec<(Vec<(&'static str, String)>, &str)> = vec![
         (chosen.clone(), "InvalidIPAddress.InUse"),
-        (
-            run(
-                &image,
-                &[
-                    ("SubnetId", subnet.clone()),
-                    ("PrivateIpAddress", "10.0.1.5".into()),
-                ],
-            ),
-            "InvalidParameterValue",
-        ),
-        (
-            run(
-                &image,
-                &[
-                    ("SubnetId", subnet.clone()),
-                    ("PrivateIpAddress", "10.0.0.1".into()),
-                ],
-            ),
-            "InvalidParameterValue",
-        ),
-        (
-            run(
-                &image,
-                &[
-                    ("SubnetId", subnet.clone()),
-                    ("PrivateIpAddress", "10.0.0.15".into()),
-                ],
-            ),
-            "InvalidParameterValue",
-        ),
-        (
-            run(
-                &image,
-                &[
-                    ("SubnetId", subnet.clone()),
-                    ("PrivateIpAddress", "10.0.0.x".into()),
-                ],
-            ),
-            "InvalidParameterValue",
-        ),
+        (at("10.0.1.5"), "InvalidParameterValue"),
+        (at("10.0.0.1"), "InvalidParameterValue"),
+        (at("10.0.0.15"), "InvalidParameterValue"),
+        (at("10.0.0.x"), "InvalidParameterValue"),
         (
             run(
                 &image,

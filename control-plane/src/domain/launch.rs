@@ -24,17 +24,15 @@ use crate::domain::events::InstanceEvent;
 use crate::domain::instances::{b64, RunInstancesInput};
 use crate::domain::lifecycle::{Desired, State};
 use crate::domain::model::{
-    now_ms, ClientTokenRecord, Image, Instance, LaunchOptions, NetworkAssignment, NodeAlloc,
-    StateReason,
+    now_ms, ClientTokenRecord, Image, Instance, LaunchOptions, NodeAlloc, StateReason,
 };
-use crate::domain::network::mac_for;
 use crate::domain::nodecache::Claimed;
 use crate::domain::placement::backoff;
 use crate::domain::views::Reservation;
 use crate::domain::vpc::addresses::AddressPool;
 use crate::domain::{validation, Caller, Domain};
 use crate::error::{Error, Result};
-use crate::ids::{AccountId, ImageId, InstanceId, NodeId, ReservationId, SubnetId};
+use crate::ids::{AccountId, ImageId, InstanceId, NodeId, ReservationId};
 use crate::scheduler;
 use crate::store::Tx;
 
@@ -459,16 +457,7 @@ impl Domain {
                         .free_host(&alloc.hosts)
                         .ok_or_else(|| Error::Internal("no free address after placement".into()))?;
                     alloc.hosts.push(host);
-                    let ip = self.network.address(v.node.ip_block, host);
-                    NetworkAssignment {
-                        host,
-                        ip: ip.to_string(),
-                        prefix_len: self.network.node_prefix_len(),
-                        gateway: self.network.gateway(v.node.ip_block).to_string(),
-                        mac: mac_for(ip),
-                        subnet_id: Some(SubnetId::for_block(v.node.ip_block)),
-                        vpc: None,
-                    }
+                    self.network.block_assignment(v.node.ip_block, host)
                 }
             };
             alloc.used.vcpus += l.itype.vcpus;

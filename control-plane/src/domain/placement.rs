@@ -24,10 +24,9 @@
 use crate::domain::events::InstanceEvent;
 use crate::domain::lifecycle::State;
 use crate::domain::model::{now_ms, Instance, NetworkAssignment, NodeAlloc};
-use crate::domain::network::mac_for;
 use crate::domain::{quotas, Domain};
 use crate::error::{Error, Result};
-use crate::ids::{NodeId, ReservationId, SubnetId};
+use crate::ids::{NodeId, ReservationId};
 use crate::scheduler::{self, NodeView};
 use crate::store::{Tx, Versioned};
 
@@ -376,18 +375,9 @@ impl Domain {
                     .network
                     .free_host(&v.alloc.hosts)
                     .ok_or_else(|| Error::Internal("no free address after placement".into()))?;
-                let ip = self.network.address(v.node.ip_block, host);
                 let placed = Placed {
                     node: v.node.id.clone(),
-                    network: NetworkAssignment {
-                        host,
-                        ip: ip.to_string(),
-                        prefix_len: self.network.node_prefix_len(),
-                        gateway: self.network.gateway(v.node.ip_block).to_string(),
-                        mac: mac_for(ip),
-                        subnet_id: Some(SubnetId::for_block(v.node.ip_block)),
-                        vpc: None,
-                    },
+                    network: self.network.block_assignment(v.node.ip_block, host),
                 };
                 return Ok(Some((placed, v)));
             }
