@@ -94,6 +94,9 @@ const ALL_LISTED: u8 = 0b1_1111;
 pub struct NetState {
     revision: i64,
     listed: u8,
+    /// Something views are made of changed since the streams were last
+    /// told (an instance update that changes no endpoint does not count).
+    changed: bool,
     endpoints: HashMap<InstanceId, CachedEndpoint>,
     by_vpc: HashMap<VpcId, BTreeSet<InstanceId>>,
     by_node: HashMap<NodeId, BTreeSet<InstanceId>>,
@@ -154,6 +157,7 @@ impl NetState {
 
     fn remove_endpoint(&mut self, id: &InstanceId) {
         if let Some(old) = self.endpoints.remove(id) {
+            self.changed = true;
             if let Some(s) = self.by_vpc.get_mut(&old.vpc_id) {
                 s.remove(id);
                 if s.is_empty() {
@@ -173,6 +177,7 @@ impl NetState {
         if self.endpoints.get(&id) == ep.as_ref() {
             return;
         }
+        self.changed = true;
         self.remove_endpoint(&id);
         if let Some(ep) = ep {
             self.by_vpc
@@ -228,26 +233,32 @@ impl NetState {
             Kind::Nodes => NodeId::parse(id).map(|id| match value {
                 Some(v) => match decode::<Node>(key.as_bytes(), v) {
                     Ok(n) => {
-                        self.underlay.insert(id, n.underlay_ip);
+                        if self.underlay.get(&id) != Some(&n.underlay_ip) {
+                            self.changed = true;
+                            self.underlay.insert(id, n.underlay_ip);
+                        }
                     }
                     Err(e) => tracing::error!(error = %e, "network cache: node skipped"),
                 },
                 None => {
-                    self.underlay.remove(&id);
+                    self.changed |= self.underlay.remove(&id).is_some();
                 }
             }),
             Kind::Vpcs => VpcId::parse(id).map(|id| match value {
                 Some(v) => match decode::<Vpc>(key.as_bytes(), v) {
                     Ok(vpc) => {
+                        self.changed |= self.vpcs.get(&id) != Some(&vpc);
                         self.vpcs.insert(id, vpc);
                     }
                     Err(e) => tracing::error!(error = %e, "network cache: VPC skipped"),
                 },
                 None => {
-                    self.vpcs.remove(&id);
+                    self.changed |= self.vpcs.remove(&id).is_some();
                 }
             }),
             Kind::Subnets => SubnetId::parse(id).map(|id| {
+                // Subnets change rarely: any write counts.
+                self.changed = true;
                 self.remove_subnet(&id);
                 if let Some(v) = value {
                     match decode::<VpcSubnet>(key.as_bytes(), v) {
@@ -265,12 +276,13 @@ impl NetState {
             Kind::Groups => SecurityGroupId::parse(id).map(|id| match value {
                 Some(v) => match decode::<SecurityGroup>(key.as_bytes(), v) {
                     Ok(g) => {
+                        self.changed |= self.groups.get(&id) != Some(&g);
                         self.groups.insert(id, g);
                     }
                     Err(e) => tracing::error!(error = %e, "network cache: group skipped"),
                 },
                 None => {
-                    self.groups.remove(&id);
+                    self.changed |= self.groups.remove(&id).is_some();
                 }
             }),
         };
@@ -282,6 +294,7 @@ impl NetState {
     fn apply_item(&mut self, kind: Kind, item: WatchItem) {
         match item {
             WatchItem::Snapshot { kvs, revision } => {
+                self.changed = true;
                 self.clear(kind);
                 for (k, v, _) in &kvs {
                     self.apply(kind, k, Some(v));
@@ -353,15 +366,18 @@ impl NetCache {
 async fn follow(cache: Weak<NetCache>, kind: Kind, mut rx: mpsc::Receiver<WatchItem>) {
     while let Some(item) = rx.recv().await {
         let Some(cache) = cache.upgrade() else { return };
-        {
+        let changed = {
             let mut state = cache.state.write().unwrap_or_else(PoisonError::into_inner);
             state.apply_item(kind, item);
             // Whatever else is queued, applied under the same lock.
             while let Ok(more) = rx.try_recv() {
                 state.apply_item(kind, more);
             }
+            std::mem::take(&mut state.changed)
+        };
+        if changed {
+            cache.generation.send_modify(|g| *g += 1);
         }
-        cache.generation.send_modify(|g| *g += 1);
     }
 }
 
