@@ -135,6 +135,7 @@ admin_secret_access_key = "bench-admin-secret-0123456789"
                     metrics_endpoint: String::new(),
                     instances: vec![],
                     enrolment_secret: String::new(),
+                    underlay_ip: String::new(),
                 },
             )
             .await

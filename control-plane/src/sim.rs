@@ -2,7 +2,9 @@
 //! simulated sled agent): it registers, heartbeats, follows its assignment
 //! stream and reports instances as if VMs booted instantly (pending ->
 //! booting -> ready; stop -> stopped; terminate -> terminated), answers
-//! console requests, and can be told to stop heartbeating (node loss).
+//! console requests, and can be told to stop heartbeating (node loss). With
+//! an underlay address it also follows its `WatchNetwork` stream and keeps
+//! every network view it receives ([`SimAgent::wait_view`]).
 //! Used by the control plane's tests and by tests/bench/scheduler.sh.
 
 use std::collections::HashMap;
@@ -39,6 +41,9 @@ pub struct SimOptions {
     pub resume: Vec<(String, u64)>,
     /// The metrics endpoint it registers (empty: none).
     pub metrics_endpoint: String,
+    /// The underlay address it registers (empty: none, and no network
+    /// view is followed).
+    pub underlay_ip: String,
 }
 
 impl SimOptions {
@@ -54,9 +59,19 @@ impl SimOptions {
             heartbeat: true,
             resume: vec![],
             metrics_endpoint: String::new(),
+            underlay_ip: String::new(),
         }
     }
+
+    /// The same with an underlay address: the agent follows its network view.
+    pub fn with_underlay(mut self, ip: &str) -> Self {
+        self.underlay_ip = ip.into();
+        self
+    }
 }
+
+/// The network views a simulated agent received, with when each arrived.
+pub type Views = Arc<Mutex<Vec<(std::time::Instant, pb::NetworkView)>>>;
 
 /// What the simulated agent last did to an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +96,8 @@ pub struct SimAgent {
     pub applied: Arc<Mutex<HashMap<String, (u64, u32)>>>,
     /// The node credential the control plane issued at registration.
     pub credential: Credentials,
+    /// Every network view received (with an underlay address only).
+    pub views: Views,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -125,7 +142,7 @@ impl SimAgent {
                     .collect(),
                 agent_version: "sim".into(),
                 enrolment_secret,
-                underlay_ip: String::new(),
+                underlay_ip: opts.underlay_ip.clone(),
                 instances: opts
                     .resume
                     .iter()
@@ -197,11 +214,23 @@ impl SimAgent {
                 }
             }));
         }
+        let views: Views = Arc::default();
+        if !opts.underlay_ip.is_empty() {
+            let c = client.clone();
+            let id = node_id.clone();
+            let v = views.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = follow_network(c, id.clone(), v).await {
+                    tracing::warn!(node = %id, error = %e, "sim network stream ended");
+                }
+            }));
+        }
         Ok(Self {
             node_id,
             instances,
             applied,
             credential,
+            views,
             tasks,
         })
     }
@@ -233,6 +262,35 @@ impl SimAgent {
             .filter(|(_, (p, _))| *p == SimPhase::Running)
             .filter_map(|(id, _)| applied.get(id).map(|(g, _)| (id.clone(), *g)))
             .collect()
+    }
+
+    /// The newest network view received, if any.
+    pub fn view(&self) -> Option<pb::NetworkView> {
+        self.views.lock().ok()?.last().map(|(_, v)| v.clone())
+    }
+
+    /// Waits (up to `timeout`) for a received view for which `pred` holds,
+    /// looking only at views received after `since`; returns it with when it
+    /// arrived.
+    pub async fn wait_view(
+        &self,
+        since: std::time::Instant,
+        timeout: Duration,
+        pred: impl Fn(&pb::NetworkView) -> bool,
+    ) -> Option<(std::time::Instant, pb::NetworkView)> {
+        let end = std::time::Instant::now() + timeout;
+        loop {
+            let found = self.views.lock().ok().and_then(|vs| {
+                vs.iter()
+                    .rev()
+                    .find(|(at, v)| *at >= since && pred(v))
+                    .cloned()
+            });
+            if found.is_some() || std::time::Instant::now() >= end {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// How many times it launched an instance (desired `running` applied).
@@ -377,6 +435,19 @@ async fn follow(
                 .await?;
             }
             None => {}
+        }
+    }
+    Ok(())
+}
+
+async fn follow_network(mut c: Client, node: String, views: Views) -> Result<(), Status> {
+    let mut stream = c
+        .watch_network(pb::WatchNetworkRequest { node_id: node })
+        .await?
+        .into_inner();
+    while let Some(v) = stream.message().await? {
+        if let Ok(mut m) = views.lock() {
+            m.push((std::time::Instant::now(), v));
         }
     }
     Ok(())

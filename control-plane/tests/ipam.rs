@@ -85,7 +85,7 @@ async fn racing_placements_on_two_replicas_never_share_an_address() {
     cfg.network.node_prefix_len = 28; // 11 usable addresses per node
     let a = start(cfg.clone()).await;
     let b = start(cfg).await;
-    let caller = setup_account(&a.domain).await;
+    let caller = account_without_vpc(&a.domain).await;
     let image = register_image(&a.domain).await;
     let mut agents = Vec::new();
     for h in 0..2 {
@@ -133,7 +133,7 @@ async fn a_full_subnet_refuses_and_termination_frees_the_address() {
     cfg.network.node_prefix_len = 29; // 8 addresses, 5 reserved
     let cp = start(cfg).await;
     let d = cp.domain.clone();
-    let caller = setup_account(&d).await;
+    let caller = account_without_vpc(&d).await;
     let image = register_image(&d).await;
     let _agent = SimAgent::start(
         &endpoint(&cp),
@@ -196,7 +196,7 @@ async fn an_instance_placed_before_ipam_keeps_its_address() {
     };
     let cp = start(config(&etcd)).await;
     let d = cp.domain.clone();
-    let caller = setup_account(&d).await;
+    let caller = account_without_vpc(&d).await;
     let image = register_image(&d).await;
     let _agent = SimAgent::start(
         &endpoint(&cp),

@@ -73,7 +73,7 @@ async fn count(d: &Domain, prefix: String) -> i64 {
 /// overbooked; addresses unique. Returns the number of instances.
 async fn consistent(d: &Domain, c: &Caller) -> usize {
     let instances = all_instances(d, c).await;
-    let mut per_node: HashMap<String, (u32, usize)> = HashMap::new();
+    let mut per_node: HashMap<String, (u32, usize, usize)> = HashMap::new();
     let mut ips = HashSet::new();
     for i in &instances {
         let e = per_node
@@ -81,19 +81,34 @@ async fn consistent(d: &Domain, c: &Caller) -> usize {
             .or_default();
         e.0 += i.vcpus;
         e.1 += 1;
+        if i.network.as_ref().unwrap().is_node_block() {
+            e.2 += 1;
+        }
+        // The account has its default VPC: every instance, also those a
+        // resumed saga placed, has an address of its zone's default subnet.
+        assert!(
+            i.network.as_ref().unwrap().vpc.is_some()
+                && i.vpc.as_ref().unwrap().subnet_id.is_some(),
+            "{} has no VPC address",
+            i.id
+        );
         assert!(
             ips.insert(i.network.as_ref().unwrap().ip.clone()),
             "duplicate address"
         );
     }
     for n in d.list_nodes(&Caller::Operator, None).await.unwrap() {
-        let (vcpus, k) = per_node
+        let (vcpus, k, block) = per_node
             .get(n.node.id.as_str())
             .copied()
             .unwrap_or_default();
         assert!(vcpus <= n.node.capacity.vcpus, "node overbooked");
         assert_eq!(n.alloc.used.vcpus, vcpus, "allocation matches instances");
-        assert_eq!(n.alloc.hosts.len(), k, "addresses match instances");
+        assert_eq!(
+            n.alloc.hosts.len(),
+            block,
+            "node-block addresses match instances"
+        );
         assert_eq!(n.alloc.instances as usize, k);
     }
     let keys = d.store().keys();

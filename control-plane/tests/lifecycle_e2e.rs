@@ -42,7 +42,8 @@ async fn instance_lifecycle_through_a_simulated_agent() {
     let id = res.instances[0].instance_id.clone();
     assert!(id.starts_with("i-") && id.len() == 19);
     assert_eq!(res.instances[0].state.as_ref().unwrap().code, 0);
-    assert!(res.instances[0].private_ip_address.starts_with("10."));
+    // The default VPC's default subnet of the zone (docs/networking.md).
+    assert!(res.instances[0].private_ip_address.starts_with("172.31."));
     assert_eq!(res.instances[0].node_id, "", "tenants do not see node ids");
     assert_ne!(
         res.instances[0].private_ip_address,

@@ -131,20 +131,20 @@ fn every_wave1_record_decodes() {
 
 #[test]
 fn a_newer_record_decodes_and_an_older_rewrite_keeps_its_fields() {
-    let raw = read("future/assignment-schema3.json");
-    assert_eq!(schema_of(&raw), 3);
+    let raw = read("future/assignment-schema4.json");
+    assert_eq!(schema_of(&raw), 4);
     let (mut a, newer) = decode_record::<Assignment>(b"/k", &raw).unwrap();
     assert_eq!(a.generation, 3);
     a.generation = 4;
     a.desired = Desired::Stopped;
     let written = encode_over(&a, newer.as_ref()).unwrap();
-    assert_eq!(schema_of(&written), 3, "the newer schema number stays");
+    assert_eq!(schema_of(&written), 4, "the newer schema number stays");
     let v: Value = serde_json::from_slice(&written).unwrap();
     assert_eq!(v["security_groups"][0], "sg-0123456789abcdef0");
     assert_eq!(v["generation"], 4);
     assert_eq!(v["desired"], "stopped");
 
-    let raw = read("future/instance-schema4.json");
+    let raw = read("future/instance-schema5.json");
     let (i, newer) = decode_record::<Instance>(b"/k", &raw).unwrap();
     let v: Value = serde_json::from_slice(&encode_over(&i, newer.as_ref()).unwrap()).unwrap();
     assert_eq!(v["placement_group"]["strategy"], "spread");
@@ -189,7 +189,7 @@ async fn repositories_against_etcd() {
     let repo = store.repo::<Assignment>();
     // A newer replica's record, updated by this (older) code: fields kept.
     let mut tx = Tx::new();
-    tx.put_raw("/t/a/1", read("future/assignment-schema3.json"));
+    tx.put_raw("/t/a/1", read("future/assignment-schema4.json"));
     store.commit(tx).await.unwrap().unwrap();
     let after = repo
         .update("/t/a/1", |a| {
@@ -205,7 +205,7 @@ async fn repositories_against_etcd() {
     let v: Value = serde_json::from_slice(&raw).unwrap();
     assert_eq!(
         (v["schema"].as_u64(), v["generation"].as_u64()),
-        (Some(3), Some(4))
+        (Some(4), Some(4))
     );
     assert_eq!(v["security_groups"][0], "sg-0123456789abcdef0");
     // An update of an absent record is `None`, and a create twice fails once.

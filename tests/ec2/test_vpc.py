@@ -101,18 +101,34 @@ def test_vpc_subnet_group_and_an_instance_in_them(ec2, aws, hello_ami, zones, ta
         CidrIp="10.0.0.0/8",
     ) == "InvalidPermission.Duplicate"
 
-    r = ec2.run_instances(
+    chosen = f"{base}.1.10"
+    launch = dict(
         ImageId=hello_ami,
         InstanceType="t3.nano",
         MinCount=1,
         MaxCount=1,
         SubnetId=subnet["SubnetId"],
         SecurityGroupIds=[web["GroupId"]],
+    )
+    # The private address is the subnet's: chosen here (else the lowest free).
+    r = ec2.run_instances(
+        **launch,
+        PrivateIpAddress=chosen,
         TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "t", "Value": tag}]}],
     )
     iid = r["Instances"][0]["InstanceId"]
     cleanup.append(iid)
     inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    assert inst["PrivateIpAddress"] == chosen, inst
+
+    def available():
+        return ec2.describe_subnets(SubnetIds=[subnet["SubnetId"]])["Subnets"][0]["AvailableIpAddressCount"]
+
+    assert available() == 250
+    assert code(ec2.run_instances, **launch, PrivateIpAddress=chosen) == "InvalidIPAddress.InUse"
+    assert code(ec2.run_instances, **launch, PrivateIpAddress=f"{base}.1.1") == "InvalidParameterValue"
+    assert code(ec2.run_instances, **launch, PrivateIpAddress=f"{base}.2.9") == "InvalidParameterValue"
+    assert available() == 250
     assert inst["VpcId"] == vpc_id
     assert inst["SubnetId"] == subnet["SubnetId"]
     assert inst["Placement"]["AvailabilityZone"] == zones[0]
@@ -133,6 +149,7 @@ def test_vpc_subnet_group_and_an_instance_in_them(ec2, aws, hello_ami, zones, ta
         == "terminated",
         timeout=120,
     )
+    assert available() == 251, "the address is released with the instance"
     ec2.revoke_security_group_ingress(
         GroupId=web["GroupId"],
         IpPermissions=[

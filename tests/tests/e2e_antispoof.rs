@@ -13,10 +13,10 @@ use nubis_tests::cluster::ops::{field, hello_variant_images, ids_of};
 use nubis_tests::cluster::{self, Cluster, ClusterSpec, Creds};
 use serde_json::Value;
 
-/// The gateway of the first agent's subnet (the harness gives agent `i` the
-/// bridge address `10.200.<i>.1/24`, and the control plane's subnet of that
-/// node uses it as gateway).
-const GATEWAY: &str = "10.200.0.1";
+/// The victim's gateway: instances are in their account's default VPC, and
+/// the first agent's zone (the first of the region) has the default subnet
+/// 172.31.0.0/20, whose router is its base + 1 (docs/networking.md).
+const GATEWAY: &str = "172.31.0.1";
 
 /// Packet counts of the `spoof_<tap>` counters in the host's `bridge nubis`
 /// table.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use futures::Stream;
 use nubis_proto::node::v1 as pb;
+use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status};
 
 use crate::api::peer::Peer;
@@ -12,6 +13,7 @@ use crate::api::Edge;
 use crate::domain::lifecycle::{Desired, Phase};
 use crate::domain::model::{Assignment, AssignmentMetadata, NodeImage, Resources, StateReason};
 use crate::domain::nodes::{b64_decode, HeartbeatInput, NodeEvent, RegisterInput, ReportInput};
+use crate::domain::vpc::view::{NetworkView, RuleView};
 use crate::domain::Domain;
 use crate::error::Error;
 
@@ -94,7 +96,29 @@ pub fn assignment_out(a: &Assignment) -> pb::Assignment {
                 prefix_len: u32::from(a.network.prefix_len),
                 gateway: a.network.gateway.clone(),
                 mac: a.network.mac.clone(),
-                ..Default::default()
+                vni: a.network.vpc.as_ref().map_or(0, |v| v.vni),
+                vpc_id: a
+                    .network
+                    .vpc
+                    .as_ref()
+                    .map(|v| v.vpc_id.to_string())
+                    .unwrap_or_default(),
+                subnet_id: match &a.network.vpc {
+                    Some(_) => a
+                        .network
+                        .subnet_id
+                        .as_ref()
+                        .map(|s| s.to_string())
+                        .unwrap_or_default(),
+                    None => String::new(),
+                },
+                subnet_cidr: a
+                    .network
+                    .vpc
+                    .as_ref()
+                    .map(|v| v.subnet_cidr.clone())
+                    .unwrap_or_default(),
+                security_group_ids: a.security_group_ids.iter().map(|g| g.to_string()).collect(),
             }),
             cmdline_extra: a.cmdline_extra.clone(),
             ssh_public_key: a.ssh_public_key.clone(),
@@ -179,6 +203,7 @@ impl pb::node_server::Node for NodeApi {
                     instances,
                     metrics_endpoint: r.metrics_endpoint,
                     enrolment_secret: r.enrolment_secret,
+                    underlay_ip: r.underlay_ip,
                 };
                 let reg = self.domain().register_node(&caller, input).await?;
                 Ok(pb::RegisterResponse {
@@ -299,13 +324,76 @@ impl pb::node_server::Node for NodeApi {
         Box<dyn tokio_stream::Stream<Item = Result<pb::NetworkView, Status>> + Send + 'static>,
     >;
 
-    /// Not served yet (issue 12's VPC data plane is being built): agents
-    /// treat UNIMPLEMENTED as "no VPC data plane" and keep retrying.
     async fn watch_network(
         &self,
-        _req: Request<pb::WatchNetworkRequest>,
+        req: Request<pb::WatchNetworkRequest>,
     ) -> Result<Response<Self::WatchNetworkStream>, Status> {
-        Err(Status::unimplemented("WatchNetwork is not served yet"))
+        let peer = Peer::of(self.domain(), &req);
+        self.edge
+            .call(req, "WatchNetwork", |caller, r| async move {
+                peer.check_node(self.domain(), &r.node_id)?;
+                let rx = self.domain().watch_network(&caller, &r.node_id).await?;
+                let s = tokio_stream::wrappers::ReceiverStream::new(rx)
+                    .map(|v| Ok(network_view_out(v)));
+                Ok(Box::pin(s) as Self::WatchNetworkStream)
+            })
+            .await
+    }
+}
+
+/// Proto network view.
+pub fn network_view_out(v: NetworkView) -> pb::NetworkView {
+    let rule = |r: RuleView| pb::SecurityRule {
+        protocol: r.protocol,
+        from_port: r.from_port,
+        to_port: r.to_port,
+        cidr: r.cidr,
+        peer_group_id: r.peer_group_id,
+    };
+    pb::NetworkView {
+        revision: v.revision,
+        vpcs: v
+            .vpcs
+            .into_iter()
+            .map(|x| pb::VpcView {
+                vpc_id: x.vpc_id.to_string(),
+                vni: x.vni,
+                cidr: x.cidr,
+                subnets: x
+                    .subnets
+                    .into_iter()
+                    .map(|s| pb::SubnetView {
+                        subnet_id: s.subnet_id,
+                        cidr: s.cidr,
+                        gateway: s.gateway,
+                        internet_route: s.internet_route,
+                    })
+                    .collect(),
+                endpoints: x
+                    .endpoints
+                    .into_iter()
+                    .map(|e| pb::Endpoint {
+                        instance_id: e.instance_id,
+                        ip: e.ip,
+                        mac: e.mac,
+                        subnet_id: e.subnet_id,
+                        node_underlay_ip: e.node_underlay_ip,
+                        node_id: e.node_id,
+                        security_group_ids: e.security_group_ids,
+                        public_ip: e.public_ip,
+                    })
+                    .collect(),
+                security_groups: x
+                    .security_groups
+                    .into_iter()
+                    .map(|g| pb::SecurityGroupView {
+                        group_id: g.group_id,
+                        ingress: g.ingress.into_iter().map(rule).collect(),
+                        egress: g.egress.into_iter().map(rule).collect(),
+                    })
+                    .collect(),
+            })
+            .collect(),
     }
 }
 

@@ -206,6 +206,11 @@ impl Domain {
                 .instance_type(&inst.instance_type)
                 .ok()
                 .and_then(|t| t.limits),
+            security_group_ids: inst
+                .vpc
+                .as_ref()
+                .map(|v| v.security_group_ids.clone())
+                .unwrap_or_default(),
         }
     }
 

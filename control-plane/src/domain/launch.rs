@@ -24,16 +24,15 @@ use crate::domain::events::InstanceEvent;
 use crate::domain::instances::{b64, RunInstancesInput};
 use crate::domain::lifecycle::{Desired, State};
 use crate::domain::model::{
-    now_ms, ClientTokenRecord, Image, Instance, LaunchOptions, NetworkAssignment, NodeAlloc,
-    StateReason,
+    now_ms, ClientTokenRecord, Image, Instance, LaunchOptions, NodeAlloc, StateReason,
 };
-use crate::domain::network::mac_for;
 use crate::domain::nodecache::Claimed;
 use crate::domain::placement::backoff;
 use crate::domain::views::Reservation;
+use crate::domain::vpc::private_addresses::AddressPool;
 use crate::domain::{validation, Caller, Domain};
 use crate::error::{Error, Result};
-use crate::ids::{AccountId, ImageId, InstanceId, NodeId, ReservationId, SubnetId};
+use crate::ids::{AccountId, ImageId, InstanceId, NodeId, ReservationId};
 use crate::scheduler;
 use crate::store::Tx;
 
@@ -75,6 +74,9 @@ pub(super) struct Batch {
     allocs: Vec<(NodeId, NodeAlloc)>,
     /// Held until the transaction is decided.
     _claimed: Claimed,
+    /// The VPC addresses of this attempt, held until the transaction is
+    /// decided ([`crate::domain::vpc::addresses`]).
+    _addresses: Option<AddressPool>,
 }
 
 impl Batch {
@@ -302,7 +304,10 @@ impl Domain {
             // the account re-read it (domain::quotas).
             let quota = self.quota_state(&l.account).await?;
             let max = quota.instances_room(l.itype.vcpus, input.min_count, input.max_count)?;
-            let batch = match self.place_batch(l, 0, input.min_count, max, &mut tx) {
+            let pool = self
+                .address_pool(&l.account, l.options.vpc.as_deref(), max)
+                .await?;
+            let batch = match self.place_batch(l, 0, input.min_count, max, &mut tx, pool) {
                 Ok(b) => b,
                 Err(e @ Error::InsufficientCapacity { .. }) => {
                     if refreshed {
@@ -377,11 +382,13 @@ impl Domain {
             instances,
             allocs,
             _claimed,
+            _addresses,
         } = batch;
         for (id, alloc) in allocs {
             self.nodes.note_alloc(&id, alloc, rev);
         }
         drop(_claimed);
+        drop(_addresses);
         crate::metrics::global()
             .placements
             .inc_by(instances.len() as u64);
@@ -392,6 +399,9 @@ impl Domain {
     /// `first_index`) on the node cache and adds them to `tx`: instance and
     /// assignment puts, each chosen node's allocation compared on its
     /// `mod_revision` (and the node's liveness key present) and rewritten.
+    /// Instances in a VPC take their address from `pool` (claimed in this
+    /// transaction); a launch into one subnet places at most as many
+    /// instances as the pool has addresses there.
     pub(super) fn place_batch(
         &self,
         l: &Launch,
@@ -399,7 +409,19 @@ impl Domain {
         min: u32,
         max: u32,
         tx: &mut Tx,
+        mut pool: Option<AddressPool>,
     ) -> Result<Batch> {
+        let mut max = max;
+        if let (Some(p), Some(subnet)) = (
+            &pool,
+            l.options.vpc.as_ref().and_then(|v| v.subnet_id.as_ref()),
+        ) {
+            let free = u32::try_from(p.free_in(subnet)).unwrap_or(u32::MAX);
+            if free < min {
+                return Err(crate::domain::vpc::private_addresses::subnet_full(subnet));
+            }
+            max = max.min(free);
+        }
         let req = scheduler::Request {
             vcpus: l.itype.vcpus,
             memory_mib: l.itype.memory_mib,
@@ -420,23 +442,31 @@ impl Domain {
         for (n, &at) in claimed.placed.iter().enumerate() {
             let v = &claimed.nodes[at];
             let alloc = &mut allocs[at];
-            let host = self
-                .network
-                .free_host(&alloc.hosts)
-                .ok_or_else(|| Error::Internal("no free address after placement".into()))?;
-            alloc.hosts.push(host);
+            let mut vpc = l
+                .options
+                .vpc
+                .as_ref()
+                .map(|x| x.placed_in(&v.node.availability_zone));
+            if let (Some(x), Some(p)) = (vpc.as_mut(), pool.as_ref()) {
+                // A launch resumed from its stored record has no default
+                // subnets of its own: the pool read them.
+                x.subnet_id = p.subnet_for(x.subnet_id.as_ref(), &v.node.availability_zone);
+            }
+            let subnet = vpc.as_ref().and_then(|x| x.subnet_id.clone());
+            let network = match (pool.as_mut(), subnet) {
+                (Some(p), Some(subnet)) => p.take(&subnet)?,
+                _ => {
+                    let host = self
+                        .network
+                        .free_host(&alloc.hosts)
+                        .ok_or_else(|| Error::Internal("no free address after placement".into()))?;
+                    alloc.hosts.push(host);
+                    self.network.block_assignment(v.node.ip_block, host)
+                }
+            };
             alloc.used.vcpus += l.itype.vcpus;
             alloc.used.memory_mib += l.itype.memory_mib;
             alloc.instances += 1;
-            let ip = self.network.address(v.node.ip_block, host);
-            let network = NetworkAssignment {
-                host,
-                ip: ip.to_string(),
-                prefix_len: self.network.node_prefix_len(),
-                gateway: self.network.gateway(v.node.ip_block).to_string(),
-                mac: mac_for(ip),
-                subnet_id: Some(SubnetId::for_block(v.node.ip_block)),
-            };
             let inst = Instance {
                 id: InstanceId::generate(),
                 account: l.account.clone(),
@@ -469,11 +499,7 @@ impl Domain {
                     ..l.options.clone()
                 },
                 metadata_options: l.metadata_options,
-                vpc: l
-                    .options
-                    .vpc
-                    .as_ref()
-                    .map(|x| x.placed_in(&v.node.availability_zone)),
+                vpc,
             };
             let a = self.assignment_of(&inst, &network, l.user_data_b64.clone(), l.ssh.clone());
             self.store.instances().stage_put(tx, &inst)?;
@@ -496,6 +522,7 @@ impl Domain {
             instances,
             allocs: out,
             _claimed: claimed,
+            _addresses: pool,
         })
     }
 

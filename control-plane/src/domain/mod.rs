@@ -141,6 +141,12 @@ pub struct Domain {
     /// Auto Scaling target tracking's metric source when not the agents'
     /// (tests inject one; [`autoscaling::tracking::MetricSource`]).
     pub(crate) asg_metrics: std::sync::OnceLock<Arc<dyn autoscaling::tracking::MetricSource>>,
+    /// VPC addresses this replica's launches hold until their transaction
+    /// is decided ([`vpc::addresses`]).
+    pub(crate) addresses_in_flight: vpc::private_addresses::InFlight,
+    /// The watch-fed cache `WatchNetwork` views are computed from, started
+    /// by the first node that watches ([`vpc::netcache`]).
+    pub(crate) netcache: tokio::sync::OnceCell<Arc<vpc::netcache::NetCache>>,
 }
 
 impl Domain {
@@ -171,6 +177,8 @@ impl Domain {
             secrets,
             tasks: std::sync::OnceLock::new(),
             asg_metrics: std::sync::OnceLock::new(),
+            addresses_in_flight: Default::default(),
+            netcache: tokio::sync::OnceCell::new(),
         });
         access_keys::follow_access_keys(store, Arc::downgrade(&domain));
         let resealed = domain.reseal_access_keys().await?;

@@ -26,9 +26,9 @@ macro_rules! record {
 }
 
 record! {
-    Instance => "instance", 3;
-    Assignment => "assignment", 2;
-    Node => "node", 2;
+    Instance => "instance", 4;
+    Assignment => "assignment", 3;
+    Node => "node", 3;
     NodeAlloc => "node-alloc", 1;
     NodeAlive => "node-alive", 1;
     ClientTokenRecord => "client-token", 1;
@@ -101,6 +101,21 @@ pub struct NetworkAssignment {
     /// for instances placed before IPAM (their first update adopts it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet_id: Option<crate::ids::SubnetId>,
+    /// The address is a VPC address (instance schema 4, assignment schema
+    /// 3): `subnet_id` is the VPC subnet it is claimed in, `prefix_len` and
+    /// `gateway` are the subnet's, `host` is the offset in the subnet (not a
+    /// node-block host number). `None`: a node-block address on the legacy
+    /// bridge (instances without a VPC, or placed before VPC addressing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc: Option<crate::domain::vpc::private_addresses::VpcNet>,
+}
+
+impl NetworkAssignment {
+    /// Whether the address is a node-block address (its `host` is in the
+    /// node allocation's `hosts`).
+    pub fn is_node_block(&self) -> bool {
+        self.vpc.is_none()
+    }
 }
 
 /// What the agent last reported about an instance.
@@ -349,6 +364,10 @@ pub struct Assignment {
     /// the agent's `[limits]` apply).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<crate::domain::catalogue::TypeLimits>,
+    /// The instance's security groups when the assignment was written
+    /// (schema 3; the live set is in the node's network view).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_group_ids: Vec<crate::ids::SecurityGroupId>,
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -389,6 +408,10 @@ pub struct Node {
     /// Held for the operator's approval (cordoned until approved).
     #[serde(default)]
     pub pending_approval: bool,
+    /// The host's underlay IPv4 address, the VXLAN endpoint of its VPC
+    /// traffic (schema 3; empty: the agent has no VPC data plane).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub underlay_ip: String,
 }
 
 /// An image present on a node.

@@ -11,7 +11,9 @@
 use std::net::Ipv4Addr;
 
 use crate::config::NetworkConfig;
+use crate::domain::model::NetworkAssignment;
 use crate::error::{Error, Result};
+use crate::ids::SubnetId;
 
 /// The parsed region network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +107,21 @@ impl Network {
     /// The address of host number `host` in a block.
     pub fn address(&self, block: u32, host: u32) -> Ipv4Addr {
         Ipv4Addr::from(self.block_base(block) + host)
+    }
+
+    /// The addressing of host number `host` of node block `block`: an
+    /// address on the node's legacy bridge, claimed in the block's subnet.
+    pub fn block_assignment(&self, block: u32, host: u32) -> NetworkAssignment {
+        let ip = self.address(block, host);
+        NetworkAssignment {
+            host,
+            ip: ip.to_string(),
+            prefix_len: self.node_prefix_len,
+            gateway: self.gateway(block).to_string(),
+            mac: mac_for(ip),
+            subnet_id: Some(SubnetId::for_block(block)),
+            vpc: None,
+        }
     }
 
     /// The smallest free, unreserved host number given the used ones.

@@ -47,6 +47,26 @@ pub struct RegisterInput {
     pub metrics_endpoint: String,
     /// The per-host enrolment token's secret (empty otherwise).
     pub enrolment_secret: String,
+    /// The host's underlay IPv4 address (empty: no VPC data plane).
+    pub underlay_ip: String,
+}
+
+/// Checks an agent's underlay address: empty (no VPC data plane) or a
+/// unicast IPv4 address other hosts can send to (not loopback, multicast,
+/// unspecified or broadcast). Returns it in canonical form.
+pub fn check_underlay_ip(ip: &str) -> Result<String> {
+    if ip.is_empty() {
+        return Ok(String::new());
+    }
+    let addr: std::net::Ipv4Addr = ip
+        .parse()
+        .map_err(|_| Error::invalid(format!("underlay_ip {ip:?} is not an IPv4 address")))?;
+    if addr.is_loopback() || addr.is_multicast() || addr.is_unspecified() || addr.is_broadcast() {
+        return Err(Error::invalid(format!(
+            "underlay_ip {addr} cannot be a tunnel endpoint (loopback, multicast, unspecified or broadcast)"
+        )));
+    }
+    Ok(addr.to_string())
 }
 
 /// Register result.
@@ -160,6 +180,8 @@ impl Domain {
         check_host_id(&input.host_id)?;
         self.check_zone(&input.availability_zone)?;
         crate::domain::metrics::check_endpoint(&input.metrics_endpoint)?;
+        let mut input = input;
+        input.underlay_ip = check_underlay_ip(&input.underlay_ip)?;
         self.check_node_capacity(&input.capacity)?;
         for im in &input.images {
             if !validation::is_name(&im.name, 64) {
@@ -280,6 +302,7 @@ impl Domain {
                 ip_block: block,
                 metrics_endpoint: input.metrics_endpoint.clone(),
                 pending_approval: held,
+                underlay_ip: input.underlay_ip.clone(),
             };
             let mut tx = Tx::new();
             nodes.stage_create(
@@ -361,6 +384,7 @@ impl Domain {
         node.lease_id = lease;
         node.credential_key_id = key_id.to_string();
         node.metrics_endpoint = input.metrics_endpoint.clone();
+        node.underlay_ip = input.underlay_ip.clone();
         let access_keys = self.store.access_keys();
         let mut tx = Tx::new();
         nodes.stage_replace(&mut tx, &cur, &node)?;

@@ -24,10 +24,9 @@
 use crate::domain::events::InstanceEvent;
 use crate::domain::lifecycle::State;
 use crate::domain::model::{now_ms, Instance, NetworkAssignment, NodeAlloc};
-use crate::domain::network::mac_for;
 use crate::domain::{quotas, Domain};
 use crate::error::{Error, Result};
-use crate::ids::{NodeId, ReservationId, SubnetId};
+use crate::ids::{NodeId, ReservationId};
 use crate::scheduler::{self, NodeView};
 use crate::store::{Tx, Versioned};
 
@@ -126,7 +125,8 @@ impl Domain {
                                 alloc.used.memory_mib.saturating_sub(p.inst.memory_mib);
                         }
                         if p.unassign {
-                            if let Some(net) = &p.inst.network {
+                            if let Some(net) = p.inst.network.as_ref().filter(|n| n.is_node_block())
+                            {
                                 alloc.hosts.retain(|x| *x != net.host);
                                 self.store.ipam().stage_release(&mut tx, &self.network, net);
                             }
@@ -143,6 +143,12 @@ impl Domain {
                     }
                 }
                 if p.unassign {
+                    // A VPC address is released with the instance leaving,
+                    // whatever its node's allocation holds (the instance's
+                    // compare makes this happen once).
+                    if let Some(net) = p.inst.network.as_ref().filter(|n| !n.is_node_block()) {
+                        self.store.ipam().stage_release(&mut tx, &self.network, net);
+                    }
                     p.inst.node_id = None;
                     p.inst.network = None;
                 }
@@ -276,7 +282,7 @@ impl Domain {
         }
         alloc.used.vcpus += inst.vcpus;
         alloc.used.memory_mib += inst.memory_mib;
-        if !alloc.hosts.contains(&net.host) {
+        if net.is_node_block() && !alloc.hosts.contains(&net.host) {
             alloc.hosts.push(net.host);
         }
         nodes.stage_alloc(tx, node, &cur, &alloc)?;
@@ -373,17 +379,9 @@ impl Domain {
                     .network
                     .free_host(&v.alloc.hosts)
                     .ok_or_else(|| Error::Internal("no free address after placement".into()))?;
-                let ip = self.network.address(v.node.ip_block, host);
                 let placed = Placed {
                     node: v.node.id.clone(),
-                    network: NetworkAssignment {
-                        host,
-                        ip: ip.to_string(),
-                        prefix_len: self.network.node_prefix_len(),
-                        gateway: self.network.gateway(v.node.ip_block).to_string(),
-                        mac: mac_for(ip),
-                        subnet_id: Some(SubnetId::for_block(v.node.ip_block)),
-                    },
+                    network: self.network.block_assignment(v.node.ip_block, host),
                 };
                 return Ok(Some((placed, v)));
             }

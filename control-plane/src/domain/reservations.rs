@@ -353,7 +353,10 @@ impl Domain {
                             continue;
                         }
                     };
-                    match self.place_batch(l, first, 1, n, &mut tx) {
+                    let pool = self
+                        .address_pool(&l.account, l.options.vpc.as_deref(), n)
+                        .await?;
+                    match self.place_batch(l, first, 1, n, &mut tx, pool) {
                         Ok(b) => {
                             quota.stage_instances(
                                 &mut tx,
@@ -587,6 +590,10 @@ impl Domain {
             self.store
                 .events()
                 .stage(tx, &InstanceEvent::rolled_back(&i, now))?;
+            // A VPC address goes back whatever its node's allocation holds.
+            if let Some(net) = i.network.as_ref().filter(|n| !n.is_node_block()) {
+                self.store.ipam().stage_release(tx, &self.network, net);
+            }
             if let Some(n) = &i.node_id {
                 self.store.assignments().stage_delete(tx, n, &i.id);
                 if let Some((a, _)) = allocs.get_mut(n.as_str()) {
@@ -594,7 +601,7 @@ impl Domain {
                         a.used.vcpus = a.used.vcpus.saturating_sub(i.vcpus);
                         a.used.memory_mib = a.used.memory_mib.saturating_sub(i.memory_mib);
                     }
-                    if let Some(net) = &i.network {
+                    if let Some(net) = i.network.as_ref().filter(|n| n.is_node_block()) {
                         a.hosts.retain(|h| *h != net.host);
                         self.store.ipam().stage_release(tx, &self.network, net);
                     }

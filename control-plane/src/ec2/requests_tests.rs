@@ -164,6 +164,19 @@ fn run_instances_honoured_options() {
         run_options(&[("InstanceInitiatedShutdownBehavior", "stop")]).shutdown_behavior,
         ShutdownBehavior::Stop
     );
+    // PrivateIpAddress is handed to the domain (checked against the subnet
+    // there), with or without a subnet.
+    let o = run_options(&[("PrivateIpAddress", "172.31.0.9")]);
+    let vpc = o.vpc.expect("vpc placement requested");
+    assert_eq!(vpc.private_ip_address.as_deref(), Some("172.31.0.9"));
+    assert!(vpc.subnet_id.is_none());
+    let o = run_options(&[
+        ("SubnetId", "subnet-0123456789abcdef0"),
+        ("PrivateIpAddress", "10.0.0.9"),
+    ]);
+    let vpc = o.vpc.expect("vpc placement requested");
+    assert_eq!(vpc.private_ip_address.as_deref(), Some("10.0.0.9"));
+    assert!(vpc.subnet_id.is_some());
 }
 
 #[test]
@@ -247,7 +260,6 @@ fn run_instances_unavailable_features_answer_ec2_codes() {
                 http::StatusCode::BAD_REQUEST,
             ),
         ),
-        (&[("PrivateIpAddress", "10.0.0.5")], ErrorCode::Unsupported),
         (&[("Ipv6AddressCount", "1")], ErrorCode::Unsupported),
         (
             &[("NetworkInterface.1.DeviceIndex", "0")],

@@ -290,8 +290,9 @@ fn maintenance_and_network_performance(r: &mut Reader) -> Result<(), Ec2Error> {
 }
 
 /// `SubnetId`, `SecurityGroupId.N`, `SecurityGroup.N` (resolved by the
-/// domain: [`crate::domain::vpc::launch`]); addresses and interfaces are
-/// not chosen by the caller yet.
+/// domain: [`crate::domain::vpc::launch`]) and `PrivateIpAddress` (checked
+/// against the subnet by the domain); interfaces are not chosen by the
+/// caller yet.
 fn networking(r: &mut Reader, o: &mut LaunchOptions) -> Result<(), Ec2Error> {
     let subnet = r.opt("SubnetId").filter(|s| !s.is_empty());
     let ids = r.list("SecurityGroupId", 16)?;
@@ -310,10 +311,10 @@ fn networking(r: &mut Reader, o: &mut LaunchOptions) -> Result<(), Ec2Error> {
             ..Default::default()
         }));
     }
-    if r.opt("PrivateIpAddress").is_some() {
-        return Err(unsupported(
-            "Choosing the private IP address (PrivateIpAddress)",
-        ));
+    if let Some(ip) = r.opt("PrivateIpAddress").filter(|s| !s.is_empty()) {
+        o.vpc
+            .get_or_insert_with(Default::default)
+            .private_ip_address = Some(ip);
     }
     if r.int("Ipv6AddressCount", 0, 1_000)?.unwrap_or(0) > 0
         || !r.take_prefix("Ipv6Address").is_empty()

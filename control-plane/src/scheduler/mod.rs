@@ -310,6 +310,7 @@ mod tests {
     fn node(zone: &str, vcpus: u32, mem: u32) -> NodeView {
         NodeView {
             node: Node {
+                underlay_ip: String::new(),
                 id: NodeId::generate(),
                 host_id: "h".into(),
                 availability_zone: zone.into(),

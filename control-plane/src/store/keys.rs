@@ -306,6 +306,40 @@ impl Keys {
     pub fn account_vpcs(&self, account: &AccountId) -> String {
         format!("{}/vpcs/{account}/", self.p)
     }
+    /// Every account's VPCs.
+    pub fn all_vpcs(&self) -> String {
+        format!("{}/vpcs/", self.p)
+    }
+    /// `vpc-vnis/<vni:08>` -> the VPC holding the VNI
+    /// ([`crate::domain::vpc::vni::VniGuard`]): created with the VPC
+    /// (compare-absent), deleted with it.
+    pub fn vpc_vni(&self, vni: u32) -> String {
+        format!("{}/vpc-vnis/{vni:08}", self.p)
+    }
+    /// Every account's VPC subnets.
+    pub fn all_vpc_subnets(&self) -> String {
+        format!("{}/vpc-subnets/", self.p)
+    }
+    /// Every account's security groups.
+    pub fn all_security_groups(&self) -> String {
+        format!("{}/security-groups/", self.p)
+    }
+    /// Every account's instance public addresses.
+    pub fn all_instance_public_ips(&self) -> String {
+        format!("{}/instance-public-ips/", self.p)
+    }
+    /// Every account's internet gateways.
+    pub fn all_internet_gateways(&self) -> String {
+        format!("{}/internet-gateways/", self.p)
+    }
+    /// Every account's route tables.
+    pub fn all_route_tables(&self) -> String {
+        format!("{}/route-tables/", self.p)
+    }
+    /// Every account's explicit route table associations.
+    pub fn all_route_table_subnets(&self) -> String {
+        format!("{}/route-table-subnets/", self.p)
+    }
     /// `vpc-subnets/<account>/<subnet-…>`: a VPC subnet
     /// ([`crate::domain::vpc::VpcSubnet`]).
     pub fn vpc_subnet(&self, account: &AccountId, id: &crate::ids::SubnetId) -> String {

@@ -203,6 +203,22 @@ pub async fn setup_account(
     Caller::Tenant(a.id)
 }
 
+/// A fresh tenant account without its default VPC (deleted): instances it
+/// launches without a subnet get node-block addresses on the legacy bridge
+/// (the path of instances without a VPC; docs/networking.md).
+pub async fn account_without_vpc(
+    d: &nubis_control_plane::domain::Domain,
+) -> nubis_control_plane::domain::Caller {
+    let c = setup_account(d).await;
+    for s in d.describe_subnets(&c, &[], &[]).await.unwrap() {
+        d.delete_subnet(&c, s.subnet.id.as_str()).await.unwrap();
+    }
+    for v in d.describe_vpcs(&c, &[], &[]).await.unwrap() {
+        d.delete_vpc(&c, v.id.as_str()).await.unwrap();
+    }
+    c
+}
+
 /// A fresh tenant account named `name` (names are unique), as the
 /// domain's caller.
 pub async fn named_account(

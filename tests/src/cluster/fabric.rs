@@ -61,7 +61,15 @@ impl Fabric {
         ip(&["-n", &f.netns, "link", "set", "fab0", "up"])?;
         sys::netns_add(&f.edge_netns)?;
         f.plug(&f.edge_netns, "edge", EDGE_ADDRESS)?;
-        ip(&["-n", &f.edge_netns, "route", "replace", PUBLIC_POOL, "dev", "ul0"])?;
+        ip(&[
+            "-n",
+            &f.edge_netns,
+            "route",
+            "replace",
+            PUBLIC_POOL,
+            "dev",
+            "ul0",
+        ])?;
         Ok(f)
     }
 

@@ -5,9 +5,10 @@
 //! instance is in the default VPC (the default subnet of the zone it is
 //! placed in), without groups in its VPC's default group.
 //!
-//! Addressing is unchanged: the private address is still allocated from
-//! the node's address block by IPAM (docs/networking.md says what this
-//! means for the data plane).
+//! The private address comes from the instance's subnet
+//! ([`super::addresses`]), in the placement transaction; a requested
+//! `PrivateIpAddress` (one instance only) pins the subnet holding it (the
+//! default subnet containing it, when no subnet is named).
 
 use super::{group_not_found, InstanceVpc};
 use crate::domain::instances::RunInstancesInput;
@@ -25,9 +26,19 @@ impl Domain {
         account: &AccountId,
         input: &mut RunInstancesInput,
     ) -> Result<()> {
-        let req = input.options.vpc.take().map(|b| *b).unwrap_or_default();
+        let mut req = input.options.vpc.take().map(|b| *b).unwrap_or_default();
         let explicit = req != InstanceVpc::default();
+        if req.private_ip_address.is_some() && input.max_count > 1 {
+            return Err(Error::invalid_code(
+                "InvalidParameterCombination",
+                "A private IP address can only be given when launching one instance",
+            ));
+        }
         self.ensure_default_vpc(account).await?;
+        let named_subnet = req.subnet_id.is_some();
+        if let (None, Some(ip)) = (&req.subnet_id, &req.private_ip_address) {
+            req.subnet_id = Some(self.default_subnet_holding(account, ip).await?);
+        }
         let (vpc_id, subnet_id): (VpcId, Option<SubnetId>) = match &req.subnet_id {
             Some(sid) => {
                 let s = self.own_subnet(account, sid.as_str()).await?.value;
@@ -40,6 +51,11 @@ impl Domain {
                     }
                 }
                 input.availability_zone = Some(s.availability_zone.clone());
+                let cidr = super::Cidr::parse(&s.cidr)?;
+                if let Some(ip) = &req.private_ip_address {
+                    super::private_addresses::check_requested(ip, &s.id, &cidr)?;
+                }
+                req.subnet_cidrs.insert(s.id.clone(), cidr);
                 (s.vpc_id, Some(s.id))
             }
             None => match self.default_vpc(account).await? {
@@ -70,7 +86,7 @@ impl Domain {
             groups.push(grp.value.id);
         }
         for n in &req.security_group_names {
-            if req.subnet_id.is_some() {
+            if named_subnet {
                 return Err(Error::invalid_code(
                     "InvalidParameterCombination",
                     "The parameter groupName cannot be used with the parameter subnet",
@@ -85,14 +101,20 @@ impl Domain {
         if subnet_id.is_none() {
             for s in self.store.vpcs().subnets_of(account).await? {
                 if s.value.vpc_id == vpc_id && s.value.default_for_az {
+                    req.subnet_cidrs
+                        .insert(s.value.id.clone(), super::Cidr::parse(&s.value.cidr)?);
                     default_subnets.insert(s.value.availability_zone.clone(), s.value.id);
                 }
             }
         }
+        let vpc = self.own_vpc(account, &vpc_id).await?;
         if groups.is_empty() {
-            let vpc = self.own_vpc(account, &vpc_id).await?;
-            groups.push(vpc.value.default_security_group_id);
+            groups.push(vpc.value.default_security_group_id.clone());
         }
+        let vni = match vpc.value.vni {
+            0 => self.vpc_vni(account, &vpc_id).await?,
+            v => v,
+        };
         groups.sort();
         groups.dedup();
         input.options.vpc = Some(Box::new(InstanceVpc {
@@ -100,10 +122,36 @@ impl Domain {
             subnet_id,
             security_group_ids: groups,
             security_group_names: Vec::new(),
+            private_ip_address: req.private_ip_address,
+            vni,
+            subnet_cidrs: req.subnet_cidrs,
             default_subnets,
             public_ip: None,
         }));
         Ok(())
+    }
+
+    /// The default subnet (of the account's default VPC) whose block holds
+    /// `ip`: where a `PrivateIpAddress` given without a subnet goes.
+    async fn default_subnet_holding(&self, account: &AccountId, ip: &str) -> Result<SubnetId> {
+        let addr: std::net::Ipv4Addr = ip.parse().map_err(|_| {
+            Error::invalid(format!(
+                "Value ({ip}) for parameter privateIpAddress is invalid. Expected a valid IPv4 address."
+            ))
+        })?;
+        let default = self.default_vpc(account).await?;
+        for s in self.store.vpcs().subnets_of(account).await? {
+            let s = s.value;
+            if default.as_ref().is_some_and(|d| d.id == s.vpc_id)
+                && s.default_for_az
+                && super::Cidr::parse(&s.cidr)?.contains_ip(addr)
+            {
+                return Ok(s.id);
+            }
+        }
+        Err(Error::invalid(format!(
+            "Address {ip} does not fall within the address range of any default subnet: give a SubnetId"
+        )))
     }
 
     /// The default subnet of `zone` in the account's default VPC, if any:

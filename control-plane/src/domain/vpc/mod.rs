@@ -15,8 +15,10 @@
 //! racing subnet creates in one VPC cannot both pass the overlap check.
 //! Security group rules live in the group record (compare-and-swap).
 //!
-//! What this module does **not** do: the data plane. Nothing here is
-//! enforced on the hosts yet (docs/networking.md says what is).
+//! The data plane's side here: each VPC's VNI ([`vni`]), instance
+//! addresses claimed in their VPC subnet ([`private_addresses`]) and the network
+//! view each node enforces ([`view`], served by the Node API's
+//! `WatchNetwork` from a watch-fed cache, [`netcache`]).
 
 pub mod addresses;
 pub mod cidr;
@@ -24,10 +26,14 @@ pub mod default_vpc;
 pub mod gateways;
 pub mod groups;
 pub mod launch;
+pub mod netcache;
+pub mod private_addresses;
 pub mod public_ips;
 pub mod routes;
 pub mod rules;
 pub mod subnets;
+pub mod view;
+pub mod vni;
 pub mod vpcs;
 
 use std::collections::BTreeMap;
@@ -69,6 +75,16 @@ pub struct Vpc {
     pub tags: BTreeMap<String, String>,
     /// Created.
     pub created_ms: i64,
+    /// The VXLAN network identifier of its overlay, 1..2^24-1, unique in
+    /// the region while the VPC exists (guarded by `vpc-vnis/<vni>`;
+    /// [`vni`]). Schema 2; 0 in VPCs created before: one is allocated the
+    /// first time it is needed ([`Domain::vpc_vni`](crate::domain::Domain)).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub vni: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// A subnet of a VPC (`vpc-subnets/<account>/<subnet>`). Distinct from the
@@ -188,6 +204,17 @@ pub struct InstanceVpc {
     /// Group names of the request (`SecurityGroup.N`), before resolution.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub security_group_names: Vec<String>,
+    /// The requested primary private address (`PrivateIpAddress`), a.b.c.d;
+    /// request only (an instance records its address in its network).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_ip_address: Option<String>,
+    /// Resolution only (not stored): the VPC's VNI.
+    #[serde(skip)]
+    pub vni: u32,
+    /// Resolution only (not stored): the block of every subnet an instance
+    /// of this launch may be placed in.
+    #[serde(skip)]
+    pub subnet_cidrs: BTreeMap<SubnetId, Cidr>,
     /// Resolution only (not stored): the default subnet of each zone, for
     /// an instance launched without a subnet ([`InstanceVpc::placed_in`]).
     #[serde(skip)]
@@ -209,9 +236,7 @@ impl InstanceVpc {
                 .clone()
                 .or_else(|| self.default_subnets.get(zone).cloned()),
             security_group_ids: self.security_group_ids.clone(),
-            security_group_names: Vec::new(),
-            default_subnets: BTreeMap::new(),
-            public_ip: None,
+            ..Default::default()
         }
     }
 }
@@ -229,7 +254,7 @@ impl Record for VpcAccount {
 }
 impl Record for Vpc {
     const KIND: &'static str = "vpc";
-    const SCHEMA: u32 = 1;
+    const SCHEMA: u32 = 2;
 }
 impl Record for VpcSubnet {
     const KIND: &'static str = "vpc-subnet";

@@ -178,7 +178,7 @@ pub(crate) fn stage_main_table(keys: &Keys, tx: &mut Tx, table: &RouteTable) -> 
 }
 
 /// Whether `table` sends 0.0.0.0/0 to `igw` (the gateway attached to its VPC).
-fn default_route_to(table: &RouteTable, igw: Option<&InternetGatewayId>) -> bool {
+pub(crate) fn default_route_to(table: &RouteTable, igw: Option<&InternetGatewayId>) -> bool {
     let Some(igw) = igw else { return false };
     table
         .routes

@@ -64,13 +64,16 @@ pub(crate) fn new_vpc(
         default_security_group_id: sg_id,
         tags,
         created_ms: now,
+        vni: super::vni::random_vni(),
     };
     (vpc, group)
 }
 
 /// Stages the creation of a VPC with its default group (and the group's
-/// name guard) and its main route table; with `igw` (the default VPC), that
-/// gateway attached and the main table's route 0.0.0.0/0 to it.
+/// name guard), its VNI's guard (a VNI taken meanwhile fails the
+/// transaction; the caller retries with a new VPC) and its main route
+/// table; with `igw` (the default VPC), that gateway attached and the main
+/// table's route 0.0.0.0/0 to it.
 pub(crate) fn stage_new_vpc(
     keys: &Keys,
     tx: &mut Tx,
@@ -79,6 +82,7 @@ pub(crate) fn stage_new_vpc(
     igw: Option<&InternetGateway>,
 ) -> Result<()> {
     tx.create(&keys.vpc(&vpc.account, &vpc.id), vpc)?;
+    super::vni::stage_guard(keys, tx, vpc)?;
     if let Some(g) = igw {
         tx.create(&keys.internet_gateway(&g.account, &g.id), g)?;
     }
@@ -247,6 +251,7 @@ impl Domain {
             }
             let mut tx = Tx::new();
             tx.delete_if_unchanged(&keys.vpc(&account, &id), &vpc);
+            super::vni::stage_release(keys, &mut tx, &vpc.value);
             for g in groups.iter().filter(|g| g.value.vpc_id == id) {
                 tx.delete_if_unchanged(&keys.security_group(&account, &g.value.id), g);
                 tx.delete(&keys.security_group_name(&account, &id, &g.value.name));
