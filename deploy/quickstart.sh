@@ -357,7 +357,7 @@ plug_fabric() {
     fi
     ip -n "$fab" link set "$port" master fab0 up
     ip -n "$ns" addr replace "$addr/24" dev ul0
-    ip -n "$ns" link set ul0 up
+    ip -n "$ns" link set ul0 mtu 9000 up
 }
 
 start_agents() {

@@ -121,7 +121,17 @@ impl Fabric {
             "dev",
             "ul0",
         ])?;
-        ip(&["-n", netns, "link", "set", "ul0", "up"])?;
+        // `link add ... mtu` sets the first end only.
+        ip(&[
+            "-n",
+            netns,
+            "link",
+            "set",
+            "ul0",
+            "mtu",
+            &UNDERLAY_MTU.to_string(),
+            "up",
+        ])?;
         Ok(())
     }
 
