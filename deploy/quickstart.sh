@@ -478,21 +478,47 @@ launch() {
     fi
     echo
     nubis_tenant instances list --tag quickstart=hello --state running
-    local line id zone ip
+    local line id
     line=$(nubis_tenant instances list --tag quickstart=hello --state running | awk 'NR == 2')
-    id=$(awk '{ print $1 }' <<<"$line"); zone=$(awk '{ print $3 }' <<<"$line")
-    ip=$(awk '{ print $6 }' <<<"$line")
+    id=$(awk '{ print $1 }' <<<"$line")
     echo
     say "console of $id (nubis instances console $id)"
     nubis_tenant instances console "$id" | grep -a '^NUBIS-' | head -n 8 || true
     echo
-    say "HTTP from inside host $PREFIX-${zone#"$REGION"}: curl http://$ip/"
-    nsenter --net="/run/netns/$PREFIX-${zone#"$REGION"}" -- curl -sS --max-time 5 "http://$ip/" || true
+    # The instances are in the account's default VPC, its default group
+    # admitting only its own members: let HTTP in from anywhere (a duplicate
+    # rule on a second run is refused and ignored), and give the first
+    # instance an Elastic IP (kept across runs: tag quickstart=hello).
+    local sg eip alloc
+    sg=$(nubis_tenant security-groups list --filter group-name=default -o json \
+        | sed -n 's/.*"group_id": *"\([^"]*\)".*/\1/p' | head -n 1)
+    [[ -n $sg ]] || die "the account has no default security group"
+    nubis_tenant security-groups authorize "$sg" --protocol tcp --port 80 --cidr 0.0.0.0/0 \
+        >/dev/null 2>&1 || true
+    eip=$(nubis_tenant addresses list --filter tag:quickstart=hello -o json)
+    alloc=$(sed -n 's/.*"allocation_id": *"\([^"]*\)".*/\1/p' <<<"$eip" | head -n 1)
+    if [[ -z $alloc ]]; then
+        eip=$(nubis_tenant addresses allocate --tag quickstart=hello -o json)
+        alloc=$(sed -n 's/.*"allocation_id": *"\([^"]*\)".*/\1/p' <<<"$eip" | head -n 1)
+    fi
+    [[ -n $alloc ]] || die "could not allocate an Elastic IP: $eip"
+    nubis_tenant addresses associate "$alloc" --instance "$id" --allow-reassociation >/dev/null
+    local public
+    public=$(sed -n 's/.*"public_ip": *"\([^"]*\)".*/\1/p' <<<"$eip" | head -n 1)
+    say "HTTP from the edge (the local cloud's internet) to $id's Elastic IP: curl http://$public/"
+    local tries=0
+    until ip netns exec "$PREFIX-edge" curl -sS --max-time 3 "http://$public/"; do
+        tries=$((tries + 1))
+        ((tries < 10)) || { echo "    (no answer yet; try again in a moment)"; break; }
+        sleep 1
+    done
     echo
     say "ready. Try:"
     cat <<EOF
     source $QS_ENV
     $BIN/nubis instances list
+    $BIN/nubis addresses list
+    ip netns exec $PREFIX-edge curl http://$public/    # from the "internet"
     $BIN/nubis --profile $ADMIN_PROFILE admin nodes list
     aws ec2 describe-instances        # EC2 gateway at $EC2_ENDPOINT
     deploy/quickstart.sh down         # remove everything

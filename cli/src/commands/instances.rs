@@ -38,6 +38,8 @@ pub struct InstanceView {
     pub private_ip_address: String,
     /// MAC address.
     pub mac_address: String,
+    /// Public IPv4 address (empty: none).
+    pub public_ip_address: String,
     /// VPC.
     pub vpc_id: String,
     /// Subnet.
@@ -73,6 +75,7 @@ impl From<&pb::Instance> for InstanceView {
             image_id: i.image_id.clone(),
             private_ip_address: i.private_ip_address.clone(),
             mac_address: i.mac_address.clone(),
+            public_ip_address: i.public_ip_address.clone(),
             vpc_id: i.vpc_id.clone(),
             subnet_id: i.subnet_id.clone(),
             security_group_ids: i.security_group_ids.clone(),
@@ -96,6 +99,7 @@ impl Tabular for InstanceView {
             "TYPE",
             "IMAGE",
             "PRIVATE_IP",
+            "PUBLIC_IP",
             "LAUNCHED",
             "NAME",
             "REASON",
@@ -109,6 +113,11 @@ impl Tabular for InstanceView {
             self.instance_type.clone(),
             self.image_id.clone(),
             self.private_ip_address.clone(),
+            if self.public_ip_address.is_empty() {
+                "-".into()
+            } else {
+                self.public_ip_address.clone()
+            },
             self.launch_time.clone(),
             self.tags.get("Name").cloned().unwrap_or_default(),
             self.state_reason_code.clone(),

@@ -132,6 +132,12 @@ pub fn instance_out(i: &Instance, operator: bool, region: &str) -> pb::Instance 
             .as_ref()
             .map(|v| v.security_group_ids.iter().map(|g| g.to_string()).collect())
             .unwrap_or_default(),
+        public_ip_address: i
+            .vpc
+            .as_ref()
+            .and_then(|v| v.public_ip.as_ref())
+            .map(|p| p.public_ip.clone())
+            .unwrap_or_default(),
         metadata_options: Some(metadata_options_out(
             &i.metadata_options,
             metadata::options_state(i),
