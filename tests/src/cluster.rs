@@ -462,6 +462,7 @@ impl Cluster {
         }
         if spec.create_tenant {
             let (creds, account) = c.create_account("tenant-1")?;
+            c.open_http(&creds)?;
             c.tenant = Some(creds);
             c.tenant_account_id = Some(account);
         }
@@ -652,6 +653,50 @@ impl Cluster {
     /// The (first) control plane's log tail.
     pub fn control_plane_log(&self) -> String {
         self.replica_log(0)
+    }
+
+    /// Lets TCP 80 from anywhere into the account's default security group
+    /// (as the quickstart does), so tests reach its instances' public
+    /// addresses from the edge ([`Cluster::http_get`]).
+    pub fn open_http(&self, creds: &Creds) -> Result<(), String> {
+        let groups = self
+            .cli(
+                creds,
+                &[
+                    "security-groups",
+                    "list",
+                    "--filter",
+                    "group-name=default",
+                    "-o",
+                    "json",
+                ],
+            )
+            .json();
+        let sg = groups["security_groups"]
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|g| g["group_id"].as_str())
+            .ok_or_else(|| format!("no default security group: {groups}"))?
+            .to_string();
+        let out = self.cli(
+            creds,
+            &[
+                "security-groups",
+                "authorize",
+                &sg,
+                "--protocol",
+                "tcp",
+                "--port",
+                "80",
+                "--cidr",
+                "0.0.0.0/0",
+            ],
+        );
+        if out.code == 0 {
+            Ok(())
+        } else {
+            Err(format!("authorize tcp 80 on {sg}: {}", out.stderr))
+        }
     }
 
     /// Agent `i`'s underlay address (its VXLAN tunnel endpoint).

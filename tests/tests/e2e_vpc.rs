@@ -495,3 +495,71 @@ fn bench_rule_propagation() {
     stats("authorize_to_flowing", &mut open);
     stats("revoke_to_blocked", &mut close);
 }
+
+/// `GET http://<ip>/` from the edge namespace (the local cloud's
+/// internet); the body, or the error.
+fn from_edge(c: &Cluster, ip: &str) -> Result<String, String> {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            c.edge_netns(),
+            "curl",
+            "-sS",
+            "--max-time",
+            "2",
+        ])
+        .arg(format!("http://{ip}/"))
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn an_elastic_ip_reaches_its_instance_from_the_edge_until_disassociated() {
+    let Some(c) = two_hosts() else {
+        return;
+    };
+    let t = c.tenant.clone().expect("tenant");
+    // The harness opened TCP 80 on the default group (Cluster::open_http).
+    let (x, _) = launch(&c, &t, &zone(&c, 1), "", &[]);
+    let eip = c.cli(&t, &["addresses", "allocate", "-o", "json"]).json();
+    let (alloc, public) = (field(&eip, "allocation_id"), field(&eip, "public_ip"));
+    assert!(public.starts_with("198.51.100."), "{eip}");
+    let out = c.cli(&t, &["addresses", "associate", &alloc, "--instance", &x]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let associated = Instant::now();
+    loop {
+        match from_edge(&c, &public) {
+            Ok(body) if body.contains(&x) => break,
+            other => assert!(
+                associated.elapsed() < Duration::from_secs(30),
+                "the edge never reached {x} at {public}: {other:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "associate -> HTTP from the edge: {:?}",
+        associated.elapsed()
+    );
+    let v = c.describe_instances(&t, std::slice::from_ref(&x));
+    assert_eq!(field(&v[0], "public_ip_address"), public);
+
+    // Disassociated: the edge reaches nothing there any more.
+    let out = c.cli(&t, &["addresses", "disassociate", &public]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let gone = Instant::now();
+    while from_edge(&c, &public).is_ok() {
+        assert!(gone.elapsed() < Duration::from_secs(10), "still reachable");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for _ in 0..3 {
+        assert!(from_edge(&c, &public).is_err(), "reachable again");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}

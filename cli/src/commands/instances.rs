@@ -557,6 +557,7 @@ mod tests {
                 "t3.nano",
                 "ami-01",
                 "10.0.0.5",
+                "-",
                 "1970-01-01T00:00:01Z",
                 "web",
                 "Server.InternalError"

@@ -344,6 +344,8 @@ impl pb::compute_server::Compute for ComputeApi {
                     next_token: opt(r.next_token),
                 };
                 let (res, next) = self.domain().describe_instances(&caller, input).await?;
+                // Default subnets and public addresses, as EC2's DescribeInstances shows them.
+                let res = self.domain().with_default_subnets(res).await?;
                 Ok(pb::DescribeInstancesResponse {
                     reservations: res
                         .iter()

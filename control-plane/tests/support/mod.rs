@@ -213,6 +213,14 @@ pub async fn account_without_vpc(
     for s in d.describe_subnets(&c, &[], &[]).await.unwrap() {
         d.delete_subnet(&c, s.subnet.id.as_str()).await.unwrap();
     }
+    for g in d.describe_internet_gateways(&c, &[], &[]).await.unwrap() {
+        if let Some(vpc) = &g.vpc_id {
+            d.detach_internet_gateway(&c, g.id.as_str(), vpc.as_str())
+                .await
+                .unwrap();
+        }
+        d.delete_internet_gateway(&c, g.id.as_str()).await.unwrap();
+    }
     for v in d.describe_vpcs(&c, &[], &[]).await.unwrap() {
         d.delete_vpc(&c, v.id.as_str()).await.unwrap();
     }

@@ -3,6 +3,7 @@
 //! inside a host's namespace, an instance's disk file).
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -149,14 +150,35 @@ impl Cluster {
         }
     }
 
-    /// `GET http://<ip>/` from inside the namespace of the agent in `zone`
-    /// (the instance's host); the body, or the error.
+    /// `GET http://<public address>/` from the edge namespace (the local
+    /// cloud's internet; a host cannot reach VPC addresses) for the
+    /// harness tenant's instance in `zone` whose private address is `ip`
+    /// (its default subnet maps a public address, and the harness opened
+    /// TCP 80 on its default group); the body, or the error.
     pub fn http_get(&self, zone: &str, ip: &str) -> Result<String, String> {
-        let i = self
-            .agent_in_zone(zone)
-            .ok_or_else(|| format!("no host in zone {zone}"))?;
-        let url = format!("http://{ip}/");
-        let out = self.exec_in_host(i, "curl", &["-sS", "--max-time", "5", &url]);
+        let t = self.tenant.as_ref().ok_or("the cluster has no tenant")?;
+        let filter = format!("private-ip-address={ip}");
+        let found = self.list_instances(t, &["--filter", &filter]);
+        let public = found
+            .iter()
+            .filter(|i| field(i, "availability_zone") == zone && field(i, "state") != "terminated")
+            .map(|i| field(i, "public_ip_address"))
+            .find(|p| !p.is_empty())
+            .ok_or_else(|| format!("no instance at {ip} in {zone} with a public address (yet)"))?;
+        let url = format!("http://{public}/");
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                self.edge_netns(),
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                &url,
+            ])
+            .output()
+            .map_err(|e| e.to_string())?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
