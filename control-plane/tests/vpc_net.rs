@@ -869,9 +869,12 @@ async fn network_views_carry_public_addresses_and_internet_routes() {
     let v = n1
         .wait_view(since, wait, |v| {
             vpc_of(v, &dvpc).is_some_and(|x| {
-                x.endpoints
-                    .iter()
-                    .any(|e| e.instance_id == i1 && e.public_ip.starts_with("198.51.100."))
+                // The cache follows each prefix on its own watch: the
+                // gateway and route records may arrive a view later.
+                x.subnets.iter().all(|s| s.internet_route)
+                    && x.endpoints
+                        .iter()
+                        .any(|e| e.instance_id == i1 && e.public_ip.starts_with("198.51.100."))
             })
         })
         .await
