@@ -62,7 +62,10 @@ aws --version
 echo "==> binaries ($profile) and the hello image"
 release=()
 [[ $profile == release ]] && release=(--release)
-cargo build "${release[@]}" -p nubis-control-plane -p nubis-agent -p nubis-vmm -p nubis-cli
+# The whole workspace's binaries, so features unify as in the build and test
+# stages and nothing is compiled a second time (a per-package build recompiled
+# half the graph and filled CI's disk).
+cargo build "${release[@]}" --workspace --bins
 deploy/images/build.sh hello
 # The quickstart registers every image of its image directory: hello, and
 # hello-burn (same kernel, nubis.burn=1: a CPU load for test_cloudwatch.py).
