@@ -25,7 +25,8 @@
 //!    -> terminations chosen by the default termination policy (process
 //!    `Terminate`, protected instances never chosen); as many but zones
 //!    more than one apart -> one launch in the emptiest available zone
-//!    (process `AZRebalance`), the next pass then terminates from the fullest.
+//!    (process `AZRebalance`), the next pass then terminates from the fullest
+//!    (only when that zone holds an unprotected instance: [`rebalance_zone`]).
 //!
 //! Every action is a scaling activity with its cause and status.
 //!
@@ -181,6 +182,32 @@ pub fn pick_victims(
         out.push(victim);
     }
     out
+}
+
+/// The zone of `available` to launch one instance in to even out the
+/// group's zones (process `AZRebalance`), if any: the emptiest available zone,
+/// when a zone the next pass could terminate from (one holding an
+/// unprotected instance, as [`pick_victims`] chooses) has at least two more.
+/// Zones whose surplus is all protected are left alone: rebalancing them
+/// would launch, then terminate the instance it just launched, forever.
+pub fn rebalance_zone(
+    g: &AutoScalingGroup,
+    available: &[String],
+    in_service: &[Instance],
+) -> Option<String> {
+    let count = |z: &str| {
+        in_service
+            .iter()
+            .filter(|i| i.availability_zone == z)
+            .count()
+    };
+    let max = in_service
+        .iter()
+        .filter(|i| !g.protected.contains(&i.id))
+        .map(|i| count(&i.availability_zone))
+        .max()?;
+    let low = available.iter().min_by_key(|z| count(z))?;
+    (max > count(low) + 1).then(|| low.clone())
 }
 
 impl Domain {
@@ -343,18 +370,12 @@ impl Domain {
         }
         if n == desired && n > 0 && !g.suspended.contains("AZRebalance") {
             let zones = self.available_zones(&g.zones).await?;
-            let count = |z: &String| per_zone.get(z).copied().unwrap_or(0);
-            let max = g.zones.iter().map(count).max().unwrap_or(0);
-            if let Some(low) = zones.iter().min_by_key(|z| count(z)) {
-                if max > count(low) + 1 {
-                    let cause = format!(
-                        "At {} an instance was launched to aid in balancing the group's zones.",
-                        iso(now)
-                    );
-                    return self
-                        .start_launch(cur, vec![(low.clone(), 1)], cause, report)
-                        .await;
-                }
+            if let Some(low) = rebalance_zone(&g, &zones, &in_service) {
+                let cause = format!(
+                    "At {} an instance was launched to aid in balancing the group's zones.",
+                    iso(now)
+                );
+                return self.start_launch(cur, vec![(low, 1)], cause, report).await;
             }
         }
         Ok(())
@@ -764,6 +785,29 @@ mod tests {
         g.protected.insert(a1.id.clone());
         g.protected.insert(a2.id.clone());
         assert!(pick_victims(&g, &set, 1, 1000).is_empty());
+    }
+
+    #[test]
+    fn rebalance_launches_only_where_the_surplus_can_be_terminated() {
+        let mut g = group();
+        g.desired = 2;
+        let zones: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
+        let (a1, a2) = (inst("a", 0, 1), inst("a", 0, 1));
+        let set = vec![a1.clone(), a2.clone()];
+        // a:2, b:0 -> one launch in b (then a's surplus is terminated).
+        assert_eq!(rebalance_zone(&g, &zones, &set), Some("b".into()));
+        // Only c has a live node: launch there.
+        assert_eq!(rebalance_zone(&g, &zones[2..], &set), Some("c".into()));
+        // a:1, b:1, c:0 is as even as two instances get.
+        let even = vec![a1.clone(), inst("b", 0, 1)];
+        assert_eq!(rebalance_zone(&g, &zones, &even), None);
+        // a's instances all protected from scale-in: the next pass could
+        // only terminate the instance a rebalance launched, so none is.
+        g.protected.insert(a1.id.clone());
+        assert_eq!(rebalance_zone(&g, &zones, &set), Some("b".into()));
+        g.protected.insert(a2.id.clone());
+        assert_eq!(rebalance_zone(&g, &zones, &set), None);
+        assert_eq!(rebalance_zone(&g, &zones, &[]), None);
     }
 
     #[test]
