@@ -3,6 +3,7 @@
 #
 #   deploy/quickstart.sh [up]     install what is missing, build, start, launch 3 hello instances
 #   deploy/quickstart.sh up --ha  the same, highly available: 3 etcd members, 3 control planes
+#   deploy/quickstart.sh up --tls the EC2 gateway over HTTPS, with a local CA made for it
 #   deploy/quickstart.sh down     stop everything and remove what `up` created
 #   deploy/quickstart.sh status   show what is running
 #
@@ -23,6 +24,10 @@
 #   3 etcd members        one raft cluster nbq0..nbq2 on 127.0.0.1, data in $STATE/etcd-<i>
 #   3 control planes      control-plane-<i>: own gRPC/EC2 ports, Unix socket $STATE/cp<i>.sock
 #   agents, CLI           know every replica (agent `control_planes`, comma-separated endpoint)
+# HTTPS (`up --tls` or NUBIS_QS_TLS=1; remembered until `down`): a local CA and a
+# certificate for 127.0.0.1/localhost signed by it (openssl, ECDSA P-256) in
+# $STATE/tls; the gateway serves them (`[http] tls_cert_file`/`tls_key_file`) and
+# quickstart.env exports AWS_CA_BUNDLE=$STATE/tls/ca.pem for aws-cli and boto3.
 #
 # Environment:
 #   NUBIS_QS_REGION   region name; zones are <region>a, <region>b, <region>c
@@ -36,6 +41,7 @@
 #   NUBIS_QS_PROFILE  name of the CLI profile    (default quickstart)
 #   NUBIS_QS_ENV_FILE endpoints/credentials file (default ~/.config/nubis/quickstart.env)
 #   NUBIS_QS_HA=1     high-availability layout (as `up --ha`)
+#   NUBIS_QS_TLS=1    the EC2 gateway over HTTPS (as `up --tls`)
 #   NUBIS_QS_SKIP_BUILD=1  use the binaries already built
 #   NUBIS_QS_BIN      directory of the binaries  (default target/release; with SKIP_BUILD,
 #                     e.g. target/debug)
@@ -132,6 +138,48 @@ HA_REPLICAS=(0 1 2)
 
 ha_mode() { [[ ${NUBIS_QS_HA:-0} == 1 || -f $STATE/ha ]]; }
 
+tls_mode() { [[ ${NUBIS_QS_TLS:-0} == 1 || -f $STATE/tls/ca.pem ]]; }
+
+# The EC2 gateway's URL scheme.
+ec2_scheme() { if tls_mode; then echo https; else echo http; fi; }
+
+# `up --tls`: a local CA (kept until `down`) and the gateway's certificate,
+# signed by it, for the addresses clients use (127.0.0.1, localhost). Both
+# are made once; a certificate that no longer verifies against the CA (or
+# is within a day of expiring) is made again.
+local_ca() {
+    local d=$STATE/tls
+    mkdir -p "$d"; chmod 700 "$d"
+    if [[ ! -s $d/ca.pem || ! -s $d/ca.key ]]; then
+        say "making a local CA for the EC2 gateway's HTTPS ($d/ca.pem)"
+        openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -keyout "$d/ca.key" -out "$d/ca.pem" -days 825 -subj "/CN=Nubis quickstart local CA" \
+            -addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
+            -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null \
+            || die "openssl could not make the local CA"
+        rm -f "$d/gateway.pem"
+    fi
+    if [[ ! -s $d/gateway.pem ]] || ! openssl verify -CAfile "$d/ca.pem" "$d/gateway.pem" >/dev/null 2>&1 \
+        || ! openssl x509 -in "$d/gateway.pem" -noout -checkend 86400 >/dev/null; then
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -keyout "$d/gateway.key" -out "$d/gateway.csr" -subj "/CN=localhost" 2>/dev/null \
+            || die "openssl could not make the gateway's key"
+        printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+            "extendedKeyUsage=serverAuth" "subjectAltName=IP:127.0.0.1,DNS:localhost" >"$d/gateway.ext"
+        openssl x509 -req -in "$d/gateway.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+            -out "$d/gateway.pem" -days 397 -extfile "$d/gateway.ext" 2>/dev/null \
+            || die "openssl could not sign the gateway's certificate"
+        rm -f "$d/gateway.csr"
+    fi
+    chmod 600 "$d"/*.key
+}
+
+# The `[http]` TLS settings of a control plane's config (nothing without TLS).
+http_tls_toml() {
+    tls_mode || return 0
+    printf 'tls_cert_file = "%s"\ntls_key_file = "%s"\n' "$STATE/tls/gateway.pem" "$STATE/tls/gateway.key"
+}
+
 # Picks (once) and loads the HA ports: ETCD_PORT_<i>, ETCD_PEER_PORT_<i>,
 # GRPC_PORT_<i>, EC2_PORT_<i>. Sets ENDPOINT to every replica's gRPC endpoint
 # (comma-separated: the CLI tries them in turn) and EC2_ENDPOINT to replica 0's.
@@ -154,7 +202,7 @@ ha_ports() {
         eps+=("http://127.0.0.1:${!v}")
     done
     ENDPOINT=$(IFS=,; echo "${eps[*]}")
-    EC2_ENDPOINT="http://127.0.0.1:$EC2_PORT_0"
+    EC2_ENDPOINT="$(ec2_scheme)://127.0.0.1:$EC2_PORT_0"
 }
 
 # The control planes' `[etcd] endpoints` list (TOML).
@@ -273,7 +321,7 @@ EOF
     # shellcheck disable=SC1091
     source "$STATE/ports.env"
     ENDPOINT="http://127.0.0.1:$GRPC_PORT"
-    EC2_ENDPOINT="http://127.0.0.1:$EC2_PORT"
+    EC2_ENDPOINT="$(ec2_scheme)://127.0.0.1:$EC2_PORT"
 }
 
 # History older than an hour is compacted (the local cloud's data grew to
@@ -296,7 +344,7 @@ start_etcd() {
 # GRPC_PORT and EC2_PORT set (see start_control_planes_ha).
 start_control_plane() {
     local name=${CP_NAME:-control-plane} sock=${CP_SOCK:-$STATE/cp.sock}
-    say "$name: gRPC http://127.0.0.1:$GRPC_PORT, EC2 http://127.0.0.1:$EC2_PORT, socket $sock"
+    say "$name: gRPC http://127.0.0.1:$GRPC_PORT, EC2 $(ec2_scheme)://127.0.0.1:$EC2_PORT, socket $sock"
     cat >"$STATE/$name.toml" <<EOF
 # Written by deploy/quickstart.sh
 region = "$REGION"
@@ -312,6 +360,7 @@ unix_socket = "$sock"
 
 [http]
 listen = "127.0.0.1:$EC2_PORT"
+$(http_tls_toml)
 
 [network]
 cidr = "10.200.0.0/16"
@@ -447,6 +496,11 @@ export AWS_ACCESS_KEY_ID=$TENANT_KEY
 export AWS_SECRET_ACCESS_KEY=$TENANT_SECRET
 export AWS_DEFAULT_REGION=$REGION
 EOF
+    if tls_mode; then
+        echo "export AWS_CA_BUNDLE=$STATE/tls/ca.pem"
+    else
+        echo "unset AWS_CA_BUNDLE"
+    fi >>"$QS_ENV"
     )
 }
 
@@ -532,6 +586,7 @@ up() {
     install_packages
     build
     secrets
+    if tls_mode; then local_ca; fi
     if ha_mode; then
         ha_ports
         start_etcd_ha
@@ -611,6 +666,7 @@ cmd=up
 for arg in "$@"; do
     case "$arg" in
         --ha) NUBIS_QS_HA=1 ;;
+        --tls) NUBIS_QS_TLS=1 ;;
         *) cmd=$arg ;;
     esac
 done
@@ -619,5 +675,5 @@ case "$cmd" in
     down) down ;;
     status) status ;;
     -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//' ;;
-    *) die "unknown command '$cmd' (up [--ha]|down|status)" ;;
+    *) die "unknown command '$cmd' (up [--ha] [--tls]|down|status)" ;;
 esac

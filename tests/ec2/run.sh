@@ -9,6 +9,8 @@
 #   NUBIS_EC2_VENV         virtualenv to use/create (default target/ec2-venv)
 #   NUBIS_EC2_PYTEST_ARGS  extra pytest arguments (e.g. "-k errors")
 #   NUBIS_EC2_PROFILE      cargo profile of the binaries: debug (default) or release
+#   NUBIS_EC2_TLS          1 (default): the gateway over HTTPS with the quickstart's
+#                          local CA (AWS_CA_BUNDLE); 0: plain HTTP
 # Needs root (namespaces, TAPs) and /dev/kvm, like the quickstart.
 set -euo pipefail
 
@@ -24,6 +26,9 @@ export NUBIS_QS_STATE=$work/qs
 export NUBIS_QS_PREFIX=nbe$(($$ % 100000))
 export NUBIS_QS_PROFILE=ec2test
 export NUBIS_QS_ENV_FILE=$work/quickstart.env
+# Over HTTPS, as EC2 is spoken: the quickstart makes a local CA and exports
+# AWS_CA_BUNDLE, which aws-cli and boto3 read (NUBIS_EC2_TLS=0: plain HTTP).
+export NUBIS_QS_TLS=${NUBIS_EC2_TLS:-1}
 # The binaries and the hello image are built here (a no-op in CI, whose build
 # and images stages ran before); the quickstart then only starts things.
 profile=${NUBIS_EC2_PROFILE:-debug}
@@ -97,6 +102,11 @@ fi
 # shellcheck disable=SC1091
 source "$NUBIS_QS_ENV_FILE"
 [[ -n ${NUBIS_EC2_ENDPOINT:-} ]] || { echo "quickstart.env has no NUBIS_EC2_ENDPOINT" >&2; exit 1; }
+if [[ $NUBIS_QS_TLS == 1 ]]; then
+    [[ $NUBIS_EC2_ENDPOINT == https://* && -s ${AWS_CA_BUNDLE:-} ]] \
+        || { echo "quickstart --tls gave no https endpoint and CA bundle" >&2; exit 1; }
+    echo "==> EC2 gateway over HTTPS at $NUBIS_EC2_ENDPOINT (CA $AWS_CA_BUNDLE)"
+fi
 export NUBIS_EC2_ENDPOINT AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_DEFAULT_REGION
 
 echo "==> a second account (tenant isolation)"

@@ -4,7 +4,9 @@ transport-level guarantees (XML, never HTML, never a 500 for bad input)."""
 
 import concurrent.futures
 import datetime
+import http.client
 import os
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -137,6 +139,32 @@ def test_other_accounts_instances_are_not_found(ec2, ec2_other, hello_ami, clean
     assert ec2.describe_instances(InstanceIds=[iid])["Reservations"]
 
 
+def tls_context():
+    """The quickstart's local CA when the gateway speaks HTTPS (run.sh)."""
+    bundle = os.environ.get("AWS_CA_BUNDLE")
+    return ssl.create_default_context(cafile=bundle) if bundle else None
+
+
+def test_gateway_speaks_https_with_the_quickstart_ca(endpoint):
+    """run.sh brings the local cloud up with `quickstart.sh --tls`: the
+    endpoint is HTTPS, trusted through AWS_CA_BUNDLE, and refused by a client
+    that trusts only the system's CAs."""
+    if os.environ.get("NUBIS_QS_TLS", "1") != "1":
+        pytest.skip("NUBIS_EC2_TLS=0: plain HTTP requested")
+    assert endpoint.startswith("https://"), endpoint
+    req = urllib.request.Request(endpoint + "/", method="GET")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=30, context=tls_context())
+    assert e.value.read().decode().startswith("<?xml")
+    with pytest.raises(urllib.error.URLError) as untrusted:
+        urllib.request.urlopen(req, timeout=30, context=ssl.create_default_context())
+    assert "CERTIFICATE_VERIFY_FAILED" in str(untrusted.value), untrusted.value
+    # Plain HTTP to the TLS port: no HTTP answer (a TLS alert, then close).
+    plain = "http://" + endpoint[len("https://"):]
+    with pytest.raises((urllib.error.URLError, http.client.HTTPException, OSError)):
+        urllib.request.urlopen(urllib.request.Request(plain + "/", method="GET"), timeout=5)
+
+
 def test_raw_http_answers_are_xml(endpoint):
     for req in (
         urllib.request.Request(endpoint + "/", method="GET"),
@@ -147,7 +175,7 @@ def test_raw_http_answers_are_xml(endpoint):
                                headers={"Content-Type": "application/x-www-form-urlencoded"}),
     ):
         with pytest.raises(urllib.error.HTTPError) as e:
-            urllib.request.urlopen(req, timeout=30)
+            urllib.request.urlopen(req, timeout=30, context=tls_context())
         body = e.value.read().decode()
         assert 400 <= e.value.code < 500, (e.value.code, body)
         assert body.startswith("<?xml") and "<Response><Errors><Error><Code>" in body, body
