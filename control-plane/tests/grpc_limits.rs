@@ -74,6 +74,19 @@ async fn closed_after<S: tokio::io::AsyncRead + Unpin>(mut s: S, since: Instant)
     }
 }
 
+/// The closing times of idle sockets ([`closed_after`] tasks): how many
+/// closed at once (< 1 s), how many by a 2 s handshake timeout (1.5-5 s),
+/// and all of them in seconds.
+async fn closing_times(idle: Vec<tokio::task::JoinHandle<Duration>>) -> (usize, usize, Vec<f64>) {
+    let mut times = Vec::new();
+    for h in idle {
+        times.push(h.await.unwrap().as_secs_f64());
+    }
+    let at_once = times.iter().filter(|t| **t < 1.0).count();
+    let timed_out = times.iter().filter(|t| (1.5..5.0).contains(*t)).count();
+    (at_once, timed_out, times)
+}
+
 /// A signed DescribeAvailabilityZones on a fresh connection from 127.0.0.1.
 async fn signed_call(addr: SocketAddr, creds: &nubis_proto::auth::Credentials) -> Duration {
     let t = Instant::now();
@@ -116,14 +129,9 @@ async fn idle_sockets_from_one_address_do_not_starve_a_signed_client() {
         assert!(took < Duration::from_secs(1), "took {took:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut times = Vec::new();
-    for h in idle {
-        times.push(h.await.unwrap().as_secs_f64());
-    }
     // 80 were over the per-address limit: closed at once. 20 were admitted
     // and closed by the 2 s handshake timeout.
-    let at_once = times.iter().filter(|t| **t < 1.0).count();
-    let timed_out = times.iter().filter(|t| (1.5..5.0).contains(*t)).count();
+    let (at_once, timed_out, times) = closing_times(idle).await;
     assert_eq!(
         (at_once, timed_out),
         (80, 20),
@@ -443,12 +451,7 @@ async fn the_unix_socket_has_the_same_cap_and_handshake_deadline() {
     // The TCP listener counts its own connections: served at once.
     let took = signed_call(addr, &alice).await;
     assert!(took < Duration::from_secs(1), "took {took:?}");
-    let mut times = Vec::new();
-    for h in idle {
-        times.push(h.await.unwrap().as_secs_f64());
-    }
-    let at_once = times.iter().filter(|t| **t < 1.0).count();
-    let timed_out = times.iter().filter(|t| (1.5..5.0).contains(*t)).count();
+    let (at_once, timed_out, times) = closing_times(idle).await;
     assert_eq!(
         (at_once, timed_out),
         (3, 5),
