@@ -1,8 +1,10 @@
-//! The gRPC TCP listener's accept side: connection limits, the TLS
-//! handshake and a deadline for a new connection to start speaking HTTP/2,
-//! as a stream of ready connections for tonic's `serve_with_incoming`.
+//! The gRPC listeners' accept side (TCP and the local Unix socket):
+//! connection limits, the TLS handshake and a deadline for a new connection
+//! to start speaking HTTP/2, as a stream of ready connections for tonic's
+//! `serve_with_incoming`.
 //!
-//! Owns, per replica (`[grpc]`, [`GrpcLimits`]):
+//! Owns, per listener (`[grpc]`, [`GrpcLimits`]; the Unix socket's peers
+//! have no address, so only its total cap applies, see [`Accept`]):
 //! - connection limits: at most `max_connections` open connections and
 //!   `max_connections_per_ip` per client address ([`ConnTable`]); a
 //!   connection over either is closed at once, before any byte of it is
@@ -25,14 +27,14 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tonic::transport::server::Connected;
@@ -53,19 +55,57 @@ pub struct GrpcLimits {
     pub handshake_timeout: Duration,
 }
 
-/// Turns an accepted socket into the stream tonic serves (itself, or TLS over it).
-pub type Handshake<IO> =
-    Arc<dyn Fn(TcpStream) -> Pin<Box<dyn Future<Output = io::Result<IO>> + Send>> + Send + Sync>;
+/// A listening socket [`Incoming`] accepts from.
+pub trait Accept: std::fmt::Debug + Send + 'static {
+    /// An accepted connection.
+    type Stream: Send + 'static;
+    /// The next connection and the address its per-client limit counts
+    /// against.
+    fn poll_accept_from(&self, cx: &mut Context<'_>) -> Poll<io::Result<(Self::Stream, IpAddr)>>;
+}
+
+impl Accept for TcpListener {
+    type Stream = TcpStream;
+
+    fn poll_accept_from(&self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpStream, IpAddr)>> {
+        self.poll_accept(cx).map_ok(|(tcp, peer)| {
+            // Accepted sockets need TCP_NODELAY themselves: without it,
+            // Nagle and delayed ACKs add ~40 ms to small responses.
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY on a gRPC socket");
+            }
+            (tcp, peer.ip())
+        })
+    }
+}
+
+/// The key every Unix-socket peer counts against: they have no address,
+/// so the listener's total cap is the limit that applies (give it a
+/// per-address limit equal to the total).
+pub const UNIX_PEER: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+
+impl Accept for UnixListener {
+    type Stream = UnixStream;
+
+    fn poll_accept_from(&self, cx: &mut Context<'_>) -> Poll<io::Result<(UnixStream, IpAddr)>> {
+        self.poll_accept(cx).map_ok(|(s, _)| (s, UNIX_PEER))
+    }
+}
+
+/// Turns an accepted socket `S` into the stream tonic serves (itself, or
+/// TLS over it).
+pub type Handshake<S, IO> =
+    Arc<dyn Fn(S) -> Pin<Box<dyn Future<Output = io::Result<IO>> + Send>> + Send + Sync>;
 
 /// No handshake: the socket as it is.
-pub fn plain() -> Handshake<TcpStream> {
-    Arc::new(|tcp| Box::pin(async move { Ok(tcp) }))
+pub fn plain<S: Send + 'static>() -> Handshake<S, S> {
+    Arc::new(|s| Box::pin(async move { Ok(s) }))
 }
 
 /// The TLS handshake with `acceptor`.
 pub fn tls(
     acceptor: tokio_rustls::TlsAcceptor,
-) -> Handshake<tokio_rustls::server::TlsStream<TcpStream>> {
+) -> Handshake<TcpStream, tokio_rustls::server::TlsStream<TcpStream>> {
     Arc::new(move |tcp| {
         let accept = acceptor.accept(tcp);
         Box::pin(accept)
@@ -76,17 +116,17 @@ pub fn tls(
 /// handshakes finish. Never ends and never yields an error (accept errors
 /// are logged and retried after a short pause, so that tonic keeps serving).
 /// Dropping it closes the listener and every connection still handshaking.
-pub struct Incoming<IO> {
-    listener: TcpListener,
+pub struct Incoming<L: Accept, IO> {
+    listener: L,
     table: Arc<ConnTable>,
     timeout: Duration,
-    handshake: Handshake<IO>,
+    handshake: Handshake<L::Stream, IO>,
     pending: JoinSet<Option<Guarded<IO>>>,
     /// After an accept error (EMFILE...): no accepts until it fires.
     backoff: Option<Pin<Box<Sleep>>>,
 }
 
-impl<IO> std::fmt::Debug for Incoming<IO> {
+impl<L: Accept, IO> std::fmt::Debug for Incoming<L, IO> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Incoming")
             .field("listener", &self.listener)
@@ -95,9 +135,9 @@ impl<IO> std::fmt::Debug for Incoming<IO> {
     }
 }
 
-impl<IO: Send + 'static> Incoming<IO> {
+impl<L: Accept, IO: Send + 'static> Incoming<L, IO> {
     /// Connections of `listener` under `limits`, after `handshake`.
-    pub fn new(listener: TcpListener, limits: GrpcLimits, handshake: Handshake<IO>) -> Self {
+    pub fn new(listener: L, limits: GrpcLimits, handshake: Handshake<L::Stream, IO>) -> Self {
         Self {
             listener,
             table: Arc::new(ConnTable::new(
@@ -111,19 +151,14 @@ impl<IO: Send + 'static> Incoming<IO> {
         }
     }
 
-    /// Takes `tcp` from `peer` if the limits allow and starts its handshake.
-    fn admit(&mut self, tcp: TcpStream, peer: SocketAddr) {
-        // Accepted sockets need TCP_NODELAY themselves: without it, Nagle
-        // and delayed ACKs add ~40 ms to small responses.
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY on a gRPC socket");
-        }
-        let Some(slot) = self.table.admit(peer.ip()) else {
+    /// Takes `conn` from `peer` if the limits allow and starts its handshake.
+    fn admit(&mut self, conn: L::Stream, peer: IpAddr) {
+        let Some(slot) = self.table.admit(peer) else {
             tracing::debug!(%peer, "gRPC connection refused: connection limit");
             return;
         };
         let deadline = Instant::now() + self.timeout;
-        let handshake = (self.handshake)(tcp);
+        let handshake = (self.handshake)(conn);
         self.pending.spawn(async move {
             match tokio::time::timeout_at(deadline, handshake).await {
                 Ok(Ok(io)) => Some(Guarded::new(io, slot, deadline)),
@@ -140,7 +175,7 @@ impl<IO: Send + 'static> Incoming<IO> {
     }
 }
 
-impl<IO: Send + 'static> futures::Stream for Incoming<IO> {
+impl<L: Accept + Unpin, IO: Send + 'static> futures::Stream for Incoming<L, IO> {
     type Item = io::Result<Guarded<IO>>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -151,8 +186,8 @@ impl<IO: Send + 'static> futures::Stream for Incoming<IO> {
             }
         }
         while this.backoff.is_none() {
-            match this.listener.poll_accept(cx) {
-                Poll::Ready(Ok((tcp, peer))) => this.admit(tcp, peer),
+            match this.listener.poll_accept_from(cx) {
+                Poll::Ready(Ok((conn, peer))) => this.admit(conn, peer),
                 Poll::Ready(Err(e)) => {
                     // EMFILE and the like: pause instead of spinning.
                     tracing::warn!(error = %e, "gRPC accept failed");

@@ -105,7 +105,14 @@ impl Replica {
             let listener = tokio::net::UnixListener::bind(path)
                 .map_err(|e| io(&format!("binding {}", path.display()), e))?;
             unix_socket = Some(path.clone());
-            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            // The same total cap and handshake deadline as the TCP listener;
+            // its peers have no address (one key), so no per-address limit.
+            let limits = cfg.grpc.limits();
+            let limits = grpc_listener::GrpcLimits {
+                max_connections_per_ip: limits.max_connections,
+                ..limits
+            };
+            let incoming = Incoming::new(listener, limits, grpc_listener::plain());
             let routes = crate::api::routes(domain.clone());
             tasks.push(tokio::spawn(serve_grpc(
                 incoming,

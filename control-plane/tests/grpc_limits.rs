@@ -5,7 +5,8 @@
 //! over the total limit are closed at once and a freed slot is usable
 //! again; an oversized message is refused with RESOURCE_EXHAUSTED or
 //! OUT_OF_RANGE and the replica keeps serving; a request without usable
-//! signing headers is refused before its body is read.
+//! signing headers is refused before its body is read. The local Unix
+//! socket has the same total cap and handshake deadline, per listener.
 //!
 //! Loopback accepts any 127.x.y.z source address, so "other clients" are
 //! sockets bound to 127.0.0.2.. before connecting.
@@ -63,7 +64,7 @@ async fn compute_from(
 }
 
 /// How long until the server closes `s` (EOF or error), at most 30 s.
-async fn closed_after(mut s: TcpStream, since: Instant) -> Duration {
+async fn closed_after<S: tokio::io::AsyncRead + Unpin>(mut s: S, since: Instant) -> Duration {
     let mut buf = [0u8; 256];
     loop {
         match tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf)).await {
@@ -71,6 +72,19 @@ async fn closed_after(mut s: TcpStream, since: Instant) -> Duration {
             Ok(Ok(_)) => {} // the server's HTTP/2 settings, if any
         }
     }
+}
+
+/// The closing times of idle sockets ([`closed_after`] tasks): how many
+/// closed at once (< 1 s), how many by a 2 s handshake timeout (1.5-5 s),
+/// and all of them in seconds.
+async fn closing_times(idle: Vec<tokio::task::JoinHandle<Duration>>) -> (usize, usize, Vec<f64>) {
+    let mut times = Vec::new();
+    for h in idle {
+        times.push(h.await.unwrap().as_secs_f64());
+    }
+    let at_once = times.iter().filter(|t| **t < 1.0).count();
+    let timed_out = times.iter().filter(|t| (1.5..5.0).contains(*t)).count();
+    (at_once, timed_out, times)
 }
 
 /// A signed DescribeAvailabilityZones on a fresh connection from 127.0.0.1.
@@ -115,14 +129,9 @@ async fn idle_sockets_from_one_address_do_not_starve_a_signed_client() {
         assert!(took < Duration::from_secs(1), "took {took:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut times = Vec::new();
-    for h in idle {
-        times.push(h.await.unwrap().as_secs_f64());
-    }
     // 80 were over the per-address limit: closed at once. 20 were admitted
     // and closed by the 2 s handshake timeout.
-    let at_once = times.iter().filter(|t| **t < 1.0).count();
-    let timed_out = times.iter().filter(|t| (1.5..5.0).contains(*t)).count();
+    let (at_once, timed_out, times) = closing_times(idle).await;
     assert_eq!(
         (at_once, timed_out),
         (80, 20),
@@ -391,5 +400,68 @@ async fn requests_without_usable_signing_headers_are_refused_before_their_body_i
     // never ends here): no answer, as the signature covers the body.
     let known = headers(&alice.access_key_id, now);
     assert!(endless_body(ch.clone(), Some(known)).await.is_none());
+    r.shutdown().await;
+}
+
+/// A signed Compute client over the Unix socket `sock`.
+async fn compute_over_unix(
+    sock: std::path::PathBuf,
+    creds: nubis_proto::auth::Credentials,
+) -> Result<Compute, tonic::transport::Error> {
+    let ch = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+            let sock = sock.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(sock).await?,
+                ))
+            }
+        }))
+        .await?;
+    Ok(pb::compute_client::ComputeClient::new(
+        nubis_proto::auth::Signed::new(ch, creds),
+    ))
+}
+
+/// The Unix-socket listener has the TCP listener's total cap and handshake
+/// deadline, counted apart from it: idle local sockets over the cap are
+/// closed at once, those admitted after the handshake timeout, a TCP client
+/// is served meanwhile, and the freed slots serve a signed Unix client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unix_socket_has_the_same_cap_and_handshake_deadline() {
+    let Some(etcd) = start_etcd() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("cp.sock");
+    let r = replica(
+        &etcd,
+        &format!(
+            "max_connections = 5\nunix_socket = \"{}\"\n",
+            sock.display()
+        ),
+    )
+    .await;
+    let addr = r.grpc_addr.unwrap();
+    let alice = tenant(&endpoint(&r), "alice").await;
+    let t0 = Instant::now();
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        let s = tokio::net::UnixStream::connect(&sock).await.unwrap();
+        idle.push(tokio::spawn(closed_after(s, t0)));
+    }
+    // The TCP listener counts its own connections: served at once.
+    let took = signed_call(addr, &alice).await;
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    let (at_once, timed_out, times) = closing_times(idle).await;
+    assert_eq!(
+        (at_once, timed_out),
+        (3, 5),
+        "closing times of the idle Unix sockets: {times:?}"
+    );
+    let mut c = compute_over_unix(sock.clone(), alice.clone())
+        .await
+        .unwrap();
+    c.describe_availability_zones(pb::DescribeAvailabilityZonesRequest::default())
+        .await
+        .unwrap();
     r.shutdown().await;
 }

@@ -172,7 +172,7 @@ impl InstanceHandle {
                 // Its exit record (host/vmm_process.rs) tells how it ended.
                 let recorded = record
                     .as_ref()
-                    .and_then(|r| read_exit_record(&exit_status_path(&r.api_socket), r.pid));
+                    .and_then(|r| read_exit_record(&exit_status_path(&r.api_socket), r));
                 match recorded {
                     Some(r) => {
                         let stderr = tail(&dir.stderr(), 512).unwrap_or_default();
@@ -350,6 +350,7 @@ fn find_vmm_by_socket(dir: &InstanceDir) -> Option<VmmRecord> {
                 pid,
                 start_time,
                 api_socket: sock,
+                nonce: crate::host::vmm_process::cmdline_nonce(pid),
             });
         }
     }

@@ -123,6 +123,22 @@ fn assert_jailed(pid: i32) {
     }
     // Main (event loop), API and one vCPU thread.
     assert!(threads >= 3, "{threads} threads");
+    // Pid 1 of a pid namespace of its own: two pids, the inner one 1, and
+    // not the agent's namespace.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let nspid: Vec<&str> = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .unwrap_or_else(|| panic!("no NSpid in {status}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(nspid, [pid.to_string().as_str(), "1"], "NSpid");
+    let ns = |p: String| std::fs::read_link(p).unwrap();
+    assert_ne!(
+        ns(format!("/proc/{pid}/ns/pid")),
+        ns("/proc/self/ns/pid".into()),
+        "the VMM shares the agent's pid namespace"
+    );
 }
 
 /// The jailed VMM `pid` has a network namespace of its own (not the agent's
@@ -389,6 +405,64 @@ fn vmm_killed_by_sigsys_is_reported_as_a_seccomp_violation() {
             .unwrap()
             .unwrap();
         wait(&h, "gone", |r| r.state == State::Gone).await;
+    });
+}
+
+/// A jail step that fails in the child before exec (here `setrlimit` of an
+/// RLIMIT_NOFILE above the kernel's `fs.nr_open`: EPERM) fails the launch
+/// with the step's errno, and leaves no process (the failed child is
+/// reaped) and, once terminated, no cgroup.
+#[test]
+fn a_failing_jail_step_reports_its_errno_and_leaves_nothing() {
+    if !have_prereqs(true) {
+        return;
+    }
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let env = Env::with(None, &format!("[jail]\nmax_open_files = {}\n", nr_open + 1));
+    let rt = env.runtime();
+    rt.block_on(async {
+        let ctx = ctx(&env);
+        let id = InstanceId::new("i-jailfail1").unwrap();
+        let h = InstanceHandle::spawn_new(ctx.clone(), spec(id.as_str(), ""));
+        h.request(Request::Start, 1, false).await.unwrap().unwrap();
+        let r = wait(&h, "failed", |r| r.state == State::Failed).await;
+        let reason = r.reason.unwrap();
+        assert_eq!(reason.code, ReasonCode::VmmSpawnFailed, "{reason:?}");
+        assert!(
+            reason.message.contains("spawning") && reason.message.contains("os error 1)"),
+            "{reason:?}"
+        );
+        assert_eq!(r.pid, None, "{reason:?}");
+        assert_eq!(ctx.cgroups.pids(&id), Vec::<i32>::new());
+        // No process anywhere holds the instance's API socket.
+        let sock = env
+            .config
+            .state_dir
+            .join("instances")
+            .join(id.as_str())
+            .join("api.sock");
+        let want = sock.as_os_str().as_encoded_bytes().to_vec();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            assert!(
+                !cmd.split(|b| *b == 0).any(|a| a == want.as_slice()),
+                "process {:?} runs the failed VMM",
+                e.file_name()
+            );
+        }
+        let cgroup = ctx.cgroups.path(&id);
+        h.request(Request::Terminate, 2, true)
+            .await
+            .unwrap()
+            .unwrap();
+        wait(&h, "gone", |r| r.state == State::Gone).await;
+        if let Some(dir) = cgroup {
+            assert!(!dir.exists(), "{} is left", dir.display());
+        }
     });
 }
 

@@ -54,11 +54,28 @@ pub struct ExitRecord {
     /// When it was written (milliseconds since the Unix epoch).
     #[serde(default)]
     pub unix_ms: u64,
-    /// The VMM's process id (lets a reader reject a record of an earlier VMM).
+    /// The VMM's process id as the VMM sees it (1 when it runs as its own
+    /// pid namespace's init; logs only then).
     pub pid: u32,
-    /// The fatal signal that ended the process, if one did.
+    /// The fatal signal that ended the process, if one did (the process
+    /// itself may then have exited with `128 + signal`: a pid namespace's
+    /// init cannot be killed by a signal it raises).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
+    /// The `--exit-status-nonce` the VMM was started with: lets a reader
+    /// tell this launch's record from an earlier VMM's when the pid cannot
+    /// (every VMM in its own pid namespace is pid 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+}
+
+/// Whether `nonce` may be an exit-status nonce: 1 to 64 ASCII letters,
+/// digits, `-` or `_` (written into JSON unescaped, from a signal handler).
+pub fn valid_nonce(nonce: &str) -> bool {
+    (1..=64).contains(&nonce.len())
+        && nonce
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// An action requested over the API socket.
@@ -337,6 +354,7 @@ mod tests {
             unix_ms: 5,
             pid: 7,
             signal: None,
+            nonce: None,
         };
         assert_eq!(
             serde_json::to_string(&r).expect("encode"),
@@ -345,6 +363,19 @@ mod tests {
         let sig: ExitRecord =
             serde_json::from_str(r#"{"exit_code":134,"pid":7,"signal":6}"#).expect("decode");
         assert_eq!((sig.signal, sig.reason.as_str()), (Some(6), ""));
+        assert_eq!(sig.nonce, None);
+        let n: ExitRecord =
+            serde_json::from_str(r#"{"exit_code":0,"pid":1,"nonce":"ab-9_Z"}"#).expect("decode");
+        assert_eq!(n.nonce.as_deref(), Some("ab-9_Z"));
+    }
+
+    #[test]
+    fn nonces_are_plain_ascii_words() {
+        assert!(valid_nonce("0123abcdef-_XYZ"));
+        assert!(valid_nonce(&"a".repeat(64)));
+        for bad in ["", "a\"", "a b", "é", "a\\", &"a".repeat(65)] {
+            assert!(!valid_nonce(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -230,6 +230,12 @@ pub struct Cli {
     /// --config, whose exit_status_file it overrides.
     #[arg(long = "exit-status-file", value_name = "PATH")]
     pub exit_status_file: Option<PathBuf>,
+    /// A word (1-64 letters, digits, `-`, `_`) written as "nonce" into every
+    /// exit-status record, so that whoever started this VMM can tell its
+    /// record from an earlier VMM's (the pid cannot when each VMM is its own
+    /// pid namespace's pid 1). Allowed with --config.
+    #[arg(long = "exit-status-nonce", value_name = "WORD", value_parser = parse_nonce)]
+    pub exit_status_nonce: Option<String>,
     /// UNSAFE, for debugging only: do not install the per-thread seccomp
     /// filters (a device-model bug could then make any syscall). Allowed with
     /// --config, whose `seccomp` field it overrides.
@@ -243,6 +249,14 @@ pub struct Cli {
     /// reread on the API's reload_metadata.
     #[arg(long = "metadata-file", value_name = "PATH")]
     pub metadata_file: Option<PathBuf>,
+}
+
+fn parse_nonce(s: &str) -> std::result::Result<String, String> {
+    if nubis_vmm_api::valid_nonce(s) {
+        Ok(s.to_string())
+    } else {
+        Err("1 to 64 ASCII letters, digits, '-' or '_'".into())
+    }
 }
 
 impl Cli {

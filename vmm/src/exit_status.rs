@@ -1,15 +1,24 @@
 //! The exit-status record (`--exit-status-file PATH`): on every exit whose
 //! path is known, the VMM writes `{"exit_code":N,"reason":"..","unix_ms":N,
-//! "pid":N}` (plus `"signal":N` when a fatal signal ended it) to a temporary
+//! "pid":N}` (plus `"signal":N` when a fatal signal ended it, and
+//! `"nonce":".."` when started with `--exit-status-nonce`) to a temporary
 //! file next to PATH and renames it over PATH, so a reader sees either no
 //! record or a whole one. An agent that is not the VMM's parent (it restarted
-//! while the VM ran) cannot `waitpid`; it reads this record instead.
+//! while the VM ran) cannot `waitpid`; it reads this record instead, and
+//! tells this launch's record from an earlier one's by the nonce (the pid is
+//! 1 for every VMM started in its own pid namespace).
 //!
 //! Fatal signals (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGHUP, SIGQUIT,
 //! ...) are caught by a handler that writes the record with async-signal-safe
 //! calls only (open, write, rename, clock_gettime, all on pre-built paths and a
-//! stack buffer) and then lets the signal take its default course, so the
-//! process still dies of that signal. SIGKILL cannot be caught: no record.
+//! stack buffer). A fault the kernel raised (a bad memory access...) then
+//! repeats with the previous action restored, which the kernel forces even on
+//! a pid namespace's init: the process dies of the signal. A signal sent by a
+//! process (`kill`) is raised again with the default action, which kills an
+//! ordinary process; a pid namespace's init ignores a default action it is
+//! sent, so the handler then ends the process with `_exit(128 + signal)` and
+//! the record's `signal` says which one it was. SIGKILL cannot be caught: no
+//! record.
 
 use std::ffi::CString;
 use std::io::Write as _;
@@ -43,6 +52,7 @@ pub fn write(path: &Path, exit_code: i32, reason: &str) -> std::io::Result<()> {
         unix_ms: unix_ms(),
         pid: std::process::id(),
         signal: None,
+        nonce: NONCE.get().cloned(),
     };
     let mut text = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
     text.push(b'\n');
@@ -62,19 +72,30 @@ pub fn record(path: Option<&Path>, exit_code: i32, reason: &str) {
     }
 }
 
-/// Finds `--exit-status-file PATH` (or `--exit-status-file=PATH`) among raw
-/// arguments: used when the command line as a whole does not parse.
-pub fn path_from_args<I: IntoIterator<Item = std::ffi::OsString>>(args: I) -> Option<PathBuf> {
-    const FLAG: &[u8] = b"--exit-status-file";
+/// The nonce every record of this process carries (`--exit-status-nonce`).
+static NONCE: OnceLock<String> = OnceLock::new();
+
+/// Sets the nonce written into every record; call before
+/// [`install_signal_handlers`]. A nonce that is not
+/// [`nubis_vmm_api::valid_nonce`] is refused (`false`), as is a second one.
+pub fn set_nonce(nonce: &str) -> bool {
+    nubis_vmm_api::valid_nonce(nonce) && NONCE.set(nonce.to_string()).is_ok()
+}
+
+/// The value of `FLAG VALUE` (or `FLAG=VALUE`) among raw arguments.
+fn flag_from_args<I: IntoIterator<Item = std::ffi::OsString>>(
+    flag: &[u8],
+    args: I,
+) -> Option<std::ffi::OsString> {
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
         let bytes = a.as_bytes();
-        if bytes == FLAG {
-            return args.next().filter(|p| !p.is_empty()).map(PathBuf::from);
+        if bytes == flag {
+            return args.next().filter(|p| !p.is_empty());
         }
-        if let Some(rest) = bytes.strip_prefix(FLAG).and_then(|r| r.strip_prefix(b"=")) {
+        if let Some(rest) = bytes.strip_prefix(flag).and_then(|r| r.strip_prefix(b"=")) {
             if !rest.is_empty() {
-                return Some(PathBuf::from(std::ffi::OsStr::from_bytes(rest)));
+                return Some(std::ffi::OsStr::from_bytes(rest).to_os_string());
             }
         }
         if bytes == b"--" {
@@ -82,6 +103,18 @@ pub fn path_from_args<I: IntoIterator<Item = std::ffi::OsString>>(args: I) -> Op
         }
     }
     None
+}
+
+/// Finds `--exit-status-file PATH` (or `--exit-status-file=PATH`) among raw
+/// arguments: used when the command line as a whole does not parse.
+pub fn path_from_args<I: IntoIterator<Item = std::ffi::OsString>>(args: I) -> Option<PathBuf> {
+    flag_from_args(b"--exit-status-file", args).map(PathBuf::from)
+}
+
+/// Finds `--exit-status-nonce N` among raw arguments (as
+/// [`path_from_args`]).
+pub fn nonce_from_args<I: IntoIterator<Item = std::ffi::OsString>>(args: I) -> Option<String> {
+    flag_from_args(b"--exit-status-nonce", args).and_then(|n| n.into_string().ok())
 }
 
 /// Paths the signal handler writes, prepared before it is installed.
@@ -111,8 +144,7 @@ const FATAL_SIGNALS: [i32; 12] = [
 ];
 
 /// The action each fatal signal had before ours (same order as
-/// [`FATAL_SIGNALS`]), restored by the handler before the signal takes its
-/// course. Set once, before the handlers are installed.
+/// [`FATAL_SIGNALS`]), restored by the handler before a fault repeats. Set once, before the handlers are installed.
 static PREVIOUS: OnceLock<[libc::sigaction; FATAL_SIGNALS.len()]> = OnceLock::new();
 
 /// Installs the fatal-signal handlers that write the record to `path`. Call
@@ -182,8 +214,9 @@ impl StackBuf {
     }
 }
 
-/// Builds the record for a fatal signal without allocating.
-fn signal_record(sig: i32, unix_ms: u64, pid: u32) -> StackBuf {
+/// Builds the record for a fatal signal without allocating (`nonce` is
+/// empty or a [`nubis_vmm_api::valid_nonce`], which needs no escaping).
+fn signal_record(sig: i32, unix_ms: u64, pid: u32, nonce: &[u8]) -> StackBuf {
     let sig = sig.max(0) as u64;
     let mut b = StackBuf {
         out: [0; 256],
@@ -199,11 +232,16 @@ fn signal_record(sig: i32, unix_ms: u64, pid: u32) -> StackBuf {
     b.number(u64::from(pid));
     b.put(b",\"signal\":");
     b.number(sig);
+    if !nonce.is_empty() {
+        b.put(b",\"nonce\":\"");
+        b.put(nonce);
+        b.put(b"\"");
+    }
     b.put(b"}\n");
     b
 }
 
-extern "C" fn on_fatal_signal(sig: i32, _info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+extern "C" fn on_fatal_signal(sig: i32, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
     if let Some(paths) = SIGNAL_PATHS.get() {
         // SAFETY: only async-signal-safe calls (clock_gettime, getpid, open,
         // write, close, rename) on NUL-terminated paths built before the
@@ -212,7 +250,8 @@ extern "C" fn on_fatal_signal(sig: i32, _info: *mut libc::siginfo_t, _ctx: *mut 
             let mut ts: libc::timespec = std::mem::zeroed();
             libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts);
             let ms = (ts.tv_sec.max(0) as u64) * 1000 + (ts.tv_nsec.max(0) as u64) / 1_000_000;
-            let rec = signal_record(sig, ms, libc::getpid() as u32);
+            let nonce = NONCE.get().map_or(&b""[..], |n| n.as_bytes());
+            let rec = signal_record(sig, ms, libc::getpid() as u32, nonce);
             let fd = libc::open(
                 paths.tmp.as_ptr(),
                 libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
@@ -227,29 +266,47 @@ extern "C" fn on_fatal_signal(sig: i32, _info: *mut libc::siginfo_t, _ctx: *mut 
             }
         }
     }
-    let previous = FATAL_SIGNALS
-        .iter()
-        .position(|&s| s == sig)
-        .and_then(|i| PREVIOUS.get().map(|p| p[i]));
-    // SAFETY: sigaction and raise are async-signal-safe; `act` is a valid
-    // sigaction (the one saved at installation, or SIG_DFL).
+    // SAFETY: sigaction, sigprocmask, raise and _exit are async-signal-safe
+    // (sigemptyset/sigaddset only fill the stack value `set`); the actions
+    // are valid sigactions (the one saved at installation, or SIG_DFL);
+    // `info` is the kernel's siginfo for this delivery (SA_SIGINFO), or null.
     unsafe {
-        let act = previous.unwrap_or_else(|| {
-            let mut dfl: libc::sigaction = std::mem::zeroed();
-            dfl.sa_sigaction = libc::SIG_DFL;
-            dfl
-        });
-        libc::sigaction(sig, &act, std::ptr::null_mut());
-        // A fault (SIGSEGV from an instruction) repeats when we return and
-        // then meets the restored action (the Rust runtime's stack-overflow
-        // report, or the default: death by the signal). An asynchronous
-        // signal is raised again for the same effect.
-        if !matches!(
-            sig,
-            libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE
-        ) {
-            libc::raise(sig);
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        // A fault the kernel raised (SIGSEGV from an instruction: si_code
+        // > 0) repeats when we return and then meets the previous action
+        // (the Rust runtime's stack-overflow report, or the default: death
+        // by the signal, which the kernel forces even on a pid namespace's
+        // init).
+        let from_kernel = !info.is_null() && (*info).si_code > 0;
+        if from_kernel
+            && matches!(
+                sig,
+                libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE
+            )
+        {
+            let previous = FATAL_SIGNALS
+                .iter()
+                .position(|&s| s == sig)
+                .and_then(|i| PREVIOUS.get().map(|p| p[i]));
+            libc::sigaction(sig, &previous.unwrap_or(dfl), std::ptr::null_mut());
+            return;
         }
+        // Anything else (sent by a process) is raised again with the
+        // default action (not a previous handler: nested on this alternate
+        // signal stack it could overflow it), unblocked first, so that it
+        // is delivered now, not after a return that never comes. A pid
+        // namespace's init ignores a signal whose action is the default
+        // (unless the kernel forces it), so raise returns: end the process
+        // with the status a shell gives a signal's death; the record says
+        // which signal it was.
+        libc::sigaction(sig, &dfl, std::ptr::null_mut());
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(sig);
+        libc::_exit(128 + sig);
     }
 }
 
@@ -277,16 +334,23 @@ mod tests {
 
     #[test]
     fn signal_record_is_valid_json() {
-        let b = signal_record(libc::SIGSEGV, 1_700_000_000_123, 4242);
+        let b = signal_record(libc::SIGSEGV, 1_700_000_000_123, 4242, b"");
         let r: ExitRecord = serde_json::from_slice(&b.out[..b.len]).unwrap();
         assert_eq!(r.exit_code, 128 + libc::SIGSEGV);
         assert_eq!(r.signal, Some(libc::SIGSEGV));
         assert_eq!(r.unix_ms, 1_700_000_000_123);
         assert_eq!(r.pid, 4242);
+        assert_eq!(r.nonce, None);
         assert_eq!(r.reason, format!("killed by signal {}", libc::SIGSEGV));
-        let b = signal_record(0, 0, 0);
+        let b = signal_record(0, 0, 0, b"");
         let r: ExitRecord = serde_json::from_slice(&b.out[..b.len]).unwrap();
         assert_eq!((r.exit_code, r.unix_ms, r.pid), (128, 0, 0));
+        // The longest nonce still fits the buffer.
+        let long = "n".repeat(64);
+        let b = signal_record(libc::SIGSYS, u64::MAX, u32::MAX, long.as_bytes());
+        let r: ExitRecord = serde_json::from_slice(&b.out[..b.len]).unwrap();
+        assert_eq!(r.nonce.as_deref(), Some(long.as_str()));
+        assert_eq!(r.signal, Some(libc::SIGSYS));
     }
 
     #[test]
@@ -303,6 +367,18 @@ mod tests {
         assert_eq!(path_from_args(args(&["vmm", "--exit-status-file"])), None);
         assert_eq!(path_from_args(args(&["vmm", "--exit-status-file="])), None);
         assert_eq!(path_from_args(args(&["vmm", "--kernel", "/k"])), None);
+        assert_eq!(
+            nonce_from_args(args(&["vmm", "--exit-status-nonce", "ab12", "--x"])),
+            Some("ab12".into())
+        );
+        assert_eq!(
+            nonce_from_args(args(&["vmm", "--exit-status-nonce=cd"])),
+            Some("cd".into())
+        );
+        assert_eq!(
+            nonce_from_args(args(&["vmm", "--", "--exit-status-nonce", "x"])),
+            None
+        );
         assert_eq!(
             temp_path(Path::new("/d/exit.json")),
             PathBuf::from("/d/.exit.json.tmp")

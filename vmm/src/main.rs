@@ -49,6 +49,9 @@ fn main() {
             // --help and --version exit 0 (no record); usage errors exit 2.
             if e.use_stderr() {
                 let msg = e.kind().to_string();
+                if let Some(n) = exit_status::nonce_from_args(std::env::args_os().skip(1)) {
+                    exit_status::set_nonce(&n);
+                }
                 let path = exit_status::path_from_args(std::env::args_os().skip(1));
                 exit_status::record(path.as_deref(), e.exit_code(), &format!("usage: {msg}"));
             }
@@ -56,6 +59,9 @@ fn main() {
         }
     };
     nubis_vmm::logger::StderrLogger::init_from_env("NUBIS_VMM_LOG");
+    if let Some(n) = &cli.exit_status_nonce {
+        exit_status::set_nonce(n);
+    }
     let mut status_file = cli.exit_status_file();
     if let Some(path) = &status_file {
         if let Err(e) = exit_status::install_signal_handlers(path) {

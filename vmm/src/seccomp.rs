@@ -71,7 +71,8 @@ const COMMON: &[i64] = &[
     // The exit-status record (crate::exit_status), written from a fatal
     // signal's handler on whichever thread it hits, or by the main thread
     // at exit: a temporary file renamed over the record, then the saved
-    // signal action restored and the signal raised again.
+    // signal action restored and the signal raised again (or, ignored by a
+    // pid namespace's init, the process ended with exit_group).
     libc::SYS_rename,
     libc::SYS_renameat,
     libc::SYS_renameat2,

@@ -1,7 +1,8 @@
 //! `--exit-status-file`: every exit whose path is known leaves a whole JSON
 //! record with the process's exit status: usage and configuration errors, a
 //! guest reset (the `hello` guest), a graceful SIGTERM stop, and a fatal
-//! signal (after which the process still dies of that signal).
+//! signal (after which the process still dies of that signal, or, as a pid
+//! namespace's init, exits 128 + signal with the signal in its record).
 
 #![allow(clippy::unwrap_used)]
 
@@ -129,6 +130,12 @@ fn guest_reset_leaves_status_0() {
 
 /// A hand-made guest that prints a line and spins.
 fn spinning_vm(dir: &Path, status: &Path) -> ChildGuard {
+    spinning_vm_via(dir, status, &[], &[])
+}
+
+/// [`spinning_vm`] started by `wrapper` (a command prefix) with `extra`
+/// arguments.
+fn spinning_vm_via(dir: &Path, status: &Path, wrapper: &[&str], extra: &[&str]) -> ChildGuard {
     let kernel = dir.join("kernel");
     let mut asm = Asm::new();
     asm.print("up\n").spin();
@@ -146,6 +153,14 @@ fn spinning_vm(dir: &Path, status: &Path) -> ChildGuard {
         "--exit-status-file",
         status.to_str().unwrap(),
     ]);
+    if !wrapper.is_empty() {
+        let vmm: Vec<_> = std::iter::once(cmd.get_program().to_owned())
+            .chain(cmd.get_args().map(ToOwned::to_owned))
+            .collect();
+        cmd = std::process::Command::new(wrapper[0]);
+        cmd.args(&wrapper[1..]).args(vmm).stdin(Stdio::null());
+    }
+    cmd.args(extra);
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
     let vm = ChildGuard::spawn(cmd);
     let up = wait_for(GUEST_TIMEOUT, || {
@@ -189,4 +204,59 @@ fn sigterm_leaves_status_0_and_fatal_signal_its_number() {
     vm.signal(libc::SIGKILL);
     vm.wait_timeout(GUEST_TIMEOUT).expect("VMM did not die");
     assert!(!status.exists());
+}
+
+/// The only child of process `pid`.
+fn only_child(pid: i32) -> i32 {
+    let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    let kids: Vec<i32> = kids
+        .split_whitespace()
+        .map(|k| k.parse().unwrap())
+        .collect();
+    assert_eq!(kids.len(), 1, "{kids:?}");
+    kids[0]
+}
+
+/// As its pid namespace's init (how the agent starts it), the VMM ignores
+/// the default action of a signal sent with `kill`: its handler writes the
+/// record (with the nonce) and ends the process with 128 + signal, also for
+/// SIGSEGV and SIGSYS, which a fault or the seccomp filter would raise.
+#[test]
+fn as_pid_1_a_fatal_signal_exits_128_plus_it_and_records_it() {
+    if !kvm() || !prerequisite(is_root(), "root (a pid namespace)") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let status = dir.path().join("exit.json");
+    for sig in [libc::SIGSEGV, libc::SIGBUS, libc::SIGSYS, libc::SIGHUP] {
+        let _ = std::fs::remove_file(&status);
+        // `unshare --fork` relays its child's exit status.
+        let mut vm = spinning_vm_via(
+            dir.path(),
+            &status,
+            &["unshare", "--pid", "--fork", "--kill-child"],
+            &["--exit-status-nonce", "n-0123_abc"],
+        );
+        let vmm = only_child(vm.pid());
+        let ns = std::fs::read_to_string(format!("/proc/{vmm}/status")).unwrap();
+        assert!(
+            ns.lines()
+                .any(|l| l.starts_with("NSpid:") && l.ends_with("\t1")),
+            "{ns}"
+        );
+        // SAFETY: plain kill(2) on the VMM this test started.
+        unsafe { libc::kill(vmm, sig) };
+        let st = vm.wait_timeout(GUEST_TIMEOUT).expect("VMM did not end");
+        assert_eq!(st.code(), Some(128 + sig), "signal {sig}: {st:?}");
+        let v = read_record(&status);
+        assert_eq!(v["signal"], sig, "{v}");
+        assert_eq!(v["exit_code"], 128 + sig, "{v}");
+        assert_eq!(v["pid"], 1, "{v}");
+        assert_eq!(v["nonce"], "n-0123_abc", "{v}");
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
 }

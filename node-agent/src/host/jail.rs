@@ -11,7 +11,8 @@
 //!   the agent), both as inherited fds (`--kvm-fd`, `--net ..,fd=N`);
 //! - ownership of the instance's own files (directory, root disk, console)
 //!   so the unprivileged VMM can use them and nothing else of the host;
-//! - the steps in the forked child before exec ([`Jail::enter`]): new IPC,
+//! - the steps in the cloned child before exec ([`Jail::enter`]; the child
+//!   is already pid 1 of its own pid namespace, [`super::pidns`]): new IPC,
 //!   UTS and network namespaces (the VMM's network namespace is empty but for
 //!   a `lo` that stays down: its TAP is an fd attached in the agent's
 //!   namespace, its API a pathname Unix socket, so it needs no network of its
@@ -33,7 +34,7 @@ use crate::error::{Error, Result};
 /// Serialises uid allocation between parallel launches.
 static ALLOCATION: Mutex<()> = Mutex::new(());
 
-/// Everything the forked child needs to enter the jail, prepared in the
+/// Everything the cloned child needs to enter the jail, prepared in the
 /// parent (the child only makes raw syscalls).
 #[derive(Debug)]
 pub struct Jail {
@@ -57,8 +58,8 @@ impl Jail {
         self.tap.as_ref().map(|t| t.as_raw_fd())
     }
 
-    /// Runs in the forked child before exec: async-signal-safe raw syscalls
-    /// only. Any failure aborts the spawn (the VMM never runs unjailed).
+    /// Runs in the cloned child before exec ([`super::pidns::spawn`]):
+    /// async-signal-safe raw syscalls only. Any failure aborts the spawn (the VMM never runs unjailed).
     pub fn enter(&self) -> std::io::Result<()> {
         use super::jail_root::check;
         // SAFETY: plain syscalls on integers and stack values; no allocation.
@@ -103,11 +104,16 @@ impl Jail {
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            check(libc::setgroups(0, std::ptr::null()))?;
-            check(libc::setresgid(self.uid, self.uid, self.uid))?;
+            // Raw syscalls, not libc's wrappers: those broadcast the change
+            // to every thread libc believes the process has, and in a child
+            // made by a raw clone3 that list is still the agent's.
+            let id = libc::c_long::from(self.uid);
+            let none = std::ptr::null::<libc::gid_t>();
+            check(libc::syscall(libc::SYS_setgroups, 0, none) as libc::c_int)?;
+            check(libc::syscall(libc::SYS_setresgid, id, id, id) as libc::c_int)?;
             // From root to a non-zero uid without SECBIT_KEEP_CAPS: the
             // permitted, effective and ambient sets are cleared.
-            check(libc::setresuid(self.uid, self.uid, self.uid))?;
+            check(libc::syscall(libc::SYS_setresuid, id, id, id) as libc::c_int)?;
             check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
         }
         Ok(())

@@ -11,7 +11,7 @@
 //! its exit record are where the agent (and a restarted agent re-adopting
 //! the VMM by its command line) looks for them; only the rest of the host's
 //! file system (other instances, `/etc`, `/proc`, `/dev`, the agent's state)
-//! is gone. The plan is computed in the agent ([`plan`]); the forked child
+//! is gone. The plan is computed in the agent ([`plan`]); the cloned child
 //! only makes raw syscalls on prepared C strings ([`RootPlan::enter`]).
 
 use std::collections::HashMap;
@@ -31,7 +31,7 @@ struct Bind {
     flags: libc::c_ulong,
 }
 
-/// Everything the forked child needs to build the root and pivot into it.
+/// Everything the cloned child needs to build the root and pivot into it.
 #[derive(Debug)]
 pub struct RootPlan {
     mountpoint: CString,
@@ -190,7 +190,7 @@ pub(super) fn check(rc: libc::c_int) -> std::io::Result<()> {
 }
 
 impl RootPlan {
-    /// Runs in the forked child, as root, after `unshare(CLONE_NEWNS)`:
+    /// Runs in the cloned child, as root, after `unshare(CLONE_NEWNS)`:
     /// builds the root and pivots into it. Raw syscalls on prepared strings
     /// only (no allocation).
     pub fn enter(&self) -> std::io::Result<()> {

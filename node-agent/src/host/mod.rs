@@ -1,5 +1,5 @@
 //! Host resources an instance uses, one module each: images and root disks,
-//! TAP networking, the nftables firewall, the VPC data plane, running host tools, cgroups, the VMM jail (and its file-system root), the `nubis-vmm` process with its API client, and
+//! TAP networking, the nftables firewall, the VPC data plane, running host tools, cgroups, the VMM jail (and its file-system root), starting a process in its own pid namespace, the `nubis-vmm` process with its API client, and
 //! change notification for instance directories.
 
 pub mod cgroup;
@@ -10,6 +10,7 @@ pub mod firewall;
 pub mod image;
 pub mod jail;
 pub mod jail_root;
+pub mod pidns;
 pub mod tap;
 pub mod vmm_process;
 pub mod vpc;

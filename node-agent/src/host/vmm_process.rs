@@ -1,22 +1,27 @@
-//! `nubis-vmm` processes: spawning one detached (own session and process
-//! group, stdio to files, placed in its cgroup before exec) so it outlives the
+//! `nubis-vmm` processes: spawning one detached (pid 1 of its own pid
+//! namespace, own session and process group, stdio to files, placed in its
+//! cgroup and jailed before exec: [`super::pidns`]) so it outlives the
 //! agent; re-adopting one after an agent restart (the pid must still be that
 //! VMM: its command line holds the instance's API socket path and its start
 //! time equals the recorded one); watching it exit through a pidfd; and the
 //! client for its JSON-lines API socket.
 //!
 //! Every VMM is started with `--exit-status-file` pointing at
-//! [`EXIT_STATUS_FILE`] next to its API socket (in the instance directory).
+//! [`EXIT_STATUS_FILE`] next to its API socket (in the instance directory)
+//! and a fresh `--exit-status-nonce`, kept in `vmm.json` ([`VmmRecord`]).
 //! A re-adopted VMM is not the agent's child, so its status cannot be reaped;
 //! when its pidfd reports the exit, that record (if written by this very
-//! process) supplies the status instead, and the exit is mapped exactly as a
-//! child's would be. Without a record (SIGKILL, a VMM started without the
-//! flag) the exit stays [`VmmExit::Unobserved`].
+//! launch: same nonce, or for a VMM recorded before nonces, same pid)
+//! supplies the status instead, and the exit is mapped exactly as a child's
+//! would be. Without a record (SIGKILL, a VMM started without the flag) the
+//! exit stays [`VmmExit::Unobserved`]. A VMM is its namespace's init, which
+//! a signal sent with `kill` cannot end by its default action: its handler
+//! records the signal and exits with `128 + signal`; the agent maps that
+//! back to the signal from the record, for its own children too.
 
 use std::io::Write as _;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use nubis_vmm_api::{Action, ApiError, ExitRecord, Response};
@@ -37,14 +42,18 @@ pub fn exit_status_path(api_socket: &Path) -> PathBuf {
     api_socket.with_file_name(EXIT_STATUS_FILE)
 }
 
-/// Reads the exit record at `path` if it is the one of process `pid` (a
-/// record left by an earlier VMM of the instance does not count).
-pub fn read_exit_record(path: &Path, pid: i32) -> Option<ExitRecord> {
+/// Reads the exit record at `path` if it is the one of the VMM `vmm` (a
+/// record left by an earlier VMM of the instance does not count): same
+/// nonce, or for a VMM recorded without one (started before nonces, in the
+/// agent's pid namespace), same pid.
+pub fn read_exit_record(path: &Path, vmm: &VmmRecord) -> Option<ExitRecord> {
     let text = std::fs::read(path).ok()?;
     match serde_json::from_slice::<ExitRecord>(&text) {
-        Ok(r) if i32::try_from(r.pid) == Ok(pid) => Some(r),
+        Ok(r) if vmm.nonce.is_some() && r.nonce == vmm.nonce => Some(r),
+        Ok(r) if vmm.nonce.is_none() && i32::try_from(r.pid) == Ok(vmm.pid) => Some(r),
         Ok(r) => {
-            tracing::debug!(path = %path.display(), pid, recorded = r.pid, "exit record of another VMM");
+            tracing::debug!(path = %path.display(), pid = vmm.pid, nonce = ?vmm.nonce,
+                recorded_pid = r.pid, recorded_nonce = ?r.nonce, "exit record of another VMM");
             None
         }
         Err(e) => {
@@ -54,8 +63,13 @@ pub fn read_exit_record(path: &Path, pid: i32) -> Option<ExitRecord> {
     }
 }
 
+/// A fresh exit-status nonce (128 random bits, hex).
+pub fn new_nonce() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
 /// The exit a record stands for, as the agent would have seen it as the
-/// VMM's parent.
+/// VMM's parent (had the signal been able to kill it).
 pub fn exit_of(record: &ExitRecord) -> VmmExit {
     match record.signal {
         Some(sig) => VmmExit::Signal(sig),
@@ -112,12 +126,12 @@ fn limit_opts(pairs: &[(&str, u64)]) -> String {
 impl VmmLaunch {
     /// The VMM's arguments (the brief's command-line contract).
     pub fn args(&self) -> Vec<String> {
-        self.args_in(None)
+        self.args_in(None, None)
     }
 
-    /// The arguments of a VMM started in `jail`: it is handed `/dev/kvm`
-    /// and the attached TAP as inherited fds.
-    pub fn args_in(&self, jail: Option<&Jail>) -> Vec<String> {
+    /// The arguments of a VMM started in `jail` (it is handed `/dev/kvm`
+    /// and the attached TAP as inherited fds) with the exit-status `nonce`.
+    pub fn args_in(&self, jail: Option<&Jail>, nonce: Option<&str>) -> Vec<String> {
         let mut a = vec!["--kernel".to_string(), self.kernel.display().to_string()];
         if let Some(i) = &self.initrd {
             a.extend(["--initrd".into(), i.display().to_string()]);
@@ -163,6 +177,9 @@ impl VmmLaunch {
             "--exit-status-file".into(),
             exit_status_path(&self.api_socket).display().to_string(),
         ]);
+        if let Some(n) = nonce {
+            a.extend(["--exit-status-nonce".into(), n.to_string()]);
+        }
         if let Some(m) = &self.metadata {
             a.extend(["--metadata-file".into(), m.display().to_string()]);
         }
@@ -179,6 +196,10 @@ pub struct VmmRecord {
     pub start_time: u64,
     /// The API socket the process was started with.
     pub api_socket: PathBuf,
+    /// Its `--exit-status-nonce` (absent in records written before VMMs
+    /// got pid namespaces: their exit records are matched by pid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
 }
 
 /// How a VMM ended.
@@ -213,6 +234,16 @@ fn cmdline_has(pid: i32, arg: &Path) -> bool {
     raw.split(|b| *b == 0).any(|a| a == want)
 }
 
+/// The `--exit-status-nonce` on the command line of process `pid`, if any
+/// (for a VMM found without its `vmm.json`).
+pub fn cmdline_nonce(pid: i32) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let mut args = raw.split(|b| *b == 0);
+    args.find(|a| *a == b"--exit-status-nonce")?;
+    let n = std::str::from_utf8(args.next()?).ok()?;
+    nubis_vmm_api::valid_nonce(n).then(|| n.to_string())
+}
+
 fn pid_of(pid: i32) -> Result<rustix::process::Pid> {
     rustix::process::Pid::from_raw(pid).ok_or(Error::NotOurVmm {
         pid,
@@ -221,9 +252,47 @@ fn pid_of(pid: i32) -> Result<rustix::process::Pid> {
 }
 
 enum Watch {
-    Child(tokio::process::Child),
+    /// The agent's own child (started by [`VmmProcess::spawn`]): reaped
+    /// through the pidfd (`waitid(P_PIDFD)`).
+    Child(AsyncFd<OwnedFd>),
+    /// Re-adopted: its status comes from its exit record.
     Adopted(AsyncFd<OwnedFd>),
     Exited(VmmExit),
+}
+
+/// Registers a duplicate of `pidfd` with the runtime (readable once the
+/// process has exited).
+fn watch_fd(pidfd: &OwnedFd) -> Result<AsyncFd<OwnedFd>> {
+    let dup = pidfd
+        .try_clone()
+        .map_err(|e| Error::io("duplicating pidfd", e))?;
+    // SAFETY: `dup` is an OwnedFd moved into the AsyncFd, which owns it:
+    // the descriptor stays open and unchanged for the AsyncFd's lifetime.
+    unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE) }
+        .map_err(|e| Error::io("registering pidfd", e.into_parts().1))
+}
+
+/// Reaps the exited child behind `pidfd` and returns how it ended.
+fn reap(pidfd: &OwnedFd) -> VmmExit {
+    loop {
+        match rustix::process::waitid(
+            rustix::process::WaitId::PidFd(pidfd.as_fd()),
+            rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOHANG,
+        ) {
+            Ok(Some(st)) => {
+                return match (st.exit_status(), st.terminating_signal()) {
+                    (Some(c), _) => VmmExit::Code(c),
+                    (None, Some(s)) => VmmExit::Signal(s),
+                    (None, None) => VmmExit::Unobserved,
+                }
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            other => {
+                tracing::warn!(result = ?other, "reaping the VMM failed");
+                return VmmExit::Unobserved;
+            }
+        }
+    }
 }
 
 /// A live (or just-exited) VMM process the agent watches.
@@ -242,9 +311,9 @@ impl std::fmt::Debug for VmmProcess {
 }
 
 impl VmmProcess {
-    /// Spawns the VMM detached: new session, stdio to files, (when given)
-    /// moved into its cgroup by writing "0" to `cgroup_procs`, and (when
-    /// given) entering `jail`, all before exec.
+    /// Spawns the VMM detached: pid 1 of a new pid namespace, new session,
+    /// stdio to files, (when given) moved into its cgroup by writing "0" to
+    /// `cgroup_procs`, and (when given) entering `jail`, all before exec.
     pub fn spawn(
         launch: &VmmLaunch,
         cgroup_procs: Option<std::fs::File>,
@@ -259,8 +328,10 @@ impl VmmProcess {
         };
         let mut out = open(&launch.stdout)?;
         let err = open(&launch.stderr)?;
+        let null =
+            std::fs::File::open("/dev/null").map_err(|e| Error::io("opening /dev/null", e))?;
         // A record left by the instance's previous VMM must not be taken
-        // for this one's (it is also told apart by pid).
+        // for this one's (it is also told apart by nonce).
         let status = exit_status_path(&launch.api_socket);
         if let Err(e) = std::fs::remove_file(&status) {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -268,51 +339,45 @@ impl VmmProcess {
             }
         }
         let _ = writeln!(out, "--- nubis-agent: starting {}", launch.binary.display());
-        let mut cmd = tokio::process::Command::new(&launch.binary);
-        cmd.args(launch.args_in(jail.as_ref()))
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .kill_on_drop(false);
-        // SAFETY: the closure runs in the forked child before exec and only
-        // makes async-signal-safe raw syscalls (setsid, write, and the jail's
-        // unshare/setrlimit/prctl/set*id); it allocates nothing and touches
-        // no locks.
-        unsafe {
-            cmd.pre_exec(move || {
-                rustix::process::setsid().map_err(std::io::Error::from)?;
-                if let Some(procs) = &cgroup_procs {
-                    rustix::io::write(procs, b"0").map_err(std::io::Error::from)?;
-                }
-                if let Some(jail) = &jail {
-                    jail.enter()?;
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| Error::io(format!("spawning {}", launch.binary.display()), e))?;
-        let pid = child
-            .id()
-            .and_then(|p| i32::try_from(p).ok())
-            .ok_or_else(|| Error::io("spawned VMM has no pid", std::io::ErrorKind::Other.into()))?;
-        let pidfd = rustix::process::pidfd_open(pid_of(pid)?, rustix::process::PidfdFlags::empty())
-            .map_err(|e| Error::io(format!("pidfd_open({pid})"), e.into()))?;
+        let spawning = |e| Error::io(format!("spawning {}", launch.binary.display()), e);
+        let nonce = new_nonce();
+        let program = super::pidns::Program::new(
+            &launch.binary,
+            &launch.args_in(jail.as_ref(), Some(&nonce)),
+        )
+        .map_err(spawning)?;
+        let stdio = super::pidns::Stdio {
+            stdin: null.into(),
+            stdout: out.into(),
+            stderr: err.into(),
+        };
+        let pre_exec = || -> std::io::Result<()> {
+            if let Some(procs) = &cgroup_procs {
+                rustix::io::write(procs, b"0").map_err(std::io::Error::from)?;
+            }
+            if let Some(jail) = &jail {
+                jail.enter()?;
+            }
+            Ok(())
+        };
+        let child = super::pidns::spawn(&program, &stdio, true, &pre_exec).map_err(spawning)?;
+        let pid = child.pid;
         let (_, start_time) = proc_stat(pid).ok_or_else(|| {
             Error::io(
                 format!("reading /proc/{pid}/stat"),
                 std::io::ErrorKind::NotFound.into(),
             )
         })?;
+        let watch = watch_fd(&child.pidfd)?;
         Ok(VmmProcess {
             record: VmmRecord {
                 pid,
                 start_time,
                 api_socket: launch.api_socket.clone(),
+                nonce: Some(nonce),
             },
-            pidfd,
-            watch: Watch::Child(child),
+            pidfd: child.pidfd,
+            watch: Watch::Child(watch),
         })
     }
 
@@ -341,13 +406,12 @@ impl VmmProcess {
                 record.api_socket.display()
             )));
         }
-        let dup = pidfd
-            .try_clone()
-            .map_err(|e| Error::io("duplicating pidfd", e))?;
-        // SAFETY: `dup` is an OwnedFd moved into the AsyncFd, which owns it:
-        // the descriptor stays open and unchanged for the AsyncFd's lifetime.
-        let watch = unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE) }
-            .map_err(|e| Error::io("registering pidfd", e.into_parts().1))?;
+        if let Some(nonce) = &record.nonce {
+            if cmdline_nonce(pid).as_ref() != Some(nonce) {
+                return Err(not(format!("command line does not hold nonce {nonce}")));
+            }
+        }
+        let watch = watch_fd(&pidfd)?;
         Ok(VmmProcess {
             record: record.clone(),
             pidfd,
@@ -370,20 +434,26 @@ impl VmmProcess {
     pub async fn wait(&mut self) -> VmmExit {
         let exit = match &mut self.watch {
             Watch::Exited(e) => return *e,
-            Watch::Child(c) => match c.wait().await {
-                Ok(st) => {
-                    use std::os::unix::process::ExitStatusExt;
-                    match (st.code(), st.signal()) {
-                        (Some(c), _) => VmmExit::Code(c),
-                        (None, Some(s)) => VmmExit::Signal(s),
-                        (None, None) => VmmExit::Unobserved,
+            Watch::Child(fd) => {
+                // A pidfd becomes readable when the process has exited.
+                match fd.readable().await {
+                    Ok(mut g) => g.retain_ready(),
+                    Err(e) => tracing::warn!(error = %e, "polling pidfd failed"),
+                }
+                match reap(&self.pidfd) {
+                    // As its namespace's init, the VMM cannot die of a
+                    // signal sent to it: its handler exits 128 + signal
+                    // and records which one.
+                    VmmExit::Code(c) if c > 128 => {
+                        let path = exit_status_path(&self.record.api_socket);
+                        match read_exit_record(&path, &self.record) {
+                            Some(r) if r.signal.is_some_and(|s| c == 128 + s) => exit_of(&r),
+                            _ => VmmExit::Code(c),
+                        }
                     }
+                    other => other,
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "waiting for VMM failed");
-                    VmmExit::Unobserved
-                }
-            },
+            }
             Watch::Adopted(fd) => {
                 // A pidfd becomes readable when the process has exited.
                 match fd.readable().await {
@@ -393,7 +463,7 @@ impl VmmProcess {
                 // The VMM wrote its record before it died: the status a
                 // parent would have reaped.
                 let path = exit_status_path(&self.record.api_socket);
-                match read_exit_record(&path, self.record.pid) {
+                match read_exit_record(&path, &self.record) {
                     Some(r) => {
                         tracing::info!(pid = self.record.pid, exit_code = r.exit_code, reason = %r.reason,
                             "re-adopted VMM exited; status from its exit record");
@@ -496,6 +566,7 @@ impl VmmApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::Stdio;
 
     #[test]
     fn proc_stat_reads_own_start_time() {
@@ -583,6 +654,7 @@ mod tests {
             pid,
             start_time: start,
             api_socket: sock.clone(),
+            nonce: None,
         };
         let mut adopted = VmmProcess::adopt(&good).unwrap();
         assert!(!adopted.is_child());
@@ -594,8 +666,13 @@ mod tests {
             api_socket: "/tmp/other.sock".into(),
             ..good.clone()
         };
+        let wrong_nonce = VmmRecord {
+            nonce: Some("0123".into()),
+            ..good.clone()
+        };
         assert!(VmmProcess::adopt(&wrong_time).is_err());
         assert!(VmmProcess::adopt(&wrong_sock).is_err());
+        assert!(VmmProcess::adopt(&wrong_nonce).is_err());
         adopted.kill();
         let exit = tokio::time::timeout(Duration::from_secs(30), adopted.wait()).await;
         // No exit record next to the socket: the status is unknown.
@@ -605,32 +682,79 @@ mod tests {
         assert!(VmmProcess::adopt(&good).is_err());
     }
 
+    fn vmm(pid: i32, nonce: Option<&str>) -> VmmRecord {
+        VmmRecord {
+            pid,
+            start_time: 1,
+            api_socket: "/d/api.sock".into(),
+            nonce: nonce.map(Into::into),
+        }
+    }
+
     #[test]
-    fn exit_record_is_taken_only_from_the_same_pid() {
+    fn exit_record_without_nonce_is_taken_only_from_the_same_pid() {
+        // A VMM recorded before nonces (an upgrade re-adopts it).
         let dir = tempfile::tempdir().unwrap();
         let path = exit_status_path(&dir.path().join("api.sock"));
         assert_eq!(path, dir.path().join(EXIT_STATUS_FILE));
-        assert_eq!(read_exit_record(&path, 7), None);
+        assert_eq!(read_exit_record(&path, &vmm(7, None)), None);
         std::fs::write(
             &path,
             r#"{"exit_code":0,"reason":"guest reset","unix_ms":1,"pid":7}"#,
         )
         .unwrap();
         assert_eq!(
-            exit_of(&read_exit_record(&path, 7).unwrap()),
+            exit_of(&read_exit_record(&path, &vmm(7, None)).unwrap()),
             VmmExit::Code(0)
         );
-        assert_eq!(read_exit_record(&path, 8), None);
+        assert_eq!(read_exit_record(&path, &vmm(8, None)), None);
         std::fs::write(
             &path,
             r#"{"exit_code":134,"reason":"killed by signal 6","unix_ms":1,"pid":7,"signal":6}"#,
         )
         .unwrap();
         assert_eq!(
-            exit_of(&read_exit_record(&path, 7).unwrap()),
+            exit_of(&read_exit_record(&path, &vmm(7, None)).unwrap()),
             VmmExit::Signal(6)
         );
         std::fs::write(&path, "{\"exit_code\":").unwrap();
-        assert_eq!(read_exit_record(&path, 7), None);
+        assert_eq!(read_exit_record(&path, &vmm(7, None)), None);
+    }
+
+    #[test]
+    fn exit_record_with_nonce_is_taken_only_from_the_same_launch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = exit_status_path(&dir.path().join("api.sock"));
+        // Every VMM in its own pid namespace writes pid 1: the nonce decides.
+        std::fs::write(
+            &path,
+            r#"{"exit_code":159,"reason":"killed by signal 31","unix_ms":1,"pid":1,"signal":31,"nonce":"aa11"}"#,
+        )
+        .unwrap();
+        let r = read_exit_record(&path, &vmm(4242, Some("aa11"))).unwrap();
+        assert_eq!(exit_of(&r), VmmExit::Signal(31));
+        assert_eq!(read_exit_record(&path, &vmm(4242, Some("bb22"))), None);
+        assert_eq!(read_exit_record(&path, &vmm(1, Some("bb22"))), None);
+        // A record without a nonce is an older VMM's.
+        std::fs::write(&path, r#"{"exit_code":0,"pid":1}"#).unwrap();
+        assert_eq!(read_exit_record(&path, &vmm(1, Some("aa11"))), None);
+        let a = new_nonce();
+        assert!(nubis_vmm_api::valid_nonce(&a) && a.len() == 32, "{a}");
+        assert_ne!(a, new_nonce());
+    }
+
+    #[test]
+    fn a_record_without_nonce_still_parses() {
+        let old: VmmRecord =
+            serde_json::from_str(r#"{"pid":5,"start_time":9,"api_socket":"/d/api.sock"}"#).unwrap();
+        assert_eq!(
+            old,
+            VmmRecord {
+                start_time: 9,
+                ..vmm(5, None)
+            }
+        );
+        let new = serde_json::to_string(&vmm(5, Some("ab"))).unwrap();
+        assert!(new.contains(r#""nonce":"ab""#), "{new}");
     }
 }
