@@ -16,8 +16,6 @@
 //! exhausted pool is logged and the instance runs without one (it can be
 //! given an Elastic IP).
 
-use std::net::Ipv4Addr;
-
 use super::addresses::{used_public_ips, InstancePublicIp, PublicIpClaim};
 use crate::domain::lifecycle::State;
 use crate::domain::model::{now_ms, Instance};
@@ -98,30 +96,22 @@ impl Domain {
     /// stays. The record is compared either way, so a racing assignment
     /// makes the transaction retry and see it.
     pub(crate) async fn stage_auto_ip_stop(&self, inst: &Instance, tx: &mut Tx) -> Result<()> {
-        let k = self
-            .store
-            .keys()
-            .instance_public_ip(&inst.account, &inst.id);
-        match self
+        let cur = self
             .store
             .public_net()
             .instance_ip(&inst.account, &inst.id)
-            .await?
-        {
-            Some(cur) if cur.value.allocation_id.is_none() => {
-                if let Ok(ip) = cur.value.public_ip.parse::<Ipv4Addr>() {
-                    tx.delete(&self.store.keys().public_ip(ip));
-                }
-                tx.delete_if_unchanged(&k, &cur);
+            .await?;
+        match &cur {
+            Some(eip) if eip.value.allocation_id.is_some() => {
+                let k = self
+                    .store
+                    .keys()
+                    .instance_public_ip(&inst.account, &inst.id);
+                tx.expect_rev(&k, eip.mod_revision);
+                Ok(())
             }
-            Some(cur) => {
-                tx.expect_rev(&k, cur.mod_revision);
-            }
-            None => {
-                tx.expect_absent(&k);
-            }
+            _ => self.stage_record_release(inst, cur.as_ref(), tx).await,
         }
-        Ok(())
     }
 
     /// Start (a stopped instance placed again): adds to the instance's

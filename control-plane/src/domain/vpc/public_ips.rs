@@ -29,7 +29,7 @@ use crate::domain::views::Reservation;
 use crate::domain::Domain;
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, AddressAssociationId, AllocationId, InstanceId, SubnetId, VpcId};
-use crate::store::Tx;
+use crate::store::{Tx, Versioned};
 
 /// An instance's public address as DescribeInstances shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -84,20 +84,31 @@ impl Domain {
     /// transaction requires it still has none, so a racing associate is
     /// either seen or fails on the instance record).
     pub(crate) async fn stage_public_ip_release(&self, inst: &Instance, tx: &mut Tx) -> Result<()> {
+        let cur = self
+            .store
+            .public_net()
+            .instance_ip(&inst.account, &inst.id)
+            .await?;
+        self.stage_record_release(inst, cur.as_ref(), tx).await
+    }
+
+    /// [`Self::stage_public_ip_release`] of the record `cur` read by the
+    /// caller (`None`: the instance has none, required still absent).
+    pub(crate) async fn stage_record_release(
+        &self,
+        inst: &Instance,
+        cur: Option<&Versioned<InstancePublicIp>>,
+        tx: &mut Tx,
+    ) -> Result<()> {
         let k = self
             .store
             .keys()
             .instance_public_ip(&inst.account, &inst.id);
-        match self
-            .store
-            .public_net()
-            .instance_ip(&inst.account, &inst.id)
-            .await?
-        {
+        match cur {
             Some(cur) => {
                 self.stage_drop_public_ip(&inst.account, &cur.value, tx)
                     .await?;
-                tx.delete_if_unchanged(&k, &cur);
+                tx.delete_if_unchanged(&k, cur);
             }
             None => {
                 tx.expect_absent(&k);
