@@ -570,8 +570,12 @@ async fn addresses_follow_instances_through_association_and_termination() {
         .await;
     let assoc3 = text(&moved, "associationId");
     assert_ne!(assoc3, assoc1);
+    // i1 lost it, and its subnet maps public addresses: a new
+    // auto-assigned one (as EC2).
     let d1 = a.ok("DescribeInstances", &[("InstanceId.1", &i1)]).await;
-    assert!(texts(&d1, "ipAddress").is_empty(), "i1 lost it: {d1}");
+    let i1_auto = text(&d1, "ipAddress");
+    assert!(in_pool(&i1_auto, "198.51.100.") && i1_auto != ip1, "{d1}");
+    assert!(d1.contains("<ipOwnerId>amazon</ipOwnerId>"), "{d1}");
     // A second EIP on i3 replaces the first, which is left unassociated.
     a.ok(
         "AssociateAddress",
@@ -603,7 +607,8 @@ async fn addresses_follow_instances_through_association_and_termination() {
     a.ok("DisassociateAddress", &[("AssociationId", &assoc_i3)])
         .await;
     let d3 = a.ok("DescribeInstances", &[("InstanceId.1", &i3)]).await;
-    assert!(texts(&d3, "ipAddress").is_empty(), "{d3}");
+    let i3_auto = text(&d3, "ipAddress");
+    assert!(in_pool(&i3_auto, "198.51.100."), "a new auto address: {d3}");
 
     // Terminating an instance removes its association (EIP) and releases
     // its auto-assigned address.
@@ -613,16 +618,25 @@ async fn addresses_follow_instances_through_association_and_termination() {
     )
     .await;
     let before = claims(&cp).await;
-    a.ok("TerminateInstances", &[("InstanceId.1", &i1)]).await;
+    a.ok(
+        "TerminateInstances",
+        &[("InstanceId.1", &i1), ("InstanceId.2", &i3)],
+    )
+    .await;
     b.ok("TerminateInstances", &[("InstanceId.1", &bi)]).await;
     wait_domain_state(&d, &caller, &i1, State::Terminated).await;
+    wait_domain_state(&d, &caller, &i3, State::Terminated).await;
     let bcaller = Caller::Tenant(AccountId::parse(&b.account).unwrap());
     wait_domain_state(&d, &bcaller, &bi, State::Terminated).await;
     let left = a
         .ok("DescribeAddresses", &[("AllocationId.1", &alloc1)])
         .await;
     assert!(texts(&left, "instanceId").is_empty(), "{left}");
-    assert_eq!(claims(&cp).await, before - 1, "B's auto address went back");
+    assert_eq!(
+        claims(&cp).await,
+        before - 2,
+        "i3's and B's auto addresses went back"
+    );
     assert!(d
         .instance_public_ips(&acc, &default_vpc)
         .await

@@ -919,6 +919,22 @@ async fn network_views_carry_public_addresses_and_internet_routes() {
     let since = Instant::now();
     a.ok("DisassociateAddress", &[("AssociationId", &assoc)])
         .await;
+    // The default subnet maps public addresses: a new auto-assigned one
+    // replaces the Elastic IP (as EC2) in the next view.
+    n1.wait_view(since, wait, |v| {
+        vpc_of(v, &dvpc).is_some_and(|x| {
+            x.endpoints.iter().any(|e| {
+                e.instance_id == i1
+                    && e.public_ip != public
+                    && e.public_ip.starts_with("198.51.100.")
+            })
+        })
+    })
+    .await
+    .expect("the Elastic IP replaced in the next view");
+    // Stopped: the auto-assigned address leaves the view.
+    let since = Instant::now();
+    a.ok("StopInstances", &[("InstanceId.1", &i1)]).await;
     n1.wait_view(since, wait, |v| {
         vpc_of(v, &dvpc).is_some_and(|x| {
             x.endpoints
@@ -927,7 +943,7 @@ async fn network_views_carry_public_addresses_and_internet_routes() {
         })
     })
     .await
-    .expect("the address gone from the next view");
+    .expect("the address gone from the view at stop");
 
     // A VPC of its own, without a gateway: not internet-routed.
     let vpc = text(

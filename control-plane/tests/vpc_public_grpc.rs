@@ -2,7 +2,8 @@
 //! (`nubis.vpc.v1`: Elastic IPs, internet gateways, route tables) over a
 //! real etcd: the same domain as the EC2 actions, so the same objects and
 //! EC2 error codes; tenants see and change only their own; refusals write
-//! nothing.
+//! nothing. The Compute service's CreateTags/DeleteTags/DescribeTags reach
+//! Elastic IPs and gateways.
 
 #![allow(clippy::unwrap_used)]
 
@@ -266,4 +267,123 @@ async fn addresses_gateways_and_route_tables_over_grpc() {
     c.allocate_address(pb::AllocateAddressRequest::default())
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compute_tags_reach_elastic_ips_and_gateways() {
+    use nubis_proto::compute::v1 as cpb;
+    let Some(etcd) = start_etcd() else {
+        return;
+    };
+    let mut cfg = config(&etcd);
+    cfg.vpc.public_pool = Some("198.51.100.0/30".into());
+    let cp = start(cfg).await;
+    let ep = endpoint(&cp);
+    let (ca, cb) = (tenant(&ep, "a").await, tenant(&ep, "b").await);
+    let mut a = net(&ep, ca.clone()).await;
+    let mut ta = compute(&ep, ca).await;
+    let mut tb = compute(&ep, cb).await;
+    let eip = a
+        .allocate_address(pb::AllocateAddressRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .address
+        .unwrap();
+    let igw = a
+        .create_internet_gateway(pb::CreateInternetGatewayRequest { tags: vec![] })
+        .await
+        .unwrap()
+        .into_inner()
+        .internet_gateway
+        .unwrap();
+    let ids = vec![eip.allocation_id.clone(), igw.internet_gateway_id.clone()];
+    let tag = vec![cpb::Tag {
+        key: "env".into(),
+        value: "prod".into(),
+    }];
+    // Another tenant's ids are not found, and nothing is written.
+    for (id, code) in [
+        (&eip.allocation_id, "InvalidAllocationID.NotFound"),
+        (
+            &igw.internet_gateway_id,
+            "InvalidInternetGatewayID.NotFound",
+        ),
+    ] {
+        let e = tb
+            .create_tags(cpb::CreateTagsRequest {
+                resource_ids: vec![id.clone()],
+                tags: tag.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(ec2_code(&e), code);
+    }
+    let described = |t: cpb::DescribeTagsResponse| {
+        let mut v: Vec<(String, String)> = t
+            .tags
+            .into_iter()
+            .map(|t| (t.resource_type, t.resource_id))
+            .collect();
+        v.sort();
+        v
+    };
+    let all = ta
+        .describe_tags(cpb::DescribeTagsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(described(all).is_empty());
+    ta.create_tags(cpb::CreateTagsRequest {
+        resource_ids: ids.clone(),
+        tags: tag.clone(),
+    })
+    .await
+    .unwrap();
+    let listed = a
+        .describe_addresses(pb::DescribeAddressesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .addresses;
+    assert_eq!(
+        listed[0].tags,
+        vec![pb::Tag {
+            key: "env".into(),
+            value: "prod".into()
+        }]
+    );
+    let mine = ta
+        .describe_tags(cpb::DescribeTagsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        described(mine),
+        vec![
+            ("elastic-ip".to_string(), eip.allocation_id.clone()),
+            (
+                "internet-gateway".to_string(),
+                igw.internet_gateway_id.clone()
+            ),
+        ]
+    );
+    let theirs = tb
+        .describe_tags(cpb::DescribeTagsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(described(theirs).is_empty());
+    ta.delete_tags(cpb::DeleteTagsRequest {
+        resource_ids: ids,
+        tags: vec![],
+    })
+    .await
+    .unwrap();
+    let left = ta
+        .describe_tags(cpb::DescribeTagsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(described(left).is_empty());
 }

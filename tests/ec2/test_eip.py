@@ -1,8 +1,10 @@
 """Elastic IPs, internet gateways and route tables through unmodified
 aws-cli and boto3 (issue 12's public addressing model): the default VPC's
 gateway and routed main table, an instance's auto-assigned public address
-and an Elastic IP associated with it, a public and a private subnet, the EC2
-error codes of misuse (each refusal writing nothing) and tenant isolation.
+and an Elastic IP associated with it, the auto-assigned address changing at
+stop/start (an Elastic IP staying), tags on Elastic IPs, internet gateways
+and route tables, a public and a private subnet, the EC2 error codes of
+misuse (each refusal writing nothing) and tenant isolation.
 
 The quickstart's control plane hands out public addresses from
 `[vpc] public_pool = "198.51.100.0/24"` (deploy/quickstart.sh). What these
@@ -112,7 +114,10 @@ def test_eip_follows_an_instance_until_released(ec2, aws, hello_ami, tag, cleanu
         assert code(ec2.release_address, AllocationId=alloc) == "InvalidIPAddress.InUse"
 
         aws.run("disassociate-address", "--association-id", assoc)
-        assert "PublicIpAddress" not in instance(ec2, iid)
+        # Its subnet maps public addresses: a new auto-assigned one (EC2).
+        inst = instance(ec2, iid)
+        assert in_pool(inst["PublicIpAddress"]) and inst["PublicIpAddress"] != ip, inst
+        assert inst["NetworkInterfaces"][0]["Association"]["IpOwnerId"] == "amazon"
         assert "AssociationId" not in ec2.describe_addresses(PublicIps=[ip])["Addresses"][0]
 
         # Associated again, then the instance terminates: the association goes.
@@ -249,3 +254,127 @@ def test_eip_misuse_and_tenant_isolation(ec2_once, ec2_other):
     finally:
         ec2.release_address(AllocationId=mine["AllocationId"])
         ec2.delete_internet_gateway(InternetGatewayId=igw)
+
+
+def wait_state(ec2, iid, state):
+    return wait_until(
+        state,
+        lambda: (lambda i: i if i["State"]["Name"] == state else None)(instance(ec2, iid)),
+        timeout=180,
+    )
+
+
+def test_eip_stop_start_changes_the_auto_address(ec2, aws, hello_ami, tag, cleanup):
+    iid = ec2.run_instances(
+        ImageId=hello_ami,
+        InstanceType="t3.nano",
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "t", "Value": tag}]}],
+    )["Instances"][0]["InstanceId"]
+    cleanup.append(iid)
+    wait_state(ec2, iid, "running")
+    first = wait_until("a public address", lambda: instance(ec2, iid).get("PublicIpAddress"), timeout=30)
+    assert in_pool(first)
+
+    # Stopped: EC2 releases the auto-assigned address ...
+    aws.run("stop-instances", "--instance-ids", iid)
+    stopped = wait_state(ec2, iid, "stopped")
+    assert "PublicIpAddress" not in stopped, stopped
+    # ... and assigns a new one at start.
+    aws.run("start-instances", "--instance-ids", iid)
+    running = wait_state(ec2, iid, "running")
+    assert in_pool(running["PublicIpAddress"]), running
+    assert running["NetworkInterfaces"][0]["Association"]["IpOwnerId"] == "amazon"
+
+    # An Elastic IP replaces it and stays through stop and start.
+    alloc = ec2.allocate_address(Domain="vpc")
+    try:
+        assoc = ec2.associate_address(AllocationId=alloc["AllocationId"], InstanceId=iid)[
+            "AssociationId"
+        ]
+        assert instance(ec2, iid)["PublicIpAddress"] == alloc["PublicIp"]
+        ec2.stop_instances(InstanceIds=[iid])
+        assert wait_state(ec2, iid, "stopped")["PublicIpAddress"] == alloc["PublicIp"]
+        ec2.start_instances(InstanceIds=[iid])
+        assert wait_state(ec2, iid, "running")["PublicIpAddress"] == alloc["PublicIp"]
+        got = ec2.describe_addresses(AllocationIds=[alloc["AllocationId"]])["Addresses"][0]
+        assert got["AssociationId"] == assoc and got["InstanceId"] == iid
+        ec2.disassociate_address(AssociationId=assoc)
+        after = instance(ec2, iid)["PublicIpAddress"]
+        assert in_pool(after) and after != alloc["PublicIp"]
+    finally:
+        ec2.terminate_instances(InstanceIds=[iid])
+        wait_state(ec2, iid, "terminated")
+        ec2.release_address(AllocationId=alloc["AllocationId"])
+
+
+def test_eip_tags_on_addresses_gateways_and_route_tables(ec2, ec2_other, aws, tag):
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+    alloc = aws.json(
+        "allocate-address",
+        "--tag-specifications",
+        f"ResourceType=elastic-ip,Tags=[{{Key=t,Value={tag}}}]",
+    )["AllocationId"]
+    igw = ec2.create_internet_gateway(
+        TagSpecifications=[{"ResourceType": "internet-gateway", "Tags": [{"Key": "t", "Value": tag}]}]
+    )["InternetGateway"]
+    rtb = ec2.create_route_table(
+        VpcId=vpc,
+        TagSpecifications=[{"ResourceType": "route-table", "Tags": [{"Key": "t", "Value": tag}]}],
+    )["RouteTable"]
+    igw_id, rtb_id = igw["InternetGatewayId"], rtb["RouteTableId"]
+    try:
+        assert igw["Tags"] == [{"Key": "t", "Value": tag}]
+        assert rtb["Tags"] == [{"Key": "t", "Value": tag}]
+        ids = [alloc, igw_id, rtb_id]
+        aws.run("create-tags", "--resources", *ids, "--tags", "Key=env,Value=prod")
+        by_tag = [{"Name": "tag:t", "Values": [tag]}]
+        assert [a["AllocationId"] for a in ec2.describe_addresses(Filters=by_tag)["Addresses"]] == [
+            alloc
+        ]
+        assert [
+            g["InternetGatewayId"]
+            for g in ec2.describe_internet_gateways(Filters=by_tag)["InternetGateways"]
+        ] == [igw_id]
+        assert [t["RouteTableId"] for t in ec2.describe_route_tables(Filters=by_tag)["RouteTables"]] == [
+            rtb_id
+        ]
+        keyed = ec2.describe_route_tables(
+            Filters=[{"Name": "tag-key", "Values": ["env"]}, {"Name": "vpc-id", "Values": [vpc]}]
+        )["RouteTables"]
+        assert [t["RouteTableId"] for t in keyed] == [rtb_id]
+        tags = aws.json(
+            "describe-tags", "--filters", f"Name=resource-id,Values={alloc},{igw_id},{rtb_id}"
+        )["Tags"]
+        assert sorted((t["ResourceType"], t["Key"]) for t in tags) == [
+            ("elastic-ip", "env"),
+            ("elastic-ip", "t"),
+            ("internet-gateway", "env"),
+            ("internet-gateway", "t"),
+            ("route-table", "env"),
+            ("route-table", "t"),
+        ]
+
+        # Misuse writes nothing; another tenant's ids are not found.
+        many = [{"Key": f"k{i}", "Value": "v"} for i in range(50)]
+        for rid, missing in [
+            (alloc, "InvalidAllocationID.NotFound"),
+            (igw_id, "InvalidInternetGatewayID.NotFound"),
+            (rtb_id, "InvalidRouteTableID.NotFound"),
+        ]:
+            assert code(ec2.create_tags, Resources=[rid], Tags=many) == "TagLimitExceeded"
+            assert code(ec2_other.create_tags, Resources=[rid], Tags=[{"Key": "x", "Value": "y"}]) == (
+                missing
+            )
+            assert code(ec2_other.delete_tags, Resources=[rid]) == missing
+        assert not ec2_other.describe_tags(Filters=[{"Name": "resource-id", "Values": ids}])["Tags"]
+        assert len(ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": ids}])["Tags"]) == 6
+
+        ec2.delete_tags(Resources=ids, Tags=[{"Key": "env"}])
+        left = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": ids}])["Tags"]
+        assert sorted(t["Key"] for t in left) == ["t", "t", "t"]
+    finally:
+        ec2.delete_route_table(RouteTableId=rtb_id)
+        ec2.delete_internet_gateway(InternetGatewayId=igw_id)
+        ec2.release_address(AllocationId=alloc)

@@ -520,7 +520,7 @@ fn from_edge(c: &Cluster, ip: &str) -> Result<String, String> {
 }
 
 #[test]
-fn an_elastic_ip_reaches_its_instance_from_the_edge_until_disassociated() {
+fn public_addresses_reach_instances_from_the_edge_as_they_move() {
     let Some(c) = two_hosts() else {
         return;
     };
@@ -562,4 +562,56 @@ fn an_elastic_ip_reaches_its_instance_from_the_edge_until_disassociated() {
         assert!(from_edge(&c, &public).is_err(), "reachable again");
         std::thread::sleep(Duration::from_millis(300));
     }
+
+    // Its default subnet maps public addresses: a new auto-assigned one
+    // replaced the Elastic IP (as EC2), and the NAT follows it.
+    let auto = field(
+        &c.describe_instances(&t, std::slice::from_ref(&x))[0],
+        "public_ip_address",
+    );
+    assert!(auto.starts_with("198.51.100.") && auto != public, "{auto}");
+    reached(&c, &x, &auto, "disassociate");
+
+    // Stop releases it; start assigns a new one, reached from the edge.
+    let out = c.cli(
+        &t,
+        &["instances", "stop", &x, "--wait", "--timeout", "120s"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v = c.describe_instances(&t, std::slice::from_ref(&x));
+    assert_eq!(field(&v[0], "public_ip_address"), "", "stopped: none");
+    let out = c.cli(&t, &["instances", "start", &x]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    c.wait_state(&t, std::slice::from_ref(&x), "ready");
+    let after = field(
+        &c.describe_instances(&t, std::slice::from_ref(&x))[0],
+        "public_ip_address",
+    );
+    assert!(after.starts_with("198.51.100."), "{after}");
+    reached(&c, &x, &after, "start");
+    if after != auto {
+        assert!(
+            from_edge(&c, &auto).is_err(),
+            "the released address still reaches"
+        );
+    }
+}
+
+/// Waits (30 s at most) until the edge reaches instance `x` at `ip`.
+fn reached(c: &Cluster, x: &str, ip: &str, after: &str) {
+    let since = Instant::now();
+    loop {
+        match from_edge(c, ip) {
+            Ok(body) if body.contains(x) => break,
+            other => assert!(
+                since.elapsed() < Duration::from_secs(30),
+                "the edge never reached {x} at {ip} after {after}: {other:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "{after} -> HTTP from the edge at {ip}: {:?}",
+        since.elapsed()
+    );
 }

@@ -97,6 +97,14 @@ impl Domain {
             // it is leaving: its release below deletes nothing then).
             if !p.unassign {
                 self.adopt_address(&mut p.inst, &mut tx).await?;
+                // An auto-assigned public address goes at stop and a new
+                // one comes at start (EC2), in this transaction.
+                let down = |s: State| matches!(s, State::Stopping | State::Stopped);
+                if p.place && cur.value.state == State::Stopped {
+                    self.stage_auto_ip_start(&p.inst, &mut tx).await?;
+                } else if down(p.inst.state) && !down(cur.value.state) {
+                    self.stage_auto_ip_stop(&p.inst, &mut tx).await?;
+                }
             } else {
                 // Terminated: its public address (Elastic IP association
                 // or auto-assigned) goes in this transaction.

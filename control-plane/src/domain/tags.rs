@@ -1,14 +1,21 @@
-//! Tags on instances (`i-`), images (`ami-`, owner only) and key pairs
-//! (`key-`): CreateTags, DeleteTags, DescribeTags. Tags live inside each
-//! resource's record and are changed by compare-and-swap.
+//! Tags on instances (`i-`), images (`ami-`, owner only), key pairs
+//! (`key-`), Elastic IPs (`eipalloc-`), internet gateways (`igw-`) and route
+//! tables (`rtb-`): CreateTags, DeleteTags, DescribeTags. Tags live inside
+//! each resource's record and are changed by compare-and-swap; a resource of
+//! another account is not found (its kind's `…NotFound` code).
 
 use std::collections::BTreeMap;
 
 use crate::domain::filters::{self, Filter};
 use crate::domain::model::{Image, Instance, KeyPair};
+use crate::domain::vpc::addresses::ElasticIp;
+use crate::domain::vpc::gateways::InternetGateway;
+use crate::domain::vpc::routes::RouteTable;
 use crate::domain::{validation, Caller, Domain};
 use crate::error::{Error, Result};
-use crate::ids::{AccountId, ImageId, InstanceId, KeyPairId};
+use crate::ids::{
+    AccountId, AllocationId, ImageId, InstanceId, InternetGatewayId, KeyPairId, RouteTableId,
+};
 use crate::store::Record;
 
 /// Filter names DescribeTags supports.
@@ -21,7 +28,8 @@ pub const TAG_FILTERS: &[&str] = &["resource-id", "resource-type", "key", "value
 pub struct TagDescription {
     /// Resource id.
     pub resource_id: String,
-    /// instance | image | key-pair.
+    /// instance | image | key-pair | elastic-ip | internet-gateway |
+    /// route-table.
     pub resource_type: &'static str,
     /// Key.
     pub key: String,
@@ -47,9 +55,74 @@ impl Tagged for KeyPair {
         &mut self.tags
     }
 }
+impl Tagged for ElasticIp {
+    fn tags_mut(&mut self) -> &mut BTreeMap<String, String> {
+        &mut self.tags
+    }
+}
+impl Tagged for InternetGateway {
+    fn tags_mut(&mut self) -> &mut BTreeMap<String, String> {
+        &mut self.tags
+    }
+}
+impl Tagged for RouteTable {
+    fn tags_mut(&mut self) -> &mut BTreeMap<String, String> {
+        &mut self.tags
+    }
+}
+
+/// The kinds of resource tags are kept on, by id prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Instance,
+    Image,
+    KeyPair,
+    ElasticIp,
+    InternetGateway,
+    RouteTable,
+}
+
+impl Kind {
+    fn of(id: &str) -> Option<Self> {
+        let (prefix, _) = id.split_once('-')?;
+        Some(match prefix {
+            "i" => Self::Instance,
+            "ami" => Self::Image,
+            "key" => Self::KeyPair,
+            "eipalloc" => Self::ElasticIp,
+            "igw" => Self::InternetGateway,
+            "rtb" => Self::RouteTable,
+            _ => return None,
+        })
+    }
+
+    /// The EC2 code of a missing (or another account's) resource.
+    fn not_found_code(self) -> &'static str {
+        match self {
+            Self::Instance => "InvalidInstanceID.NotFound",
+            Self::Image | Self::KeyPair => "InvalidID.NotFound",
+            Self::ElasticIp => "InvalidAllocationID.NotFound",
+            Self::InternetGateway => "InvalidInternetGatewayID.NotFound",
+            Self::RouteTable => "InvalidRouteTableID.NotFound",
+        }
+    }
+}
 
 impl Domain {
     async fn resource_key(&self, account: &AccountId, id: &str) -> Result<String> {
+        let keys = self.store.keys();
+        match Kind::of(id) {
+            Some(Kind::ElasticIp) => {
+                return Ok(keys.elastic_ip(account, &AllocationId::parse(id)?));
+            }
+            Some(Kind::InternetGateway) => {
+                return Ok(keys.internet_gateway(account, &InternetGatewayId::parse(id)?));
+            }
+            Some(Kind::RouteTable) => {
+                return Ok(keys.route_table(account, &RouteTableId::parse(id)?));
+            }
+            _ => {}
+        }
         if id.starts_with("i-") {
             let i = InstanceId::parse(id)?;
             return Ok(self.store.instances().key(account, &i));
@@ -122,26 +195,23 @@ impl Domain {
         for id in ids {
             let key = self.resource_key(&account, id).await?;
             // Existence check before any change.
+            let kind = Kind::of(id).unwrap_or(Kind::KeyPair);
             if self.store.get_raw(&key).await?.is_none() {
-                let code = if id.starts_with("i-") {
-                    "InvalidInstanceID.NotFound"
-                } else {
-                    "InvalidID.NotFound"
-                };
                 return Err(Error::not_found(
-                    code,
+                    kind.not_found_code(),
                     format!("the resource '{id}' does not exist"),
                 ));
             }
-            keys.push((id, key));
+            keys.push((id, key, kind));
         }
-        for (id, key) in keys {
-            if id.starts_with("i-") {
-                self.modify_tags::<Instance>(&key, id, f).await?;
-            } else if id.starts_with("ami-") {
-                self.modify_tags::<Image>(&key, id, f).await?;
-            } else {
-                self.modify_tags::<KeyPair>(&key, id, f).await?;
+        for (id, key, kind) in keys {
+            match kind {
+                Kind::Instance => self.modify_tags::<Instance>(&key, id, f).await?,
+                Kind::Image => self.modify_tags::<Image>(&key, id, f).await?,
+                Kind::KeyPair => self.modify_tags::<KeyPair>(&key, id, f).await?,
+                Kind::ElasticIp => self.modify_tags::<ElasticIp>(&key, id, f).await?,
+                Kind::InternetGateway => self.modify_tags::<InternetGateway>(&key, id, f).await?,
+                Kind::RouteTable => self.modify_tags::<RouteTable>(&key, id, f).await?,
             }
         }
         Ok(())
@@ -235,6 +305,28 @@ impl Domain {
         resources.extend(
             kps.into_iter()
                 .map(|(_, v)| (v.value.id.to_string(), "key-pair", v.value.tags)),
+        );
+        let public = self.store.public_net();
+        resources.extend(
+            public
+                .eips_of(&account)
+                .await?
+                .into_iter()
+                .map(|v| (v.value.id.to_string(), "elastic-ip", v.value.tags)),
+        );
+        resources.extend(
+            public
+                .igws_of(&account)
+                .await?
+                .into_iter()
+                .map(|v| (v.value.id.to_string(), "internet-gateway", v.value.tags)),
+        );
+        resources.extend(
+            public
+                .tables_of(&account)
+                .await?
+                .into_iter()
+                .map(|v| (v.value.id.to_string(), "route-table", v.value.tags)),
         );
         let mut all = Vec::new();
         for (id, kind, tags) in resources {

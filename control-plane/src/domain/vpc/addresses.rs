@@ -5,7 +5,9 @@
 //! AssociateAddress (to an instance of the caller, not terminated, in a VPC
 //! with an attached internet gateway its subnet routes 0.0.0.0/0 to:
 //! `Gateway.NotAttached` otherwise; `Resource.AlreadyAssociated` unless
-//! `AllowReassociation`), DisassociateAddress, DescribeAddresses.
+//! `AllowReassociation`), DisassociateAddress, DescribeAddresses. An
+//! instance the Elastic IP leaves gets a new auto-assigned address when its
+//! subnet maps them ([`super::auto_ips`]).
 //!
 //! Records: the Elastic IP (`elastic-ips/<account>/<eipalloc>`), the
 //! account's index (`elastic-ip-accounts/<account>`, compared by every
@@ -559,7 +561,8 @@ impl Domain {
                         ),
                     ));
                 }
-                // Moved: the previous instance loses it.
+                // Moved: the previous instance loses it (and gets a new
+                // auto-assigned address when its subnet maps them).
                 let k = keys.instance_public_ip(&account, &a.instance_id);
                 match self
                     .store
@@ -568,7 +571,8 @@ impl Domain {
                     .await?
                 {
                     Some(p) if p.value.allocation_id.as_ref() == Some(&eip.value.id) => {
-                        tx.delete_if_unchanged(&k, &p);
+                        self.stage_eip_leaves(&account, &a.instance_id, &p, &mut tx)
+                            .await?;
                     }
                     Some(p) => {
                         tx.expect_rev(&k, p.mod_revision);
@@ -661,7 +665,8 @@ impl Domain {
                 .await?
             {
                 Some(p) if p.value.association_id.as_ref() == Some(&assoc.id) => {
-                    tx.delete_if_unchanged(&k, &p);
+                    self.stage_eip_leaves(&account, &assoc.instance_id, &p, &mut tx)
+                        .await?;
                 }
                 Some(p) => {
                     tx.expect_rev(&k, p.mod_revision);

@@ -21,6 +21,7 @@
 //! `WatchNetwork` from a watch-fed cache, [`netcache`]).
 
 pub mod addresses;
+pub mod auto_ips;
 pub mod cidr;
 pub mod default_vpc;
 pub mod gateways;

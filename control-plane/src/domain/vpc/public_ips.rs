@@ -16,21 +16,20 @@
 //! claim is found afterwards and its address released again. A replica
 //! that dies before the claim leaves the instance without a public address
 //! (it can be given an Elastic IP); an exhausted pool is logged and the
-//! instance runs without one. Stopping keeps the address (EC2 releases it;
-//! not done here).
+//! instance runs without one. Stop and start, and an Elastic IP leaving an
+//! instance, move the auto-assigned address: [`super::auto_ips`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 
 use super::addresses::{ElasticIp, InstancePublicIp, PublicIpClaim};
 use super::MAX_ATTEMPTS;
-use crate::domain::lifecycle::State;
 use crate::domain::model::{now_ms, Instance};
 use crate::domain::views::Reservation;
 use crate::domain::Domain;
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, AddressAssociationId, AllocationId, InstanceId, SubnetId, VpcId};
-use crate::store::Tx;
+use crate::store::{Tx, Versioned};
 
 /// An instance's public address as DescribeInstances shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -85,20 +84,31 @@ impl Domain {
     /// transaction requires it still has none, so a racing associate is
     /// either seen or fails on the instance record).
     pub(crate) async fn stage_public_ip_release(&self, inst: &Instance, tx: &mut Tx) -> Result<()> {
+        let cur = self
+            .store
+            .public_net()
+            .instance_ip(&inst.account, &inst.id)
+            .await?;
+        self.stage_record_release(inst, cur.as_ref(), tx).await
+    }
+
+    /// [`Self::stage_public_ip_release`] of the record `cur` read by the
+    /// caller (`None`: the instance has none, required still absent).
+    pub(crate) async fn stage_record_release(
+        &self,
+        inst: &Instance,
+        cur: Option<&Versioned<InstancePublicIp>>,
+        tx: &mut Tx,
+    ) -> Result<()> {
         let k = self
             .store
             .keys()
             .instance_public_ip(&inst.account, &inst.id);
-        match self
-            .store
-            .public_net()
-            .instance_ip(&inst.account, &inst.id)
-            .await?
-        {
+        match cur {
             Some(cur) => {
                 self.stage_drop_public_ip(&inst.account, &cur.value, tx)
                     .await?;
-                tx.delete_if_unchanged(&k, &cur);
+                tx.delete_if_unchanged(&k, cur);
             }
             None => {
                 tx.expect_absent(&k);
@@ -310,8 +320,10 @@ async fn assign_public_ips(
     Ok(())
 }
 
-/// Releases the auto-assigned address of each instance of `chunk` that is
-/// already terminated (or gone).
+/// Releases the auto-assigned address of each instance of `chunk` that
+/// no longer holds one (terminated or gone, stopping or stopped: its state
+/// change ran before the claim), comparing the instance so a racing start
+/// (which keeps the address it finds) wins or loses as a whole.
 async fn release_if_terminated(
     store: &crate::store::Store,
     chunk: &[(Launched, SubnetId)],
@@ -319,7 +331,10 @@ async fn release_if_terminated(
     let keys = store.keys();
     for (l, _) in chunk {
         let inst = store.instances().get(&l.account, &l.id).await?;
-        if inst.is_some_and(|i| i.value.state != State::Terminated) {
+        if inst
+            .as_ref()
+            .is_some_and(|i| super::auto_ips::holds_auto_ip(i.value.state))
+        {
             continue;
         }
         let Some(cur) = store.public_net().instance_ip(&l.account, &l.id).await? else {
@@ -329,6 +344,11 @@ async fn release_if_terminated(
             continue;
         }
         let mut tx = Tx::new();
+        let ik = keys.instance(&l.account, &l.id);
+        match &inst {
+            Some(i) => tx.expect_rev(&ik, i.mod_revision),
+            None => tx.expect_absent(&ik),
+        };
         tx.delete_if_unchanged(&keys.instance_public_ip(&l.account, &l.id), &cur);
         if let Ok(ip) = cur.value.public_ip.parse::<Ipv4Addr>() {
             tx.delete(&keys.public_ip(ip));

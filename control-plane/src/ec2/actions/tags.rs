@@ -1,5 +1,6 @@
-//! Tag actions: CreateTags, DeleteTags, DescribeTags over instances, images
-//! and key pairs of the caller's account.
+//! Tag actions: CreateTags, DeleteTags, DescribeTags over instances, images,
+//! key pairs, Elastic IPs, internet gateways and route tables of the
+//! caller's account.
 
 use super::{domain_filters, dry_run_ok, return_true, tag_pairs};
 use crate::domain::tags::TagDescription;
