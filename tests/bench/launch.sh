@@ -2,7 +2,7 @@
 # Launch-latency benchmark (not part of the test suite; results go to
 # docs/benchmarks.md, section "Launch latency").
 #
-#   tests/bench/launch.sh [--single N] [--burst N] [--no-build] [--keep]
+#   tests/bench/launch.sh [--single N] [--burst N] [--no-legacy] [--no-build] [--keep]
 #
 # Measures, on a local cluster of release binaries (nubis-testcluster: etcd, a
 # control plane, three agents in their own network namespaces):
@@ -12,7 +12,11 @@
 #   2. single: `nubis instances run --count 1 --wait --poll-interval 10ms`
 #      (RunInstances until DescribeInstanceStatus says the guest is ready), N
 #      launches one after another (each terminated afterwards); p50/p90, and
-#      p50 minus the reference p50 = what Nubis adds;
+#      p50 minus the reference p50 = what Nubis adds; unless --no-legacy,
+#      alternating with N launches of a second account whose default VPC was
+#      deleted, so its instances take the agent's legacy bridge path (no
+#      VPC: the data plane before issue 12): the VPC launch's p50 minus the
+#      legacy launch's p50 = what the VPC data plane adds, side by side;
 #   3. burst: one `nubis instances run --count N --wait` call (the CLI's
 #      default --poll-interval, 50 ms; default N = 50); instances/s. A refused call (e.g. the control
 #      plane's per-call cap) is reported as such, not as a time.
@@ -27,14 +31,15 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-single=20 burst=50 build=1 keep=0
+single=20 burst=50 build=1 keep=0 legacy=1
 while (($#)); do
     case $1 in
         --single) single=$2; shift 2 ;;
         --burst) burst=$2; shift 2 ;;
         --no-build) build=0; shift ;;
+        --no-legacy) legacy=0; shift ;;
         --keep) keep=1; shift ;;
-        *) echo "usage: $0 [--single N] [--burst N] [--no-build] [--keep]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--single N] [--burst N] [--no-legacy] [--no-build] [--keep]" >&2; exit 2 ;;
     esac
 done
 [[ $(id -u) -eq 0 ]] || { echo "launch.sh: run as root" >&2; exit 2; }
@@ -50,6 +55,9 @@ fi
 image_dir=${NUBIS_IMAGE_DIR:-$root/target/images}
 kernel="$image_dir/hello/kernel"
 work=$(mktemp -d /tmp/nbt-bench.XXXXXX)
+# The agents' jailed VMMs run as unprivileged uids and need search
+# permission on the path to their instance directories under it.
+chmod o+x "$work"
 cluster_pid=""
 cleanup() {
     if [[ -n $cluster_pid ]]; then
@@ -112,6 +120,8 @@ print(f"export NUBIS_ENDPOINT={c['grpc_endpoint']}")
 print(f"export NUBIS_ACCESS_KEY_ID={c['tenant']['access_key_id']}")
 print(f"export NUBIS_SECRET_ACCESS_KEY={c['tenant']['secret_access_key']}")
 print(f"image={c['hello_image_id']}")
+print(f"admin_key={c['admin']['access_key_id']}")
+print(f"admin_secret={c['admin']['secret_access_key']}")
 print(f"logs={c['logs']}")
 EOF
 )"
@@ -119,23 +129,59 @@ export NUBIS_CONFIG="$work/none.toml"
 
 # ------------------------------------------------------------ 2. single, 3. burst
 echo "single: $single launches, RunInstances -> ready; then burst: $burst in one call" >&2
-python3 - "$rel/nubis" "$image" "$single" "$burst" "$work" <<'EOF'
-import json, subprocess, sys, time
+NUBIS_ADMIN_KEY=$admin_key NUBIS_ADMIN_SECRET=$admin_secret \
+python3 - "$rel/nubis" "$image" "$single" "$burst" "$work" "$legacy" <<'EOF'
+import json, os, subprocess, sys, time
 nubis, image, single, burst, work = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-def cli(*args, timeout):
-    return subprocess.run([nubis, *args], capture_output=True, text=True, timeout=timeout)
-runs = []
-for i in range(single):
-    t0 = time.time()
-    out = cli("instances", "run", "--image", image, "--type", "t3.nano", "--wait",
-              "--poll-interval", "10ms", "--timeout", "120s", "-o", "json", timeout=180)
-    t1 = time.time()
+legacy = sys.argv[6] == "1"
+def cli(*args, timeout, env=None):
+    return subprocess.run([nubis, *args], capture_output=True, text=True, timeout=timeout, env=env)
+def as_account(key, secret):
+    return dict(os.environ, NUBIS_ACCESS_KEY_ID=key, NUBIS_SECRET_ACCESS_KEY=secret)
+def ok(out, what):
     if out.returncode != 0:
-        sys.exit(f"single launch {i} failed: {out.stderr.strip()}")
-    ids = [x["instance_id"] for x in json.loads(out.stdout)["instances"]]
-    runs.append({"id": ids[0], "t0_ms": t0 * 1000, "t1_ms": t1 * 1000})
-    cli("instances", "terminate", ids[0], "--wait", "--timeout", "60s", timeout=90)
-res = {"single": runs}
+        sys.exit(f"{what} failed: {out.stderr.strip()}")
+    return json.loads(out.stdout) if out.stdout.strip().startswith("{") else None
+res = {}
+lenv = None
+if legacy:
+    # A second account without a VPC: its default VPC created and deleted
+    # (subnets, gateway), so RunInstances without a subnet takes the
+    # legacy bridge (docs/networking.md).
+    admin = as_account(os.environ["NUBIS_ADMIN_KEY"], os.environ["NUBIS_ADMIN_SECRET"])
+    acct = ok(cli("admin", "accounts", "create", "bench-legacy", "-o", "json", timeout=60, env=admin),
+              "create account")
+    lenv = as_account(acct["access_key_id"], acct["secret_access_key"])
+    for v in ok(cli("vpcs", "list", "-o", "json", timeout=60, env=lenv), "vpcs list")["vpcs"]:
+        for sn in ok(cli("subnets", "list", "-o", "json", timeout=60, env=lenv), "subnets list")["subnets"]:
+            if sn["vpc_id"] == v["vpc_id"]:
+                ok(cli("subnets", "delete", sn["subnet_id"], timeout=60, env=lenv), "subnet delete")
+        gws = ok(cli("internet-gateways", "list", "-o", "json", timeout=60, env=lenv), "gateways list")
+        for g in gws["internet_gateways"]:
+            if g["vpc_id"] == v["vpc_id"]:
+                ok(cli("internet-gateways", "detach", g["internet_gateway_id"], v["vpc_id"],
+                       timeout=60, env=lenv), "gateway detach")
+                ok(cli("internet-gateways", "delete", g["internet_gateway_id"], timeout=60, env=lenv),
+                   "gateway delete")
+        ok(cli("vpcs", "delete", v["vpc_id"], timeout=60, env=lenv), "vpc delete")
+    res["legacy"] = []
+runs = []
+kinds = [("vpc", None, runs)] + ([("legacy", lenv, res.get("legacy"))] if legacy else [])
+for i in range(single):
+    # Alternate which kind goes first.
+    for kind, env, dest in (kinds if i % 2 == 0 else kinds[::-1]):
+        t0 = time.time()
+        out = cli("instances", "run", "--image", image, "--type", "t3.nano", "--wait",
+                  "--poll-interval", "10ms", "--timeout", "120s", "-o", "json", timeout=180, env=env)
+        t1 = time.time()
+        if out.returncode != 0:
+            sys.exit(f"single {kind} launch {i} failed: {out.stderr.strip()}")
+        inst = json.loads(out.stdout)["instances"][0]
+        dest.append({"id": inst["instance_id"], "t0_ms": t0 * 1000, "t1_ms": t1 * 1000,
+                     "vpc": inst.get("vpc_id", "")})
+        cli("instances", "terminate", inst["instance_id"], "--wait", "--timeout", "60s", timeout=90,
+            env=env)
+res["single"] = runs
 t0 = time.time()
 out = cli("instances", "run", "--image", image, "--type", "t3.nano", "--count", str(burst), "--wait",
           "--poll-interval", "50ms", "--timeout", "300s", "-o", "json", timeout=400)
@@ -238,6 +284,12 @@ print("| measurement | value |\n|---|---|")
 print(f"| hello guest's own boot (direct nubis-vmm, to ready line), p50 of {len(ref)} | {ref_p50:.0f} ms |")
 print(f"| RunInstances -> ready through the CLI, single instance, p50 of {len(s)} | {s_p50:.0f} ms (p90 {s_p90:.0f} ms) |")
 print(f"| what Nubis adds beyond the guest's boot (p50 - reference p50) | {s_p50 - ref_p50:.0f} ms (goal < 150 ms) |")
+if runs.get("legacy"):
+    l = [r["t1_ms"] - r["t0_ms"] for r in runs["legacy"]]
+    l_p50, l_p90 = pct(l, 50), pct(l, 90)
+    vpcs = sorted({r["vpc"] or "none" for r in runs["legacy"]})
+    print(f"| same, legacy bridge (an account without a VPC; instances' vpc: {', '.join(vpcs)}), p50 of {len(l)}, alternating | {l_p50:.0f} ms (p90 {l_p90:.0f} ms) |")
+    print(f"| what the VPC data plane adds (VPC p50 - legacy p50) | {s_p50 - l_p50:.0f} ms (goal <= 20 ms) |")
 if "burst" in runs:
     b = runs["burst"]
     ms = b["t1_ms"] - b["t0_ms"]
@@ -254,6 +306,12 @@ print(f"\nSingle launch, per phase (ms; p50 and max over {len(s)} launches; the 
 print("| phase | what | p50 | max | seen |\n|---|---|---|---|---|")
 for l in rows(breakdown([(r["id"], r["t0_ms"], r["t1_ms"]) for r in runs["single"]]), len(s)):
     print(l)
+if runs.get("legacy"):
+    print(f"\nSingle launch on the legacy bridge, per phase (ms; p50 and max over {len(runs['legacy'])}):\n")
+    print("| phase | what | p50 | max | seen |\n|---|---|---|---|---|")
+    for l in rows(breakdown([(r["id"], r["t0_ms"], r["t1_ms"]) for r in runs["legacy"]]),
+                  len(runs["legacy"])):
+        print(l)
 if "burst" in runs:
     b = runs["burst"]
     items = [(i, b["t0_ms"], None) for i in b["ids"]]

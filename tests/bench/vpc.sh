@@ -11,21 +11,16 @@
 #
 #   tests/bench/vpc.sh [ROUNDS]
 #
-# Binaries: NUBIS_BENCH_PROFILE=release (default) or debug. Run as root with
-# /dev/kvm.
+# Binaries: NUBIS_BENCH_PROFILE=release (default) or debug, built first; or
+# NUBIS_BIN_DIR=<dir> to run prebuilt ones without building. Run as root
+# with /dev/kvm.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
 rounds=${1:-10}
-profile=${NUBIS_BENCH_PROFILE:-release}
 [[ $(id -u) -eq 0 ]] || { echo "vpc.sh: run as root" >&2; exit 2; }
-if [[ $profile == release ]]; then
-    cargo build --release -q -p nubis-control-plane -p nubis-agent -p nubis-vmm -p nubis-cli >&2
-else
-    cargo build -q -p nubis-control-plane -p nubis-agent -p nubis-vmm -p nubis-cli >&2
-fi
-deploy/images/build.sh hello >/dev/null
-bins=${CARGO_TARGET_DIR:-$root/target}/$profile
+# shellcheck source=tests/bench/cluster-bins.sh
+source "$root/tests/bench/cluster-bins.sh"
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $profile binaries, load $(cut -d' ' -f1-3 /proc/loadavg), rounds=$rounds"
 log=$(mktemp /tmp/nbt-vpc-bench.XXXXXX)
 trap 'rm -f "$log"' EXIT

@@ -18,6 +18,7 @@
 //! Tests talk to the cluster like a user: through the `nubis` CLI
 //! ([`Cluster::cli`]) with JSON output.
 
+pub mod console;
 pub mod fabric;
 pub mod ops;
 pub mod region;

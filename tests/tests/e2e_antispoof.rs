@@ -9,9 +9,9 @@
 //! node-agent/tests/vpc_dataplane.rs), so the prober keeps reaching the
 //! victim, and only the victim, for the whole attack.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use nubis_tests::cluster::console::probes;
 use nubis_tests::cluster::ops::{field, hello_variant_images, ids_of};
 use nubis_tests::cluster::{self, Cluster, ClusterSpec};
 
@@ -21,21 +21,9 @@ const VICTIM_IP: &str = "172.31.0.4";
 
 /// The HTTP probe results (`result`, `peer`) towards `dst` in a console.
 fn http_probes(console: &str, dst: &str) -> Vec<(String, Option<String>)> {
-    console
-        .lines()
-        .filter_map(|l| {
-            let rest = l.trim().strip_prefix("NUBIS-PROBE ")?;
-            let kv: BTreeMap<&str, &str> = rest
-                .split_whitespace()
-                .filter_map(|w| w.split_once('='))
-                .collect();
-            (kv.get("dst") == Some(&dst) && kv.get("check") == Some(&"http:80")).then(|| {
-                (
-                    kv.get("result").unwrap_or(&"").to_string(),
-                    kv.get("peer").map(|p| p.to_string()),
-                )
-            })
-        })
+    probes(console, dst, "http:80")
+        .into_iter()
+        .map(|p| (p.result, p.peer))
         .collect()
 }
 

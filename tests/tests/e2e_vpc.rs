@@ -13,9 +13,9 @@
 //!   the member's established connection within about a second, and an
 //!   authorize opens the way again.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use nubis_tests::cluster::console::{probes, stream_state, Probe};
 use nubis_tests::cluster::ops::{field, ids_of};
 use nubis_tests::cluster::{self, Cluster, ClusterSpec, Creds};
 
@@ -54,45 +54,6 @@ fn launch(c: &Cluster, t: &Creds, zone: &str, user_data: &str, extra: &[&str]) -
     let ip = field(&v[0], "private_ip_address");
     assert!(!ip.is_empty(), "no address: {v:?}");
     (ids[0].clone(), ip)
-}
-
-/// One `NUBIS-PROBE` line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Probe {
-    seq: u64,
-    result: String,
-    peer: Option<String>,
-}
-
-/// The probe results of `check` towards `dst` in a console, in order.
-fn probes(console: &str, dst: &str, check: &str) -> Vec<Probe> {
-    console
-        .lines()
-        .filter_map(|l| {
-            let rest = l.trim().strip_prefix("NUBIS-PROBE ")?;
-            let kv: BTreeMap<&str, &str> = rest
-                .split_whitespace()
-                .filter_map(|w| w.split_once('='))
-                .collect();
-            (kv.get("dst") == Some(&dst) && kv.get("check") == Some(&check)).then(|| Probe {
-                seq: kv.get("seq").and_then(|s| s.parse().ok()).unwrap_or(0),
-                result: kv.get("result").unwrap_or(&"").to_string(),
-                peer: kv.get("peer").map(|p| p.to_string()),
-            })
-        })
-        .collect()
-}
-
-/// The last `NUBIS-STREAM` state towards `dst`.
-fn stream_state(console: &str, dst: &str) -> Option<String> {
-    console.lines().rev().find_map(|l| {
-        let rest = l.trim().strip_prefix("NUBIS-STREAM ")?;
-        let kv: BTreeMap<&str, &str> = rest
-            .split_whitespace()
-            .filter_map(|w| w.split_once('='))
-            .collect();
-        (kv.get("dst") == Some(&dst)).then(|| kv.get("state").unwrap_or(&"").to_string())
-    })
 }
 
 /// Polls the console of `id` until `pred` holds; returns it and how long it

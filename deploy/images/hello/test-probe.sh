@@ -15,7 +15,9 @@
 # metadata service, --metadata-file) instead of QEMU (a metadata responder
 # in the namespace). SHOW_LOGS=1 prints the console logs also on success.
 # Everything runs inside a network namespace this script creates (nbp<pid>)
-# and removes on exit, also on failure.
+# and removes on exit, also on failure. Guest F fetches GET /bulk from A
+# (nubis-bulk); D and E also try it against a server without a length and a
+# closed port.
 # Missing KVM/QEMU/tools: prints SKIPPED and exits 0, unless
 # NUBIS_REQUIRE_KVM=1, then fails.
 set -uo pipefail
@@ -281,15 +283,57 @@ check "every=60000: one round in the first seconds" \
 check "no error lines on C" bash -c "! grep -q '^NUBIS-ERROR' '$clog'"
 
 # ---- guests D and E: a stream the server resets, a stream refused ----
-printf 'nubis-stream 192.168.77.1:8082\n' >"$work/d.ud"
+printf 'nubis-stream 192.168.77.1:8082\nnubis-bulk 192.168.77.1:8081 bytes=100\n' >"$work/d.ud"
 boot d nbpd$$ 02:00:0a:00:00:05 "nubis.id=i-d ip=10.0.0.5/24 gw=10.0.0.1" "$work/d.ud"
 check "D ready" wait_line "$work/d.log" '^NUBIS-GUEST-READY i-d$' 30
 check "D stream reset by the server" \
     wait_line "$work/d.log" '^NUBIS-STREAM dst=192\.168\.77\.1 bytes=[0-9]+ state=reset$' 10
-printf 'nubis-stream 10.0.0.2:81\n' >"$work/e.ud"
+printf 'nubis-stream 10.0.0.2:81\nnubis-bulk 10.0.0.2:81 bytes=10\n' >"$work/e.ud"
 boot e nbpe$$ 02:00:0a:00:00:06 "nubis.id=i-e ip=10.0.0.6/24 gw=10.0.0.1" "$work/e.ud"
 check "E ready" wait_line "$work/e.log" '^NUBIS-GUEST-READY i-e$' 30
 check "E stream to a closed port refused" \
     wait_line "$work/e.log" '^NUBIS-STREAM dst=10\.0\.0\.2 bytes=0 state=refused$' 10
+check "D bulk from a server without Content-Length is bad-response" \
+    wait_line "$work/d.log" "^NUBIS-BULK dst=192\.168\.77\.1 bytes=[0-9]+ ms=$num result=bad-response\$" 10
+check "E bulk from a closed port refused" \
+    wait_line "$work/e.log" "^NUBIS-BULK dst=10\.0\.0\.2 bytes=0 ms=$num result=refused\$" 10
+
+# ---- guest F: a bulk fetch from A ----
+printf 'nubis-bulk 10.0.0.2 bytes=0\nnubis-bulk 10.0.0.2 bytes=4000000\n' >"$work/f.ud"
+boot f nbpf$$ 02:00:0a:00:00:07 "nubis.id=i-f ip=10.0.0.7/24 gw=10.0.0.1" "$work/f.ud"
+flog="$work/f.log"
+check "F ready" wait_line "$flog" '^NUBIS-GUEST-READY i-f$' 30
+check "bad bytes= reported" \
+    wait_line "$flog" '^NUBIS-ERROR bad nubis-bulk 10\.0\.0\.2 bytes=0 \(expected bytes=<n> with n 1-1073741824\)$' 10
+check "F fetched exactly 4000000 bytes from A" \
+    wait_line "$flog" "^NUBIS-BULK dst=10\.0\.0\.2 bytes=4000000 ms=$num result=ok\$" 60
+grep '^NUBIS-BULK' "$flog" | sed 's/^/  /'
+check "one NUBIS-BULK line: fetched once" test "$(grep -c '^NUBIS-BULK' "$flog")" -eq 1
+bulk_from_ns() { # GET /bulk from the namespace: the length asked for, the pattern
+    ip netns exec "$ns" python3 - <<'PY'
+import sys, urllib.request
+r = urllib.request.urlopen("http://10.0.0.2/bulk?bytes=1000003", timeout=20)
+body = r.read()
+line = b"NUBIS-BULK-DATA 0123456789abcdefghijklmnopqrstuvwxyz0123456789.\n"
+ok = r.status == 200 and r.headers["Content-Length"] == "1000003" and \
+    body == (line * (1000003 // 64 + 1))[:1000003]
+print("  (%d bytes)" % len(body))
+sys.exit(0 if ok else 1)
+PY
+}
+check "GET /bulk?bytes=1000003 from the namespace: exact length and pattern" bulk_from_ns
+bulk_400() {
+    ip netns exec "$ns" python3 -c '
+import sys, urllib.request, urllib.error
+try:
+    urllib.request.urlopen("http://10.0.0.2/bulk?bytes=0", timeout=5)
+except urllib.error.HTTPError as e:
+    sys.exit(0 if e.code == 400 else 1)
+sys.exit(1)'
+}
+check "GET /bulk?bytes=0 is 400" bulk_400
+check "A still answers GET / after the bulk" bash -c \
+    "ip netns exec $ns python3 -c 'import urllib.request,sys; sys.exit(0 if urllib.request.urlopen(\"http://10.0.0.2/\", timeout=5).read() == b\"NUBIS-HELLO i-a\\n\" else 1)'"
+check "no error lines on A after the bulk" bash -c "! grep -q '^NUBIS-ERROR' '$work/a.log'"
 
 finish

@@ -320,7 +320,11 @@ mod tests {
         assert_eq!(parse("nubis.burn=yes").problems.len(), 1);
         assert_eq!(c.spoof, None);
         assert_eq!(parse("nubis.spoof=10.0.0.7").spoof, Some([10, 0, 0, 7]));
-        for bad in ["nubis.spoof=1", "nubis.spoof=0.0.0.0", "nubis.spoof=10.0.0.256"] {
+        for bad in [
+            "nubis.spoof=1",
+            "nubis.spoof=0.0.0.0",
+            "nubis.spoof=10.0.0.256",
+        ] {
             let c = parse(bad);
             assert_eq!((c.spoof, c.problems.len()), (None, 1), "{bad}");
         }

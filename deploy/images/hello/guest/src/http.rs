@@ -2,9 +2,10 @@
 //!
 //! `GET /` answers `NUBIS-HELLO <id>\n`; `GET /reset` answers, then the guest
 //! resets; `GET /stream` answers a head and then one line per 100 ms until
-//! the client closes. Every response closes the connection (`Connection:
-//! close`). Also the client side of the `http:` probe check
-//! ([`hello_peer`]).
+//! the client closes; `GET /bulk?bytes=<n>` answers `<n>` bytes of a
+//! pattern as fast as the stack sends them. Every response closes the
+//! connection (`Connection: close`). Also the client side of the `http:`
+//! probe check ([`hello_peer`]) and of the bulk fetch ([`response_head`]).
 
 use alloc::format;
 use alloc::vec::Vec;
@@ -23,6 +24,9 @@ pub enum Route {
     UserData,
     /// `GET /stream`: a head, then [`stream_line`]s until the client closes.
     Stream,
+    /// `GET /bulk?bytes=<n>`: a head with `Content-Length: <n>`, then `<n>`
+    /// bytes of [`bulk_fill`]'s pattern.
+    Bulk(u64),
     /// Any other path.
     NotFound,
     /// A method other than GET or HEAD.
@@ -67,9 +71,19 @@ pub fn parse(buf: &[u8]) -> Parsed {
     {
         return Parsed::Bad;
     }
-    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let head_only = method == "HEAD";
     let route = match (method, path) {
+        ("GET" | "HEAD", "/bulk") => {
+            let bytes = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("bytes="))
+                .and_then(crate::probe::parse_bulk_bytes);
+            match bytes {
+                Some(n) => Route::Bulk(n),
+                None => return Parsed::Bad,
+            }
+        }
         ("GET" | "HEAD", "/") => Route::Hello,
         ("GET" | "HEAD", "/reset") => Route::Reset,
         ("GET" | "HEAD", "/user-data") => Route::UserData,
@@ -114,6 +128,13 @@ pub fn respond(parsed: Option<(Route, bool)>, id: &str, user_data: Option<&[u8]>
             return b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
                 .to_vec();
         }
+        Some((Route::Bulk(n), _)) => {
+            // The body follows from [`bulk_fill`], sent by the caller.
+            return format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n"
+            )
+            .into_bytes();
+        }
         Some((Route::NotFound, _)) => ("404 Not Found", "not found\n".into()),
         Some((Route::MethodNotAllowed, _)) => {
             ("405 Method Not Allowed", "method not allowed\n".into())
@@ -141,6 +162,79 @@ pub const STREAM_MAX_MS: u64 = 10 * 60 * 1000;
 /// Line `seq` (from 1) of `GET /stream`: `NUBIS-STREAM-DATA <id> seq=<n>\n`.
 pub fn stream_line(id: &str, seq: u64) -> Vec<u8> {
     format!("NUBIS-STREAM-DATA {id} seq={seq}\n").into_bytes()
+}
+
+/// The body of `GET /bulk`: a repeating 64-byte line.
+const BULK_PATTERN: &[u8; 64] =
+    b"NUBIS-BULK-DATA 0123456789abcdefghijklmnopqrstuvwxyz0123456789.\n";
+
+/// Fills `buf` with the bulk body's bytes from `offset` on.
+pub fn bulk_fill(offset: u64, buf: &mut [u8]) {
+    let mut at = (offset % BULK_PATTERN.len() as u64) as usize;
+    for chunk in buf.chunks_mut(BULK_PATTERN.len()) {
+        let len = chunk.len();
+        let first = (BULK_PATTERN.len() - at).min(len);
+        chunk[..first].copy_from_slice(&BULK_PATTERN[at..at + first]);
+        chunk[first..].copy_from_slice(&BULK_PATTERN[..len - first]);
+        at = (at + len) % BULK_PATTERN.len();
+    }
+}
+
+/// The request of the `nubis-bulk` client.
+pub fn bulk_request(host: &str, bytes: u64) -> Vec<u8> {
+    format!("GET /bulk?bytes={bytes} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+        .into_bytes()
+}
+
+/// A response head as the bulk client sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Head {
+    /// Not complete yet (and under [`MAX_REQUEST`] bytes).
+    Incomplete,
+    /// Complete: `len` bytes of head (blank line included), whether the
+    /// status is 200, and the `Content-Length` if there is a valid one.
+    Done {
+        len: usize,
+        ok: bool,
+        content_length: Option<u64>,
+    },
+    /// Not an HTTP response head, or too long.
+    Bad,
+}
+
+/// Looks at the first bytes of a response.
+pub fn response_head(buf: &[u8]) -> Head {
+    let Some(end) = find(buf, b"\r\n\r\n") else {
+        return if buf.len() >= MAX_REQUEST || (buf.len() >= 5 && !buf.starts_with(b"HTTP/")) {
+            Head::Bad
+        } else {
+            Head::Incomplete
+        };
+    };
+    let Ok(head) = core::str::from_utf8(&buf[..end]) else {
+        return Head::Bad;
+    };
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or("");
+    if !status.starts_with("HTTP/1.") {
+        return Head::Bad;
+    }
+    let ok = status.split(' ').nth(1) == Some("200");
+    let content_length = lines.find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        let value = value.trim();
+        (name.eq_ignore_ascii_case("content-length")
+            && !value.is_empty()
+            && value.len() <= 19
+            && value.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| value.parse().ok())
+        .flatten()
+    });
+    Head::Done {
+        len: end + 4,
+        ok,
+        content_length,
+    }
 }
 
 /// The request of the `http:` probe check.
@@ -269,6 +363,75 @@ mod tests {
         assert_eq!(stream_line("i-1", 7), b"NUBIS-STREAM-DATA i-1 seq=7\n");
         assert!(parse(&stream_request("10.0.0.2")) == req(Route::Stream));
         assert!(parse(&probe_request("10.0.0.2")) == req(Route::Hello));
+    }
+
+    #[test]
+    fn bulk_route_and_body() {
+        assert_eq!(
+            parse(b"GET /bulk?bytes=1048576 HTTP/1.1\r\n\r\n"),
+            req(Route::Bulk(1 << 20))
+        );
+        assert_eq!(
+            parse(b"GET /bulk?x=1&bytes=5 HTTP/1.1\r\n\r\n"),
+            req(Route::Bulk(5))
+        );
+        assert_eq!(parse(&bulk_request("10.0.0.2", 77)), req(Route::Bulk(77)));
+        for bad in [
+            &b"GET /bulk HTTP/1.1\r\n\r\n"[..],
+            b"GET /bulk?bytes=0 HTTP/1.1\r\n\r\n",
+            b"GET /bulk?bytes=1073741825 HTTP/1.1\r\n\r\n",
+            b"GET /bulk?bytes=12a HTTP/1.1\r\n\r\n",
+            b"GET /bulk?bytes=-1 HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(parse(bad), Parsed::Bad, "{bad:?}");
+        }
+        let head = respond(Some((Route::Bulk(300), false)), "i-1", None);
+        assert_eq!(
+            response_head(&head),
+            Head::Done {
+                len: head.len(),
+                ok: true,
+                content_length: Some(300)
+            }
+        );
+        // The pattern continues across calls at any offset.
+        let mut whole = [0u8; 300];
+        bulk_fill(0, &mut whole);
+        assert_eq!(&whole[..16], b"NUBIS-BULK-DATA ");
+        assert_eq!(whole[63], b'\n');
+        assert_eq!(whole[..64], whole[64..128]);
+        let mut parts = [0u8; 300];
+        let (a, b) = parts.split_at_mut(37);
+        bulk_fill(0, a);
+        bulk_fill(37, b);
+        assert_eq!(parts, whole);
+        let mut tail = [0u8; 10];
+        bulk_fill(290, &mut tail);
+        assert_eq!(tail, whole[290..]);
+    }
+
+    #[test]
+    fn response_heads() {
+        assert_eq!(response_head(b"HTTP/1.1 200 OK\r\n"), Head::Incomplete);
+        assert_eq!(response_head(b"HTT"), Head::Incomplete);
+        assert_eq!(response_head(b"SSH-2.0-x\r\n"), Head::Bad);
+        assert_eq!(response_head(&[b'H'; MAX_REQUEST]), Head::Bad);
+        assert_eq!(
+            response_head(b"HTTP/1.1 404 Not Found\r\ncontent-length: 10\r\n\r\nnot found\n"),
+            Head::Done {
+                len: 46,
+                ok: false,
+                content_length: Some(10)
+            }
+        );
+        assert_eq!(
+            response_head(b"HTTP/1.0 200 OK\r\nContent-Length: x\r\n\r\n"),
+            Head::Done {
+                len: 38,
+                ok: true,
+                content_length: None
+            }
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The network side: a smoltcp interface over virtio-net with a static IPv4
 //! address (ARP and ICMP echo are answered by smoltcp itself) and the HTTP
 //! server on port 80 (see `nubis_hello_guest::http`), including the server
-//! side of the stream mode (`GET /stream`). The probe and stream clients
-//! live in `prober.rs` and run in the same loop.
+//! side of the stream and bulk modes (`GET /stream`, `GET /bulk`). The
+//! probe, stream and bulk clients live in `prober.rs` and run in the same
+//! loop.
 //!
 //! The loop polls the device; when there is nothing to do it sleeps at CPL0
 //! (`hlt`) until the next virtio interrupt (routed through the I/O APIC) or
@@ -33,6 +34,9 @@ const HTTP_PORT: u16 = 80;
 /// Listening sockets: this many connections can be open at once.
 const LISTENERS: usize = 8;
 const SOCKET_BUF: usize = 4096;
+/// Send buffer of the listening sockets: what `GET /bulk` may have in
+/// flight (the receive side stays small).
+const SEND_BUF: usize = 16 * 1024;
 /// A `GET /stream` connection is dropped when the client acknowledges
 /// nothing for this long (other connections: 10 s).
 const STREAM_TIMEOUT_S: u64 = 60;
@@ -90,7 +94,11 @@ impl Device for NetDev {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
         caps.max_transmission_unit = 1514;
-        caps.max_burst_size = Some(1);
+        // smoltcp caps every TCP window it advertises at max_burst_size
+        // segments: Some(1) allowed one segment in flight (GET /bulk then
+        // crawled); no cap overran the receive queue and lost segments, which
+        // smoltcp recovers from slowly. Half the queue measured best.
+        caps.max_burst_size = Some(QUEUE_SIZE / 2);
         caps
     }
 }
@@ -152,6 +160,8 @@ struct Conn {
     pending: Vec<u8>,
     /// `GET /stream` is being answered.
     stream: Option<StreamOut>,
+    /// `GET /bulk`: (body bytes sent, body length).
+    bulk: Option<(u64, u64)>,
 }
 
 /// The server side of one `GET /stream`.
@@ -226,7 +236,7 @@ pub fn up(found: Found, ip: Ipv4Cidr, gw: Option<[u8; 4]>, hz: u64) -> Option<Se
     for _ in 0..LISTENERS {
         let socket = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; SOCKET_BUF]),
-            tcp::SocketBuffer::new(vec![0; SOCKET_BUF]),
+            tcp::SocketBuffer::new(vec![0; SEND_BUF]),
         );
         conns.push(Conn {
             handle: sockets.add(socket),
@@ -234,6 +244,7 @@ pub fn up(found: Found, ip: Ipv4Cidr, gw: Option<[u8; 4]>, hz: u64) -> Option<Se
             answered: false,
             pending: Vec::new(),
             stream: None,
+            bulk: None,
         });
     }
     console!(
@@ -382,7 +393,9 @@ impl Server {
             if self.dev.inner.borrow().can_recv() {
                 continue;
             }
-            if sys::rdtsc().wrapping_sub(last_activity) < busy_ticks {
+            // A bulk transfer (either side) polls without sleeping: waking
+            // from `hlt` costs a VM exit and an interrupt per packet.
+            if sys::rdtsc().wrapping_sub(last_activity) < busy_ticks || self.bulk_active() {
                 core::hint::spin_loop();
                 continue;
             }
@@ -410,6 +423,12 @@ impl Server {
 }
 
 impl Server {
+    /// Whether a `GET /bulk` answer or a `nubis-bulk` fetch is under way.
+    fn bulk_active(&self) -> bool {
+        self.conns.iter().any(|c| c.bulk.is_some())
+            || self.prober.as_ref().is_some_and(|p| p.bulk_active())
+    }
+
     /// The earliest TSC at which a stream line or a probe event is due.
     fn next_wake_tsc(&self) -> Option<u64> {
         let streams = self.conns.iter().filter_map(|c| {
@@ -463,6 +482,7 @@ fn serve_conn(
             conn.answered = false;
             conn.pending.clear();
             conn.stream = None;
+            conn.bulk = None;
             if let Err(e) = socket.listen(HTTP_PORT) {
                 console!("NUBIS-ERROR listen on port {HTTP_PORT}: {e}");
                 return ConnEvent::Idle;
@@ -486,7 +506,29 @@ fn serve_conn(
         if let Ok(n) = socket.send_slice(&conn.pending) {
             conn.pending.drain(..n);
         }
-        if conn.pending.is_empty() && conn.stream.is_none() {
+        if conn.pending.is_empty() && conn.stream.is_none() && conn.bulk.is_none() {
+            socket.close();
+        }
+        return ConnEvent::Progress;
+    }
+    if let Some((sent, total)) = conn.bulk.as_mut() {
+        // Fill the send buffer straight from the pattern: as fast as the
+        // peer's window and the stack allow.
+        if !socket.can_send() {
+            return ConnEvent::Idle;
+        }
+        let at = *sent;
+        let left = *total - at;
+        let n = socket
+            .send(|buf| {
+                let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                http::bulk_fill(at, &mut buf[..n]);
+                (n, n)
+            })
+            .unwrap_or(0);
+        *sent += n as u64;
+        if *sent == *total {
+            conn.bulk = None;
             socket.close();
         }
         return ConnEvent::Progress;
@@ -535,10 +577,13 @@ fn serve_conn(
             end_tsc: clock.tsc + clock.max,
         });
     }
+    if let Some((http::Route::Bulk(n), false)) = parsed {
+        conn.bulk = Some((0, n));
+    }
     // What does not fit the send buffer goes out over the next polls.
     let sent = socket.send_slice(&response).unwrap_or(0);
     conn.pending = response[sent..].to_vec();
-    if conn.pending.is_empty() && conn.stream.is_none() {
+    if conn.pending.is_empty() && conn.stream.is_none() && conn.bulk.is_none() {
         socket.close();
     }
     conn.answered = true;

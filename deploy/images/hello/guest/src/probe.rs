@@ -6,7 +6,9 @@
 //! originate traffic to another address every round (ICMP echo, a TCP
 //! connect, an HTTP `GET /` that must answer `NUBIS-HELLO <id>`);
 //! `nubis-stream <a.b.c.d>[:<port>]` opens one connection to another hello
-//! guest's `GET /stream` and watches it. Other user-data lines are ignored.
+//! guest's `GET /stream` and watches it; `nubis-bulk <a.b.c.d>[:<port>]
+//! bytes=<n>` fetches `GET /bulk?bytes=<n>` once and times it (throughput).
+//! Other user-data lines are ignored.
 //! A bad line never aborts: it becomes a [`Problem`] (printed as a
 //! `NUBIS-ERROR` line) and is ignored.
 
@@ -27,6 +29,8 @@ pub const MIN_EVERY_MS: u32 = 100;
 pub const MAX_EVERY_MS: u32 = 60_000;
 /// Port of `nubis-stream` without `:<port>`.
 pub const DEFAULT_STREAM_PORT: u16 = 80;
+/// Largest `bytes=` of a `nubis-bulk` line (1 GiB).
+pub const MAX_BULK_BYTES: u64 = 1 << 30;
 /// Longest sanitised text of a bad line in a problem.
 const MAX_SHOWN: usize = 64;
 
@@ -68,10 +72,18 @@ pub struct Stream {
     pub port: u16,
 }
 
+/// The `nubis-bulk` line: fetch `GET /bulk?bytes=<bytes>` from `dst:port` once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bulk {
+    pub dst: [u8; 4],
+    pub port: u16,
+    pub bytes: u64,
+}
+
 /// Why a line was ignored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
-    /// `nubis-probe` or `nubis-stream`.
+    /// `nubis-probe`, `nubis-stream` or `nubis-bulk`.
     pub keyword: &'static str,
     /// The rest of the line, sanitised (printable ASCII, `?` otherwise) and cut.
     pub shown: String,
@@ -94,18 +106,20 @@ impl fmt::Display for Problem {
 pub struct Plan {
     pub targets: Vec<Target>,
     pub stream: Option<Stream>,
+    pub bulk: Option<Bulk>,
     pub problems: Vec<Problem>,
 }
 
 impl Plan {
     /// Whether there is anything to do.
     pub fn is_empty(&self) -> bool {
-        self.targets.is_empty() && self.stream.is_none()
+        self.targets.is_empty() && self.stream.is_none() && self.bulk.is_none()
     }
 }
 
 const PROBE_SYNTAX: &str = "nubis-probe <a.b.c.d> <check>[,<check>...] [every=<ms>]";
 const STREAM_SYNTAX: &str = "nubis-stream <a.b.c.d>[:<port>]";
+const BULK_SYNTAX: &str = "nubis-bulk <a.b.c.d>[:<port>] bytes=<n>";
 
 /// Reads the probe and stream lines of `user_data` (any bytes; lines end at
 /// `\n`, an optional `\r` before it and surrounding blanks are dropped).
@@ -119,6 +133,7 @@ pub fn parse(user_data: &[u8]) -> Plan {
         let keyword = match words.next() {
             Some(b"nubis-probe") => "nubis-probe",
             Some(b"nubis-stream") => "nubis-stream",
+            Some(b"nubis-bulk") => "nubis-bulk",
             _ => continue,
         };
         let rest = trim(&line[keyword_end(line, keyword)..]);
@@ -137,6 +152,14 @@ pub fn parse(user_data: &[u8]) -> Plan {
                     plan.problems.push(problem("at most 8 nubis-probe lines"))
                 }
                 Ok(target) => plan.targets.push(target),
+                Err(expected) => plan.problems.push(problem(expected)),
+            }
+        } else if keyword == "nubis-bulk" {
+            match parse_bulk(rest_str) {
+                Ok(_) if plan.bulk.is_some() => {
+                    plan.problems.push(problem("at most one nubis-bulk line"))
+                }
+                Ok(bulk) => plan.bulk = Some(bulk),
                 Err(expected) => plan.problems.push(problem(expected)),
             }
         } else {
@@ -261,12 +284,40 @@ fn parse_stream(rest: &str) -> Result<Stream, &'static str> {
     let (Some(target), None) = (words.next(), words.next()) else {
         return Err(STREAM_SYNTAX);
     };
+    let (dst, port) = parse_endpoint(target)?;
+    Ok(Stream { dst, port })
+}
+
+/// `<a.b.c.d>[:<port>]` (port 80 without one).
+fn parse_endpoint(target: &str) -> Result<([u8; 4], u16), &'static str> {
     let (addr, port) = match target.split_once(':') {
         Some((addr, port)) => (addr, parse_port(port).ok_or("a port 1-65535")?),
         None => (target, DEFAULT_STREAM_PORT),
     };
     let dst = parse_dst(addr).ok_or("a unicast a.b.c.d (not 0.x, 127.x, 224.x and above)")?;
-    Ok(Stream { dst, port })
+    Ok((dst, port))
+}
+
+fn parse_bulk(rest: &str) -> Result<Bulk, &'static str> {
+    let mut words = rest.split_ascii_whitespace();
+    let (Some(target), Some(bytes), None) = (words.next(), words.next(), words.next()) else {
+        return Err(BULK_SYNTAX);
+    };
+    let (dst, port) = parse_endpoint(target)?;
+    let bytes = bytes
+        .strip_prefix("bytes=")
+        .and_then(parse_bulk_bytes)
+        .ok_or("bytes=<n> with n 1-1073741824")?;
+    Ok(Bulk { dst, port, bytes })
+}
+
+/// A byte count 1..=[`MAX_BULK_BYTES`], decimal digits only (also the
+/// `bytes=` of `GET /bulk`).
+pub fn parse_bulk_bytes(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 10 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok().filter(|n| (1..=MAX_BULK_BYTES).contains(n))
 }
 
 /// The neighbour a packet to `dst` goes to: `dst` itself in the own subnet,
@@ -305,6 +356,40 @@ impl fmt::Display for Outcome {
             Outcome::Reset => "reset",
             Outcome::BadResponse => "bad-response",
             Outcome::NoRoute => "no-route",
+        })
+    }
+}
+
+/// How the `nubis-bulk` fetch ended: the `result=` of the `NUBIS-BULK` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BulkOutcome {
+    /// Status 200 and exactly the `Content-Length` asked for arrived.
+    Ok,
+    /// The server closed before the whole body arrived.
+    Short,
+    /// An answer that is not `200` with `Content-Length: <bytes>`.
+    BadResponse,
+    /// The established connection was reset.
+    Reset,
+    /// The SYN was answered with a reset.
+    Refused,
+    /// Not established within [`STREAM_CONNECT_MS`], or no byte for
+    /// [`BULK_IDLE_MS`].
+    Timeout,
+}
+
+/// A bulk fetch with no byte for this long ends as `timeout`.
+pub const BULK_IDLE_MS: u64 = 10_000;
+
+impl fmt::Display for BulkOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BulkOutcome::Ok => "ok",
+            BulkOutcome::Short => "short",
+            BulkOutcome::BadResponse => "bad-response",
+            BulkOutcome::Reset => "reset",
+            BulkOutcome::Refused => "refused",
+            BulkOutcome::Timeout => "timeout",
         })
     }
 }
@@ -424,6 +509,56 @@ mod tests {
             parse(b"nubis-probe 10.0.0.2 icmp every=60000").targets[0].every_ms,
             60_000
         );
+    }
+
+    #[test]
+    fn bulk_lines() {
+        let p = parse(b"echo x\nnubis-bulk 10.0.1.5 bytes=1000000\r\n");
+        assert_eq!(p.problems, vec![]);
+        assert!(!p.is_empty());
+        assert_eq!(
+            p.bulk,
+            Some(Bulk {
+                dst: [10, 0, 1, 5],
+                port: 80,
+                bytes: 1_000_000
+            })
+        );
+        assert_eq!(
+            parse(b"nubis-bulk 10.0.0.2:8080 bytes=1073741824").bulk,
+            Some(Bulk {
+                dst: [10, 0, 0, 2],
+                port: 8080,
+                bytes: MAX_BULK_BYTES
+            })
+        );
+        for bad in [
+            &b"nubis-bulk"[..],
+            b"nubis-bulk 10.0.0.2",
+            b"nubis-bulk 10.0.0.2 bytes=",
+            b"nubis-bulk 10.0.0.2 bytes=0",
+            b"nubis-bulk 10.0.0.2 bytes=-1",
+            b"nubis-bulk 10.0.0.2 bytes=1073741825",
+            b"nubis-bulk 10.0.0.2 bytes=99999999999999999999",
+            b"nubis-bulk 10.0.0.2 bytes=1k",
+            b"nubis-bulk 10.0.0.2 size=10",
+            b"nubis-bulk 10.0.0.2 bytes=10 extra",
+            b"nubis-bulk 10.0.0.2:0 bytes=10",
+            b"nubis-bulk 127.0.0.1 bytes=10",
+        ] {
+            let p = parse(bad);
+            assert!(p.is_empty(), "{bad:?}");
+            assert_eq!(p.problems.len(), 1, "{bad:?}");
+            assert!(p.problems[0].to_string().starts_with("bad nubis-bulk"));
+        }
+        let two = parse(b"nubis-bulk 10.0.0.2 bytes=1\nnubis-bulk 10.0.0.3 bytes=2\n");
+        assert_eq!(two.bulk.map(|b| b.dst), Some([10, 0, 0, 2]));
+        assert_eq!(
+            two.problems[0].to_string(),
+            "bad nubis-bulk 10.0.0.3 bytes=2 (expected at most one nubis-bulk line)"
+        );
+        assert_eq!(BulkOutcome::Short.to_string(), "short");
+        assert_eq!(BulkOutcome::BadResponse.to_string(), "bad-response");
     }
 
     #[test]

@@ -1,7 +1,7 @@
-//! The probe and stream test modes at run time: the guest originates
+//! The probe, stream and bulk test modes at run time: the guest originates
 //! traffic to other addresses as its user data asks
 //! (`nubis_hello_guest::probe` parses the lines) and prints `NUBIS-PROBE` /
-//! `NUBIS-STREAM` lines.
+//! `NUBIS-STREAM` / `NUBIS-BULK` lines.
 //!
 //! Everything is driven from the server's one poll loop
 //! ([`Server::probe_tick`] after each `iface.poll`): nothing here blocks,
@@ -18,7 +18,7 @@ use alloc::vec::Vec;
 
 use nubis_hello_guest::cmdline::Ipv4Cidr;
 use nubis_hello_guest::http::{self, HelloAnswer};
-use nubis_hello_guest::probe::{self, dotted, Check, Outcome, StreamState, Target};
+use nubis_hello_guest::probe::{self, dotted, BulkOutcome, Check, Outcome, StreamState, Target};
 use smoltcp::iface::SocketHandle;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::socket::{icmp, tcp};
@@ -37,6 +37,9 @@ const MAX_ANSWER: usize = 2048;
 /// A target's next hop is asked for again after this long without asking,
 /// in milliseconds (smoltcp forgets neighbours after 60 s).
 const REFRESH_MS: u64 = 20_000;
+/// Receive buffer of the bulk client (the window it advertises is capped
+/// lower, see `net.rs`).
+const BULK_WINDOW: usize = 16 * 1024;
 /// Payload of the echo requests.
 const ECHO_DATA: &[u8] = b"NUBIS-PROBE";
 
@@ -44,8 +47,16 @@ const ECHO_DATA: &[u8] = b"NUBIS-PROBE";
 pub(crate) struct Prober {
     targets: Vec<TargetRun>,
     stream: Option<StreamRun>,
+    bulk: Option<BulkRun>,
     after: After,
     link: Link,
+}
+
+impl Prober {
+    /// Whether the `nubis-bulk` fetch is under way.
+    pub(crate) fn bulk_active(&self) -> bool {
+        self.bulk.as_ref().is_some_and(|b| !b.done)
+    }
 }
 
 /// What a tick leaves for later.
@@ -120,6 +131,25 @@ struct StreamRun {
     resolved_tsc: u64,
 }
 
+/// The `nubis-bulk` client: one fetch of `GET /bulk?bytes=<n>`.
+struct BulkRun {
+    dst: [u8; 4],
+    want: u64,
+    handle: SocketHandle,
+    started: u64,
+    established: bool,
+    request_sent: bool,
+    /// The response head until it is complete.
+    head: Vec<u8>,
+    /// The head was complete: whether it was `200` with `Content-Length: want`.
+    head_ok: Option<bool>,
+    /// Body bytes received.
+    body: u64,
+    last_byte: u64,
+    /// Set once the line is printed.
+    done: bool,
+}
+
 fn ms(ticks: u64, hz: u64) -> u64 {
     (u128::from(ticks) * 1000 / u128::from(hz.max(1))) as u64
 }
@@ -159,6 +189,7 @@ impl Server {
         let mut prober = Prober {
             targets: Vec::new(),
             stream: None,
+            bulk: None,
             after: After {
                 hz,
                 ..After::default()
@@ -210,6 +241,43 @@ impl Server {
                 resolved_tsc: now,
             });
         }
+        if let Some(b) = plan.bulk {
+            prober.link.resolve(&self.dev, b.dst);
+            // smoltcp's delayed ACK (10 ms, kept) acknowledges every second
+            // full segment at once.
+            let socket = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; BULK_WINDOW]),
+                tcp::SocketBuffer::new(vec![0; 512]),
+            );
+            let handle = self.sockets.add(socket);
+            let port = self.local_port();
+            let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+            let done = match socket.connect(self.iface.context(), (ip(b.dst), b.port), port) {
+                Ok(()) => false,
+                Err(e) => {
+                    console!("NUBIS-ERROR nubis-bulk {}: {e}", dotted(b.dst));
+                    console!(
+                        "NUBIS-BULK dst={} bytes=0 ms=0.000 result={}",
+                        dotted(b.dst),
+                        BulkOutcome::Refused
+                    );
+                    true
+                }
+            };
+            prober.bulk = Some(BulkRun {
+                dst: b.dst,
+                want: b.bytes,
+                handle,
+                started: now,
+                established: false,
+                request_sent: false,
+                head: Vec::new(),
+                head_ok: None,
+                body: 0,
+                last_byte: now,
+                done,
+            });
+        }
         self.prober = Some(prober);
     }
 
@@ -251,6 +319,9 @@ impl Server {
             }
             active |= self.stream_tick(stream);
         }
+        if let Some(bulk) = prober.bulk.as_mut() {
+            active |= self.bulk_tick(bulk);
+        }
         self.prober = Some(prober);
         active
     }
@@ -277,7 +348,13 @@ impl Server {
             .as_ref()
             .filter(|s| !s.state.is_final())
             .map(|s| s.next_print);
-        targets.chain(stream).min()
+        // Traffic wakes a bulk fetch; this only catches its timeouts.
+        let bulk = prober
+            .bulk
+            .as_ref()
+            .filter(|b| !b.done)
+            .map(|b| b.last_byte.max(b.started) + hz);
+        targets.chain(stream).chain(bulk).min()
     }
 
     fn target_tick(&mut self, run: &mut TargetRun, link: &Link, after: &mut After) -> bool {
@@ -483,6 +560,104 @@ impl Server {
             "NUBIS-STREAM dst={} bytes={} state={state}",
             dotted(s.dst),
             s.bytes
+        );
+        true
+    }
+}
+
+impl Server {
+    /// One step of the bulk fetch; true when anything happened.
+    fn bulk_tick(&mut self, b: &mut BulkRun) -> bool {
+        if b.done {
+            return false;
+        }
+        let hz = self.hz;
+        let now = sys::rdtsc();
+        let socket = self.sockets.get_mut::<tcp::Socket>(b.handle);
+        use tcp::State;
+        let state = socket.state();
+        if matches!(state, State::Established | State::CloseWait) {
+            b.established = true;
+        }
+        if b.established && !b.request_sent && socket.can_send() {
+            let request = http::bulk_request(&dotted(b.dst), b.want);
+            b.request_sent = socket.send_slice(&request).ok() == Some(request.len());
+        }
+        let mut got = 0usize;
+        loop {
+            if b.head_ok.is_none() {
+                let head = &mut b.head;
+                let room = http::MAX_REQUEST.saturating_sub(head.len());
+                let n = socket
+                    .recv(|d| {
+                        let take = d.len().min(room);
+                        head.extend_from_slice(&d[..take]);
+                        (take, take)
+                    })
+                    .unwrap_or(0);
+                got += n;
+                match http::response_head(&b.head) {
+                    http::Head::Incomplete if n > 0 => continue,
+                    http::Head::Incomplete => break,
+                    http::Head::Bad => {
+                        b.head_ok = Some(false);
+                        break;
+                    }
+                    http::Head::Done {
+                        len,
+                        ok,
+                        content_length,
+                    } => {
+                        b.head_ok = Some(ok && content_length == Some(b.want));
+                        // What came with the head is body already.
+                        b.body = (b.head.len() - len) as u64;
+                        got = got.max(1);
+                    }
+                }
+            } else {
+                let n = socket.recv(|d| (d.len(), d.len())).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                got += n;
+                b.body += n as u64;
+            }
+        }
+        if got > 0 {
+            b.last_byte = now;
+        }
+        let outcome = match (b.head_ok, state) {
+            (Some(false), _) => Some(BulkOutcome::BadResponse),
+            (Some(true), _) if b.body >= b.want => Some(BulkOutcome::Ok),
+            (_, State::CloseWait | State::LastAck | State::Closing | State::TimeWait) => {
+                Some(if b.head_ok.is_none() {
+                    BulkOutcome::BadResponse
+                } else {
+                    BulkOutcome::Short
+                })
+            }
+            (_, State::Closed) if b.established => Some(BulkOutcome::Reset),
+            (_, State::Closed) => Some(BulkOutcome::Refused),
+            (_, State::SynSent | State::SynReceived | State::Listen)
+                if ms(now - b.started, hz) >= probe::STREAM_CONNECT_MS =>
+            {
+                Some(BulkOutcome::Timeout)
+            }
+            _ if b.established && ms(now - b.last_byte, hz) >= probe::BULK_IDLE_MS => {
+                Some(BulkOutcome::Timeout)
+            }
+            _ => None,
+        };
+        let Some(outcome) = outcome else {
+            return got > 0;
+        };
+        socket.abort();
+        b.done = true;
+        console!(
+            "NUBIS-BULK dst={} bytes={} ms={} result={outcome}",
+            dotted(b.dst),
+            b.body,
+            Millis(b.last_byte - b.started, hz)
         );
         true
     }

@@ -1,0 +1,19 @@
+# Sourced (not run) by the benchmarks that run an ignored whole-cluster test
+# (vpc.sh, vpc-throughput.sh): picks the binaries the cluster runs and builds
+# the hello image. Before sourcing: `root` (the workspace, also the current
+# directory). Afterwards: `bins` (their directory) and `profile` (a label).
+#   NUBIS_BIN_DIR=<dir>              prebuilt binaries, nothing is built
+#   NUBIS_BENCH_PROFILE=release|debug  otherwise built first (default release)
+profile=${NUBIS_BENCH_PROFILE:-release}
+if [[ -n ${NUBIS_BIN_DIR:-} ]]; then
+    bins=$NUBIS_BIN_DIR
+    profile="prebuilt ($bins)"
+else
+    if [[ $profile == release ]]; then
+        cargo build --release -q -p nubis-control-plane -p nubis-agent -p nubis-vmm -p nubis-cli >&2
+    else
+        cargo build -q -p nubis-control-plane -p nubis-agent -p nubis-vmm -p nubis-cli >&2
+    fi
+    bins=${CARGO_TARGET_DIR:-$root/target}/$profile
+fi
+deploy/images/build.sh hello >/dev/null
