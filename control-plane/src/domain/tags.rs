@@ -1,5 +1,6 @@
-//! Tags on instances (`i-`), images (`ami-`, owner only) and key pairs
-//! (`key-`): CreateTags, DeleteTags, DescribeTags. Tags live inside each
+//! Tags on instances (`i-`), images (`ami-`, owner only), key pairs
+//! (`key-`) and elastic network interfaces (`eni-`, stored ones; an
+//! instance's derived primary interface has no record to hold tags): CreateTags, DeleteTags, DescribeTags. Tags live inside each
 //! resource's record and are changed by compare-and-swap.
 
 use std::collections::BTreeMap;
@@ -8,7 +9,8 @@ use crate::domain::filters::{self, Filter};
 use crate::domain::model::{Image, Instance, KeyPair};
 use crate::domain::{validation, Caller, Domain};
 use crate::error::{Error, Result};
-use crate::ids::{AccountId, ImageId, InstanceId, KeyPairId};
+use crate::domain::vpc::enis::NetworkInterface;
+use crate::ids::{AccountId, ImageId, InstanceId, KeyPairId, NetworkInterfaceId};
 use crate::store::Record;
 
 /// Filter names DescribeTags supports.
@@ -21,7 +23,7 @@ pub const TAG_FILTERS: &[&str] = &["resource-id", "resource-type", "key", "value
 pub struct TagDescription {
     /// Resource id.
     pub resource_id: String,
-    /// instance | image | key-pair.
+    /// instance | image | key-pair | network-interface.
     pub resource_type: &'static str,
     /// Key.
     pub key: String,
@@ -38,6 +40,11 @@ impl Tagged for Instance {
     }
 }
 impl Tagged for Image {
+    fn tags_mut(&mut self) -> &mut BTreeMap<String, String> {
+        &mut self.tags
+    }
+}
+impl Tagged for NetworkInterface {
     fn tags_mut(&mut self) -> &mut BTreeMap<String, String> {
         &mut self.tags
     }
@@ -63,6 +70,10 @@ impl Domain {
                 )));
             }
             return Ok(self.store.images().key(&i));
+        }
+        if id.starts_with("eni-") {
+            let e = NetworkInterfaceId::parse(id)?;
+            return Ok(self.store.keys().network_interface(account, &e));
         }
         if id.starts_with("key-") {
             let k = KeyPairId::parse(id)?;
@@ -125,6 +136,8 @@ impl Domain {
             if self.store.get_raw(&key).await?.is_none() {
                 let code = if id.starts_with("i-") {
                     "InvalidInstanceID.NotFound"
+                } else if id.starts_with("eni-") {
+                    "InvalidNetworkInterfaceID.NotFound"
                 } else {
                     "InvalidID.NotFound"
                 };
@@ -140,6 +153,8 @@ impl Domain {
                 self.modify_tags::<Instance>(&key, id, f).await?;
             } else if id.starts_with("ami-") {
                 self.modify_tags::<Image>(&key, id, f).await?;
+            } else if id.starts_with("eni-") {
+                self.modify_tags::<NetworkInterface>(&key, id, f).await?;
             } else {
                 self.modify_tags::<KeyPair>(&key, id, f).await?;
             }
@@ -235,6 +250,11 @@ impl Domain {
         resources.extend(
             kps.into_iter()
                 .map(|(_, v)| (v.value.id.to_string(), "key-pair", v.value.tags)),
+        );
+        let enis = self.store.vpcs().interfaces_of(&account).await?;
+        resources.extend(
+            enis.into_iter()
+                .map(|v| (v.value.id.to_string(), "network-interface", v.value.tags)),
         );
         let mut all = Vec::new();
         for (id, kind, tags) in resources {

@@ -531,7 +531,8 @@ impl Request {
                 Request::LaunchTemplate(super::actions::launch_templates::parse(a, &mut r)?)
             }
             a if super::actions::vpcs::ACTIONS.contains(&a)
-                || super::actions::vpc_public::ACTIONS.contains(&a) =>
+                || super::actions::vpc_public::ACTIONS.contains(&a)
+                || super::actions::vpc_enis::ACTIONS.contains(&a) =>
             {
                 Request::Vpc(super::actions::vpcs::parse(a, &mut r)?)
             }

@@ -467,15 +467,19 @@ impl Domain {
                 ))
             }
             (Some(i), None) => InstanceId::parse(i)?,
-            (None, Some(eni)) => eni
-                .strip_prefix("eni-")
-                .and_then(|hex| InstanceId::parse(&format!("i-{hex}")).ok())
-                .ok_or_else(|| {
-                    Error::not_found(
-                        "InvalidNetworkInterfaceID.NotFound",
-                        format!("The networkInterface ID '{eni}' does not exist"),
-                    )
-                })?,
+            (None, Some(eni)) => match self.own_interface(&account, eni).await {
+                // An interface of its own: the instance it is attached to.
+                Ok(super::enis::NamedInterface::Stored(v)) => match &v.value.attachment {
+                    Some(a) => a.instance_id.clone(),
+                    None => {
+                        return Err(Error::invalid(format!(
+                            "The network interface '{eni}' is not attached to an instance: only an attached interface can take an Elastic IP here"
+                        )))
+                    }
+                },
+                Ok(super::enis::NamedInterface::Derived(i)) => i.value.id,
+                Err(e) => return Err(e),
+            },
             (None, None) => return Err(Error::missing("InstanceId")),
         };
         let keys = self.store.keys();
