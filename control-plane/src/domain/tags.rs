@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use crate::domain::filters::{self, Filter};
 use crate::domain::model::{Image, Instance, KeyPair};
+use crate::domain::vpc::enis::NetworkInterface;
 use crate::domain::{validation, Caller, Domain};
 use crate::error::{Error, Result};
-use crate::domain::vpc::enis::NetworkInterface;
 use crate::ids::{AccountId, ImageId, InstanceId, KeyPairId, NetworkInterfaceId};
 use crate::store::Record;
 

@@ -754,7 +754,7 @@ fn resource_ids(r: &mut Reader) -> Result<Vec<String>, Ec2Error> {
     for id in &ids {
         let ok = match id.split_once('-') {
             Some((p, rest)) => {
-                matches!(p, "i" | "ami" | "key") && !rest.is_empty() && rest.len() <= 32
+                matches!(p, "i" | "ami" | "key" | "eni") && !rest.is_empty() && rest.len() <= 32
             }
             None => false,
         } && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');

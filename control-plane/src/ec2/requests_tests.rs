@@ -268,13 +268,19 @@ fn run_instances_unavailable_features_answer_ec2_codes() {
         (
             &[
                 ("NetworkInterface.1.DeviceIndex", "0"),
-                ("NetworkInterface.1.NetworkInterfaceId", "eni-0123456789abcdef0"),
+                (
+                    "NetworkInterface.1.NetworkInterfaceId",
+                    "eni-0123456789abcdef0",
+                ),
                 ("SubnetId", "subnet-0123456789abcdef0"),
             ],
             ErrorCode::InvalidParameterCombination,
         ),
         (
-            &[("NetworkInterface.1.NetworkInterfaceId", "eni-0123456789abcdef0")],
+            &[(
+                "NetworkInterface.1.NetworkInterfaceId",
+                "eni-0123456789abcdef0",
+            )],
             ErrorCode::MissingParameter,
         ),
         (&[("KernelId", "aki-12345678")], ErrorCode::Unsupported),

@@ -455,11 +455,7 @@ fn network_interface(pairs: &[(String, String)], o: &mut LaunchOptions) -> Resul
                     | "DeleteOnTermination"
                     | "Description"
             ) => {}
-            _ => {
-                return Err(unsupported(&format!(
-                    "The network interface parameter {m}"
-                )))
-            }
+            _ => return Err(unsupported(&format!("The network interface parameter {m}"))),
         }
     }
     let delete = flag("DeleteOnTermination")?;

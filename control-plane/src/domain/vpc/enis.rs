@@ -270,7 +270,12 @@ impl Domain {
             ));
         }
         if wanted.is_empty() {
-            wanted.push(self.own_vpc(account, vpc).await?.value.default_security_group_id);
+            wanted.push(
+                self.own_vpc(account, vpc)
+                    .await?
+                    .value
+                    .default_security_group_id,
+            );
         }
         let keys = self.store.keys();
         for g in &wanted {
@@ -595,7 +600,9 @@ fn interface_matches(e: &NetworkInterface, f: &Filter) -> bool {
             .iter()
             .any(|g| filters::any_matches(v, &[g.as_str()])),
         "owner-id" => filters::any_matches(v, &[e.account.as_str()]),
-        "attachment.instance-id" => a.is_some_and(|a| filters::any_matches(v, &[a.instance_id.as_str()])),
+        "attachment.instance-id" => {
+            a.is_some_and(|a| filters::any_matches(v, &[a.instance_id.as_str()]))
+        }
         "attachment.attachment-id" => a.is_some_and(|a| filters::any_matches(v, &[a.id.as_str()])),
         "attachment.device-index" => {
             a.is_some_and(|a| filters::any_matches(v, &[&a.device_index.to_string()]))
@@ -640,7 +647,10 @@ mod tests {
     fn derived_ids_round_trip() {
         let i = InstanceId::generate();
         assert_eq!(NetworkInterfaceId::primary_of(&i).derived_instance(), i);
-        assert_eq!(NetworkInterfaceAttachmentId::primary_of(&i).derived_instance(), i);
+        assert_eq!(
+            NetworkInterfaceAttachmentId::primary_of(&i).derived_instance(),
+            i
+        );
         assert!(NetworkInterfaceId::parse("eni-attach-0123456789abcdef0").is_err());
     }
 }

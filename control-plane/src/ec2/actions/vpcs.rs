@@ -9,8 +9,8 @@
 use super::super::error::{Ec2Error, ErrorCode};
 use super::super::query::{Filter, Reader};
 use super::super::xml::XmlWriter;
-use super::vpc_groups::{self, GroupRequest};
 use super::vpc_enis;
+use super::vpc_groups::{self, GroupRequest};
 use super::vpc_public;
 use super::{domain_filters, dry_run_ok, return_true, tag_pairs};
 use crate::domain::vpc::subnets::{CreateSubnetInput, SubnetView};
