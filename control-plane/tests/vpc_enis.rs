@@ -811,6 +811,19 @@ async fn launching_with_an_interface_attaches_it_and_terminate_detaches_or_delet
     let di = a.ok("DescribeInstances", &[("InstanceId.1", &i1)]).await;
     assert!(texts(&di, "groupId").contains(&default_sg), "{di}");
     assert!(!texts(&di, "groupId").contains(&web), "{di}");
+    // ModifyInstanceAttribute's groups are the interface's too.
+    a.ok(
+        "ModifyInstanceAttribute",
+        &[("InstanceId", &i1), ("GroupId.1", &web)],
+    )
+    .await;
+    let de = a
+        .ok(
+            "DescribeNetworkInterfaces",
+            &[("NetworkInterfaceId.1", &eni)],
+        )
+        .await;
+    assert_eq!(texts(&de, "groupId"), [web.clone()], "{de}");
     // And of a derived interface too.
     a.ok(
         "ModifyNetworkInterfaceAttribute",

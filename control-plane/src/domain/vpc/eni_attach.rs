@@ -207,6 +207,38 @@ impl Domain {
         }
     }
 
+    /// ModifyInstanceAttribute's new groups of `inst`: the interface it
+    /// was launched with (if any) takes them in the same transaction.
+    pub(crate) async fn stage_interface_groups(
+        &self,
+        inst: &Instance,
+        groups: &[crate::ids::SecurityGroupId],
+        tx: &mut Tx,
+    ) -> Result<()> {
+        let Some(id) = inst
+            .vpc
+            .as_ref()
+            .and_then(|v| v.network_interface_id.clone())
+        else {
+            return Ok(());
+        };
+        let Some(eni) = self.store.vpcs().interface(&inst.account, &id).await? else {
+            return Ok(());
+        };
+        if eni
+            .value
+            .attachment
+            .as_ref()
+            .is_some_and(|a| a.instance_id == inst.id)
+        {
+            let mut next = eni.value.clone();
+            next.security_group_ids = groups.to_vec();
+            let key = self.store.keys().network_interface(&inst.account, &id);
+            tx.replace(&key, &eni, &next)?;
+        }
+        Ok(())
+    }
+
     /// AttachNetworkInterface (see the module docs: device index 1 or more
     /// is refused after every other check; nothing is written).
     pub async fn attach_network_interface(
