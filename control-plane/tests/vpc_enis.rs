@@ -4,17 +4,14 @@
 //! after), tenant isolation, the address claimed on create and released
 //! exactly once, DeleteSubnet/DeleteSecurityGroup dependencies, launching
 //! with an interface (RunInstances NetworkInterface.N) and what terminate
-//! does to it, DescribeInstances `networkInterfaceSet`, two replicas racing
-//! for one interface, Attach/Detach refusals, and the `WatchNetwork` view
-//! of an instance launched with an interface.
+//! does to it, DescribeInstances `networkInterfaceSet`, Attach/Detach
+//! refusals (the race of two replicas and the network view are in
+//! vpc_enis_grpc.rs).
 
 #![allow(clippy::unwrap_used)]
 
 mod support;
 mod vpc_common;
-
-use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
 
 use nubis_control_plane::domain::lifecycle::State;
 use nubis_control_plane::domain::Caller;
@@ -22,6 +19,7 @@ use nubis_control_plane::ec2::DomainBackend;
 use nubis_control_plane::ids::{AccountId, SubnetId};
 use nubis_control_plane::sim::{SimAgent, SimOptions};
 use support::*;
+use vpc_common::enis::{interfaces_of, launch, network, run, with_eni};
 use vpc_common::{text, texts, Ec2};
 
 fn caller(e: &Ec2) -> Caller {
@@ -57,72 +55,6 @@ async fn claims(d: &nubis_control_plane::domain::Domain, subnet: &str) -> Vec<St
         .collect()
 }
 
-/// A VPC 10.0.0.0/16 with a subnet 10.0.1.0/24 in zone 0 and a group
-/// "web": (vpc, subnet, group).
-async fn network(e: &Ec2) -> (String, String, String) {
-    let vpc = text(
-        &e.ok("CreateVpc", &[("CidrBlock", "10.0.0.0/16")]).await,
-        "vpcId",
-    );
-    let subnet = text(
-        &e.ok(
-            "CreateSubnet",
-            &[
-                ("VpcId", &vpc),
-                ("CidrBlock", "10.0.1.0/24"),
-                ("AvailabilityZone", ZONES[0]),
-            ],
-        )
-        .await,
-        "subnetId",
-    );
-    let sg = text(
-        &e.ok(
-            "CreateSecurityGroup",
-            &[
-                ("GroupName", "web"),
-                ("GroupDescription", "web"),
-                ("VpcId", &vpc),
-            ],
-        )
-        .await,
-        "groupId",
-    );
-    (vpc, subnet, sg)
-}
-
-fn run(image: &str, extra: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
-    let mut p: Vec<(&str, String)> = vec![
-        ("ImageId", image.to_string()),
-        ("InstanceType", "t3.nano".into()),
-        ("MinCount", "1".into()),
-        ("MaxCount", "1".into()),
-    ];
-    p.extend(extra.iter().cloned());
-    p
-}
-
-async fn launch(e: &Ec2, p: &[(&'static str, String)]) -> Result<String, String> {
-    let p: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    e.call("RunInstances", &p)
-        .await
-        .map(|x| text(&x, "instanceId"))
-        .map_err(|x| x.code.as_str().to_string())
-}
-
-/// The `networkInterfaceSet` of a DescribeInstances answer.
-fn interfaces_of(xml: &str) -> String {
-    text(xml, "networkInterfaceSet")
-}
-
-fn with_eni(eni: &str, delete: bool) -> Vec<(&'static str, String)> {
-    vec![
-        ("NetworkInterface.1.DeviceIndex", "0".into()),
-        ("NetworkInterface.1.NetworkInterfaceId", eni.into()),
-        ("NetworkInterface.1.DeleteOnTermination", delete.to_string()),
-    ]
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interfaces_are_created_described_modified_and_deleted() {
     let Some(etcd) = start_etcd() else {
@@ -133,8 +65,8 @@ async fn interfaces_are_created_described_modified_and_deleted() {
     let d = cp.domain.clone();
     let a = Ec2::new(&d, "a").await;
     let b = Ec2::new(&d, "b").await;
-    let (vpc, subnet, web) = network(&a).await;
-    let (_, b_subnet, b_sg) = network(&b).await;
+    let (vpc, subnet, web) = network(&a, ZONES[0]).await;
+    let (_, b_subnet, b_sg) = network(&b, ZONES[0]).await;
     let default_sg = text(
         &a.ok(
             "DescribeSecurityGroups",
@@ -172,7 +104,7 @@ async fn interfaces_are_created_described_modified_and_deleted() {
     assert_eq!(text(&r, "subnetId"), subnet);
     assert_eq!(text(&r, "availabilityZone"), ZONES[0]);
     assert_eq!(text(&r, "description"), "first");
-    assert_eq!(texts(&r, "groupId"), [web.clone()]);
+    assert_eq!(texts(&r, "groupId"), std::slice::from_ref(&web));
     assert_eq!(texts(&r, "groupName"), ["web"]);
     assert!(r.contains("<key>Name</key><value>one</value>"), "{r}");
     assert!(!r.contains("<attachment>"), "{r}");
@@ -185,7 +117,7 @@ async fn interfaces_are_created_described_modified_and_deleted() {
         .await;
     let eni2 = text(&r2, "networkInterfaceId");
     assert_eq!(text(&r2, "privateIpAddress"), "10.0.1.20");
-    assert_eq!(texts(&r2, "groupId"), [default_sg.clone()]);
+    assert_eq!(texts(&r2, "groupId"), std::slice::from_ref(&default_sg));
     assert_eq!(claims(&d, &subnet).await, ["10.0.1.20", "10.0.1.4"]);
     let avail = a.ok("DescribeSubnets", &[("SubnetId.1", &subnet)]).await;
     assert_eq!(text(&avail, "availableIpAddressCount"), "249");
@@ -208,7 +140,8 @@ async fn interfaces_are_created_described_modified_and_deleted() {
         .collect();
     let six: Vec<(&str, &str)> = six.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let before = snapshot(&d).await;
-    let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         ("CreateNetworkInterface", vec![], "MissingParameter"),
         (
             "CreateNetworkInterface",
@@ -495,7 +428,7 @@ async fn interfaces_are_created_described_modified_and_deleted() {
         )
         .await;
     assert_eq!(text(&m, "description"), "renamed");
-    assert_eq!(texts(&m, "groupId"), [default_sg.clone()]);
+    assert_eq!(texts(&m, "groupId"), std::slice::from_ref(&default_sg));
     // "web" is no longer used: it can go.
     a.ok("DeleteSecurityGroup", &[("GroupId", &web)]).await;
 
@@ -549,7 +482,7 @@ async fn launching_with_an_interface_attaches_it_and_terminate_detaches_or_delet
         .unwrap();
     let a = Ec2::new(&d, "a").await;
     let b = Ec2::new(&d, "b").await;
-    let (vpc, subnet, web) = network(&a).await;
+    let (vpc, subnet, web) = network(&a, ZONES[0]).await;
     let eni = text(
         &a.ok(
             "CreateNetworkInterface",
@@ -653,7 +586,10 @@ async fn launching_with_an_interface_attaches_it_and_terminate_detaches_or_delet
             ],
         )
         .await;
-    assert_eq!(texts(&byinst, "networkInterfaceId"), [eni.clone()]);
+    assert_eq!(
+        texts(&byinst, "networkInterfaceId"),
+        std::slice::from_ref(&eni)
+    );
     // The address is claimed once (by the interface).
     assert_eq!(claims(&d, &subnet).await, ["10.0.1.50"]);
 
@@ -823,7 +759,7 @@ async fn launching_with_an_interface_attaches_it_and_terminate_detaches_or_delet
             &[("NetworkInterfaceId.1", &eni)],
         )
         .await;
-    assert_eq!(texts(&de, "groupId"), [web.clone()], "{de}");
+    assert_eq!(texts(&de, "groupId"), std::slice::from_ref(&web), "{de}");
     // And of a derived interface too.
     a.ok(
         "ModifyNetworkInterfaceAttribute",
@@ -908,139 +844,4 @@ async fn launching_with_an_interface_attaches_it_and_terminate_detaches_or_delet
     assert_eq!(text(&di4, "privateIpAddress"), "10.0.1.77");
     assert_eq!(text(&di4, "subnetId"), subnet);
     assert!(texts(&di4, "groupId").contains(&web), "{di4}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_racing_to_attach_one_interface_exactly_one_wins() {
-    let Some(etcd) = start_etcd() else {
-        return;
-    };
-    let cfg = config(&etcd);
-    let one = start(cfg.clone()).await;
-    let two = start(cfg).await;
-    let ep = endpoint(&one);
-    let image = hello_image(&ep).await;
-    let _h = SimAgent::start(&ep, enrol(), SimOptions::new("h", ZONES[0], 16, 8192))
-        .await
-        .unwrap();
-    let a = Ec2::new(&one.domain, "a").await;
-    let a2 = Ec2 {
-        backend: DomainBackend::new(two.domain.clone()),
-        account: a.account.clone(),
-    };
-    let (_, subnet, _) = network(&a).await;
-    for round in 0..3 {
-        let eni = text(
-            &a.ok("CreateNetworkInterface", &[("SubnetId", &subnet)])
-                .await,
-            "networkInterfaceId",
-        );
-        let p = run(&image, &with_eni(&eni, false));
-        let (r1, r2) = tokio::join!(launch(&a, &p), launch(&a2, &p));
-        let won: Vec<&String> = [&r1, &r2].iter().filter_map(|r| r.as_ref().ok()).collect();
-        assert_eq!(won.len(), 1, "round {round}: {r1:?} {r2:?}");
-        for r in [&r1, &r2] {
-            if let Err(code) = r {
-                assert_eq!(code, "InvalidNetworkInterface.InUse");
-            }
-        }
-        let de = a
-            .ok(
-                "DescribeNetworkInterfaces",
-                &[("NetworkInterfaceId.1", &eni)],
-            )
-            .await;
-        assert_eq!(text(&de, "instanceId"), *won[0]);
-        let launched: BTreeSet<String> = texts(&a.ok("DescribeInstances", &[]).await, "instanceId")
-            .into_iter()
-            .collect();
-        assert_eq!(launched.len(), round + 1, "the loser launched nothing");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_network_view_carries_the_interface_address_and_groups() {
-    let Some(etcd) = start_etcd() else {
-        return;
-    };
-    let cp = start(config(&etcd)).await;
-    let ep = endpoint(&cp);
-    let image = hello_image(&ep).await;
-    let n = SimAgent::start(
-        &ep,
-        enrol(),
-        SimOptions::new("h", ZONES[0], 16, 4096).with_underlay("192.0.2.1"),
-    )
-    .await
-    .unwrap();
-    let a = Ec2::new(&cp.domain, "a").await;
-    let (vpc, subnet, web) = network(&a).await;
-    let eni = text(
-        &a.ok(
-            "CreateNetworkInterface",
-            &[
-                ("SubnetId", &subnet),
-                ("SecurityGroupId.1", &web),
-                ("PrivateIpAddress", "10.0.1.99"),
-            ],
-        )
-        .await,
-        "networkInterfaceId",
-    );
-    let t0 = Instant::now() - Duration::from_secs(1);
-    let i = launch(&a, &run(&image, &with_eni(&eni, false)))
-        .await
-        .unwrap();
-    let wait = Duration::from_secs(10);
-    let endpoint_of = |v: &nubis_proto::node::v1::NetworkView| {
-        v.vpcs
-            .iter()
-            .find(|x| x.vpc_id == vpc)
-            .and_then(|x| x.endpoints.iter().find(|e| e.instance_id == i).cloned())
-    };
-    let (_, v) = n
-        .wait_view(t0, wait, |v| endpoint_of(v).is_some())
-        .await
-        .expect("a view with the instance");
-    let e = endpoint_of(&v).unwrap();
-    assert_eq!(
-        (e.ip.as_str(), e.mac.as_str(), e.subnet_id.as_str()),
-        ("10.0.1.99", "02:4e:0a:00:01:63", subnet.as_str())
-    );
-    assert_eq!(e.security_group_ids, [web.clone()]);
-    // The interface's groups change: the view follows.
-    let default_sg = text(
-        &a.ok(
-            "DescribeSecurityGroups",
-            &[
-                ("Filter.1.Name", "vpc-id"),
-                ("Filter.1.Value.1", &vpc),
-                ("Filter.2.Name", "group-name"),
-                ("Filter.2.Value.1", "default"),
-            ],
-        )
-        .await,
-        "groupId",
-    );
-    let t1 = Instant::now();
-    a.ok(
-        "ModifyNetworkInterfaceAttribute",
-        &[
-            ("NetworkInterfaceId", &eni),
-            ("SecurityGroupId.1", &default_sg),
-            ("SecurityGroupId.2", &web),
-        ],
-    )
-    .await;
-    let mut both = vec![default_sg.clone(), web.clone()];
-    both.sort();
-    n.wait_view(t1, wait, |v| {
-        endpoint_of(v).is_some_and(|e| {
-            let mut g = e.security_group_ids.clone();
-            g.sort();
-            g == both
-        })
-    })
-    .await
-    .expect("the view with the interface's new groups");
 }

@@ -1,11 +1,22 @@
 //! Network interfaces over the Networking gRPC service (`nubis.vpc.v1`)
-//! against a real etcd: the same domain as the EC2 actions, so the same
+//! against a real etcd (the same domain as the EC2 actions, so the same
 //! objects and EC2 error codes; tenants see and change only their own;
-//! refusals write nothing.
+//! refusals write nothing), two replicas racing to launch with one
+//! interface, and the `WatchNetwork` view of an instance launched with an
+//! interface.
 
 #![allow(clippy::unwrap_used)]
 
 mod support;
+mod vpc_common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use nubis_control_plane::ec2::DomainBackend;
+use nubis_control_plane::sim::{SimAgent, SimOptions};
+use vpc_common::enis::{launch, network, run, with_eni};
+use vpc_common::{text, texts, Ec2};
 
 use nubis_proto::auth::{Credentials, Signed, SignedChannel};
 use nubis_proto::vpc::v1 as pb;
@@ -95,12 +106,12 @@ async fn network_interfaces_over_grpc() {
     );
     assert_eq!(
         e.security_group_ids,
-        [vpc.default_security_group_id.clone()]
+        std::slice::from_ref(&vpc.default_security_group_id)
     );
     assert!(e.attachment.is_none());
     assert_eq!(
         list(&mut a, &[&e.network_interface_id]).await.unwrap(),
-        [e.clone()]
+        std::slice::from_ref(&e)
     );
 
     // Refusals with EC2 codes; nothing is written.
@@ -196,4 +207,139 @@ async fn network_interfaces_over_grpc() {
     })
     .await
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_racing_to_attach_one_interface_exactly_one_wins() {
+    let Some(etcd) = start_etcd() else {
+        return;
+    };
+    let cfg = config(&etcd);
+    let one = start(cfg.clone()).await;
+    let two = start(cfg).await;
+    let ep = endpoint(&one);
+    let image = hello_image(&ep).await;
+    let _h = SimAgent::start(&ep, enrol(), SimOptions::new("h", ZONES[0], 16, 8192))
+        .await
+        .unwrap();
+    let a = Ec2::new(&one.domain, "a").await;
+    let a2 = Ec2 {
+        backend: DomainBackend::new(two.domain.clone()),
+        account: a.account.clone(),
+    };
+    let (_, subnet, _) = network(&a, ZONES[0]).await;
+    for round in 0..3 {
+        let eni = text(
+            &a.ok("CreateNetworkInterface", &[("SubnetId", &subnet)])
+                .await,
+            "networkInterfaceId",
+        );
+        let p = run(&image, &with_eni(&eni, false));
+        let (r1, r2) = tokio::join!(launch(&a, &p), launch(&a2, &p));
+        let won: Vec<&String> = [&r1, &r2].iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(won.len(), 1, "round {round}: {r1:?} {r2:?}");
+        for r in [&r1, &r2] {
+            if let Err(code) = r {
+                assert_eq!(code, "InvalidNetworkInterface.InUse");
+            }
+        }
+        let de = a
+            .ok(
+                "DescribeNetworkInterfaces",
+                &[("NetworkInterfaceId.1", &eni)],
+            )
+            .await;
+        assert_eq!(text(&de, "instanceId"), *won[0]);
+        let launched: BTreeSet<String> = texts(&a.ok("DescribeInstances", &[]).await, "instanceId")
+            .into_iter()
+            .collect();
+        assert_eq!(launched.len(), round + 1, "the loser launched nothing");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_network_view_carries_the_interface_address_and_groups() {
+    let Some(etcd) = start_etcd() else {
+        return;
+    };
+    let cp = start(config(&etcd)).await;
+    let ep = endpoint(&cp);
+    let image = hello_image(&ep).await;
+    let n = SimAgent::start(
+        &ep,
+        enrol(),
+        SimOptions::new("h", ZONES[0], 16, 4096).with_underlay("192.0.2.1"),
+    )
+    .await
+    .unwrap();
+    let a = Ec2::new(&cp.domain, "a").await;
+    let (vpc, subnet, web) = network(&a, ZONES[0]).await;
+    let eni = text(
+        &a.ok(
+            "CreateNetworkInterface",
+            &[
+                ("SubnetId", &subnet),
+                ("SecurityGroupId.1", &web),
+                ("PrivateIpAddress", "10.0.1.99"),
+            ],
+        )
+        .await,
+        "networkInterfaceId",
+    );
+    let t0 = Instant::now() - Duration::from_secs(1);
+    let i = launch(&a, &run(&image, &with_eni(&eni, false)))
+        .await
+        .unwrap();
+    let wait = Duration::from_secs(10);
+    let endpoint_of = |v: &nubis_proto::node::v1::NetworkView| {
+        v.vpcs
+            .iter()
+            .find(|x| x.vpc_id == vpc)
+            .and_then(|x| x.endpoints.iter().find(|e| e.instance_id == i).cloned())
+    };
+    let (_, v) = n
+        .wait_view(t0, wait, |v| endpoint_of(v).is_some())
+        .await
+        .expect("a view with the instance");
+    let e = endpoint_of(&v).unwrap();
+    assert_eq!(
+        (e.ip.as_str(), e.mac.as_str(), e.subnet_id.as_str()),
+        ("10.0.1.99", "02:4e:0a:00:01:63", subnet.as_str())
+    );
+    assert_eq!(e.security_group_ids, std::slice::from_ref(&web));
+    // The interface's groups change: the view follows.
+    let default_sg = text(
+        &a.ok(
+            "DescribeSecurityGroups",
+            &[
+                ("Filter.1.Name", "vpc-id"),
+                ("Filter.1.Value.1", &vpc),
+                ("Filter.2.Name", "group-name"),
+                ("Filter.2.Value.1", "default"),
+            ],
+        )
+        .await,
+        "groupId",
+    );
+    let t1 = Instant::now();
+    a.ok(
+        "ModifyNetworkInterfaceAttribute",
+        &[
+            ("NetworkInterfaceId", &eni),
+            ("SecurityGroupId.1", &default_sg),
+            ("SecurityGroupId.2", &web),
+        ],
+    )
+    .await;
+    let mut both = vec![default_sg.clone(), web.clone()];
+    both.sort();
+    n.wait_view(t1, wait, |v| {
+        endpoint_of(v).is_some_and(|e| {
+            let mut g = e.security_group_ids.clone();
+            g.sort();
+            g == both
+        })
+    })
+    .await
+    .expect("the view with the interface's new groups");
 }

@@ -223,10 +223,10 @@ pub fn derived_primary(i: &Instance) -> Option<NetworkInterface> {
 #[derive(Debug, Clone)]
 pub(crate) enum NamedInterface {
     /// A stored interface.
-    Stored(Versioned<NetworkInterface>),
+    Stored(Box<Versioned<NetworkInterface>>),
     /// The derived primary interface of this instance (read at this
     /// version).
-    Derived(Versioned<Instance>),
+    Derived(Box<Versioned<Instance>>),
 }
 
 impl Domain {
@@ -238,11 +238,13 @@ impl Domain {
     ) -> Result<NamedInterface> {
         let eni = NetworkInterfaceId::parse(id)?;
         if let Some(v) = self.store.vpcs().interface(account, &eni).await? {
-            return Ok(NamedInterface::Stored(v));
+            return Ok(NamedInterface::Stored(Box::new(v)));
         }
         let iid = eni.derived_instance();
         match self.store.instances().get(account, &iid).await? {
-            Some(v) if derived_primary(&v.value).is_some() => Ok(NamedInterface::Derived(v)),
+            Some(v) if derived_primary(&v.value).is_some() => {
+                Ok(NamedInterface::Derived(Box::new(v)))
+            }
             _ => Err(interface_not_found(id)),
         }
     }
@@ -411,7 +413,7 @@ impl Domain {
         let keys = self.store.keys();
         for attempt in 0..MAX_ATTEMPTS {
             let v = match self.own_interface(&account, id).await? {
-                NamedInterface::Stored(v) => v,
+                NamedInterface::Stored(v) => *v,
                 NamedInterface::Derived(i) => {
                     return Err(interface_in_use(
                         &NetworkInterfaceId::primary_of(&i.value.id),
@@ -426,7 +428,7 @@ impl Domain {
                 ));
             }
             let mut tx = Tx::new();
-            stage_delete(&keys, &mut tx, &v);
+            stage_delete(keys, &mut tx, &v);
             if self.store.commit(tx).await?.is_some() {
                 return Ok(());
             }
@@ -457,7 +459,7 @@ impl Domain {
                         Some(a) => self.store.instances().get(&account, &a.instance_id).await?,
                         None => None,
                     };
-                    (Some(v), inst)
+                    (Some(*v), inst)
                 }
                 NamedInterface::Derived(i) => {
                     if matches!(change, InterfaceChange::Description(_)) {
@@ -469,7 +471,7 @@ impl Domain {
                             ),
                         ));
                     }
-                    (None, Some(i))
+                    (None, Some(*i))
                 }
             };
             let vpc = match (&stored, &inst) {
