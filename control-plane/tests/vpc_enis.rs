@@ -845,3 +845,65 @@ async fn launching_with_an_interface_attaches_it_and_terminate_detaches_or_delet
     assert_eq!(text(&di4, "subnetId"), subnet);
     assert!(texts(&di4, "groupId").contains(&web), "{di4}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elastic_ips_follow_the_interface_an_instance_was_launched_with() {
+    let Some(etcd) = start_etcd() else {
+        return;
+    };
+    let mut cfg = config(&etcd);
+    cfg.vpc.public_pool = Some("198.51.100.0/24".into());
+    let cp = start(cfg).await;
+    let d = cp.domain.clone();
+    let ep = endpoint(&cp);
+    let image = hello_image(&ep).await;
+    let _h = SimAgent::start(&ep, enrol(), SimOptions::new("h", ZONES[0], 16, 8192))
+        .await
+        .unwrap();
+    let a = Ec2::new(&d, "a").await;
+    // The default VPC's subnet of the zone: routed to its gateway.
+    let subnet = text(
+        &a.ok(
+            "DescribeSubnets",
+            &[
+                ("Filter.1.Name", "availability-zone"),
+                ("Filter.1.Value.1", ZONES[0]),
+            ],
+        )
+        .await,
+        "subnetId",
+    );
+    let eni = text(
+        &a.ok("CreateNetworkInterface", &[("SubnetId", &subnet)])
+            .await,
+        "networkInterfaceId",
+    );
+    let alloc = text(&a.ok("AllocateAddress", &[]).await, "allocationId");
+    // Not attached: refused, nothing written.
+    a.fails(
+        "AssociateAddress",
+        &[("AllocationId", &alloc), ("NetworkInterfaceId", &eni)],
+        "InvalidParameterValue",
+    )
+    .await;
+    let i = launch(&a, &run(&image, &with_eni(&eni, false)))
+        .await
+        .unwrap();
+    a.ok(
+        "AssociateAddress",
+        &[("AllocationId", &alloc), ("NetworkInterfaceId", &eni)],
+    )
+    .await;
+    let addr = a
+        .ok(
+            "DescribeAddresses",
+            &[
+                ("Filter.1.Name", "network-interface-id"),
+                ("Filter.1.Value.1", &eni),
+            ],
+        )
+        .await;
+    assert_eq!(texts(&addr, "allocationId"), std::slice::from_ref(&alloc));
+    assert_eq!(text(&addr, "instanceId"), i);
+    assert_eq!(text(&addr, "networkInterfaceId"), eni);
+}

@@ -92,6 +92,10 @@ pub struct EipAssociation {
     /// Its private address when associated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_ip: Option<String>,
+    /// The interface the instance was launched with (its primary one),
+    /// if any; otherwise the instance's derived primary interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_interface_id: Option<crate::ids::NetworkInterfaceId>,
 }
 
 /// An Elastic IP (`elastic-ips/<account>/<eipalloc>`).
@@ -221,6 +225,17 @@ pub struct AssociateInput {
 /// The primary interface id of an instance (`eni-` + the instance's hex).
 pub fn primary_interface_of(id: &InstanceId) -> String {
     format!("eni-{}", &id.as_str()["i-".len()..])
+}
+
+impl EipAssociation {
+    /// The interface the address is associated with: the instance's own
+    /// interface, or its derived primary one.
+    pub fn interface_id(&self) -> String {
+        match &self.network_interface_id {
+            Some(e) => e.to_string(),
+            None => primary_interface_of(&self.instance_id),
+        }
+    }
 }
 
 /// Every address of the region claimed now (one prefix read).
@@ -588,6 +603,7 @@ impl Domain {
                 vpc_id: vpc_id.clone(),
                 subnet_id: subnet.clone(),
                 private_ip,
+                network_interface_id: i.vpc.as_ref().and_then(|v| v.network_interface_id.clone()),
             };
             let next = ElasticIp {
                 association: Some(assoc.clone()),
@@ -695,7 +711,7 @@ fn address_matches(e: &ElasticIp, f: &Filter) -> bool {
         "association-id" => a.is_some_and(|a| any(&[a.id.as_str()])),
         "domain" => any(&["vpc"]),
         "instance-id" => a.is_some_and(|a| any(&[a.instance_id.as_str()])),
-        "network-interface-id" => a.is_some_and(|a| any(&[&primary_interface_of(&a.instance_id)])),
+        "network-interface-id" => a.is_some_and(|a| any(&[&a.interface_id()])),
         "network-interface-owner-id" => a.is_some() && any(&[e.account.as_str()]),
         "private-ip-address" => a
             .and_then(|a| a.private_ip.as_deref())
