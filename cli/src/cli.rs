@@ -125,6 +125,9 @@ pub enum Command {
     /// Route tables of your VPCs.
     #[command(subcommand, visible_alias = "route-table")]
     RouteTables(crate::commands::vpc_public::RouteTablesCmd),
+    /// Elastic network interfaces (and instances' primary interfaces).
+    #[command(subcommand, visible_alias = "network-interface")]
+    NetworkInterfaces(crate::commands::vpc_enis::NetworkInterfacesCmd),
     /// Lifecycle events of instances (created, state changes, terminated).
     #[command(subcommand, visible_alias = "event")]
     Events(EventsCmd),

@@ -180,3 +180,71 @@ fn global_flags_work_after_subcommands() {
     assert_eq!(f.profile.as_deref(), Some("ops"));
     assert_eq!(f.endpoint.as_deref(), Some("http://h:1"));
 }
+
+#[test]
+fn network_interface_commands_parse() {
+    use crate::commands::vpc_enis::NetworkInterfacesCmd;
+    let cli = parse(&[
+        "network-interfaces",
+        "create",
+        "subnet-0123456789abcdef0",
+        "--private-ip",
+        "10.0.1.9",
+        "--group",
+        "sg-0123456789abcdef0",
+        "--group",
+        "sg-0123456789abcdef1",
+        "--description",
+        "db",
+        "--tag",
+        "Name=db",
+        "-o",
+        "json",
+    ])
+    .unwrap();
+    let Command::NetworkInterfaces(NetworkInterfacesCmd::Create {
+        subnet_id,
+        private_ip,
+        groups,
+        ..
+    }) = cli.command
+    else {
+        panic!("not create")
+    };
+    assert_eq!(subnet_id, "subnet-0123456789abcdef0");
+    assert_eq!(private_ip.as_deref(), Some("10.0.1.9"));
+    assert_eq!(groups.len(), 2);
+    let cli = parse(&[
+        "network-interface",
+        "attach",
+        "eni-0123456789abcdef0",
+        "--instance",
+        "i-0123456789abcdef0",
+        "--device-index",
+        "1",
+    ])
+    .unwrap();
+    assert!(matches!(
+        cli.command,
+        Command::NetworkInterfaces(NetworkInterfacesCmd::Attach {
+            device_index: 1,
+            ..
+        })
+    ));
+    for args in [
+        &["network-interfaces", "list", "--filter", "status=available"][..],
+        &["network-interfaces", "ls"],
+        &["network-interfaces", "delete", "eni-0123456789abcdef0"],
+        &[
+            "network-interfaces",
+            "detach",
+            "eni-attach-0123456789abcdef0",
+        ],
+    ] {
+        assert!(
+            matches!(parse(args).unwrap().command, Command::NetworkInterfaces(_)),
+            "{args:?}"
+        );
+    }
+    assert!(parse(&["network-interfaces", "create"]).is_err());
+}

@@ -1,6 +1,6 @@
 //! Typed identifiers. Each parses (validating its shape) and displays as the
 //! string EC2 clients see (parsing also accepts EC2's short form of 8 hex digits): `i-` + 17 hex, `r-` + 17 hex, `ami-` + 17 hex,
-//! `key-` + 17 hex, `node-` + 17 hex, `subnet-` + 17 hex, `lt-` + 17 hex, `vpc-`, `sg-`, `sgr-`, `eipalloc-`, `eipassoc-`, `igw-`, `rtb-`, `rtbassoc-` + 17 hex, account ids of 12 decimal digits.
+//! `key-` + 17 hex, `node-` + 17 hex, `subnet-` + 17 hex, `lt-` + 17 hex, `vpc-`, `sg-`, `sgr-`, `eipalloc-`, `eipassoc-`, `igw-`, `rtb-`, `rtbassoc-`, `eni-`, `eni-attach-` + 17 hex, account ids of 12 decimal digits.
 
 use std::fmt;
 
@@ -142,6 +142,39 @@ hex_id!(
     /// A route table association id, `rtbassoc-` + 17 hex digits.
     RouteTableAssociationId, "rtbassoc-", "InvalidAssociationID.Malformed"
 );
+hex_id!(
+    /// An elastic network interface id, `eni-` + 17 hex digits.
+    NetworkInterfaceId, "eni-", "InvalidNetworkInterfaceID.Malformed"
+);
+hex_id!(
+    /// A network interface attachment id, `eni-attach-` + 17 hex digits.
+    NetworkInterfaceAttachmentId, "eni-attach-", "InvalidAttachmentID.Malformed"
+);
+
+impl NetworkInterfaceId {
+    /// The primary interface of an instance that was launched without an
+    /// interface of its own: derived from the instance id (not stored).
+    pub fn primary_of(instance: &InstanceId) -> Self {
+        Self(format!("eni-{}", &instance.as_str()["i-".len()..]))
+    }
+
+    /// The instance whose derived primary interface this id would be.
+    pub fn derived_instance(&self) -> InstanceId {
+        InstanceId(format!("i-{}", &self.0["eni-".len()..]))
+    }
+}
+
+impl NetworkInterfaceAttachmentId {
+    /// The attachment of an instance's derived primary interface.
+    pub fn primary_of(instance: &InstanceId) -> Self {
+        Self(format!("eni-attach-{}", &instance.as_str()["i-".len()..]))
+    }
+
+    /// The instance whose derived primary attachment this id would be.
+    pub fn derived_instance(&self) -> InstanceId {
+        InstanceId(format!("i-{}", &self.0["eni-attach-".len()..]))
+    }
+}
 
 impl RouteTableId {
     /// The main route table of `vpc`: its id is derived from the VPC's, so

@@ -65,7 +65,7 @@ async fn claims_match(d: &Domain, c: &Caller) -> usize {
             .await
             .unwrap()
             .into_iter()
-            .map(|c| (c.ip, c.instance_id.to_string()))
+            .map(|c| (c.ip, c.instance_id.unwrap().to_string()))
             .collect();
         n += got.len();
         assert_eq!(got, want.remove(&s).unwrap_or_default(), "claims of {s}");
@@ -257,7 +257,7 @@ async fn an_instance_placed_before_ipam_keeps_its_address() {
     assert_eq!(claims.len(), 1);
     assert_eq!(
         (claims[0].ip.as_str(), &claims[0].instance_id),
-        (old_ip.as_str(), &i.id)
+        (old_ip.as_str(), &Some(i.id.clone()))
     );
     let s = d
         .subnet(&subnet)
@@ -288,5 +288,5 @@ async fn an_instance_placed_before_ipam_keeps_its_address() {
     wait_domain_state(&d, &caller, &id, State::Terminated).await;
     let left = d.address_claims(&subnet).await.unwrap();
     assert_eq!(left.len(), 1);
-    assert_eq!(left[0].instance_id, other.instances[0].id);
+    assert_eq!(left[0].instance_id, Some(other.instances[0].id.clone()));
 }

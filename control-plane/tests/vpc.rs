@@ -298,7 +298,8 @@ async fn vpcs_and_subnets_follow_ec2_rules_and_refusals_write_nothing() {
         &AddressClaim {
             subnet_id: sid.clone(),
             ip: "10.0.1.4".into(),
-            instance_id: InstanceId::generate(),
+            instance_id: Some(InstanceId::generate()),
+            network_interface_id: None,
             account: nubis_control_plane::ids::AccountId::parse(&a.account).unwrap(),
             claimed_ms: now_ms(),
         },

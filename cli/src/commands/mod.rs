@@ -13,6 +13,7 @@ pub mod instances;
 pub mod keys;
 pub mod tags;
 pub mod tasks;
+pub mod vpc_enis;
 pub mod vpc_public;
 pub mod vpcs;
 pub mod wait;
@@ -77,6 +78,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 Command::Addresses(c) => vpc_public::addresses(&ctx, c).await,
                 Command::InternetGateways(c) => vpc_public::internet_gateways(&ctx, c).await,
                 Command::RouteTables(c) => vpc_public::route_tables(&ctx, c).await,
+                Command::NetworkInterfaces(c) => vpc_enis::network_interfaces(&ctx, c).await,
                 Command::Billing(c) => billing::run(&ctx, c).await,
                 Command::Autoscaling(c) => autoscaling::run(&ctx, c).await,
                 Command::Admin(c) => admin::run(&ctx, c).await,

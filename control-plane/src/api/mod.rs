@@ -16,6 +16,7 @@ pub mod node;
 mod peer;
 pub mod precheck;
 pub mod vpc;
+pub mod vpc_enis;
 pub mod vpc_public;
 
 use std::future::Future;

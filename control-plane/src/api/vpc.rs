@@ -1,6 +1,7 @@
 //! The Networking service: thin handlers over [`crate::domain::vpc`] (the
 //! same functions the EC2 Query actions call). The public addressing
-//! methods' bodies are in [`super::vpc_public`].
+//! methods' bodies are in [`super::vpc_public`], the network interface
+//! ones in [`super::vpc_enis`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -486,5 +487,47 @@ impl Networking for NetworkingApi {
         req: Request<pb::DescribeRouteTablesRequest>,
     ) -> Result<Response<pb::DescribeRouteTablesResponse>, Status> {
         self.describe_route_tables_(req).await
+    }
+
+    async fn create_network_interface(
+        &self,
+        req: Request<pb::CreateNetworkInterfaceRequest>,
+    ) -> Result<Response<pb::CreateNetworkInterfaceResponse>, Status> {
+        self.create_network_interface_(req).await
+    }
+
+    async fn describe_network_interfaces(
+        &self,
+        req: Request<pb::DescribeNetworkInterfacesRequest>,
+    ) -> Result<Response<pb::DescribeNetworkInterfacesResponse>, Status> {
+        self.describe_network_interfaces_(req).await
+    }
+
+    async fn delete_network_interface(
+        &self,
+        req: Request<pb::DeleteNetworkInterfaceRequest>,
+    ) -> Result<Response<pb::DeleteNetworkInterfaceResponse>, Status> {
+        self.delete_network_interface_(req).await
+    }
+
+    async fn attach_network_interface(
+        &self,
+        req: Request<pb::AttachNetworkInterfaceRequest>,
+    ) -> Result<Response<pb::AttachNetworkInterfaceResponse>, Status> {
+        self.attach_network_interface_(req).await
+    }
+
+    async fn detach_network_interface(
+        &self,
+        req: Request<pb::DetachNetworkInterfaceRequest>,
+    ) -> Result<Response<pb::DetachNetworkInterfaceResponse>, Status> {
+        self.detach_network_interface_(req).await
+    }
+
+    async fn modify_network_interface_attribute(
+        &self,
+        req: Request<pb::ModifyNetworkInterfaceAttributeRequest>,
+    ) -> Result<Response<pb::ModifyNetworkInterfaceAttributeResponse>, Status> {
+        self.modify_network_interface_attribute_(req).await
     }
 }

@@ -7,7 +7,7 @@ use nubis_proto::vpc::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::vpc::{filters_in, non_empty, tags_in, tags_out, NetworkingApi};
-use crate::domain::vpc::addresses::{primary_interface_of, AddressRef, AssociateInput, ElasticIp};
+use crate::domain::vpc::addresses::{AddressRef, AssociateInput, ElasticIp};
 use crate::domain::vpc::gateways::InternetGateway;
 use crate::domain::vpc::routes::RouteTableView;
 use crate::error::Error;
@@ -34,9 +34,7 @@ fn address_out(e: &ElasticIp) -> pb::Address {
         public_ip: e.public_ip.clone(),
         association_id: a.map(|a| a.id.to_string()).unwrap_or_default(),
         instance_id: a.map(|a| a.instance_id.to_string()).unwrap_or_default(),
-        network_interface_id: a
-            .map(|a| primary_interface_of(&a.instance_id))
-            .unwrap_or_default(),
+        network_interface_id: a.map(|a| a.interface_id()).unwrap_or_default(),
         private_ip_address: a.and_then(|a| a.private_ip.clone()).unwrap_or_default(),
         tags: tags_out(&e.tags),
     }

@@ -141,6 +141,7 @@ impl Domain {
                 AttributeChange::SourceDestCheck(b) => inst.options.source_dest_check = *b,
                 AttributeChange::SecurityGroups(ids) => {
                     let groups = self.check_groups(&inst, ids, &mut tx).await?;
+                    self.stage_interface_groups(&inst, &groups, &mut tx).await?;
                     if let Some(placed) = inst.vpc.as_mut() {
                         placed.security_group_ids = groups;
                     }

@@ -1,6 +1,7 @@
 //! IP address management as its own aggregate: subnets
 //! (`ipam/subnets/<subnet>`) and one claim record per address in use
-//! (`ipam/addrs/<subnet>/<a.b.c.d>` → the instance holding it).
+//! (`ipam/addrs/<subnet>/<a.b.c.d>` → the instance or network interface
+//! holding it).
 //!
 //! A claim is created with compare-absent in the same transaction as the
 //! placement that hands the address out (with the capacity claim on the
@@ -57,8 +58,13 @@ pub struct AddressClaim {
     pub subnet_id: SubnetId,
     /// a.b.c.d
     pub ip: String,
-    /// Holder.
-    pub instance_id: InstanceId,
+    /// Holder: an instance (its primary address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<InstanceId>,
+    /// Holder: an elastic network interface (its primary address, kept
+    /// while the interface exists, whichever instance it is attached to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_interface_id: Option<crate::ids::NetworkInterfaceId>,
     /// Holder's account.
     pub account: AccountId,
     /// When.
@@ -95,7 +101,8 @@ pub fn stage_claim(
         &AddressClaim {
             subnet_id: subnet,
             ip: net.ip.clone(),
-            instance_id: inst.id.clone(),
+            instance_id: Some(inst.id.clone()),
+            network_interface_id: None,
             account: inst.account.clone(),
             claimed_ms: now_ms(),
         },

@@ -507,7 +507,10 @@ impl Domain {
             self.store
                 .events()
                 .stage(tx, &InstanceEvent::created(&inst, l.now))?;
-            self.store.ipam().stage_claim(tx, &inst, &network)?;
+            match pool.as_ref() {
+                Some(p) => p.stage_hold(&self.store, tx, &inst, &network)?,
+                None => self.store.ipam().stage_claim(tx, &inst, &network)?,
+            }
             instances.push(inst);
         }
         let mut out = Vec::with_capacity(allocs.len());

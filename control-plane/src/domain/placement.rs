@@ -154,8 +154,12 @@ impl Domain {
                     // A VPC address is released with the instance leaving,
                     // whatever its node's allocation holds (the instance's
                     // compare makes this happen once).
+                    // An interface of its own is deleted or detached with
+                    // it (a detached one keeps its address).
                     if let Some(net) = p.inst.network.as_ref().filter(|n| !n.is_node_block()) {
-                        self.store.ipam().stage_release(&mut tx, &self.network, net);
+                        if self.stage_interface_leave(&p.inst, &mut tx).await? {
+                            self.store.ipam().stage_release(&mut tx, &self.network, net);
+                        }
                     }
                     p.inst.node_id = None;
                     p.inst.network = None;

@@ -592,7 +592,9 @@ impl Domain {
                 .stage(tx, &InstanceEvent::rolled_back(&i, now))?;
             // A VPC address goes back whatever its node's allocation holds.
             if let Some(net) = i.network.as_ref().filter(|n| !n.is_node_block()) {
-                self.store.ipam().stage_release(tx, &self.network, net);
+                if self.stage_interface_leave(&i, tx).await? {
+                    self.store.ipam().stage_release(tx, &self.network, net);
+                }
             }
             if let Some(n) = &i.node_id {
                 self.store.assignments().stage_delete(tx, n, &i.id);

@@ -1,6 +1,8 @@
 //! Tags on instances (`i-`), images (`ami-`, owner only), key pairs
 //! (`key-`), Elastic IPs (`eipalloc-`), internet gateways (`igw-`) and route
-//! tables (`rtb-`): CreateTags, DeleteTags, DescribeTags. Tags live inside
+//! tables (`rtb-`) and elastic network interfaces (`eni-`, stored ones; an
+//! instance's derived primary interface has no record to hold tags):
+//! CreateTags, DeleteTags, DescribeTags. Tags live inside
 //! each resource's record and are changed by compare-and-swap; a resource of
 //! another account is not found (its kind's `…NotFound` code).
 
@@ -9,12 +11,14 @@ use std::collections::BTreeMap;
 use crate::domain::filters::{self, Filter};
 use crate::domain::model::{Image, Instance, KeyPair};
 use crate::domain::vpc::addresses::ElasticIp;
+use crate::domain::vpc::enis::NetworkInterface;
 use crate::domain::vpc::gateways::InternetGateway;
 use crate::domain::vpc::routes::RouteTable;
 use crate::domain::{validation, Caller, Domain};
 use crate::error::{Error, Result};
 use crate::ids::{
-    AccountId, AllocationId, ImageId, InstanceId, InternetGatewayId, KeyPairId, RouteTableId,
+    AccountId, AllocationId, ImageId, InstanceId, InternetGatewayId, KeyPairId,
+    NetworkInterfaceId, RouteTableId,
 };
 use crate::store::Record;
 
@@ -29,7 +33,7 @@ pub struct TagDescription {
     /// Resource id.
     pub resource_id: String,
     /// instance | image | key-pair | elastic-ip | internet-gateway |
-    /// route-table.
+    /// route-table | network-interface.
     pub resource_type: &'static str,
     /// Key.
     pub key: String,
@@ -65,6 +69,11 @@ impl Tagged for InternetGateway {
         &mut self.tags
     }
 }
+impl Tagged for NetworkInterface {
+    fn tags_mut(&mut self) -> &mut BTreeMap<String, String> {
+        &mut self.tags
+    }
+}
 impl Tagged for RouteTable {
     fn tags_mut(&mut self) -> &mut BTreeMap<String, String> {
         &mut self.tags
@@ -80,6 +89,7 @@ enum Kind {
     ElasticIp,
     InternetGateway,
     RouteTable,
+    NetworkInterface,
 }
 
 impl Kind {
@@ -92,6 +102,7 @@ impl Kind {
             "eipalloc" => Self::ElasticIp,
             "igw" => Self::InternetGateway,
             "rtb" => Self::RouteTable,
+            "eni" => Self::NetworkInterface,
             _ => return None,
         })
     }
@@ -104,6 +115,7 @@ impl Kind {
             Self::ElasticIp => "InvalidAllocationID.NotFound",
             Self::InternetGateway => "InvalidInternetGatewayID.NotFound",
             Self::RouteTable => "InvalidRouteTableID.NotFound",
+            Self::NetworkInterface => "InvalidNetworkInterfaceID.NotFound",
         }
     }
 }
@@ -120,6 +132,9 @@ impl Domain {
             }
             Some(Kind::RouteTable) => {
                 return Ok(keys.route_table(account, &RouteTableId::parse(id)?));
+            }
+            Some(Kind::NetworkInterface) => {
+                return Ok(keys.network_interface(account, &NetworkInterfaceId::parse(id)?));
             }
             _ => {}
         }
@@ -212,6 +227,9 @@ impl Domain {
                 Kind::ElasticIp => self.modify_tags::<ElasticIp>(&key, id, f).await?,
                 Kind::InternetGateway => self.modify_tags::<InternetGateway>(&key, id, f).await?,
                 Kind::RouteTable => self.modify_tags::<RouteTable>(&key, id, f).await?,
+                Kind::NetworkInterface => {
+                    self.modify_tags::<NetworkInterface>(&key, id, f).await?
+                }
             }
         }
         Ok(())
@@ -327,6 +345,11 @@ impl Domain {
                 .await?
                 .into_iter()
                 .map(|v| (v.value.id.to_string(), "route-table", v.value.tags)),
+        );
+        let enis = self.store.vpcs().interfaces_of(&account).await?;
+        resources.extend(
+            enis.into_iter()
+                .map(|v| (v.value.id.to_string(), "network-interface", v.value.tags)),
         );
         let mut all = Vec::new();
         for (id, kind, tags) in resources {

@@ -531,7 +531,8 @@ impl Request {
                 Request::LaunchTemplate(super::actions::launch_templates::parse(a, &mut r)?)
             }
             a if super::actions::vpcs::ACTIONS.contains(&a)
-                || super::actions::vpc_public::ACTIONS.contains(&a) =>
+                || super::actions::vpc_public::ACTIONS.contains(&a)
+                || super::actions::vpc_enis::ACTIONS.contains(&a) =>
             {
                 Request::Vpc(super::actions::vpcs::parse(a, &mut r)?)
             }
@@ -753,7 +754,7 @@ fn resource_ids(r: &mut Reader) -> Result<Vec<String>, Ec2Error> {
     for id in &ids {
         let ok = match id.split_once('-') {
             Some((p, rest)) => {
-                matches!(p, "i" | "ami" | "key" | "eipalloc" | "igw" | "rtb")
+                matches!(p, "i" | "ami" | "key" | "eipalloc" | "igw" | "rtb" | "eni")
                     && !rest.is_empty()
                     && rest.len() <= 32
             }

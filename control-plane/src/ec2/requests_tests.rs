@@ -262,8 +262,26 @@ fn run_instances_unavailable_features_answer_ec2_codes() {
         ),
         (&[("Ipv6AddressCount", "1")], ErrorCode::Unsupported),
         (
-            &[("NetworkInterface.1.DeviceIndex", "0")],
-            ErrorCode::Unsupported,
+            &[("NetworkInterface.1.DeviceIndex", "1")],
+            ErrorCode::InvalidParameterValue,
+        ),
+        (
+            &[
+                ("NetworkInterface.1.DeviceIndex", "0"),
+                (
+                    "NetworkInterface.1.NetworkInterfaceId",
+                    "eni-0123456789abcdef0",
+                ),
+                ("SubnetId", "subnet-0123456789abcdef0"),
+            ],
+            ErrorCode::InvalidParameterCombination,
+        ),
+        (
+            &[(
+                "NetworkInterface.1.NetworkInterfaceId",
+                "eni-0123456789abcdef0",
+            )],
+            ErrorCode::MissingParameter,
         ),
         (&[("KernelId", "aki-12345678")], ErrorCode::Unsupported),
         (

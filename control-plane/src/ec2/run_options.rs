@@ -290,9 +290,9 @@ fn maintenance_and_network_performance(r: &mut Reader) -> Result<(), Ec2Error> {
 }
 
 /// `SubnetId`, `SecurityGroupId.N`, `SecurityGroup.N` (resolved by the
-/// domain: [`crate::domain::vpc::launch`]) and `PrivateIpAddress` (checked
-/// against the subnet by the domain); interfaces are not chosen by the
-/// caller yet.
+/// domain: [`crate::domain::vpc::launch`]), `PrivateIpAddress` (checked
+/// against the subnet by the domain) and `NetworkInterface.N` (the primary
+/// interface only: [`network_interface`]).
 fn networking(r: &mut Reader, o: &mut LaunchOptions) -> Result<(), Ec2Error> {
     let subnet = r.opt("SubnetId").filter(|s| !s.is_empty());
     let ids = r.list("SecurityGroupId", 16)?;
@@ -322,10 +322,9 @@ fn networking(r: &mut Reader, o: &mut LaunchOptions) -> Result<(), Ec2Error> {
     {
         return Err(unsupported("IPv6 addressing"));
     }
-    if !r.take_prefix("NetworkInterface").is_empty() {
-        return Err(unsupported(
-            "Network interface specifications (NetworkInterface.N)",
-        ));
+    let interfaces = r.take_prefix("NetworkInterface");
+    if !interfaces.is_empty() {
+        network_interface(&interfaces, o)?;
     }
     if !r.take_prefix("SecondaryInterface").is_empty() {
         return Err(unsupported("Secondary interfaces"));
@@ -369,5 +368,133 @@ fn unavailable_features(r: &mut Reader) -> Result<(), Ec2Error> {
             profile.1
         )));
     }
+    Ok(())
+}
+
+fn combination(message: impl Into<String>) -> Ec2Error {
+    Ec2Error::new(ErrorCode::InvalidParameterCombination, message)
+}
+
+/// `NetworkInterface.N.*`: one specification, of the primary interface
+/// (`DeviceIndex` 0), either an existing interface (`NetworkInterfaceId`,
+/// `DeleteOnTermination`) or a new one (`SubnetId`, `SecurityGroupId.M`,
+/// `PrivateIpAddress`, `AssociatePublicIpAddress`, `DeleteOnTermination`
+/// true), exclusive of the instance-level subnet, groups and address.
+/// Secondary interfaces (device index 1 or more) are refused
+/// ([`crate::domain::vpc::eni_attach`]).
+fn network_interface(pairs: &[(String, String)], o: &mut LaunchOptions) -> Result<(), Ec2Error> {
+    // By N: member name -> value.
+    let mut specs: std::collections::BTreeMap<&str, Vec<(&str, &str)>> = Default::default();
+    for (k, v) in pairs {
+        let rest = k.strip_prefix("NetworkInterface.").unwrap_or("");
+        let (n, member) = rest.split_once('.').unwrap_or((rest, ""));
+        specs.entry(n).or_default().push((member, v.as_str()));
+    }
+    let mut primary = None;
+    for (n, members) in &specs {
+        let index = members
+            .iter()
+            .find(|(m, _)| *m == "DeviceIndex")
+            .map(|(_, v)| *v)
+            .ok_or_else(|| Ec2Error::missing(&format!("NetworkInterface.{n}.DeviceIndex")))?;
+        match index.parse::<u32>() {
+            Ok(0) if primary.is_none() => primary = Some(members),
+            Ok(0) => {
+                return Err(Ec2Error::invalid_value(
+                    "Each network interface requires a unique device index.",
+                ))
+            }
+            Ok(_) => {
+                return Err(Ec2Error::invalid_value(
+                    crate::domain::vpc::eni_attach::SECONDARY_UNSUPPORTED,
+                ))
+            }
+            Err(_) => {
+                return Err(Ec2Error::invalid_value(format!(
+                    "Value ({index}) for parameter deviceIndex is invalid."
+                )))
+            }
+        }
+    }
+    let Some(members) = primary else {
+        return Err(Ec2Error::missing("NetworkInterface.N.DeviceIndex"));
+    };
+    if o.vpc.is_some() {
+        return Err(combination(
+            "Network interfaces and an instance-level subnet, security groups or private IP address may not be specified on the same request",
+        ));
+    }
+    let get = |name: &str| {
+        members
+            .iter()
+            .find(|(m, _)| *m == name)
+            .map(|(_, v)| v.to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let flag = |name: &str| -> Result<Option<bool>, Ec2Error> {
+        match get(name).as_deref() {
+            None => Ok(None),
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(v) => Err(Ec2Error::invalid_value(format!(
+                "Value ({v}) for parameter {name} is invalid. Expected a boolean."
+            ))),
+        }
+    };
+    let mut groups = Vec::new();
+    for (m, v) in members.iter() {
+        match m.split_once('.') {
+            Some(("SecurityGroupId", _)) => groups.push(crate::ids::SecurityGroupId::parse(v)?),
+            _ if matches!(
+                *m,
+                "DeviceIndex"
+                    | "NetworkInterfaceId"
+                    | "SubnetId"
+                    | "PrivateIpAddress"
+                    | "AssociatePublicIpAddress"
+                    | "DeleteOnTermination"
+                    | "Description"
+            ) => {}
+            _ => return Err(unsupported(&format!("The network interface parameter {m}"))),
+        }
+    }
+    let delete = flag("DeleteOnTermination")?;
+    let associate = flag("AssociatePublicIpAddress")?;
+    let mut vpc = crate::domain::vpc::InstanceVpc::default();
+    match get("NetworkInterfaceId") {
+        Some(eni) => {
+            if get("SubnetId").is_some()
+                || !groups.is_empty()
+                || get("PrivateIpAddress").is_some()
+                || associate.is_some()
+                || get("Description").is_some()
+            {
+                return Err(combination(
+                    "A network interface ID cannot be combined with a subnet, security groups, private IP address, public IP address or description for that interface",
+                ));
+            }
+            vpc.network_interface_id = Some(crate::ids::NetworkInterfaceId::parse(&eni)?);
+            vpc.interface_delete_on_termination = delete.unwrap_or(false);
+        }
+        None => {
+            if delete == Some(false) {
+                return Err(Ec2Error::invalid_value(
+                    "A network interface created at launch is deleted on termination (DeleteOnTermination=false is not supported)",
+                ));
+            }
+            if get("Description").is_some() {
+                return Err(unsupported(
+                    "A description of a network interface created at launch",
+                ));
+            }
+            vpc.subnet_id = get("SubnetId")
+                .map(|s| crate::ids::SubnetId::parse(&s))
+                .transpose()?;
+            vpc.security_group_ids = groups;
+            vpc.private_ip_address = get("PrivateIpAddress");
+            vpc.associate_public_ip = associate;
+        }
+    }
+    o.vpc = Some(Box::new(vpc));
     Ok(())
 }

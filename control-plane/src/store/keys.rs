@@ -435,6 +435,20 @@ impl Keys {
         format!("{}/route-table-subnets/{account}/", self.p)
     }
 
+    /// `network-interfaces/<account>/<eni-…>`: an elastic network
+    /// interface ([`crate::domain::vpc::enis::NetworkInterface`]).
+    pub fn network_interface(
+        &self,
+        account: &AccountId,
+        id: &crate::ids::NetworkInterfaceId,
+    ) -> String {
+        format!("{}/network-interfaces/{account}/{id}", self.p)
+    }
+    /// An account's network interfaces.
+    pub fn account_network_interfaces(&self, account: &AccountId) -> String {
+        format!("{}/network-interfaces/{account}/", self.p)
+    }
+
     /// The election name of the leader-only background tasks.
     pub fn election(&self) -> String {
         format!("{}/election/reconciler", self.p)

@@ -1,13 +1,15 @@
 //! Repository of the VPC aggregates: the per-account VPC index, VPCs, VPC
-//! subnets, security groups and their name guards. Keys: `vpc-accounts/`,
-//! `vpcs/`, `vpc-subnets/`, `security-groups/`, `security-group-names/`
+//! subnets, security groups and their name guards, elastic network
+//! interfaces. Keys: `vpc-accounts/`, `vpcs/`, `vpc-subnets/`,
+//! `security-groups/`, `security-group-names/`, `network-interfaces/`
 //! (see docs/etcd-schema.md). Multi-record changes are staged by
 //! [`crate::domain::vpc`] into one [`super::Tx`] with these keys.
 
 use super::{Store, Versioned};
+use crate::domain::vpc::enis::NetworkInterface;
 use crate::domain::vpc::{SecurityGroup, Vpc, VpcAccount, VpcSubnet};
 use crate::error::Result;
-use crate::ids::{AccountId, SecurityGroupId, SubnetId, VpcId};
+use crate::ids::{AccountId, NetworkInterfaceId, SecurityGroupId, SubnetId, VpcId};
 
 impl Store {
     /// VPCs, subnets and security groups.
@@ -71,6 +73,29 @@ impl Vpcs<'_> {
             .0
             .repo()
             .pages(self.0.keys().account_security_groups(account))
+            .collect()
+            .await?;
+        Ok(all.into_iter().map(|(_, v)| v).collect())
+    }
+    /// An elastic network interface.
+    pub async fn interface(
+        &self,
+        account: &AccountId,
+        id: &NetworkInterfaceId,
+    ) -> Result<Option<Versioned<NetworkInterface>>> {
+        self.0
+            .get(&self.0.keys().network_interface(account, id))
+            .await
+    }
+    /// Every elastic network interface of an account.
+    pub async fn interfaces_of(
+        &self,
+        account: &AccountId,
+    ) -> Result<Vec<Versioned<NetworkInterface>>> {
+        let all = self
+            .0
+            .repo()
+            .pages(self.0.keys().account_network_interfaces(account))
             .collect()
             .await?;
         Ok(all.into_iter().map(|(_, v)| v).collect())

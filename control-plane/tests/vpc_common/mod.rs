@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod enis;
+
 use std::collections::BTreeMap;
 
 use nubis_control_plane::domain::{Caller, Domain};

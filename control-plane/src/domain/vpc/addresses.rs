@@ -94,6 +94,10 @@ pub struct EipAssociation {
     /// Its private address when associated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_ip: Option<String>,
+    /// The interface the instance was launched with (its primary one),
+    /// if any; otherwise the instance's derived primary interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_interface_id: Option<crate::ids::NetworkInterfaceId>,
 }
 
 /// An Elastic IP (`elastic-ips/<account>/<eipalloc>`).
@@ -223,6 +227,17 @@ pub struct AssociateInput {
 /// The primary interface id of an instance (`eni-` + the instance's hex).
 pub fn primary_interface_of(id: &InstanceId) -> String {
     format!("eni-{}", &id.as_str()["i-".len()..])
+}
+
+impl EipAssociation {
+    /// The interface the address is associated with: the instance's own
+    /// interface, or its derived primary one.
+    pub fn interface_id(&self) -> String {
+        match &self.network_interface_id {
+            Some(e) => e.to_string(),
+            None => primary_interface_of(&self.instance_id),
+        }
+    }
 }
 
 /// Every address of the region claimed now (one prefix read).
@@ -469,15 +484,19 @@ impl Domain {
                 ))
             }
             (Some(i), None) => InstanceId::parse(i)?,
-            (None, Some(eni)) => eni
-                .strip_prefix("eni-")
-                .and_then(|hex| InstanceId::parse(&format!("i-{hex}")).ok())
-                .ok_or_else(|| {
-                    Error::not_found(
-                        "InvalidNetworkInterfaceID.NotFound",
-                        format!("The networkInterface ID '{eni}' does not exist"),
-                    )
-                })?,
+            (None, Some(eni)) => match self.own_interface(&account, eni).await {
+                // An interface of its own: the instance it is attached to.
+                Ok(super::enis::NamedInterface::Stored(v)) => match &v.value.attachment {
+                    Some(a) => a.instance_id.clone(),
+                    None => {
+                        return Err(Error::invalid(format!(
+                            "The network interface '{eni}' is not attached to an instance: only an attached interface can take an Elastic IP here"
+                        )))
+                    }
+                },
+                Ok(super::enis::NamedInterface::Derived(i)) => i.value.id,
+                Err(e) => return Err(e),
+            },
             (None, None) => return Err(Error::missing("InstanceId")),
         };
         let keys = self.store.keys();
@@ -588,6 +607,7 @@ impl Domain {
                 vpc_id: vpc_id.clone(),
                 subnet_id: subnet.clone(),
                 private_ip,
+                network_interface_id: i.vpc.as_ref().and_then(|v| v.network_interface_id.clone()),
             };
             let next = ElasticIp {
                 association: Some(assoc.clone()),
@@ -696,7 +716,7 @@ fn address_matches(e: &ElasticIp, f: &Filter) -> bool {
         "association-id" => a.is_some_and(|a| any(&[a.id.as_str()])),
         "domain" => any(&["vpc"]),
         "instance-id" => a.is_some_and(|a| any(&[a.instance_id.as_str()])),
-        "network-interface-id" => a.is_some_and(|a| any(&[&primary_interface_of(&a.instance_id)])),
+        "network-interface-id" => a.is_some_and(|a| any(&[&a.interface_id()])),
         "network-interface-owner-id" => a.is_some() && any(&[e.account.as_str()]),
         "private-ip-address" => a
             .and_then(|a| a.private_ip.as_deref())

@@ -276,6 +276,14 @@ impl Domain {
                     "resource {gid} has a dependent object: instance {i}"
                 )));
             }
+            if let Some(e) = self
+                .interface_using(&account, |e| super::enis::uses_group(e, &gid))
+                .await?
+            {
+                return Err(dependency(format!(
+                    "resource {gid} has a dependent object: network interface {e}"
+                )));
+            }
             let vpc = self.own_vpc(&account, &g.value.vpc_id).await?;
             let mut tx = Tx::new();
             tx.delete_if_unchanged(&keys.security_group(&account, &g.value.id), &g);

@@ -5,6 +5,9 @@
 //! instance is in the default VPC (the default subnet of the zone it is
 //! placed in), without groups in its VPC's default group.
 //!
+//! A launch naming a network interface of its own is resolved into the
+//! interface's subnet and groups ([`super::eni_attach`]).
+//!
 //! The private address comes from the instance's subnet
 //! ([`super::addresses`]), in the placement transaction; a requested
 //! `PrivateIpAddress` (one instance only) pins the subnet holding it (the
@@ -35,6 +38,14 @@ impl Domain {
             ));
         }
         self.ensure_default_vpc(account).await?;
+        self.resolve_launch_interface(
+            account,
+            &mut req,
+            input.max_count,
+            input.availability_zone.as_deref(),
+        )
+        .await?;
+        let interface = req.interface.take();
         let named_subnet = req.subnet_id.is_some();
         if let (None, Some(ip)) = (&req.subnet_id, &req.private_ip_address) {
             req.subnet_id = Some(self.default_subnet_holding(account, ip).await?);
@@ -123,6 +134,10 @@ impl Domain {
             security_group_ids: groups,
             security_group_names: Vec::new(),
             private_ip_address: req.private_ip_address,
+            network_interface_id: req.network_interface_id,
+            interface_delete_on_termination: req.interface_delete_on_termination,
+            associate_public_ip: req.associate_public_ip,
+            interface,
             vni,
             subnet_cidrs: req.subnet_cidrs,
             default_subnets,

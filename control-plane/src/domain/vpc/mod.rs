@@ -3,7 +3,8 @@
 //! and each account's default VPC ([`default_vpc`]). CIDR arithmetic is in
 //! [`cidr`]. Public addressing: Elastic IPs ([`addresses`]), instances'
 //! public addresses ([`public_ips`]), internet gateways ([`gateways`]) and
-//! route tables ([`routes`]); the data plane reads them through
+//! route tables ([`routes`]); elastic network interfaces ([`enis`],
+//! attached at launch or detached at terminate: [`eni_attach`]); the data plane reads them through
 //! [`Domain::instance_public_ips`](crate::domain::Domain::instance_public_ips)
 //! and [`Domain::subnet_internet_routes`](crate::domain::Domain::subnet_internet_routes).
 //!
@@ -24,6 +25,8 @@ pub mod addresses;
 pub mod auto_ips;
 pub mod cidr;
 pub mod default_vpc;
+pub mod eni_attach;
+pub mod enis;
 pub mod gateways;
 pub mod groups;
 pub mod launch;
@@ -209,6 +212,23 @@ pub struct InstanceVpc {
     /// request only (an instance records its address in its network).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub private_ip_address: Option<String>,
+    /// The elastic network interface that is the instance's primary
+    /// interface (`NetworkInterface.N.NetworkInterfaceId` at launch): its
+    /// address, MAC and groups are the instance's. `None`: the instance's
+    /// primary interface is derived from the instance ([`enis`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_interface_id: Option<crate::ids::NetworkInterfaceId>,
+    /// `NetworkInterface.N.DeleteOnTermination` for that interface.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interface_delete_on_termination: bool,
+    /// `NetworkInterface.N.AssociatePublicIpAddress`: overrides the
+    /// subnet's MapPublicIpOnLaunch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub associate_public_ip: Option<bool>,
+    /// Resolution only (not stored): the interface named by
+    /// `network_interface_id`, as read when the launch was resolved.
+    #[serde(skip)]
+    pub interface: Option<Box<enis::NetworkInterface>>,
     /// Resolution only (not stored): the VPC's VNI.
     #[serde(skip)]
     pub vni: u32,
@@ -237,6 +257,9 @@ impl InstanceVpc {
                 .clone()
                 .or_else(|| self.default_subnets.get(zone).cloned()),
             security_group_ids: self.security_group_ids.clone(),
+            network_interface_id: self.network_interface_id.clone(),
+            interface_delete_on_termination: self.interface_delete_on_termination,
+            associate_public_ip: self.associate_public_ip,
             ..Default::default()
         }
     }

@@ -147,12 +147,18 @@ pub struct AddressPool {
     default_subnets: BTreeMap<String, SubnetId>,
     held: Vec<(SubnetId, Ipv4Addr)>,
     inflight: InFlight,
+    /// A launch with an interface of its own: the interface, whose
+    /// address the (one) instance takes instead of a claim.
+    interface: Option<super::eni_attach::InterfaceLease>,
 }
 
 impl AddressPool {
     /// How many addresses the pool has in `subnet` (the only subnet of a
     /// launch that names one).
     pub fn free_in(&self, subnet: &SubnetId) -> usize {
+        if self.interface.is_some() {
+            return 1;
+        }
         self.subnets.get(subnet).map_or(0, |s| s.free.len())
     }
 
@@ -167,12 +173,32 @@ impl AddressPool {
     /// The next address for an instance in `subnet`
     /// (`InsufficientFreeAddressesInSubnet` when none is left).
     pub fn take(&mut self, subnet: &SubnetId) -> Result<NetworkAssignment> {
+        if let Some(l) = &self.interface {
+            return Ok(l.network.clone());
+        }
         let s = self
             .subnets
             .get_mut(subnet)
             .ok_or_else(|| Error::Internal(format!("no address pool for subnet {subnet}")))?;
         let ip = s.free.pop_front().ok_or_else(|| subnet_full(subnet))?;
         Ok(assignment(&self.vpc_id, self.vni, subnet, &s.cidr, ip))
+    }
+}
+
+impl AddressPool {
+    /// Stages what `inst` holds of its address: the claim of it, or (a
+    /// launch with an interface of its own) the interface attached.
+    pub fn stage_hold(
+        &self,
+        store: &crate::store::Store,
+        tx: &mut crate::store::Tx,
+        inst: &crate::domain::model::Instance,
+        network: &NetworkAssignment,
+    ) -> Result<()> {
+        match &self.interface {
+            Some(l) => l.stage_attach(store.keys(), tx, inst),
+            None => store.ipam().stage_claim(tx, inst, network),
+        }
     }
 }
 
@@ -210,7 +236,12 @@ impl Domain {
             default_subnets,
             held: Vec::new(),
             inflight: self.addresses_in_flight.clone(),
+            interface: None,
         };
+        if let Some(eni) = &vpc.network_interface_id {
+            pool.interface = Some(self.lease_interface(account, eni, vni).await?);
+            return Ok(Some(pool));
+        }
         for (id, cidr) in cidrs {
             let claimed: HashSet<Ipv4Addr> = self
                 .store

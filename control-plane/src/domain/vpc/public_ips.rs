@@ -136,6 +136,7 @@ impl Domain {
                     vpc_id: v.vpc_id.clone()?,
                     subnet_id: v.subnet_id.clone(),
                     zone: i.availability_zone.clone(),
+                    associate: v.associate_public_ip,
                 })
             })
             .collect();
@@ -219,6 +220,8 @@ struct Launched {
     vpc_id: VpcId,
     subnet_id: Option<SubnetId>,
     zone: String,
+    /// `AssociatePublicIpAddress` of its interface (overrides the subnet).
+    associate: Option<bool>,
 }
 
 /// Instances per assignment transaction (two compares and two puts each;
@@ -259,7 +262,9 @@ async fn assign_public_ips(
                 Some(id) => &s.id == id,
                 None => s.vpc_id == l.vpc_id && s.default_for_az && s.availability_zone == l.zone,
             })?;
-            s.map_public_ip_on_launch.then(|| (l.clone(), s.id.clone()))
+            l.associate
+                .unwrap_or(s.map_public_ip_on_launch)
+                .then(|| (l.clone(), s.id.clone()))
         })
         .collect();
     for chunk in wanted.chunks(ASSIGN_CHUNK) {

@@ -416,19 +416,25 @@ fn public_association(
 }
 
 /// `networkInterfaceSet`: the primary interface of an instance in a VPC
-/// (its address and MAC are the node-block ones: docs/networking.md).
+/// (an interface it was launched with, or the one derived from it:
+/// [`crate::domain::vpc::enis`]).
 fn network_interfaces(w: &mut XmlWriter, i: &Instance) {
     let (Some(v), Some(net)) = (i.vpc.as_ref(), i.network.as_ref()) else {
         w.empty("networkInterfaceSet");
         return;
     };
     let hex = &i.id.as_str()["i-".len()..];
+    // An interface of its own (launched with it), or the derived one.
+    let (id, description, delete) = match &v.network_interface_id {
+        Some(e) => (e.to_string(), "", v.interface_delete_on_termination),
+        None => (format!("eni-{hex}"), "Primary network interface", true),
+    };
     w.elem("networkInterfaceSet", |w| {
         w.elem("item", |w| {
-            w.leaf("networkInterfaceId", format!("eni-{hex}"));
+            w.leaf("networkInterfaceId", &id);
             w.leaf_opt("subnetId", v.subnet_id.as_ref());
             w.leaf_opt("vpcId", v.vpc_id.as_ref());
-            w.leaf("description", "Primary network interface");
+            w.leaf("description", description);
             w.leaf("ownerId", &i.account);
             w.leaf("status", "in-use");
             w.leaf("macAddress", &net.mac);
@@ -442,7 +448,7 @@ fn network_interfaces(w: &mut XmlWriter, i: &Instance) {
                 w.leaf("attachmentId", format!("eni-attach-{hex}"));
                 w.leaf("deviceIndex", 0);
                 w.leaf("status", "attached");
-                w.bool("deleteOnTermination", true);
+                w.bool("deleteOnTermination", delete);
             });
             w.list("privateIpAddressesSet", [net], |w, n| {
                 w.leaf("privateIpAddress", &n.ip);

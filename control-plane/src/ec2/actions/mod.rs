@@ -16,6 +16,7 @@ pub mod keypairs;
 pub mod launch_templates;
 pub mod regions;
 pub mod tags;
+pub mod vpc_enis;
 pub mod vpc_groups;
 pub mod vpc_public;
 pub mod vpcs;

@@ -11,7 +11,7 @@ use super::super::query::{Filter, Reader};
 use super::super::xml::XmlWriter;
 use super::vpcs::tag_set;
 use super::{domain_filters, return_true, tag_pairs};
-use crate::domain::vpc::addresses::{primary_interface_of, AddressRef, AssociateInput, ElasticIp};
+use crate::domain::vpc::addresses::{AddressRef, AssociateInput, ElasticIp};
 use crate::domain::vpc::gateways::InternetGateway;
 use crate::domain::vpc::routes::RouteTableView;
 use crate::domain::{Caller, Domain};
@@ -432,7 +432,7 @@ fn address_xml(w: &mut XmlWriter, e: &ElasticIp) {
     if let Some(a) = &e.association {
         w.leaf("instanceId", &a.instance_id);
         w.leaf("associationId", &a.id);
-        w.leaf("networkInterfaceId", primary_interface_of(&a.instance_id));
+        w.leaf("networkInterfaceId", a.interface_id());
         w.leaf("networkInterfaceOwnerId", &e.account);
         w.leaf_opt("privateIpAddress", a.private_ip.as_ref());
         w.leaf_opt("subnetId", a.subnet_id.as_ref());

@@ -1,13 +1,15 @@
 //! VPC actions (EC2 2016-11-15): CreateVpc, DescribeVpcs, DeleteVpc,
 //! CreateSubnet, DescribeSubnets, DeleteSubnet, ModifySubnetAttribute, and
-//! the security group actions of [`super::vpc_groups`] and the public
-//! addressing actions of [`super::vpc_public`]: their form parsing
+//! the security group actions of [`super::vpc_groups`], the public
+//! addressing actions of [`super::vpc_public`] and the network interface
+//! actions of [`super::vpc_enis`]: their form parsing
 //! ([`parse`], called by [`crate::ec2::requests::Request::parse`]) and
 //! their XML over [`crate::domain::vpc`].
 
 use super::super::error::{Ec2Error, ErrorCode};
 use super::super::query::{Filter, Reader};
 use super::super::xml::XmlWriter;
+use super::vpc_enis;
 use super::vpc_groups::{self, GroupRequest};
 use super::vpc_public;
 use super::{domain_filters, dry_run_ok, return_true, tag_pairs};
@@ -83,6 +85,8 @@ pub enum VpcRequest {
     Group(GroupRequest),
     /// An Elastic IP, internet gateway or route table action.
     Public(vpc_public::PublicRequest),
+    /// A network interface action.
+    Interface(vpc_enis::InterfaceRequest),
 }
 
 /// A parsed request with its action name and `DryRun`.
@@ -205,6 +209,10 @@ pub fn parse(action: &str, r: &mut Reader) -> Result<VpcCall, Ec2Error> {
             let (name, p) = vpc_public::parse(other, r)?;
             (name, VpcRequest::Public(p))
         }
+        other if vpc_enis::ACTIONS.contains(&other) => {
+            let (name, p) = vpc_enis::parse(other, r)?;
+            (name, VpcRequest::Interface(p))
+        }
         other => {
             let (name, g) = vpc_groups::parse(other, r)?;
             (name, VpcRequest::Group(g))
@@ -286,6 +294,7 @@ pub async fn handle(
         }
         VpcRequest::Group(g) => vpc_groups::handle(d, caller, rid, action, g).await,
         VpcRequest::Public(p) => vpc_public::handle(d, caller, rid, action, p).await,
+        VpcRequest::Interface(p) => vpc_enis::handle(d, caller, rid, action, p).await,
     }
 }
 
