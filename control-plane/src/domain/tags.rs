@@ -17,8 +17,8 @@ use crate::domain::vpc::routes::RouteTable;
 use crate::domain::{validation, Caller, Domain};
 use crate::error::{Error, Result};
 use crate::ids::{
-    AccountId, AllocationId, ImageId, InstanceId, InternetGatewayId, KeyPairId,
-    NetworkInterfaceId, RouteTableId,
+    AccountId, AllocationId, ImageId, InstanceId, InternetGatewayId, KeyPairId, NetworkInterfaceId,
+    RouteTableId,
 };
 use crate::store::Record;
 
@@ -227,9 +227,7 @@ impl Domain {
                 Kind::ElasticIp => self.modify_tags::<ElasticIp>(&key, id, f).await?,
                 Kind::InternetGateway => self.modify_tags::<InternetGateway>(&key, id, f).await?,
                 Kind::RouteTable => self.modify_tags::<RouteTable>(&key, id, f).await?,
-                Kind::NetworkInterface => {
-                    self.modify_tags::<NetworkInterface>(&key, id, f).await?
-                }
+                Kind::NetworkInterface => self.modify_tags::<NetworkInterface>(&key, id, f).await?,
             }
         }
         Ok(())
