@@ -89,9 +89,17 @@ impl Vm {
     }
 
     /// The first console line starting with `prefix` (waits for it).
+    /// The console's complete lines: the VMM writes the serial port's bytes
+    /// as the guest sends them, so the last line may still be half written.
+    fn complete_lines(&self) -> String {
+        let c = self.console();
+        let end = c.rfind('\n').map_or(0, |i| i + 1);
+        c[..end].to_string()
+    }
+
     fn line(&mut self, prefix: &str) -> String {
         if !wait_for(GUEST_TIMEOUT, || {
-            self.console().lines().any(|l| l.starts_with(prefix))
+            self.complete_lines().lines().any(|l| l.starts_with(prefix))
         }) {
             let _ = self.child.0.kill();
             panic!(
@@ -100,7 +108,7 @@ impl Vm {
                 self.child.stderr_text()
             );
         }
-        self.console()
+        self.complete_lines()
             .lines()
             .find(|l| l.starts_with(prefix))
             .unwrap()

@@ -4,10 +4,13 @@
 
 use std::collections::BTreeMap;
 
-/// The `key=value` fields of every console line that starts with `tag`
-/// (e.g. `NUBIS-PROBE`), in order.
+/// The `key=value` fields of every complete console line that starts with
+/// `tag` (e.g. `NUBIS-PROBE`), in order. A last line without its newline is
+/// still being written (the console log grows as the guest prints) and is
+/// left for the next read.
 pub fn fields<'a>(console: &'a str, tag: &str) -> Vec<BTreeMap<&'a str, &'a str>> {
-    console
+    let complete = &console[..console.rfind('\n').map_or(0, |i| i + 1)];
+    complete
         .lines()
         .filter_map(|l| {
             let rest = l.trim().strip_prefix(tag)?.strip_prefix(' ')?;
@@ -127,5 +130,15 @@ mod tests {
         assert_eq!((b.bytes, b.result.as_str()), (1_000_000, "ok"));
         assert!((b.mbit_per_s() - 4.0).abs() < 1e-9);
         assert_eq!(bulk(CONSOLE, "10.0.0.3"), None);
+    }
+
+    #[test]
+    fn a_half_written_last_line_is_not_read_yet() {
+        let partial = format!("{CONSOLE}NUBIS-PROBE seq=3 dst=10.0.0.2 check=icmp result=o");
+        assert_eq!(probes(&partial, "10.0.0.2", "icmp").len(), 2);
+        let whole = format!("{partial}k ms=0.400\n");
+        let icmp = probes(&whole, "10.0.0.2", "icmp");
+        assert_eq!((icmp.len(), icmp[2].result.as_str()), (3, "ok"));
+        assert!(fields("NUBIS-BULK dst=10.0.0.2 bytes=1", "NUBIS-BULK").is_empty());
     }
 }
