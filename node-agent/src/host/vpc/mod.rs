@@ -58,6 +58,9 @@ pub struct VpcStatus {
     pub last_apply_ms: Option<u64>,
     /// Why the last attempt failed (cleared by the next success).
     pub last_error: Option<String>,
+    /// Syncs run since the agent started (calls that another sync covered
+    /// are not counted: [`VpcNet::sync`]).
+    pub syncs: u64,
 }
 
 /// What one sync did.
@@ -114,6 +117,11 @@ struct Inner {
     /// may come from another control plane's history: any received view
     /// replaces it).
     received: Option<i64>,
+    /// The highest [`VpcNet::sync`] ticket a successful sync covered (it
+    /// read the layout and the view after that ticket was taken), and what
+    /// that sync did.
+    covered: u64,
+    last: Synced,
 }
 
 /// The host's VPC data plane (one per agent).
@@ -128,6 +136,8 @@ pub struct VpcNet {
     state_file: Option<PathBuf>,
     inner: tokio::sync::Mutex<Inner>,
     status: Mutex<VpcStatus>,
+    /// Tickets taken by [`VpcNet::sync`] callers (see there).
+    requested: std::sync::atomic::AtomicU64,
 }
 
 fn now_ms() -> u64 {
@@ -276,8 +286,11 @@ impl VpcNet {
                 saved,
                 applied: Applied::default(),
                 received: None,
+                covered: 0,
+                last: Synced::default(),
             }),
             status: Mutex::new(status),
+            requested: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -381,12 +394,32 @@ impl VpcNet {
 
     /// Makes the host match the routed ports recorded in `layout` and the
     /// latest view (see the module doc).
+    ///
+    /// Calls coalesce: each takes a ticket before it waits for the lock, and
+    /// a sync that read the layout and the view after a caller's ticket was
+    /// taken did that caller's work, so the caller returns at once with what
+    /// that sync did (a burst of launches on one host ran one full sync per
+    /// launch, one after another). `force` always syncs.
     pub async fn sync(&self, layout: &Layout, force: bool) -> Result<Synced> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let ticket = self.requested.fetch_add(1, SeqCst) + 1;
+        let start = Instant::now();
+        let mut inner = self.inner.lock().await;
+        if !force && inner.covered >= ticket {
+            return Ok(inner.last);
+        }
+        // Every ticket taken so far is covered by what is read from here on.
+        let covers = self.requested.load(SeqCst);
         let l = layout.clone();
         let ports = tokio::task::spawn_blocking(move || ports_from_layout(&l))
             .await
             .map_err(|e| Error::io("reading network records", std::io::Error::other(e)))??;
-        self.sync_ports(ports, force).await
+        let result = self.apply(&mut inner, ports, force, start).await;
+        if let Ok(s) = &result {
+            inner.covered = covers;
+            inner.last = *s;
+        }
+        result
     }
 
     /// Makes the host match `ports` (those whose device exists) and the
@@ -394,7 +427,18 @@ impl VpcNet {
     pub async fn sync_ports(&self, ports: Vec<LocalPort>, force: bool) -> Result<Synced> {
         let start = Instant::now();
         let mut inner = self.inner.lock().await;
-        let result = self.sync_locked(&mut inner, ports, force).await;
+        self.apply(&mut inner, ports, force, start).await
+    }
+
+    async fn apply(
+        &self,
+        inner: &mut Inner,
+        ports: Vec<LocalPort>,
+        force: bool,
+        start: Instant,
+    ) -> Result<Synced> {
+        self.set_status(|st| st.syncs += 1);
+        let result = self.sync_locked(inner, ports, force).await;
         let took = start.elapsed();
         match &result {
             Ok(s) if s.changed() => {
