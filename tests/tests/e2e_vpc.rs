@@ -185,45 +185,10 @@ fn a_security_group_admits_only_its_rule_and_a_revoke_cuts_the_flow() {
     };
     let t = c.tenant.clone().expect("tenant");
     let (z0, z1) = (zone(&c, 0), zone(&c, 1));
-    let group = |name: &str| {
-        let v = c
-            .cli(
-                &t,
-                &[
-                    "security-groups",
-                    "create",
-                    name,
-                    "--description",
-                    name,
-                    "-o",
-                    "json",
-                ],
-            )
-            .json();
-        let id = field(&v, "group_id");
-        assert!(id.starts_with("sg-"), "{v}");
-        id
-    };
+    let group = |name: &str| create_group(&c, &t, name);
     let web = group("web");
     let client = group("client");
-    let rule = |verb: &str| {
-        let out = c.cli(
-            &t,
-            &[
-                "security-groups",
-                verb,
-                &web,
-                "--protocol",
-                "tcp",
-                "--port",
-                "80",
-                "--source-group",
-                &client,
-            ],
-        );
-        assert_eq!(out.code, 0, "{verb}: {}", out.stderr);
-        Instant::now()
-    };
+    let rule = |verb: &str| web_from_client(&c, &t, verb, &web, &client);
     rule("authorize");
 
     let (s, s_ip) = launch(&c, &t, &z0, "", &["--security-group", &web]);
@@ -322,6 +287,48 @@ fn a_security_group_admits_only_its_rule_and_a_revoke_cuts_the_flow() {
 
 /// The console log file of `id` on its host (read directly: polling it
 /// costs no API call, so the timing below is the data plane's).
+/// A security group of the tenant's default VPC; its id.
+fn create_group(c: &Cluster, t: &Creds, name: &str) -> String {
+    let v = c
+        .cli(
+            t,
+            &[
+                "security-groups",
+                "create",
+                name,
+                "--description",
+                name,
+                "-o",
+                "json",
+            ],
+        )
+        .json();
+    let id = field(&v, "group_id");
+    assert!(id.starts_with("sg-"), "{v}");
+    id
+}
+
+/// `verb` (authorize|revoke) TCP 80 into `web` from members of `client`;
+/// when the CLI returned.
+fn web_from_client(c: &Cluster, t: &Creds, verb: &str, web: &str, client: &str) -> Instant {
+    let out = c.cli(
+        t,
+        &[
+            "security-groups",
+            verb,
+            web,
+            "--protocol",
+            "tcp",
+            "--port",
+            "80",
+            "--source-group",
+            client,
+        ],
+    );
+    assert_eq!(out.code, 0, "{verb}: {}", out.stderr);
+    Instant::now()
+}
+
 fn console_file(c: &Cluster, id: &str) -> String {
     c.instance_file(id, "console.log")
         .and_then(|p| std::fs::read(p).ok())
@@ -349,42 +356,9 @@ fn bench_rule_propagation() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
     let t = c.tenant.clone().expect("tenant");
-    let group = |name: &str| {
-        let v = c
-            .cli(
-                &t,
-                &[
-                    "security-groups",
-                    "create",
-                    name,
-                    "--description",
-                    name,
-                    "-o",
-                    "json",
-                ],
-            )
-            .json();
-        field(&v, "group_id")
-    };
+    let group = |name: &str| create_group(&c, &t, name);
     let (web, client) = (group("web"), group("client"));
-    let rule = |verb: &str| {
-        let out = c.cli(
-            &t,
-            &[
-                "security-groups",
-                verb,
-                &web,
-                "--protocol",
-                "tcp",
-                "--port",
-                "80",
-                "--source-group",
-                &client,
-            ],
-        );
-        assert_eq!(out.code, 0, "{verb}: {}", out.stderr);
-        Instant::now()
-    };
+    let rule = |verb: &str| web_from_client(&c, &t, verb, &web, &client);
     let (_, s_ip) = launch(&c, &t, &zone(&c, 0), "", &["--security-group", &web]);
     let clients: Vec<String> = (0..3)
         .map(|i| {
