@@ -123,53 +123,44 @@ impl Kind {
 impl Domain {
     async fn resource_key(&self, account: &AccountId, id: &str) -> Result<String> {
         let keys = self.store.keys();
-        match Kind::of(id) {
-            Some(Kind::ElasticIp) => {
-                return Ok(keys.elastic_ip(account, &AllocationId::parse(id)?));
+        let Some(kind) = Kind::of(id) else {
+            return Err(Error::invalid_code(
+                "InvalidID",
+                format!("the ID '{id}' is not valid"),
+            ));
+        };
+        Ok(match kind {
+            Kind::Instance => self.store.instances().key(account, &InstanceId::parse(id)?),
+            Kind::Image => {
+                let i = ImageId::parse(id)?;
+                let img = self.visible_image(account, &i).await?;
+                if &img.owner != account && *account != AccountId::operator() {
+                    return Err(Error::Unauthorized(format!(
+                        "image {id} belongs to another account"
+                    )));
+                }
+                self.store.images().key(&i)
             }
-            Some(Kind::InternetGateway) => {
-                return Ok(keys.internet_gateway(account, &InternetGatewayId::parse(id)?));
+            Kind::KeyPair => {
+                let k = KeyPairId::parse(id)?;
+                let all = self.store.keypairs().of(account).collect().await?;
+                all.into_iter()
+                    .find(|(_, v)| v.value.id == k)
+                    .map(|(key, _)| key)
+                    .ok_or_else(|| {
+                        Error::not_found(
+                            "InvalidKeyPair.NotFound",
+                            format!("the key pair '{id}' does not exist"),
+                        )
+                    })?
             }
-            Some(Kind::RouteTable) => {
-                return Ok(keys.route_table(account, &RouteTableId::parse(id)?));
+            Kind::ElasticIp => keys.elastic_ip(account, &AllocationId::parse(id)?),
+            Kind::InternetGateway => keys.internet_gateway(account, &InternetGatewayId::parse(id)?),
+            Kind::RouteTable => keys.route_table(account, &RouteTableId::parse(id)?),
+            Kind::NetworkInterface => {
+                keys.network_interface(account, &NetworkInterfaceId::parse(id)?)
             }
-            Some(Kind::NetworkInterface) => {
-                return Ok(keys.network_interface(account, &NetworkInterfaceId::parse(id)?));
-            }
-            _ => {}
-        }
-        if id.starts_with("i-") {
-            let i = InstanceId::parse(id)?;
-            return Ok(self.store.instances().key(account, &i));
-        }
-        if id.starts_with("ami-") {
-            let i = ImageId::parse(id)?;
-            let img = self.visible_image(account, &i).await?;
-            if &img.owner != account && *account != AccountId::operator() {
-                return Err(Error::Unauthorized(format!(
-                    "image {id} belongs to another account"
-                )));
-            }
-            return Ok(self.store.images().key(&i));
-        }
-        if id.starts_with("key-") {
-            let k = KeyPairId::parse(id)?;
-            let all = self.store.keypairs().of(account).collect().await?;
-            return all
-                .into_iter()
-                .find(|(_, v)| v.value.id == k)
-                .map(|(key, _)| key)
-                .ok_or_else(|| {
-                    Error::not_found(
-                        "InvalidKeyPair.NotFound",
-                        format!("the key pair '{id}' does not exist"),
-                    )
-                });
-        }
-        Err(Error::invalid_code(
-            "InvalidID",
-            format!("the ID '{id}' is not valid"),
-        ))
+        })
     }
 
     async fn modify_tags<T: Tagged>(
