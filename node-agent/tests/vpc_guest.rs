@@ -57,6 +57,7 @@ fn spec(id: &str) -> InstanceSpec {
         root_volume_gib: None,
         limits: None,
         vpc: Some(attachment()),
+        extra_networks: Vec::new(),
     }
 }
 
@@ -77,6 +78,7 @@ fn view_on(revision: i64, hello: &str, allow: bool, hello_ul: &str, fake_ul: &st
         node_id: "node-1".into(),
         security_group_ids: vec![g.into()],
         public_ip: String::new(),
+        ..Default::default()
     };
     let all_out = || {
         vec![pb::SecurityRule {
@@ -185,6 +187,7 @@ fn a_hello_guest_on_a_routed_port_follows_its_security_groups() {
             mac: FAKE_MAC.into(),
             tap: FAKE_TAP.into(),
             vpc: Some(attachment()),
+            extra: Vec::new(),
         },
     )
     .unwrap();

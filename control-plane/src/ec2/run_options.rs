@@ -380,8 +380,9 @@ fn combination(message: impl Into<String>) -> Ec2Error {
 /// `DeleteOnTermination`) or a new one (`SubnetId`, `SecurityGroupId.M`,
 /// `PrivateIpAddress`, `AssociatePublicIpAddress`, `DeleteOnTermination`
 /// true), exclusive of the instance-level subnet, groups and address.
-/// Secondary interfaces (device index 1 or more) are refused
-/// ([`crate::domain::vpc::eni_attach`]).
+/// Secondary interfaces (device index 1 or more) are refused at launch:
+/// they are attached to the stopped instance
+/// ([`crate::domain::vpc::eni_secondary`]).
 fn network_interface(pairs: &[(String, String)], o: &mut LaunchOptions) -> Result<(), Ec2Error> {
     // By N: member name -> value.
     let mut specs: std::collections::BTreeMap<&str, Vec<(&str, &str)>> = Default::default();
@@ -406,7 +407,7 @@ fn network_interface(pairs: &[(String, String)], o: &mut LaunchOptions) -> Resul
             }
             Ok(_) => {
                 return Err(Ec2Error::invalid_value(
-                    crate::domain::vpc::eni_attach::SECONDARY_UNSUPPORTED,
+                    crate::domain::vpc::eni_secondary::LAUNCH_SECONDARY_UNSUPPORTED,
                 ))
             }
             Err(_) => {

@@ -505,8 +505,21 @@ impl Domain {
             }
             if let (Some(i), Some(groups)) = (&inst, groups) {
                 let mut next = i.value.clone();
+                // A secondary interface's groups are its copy's in the
+                // instance record; a primary one's are the instance's.
+                let secondary = stored
+                    .as_ref()
+                    .filter(|s| s.value.attachment.as_ref().is_some_and(|a| a.device_index > 0))
+                    .map(|s| s.value.id.clone());
                 if let Some(v) = next.vpc.as_mut() {
-                    v.security_group_ids = groups;
+                    match secondary {
+                        Some(eni) => v
+                            .secondary_interfaces
+                            .iter_mut()
+                            .filter(|s| s.interface_id == eni)
+                            .for_each(|s| s.security_group_ids = groups.clone()),
+                        None => v.security_group_ids = groups,
+                    }
                 }
                 let ikey = self.store.instances().key(&account, &next.id);
                 tx.replace(&ikey, i, &next)?;

@@ -137,6 +137,7 @@ impl Domain {
             network_interface_id: req.network_interface_id,
             interface_delete_on_termination: req.interface_delete_on_termination,
             associate_public_ip: req.associate_public_ip,
+            secondary_interfaces: Vec::new(),
             interface,
             vni,
             subnet_cidrs: req.subnet_cidrs,

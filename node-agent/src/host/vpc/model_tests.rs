@@ -19,6 +19,7 @@ fn pb_view() -> pb::NetworkView {
         node_id: "n".into(),
         security_group_ids: groups.iter().map(|g| g.to_string()).collect(),
         public_ip: String::new(),
+        ..Default::default()
     };
     let rule = |p: &str, f: i32, t: i32, c: &str, g: &str| pb::SecurityRule {
         protocol: p.into(),

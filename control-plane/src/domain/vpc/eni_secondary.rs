@@ -1,0 +1,285 @@
+//! Secondary network interfaces: elastic network interfaces ([`super::enis`])
+//! attached to an instance at device index 1 or more.
+//!
+//! An instance has at most [`MAX_INTERFACES`] interfaces (device indexes
+//! `0..MAX_INTERFACES`, the primary at 0), whatever its type: a flat limit,
+//! as small EC2 types have (t3.micro 2, t3.small..large 3, m5.large 3,
+//! m5.xlarge 4). A secondary interface is in the instance's VPC and zone
+//! (its subnet may be any subnet of that zone).
+//!
+//! Microvms have no hot-plug (virtio-mmio devices are fixed at boot, as in
+//! Firecracker): AttachNetworkInterface and DetachNetworkInterface of a
+//! secondary interface are refused unless the instance is `stopped`
+//! (`IncorrectInstanceState`); the interface takes effect at the next start.
+//!
+//! Records: the interface's attachment (`attachment`, id `eni-attach-` +
+//! the interface's hex) and, in the instance record, a copy of what the
+//! data plane needs ([`SecondaryInterface`] in
+//! [`super::InstanceVpc::secondary_interfaces`]): the node's network view
+//! and the instance's assignment are made from the instance record alone.
+//! Attach and detach rewrite both records in one transaction, each compared
+//! on its `mod_revision`, so two replicas racing (two attachments at one
+//! device index, an attachment and a start) commit at most one; a refused
+//! call writes nothing. ModifyNetworkInterfaceAttribute rewrites the copy's
+//! groups with the interface's. At terminate
+//! ([`Domain::stage_secondaries_leave`], in the terminate's transaction)
+//! each secondary interface is deleted with its address
+//! (deleteOnTermination) or detached back to `available`.
+
+use serde::{Deserialize, Serialize};
+
+use super::enis::{interface_in_use, stage_delete, NamedInterface, NetworkInterface};
+use super::{Cidr, MAX_ATTEMPTS};
+use crate::domain::lifecycle::State;
+use crate::domain::model::{now_ms, Instance};
+use crate::domain::Domain;
+use crate::error::{Error, Result};
+use crate::ids::{
+    AccountId, InstanceId, NetworkInterfaceAttachmentId, NetworkInterfaceId, SecurityGroupId,
+    SubnetId,
+};
+use crate::store::Tx;
+
+/// Interfaces per instance (device indexes `0..MAX_INTERFACES`).
+pub const MAX_INTERFACES: u32 = 4;
+
+/// RunInstances' answer to `NetworkInterface.N.DeviceIndex` 1 or more.
+pub const LAUNCH_SECONDARY_UNSUPPORTED: &str = "RunInstances takes only the primary network interface (device index 0); attach secondary interfaces with AttachNetworkInterface while the instance is stopped";
+
+/// What an instance record keeps of one secondary interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecondaryInterface {
+    /// The interface.
+    pub interface_id: NetworkInterfaceId,
+    /// Its device index (1..[`MAX_INTERFACES`]).
+    pub device_index: u32,
+    /// Its subnet (of the instance's VPC).
+    pub subnet_id: SubnetId,
+    /// The subnet's block, `a.b.c.d/n`.
+    pub subnet_cidr: String,
+    /// Its private address.
+    pub ip: String,
+    /// Its MAC.
+    pub mac: String,
+    /// Its security groups (the interface's own, kept equal to the
+    /// interface record's).
+    pub security_group_ids: Vec<SecurityGroupId>,
+    /// The attachment's deleteOnTermination.
+    #[serde(default)]
+    pub delete_on_termination: bool,
+}
+
+impl SecondaryInterface {
+    /// The copy of attached interface `e` at `device_index`.
+    fn of(e: &NetworkInterface, device_index: u32, subnet_cidr: String) -> Self {
+        Self {
+            interface_id: e.id.clone(),
+            device_index,
+            subnet_id: e.subnet_id.clone(),
+            subnet_cidr,
+            ip: e.private_ip.clone(),
+            mac: e.mac.clone(),
+            security_group_ids: e.security_group_ids.clone(),
+            delete_on_termination: e
+                .attachment
+                .as_ref()
+                .is_some_and(|a| a.delete_on_termination),
+        }
+    }
+}
+
+/// The secondary interfaces of `inst` (by device index).
+pub fn secondaries_of(inst: &Instance) -> &[SecondaryInterface] {
+    inst.vpc
+        .as_ref()
+        .map_or(&[][..], |v| v.secondary_interfaces.as_slice())
+}
+
+fn not_stopped(iid: &InstanceId, state: State, what: &str) -> Error {
+    Error::incorrect_state(
+        "IncorrectInstanceState",
+        format!(
+            "The instance '{iid}' is '{}': a secondary network interface can only be {what} while the instance is stopped (instances have no network interface hot-plug)",
+            state.name()
+        ),
+    )
+}
+
+impl Domain {
+    /// AttachNetworkInterface at `device_index` >= 1 of interface `eni` to
+    /// `inst` (both as read; every other check was done by the caller):
+    /// checks the index and the instance's state, then writes the
+    /// attachment to both records (retrying on conflict with fresh reads).
+    pub(crate) async fn attach_secondary(
+        &self,
+        account: &AccountId,
+        eni_id: &NetworkInterfaceId,
+        iid: &InstanceId,
+        device_index: u32,
+    ) -> Result<NetworkInterfaceAttachmentId> {
+        if device_index >= MAX_INTERFACES {
+            return Err(Error::invalid_code(
+                "AttachmentLimitExceeded",
+                format!(
+                    "Device index {device_index} exceeds the limit: an instance has at most {MAX_INTERFACES} network interfaces (device indexes 0-{})",
+                    MAX_INTERFACES - 1
+                ),
+            ));
+        }
+        let keys = self.store.keys();
+        for attempt in 0..MAX_ATTEMPTS {
+            let eni = match self.own_interface(account, eni_id.as_str()).await? {
+                NamedInterface::Stored(v) => *v,
+                NamedInterface::Derived(i) => {
+                    return Err(interface_in_use(
+                        eni_id,
+                        &format!(" (the primary interface of {})", i.value.id),
+                    ))
+                }
+            };
+            if let Some(a) = &eni.value.attachment {
+                return Err(interface_in_use(
+                    eni_id,
+                    &format!(" (attached to {})", a.instance_id),
+                ));
+            }
+            let inst = self
+                .store
+                .instances()
+                .get(account, iid)
+                .await?
+                .ok_or_else(|| {
+                    Error::not_found(
+                        "InvalidInstanceID.NotFound",
+                        format!("The instance ID '{iid}' does not exist"),
+                    )
+                })?;
+            let used = secondaries_of(&inst.value)
+                .iter()
+                .any(|s| s.device_index == device_index);
+            if used {
+                return Err(Error::invalid(format!(
+                    "Instance '{iid}' already has an interface attached at device index '{device_index}'."
+                )));
+            }
+            if inst.value.state != State::Stopped {
+                return Err(not_stopped(iid, inst.value.state, "attached"));
+            }
+            let subnet = self
+                .store
+                .vpcs()
+                .subnet(account, &eni.value.subnet_id)
+                .await?
+                .ok_or_else(|| super::subnet_not_found(eni.value.subnet_id.as_str()))?;
+            let cidr = Cidr::parse(&subnet.value.cidr)?;
+            let attachment = NetworkInterfaceAttachmentId::secondary_of(eni_id);
+            let mut next_eni = eni.value.clone();
+            next_eni.attachment = Some(super::enis::InterfaceAttachment {
+                id: attachment.clone(),
+                instance_id: iid.clone(),
+                device_index,
+                // AttachNetworkInterface's default, as in EC2.
+                delete_on_termination: false,
+                attached_ms: now_ms(),
+            });
+            let mut next_inst = inst.value.clone();
+            if let Some(v) = next_inst.vpc.as_mut() {
+                v.secondary_interfaces.push(SecondaryInterface::of(
+                    &next_eni,
+                    device_index,
+                    cidr.to_string(),
+                ));
+                v.secondary_interfaces.sort_by_key(|s| s.device_index);
+            }
+            let mut tx = Tx::new();
+            tx.replace(&keys.network_interface(account, eni_id), &eni, &next_eni)?;
+            tx.replace(
+                &self.store.instances().key(account, iid),
+                &inst,
+                &next_inst,
+            )?;
+            if self.store.commit(tx).await?.is_some() {
+                return Ok(attachment);
+            }
+            crate::store::backoff(attempt).await;
+        }
+        Err(Error::Contention(eni_id.to_string()))
+    }
+
+    /// DetachNetworkInterface of a secondary attachment (`None`: `id` is
+    /// not the attachment of one of the account's stored interfaces).
+    pub(crate) async fn detach_secondary(
+        &self,
+        account: &AccountId,
+        id: &NetworkInterfaceAttachmentId,
+    ) -> Result<Option<()>> {
+        let eni_id = id.secondary_interface();
+        let keys = self.store.keys();
+        for attempt in 0..MAX_ATTEMPTS {
+            let Some(eni) = self.store.vpcs().interface(account, &eni_id).await? else {
+                return Ok(None);
+            };
+            let Some(a) = eni.value.attachment.clone().filter(|a| &a.id == id) else {
+                return Ok(None);
+            };
+            let inst = self.store.instances().get(account, &a.instance_id).await?;
+            let mut tx = Tx::new();
+            let mut next_eni = eni.value.clone();
+            next_eni.attachment = None;
+            tx.replace(&keys.network_interface(account, &eni_id), &eni, &next_eni)?;
+            if let Some(inst) = inst {
+                if inst.value.state != State::Stopped {
+                    return Err(not_stopped(&a.instance_id, inst.value.state, "detached"));
+                }
+                let mut next = inst.value.clone();
+                if let Some(v) = next.vpc.as_mut() {
+                    v.secondary_interfaces.retain(|s| s.interface_id != eni_id);
+                }
+                tx.replace(
+                    &self.store.instances().key(account, &a.instance_id),
+                    &inst,
+                    &next,
+                )?;
+            }
+            if self.store.commit(tx).await?.is_some() {
+                return Ok(Some(()));
+            }
+            crate::store::backoff(attempt).await;
+        }
+        Err(Error::Contention(id.to_string()))
+    }
+
+    /// In the transaction where `inst` leaves (terminate or roll back):
+    /// each of its secondary interfaces still attached to it is deleted
+    /// with its address (deleteOnTermination) or detached.
+    pub(crate) async fn stage_secondaries_leave(&self, inst: &Instance, tx: &mut Tx) -> Result<()> {
+        let keys = self.store.keys();
+        for s in secondaries_of(inst) {
+            let Some(eni) = self
+                .store
+                .vpcs()
+                .interface(&inst.account, &s.interface_id)
+                .await?
+            else {
+                continue;
+            };
+            match &eni.value.attachment {
+                Some(a) if a.instance_id == inst.id && a.delete_on_termination => {
+                    stage_delete(keys, tx, &eni);
+                }
+                Some(a) if a.instance_id == inst.id => {
+                    let mut next = eni.value.clone();
+                    next.attachment = None;
+                    tx.replace(
+                        &keys.network_interface(&inst.account, &s.interface_id),
+                        &eni,
+                        &next,
+                    )?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
