@@ -21,7 +21,8 @@
 //! on its `mod_revision`, so two replicas racing (two attachments at one
 //! device index, an attachment and a start) commit at most one; a refused
 //! call writes nothing. ModifyNetworkInterfaceAttribute rewrites the copy's
-//! groups with the interface's. At terminate
+//! groups with the interface's, and `Attachment.DeleteOnTermination` (false
+//! after AttachNetworkInterface, as in EC2) in both records. At terminate
 //! ([`Domain::stage_secondaries_leave`], in the terminate's transaction)
 //! each secondary interface is deleted with its address
 //! (deleteOnTermination) or detached back to `available`.
@@ -243,6 +244,75 @@ impl Domain {
             }
             if self.store.commit(tx).await?.is_some() {
                 return Ok(Some(()));
+            }
+            crate::store::backoff(attempt).await;
+        }
+        Err(Error::Contention(id.to_string()))
+    }
+
+    /// ModifyNetworkInterfaceAttribute `Attachment.DeleteOnTermination` of
+    /// stored interface `id` attached with `attachment`: rewritten in the
+    /// interface's attachment and in the instance record (the copy of a
+    /// secondary interface, the launch option of a primary one), both
+    /// compared. An instance's derived primary interface is always deleted
+    /// with it (`OperationNotPermitted`).
+    pub(crate) async fn set_delete_on_termination(
+        &self,
+        account: &AccountId,
+        id: &str,
+        attachment: &str,
+        delete: bool,
+    ) -> Result<()> {
+        let att = NetworkInterfaceAttachmentId::parse(attachment)?;
+        let keys = self.store.keys();
+        for attempt in 0..MAX_ATTEMPTS {
+            let eni = match self.own_interface(account, id).await? {
+                NamedInterface::Stored(v) => *v,
+                NamedInterface::Derived(i) => {
+                    return Err(Error::invalid_code(
+                        "OperationNotPermitted",
+                        format!(
+                            "The primary interface of {} is always deleted with the instance",
+                            i.value.id
+                        ),
+                    ))
+                }
+            };
+            let Some(a) = eni.value.attachment.clone().filter(|a| a.id == att) else {
+                return Err(Error::not_found(
+                    "InvalidAttachmentID.NotFound",
+                    format!("The attachment ID '{attachment}' does not exist"),
+                ));
+            };
+            let inst = self
+                .store
+                .instances()
+                .get(account, &a.instance_id)
+                .await?
+                .ok_or_else(|| Error::Internal(format!("{id} is attached to a missing instance")))?;
+            let mut next_eni = eni.value.clone();
+            if let Some(x) = next_eni.attachment.as_mut() {
+                x.delete_on_termination = delete;
+            }
+            let mut next = inst.value.clone();
+            if let Some(v) = next.vpc.as_mut() {
+                if a.device_index == 0 {
+                    v.interface_delete_on_termination = delete;
+                }
+                v.secondary_interfaces
+                    .iter_mut()
+                    .filter(|s| s.interface_id == eni.value.id)
+                    .for_each(|s| s.delete_on_termination = delete);
+            }
+            let mut tx = Tx::new();
+            tx.replace(&keys.network_interface(account, &eni.value.id), &eni, &next_eni)?;
+            tx.replace(
+                &self.store.instances().key(account, &a.instance_id),
+                &inst,
+                &next,
+            )?;
+            if self.store.commit(tx).await?.is_some() {
+                return Ok(());
             }
             crate::store::backoff(attempt).await;
         }

@@ -160,6 +160,14 @@ pub enum InterfaceChange {
     Groups(Vec<String>),
     /// `Description.Value`.
     Description(String),
+    /// `Attachment.AttachmentId` and `Attachment.DeleteOnTermination` of a
+    /// stored interface's attachment ([`super::eni_secondary`]).
+    DeleteOnTermination {
+        /// The interface's attachment.
+        attachment: String,
+        /// The new deleteOnTermination.
+        delete: bool,
+    },
 }
 
 /// `InvalidNetworkInterfaceID.NotFound`.
@@ -450,6 +458,11 @@ impl Domain {
         if let InterfaceChange::Description(d) = change {
             check_description(d)?;
         }
+        if let InterfaceChange::DeleteOnTermination { attachment, delete } = change {
+            return self
+                .set_delete_on_termination(&account, id, attachment, *delete)
+                .await;
+        }
         let keys = self.store.keys();
         for attempt in 0..MAX_ATTEMPTS {
             let mut tx = Tx::new();
@@ -491,7 +504,9 @@ impl Domain {
                 InterfaceChange::Groups(g) => {
                     Some(self.interface_groups(&account, &vpc, g, &mut tx).await?)
                 }
-                InterfaceChange::Description(_) => None,
+                InterfaceChange::Description(_) | InterfaceChange::DeleteOnTermination { .. } => {
+                    None
+                }
             };
             if let Some(s) = &stored {
                 let mut next = s.value.clone();
@@ -500,6 +515,7 @@ impl Domain {
                     InterfaceChange::Groups(_) => {
                         next.security_group_ids = groups.clone().unwrap_or_default()
                     }
+                    InterfaceChange::DeleteOnTermination { .. } => {}
                 }
                 tx.replace(&keys.network_interface(&account, &next.id), s, &next)?;
             }
