@@ -151,7 +151,10 @@ async fn secondary_interfaces_attach_while_stopped_and_reach_the_node() {
     let e2 = eni(
         &a,
         &s2,
-        &[("SecurityGroupId.1", &db), ("PrivateIpAddress", "10.0.2.20")],
+        &[
+            ("SecurityGroupId.1", &db),
+            ("PrivateIpAddress", "10.0.2.20"),
+        ],
     )
     .await;
     let e3 = eni(&a, &s1, &[]).await;
@@ -222,8 +225,7 @@ async fn secondary_interfaces_attach_while_stopped_and_reach_the_node() {
 
     // Attach e2 at device index 1.
     let att = text(
-        &a.ok("AttachNetworkInterface", &attach(&e2, &i1, "1"))
-            .await,
+        &a.ok("AttachNetworkInterface", &attach(&e2, &i1, "1")).await,
         "attachmentId",
     );
     assert_eq!(att, format!("eni-attach-{}", &e2["eni-".len()..]));
@@ -286,7 +288,10 @@ async fn secondary_interfaces_attach_while_stopped_and_reach_the_node() {
     assert!(texts(&di, "privateIpAddress").contains(&"10.0.2.20".to_string()));
     assert!(texts(&di, "groupId").contains(&db), "{di}");
     let de = a
-        .ok("DescribeNetworkInterfaces", &[("NetworkInterfaceId.1", &e2)])
+        .ok(
+            "DescribeNetworkInterfaces",
+            &[("NetworkInterfaceId.1", &e2)],
+        )
         .await;
     assert_eq!(text(&de, "status"), "in-use");
     assert_eq!(text(&de, "instanceId"), i1);
@@ -308,7 +313,10 @@ async fn secondary_interfaces_attach_while_stopped_and_reach_the_node() {
     a.ok("DetachNetworkInterface", &[("AttachmentId", &att)])
         .await;
     let de = a
-        .ok("DescribeNetworkInterfaces", &[("NetworkInterfaceId.1", &e2)])
+        .ok(
+            "DescribeNetworkInterfaces",
+            &[("NetworkInterfaceId.1", &e2)],
+        )
         .await;
     assert_eq!(text(&de, "status"), "available");
     let di = interfaces_of(&a.ok("DescribeInstances", &[("InstanceId.1", &i1)]).await);
@@ -319,11 +327,9 @@ async fn secondary_interfaces_attach_while_stopped_and_reach_the_node() {
         "InvalidAttachmentID.NotFound",
     )
     .await;
-    a.ok("AttachNetworkInterface", &attach(&e2, &i1, "1"))
-        .await;
+    a.ok("AttachNetworkInterface", &attach(&e2, &i1, "1")).await;
     let att3 = text(
-        &a.ok("AttachNetworkInterface", &attach(&e3, &i1, "2"))
-            .await,
+        &a.ok("AttachNetworkInterface", &attach(&e3, &i1, "2")).await,
         "attachmentId",
     );
     // e3 goes with the instance.
@@ -337,8 +343,11 @@ async fn secondary_interfaces_attach_while_stopped_and_reach_the_node() {
     )
     .await;
     let e3_ip = text(
-        &a.ok("DescribeNetworkInterfaces", &[("NetworkInterfaceId.1", &e3)])
-            .await,
+        &a.ok(
+            "DescribeNetworkInterfaces",
+            &[("NetworkInterfaceId.1", &e3)],
+        )
+        .await,
         "privateIpAddress",
     );
 
@@ -371,7 +380,10 @@ async fn secondary_interfaces_attach_while_stopped_and_reach_the_node() {
         .iter()
         .map(|g| g.to_string())
         .collect();
-    assert_eq!(eps[0].security_group_ids, own, "the primary keeps the instance's");
+    assert_eq!(
+        eps[0].security_group_ids, own,
+        "the primary keeps the instance's"
+    );
     assert_ne!(own, [db.clone()]);
     assert_eq!(eps[2].ip, e3_ip);
     assert!(eps[1].public_ip.is_empty());
@@ -384,7 +396,10 @@ async fn secondary_interfaces_attach_while_stopped_and_reach_the_node() {
     let asg = d
         .store()
         .assignments()
-        .get(inst.node_id.as_ref().unwrap(), &InstanceId::parse(&i1).unwrap())
+        .get(
+            inst.node_id.as_ref().unwrap(),
+            &InstanceId::parse(&i1).unwrap(),
+        )
         .await
         .unwrap()
         .unwrap()
@@ -445,7 +460,10 @@ async fn secondary_interfaces_attach_while_stopped_and_reach_the_node() {
     a.ok("TerminateInstances", &[("InstanceId.1", &i1)]).await;
     wait_domain_state(&d, &caller(&a), &i1, State::Terminated).await;
     let de = a
-        .ok("DescribeNetworkInterfaces", &[("NetworkInterfaceId.1", &e2)])
+        .ok(
+            "DescribeNetworkInterfaces",
+            &[("NetworkInterfaceId.1", &e2)],
+        )
         .await;
     assert_eq!(text(&de, "status"), "available");
     assert!(claims(&d, &s2).await.contains(&"10.0.2.20".to_string()));
@@ -455,7 +473,10 @@ async fn secondary_interfaces_attach_while_stopped_and_reach_the_node() {
         "InvalidNetworkInterfaceID.NotFound",
     )
     .await;
-    assert!(!claims(&d, &s1).await.contains(&e3_ip), "e3's address freed");
+    assert!(
+        !claims(&d, &s1).await.contains(&e3_ip),
+        "e3's address freed"
+    );
     // And e2 can be deleted now.
     a.ok("DeleteNetworkInterface", &[("NetworkInterfaceId", &e2)])
         .await;
@@ -510,7 +531,10 @@ async fn two_replicas_racing_to_attach_commit_one() {
         }
         let loser = if r1.is_ok() { &y } else { &x };
         let de = a
-            .ok("DescribeNetworkInterfaces", &[("NetworkInterfaceId.1", loser)])
+            .ok(
+                "DescribeNetworkInterfaces",
+                &[("NetworkInterfaceId.1", loser)],
+            )
             .await;
         assert_eq!(text(&de, "status"), "available", "the loser wrote nothing");
         let winner = if r1.is_ok() { &x } else { &y };

@@ -176,7 +176,12 @@ pub fn desired_from_assignment(a: &pb::Assignment) -> Result<DesiredInstance> {
 
 /// A secondary interface of an assignment (Node API `extra_networks`).
 fn extra_network_in(id: &InstanceId, n: &pb::NetworkSpec) -> Result<ExtraNetwork> {
-    let bad = |what: &str| Error::Protocol(format!("assignment {id}: secondary interface {}: bad {what}", n.device_index));
+    let bad = |what: &str| {
+        Error::Protocol(format!(
+            "assignment {id}: secondary interface {}: bad {what}",
+            n.device_index
+        ))
+    };
     Ok(ExtraNetwork {
         device_index: n.device_index,
         interface_id: n.interface_id.clone(),

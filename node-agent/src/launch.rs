@@ -195,7 +195,11 @@ pub async fn prepare_timed(
         vcpus: spec.vcpus,
         memory_mib: spec.memory_mib,
         disk: disk_path,
-        extra_nets: net.extra.iter().map(|x| (x.tap.clone(), x.mac.clone())).collect(),
+        extra_nets: net
+            .extra
+            .iter()
+            .map(|x| (x.tap.clone(), x.mac.clone()))
+            .collect(),
         net: Some((net.tap, net.mac)),
         serial: dir.console(),
         serial_max_bytes: ctx.config.instances.console_max_bytes,
@@ -450,7 +454,11 @@ pub fn spawn(
             console: &console,
             metadata: launch.metadata.as_deref(),
             tap: launch.net.as_ref().map(|(tap, _)| tap.as_str()),
-            extra_taps: launch.extra_nets.iter().map(|(tap, _)| tap.as_str()).collect(),
+            extra_taps: launch
+                .extra_nets
+                .iter()
+                .map(|(tap, _)| tap.as_str())
+                .collect(),
             console_max_bytes: launch.serial_max_bytes,
             binary: &launch.binary,
             kernel: &launch.kernel,

@@ -309,7 +309,9 @@ impl InstanceSpec {
             }
             last = x.device_index;
             if !valid_mac(&x.mac) || x.prefix_len == 0 || x.prefix_len > 30 {
-                return Err(bad("a secondary interface needs a MAC and a /1../30 subnet"));
+                return Err(bad(
+                    "a secondary interface needs a MAC and a /1../30 subnet",
+                ));
             }
         }
         if let Some(h) = &self.image_manifest_sha256 {

@@ -244,16 +244,29 @@ fn a_guest_with_two_interfaces_has_two_ports_with_their_own_groups() {
                 "{tap}: {rules}"
             );
         }
-        let (_, route) = env.netns.ip(&["route", "show", "table", &table.to_string()]);
+        let (_, route) = env
+            .netns
+            .ip(&["route", "show", "table", &table.to_string()]);
         assert!(
             route.contains(&format!("10.0.2.10 dev {second_tap}")),
             "{route}"
         );
         let nft = common::must(&[
-            "ip", "netns", "exec", &env.netns.name, "nft", "list", "table", "inet", "nubis_vpc",
+            "ip",
+            "netns",
+            "exec",
+            &env.netns.name,
+            "nft",
+            "list",
+            "table",
+            "inet",
+            "nubis_vpc",
         ]);
         assert!(nft.contains(&second_tap), "{nft}");
-        assert!(nft.contains(SECOND_MAC), "anti-spoofing on the second port: {nft}");
+        assert!(
+            nft.contains(SECOND_MAC),
+            "anti-spoofing on the second port: {nft}"
+        );
 
         // Both addresses serve HTTP; the second answers ping.
         for ip in [SECOND_IP, PRIMARY_IP] {
@@ -272,7 +285,10 @@ fn a_guest_with_two_interfaces_has_two_ports_with_their_own_groups() {
         // (sg-web) still open.
         ctx.vpc.set_view(view(2, false)).await.unwrap();
         ctx.vpc.sync(&ctx.layout, false).await.unwrap();
-        assert_eq!(http_from(&fake.name, SECOND_IP, Duration::from_millis(10)), None);
+        assert_eq!(
+            http_from(&fake.name, SECOND_IP, Duration::from_millis(10)),
+            None
+        );
         assert!(http_from(&fake.name, PRIMARY_IP, Duration::from_secs(10)).is_some());
 
         // Terminate: both ports go, the fake guest's stays.

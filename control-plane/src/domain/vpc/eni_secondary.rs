@@ -194,11 +194,7 @@ impl Domain {
             }
             let mut tx = Tx::new();
             tx.replace(&keys.network_interface(account, eni_id), &eni, &next_eni)?;
-            tx.replace(
-                &self.store.instances().key(account, iid),
-                &inst,
-                &next_inst,
-            )?;
+            tx.replace(&self.store.instances().key(account, iid), &inst, &next_inst)?;
             if self.store.commit(tx).await?.is_some() {
                 return Ok(attachment);
             }
@@ -289,7 +285,9 @@ impl Domain {
                 .instances()
                 .get(account, &a.instance_id)
                 .await?
-                .ok_or_else(|| Error::Internal(format!("{id} is attached to a missing instance")))?;
+                .ok_or_else(|| {
+                    Error::Internal(format!("{id} is attached to a missing instance"))
+                })?;
             let mut next_eni = eni.value.clone();
             if let Some(x) = next_eni.attachment.as_mut() {
                 x.delete_on_termination = delete;
@@ -305,7 +303,11 @@ impl Domain {
                     .for_each(|s| s.delete_on_termination = delete);
             }
             let mut tx = Tx::new();
-            tx.replace(&keys.network_interface(account, &eni.value.id), &eni, &next_eni)?;
+            tx.replace(
+                &keys.network_interface(account, &eni.value.id),
+                &eni,
+                &next_eni,
+            )?;
             tx.replace(
                 &self.store.instances().key(account, &a.instance_id),
                 &inst,
@@ -352,4 +354,3 @@ impl Domain {
         Ok(())
     }
 }
-

@@ -525,7 +525,12 @@ impl Domain {
                 // instance record; a primary one's are the instance's.
                 let secondary = stored
                     .as_ref()
-                    .filter(|s| s.value.attachment.as_ref().is_some_and(|a| a.device_index > 0))
+                    .filter(|s| {
+                        s.value
+                            .attachment
+                            .as_ref()
+                            .is_some_and(|a| a.device_index > 0)
+                    })
                     .map(|s| s.value.id.clone());
                 if let Some(v) = next.vpc.as_mut() {
                     match secondary {

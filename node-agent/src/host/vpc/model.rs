@@ -600,11 +600,9 @@ pub fn plan(
         if let Some(own) = underlay {
             for (key, e) in &v.endpoints {
                 let remote = e.underlay.filter(|u| *u != own && !u.is_unspecified());
-                if let (Some(u), false, false) = (
-                    remote,
-                    local_keys.contains(key),
-                    local_ips.contains(&e.ip),
-                ) {
+                if let (Some(u), false, false) =
+                    (remote, local_keys.contains(key), local_ips.contains(&e.ip))
+                {
                     vp.remotes.insert(
                         e.ip,
                         Remote {
