@@ -275,6 +275,8 @@ fn metadata_in(id: &str, s: &pb::InstanceSpec, m: &pb::InstanceMetadata) -> nubi
                 .collect(),
             architecture: "x86_64".into(),
             tags,
+            // Filled in at launch from the spec (`launch::metadata_of`).
+            extra_interfaces: Vec::new(),
         },
         options: nubis_imds::MetadataOptions {
             http_tokens: if o.http_tokens_required {

@@ -378,13 +378,27 @@ pub fn extra_cmdline(extra: &[ExtraPort]) -> String {
 }
 
 /// What the instance's metadata service serves: the control plane's data
-/// with the instance's own address and MAC.
+/// with the instance's own address and MAC, and its secondary interfaces.
 pub fn metadata_of(spec: &InstanceSpec, net: &NetAlloc) -> Option<ImdsConfig> {
     let mut md = spec.metadata.clone()?;
     let m = &mut md.metadata;
     m.instance_id = spec.id.to_string();
     m.local_ipv4 = net.ip.to_string();
     m.mac = net.mac.to_ascii_lowercase();
+    m.extra_interfaces = spec
+        .extra_networks
+        .iter()
+        .map(|x| nubis_imds::InterfaceMetadata {
+            device_number: x.device_index,
+            interface_id: x.interface_id.clone(),
+            mac: x.mac.to_ascii_lowercase(),
+            local_ipv4: x.ip.to_string(),
+            security_group_ids: x.vpc.security_group_ids.clone(),
+            subnet_id: x.vpc.subnet_id.clone(),
+            subnet_cidr: x.vpc.subnet_cidr.clone(),
+            vpc_id: x.vpc.vpc_id.clone(),
+        })
+        .collect();
     if m.hostname.is_empty() {
         let dashed = net.ip.to_string().replace('.', "-");
         m.hostname = format!("ip-{dashed}.{}.compute.internal", m.region);
