@@ -585,3 +585,152 @@ async fn secondaries_named(d: &Domain, a: &Ec2, inst: &str, eni: &str) -> usize 
         .filter(|s| s.interface_id.as_str() == eni)
         .count()
 }
+
+/// RunInstances parameters: a primary interface in `subnet` and `eni` at
+/// device index 1.
+fn with_secondary(subnet: &str, eni: &str, delete: bool) -> Vec<(&'static str, String)> {
+    vec![
+        ("NetworkInterface.1.DeviceIndex", "0".into()),
+        ("NetworkInterface.1.SubnetId", subnet.into()),
+        ("NetworkInterface.2.DeviceIndex", "1".into()),
+        ("NetworkInterface.2.NetworkInterfaceId", eni.into()),
+        ("NetworkInterface.2.DeleteOnTermination", delete.to_string()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_instances_attaches_secondary_interfaces_at_launch() {
+    let Some(etcd) = start_etcd() else {
+        return;
+    };
+    let cfg = config(&etcd);
+    let cp = start(cfg.clone()).await;
+    let two = start(cfg).await;
+    let d = cp.domain.clone();
+    let ep = endpoint(&cp);
+    let image = hello_image(&ep).await;
+    let _h0 = SimAgent::start(&ep, enrol(), SimOptions::new("h0", ZONES[0], 16, 8192))
+        .await
+        .unwrap();
+    let _h1 = SimAgent::start(&ep, enrol(), SimOptions::new("h1", ZONES[1], 16, 8192))
+        .await
+        .unwrap();
+    let a = Ec2::new(&d, "a").await;
+    let a2 = Ec2 {
+        backend: DomainBackend::new(two.domain.clone()),
+        account: a.account.clone(),
+    };
+    let b = Ec2::new(&d, "b").await;
+    let (vpc, s1, _) = network(&a, ZONES[0]).await;
+    let s2 = subnet(&a, &vpc, "10.0.2.0/24", ZONES[0]).await;
+    let s_z1 = subnet(&a, &vpc, "10.0.3.0/24", ZONES[1]).await;
+    let e2 = eni(&a, &s2, &[("PrivateIpAddress", "10.0.2.30")]).await;
+    let e_z1 = eni(&a, &s_z1, &[]).await;
+    let other_vpc = text(
+        &a.ok("CreateVpc", &[("CidrBlock", "10.9.0.0/16")]).await,
+        "vpcId",
+    );
+    let s_other = subnet(&a, &other_vpc, "10.9.1.0/24", ZONES[0]).await;
+    let e_other = eni(&a, &s_other, &[]).await;
+    b.ok("DescribeVpcs", &[]).await;
+
+    // Refusals: nothing written.
+    let before = snapshot(&d).await;
+    let mut spec2 = with_secondary(&s1, &e2, false);
+    spec2.retain(|(k, _)| *k != "NetworkInterface.2.NetworkInterfaceId");
+    spec2.push(("NetworkInterface.2.SubnetId", s2.clone()));
+    let mut dup = with_secondary(&s1, &e2, false);
+    dup.extend([
+        ("NetworkInterface.3.DeviceIndex", "1".to_string()),
+        ("NetworkInterface.3.NetworkInterfaceId", e_z1.clone()),
+    ]);
+    let mut two_count = with_secondary(&s1, &e2, false);
+    two_count.push(("MaxCount", "2".into()));
+    let mut far = with_secondary(&s1, &e2, false);
+    far[2].1 = "4".into();
+    let mut zone1 = with_secondary(&s1, &e2, false);
+    zone1.push(("Placement.AvailabilityZone", ZONES[1].into()));
+    let mut mixed = with_secondary(&s1, &e2, false);
+    mixed.push(("NetworkInterface.2.PrivateIpAddress", "10.0.2.31".into()));
+    for (params, code) in [
+        (spec2, "InvalidParameterValue"),
+        (dup, "InvalidParameterValue"),
+        (far, "AttachmentLimitExceeded"),
+        (with_secondary(&s1, &e_z1, false), "InvalidParameterCombination"),
+        // (the primary's subnet is in the other zone)
+        (zone1, "InvalidParameterValue"),
+        (mixed, "InvalidParameterCombination"),
+        (with_secondary(&s1, &e_other, false), "InvalidParameterValue"),
+        (
+            with_secondary(&s1, "eni-0123456789abcdef0", false),
+            "InvalidNetworkInterfaceID.NotFound",
+        ),
+    ] {
+        let mut p = run(&image, &params);
+        // MaxCount given twice: the last wins.
+        if let Some(i) = params.iter().position(|(k, _)| *k == "MaxCount") {
+            p.retain(|(k, _)| *k != "MaxCount");
+            p.push(params[i].clone());
+        }
+        assert_eq!(launch(&a, &p).await, Err(code.to_string()), "{params:?}");
+    }
+    assert_eq!(snapshot(&d).await, before, "a refused launch wrote");
+    // Another tenant cannot launch with A's interface.
+    let (_, b_subnet, _) = network(&b, ZONES[0]).await;
+    let before_b = snapshot(&d).await;
+    assert_eq!(
+        launch(&b, &run(&image, &with_secondary(&b_subnet, &e2, false))).await,
+        Err("InvalidNetworkInterfaceID.NotFound".into())
+    );
+    assert_eq!(snapshot(&d).await, before_b, "a refused launch wrote");
+    assert_ne!(before, before_b);
+
+    // Two replicas launch with one secondary interface: one wins.
+    let p = run(&image, &with_secondary(&s1, &e2, true));
+    let (r1, r2) = tokio::join!(launch(&a, &p), launch(&a2, &p));
+    let won: Vec<&String> = [&r1, &r2].iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(won.len(), 1, "{r1:?} {r2:?}");
+    for r in [&r1, &r2] {
+        if let Err(code) = r {
+            assert_eq!(code, "InvalidNetworkInterface.InUse");
+        }
+    }
+    let i1 = won[0].clone();
+    let insts = texts(&a.ok("DescribeInstances", &[]).await, "instanceId");
+    assert_eq!(insts, [i1.clone()], "the loser launched nothing");
+    let di = interfaces_of(&a.ok("DescribeInstances", &[("InstanceId.1", &i1)]).await);
+    assert_eq!(texts(&di, "deviceIndex"), ["0", "1"], "{di}");
+    assert_eq!(texts(&di, "networkInterfaceId")[1], e2);
+    let de = a
+        .ok("DescribeNetworkInterfaces", &[("NetworkInterfaceId.1", &e2)])
+        .await;
+    assert_eq!(text(&de, "instanceId"), i1);
+    assert_eq!(text(&de, "deviceIndex"), "1");
+    assert_eq!(text(&de, "deleteOnTermination"), "true");
+    let inst = wait_domain_state(&d, &caller(&a), &i1, State::Running).await;
+    assert_eq!(inst.availability_zone, ZONES[0]);
+    let asg = d
+        .store()
+        .assignments()
+        .get(inst.node_id.as_ref().unwrap(), &inst.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    let spec = nubis_control_plane::api::node::assignment_out(&asg)
+        .spec
+        .unwrap();
+    assert_eq!(spec.extra_networks.len(), 1);
+    assert_eq!(spec.extra_networks[0].ip, "10.0.2.30");
+
+    // Terminate deletes it (DeleteOnTermination) with its address.
+    a.ok("TerminateInstances", &[("InstanceId.1", &i1)]).await;
+    wait_domain_state(&d, &caller(&a), &i1, State::Terminated).await;
+    a.fails(
+        "DescribeNetworkInterfaces",
+        &[("NetworkInterfaceId.1", &e2)],
+        "InvalidNetworkInterfaceID.NotFound",
+    )
+    .await;
+    assert!(claims(&d, &s2).await.is_empty());
+}

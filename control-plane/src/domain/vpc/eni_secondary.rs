@@ -44,8 +44,57 @@ use crate::store::Tx;
 /// Interfaces per instance (device indexes `0..MAX_INTERFACES`).
 pub const MAX_INTERFACES: u32 = 4;
 
-/// RunInstances' answer to `NetworkInterface.N.DeviceIndex` 1 or more.
-pub const LAUNCH_SECONDARY_UNSUPPORTED: &str = "RunInstances takes only the primary network interface (device index 0); attach secondary interfaces with AttachNetworkInterface while the instance is stopped";
+/// RunInstances' answer to a specification of a new interface at device
+/// index 1 or more.
+pub const LAUNCH_SECONDARY_UNSUPPORTED: &str = "a secondary network interface (device index 1 or more) must name an existing NetworkInterfaceId: create it first";
+
+/// A secondary interface named at launch (`NetworkInterface.N` with
+/// `DeviceIndex` >= 1 and `NetworkInterfaceId`; request only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchSecondary {
+    /// Device index (1..[`MAX_INTERFACES`]).
+    pub device_index: u32,
+    /// The interface.
+    pub interface_id: NetworkInterfaceId,
+    /// `DeleteOnTermination` (default false).
+    #[serde(default)]
+    pub delete_on_termination: bool,
+}
+
+/// A secondary interface taken by one launch attempt: its record as read
+/// and the instance's copy of it.
+#[derive(Debug, Clone)]
+pub struct SecondaryLease {
+    eni: crate::store::Versioned<NetworkInterface>,
+    /// What the instance records.
+    pub copy: SecondaryInterface,
+}
+
+impl SecondaryLease {
+    /// Stages the interface attached to `inst` (compared on the revision
+    /// read: a racing launch, attach or delete makes the transaction fail).
+    pub fn stage_attach(
+        &self,
+        keys: &crate::store::Keys,
+        tx: &mut Tx,
+        inst: &Instance,
+    ) -> Result<()> {
+        let mut next = self.eni.value.clone();
+        next.attachment = Some(super::enis::InterfaceAttachment {
+            id: NetworkInterfaceAttachmentId::secondary_of(&next.id),
+            instance_id: inst.id.clone(),
+            device_index: self.copy.device_index,
+            delete_on_termination: self.copy.delete_on_termination,
+            attached_ms: inst.launch_time_ms,
+        });
+        tx.replace(
+            &keys.network_interface(&next.account, &next.id),
+            &self.eni,
+            &next,
+        )?;
+        Ok(())
+    }
+}
 
 /// What an instance record keeps of one secondary interface.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +156,105 @@ fn not_stopped(iid: &InstanceId, state: State, what: &str) -> Error {
 }
 
 impl Domain {
+    /// Checks the secondary interfaces of a launch into `vpc` (one
+    /// instance; each interface the caller's, available, of `vpc`, at an
+    /// index below [`MAX_INTERFACES`]); returns their zone, which the
+    /// launch must be in (`None`: no secondary interfaces).
+    pub(crate) async fn resolve_launch_secondaries(
+        &self,
+        account: &AccountId,
+        req: &super::InstanceVpc,
+        vpc: &crate::ids::VpcId,
+        max_count: u32,
+    ) -> Result<Option<String>> {
+        if req.launch_secondaries.is_empty() {
+            return Ok(None);
+        }
+        if max_count > 1 {
+            return Err(Error::invalid_code(
+                "InvalidParameterCombination",
+                "Secondary network interfaces can only be given when launching one instance",
+            ));
+        }
+        let mut zone: Option<String> = None;
+        for s in &req.launch_secondaries {
+            if s.device_index >= MAX_INTERFACES {
+                return Err(Error::invalid_code(
+                    "AttachmentLimitExceeded",
+                    format!(
+                        "Device index {} exceeds the limit: an instance has at most {MAX_INTERFACES} network interfaces",
+                        s.device_index
+                    ),
+                ));
+            }
+            let e = self.available_secondary(account, &s.interface_id).await?.value;
+            if &e.vpc_id != vpc {
+                return Err(Error::invalid(format!(
+                    "The network interface {} is in {}, not in the instance's VPC {vpc}",
+                    e.id, e.vpc_id
+                )));
+            }
+            match &zone {
+                Some(z) if z != &e.availability_zone => {
+                    return Err(Error::invalid_code(
+                        "InvalidParameterCombination",
+                        "The network interfaces of an instance must be in one availability zone",
+                    ))
+                }
+                _ => zone = Some(e.availability_zone.clone()),
+            }
+        }
+        Ok(zone)
+    }
+
+    /// Re-reads the secondary interfaces a launch attempt takes (still the
+    /// caller's and available).
+    pub(crate) async fn lease_secondaries(
+        &self,
+        account: &AccountId,
+        req: &super::InstanceVpc,
+    ) -> Result<Vec<SecondaryLease>> {
+        let mut out = Vec::with_capacity(req.launch_secondaries.len());
+        for s in &req.launch_secondaries {
+            let eni = self.available_secondary(account, &s.interface_id).await?;
+            let subnet = self
+                .store
+                .vpcs()
+                .subnet(account, &eni.value.subnet_id)
+                .await?
+                .ok_or_else(|| super::subnet_not_found(eni.value.subnet_id.as_str()))?;
+            let cidr = Cidr::parse(&subnet.value.cidr)?;
+            let mut copy = SecondaryInterface::of(&eni.value, s.device_index, cidr.to_string());
+            copy.delete_on_termination = s.delete_on_termination;
+            out.push(SecondaryLease { eni, copy });
+        }
+        Ok(out)
+    }
+
+    /// The stored interface `id` of `account`, available.
+    async fn available_secondary(
+        &self,
+        account: &AccountId,
+        id: &NetworkInterfaceId,
+    ) -> Result<crate::store::Versioned<NetworkInterface>> {
+        let eni = match self.own_interface(account, id.as_str()).await? {
+            NamedInterface::Stored(v) => *v,
+            NamedInterface::Derived(i) => {
+                return Err(interface_in_use(
+                    id,
+                    &format!(" (the primary interface of {})", i.value.id),
+                ))
+            }
+        };
+        if let Some(a) = &eni.value.attachment {
+            return Err(interface_in_use(
+                id,
+                &format!(" (attached to {})", a.instance_id),
+            ));
+        }
+        Ok(eni)
+    }
+
     /// AttachNetworkInterface at `device_index` >= 1 of interface `eni` to
     /// `inst` (both as read; every other check was done by the caller):
     /// checks the index and the instance's state, then writes the

@@ -226,6 +226,11 @@ pub struct InstanceVpc {
     /// ([`eni_secondary`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub secondary_interfaces: Vec<eni_secondary::SecondaryInterface>,
+    /// Request only: the secondary interfaces RunInstances names
+    /// (`NetworkInterface.N` with `DeviceIndex` >= 1); the launched
+    /// instance records them in `secondary_interfaces`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub launch_secondaries: Vec<eni_secondary::LaunchSecondary>,
     /// `NetworkInterface.N.AssociatePublicIpAddress`: overrides the
     /// subnet's MapPublicIpOnLaunch.
     #[serde(skip_serializing_if = "Option::is_none")]
