@@ -656,11 +656,17 @@ async fn run_instances_attaches_secondary_interfaces_at_launch() {
         (spec2, "InvalidParameterValue"),
         (dup, "InvalidParameterValue"),
         (far, "AttachmentLimitExceeded"),
-        (with_secondary(&s1, &e_z1, false), "InvalidParameterCombination"),
+        (
+            with_secondary(&s1, &e_z1, false),
+            "InvalidParameterCombination",
+        ),
         // (the primary's subnet is in the other zone)
         (zone1, "InvalidParameterValue"),
         (mixed, "InvalidParameterCombination"),
-        (with_secondary(&s1, &e_other, false), "InvalidParameterValue"),
+        (
+            with_secondary(&s1, &e_other, false),
+            "InvalidParameterValue",
+        ),
         (
             with_secondary(&s1, "eni-0123456789abcdef0", false),
             "InvalidNetworkInterfaceID.NotFound",
@@ -702,7 +708,10 @@ async fn run_instances_attaches_secondary_interfaces_at_launch() {
     assert_eq!(texts(&di, "deviceIndex"), ["0", "1"], "{di}");
     assert_eq!(texts(&di, "networkInterfaceId")[1], e2);
     let de = a
-        .ok("DescribeNetworkInterfaces", &[("NetworkInterfaceId.1", &e2)])
+        .ok(
+            "DescribeNetworkInterfaces",
+            &[("NetworkInterfaceId.1", &e2)],
+        )
         .await;
     assert_eq!(text(&de, "instanceId"), i1);
     assert_eq!(text(&de, "deviceIndex"), "1");

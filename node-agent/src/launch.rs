@@ -541,3 +541,57 @@ fn kill_cgroup(cg: &Cgroups, spec: &InstanceSpec) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{ExtraNetwork, ImageName, InstanceId, VpcAttachment};
+
+    #[test]
+    fn secondary_interfaces_become_ports_and_guest_arguments() {
+        let vpc = VpcAttachment {
+            vni: 7,
+            vpc_id: "vpc-1".into(),
+            subnet_id: "subnet-2".into(),
+            subnet_cidr: "10.0.2.0/24".into(),
+            security_group_ids: vec!["sg-db".into()],
+        };
+        let extra = |index: u32, ip: &str| ExtraNetwork {
+            device_index: index,
+            interface_id: format!("eni-{index}"),
+            ip: ip.parse().unwrap(),
+            prefix_len: 24,
+            gateway: "10.0.2.1".parse().unwrap(),
+            mac: "02:4E:0A:00:02:0A".into(),
+            vpc: vpc.clone(),
+        };
+        let spec = InstanceSpec {
+            id: InstanceId::new("i-1").unwrap(),
+            image: ImageName::new("hello").unwrap(),
+            vcpus: 1,
+            memory_mib: 64,
+            cmdline_extra: String::new(),
+            ip: None,
+            prefix_len: None,
+            gateway: None,
+            mac: None,
+            image_manifest_sha256: None,
+            metadata: None,
+            root_volume_gib: None,
+            limits: None,
+            vpc: Some(vpc.clone()),
+            extra_networks: vec![extra(1, "10.0.2.10"), extra(3, "10.0.2.11")],
+        };
+        let ports = extra_ports(&spec, "nbt");
+        assert_eq!(ports.len(), 2);
+        assert_eq!(ports[0].tap, tap::tap_name_at("nbt", &spec.id, 1));
+        assert_eq!(ports[1].tap, tap::tap_name_at("nbt", &spec.id, 3));
+        assert_eq!(ports[0].mac, "02:4e:0a:00:02:0a");
+        // Numbered by position (the guest's virtio-net order), not index.
+        assert_eq!(
+            extra_cmdline(&ports),
+            " nubis.net1=10.0.2.10/24,10.0.2.1 nubis.net2=10.0.2.11/24,10.0.2.1"
+        );
+        assert_eq!(extra_cmdline(&[]), "");
+    }
+}

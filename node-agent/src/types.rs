@@ -529,6 +529,48 @@ mod tests {
         }
     }
 
+    #[test]
+    fn secondary_interfaces_are_validated() {
+        let vpc = |vni| VpcAttachment {
+            vni,
+            vpc_id: "vpc-1".into(),
+            subnet_id: "subnet-2".into(),
+            subnet_cidr: "10.0.2.0/24".into(),
+            security_group_ids: vec![],
+        };
+        let extra = |index, vni| ExtraNetwork {
+            device_index: index,
+            interface_id: "eni-1".into(),
+            ip: "10.0.2.10".parse().unwrap(),
+            prefix_len: 24,
+            gateway: "10.0.2.1".parse().unwrap(),
+            mac: "02:4e:0a:00:02:0a".into(),
+            vpc: vpc(vni),
+        };
+        let mut s = net_spec(Some("10.0.1.10"), Some("10.0.1.1"), Some(24));
+        s.vpc = Some(vpc(7));
+        s.extra_networks = vec![extra(1, 7), extra(3, 7)];
+        assert!(s.validate().is_ok());
+        for bad in [
+            vec![extra(1, 8)],
+            vec![extra(0, 7)],
+            vec![extra(8, 7)],
+            vec![extra(2, 7), extra(1, 7)],
+            vec![extra(1, 7), extra(1, 7)],
+            vec![ExtraNetwork {
+                mac: "bad".into(),
+                ..extra(1, 7)
+            }],
+        ] {
+            s.extra_networks = bad;
+            assert!(s.validate().is_err(), "{:?}", s.extra_networks);
+        }
+        // Without a VPC there are no secondary interfaces.
+        s.vpc = None;
+        s.extra_networks = vec![extra(1, 7)];
+        assert!(s.validate().is_err());
+    }
+
     fn net_spec(ip: Option<&str>, gw: Option<&str>, p: Option<u32>) -> InstanceSpec {
         InstanceSpec {
             id: InstanceId::new("i-1").unwrap(),

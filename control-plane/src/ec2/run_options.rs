@@ -529,7 +529,10 @@ fn secondary_interface(
         )));
     };
     if let Some((m, _)) = members.iter().find(|(m, _)| {
-        !matches!(*m, "DeviceIndex" | "NetworkInterfaceId" | "DeleteOnTermination")
+        !matches!(
+            *m,
+            "DeviceIndex" | "NetworkInterfaceId" | "DeleteOnTermination"
+        )
     }) {
         return Err(combination(format!(
             "NetworkInterface.{n}: a network interface ID cannot be combined with {m}"

@@ -380,6 +380,13 @@ mod tests {
         let m = mac_for(&id);
         assert_eq!(m.len(), 17);
         assert!(m.starts_with("02:4e:42:"));
+        // Secondary interfaces: the same scheme, one name per device index.
+        assert_eq!(tap_name_at("nbt", &id, 0), t);
+        let names: std::collections::BTreeSet<String> =
+            (0..8).map(|n| tap_name_at("nbt", &id, n)).collect();
+        assert_eq!(names.len(), 8);
+        assert!(names.iter().all(|n| n.len() <= 15 && n.starts_with("nbt")));
+        assert_eq!(tap_name_at("nbt", &id, 3), tap_name_at("nbt", &id, 3));
     }
 
     #[test]

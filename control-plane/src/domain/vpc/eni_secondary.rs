@@ -187,7 +187,10 @@ impl Domain {
                     ),
                 ));
             }
-            let e = self.available_secondary(account, &s.interface_id).await?.value;
+            let e = self
+                .available_secondary(account, &s.interface_id)
+                .await?
+                .value;
             if &e.vpc_id != vpc {
                 return Err(Error::invalid(format!(
                     "The network interface {} is in {}, not in the instance's VPC {vpc}",
