@@ -275,6 +275,19 @@ async fn secondary_interfaces_attach_while_stopped_and_reach_the_node() {
         "InvalidAttachmentID.NotFound",
     )
     .await;
+    // Elastic IPs are the primary interface's.
+    let e = a
+        .call(
+            "AssociateAddress",
+            &[
+                ("AllocationId", "eipalloc-0123456789abcdef0"),
+                ("NetworkInterfaceId", &e2),
+            ],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code.as_str(), "InvalidParameterValue", "{e}");
+    assert!(e.message.contains("secondary"), "{e}");
     assert_eq!(snapshot(&d).await, before, "a refused call wrote");
 
     // Described on both sides.
@@ -384,7 +397,7 @@ async fn secondary_interfaces_attach_while_stopped_and_reach_the_node() {
         eps[0].security_group_ids, own,
         "the primary keeps the instance's"
     );
-    assert_ne!(own, [db.clone()]);
+    assert_ne!(own, std::slice::from_ref(&db));
     assert_eq!(eps[2].ip, e3_ip);
     assert!(eps[1].public_ip.is_empty());
     let vv = v.vpcs.iter().find(|x| x.vpc_id == vpc).unwrap();
@@ -703,7 +716,11 @@ async fn run_instances_attaches_secondary_interfaces_at_launch() {
     }
     let i1 = won[0].clone();
     let insts = texts(&a.ok("DescribeInstances", &[]).await, "instanceId");
-    assert_eq!(insts, [i1.clone()], "the loser launched nothing");
+    assert_eq!(
+        insts,
+        std::slice::from_ref(&i1),
+        "the loser launched nothing"
+    );
     let di = interfaces_of(&a.ok("DescribeInstances", &[("InstanceId.1", &i1)]).await);
     assert_eq!(texts(&di, "deviceIndex"), ["0", "1"], "{di}");
     assert_eq!(texts(&di, "networkInterfaceId")[1], e2);

@@ -139,8 +139,15 @@ extern "C" fn rust_main() -> ! {
             _ => console!("hello: extra virtio-net at {:#x} not used", extra.at.addr),
         }
     }
-    for net in cfg.extra_nets.iter().filter(|x| usize::from(x.n) > extra_nics) {
-        console!("NUBIS-ERROR nubis.net{}= given but there is no virtio-net device for it", net.n);
+    for net in cfg
+        .extra_nets
+        .iter()
+        .filter(|x| usize::from(x.n) > extra_nics)
+    {
+        console!(
+            "NUBIS-ERROR nubis.net{}= given but there is no virtio-net device for it",
+            net.n
+        );
     }
     console!("NUBIS-CPUS {}", cpus());
 

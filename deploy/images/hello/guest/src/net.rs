@@ -223,7 +223,13 @@ pub(crate) fn now(hz: u64) -> Instant {
 /// One virtio-net device with its smoltcp interface (address `ip`, `gw`
 /// as default route) and the HTTP listeners; prints `NUBIS-NET<label>`.
 /// `None` (after a `NUBIS-ERROR` line) if the device fails.
-fn open_port(found: Found, ip: Ipv4Cidr, gw: Option<[u8; 4]>, hz: u64, label: &str) -> Option<Port> {
+fn open_port(
+    found: Found,
+    ip: Ipv4Cidr,
+    gw: Option<[u8; 4]>,
+    hz: u64,
+    label: &str,
+) -> Option<Port> {
     let addr = found.at.addr;
     let mut net = match Net::new(found.transport, BUF_LEN) {
         Ok(net) => net,
