@@ -12,12 +12,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{have_prereqs, in_netns, Env, NetNs};
+use common::{have_prereqs, Env, NetNs};
 use nubis_agent::context::HostContext;
 use nubis_agent::host::vpc::NetView;
 use nubis_agent::instance::InstanceHandle;
@@ -145,31 +144,6 @@ fn view(revision: i64, allow: bool) -> NetView {
     })
 }
 
-/// `GET /` on `ip` from the fake guest, retried until `within` has passed.
-fn http_from(ns: &str, ip: Ipv4Addr, within: Duration) -> Option<String> {
-    let ns = ns.to_string();
-    in_netns(&ns, move || {
-        let end = Instant::now() + within;
-        loop {
-            let got = (|| {
-                let to = SocketAddr::from((ip, 80));
-                let mut s = TcpStream::connect_timeout(&to, Duration::from_millis(700)).ok()?;
-                s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-                s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
-                let mut out = String::new();
-                s.read_to_string(&mut out).ok()?;
-                (!out.is_empty()).then_some(out)
-            })();
-            if got.is_some() || Instant::now() >= end {
-                return got;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    })
-    .join()
-    .unwrap()
-}
-
 #[test]
 fn a_guest_with_two_interfaces_has_two_ports_with_their_own_groups() {
     if !have_prereqs(true) {
@@ -270,7 +244,7 @@ fn a_guest_with_two_interfaces_has_two_ports_with_their_own_groups() {
 
         // Both addresses serve HTTP; the second answers ping.
         for ip in [SECOND_IP, PRIMARY_IP] {
-            let body = http_from(&fake.name, ip, Duration::from_secs(60));
+            let body = common::http_get_from(&fake.name, ip, Duration::from_secs(60));
             assert!(
                 body.as_deref().is_some_and(|b| b.contains("HTTP/1")),
                 "{ip}: {body:?}"
@@ -286,10 +260,10 @@ fn a_guest_with_two_interfaces_has_two_ports_with_their_own_groups() {
         ctx.vpc.set_view(view(2, false)).await.unwrap();
         ctx.vpc.sync(&ctx.layout, false).await.unwrap();
         assert_eq!(
-            http_from(&fake.name, SECOND_IP, Duration::from_millis(10)),
+            common::http_get_from(&fake.name, SECOND_IP, Duration::from_millis(10)),
             None
         );
-        assert!(http_from(&fake.name, PRIMARY_IP, Duration::from_secs(10)).is_some());
+        assert!(common::http_get_from(&fake.name, PRIMARY_IP, Duration::from_secs(10)).is_some());
 
         // Terminate: both ports go, the fake guest's stays.
         assert_eq!(

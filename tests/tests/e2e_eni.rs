@@ -11,10 +11,10 @@
 //! closed and the primary keeps answering. The guest itself originates and
 //! reports the traffic (`nubis-probe` user data).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nubis_tests::cluster::console::probes;
-use nubis_tests::cluster::ops::{field, ids_of};
+use nubis_tests::cluster::ops::field;
 use nubis_tests::cluster::{self, Cluster, ClusterSpec, Creds};
 use serde_json::Value;
 
@@ -57,62 +57,11 @@ fn ok(c: &Cluster, t: &Creds, args: &[&str]) {
     assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
 }
 
-/// Launches one hello instance in `zone`; waits until it is running;
-/// returns (id, private address).
-fn launch(c: &Cluster, t: &Creds, zone: &str, user_data: &str, extra: &[&str]) -> (String, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ud = dir.path().join("user-data");
-    std::fs::write(&ud, user_data).expect("user data");
-    let ud = ud.display().to_string();
-    let mut args = extra.to_vec();
-    if !user_data.is_empty() {
-        args.extend(["--user-data", &ud]);
-    }
-    let out = c.try_run_hello(t, 1, Some(zone), &args);
-    assert_eq!(out.code, 0, "run: {}", out.stderr);
-    let ids = ids_of(&out.json());
-    let v = c.wait_state(t, &ids, "running");
-    let ip = field(&v[0], "private_ip_address");
-    assert!(!ip.is_empty(), "no address: {v:?}");
-    (ids[0].clone(), ip)
-}
-
 /// The agent directory (`agents/aN`) holding `id`: its host.
 fn host_of(c: &Cluster, id: &str) -> String {
     c.instance_file(id, "net.json")
         .and_then(|p| p.ancestors().nth(4).map(|a| a.display().to_string()))
         .unwrap_or_default()
-}
-
-/// Polls the console of `id` until `pred` holds.
-fn wait_for(
-    c: &Cluster,
-    t: &Creds,
-    id: &str,
-    what: &str,
-    timeout: Duration,
-    pred: impl Fn(&str) -> bool,
-) -> String {
-    let start = Instant::now();
-    loop {
-        let text = c.console(t, id);
-        if pred(&text) {
-            return text;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "{id}: {what} not seen in {timeout:?}; console tail:\n{}",
-            text.lines()
-                .rev()
-                .take(30)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
 }
 
 fn group(c: &Cluster, t: &Creds, name: &str) -> String {
@@ -185,7 +134,7 @@ fn a_secondary_interface_is_reached_through_its_own_group() {
 
     // A: launched, stopped, the interface attached at device index 1,
     // started again.
-    let (a, a_ip) = launch(&c, &t, &z0, "", &["--security-group", &web]);
+    let (a, a_ip) = c.launch_hello(&t, &z0, "", &["--security-group", &web]);
     let running = c.cli(
         &t,
         &[
@@ -225,13 +174,12 @@ fn a_secondary_interface_is_reached_through_its_own_group() {
     );
     ok(&c, &t, &["instances", "start", &a]);
     c.wait_state(&t, std::slice::from_ref(&a), "running");
-    wait_for(&c, &t, &a, "the second interface up", BOOT, |text| {
+    c.wait_console_until(&t, &a, "the second interface up", BOOT, |text| {
         text.contains(&format!("NUBIS-NET1 ip={eni_ip}/24"))
     });
 
     // B: in the second subnet, on the other host.
-    let (b, b_ip) = launch(
-        &c,
+    let (b, b_ip) = c.launch_hello(
         &t,
         &z0,
         &format!("nubis-probe {eni_ip} icmp,http:80\nnubis-probe {a_ip} http:80\n"),
@@ -248,8 +196,7 @@ fn a_secondary_interface_is_reached_through_its_own_group() {
             .iter()
             .any(|p| p.result == "ok" && (check == "icmp" || p.peer.as_deref() == Some(a.as_str())))
     };
-    wait_for(
-        &c,
+    c.wait_console_until(
         &t,
         &b,
         "ping + HTTP to A's secondary, HTTP to A's primary",
@@ -264,7 +211,7 @@ fn a_secondary_interface_is_reached_through_its_own_group() {
     // db revoked: the secondary address is closed; the primary stays open.
     rule(&c, &t, "revoke", &db, "all", None, &client);
     let base = last_seq(&c.console(&t, &b), &eni_ip, "http:80");
-    let text = wait_for(&c, &t, &b, "4 rounds after the revoke", BOOT, |text| {
+    let (text, _) = c.wait_console_until(&t, &b, "4 rounds after the revoke", BOOT, |text| {
         last_seq(text, &eni_ip, "http:80") >= base + 4
             && last_seq(text, &a_ip, "http:80") >= base + 4
     });

@@ -53,8 +53,7 @@ impl InterfaceLease {
     /// Stages the interface attached to `inst` (compared on the revision
     /// read: a racing launch or delete makes the transaction fail).
     pub fn stage_attach(&self, keys: &Keys, tx: &mut Tx, inst: &Instance) -> Result<()> {
-        let mut next = self.eni.value.clone();
-        next.attachment = Some(InterfaceAttachment {
+        let attachment = InterfaceAttachment {
             id: NetworkInterfaceAttachmentId::primary_of(&inst.id),
             instance_id: inst.id.clone(),
             device_index: 0,
@@ -63,13 +62,8 @@ impl InterfaceLease {
                 .as_ref()
                 .is_some_and(|v| v.interface_delete_on_termination),
             attached_ms: inst.launch_time_ms,
-        });
-        tx.replace(
-            &keys.network_interface(&next.account, &next.id),
-            &self.eni,
-            &next,
-        )?;
-        Ok(())
+        };
+        super::enis::stage_attached(keys, tx, &self.eni, attachment)
     }
 }
 

@@ -29,7 +29,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::enis::{interface_in_use, stage_delete, NamedInterface, NetworkInterface};
+use super::enis::{
+    interface_in_use, stage_attached, stage_delete, InterfaceAttachment, NamedInterface,
+    NetworkInterface,
+};
 use super::{Cidr, MAX_ATTEMPTS};
 use crate::domain::lifecycle::State;
 use crate::domain::model::{now_ms, Instance};
@@ -79,20 +82,14 @@ impl SecondaryLease {
         tx: &mut Tx,
         inst: &Instance,
     ) -> Result<()> {
-        let mut next = self.eni.value.clone();
-        next.attachment = Some(super::enis::InterfaceAttachment {
-            id: NetworkInterfaceAttachmentId::secondary_of(&next.id),
+        let attachment = InterfaceAttachment {
+            id: NetworkInterfaceAttachmentId::secondary_of(&self.eni.value.id),
             instance_id: inst.id.clone(),
             device_index: self.copy.device_index,
             delete_on_termination: self.copy.delete_on_termination,
             attached_ms: inst.launch_time_ms,
-        });
-        tx.replace(
-            &keys.network_interface(&next.account, &next.id),
-            &self.eni,
-            &next,
-        )?;
-        Ok(())
+        };
+        stage_attached(keys, tx, &self.eni, attachment)
     }
 }
 
@@ -119,30 +116,25 @@ pub struct SecondaryInterface {
     pub delete_on_termination: bool,
 }
 
-impl SecondaryInterface {
-    /// The copy of attached interface `e` at `device_index`.
-    fn of(e: &NetworkInterface, device_index: u32, subnet_cidr: String) -> Self {
-        Self {
-            interface_id: e.id.clone(),
-            device_index,
-            subnet_id: e.subnet_id.clone(),
-            subnet_cidr,
-            ip: e.private_ip.clone(),
-            mac: e.mac.clone(),
-            security_group_ids: e.security_group_ids.clone(),
-            delete_on_termination: e
-                .attachment
-                .as_ref()
-                .is_some_and(|a| a.delete_on_termination),
-        }
-    }
-}
-
 /// The secondary interfaces of `inst` (by device index).
 pub fn secondaries_of(inst: &Instance) -> &[SecondaryInterface] {
     inst.vpc
         .as_ref()
         .map_or(&[][..], |v| v.secondary_interfaces.as_slice())
+}
+
+/// `AttachmentLimitExceeded` for a device index past [`MAX_INTERFACES`].
+fn check_index(device_index: u32) -> Result<()> {
+    if device_index >= MAX_INTERFACES {
+        return Err(Error::invalid_code(
+            "AttachmentLimitExceeded",
+            format!(
+                "Device index {device_index} exceeds the limit: an instance has at most {MAX_INTERFACES} network interfaces (device indexes 0-{})",
+                MAX_INTERFACES - 1
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn not_stopped(iid: &InstanceId, state: State, what: &str) -> Error {
@@ -178,15 +170,7 @@ impl Domain {
         }
         let mut zone: Option<String> = None;
         for s in &req.launch_secondaries {
-            if s.device_index >= MAX_INTERFACES {
-                return Err(Error::invalid_code(
-                    "AttachmentLimitExceeded",
-                    format!(
-                        "Device index {} exceeds the limit: an instance has at most {MAX_INTERFACES} network interfaces",
-                        s.device_index
-                    ),
-                ));
-            }
+            check_index(s.device_index)?;
             let e = self
                 .available_secondary(account, &s.interface_id)
                 .await?
@@ -220,18 +204,38 @@ impl Domain {
         let mut out = Vec::with_capacity(req.launch_secondaries.len());
         for s in &req.launch_secondaries {
             let eni = self.available_secondary(account, &s.interface_id).await?;
-            let subnet = self
-                .store
-                .vpcs()
-                .subnet(account, &eni.value.subnet_id)
-                .await?
-                .ok_or_else(|| super::subnet_not_found(eni.value.subnet_id.as_str()))?;
-            let cidr = Cidr::parse(&subnet.value.cidr)?;
-            let mut copy = SecondaryInterface::of(&eni.value, s.device_index, cidr.to_string());
+            let mut copy = self.copy_of(account, &eni.value, s.device_index).await?;
             copy.delete_on_termination = s.delete_on_termination;
             out.push(SecondaryLease { eni, copy });
         }
         Ok(out)
+    }
+
+    /// What an instance records of interface `e` at `device_index`
+    /// (deleteOnTermination false).
+    async fn copy_of(
+        &self,
+        account: &AccountId,
+        e: &NetworkInterface,
+        device_index: u32,
+    ) -> Result<SecondaryInterface> {
+        let subnet = self
+            .store
+            .vpcs()
+            .subnet(account, &e.subnet_id)
+            .await?
+            .ok_or_else(|| super::subnet_not_found(e.subnet_id.as_str()))?;
+        let cidr = Cidr::parse(&subnet.value.cidr)?;
+        Ok(SecondaryInterface {
+            interface_id: e.id.clone(),
+            device_index,
+            subnet_id: e.subnet_id.clone(),
+            subnet_cidr: cidr.to_string(),
+            ip: e.private_ip.clone(),
+            mac: e.mac.clone(),
+            security_group_ids: e.security_group_ids.clone(),
+            delete_on_termination: false,
+        })
     }
 
     /// The stored interface `id` of `account`, available.
@@ -269,32 +273,10 @@ impl Domain {
         iid: &InstanceId,
         device_index: u32,
     ) -> Result<NetworkInterfaceAttachmentId> {
-        if device_index >= MAX_INTERFACES {
-            return Err(Error::invalid_code(
-                "AttachmentLimitExceeded",
-                format!(
-                    "Device index {device_index} exceeds the limit: an instance has at most {MAX_INTERFACES} network interfaces (device indexes 0-{})",
-                    MAX_INTERFACES - 1
-                ),
-            ));
-        }
+        check_index(device_index)?;
         let keys = self.store.keys();
         for attempt in 0..MAX_ATTEMPTS {
-            let eni = match self.own_interface(account, eni_id.as_str()).await? {
-                NamedInterface::Stored(v) => *v,
-                NamedInterface::Derived(i) => {
-                    return Err(interface_in_use(
-                        eni_id,
-                        &format!(" (the primary interface of {})", i.value.id),
-                    ))
-                }
-            };
-            if let Some(a) = &eni.value.attachment {
-                return Err(interface_in_use(
-                    eni_id,
-                    &format!(" (attached to {})", a.instance_id),
-                ));
-            }
+            let eni = self.available_secondary(account, eni_id).await?;
             let inst = self
                 .store
                 .instances()
@@ -317,34 +299,23 @@ impl Domain {
             if inst.value.state != State::Stopped {
                 return Err(not_stopped(iid, inst.value.state, "attached"));
             }
-            let subnet = self
-                .store
-                .vpcs()
-                .subnet(account, &eni.value.subnet_id)
-                .await?
-                .ok_or_else(|| super::subnet_not_found(eni.value.subnet_id.as_str()))?;
-            let cidr = Cidr::parse(&subnet.value.cidr)?;
+            let copy = self.copy_of(account, &eni.value, device_index).await?;
             let attachment = NetworkInterfaceAttachmentId::secondary_of(eni_id);
-            let mut next_eni = eni.value.clone();
-            next_eni.attachment = Some(super::enis::InterfaceAttachment {
+            let mut next_inst = inst.value.clone();
+            if let Some(v) = next_inst.vpc.as_mut() {
+                v.secondary_interfaces.push(copy);
+                v.secondary_interfaces.sort_by_key(|s| s.device_index);
+            }
+            let mut tx = Tx::new();
+            let attached = InterfaceAttachment {
                 id: attachment.clone(),
                 instance_id: iid.clone(),
                 device_index,
                 // AttachNetworkInterface's default, as in EC2.
                 delete_on_termination: false,
                 attached_ms: now_ms(),
-            });
-            let mut next_inst = inst.value.clone();
-            if let Some(v) = next_inst.vpc.as_mut() {
-                v.secondary_interfaces.push(SecondaryInterface::of(
-                    &next_eni,
-                    device_index,
-                    cidr.to_string(),
-                ));
-                v.secondary_interfaces.sort_by_key(|s| s.device_index);
-            }
-            let mut tx = Tx::new();
-            tx.replace(&keys.network_interface(account, eni_id), &eni, &next_eni)?;
+            };
+            stage_attached(keys, &mut tx, &eni, attached)?;
             tx.replace(&self.store.instances().key(account, iid), &inst, &next_inst)?;
             if self.store.commit(tx).await?.is_some() {
                 return Ok(attachment);

@@ -593,6 +593,20 @@ impl Domain {
     }
 }
 
+/// Stages stored interface `v` attached with `attachment` (compared on the
+/// revision read: a racing attach, launch or delete fails the transaction).
+pub(crate) fn stage_attached(
+    keys: &crate::store::Keys,
+    tx: &mut Tx,
+    v: &Versioned<NetworkInterface>,
+    attachment: InterfaceAttachment,
+) -> Result<()> {
+    let mut next = v.value.clone();
+    next.attachment = Some(attachment);
+    tx.replace(&keys.network_interface(&next.account, &next.id), v, &next)?;
+    Ok(())
+}
+
 /// Stages the delete of a stored interface and the release of its address.
 pub(crate) fn stage_delete(
     keys: &crate::store::Keys,
