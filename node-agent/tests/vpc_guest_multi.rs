@@ -265,9 +265,42 @@ fn a_guest_with_two_interfaces_has_two_ports_with_their_own_groups() {
         );
         assert!(common::http_get_from(&fake.name, PRIMARY_IP, Duration::from_secs(10)).is_some());
 
+        // Stopped, the secondary interface detached (the next start's spec
+        // has none), started again: its TAP and rule are gone, the primary
+        // answers.
+        assert_eq!(
+            h.request(Request::Stop, 2, false).await.unwrap(),
+            Ok(Admission::Proceed)
+        );
+        h.wait_for(Duration::from_secs(60), |r| r.state == State::Stopped)
+            .await
+            .unwrap();
+        let mut one = spec();
+        one.extra_networks.clear();
+        assert!(h.send_start(&one, 3));
+        let r = h
+            .wait_for(Duration::from_secs(120), |r| {
+                r.generation == 3 && (r.ready || r.state == State::Failed)
+            })
+            .await
+            .unwrap();
+        assert_eq!(r.state, State::Running, "{r:?}");
+        let again: NetAlloc = nubis_agent::layout::read_json(&dir.join("net.json"))
+            .unwrap()
+            .unwrap();
+        assert!(again.extra.is_empty());
+        assert_eq!(again.tap, net.tap);
+        let (ok, _) = env.netns.ip(&["link", "show", "dev", &second_tap]);
+        assert!(!ok, "the detached interface's TAP is gone");
+        let (_, rules) = env.netns.ip(&["rule", "show"]);
+        assert!(!rules.contains(&second_tap), "{rules}");
+        assert!(common::http_get_from(&fake.name, PRIMARY_IP, Duration::from_secs(60)).is_some());
+        let console = std::fs::read_to_string(dir.join("console.log")).unwrap();
+        assert!(!console.contains("NUBIS-NET1"), "{console}");
+
         // Terminate: both ports go, the fake guest's stays.
         assert_eq!(
-            h.request(Request::Terminate, 2, false).await.unwrap(),
+            h.request(Request::Terminate, 4, false).await.unwrap(),
             Ok(Admission::Proceed)
         );
         h.wait_for(Duration::from_secs(60), |r| r.state == State::Gone)
