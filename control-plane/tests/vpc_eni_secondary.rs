@@ -372,6 +372,16 @@ async fn secondary_interfaces_attach_while_stopped_and_reach_the_node() {
         .wait_view(t0, WAIT, |v| endpoints_of(v, &i1).len() == 3)
         .await
         .expect("a view with the three interfaces");
+    // The primary last: an older agent (the last endpoint of an instance
+    // wins) keeps it.
+    let order: Vec<u32> = v
+        .vpcs
+        .iter()
+        .flat_map(|x| &x.endpoints)
+        .filter(|e| e.instance_id == i1)
+        .map(|e| e.device_index)
+        .collect();
+    assert_eq!(order.last(), Some(&0), "{order:?}");
     let eps = endpoints_of(&v, &i1);
     assert_eq!(
         eps.iter().map(|e| e.device_index).collect::<Vec<_>>(),

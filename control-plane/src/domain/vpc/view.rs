@@ -170,8 +170,10 @@ fn endpoint_view(state: &NetState, ep: &CachedEndpoint) -> EndpointView {
     }
 }
 
-/// An endpoint's views: its primary interface's, then one per secondary
-/// interface (same instance and node; no public address).
+/// An endpoint's views: one per secondary interface (same instance and
+/// node; no public address), then its primary interface's — last, so that
+/// an older agent, which keys endpoints by instance and keeps the last one
+/// of an instance, keeps the primary.
 fn endpoint_views(state: &NetState, ep: &CachedEndpoint) -> Vec<EndpointView> {
     let primary = endpoint_view(state, ep);
     let mut out = Vec::with_capacity(1 + ep.secondaries.len());
@@ -187,7 +189,7 @@ fn endpoint_views(state: &NetState, ep: &CachedEndpoint) -> Vec<EndpointView> {
             ..primary.clone()
         });
     }
-    out.insert(0, primary);
+    out.push(primary);
     out
 }
 
