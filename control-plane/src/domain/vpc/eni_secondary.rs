@@ -11,6 +11,11 @@
 //! Firecracker): AttachNetworkInterface and DetachNetworkInterface of a
 //! secondary interface are refused unless the instance is `stopped`
 //! (`IncorrectInstanceState`); the interface takes effect at the next start.
+//! RunInstances names existing interfaces (`NetworkInterface.N` with
+//! `DeviceIndex` >= 1): checked once ([`Domain::resolve_launch_secondaries`],
+//! which also fixes the launch's zone), re-read by every placement attempt
+//! ([`Domain::lease_secondaries`]) and attached in the launch transaction,
+//! compared ([`SecondaryLease::stage_attach`]).
 //!
 //! Records: the interface's attachment (`attachment`, id `eni-attach-` +
 //! the interface's hex) and, in the instance record, a copy of what the
