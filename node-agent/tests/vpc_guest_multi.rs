@@ -255,6 +255,28 @@ fn a_guest_with_two_interfaces_has_two_ports_with_their_own_groups() {
             "ping of the secondary address"
         );
 
+        // A restarted agent's data plane (a new context over the same state
+        // directory) finds both ports and changes nothing.
+        let ports = nubis_agent::host::vpc::ports_from_layout(&ctx.layout).unwrap();
+        let mine: Vec<(u32, &str)> = ports
+            .iter()
+            .filter(|p| p.instance_id == ID)
+            .map(|p| (p.device_index, p.tap.as_str()))
+            .collect();
+        assert_eq!(mine, [(0, net.tap.as_str()), (1, second_tap.as_str())]);
+        let (_, rules_before) = env.netns.ip(&["rule", "show"]);
+        let (tx2, rx2) = tokio::sync::mpsc::unbounded_channel();
+        std::mem::forget(rx2);
+        let restarted: Arc<HostContext> = HostContext::new(env.config.clone(), tx2).unwrap();
+        restarted.vpc.sync(&restarted.layout, true).await.unwrap();
+        let (_, rules_after) = env.netns.ip(&["rule", "show"]);
+        assert_eq!(rules_before, rules_after, "a restart changed the rules");
+        assert!(
+            common::http_get_from(&fake.name, SECOND_IP, Duration::from_secs(10)).is_some(),
+            "the secondary address after a restart"
+        );
+        drop(restarted);
+
         // sg-db revoked: the secondary address is closed, the primary
         // (sg-web) still open.
         ctx.vpc.set_view(view(2, false)).await.unwrap();
