@@ -174,6 +174,17 @@ impl NetworkInterfaceAttachmentId {
     pub fn derived_instance(&self) -> InstanceId {
         InstanceId(format!("i-{}", &self.0["eni-attach-".len()..]))
     }
+
+    /// The attachment of a secondary interface (device index 1 or more):
+    /// `eni-attach-` + the interface's hex.
+    pub fn secondary_of(eni: &NetworkInterfaceId) -> Self {
+        Self(format!("eni-attach-{}", &eni.as_str()["eni-".len()..]))
+    }
+
+    /// The interface whose secondary attachment this id would be.
+    pub fn secondary_interface(&self) -> NetworkInterfaceId {
+        NetworkInterfaceId(format!("eni-{}", &self.0["eni-attach-".len()..]))
+    }
 }
 
 impl RouteTableId {

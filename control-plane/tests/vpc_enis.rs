@@ -6,7 +6,7 @@
 //! with an interface (RunInstances NetworkInterface.N) and what terminate
 //! does to it, DescribeInstances `networkInterfaceSet`, Attach/Detach
 //! refusals (the race of two replicas and the network view are in
-//! vpc_enis_grpc.rs).
+//! vpc_enis_grpc.rs; secondary interfaces in vpc_eni_secondary.rs).
 
 #![allow(clippy::unwrap_used)]
 
@@ -680,7 +680,7 @@ async fn launching_with_an_interface_attaches_it_and_terminate_detaches_or_delet
                 ("InstanceId", &i2),
                 ("DeviceIndex", "1"),
             ],
-            "InvalidParameterValue",
+            "InvalidParameterCombination",
         ),
         (
             "AttachNetworkInterface",
@@ -698,12 +698,13 @@ async fn launching_with_an_interface_attaches_it_and_terminate_detaches_or_delet
                 ("InstanceId", &i2),
                 ("DeviceIndex", "1"),
             ],
-            "InvalidParameterValue",
+            "IncorrectInstanceState",
         ),
     ] {
         a.fails(action, &params, code).await;
     }
-    // The secondary refusal says why.
+    // The refusal of a secondary attachment to a running instance says why
+    // (no hot-plug; vpc_eni_secondary.rs attaches to stopped instances).
     let e = a
         .call(
             "AttachNetworkInterface",
@@ -715,7 +716,7 @@ async fn launching_with_an_interface_attaches_it_and_terminate_detaches_or_delet
         )
         .await
         .unwrap_err();
-    assert!(e.message.contains("not supported yet"), "{e}");
+    assert!(e.message.contains("while the instance is stopped"), "{e}");
     assert_eq!(
         launch(&a, &run(&image, &with_eni(&eni, false))).await,
         Err("InvalidNetworkInterface.InUse".into())

@@ -405,7 +405,24 @@ fn meta_data(md: &InstanceMetadata, opts: &MetadataOptions) -> Node {
         iface.push(("public-ipv4s", leaf(p)));
     }
     iface.push(("security-groups", leaf(&groups)));
-    let macs = dir(vec![(md.mac.as_str(), dir(iface))]);
+    let mut macs = vec![(md.mac.as_str(), dir(iface))];
+    for x in &md.extra_interfaces {
+        macs.push((
+            x.mac.as_str(),
+            dir(vec![
+                ("device-number", leaf(&x.device_number.to_string())),
+                ("interface-id", leaf(&x.interface_id)),
+                ("local-ipv4s", leaf(&x.local_ipv4)),
+                ("mac", leaf(&x.mac)),
+                ("owner-id", leaf(&md.account_id)),
+                ("security-group-ids", leaf(&x.security_group_ids.join("\n"))),
+                ("subnet-id", leaf(&x.subnet_id)),
+                ("subnet-ipv4-cidr-block", leaf(&x.subnet_cidr)),
+                ("vpc-id", leaf(&x.vpc_id)),
+            ]),
+        ));
+    }
+    let macs = dir(macs);
     let mut entries = vec![
         ("ami-id", leaf(&md.ami_id)),
         ("ami-launch-index", leaf("0")),
@@ -558,6 +575,16 @@ pub(crate) mod tests {
             }],
             architecture: "x86_64".into(),
             tags: vec![("Name".into(), "web-1".into())],
+            extra_interfaces: vec![crate::InterfaceMetadata {
+                device_number: 1,
+                interface_id: "eni-0123456789abcdef0".into(),
+                mac: "02:4e:0a:00:02:14".into(),
+                local_ipv4: "10.0.2.20".into(),
+                security_group_ids: vec!["sg-1".into(), "sg-2".into()],
+                subnet_id: "subnet-2".into(),
+                subnet_cidr: "10.0.2.0/24".into(),
+                vpc_id: "vpc-1".into(),
+            }],
         }
     }
 
@@ -639,7 +666,26 @@ pub(crate) mod tests {
         assert_eq!(get_ok("/latest/meta-data/public-keys/0/"), "openssh-key");
         assert_eq!(
             get_ok("/latest/meta-data/network/interfaces/macs/"),
-            "02:00:0a:00:00:05/"
+            "02:00:0a:00:00:05/\n02:4e:0a:00:02:14/"
+        );
+        // A secondary interface, as EC2 lists it.
+        let second = "/latest/meta-data/network/interfaces/macs/02:4e:0a:00:02:14/";
+        for (leaf, want) in [
+            ("device-number", "1"),
+            ("interface-id", "eni-0123456789abcdef0"),
+            ("local-ipv4s", "10.0.2.20"),
+            ("mac", "02:4e:0a:00:02:14"),
+            ("owner-id", "123456789012"),
+            ("security-group-ids", "sg-1\nsg-2"),
+            ("subnet-id", "subnet-2"),
+            ("subnet-ipv4-cidr-block", "10.0.2.0/24"),
+            ("vpc-id", "vpc-1"),
+        ] {
+            assert_eq!(get_ok(&format!("{second}{leaf}")), want, "{leaf}");
+        }
+        assert_eq!(
+            get_ok("/latest/meta-data/network/interfaces/macs/02:00:0a:00:00:05/device-number"),
+            "0"
         );
         assert_eq!(get_ok("/latest/dynamic/instance-identity/"), "document");
     }

@@ -19,5 +19,7 @@ mod metadata;
 mod responder;
 
 pub use http::{handle_http, parse_request, ParseError, Request, Response, TokenStore};
-pub use metadata::{HttpTokens, ImdsConfig, InstanceMetadata, MetadataOptions, PublicKey};
+pub use metadata::{
+    HttpTokens, ImdsConfig, InstanceMetadata, InterfaceMetadata, MetadataOptions, PublicKey,
+};
 pub use responder::{Responder, METADATA_IPV4, METADATA_IPV6, RESPONDER_MAC};

@@ -47,6 +47,32 @@ pub struct InstanceMetadata {
     /// [`MetadataOptions::instance_metadata_tags`] is on).
     #[serde(default)]
     pub tags: Vec<(String, String)>,
+    /// The instance's secondary network interfaces (device number 1 or
+    /// more), listed beside the primary one under
+    /// `network/interfaces/macs/`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_interfaces: Vec<InterfaceMetadata>,
+}
+
+/// A secondary network interface (`network/interfaces/macs/<mac>/`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceMetadata {
+    /// `device-number` (its device index).
+    pub device_number: u32,
+    /// `interface-id` (`eni-...`).
+    pub interface_id: String,
+    /// `mac`, lower-case `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+    /// `local-ipv4s`.
+    pub local_ipv4: String,
+    /// `security-group-ids`.
+    pub security_group_ids: Vec<String>,
+    /// `subnet-id`.
+    pub subnet_id: String,
+    /// `subnet-ipv4-cidr-block`.
+    pub subnet_cidr: String,
+    /// `vpc-id`.
+    pub vpc_id: String,
 }
 
 fn default_architecture() -> String {

@@ -75,6 +75,7 @@ fn metadata(id: &str) -> InstanceMetadata {
         }],
         architecture: "x86_64".into(),
         tags: vec![],
+        extra_interfaces: vec![],
     }
 }
 

@@ -63,6 +63,7 @@ fn boot(vmm: &Path, kernel: &Path, work: &Path, jailed: bool) -> Boot {
             console: &console,
             metadata: None,
             tap: None,
+            extra_taps: Vec::new(),
             console_max_bytes: 1 << 20,
             binary: vmm,
             kernel,

@@ -33,7 +33,9 @@ use crate::instance::{now_ms, Report, CONSOLE_TAIL_BYTES};
 use crate::layout::{off_runtime, read_json};
 use crate::reconcile::{Agent, DesiredInstance};
 use crate::runtime::State;
-use crate::types::{Desired, DeviceLimits, ImageName, InstanceId, InstanceSpec, VpcAttachment};
+use crate::types::{
+    Desired, DeviceLimits, ExtraNetwork, ImageName, InstanceId, InstanceSpec, VpcAttachment,
+};
 
 /// The Node API client over a signed channel.
 pub type Client = NodeClient<nubis_proto::auth::SignedChannel>;
@@ -123,6 +125,11 @@ pub fn desired_from_assignment(a: &pb::Assignment) -> Result<DesiredInstance> {
     };
     // proto3: 0 means unset; a usable prefix is never 0.
     let prefix_len = net.map(|n| n.prefix_len).filter(|p| *p != 0);
+    let extra_networks = s
+        .extra_networks
+        .iter()
+        .map(|n| extra_network_in(&id, n))
+        .collect::<Result<_>>()?;
     let spec = InstanceSpec {
         id,
         image: ImageName::new(s.image_name.clone())?,
@@ -156,6 +163,7 @@ pub fn desired_from_assignment(a: &pb::Assignment) -> Result<DesiredInstance> {
             subnet_cidr: n.subnet_cidr.clone(),
             security_group_ids: n.security_group_ids.clone(),
         }),
+        extra_networks,
     };
     spec.validate()?;
     Ok(DesiredInstance {
@@ -163,6 +171,31 @@ pub fn desired_from_assignment(a: &pb::Assignment) -> Result<DesiredInstance> {
         desired,
         generation: a.generation,
         force: a.force,
+    })
+}
+
+/// A secondary interface of an assignment (Node API `extra_networks`).
+fn extra_network_in(id: &InstanceId, n: &pb::NetworkSpec) -> Result<ExtraNetwork> {
+    let bad = |what: &str| {
+        Error::Protocol(format!(
+            "assignment {id}: secondary interface {}: bad {what}",
+            n.device_index
+        ))
+    };
+    Ok(ExtraNetwork {
+        device_index: n.device_index,
+        interface_id: n.interface_id.clone(),
+        ip: n.ip.parse().map_err(|_| bad("ip"))?,
+        prefix_len: u8::try_from(n.prefix_len).map_err(|_| bad("prefix_len"))?,
+        gateway: n.gateway.parse().map_err(|_| bad("gateway"))?,
+        mac: n.mac.clone(),
+        vpc: VpcAttachment {
+            vni: n.vni,
+            vpc_id: n.vpc_id.clone(),
+            subnet_id: n.subnet_id.clone(),
+            subnet_cidr: n.subnet_cidr.clone(),
+            security_group_ids: n.security_group_ids.clone(),
+        },
     })
 }
 
@@ -242,6 +275,8 @@ fn metadata_in(id: &str, s: &pb::InstanceSpec, m: &pb::InstanceMetadata) -> nubi
                 .collect(),
             architecture: "x86_64".into(),
             tags,
+            // Filled in at launch from the spec (`launch::metadata_of`).
+            extra_interfaces: Vec::new(),
         },
         options: nubis_imds::MetadataOptions {
             http_tokens: if o.http_tokens_required {

@@ -83,6 +83,9 @@ struct Command {
     req: Request,
     generation: u64,
     force: bool,
+    /// The secondary interfaces a start brings (they change only while the
+    /// instance is stopped); `None`: as before.
+    extra_networks: Option<Vec<crate::types::ExtraNetwork>>,
     reply: Option<oneshot::Sender<Result<Admission, Denied>>>,
 }
 
@@ -249,6 +252,7 @@ impl InstanceHandle {
             req,
             generation,
             force,
+            extra_networks: None,
             reply: Some(reply),
         };
         self.tx
@@ -266,6 +270,21 @@ impl InstanceHandle {
                 req,
                 generation,
                 force,
+                extra_networks: None,
+                reply: None,
+            })
+            .is_ok()
+    }
+
+    /// Queues a start with the spec's current secondary interfaces (see
+    /// [`Self::send`]).
+    pub fn send_start(&self, spec: &InstanceSpec, generation: u64) -> bool {
+        self.tx
+            .try_send(Command {
+                req: Request::Start,
+                generation,
+                force: false,
+                extra_networks: Some(spec.extra_networks.clone()),
                 reply: None,
             })
             .is_ok()
@@ -669,6 +688,12 @@ impl Driver {
         }
         if adm != Ok(Admission::Proceed) {
             return;
+        }
+        if let (Request::Start, Some(extra)) = (c.req, c.extra_networks) {
+            if extra != self.spec.extra_networks {
+                tracing::info!(instance = %self.spec.id, interfaces = extra.len() + 1, "network interfaces changed while stopped");
+                self.spec.extra_networks = extra;
+            }
         }
         match c.req {
             Request::Start => self.start().await,

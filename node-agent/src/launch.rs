@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::host::cgroup::{Cgroups, IoMax, IoOutcome};
 use crate::host::vmm_process::{VmmApi, VmmLaunch, VmmProcess};
 use crate::host::{disk, image, tap};
-use crate::layout::{off_runtime, write_json, InstanceDir, NetAlloc};
+use crate::layout::{off_runtime, write_json, ExtraPort, InstanceDir, NetAlloc};
 use crate::runtime::{ReasonCode, StateReason};
 use crate::timeline::Timeline;
 use crate::types::InstanceSpec;
@@ -173,6 +173,7 @@ pub async fn prepare_timed(
         cmdline.push_str(&format!(" nubis.id={}", spec.id));
     }
     cmdline.push_str(&format!(" ip={}/{} gw={}", net.ip, net.prefix, net.gateway));
+    cmdline.push_str(&extra_cmdline(&net.extra));
     if !spec.cmdline_extra.is_empty() {
         cmdline.push(' ');
         cmdline.push_str(&spec.cmdline_extra);
@@ -194,6 +195,11 @@ pub async fn prepare_timed(
         vcpus: spec.vcpus,
         memory_mib: spec.memory_mib,
         disk: disk_path,
+        extra_nets: net
+            .extra
+            .iter()
+            .map(|x| (x.tap.clone(), x.mac.clone()))
+            .collect(),
         net: Some((net.tap, net.mac)),
         serial: dir.console(),
         serial_max_bytes: ctx.config.instances.console_max_bytes,
@@ -298,16 +304,31 @@ async fn prepare_routed_port(
             "a VPC instance's spec names no address",
         )
     })?;
+    let prefix = &ctx.config.network.tap_prefix;
+    let extra = extra_ports(spec, prefix);
     let net = match ctx.layout.existing_net(&spec.id).map_err(net_fail)? {
-        Some(n) => n,
-        None => {
+        Some(n) if n.extra == extra => n,
+        found => {
+            // New, or its secondary interfaces changed while it was
+            // stopped: the TAPs of interfaces that went are removed before
+            // the record stops naming them (a crash in between removes
+            // them again).
+            if let Some(old) = &found {
+                for x in old.extra.iter().filter(|x| !extra.contains(x)) {
+                    tap::delete_tap(&x.tap).await.map_err(net_fail)?;
+                }
+            }
             let n = NetAlloc {
-                ip,
-                prefix: subnet.prefix,
-                gateway: subnet.gateway,
-                mac: spec.mac.clone().unwrap_or_else(|| tap::mac_for(&spec.id)),
-                tap: tap::tap_name(&ctx.config.network.tap_prefix, &spec.id),
-                vpc: Some(vpc.clone()),
+                extra,
+                ..found.unwrap_or_else(|| NetAlloc {
+                    ip,
+                    prefix: subnet.prefix,
+                    gateway: subnet.gateway,
+                    mac: spec.mac.clone().unwrap_or_else(|| tap::mac_for(&spec.id)),
+                    tap: tap::tap_name(prefix, &spec.id),
+                    vpc: Some(vpc.clone()),
+                    extra: Vec::new(),
+                })
             };
             let (path, rec) = (dir.net(), n.clone());
             off_runtime(move || write_json(&path, &rec)).map_err(net_fail)?;
@@ -316,6 +337,9 @@ async fn prepare_routed_port(
     };
     tl.mark("net");
     tap::ensure_routed_tap(&net.tap).await.map_err(net_fail)?;
+    for x in &net.extra {
+        tap::ensure_routed_tap(&x.tap).await.map_err(net_fail)?;
+    }
     ctx.vpc.sync(&ctx.layout, false).await.map_err(|e| {
         reason(
             ReasonCode::NetworkSetupFailed,
@@ -325,14 +349,56 @@ async fn prepare_routed_port(
     Ok(net)
 }
 
+/// The routed ports of `spec`'s secondary interfaces.
+pub fn extra_ports(spec: &InstanceSpec, tap_prefix: &str) -> Vec<ExtraPort> {
+    spec.extra_networks
+        .iter()
+        .map(|x| ExtraPort {
+            device_index: x.device_index,
+            ip: x.ip,
+            prefix: x.prefix_len,
+            gateway: x.gateway,
+            mac: x.mac.to_ascii_lowercase(),
+            tap: tap::tap_name_at(tap_prefix, &spec.id, x.device_index),
+            vpc: x.vpc.clone(),
+        })
+        .collect()
+}
+
+/// The guest's command-line arguments for its secondary interfaces:
+/// `nubis.net<N>=<ip>/<prefix>,<gateway>` for the N-th virtio-net device
+/// after the primary one (N from 1, in device-index order, as the VMM's
+/// `--net` devices are).
+pub fn extra_cmdline(extra: &[ExtraPort]) -> String {
+    extra
+        .iter()
+        .enumerate()
+        .map(|(n, x)| format!(" nubis.net{}={}/{},{}", n + 1, x.ip, x.prefix, x.gateway))
+        .collect()
+}
+
 /// What the instance's metadata service serves: the control plane's data
-/// with the instance's own address and MAC.
+/// with the instance's own address and MAC, and its secondary interfaces.
 pub fn metadata_of(spec: &InstanceSpec, net: &NetAlloc) -> Option<ImdsConfig> {
     let mut md = spec.metadata.clone()?;
     let m = &mut md.metadata;
     m.instance_id = spec.id.to_string();
     m.local_ipv4 = net.ip.to_string();
     m.mac = net.mac.to_ascii_lowercase();
+    m.extra_interfaces = spec
+        .extra_networks
+        .iter()
+        .map(|x| nubis_imds::InterfaceMetadata {
+            device_number: x.device_index,
+            interface_id: x.interface_id.clone(),
+            mac: x.mac.to_ascii_lowercase(),
+            local_ipv4: x.ip.to_string(),
+            security_group_ids: x.vpc.security_group_ids.clone(),
+            subnet_id: x.vpc.subnet_id.clone(),
+            subnet_cidr: x.vpc.subnet_cidr.clone(),
+            vpc_id: x.vpc.vpc_id.clone(),
+        })
+        .collect();
     if m.hostname.is_empty() {
         let dashed = net.ip.to_string().replace('.', "-");
         m.hostname = format!("ip-{dashed}.{}.compute.internal", m.region);
@@ -402,6 +468,11 @@ pub fn spawn(
             console: &console,
             metadata: launch.metadata.as_deref(),
             tap: launch.net.as_ref().map(|(tap, _)| tap.as_str()),
+            extra_taps: launch
+                .extra_nets
+                .iter()
+                .map(|(tap, _)| tap.as_str())
+                .collect(),
             console_max_bytes: launch.serial_max_bytes,
             binary: &launch.binary,
             kernel: &launch.kernel,
@@ -439,8 +510,9 @@ pub async fn destroy(
         .flatten();
     let routed = recorded.as_ref().is_some_and(|n| n.vpc.is_some());
     for t in recorded
-        .map(|n| n.tap)
+        .map(|n| std::iter::once(n.tap).chain(n.extra.into_iter().map(|x| x.tap)))
         .into_iter()
+        .flatten()
         .chain(std::iter::once(name))
     {
         tap::delete_tap(&t).await?;
@@ -467,5 +539,59 @@ fn kill_cgroup(cg: &Cgroups, spec: &InstanceSpec) {
             tracing::warn!(instance = %spec.id, pid, "killing leftover process in cgroup");
             let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{ExtraNetwork, ImageName, InstanceId, VpcAttachment};
+
+    #[test]
+    fn secondary_interfaces_become_ports_and_guest_arguments() {
+        let vpc = VpcAttachment {
+            vni: 7,
+            vpc_id: "vpc-1".into(),
+            subnet_id: "subnet-2".into(),
+            subnet_cidr: "10.0.2.0/24".into(),
+            security_group_ids: vec!["sg-db".into()],
+        };
+        let extra = |index: u32, ip: &str| ExtraNetwork {
+            device_index: index,
+            interface_id: format!("eni-{index}"),
+            ip: ip.parse().unwrap(),
+            prefix_len: 24,
+            gateway: "10.0.2.1".parse().unwrap(),
+            mac: "02:4E:0A:00:02:0A".into(),
+            vpc: vpc.clone(),
+        };
+        let spec = InstanceSpec {
+            id: InstanceId::new("i-1").unwrap(),
+            image: ImageName::new("hello").unwrap(),
+            vcpus: 1,
+            memory_mib: 64,
+            cmdline_extra: String::new(),
+            ip: None,
+            prefix_len: None,
+            gateway: None,
+            mac: None,
+            image_manifest_sha256: None,
+            metadata: None,
+            root_volume_gib: None,
+            limits: None,
+            vpc: Some(vpc.clone()),
+            extra_networks: vec![extra(1, "10.0.2.10"), extra(3, "10.0.2.11")],
+        };
+        let ports = extra_ports(&spec, "nbt");
+        assert_eq!(ports.len(), 2);
+        assert_eq!(ports[0].tap, tap::tap_name_at("nbt", &spec.id, 1));
+        assert_eq!(ports[1].tap, tap::tap_name_at("nbt", &spec.id, 3));
+        assert_eq!(ports[0].mac, "02:4e:0a:00:02:0a");
+        // Numbered by position (the guest's virtio-net order), not index.
+        assert_eq!(
+            extra_cmdline(&ports),
+            " nubis.net1=10.0.2.10/24,10.0.2.1 nubis.net2=10.0.2.11/24,10.0.2.1"
+        );
+        assert_eq!(extra_cmdline(&[]), "");
     }
 }

@@ -86,6 +86,29 @@ pub struct NetAlloc {
     /// (`host::vpc`), not on the bridge. `None`: the legacy bridge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vpc: Option<crate::types::VpcAttachment>,
+    /// The secondary interfaces' routed ports (VPC instances only), by
+    /// device index; rewritten at every start from the spec.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra: Vec<ExtraPort>,
+}
+
+/// A secondary interface's routed port (in `net.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtraPort {
+    /// Device index (1..).
+    pub device_index: u32,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Its subnet's prefix length.
+    pub prefix: u8,
+    /// Its subnet's router.
+    pub gateway: Ipv4Addr,
+    /// Its MAC.
+    pub mac: String,
+    /// Its TAP ([`crate::host::tap::tap_name_at`]).
+    pub tap: String,
+    /// Its VPC, subnet and groups at launch.
+    pub vpc: crate::types::VpcAttachment,
 }
 
 /// Persisted lifecycle (`state.json`).
@@ -248,6 +271,7 @@ impl Layout {
             mac,
             tap,
             vpc: None,
+            extra: Vec::new(),
         })
     }
 }

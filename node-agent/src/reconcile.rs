@@ -414,7 +414,7 @@ impl Agent {
             }
             Desired::Running => {
                 if newer || r.state == State::Absent {
-                    h.send(Request::Start, gen, false);
+                    h.send_start(&d.spec, gen);
                 } else if r.state == State::Running {
                     self.sync_metadata(id, &d.spec, r.started_unix_ms);
                 }
@@ -469,10 +469,22 @@ impl Agent {
             .map(|id| id.to_string())
             .collect();
         let prefix = &self.ctx.config.network.tap_prefix;
+        // Each known instance's primary TAP and the secondary ones its
+        // net.json records.
         let known_taps: BTreeSet<String> = known
             .iter()
             .filter_map(|id| InstanceId::new(id.clone()).ok())
-            .map(|id| tap::tap_name(prefix, &id))
+            .flat_map(|id| {
+                let extra = self
+                    .ctx
+                    .layout
+                    .existing_net(&id)
+                    .ok()
+                    .flatten()
+                    .map(|n| n.extra)
+                    .unwrap_or_default();
+                std::iter::once(tap::tap_name(prefix, &id)).chain(extra.into_iter().map(|x| x.tap))
+            })
             .collect();
         match tap::list_with_prefix(prefix).await {
             Ok(taps) => {

@@ -164,6 +164,37 @@ pub struct InstanceSpec {
     /// `ip`, `prefix_len` and `gateway` must be set. `None`: the bridge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vpc: Option<VpcAttachment>,
+    /// Secondary network interfaces (Node API `extra_networks`), by device
+    /// index: each a routed TAP of the same VPC and one more virtio-net
+    /// device after the primary one. Only these may change between two
+    /// starts of an instance (interfaces are attached while it is stopped).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_networks: Vec<ExtraNetwork>,
+}
+
+/// Most interfaces an instance may have here (device indexes
+/// `0..MAX_INTERFACES`; the control plane allows fewer).
+pub const MAX_INTERFACES: u32 = 8;
+
+/// A secondary network interface of an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraNetwork {
+    /// Device index (1..[`MAX_INTERFACES`]).
+    pub device_index: u32,
+    /// The interface's id (`eni-...`), for logs.
+    #[serde(default)]
+    pub interface_id: String,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Its subnet's prefix length.
+    pub prefix_len: u8,
+    /// Its subnet's router.
+    pub gateway: Ipv4Addr,
+    /// aa:bb:cc:dd:ee:ff
+    pub mac: String,
+    /// Its VPC (the instance's), subnet and groups at launch.
+    pub vpc: VpcAttachment,
 }
 
 /// Which VPC an instance's port belongs to (recorded in `net.json` too).
@@ -255,15 +286,8 @@ impl InstanceSpec {
                 "cmdline_extra must be at most 1024 printable ASCII bytes",
             ));
         }
-        if let Some(m) = &self.mac {
-            let parts: Vec<&str> = m.split(':').collect();
-            let ok = parts.len() == 6
-                && parts
-                    .iter()
-                    .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
-            if !ok {
-                return Err(bad("mac must be aa:bb:cc:dd:ee:ff"));
-            }
+        if self.mac.as_deref().is_some_and(|m| !valid_mac(m)) {
+            return Err(bad("mac must be aa:bb:cc:dd:ee:ff"));
         }
         if let Some(v) = &self.vpc {
             if v.vni == 0 || v.vni > crate::host::vpc::model::MAX_VNI {
@@ -273,6 +297,23 @@ impl InstanceSpec {
                 return Err(bad("a VPC instance needs ip, prefix_len and gateway"));
             }
         }
+        let mut last = 0;
+        for x in &self.extra_networks {
+            if self.vpc.as_ref().map(|v| v.vni) != Some(x.vpc.vni) {
+                return Err(bad("a secondary interface must be in the instance's VPC"));
+            }
+            if x.device_index <= last || x.device_index >= MAX_INTERFACES {
+                return Err(bad(
+                    "secondary interfaces need ascending device indexes 1..=7",
+                ));
+            }
+            last = x.device_index;
+            if !valid_mac(&x.mac) || x.prefix_len == 0 || x.prefix_len > 30 {
+                return Err(bad(
+                    "a secondary interface needs a MAC and a /1../30 subnet",
+                ));
+            }
+        }
         if let Some(h) = &self.image_manifest_sha256 {
             if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(bad("image_manifest_sha256 must be 64 hex digits"));
@@ -280,6 +321,15 @@ impl InstanceSpec {
         }
         Ok(())
     }
+}
+
+/// True for `aa:bb:cc:dd:ee:ff`.
+fn valid_mac(m: &str) -> bool {
+    let parts: Vec<&str> = m.split(':').collect();
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The subnet an instance is attached to: its address (`None`: allocate one
@@ -461,6 +511,7 @@ mod tests {
             root_volume_gib: None,
             limits: None,
             vpc: None,
+            extra_networks: Vec::new(),
         };
         assert!(s.validate().is_ok());
         s.vcpus = 0;
@@ -476,6 +527,48 @@ mod tests {
             s.root_volume_gib = gib;
             assert_eq!(s.validate().is_ok(), ok, "{gib:?}");
         }
+    }
+
+    #[test]
+    fn secondary_interfaces_are_validated() {
+        let vpc = |vni| VpcAttachment {
+            vni,
+            vpc_id: "vpc-1".into(),
+            subnet_id: "subnet-2".into(),
+            subnet_cidr: "10.0.2.0/24".into(),
+            security_group_ids: vec![],
+        };
+        let extra = |index, vni| ExtraNetwork {
+            device_index: index,
+            interface_id: "eni-1".into(),
+            ip: "10.0.2.10".parse().unwrap(),
+            prefix_len: 24,
+            gateway: "10.0.2.1".parse().unwrap(),
+            mac: "02:4e:0a:00:02:0a".into(),
+            vpc: vpc(vni),
+        };
+        let mut s = net_spec(Some("10.0.1.10"), Some("10.0.1.1"), Some(24));
+        s.vpc = Some(vpc(7));
+        s.extra_networks = vec![extra(1, 7), extra(3, 7)];
+        assert!(s.validate().is_ok());
+        for bad in [
+            vec![extra(1, 8)],
+            vec![extra(0, 7)],
+            vec![extra(8, 7)],
+            vec![extra(2, 7), extra(1, 7)],
+            vec![extra(1, 7), extra(1, 7)],
+            vec![ExtraNetwork {
+                mac: "bad".into(),
+                ..extra(1, 7)
+            }],
+        ] {
+            s.extra_networks = bad;
+            assert!(s.validate().is_err(), "{:?}", s.extra_networks);
+        }
+        // Without a VPC there are no secondary interfaces.
+        s.vpc = None;
+        s.extra_networks = vec![extra(1, 7)];
+        assert!(s.validate().is_err());
     }
 
     fn net_spec(ip: Option<&str>, gw: Option<&str>, p: Option<u32>) -> InstanceSpec {
@@ -494,6 +587,7 @@ mod tests {
             root_volume_gib: None,
             limits: None,
             vpc: None,
+            extra_networks: Vec::new(),
         }
     }
 

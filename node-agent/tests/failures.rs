@@ -35,6 +35,7 @@ fn spec(id: &str, image: &str) -> InstanceSpec {
         root_volume_gib: None,
         limits: None,
         vpc: None,
+        extra_networks: Vec::new(),
     }
 }
 

@@ -51,6 +51,7 @@ fn prepare_and_destroy_repeat_and_resume_after_partial_failure() {
             root_volume_gib: None,
             limits: None,
             vpc: None,
+            extra_networks: Vec::new(),
         };
 
         // First attempt fails half-way (cgroup step) after disk, address and TAP.
@@ -139,6 +140,7 @@ fn routed_port_prepare_and_destroy_repeat() {
                 subnet_cidr: "10.213.0.0/24".into(),
                 security_group_ids: vec![],
             }),
+            extra_networks: Vec::new(),
         };
         let good = ctx(env.config.clone());
         let dir = good.layout.instance(&id);

@@ -38,6 +38,7 @@ fn spec(id: &str, extra: &str) -> InstanceSpec {
         root_volume_gib: None,
         limits: None,
         vpc: None,
+        extra_networks: Vec::new(),
     }
 }
 

@@ -71,6 +71,7 @@ fn concurrent_syncs_coalesce_and_route_every_port() {
                 subnet_cidr: "10.0.1.0/24".into(),
                 security_group_ids: vec![],
             }),
+            extra: Vec::new(),
         };
         let dir = layout.instance(&id);
         dir.create().expect("instance dir");

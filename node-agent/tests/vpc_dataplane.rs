@@ -139,6 +139,7 @@ fn view(
                     node_id: if g.on_a { "node-a" } else { "node-b" }.into(),
                     security_group_ids: g.groups.iter().map(|s| s.to_string()).collect(),
                     public_ip: String::new(),
+                    ..Default::default()
                 })
                 .collect(),
             security_groups: groups

@@ -115,6 +115,7 @@ fn view(revision: i64, guests: &[&Guest]) -> NetView {
                     node_id: if g.on_a { "node-a" } else { "node-b" }.into(),
                     security_group_ids: vec!["sg-web".into()],
                     public_ip: g.public.map(|p| p.to_string()).unwrap_or_default(),
+                    ..Default::default()
                 })
                 .collect(),
             security_groups: vec![pb::SecurityGroupView {

@@ -10,10 +10,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{alive, have_prereqs, in_netns, must, start_agent, wait_status, Env, NetNs};
 use nubis_agent::context::HostContext;
@@ -57,6 +56,7 @@ fn spec(id: &str) -> InstanceSpec {
         root_volume_gib: None,
         limits: None,
         vpc: Some(attachment()),
+        extra_networks: Vec::new(),
     }
 }
 
@@ -77,6 +77,7 @@ fn view_on(revision: i64, hello: &str, allow: bool, hello_ul: &str, fake_ul: &st
         node_id: "node-1".into(),
         security_group_ids: vec![g.into()],
         public_ip: String::new(),
+        ..Default::default()
     };
     let all_out = || {
         vec![pb::SecurityRule {
@@ -132,27 +133,7 @@ fn view_on(revision: i64, hello: &str, allow: bool, hello_ul: &str, fake_ul: &st
 
 /// `GET /` on hello from the fake guest, retried until `within` has passed.
 fn http_from(ns: &str, within: Duration) -> Option<String> {
-    let ns = ns.to_string();
-    in_netns(&ns, move || {
-        let end = Instant::now() + within;
-        loop {
-            let got = (|| {
-                let to = SocketAddr::from((HELLO_IP, 80));
-                let mut s = TcpStream::connect_timeout(&to, Duration::from_millis(700)).ok()?;
-                s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-                s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
-                let mut out = String::new();
-                s.read_to_string(&mut out).ok()?;
-                (!out.is_empty()).then_some(out)
-            })();
-            if got.is_some() || Instant::now() >= end {
-                return got;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    })
-    .join()
-    .unwrap()
+    common::http_get_from(ns, HELLO_IP, within)
 }
 
 #[test]
@@ -185,6 +166,7 @@ fn a_hello_guest_on_a_routed_port_follows_its_security_groups() {
             mac: FAKE_MAC.into(),
             tap: FAKE_TAP.into(),
             vpc: Some(attachment()),
+            extra: Vec::new(),
         },
     )
     .unwrap();

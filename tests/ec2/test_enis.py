@@ -5,9 +5,10 @@ NetworkInterfaces) and see it in DescribeInstances; terminate detaches it
 (address kept); every instance's derived primary interface; the EC2 error
 codes of misuse (each refusal writing nothing) and tenant isolation.
 
-What these tests do not cover: secondary interfaces (device index >= 1),
-which are refused (InvalidParameterValue) until the data plane carries
-more than one interface per instance.
+Secondary interfaces (device index >= 1): launched with one
+(RunInstances NetworkInterfaces), attach and detach only while the instance
+is stopped (IncorrectInstanceState while it runs: no hot-plug), both shown
+by DescribeInstances and DescribeNetworkInterfaces, detached at terminate.
 """
 
 import uuid
@@ -131,9 +132,10 @@ def test_enis_lifecycle_launch_and_terminate(ec2, aws, hello_ami, zones, tag, cl
             "NetworkInterfaceId"
         ]
         try:
+            # A running instance: no hot-plug.
             assert code(
                 ec2.attach_network_interface, NetworkInterfaceId=spare, InstanceId=iid, DeviceIndex=1
-            ) == "InvalidParameterValue"
+            ) == "IncorrectInstanceState"
         finally:
             ec2.delete_network_interface(NetworkInterfaceId=spare)
 
@@ -208,3 +210,117 @@ def test_enis_tenant_isolation(ec2_once, ec2_other):
         assert eni(ec2, eni_id)["Status"] == "available"
     finally:
         ec2.delete_network_interface(NetworkInterfaceId=eni_id)
+
+
+def test_enis_secondary_interfaces(ec2, aws, hello_ami, zones, tag, cleanup):
+    cidr = unique_cidr()
+    base = cidr.split(".0.0/")[0]
+    vpc_id = ec2.create_vpc(CidrBlock=cidr)["Vpc"]["VpcId"]
+    s1, s2 = (
+        ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"{base}.{n}.0/24", AvailabilityZone=zones[0])[
+            "Subnet"
+        ]["SubnetId"]
+        for n in (1, 2)
+    )
+    sg = ec2.create_security_group(GroupName="eni-db", Description="db", VpcId=vpc_id)["GroupId"]
+    second = ec2.create_network_interface(SubnetId=s2, Groups=[sg])["NetworkInterface"][
+        "NetworkInterfaceId"
+    ]
+    third = ec2.create_network_interface(SubnetId=s1)["NetworkInterface"]["NetworkInterfaceId"]
+    iid = None
+    try:
+        # Launched with two interfaces: a new primary in s1 and `second`.
+        r = ec2.run_instances(
+            ImageId=hello_ami,
+            InstanceType="t3.nano",
+            MinCount=1,
+            MaxCount=1,
+            NetworkInterfaces=[
+                {"DeviceIndex": 0, "SubnetId": s1},
+                {"DeviceIndex": 1, "NetworkInterfaceId": second},
+            ],
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "t", "Value": tag}]}],
+        )
+        iid = r["Instances"][0]["InstanceId"]
+        cleanup.append(iid)
+        nics = sorted(
+            instance(ec2, iid)["NetworkInterfaces"], key=lambda n: n["Attachment"]["DeviceIndex"]
+        )
+        assert [n["Attachment"]["DeviceIndex"] for n in nics] == [0, 1]
+        assert nics[1]["NetworkInterfaceId"] == second
+        assert nics[1]["SubnetId"] == s2
+        assert [g["GroupId"] for g in nics[1]["Groups"]] == [sg]
+        assert eni(ec2, second)["Attachment"]["InstanceId"] == iid
+        assert eni(ec2, second)["Attachment"]["DeviceIndex"] == 1
+
+        # Running: no hot-plug.
+        assert code(
+            ec2.attach_network_interface, NetworkInterfaceId=third, InstanceId=iid, DeviceIndex=2
+        ) == "IncorrectInstanceState"
+        ec2.stop_instances(InstanceIds=[iid])
+        wait_until(
+            "stopped",
+            lambda: instance(ec2, iid)["State"]["Name"] == "stopped",
+            timeout=120,
+        )
+        assert code(
+            ec2.attach_network_interface, NetworkInterfaceId=third, InstanceId=iid, DeviceIndex=1
+        ) == "InvalidParameterValue"
+        assert code(
+            ec2.attach_network_interface, NetworkInterfaceId=third, InstanceId=iid, DeviceIndex=4
+        ) == "AttachmentLimitExceeded"
+        # aws-cli attaches the third at device index 2 while it is stopped.
+        att = aws.json(
+            "attach-network-interface",
+            "--network-interface-id",
+            third,
+            "--instance-id",
+            iid,
+            "--device-index",
+            "2",
+        )["AttachmentId"]
+        assert att.startswith("eni-attach-")
+        nics = instance(ec2, iid)["NetworkInterfaces"]
+        assert sorted(n["Attachment"]["DeviceIndex"] for n in nics) == [0, 1, 2]
+        by_instance = ec2.describe_network_interfaces(
+            Filters=[{"Name": "attachment.instance-id", "Values": [iid]}]
+        )["NetworkInterfaces"]
+        assert {second, third} <= {e["NetworkInterfaceId"] for e in by_instance}
+        ec2.detach_network_interface(AttachmentId=att)
+        assert eni(ec2, third)["Status"] == "available"
+        ec2.start_instances(InstanceIds=[iid])
+        wait_until(
+            "running again",
+            lambda: instance(ec2, iid)["State"]["Name"] == "running",
+            timeout=120,
+        )
+
+        # Terminate: `second` (DeleteOnTermination false) is detached.
+        ec2.terminate_instances(InstanceIds=[iid])
+        wait_until(
+            "the secondary interface back to available",
+            lambda: eni(ec2, second)["Status"] == "available",
+            timeout=120,
+        )
+    finally:
+        if iid:
+            ec2.terminate_instances(InstanceIds=[iid])
+            wait_until(
+                "terminated",
+                lambda: instance(ec2, iid)["State"]["Name"] == "terminated",
+                timeout=120,
+            )
+        for e in (second, third):
+            wait_until("the interface deleted", lambda e=e: _try_delete(ec2, e), timeout=120)
+        ec2.delete_security_group(GroupId=sg)
+        for s in (s1, s2):
+            wait_until("the subnet deleted", lambda s=s: _try_delete_subnet(ec2, s), timeout=120)
+        ec2.delete_vpc(VpcId=vpc_id)
+
+
+def _try_delete_subnet(ec2, subnet):
+    try:
+        ec2.delete_subnet(SubnetId=subnet)
+        return True
+    except ClientError as e:
+        return e.response["Error"]["Code"] == "InvalidSubnetID.NotFound"

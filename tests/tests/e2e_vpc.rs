@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use nubis_tests::cluster::console::{probes, stream_state, Probe};
-use nubis_tests::cluster::ops::{field, ids_of};
+use nubis_tests::cluster::ops::field;
 use nubis_tests::cluster::{self, Cluster, ClusterSpec, Creds};
 
 /// A cluster of two hosts in two zones.
@@ -39,21 +39,7 @@ fn zone(c: &Cluster, i: usize) -> String {
 /// Launches one hello instance in `zone` with `user_data` and `extra` CLI
 /// arguments; waits until it is running; returns (id, private address).
 fn launch(c: &Cluster, t: &Creds, zone: &str, user_data: &str, extra: &[&str]) -> (String, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ud = dir.path().join("user-data");
-    std::fs::write(&ud, user_data).expect("user data");
-    let ud = ud.display().to_string();
-    let mut args = extra.to_vec();
-    if !user_data.is_empty() {
-        args.extend(["--user-data", &ud]);
-    }
-    let out = c.try_run_hello(t, 1, Some(zone), &args);
-    assert_eq!(out.code, 0, "run: {}", out.stderr);
-    let ids = ids_of(&out.json());
-    let v = c.wait_state(t, &ids, "running");
-    let ip = field(&v[0], "private_ip_address");
-    assert!(!ip.is_empty(), "no address: {v:?}");
-    (ids[0].clone(), ip)
+    c.launch_hello(t, zone, user_data, extra)
 }
 
 /// Polls the console of `id` until `pred` holds; returns it and how long it
@@ -66,27 +52,7 @@ fn wait_for(
     timeout: Duration,
     pred: impl Fn(&str) -> bool,
 ) -> (String, Duration) {
-    let start = Instant::now();
-    loop {
-        let text = c.console(t, id);
-        if pred(&text) {
-            return (text, start.elapsed());
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "{id}: {what} not seen in {timeout:?}; console file tail:\n{}",
-            console_file(c, id)
-                .lines()
-                .rev()
-                .take(30)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    c.wait_console_until(t, id, what, timeout, pred)
 }
 
 /// The newest probe's sequence number (0 when none yet).
@@ -330,10 +296,7 @@ fn web_from_client(c: &Cluster, t: &Creds, verb: &str, web: &str, client: &str) 
 }
 
 fn console_file(c: &Cluster, id: &str) -> String {
-    c.instance_file(id, "console.log")
-        .and_then(|p| std::fs::read(p).ok())
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
+    c.console_file(id)
 }
 
 /// Benchmark (tests/bench/vpc.sh): a server in zone 0 whose group admits

@@ -212,6 +212,7 @@ impl BridgeLab {
                     public_keys: Vec::new(),
                     architecture: "x86_64".into(),
                     tags: Vec::new(),
+                    extra_interfaces: Vec::new(),
                 },
                 options: MetadataOptions::default(),
             };

@@ -40,8 +40,8 @@ pub enum NetworkInterfacesCmd {
         /// Interface id (eni-…).
         network_interface_id: String,
     },
-    /// Attach an interface to an instance (secondary interfaces are not
-    /// supported yet: give an interface at launch to make it primary).
+    /// Attach an interface to a stopped instance as a secondary interface
+    /// (device index 1-3; no hot-plug: a running instance refuses it).
     Attach {
         /// Interface id.
         network_interface_id: String,
@@ -52,7 +52,8 @@ pub enum NetworkInterfacesCmd {
         #[arg(long, default_value_t = 1)]
         device_index: u32,
     },
-    /// Detach an attachment (a primary interface cannot be detached).
+    /// Detach a secondary interface from a stopped instance (a primary
+    /// interface cannot be detached).
     Detach {
         /// Attachment id (eni-attach-…).
         attachment_id: String,

@@ -119,7 +119,10 @@ pub fn assignment_out(a: &Assignment) -> pb::Assignment {
                     .map(|v| v.subnet_cidr.clone())
                     .unwrap_or_default(),
                 security_group_ids: a.security_group_ids.iter().map(|g| g.to_string()).collect(),
+                device_index: 0,
+                interface_id: String::new(),
             }),
+            extra_networks: extra_networks_out(a),
             cmdline_extra: a.cmdline_extra.clone(),
             ssh_public_key: a.ssh_public_key.clone(),
             instance_type: a.instance_type.clone(),
@@ -135,6 +138,33 @@ pub fn assignment_out(a: &Assignment) -> pb::Assignment {
             }),
         }),
     }
+}
+
+/// The secondary interfaces of an assignment, in the primary's VPC (none
+/// without one: they exist only in VPCs).
+fn extra_networks_out(a: &Assignment) -> Vec<pb::NetworkSpec> {
+    let Some(vpc) = &a.network.vpc else {
+        return Vec::new();
+    };
+    a.secondary_interfaces
+        .iter()
+        .filter_map(|s| {
+            let cidr = crate::domain::vpc::Cidr::parse(&s.subnet_cidr).ok()?;
+            Some(pb::NetworkSpec {
+                ip: s.ip.clone(),
+                prefix_len: u32::from(cidr.prefix_len()),
+                gateway: crate::domain::vpc::private_addresses::gateway_of(&cidr).to_string(),
+                mac: s.mac.clone(),
+                vni: vpc.vni,
+                vpc_id: vpc.vpc_id.to_string(),
+                subnet_id: s.subnet_id.to_string(),
+                subnet_cidr: s.subnet_cidr.clone(),
+                security_group_ids: s.security_group_ids.iter().map(|g| g.to_string()).collect(),
+                device_index: s.device_index,
+                interface_id: s.interface_id.to_string(),
+            })
+        })
+        .collect()
 }
 
 fn metadata_out(a: &Assignment, m: &AssignmentMetadata) -> pb::InstanceMetadata {
@@ -381,6 +411,8 @@ pub fn network_view_out(v: NetworkView) -> pb::NetworkView {
                         node_id: e.node_id,
                         security_group_ids: e.security_group_ids,
                         public_ip: e.public_ip,
+                        device_index: e.device_index,
+                        interface_id: e.interface_id,
                     })
                     .collect(),
                 security_groups: x

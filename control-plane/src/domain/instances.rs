@@ -211,6 +211,7 @@ impl Domain {
                 .as_ref()
                 .map(|v| v.security_group_ids.clone())
                 .unwrap_or_default(),
+            secondary_interfaces: crate::domain::vpc::eni_secondary::secondaries_of(inst).to_vec(),
         }
     }
 

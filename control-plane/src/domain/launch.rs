@@ -451,6 +451,7 @@ impl Domain {
                 // A launch resumed from its stored record has no default
                 // subnets of its own: the pool read them.
                 x.subnet_id = p.subnet_for(x.subnet_id.as_ref(), &v.node.availability_zone);
+                x.secondary_interfaces = p.secondary_copies();
             }
             let subnet = vpc.as_ref().and_then(|x| x.subnet_id.clone());
             let network = match (pool.as_mut(), subnet) {

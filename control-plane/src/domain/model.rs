@@ -368,6 +368,10 @@ pub struct Assignment {
     /// (schema 3; the live set is in the node's network view).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub security_group_ids: Vec<crate::ids::SecurityGroupId>,
+    /// The instance's secondary interfaces when the assignment was written
+    /// (rewritten at every start: they change only while it is stopped).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secondary_interfaces: Vec<crate::domain::vpc::eni_secondary::SecondaryInterface>,
 }
 
 fn is_zero(v: &u32) -> bool {

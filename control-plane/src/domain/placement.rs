@@ -338,6 +338,8 @@ impl Domain {
             na.generation = inst.generation;
             na.force = inst.force;
             na.metadata = Some(self.assignment_metadata(inst));
+            na.secondary_interfaces =
+                crate::domain::vpc::eni_secondary::secondaries_of(inst).to_vec();
             assignments.stage_replace(tx, node, &a, &na)?;
             return Ok(());
         }

@@ -380,8 +380,8 @@ fn combination(message: impl Into<String>) -> Ec2Error {
 /// `DeleteOnTermination`) or a new one (`SubnetId`, `SecurityGroupId.M`,
 /// `PrivateIpAddress`, `AssociatePublicIpAddress`, `DeleteOnTermination`
 /// true), exclusive of the instance-level subnet, groups and address.
-/// Secondary interfaces (device index 1 or more) are refused
-/// ([`crate::domain::vpc::eni_attach`]).
+/// Secondary interfaces (device index 1 or more) name existing interfaces
+/// ([`secondary_interface`]).
 fn network_interface(pairs: &[(String, String)], o: &mut LaunchOptions) -> Result<(), Ec2Error> {
     // By N: member name -> value.
     let mut specs: std::collections::BTreeMap<&str, Vec<(&str, &str)>> = Default::default();
@@ -391,6 +391,7 @@ fn network_interface(pairs: &[(String, String)], o: &mut LaunchOptions) -> Resul
         specs.entry(n).or_default().push((member, v.as_str()));
     }
     let mut primary = None;
+    let mut secondaries = Vec::new();
     for (n, members) in &specs {
         let index = members
             .iter()
@@ -404,11 +405,7 @@ fn network_interface(pairs: &[(String, String)], o: &mut LaunchOptions) -> Resul
                     "Each network interface requires a unique device index.",
                 ))
             }
-            Ok(_) => {
-                return Err(Ec2Error::invalid_value(
-                    crate::domain::vpc::eni_attach::SECONDARY_UNSUPPORTED,
-                ))
-            }
+            Ok(i) => secondaries.push(secondary_interface(n, i, members)?),
             Err(_) => {
                 return Err(Ec2Error::invalid_value(format!(
                     "Value ({index}) for parameter deviceIndex is invalid."
@@ -495,6 +492,64 @@ fn network_interface(pairs: &[(String, String)], o: &mut LaunchOptions) -> Resul
             vpc.associate_public_ip = associate;
         }
     }
+    secondaries.sort_by_key(|s| s.device_index);
+    if secondaries
+        .windows(2)
+        .any(|w| w[0].device_index == w[1].device_index)
+    {
+        return Err(Ec2Error::invalid_value(
+            "Each network interface requires a unique device index.",
+        ));
+    }
+    vpc.launch_secondaries = secondaries;
     o.vpc = Some(Box::new(vpc));
     Ok(())
+}
+
+/// `NetworkInterface.N` at device index `index` >= 1: an existing interface
+/// (`NetworkInterfaceId`, `DeleteOnTermination`, default false) attached
+/// at launch; a specification of a new one is refused
+/// ([`crate::domain::vpc::eni_secondary`]).
+fn secondary_interface(
+    n: &str,
+    index: u32,
+    members: &[(&str, &str)],
+) -> Result<crate::domain::vpc::eni_secondary::LaunchSecondary, Ec2Error> {
+    let get = |name: &str| {
+        members
+            .iter()
+            .find(|(m, _)| *m == name)
+            .map(|(_, v)| v.to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let Some(eni) = get("NetworkInterfaceId") else {
+        return Err(Ec2Error::invalid_value(format!(
+            "NetworkInterface.{n}: {}",
+            crate::domain::vpc::eni_secondary::LAUNCH_SECONDARY_UNSUPPORTED
+        )));
+    };
+    if let Some((m, _)) = members.iter().find(|(m, _)| {
+        !matches!(
+            *m,
+            "DeviceIndex" | "NetworkInterfaceId" | "DeleteOnTermination"
+        )
+    }) {
+        return Err(combination(format!(
+            "NetworkInterface.{n}: a network interface ID cannot be combined with {m}"
+        )));
+    }
+    let delete = match get("DeleteOnTermination").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(v) => {
+            return Err(Ec2Error::invalid_value(format!(
+                "Value ({v}) for parameter DeleteOnTermination is invalid. Expected a boolean."
+            )))
+        }
+    };
+    Ok(crate::domain::vpc::eni_secondary::LaunchSecondary {
+        device_index: index,
+        interface_id: crate::ids::NetworkInterfaceId::parse(&eni)?,
+        delete_on_termination: delete,
+    })
 }

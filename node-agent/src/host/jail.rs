@@ -42,6 +42,8 @@ pub struct Jail {
     pub uid: u32,
     kvm: OwnedFd,
     tap: Option<OwnedFd>,
+    /// The secondary interfaces' TAPs, in `--net` order.
+    extra_taps: Vec<OwnedFd>,
     nofile: u64,
     fsize: u64,
     root: Option<RootPlan>,
@@ -58,6 +60,11 @@ impl Jail {
         self.tap.as_ref().map(|t| t.as_raw_fd())
     }
 
+    /// The inherited fd of the `n`-th secondary interface's TAP.
+    pub fn extra_tap_fd(&self, n: usize) -> Option<RawFd> {
+        self.extra_taps.get(n).map(|t| t.as_raw_fd())
+    }
+
     /// Runs in the cloned child before exec ([`super::pidns::spawn`]):
     /// async-signal-safe raw syscalls only. Any failure aborts the spawn (the VMM never runs unjailed).
     pub fn enter(&self) -> std::io::Result<()> {
@@ -66,7 +73,7 @@ impl Jail {
         unsafe {
             // The fds the VMM inherits (std opened them close-on-exec).
             check(libc::fcntl(self.kvm.as_raw_fd(), libc::F_SETFD, 0))?;
-            if let Some(tap) = &self.tap {
+            for tap in self.tap.iter().chain(&self.extra_taps) {
                 check(libc::fcntl(tap.as_raw_fd(), libc::F_SETFD, 0))?;
             }
             // The TAP fd stays attached to its device in the agent's network
@@ -237,6 +244,8 @@ pub struct JailFiles<'a> {
     pub metadata: Option<&'a Path>,
     /// TAP to attach, if any.
     pub tap: Option<&'a str>,
+    /// The secondary interfaces' TAPs.
+    pub extra_taps: Vec<&'a str>,
     /// Console cap (the file-size limit allows it and the disk).
     pub console_max_bytes: u64,
     /// The `nubis-vmm` binary, kernel and initrd: with `[jail] pivot_root`
@@ -303,6 +312,11 @@ pub fn prepare(cfg: &JailConfig, files: &JailFiles<'_>) -> Result<Jail> {
         .open("/dev/kvm")
         .map_err(|e| Error::io("opening /dev/kvm", e))?;
     let tap = files.tap.map(open_tap).transpose()?;
+    let extra_taps = files
+        .extra_taps
+        .iter()
+        .map(|t| open_tap(t))
+        .collect::<Result<Vec<_>>>()?;
     let root = if cfg.pivot_root {
         Some(root_plan(files)?)
     } else {
@@ -313,6 +327,7 @@ pub fn prepare(cfg: &JailConfig, files: &JailFiles<'_>) -> Result<Jail> {
         uid,
         kvm: kvm.into(),
         tap,
+        extra_taps,
         nofile: cfg.max_open_files,
         fsize: disk_len
             .max(files.console_max_bytes)

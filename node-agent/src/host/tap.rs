@@ -46,6 +46,20 @@ pub fn tap_name(prefix: &str, id: &InstanceId) -> String {
     format!("{prefix}{}", &h[..n])
 }
 
+/// The TAP name of an instance's interface at `device_index`: the
+/// primary's ([`tap_name`]) for 0, else the same scheme over
+/// `<id>#<index>` (15 characters at most, stable).
+pub fn tap_name_at(prefix: &str, id: &InstanceId, device_index: u32) -> String {
+    if device_index == 0 {
+        return tap_name(prefix, id);
+    }
+    let h = hex::encode(Sha256::digest(
+        format!("{}#{device_index}", id.as_str()).as_bytes(),
+    ));
+    let n = 15usize.saturating_sub(prefix.len()).min(11);
+    format!("{prefix}{}", &h[..n])
+}
+
 /// The MAC of an instance: locally administered `02:4e:42:xx:xx:xx`.
 pub fn mac_for(id: &InstanceId) -> String {
     let h = Sha256::digest(id.as_str().as_bytes());
@@ -366,6 +380,13 @@ mod tests {
         let m = mac_for(&id);
         assert_eq!(m.len(), 17);
         assert!(m.starts_with("02:4e:42:"));
+        // Secondary interfaces: the same scheme, one name per device index.
+        assert_eq!(tap_name_at("nbt", &id, 0), t);
+        let names: std::collections::BTreeSet<String> =
+            (0..8).map(|n| tap_name_at("nbt", &id, n)).collect();
+        assert_eq!(names.len(), 8);
+        assert!(names.iter().all(|n| n.len() <= 15 && n.starts_with("nbt")));
+        assert_eq!(tap_name_at("nbt", &id, 3), tap_name_at("nbt", &id, 3));
     }
 
     #[test]

@@ -96,6 +96,9 @@ pub struct VmmLaunch {
     pub disk: PathBuf,
     /// TAP name and MAC.
     pub net: Option<(String, String)>,
+    /// The secondary interfaces' TAP names and MACs (one `--net` each,
+    /// after the primary's), in device-index order.
+    pub extra_nets: Vec<(String, String)>,
     /// Console log.
     pub serial: PathBuf,
     /// Console log cap.
@@ -150,19 +153,22 @@ impl VmmLaunch {
                 limit_opts(&[("bw", self.limits.disk_bps), ("ops", self.limits.disk_ops)])
             ),
         ]);
+        let l = &self.limits;
+        // Each interface has the instance's network limits.
+        let limits = limit_opts(&[
+            ("bw", l.net_tx_bps),
+            ("ops", l.net_tx_pps),
+            ("rx_bw", l.net_rx_bps),
+            ("rx_ops", l.net_rx_pps),
+        ]);
+        let fd_opt = |fd: Option<i32>| fd.map(|fd| format!(",fd={fd}")).unwrap_or_default();
         if let Some((tap, mac)) = &self.net {
-            let fd = jail
-                .and_then(|j| j.tap_fd())
-                .map(|fd| format!(",fd={fd}"))
-                .unwrap_or_default();
-            let l = &self.limits;
-            let limits = limit_opts(&[
-                ("bw", l.net_tx_bps),
-                ("ops", l.net_tx_pps),
-                ("rx_bw", l.net_rx_bps),
-                ("rx_ops", l.net_rx_pps),
-            ]);
+            let fd = fd_opt(jail.and_then(|j| j.tap_fd()));
             a.extend(["--net".into(), format!("tap={tap},mac={mac}{fd}{limits}")]);
+            for (n, (tap, mac)) in self.extra_nets.iter().enumerate() {
+                let fd = fd_opt(jail.and_then(|j| j.extra_tap_fd(n)));
+                a.extend(["--net".into(), format!("tap={tap},mac={mac}{fd}{limits}")]);
+            }
         }
         if let Some(j) = jail {
             a.extend(["--kvm-fd".into(), j.kvm_fd().to_string()]);
@@ -589,6 +595,7 @@ mod tests {
             memory_mib: 64,
             disk: "/d/disk.raw".into(),
             net: Some(("nbt0".into(), "02:4e:42:00:00:01".into())),
+            extra_nets: Vec::new(),
             serial: "/d/console.log".into(),
             serial_max_bytes: 1 << 20,
             api_socket: "/d/api.sock".into(),
@@ -622,6 +629,24 @@ mod tests {
         assert!(
             a.contains(
                 "--net tap=nbt0,mac=02:4e:42:00:00:01,bw=1048576,rx_bw=2097152,rx_ops=1000 "
+            ),
+            "{a}"
+        );
+        // Secondary interfaces: one `--net` each after the primary's, with
+        // the same limits.
+        let multi = VmmLaunch {
+            extra_nets: vec![
+                ("nbt1".into(), "02:4e:0a:00:02:0a".into()),
+                ("nbt2".into(), "02:4e:0a:00:03:0a".into()),
+            ],
+            ..limited
+        };
+        let a = multi.args().join(" ");
+        assert!(
+            a.contains(
+                "--net tap=nbt0,mac=02:4e:42:00:00:01,bw=1048576,rx_bw=2097152,rx_ops=1000 \
+                 --net tap=nbt1,mac=02:4e:0a:00:02:0a,bw=1048576,rx_bw=2097152,rx_ops=1000 \
+                 --net tap=nbt2,mac=02:4e:0a:00:03:0a,bw=1048576,rx_bw=2097152,rx_ops=1000 "
             ),
             "{a}"
         );

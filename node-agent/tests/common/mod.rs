@@ -435,6 +435,32 @@ pub fn fetch(ns: &str, addr: SocketAddr) -> Option<String> {
     .expect("client thread")
 }
 
+/// `GET /` on `ip`:80 from `ns` (HTTP/1.0), retried until `within` has
+/// passed; the whole answer, or `None`.
+pub fn http_get_from(ns: &str, ip: Ipv4Addr, within: Duration) -> Option<String> {
+    let ns = ns.to_string();
+    in_netns(&ns, move || {
+        let end = Instant::now() + within;
+        loop {
+            let got = (|| {
+                let to = SocketAddr::from((ip, 80));
+                let mut s = TcpStream::connect_timeout(&to, Duration::from_millis(700)).ok()?;
+                s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+                s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+                let mut out = String::new();
+                s.read_to_string(&mut out).ok()?;
+                (!out.is_empty()).then_some(out)
+            })();
+            if got.is_some() || Instant::now() >= end {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+    .join()
+    .expect("client thread")
+}
+
 pub fn ping(ns: &str, to: Ipv4Addr) -> bool {
     run(&[
         "ip",

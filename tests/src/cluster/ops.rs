@@ -206,6 +206,78 @@ impl Cluster {
         instance_file_in(&self.dir, self.agent_count(), id, name)
     }
 
+    /// Launches one hello instance in `zone` with `user_data` (none when
+    /// empty) and `extra` CLI arguments; waits until it is running; returns
+    /// (id, private address). Panics on failure.
+    pub fn launch_hello(
+        &self,
+        creds: &Creds,
+        zone: &str,
+        user_data: &str,
+        extra: &[&str],
+    ) -> (String, String) {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let mut args = extra.to_vec();
+        let ud = self.dir.join(format!(
+            "user-data-{}",
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let ud = ud.display().to_string();
+        if !user_data.is_empty() {
+            std::fs::write(&ud, user_data).expect("user data");
+            args.extend(["--user-data", &ud]);
+        }
+        let out = self.try_run_hello(creds, 1, Some(zone), &args);
+        assert_eq!(out.code, 0, "run: {}", out.stderr);
+        let ids = ids_of(&out.json());
+        let v = self.wait_state(creds, &ids, "running");
+        let ip = field(&v[0], "private_ip_address");
+        assert!(!ip.is_empty(), "no address: {v:?}");
+        (ids[0].clone(), ip)
+    }
+
+    /// The console log file of `id` on its host (read directly: polling it
+    /// costs no API call).
+    pub fn console_file(&self, id: &str) -> String {
+        self.instance_file(id, "console.log")
+            .and_then(|p| std::fs::read(p).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Polls the console of `id` until `pred` holds; returns it and how long
+    /// it took. Panics after `timeout`, with the tail of the console file.
+    pub fn wait_console_until(
+        &self,
+        creds: &Creds,
+        id: &str,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> (String, Duration) {
+        let start = Instant::now();
+        loop {
+            let text = self.console(creds, id);
+            if pred(&text) {
+                return (text, start.elapsed());
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "{id}: {what} not seen in {timeout:?}; console file tail:\n{}",
+                self.console_file(id)
+                    .lines()
+                    .rev()
+                    .take(30)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// The instance's root disk file on whichever host holds it.
     pub fn instance_disk(&self, id: &str) -> Option<PathBuf> {
         self.instance_file(id, "disk.raw")

@@ -64,6 +64,7 @@ pub fn responder(
         }],
         architecture: "x86_64".into(),
         tags: Vec::new(),
+        extra_interfaces: Vec::new(),
     };
     let opts = MetadataOptions {
         http_tokens: HttpTokens::Required,

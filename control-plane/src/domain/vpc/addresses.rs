@@ -487,6 +487,13 @@ impl Domain {
             (None, Some(eni)) => match self.own_interface(&account, eni).await {
                 // An interface of its own: the instance it is attached to.
                 Ok(super::enis::NamedInterface::Stored(v)) => match &v.value.attachment {
+                    // Public addresses are the primary interface's.
+                    Some(a) if a.device_index > 0 => {
+                        return Err(Error::invalid(format!(
+                            "The network interface '{eni}' is a secondary interface (device index {}): Elastic IPs associate with an instance's primary interface",
+                            a.device_index
+                        )))
+                    }
                     Some(a) => a.instance_id.clone(),
                     None => {
                         return Err(Error::invalid(format!(

@@ -17,12 +17,11 @@
 //! with its address; otherwise it is detached back to `available`, its
 //! address kept.
 //!
-//! AttachNetworkInterface and DetachNetworkInterface: the data plane carries
-//! one interface per instance (its primary one; the agent's instance spec
-//! has one network), so an attachment at device index 1 or more is refused
-//! (`InvalidParameterValue`, secondary interfaces are not supported yet)
-//! after every other check, and a primary interface cannot be detached
-//! (`OperationNotPermitted`), as in EC2.
+//! AttachNetworkInterface and DetachNetworkInterface check the interface,
+//! the instance, VPC and zone here; an attachment at device index 1 or more
+//! (a secondary interface, only while the instance is stopped) is made and
+//! undone by [`super::eni_secondary`]. A primary interface cannot be
+//! detached (`OperationNotPermitted`), as in EC2.
 
 use super::enis::{interface_in_use, InterfaceAttachment, NamedInterface, NetworkInterface};
 use super::InstanceVpc;
@@ -32,9 +31,6 @@ use crate::domain::{Caller, Domain};
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, InstanceId, NetworkInterfaceAttachmentId, NetworkInterfaceId};
 use crate::store::{Keys, Tx, Versioned};
-
-/// The message of a refused secondary attachment.
-pub const SECONDARY_UNSUPPORTED: &str = "secondary network interfaces are not supported yet";
 
 fn instance_not_found(id: &str) -> Error {
     Error::not_found(
@@ -57,8 +53,7 @@ impl InterfaceLease {
     /// Stages the interface attached to `inst` (compared on the revision
     /// read: a racing launch or delete makes the transaction fail).
     pub fn stage_attach(&self, keys: &Keys, tx: &mut Tx, inst: &Instance) -> Result<()> {
-        let mut next = self.eni.value.clone();
-        next.attachment = Some(InterfaceAttachment {
+        let attachment = InterfaceAttachment {
             id: NetworkInterfaceAttachmentId::primary_of(&inst.id),
             instance_id: inst.id.clone(),
             device_index: 0,
@@ -67,13 +62,8 @@ impl InterfaceLease {
                 .as_ref()
                 .is_some_and(|v| v.interface_delete_on_termination),
             attached_ms: inst.launch_time_ms,
-        });
-        tx.replace(
-            &keys.network_interface(&next.account, &next.id),
-            &self.eni,
-            &next,
-        )?;
-        Ok(())
+        };
+        super::enis::stage_attached(keys, tx, &self.eni, attachment)
     }
 }
 
@@ -176,6 +166,7 @@ impl Domain {
     /// detached. Returns whether the instance's address claim is to be
     /// released by the caller (always, unless the interface stays).
     pub(crate) async fn stage_interface_leave(&self, inst: &Instance, tx: &mut Tx) -> Result<bool> {
+        self.stage_secondaries_leave(inst, tx).await?;
         let Some(id) = inst
             .vpc
             .as_ref()
@@ -239,8 +230,8 @@ impl Domain {
         Ok(())
     }
 
-    /// AttachNetworkInterface (see the module docs: device index 1 or more
-    /// is refused after every other check; nothing is written).
+    /// AttachNetworkInterface (see the module docs; a refused call writes
+    /// nothing).
     pub async fn attach_network_interface(
         &self,
         caller: &Caller,
@@ -292,7 +283,8 @@ impl Domain {
             )));
         }
         if inst.availability_zone != eni.availability_zone {
-            return Err(Error::invalid(format!(
+            // EC2's code for this mismatch.
+            return Err(Error::invalid_code("InvalidParameterCombination", format!(
                 "The network interface {} (zone {}) and the instance {iid} (zone {}) are in different availability zones",
                 eni.id, eni.availability_zone, inst.availability_zone
             )));
@@ -302,14 +294,19 @@ impl Domain {
                 "Instance '{iid}' already has an interface attached at device index '0'."
             )));
         }
-        Err(Error::invalid(SECONDARY_UNSUPPORTED))
+        self.attach_secondary(&account, &eni.id, &iid, device_index)
+            .await
     }
 
-    /// DetachNetworkInterface: every attachment is a primary one (device
-    /// index 0), which cannot be detached.
+    /// DetachNetworkInterface: a secondary attachment is undone (the
+    /// instance stopped: [`super::eni_secondary`]); a primary one (device
+    /// index 0) cannot be detached.
     pub async fn detach_network_interface(&self, caller: &Caller, attachment: &str) -> Result<()> {
         let account = caller.account()?;
         let id = NetworkInterfaceAttachmentId::parse(attachment)?;
+        if self.detach_secondary(&account, &id).await?.is_some() {
+            return Ok(());
+        }
         let not_found = || {
             Error::not_found(
                 "InvalidAttachmentID.NotFound",

@@ -160,6 +160,14 @@ pub enum InterfaceChange {
     Groups(Vec<String>),
     /// `Description.Value`.
     Description(String),
+    /// `Attachment.AttachmentId` and `Attachment.DeleteOnTermination` of a
+    /// stored interface's attachment ([`super::eni_secondary`]).
+    DeleteOnTermination {
+        /// The interface's attachment.
+        attachment: String,
+        /// The new deleteOnTermination.
+        delete: bool,
+    },
 }
 
 /// `InvalidNetworkInterfaceID.NotFound`.
@@ -450,6 +458,11 @@ impl Domain {
         if let InterfaceChange::Description(d) = change {
             check_description(d)?;
         }
+        if let InterfaceChange::DeleteOnTermination { attachment, delete } = change {
+            return self
+                .set_delete_on_termination(&account, id, attachment, *delete)
+                .await;
+        }
         let keys = self.store.keys();
         for attempt in 0..MAX_ATTEMPTS {
             let mut tx = Tx::new();
@@ -491,7 +504,9 @@ impl Domain {
                 InterfaceChange::Groups(g) => {
                     Some(self.interface_groups(&account, &vpc, g, &mut tx).await?)
                 }
-                InterfaceChange::Description(_) => None,
+                InterfaceChange::Description(_) | InterfaceChange::DeleteOnTermination { .. } => {
+                    None
+                }
             };
             if let Some(s) = &stored {
                 let mut next = s.value.clone();
@@ -500,13 +515,32 @@ impl Domain {
                     InterfaceChange::Groups(_) => {
                         next.security_group_ids = groups.clone().unwrap_or_default()
                     }
+                    InterfaceChange::DeleteOnTermination { .. } => {}
                 }
                 tx.replace(&keys.network_interface(&account, &next.id), s, &next)?;
             }
             if let (Some(i), Some(groups)) = (&inst, groups) {
                 let mut next = i.value.clone();
+                // A secondary interface's groups are its copy's in the
+                // instance record; a primary one's are the instance's.
+                let secondary = stored
+                    .as_ref()
+                    .filter(|s| {
+                        s.value
+                            .attachment
+                            .as_ref()
+                            .is_some_and(|a| a.device_index > 0)
+                    })
+                    .map(|s| s.value.id.clone());
                 if let Some(v) = next.vpc.as_mut() {
-                    v.security_group_ids = groups;
+                    match secondary {
+                        Some(eni) => v
+                            .secondary_interfaces
+                            .iter_mut()
+                            .filter(|s| s.interface_id == eni)
+                            .for_each(|s| s.security_group_ids = groups.clone()),
+                        None => v.security_group_ids = groups,
+                    }
                 }
                 let ikey = self.store.instances().key(&account, &next.id);
                 tx.replace(&ikey, i, &next)?;
@@ -557,6 +591,20 @@ impl Domain {
             .find(|e| uses(e))
             .map(|e| e.id))
     }
+}
+
+/// Stages stored interface `v` attached with `attachment` (compared on the
+/// revision read: a racing attach, launch or delete fails the transaction).
+pub(crate) fn stage_attached(
+    keys: &crate::store::Keys,
+    tx: &mut Tx,
+    v: &Versioned<NetworkInterface>,
+    attachment: InterfaceAttachment,
+) -> Result<()> {
+    let mut next = v.value.clone();
+    next.attachment = Some(attachment);
+    tx.replace(&keys.network_interface(&next.account, &next.id), v, &next)?;
+    Ok(())
 }
 
 /// Stages the delete of a stored interface and the release of its address.

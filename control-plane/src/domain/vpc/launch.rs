@@ -80,6 +80,23 @@ impl Domain {
                 }
             },
         };
+        // Secondary interfaces fix the launch's zone (theirs).
+        if let Some(z) = self
+            .resolve_launch_secondaries(account, &req, &vpc_id, input.max_count)
+            .await?
+        {
+            match &input.availability_zone {
+                Some(want) if want != &z => {
+                    return Err(Error::invalid_code(
+                        "InvalidParameterCombination",
+                        format!(
+                            "The secondary network interfaces are in availability zone {z}, the instance in {want}"
+                        ),
+                    ))
+                }
+                _ => input.availability_zone = Some(z),
+            }
+        }
         let mut groups = Vec::new();
         for g in &req.security_group_ids {
             let grp = self
@@ -137,6 +154,8 @@ impl Domain {
             network_interface_id: req.network_interface_id,
             interface_delete_on_termination: req.interface_delete_on_termination,
             associate_public_ip: req.associate_public_ip,
+            secondary_interfaces: Vec::new(),
+            launch_secondaries: req.launch_secondaries,
             interface,
             vni,
             subnet_cidrs: req.subnet_cidrs,

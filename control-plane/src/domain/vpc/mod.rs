@@ -26,6 +26,7 @@ pub mod auto_ips;
 pub mod cidr;
 pub mod default_vpc;
 pub mod eni_attach;
+pub mod eni_secondary;
 pub mod enis;
 pub mod gateways;
 pub mod groups;
@@ -221,6 +222,15 @@ pub struct InstanceVpc {
     /// `NetworkInterface.N.DeleteOnTermination` for that interface.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub interface_delete_on_termination: bool,
+    /// Secondary interfaces (device index 1 or more), by device index
+    /// ([`eni_secondary`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secondary_interfaces: Vec<eni_secondary::SecondaryInterface>,
+    /// Request only: the secondary interfaces RunInstances names
+    /// (`NetworkInterface.N` with `DeviceIndex` >= 1); the launched
+    /// instance records them in `secondary_interfaces`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub launch_secondaries: Vec<eni_secondary::LaunchSecondary>,
     /// `NetworkInterface.N.AssociatePublicIpAddress`: overrides the
     /// subnet's MapPublicIpOnLaunch.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -260,6 +270,7 @@ impl InstanceVpc {
             network_interface_id: self.network_interface_id.clone(),
             interface_delete_on_termination: self.interface_delete_on_termination,
             associate_public_ip: self.associate_public_ip,
+            secondary_interfaces: self.secondary_interfaces.clone(),
             ..Default::default()
         }
     }

@@ -57,6 +57,10 @@ pub struct CachedEndpoint {
     pub mac: String,
     /// Current groups.
     pub security_group_ids: Vec<SecurityGroupId>,
+    /// The interface the instance was launched with (empty: derived).
+    pub interface_id: String,
+    /// Its secondary interfaces (each one endpoint more).
+    pub secondaries: Vec<super::eni_secondary::SecondaryInterface>,
 }
 
 impl CachedEndpoint {
@@ -81,6 +85,13 @@ impl CachedEndpoint {
                 .as_ref()
                 .map(|v| v.security_group_ids.clone())
                 .unwrap_or_default(),
+            interface_id: i
+                .vpc
+                .as_ref()
+                .and_then(|v| v.network_interface_id.as_ref())
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
+            secondaries: super::eni_secondary::secondaries_of(i).to_vec(),
         })
     }
 }

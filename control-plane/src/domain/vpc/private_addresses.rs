@@ -150,6 +150,8 @@ pub struct AddressPool {
     /// A launch with an interface of its own: the interface, whose
     /// address the (one) instance takes instead of a claim.
     interface: Option<super::eni_attach::InterfaceLease>,
+    /// The secondary interfaces the (one) instance takes.
+    secondaries: Vec<super::eni_secondary::SecondaryLease>,
 }
 
 impl AddressPool {
@@ -195,10 +197,18 @@ impl AddressPool {
         inst: &crate::domain::model::Instance,
         network: &NetworkAssignment,
     ) -> Result<()> {
+        for s in &self.secondaries {
+            s.stage_attach(store.keys(), tx, inst)?;
+        }
         match &self.interface {
             Some(l) => l.stage_attach(store.keys(), tx, inst),
             None => store.ipam().stage_claim(tx, inst, network),
         }
+    }
+
+    /// What the instance records of its secondary interfaces.
+    pub fn secondary_copies(&self) -> Vec<super::eni_secondary::SecondaryInterface> {
+        self.secondaries.iter().map(|s| s.copy.clone()).collect()
     }
 }
 
@@ -237,6 +247,7 @@ impl Domain {
             held: Vec::new(),
             inflight: self.addresses_in_flight.clone(),
             interface: None,
+            secondaries: self.lease_secondaries(account, vpc).await?,
         };
         if let Some(eni) = &vpc.network_interface_id {
             pool.interface = Some(self.lease_interface(account, eni, vni).await?);

@@ -72,6 +72,11 @@ pub struct EndpointView {
     pub security_group_ids: Vec<String>,
     /// Public address (empty: none).
     pub public_ip: String,
+    /// Which interface of the instance (0: the primary one).
+    pub device_index: u32,
+    /// The interface's id (empty: the primary interface derived from the
+    /// instance).
+    pub interface_id: String,
 }
 
 /// A security group of a view.
@@ -160,7 +165,32 @@ fn endpoint_view(state: &NetState, ep: &CachedEndpoint) -> EndpointView {
             .map(|g| g.to_string())
             .collect(),
         public_ip: endpoint_public_ip(state, ep),
+        device_index: 0,
+        interface_id: ep.interface_id.clone(),
     }
+}
+
+/// An endpoint's views: one per secondary interface (same instance and
+/// node; no public address), then its primary interface's — last, so that
+/// an older agent, which keys endpoints by instance and keeps the last one
+/// of an instance, keeps the primary.
+fn endpoint_views(state: &NetState, ep: &CachedEndpoint) -> Vec<EndpointView> {
+    let primary = endpoint_view(state, ep);
+    let mut out = Vec::with_capacity(1 + ep.secondaries.len());
+    for s in &ep.secondaries {
+        out.push(EndpointView {
+            ip: s.ip.clone(),
+            mac: s.mac.clone(),
+            subnet_id: s.subnet_id.to_string(),
+            security_group_ids: s.security_group_ids.iter().map(|g| g.to_string()).collect(),
+            public_ip: String::new(),
+            device_index: s.device_index,
+            interface_id: s.interface_id.to_string(),
+            ..primary.clone()
+        });
+    }
+    out.push(primary);
+    out
 }
 
 /// The view of `node` (see the module docs).
@@ -191,11 +221,15 @@ pub fn view_of(state: &NetState, node: &NodeId) -> NetworkView {
             .collect();
         let endpoints = state
             .endpoints_in(vpc_id)
-            .map(|ep| endpoint_view(state, ep))
+            .flat_map(|ep| endpoint_views(state, ep))
             .collect();
         let own: BTreeSet<&SecurityGroupId> = mine
             .iter()
-            .flat_map(|ep| ep.security_group_ids.iter())
+            .flat_map(|ep| {
+                ep.security_group_ids
+                    .iter()
+                    .chain(ep.secondaries.iter().flat_map(|s| &s.security_group_ids))
+            })
             .collect();
         let mut peers: BTreeSet<&SecurityGroupId> = BTreeSet::new();
         for g in own.iter().filter_map(|g| state.group(g)) {

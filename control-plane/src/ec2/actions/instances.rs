@@ -456,5 +456,35 @@ fn network_interfaces(w: &mut XmlWriter, i: &Instance) {
             });
             w.leaf("interfaceType", "interface");
         });
+        for s in crate::domain::vpc::eni_secondary::secondaries_of(i) {
+            w.elem("item", |w| {
+                w.leaf("networkInterfaceId", &s.interface_id);
+                w.leaf("subnetId", &s.subnet_id);
+                w.leaf_opt("vpcId", v.vpc_id.as_ref());
+                w.leaf("description", "");
+                w.leaf("ownerId", &i.account);
+                w.leaf("status", "in-use");
+                w.leaf("macAddress", &s.mac);
+                w.leaf("privateIpAddress", &s.ip);
+                w.bool("sourceDestCheck", true);
+                w.list("groupSet", &s.security_group_ids, |w, g| {
+                    w.leaf("groupId", g);
+                });
+                w.elem("attachment", |w| {
+                    w.leaf(
+                        "attachmentId",
+                        crate::ids::NetworkInterfaceAttachmentId::secondary_of(&s.interface_id),
+                    );
+                    w.leaf("deviceIndex", s.device_index);
+                    w.leaf("status", "attached");
+                    w.bool("deleteOnTermination", s.delete_on_termination);
+                });
+                w.list("privateIpAddressesSet", [s], |w, s| {
+                    w.leaf("privateIpAddress", &s.ip);
+                    w.bool("primary", true);
+                });
+                w.leaf("interfaceType", "interface");
+            });
+        }
     });
 }

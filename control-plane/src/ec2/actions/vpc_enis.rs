@@ -158,19 +158,34 @@ pub fn parse(action: &str, r: &mut Reader) -> Result<(&'static str, InterfaceReq
                 r,
                 &[
                     "SourceDestCheck",
-                    "Attachment",
                     "EnaSrdSpecification",
                     "EnablePrimaryIpv6",
                     "ConnectionTrackingSpecification",
                     "AssociatePublicIpAddress",
                     "AssociatedSubnetId",
                 ],
-                "only SecurityGroupId.N and Description can be modified",
+                "only SecurityGroupId.N, Description and Attachment.DeleteOnTermination can be modified",
             )?;
             let id = r.required("NetworkInterfaceId")?;
             let groups = r.list("SecurityGroupId", MAX_IDS)?;
             let description = r.opt("Description.Value");
+            let attachment = r.opt("Attachment.AttachmentId");
+            let delete = r.bool("Attachment.DeleteOnTermination")?;
             let change = match (groups.is_empty(), description) {
+                (true, None) if attachment.is_some() || delete.is_some() => {
+                    InterfaceChange::DeleteOnTermination {
+                        attachment: attachment
+                            .ok_or_else(|| Ec2Error::missing("Attachment.AttachmentId"))?,
+                        delete: delete
+                            .ok_or_else(|| Ec2Error::missing("Attachment.DeleteOnTermination"))?,
+                    }
+                }
+                _ if attachment.is_some() || delete.is_some() => {
+                    return Err(Ec2Error::new(
+                        ErrorCode::InvalidParameterCombination,
+                        "Only one attribute can be modified at a time",
+                    ))
+                }
                 (false, None) => InterfaceChange::Groups(groups),
                 (true, Some(d)) => InterfaceChange::Description(d),
                 (false, Some(_)) => {

@@ -104,7 +104,7 @@ pub fn plan(plan: &Plan, view: Option<&NetView>, gateway: Option<Ipv4Addr>) -> E
             }
             let Some(public) = v
                 .endpoints
-                .get(&p.port.instance_id)
+                .get(&p.port.key())
                 .filter(|e| e.ip == p.port.ip)
                 .and_then(|e| e.public_ip)
             else {

@@ -39,6 +39,7 @@ fn vpc(vni: u32, internet: bool, eps: &[(&str, &str, &str)]) -> pb::VpcView {
                 node_id: "a".into(),
                 security_group_ids: vec!["sg-1".into()],
                 public_ip: public.to_string(),
+                ..Default::default()
             })
             .collect(),
         security_groups: vec![],

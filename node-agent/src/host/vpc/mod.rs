@@ -249,6 +249,17 @@ pub fn ports_from_layout(layout: &Layout) -> Result<Vec<LocalPort>> {
             Some(p) => out.push(p),
             None => tracing::warn!(instance = %id, "vpc: unusable network record"),
         }
+        // Its secondary interfaces: one routed port each.
+        for x in &net.extra {
+            match LocalPort::new(id.as_str(), &x.tap, &x.mac, x.ip, x.gateway, x.vpc.vni) {
+                Some(p) => out.push(p.at(x.device_index)),
+                None => tracing::warn!(
+                    instance = %id,
+                    device_index = x.device_index,
+                    "vpc: unusable network record of a secondary interface"
+                ),
+            }
+        }
     }
     Ok(out)
 }

@@ -190,11 +190,24 @@ pub struct Group {
     pub egress: Vec<SgRule>,
 }
 
-/// An instance of a VPC, on any host.
+/// The key of an instance's interface in [`VpcView::endpoints`]: the
+/// instance id for its primary interface (device index 0), else
+/// `<id>#<device index>`.
+pub fn endpoint_key(instance_id: &str, device_index: u32) -> String {
+    match device_index {
+        0 => instance_id.to_string(),
+        n => format!("{instance_id}#{n}"),
+    }
+}
+
+/// One network interface of an instance of a VPC, on any host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
     /// Instance id.
     pub instance_id: String,
+    /// Which of its interfaces (0: the primary one).
+    #[serde(default)]
+    pub device_index: u32,
     /// Private address.
     pub ip: Ipv4Addr,
     /// MAC.
@@ -256,7 +269,7 @@ pub struct VpcView {
     pub vni: u32,
     /// Subnets.
     pub subnets: Vec<Subnet>,
-    /// Instances by id.
+    /// Instances' interfaces by [`endpoint_key`].
     pub endpoints: BTreeMap<String, Endpoint>,
     /// Security groups by id.
     pub groups: BTreeMap<String, Group>,
@@ -309,6 +322,7 @@ impl NetView {
                 let ep = (|| {
                     Some(Endpoint {
                         instance_id: e.instance_id.clone(),
+                        device_index: e.device_index,
                         ip: e.ip.parse().ok()?,
                         mac: parse_mac(&e.mac)?,
                         underlay: e.node_underlay_ip.parse().ok(),
@@ -323,7 +337,7 @@ impl NetView {
                 })();
                 match ep {
                     Some(ep) => {
-                        endpoints.insert(ep.instance_id.clone(), ep);
+                        endpoints.insert(endpoint_key(&ep.instance_id, ep.device_index), ep);
                     }
                     None => tracing::warn!(
                         instance = e.instance_id,
@@ -407,11 +421,14 @@ fn public_ip(e: &nubis_proto::node::v1::Endpoint) -> Option<Ipv4Addr> {
     ip
 }
 
-/// A routed port of this host: an instance of a VPC with its TAP.
+/// A routed port of this host: one network interface of an instance of a
+/// VPC with its TAP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalPort {
     /// Instance id.
     pub instance_id: String,
+    /// Which of its interfaces (0: the primary one).
+    pub device_index: u32,
     /// TAP (or, in tests, a veth end named like one).
     pub tap: String,
     /// The instance's MAC.
@@ -438,6 +455,7 @@ impl LocalPort {
         (valid_ifname(tap) && vni != 0 && vni <= MAX_VNI && mac_bytes[0] & 1 == 0).then(|| {
             LocalPort {
                 instance_id: instance_id.to_string(),
+                device_index: 0,
                 tap: tap.to_string(),
                 mac: mac_bytes,
                 ip,
@@ -445,6 +463,19 @@ impl LocalPort {
                 vni,
             }
         })
+    }
+
+    /// The same port as the instance's interface at `device_index`.
+    pub fn at(self, device_index: u32) -> LocalPort {
+        LocalPort {
+            device_index,
+            ..self
+        }
+    }
+
+    /// Its key in [`VpcView::endpoints`].
+    pub fn key(&self) -> String {
+        endpoint_key(&self.instance_id, self.device_index)
     }
 }
 
@@ -538,7 +569,7 @@ pub fn plan(
     for p in ports {
         let v = view.and_then(|v| v.vpcs.get(&p.vni));
         let listed = v
-            .and_then(|v| v.endpoints.get(&p.instance_id))
+            .and_then(|v| v.endpoints.get(&p.key()))
             .filter(|e| e.ip == p.ip);
         let vp = vpcs.entry(p.vni).or_insert_with(|| VpcPlan {
             vni: p.vni,
@@ -559,7 +590,7 @@ pub fn plan(
             },
         );
     }
-    let local_ids: BTreeSet<&str> = ports.iter().map(|p| p.instance_id.as_str()).collect();
+    let local_keys: BTreeSet<String> = ports.iter().map(LocalPort::key).collect();
     for vp in vpcs.values_mut() {
         let Some(v) = view.and_then(|v| v.vpcs.get(&vp.vni)) else {
             continue;
@@ -567,13 +598,11 @@ pub fn plan(
         vp.gateways.extend(v.subnets.iter().map(|s| s.gateway));
         let local_ips: BTreeSet<Ipv4Addr> = vp.ports.values().map(|p| p.port.ip).collect();
         if let Some(own) = underlay {
-            for e in v.endpoints.values() {
+            for (key, e) in &v.endpoints {
                 let remote = e.underlay.filter(|u| *u != own && !u.is_unspecified());
-                if let (Some(u), false, false) = (
-                    remote,
-                    local_ids.contains(e.instance_id.as_str()),
-                    local_ips.contains(&e.ip),
-                ) {
+                if let (Some(u), false, false) =
+                    (remote, local_keys.contains(key), local_ips.contains(&e.ip))
+                {
                     vp.remotes.insert(
                         e.ip,
                         Remote {

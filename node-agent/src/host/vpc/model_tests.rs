@@ -19,6 +19,7 @@ fn pb_view() -> pb::NetworkView {
         node_id: "n".into(),
         security_group_ids: groups.iter().map(|g| g.to_string()).collect(),
         public_ip: String::new(),
+        ..Default::default()
     };
     let rule = |p: &str, f: i32, t: i32, c: &str, g: &str| pb::SecurityRule {
         protocol: p.into(),
@@ -204,4 +205,67 @@ fn local_ports_are_validated() {
     assert!(!ok("nbt1", "01:00:5e:00:00:01", 1), "multicast MAC");
     assert!(!ok("nbt 1", "02:4e:42:00:00:01", 1));
     assert!(!ok("nbt1", "zz", 1));
+}
+
+#[test]
+fn every_interface_of_an_instance_is_its_own_endpoint_and_port() {
+    let ep = |id: &str, index: u32, addr: &str, node: &str, group: &str| pb::Endpoint {
+        instance_id: id.into(),
+        ip: addr.into(),
+        mac: "02:4e:42:00:00:02".into(),
+        node_underlay_ip: node.into(),
+        security_group_ids: vec![group.into()],
+        device_index: index,
+        ..Default::default()
+    };
+    let v = NetView::from_proto(&pb::NetworkView {
+        revision: 1,
+        vpcs: vec![pb::VpcView {
+            vpc_id: "vpc-1".into(),
+            vni: 0x101,
+            endpoints: vec![
+                ep("i-a", 0, "10.0.1.10", "10.254.0.1", "sg-web"),
+                ep("i-a", 1, "10.0.2.10", "10.254.0.1", "sg-db"),
+                ep("i-b", 0, "10.0.2.20", "10.254.0.2", "sg-client"),
+                ep("i-b", 2, "10.0.3.20", "10.254.0.2", "sg-db"),
+            ],
+            ..Default::default()
+        }],
+    });
+    let vv = &v.vpcs[&0x101];
+    assert_eq!(
+        vv.endpoints.keys().cloned().collect::<Vec<_>>(),
+        ["i-a", "i-a#1", "i-b", "i-b#2"]
+    );
+    // Host 1 has i-a's two ports: each listed with its own groups.
+    let ports = [
+        port("i-a", "nbt0", "10.0.1.10", 0x101),
+        port("i-a", "nbt1", "10.0.2.10", 0x101).at(1),
+    ];
+    let zones = BTreeMap::from([(0x101, 1)]);
+    let p = plan(&ports, Some(&v), Some(ip("10.254.0.1")), None, &zones);
+    let vp = &p.vpcs[&0x101];
+    assert_eq!(
+        vp.ports["nbt0"].groups,
+        Some(BTreeSet::from(["sg-web".to_string()]))
+    );
+    assert_eq!(
+        vp.ports["nbt1"].groups,
+        Some(BTreeSet::from(["sg-db".to_string()]))
+    );
+    // Both of i-b's interfaces are remote; none of i-a's.
+    assert_eq!(
+        vp.remotes.keys().copied().collect::<Vec<_>>(),
+        [ip("10.0.2.20"), ip("10.0.3.20")]
+    );
+    // Group membership is per interface: sg-db holds i-a's second address
+    // and i-b's third, not their primaries.
+    assert_eq!(
+        vp.members["sg-db"],
+        BTreeSet::from([ip("10.0.2.10"), ip("10.0.3.20")])
+    );
+    // A port whose interface the view does not list (yet) is dropped.
+    let late = [port("i-a", "nbt2", "10.0.4.10", 0x101).at(3)];
+    let p = plan(&late, Some(&v), None, None, &zones);
+    assert_eq!(p.vpcs[&0x101].ports["nbt2"].groups, None);
 }

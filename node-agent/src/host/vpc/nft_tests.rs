@@ -36,6 +36,7 @@ pub(crate) fn sample_plan() -> Plan {
     );
     let ep = |i: u8, g: &str, underlay: &str| model::Endpoint {
         instance_id: format!("i-{i}"),
+        device_index: 0,
         ip: ip(&format!("10.0.1.{i}")),
         mac: [2, 0x4e, 0x42, 0, 0, i],
         underlay: Some(ip(underlay)),

@@ -1,7 +1,7 @@
 //! Kernel command line of the hello guest: parsing and validation.
 //!
 //! Owns the meaning of every argument the guest reads (`nubis.id=`, `ip=`,
-//! `gw=`, `nubis.disk_write=`, `nubis.reset=`, `nubis.spoof=`, `virtio_mmio.device=`). Bad
+//! `gw=`, `nubis.net<N>=`, `nubis.disk_write=`, `nubis.reset=`, `nubis.spoof=`, `virtio_mmio.device=`). Bad
 //! values never abort: they become [`Problem`]s (printed as `NUBIS-ERROR`
 //! lines) and the feature they belong to stays off.
 
@@ -12,6 +12,20 @@ use core::fmt;
 pub const MAX_ID_LEN: usize = 64;
 /// Most virtio-mmio devices the guest drives.
 pub const MAX_DEVICES: usize = 16;
+
+/// Most secondary network interfaces (`nubis.net1=` .. `nubis.net7=`).
+pub const MAX_EXTRA_NETS: usize = 7;
+
+/// A secondary network interface's address (`nubis.net<N>=a.b.c.d/p[,gw]`):
+/// the N-th virtio-net device after the first (N from 1, in device order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtraNet {
+    /// N: which virtio-net device after the first.
+    pub n: u8,
+    pub ip: Ipv4Cidr,
+    /// Its subnet's router (in the subnet, not the address itself).
+    pub gw: Option<[u8; 4]>,
+}
 
 /// A virtio-mmio device announced as `virtio_mmio.device=<size>@<addr>:<irq>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +104,9 @@ pub struct Config<'a> {
     /// service and print their p50/p99 (1..=100000).
     pub imds_bench: u32,
     pub devices: Vec<MmioDevice>,
+    /// `nubis.net<N>=`: secondary interfaces, by N (the last of a repeated
+    /// N wins).
+    pub extra_nets: Vec<ExtraNet>,
     pub problems: Vec<Problem<'a>>,
 }
 
@@ -183,7 +200,21 @@ pub fn parse(cmdline: &str) -> Config<'_> {
                     "<size>@<addr>:<irq>, 512 B-1 MiB at a 512-aligned address below 4 GiB",
                 )),
             },
-            _ => {}
+            _ => {
+                if let Some(n) = key.strip_prefix("nubis.net") {
+                    cfg.extra_nets.retain(|x| Some(x.n) != n.parse().ok());
+                    match (parse_net_index(n), parse_extra_net(value)) {
+                        (Some(n), Some((ip, gw))) => {
+                            cfg.extra_nets.push(ExtraNet { n, ip, gw });
+                            cfg.extra_nets.sort_by_key(|x| x.n);
+                        }
+                        (None, _) => cfg.problems.push(bad("nubis.net1= .. nubis.net7=")),
+                        (Some(_), None) => cfg.problems.push(bad(
+                            "a.b.c.d/prefix[,gateway] with the gateway another address in the subnet",
+                        )),
+                    }
+                }
+            }
         }
     }
     if let (Some(gw), Some(ip)) = (cfg.gw, cfg.ip) {
@@ -242,6 +273,27 @@ fn parse_cidr(s: &str) -> Option<Ipv4Cidr> {
         return None;
     }
     Some(Ipv4Cidr { addr, prefix })
+}
+
+/// N of `nubis.net<N>`: 1..=[`MAX_EXTRA_NETS`], one digit.
+fn parse_net_index(s: &str) -> Option<u8> {
+    match s.as_bytes() {
+        [d @ b'1'..=b'9'] if usize::from(d - b'0') <= MAX_EXTRA_NETS => Some(d - b'0'),
+        _ => None,
+    }
+}
+
+/// `a.b.c.d/p` or `a.b.c.d/p,gw` (gw in the subnet, not the address).
+fn parse_extra_net(s: &str) -> Option<(Ipv4Cidr, Option<[u8; 4]>)> {
+    let (cidr, gw) = match s.split_once(',') {
+        Some((c, g)) => (c, Some(parse_ipv4(g)?)),
+        None => (s, None),
+    };
+    let ip = parse_cidr(cidr)?;
+    if gw.is_some_and(|g| !ip.contains(g) || g == ip.addr) {
+        return None;
+    }
+    Some((ip, gw))
 }
 
 /// An unsigned integer, decimal or `0x` hexadecimal.
@@ -460,6 +512,54 @@ mod tests {
         let dup = parse("virtio_mmio.device=512@0xd0000000:5 virtio_mmio.device=512@0xd0000000:6");
         assert_eq!(dup.devices.len(), 1);
         assert_eq!(dup.problems.len(), 1);
+    }
+
+    #[test]
+    fn secondary_interfaces() {
+        let c = parse(
+            "ip=10.0.1.5/24 nubis.net2=10.0.3.7/28 nubis.net1=10.0.2.9/24,10.0.2.1 \
+             nubis.net1=10.0.2.10/24,10.0.2.1",
+        );
+        assert!(c.problems.is_empty(), "{:?}", c.problems);
+        assert_eq!(
+            c.extra_nets,
+            [
+                ExtraNet {
+                    n: 1,
+                    ip: Ipv4Cidr {
+                        addr: [10, 0, 2, 10],
+                        prefix: 24
+                    },
+                    gw: Some([10, 0, 2, 1]),
+                },
+                ExtraNet {
+                    n: 2,
+                    ip: Ipv4Cidr {
+                        addr: [10, 0, 3, 7],
+                        prefix: 28
+                    },
+                    gw: None,
+                },
+            ]
+        );
+        for bad in [
+            "nubis.net0=10.0.2.10/24",
+            "nubis.net8=10.0.2.10/24",
+            "nubis.net10=10.0.2.10/24",
+            "nubis.netx=10.0.2.10/24",
+            "nubis.net1=10.0.2.10",
+            "nubis.net1=10.0.2.10/24,10.0.3.1",
+            "nubis.net1=10.0.2.10/24,10.0.2.10",
+            "nubis.net1=10.0.2.10/24,",
+            "nubis.net1=0.0.0.0/24",
+        ] {
+            let c = parse(bad);
+            assert!(c.extra_nets.is_empty(), "{bad}");
+            assert_eq!(c.problems.len(), 1, "{bad}");
+        }
+        // A bad repeat drops the earlier value of the same N.
+        let c = parse("nubis.net1=10.0.2.10/24 nubis.net1=bad");
+        assert!(c.extra_nets.is_empty());
     }
 
     #[test]

@@ -128,8 +128,26 @@ extern "C" fn rust_main() -> ! {
         }
         (None, None) => None,
     };
-    for extra in nics {
-        console!("hello: extra virtio-net at {:#x} not used", extra.at.addr);
+    // `nubis.net<N>=`: the N-th virtio-net device after the first.
+    let mut server = server;
+    let mut extra_nics = 0;
+    for (n, extra) in nics.enumerate() {
+        extra_nics = n + 1;
+        let want = cfg.extra_nets.iter().find(|x| usize::from(x.n) == n + 1);
+        match (server.as_mut(), want) {
+            (Some(s), Some(net)) => s.add_port(extra, *net, hz),
+            _ => console!("hello: extra virtio-net at {:#x} not used", extra.at.addr),
+        }
+    }
+    for net in cfg
+        .extra_nets
+        .iter()
+        .filter(|x| usize::from(x.n) > extra_nics)
+    {
+        console!(
+            "NUBIS-ERROR nubis.net{}= given but there is no virtio-net device for it",
+            net.n
+        );
     }
     console!("NUBIS-CPUS {}", cpus());
 
@@ -146,7 +164,6 @@ extern "C" fn rust_main() -> ! {
         sys::reset(hz);
     }
     // `server` stays alive (never dropped) until the reset: see `blk::Disk`.
-    let mut server = server;
     if let Some(server) = server.as_mut() {
         server.listen_all();
         if cfg.imds != Some(false) {

@@ -13,7 +13,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
-use nubis_hello_guest::cmdline::Ipv4Cidr;
+use nubis_hello_guest::cmdline::{ExtraNet, Ipv4Cidr};
 use nubis_hello_guest::http::{self, Parsed};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
@@ -174,6 +174,25 @@ struct StreamOut {
     end_tsc: u64,
 }
 
+/// A secondary network interface (`nubis.net<N>=`): a device of its own
+/// with its own smoltcp interface (ARP and ICMP echo answered) and HTTP
+/// listeners, served by the same loop as the primary one. The test modes
+/// (metadata, probes, spoofing) use the primary interface only.
+struct Port {
+    dev: NetDev,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    conns: Vec<Conn>,
+    irq: u32,
+}
+
+impl Port {
+    /// Whether a received frame waits.
+    fn can_recv(&self) -> bool {
+        self.dev.inner.borrow().can_recv()
+    }
+}
+
 /// The network stack, ready to serve.
 pub struct Server {
     pub(crate) dev: NetDev,
@@ -181,6 +200,8 @@ pub struct Server {
     pub(crate) sockets: SocketSet<'static>,
     conns: Vec<Conn>,
     irq: u32,
+    /// Secondary interfaces, in `nubis.net<N>=` order.
+    extra: Vec<Port>,
     /// What the metadata service returned as user data (`GET /user-data`).
     pub(crate) user_data: Option<Vec<u8>>,
     /// Next local port of a metadata request.
@@ -199,9 +220,16 @@ pub(crate) fn now(hz: u64) -> Instant {
     Instant::from_micros((sys::rdtsc() / per_us) as i64)
 }
 
-/// Brings up virtio-net with `ip` (and `gw` as default route), prints
-/// `NUBIS-NET`. `None` (after a `NUBIS-ERROR` line) if the device fails.
-pub fn up(found: Found, ip: Ipv4Cidr, gw: Option<[u8; 4]>, hz: u64) -> Option<Server> {
+/// One virtio-net device with its smoltcp interface (address `ip`, `gw`
+/// as default route) and the HTTP listeners; prints `NUBIS-NET<label>`.
+/// `None` (after a `NUBIS-ERROR` line) if the device fails.
+fn open_port(
+    found: Found,
+    ip: Ipv4Cidr,
+    gw: Option<[u8; 4]>,
+    hz: u64,
+    label: &str,
+) -> Option<Port> {
     let addr = found.at.addr;
     let mut net = match Net::new(found.transport, BUF_LEN) {
         Ok(net) => net,
@@ -248,7 +276,7 @@ pub fn up(found: Found, ip: Ipv4Cidr, gw: Option<[u8; 4]>, hz: u64) -> Option<Se
         });
     }
     console!(
-        "NUBIS-NET ip={a}.{b}.{c}.{d}/{} mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        "NUBIS-NET{label} ip={a}.{b}.{c}.{d}/{} mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
         ip.prefix,
         mac[0],
         mac[1],
@@ -257,12 +285,32 @@ pub fn up(found: Found, ip: Ipv4Cidr, gw: Option<[u8; 4]>, hz: u64) -> Option<Se
         mac[4],
         mac[5]
     );
-    Some(Server {
+    Some(Port {
         dev,
         iface,
         sockets,
         conns,
         irq: found.at.irq,
+    })
+}
+
+/// Brings up virtio-net with `ip` (and `gw` as default route), prints
+/// `NUBIS-NET`. `None` (after a `NUBIS-ERROR` line) if the device fails.
+pub fn up(found: Found, ip: Ipv4Cidr, gw: Option<[u8; 4]>, hz: u64) -> Option<Server> {
+    let Port {
+        dev,
+        iface,
+        sockets,
+        conns,
+        irq,
+    } = open_port(found, ip, gw, hz, "")?;
+    Some(Server {
+        dev,
+        iface,
+        sockets,
+        conns,
+        irq,
+        extra: Vec::new(),
         user_data: None,
         next_port: 49152,
         spoof: None,
@@ -328,15 +376,22 @@ impl Server {
         );
     }
 
+    /// Brings up a secondary interface (`nubis.net<N>=`) on device
+    /// `found`; prints `NUBIS-NET<N>` (or a `NUBIS-ERROR` line).
+    pub fn add_port(&mut self, found: Found, net: ExtraNet, hz: u64) {
+        let label = alloc::format!("{}", net.n);
+        if let Some(p) = open_port(found, net.ip, net.gw, hz, &label) {
+            self.extra.push(p);
+        }
+    }
+
     /// Puts every idle HTTP slot into listening state (before the metadata
     /// fetch, so that connections opened meanwhile are accepted and served
     /// once [`Self::serve`] runs, instead of being reset).
     pub fn listen_all(&mut self) {
-        for conn in &self.conns {
-            let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
-            if socket.state() == tcp::State::Closed && socket.listen(HTTP_PORT).is_ok() {
-                socket.set_timeout(Some(Duration::from_secs(10)));
-            }
+        listen(&self.conns, &mut self.sockets);
+        for p in &mut self.extra {
+            listen(&p.conns, &mut p.sockets);
         }
     }
 
@@ -345,7 +400,9 @@ impl Server {
     /// Takes `&mut self`: the caller keeps the server (never dropped, see
     /// `blk::Disk`) until the reset.
     pub fn serve(&mut self, id: &str, hz: u64, idle: Idle, keyboard: &mut sys::Keyboard) -> Stop {
-        let woken_by_irq = idle != Idle::Spin && sys::route_irq(self.irq);
+        let woken_by_irq = idle != Idle::Spin
+            && sys::route_irq(self.irq)
+            && self.extra.iter().all(|p| sys::route_irq(p.irq));
         let mut last_activity = sys::rdtsc();
         let busy_ticks = hz / 1_000_000 * BUSY_WINDOW_US;
         let mut reset_at: Option<u64> = None;
@@ -376,12 +433,30 @@ impl Server {
                     }
                 }
             }
+            for p in &mut self.extra {
+                let changed = p.iface.poll(t, &mut p.dev, &mut p.sockets);
+                active |= changed != smoltcp::iface::PollResult::None;
+                for conn in &mut p.conns {
+                    let socket = p.sockets.get_mut::<tcp::Socket>(conn.handle);
+                    let clock = StreamClock {
+                        tsc,
+                        interval: stream_ticks,
+                        max: stream_max,
+                    };
+                    match serve_conn(socket, conn, id, user_data, clock) {
+                        ConnEvent::Idle => {}
+                        ConnEvent::Progress => active = true,
+                        ConnEvent::ResetRequested => {
+                            active = true;
+                            reset_at.get_or_insert(sys::rdtsc());
+                        }
+                    }
+                }
+            }
             if let Some(since) = reset_at {
                 // Let the response (and FIN) go out, but never wait long.
-                let flushed = self.conns.iter().all(|c| {
-                    let s = self.sockets.get::<tcp::Socket>(c.handle);
-                    s.send_queue() == 0
-                });
+                let flushed = flushed(&self.conns, &self.sockets)
+                    && self.extra.iter().all(|p| flushed(&p.conns, &p.sockets));
                 if (flushed && sys::rdtsc() - since > hz / 20) || sys::rdtsc() - since > hz {
                     return Stop::HttpReset;
                 }
@@ -390,7 +465,7 @@ impl Server {
                 last_activity = sys::rdtsc();
                 continue;
             }
-            if self.dev.inner.borrow().can_recv() {
+            if self.dev.inner.borrow().can_recv() || self.extra.iter().any(Port::can_recv) {
                 continue;
             }
             // A bulk transfer (either side) polls without sleeping: waking
@@ -413,6 +488,9 @@ impl Server {
                 if woken_by_irq {
                     // Edge-triggered: acknowledge so the next event raises a new edge.
                     self.dev.inner.borrow_mut().ack_interrupt();
+                    for p in &self.extra {
+                        p.dev.inner.borrow_mut().ack_interrupt();
+                    }
                 }
                 if keyboard.poll() {
                     return Stop::CtrlAltDel;
@@ -425,21 +503,56 @@ impl Server {
 impl Server {
     /// Whether a `GET /bulk` answer or a `nubis-bulk` fetch is under way.
     fn bulk_active(&self) -> bool {
-        self.conns.iter().any(|c| c.bulk.is_some())
+        self.conns
+            .iter()
+            .chain(self.extra.iter().flat_map(|p| &p.conns))
+            .any(|c| c.bulk.is_some())
             || self.prober.as_ref().is_some_and(|p| p.bulk_active())
     }
 
     /// The earliest TSC at which a stream line or a probe event is due.
     fn next_wake_tsc(&self) -> Option<u64> {
-        let streams = self.conns.iter().filter_map(|c| {
-            let socket = self.sockets.get::<tcp::Socket>(c.handle);
+        let extra = self
+            .extra
+            .iter()
+            .filter_map(|p| stream_wake_tsc(&p.conns, &p.sockets));
+        stream_wake_tsc(&self.conns, &self.sockets)
+            .into_iter()
+            .chain(extra)
+            .chain(self.probe_wake_tsc())
+            .min()
+    }
+}
+
+/// The earliest TSC at which a stream line of `conns` is due.
+fn stream_wake_tsc(conns: &[Conn], sockets: &SocketSet<'static>) -> Option<u64> {
+    conns
+        .iter()
+        .filter_map(|c| {
+            let socket = sockets.get::<tcp::Socket>(c.handle);
             // Unacknowledged data waits for acknowledgements (traffic), not time.
             let st = c.stream.as_ref()?;
             (c.pending.is_empty() && socket.send_queue() == 0)
                 .then_some(st.next_tsc.min(st.end_tsc))
-        });
-        streams.chain(self.probe_wake_tsc()).min()
+        })
+        .min()
+}
+
+/// Puts every idle slot of `conns` into listening state.
+fn listen(conns: &[Conn], sockets: &mut SocketSet<'static>) {
+    for conn in conns {
+        let socket = sockets.get_mut::<tcp::Socket>(conn.handle);
+        if socket.state() == tcp::State::Closed && socket.listen(HTTP_PORT).is_ok() {
+            socket.set_timeout(Some(Duration::from_secs(10)));
+        }
     }
+}
+
+/// Whether every response of `conns` left the send buffers.
+fn flushed(conns: &[Conn], sockets: &SocketSet<'static>) -> bool {
+    conns
+        .iter()
+        .all(|c| sockets.get::<tcp::Socket>(c.handle).send_queue() == 0)
 }
 
 /// Time for the server side of `GET /stream`, in TSC ticks.

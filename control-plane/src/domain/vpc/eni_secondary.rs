@@ -1,0 +1,483 @@
+//! Secondary network interfaces: elastic network interfaces ([`super::enis`])
+//! attached to an instance at device index 1 or more.
+//!
+//! An instance has at most [`MAX_INTERFACES`] interfaces (device indexes
+//! `0..MAX_INTERFACES`, the primary at 0), whatever its type: a flat limit,
+//! as small EC2 types have (t3.micro 2, t3.small..large 3, m5.large 3,
+//! m5.xlarge 4). A secondary interface is in the instance's VPC and zone
+//! (its subnet may be any subnet of that zone).
+//!
+//! Microvms have no hot-plug (virtio-mmio devices are fixed at boot, as in
+//! Firecracker): AttachNetworkInterface and DetachNetworkInterface of a
+//! secondary interface are refused unless the instance is `stopped`
+//! (`IncorrectInstanceState`); the interface takes effect at the next start.
+//! RunInstances names existing interfaces (`NetworkInterface.N` with
+//! `DeviceIndex` >= 1): checked once ([`Domain::resolve_launch_secondaries`],
+//! which also fixes the launch's zone), re-read by every placement attempt
+//! ([`Domain::lease_secondaries`]) and attached in the launch transaction,
+//! compared ([`SecondaryLease::stage_attach`]).
+//!
+//! Records: the interface's attachment (`attachment`, id `eni-attach-` +
+//! the interface's hex) and, in the instance record, a copy of what the
+//! data plane needs ([`SecondaryInterface`] in
+//! [`super::InstanceVpc::secondary_interfaces`]): the node's network view
+//! and the instance's assignment are made from the instance record alone.
+//! Attach and detach rewrite both records in one transaction, each compared
+//! on its `mod_revision`, so two replicas racing (two attachments at one
+//! device index, an attachment and a start) commit at most one; a refused
+//! call writes nothing. ModifyNetworkInterfaceAttribute rewrites the copy's
+//! groups with the interface's, and `Attachment.DeleteOnTermination` (false
+//! after AttachNetworkInterface, as in EC2) in both records. At terminate
+//! ([`Domain::stage_secondaries_leave`], in the terminate's transaction)
+//! each secondary interface is deleted with its address
+//! (deleteOnTermination) or detached back to `available`.
+
+use serde::{Deserialize, Serialize};
+
+use super::enis::{
+    interface_in_use, stage_attached, stage_delete, InterfaceAttachment, NamedInterface,
+    NetworkInterface,
+};
+use super::{Cidr, MAX_ATTEMPTS};
+use crate::domain::lifecycle::State;
+use crate::domain::model::{now_ms, Instance};
+use crate::domain::Domain;
+use crate::error::{Error, Result};
+use crate::ids::{
+    AccountId, InstanceId, NetworkInterfaceAttachmentId, NetworkInterfaceId, SecurityGroupId,
+    SubnetId,
+};
+use crate::store::Tx;
+
+/// Interfaces per instance (device indexes `0..MAX_INTERFACES`).
+pub const MAX_INTERFACES: u32 = 4;
+
+/// RunInstances' answer to a specification of a new interface at device
+/// index 1 or more.
+pub const LAUNCH_SECONDARY_UNSUPPORTED: &str = "a secondary network interface (device index 1 or more) must name an existing NetworkInterfaceId: create it first";
+
+/// A secondary interface named at launch (`NetworkInterface.N` with
+/// `DeviceIndex` >= 1 and `NetworkInterfaceId`; request only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchSecondary {
+    /// Device index (1..[`MAX_INTERFACES`]).
+    pub device_index: u32,
+    /// The interface.
+    pub interface_id: NetworkInterfaceId,
+    /// `DeleteOnTermination` (default false).
+    #[serde(default)]
+    pub delete_on_termination: bool,
+}
+
+/// A secondary interface taken by one launch attempt: its record as read
+/// and the instance's copy of it.
+#[derive(Debug, Clone)]
+pub struct SecondaryLease {
+    eni: crate::store::Versioned<NetworkInterface>,
+    /// What the instance records.
+    pub copy: SecondaryInterface,
+}
+
+impl SecondaryLease {
+    /// Stages the interface attached to `inst` (compared on the revision
+    /// read: a racing launch, attach or delete makes the transaction fail).
+    pub fn stage_attach(
+        &self,
+        keys: &crate::store::Keys,
+        tx: &mut Tx,
+        inst: &Instance,
+    ) -> Result<()> {
+        let attachment = InterfaceAttachment {
+            id: NetworkInterfaceAttachmentId::secondary_of(&self.eni.value.id),
+            instance_id: inst.id.clone(),
+            device_index: self.copy.device_index,
+            delete_on_termination: self.copy.delete_on_termination,
+            attached_ms: inst.launch_time_ms,
+        };
+        stage_attached(keys, tx, &self.eni, attachment)
+    }
+}
+
+/// What an instance record keeps of one secondary interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecondaryInterface {
+    /// The interface.
+    pub interface_id: NetworkInterfaceId,
+    /// Its device index (1..[`MAX_INTERFACES`]).
+    pub device_index: u32,
+    /// Its subnet (of the instance's VPC).
+    pub subnet_id: SubnetId,
+    /// The subnet's block, `a.b.c.d/n`.
+    pub subnet_cidr: String,
+    /// Its private address.
+    pub ip: String,
+    /// Its MAC.
+    pub mac: String,
+    /// Its security groups (the interface's own, kept equal to the
+    /// interface record's).
+    pub security_group_ids: Vec<SecurityGroupId>,
+    /// The attachment's deleteOnTermination.
+    #[serde(default)]
+    pub delete_on_termination: bool,
+}
+
+/// The secondary interfaces of `inst` (by device index).
+pub fn secondaries_of(inst: &Instance) -> &[SecondaryInterface] {
+    inst.vpc
+        .as_ref()
+        .map_or(&[][..], |v| v.secondary_interfaces.as_slice())
+}
+
+/// `AttachmentLimitExceeded` for a device index past [`MAX_INTERFACES`].
+fn check_index(device_index: u32) -> Result<()> {
+    if device_index >= MAX_INTERFACES {
+        return Err(Error::invalid_code(
+            "AttachmentLimitExceeded",
+            format!(
+                "Device index {device_index} exceeds the limit: an instance has at most {MAX_INTERFACES} network interfaces (device indexes 0-{})",
+                MAX_INTERFACES - 1
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn not_stopped(iid: &InstanceId, state: State, what: &str) -> Error {
+    Error::incorrect_state(
+        "IncorrectInstanceState",
+        format!(
+            "The instance '{iid}' is '{}': a secondary network interface can only be {what} while the instance is stopped (instances have no network interface hot-plug)",
+            state.name()
+        ),
+    )
+}
+
+impl Domain {
+    /// Checks the secondary interfaces of a launch into `vpc` (one
+    /// instance; each interface the caller's, available, of `vpc`, at an
+    /// index below [`MAX_INTERFACES`]); returns their zone, which the
+    /// launch must be in (`None`: no secondary interfaces).
+    pub(crate) async fn resolve_launch_secondaries(
+        &self,
+        account: &AccountId,
+        req: &super::InstanceVpc,
+        vpc: &crate::ids::VpcId,
+        max_count: u32,
+    ) -> Result<Option<String>> {
+        if req.launch_secondaries.is_empty() {
+            return Ok(None);
+        }
+        if max_count > 1 {
+            return Err(Error::invalid_code(
+                "InvalidParameterCombination",
+                "Secondary network interfaces can only be given when launching one instance",
+            ));
+        }
+        let mut zone: Option<String> = None;
+        for s in &req.launch_secondaries {
+            check_index(s.device_index)?;
+            let e = self
+                .available_secondary(account, &s.interface_id)
+                .await?
+                .value;
+            if &e.vpc_id != vpc {
+                return Err(Error::invalid(format!(
+                    "The network interface {} is in {}, not in the instance's VPC {vpc}",
+                    e.id, e.vpc_id
+                )));
+            }
+            match &zone {
+                Some(z) if z != &e.availability_zone => {
+                    return Err(Error::invalid_code(
+                        "InvalidParameterCombination",
+                        "The network interfaces of an instance must be in one availability zone",
+                    ))
+                }
+                _ => zone = Some(e.availability_zone.clone()),
+            }
+        }
+        Ok(zone)
+    }
+
+    /// Re-reads the secondary interfaces a launch attempt takes (still the
+    /// caller's and available).
+    pub(crate) async fn lease_secondaries(
+        &self,
+        account: &AccountId,
+        req: &super::InstanceVpc,
+    ) -> Result<Vec<SecondaryLease>> {
+        let mut out = Vec::with_capacity(req.launch_secondaries.len());
+        for s in &req.launch_secondaries {
+            let eni = self.available_secondary(account, &s.interface_id).await?;
+            let mut copy = self.copy_of(account, &eni.value, s.device_index).await?;
+            copy.delete_on_termination = s.delete_on_termination;
+            out.push(SecondaryLease { eni, copy });
+        }
+        Ok(out)
+    }
+
+    /// What an instance records of interface `e` at `device_index`
+    /// (deleteOnTermination false).
+    async fn copy_of(
+        &self,
+        account: &AccountId,
+        e: &NetworkInterface,
+        device_index: u32,
+    ) -> Result<SecondaryInterface> {
+        let subnet = self
+            .store
+            .vpcs()
+            .subnet(account, &e.subnet_id)
+            .await?
+            .ok_or_else(|| super::subnet_not_found(e.subnet_id.as_str()))?;
+        let cidr = Cidr::parse(&subnet.value.cidr)?;
+        Ok(SecondaryInterface {
+            interface_id: e.id.clone(),
+            device_index,
+            subnet_id: e.subnet_id.clone(),
+            subnet_cidr: cidr.to_string(),
+            ip: e.private_ip.clone(),
+            mac: e.mac.clone(),
+            security_group_ids: e.security_group_ids.clone(),
+            delete_on_termination: false,
+        })
+    }
+
+    /// The stored interface `id` of `account`, available.
+    async fn available_secondary(
+        &self,
+        account: &AccountId,
+        id: &NetworkInterfaceId,
+    ) -> Result<crate::store::Versioned<NetworkInterface>> {
+        let eni = match self.own_interface(account, id.as_str()).await? {
+            NamedInterface::Stored(v) => *v,
+            NamedInterface::Derived(i) => {
+                return Err(interface_in_use(
+                    id,
+                    &format!(" (the primary interface of {})", i.value.id),
+                ))
+            }
+        };
+        if let Some(a) = &eni.value.attachment {
+            return Err(interface_in_use(
+                id,
+                &format!(" (attached to {})", a.instance_id),
+            ));
+        }
+        Ok(eni)
+    }
+
+    /// AttachNetworkInterface at `device_index` >= 1 of interface `eni` to
+    /// `inst` (both as read; every other check was done by the caller):
+    /// checks the index and the instance's state, then writes the
+    /// attachment to both records (retrying on conflict with fresh reads).
+    pub(crate) async fn attach_secondary(
+        &self,
+        account: &AccountId,
+        eni_id: &NetworkInterfaceId,
+        iid: &InstanceId,
+        device_index: u32,
+    ) -> Result<NetworkInterfaceAttachmentId> {
+        check_index(device_index)?;
+        let keys = self.store.keys();
+        for attempt in 0..MAX_ATTEMPTS {
+            let eni = self.available_secondary(account, eni_id).await?;
+            let inst = self
+                .store
+                .instances()
+                .get(account, iid)
+                .await?
+                .ok_or_else(|| {
+                    Error::not_found(
+                        "InvalidInstanceID.NotFound",
+                        format!("The instance ID '{iid}' does not exist"),
+                    )
+                })?;
+            let used = secondaries_of(&inst.value)
+                .iter()
+                .any(|s| s.device_index == device_index);
+            if used {
+                return Err(Error::invalid(format!(
+                    "Instance '{iid}' already has an interface attached at device index '{device_index}'."
+                )));
+            }
+            if inst.value.state != State::Stopped {
+                return Err(not_stopped(iid, inst.value.state, "attached"));
+            }
+            let copy = self.copy_of(account, &eni.value, device_index).await?;
+            let attachment = NetworkInterfaceAttachmentId::secondary_of(eni_id);
+            let mut next_inst = inst.value.clone();
+            if let Some(v) = next_inst.vpc.as_mut() {
+                v.secondary_interfaces.push(copy);
+                v.secondary_interfaces.sort_by_key(|s| s.device_index);
+            }
+            let mut tx = Tx::new();
+            let attached = InterfaceAttachment {
+                id: attachment.clone(),
+                instance_id: iid.clone(),
+                device_index,
+                // AttachNetworkInterface's default, as in EC2.
+                delete_on_termination: false,
+                attached_ms: now_ms(),
+            };
+            stage_attached(keys, &mut tx, &eni, attached)?;
+            tx.replace(&self.store.instances().key(account, iid), &inst, &next_inst)?;
+            if self.store.commit(tx).await?.is_some() {
+                return Ok(attachment);
+            }
+            crate::store::backoff(attempt).await;
+        }
+        Err(Error::Contention(eni_id.to_string()))
+    }
+
+    /// DetachNetworkInterface of a secondary attachment (`None`: `id` is
+    /// not the attachment of one of the account's stored interfaces).
+    pub(crate) async fn detach_secondary(
+        &self,
+        account: &AccountId,
+        id: &NetworkInterfaceAttachmentId,
+    ) -> Result<Option<()>> {
+        let eni_id = id.secondary_interface();
+        let keys = self.store.keys();
+        for attempt in 0..MAX_ATTEMPTS {
+            let Some(eni) = self.store.vpcs().interface(account, &eni_id).await? else {
+                return Ok(None);
+            };
+            let Some(a) = eni.value.attachment.clone().filter(|a| &a.id == id) else {
+                return Ok(None);
+            };
+            let inst = self.store.instances().get(account, &a.instance_id).await?;
+            let mut tx = Tx::new();
+            let mut next_eni = eni.value.clone();
+            next_eni.attachment = None;
+            tx.replace(&keys.network_interface(account, &eni_id), &eni, &next_eni)?;
+            if let Some(inst) = inst {
+                if inst.value.state != State::Stopped {
+                    return Err(not_stopped(&a.instance_id, inst.value.state, "detached"));
+                }
+                let mut next = inst.value.clone();
+                if let Some(v) = next.vpc.as_mut() {
+                    v.secondary_interfaces.retain(|s| s.interface_id != eni_id);
+                }
+                tx.replace(
+                    &self.store.instances().key(account, &a.instance_id),
+                    &inst,
+                    &next,
+                )?;
+            }
+            if self.store.commit(tx).await?.is_some() {
+                return Ok(Some(()));
+            }
+            crate::store::backoff(attempt).await;
+        }
+        Err(Error::Contention(id.to_string()))
+    }
+
+    /// ModifyNetworkInterfaceAttribute `Attachment.DeleteOnTermination` of
+    /// stored interface `id` attached with `attachment`: rewritten in the
+    /// interface's attachment and in the instance record (the copy of a
+    /// secondary interface, the launch option of a primary one), both
+    /// compared. An instance's derived primary interface is always deleted
+    /// with it (`OperationNotPermitted`).
+    pub(crate) async fn set_delete_on_termination(
+        &self,
+        account: &AccountId,
+        id: &str,
+        attachment: &str,
+        delete: bool,
+    ) -> Result<()> {
+        let att = NetworkInterfaceAttachmentId::parse(attachment)?;
+        let keys = self.store.keys();
+        for attempt in 0..MAX_ATTEMPTS {
+            let eni = match self.own_interface(account, id).await? {
+                NamedInterface::Stored(v) => *v,
+                NamedInterface::Derived(i) => {
+                    return Err(Error::invalid_code(
+                        "OperationNotPermitted",
+                        format!(
+                            "The primary interface of {} is always deleted with the instance",
+                            i.value.id
+                        ),
+                    ))
+                }
+            };
+            let Some(a) = eni.value.attachment.clone().filter(|a| a.id == att) else {
+                return Err(Error::not_found(
+                    "InvalidAttachmentID.NotFound",
+                    format!("The attachment ID '{attachment}' does not exist"),
+                ));
+            };
+            let inst = self
+                .store
+                .instances()
+                .get(account, &a.instance_id)
+                .await?
+                .ok_or_else(|| {
+                    Error::Internal(format!("{id} is attached to a missing instance"))
+                })?;
+            let mut next_eni = eni.value.clone();
+            if let Some(x) = next_eni.attachment.as_mut() {
+                x.delete_on_termination = delete;
+            }
+            let mut next = inst.value.clone();
+            if let Some(v) = next.vpc.as_mut() {
+                if a.device_index == 0 {
+                    v.interface_delete_on_termination = delete;
+                }
+                v.secondary_interfaces
+                    .iter_mut()
+                    .filter(|s| s.interface_id == eni.value.id)
+                    .for_each(|s| s.delete_on_termination = delete);
+            }
+            let mut tx = Tx::new();
+            tx.replace(
+                &keys.network_interface(account, &eni.value.id),
+                &eni,
+                &next_eni,
+            )?;
+            tx.replace(
+                &self.store.instances().key(account, &a.instance_id),
+                &inst,
+                &next,
+            )?;
+            if self.store.commit(tx).await?.is_some() {
+                return Ok(());
+            }
+            crate::store::backoff(attempt).await;
+        }
+        Err(Error::Contention(id.to_string()))
+    }
+
+    /// In the transaction where `inst` leaves (terminate or roll back):
+    /// each of its secondary interfaces still attached to it is deleted
+    /// with its address (deleteOnTermination) or detached.
+    pub(crate) async fn stage_secondaries_leave(&self, inst: &Instance, tx: &mut Tx) -> Result<()> {
+        let keys = self.store.keys();
+        for s in secondaries_of(inst) {
+            let Some(eni) = self
+                .store
+                .vpcs()
+                .interface(&inst.account, &s.interface_id)
+                .await?
+            else {
+                continue;
+            };
+            match &eni.value.attachment {
+                Some(a) if a.instance_id == inst.id && a.delete_on_termination => {
+                    stage_delete(keys, tx, &eni);
+                }
+                Some(a) if a.instance_id == inst.id => {
+                    let mut next = eni.value.clone();
+                    next.attachment = None;
+                    tx.replace(
+                        &keys.network_interface(&inst.account, &s.interface_id),
+                        &eni,
+                        &next,
+                    )?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
