@@ -148,13 +148,21 @@ impl InstanceHandle {
             Some(p) => (p.state, p.reason, p.generation, p.vmm_exit_code),
             None => (State::Preparing, None, 0, None),
         };
-        let record: Option<VmmRecord> = read_json(&dir.vmm()).unwrap_or(None);
-        let record = record.or_else(|| find_vmm_by_socket(&dir));
+        let recorded: Option<VmmRecord> = read_json(&dir.vmm()).unwrap_or(None);
+        let unrecorded = recorded.is_none();
+        let record = recorded.or_else(|| find_vmm_by_socket(&dir));
         let mut vmm = None;
         if let Some(r) = &record {
             match VmmProcess::adopt(r) {
                 Ok(p) => {
                     tracing::info!(instance = %id, pid = r.pid, "re-adopted running VMM");
+                    if unrecorded {
+                        // The previous agent died between spawn and record:
+                        // record it now, as a launch would have.
+                        if let Err(e) = write_json(&dir.vmm(), r) {
+                            tracing::error!(instance = %id, error = %e, "cannot record the re-adopted VMM");
+                        }
+                    }
                     vmm = Some(p);
                 }
                 Err(e) => tracing::info!(instance = %id, error = %e, "recorded VMM is gone"),

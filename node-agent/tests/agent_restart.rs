@@ -8,6 +8,8 @@
 //! directories are removed, and an adopted VMM's exit is still noticed: with
 //! its true reason when the VMM left its exit-status record (guest reset), as
 //! unobserved when it could not (SIGKILL).
+//! One VMM whose `vmm.json` is lost (an agent killed between spawn and
+//! record) is found by its socket, re-adopted and recorded again.
 //! Finally an empty desired state terminates everything and leaves nothing.
 
 #![allow(clippy::unwrap_used)]
@@ -181,6 +183,11 @@ fn kill_9_agent_then_restart_readopts_all_vms() {
         .unwrap()
         .success());
 
+    // One VMM lost its record (an agent killed between spawn and record):
+    // found by its API socket, re-adopted and recorded again.
+    let unrecorded = ids[N - 1].clone();
+    std::fs::remove_file(state.join("instances").join(&unrecorded).join("vmm.json")).unwrap();
+
     let t1 = now_ms();
     let _agent = start_agent(&env);
     let v = wait_status(&env, t1, "5 re-adopted", |v| running_ready(v).len() == N);
@@ -193,6 +200,17 @@ fn kill_9_agent_then_restart_readopts_all_vms() {
     }
     let after = running_ready(&v);
     assert_eq!(before, after, "instances restarted or lost across kill -9");
+    let rec: Value = serde_json::from_str(
+        &std::fs::read_to_string(state.join("instances").join(&unrecorded).join("vmm.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        rec["pid"].as_i64(),
+        before.get(&unrecorded).copied(),
+        "{rec}"
+    );
+    assert!(rec["nonce"].is_string(), "{rec}");
     let d = v["instances"]
         .as_array()
         .unwrap()
