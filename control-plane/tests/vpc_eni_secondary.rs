@@ -300,6 +300,25 @@ async fn secondary_interfaces_attach_while_stopped_and_reach_the_node() {
     );
     assert!(texts(&di, "privateIpAddress").contains(&"10.0.2.20".to_string()));
     assert!(texts(&di, "groupId").contains(&db), "{di}");
+    // The Compute API's view: the same interfaces, by device index.
+    let inst = d.instance(&caller(&a), &i1).await.unwrap().value;
+    let pi = nubis_control_plane::api::compute::instance_out(&inst, false, "nubis-local-1")
+        .network_interfaces;
+    assert_eq!(
+        pi.iter().map(|n| n.device_index).collect::<Vec<_>>(),
+        [0, 1],
+        "{pi:?}"
+    );
+    assert_eq!(
+        pi[0].network_interface_id,
+        texts(&di, "networkInterfaceId")[0]
+    );
+    assert_eq!(pi[1].network_interface_id, e2);
+    assert_eq!(pi[1].attachment_id, att);
+    assert_eq!(pi[1].private_ip_address, "10.0.2.20");
+    assert_eq!(pi[1].security_group_ids, std::slice::from_ref(&db));
+    assert!(!pi[1].delete_on_termination);
+    assert!(pi[0].delete_on_termination);
     let de = a
         .ok(
             "DescribeNetworkInterfaces",

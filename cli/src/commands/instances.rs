@@ -46,6 +46,8 @@ pub struct InstanceView {
     pub subnet_id: String,
     /// Security groups.
     pub security_group_ids: Vec<String>,
+    /// Network interfaces by device index (in a VPC).
+    pub network_interfaces: Vec<InterfaceView>,
     /// Launch time, RFC 3339.
     pub launch_time: String,
     /// Key pair name.
@@ -79,6 +81,11 @@ impl From<&pb::Instance> for InstanceView {
             vpc_id: i.vpc_id.clone(),
             subnet_id: i.subnet_id.clone(),
             security_group_ids: i.security_group_ids.clone(),
+            network_interfaces: i
+                .network_interfaces
+                .iter()
+                .map(InterfaceView::from)
+                .collect(),
             launch_time: rfc3339_ms(i.launch_time_unix_ms),
             key_name: i.key_name.clone(),
             reservation_id: i.reservation_id.clone(),
@@ -86,6 +93,42 @@ impl From<&pb::Instance> for InstanceView {
             vcpus: i.vcpus,
             memory_mib: i.memory_mib,
             tags: tag_map(&i.tags),
+        }
+    }
+}
+
+/// One network interface of an instance.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct InterfaceView {
+    /// Interface id.
+    pub network_interface_id: String,
+    /// Device index (0: primary).
+    pub device_index: u32,
+    /// Attachment id.
+    pub attachment_id: String,
+    /// Subnet.
+    pub subnet_id: String,
+    /// Private IPv4 address.
+    pub private_ip_address: String,
+    /// MAC address.
+    pub mac_address: String,
+    /// Security groups.
+    pub security_group_ids: Vec<String>,
+    /// Deleted with the instance.
+    pub delete_on_termination: bool,
+}
+
+impl From<&pb::InstanceNetworkInterface> for InterfaceView {
+    fn from(n: &pb::InstanceNetworkInterface) -> Self {
+        Self {
+            network_interface_id: n.network_interface_id.clone(),
+            device_index: n.device_index,
+            attachment_id: n.attachment_id.clone(),
+            subnet_id: n.subnet_id.clone(),
+            private_ip_address: n.private_ip_address.clone(),
+            mac_address: n.mac_address.clone(),
+            security_group_ids: n.security_group_ids.clone(),
+            delete_on_termination: n.delete_on_termination,
         }
     }
 }
@@ -541,6 +584,23 @@ mod tests {
                 key: "Name".into(),
                 value: "web".into(),
             }],
+            network_interfaces: vec![
+                pb::InstanceNetworkInterface {
+                    network_interface_id: "eni-0abc".into(),
+                    device_index: 0,
+                    private_ip_address: "10.0.0.5".into(),
+                    delete_on_termination: true,
+                    ..Default::default()
+                },
+                pb::InstanceNetworkInterface {
+                    network_interface_id: "eni-0def".into(),
+                    device_index: 1,
+                    attachment_id: "eni-attach-0def".into(),
+                    private_ip_address: "10.0.1.9".into(),
+                    security_group_ids: vec!["sg-01".into()],
+                    ..Default::default()
+                },
+            ],
             ..Default::default()
         }
     }
@@ -570,6 +630,13 @@ mod tests {
         assert_eq!(rec["state_reason_message"], "node lost");
         assert_eq!(rec["tags"]["Name"], "web");
         assert_eq!(rec["vcpus"], 0);
+        let nics = &rec["network_interfaces"];
+        assert_eq!(nics[0]["network_interface_id"], "eni-0abc");
+        assert_eq!(nics[0]["delete_on_termination"], true);
+        assert_eq!(nics[1]["device_index"], 1);
+        assert_eq!(nics[1]["attachment_id"], "eni-attach-0def");
+        assert_eq!(nics[1]["private_ip_address"], "10.0.1.9");
+        assert_eq!(nics[1]["security_group_ids"][0], "sg-01");
     }
 
     #[test]

@@ -138,6 +138,19 @@ pub fn instance_out(i: &Instance, operator: bool, region: &str) -> pb::Instance 
             .and_then(|v| v.public_ip.as_ref())
             .map(|p| p.public_ip.clone())
             .unwrap_or_default(),
+        network_interfaces: crate::domain::vpc::eni_secondary::interfaces_of(i)
+            .into_iter()
+            .map(|n| pb::InstanceNetworkInterface {
+                network_interface_id: n.interface_id.to_string(),
+                device_index: n.device_index,
+                attachment_id: n.attachment_id.to_string(),
+                subnet_id: n.subnet_id.map(|s| s.to_string()).unwrap_or_default(),
+                private_ip_address: n.ip.to_string(),
+                mac_address: n.mac.to_string(),
+                security_group_ids: n.security_group_ids.iter().map(|g| g.to_string()).collect(),
+                delete_on_termination: n.delete_on_termination,
+            })
+            .collect(),
         metadata_options: Some(metadata_options_out(
             &i.metadata_options,
             metadata::options_state(i),

@@ -128,6 +128,67 @@ pub fn secondaries_of(inst: &Instance) -> &[SecondaryInterface] {
         .map_or(&[][..], |v| v.secondary_interfaces.as_slice())
 }
 
+/// One interface attached to an instance, as DescribeInstances shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachedInterface<'a> {
+    /// The interface (the derived `eni-` + the instance's hex for a primary
+    /// interface the instance was not launched with).
+    pub interface_id: NetworkInterfaceId,
+    /// Its device index (0: the primary).
+    pub device_index: u32,
+    /// Its attachment.
+    pub attachment_id: NetworkInterfaceAttachmentId,
+    /// Its subnet.
+    pub subnet_id: Option<&'a SubnetId>,
+    /// Its private address.
+    pub ip: &'a str,
+    /// Its MAC.
+    pub mac: &'a str,
+    /// Its security groups.
+    pub security_group_ids: &'a [SecurityGroupId],
+    /// Deleted with the instance (else detached back to `available`).
+    pub delete_on_termination: bool,
+    /// Whether the instance was launched with this primary interface's own
+    /// record (false for a derived one and for secondary interfaces).
+    pub own_primary: bool,
+}
+
+/// The interfaces of `inst` by device index: its primary (once it has an
+/// address) and the secondary ones. Empty outside a VPC.
+pub fn interfaces_of(inst: &Instance) -> Vec<AttachedInterface<'_>> {
+    let (Some(v), Some(net)) = (inst.vpc.as_ref(), inst.network.as_ref()) else {
+        return Vec::new();
+    };
+    let primary = AttachedInterface {
+        interface_id: v
+            .network_interface_id
+            .clone()
+            .unwrap_or_else(|| NetworkInterfaceId::primary_of(&inst.id)),
+        device_index: 0,
+        attachment_id: NetworkInterfaceAttachmentId::primary_of(&inst.id),
+        subnet_id: v.subnet_id.as_ref(),
+        ip: &net.ip,
+        mac: &net.mac,
+        security_group_ids: &v.security_group_ids,
+        delete_on_termination: v.network_interface_id.is_none()
+            || v.interface_delete_on_termination,
+        own_primary: v.network_interface_id.is_some(),
+    };
+    std::iter::once(primary)
+        .chain(v.secondary_interfaces.iter().map(|s| AttachedInterface {
+            interface_id: s.interface_id.clone(),
+            device_index: s.device_index,
+            attachment_id: NetworkInterfaceAttachmentId::secondary_of(&s.interface_id),
+            subnet_id: Some(&s.subnet_id),
+            ip: &s.ip,
+            mac: &s.mac,
+            security_group_ids: &s.security_group_ids,
+            delete_on_termination: s.delete_on_termination,
+            own_primary: false,
+        }))
+        .collect()
+}
+
 /// `AttachmentLimitExceeded` for a device index past [`MAX_INTERFACES`].
 fn check_index(device_index: u32) -> Result<()> {
     if device_index >= MAX_INTERFACES {

@@ -415,76 +415,48 @@ fn public_association(
     });
 }
 
-/// `networkInterfaceSet`: the primary interface of an instance in a VPC
+/// `networkInterfaceSet`: the interfaces of an instance in a VPC by device
+/// index ([`crate::domain::vpc::eni_secondary::interfaces_of`]): the primary
 /// (an interface it was launched with, or the one derived from it:
-/// [`crate::domain::vpc::enis`]).
+/// [`crate::domain::vpc::enis`]) and the secondary ones.
 fn network_interfaces(w: &mut XmlWriter, i: &Instance) {
-    let (Some(v), Some(net)) = (i.vpc.as_ref(), i.network.as_ref()) else {
-        w.empty("networkInterfaceSet");
-        return;
-    };
-    let hex = &i.id.as_str()["i-".len()..];
-    // An interface of its own (launched with it), or the derived one.
-    let (id, description, delete) = match &v.network_interface_id {
-        Some(e) => (e.to_string(), "", v.interface_delete_on_termination),
-        None => (format!("eni-{hex}"), "Primary network interface", true),
-    };
-    w.elem("networkInterfaceSet", |w| {
-        w.elem("item", |w| {
-            w.leaf("networkInterfaceId", &id);
-            w.leaf_opt("subnetId", v.subnet_id.as_ref());
-            w.leaf_opt("vpcId", v.vpc_id.as_ref());
-            w.leaf("description", description);
-            w.leaf("ownerId", &i.account);
-            w.leaf("status", "in-use");
-            w.leaf("macAddress", &net.mac);
-            w.leaf("privateIpAddress", &net.ip);
-            if let Some(p) = &v.public_ip {
-                public_association(w, i, p);
-            }
-            w.bool("sourceDestCheck", i.options.source_dest_check);
-            group_set(w, i);
-            w.elem("attachment", |w| {
-                w.leaf("attachmentId", format!("eni-attach-{hex}"));
-                w.leaf("deviceIndex", 0);
-                w.leaf("status", "attached");
-                w.bool("deleteOnTermination", delete);
-            });
-            w.list("privateIpAddressesSet", [net], |w, n| {
-                w.leaf("privateIpAddress", &n.ip);
-                w.bool("primary", true);
-            });
-            w.leaf("interfaceType", "interface");
-        });
-        for s in crate::domain::vpc::eni_secondary::secondaries_of(i) {
-            w.elem("item", |w| {
-                w.leaf("networkInterfaceId", &s.interface_id);
-                w.leaf("subnetId", &s.subnet_id);
-                w.leaf_opt("vpcId", v.vpc_id.as_ref());
-                w.leaf("description", "");
-                w.leaf("ownerId", &i.account);
-                w.leaf("status", "in-use");
-                w.leaf("macAddress", &s.mac);
-                w.leaf("privateIpAddress", &s.ip);
-                w.bool("sourceDestCheck", true);
-                w.list("groupSet", &s.security_group_ids, |w, g| {
-                    w.leaf("groupId", g);
-                });
-                w.elem("attachment", |w| {
-                    w.leaf(
-                        "attachmentId",
-                        crate::ids::NetworkInterfaceAttachmentId::secondary_of(&s.interface_id),
-                    );
-                    w.leaf("deviceIndex", s.device_index);
-                    w.leaf("status", "attached");
-                    w.bool("deleteOnTermination", s.delete_on_termination);
-                });
-                w.list("privateIpAddressesSet", [s], |w, s| {
-                    w.leaf("privateIpAddress", &s.ip);
-                    w.bool("primary", true);
-                });
-                w.leaf("interfaceType", "interface");
-            });
+    let all = crate::domain::vpc::eni_secondary::interfaces_of(i);
+    let vpc_id = i.vpc.as_ref().and_then(|v| v.vpc_id.as_ref());
+    let public_ip = i.vpc.as_ref().and_then(|v| v.public_ip.as_ref());
+    w.list("networkInterfaceSet", &all, |w, n| {
+        let primary = n.device_index == 0;
+        w.leaf("networkInterfaceId", &n.interface_id);
+        w.leaf_opt("subnetId", n.subnet_id);
+        w.leaf_opt("vpcId", vpc_id);
+        w.leaf(
+            "description",
+            if primary && !n.own_primary {
+                "Primary network interface"
+            } else {
+                ""
+            },
+        );
+        w.leaf("ownerId", &i.account);
+        w.leaf("status", "in-use");
+        w.leaf("macAddress", n.mac);
+        w.leaf("privateIpAddress", n.ip);
+        if let Some(p) = public_ip.filter(|_| primary) {
+            public_association(w, i, p);
         }
+        w.bool("sourceDestCheck", !primary || i.options.source_dest_check);
+        w.list("groupSet", n.security_group_ids, |w, g| {
+            w.leaf("groupId", g);
+        });
+        w.elem("attachment", |w| {
+            w.leaf("attachmentId", &n.attachment_id);
+            w.leaf("deviceIndex", n.device_index);
+            w.leaf("status", "attached");
+            w.bool("deleteOnTermination", n.delete_on_termination);
+        });
+        w.list("privateIpAddressesSet", [n], |w, n| {
+            w.leaf("privateIpAddress", n.ip);
+            w.bool("primary", true);
+        });
+        w.leaf("interfaceType", "interface");
     });
 }
