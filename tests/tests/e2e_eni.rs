@@ -178,13 +178,25 @@ fn a_secondary_interface_is_reached_through_its_own_group() {
         text.contains(&format!("NUBIS-NET1 ip={eni_ip}/24"))
     });
 
-    // B: in the second subnet, on the other host.
+    // B: in the second subnet, on the other host. Both hosts this empty,
+    // the scheduler would pick either (spread draws among the hosts within
+    // SPREAD_JITTER of the least used): A's host is cordoned meanwhile.
+    let nodes = c.nodes().expect("nodes");
+    let a_node = nodes
+        .iter()
+        .find(|n| n["instance_count"].as_u64() == Some(1))
+        .map(|n| field(n, "node_id"))
+        .unwrap_or_else(|| panic!("no node holds A alone: {nodes:?}"));
+    let out = c.admin_cli(&["admin", "nodes", "cordon", &a_node]);
+    assert_eq!(out.code, 0, "cordon: {}", out.stderr);
     let (b, b_ip) = c.launch_hello(
         &t,
         &z0,
         &format!("nubis-probe {eni_ip} icmp,http:80\nnubis-probe {a_ip} http:80\n"),
         &["--subnet", &s2, "--security-group", &client],
     );
+    let out = c.admin_cli(&["admin", "nodes", "uncordon", &a_node]);
+    assert_eq!(out.code, 0, "uncordon: {}", out.stderr);
     assert!(b_ip.starts_with("172.31.128."), "{b_ip}");
     let (na, nb) = (host_of(&c, &a), host_of(&c, &b));
     assert!(
