@@ -309,6 +309,7 @@ impl Server {
         self.hz = hz;
         let stream_ticks = hz / 1000 * http::STREAM_INTERVAL_MS;
         let stream_max = hz / 1000 * http::STREAM_MAX_MS;
+        self.mask_irqs(woken_by_irq, true);
         loop {
             self.spoof_tick();
             let t = now(hz);
@@ -384,6 +385,13 @@ impl Server {
                 .min(if woken_by_irq { MAX_SLEEP_MS } else { 5 })
                 .min(wake_ms);
             if delay_ms > 0 {
+                // Interrupts only while asleep; a frame that arrived before
+                // the unmasking raised no edge, so look once more.
+                self.mask_irqs(woken_by_irq, false);
+                if self.dev.can_recv() || self.extra.iter().any(Port::can_recv) {
+                    self.mask_irqs(woken_by_irq, true);
+                    continue;
+                }
                 sys::sleep(idle, hz / 1000 * delay_ms, hz);
                 if woken_by_irq {
                     // Edge-triggered: acknowledge so the next event raises a new edge.
@@ -392,6 +400,7 @@ impl Server {
                         p.dev.ack_interrupt();
                     }
                 }
+                self.mask_irqs(woken_by_irq, true);
                 if keyboard.poll() {
                     return Stop::CtrlAltDel;
                 }
@@ -401,6 +410,17 @@ impl Server {
 }
 
 impl Server {
+    /// Masks (or unmasks) the interrupts of every interface, when they are
+    /// `routed` to the wake-up vector.
+    fn mask_irqs(&self, routed: bool, masked: bool) {
+        if routed {
+            sys::mask_irq(self.irq, masked);
+            for p in &self.extra {
+                sys::mask_irq(p.irq, masked);
+            }
+        }
+    }
+
     /// Whether a `GET /bulk` answer or a `nubis-bulk` fetch is under way.
     fn bulk_active(&self) -> bool {
         self.conns
