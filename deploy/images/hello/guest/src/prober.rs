@@ -53,13 +53,6 @@ pub(crate) struct Prober {
     link: Link,
 }
 
-impl Prober {
-    /// Whether the `nubis-bulk` fetch is under way.
-    pub(crate) fn bulk_active(&self) -> bool {
-        self.bulk.as_ref().is_some_and(|b| !b.done)
-    }
-}
-
 /// What a tick leaves for later.
 #[derive(Default)]
 struct After {
