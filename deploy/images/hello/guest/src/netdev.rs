@@ -135,7 +135,10 @@ impl Queues {
             // SAFETY: `buf[..len]` is exactly what `transmit_begin` got for
             // this token; the device is done with it.
             if let Err(e) = unsafe { self.raw.transmit_complete(token, &buf[..len]) } {
+                // Cannot happen (the token is the one just peeked); if it
+                // did, the device might still read the buffer: never free it.
                 console!("NUBIS-ERROR virtio-net: completing a transmission: {e}");
+                core::mem::forget(buf);
                 return;
             }
             self.spare.push(buf);
