@@ -4,6 +4,9 @@
 # directory). Afterwards: `bins` (their directory) and `profile` (a label).
 #   NUBIS_BIN_DIR=<dir>              prebuilt binaries, nothing is built
 #   NUBIS_BENCH_PROFILE=release|debug  otherwise built first (default release)
+#   NUBIS_BENCH_BUILD_IMAGE=0        use the hello image already in
+#                                    $NUBIS_IMAGE_DIR (e.g. one built from another
+#                                    tree) instead of building it from this tree
 profile=${NUBIS_BENCH_PROFILE:-release}
 if [[ -n ${NUBIS_BIN_DIR:-} ]]; then
     bins=$NUBIS_BIN_DIR
@@ -16,4 +19,6 @@ else
     fi
     bins=${CARGO_TARGET_DIR:-$root/target}/$profile
 fi
-deploy/images/build.sh hello >/dev/null
+if [[ ${NUBIS_BENCH_BUILD_IMAGE:-1} != 0 ]]; then
+    deploy/images/build.sh hello >/dev/null
+fi

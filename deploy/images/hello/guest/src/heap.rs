@@ -8,7 +8,9 @@ use core::ptr::NonNull;
 use linked_list_allocator::LockedHeap;
 use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
 
-const HEAP_SIZE: usize = 4 << 20;
+/// 256 receive buffers per network device, 128 KiB send buffers on the HTTP
+/// listeners of up to four interfaces, the bulk client's 128 KiB window.
+const HEAP_SIZE: usize = 16 << 20;
 
 #[repr(C, align(4096))]
 struct Arena([u8; HEAP_SIZE]);

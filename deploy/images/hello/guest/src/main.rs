@@ -18,6 +18,7 @@ mod heap;
 mod imds;
 mod mem;
 mod net;
+mod netdev;
 mod prober;
 mod sys;
 

@@ -1,4 +1,5 @@
-//! The network side: a smoltcp interface over virtio-net with a static IPv4
+//! The network side: a smoltcp interface over virtio-net (the device
+//! adapter, non-blocking, is `netdev.rs`) with a static IPv4
 //! address (ARP and ICMP echo are answered by smoltcp itself) and the HTTP
 //! server on port 80 (see `nubis_hello_guest::http`), including the server
 //! side of the stream and bulk modes (`GET /stream`, `GET /bulk`). The
@@ -11,122 +12,37 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
-use core::cell::RefCell;
 
 use nubis_hello_guest::cmdline::{ExtraNet, Ipv4Cidr};
 use nubis_hello_guest::http::{self, Parsed};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
-use virtio_drivers::device::net::{RxBuffer, VirtIONet};
-use virtio_drivers::transport::mmio::MmioTransport;
 
 use crate::console;
 use crate::devices::Found;
-use crate::heap::HelloHal;
+pub(crate) use crate::netdev::{send_raw, NetDev};
 use crate::sys::{self, Idle};
 
-const QUEUE_SIZE: usize = 16;
-const BUF_LEN: usize = 2048;
 const HTTP_PORT: u16 = 80;
 /// Listening sockets: this many connections can be open at once.
 const LISTENERS: usize = 8;
 const SOCKET_BUF: usize = 4096;
 /// Send buffer of the listening sockets: what `GET /bulk` may have in
-/// flight (the receive side stays small).
-const SEND_BUF: usize = 16 * 1024;
+/// flight (the receive side stays small). The device queue holds 256 frames
+/// (`netdev.rs`), more than this window's ~90 segments.
+const SEND_BUF: usize = 128 * 1024;
 /// A `GET /stream` connection is dropped when the client acknowledges
 /// nothing for this long (other connections: 10 s).
 const STREAM_TIMEOUT_S: u64 = 60;
 /// Keep polling this long after traffic before sleeping (latency of
-/// multi-packet exchanges), in microseconds.
-const BUSY_WINDOW_US: u64 = 2_000;
+/// multi-packet exchanges), in microseconds. Longer (2 ms, and spinning
+/// throughout bulk transfers) made guest-to-guest transfers slower on a
+/// host with two shared cores (README "Network").
+const BUSY_WINDOW_US: u64 = 200;
 /// Longest sleep between polls, in milliseconds.
 const MAX_SLEEP_MS: u64 = 100;
-
-type Net = VirtIONet<HelloHal, MmioTransport<'static>, QUEUE_SIZE>;
-
-/// smoltcp's view of the virtio-net device.
-pub(crate) struct NetDev {
-    inner: RefCell<Net>,
-}
-
-pub(crate) struct Rx<'a> {
-    dev: &'a RefCell<Net>,
-    buf: Option<RxBuffer>,
-}
-
-pub(crate) struct Tx<'a> {
-    dev: &'a RefCell<Net>,
-}
-
-impl Device for NetDev {
-    type RxToken<'a> = Rx<'a>;
-    type TxToken<'a> = Tx<'a>;
-
-    fn receive(&mut self, _now: Instant) -> Option<(Rx<'_>, Tx<'_>)> {
-        let buf = {
-            let mut dev = self.inner.borrow_mut();
-            if !dev.can_recv() {
-                return None;
-            }
-            dev.receive().ok()?
-        };
-        Some((
-            Rx {
-                dev: &self.inner,
-                buf: Some(buf),
-            },
-            Tx { dev: &self.inner },
-        ))
-    }
-
-    fn transmit(&mut self, _now: Instant) -> Option<Tx<'_>> {
-        self.inner
-            .borrow()
-            .can_send()
-            .then_some(Tx { dev: &self.inner })
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = 1514;
-        // smoltcp caps every TCP window it advertises at max_burst_size
-        // segments: Some(1) allowed one segment in flight (GET /bulk then
-        // crawled); no cap overran the receive queue and lost segments, which
-        // smoltcp recovers from slowly. Half the queue measured best.
-        caps.max_burst_size = Some(QUEUE_SIZE / 2);
-        caps
-    }
-}
-
-impl RxToken for Rx<'_> {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(mut self, f: F) -> R {
-        let buf = self.buf.take();
-        let result = f(buf.as_ref().map_or(&[][..], |b| b.packet()));
-        if let Some(buf) = buf {
-            if let Err(e) = self.dev.borrow_mut().recycle_rx_buffer(buf) {
-                console!("NUBIS-ERROR virtio-net: recycling a receive buffer: {e}");
-            }
-        }
-        result
-    }
-}
-
-impl TxToken for Tx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut dev = self.dev.borrow_mut();
-        let mut buf = dev.new_tx_buffer(len);
-        let result = f(buf.packet_mut());
-        if let Err(e) = dev.send(buf) {
-            console!("NUBIS-ERROR virtio-net: send: {e}");
-        }
-        result
-    }
-}
 
 /// `nubis.spoof=`: the forged frames and when to send them next.
 struct Spoofer {
@@ -139,17 +55,6 @@ struct Spoofer {
 
 /// Rounds of forged frames (one a second), so a test can look at any time.
 const SPOOF_ROUNDS: u32 = 30;
-
-/// Sends one raw Ethernet frame; false when the queue is full or it failed.
-pub(crate) fn send_raw(dev: &NetDev, frame: &[u8]) -> bool {
-    let mut d = dev.inner.borrow_mut();
-    if !d.can_send() {
-        return false;
-    }
-    let mut buf = d.new_tx_buffer(frame.len());
-    buf.packet_mut().copy_from_slice(frame);
-    d.send(buf).is_ok()
-}
 
 /// One HTTP connection slot.
 struct Conn {
@@ -189,7 +94,7 @@ struct Port {
 impl Port {
     /// Whether a received frame waits.
     fn can_recv(&self) -> bool {
-        self.dev.inner.borrow().can_recv()
+        self.dev.can_recv()
     }
 }
 
@@ -231,18 +136,15 @@ fn open_port(
     label: &str,
 ) -> Option<Port> {
     let addr = found.at.addr;
-    let mut net = match Net::new(found.transport, BUF_LEN) {
-        Ok(net) => net,
+    let mut dev = match NetDev::new(found.transport, hz) {
+        Ok(dev) => dev,
         Err(e) => {
             console!("NUBIS-ERROR virtio-net at {addr:#x}: {e}");
             return None;
         }
     };
-    net.enable_interrupts();
-    let mac = net.mac_address();
-    let mut dev = NetDev {
-        inner: RefCell::new(net),
-    };
+    dev.enable_interrupts();
+    let mac = dev.mac_address();
     let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
     config.random_seed = sys::rdtsc();
     let mut iface = Interface::new(config, &mut dev, now(hz));
@@ -409,6 +311,7 @@ impl Server {
         self.hz = hz;
         let stream_ticks = hz / 1000 * http::STREAM_INTERVAL_MS;
         let stream_max = hz / 1000 * http::STREAM_MAX_MS;
+        self.mask_irqs(woken_by_irq, true);
         loop {
             self.spoof_tick();
             let t = now(hz);
@@ -465,12 +368,14 @@ impl Server {
                 last_activity = sys::rdtsc();
                 continue;
             }
-            if self.dev.inner.borrow().can_recv() || self.extra.iter().any(Port::can_recv) {
+            if self.dev.can_recv() || self.extra.iter().any(Port::can_recv) {
                 continue;
             }
-            // A bulk transfer (either side) polls without sleeping: waking
-            // from `hlt` costs a VM exit and an interrupt per packet.
-            if sys::rdtsc().wrapping_sub(last_activity) < busy_ticks || self.bulk_active() {
+            // Even a bulk transfer (either side) sleeps when there is
+            // nothing to do for a moment: on a host short of CPU, a spinning
+            // vCPU takes the time the VMMs need to move the frames (the
+            // device queues are deep enough that a wake-up finds a batch).
+            if sys::rdtsc().wrapping_sub(last_activity) < busy_ticks {
                 core::hint::spin_loop();
                 continue;
             }
@@ -484,14 +389,22 @@ impl Server {
                 .min(if woken_by_irq { MAX_SLEEP_MS } else { 5 })
                 .min(wake_ms);
             if delay_ms > 0 {
+                // Interrupts only while asleep; a frame that arrived before
+                // the unmasking raised no edge, so look once more.
+                self.mask_irqs(woken_by_irq, false);
+                if self.dev.can_recv() || self.extra.iter().any(Port::can_recv) {
+                    self.mask_irqs(woken_by_irq, true);
+                    continue;
+                }
                 sys::sleep(idle, hz / 1000 * delay_ms, hz);
                 if woken_by_irq {
                     // Edge-triggered: acknowledge so the next event raises a new edge.
-                    self.dev.inner.borrow_mut().ack_interrupt();
+                    self.dev.ack_interrupt();
                     for p in &self.extra {
-                        p.dev.inner.borrow_mut().ack_interrupt();
+                        p.dev.ack_interrupt();
                     }
                 }
+                self.mask_irqs(woken_by_irq, true);
                 if keyboard.poll() {
                     return Stop::CtrlAltDel;
                 }
@@ -501,13 +414,15 @@ impl Server {
 }
 
 impl Server {
-    /// Whether a `GET /bulk` answer or a `nubis-bulk` fetch is under way.
-    fn bulk_active(&self) -> bool {
-        self.conns
-            .iter()
-            .chain(self.extra.iter().flat_map(|p| &p.conns))
-            .any(|c| c.bulk.is_some())
-            || self.prober.as_ref().is_some_and(|p| p.bulk_active())
+    /// Masks (or unmasks) the interrupts of every interface, when they are
+    /// `routed` to the wake-up vector.
+    fn mask_irqs(&self, routed: bool, masked: bool) {
+        if routed {
+            sys::mask_irq(self.irq, masked);
+            for p in &self.extra {
+                sys::mask_irq(p.irq, masked);
+            }
+        }
     }
 
     /// The earliest TSC at which a stream line or a probe event is due.

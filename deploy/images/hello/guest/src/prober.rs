@@ -37,9 +37,10 @@ const MAX_ANSWER: usize = 2048;
 /// A target's next hop is asked for again after this long without asking,
 /// in milliseconds (smoltcp forgets neighbours after 60 s).
 const REFRESH_MS: u64 = 20_000;
-/// Receive buffer of the bulk client (the window it advertises is capped
-/// lower, see `net.rs`).
-const BULK_WINDOW: usize = 16 * 1024;
+/// Receive buffer of the bulk client: the window it advertises (smoltcp
+/// scales windows beyond 64 KiB; `netdev.rs` caps a window at half the
+/// receive queue, 128 segments, which this stays below).
+const BULK_WINDOW: usize = 128 * 1024;
 /// Payload of the echo requests.
 const ECHO_DATA: &[u8] = b"NUBIS-PROBE";
 
@@ -50,13 +51,6 @@ pub(crate) struct Prober {
     bulk: Option<BulkRun>,
     after: After,
     link: Link,
-}
-
-impl Prober {
-    /// Whether the `nubis-bulk` fetch is under way.
-    pub(crate) fn bulk_active(&self) -> bool {
-        self.bulk.as_ref().is_some_and(|b| !b.done)
-    }
 }
 
 /// What a tick leaves for later.

@@ -394,6 +394,15 @@ pub fn route_irq(irq: u32) -> bool {
     true
 }
 
+/// Masks or unmasks I/O APIC input `irq` (routed by [`route_irq`]). While
+/// the guest polls anyway, a masked input spares it the VM exit each
+/// device interrupt costs; an edge arriving while masked is lost, so unmask
+/// before looking for work one last time and sleeping.
+pub fn mask_irq(irq: u32, masked: bool) {
+    let mask = if masked { 1 << 16 } else { 0 };
+    ioapic_write(0x10 + 2 * irq, u32::from(boot::DEVICE_VECTOR) | mask);
+}
+
 const I8042_DATA: u16 = 0x60;
 const I8042_STATUS: u16 = 0x64;
 
