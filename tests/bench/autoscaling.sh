@@ -33,7 +33,7 @@ echo "# $(date -u +%FT%TZ) $(nproc) cores, $profile binaries, load $(cut -d' ' -
 log=$(mktemp /tmp/nbt-asg-bench.XXXXXX)
 trap 'rm -f "$log"' EXIT
 rc=0
-NUBIS_BIN_DIR=$bins NUBIS_BENCH_SCALE=$n \
+NUBIS_REQUIRE_KVM=1 NUBIS_BIN_DIR=$bins NUBIS_BENCH_SCALE=$n \
     cargo test -q -p nubis-tests --test e2e_autoscaling -- --ignored --exact \
     bench_scale_out_and_host_loss --nocapture >"$log" 2>&1 || rc=$?
 grep -E '^BENCH' "$log" || true

@@ -8,8 +8,12 @@
 #                                    $NUBIS_IMAGE_DIR (e.g. one built from another
 #                                    tree) instead of building it from this tree
 profile=${NUBIS_BENCH_PROFILE:-release}
+# A benchmark whose prerequisite (KVM, etcd, an image, a binary) is missing
+# fails instead of printing SKIPPED and measuring nothing.
+export NUBIS_REQUIRE_KVM=1
 if [[ -n ${NUBIS_BIN_DIR:-} ]]; then
-    bins=$NUBIS_BIN_DIR
+    # Absolute: the test runs in its package's directory.
+    bins=$(cd "$NUBIS_BIN_DIR" && pwd)
     profile="prebuilt ($bins)"
 else
     if [[ $profile == release ]]; then
