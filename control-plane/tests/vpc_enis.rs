@@ -514,6 +514,7 @@ async fn launching_with_an_interface_attaches_it_and_terminate_detaches_or_delet
         (run(&image, &top_subnet), "InvalidParameterCombination"),
         (two_params, "InvalidParameterCombination"),
         (run(&image, &spec_and_id), "InvalidParameterCombination"),
+        // No primary interface (device index 0).
         (
             run(
                 &image,

@@ -318,6 +318,76 @@ def test_enis_secondary_interfaces(ec2, aws, hello_ami, zones, tag, cleanup):
         ec2.delete_vpc(VpcId=vpc_id)
 
 
+def test_enis_created_at_launch(ec2, hello_ami, zones, tag, cleanup):
+    cidr = unique_cidr()
+    base = cidr.split(".0.0/")[0]
+    vpc_id = ec2.create_vpc(CidrBlock=cidr)["Vpc"]["VpcId"]
+    s1, s2 = (
+        ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"{base}.{n}.0/24", AvailabilityZone=zones[0])[
+            "Subnet"
+        ]["SubnetId"]
+        for n in (1, 2)
+    )
+    sg = ec2.create_security_group(GroupName="eni-new", Description="new", VpcId=vpc_id)["GroupId"]
+    iid = None
+    try:
+        launch = dict(ImageId=hello_ami, InstanceType="t3.nano", MinCount=1, MaxCount=1)
+        # An address outside the new interface's subnet: refused.
+        assert code(
+            ec2.run_instances,
+            NetworkInterfaces=[
+                {"DeviceIndex": 0, "SubnetId": s1},
+                {"DeviceIndex": 1, "SubnetId": s2, "PrivateIpAddress": f"{base}.1.20"},
+            ],
+            **launch,
+        ) == "InvalidParameterValue"
+        # A new primary in s1 and a new secondary in s2 with its group and address.
+        r = ec2.run_instances(
+            NetworkInterfaces=[
+                {"DeviceIndex": 0, "SubnetId": s1},
+                {"DeviceIndex": 1, "SubnetId": s2, "Groups": [sg], "PrivateIpAddress": f"{base}.2.20"},
+            ],
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "t", "Value": tag}]}],
+            **launch,
+        )
+        iid = r["Instances"][0]["InstanceId"]
+        cleanup.append(iid)
+        nics = sorted(
+            instance(ec2, iid)["NetworkInterfaces"], key=lambda n: n["Attachment"]["DeviceIndex"]
+        )
+        assert [n["Attachment"]["DeviceIndex"] for n in nics] == [0, 1]
+        new = nics[1]["NetworkInterfaceId"]
+        assert nics[1]["PrivateIpAddress"] == f"{base}.2.20"
+        assert [g["GroupId"] for g in nics[1]["Groups"]] == [sg]
+        e = eni(ec2, new)
+        assert e["Status"] == "in-use" and e["SubnetId"] == s2
+        assert e["Attachment"]["InstanceId"] == iid
+        assert e["Attachment"]["DeleteOnTermination"] is True
+        # Terminate deletes it.
+        ec2.terminate_instances(InstanceIds=[iid])
+        wait_until("the new interface deleted", lambda: _gone(ec2, new), timeout=120)
+    finally:
+        if iid:
+            ec2.terminate_instances(InstanceIds=[iid])
+            wait_until(
+                "terminated",
+                lambda: instance(ec2, iid)["State"]["Name"] == "terminated",
+                timeout=120,
+            )
+        ec2.delete_security_group(GroupId=sg)
+        for s in (s1, s2):
+            wait_until("the subnet deleted", lambda s=s: _try_delete_subnet(ec2, s), timeout=120)
+        ec2.delete_vpc(VpcId=vpc_id)
+
+
+def _gone(ec2, eni_id):
+    try:
+        ec2.describe_network_interfaces(NetworkInterfaceIds=[eni_id])
+        return False
+    except ClientError as e:
+        return e.response["Error"]["Code"] == "InvalidNetworkInterfaceID.NotFound"
+
+
 def _try_delete_subnet(ec2, subnet):
     try:
         ec2.delete_subnet(SubnetId=subnet)

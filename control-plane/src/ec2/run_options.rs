@@ -414,6 +414,11 @@ fn network_interface(pairs: &[(String, String)], o: &mut LaunchOptions) -> Resul
         }
     }
     let Some(members) = primary else {
+        if !secondaries.is_empty() {
+            return Err(Ec2Error::invalid_value(
+                "The network interfaces of a launch must include the primary one (DeviceIndex 0).",
+            ));
+        }
         return Err(Ec2Error::missing("NetworkInterface.N.DeviceIndex"));
     };
     if o.vpc.is_some() {
@@ -506,10 +511,12 @@ fn network_interface(pairs: &[(String, String)], o: &mut LaunchOptions) -> Resul
     Ok(())
 }
 
-/// `NetworkInterface.N` at device index `index` >= 1: an existing interface
-/// (`NetworkInterfaceId`, `DeleteOnTermination`, default false) attached
-/// at launch; a specification of a new one is refused
-/// ([`crate::domain::vpc::eni_secondary`]).
+/// `NetworkInterface.N` at device index `index` >= 1
+/// ([`crate::domain::vpc::eni_secondary`]): an existing interface
+/// (`NetworkInterfaceId`, `DeleteOnTermination`, default false) attached at
+/// launch, or a new one (`SubnetId`, `SecurityGroupId.M`,
+/// `PrivateIpAddress`, `DeleteOnTermination`, default true) created with
+/// the instance.
 fn secondary_interface(
     n: &str,
     index: u32,
@@ -522,34 +529,59 @@ fn secondary_interface(
             .map(|(_, v)| v.to_string())
             .filter(|v| !v.is_empty())
     };
-    let Some(eni) = get("NetworkInterfaceId") else {
-        return Err(Ec2Error::invalid_value(format!(
-            "NetworkInterface.{n}: {}",
-            crate::domain::vpc::eni_secondary::LAUNCH_SECONDARY_UNSUPPORTED
-        )));
-    };
-    if let Some((m, _)) = members.iter().find(|(m, _)| {
-        !matches!(
-            *m,
-            "DeviceIndex" | "NetworkInterfaceId" | "DeleteOnTermination"
-        )
-    }) {
-        return Err(combination(format!(
-            "NetworkInterface.{n}: a network interface ID cannot be combined with {m}"
-        )));
-    }
     let delete = match get("DeleteOnTermination").as_deref() {
-        None | Some("false") => false,
-        Some("true") => true,
+        None => None,
+        Some("false") => Some(false),
+        Some("true") => Some(true),
         Some(v) => {
             return Err(Ec2Error::invalid_value(format!(
                 "Value ({v}) for parameter DeleteOnTermination is invalid. Expected a boolean."
             )))
         }
     };
-    Ok(crate::domain::vpc::eni_secondary::LaunchSecondary {
+    let mut spec = crate::domain::vpc::eni_secondary::LaunchSecondary {
         device_index: index,
-        interface_id: crate::ids::NetworkInterfaceId::parse(&eni)?,
-        delete_on_termination: delete,
-    })
+        interface_id: None,
+        subnet_id: None,
+        security_group_ids: Vec::new(),
+        private_ip_address: None,
+        delete_on_termination: delete.unwrap_or(true),
+    };
+    if let Some(eni) = get("NetworkInterfaceId") {
+        if let Some((m, _)) = members.iter().find(|(m, _)| {
+            !matches!(
+                *m,
+                "DeviceIndex" | "NetworkInterfaceId" | "DeleteOnTermination"
+            )
+        }) {
+            return Err(combination(format!(
+                "NetworkInterface.{n}: a network interface ID cannot be combined with {m}"
+            )));
+        }
+        spec.interface_id = Some(crate::ids::NetworkInterfaceId::parse(&eni)?);
+        spec.delete_on_termination = delete.unwrap_or(false);
+        return Ok(spec);
+    }
+    let Some(subnet) = get("SubnetId") else {
+        return Err(Ec2Error::invalid_value(format!(
+            "NetworkInterface.{n}: a network interface at device index {index} needs a NetworkInterfaceId or a SubnetId"
+        )));
+    };
+    spec.subnet_id = Some(crate::ids::SubnetId::parse(&subnet)?);
+    spec.private_ip_address = get("PrivateIpAddress");
+    for (m, v) in members {
+        match *m {
+            "DeviceIndex" | "SubnetId" | "PrivateIpAddress" | "DeleteOnTermination" => {}
+            _ if m.starts_with("SecurityGroupId.") => spec
+                .security_group_ids
+                .push(crate::ids::SecurityGroupId::parse(v)?),
+            "AssociatePublicIpAddress" => {
+                return Err(combination(
+                    "The associatePublicIPAddress parameter cannot be specified when launching with multiple network interfaces.",
+                ))
+            }
+            _ => return Err(unsupported(&format!("The network interface parameter {m}"))),
+        }
+    }
+    Ok(spec)
 }

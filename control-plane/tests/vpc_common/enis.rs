@@ -3,6 +3,9 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+use nubis_control_plane::domain::{Caller, Domain};
+use nubis_control_plane::ids::{AccountId, SubnetId};
+
 use super::{text, Ec2};
 
 /// A VPC 10.0.0.0/16 with a subnet 10.0.1.0/24 in `zone` and a group
@@ -69,4 +72,62 @@ pub fn with_eni(eni: &str, delete: bool) -> Vec<(&'static str, String)> {
         ("NetworkInterface.1.NetworkInterfaceId", eni.into()),
         ("NetworkInterface.1.DeleteOnTermination", delete.to_string()),
     ]
+}
+
+/// The caller of `e`'s account.
+pub fn caller(e: &Ec2) -> Caller {
+    Caller::Tenant(AccountId::parse(&e.account).unwrap())
+}
+
+/// (key, mod_revision) of every record an attachment may write.
+pub async fn snapshot(d: &Domain) -> Vec<(String, i64)> {
+    let keys = d.store().keys();
+    let all_vpcs = keys.all_vpcs();
+    let root = all_vpcs.trim_end_matches("vpcs/");
+    let mut out = Vec::new();
+    for p in [
+        "network-interfaces/",
+        "ipam/addrs/",
+        "security-groups/",
+        "vpc-subnets/",
+        "vpcs/",
+        "instances/",
+    ] {
+        let (kvs, _) = d.store().list_raw(&format!("{root}{p}")).await.unwrap();
+        out.extend(kvs.into_iter().map(|(k, _, r)| (k, r)));
+    }
+    out
+}
+
+pub async fn claims(d: &Domain, subnet: &str) -> Vec<String> {
+    d.address_claims(&SubnetId::parse(subnet).unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.ip)
+        .collect()
+}
+
+pub async fn subnet(e: &Ec2, vpc: &str, cidr: &str, zone: &str) -> String {
+    text(
+        &e.ok(
+            "CreateSubnet",
+            &[
+                ("VpcId", vpc),
+                ("CidrBlock", cidr),
+                ("AvailabilityZone", zone),
+            ],
+        )
+        .await,
+        "subnetId",
+    )
+}
+
+pub async fn eni(e: &Ec2, subnet: &str, extra: &[(&str, &str)]) -> String {
+    let mut p = vec![("SubnetId", subnet)];
+    p.extend_from_slice(extra);
+    text(
+        &e.ok("CreateNetworkInterface", &p).await,
+        "networkInterfaceId",
+    )
 }

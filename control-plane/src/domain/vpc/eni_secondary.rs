@@ -11,11 +11,16 @@
 //! Firecracker): AttachNetworkInterface and DetachNetworkInterface of a
 //! secondary interface are refused unless the instance is `stopped`
 //! (`IncorrectInstanceState`); the interface takes effect at the next start.
-//! RunInstances names existing interfaces (`NetworkInterface.N` with
-//! `DeviceIndex` >= 1): checked once ([`Domain::resolve_launch_secondaries`],
-//! which also fixes the launch's zone), re-read by every placement attempt
-//! ([`Domain::lease_secondaries`]) and attached in the launch transaction,
-//! compared ([`SecondaryLease::stage_attach`]).
+//! RunInstances names existing interfaces or asks for new ones
+//! (`NetworkInterface.N` with `DeviceIndex` >= 1 and `NetworkInterfaceId`,
+//! or `SubnetId` with groups and an address): checked once
+//! ([`Domain::resolve_launch_secondaries`], which also fixes the launch's
+//! zone) and taken again by every placement attempt
+//! ([`Domain::lease_secondaries`]: an existing one re-read, a new one given
+//! an address held in the attempt's address pool, so the launch's other
+//! addresses differ from it). The launch transaction attaches an existing
+//! one, compared, or creates a new one attached, with its address claim,
+//! both compare-absent ([`SecondaryLease::stage_attach`]).
 //!
 //! Records: the interface's attachment (`attachment`, id `eni-attach-` +
 //! the interface's hex) and, in the instance record, a copy of what the
@@ -32,12 +37,16 @@
 //! each secondary interface is deleted with its address
 //! (deleteOnTermination) or detached back to `available`.
 
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
 use serde::{Deserialize, Serialize};
 
 use super::enis::{
     interface_in_use, stage_attached, stage_delete, InterfaceAttachment, NamedInterface,
     NetworkInterface,
 };
+use super::private_addresses::check_requested;
 use super::{Cidr, MAX_ATTEMPTS};
 use crate::domain::lifecycle::State;
 use crate::domain::model::{now_ms, Instance};
@@ -52,28 +61,38 @@ use crate::store::Tx;
 /// Interfaces per instance (device indexes `0..MAX_INTERFACES`).
 pub const MAX_INTERFACES: u32 = 4;
 
-/// RunInstances' answer to a specification of a new interface at device
-/// index 1 or more.
-pub const LAUNCH_SECONDARY_UNSUPPORTED: &str = "a secondary network interface (device index 1 or more) must name an existing NetworkInterfaceId: create it first";
-
-/// A secondary interface named at launch (`NetworkInterface.N` with
-/// `DeviceIndex` >= 1 and `NetworkInterfaceId`; request only).
+/// A secondary interface asked for at launch (`NetworkInterface.N` with
+/// `DeviceIndex` >= 1; request only): an existing interface
+/// (`interface_id`) or a new one in `subnet_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LaunchSecondary {
     /// Device index (1..[`MAX_INTERFACES`]).
     pub device_index: u32,
-    /// The interface.
-    pub interface_id: NetworkInterfaceId,
-    /// `DeleteOnTermination` (default false).
+    /// An existing interface; `None`: one created at launch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface_id: Option<NetworkInterfaceId>,
+    /// A new interface's subnet (of the instance's VPC and zone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_id: Option<SubnetId>,
+    /// A new interface's groups (none: the VPC's default group).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_group_ids: Vec<SecurityGroupId>,
+    /// A new interface's address (none: the subnet's lowest free one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_ip_address: Option<String>,
+    /// `DeleteOnTermination` (default false for an existing interface,
+    /// true for a new one).
     #[serde(default)]
     pub delete_on_termination: bool,
 }
 
 /// A secondary interface taken by one launch attempt: its record as read
-/// and the instance's copy of it.
+/// (or, `created`, as this launch creates it) and the instance's copy of it.
 #[derive(Debug, Clone)]
 pub struct SecondaryLease {
     eni: crate::store::Versioned<NetworkInterface>,
+    /// Created by the launch (with its address claim), not read.
+    created: bool,
     /// What the instance records.
     pub copy: SecondaryInterface,
 }
@@ -94,7 +113,24 @@ impl SecondaryLease {
             delete_on_termination: self.copy.delete_on_termination,
             attached_ms: inst.launch_time_ms,
         };
-        stage_attached(keys, tx, &self.eni, attachment)
+        if !self.created {
+            return stage_attached(keys, tx, &self.eni, attachment);
+        }
+        let mut e = self.eni.value.clone();
+        e.attachment = Some(attachment);
+        tx.create(&keys.network_interface(&e.account, &e.id), &e)?;
+        tx.create(
+            &keys.address_claim(&e.subnet_id, &e.private_ip),
+            &crate::domain::ipam::AddressClaim {
+                subnet_id: e.subnet_id.clone(),
+                ip: e.private_ip.clone(),
+                instance_id: None,
+                network_interface_id: Some(e.id.clone()),
+                account: e.account.clone(),
+                claimed_ms: e.created_ms,
+            },
+        )?;
+        Ok(())
     }
 }
 
@@ -237,44 +273,162 @@ impl Domain {
         let mut zone: Option<String> = None;
         for s in &req.launch_secondaries {
             check_index(s.device_index)?;
-            let e = self
-                .available_secondary(account, &s.interface_id)
-                .await?
-                .value;
-            if &e.vpc_id != vpc {
+            let (what, in_vpc, in_zone) = match &s.interface_id {
+                Some(id) => {
+                    let e = self.available_secondary(account, id).await?.value;
+                    (
+                        format!("The network interface {}", e.id),
+                        e.vpc_id,
+                        e.availability_zone,
+                    )
+                }
+                None => {
+                    let sub = self.new_secondary_subnet(account, s).await?;
+                    if &sub.vpc_id == vpc {
+                        // Groups of the VPC, an address of the subnet.
+                        self.new_secondary_groups(account, &sub, s).await?;
+                        if let Some(ip) = &s.private_ip_address {
+                            check_requested(ip, &sub.id, &Cidr::parse(&sub.cidr)?)?;
+                        }
+                    }
+                    (
+                        format!("The subnet {}", sub.id),
+                        sub.vpc_id,
+                        sub.availability_zone,
+                    )
+                }
+            };
+            if &in_vpc != vpc {
                 return Err(Error::invalid(format!(
-                    "The network interface {} is in {}, not in the instance's VPC {vpc}",
-                    e.id, e.vpc_id
+                    "{what} is in {in_vpc}, not in the instance's VPC {vpc}"
                 )));
             }
             match &zone {
-                Some(z) if z != &e.availability_zone => {
+                Some(z) if z != &in_zone => {
                     return Err(Error::invalid_code(
                         "InvalidParameterCombination",
                         "The network interfaces of an instance must be in one availability zone",
                     ))
                 }
-                _ => zone = Some(e.availability_zone.clone()),
+                _ => zone = Some(in_zone),
             }
         }
         Ok(zone)
     }
 
+    /// The subnet of a secondary interface created at launch.
+    async fn new_secondary_subnet(
+        &self,
+        account: &AccountId,
+        s: &LaunchSecondary,
+    ) -> Result<super::VpcSubnet> {
+        let id = s.subnet_id.as_ref().ok_or_else(|| {
+            Error::invalid("A network interface needs a NetworkInterfaceId or a SubnetId")
+        })?;
+        Ok(self.own_subnet(account, id.as_str()).await?.value)
+    }
+
+    /// The groups of a secondary interface created at launch in `sub`
+    /// (checked: the caller's, of the subnet's VPC; none asked: the VPC's
+    /// default group).
+    async fn new_secondary_groups(
+        &self,
+        account: &AccountId,
+        sub: &super::VpcSubnet,
+        s: &LaunchSecondary,
+    ) -> Result<Vec<SecurityGroupId>> {
+        let ids: Vec<String> = s.security_group_ids.iter().map(|g| g.to_string()).collect();
+        // The launch does not compare the groups (as for the primary
+        // interface's): the staged compares are dropped.
+        self.interface_groups(account, &sub.vpc_id, &ids, &mut Tx::new())
+            .await
+    }
+
     /// Re-reads the secondary interfaces a launch attempt takes (still the
     /// caller's and available).
+    /// A new one gets an address of its subnet held in `pool` (so that the
+    /// launch's other addresses differ from it).
     pub(crate) async fn lease_secondaries(
         &self,
         account: &AccountId,
         req: &super::InstanceVpc,
+        pool: &mut super::private_addresses::AddressPool,
     ) -> Result<Vec<SecondaryLease>> {
         let mut out = Vec::with_capacity(req.launch_secondaries.len());
         for s in &req.launch_secondaries {
-            let eni = self.available_secondary(account, &s.interface_id).await?;
+            let Some(id) = &s.interface_id else {
+                out.push(self.lease_new_secondary(account, s, pool).await?);
+                continue;
+            };
+            let eni = self.available_secondary(account, id).await?;
             let mut copy = self.copy_of(account, &eni.value, s.device_index).await?;
             copy.delete_on_termination = s.delete_on_termination;
-            out.push(SecondaryLease { eni, copy });
+            out.push(SecondaryLease {
+                eni,
+                created: false,
+                copy,
+            });
         }
         Ok(out)
+    }
+
+    /// A secondary interface this launch attempt creates: its record (not
+    /// yet attached) with an address held in `pool`.
+    async fn lease_new_secondary(
+        &self,
+        account: &AccountId,
+        s: &LaunchSecondary,
+        pool: &mut super::private_addresses::AddressPool,
+    ) -> Result<SecondaryLease> {
+        let sub = self.new_secondary_subnet(account, s).await?;
+        let groups = self.new_secondary_groups(account, &sub, s).await?;
+        let cidr = Cidr::parse(&sub.cidr)?;
+        let requested = s
+            .private_ip_address
+            .as_deref()
+            .map(|ip| check_requested(ip, &sub.id, &cidr))
+            .transpose()?;
+        let claimed: HashSet<Ipv4Addr> = self
+            .address_claims(&sub.id)
+            .await?
+            .into_iter()
+            .filter_map(|c| c.ip.parse().ok())
+            .collect();
+        let ip = pool.hold_address(&sub.id, &cidr, &claimed, requested)?;
+        let eni = NetworkInterface {
+            id: NetworkInterfaceId::generate(),
+            account: account.clone(),
+            vpc_id: sub.vpc_id.clone(),
+            subnet_id: sub.id.clone(),
+            availability_zone: sub.availability_zone.clone(),
+            private_ip: ip.to_string(),
+            mac: crate::domain::network::mac_for(ip),
+            security_group_ids: groups,
+            description: String::new(),
+            attachment: None,
+            tags: Default::default(),
+            created_ms: now_ms(),
+            derived: false,
+        };
+        let copy = SecondaryInterface {
+            interface_id: eni.id.clone(),
+            device_index: s.device_index,
+            subnet_id: sub.id.clone(),
+            subnet_cidr: cidr.to_string(),
+            ip: eni.private_ip.clone(),
+            mac: eni.mac.clone(),
+            security_group_ids: eni.security_group_ids.clone(),
+            delete_on_termination: s.delete_on_termination,
+        };
+        Ok(SecondaryLease {
+            eni: crate::store::Versioned {
+                value: eni,
+                mod_revision: 0,
+                newer: None,
+            },
+            created: true,
+            copy,
+        })
     }
 
     /// What an instance records of interface `e` at `device_index`

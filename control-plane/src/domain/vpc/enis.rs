@@ -260,7 +260,7 @@ impl Domain {
     /// Resolves `ids` to groups of `vpc` (at most [`MAX_GROUPS`]; none:
     /// the VPC's default group), each compared and rewritten unchanged in
     /// `tx` (see the module docs).
-    async fn interface_groups(
+    pub(super) async fn interface_groups(
         &self,
         account: &AccountId,
         vpc: &VpcId,

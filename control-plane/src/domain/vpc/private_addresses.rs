@@ -188,6 +188,34 @@ impl AddressPool {
 }
 
 impl AddressPool {
+    /// Holds an address of `subnet` for a secondary interface created at
+    /// launch: `requested` (`InvalidIPAddress.InUse` when claimed or held),
+    /// else the lowest neither reserved, claimed nor held.
+    pub(crate) fn hold_address(
+        &mut self,
+        subnet: &SubnetId,
+        cidr: &Cidr,
+        claimed: &HashSet<Ipv4Addr>,
+        requested: Option<Ipv4Addr>,
+    ) -> Result<Ipv4Addr> {
+        let ip = match requested {
+            Some(ip) if claimed.contains(&ip) || !self.inflight.hold(subnet, ip) => {
+                return Err(in_use(ip))
+            }
+            Some(ip) => ip,
+            None => {
+                let base = u32::from(cidr.base());
+                let size = u32::try_from(cidr.size()).unwrap_or(u32::MAX);
+                (4..size.saturating_sub(1))
+                    .map(|off| Ipv4Addr::from(base.wrapping_add(off)))
+                    .find(|ip| !claimed.contains(ip) && self.inflight.hold(subnet, *ip))
+                    .ok_or_else(|| subnet_full(subnet))?
+            }
+        };
+        self.held.push((subnet.clone(), ip));
+        Ok(ip)
+    }
+
     /// Stages what `inst` holds of its address: the claim of it, or (a
     /// launch with an interface of its own) the interface attached.
     pub fn stage_hold(
@@ -247,8 +275,9 @@ impl Domain {
             held: Vec::new(),
             inflight: self.addresses_in_flight.clone(),
             interface: None,
-            secondaries: self.lease_secondaries(account, vpc).await?,
+            secondaries: Vec::new(),
         };
+        pool.secondaries = self.lease_secondaries(account, vpc, &mut pool).await?;
         if let Some(eni) = &vpc.network_interface_id {
             pool.interface = Some(self.lease_interface(account, eni, vni).await?);
             return Ok(Some(pool));
