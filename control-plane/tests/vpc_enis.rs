@@ -14,17 +14,11 @@ mod support;
 mod vpc_common;
 
 use nubis_control_plane::domain::lifecycle::State;
-use nubis_control_plane::domain::Caller;
 use nubis_control_plane::ec2::DomainBackend;
-use nubis_control_plane::ids::{AccountId, SubnetId};
 use nubis_control_plane::sim::{SimAgent, SimOptions};
 use support::*;
-use vpc_common::enis::{interfaces_of, launch, network, run, with_eni};
+use vpc_common::enis::{caller, claims, interfaces_of, launch, network, run, with_eni};
 use vpc_common::{text, texts, Ec2};
-
-fn caller(e: &Ec2) -> Caller {
-    Caller::Tenant(AccountId::parse(&e.account).unwrap())
-}
 
 /// (key, mod_revision) of every record under the prefixes an interface
 /// action may write.
@@ -44,15 +38,6 @@ async fn snapshot(d: &nubis_control_plane::domain::Domain) -> Vec<(String, i64)>
         out.extend(kvs.into_iter().map(|(k, _, r)| (k, r)));
     }
     out
-}
-
-async fn claims(d: &nubis_control_plane::domain::Domain, subnet: &str) -> Vec<String> {
-    d.address_claims(&SubnetId::parse(subnet).unwrap())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|c| c.ip)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
