@@ -16,7 +16,7 @@ use nubis_control_plane::ec2::DomainBackend;
 use nubis_control_plane::sim::{SimAgent, SimOptions};
 use support::*;
 use vpc_common::enis::{
-    caller, claims, eni, interfaces_of, launch, network, run, snapshot, subnet,
+    assigned_spec, caller, claims, eni, interfaces_of, launch, network, run, snapshot, subnet,
 };
 use vpc_common::{text, texts, Ec2};
 
@@ -218,17 +218,7 @@ async fn run_instances_creates_secondary_interfaces_at_launch() {
     }
     // The node gets both.
     let inst = wait_domain_state(&d, &caller(&a), &i1, State::Running).await;
-    let asg = d
-        .store()
-        .assignments()
-        .get(inst.node_id.as_ref().unwrap(), &inst.id)
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
-    let spec = nubis_control_plane::api::node::assignment_out(&asg)
-        .spec
-        .unwrap();
+    let spec = assigned_spec(&d, &inst).await;
     let extra: Vec<&str> = spec.extra_networks.iter().map(|n| n.ip.as_str()).collect();
     assert_eq!(extra, ["10.0.2.4", "10.0.2.40"]);
 

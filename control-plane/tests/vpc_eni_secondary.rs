@@ -18,12 +18,11 @@ use std::time::{Duration, Instant};
 use nubis_control_plane::domain::lifecycle::State;
 use nubis_control_plane::domain::Domain;
 use nubis_control_plane::ec2::DomainBackend;
-use nubis_control_plane::ids::InstanceId;
 use nubis_control_plane::sim::{SimAgent, SimOptions};
 use nubis_proto::node::v1 as npb;
 use support::*;
 use vpc_common::enis::{
-    caller, claims, eni, interfaces_of, launch, network, run, snapshot, subnet,
+    assigned_spec, caller, claims, eni, interfaces_of, launch, network, run, snapshot, subnet,
 };
 use vpc_common::{text, texts, Ec2};
 
@@ -380,20 +379,7 @@ async fn secondary_interfaces_attach_while_stopped_and_reach_the_node() {
         "the secondary interface's group and rules are in the view"
     );
     let inst = d.instance(&caller(&a), &i1).await.unwrap().value;
-    let asg = d
-        .store()
-        .assignments()
-        .get(
-            inst.node_id.as_ref().unwrap(),
-            &InstanceId::parse(&i1).unwrap(),
-        )
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
-    let spec = nubis_control_plane::api::node::assignment_out(&asg)
-        .spec
-        .unwrap();
+    let spec = assigned_spec(&d, &inst).await;
     let primary = spec.network.unwrap();
     let extra = spec.extra_networks;
     assert_eq!(extra.len(), 2);
@@ -705,17 +691,7 @@ async fn run_instances_attaches_secondary_interfaces_at_launch() {
     assert_eq!(text(&de, "deleteOnTermination"), "true");
     let inst = wait_domain_state(&d, &caller(&a), &i1, State::Running).await;
     assert_eq!(inst.availability_zone, ZONES[0]);
-    let asg = d
-        .store()
-        .assignments()
-        .get(inst.node_id.as_ref().unwrap(), &inst.id)
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
-    let spec = nubis_control_plane::api::node::assignment_out(&asg)
-        .spec
-        .unwrap();
+    let spec = assigned_spec(&d, &inst).await;
     assert_eq!(spec.extra_networks.len(), 1);
     assert_eq!(spec.extra_networks[0].ip, "10.0.2.30");
 

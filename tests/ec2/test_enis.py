@@ -213,15 +213,7 @@ def test_enis_tenant_isolation(ec2_once, ec2_other):
 
 
 def test_enis_secondary_interfaces(ec2, aws, hello_ami, zones, tag, cleanup):
-    cidr = unique_cidr()
-    base = cidr.split(".0.0/")[0]
-    vpc_id = ec2.create_vpc(CidrBlock=cidr)["Vpc"]["VpcId"]
-    s1, s2 = (
-        ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"{base}.{n}.0/24", AvailabilityZone=zones[0])[
-            "Subnet"
-        ]["SubnetId"]
-        for n in (1, 2)
-    )
+    vpc_id, _, s1, s2 = _vpc_with_two_subnets(ec2, zones[0])
     sg = ec2.create_security_group(GroupName="eni-db", Description="db", VpcId=vpc_id)["GroupId"]
     second = ec2.create_network_interface(SubnetId=s2, Groups=[sg])["NetworkInterface"][
         "NetworkInterfaceId"
@@ -313,21 +305,11 @@ def test_enis_secondary_interfaces(ec2, aws, hello_ami, zones, tag, cleanup):
         for e in (second, third):
             wait_until("the interface deleted", lambda e=e: _try_delete(ec2, e), timeout=120)
         ec2.delete_security_group(GroupId=sg)
-        for s in (s1, s2):
-            wait_until("the subnet deleted", lambda s=s: _try_delete_subnet(ec2, s), timeout=120)
-        ec2.delete_vpc(VpcId=vpc_id)
+        _delete_vpc(ec2, vpc_id, (s1, s2))
 
 
 def test_enis_created_at_launch(ec2, hello_ami, zones, tag, cleanup):
-    cidr = unique_cidr()
-    base = cidr.split(".0.0/")[0]
-    vpc_id = ec2.create_vpc(CidrBlock=cidr)["Vpc"]["VpcId"]
-    s1, s2 = (
-        ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"{base}.{n}.0/24", AvailabilityZone=zones[0])[
-            "Subnet"
-        ]["SubnetId"]
-        for n in (1, 2)
-    )
+    vpc_id, base, s1, s2 = _vpc_with_two_subnets(ec2, zones[0])
     sg = ec2.create_security_group(GroupName="eni-new", Description="new", VpcId=vpc_id)["GroupId"]
     iid = None
     try:
@@ -375,9 +357,28 @@ def test_enis_created_at_launch(ec2, hello_ami, zones, tag, cleanup):
                 timeout=120,
             )
         ec2.delete_security_group(GroupId=sg)
-        for s in (s1, s2):
-            wait_until("the subnet deleted", lambda s=s: _try_delete_subnet(ec2, s), timeout=120)
-        ec2.delete_vpc(VpcId=vpc_id)
+        _delete_vpc(ec2, vpc_id, (s1, s2))
+
+
+def _vpc_with_two_subnets(ec2, zone):
+    """A new VPC with subnets <base>.1.0/24 and <base>.2.0/24 in `zone`:
+    (vpc id, base, subnet 1, subnet 2)."""
+    cidr = unique_cidr()
+    base = cidr.split(".0.0/")[0]
+    vpc_id = ec2.create_vpc(CidrBlock=cidr)["Vpc"]["VpcId"]
+    s1, s2 = (
+        ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"{base}.{n}.0/24", AvailabilityZone=zone)[
+            "Subnet"
+        ]["SubnetId"]
+        for n in (1, 2)
+    )
+    return vpc_id, base, s1, s2
+
+
+def _delete_vpc(ec2, vpc_id, subnets):
+    for s in subnets:
+        wait_until("the subnet deleted", lambda s=s: _try_delete_subnet(ec2, s), timeout=120)
+    ec2.delete_vpc(VpcId=vpc_id)
 
 
 def _gone(ec2, eni_id):

@@ -131,3 +131,21 @@ pub async fn eni(e: &Ec2, subnet: &str, extra: &[(&str, &str)]) -> String {
         "networkInterfaceId",
     )
 }
+
+/// The spec the node is given for `inst` (its assignment, as sent).
+pub async fn assigned_spec(
+    d: &Domain,
+    inst: &nubis_control_plane::domain::model::Instance,
+) -> nubis_proto::node::v1::InstanceSpec {
+    let asg = d
+        .store()
+        .assignments()
+        .get(inst.node_id.as_ref().unwrap(), &inst.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    nubis_control_plane::api::node::assignment_out(&asg)
+        .spec
+        .unwrap()
+}

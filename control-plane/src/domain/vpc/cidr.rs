@@ -112,6 +112,14 @@ impl Cidr {
     pub fn usable(&self) -> u64 {
         self.size().saturating_sub(RESERVED_PER_SUBNET)
     }
+
+    /// The addresses an instance can get, lowest first (all but the first
+    /// four and the last: [`Cidr::is_reserved`]).
+    pub fn usable_hosts(&self) -> impl Iterator<Item = Ipv4Addr> {
+        let base = self.base;
+        let size = u32::try_from(self.size()).unwrap_or(u32::MAX);
+        (4..size.saturating_sub(1)).map(move |off| Ipv4Addr::from(base.wrapping_add(off)))
+    }
 }
 
 impl fmt::Display for Cidr {
@@ -123,6 +131,18 @@ impl fmt::Display for Cidr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usable_hosts_are_the_unreserved_ones_lowest_first() {
+        let c = Cidr::parse("10.0.1.0/28").unwrap();
+        let hosts: Vec<Ipv4Addr> = c.usable_hosts().collect();
+        assert_eq!(hosts.len() as u64, c.usable());
+        assert_eq!(hosts.first(), Some(&Ipv4Addr::new(10, 0, 1, 4)));
+        assert_eq!(hosts.last(), Some(&Ipv4Addr::new(10, 0, 1, 14)));
+        assert!(hosts
+            .iter()
+            .all(|ip| c.contains_ip(*ip) && !c.is_reserved(*ip)));
+    }
 
     #[test]
     fn parse_and_arithmetic() {

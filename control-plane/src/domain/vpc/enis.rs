@@ -620,11 +620,7 @@ pub(crate) fn stage_delete(
 
 /// The lowest address of `cidr` that is neither reserved nor claimed.
 fn lowest_free(cidr: &Cidr, claimed: &HashSet<Ipv4Addr>) -> Option<Ipv4Addr> {
-    let base = u32::from(cidr.base());
-    let size = u32::try_from(cidr.size()).unwrap_or(u32::MAX);
-    (4..size.saturating_sub(1))
-        .map(|off| Ipv4Addr::from(base.wrapping_add(off)))
-        .find(|ip| !claimed.contains(ip))
+    cidr.usable_hosts().find(|ip| !claimed.contains(ip))
 }
 
 fn interface_matches(e: &NetworkInterface, f: &Filter) -> bool {

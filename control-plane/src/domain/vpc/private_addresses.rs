@@ -203,14 +203,10 @@ impl AddressPool {
                 return Err(in_use(ip))
             }
             Some(ip) => ip,
-            None => {
-                let base = u32::from(cidr.base());
-                let size = u32::try_from(cidr.size()).unwrap_or(u32::MAX);
-                (4..size.saturating_sub(1))
-                    .map(|off| Ipv4Addr::from(base.wrapping_add(off)))
-                    .find(|ip| !claimed.contains(ip) && self.inflight.hold(subnet, *ip))
-                    .ok_or_else(|| subnet_full(subnet))?
-            }
+            None => cidr
+                .usable_hosts()
+                .find(|ip| !claimed.contains(ip) && self.inflight.hold(subnet, *ip))
+                .ok_or_else(|| subnet_full(subnet))?,
         };
         self.held.push((subnet.clone(), ip));
         Ok(ip)
@@ -300,13 +296,10 @@ impl Domain {
                 pool.held.push((id.clone(), ip));
                 free.push_back(ip);
             } else {
-                let base = u32::from(cidr.base());
-                let size = u32::try_from(cidr.size()).unwrap_or(u32::MAX);
-                for off in 4..size.saturating_sub(1) {
+                for ip in cidr.usable_hosts() {
                     if free.len() >= want as usize {
                         break;
                     }
-                    let ip = Ipv4Addr::from(base.wrapping_add(off));
                     if !claimed.contains(&ip) && pool.inflight.hold(&id, ip) {
                         pool.held.push((id.clone(), ip));
                         free.push_back(ip);
